@@ -1,0 +1,148 @@
+// The one place io-ts is used directly: codecs decode config objects or throw ConfigError.
+import * as t from 'io-ts';
+import { isLeft } from 'fp-ts/lib/Either.js';
+import { ConfigError, type ConfigIssue } from './errors.js';
+
+/**
+ * Decodes `value` with `codec`, or throws `ConfigError` naming every failing field from `root`
+ * (`modelRunner.models[1].executionMechanism`), what it expected and what it got. Object codecs
+ * made with `strict()` also reject unknown keys, so a typo is not silently ignored.
+ */
+export function decodeOrThrow<A, O>(codec: t.Type<A, O, unknown>, value: unknown, root: string): A {
+  const result = codec.decode(value);
+  if (isLeft(result)) throw new ConfigError(toIssues(result.left, root));
+  return result.right;
+}
+
+function toIssues(errors: t.Errors, root: string): ConfigIssue[] {
+  const byPath = new Map<string, ConfigIssue>();
+  for (const error of errors) {
+    const issue = toIssue(error, root);
+    if (!byPath.has(issue.path)) byPath.set(issue.path, issue);
+  }
+  return [...byPath.values()];
+}
+
+// A union reports each member's failure; the user wants one line at the union's own path
+// saying what the union accepts, so the walk stops at the first union it meets.
+function toIssue(error: t.ValidationError, root: string): ConfigIssue {
+  let path = root;
+  const entries = error.context;
+  for (let i = 1; i < entries.length; i++) {
+    const parent = entries[i - 1];
+    if (parent.type instanceof t.UnionType) {
+      return { path, expected: parent.type.name, actual: describeValue(parent.actual) };
+    }
+    const key = entries[i].key;
+    if (key === '') continue;
+    path += isArrayLike(parent.type) ? `[${key}]` : `.${key}`;
+  }
+  const last = entries[entries.length - 1];
+  if (error.message) return { path, expected: '', message: error.message };
+  return { path, expected: last.type.name, actual: describeValue(error.value) };
+}
+
+function isArrayLike(type: t.Decoder<unknown, unknown>): boolean {
+  return type instanceof t.ArrayType || type instanceof t.ReadonlyArrayType;
+}
+
+export function describeValue(value: unknown): string {
+  if (value === undefined) return 'undefined';
+  if (typeof value === 'function') return `function ${value.name || '(anonymous)'}`;
+  if (typeof value === 'string') return JSON.stringify(value);
+  try {
+    const text = JSON.stringify(value);
+    return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}
+
+/**
+ * An object codec that also fails on keys it does not know, naming them. Required fields come
+ * from `required`, optional ones from `optional`.
+ */
+export function strict<R extends t.Props, O extends t.Props>(
+  name: string,
+  required: R,
+  optional: O,
+): t.Type<t.TypeOf<t.TypeC<R>> & t.TypeOf<t.PartialC<O>>, unknown, unknown> {
+  type A = t.TypeOf<t.TypeC<R>> & t.TypeOf<t.PartialC<O>>;
+  const known = new Set([...Object.keys(required), ...Object.keys(optional)]);
+  const requiredCodec = t.type(required);
+  const optionalCodec = t.partial(optional);
+  return new t.Type<A, unknown, unknown>(
+    name,
+    (u): u is A => requiredCodec.is(u) && optionalCodec.is(u),
+    (u, c) => {
+      if (u === null || typeof u !== 'object' || Array.isArray(u)) return t.failure(u, c);
+      const record = u as Record<string, unknown>;
+      const errors: t.ValidationError[] = Object.keys(record)
+        .filter((k) => !known.has(k))
+        .map((k) => ({
+          value: record[k],
+          context: [...c, { key: k, type: t.never, actual: record[k] }],
+          message: `unknown field '${k}' (known fields: ${[...known].join(', ')})`,
+        }));
+      // Both halves validate against the same context, so paths carry no intersection index.
+      for (const codec of [requiredCodec, optionalCodec] as t.Decoder<unknown, unknown>[]) {
+        const result = codec.validate(u, c);
+        if (isLeft(result)) errors.push(...result.left);
+      }
+      return errors.length > 0 ? t.failures(errors) : t.success(u as A);
+    },
+    t.identity,
+  );
+}
+
+/** A positive integer, or `Infinity` where `allowInfinity`. */
+export function positiveInt(allowInfinity = false): t.Type<number, number, unknown> {
+  return new t.Type<number, number, unknown>(
+    allowInfinity ? 'a positive integer or Infinity' : 'a positive integer',
+    (u): u is number => typeof u === 'number' && ((Number.isInteger(u) && u > 0) || (allowInfinity && u === Infinity)),
+    (u, c) =>
+      typeof u === 'number' && ((Number.isInteger(u) && u > 0) || (allowInfinity && u === Infinity))
+        ? t.success(u)
+        : t.failure(u, c),
+    t.identity,
+  );
+}
+
+/** A non-negative integer, or `Infinity` where `allowInfinity`. */
+export function nonNegativeInt(allowInfinity = false): t.Type<number, number, unknown> {
+  const ok = (u: unknown): u is number =>
+    typeof u === 'number' && ((Number.isInteger(u) && u >= 0) || (allowInfinity && u === Infinity));
+  return new t.Type<number, number, unknown>(
+    allowInfinity ? 'a non-negative integer or Infinity' : 'a non-negative integer',
+    ok,
+    (u, c) => (ok(u) ? t.success(u) : t.failure(u, c)),
+    t.identity,
+  );
+}
+
+/** A function (any arity), e.g. a model class or a selector function. */
+export function fn<F extends Function>(name: string): t.Type<F, F, unknown> {
+  return new t.Type<F, F, unknown>(
+    name,
+    (u): u is F => typeof u === 'function',
+    (u, c) => (typeof u === 'function' ? t.success(u as F) : t.failure(u, c)),
+    t.identity,
+  );
+}
+
+/** A non-empty string. */
+export const NonEmptyString = new t.Type<string, string, unknown>(
+  'a non-empty string',
+  (u): u is string => typeof u === 'string' && u.length > 0,
+  (u, c) => (typeof u === 'string' && u.length > 0 ? t.success(u) : t.failure(u, c)),
+  t.identity,
+);
+
+/** A dot path (`'a.b.c'`): non-empty segments separated by dots. */
+export const DotPath = new t.Type<string, string, unknown>(
+  "a dot path like 'a.b.c'",
+  (u): u is string => typeof u === 'string' && u.split('.').every((s) => s.length > 0),
+  (u, c) =>
+    typeof u === 'string' && u.split('.').every((s) => s.length > 0) ? t.success(u) : t.failure(u, c),
+  t.identity,
+);

@@ -1,0 +1,159 @@
+// The error hierarchy (DESIGN §8): one base class, typed subclasses, stable `name`s, `cause` kept.
+
+/** Base class of every error rxserve raises. `name` is always the class's own name. */
+export class RxServeError extends Error {
+  override name = 'RxServeError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/**
+ * A configuration object failed validation. `path` names the field
+ * (`modelRunner.models[1].executionMechanism`), `expected` what it should have been.
+ */
+export class ConfigError extends RxServeError {
+  override name = 'ConfigError';
+  /** Every failing field, as `{ path, expected, actual }`. */
+  readonly issues: readonly ConfigIssue[];
+  constructor(issues: readonly ConfigIssue[] | string, options?: { cause?: unknown }) {
+    const list = typeof issues === 'string' ? [] : issues;
+    super(typeof issues === 'string' ? issues : list.map(formatIssue).join('; '), options);
+    this.issues = list;
+  }
+  /** The first failing field's path, or `''` for a message-only error. */
+  get path(): string {
+    return this.issues[0]?.path ?? '';
+  }
+}
+
+export interface ConfigIssue {
+  readonly path: string;
+  readonly expected: string;
+  readonly actual?: string;
+  /** Said instead of "expected ..." when set. */
+  readonly message?: string;
+}
+
+function formatIssue(issue: ConfigIssue): string {
+  if (issue.message !== undefined) return `${issue.path}: ${issue.message}`;
+  return issue.actual === undefined
+    ? `${issue.path}: expected ${issue.expected}`
+    : `${issue.path}: expected ${issue.expected}, got ${issue.actual}`;
+}
+
+/** A model could not be loaded (constructor, module import or `load()` failed). */
+export class ModelLoadError extends RxServeError {
+  override name = 'ModelLoadError';
+  constructor(
+    readonly endpointName: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`model '${endpointName}' could not be loaded: ${message}`, options);
+  }
+}
+
+/**
+ * At least one model of a `modelRunner` step failed and the step has `raiseException: true`.
+ * `modelsErrors` maps every selected endpoint to its error message, or `null` when it succeeded
+ * (MLRun's `ModelRunnerError.models_errors`).
+ */
+export class ModelRunnerError extends RxServeError {
+  override name = 'ModelRunnerError';
+  constructor(
+    readonly step: string,
+    readonly modelsErrors: Readonly<Record<string, string | null>>,
+  ) {
+    const failed = Object.entries(modelsErrors).filter(([, e]) => e !== null);
+    super(`step '${step}': ${failed.map(([name, e]) => `${name} failed (${e})`).join(', ')}`);
+  }
+}
+
+/** A selector threw, or returned a name that is not a model of the step, or a name twice. */
+export class SelectorError extends RxServeError {
+  override name = 'SelectorError';
+}
+
+/** An event's route key matched no route and the router has no `defaultRoute`. */
+export class RouteNotFoundError extends RxServeError {
+  override name = 'RouteNotFoundError';
+  constructor(
+    readonly key: string | undefined,
+    readonly routes: readonly string[],
+    readonly router: string,
+  ) {
+    super(
+      `router '${router}': no route for key ${key === undefined ? 'undefined' : `'${key}'`}; ` +
+        `available routes: ${routes.length ? routes.map((r) => `'${r}'`).join(', ') : '(none)'}`,
+    );
+  }
+}
+
+/** A model call ran past its entry's `timeoutMs`; the call was aborted. */
+export class ModelTimeoutError extends RxServeError {
+  override name = 'ModelTimeoutError';
+  constructor(
+    readonly endpointName: string,
+    readonly timeoutMs: number,
+  ) {
+    super(`model '${endpointName}' timed out after ${timeoutMs} ms`);
+  }
+}
+
+/** The step already held `maxInFlight + maxQueue` events; this one was rejected. */
+export class QueueFullError extends RxServeError {
+  override name = 'QueueFullError';
+  constructor(
+    readonly step: string,
+    readonly maxInFlight: number,
+    readonly maxQueue: number,
+  ) {
+    super(
+      `step '${step}' is full (maxInFlight ${maxInFlight}, maxQueue ${maxQueue}); event rejected`,
+    );
+  }
+}
+
+/** The worker thread or process running a call died; the call failed, the worker is replaced. */
+export class WorkerCrashedError extends RxServeError {
+  override name = 'WorkerCrashedError';
+}
+
+/** An LLM provider call failed. `retryable` says whether trying again may succeed. */
+export class ProviderError extends RxServeError {
+  override name = 'ProviderError';
+  constructor(
+    message: string,
+    readonly status: number | undefined,
+    readonly retryable: boolean,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** The error type an event carries once a step failed it. */
+export type ServingError = Error;
+
+/** Turns anything thrown into an `Error`, keeping real errors as they are (identity kept). */
+export function toError(thrown: unknown): Error {
+  if (thrown instanceof Error) return thrown;
+  const error = new Error(typeof thrown === 'string' ? thrown : safeString(thrown));
+  (error as { cause?: unknown }).cause = thrown;
+  return error;
+}
+
+/** `'<ErrorName>: <message>'`, the form MLRun writes into a failed model's output. */
+export function describeError(error: unknown): string {
+  const e = toError(error);
+  return `${e.name}: ${e.message}`;
+}
+
+function safeString(value: unknown): string {
+  try {
+    return typeof value === 'object' ? JSON.stringify(value) : String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}

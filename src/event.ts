@@ -1,0 +1,166 @@
+// ServingEvent, how events are made and changed (never in place), and dot paths.
+import { map, type OperatorFunction } from 'rxjs';
+import type { ServingError } from './errors.js';
+
+/** One request flowing through a serving pipeline. Immutable: steps emit new events. */
+export interface ServingEvent<B = unknown> {
+  /** Unique; `toEvent()` generates one when absent. */
+  readonly id: string;
+  readonly body: B;
+  /** e.g. `'/v2/models/m1/infer'`. */
+  readonly path?: string;
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly metadata: Readonly<Record<string, unknown>>;
+  /** Set once a step failed the event; later steps pass it on untouched. */
+  readonly error?: ServingError;
+  /** Name of the step that set `error`. */
+  readonly origin?: string;
+}
+
+/** A `ServingEvent` that a step has failed. */
+export type ErroredEvent<B = unknown> = ServingEvent<B> & { readonly error: ServingError };
+
+const EMPTY_METADATA: Readonly<Record<string, unknown>> = Object.freeze({});
+
+/**
+ * Makes a serving event from a body.
+ *
+ * The event is frozen (shallowly); every step that changes it emits a new one.
+ *
+ * ## Example
+ * ```ts
+ * import { toEvent } from 'rxserve';
+ * const event = toEvent({ text: 'hi' }, { id: 'e1' });
+ * // { id: 'e1', body: { text: 'hi' }, metadata: {} }
+ * ```
+ * @param body The request body.
+ * @param init Any other field; `id` is generated with `crypto.randomUUID()` when absent.
+ * @returns A new, frozen event.
+ */
+export function toEvent<B>(body: B, init?: Partial<Omit<ServingEvent<B>, 'body'>>): ServingEvent<B> {
+  const event: { -readonly [K in keyof ServingEvent<B>]: ServingEvent<B>[K] } = {
+    id: init?.id ?? globalThis.crypto.randomUUID(),
+    body,
+    metadata: init?.metadata ? Object.freeze({ ...init.metadata }) : EMPTY_METADATA,
+  };
+  if (init?.path !== undefined) event.path = init.path;
+  if (init?.headers !== undefined) event.headers = Object.freeze({ ...init.headers });
+  if (init?.error !== undefined) event.error = init.error;
+  if (init?.origin !== undefined) event.origin = init.origin;
+  return Object.freeze(event);
+}
+
+/**
+ * Wraps plain values into serving events; values that already are events pass as they are.
+ *
+ * ## Example
+ * ```ts
+ * import { of } from 'rxjs';
+ * import { asEvents } from 'rxserve';
+ * of({ n: 1 }, { n: 2 }).pipe(asEvents()); // two ServingEvents with generated ids
+ * ```
+ */
+export function asEvents<B>(): OperatorFunction<B | ServingEvent<B>, ServingEvent<B>> {
+  return map((value) => (isServingEvent<B>(value) ? value : toEvent(value)));
+}
+
+/** True for objects shaped like a `ServingEvent` (string `id`, a `body` key, `metadata` object). */
+export function isServingEvent<B = unknown>(value: unknown): value is ServingEvent<B> {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as ServingEvent).id === 'string' &&
+    'body' in value &&
+    typeof (value as ServingEvent).metadata === 'object' &&
+    (value as ServingEvent).metadata !== null
+  );
+}
+
+/** True when a step has failed the event. */
+export function isErrored<B>(event: ServingEvent<B>): event is ErroredEvent<B> {
+  return event.error !== undefined;
+}
+
+/** A copy of `event` with another body (and any other fields in `changes`). */
+export function withBody<B>(
+  event: ServingEvent<unknown>,
+  body: B,
+  changes?: { metadata?: Readonly<Record<string, unknown>> },
+): ServingEvent<B> {
+  return Object.freeze({
+    ...event,
+    body,
+    metadata: changes?.metadata ? Object.freeze(changes.metadata) : event.metadata,
+  });
+}
+
+/** A copy of `event` failed with `error` by step `origin`. */
+export function withError<B>(event: ServingEvent<B>, error: ServingError, origin: string): ErroredEvent<B> {
+  return Object.freeze({ ...event, error, origin }) as ErroredEvent<B>;
+}
+
+/** A copy of `event` with `error` and `origin` removed (what `onError` emits on recovery). */
+export function withoutError<B>(event: ServingEvent<B>, body?: B): ServingEvent<B> {
+  const { error: _error, origin: _origin, ...rest } = event;
+  return Object.freeze(body === undefined ? rest : { ...rest, body });
+}
+
+// ---- dot paths -------------------------------------------------------------------------------
+
+const pathCache = new Map<string, readonly string[]>();
+
+function splitPath(path: string): readonly string[] {
+  let parts = pathCache.get(path);
+  if (parts === undefined) {
+    parts = Object.freeze(path.split('.'));
+    if (parts.some((p) => p === '')) throw new TypeError(`invalid dot path '${path}'`);
+    if (pathCache.size < 1024) pathCache.set(path, parts);
+  }
+  return parts;
+}
+
+/**
+ * Reads `path` (`'a.b.c'`) from `value`; the whole value for an empty or absent path.
+ * Returns `undefined` when a segment is missing.
+ */
+export function getPath(value: unknown, path: string | undefined): unknown {
+  if (!path) return value;
+  let current = value;
+  for (const key of splitPath(path)) {
+    if (current === null || typeof current !== 'object') return undefined;
+    current = (current as Record<string, unknown>)[key];
+  }
+  return current;
+}
+
+/** True when every segment of `path` exists in `value`. */
+export function hasPath(value: unknown, path: string | undefined): boolean {
+  if (!path) return true;
+  let current = value;
+  for (const key of splitPath(path)) {
+    if (current === null || typeof current !== 'object' || !(key in current)) return false;
+    current = (current as Record<string, unknown>)[key];
+  }
+  return true;
+}
+
+/**
+ * Returns a copy of `value` with `newValue` written at `path`, copying only the objects along the
+ * path (the rest is shared, as it is immutable). Missing or non-object segments become objects.
+ * An empty path returns `newValue` itself.
+ */
+export function setPath<T>(value: T, path: string | undefined, newValue: unknown): T {
+  if (!path) return newValue as T;
+  return setIn(value, splitPath(path), 0, newValue) as T;
+}
+
+function setIn(container: unknown, keys: readonly string[], i: number, newValue: unknown): unknown {
+  const key = keys[i];
+  const copy: Record<string, unknown> = Array.isArray(container)
+    ? ([...container] as unknown as Record<string, unknown>)
+    : container !== null && typeof container === 'object'
+      ? { ...(container as Record<string, unknown>) }
+      : {};
+  copy[key] = i === keys.length - 1 ? newValue : setIn(copy[key], keys, i + 1, newValue);
+  return copy;
+}

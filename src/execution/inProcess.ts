@@ -1,0 +1,98 @@
+// The in-process mechanisms: 'naive' (inline, synchronous) and 'asyncio' (awaited on the event loop).
+import { ModelLoadError, toError } from '../errors.js';
+import type { ModelEntry } from '../model/entry.js';
+import type { Model, ModelClass, PredictContext } from '../model/model.js';
+import { resolveModelClass } from '../model/registry.js';
+import type { CallResult, Executor, ExecutorHooks, ExecutorSession } from './executor.js';
+
+/**
+ * Runs models on the main event loop. Each model is constructed and loaded once per session,
+ * one at a time (no memory peak from parallel loads); `naive` calls run inline, `asyncio` calls
+ * are awaited. Sessions whose models all load synchronously are ready at once.
+ */
+export const inProcessExecutor: Executor = {
+  open(models: readonly ModelEntry[], hooks: ExecutorHooks): ExecutorSession {
+    return new InProcessSession(models, hooks);
+  },
+};
+
+class InProcessSession implements ExecutorSession {
+  readonly ready?: Promise<void>;
+  private readonly instances = new Map<string, Model>();
+  private readonly asyncio = new Set<string>();
+  private closed = false;
+
+  constructor(models: readonly ModelEntry[], private readonly hooks: ExecutorHooks) {
+    let pending: Promise<void> | undefined;
+    for (const entry of models) {
+      if (entry.executionMechanism === 'asyncio') this.asyncio.add(entry.endpointName);
+      pending = pending ? pending.then(() => this.loadOne(entry)) : this.loadOne(entry);
+    }
+    if (pending) {
+      this.ready = pending.catch((error: unknown) => {
+        this.hooks.fail(error instanceof ModelLoadError ? error : toError(error));
+        throw error;
+      });
+      // The step awaits `ready`; this handler only keeps an unobserved failure from being reported twice.
+      this.ready.catch(() => undefined);
+    }
+  }
+
+  /** Constructs and loads one model; returns a promise only when something was asynchronous. */
+  private loadOne(entry: ModelEntry): Promise<void> | undefined {
+    const name = entry.endpointName;
+    const resolved = resolveModelClass(entry.modelClass, name);
+    if (resolved instanceof Promise) return resolved.then((cls) => this.construct(entry, cls));
+    return this.construct(entry, resolved);
+  }
+
+  private construct(entry: ModelEntry, cls: ModelClass): Promise<void> | undefined {
+    const name = entry.endpointName;
+    let model: Model;
+    let loading: void | Promise<void>;
+    try {
+      model = new cls({ ...entry.params, name, ...(entry.modelArtifact ? { artifact: entry.modelArtifact } : {}) });
+      loading = model.load();
+    } catch (cause) {
+      throw new ModelLoadError(name, toError(cause).message, { cause });
+    }
+    if (loading && typeof (loading as Promise<void>).then === 'function') {
+      return Promise.resolve(loading).then(
+        () => this.register(name, model),
+        (cause: unknown) => {
+          throw new ModelLoadError(name, toError(cause).message, { cause });
+        },
+      );
+    }
+    this.register(name, model);
+    return undefined;
+  }
+
+  private register(name: string, model: Model): void {
+    this.instances.set(name, model);
+    // A session closed while this model was loading still owes it a close().
+    if (this.closed) void closeQuietly(model);
+  }
+
+  invoke(endpointName: string, input: unknown, context: PredictContext): CallResult {
+    const model = this.instances.get(endpointName);
+    if (model === undefined) throw new ModelLoadError(endpointName, 'the model is not loaded');
+    if (!this.asyncio.has(endpointName)) return model.predict(input, context);
+    return Promise.resolve().then(() => model.predict(input, context));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all([...this.instances.values()].map(closeQuietly));
+  }
+}
+
+// A model whose close() fails must not stop the others from closing; teardown has nowhere to report it.
+async function closeQuietly(model: Model): Promise<void> {
+  try {
+    await model.close();
+  } catch {
+    /* ignored: see above */
+  }
+}

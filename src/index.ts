@@ -1,0 +1,45 @@
+// The rxserve root entry: the whole public API, operators included (as RxJS 7.2+ does).
+export * from './operators/index.js';
+export {
+  toEvent,
+  asEvents,
+  isServingEvent,
+  isErrored,
+  withBody,
+  withError,
+  withoutError,
+  getPath,
+  hasPath,
+  setPath,
+  type ServingEvent,
+  type ErroredEvent,
+} from './event.js';
+export {
+  RxServeError,
+  ConfigError,
+  ModelLoadError,
+  ModelRunnerError,
+  SelectorError,
+  RouteNotFoundError,
+  ModelTimeoutError,
+  QueueFullError,
+  WorkerCrashedError,
+  ProviderError,
+  type ConfigIssue,
+  type ServingError,
+} from './errors.js';
+export { Model, type ModelClass, type ModelInit, type ModuleRef, type PredictContext } from './model/model.js';
+export type { ModelArtifact, LLMPromptArtifact } from './model/artifact.js';
+export { registerModel, unregisterModel, type ModelClassRef } from './model/registry.js';
+export { ExecutionMechanism, CreationStrategy, type ModelEntry } from './model/entry.js';
+export {
+  ModelSelector,
+  registerSelector,
+  unregisterSelector,
+  type SelectorFn,
+  type SelectorLike,
+  type SelectorResult,
+  type ModelSelectorClass,
+} from './selector.js';
+export type { Executor, ExecutorSession, ExecutorHooks, CallResult } from './execution/executor.js';
+export { cloneBody } from './clone.js';

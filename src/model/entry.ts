@@ -1,0 +1,149 @@
+// ModelEntry: one model of a modelRunner step, its codec, and the checks codecs cannot express.
+import * as t from 'io-ts';
+import { DotPath, NonEmptyString, decodeOrThrow, fn, positiveInt, strict } from '../config.js';
+import { ConfigError } from '../errors.js';
+import type { LLMPromptArtifact, ModelArtifact } from './artifact.js';
+import type { ModelClass, ModuleRef } from './model.js';
+
+/** MLRun's execution mechanisms, names kept verbatim (DESIGN §5). */
+export const ExecutionMechanism = t.keyof(
+  {
+    naive: null,
+    asyncio: null,
+    thread_pool: null,
+    process_pool: null,
+    dedicated_process: null,
+    shared_executor: null,
+  },
+  "'naive' | 'asyncio' | 'thread_pool' | 'process_pool' | 'dedicated_process' | 'shared_executor'",
+);
+export type ExecutionMechanism = t.TypeOf<typeof ExecutionMechanism>;
+
+/** Mechanisms that run the model on the main event loop; only these accept a bare class. */
+export const IN_PROCESS_MECHANISMS: readonly ExecutionMechanism[] = ['naive', 'asyncio'];
+
+export const CreationStrategy = t.keyof(
+  { inplace: null, overwrite: null, archive: null, skip: null },
+  "'inplace' | 'overwrite' | 'archive' | 'skip'",
+);
+export type CreationStrategy = t.TypeOf<typeof CreationStrategy>;
+
+export const ModuleRefCodec: t.Type<ModuleRef, unknown, unknown> = strict(
+  '{ module: string, export?: string }',
+  { module: NonEmptyString },
+  { export: NonEmptyString },
+);
+
+const ModelClassCodec = t.union(
+  [NonEmptyString, fn<ModelClass>('a Model class'), ModuleRefCodec],
+  'a registered name, a Model class, or { module, export? }',
+);
+
+const PositiveMs = new t.Type<number, number, unknown>(
+  'a positive number of milliseconds',
+  (u): u is number => typeof u === 'number' && u > 0 && Number.isFinite(u),
+  (u, c) => (typeof u === 'number' && u > 0 && Number.isFinite(u) ? t.success(u) : t.failure(u, c)),
+  t.identity,
+);
+
+const Labels = t.union([t.record(t.string, t.string), t.array(t.string)], 'Record<string, string> | string[]');
+
+const ModelEntryCodec = strict(
+  'ModelEntry',
+  {
+    endpointName: NonEmptyString,
+    modelClass: ModelClassCodec,
+    executionMechanism: ExecutionMechanism,
+  },
+  {
+    modelArtifact: t.UnknownRecord,
+    labels: Labels,
+    creationStrategy: CreationStrategy,
+    inputs: t.array(t.string),
+    outputs: t.array(t.string),
+    inputPath: DotPath,
+    resultPath: DotPath,
+    params: t.UnknownRecord,
+    maxInFlight: positiveInt(true),
+    timeoutMs: PositiveMs,
+    sharedModelName: NonEmptyString,
+  },
+);
+
+/** One model of a `modelRunner` step (MLRun's `add_model` arguments, in camelCase). */
+export interface ModelEntry {
+  /** The model's name in the step, its key in merged outputs, and its endpoint name. */
+  readonly endpointName: string;
+  /** A registered name, a class (in-process mechanisms only), or `{ module, export }`. */
+  readonly modelClass: string | ModelClass | ModuleRef;
+  readonly executionMechanism: ExecutionMechanism;
+  readonly modelArtifact?: ModelArtifact | LLMPromptArtifact;
+  readonly labels?: Readonly<Record<string, string>> | readonly string[];
+  /** How the endpoint registry treats an existing endpoint of this name; default `'inplace'`. */
+  readonly creationStrategy?: CreationStrategy;
+  /** Feature names for monitoring. */
+  readonly inputs?: readonly string[];
+  /** Label names for monitoring. */
+  readonly outputs?: readonly string[];
+  /** Dot path of the model's input in the body; the whole body when absent. */
+  readonly inputPath?: string;
+  /** Dot path where the model's return value is written into a copy of the body. */
+  readonly resultPath?: string;
+  /** Constructor parameters. */
+  readonly params?: Readonly<Record<string, unknown>>;
+  /** This model's own concurrency (its lane); default: the step's `maxInFlight`. */
+  readonly maxInFlight?: number;
+  /** Per call; on expiry the call is aborted and the model's output is a `ModelTimeoutError`. */
+  readonly timeoutMs?: number;
+  /** Set by `sharedModelProxy()`: the shared model this proxy reaches. */
+  readonly sharedModelName?: string;
+}
+
+/**
+ * Validates a step's model list: each entry's shape, unique endpoint names, a consistent
+ * `params.name`, and that pool mechanisms get a class they can load in a worker.
+ */
+export function decodeModelEntries(value: unknown, path: string): readonly ModelEntry[] {
+  if (!Array.isArray(value) || value.length === 0) {
+    throw new ConfigError([
+      { path, expected: 'a non-empty array of model entries', actual: Array.isArray(value) ? '[]' : typeof value },
+    ]);
+  }
+  const seen = new Map<string, number>();
+  return Object.freeze(
+    value.map((raw, i) => {
+      const at = `${path}[${i}]`;
+      const entry = decodeOrThrow(ModelEntryCodec, raw, at) as ModelEntry;
+      const first = seen.get(entry.endpointName);
+      if (first !== undefined) {
+        throw new ConfigError([
+          {
+            path: `${at}.endpointName`,
+            expected: `a name not used by another model of the step`,
+            actual: `'${entry.endpointName}', already used by ${path}[${first}]`,
+          },
+        ]);
+      }
+      seen.set(entry.endpointName, i);
+      const paramName = entry.params?.name;
+      if (paramName !== undefined && paramName !== entry.endpointName) {
+        throw new ConfigError([
+          { path: `${at}.params.name`, expected: `'${entry.endpointName}' (the endpointName) or nothing`, actual: JSON.stringify(paramName) },
+        ]);
+      }
+      if (typeof entry.modelClass === 'function' && !IN_PROCESS_MECHANISMS.includes(entry.executionMechanism)) {
+        throw new ConfigError([
+          {
+            path: `${at}.modelClass`,
+            expected:
+              `a registered name or { module, export } for executionMechanism '${entry.executionMechanism}' ` +
+              `(the class is loaded inside a worker): registerModel('${entry.modelClass.name || 'MyModel'}', ` +
+              `{ module: <absolute path or file: URL>, export: '${entry.modelClass.name || 'MyModel'}' })`,
+            actual: `class ${entry.modelClass.name || '(anonymous)'}`,
+          },
+        ]);
+      }
+      return Object.freeze({ ...entry });
+    }),
+  );
+}

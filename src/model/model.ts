@@ -1,0 +1,70 @@
+// The Model base class that users extend, and the context each call receives.
+import type { LLMPromptArtifact, ModelArtifact } from './artifact.js';
+
+/** What a model's constructor receives: its endpoint name, its artifact, and the entry's `params`. */
+export interface ModelInit {
+  /** The endpoint name the model serves under. */
+  readonly name: string;
+  readonly artifact?: ModelArtifact | LLMPromptArtifact;
+  readonly [param: string]: unknown;
+}
+
+/** Per-call context passed to `predict`. */
+export interface PredictContext {
+  /** Aborted when the call times out or the pipeline is unsubscribed; the reason says which. */
+  readonly signal: AbortSignal;
+  /** The endpoint name that asked (a proxy's name for shared models). */
+  readonly origin: string;
+  readonly eventId: string;
+  readonly path?: string;
+}
+
+/**
+ * A model served by `modelRunner`. Subclass it and override `predict` (and `load`/`close` when the
+ * model holds resources).
+ *
+ * `load()` runs once per instance, before any call; `close()` when the pipeline shuts down. The
+ * base class is registered as `'Model'` and returns its input unchanged (MLRun's `Model`).
+ *
+ * ## Example
+ * ```ts
+ * import { Model, type PredictContext } from 'rxserve';
+ * class Doubler extends Model<{ n: number }, { n: number }> {
+ *   predict(body: { n: number }, _ctx: PredictContext) { return { n: body.n * 2 }; }
+ * }
+ * ```
+ */
+export class Model<In = any, Out = any> {
+  readonly name: string;
+  readonly artifact?: ModelArtifact | LLMPromptArtifact;
+  /** The constructor parameters other than `name` and `artifact`. */
+  readonly params: Readonly<Record<string, unknown>>;
+
+  constructor(init: ModelInit) {
+    const { name, artifact, ...params } = init;
+    this.name = name;
+    if (artifact !== undefined) this.artifact = artifact;
+    this.params = params;
+  }
+
+  /** Loads weights, clients or anything else the model needs; runs once, before any call. */
+  load(): void | Promise<void> {}
+
+  /** Computes the model's output for one input. The default returns the input unchanged. */
+  predict(body: In, _ctx: PredictContext): Out | Promise<Out> {
+    return body as unknown as Out;
+  }
+
+  /** Releases what `load` acquired; runs once when the pipeline shuts down. */
+  close(): void | Promise<void> {}
+}
+
+/** A class extending `Model`. */
+export type ModelClass<M extends Model = Model> = new (init: ModelInit) => M;
+
+/** A model class loaded from a module: `{ module, export }` (`export` defaults to `'default'`). */
+export interface ModuleRef {
+  /** An absolute path, a `file:` URL, or a package specifier. */
+  readonly module: string;
+  readonly export?: string;
+}

@@ -1,0 +1,6 @@
+// The rxserve/operators entry: the operators only (they are exported from 'rxserve' too).
+export { modelRunner, type ModelRunnerConfig } from './modelRunner.js';
+export { selectModels, type Selection } from './selectModels.js';
+export { router, type RouterConfig } from './router.js';
+export { step, type StepFn, type StepOptions, type StepContext } from './step.js';
+export { onError, type ErrorHandler } from './onError.js';

@@ -1,0 +1,349 @@
+import * as t from 'io-ts';
+import { asyncScheduler, Observable, type OperatorFunction, type Subscription } from 'rxjs';
+import { cloneBody } from '../clone.js';
+import { decodeOrThrow, strict } from '../config.js';
+import {
+  ConfigError,
+  ModelRunnerError,
+  ModelTimeoutError,
+  SelectorError,
+  describeError,
+  toError,
+} from '../errors.js';
+import { getPath, hasPath, isErrored, setPath, withBody, withError, type ServingEvent } from '../event.js';
+import { defaultExecutor } from '../execution/defaultExecutor.js';
+import type { Executor, ExecutorSession } from '../execution/executor.js';
+import { decodeModelEntries, type ModelEntry } from '../model/entry.js';
+import { createSelect, isSelectorLike, resolveSelector, type SelectorLike } from '../selector.js';
+import { CallContext, unsubscribedReason } from './internal/callContext.js';
+import { dispatch, type DispatchLimits, type Work } from './internal/dispatch.js';
+import { dispatchOptionProps, limitsFrom } from './internal/options.js';
+import { settle } from './internal/settle.js';
+
+/** Configuration of a `modelRunner` step (MLRun's ModelRunnerStep). */
+export interface ModelRunnerConfig {
+  /** Step name; default `'model_runner'`. */
+  readonly name?: string;
+  /** The step's models; at least one. */
+  readonly models: readonly ModelEntry[];
+  /** Picks the models per event; none = all models. A string names a registered selector. */
+  readonly selector?: SelectorLike;
+  /** Constructor parameters of a selector given by name (or as a class). */
+  readonly selectorParams?: Readonly<Record<string, unknown>>;
+  /** Fail the event with `ModelRunnerError` when any model failed; default `true`. */
+  readonly raiseException?: boolean;
+  /** Emit events in arrival order; default `true`. */
+  readonly ordered?: boolean;
+  /** Events inside the step at once; default 64. */
+  readonly maxInFlight?: number;
+  /** Events waiting beyond `maxInFlight` (`Infinity` allowed); default 10,000. More → `QueueFullError`. */
+  readonly maxQueue?: number;
+  /** Runs the models; default: one executor per `executionMechanism`. Tests inject their own. */
+  readonly executor?: Executor;
+}
+
+const ExecutorCodec = new t.Type<Executor, Executor, unknown>(
+  'an Executor ({ open(models, hooks) })',
+  (u): u is Executor => typeof (u as Executor | null)?.open === 'function',
+  (u, c) => (typeof (u as Executor | null)?.open === 'function' ? t.success(u as Executor) : t.failure(u, c)),
+  t.identity,
+);
+
+const SelectorCodec = new t.Type<SelectorLike, SelectorLike, unknown>(
+  'a ModelSelector, a selector function or a registered selector name',
+  isSelectorLike,
+  (u, c) => (isSelectorLike(u) ? t.success(u) : t.failure(u, c)),
+  t.identity,
+);
+
+const ModelRunnerConfigCodec = strict(
+  'ModelRunnerConfig',
+  { models: t.unknown },
+  {
+    ...dispatchOptionProps,
+    selector: SelectorCodec,
+    selectorParams: t.UnknownRecord,
+    raiseException: t.boolean,
+    executor: ExecutorCodec,
+  },
+);
+
+/**
+ * Runs several models on each event, each on its own execution mechanism, and merges their outputs.
+ *
+ * MLRun's ModelRunnerStep as an operator. Per event, the selector picks models (none given = all);
+ * each selected model gets its own copy of its input (`inputPath`, or the whole body) and runs in
+ * its own lane, so a slow model never blocks another's. With one registered model the body becomes
+ * its output; with several, `{ [endpointName]: output }`. A failed model's output is
+ * `{ error: '<ErrorName>: <message>' }`, and with `raiseException` (the default) the event leaves
+ * errored with `ModelRunnerError`. Errored events pass through untouched. Every event that enters
+ * leaves exactly once; past `maxInFlight + maxQueue`, one leaves at once with `QueueFullError`.
+ * Models load when the step is subscribed (events wait, bounded) and close when it ends;
+ * unsubscribing aborts calls in flight.
+ *
+ * ## Example
+ * ```ts
+ * import { of } from 'rxjs';
+ * import { Model, asEvents, modelRunner } from 'rxserve';
+ * class Inc extends Model { predict(b: { n: number }) { return { n: b.n + (this.params.by as number) }; } }
+ * of({ n: 1 }).pipe(
+ *   asEvents(),
+ *   modelRunner({ models: [
+ *     { endpointName: 'plus1', modelClass: Inc, executionMechanism: 'naive', params: { by: 1 } },
+ *     { endpointName: 'plus2', modelClass: Inc, executionMechanism: 'asyncio', params: { by: 2 } },
+ *   ] }),
+ * ).subscribe((e) => console.log(e.body));
+ * // { plus1: { n: 2 }, plus2: { n: 3 } }
+ * ```
+ * @see selectModels
+ * @param config The step's models and options; validated now, `ConfigError` on a bad field.
+ * @returns An operator from serving events to serving events.
+ */
+export function modelRunner(config: ModelRunnerConfig): OperatorFunction<ServingEvent, ServingEvent> {
+  const options = decodeOrThrow(ModelRunnerConfigCodec, config, 'modelRunner');
+  const limits = limitsFrom(options, 'model_runner');
+  const models = decodeModelEntries(config.models, 'modelRunner.models');
+  const { selector, selectorParams, raiseException = true, executor = defaultExecutor } = options;
+
+  return (source) =>
+    new Observable<ServingEvent>((subscriber) => {
+      let selectFn;
+      let session: ExecutorSession;
+      try {
+        selectFn = resolveSelector(selector, selectorParams, `${limits.step}.selector`);
+        session = executor.open(models, { step: limits.step, fail: (error) => subscriber.error(error) });
+      } catch (error) {
+        subscriber.error(error instanceof ConfigError ? error : toError(error));
+        return;
+      }
+      const runner = new Runner(models, limits, raiseException, session, createSelect(selectFn, models, limits.step));
+      const control = dispatch(source, subscriber, limits, runner.work, isErrored, { paused: session.ready !== undefined });
+      // After dispatch's own teardown (which aborts the calls), release the models.
+      subscriber.add(() => {
+        void Promise.resolve()
+          .then(() => session.close())
+          .catch(() => undefined);
+      });
+      session.ready?.then(
+        () => control.resume(),
+        () => undefined, // the executor reports load failures through hooks.fail
+      );
+    });
+}
+
+const wallClock = (): number => performance.timeOrigin + performance.now();
+
+/** One model's lane: its own concurrency limit and FIFO queue ("per-model scheduler"). */
+class Lane {
+  active = 0;
+  pumping = false;
+  readonly queue: Call[] = [];
+  constructor(readonly limit: number) {}
+}
+
+/** One model call of one event. */
+class Call {
+  settled = false;
+  started = 0;
+  context: CallContext | undefined;
+  timer: Subscription | undefined;
+  cancelResult: (() => void) | undefined;
+  constructor(
+    readonly run: EventRun,
+    /** Position in the event's selection. */
+    readonly position: number,
+    /** Index of the model in the step. */
+    readonly model: number,
+  ) {}
+}
+
+/** The state of one event inside the step. */
+class EventRun {
+  remaining: number;
+  readonly values: unknown[];
+  readonly errors: (Error | undefined)[];
+  readonly timings: { when: string; latencyMs: number }[];
+  readonly calls: Call[];
+  constructor(
+    readonly event: ServingEvent,
+    readonly selected: readonly number[],
+    readonly done: (out: ServingEvent) => void,
+  ) {
+    const n = selected.length;
+    this.remaining = n;
+    this.values = new Array(n);
+    this.errors = new Array(n);
+    this.timings = new Array(n);
+    this.calls = new Array(n);
+  }
+}
+
+/** Per-subscription state of a modelRunner step. */
+class Runner {
+  private readonly lanes: Lane[];
+  private readonly indexOf = new Map<string, number>();
+  private readonly now: () => number;
+  private readonly single: boolean;
+
+  constructor(
+    private readonly models: readonly ModelEntry[],
+    private readonly limits: DispatchLimits,
+    private readonly raiseException: boolean,
+    private readonly session: ExecutorSession,
+    private readonly select: (event: ServingEvent) => readonly string[] | SelectorError,
+  ) {
+    this.lanes = models.map((m) => new Lane(m.maxInFlight ?? Infinity));
+    models.forEach((m, i) => this.indexOf.set(m.endpointName, i));
+    this.now = session.now ? () => session.now!() : wallClock;
+    // MLRun merges by the number of *registered* models, not selected ones.
+    this.single = models.length === 1;
+  }
+
+  readonly work: Work = (event, done) => {
+    const selection = this.select(event);
+    if (selection instanceof SelectorError) {
+      done(withError(event, selection, this.limits.step));
+      return undefined;
+    }
+    const run = new EventRun(
+      event,
+      selection.map((name) => this.indexOf.get(name)!),
+      done,
+    );
+    if (run.remaining === 0) {
+      this.complete(run);
+      return undefined;
+    }
+    for (let i = 0; i < run.selected.length; i++) {
+      const call = new Call(run, i, run.selected[i]);
+      run.calls[i] = call;
+      this.submit(call);
+    }
+    return () => this.cancel(run);
+  };
+
+  private submit(call: Call): void {
+    const lane = this.lanes[call.model];
+    if (lane.active < lane.limit && lane.queue.length === 0) this.start(call);
+    else {
+      lane.queue.push(call);
+      this.pump(lane);
+    }
+  }
+
+  private pump(lane: Lane): void {
+    if (lane.pumping) return;
+    lane.pumping = true;
+    try {
+      while (lane.active < lane.limit && lane.queue.length > 0) {
+        const call = lane.queue.shift()!;
+        if (!call.settled) this.start(call);
+      }
+    } finally {
+      lane.pumping = false;
+    }
+  }
+
+  private start(call: Call): void {
+    const entry = this.models[call.model];
+    const { event } = call.run;
+    this.lanes[call.model].active++;
+    call.started = this.now();
+    let input: unknown;
+    try {
+      if (entry.inputPath !== undefined && !hasPath(event.body, entry.inputPath)) {
+        throw new TypeError(`inputPath '${entry.inputPath}' is not in the body of event '${event.id}'`);
+      }
+      input = cloneBody(getPath(event.body, entry.inputPath));
+    } catch (error) {
+      this.finish(call, undefined, toError(error));
+      return;
+    }
+    const context = new CallContext(event.id, entry.endpointName, event.path);
+    call.context = context;
+    if (entry.timeoutMs !== undefined) {
+      call.timer = asyncScheduler.schedule(() => this.timeOut(call), entry.timeoutMs);
+    }
+    const cancel = settle(
+      () => this.session.invoke(entry.endpointName, input, context),
+      (value) => this.finish(call, value, undefined),
+      (error) => this.finish(call, undefined, toError(error)),
+    );
+    if (!call.settled) call.cancelResult = cancel;
+  }
+
+  private timeOut(call: Call): void {
+    if (call.settled) return;
+    const entry = this.models[call.model];
+    const error = new ModelTimeoutError(entry.endpointName, entry.timeoutMs!);
+    call.context?.abort(error);
+    call.cancelResult?.();
+    this.finish(call, undefined, error);
+  }
+
+  private finish(call: Call, value: unknown, error: Error | undefined): void {
+    if (call.settled) return;
+    call.settled = true;
+    call.timer?.unsubscribe();
+    const end = this.now();
+    const lane = this.lanes[call.model];
+    lane.active--;
+    const { run, position } = call;
+    run.values[position] = value;
+    run.errors[position] = error;
+    run.timings[position] = {
+      when: new Date(call.started).toISOString(),
+      latencyMs: Math.round((end - call.started) * 1000) / 1000,
+    };
+    if (lane.queue.length > 0) this.pump(lane);
+    if (--run.remaining === 0) this.complete(run);
+  }
+
+  private cancel(run: EventRun): void {
+    const reason = unsubscribedReason(this.limits.step);
+    for (const call of run.calls) {
+      if (call === undefined || call.settled) continue;
+      call.settled = true;
+      call.timer?.unsubscribe();
+      call.context?.abort(reason);
+      call.cancelResult?.();
+    }
+  }
+
+  private complete(run: EventRun): void {
+    const { event, selected, values, errors, timings } = run;
+    let body: unknown;
+    const failed = errors.some((e) => e !== undefined);
+    const output = (i: number): unknown => {
+      const error = errors[i];
+      if (error !== undefined) return { error: describeError(error) };
+      const resultPath = this.models[selected[i]].resultPath;
+      return resultPath === undefined ? values[i] : setPath(event.body, resultPath, values[i]);
+    };
+    if (selected.length === 0) body = {};
+    else if (this.single) body = output(0);
+    else {
+      const merged: Record<string, unknown> = {};
+      for (let i = 0; i < selected.length; i++) merged[this.models[selected[i]].endpointName] = output(i);
+      body = merged;
+    }
+    const previous = event.metadata.models as Record<string, unknown> | undefined;
+    const models: Record<string, unknown> = previous ? { ...previous } : {};
+    for (let i = 0; i < selected.length; i++) models[this.models[selected[i]].endpointName] = timings[i];
+    const metadata = {
+      ...event.metadata,
+      modelRunner: { name: this.limits.step, inputs: event.body },
+      models,
+    };
+    let out = withBody(event, body, { metadata });
+    if (failed && this.raiseException) {
+      const modelsErrors: Record<string, string | null> = {};
+      for (let i = 0; i < selected.length; i++) {
+        const error = errors[i];
+        modelsErrors[this.models[selected[i]].endpointName] = error === undefined ? null : describeError(error);
+      }
+      out = withError(out, new ModelRunnerError(this.limits.step, modelsErrors), this.limits.step);
+    }
+    run.done(out);
+  }
+}

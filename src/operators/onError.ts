@@ -1,0 +1,72 @@
+import { Observable, type OperatorFunction } from 'rxjs';
+import { NonEmptyString, decodeOrThrow, fn, strict } from '../config.js';
+import { toError } from '../errors.js';
+import { isErrored, isServingEvent, withError, withoutError, type ErroredEvent, type ServingEvent } from '../event.js';
+import { EventContext, unsubscribedReason, type StepContext } from './internal/callContext.js';
+import { dispatch, type Work } from './internal/dispatch.js';
+import { limitsFrom } from './internal/options.js';
+import { settle } from './internal/settle.js';
+
+/**
+ * Recovers an errored event: return a new event, or a new body for the event (its error
+ * cleared). Returning the errored event keeps it errored. May be async.
+ */
+export type ErrorHandler = (
+  event: ErroredEvent,
+  context: StepContext,
+) => ServingEvent | unknown | PromiseLike<ServingEvent | unknown>;
+
+const OnErrorOptionsCodec = strict('OnErrorOptions', {}, { name: NonEmptyString });
+const HandlerCodec = fn<ErrorHandler>('a function (erroredEvent, context) => event or body');
+
+/**
+ * Handles errored events (MLRun's error handler); other events pass untouched.
+ *
+ * The handler gets each event that a step failed (`event.error`, `event.origin`) and returns
+ * what continues: a `ServingEvent` as is, or any other value as the recovered event's new body
+ * (its `error` and `origin` cleared). If the handler itself throws, the event stays errored with
+ * that new error. Errored events are handled in arrival order; events without an error pass at once.
+ *
+ * ## Example
+ * ```ts
+ * import { onError } from 'rxserve';
+ * events$.pipe(onError((e) => ({ fallback: true, reason: e.error.message })));
+ * ```
+ * @param handler `(erroredEvent, { signal, event }) => event | body`.
+ * @param options `name`, set as `origin` when the handler throws; default `'on_error'`.
+ */
+export function onError(
+  handler: ErrorHandler,
+  options: { name?: string } = {},
+): OperatorFunction<ServingEvent, ServingEvent> {
+  decodeOrThrow(HandlerCodec, handler, 'onError.handler');
+  const decoded = decodeOrThrow(OnErrorOptionsCodec, options, 'onError.options');
+  const limits = limitsFrom(decoded, 'on_error');
+  const name = limits.step;
+
+  const work: Work = (event, done) => {
+    const context = new EventContext(event);
+    let settled = false;
+    const cancel = settle(
+      () => handler(event as ErroredEvent, context),
+      (value) => {
+        settled = true;
+        done(isServingEvent(value) ? value : withoutError(event, value));
+      },
+      (error) => {
+        settled = true;
+        done(withError(event, toError(error), name));
+      },
+    );
+    if (settled) return undefined;
+    return () => {
+      context.abort(unsubscribedReason(name));
+      cancel?.();
+    };
+  };
+
+  return (source) =>
+    new Observable<ServingEvent>((subscriber) => {
+      dispatch(source, subscriber, limits, work, (event) => !isErrored(event));
+    });
+}

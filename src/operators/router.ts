@@ -1,0 +1,98 @@
+import * as t from 'io-ts';
+import { groupBy, map, mergeMap, NEVER, startWith, switchMap, timer, type OperatorFunction } from 'rxjs';
+import { NonEmptyString, decodeOrThrow, fn, positiveInt, strict } from '../config.js';
+import { ConfigError, RouteNotFoundError, toError } from '../errors.js';
+import { withError, type ServingEvent } from '../event.js';
+
+/** Configuration of a `router` step (MLRun's RouterStep). */
+export interface RouterConfig {
+  /** Step name; default `'router'`. */
+  readonly name?: string;
+  /** The route key of an event; `undefined` sends it to `defaultRoute`. */
+  readonly key: (event: ServingEvent) => string | undefined;
+  /** One pipeline per route key (a `modelRunner`, a `pipe()` of steps, ...). */
+  readonly routes: Readonly<Record<string, OperatorFunction<ServingEvent, ServingEvent>>>;
+  /** The route for events whose key has no route. */
+  readonly defaultRoute?: string;
+  /**
+   * A route idle this long is released: its pipeline completes (after its events in flight) and
+   * is subscribed afresh, models loaded again, on its next event. Default 60,000 ms; `Infinity`
+   * keeps routes until the source ends.
+   */
+  readonly idleMs?: number;
+}
+
+const RouterConfigCodec = strict(
+  'RouterConfig',
+  {
+    key: fn<RouterConfig['key']>('a function (event) => route key'),
+    routes: t.record(t.string, fn<OperatorFunction<ServingEvent, ServingEvent>>('an operator')),
+  },
+  { name: NonEmptyString, defaultRoute: t.string, idleMs: positiveInt(true) },
+);
+
+const DEFAULT_IDLE_MS = 60_000;
+
+/**
+ * Sends each event down one of several pipelines, chosen by a key.
+ *
+ * Built on `groupBy`, one group per route (not per raw key, so groups stay as few as the routes),
+ * each group piped through its route's operator; a route idle for `idleMs` is released so it
+ * does not hold resources. An event whose key has no route and no `defaultRoute` leaves errored
+ * with `RouteNotFoundError` listing the routes; a key function that throws fails that event.
+ * Errored events pass through untouched. Order is kept within a route, not across routes.
+ *
+ * ## Example
+ * ```ts
+ * import { router, modelRunner } from 'rxserve';
+ * events$.pipe(router({
+ *   key: (e) => e.path?.split('/')[3],            // '/v2/models/<name>/infer'
+ *   routes: { m1: modelRunner({ models: [m1] }), m2: modelRunner({ models: [m2] }) },
+ * }));
+ * ```
+ * @param config Key function, routes, default route and idle time; validated now.
+ */
+export function router(config: RouterConfig): OperatorFunction<ServingEvent, ServingEvent> {
+  const { name = 'router', key, routes, defaultRoute, idleMs = DEFAULT_IDLE_MS } = decodeOrThrow(
+    RouterConfigCodec,
+    config,
+    'router',
+  );
+  const routeNames = Object.keys(routes);
+  if (routeNames.length === 0) {
+    throw new ConfigError([{ path: 'router.routes', expected: 'at least one route', actual: '{}' }]);
+  }
+  if (defaultRoute !== undefined && !Object.hasOwn(routes, defaultRoute)) {
+    throw new ConfigError([
+      { path: 'router.defaultRoute', expected: `one of the routes (${routeNames.join(', ')})`, actual: `'${defaultRoute}'` },
+    ]);
+  }
+
+  // An event becomes [route, event]; `null` route means "emit as it is" (errored, or failed here).
+  const classify = (event: ServingEvent): readonly [string | null, ServingEvent] => {
+    if (event.error !== undefined) return [null, event];
+    let routeKey: string | undefined;
+    try {
+      routeKey = key(event);
+    } catch (thrown) {
+      return [null, withError(event, toError(thrown), name)];
+    }
+    if (routeKey !== undefined && Object.hasOwn(routes, routeKey)) return [routeKey, event];
+    if (defaultRoute !== undefined) return [defaultRoute, event];
+    return [null, withError(event, new RouteNotFoundError(routeKey, routeNames, name), name)];
+  };
+
+  // Groups are per route, so mergeMap holds at most routes + 1 inner subscriptions.
+  return (source) =>
+    source.pipe(
+      map(classify),
+      groupBy(([route]) => route, {
+        element: ([, event]) => event,
+        duration:
+          idleMs === Infinity
+            ? undefined
+            : (group) => (group.key === null ? NEVER : group.pipe(startWith(null), switchMap(() => timer(idleMs)))),
+      }),
+      mergeMap((group) => (group.key === null ? group : group.pipe(routes[group.key]))),
+    );
+}

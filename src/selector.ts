@@ -1,0 +1,165 @@
+// Model selectors: which models of a step run for an event (MLRun's ModelSelector), and the registry.
+import { ConfigError, SelectorError, toError } from './errors.js';
+import type { ServingEvent } from './event.js';
+import type { ModelEntry } from './model/entry.js';
+
+/** What a selector may return: endpoint names, model entries, `null`/`undefined` for all models. */
+export type SelectorResult = readonly (string | { readonly endpointName: string })[] | null | undefined;
+
+/**
+ * Picks the models that run for an event. Subclass it and override `select`; the default selects
+ * every model. Constructor parameters come as one object (`selectorParams` when registered by name).
+ *
+ * ## Example
+ * ```ts
+ * import { ModelSelector, type ServingEvent } from 'rxserve';
+ * class ByField extends ModelSelector {
+ *   select(event: ServingEvent<{ models?: string[] }>) { return event.body.models ?? null; }
+ * }
+ * ```
+ */
+export class ModelSelector {
+  /**
+   * @param event The event being served.
+   * @param availableModels The step's model entries, in registration order.
+   * @returns Endpoint names (or entries) to run; `null`/`undefined` for all; `[]` for none.
+   */
+  select(event: ServingEvent, availableModels: readonly ModelEntry[]): SelectorResult {
+    void event;
+    void availableModels;
+    return null;
+  }
+}
+
+/** A selector as a plain function. */
+export type SelectorFn = (event: ServingEvent<any>, availableModels: readonly ModelEntry[]) => SelectorResult;
+
+/** A selector class, constructed with its parameters object. */
+export type ModelSelectorClass = new (params: any) => ModelSelector;
+
+/** Anything a step accepts as its selector: an instance, a function, or a registered name. */
+export type SelectorLike = ModelSelector | SelectorFn | string;
+
+const selectors = new Map<string, ModelSelectorClass>();
+
+/**
+ * Registers a selector class under a name, so steps can name it (`selector: 'MyClassifier'`,
+ * with `selectorParams` passed to its constructor).
+ */
+export function registerSelector(
+  name: string,
+  selectorClass: ModelSelectorClass,
+  options: { override?: boolean } = {},
+): void {
+  if (typeof name !== 'string' || name.length === 0) {
+    throw new ConfigError([{ path: 'registerSelector.name', expected: 'a non-empty string', actual: String(name) }]);
+  }
+  if (typeof selectorClass !== 'function') {
+    throw new ConfigError([{ path: 'registerSelector.selectorClass', expected: 'a ModelSelector class', actual: typeof selectorClass }]);
+  }
+  const existing = selectors.get(name);
+  if (existing !== undefined && existing !== selectorClass && !options.override) {
+    throw new ConfigError(`selector '${name}' is already registered; pass { override: true } to replace it`);
+  }
+  selectors.set(name, selectorClass);
+}
+
+/** Removes a selector registration; returns whether there was one. */
+export function unregisterSelector(name: string): boolean {
+  return selectors.delete(name);
+}
+
+/** True for what a step accepts as a selector (checked at configuration). */
+export function isSelectorLike(value: unknown): value is SelectorLike {
+  return (
+    typeof value === 'function' ||
+    (typeof value === 'string' && value.length > 0) ||
+    (typeof value === 'object' && value !== null && typeof (value as ModelSelector).select === 'function')
+  );
+}
+
+/** A function form of any selector; names are looked up (and their class constructed) now. */
+export function resolveSelector(
+  selector: SelectorLike | undefined,
+  params: Readonly<Record<string, unknown>> | undefined,
+  path: string,
+): SelectorFn | undefined {
+  if (selector === undefined) return undefined;
+  if (typeof selector === 'string') {
+    const cls = selectors.get(selector);
+    if (cls === undefined) {
+      throw new ConfigError([
+        {
+          path,
+          expected: `a registered selector (registered: ${[...selectors.keys()].join(', ') || 'none'})`,
+          actual: `'${selector}'`,
+        },
+      ]);
+    }
+    const instance = new cls({ ...params });
+    return (event, available) => instance.select(event, available);
+  }
+  if (typeof selector === 'function') {
+    // A class given where an instance or function was expected: construct it, as a name would be.
+    if (/^class[\s{]/.test(Function.prototype.toString.call(selector))) {
+      const instance = new (selector as unknown as ModelSelectorClass)({ ...params });
+      return (event, available) => instance.select(event, available);
+    }
+    return selector;
+  }
+  return (event, available) => selector.select(event, available);
+}
+
+/** The outcome of selection for one event: the endpoint names to run, in the selector's order. */
+export type SelectOutcome = readonly string[] | SelectorError;
+
+/**
+ * Builds the per-event selection function of a step: runs the selector and checks its answer
+ * (an array of known, distinct names or entries; `null`/`undefined` for all).
+ */
+export function createSelect(
+  selector: SelectorFn | undefined,
+  models: readonly ModelEntry[],
+  step: string,
+): (event: ServingEvent) => SelectOutcome {
+  const all = Object.freeze(models.map((m) => m.endpointName));
+  if (selector === undefined) return () => all;
+  const known = new Set(all);
+  return (event) => {
+    let result: SelectorResult;
+    try {
+      result = selector(event, models);
+    } catch (thrown) {
+      const cause = toError(thrown);
+      return new SelectorError(`step '${step}': the selector threw ${cause.name}: ${cause.message}`, { cause });
+    }
+    if (result === null || result === undefined) return all;
+    if (!Array.isArray(result)) {
+      return new SelectorError(
+        `step '${step}': the selector returned ${typeof result}; expected an array of endpoint names, null or undefined`,
+      );
+    }
+    const names: string[] = new Array(result.length);
+    const seen = new Set<string>();
+    for (let i = 0; i < result.length; i++) {
+      const item = result[i];
+      const name = typeof item === 'string' ? item : (item as { endpointName?: unknown } | null)?.endpointName;
+      if (typeof name !== 'string') {
+        return new SelectorError(
+          `step '${step}': the selector returned ${JSON.stringify(item)} at [${i}]; expected an endpoint name or a model entry`,
+        );
+      }
+      if (!known.has(name)) {
+        return new SelectorError(
+          `step '${step}': the selector chose '${name}', which is not a model of the step (models: ${all.join(', ')})`,
+        );
+      }
+      if (seen.has(name)) {
+        return new SelectorError(`step '${step}': the selector chose '${name}' more than once`);
+      }
+      seen.add(name);
+      names[i] = name;
+    }
+    return names;
+  };
+}
