@@ -119,16 +119,22 @@ export function modelRunner(config: ModelRunnerConfig): OperatorFunction<Serving
       const runner = new Runner(models, limits, raiseException, session, createSelect(selectFn, models, limits.step));
       const control = dispatch(source, subscriber, limits, runner.work, isErrored, { paused: session.ready !== undefined });
       // After dispatch's own teardown (which aborts the calls), release the models.
-      subscriber.add(() => {
-        void Promise.resolve()
-          .then(() => session.close())
-          .catch(() => undefined);
-      });
+      subscriber.add(() => closeSession(session));
       session.ready?.then(
         () => control.resume(),
         () => undefined, // the executor reports load failures through hooks.fail
       );
     });
+}
+
+// Teardown cannot report errors; a failing close() must not become an unhandled rejection.
+function closeSession(session: ExecutorSession): void {
+  try {
+    const closing = session.close();
+    if (closing) closing.catch(() => undefined);
+  } catch {
+    /* see above */
+  }
 }
 
 const wallClock = (): number => performance.timeOrigin + performance.now();

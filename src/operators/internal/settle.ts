@@ -1,10 +1,11 @@
 // Runs a user callback whose result may be a value, a promise or an Observable, and reports once.
-import { EmptyError, isObservable } from 'rxjs';
+import { EmptyError, isObservable, type Subscription } from 'rxjs';
 
 /**
  * Calls `run` and reports its outcome to exactly one of `onValue` / `onError`: at once for a
- * plain value or a throw, on settlement for a promise, on completion (last value) for an
- * Observable. Returns a canceller for an Observable still running, else `undefined`.
+ * plain value or a throw, on settlement for a promise, at the first value for an Observable (as
+ * `firstValueFrom`; it is then unsubscribed, and one that completes empty is an `EmptyError`).
+ * Returns a canceller for an Observable still running, else `undefined`.
  */
 export function settle(
   run: () => unknown,
@@ -19,20 +20,31 @@ export function settle(
     return undefined;
   }
   if (isObservable(result)) {
-    let last: unknown;
-    let has = false;
-    const subscription = result.subscribe({
+    let done = false;
+    let subscription: Subscription | undefined;
+    subscription = result.subscribe({
       next(value) {
-        last = value;
-        has = true;
+        if (done) return;
+        done = true;
+        subscription?.unsubscribe();
+        onValue(value);
       },
-      error: onError,
+      error(error) {
+        if (done) return;
+        done = true;
+        onError(error);
+      },
       complete() {
-        if (has) onValue(last);
-        else onError(new EmptyError());
+        if (done) return;
+        done = true;
+        onError(new EmptyError());
       },
     });
-    return () => subscription.unsubscribe();
+    if (done) {
+      subscription.unsubscribe();
+      return undefined;
+    }
+    return () => subscription!.unsubscribe();
   }
   if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') {
     (result as PromiseLike<unknown>).then(onValue, onError);
