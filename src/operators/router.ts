@@ -1,5 +1,5 @@
 import * as t from 'io-ts';
-import { groupBy, map, mergeMap, NEVER, startWith, switchMap, timer, type OperatorFunction } from 'rxjs';
+import { defer, groupBy, map, mergeMap, NEVER, startWith, Subject, switchMap, timer, type OperatorFunction } from 'rxjs';
 import { NonEmptyString, decodeOrThrow, fn, positiveInt, strict } from '../config.js';
 import { ConfigError, RouteNotFoundError, toError } from '../errors.js';
 import { withError, type ServingEvent } from '../event.js';
@@ -83,16 +83,37 @@ export function router(config: RouterConfig): OperatorFunction<ServingEvent, Ser
   };
 
   // Groups are per route, so mergeMap holds at most routes + 1 inner subscriptions.
+  // Idle release listens to a per-route activity subject, not to the group itself: in RxJS 7 a
+  // subscription to the group counts as an active group and would keep the source subscribed
+  // after the downstream has unsubscribed.
   return (source) =>
-    source.pipe(
-      map(classify),
-      groupBy(([route]) => route, {
-        element: ([, event]) => event,
-        duration:
-          idleMs === Infinity
-            ? undefined
-            : (group) => (group.key === null ? NEVER : group.pipe(startWith(null), switchMap(() => timer(idleMs)))),
-      }),
-      mergeMap((group) => (group.key === null ? group : group.pipe(routes[group.key]))),
-    );
+    defer(() => {
+      const activity = new Map<string, Subject<void>>();
+      const activityOf = (route: string): Subject<void> => {
+        let subject = activity.get(route);
+        if (subject === undefined) activity.set(route, (subject = new Subject<void>()));
+        return subject;
+      };
+      return source.pipe(
+        map((event) => {
+          const classified = classify(event);
+          if (classified[0] !== null) activity.get(classified[0])?.next();
+          return classified;
+        }),
+        groupBy(([route]) => route, {
+          element: ([, event]) => event,
+          duration:
+            idleMs === Infinity
+              ? undefined
+              : (group) =>
+                  group.key === null
+                    ? NEVER
+                    : activityOf(group.key).pipe(
+                        startWith(undefined),
+                        switchMap(() => timer(idleMs)),
+                      ),
+        }),
+        mergeMap((group) => (group.key === null ? group : group.pipe(routes[group.key]))),
+      );
+    });
 }
