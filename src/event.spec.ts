@@ -1,0 +1,69 @@
+import { describe, expect, it } from 'vitest';
+import { lastValueFrom, of, toArray } from 'rxjs';
+import { asEvents, getPath, hasPath, setPath, toEvent, withBody, withError } from './index.js';
+import { cloneBody } from './clone.js';
+
+describe('events', () => {
+  it('toEvent makes a frozen event with a generated id and empty metadata', () => {
+    const a = toEvent({ x: 1 });
+    const b = toEvent({ x: 1 });
+    expect(a.id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(a.id).not.toBe(b.id);
+    expect(a.metadata).toEqual({});
+    expect(Object.isFrozen(a)).toBe(true);
+    expect(() => {
+      (a as { body: unknown }).body = 2;
+    }).toThrow(TypeError);
+    expect(toEvent(1, { id: 'k', path: '/p', headers: { h: 'v' }, metadata: { m: 1 } })).toEqual({
+      id: 'k',
+      body: 1,
+      path: '/p',
+      headers: { h: 'v' },
+      metadata: { m: 1 },
+    });
+  });
+
+  it('asEvents wraps plain values and keeps events as they are', async () => {
+    const existing = toEvent('e');
+    const out = await lastValueFrom(of<unknown>(1, existing).pipe(asEvents(), toArray()));
+    expect(out[0].body).toBe(1);
+    expect(out[1]).toBe(existing);
+  });
+
+  it('withBody / withError return new events and leave the original unchanged', () => {
+    const e = toEvent({ a: 1 }, { id: 'x' });
+    const changed = withBody(e, { a: 2 });
+    const failed = withError(e, new Error('no'), 'step1');
+    expect(e.body).toEqual({ a: 1 });
+    expect(changed).toEqual({ id: 'x', body: { a: 2 }, metadata: {} });
+    expect([failed.error?.message, failed.origin, failed.body]).toEqual(['no', 'step1', { a: 1 }]);
+  });
+
+  it('dot paths read, test and write (copying only the path) as MLRun does', () => {
+    const body = { a: { b: { c: 1 } }, other: { keep: true } };
+    expect(getPath(body, 'a.b.c')).toBe(1);
+    expect(getPath(body, 'a.x.c')).toBeUndefined();
+    expect(getPath(body, undefined)).toBe(body);
+    expect(hasPath(body, 'a.b')).toBe(true);
+    expect(hasPath(body, 'a.z')).toBe(false);
+    const written = setPath(body, 'a.b.d', 2);
+    expect(written).toEqual({ a: { b: { c: 1, d: 2 } }, other: { keep: true } });
+    expect(body.a.b).toEqual({ c: 1 });
+    expect(written.other).toBe(body.other); // shared, not copied
+    expect(setPath({ n: 1 }, 'n.m', 3)).toEqual({ n: { m: 3 } });
+    expect(setPath(1, '', 'whole')).toBe('whole');
+    expect(() => getPath(body, 'a..b')).toThrow(/invalid dot path 'a..b'/);
+  });
+
+  it('cloneBody deep-copies plain data, handles dates, typed arrays and cycles, refuses functions', () => {
+    const src = { a: [1, { b: 2 }], d: new Date(0), t: new Float32Array([1, 2]) };
+    const copy = cloneBody(src);
+    expect(copy).toEqual(src);
+    expect(copy.a[1]).not.toBe(src.a[1]);
+    expect(copy.t).not.toBe(src.t);
+    const cyclic: Record<string, unknown> = { name: 'c' };
+    cyclic.self = cyclic;
+    expect((cloneBody(cyclic) as { name: string }).name).toBe('c');
+    expect(() => cloneBody({ f: () => 1 })).toThrow(/cannot copy a function/);
+  });
+});
