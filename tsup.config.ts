@@ -8,6 +8,9 @@ export default defineConfig({
     index: 'src/index.ts',
     'operators/index': 'src/operators/index.ts',
     'testing/index': 'src/testing/index.ts',
+    // Loaded by worker threads and child processes, never imported by users.
+    'execution/threadWorker': 'src/execution/threadWorker.ts',
+    'execution/processWorker': 'src/execution/processWorker.ts',
   },
   format: ['esm', 'cjs'],
   dts: true,
@@ -15,5 +18,7 @@ export default defineConfig({
   sourcemap: true,
   clean: true,
   target: 'node20',
-  external: ['rxjs'],
+  external: ['rxjs', 'piscina'],
+  // import.meta.url in the CJS build (the worker entries are found relative to it).
+  shims: true,
 });

@@ -25,7 +25,7 @@ describe('events', () => {
 
   it('asEvents wraps plain values and keeps events as they are', async () => {
     const existing = toEvent('e');
-    const out = await lastValueFrom(of<unknown>(1, existing).pipe(asEvents(), toArray()));
+    const out = await lastValueFrom(of(1 as unknown, existing).pipe(asEvents(), toArray()));
     expect(out[0].body).toBe(1);
     expect(out[1]).toBe(existing);
   });

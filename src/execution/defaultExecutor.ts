@@ -4,18 +4,32 @@ import type { ExecutionMechanism, ModelEntry } from '../model/entry.js';
 import type { PredictContext } from '../model/model.js';
 import type { CallResult, Executor, ExecutorHooks, ExecutorSession } from './executor.js';
 import { inProcessExecutor } from './inProcess.js';
-
-const executors: Partial<Record<ExecutionMechanism, Executor>> = {
-  naive: inProcessExecutor,
-  asyncio: inProcessExecutor,
-};
+import type { PoolOptions } from './poolOptions.js';
+import { dedicatedProcessExecutor, processPoolExecutor } from './processPool.js';
+import { threadPoolExecutor } from './threadPool.js';
 
 /**
- * Opens one session per mechanism used by the step and routes each call to its model's session.
- * Mechanisms without an executor yet are refused with a `ConfigError` naming the model.
+ * The executor a step uses unless given one: it opens one session per mechanism used by the step
+ * (the models of a pool mechanism share one pool) and routes each call to its model's session.
+ * `shared_executor` entries come from a graph's `sharedModelProxy()` and are refused here.
  */
-export const defaultExecutor: Executor = {
-  open(models: readonly ModelEntry[], hooks: ExecutorHooks): ExecutorSession {
+export function createDefaultExecutor(pool: PoolOptions = {}): Executor {
+  const executors: Partial<Record<ExecutionMechanism, Executor>> = {
+    naive: inProcessExecutor,
+    asyncio: inProcessExecutor,
+    thread_pool: threadPoolExecutor(pool),
+    process_pool: processPoolExecutor(pool),
+    dedicated_process: dedicatedProcessExecutor(pool),
+  };
+  return { open: (models, hooks) => openByMechanism(executors, models, hooks) };
+}
+
+function openByMechanism(
+  executors: Partial<Record<ExecutionMechanism, Executor>>,
+  models: readonly ModelEntry[],
+  hooks: ExecutorHooks,
+): ExecutorSession {
+  {
     const groups = new Map<Executor, ModelEntry[]>();
     for (const entry of models) {
       const executor = executors[entry.executionMechanism];
@@ -37,22 +51,31 @@ export const defaultExecutor: Executor = {
       return executor.open(group, hooks);
     }
     return combine(groups, hooks);
-  },
-};
+  }
+}
 
 function combine(groups: Map<Executor, ModelEntry[]>, hooks: ExecutorHooks): ExecutorSession {
   const byModel = new Map<string, ExecutorSession>();
   const sessions: ExecutorSession[] = [];
-  for (const [executor, group] of groups) {
-    const session = executor.open(group, hooks);
-    sessions.push(session);
-    for (const entry of group) byModel.set(entry.endpointName, session);
+  try {
+    for (const [executor, group] of groups) {
+      const session = executor.open(group, hooks);
+      sessions.push(session);
+      for (const entry of group) byModel.set(entry.endpointName, session);
+    }
+  } catch (error) {
+    // A later mechanism could not open: release the pools already started.
+    for (const session of sessions) void Promise.resolve(session.close()).catch(() => undefined);
+    throw error;
   }
   const pending = sessions.filter((s) => s.ready).map((s) => s.ready);
   return {
     ...(pending.length ? { ready: Promise.all(pending).then(() => undefined) } : {}),
     invoke(endpointName: string, input: unknown, context: PredictContext): CallResult {
       return byModel.get(endpointName)!.invoke(endpointName, input, context);
+    },
+    copiesInput(endpointName: string): boolean {
+      return byModel.get(endpointName)!.copiesInput?.(endpointName) ?? false;
     },
     async close() {
       await Promise.all(sessions.map((s) => s.close()));

@@ -26,6 +26,11 @@ export interface ExecutorSession {
   readonly ready?: PromiseLike<void>;
   /** Runs one model call. Throwing, rejecting or erroring fails that model's output only. */
   invoke(endpointName: string, input: unknown, context: PredictContext): CallResult;
+  /**
+   * True when the session copies this model's input itself (it crosses a thread or process
+   * boundary): the runner then passes the event's own data, which the session must not change.
+   */
+  copiesInput?(endpointName: string): boolean;
   /** The clock for `when` and `latencyMs`, in epoch milliseconds; default: the wall clock. */
   now?(): number;
   /** Releases models, pools and processes. */

@@ -284,8 +284,8 @@ describe('modelRunner (marble)', () => {
 
     it('completes on an empty source and never emits for a never source', () => {
       scheduler.run(({ cold, expectObservable }) => {
-        expectObservable(cold('|').pipe(modelRunner({ models: [entry('m')], executor: executor() }))).toBe('|');
-        expectObservable(cold('-').pipe(modelRunner({ models: [entry('m')], executor: executor() }))).toBe('-');
+        expectObservable(cold<ServingEvent>('|').pipe(modelRunner({ models: [entry('m')], executor: executor() }))).toBe('|');
+        expectObservable(cold<ServingEvent>('-').pipe(modelRunner({ models: [entry('m')], executor: executor() }))).toBe('-');
       });
     });
 

@@ -11,7 +11,8 @@ import {
   toError,
 } from '../errors.js';
 import { getPath, hasPath, isErrored, setPath, withBody, withError, type ServingEvent } from '../event.js';
-import { defaultExecutor } from '../execution/defaultExecutor.js';
+import { createDefaultExecutor } from '../execution/defaultExecutor.js';
+import { PoolOptionsCodec, type PoolOptions } from '../execution/poolOptions.js';
 import type { Executor, ExecutorSession } from '../execution/executor.js';
 import { decodeModelEntries, type ModelEntry } from '../model/entry.js';
 import { createSelect, isSelectorLike, resolveSelector, type SelectorLike } from '../selector.js';
@@ -38,6 +39,11 @@ export interface ModelRunnerConfig {
   readonly maxInFlight?: number;
   /** Events waiting beyond `maxInFlight` (`Infinity` allowed); default 10,000. More → `QueueFullError`. */
   readonly maxQueue?: number;
+  /**
+   * Worker pools of this step: `min(models × poolFactor, max)` threads (`maxThreads`, default 32)
+   * or processes (`maxProcesses`, default the CPU count); `piscina` to use your own pool.
+   */
+  readonly pool?: PoolOptions;
   /** Runs the models; default: one executor per `executionMechanism`. Tests inject their own. */
   readonly executor?: Executor;
 }
@@ -64,6 +70,7 @@ const ModelRunnerConfigCodec = strict(
     selector: SelectorCodec,
     selectorParams: t.UnknownRecord,
     raiseException: t.boolean,
+    pool: PoolOptionsCodec,
     executor: ExecutorCodec,
   },
 );
@@ -103,7 +110,8 @@ export function modelRunner(config: ModelRunnerConfig): OperatorFunction<Serving
   const options = decodeOrThrow(ModelRunnerConfigCodec, config, 'modelRunner');
   const limits = limitsFrom(options, 'model_runner');
   const models = decodeModelEntries(config.models, 'modelRunner.models');
-  const { selector, selectorParams, raiseException = true, executor = defaultExecutor } = options;
+  const { selector, selectorParams, raiseException = true } = options;
+  const executor = options.executor ?? createDefaultExecutor(options.pool);
 
   return (source) =>
     new Observable<ServingEvent>((subscriber) => {
@@ -187,6 +195,8 @@ class EventRun {
 /** Per-subscription state of a modelRunner step. */
 class Runner {
   private readonly lanes: Lane[];
+  /** Per model: whether the executor copies inputs itself (worker mechanisms). */
+  private readonly executorCopies: boolean[];
   private readonly indexOf = new Map<string, number>();
   private readonly now: () => number;
   private readonly single: boolean;
@@ -199,6 +209,7 @@ class Runner {
     private readonly select: (event: ServingEvent) => readonly string[] | SelectorError,
   ) {
     this.lanes = models.map((m) => new Lane(m.maxInFlight ?? Infinity));
+    this.executorCopies = models.map((m) => session.copiesInput?.(m.endpointName) ?? false);
     models.forEach((m, i) => this.indexOf.set(m.endpointName, i));
     this.now = session.now ? () => session.now!() : wallClock;
     // MLRun merges by the number of *registered* models, not selected ones.
@@ -260,7 +271,8 @@ class Runner {
       if (entry.inputPath !== undefined && !hasPath(event.body, entry.inputPath)) {
         throw new TypeError(`inputPath '${entry.inputPath}' is not in the body of event '${event.id}'`);
       }
-      input = cloneBody(getPath(event.body, entry.inputPath));
+      input = getPath(event.body, entry.inputPath);
+      if (!this.executorCopies[call.model]) input = cloneBody(input);
     } catch (error) {
       this.finish(call, undefined, toError(error));
       return;

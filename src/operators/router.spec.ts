@@ -100,7 +100,7 @@ describe('router', () => {
     scheduler.run(({ hot, cold, expectObservable, expectSubscriptions }) => {
       const routes = { r: step(() => 'x') };
       expectObservable(hot('a#', { a: at('a', 'r') }).pipe(router({ key: keyOf, routes }), bodies())).toBe('a#', { a: 'x' });
-      expectObservable(cold('|').pipe(router({ key: keyOf, routes }))).toBe('|');
+      expectObservable(cold<ServingEvent>('|').pipe(router({ key: keyOf, routes }))).toBe('|');
       const source = hot('-a-a-a', { a: at('a', 'r') });
       expectObservable(source.pipe(router({ key: keyOf, routes }), bodies()), '^--!').toBe('-x--', { x: 'x' });
       expectSubscriptions(source.subscriptions).toBe('^--!');

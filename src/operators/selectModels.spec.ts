@@ -130,8 +130,8 @@ describe('selectModels', () => {
         a: ["step 'model_runner': the selector threw Error: cannot read", []],
         b: [null, ['m1']],
       }, new Error('src'));
-      expectObservable(cold('|').pipe(selectModels(() => null, models))).toBe('|');
-      expectObservable(cold('-').pipe(selectModels(() => null, models))).toBe('-');
+      expectObservable(cold<ServingEvent>('|').pipe(selectModels(() => null, models))).toBe('|');
+      expectObservable(cold<ServingEvent>('-').pipe(selectModels(() => null, models))).toBe('-');
     });
   });
 

@@ -61,8 +61,8 @@ describe('step', () => {
   it('operator checklist: source error, empty, never, early unsubscribe aborts the running call', async () => {
     scheduler.run(({ hot, cold, expectObservable, expectSubscriptions }) => {
       expectObservable(hot('a#', { a: toEvent(1) }).pipe(step((n: number) => n), bodies())).toBe('a#', { a: 1 });
-      expectObservable(cold('|').pipe(step((n: number) => n))).toBe('|');
-      expectObservable(cold('-').pipe(step((n: number) => n))).toBe('-');
+      expectObservable(cold<ServingEvent>('|').pipe(step((n: number) => n))).toBe('|');
+      expectObservable(cold<ServingEvent>('-').pipe(step((n: number) => n))).toBe('-');
       const source = hot('-a--', { a: toEvent(1) });
       expectObservable(source.pipe(step(() => cold('-----x|'))), '^--!').toBe('----');
       expectSubscriptions(source.subscriptions).toBe('^--!');
@@ -143,8 +143,8 @@ describe('onError', () => {
   it('operator checklist: source error, empty, never', () => {
     scheduler.run(({ hot, cold, expectObservable }) => {
       expectObservable(hot('a#', { a: toEvent(1, { error: new Error('e') }) }).pipe(onError(() => 2), bodies())).toBe('a#', { a: 2 });
-      expectObservable(cold('|').pipe(onError(() => 1))).toBe('|');
-      expectObservable(cold('-').pipe(onError(() => 1))).toBe('-');
+      expectObservable(cold<ServingEvent>('|').pipe(onError(() => 1))).toBe('|');
+      expectObservable(cold<ServingEvent>('-').pipe(onError(() => 1))).toBe('-');
     });
     expect(() => onError(null as never)).toThrow(/onError\.handler: expected a function/);
   });

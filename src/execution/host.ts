@@ -1,0 +1,99 @@
+// The worker side: builds each model once per worker/process, runs batches of calls, cancels them.
+import { ModelLoadError, toError } from '../errors.js';
+import { Model, type ModelClass } from '../model/model.js';
+import { importModelClass } from '../model/registry.js';
+import { CallContext } from '../operators/internal/callContext.js';
+import { serializeError, type WireBatch, type WireCall, type WireResult, type WorkerModelSpec } from './protocol.js';
+
+/** Classes every worker knows without a module reference. */
+const BUILT_IN: Record<string, ModelClass> = { Model };
+
+/**
+ * Holds the models of one worker thread or child process. A model is constructed and loaded the
+ * first time a call (or a load request) needs it, then cached; `close()` closes them all.
+ */
+export class ModelHost {
+  private readonly models = new Map<string, Promise<Model>>();
+  private readonly running = new Map<number, CallContext>();
+
+  /** The model for a spec key, built and loaded once. */
+  get(key: string): Promise<Model> {
+    let model = this.models.get(key);
+    if (model === undefined) {
+      model = this.build(JSON.parse(key) as WorkerModelSpec);
+      this.models.set(key, model);
+      // A failed build is not cached: the next call tries again (the error is reported per call).
+      model.catch(() => this.models.delete(key));
+    }
+    return model;
+  }
+
+  private async build(spec: WorkerModelSpec): Promise<Model> {
+    const name = spec.endpointName;
+    const cls =
+      spec.module === null
+        ? BUILT_IN[spec.export] ??
+          (() => {
+            throw new ModelLoadError(name, `'${spec.export}' is not a built-in model class`);
+          })()
+        : await importModelClass({ module: spec.module, export: spec.export }, name);
+    try {
+      const model = new cls({ ...spec.params, name, ...(spec.artifact !== undefined ? { artifact: spec.artifact as never } : {}) });
+      await model.load();
+      return model;
+    } catch (cause) {
+      throw cause instanceof ModelLoadError ? cause : new ModelLoadError(name, toError(cause).message, { cause });
+    }
+  }
+
+  /** Runs a batch; every call gets a result, a failure is data. */
+  async run(batch: WireBatch): Promise<WireResult[]> {
+    const models = batch.specs.map((key) => this.get(key));
+    return Promise.all(batch.calls.map((call) => this.runCall(models[call.spec], call)));
+  }
+
+  private async runCall(modelPromise: Promise<Model>, call: WireCall): Promise<WireResult> {
+    const context = new CallContext(call.eventId, call.origin, call.path);
+    this.running.set(call.id, context);
+    try {
+      const model = await modelPromise;
+      return { ok: true, value: await model.predict(call.input, context) };
+    } catch (error) {
+      return { ok: false, error: serializeError(error) };
+    } finally {
+      this.running.delete(call.id);
+    }
+  }
+
+  /** The ids of calls still running (for cancellation polling). */
+  runningIds(): IterableIterator<number> {
+    return this.running.keys();
+  }
+
+  /** Aborts the signal of a running call (cooperative cancel). */
+  cancel(id: number, reason: unknown): void {
+    this.running.get(id)?.abort(reason);
+  }
+
+  async close(): Promise<void> {
+    const models = [...this.models.values()];
+    this.models.clear();
+    await Promise.all(
+      models.map(async (m) => {
+        try {
+          await (await m).close();
+        } catch {
+          /* a model that failed to load or to close has nothing more to release */
+        }
+      }),
+    );
+  }
+}
+
+/** The reason a worker gives a call's signal when the main side cancelled it. */
+export function cancelledReason(): Error {
+  const error = new Error('the call was cancelled by the pipeline');
+  error.name = 'AbortError';
+  return error;
+}
+

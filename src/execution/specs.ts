@@ -1,0 +1,84 @@
+// Turns a model entry into what a worker needs to build the model (a module reference, not a class).
+import { ConfigError, ModelLoadError } from '../errors.js';
+import type { ModelEntry } from '../model/entry.js';
+import { Model } from '../model/model.js';
+import { registeredModel } from '../model/registry.js';
+import type { WorkerModelSpec } from './protocol.js';
+
+/** Classes a worker has built in, by registered name. */
+const BUILT_IN = new Map<string, unknown>([['Model', Model]]);
+
+/**
+ * The spec key (JSON of a `WorkerModelSpec`) for an entry run in a worker. A name registered to a
+ * class cannot cross into a worker: that is a `ConfigError` saying how to register a module.
+ * `params` and the artifact must be JSON data.
+ */
+export function workerSpecKey(entry: ModelEntry, step: string): string {
+  const where = `${step}.models['${entry.endpointName}']`;
+  const ref = entry.modelClass;
+  let module: string | null;
+  let exportName: string;
+  if (typeof ref === 'string') {
+    const target = registeredModel(ref);
+    if (target === undefined) {
+      throw new ModelLoadError(entry.endpointName, `no model class is registered as '${ref}'; call registerModel('${ref}', { module, export }) first`);
+    }
+    if (typeof target === 'function') {
+      if (BUILT_IN.get(ref) !== target) {
+        throw new ConfigError([
+          {
+            path: `${where}.modelClass`,
+            expected:
+              `a model registered with a module reference for '${entry.executionMechanism}' (workers import the class): ` +
+              `registerModel('${ref}', { module: <absolute path or file: URL>, export: '${target.name || ref}' })`,
+            actual: `'${ref}', registered to a class`,
+          },
+        ]);
+      }
+      module = null;
+      exportName = ref;
+    } else {
+      module = target.module;
+      exportName = target.export ?? 'default';
+    }
+  } else if (typeof ref === 'function') {
+    throw new ConfigError([{ path: `${where}.modelClass`, expected: 'a registered name or { module, export }', actual: `class ${ref.name}` }]);
+  } else {
+    module = ref.module;
+    exportName = ref.export ?? 'default';
+  }
+  const spec: WorkerModelSpec = {
+    endpointName: entry.endpointName,
+    module,
+    export: exportName,
+    params: entry.params ?? {},
+    ...(entry.modelArtifact !== undefined ? { artifact: entry.modelArtifact } : {}),
+  };
+  for (const [field, value] of [['params', spec.params], ['modelArtifact', spec.artifact]] as const) {
+    const bad = firstNonJson(value, field);
+    if (bad) throw new ConfigError([{ path: `${where}.${bad}`, expected: 'JSON data (workers receive it as JSON)' }]);
+  }
+  return JSON.stringify(spec);
+}
+
+/** The path of the first value JSON would not carry as is, or `undefined`. */
+function firstNonJson(value: unknown, path: string, depth = 0): string | undefined {
+  if (value === null || typeof value === 'string' || typeof value === 'boolean') return undefined;
+  if (typeof value === 'number') return Number.isFinite(value) ? undefined : path;
+  if (value === undefined) return depth === 0 ? undefined : path;
+  if (typeof value !== 'object' || depth > 32) return path;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const bad = firstNonJson(value[i], `${path}[${i}]`, depth + 1);
+      if (bad) return bad;
+    }
+    return undefined;
+  }
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return path;
+  for (const [key, item] of Object.entries(value)) {
+    const bad = firstNonJson(item, `${path}.${key}`, depth + 1);
+    if (bad) return bad;
+  }
+  return undefined;
+}

@@ -1,0 +1,124 @@
+// 'thread_pool': models run on piscina worker threads, several calls per task when busy.
+import { Piscina } from 'piscina';
+import { pathToFileURL } from 'node:url';
+import { cloneBody } from '../clone.js';
+import { ModelLoadError, WorkerCrashedError, toError } from '../errors.js';
+import type { ModelEntry } from '../model/entry.js';
+import { workerEntry } from './entries.js';
+import type { Executor, ExecutorHooks, ExecutorSession } from './executor.js';
+import { PooledSession, type BatchTransport, type SentBatch } from './pooled.js';
+import { collectTransferables, deserializeError, type SerializedError, type WireBatch, type WireResult } from './protocol.js';
+import { resolvePoolOptions, type PoolOptions } from './poolOptions.js';
+import { workerSpecKey } from './specs.js';
+import type { ThreadTask } from './threadWorker.js';
+
+// One cancel board for the whole process: a call is cancelled by writing its id into its slot.
+const CANCEL_SLOTS = 1 << 16;
+const cancelFlags = new SharedArrayBuffer(4 * CANCEL_SLOTS);
+const cancelBoard = new Int32Array(cancelFlags);
+
+/**
+ * The 'thread_pool' executor: one piscina pool per session (or the user's own `pool.piscina`,
+ * which is then not destroyed), sized `min(models × poolFactor, maxThreads)`.
+ */
+export function threadPoolExecutor(options: PoolOptions = {}): Executor {
+  return {
+    open(models: readonly ModelEntry[], hooks: ExecutorHooks): ExecutorSession {
+      const resolved = resolvePoolOptions(options);
+      const specKeys = new Map(models.map((m) => [m.endpointName, workerSpecKey(m, hooks.step)]));
+      const threads = Math.max(1, Math.min(models.length * resolved.poolFactor, resolved.maxThreads));
+      const own = options.piscina === undefined;
+      const pool: Piscina =
+        options.piscina ??
+        new Piscina({ filename: pathToFileURL(workerEntry('threadWorker')).href, minThreads: threads, maxThreads: threads });
+      const transport = new ThreadTransport(pool, own, own ? threads : pool.options.maxThreads, models, specKeys, hooks);
+      return new PooledSession(specKeys, transport, resolved, prepareForThread);
+    },
+  };
+}
+
+// Inputs holding whole ArrayBuffers are copied once here and transferred; other inputs are
+// copied by postMessage itself, so copying them here too would be wasted work.
+function prepareForThread(input: unknown): { input: unknown; transfer: ArrayBuffer[] } {
+  if (collectTransferables(input).length === 0) return { input, transfer: [] };
+  const copy = cloneBody(input);
+  return { input: copy, transfer: collectTransferables(copy) };
+}
+
+class ThreadTransport implements BatchTransport {
+  readonly ready: Promise<void>;
+  readonly transfersInputs = true;
+  onCapacity?: () => void;
+  private inFlight = 0;
+  private readonly capacity: number;
+
+  constructor(
+    private readonly pool: Piscina,
+    private readonly ownsPool: boolean,
+    threads: number,
+    models: readonly ModelEntry[],
+    specKeys: ReadonlyMap<string, string>,
+    hooks: ExecutorHooks,
+  ) {
+    // Two batches per thread: the next one is queued when the current one ends.
+    this.capacity = threads * 2;
+    // Load every model once up front, so a model that cannot load fails the pipeline at start.
+    this.ready = Promise.all(
+      models.map(async (m) => {
+        const result = (await pool.run({ kind: 'load', spec: specKeys.get(m.endpointName)! } satisfies ThreadTask)) as
+          | { ok: true }
+          | { ok: false; error: SerializedError };
+        if (!result.ok) {
+          const error = deserializeError(result.error);
+          throw error instanceof ModelLoadError ? error : new ModelLoadError(m.endpointName, error.message, { cause: error });
+        }
+      }),
+    ).then(
+      () => undefined,
+      (error: unknown) => {
+        const failure = error instanceof ModelLoadError ? error : new ModelLoadError(models[0].endpointName, toError(error).message, { cause: error });
+        hooks.fail(failure);
+        throw failure;
+      },
+    );
+    this.ready.catch(() => undefined);
+  }
+
+  canSend(): boolean {
+    return this.inFlight < this.capacity;
+  }
+
+  send(batch: WireBatch, transfer: ArrayBuffer[]): SentBatch {
+    const abort = new AbortController();
+    let terminated: string | undefined;
+    this.inFlight++;
+    const task: ThreadTask = { kind: 'run', batch, cancelFlags };
+    const done = this.pool.run(task, { signal: abort.signal, transferList: transfer }).then(
+      (results: WireResult[]) => {
+        this.inFlight--;
+        return results;
+      },
+      (error: unknown) => {
+        this.inFlight--;
+        throw new WorkerCrashedError(
+          terminated !== undefined
+            ? `worker thread terminated: ${terminated}`
+            : `worker thread died while running ${batch.calls.length} call(s): ${toError(error).message}`,
+          { cause: error },
+        );
+      },
+    );
+    return {
+      done,
+      cancel: (id) => Atomics.store(cancelBoard, id % CANCEL_SLOTS, id),
+      terminate: (reason) => {
+        terminated = reason;
+        abort.abort();
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.ownsPool) await this.pool.destroy();
+  }
+}
