@@ -37,7 +37,11 @@ const configArb = fc.record({
   timeoutMs: fc.option(fc.integer({ min: 1, max: 8 }), { nil: undefined }),
 });
 
-type Plan = fc.RecordValue<typeof eventArb>;
+interface Plan {
+  gap: number;
+  selection: readonly string[] | null;
+  calls: Record<(typeof NAMES)[number], { delay: number; fails: boolean }>;
+}
 
 /** Checks one run's outputs against its inputs. */
 function checkOutputs(plans: Plan[], outputs: ServingEvent[], ordered: boolean) {
