@@ -3,13 +3,13 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 /**
- * The path of a built worker entry. From the package it is `dist/execution/<name>.(c)js`; when
- * rxserve runs from its sources (its own tests), the built copy in `dist/` is used, so build first.
+ * The path of a built worker entry: `dist/execution/<name>.js` (ESM, whichever format loaded
+ * rxserve). When rxserve runs from its sources (its own tests), the built copy in `dist/` is
+ * used, so build first.
  */
 export function workerEntry(name: 'threadWorker' | 'processWorker'): string {
   const here = import.meta.url;
-  const ext = here.endsWith('.cjs') ? '.cjs' : '.js';
-  const candidates = [`./execution/${name}${ext}`, `../execution/${name}${ext}`, `../../dist/execution/${name}.js`];
+  const candidates = [`./execution/${name}.js`, `../execution/${name}.js`, `../../dist/execution/${name}.js`];
   for (const candidate of candidates) {
     const path = fileURLToPath(new URL(candidate, here));
     if (existsSync(path)) return path;

@@ -189,6 +189,7 @@ class ProcessTransport implements BatchTransport {
   private readonly readyWorkers = new Set<ChildWorker>();
   private failedStarts = 0;
   private closing = false;
+  private readonly restarts = new Set<ReturnType<typeof setTimeout>>();
   private readonly label: string;
 
   constructor(
@@ -237,13 +238,13 @@ class ProcessTransport implements BatchTransport {
       return;
     }
     const delay = Math.min(RESTART_BASE_MS * 2 ** this.failedStarts, RESTART_MAX_MS);
+    // Not unref'd: calls may be waiting for this replacement, and close() clears it.
     const timer = setTimeout(() => {
-      if (!this.closing) {
-        // A replacement that fails to load counts as a failed start (handled in onExit).
-        this.spawn().catch(() => undefined);
-      }
+      this.restarts.delete(timer);
+      // A replacement that fails to load counts as a failed start (handled in onExit).
+      if (!this.closing) this.spawn().catch(() => undefined);
     }, delay);
-    timer.unref?.();
+    this.restarts.add(timer);
   }
 
   canSend(): boolean {
@@ -267,6 +268,8 @@ class ProcessTransport implements BatchTransport {
 
   async close(): Promise<void> {
     this.closing = true;
+    for (const timer of this.restarts) clearTimeout(timer);
+    this.restarts.clear();
     await Promise.all([...this.workers].map((w) => w.close()));
   }
 }

@@ -30,7 +30,12 @@ export function threadPoolExecutor(options: PoolOptions = {}): Executor {
       const own = options.piscina === undefined;
       const pool: Piscina =
         options.piscina ??
-        new Piscina({ filename: pathToFileURL(workerEntry('threadWorker')).href, minThreads: threads, maxThreads: threads });
+        new Piscina({
+          filename: pathToFileURL(workerEntry('threadWorker')).href,
+          minThreads: threads,
+          maxThreads: threads,
+          workerData: { rxserveSpecs: [...new Set(specKeys.values())] },
+        });
       const transport = new ThreadTransport(pool, own, own ? threads : pool.options.maxThreads, models, specKeys, hooks);
       return new PooledSession(specKeys, transport, resolved, prepareForThread);
     },

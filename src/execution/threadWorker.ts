@@ -1,5 +1,5 @@
 // The piscina worker entry for 'thread_pool': each task is a batch of model calls (or a preload).
-import { transferableSymbol, valueSymbol } from 'piscina';
+import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
 import { cancelledReason, ModelHost } from './host.js';
 import { collectTransferables, serializeError, type WireBatch, type WireResult } from './protocol.js';
 
@@ -13,6 +13,12 @@ const CANCEL_POLL_MS = 5;
 
 const host = new ModelHost();
 let flags: Int32Array | undefined;
+
+// A pool made by rxserve names its models in workerData: each thread (a replacement too) loads
+// them before piscina marks it ready, so no call pays for a load. Failures are reported per call
+// (and by the pool's preload task); a pool of the user's own loads lazily.
+const preload = (workerData as { rxserveSpecs?: string[] } | undefined)?.rxserveSpecs;
+if (Array.isArray(preload)) await Promise.all(preload.map((key) => host.get(key).catch(() => undefined)));
 
 // A call is cancelled when the main thread wrote its id into its slot (ids, not booleans, so a
 // reused slot cannot cancel the wrong call).
@@ -43,5 +49,6 @@ export default async function runTask(task: ThreadTask): Promise<unknown> {
   // Outputs holding whole ArrayBuffers travel by transfer, not by copy.
   const transfer = collectTransferables(results);
   if (transfer.length === 0) return results;
-  return { [transferableSymbol]: transfer, [valueSymbol]: results };
+  // move() marks the wrapper so piscina sends `valueSymbol` with `transferableSymbol` transferred.
+  return move({ [transferableSymbol]: transfer, [valueSymbol]: results } as never);
 }

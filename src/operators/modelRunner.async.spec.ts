@@ -276,11 +276,9 @@ describe('modelRunner configuration errors', () => {
     expect(attempt).toThrow(message);
   });
 
-  it('refuses a mechanism this version cannot run yet, when subscribed, naming the model', async () => {
-    registerModel('Inc', { module: fixture, export: 'Scaler' });
+  it("refuses 'shared_executor' given by hand (proxies set it), naming the model", async () => {
     await expect(
-      run([1], modelRunner({ models: [{ endpointName: 'cpu', modelClass: 'Inc', executionMechanism: 'thread_pool' }] })),
-    ).rejects.toThrow(/model_runner\.models\['cpu'\]\.executionMechanism: expected a mechanism this version runs/);
-    unregisterModel('Inc');
+      run([1], modelRunner({ models: [{ endpointName: 'proxy', modelClass: 'Model', executionMechanism: 'shared_executor' }] })),
+    ).rejects.toThrow(/model_runner\.models\['proxy'\]\.executionMechanism: expected a mechanism this version runs/);
   });
 });
