@@ -1,7 +1,7 @@
 // The worker mechanisms end to end, through the public operator: same results everywhere, errors
 // rebuilt across the boundary, crashes, hangs, load failures, transfer, sizing and shutdown.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { firstValueFrom, from, lastValueFrom, Subject, toArray } from 'rxjs';
@@ -159,6 +159,14 @@ describe.each(WORKER_MECHANISMS)('%s', (mechanism) => {
     await expect(
       run([{}], { models: [{ endpointName: 'missing', modelClass: { module: '/no/such/module.mjs' }, executionMechanism: mechanism }] }),
     ).rejects.toThrow(/model 'missing' could not be loaded: cannot import module '\/no\/such\/module\.mjs'/);
+  });
+
+  it("runs each model's close() in its worker when the pipeline completes", async () => {
+    const log = join(mkdtempSync(join(tmpdir(), 'rxserve-')), 'close.log');
+    await run([{}, {}], { models: [{ endpointName: 'c', modelClass: ref('Closer'), executionMechanism: mechanism, params: { log } }] });
+    const deadline = Date.now() + 5_000;
+    while (!existsSync(log) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(readFileSync(log, 'utf8')).toMatch(/^(closed c\n)+$/);
   });
 
   it('a name registered to a class is refused with a ConfigError saying how to register a module', async () => {

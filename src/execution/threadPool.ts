@@ -1,6 +1,8 @@
 // 'thread_pool': models run on piscina worker threads, several calls per task when busy.
-import { Piscina } from 'piscina';
+import { randomUUID } from 'node:crypto';
+import { BroadcastChannel } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
+import { Piscina } from 'piscina';
 import { cloneBody } from '../clone.js';
 import { ModelLoadError, WorkerCrashedError, toError } from '../errors.js';
 import type { ModelEntry } from '../model/entry.js';
@@ -28,15 +30,18 @@ export function threadPoolExecutor(options: PoolOptions = {}): Executor {
       const specKeys = new Map(models.map((m) => [m.endpointName, workerSpecKey(m, hooks.step)]));
       const threads = Math.max(1, Math.min(models.length * resolved.poolFactor, resolved.maxThreads));
       const own = options.piscina === undefined;
+      const closeChannel = own ? `rxserve-close-${randomUUID()}` : undefined;
       const pool: Piscina =
         options.piscina ??
         new Piscina({
           filename: pathToFileURL(workerEntry('threadWorker')).href,
           minThreads: threads,
           maxThreads: threads,
-          workerData: { rxserveSpecs: [...new Set(specKeys.values())] },
+          // 'sync' parks idle threads in Atomics.wait, where they cannot hear the close request.
+          atomics: 'async',
+          workerData: { rxserveSpecs: [...new Set(specKeys.values())], rxserveClose: closeChannel },
         });
-      const transport = new ThreadTransport(pool, own, own ? threads : pool.options.maxThreads, models, specKeys, hooks);
+      const transport = new ThreadTransport(pool, closeChannel, own ? threads : pool.options.maxThreads, models, specKeys, hooks);
       return new PooledSession(specKeys, transport, resolved, prepareForThread);
     },
   };
@@ -59,7 +64,8 @@ class ThreadTransport implements BatchTransport {
 
   constructor(
     private readonly pool: Piscina,
-    private readonly ownsPool: boolean,
+    /** Set when rxserve owns the pool: the channel its threads listen on for close requests. */
+    private readonly closeChannel: string | undefined,
     threads: number,
     models: readonly ModelEntry[],
     specKeys: ReadonlyMap<string, string>,
@@ -123,7 +129,30 @@ class ThreadTransport implements BatchTransport {
     };
   }
 
+  /**
+   * Asks every thread to close its models (model.close()), waits for them (at most
+   * CLOSE_TIMEOUT_MS), then destroys the pool. A pool of the user's own is left running.
+   */
   async close(): Promise<void> {
-    if (this.ownsPool) await this.pool.destroy();
+    if (this.closeChannel === undefined) return;
+    const threads = this.pool.threads.length;
+    if (threads > 0) {
+      const channel = new BroadcastChannel(this.closeChannel);
+      let acknowledged = 0;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, CLOSE_TIMEOUT_MS);
+        channel.onmessage = () => {
+          if (++acknowledged >= threads) {
+            clearTimeout(timer);
+            resolve();
+          }
+        };
+        channel.postMessage('close');
+      });
+      channel.close();
+    }
+    await this.pool.destroy();
   }
 }
+
+const CLOSE_TIMEOUT_MS = 2_000;

@@ -1,4 +1,5 @@
 // The piscina worker entry for 'thread_pool': each task is a batch of model calls (or a preload).
+import { BroadcastChannel } from 'node:worker_threads';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
 import { cancelledReason, ModelHost } from './host.js';
 import { collectTransferables, serializeError, type WireBatch, type WireResult } from './protocol.js';
@@ -17,8 +18,17 @@ let flags: Int32Array | undefined;
 // A pool made by rxserve names its models in workerData: each thread (a replacement too) loads
 // them before piscina marks it ready, so no call pays for a load. Failures are reported per call
 // (and by the pool's preload task); a pool of the user's own loads lazily.
-const preload = (workerData as { rxserveSpecs?: string[] } | undefined)?.rxserveSpecs;
-if (Array.isArray(preload)) await Promise.all(preload.map((key) => host.get(key).catch(() => undefined)));
+const data = workerData as { rxserveSpecs?: string[]; rxserveClose?: string } | undefined;
+if (Array.isArray(data?.rxserveSpecs)) await Promise.all(data.rxserveSpecs.map((key) => host.get(key).catch(() => undefined)));
+
+// Before the pool is destroyed, the main thread asks every thread to close its models.
+if (typeof data?.rxserveClose === 'string') {
+  const channel = new BroadcastChannel(data.rxserveClose);
+  channel.unref();
+  channel.onmessage = () => {
+    void host.close().finally(() => channel.postMessage('closed'));
+  };
+}
 
 // A call is cancelled when the main thread wrote its id into its slot (ids, not booleans, so a
 // reused slot cannot cancel the wrong call).
