@@ -141,8 +141,9 @@ describe.each(WORKER_MECHANISMS)('%s', (mechanism) => {
     subject.next(toEvent({ do: 'pid' }, { id: 'pid' }));
     subject.next(toEvent({ do: 'spin' }, { id: 'spin' }));
     while (outputs.length < 2) await new Promise((r) => setTimeout(r, 10));
-    // the spinning worker (the 60 s loop ignores its signal) is terminated after the grace period
-    await new Promise((r) => setTimeout(r, 600));
+    // the spinning worker (the 60 s loop ignores its signal) is terminated after the grace period;
+    // its replacement needs a moment to start and load (a call's timeout includes that wait)
+    await new Promise((r) => setTimeout(r, 1_500));
     subject.next(toEvent({ do: 'pid' }, { id: 'next' }));
     subject.complete();
     await done;
