@@ -21,6 +21,8 @@ export interface SentBatch {
 export interface BatchTransport {
   /** Whether a batch can be sent now (a worker is ready and not saturated). */
   canSend(): boolean;
+  /** How many batches the workers hold at once when all are up (threads or processes × 2). */
+  readonly slots: number;
   send(batch: WireBatch, transfer: ArrayBuffer[]): SentBatch;
   /** Called by the transport when capacity frees up without a batch completing (a worker became ready). */
   onCapacity?: () => void;
@@ -106,8 +108,12 @@ export class PooledSession implements ExecutorSession {
     this.pumping = true;
     try {
       while (this.queue.length > 0 && this.transport.canSend()) {
+        // Spread what waits over the batch slots rather than filling one batch: a worker runs a
+        // batch's synchronous calls one after another, so one big batch would leave the other
+        // workers idle (CPU-bound models would not scale).
+        const size = Math.min(this.options.maxBatch, Math.ceil(this.queue.length / this.transport.slots));
         const calls: PendingCall[] = [];
-        while (this.queue.length > 0 && calls.length < this.options.maxBatch) {
+        while (this.queue.length > 0 && calls.length < size) {
           const call = this.queue.shift()!;
           if (call.state === 'queued') calls.push(call);
         }

@@ -191,6 +191,7 @@ class ProcessTransport implements BatchTransport {
   private closing = false;
   private readonly restarts = new Set<ReturnType<typeof setTimeout>>();
   private readonly label: string;
+  readonly slots: number;
 
   constructor(
     private readonly size: number,
@@ -199,6 +200,7 @@ class ProcessTransport implements BatchTransport {
     private readonly hooks: ExecutorHooks,
   ) {
     this.label = models.length === 1 ? `'${models[0].endpointName}'` : `step '${hooks.step}'`;
+    this.slots = size * BATCHES_PER_PROCESS;
     const first: Promise<void>[] = [];
     for (let i = 0; i < size; i++) first.push(this.spawn());
     // Traffic starts once every first process has loaded its models; a model that cannot load

@@ -60,7 +60,7 @@ class ThreadTransport implements BatchTransport {
   readonly transfersInputs = true;
   onCapacity?: () => void;
   private inFlight = 0;
-  private readonly capacity: number;
+  readonly slots: number;
 
   constructor(
     private readonly pool: Piscina,
@@ -72,7 +72,7 @@ class ThreadTransport implements BatchTransport {
     hooks: ExecutorHooks,
   ) {
     // Two batches per thread: the next one is queued when the current one ends.
-    this.capacity = threads * 2;
+    this.slots = threads * 2;
     // Load every model once up front, so a model that cannot load fails the pipeline at start.
     this.ready = Promise.all(
       models.map(async (m) => {
@@ -96,7 +96,7 @@ class ThreadTransport implements BatchTransport {
   }
 
   canSend(): boolean {
-    return this.inFlight < this.capacity;
+    return this.inFlight < this.slots;
   }
 
   send(batch: WireBatch, transfer: ArrayBuffer[]): SentBatch {

@@ -1,0 +1,226 @@
+// Worker mechanisms against their raw baselines: thread_pool vs raw piscina.run() and a raw
+// worker_threads postMessage round trip; dedicated_process / process_pool vs a raw fork() IPC
+// round trip; and a CPU-bound model on naive vs thread_pool vs process_pool (2 cores).
+import { fork } from 'node:child_process';
+import { Worker } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import { Subject } from 'rxjs';
+import { modelRunner, toEvent, type ExecutionMechanism, type ModelRunnerConfig, type ServingEvent } from 'rxserve';
+
+const fixture = (name: string) => new URL(`./fixtures/${name}`, import.meta.url);
+const BODY = { x: 1, text: 'hello world', tags: ['a', 'b'] };
+
+interface Channel {
+  call(body: unknown): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+interface Figures {
+  p50: number;
+  p99: number;
+  throughput: number;
+  loadedP50: number;
+  loadedP99: number;
+}
+
+const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+
+/** Sequential latency (one call at a time), then throughput and latency with `inFlight` calls out. */
+async function measure(channel: Channel, sequential: number, loaded: number, inFlight: number): Promise<Figures> {
+  for (let i = 0; i < Math.min(200, sequential); i++) await channel.call(BODY); // warm-up
+  const latencies: number[] = [];
+  for (let i = 0; i < sequential; i++) {
+    const t0 = performance.now();
+    await channel.call(BODY);
+    latencies.push((performance.now() - t0) * 1000);
+  }
+  latencies.sort((a, b) => a - b);
+  const loadedLatencies: number[] = [];
+  let started = 0;
+  const t0 = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    let finished = 0;
+    const next = (): void => {
+      if (started >= loaded) return;
+      started++;
+      const s = performance.now();
+      channel.call(BODY).then(() => {
+        loadedLatencies.push((performance.now() - s) * 1000);
+        if (++finished === loaded) resolve();
+        else next();
+      }, reject);
+    };
+    for (let i = 0; i < inFlight; i++) next();
+  });
+  const seconds = (performance.now() - t0) / 1000;
+  loadedLatencies.sort((a, b) => a - b);
+  return {
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    throughput: loaded / seconds,
+    loadedP50: percentile(loadedLatencies, 50),
+    loadedP99: percentile(loadedLatencies, 99),
+  };
+}
+
+function rawThread(): Channel {
+  const worker = new Worker(fixture('echoThread.mjs'));
+  const pending = new Map<number, (v: unknown) => void>();
+  let id = 0;
+  worker.on('message', (m: { id: number; body: unknown }) => {
+    pending.get(m.id)!(m.body);
+    pending.delete(m.id);
+  });
+  return {
+    call: (body) =>
+      new Promise((resolve) => {
+        const n = id++;
+        pending.set(n, resolve);
+        worker.postMessage({ id: n, body });
+      }),
+    close: async () => {
+      await worker.terminate();
+    },
+  };
+}
+
+function rawPiscina(threads: number): Channel {
+  const pool = new Piscina({ filename: fixture('piscinaNoop.mjs').href, minThreads: threads, maxThreads: threads });
+  return { call: (body) => pool.run(body), close: () => pool.destroy() };
+}
+
+function rawFork(): Channel {
+  const child = fork(fixture('echoProcess.mjs'), [], { serialization: 'advanced' });
+  const pending = new Map<number, (v: unknown) => void>();
+  let id = 0;
+  child.on('message', (m: { id: number; body: unknown }) => {
+    pending.get(m.id)!(m.body);
+    pending.delete(m.id);
+  });
+  return {
+    call: (body) =>
+      new Promise((resolve) => {
+        const n = id++;
+        pending.set(n, resolve);
+        child.send({ id: n, body });
+      }),
+    close: async () => {
+      child.disconnect();
+    },
+  };
+}
+
+/** A modelRunner step driven one event at a time per call. */
+function runner(config: ModelRunnerConfig): Channel {
+  const subject = new Subject<ServingEvent>();
+  const pending = new Map<string, (e: ServingEvent) => void>();
+  let id = 0;
+  const subscription = subject.pipe(modelRunner(config)).subscribe((event) => {
+    pending.get(event.id)!(event);
+    pending.delete(event.id);
+  });
+  return {
+    call: (body) =>
+      new Promise((resolve, reject) => {
+        const key = String(id++);
+        pending.set(key, (event) => (event.error ? reject(event.error) : resolve(event.body)));
+        subject.next(toEvent(body, { id: key }));
+      }),
+    close: async () => {
+      subject.complete();
+      subscription.unsubscribe();
+    },
+  };
+}
+
+const noop = (mechanism: ExecutionMechanism, pool: ModelRunnerConfig['pool'] = {}): ModelRunnerConfig => ({
+  models: [{ endpointName: 'noop', modelClass: 'Model', executionMechanism: mechanism }],
+  maxInFlight: 256,
+  maxQueue: Infinity,
+  pool,
+});
+
+export interface PoolsResult {
+  rows: { name: string; baseline: string; figures: Figures; base: Figures }[];
+  cpu: { name: string; perSecond: number; ratio: number }[];
+}
+
+export async function runPools(quick: boolean): Promise<PoolsResult> {
+  const sequential = quick ? 300 : 3_000;
+  const loaded = quick ? 3_000 : 40_000;
+  const inFlight = 64;
+  const run = async (make: () => Channel) => {
+    const channel = make();
+    try {
+      return await measure(channel, sequential, loaded, inFlight);
+    } finally {
+      await channel.close();
+    }
+  };
+  const thread = await run(rawThread);
+  const piscina = await run(() => rawPiscina(2));
+  const forked = await run(rawFork);
+  const threadPool = await run(() => runner(noop('thread_pool', { poolFactor: 2 })));
+  const threadPoolNoBatch = await run(() => runner(noop('thread_pool', { poolFactor: 2, maxBatch: 1 })));
+  const dedicated = await run(() => runner(noop('dedicated_process')));
+  const processPool = await run(() => runner(noop('process_pool', { poolFactor: 2 })));
+  const rows = [
+    { name: 'thread_pool, 2 threads (batching)', baseline: 'raw piscina.run, 2 threads', figures: threadPool, base: piscina },
+    { name: 'thread_pool, 2 threads, maxBatch 1', baseline: 'raw piscina.run, 2 threads', figures: threadPoolNoBatch, base: piscina },
+    { name: 'thread_pool, 2 threads (batching)', baseline: 'raw worker_threads postMessage, 1 worker', figures: threadPool, base: thread },
+    { name: 'dedicated_process', baseline: 'raw fork() IPC, 1 child', figures: dedicated, base: forked },
+    { name: 'process_pool, 2 processes', baseline: 'raw fork() IPC, 1 child', figures: processPool, base: forked },
+  ];
+
+  // CPU-bound: ~20 ms of arithmetic per call; 2 workers should give about 2× one event loop.
+  const burnEvents = quick ? 16 : 60;
+  const burn = (mechanism: ExecutionMechanism): ModelRunnerConfig => ({
+    models: [{ endpointName: 'burn', modelClass: { module: fixture('models.mjs').href, export: 'Burn' }, executionMechanism: mechanism }],
+    maxInFlight: 64,
+    maxQueue: Infinity,
+    pool: { poolFactor: 2 },
+  });
+  const cpuRate = async (mechanism: ExecutionMechanism) => {
+    const channel = runner(burn(mechanism));
+    try {
+      await Promise.all([channel.call({ ms: 1 }), channel.call({ ms: 1 })]); // start and load
+      const t0 = performance.now();
+      await Promise.all(Array.from({ length: burnEvents }, () => channel.call({ ms: 20 })));
+      return burnEvents / ((performance.now() - t0) / 1000);
+    } finally {
+      await channel.close();
+    }
+  };
+  const naive = await cpuRate('naive');
+  const cpu = [{ name: 'naive (main thread)', perSecond: naive, ratio: 1 }];
+  for (const mechanism of ['thread_pool', 'process_pool'] as const) {
+    const perSecond = await cpuRate(mechanism);
+    cpu.push({ name: `${mechanism}, 2 workers`, perSecond, ratio: perSecond / naive });
+  }
+  return { rows, cpu };
+}
+
+const f0 = (n: number) => n.toFixed(0);
+const f2 = (n: number) => n.toFixed(2);
+
+export function poolsMarkdown(result: PoolsResult): string {
+  const lines = [
+    '| rxserve case | baseline | p50 µs (rxserve / base) | p99 µs (rxserve / base) | p50 ratio | throughput/s at 64 in flight (rxserve / base) | throughput ratio | p50 / p99 µs under load (rxserve / base) |',
+    '|---|---|---|---|---|---|---|---|',
+    ...result.rows.map(
+      ({ name, baseline, figures: r, base: b }) =>
+        `| ${name} | ${baseline} | ${f0(r.p50)} / ${f0(b.p50)} | ${f0(r.p99)} / ${f0(b.p99)} | ${f2(r.p50 / b.p50)}× | ` +
+        `${f0(r.throughput)} / ${f0(b.throughput)} | ${f2(r.throughput / b.throughput)}× | ${f0(r.loadedP50)}–${f0(r.loadedP99)} / ${f0(b.loadedP50)}–${f0(b.loadedP99)} |`,
+    ),
+    '',
+    '| CPU-bound model (~20 ms per call) | events/s | vs naive |',
+    '|---|---|---|',
+    ...result.cpu.map((c) => `| ${c.name} | ${f2(c.perSecond)} | ${f2(c.ratio)}× |`),
+  ];
+  return lines.join('\n');
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const quick = process.argv.includes('--quick');
+  console.log(poolsMarkdown(await runPools(quick)));
+}
