@@ -43,3 +43,12 @@ export {
 } from './selector.js';
 export type { Executor, ExecutorSession, ExecutorHooks, CallResult } from './execution/executor.js';
 export { cloneBody } from './clone.js';
+export {
+  createGraph,
+  Graph,
+  type GraphOptions,
+  type SharedModelConfig,
+  type SharedModelProxyConfig,
+} from './graph.js';
+export type { EndpointRecord } from './monitoring/record.js';
+export type { PoolOptions } from './execution/poolOptions.js';

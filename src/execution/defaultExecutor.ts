@@ -13,13 +13,14 @@ import { threadPoolExecutor } from './threadPool.js';
  * (the models of a pool mechanism share one pool) and routes each call to its model's session.
  * `shared_executor` entries come from a graph's `sharedModelProxy()` and are refused here.
  */
-export function createDefaultExecutor(pool: PoolOptions = {}): Executor {
+export function createDefaultExecutor(pool: PoolOptions = {}, shared?: Executor): Executor {
   const executors: Partial<Record<ExecutionMechanism, Executor>> = {
     naive: inProcessExecutor,
     asyncio: inProcessExecutor,
     thread_pool: threadPoolExecutor(pool),
     process_pool: processPoolExecutor(pool),
     dedicated_process: dedicatedProcessExecutor(pool),
+    ...(shared ? { shared_executor: shared } : {}),
   };
   return { open: (models, hooks) => openByMechanism(executors, models, hooks) };
 }
@@ -33,6 +34,15 @@ function openByMechanism(
     const groups = new Map<Executor, ModelEntry[]>();
     for (const entry of models) {
       const executor = executors[entry.executionMechanism];
+      if (executor === undefined && entry.executionMechanism === 'shared_executor') {
+        throw new ConfigError([
+          {
+            path: `${hooks.step}.models['${entry.endpointName}'].executionMechanism`,
+            expected: "a step of the graph that made this proxy: use graph.modelRunner(...) or modelRunner({ graph, ... }) ('shared_executor' is set by graph.sharedModelProxy())",
+            actual: "'shared_executor' in a step without a graph",
+          },
+        ]);
+      }
       if (executor === undefined) {
         throw new ConfigError([
           {

@@ -1,5 +1,5 @@
 // The in-process mechanisms: 'naive' (inline, synchronous) and 'asyncio' (awaited on the event loop).
-import { ModelLoadError, toError } from '../errors.js';
+import { ModelLoadError, RxServeError, toError } from '../errors.js';
 import type { ModelEntry } from '../model/entry.js';
 import type { Model, ModelClass, PredictContext } from '../model/model.js';
 import { resolveModelClass } from '../model/registry.js';
@@ -75,6 +75,7 @@ class InProcessSession implements ExecutorSession {
   }
 
   invoke(endpointName: string, input: unknown, context: PredictContext): CallResult {
+    if (this.closed) throw new RxServeError(`model '${endpointName}' is closed`);
     const model = this.instances.get(endpointName);
     if (model === undefined) throw new ModelLoadError(endpointName, 'the model is not loaded');
     if (!this.asyncio.has(endpointName)) return model.predict(input, context);

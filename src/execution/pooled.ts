@@ -81,6 +81,10 @@ export class PooledSession implements ExecutorSession {
   invoke(endpointName: string, input: unknown, context: PredictContext): CallResult {
     const specKey = this.specKeys.get(endpointName)!;
     return new Observable<unknown>((subscriber) => {
+      if (this.closed) {
+        subscriber.error(new WorkerCrashedError(`the pool of '${endpointName}' is closed`));
+        return undefined;
+      }
       const call: PendingCall = { id: nextCallId(), specKey, input, context, subscriber, state: 'queued' };
       this.queue.push(call);
       this.pump();

@@ -131,7 +131,9 @@ export function decodeModelEntries(value: unknown, path: string): readonly Model
           { path: `${at}.params.name`, expected: `'${entry.endpointName}' (the endpointName) or nothing`, actual: JSON.stringify(paramName) },
         ]);
       }
-      if (typeof entry.modelClass === 'function' && !IN_PROCESS_MECHANISMS.includes(entry.executionMechanism)) {
+      // A proxy ('shared_executor') names its shared model's class for monitoring only: never loaded by it.
+      const loadsInWorker = !IN_PROCESS_MECHANISMS.includes(entry.executionMechanism) && entry.executionMechanism !== 'shared_executor';
+      if (typeof entry.modelClass === 'function' && loadsInWorker) {
         throw new ConfigError([
           {
             path: `${at}.modelClass`,

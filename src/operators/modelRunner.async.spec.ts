@@ -279,6 +279,6 @@ describe('modelRunner configuration errors', () => {
   it("refuses 'shared_executor' given by hand (proxies set it), naming the model", async () => {
     await expect(
       run([1], modelRunner({ models: [{ endpointName: 'proxy', modelClass: 'Model', executionMechanism: 'shared_executor' }] })),
-    ).rejects.toThrow(/model_runner\.models\['proxy'\]\.executionMechanism: expected a mechanism this version runs/);
+    ).rejects.toThrow(/model_runner\.models\['proxy'\]\.executionMechanism: expected a step of the graph that made this proxy/);
   });
 });

@@ -14,6 +14,7 @@ import { getPath, hasPath, isErrored, setPath, withBody, withError, type Serving
 import { createDefaultExecutor } from '../execution/defaultExecutor.js';
 import { PoolOptionsCodec, type PoolOptions } from '../execution/poolOptions.js';
 import type { Executor, ExecutorSession } from '../execution/executor.js';
+import type { Graph } from '../graph.js';
 import { decodeModelEntries, type ModelEntry } from '../model/entry.js';
 import { createSelect, isSelectorLike, resolveSelector, type SelectorLike } from '../selector.js';
 import { CallContext, unsubscribedReason } from './internal/callContext.js';
@@ -46,6 +47,11 @@ export interface ModelRunnerConfig {
   readonly pool?: PoolOptions;
   /** Runs the models; default: one executor per `executionMechanism`. Tests inject their own. */
   readonly executor?: Executor;
+  /**
+   * The graph that owns this step's models (loads them once for all subscriptions, closes them on
+   * `graph.close()`) and its proxies' shared models; default: a private one per subscription.
+   */
+  readonly graph?: Graph;
 }
 
 const ExecutorCodec = new t.Type<Executor, Executor, unknown>(
@@ -62,6 +68,13 @@ const SelectorCodec = new t.Type<SelectorLike, SelectorLike, unknown>(
   t.identity,
 );
 
+const GraphCodec = new t.Type<Graph, Graph, unknown>(
+  'a graph made by createGraph()',
+  (u): u is Graph => typeof (u as Graph | null)?.bindStep === 'function',
+  (u, c) => (typeof (u as Graph | null)?.bindStep === 'function' ? t.success(u as Graph) : t.failure(u, c)),
+  t.identity,
+);
+
 const ModelRunnerConfigCodec = strict(
   'ModelRunnerConfig',
   { models: t.unknown },
@@ -72,6 +85,7 @@ const ModelRunnerConfigCodec = strict(
     raiseException: t.boolean,
     pool: PoolOptionsCodec,
     executor: ExecutorCodec,
+    graph: GraphCodec,
   },
 );
 
@@ -110,24 +124,36 @@ export function modelRunner(config: ModelRunnerConfig): OperatorFunction<Serving
   const options = decodeOrThrow(ModelRunnerConfigCodec, config, 'modelRunner');
   const limits = limitsFrom(options, 'model_runner');
   const models = decodeModelEntries(config.models, 'modelRunner.models');
-  const { selector, selectorParams, raiseException = true } = options;
+  const { selector, selectorParams, raiseException = true, graph } = options;
+  // With a graph, the graph owns the session (one for all subscriptions); without, each
+  // subscription opens and closes its own.
+  const binding = graph?.bindStep(limits.step, models, options.pool, options.executor);
   const executor = options.executor ?? createDefaultExecutor(options.pool);
 
   return (source) =>
     new Observable<ServingEvent>((subscriber) => {
       let selectFn;
       let session: ExecutorSession;
+      let runner: Runner | undefined;
+      let release: () => void;
       try {
         selectFn = resolveSelector(selector, selectorParams, `${limits.step}.selector`);
-        session = executor.open(models, { step: limits.step, fail: (error) => subscriber.error(error) });
+        if (binding) {
+          const held = binding.acquire({ fail: (error) => subscriber.error(error), abort: (error) => runner?.failAll(error) });
+          session = held.session;
+          release = held.release;
+        } else {
+          session = executor.open(models, { step: limits.step, fail: (error) => subscriber.error(error) });
+          release = () => closeSession(session);
+        }
       } catch (error) {
         subscriber.error(error instanceof ConfigError ? error : toError(error));
         return;
       }
-      const runner = new Runner(models, limits, raiseException, session, createSelect(selectFn, models, limits.step));
+      runner = new Runner(models, limits, raiseException, session, createSelect(selectFn, models, limits.step));
       const control = dispatch(source, subscriber, limits, runner.work, isErrored, { paused: session.ready !== undefined });
       // After dispatch's own teardown (which aborts the calls), release the models.
-      subscriber.add(() => closeSession(session));
+      subscriber.add(release);
       session.ready?.then(
         () => control.resume(),
         () => undefined, // the executor reports load failures through hooks.fail
@@ -158,6 +184,8 @@ class Lane {
 /** One model call of one event. */
 class Call {
   settled = false;
+  /** Started in its lane (holds a lane slot until finished). */
+  running = false;
   started = 0;
   context: CallContext | undefined;
   timer: Subscription | undefined;
@@ -216,6 +244,9 @@ class Runner {
     this.single = models.length === 1;
   }
 
+  /** Events inside the step, for failAll(). */
+  private readonly active = new Set<EventRun>();
+
   readonly work: Work = (event, done) => {
     const selection = this.select(event);
     if (selection instanceof SelectorError) {
@@ -231,6 +262,7 @@ class Runner {
       this.complete(run);
       return undefined;
     }
+    this.active.add(run);
     for (let i = 0; i < run.selected.length; i++) {
       const call = new Call(run, i, run.selected[i]);
       run.calls[i] = call;
@@ -265,6 +297,7 @@ class Runner {
     const entry = this.models[call.model];
     const { event } = call.run;
     this.lanes[call.model].active++;
+    call.running = true;
     call.started = this.now();
     let input: unknown;
     try {
@@ -304,8 +337,10 @@ class Runner {
     call.settled = true;
     call.timer?.unsubscribe();
     const end = this.now();
+    if (!call.running) call.started = end; // failed while waiting in its lane
     const lane = this.lanes[call.model];
-    lane.active--;
+    if (call.running) lane.active--;
+    call.running = false;
     const { run, position } = call;
     run.values[position] = value;
     run.errors[position] = error;
@@ -317,7 +352,23 @@ class Runner {
     if (--run.remaining === 0) this.complete(run);
   }
 
+  /**
+   * Fails every call still running or waiting in a lane with `error` (the graph closing): their
+   * events leave now, errored, instead of waiting for work that will not finish.
+   */
+  failAll(error: Error): void {
+    for (const run of [...this.active]) {
+      for (const call of run.calls) {
+        if (call === undefined || call.settled) continue;
+        call.context?.abort(error);
+        call.cancelResult?.();
+        this.finish(call, undefined, error);
+      }
+    }
+  }
+
   private cancel(run: EventRun): void {
+    this.active.delete(run);
     const reason = unsubscribedReason(this.limits.step);
     for (const call of run.calls) {
       if (call === undefined || call.settled) continue;
@@ -329,6 +380,7 @@ class Runner {
   }
 
   private complete(run: EventRun): void {
+    this.active.delete(run);
     const { event, selected, values, errors, timings } = run;
     let body: unknown;
     const failed = errors.some((e) => e !== undefined);
