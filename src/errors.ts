@@ -123,13 +123,18 @@ export class WorkerCrashedError extends RxServeError {
 /** An LLM provider call failed. `retryable` says whether trying again may succeed. */
 export class ProviderError extends RxServeError {
   override name = 'ProviderError';
+  /** How long the provider asked to wait before retrying (`retry-after`), when it said. */
+  readonly retryAfterMs?: number;
+  /** Tokens spent before the failure (partial, `complete: false`), when known. */
+  usage?: Readonly<Record<string, unknown>>;
   constructor(
     message: string,
     readonly status: number | undefined,
     readonly retryable: boolean,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; retryAfterMs?: number },
   ) {
     super(message, options);
+    if (options?.retryAfterMs !== undefined) this.retryAfterMs = options.retryAfterMs;
   }
 }
 

@@ -52,3 +52,9 @@ export {
 } from './graph.js';
 export type { EndpointRecord } from './monitoring/record.js';
 export type { PoolOptions } from './execution/poolOptions.js';
+export { LLModel, type LLMResult, type LLMUsageReport, type LLMStreamEvent } from './llm/llmodel.js';
+export { modelArtifact, llmPromptArtifact, loadArtifact, isPromptArtifact } from './llm/artifacts.js';
+export { buildMessages, type ChatMessage } from './llm/prompt.js';
+export { estimateUsage, countTextTokens, type Usage } from './llm/usage.js';
+export { MOCK_ANSWER } from './llm/providers/mock.js';
+export type { LLMProvider, ProviderRequest, Completion, StreamPart } from './llm/providers/provider.js';

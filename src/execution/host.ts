@@ -1,12 +1,13 @@
 // The worker side: builds each model once per worker/process, runs batches of calls, cancels them.
 import { ModelLoadError, toError } from '../errors.js';
+import { LLModel } from '../llm/llmodel.js';
 import { Model, type ModelClass } from '../model/model.js';
 import { importModelClass } from '../model/registry.js';
 import { CallContext } from '../operators/internal/callContext.js';
 import { serializeError, type WireBatch, type WireCall, type WireResult, type WorkerModelSpec } from './protocol.js';
 
 /** Classes every worker knows without a module reference. */
-const BUILT_IN: Record<string, ModelClass> = { Model };
+const BUILT_IN: Record<string, ModelClass> = { Model, LLModel };
 
 /**
  * Holds the models of one worker thread or child process. A model is constructed and loaded the

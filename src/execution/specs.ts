@@ -1,12 +1,16 @@
 // Turns a model entry into what a worker needs to build the model (a module reference, not a class).
 import { ConfigError, ModelLoadError } from '../errors.js';
 import type { ModelEntry } from '../model/entry.js';
+import { LLModel } from '../llm/llmodel.js';
 import { Model } from '../model/model.js';
 import { registeredModel } from '../model/registry.js';
 import type { WorkerModelSpec } from './protocol.js';
 
 /** Classes a worker has built in, by registered name. */
-const BUILT_IN = new Map<string, unknown>([['Model', Model]]);
+const BUILT_IN = new Map<string, unknown>([
+  ['Model', Model],
+  ['LLModel', LLModel],
+]);
 
 /**
  * The spec key (JSON of a `WorkerModelSpec`) for an entry run in a worker. A name registered to a

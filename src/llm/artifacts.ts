@@ -1,0 +1,69 @@
+// Model and prompt artifacts: validated constructors, and loading them from JSON files.
+import { readFile } from 'node:fs/promises';
+import * as t from 'io-ts';
+import { NonEmptyString, decodeOrThrow, strict } from '../config.js';
+import type { LLMPromptArtifact, ModelArtifact } from '../model/artifact.js';
+
+const ProviderOptions = strict(
+  'ProviderOptions',
+  {},
+  {
+    apiKey: t.string,
+    baseURL: NonEmptyString,
+    /** Hugging Face only: 'chat' (chat completion, the default) or 'text-generation'. */
+    task: t.keyof({ chat: null, 'text-generation': null }),
+  },
+);
+
+const ModelArtifactCodec = strict(
+  'ModelArtifact',
+  { key: NonEmptyString, modelUrl: NonEmptyString },
+  { uri: NonEmptyString, defaultConfig: t.UnknownRecord, providerOptions: ProviderOptions },
+);
+
+const Message = strict('{ role, content }', { role: NonEmptyString, content: t.string }, {});
+
+const PromptArtifactCodec = strict(
+  'LLMPromptArtifact',
+  { key: NonEmptyString, model: t.unknown },
+  {
+    uri: NonEmptyString,
+    promptTemplate: t.array(Message),
+    promptLegend: t.record(t.string, strict('PromptLegendEntry', {}, { field: t.string, description: t.string })),
+    invocationConfig: t.UnknownRecord,
+  },
+);
+
+/**
+ * A model artifact: where an LLM lives (`openai://gpt-4o-mini`, `huggingface://org/model`,
+ * `mock://`), its default invocation config and provider options. `uri` defaults to
+ * `store://models/<key>`; shared-model proxies match by it.
+ */
+export function modelArtifact(spec: ModelArtifact): ModelArtifact {
+  const decoded = decodeOrThrow(ModelArtifactCodec, spec, 'modelArtifact') as ModelArtifact;
+  return Object.freeze({ ...decoded, uri: decoded.uri ?? `store://models/${decoded.key}` });
+}
+
+/**
+ * A prompt over a model artifact: a `{placeholder}` template, a legend mapping placeholders to
+ * body fields, and an invocation config over the model's default. `uri` defaults to
+ * `store://prompts/<key>`; a proxy with it finds the shared model by `model.uri`.
+ */
+export function llmPromptArtifact(spec: Omit<LLMPromptArtifact, 'model'> & { model: ModelArtifact }): LLMPromptArtifact {
+  const decoded = decodeOrThrow(PromptArtifactCodec, spec, 'llmPromptArtifact');
+  const model = modelArtifact(spec.model);
+  return Object.freeze({ ...(decoded as Omit<LLMPromptArtifact, 'model'>), model, uri: decoded.uri ?? `store://prompts/${decoded.key}` });
+}
+
+/** Reads an artifact from a JSON file: a prompt artifact when it has `model`, else a model artifact. */
+export async function loadArtifact(path: string): Promise<ModelArtifact | LLMPromptArtifact> {
+  const json: unknown = JSON.parse(await readFile(path, 'utf8'));
+  return typeof json === 'object' && json !== null && 'model' in json
+    ? llmPromptArtifact(json as LLMPromptArtifact)
+    : modelArtifact(json as ModelArtifact);
+}
+
+/** True for a prompt artifact (it has a parent `model`). */
+export function isPromptArtifact(artifact: unknown): artifact is LLMPromptArtifact {
+  return typeof artifact === 'object' && artifact !== null && typeof (artifact as LLMPromptArtifact).model === 'object';
+}

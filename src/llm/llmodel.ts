@@ -1,0 +1,209 @@
+// LLModel: prompt-template models over LLM providers, returning { answer, usage }.
+import { Observable, Subject } from 'rxjs';
+import { ModelLoadError, ProviderError, toError } from '../errors.js';
+import type { LLMPromptArtifact, ModelArtifact } from '../model/artifact.js';
+import { Model, type ModelInit, type PredictContext } from '../model/model.js';
+import { isPromptArtifact } from './artifacts.js';
+import { buildMessages, type ChatMessage } from './prompt.js';
+import { createProvider, type LLMProvider } from './providers/provider.js';
+import { withRetries } from './retry.js';
+import { countTextTokens, renderChat, type Usage } from './usage.js';
+
+/** What an LLModel returns (the runner writes it at `resultPath`). */
+export interface LLMResult {
+  readonly answer: string;
+  readonly usage: Usage;
+}
+
+/** How a call ended, with the tokens it spent; reported on `usage$` for every call. */
+export interface LLMUsageReport {
+  /** The endpoint that asked (`ctx.origin`: a proxy's name for a shared model). */
+  readonly endpointName: string;
+  readonly eventId: string;
+  readonly outcome: 'success' | 'error' | 'timeout' | 'unsubscribe';
+  /** Partial usage (`complete: false`) unless the call succeeded. */
+  readonly usage: Usage;
+}
+
+/** What `predictStream` emits: answer chunks, then one final result. */
+export type LLMStreamEvent = { readonly type: 'chunk'; readonly text: string } | ({ readonly type: 'final' } & LLMResult);
+
+/**
+ * A prompt-template model over an LLM provider, registered as `'LLModel'` (MLRun's LLModel).
+ *
+ * Its artifact is a prompt artifact (template, legend, invocation config over a model artifact)
+ * or a model artifact (the input then supplies `messages`). Per call it fills the template from
+ * the input, merges `invocationConfig` over the model's `defaultConfig`, invokes the provider
+ * chosen by the model URL (`openai://`, `huggingface://`, `mock://`) and returns
+ * `{ answer, usage }`. As a shared model it answers each proxy with that proxy's prompt
+ * (`ctx.origin`). Retryable failures (429, 5xx, dropped connections) are retried with backoff,
+ * at most `params.maxRetries` (default 2) times. Every call's usage is reported on `usage$`.
+ *
+ * ## Example
+ * ```ts
+ * import { llmPromptArtifact, modelArtifact } from 'rxserve';
+ * const gpt = modelArtifact({ key: 'gpt', modelUrl: 'openai://gpt-4o-mini' });
+ * const finance = llmPromptArtifact({ key: 'finance', model: gpt,
+ *   promptTemplate: [{ role: 'user', content: 'As a financial advisor: {question}' }] });
+ * const entry = { endpointName: 'finance', modelClass: 'LLModel', executionMechanism: 'asyncio',
+ *                 modelArtifact: finance, resultPath: 'output' };
+ * // body { question } → body.output = { answer, usage }
+ * ```
+ */
+export class LLModel extends Model<unknown, LLMResult> {
+  /** Usage of every call, whatever its outcome. */
+  readonly usage$ = new Subject<LLMUsageReport>();
+  private provider: LLMProvider | undefined;
+  private readonly proxyArtifacts: Readonly<Record<string, ModelArtifact | LLMPromptArtifact | null>>;
+
+  constructor(init: ModelInit) {
+    super(init);
+    this.proxyArtifacts = (init.proxyArtifacts as Record<string, ModelArtifact | LLMPromptArtifact | null> | undefined) ?? {};
+  }
+
+  /** The model artifact calls go to (a prompt's parent, or the artifact itself). */
+  get modelArtifact(): ModelArtifact | undefined {
+    const own = this.artifact;
+    if (own !== undefined) return isPromptArtifact(own) ? own.model : own;
+    const proxy = Object.values(this.proxyArtifacts).find((a) => a != null);
+    return proxy ? (isPromptArtifact(proxy) ? proxy.model : proxy) : undefined;
+  }
+
+  override load(): void {
+    const model = this.modelArtifact;
+    if (model === undefined) {
+      if (this.predict !== LLModel.prototype.predict) return; // a subclass with its own predict needs no provider
+      throw new ModelLoadError(
+        this.name,
+        `the model provider could not be determined (no model artifact with a modelUrl), and predict() was not overridden`,
+      );
+    }
+    this.provider = createProvider(model, this.name);
+  }
+
+  /** The prompt used for a caller: the proxy's own when it has one, else the model's. */
+  promptFor(origin: string): LLMPromptArtifact | undefined {
+    const proxy = this.proxyArtifacts[origin];
+    if (proxy != null && isPromptArtifact(proxy)) return proxy;
+    return isPromptArtifact(this.artifact) ? this.artifact : undefined;
+  }
+
+  private prepare(input: unknown, origin: string): { messages: ChatMessage[]; config: Record<string, unknown> } {
+    const prompt = this.promptFor(origin);
+    const messages = buildMessages(prompt, input, origin);
+    const config = { ...this.modelArtifact?.defaultConfig, ...prompt?.invocationConfig };
+    return { messages, config };
+  }
+
+  private get retries() {
+    return {
+      maxRetries: typeof this.params.maxRetries === 'number' ? this.params.maxRetries : 2,
+      baseDelayMs: typeof this.params.retryBaseMs === 'number' ? this.params.retryBaseMs : 250,
+    };
+  }
+
+  override async predict(input: unknown, ctx: PredictContext): Promise<LLMResult> {
+    if (this.provider === undefined) throw new ModelLoadError(this.name, 'the model was not loaded');
+    const { messages, config } = this.prepare(input, ctx.origin);
+    const provider = this.provider;
+    try {
+      const result = await withRetries(() => provider.invoke({ messages, config, signal: ctx.signal }), {
+        ...this.retries,
+        signal: ctx.signal,
+      });
+      this.report(ctx, 'success', result.usage);
+      return { answer: result.answer, usage: result.usage };
+    } catch (error) {
+      throw this.fail(error, ctx, messages, '');
+    }
+  }
+
+  /**
+   * Streams the answer: `{ type: 'chunk', text }` as tokens arrive, then
+   * `{ type: 'final', answer, usage }`. OpenAI streams report usage
+   * (`stream_options.include_usage`). Retries happen only before the first chunk. Unsubscribing
+   * aborts the request; usage is reported on `usage$` on every exit, partial ones marked
+   * `complete: false`.
+   */
+  predictStream(input: unknown, ctx: { origin?: string; eventId?: string; signal?: AbortSignal } = {}): Observable<LLMStreamEvent> {
+    return new Observable<LLMStreamEvent>((subscriber) => {
+      const controller = new AbortController();
+      const origin = ctx.origin ?? this.name;
+      const context: PredictContext = { origin, eventId: ctx.eventId ?? '', signal: controller.signal };
+      const onOuterAbort = () => controller.abort(ctx.signal?.reason);
+      ctx.signal?.addEventListener('abort', onOuterAbort, { once: true });
+      let answer = '';
+      let messages: ChatMessage[] = [];
+      let finished = false;
+      const run = async () => {
+        if (this.provider === undefined) throw new ModelLoadError(this.name, 'the model was not loaded');
+        const prepared = this.prepare(input, origin);
+        messages = prepared.messages;
+        const provider = this.provider;
+        let usage: Usage | undefined;
+        // Only failures before the first chunk are retried: a retry after it would repeat text.
+        await withRetries(
+          async () => {
+            try {
+              for await (const part of provider.stream({ messages, config: prepared.config, signal: controller.signal })) {
+                if ('delta' in part) {
+                  answer += part.delta;
+                  subscriber.next({ type: 'chunk', text: part.delta });
+                } else usage = part.usage;
+              }
+            } catch (error) {
+              if (answer.length > 0 && error instanceof ProviderError && error.retryable) {
+                throw new ProviderError(`${error.message} (after the first token: not retried)`, error.status, false, { cause: error });
+              }
+              throw error;
+            }
+          },
+          { ...this.retries, signal: controller.signal },
+        );
+        const final = usage ?? { prompt_tokens: countTextTokens(renderChat(messages)), completion_tokens: countTextTokens(answer), estimated: true };
+        finished = true;
+        this.report(context, 'success', final);
+        subscriber.next({ type: 'final', answer, usage: final });
+        subscriber.complete();
+      };
+      run().catch((error: unknown) => {
+        finished = true;
+        if (!subscriber.closed) subscriber.error(this.fail(error, context, messages, answer));
+      });
+      return () => {
+        ctx.signal?.removeEventListener('abort', onOuterAbort);
+        if (!finished) {
+          finished = true;
+          controller.abort(new DOMException('the stream was unsubscribed', 'AbortError'));
+          this.report(context, 'unsubscribe', partialUsage(messages, answer));
+        }
+      };
+    });
+  }
+
+  /** Reports partial usage for a failed call and returns the error to throw. */
+  private fail(error: unknown, ctx: PredictContext, messages: readonly ChatMessage[], answer: string): Error {
+    const reason = ctx.signal.aborted ? toError(ctx.signal.reason) : undefined;
+    const outcome = reason ? (reason.name === 'ModelTimeoutError' ? 'timeout' : 'unsubscribe') : 'error';
+    const usage = partialUsage(messages, answer);
+    this.report(ctx, outcome, usage);
+    const e = toError(error);
+    if (e instanceof ProviderError) e.usage = usage;
+    return e;
+  }
+
+  private report(ctx: PredictContext, outcome: LLMUsageReport['outcome'], usage: Usage): void {
+    this.usage$.next({ endpointName: ctx.origin, eventId: ctx.eventId, outcome, usage });
+  }
+
+  override close(): void {
+    this.usage$.complete();
+  }
+}
+
+/** What a call that did not finish spent: its prompt, and the answer so far (estimated). */
+function partialUsage(messages: readonly ChatMessage[], answer: string): Usage {
+  const prompt_tokens = messages.length ? countTextTokens(renderChat(messages)) : 0;
+  const completion_tokens = countTextTokens(answer);
+  return { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens, estimated: true, complete: false };
+}

@@ -1,0 +1,49 @@
+// Filling a prompt template from a request body (MLRun's LLModel.enrich_prompt).
+import type { LLMPromptArtifact } from '../model/artifact.js';
+
+/** A chat message as providers take it. */
+export interface ChatMessage {
+  readonly role: string;
+  readonly content: string;
+}
+
+/**
+ * The messages for one call. With a template, each `{placeholder}` is filled from the input:
+ * by the body key of the same name, or the legend's `field` for it when that field has a value
+ * (`{{` and `}}` are literal braces, as in Python's `str.format`). Without a template the input
+ * supplies `messages`. A placeholder with no value throws a `TypeError` naming it.
+ */
+export function buildMessages(prompt: LLMPromptArtifact | undefined, input: unknown, endpoint: string): ChatMessage[] {
+  const template = prompt?.promptTemplate;
+  if (!template || template.length === 0) {
+    const messages = (input as { messages?: unknown } | null)?.messages;
+    if (!Array.isArray(messages)) {
+      throw new TypeError(`LLModel '${endpoint}': no prompt template, so the input needs a 'messages' array`);
+    }
+    return messages as ChatMessage[];
+  }
+  if (input === null || typeof input !== 'object') {
+    throw new TypeError(`LLModel '${endpoint}': the prompt '${prompt!.key}' needs an object input to fill its placeholders, got ${typeof input}`);
+  }
+  const values = input as Record<string, unknown>;
+  const legend = prompt!.promptLegend ?? {};
+  const valueOf = (name: string): string => {
+    const field = legend[name]?.field;
+    const fromLegend = field ? values[field] : undefined;
+    const value = fromLegend !== undefined && fromLegend !== null && fromLegend !== '' ? fromLegend : values[name];
+    if (value === undefined || value === null) {
+      const where = field ? `fields '${field}' and '${name}'` : `field '${name}'`;
+      throw new TypeError(`LLModel '${endpoint}': prompt '${prompt!.key}' has placeholder {${name}}, but the input has no ${where}`);
+    }
+    return typeof value === 'string' ? value : JSON.stringify(value);
+  };
+  return template.map((message) => ({ role: message.role, content: fill(message.content, valueOf) }));
+}
+
+function fill(content: string, valueOf: (name: string) => string): string {
+  return content.replace(/\{\{|\}\}|\{([^{}]+)\}/g, (match, name: string | undefined) => {
+    if (match === '{{') return '{';
+    if (match === '}}') return '}';
+    return valueOf(name!.trim());
+  });
+}

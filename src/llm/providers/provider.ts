@@ -1,0 +1,65 @@
+// The provider contract, and picking a provider by the model URL.
+import { ConfigError } from '../../errors.js';
+import type { ModelArtifact } from '../../model/artifact.js';
+import type { ChatMessage } from '../prompt.js';
+import type { Usage } from '../usage.js';
+import { HuggingFaceProvider } from './huggingface.js';
+import { MockProvider } from './mock.js';
+import { OpenAIProvider } from './openai.js';
+
+/** One LLM request. */
+export interface ProviderRequest {
+  readonly messages: readonly ChatMessage[];
+  /** The model's defaultConfig with the prompt's invocationConfig over it (temperature, max_tokens, ...). */
+  readonly config: Readonly<Record<string, unknown>>;
+  readonly signal?: AbortSignal;
+}
+
+/** A whole answer with its usage. */
+export interface Completion {
+  readonly answer: string;
+  readonly usage: Usage;
+}
+
+/** What a stream yields: answer text as it comes, and usage once known. */
+export type StreamPart = { readonly delta: string } | { readonly usage: Usage };
+
+/**
+ * An LLM provider. Failures are `ProviderError`s with `status` and `retryable`; an abort
+ * rejects with the signal's reason. Providers do not retry: the caller does (no stacked retries).
+ */
+export interface LLMProvider {
+  readonly name: string;
+  readonly model: string;
+  invoke(request: ProviderRequest): Promise<Completion>;
+  stream(request: ProviderRequest): AsyncIterable<StreamPart>;
+}
+
+/**
+ * The provider for a model URL: `openai://<model>`, `huggingface://<org>/<model>`, `mock://`.
+ * An unknown scheme is a `ConfigError`.
+ */
+export function createProvider(artifact: ModelArtifact, endpoint: string): LLMProvider {
+  const url = artifact.modelUrl;
+  const match = /^([a-z][a-z0-9+.-]*):\/\/(.*)$/i.exec(url);
+  const scheme = match?.[1].toLowerCase();
+  const model = match?.[2] ?? '';
+  const options = artifact.providerOptions ?? {};
+  switch (scheme) {
+    case 'openai':
+      return new OpenAIProvider(model, options);
+    case 'huggingface':
+    case 'hf':
+      return new HuggingFaceProvider(model, options);
+    case 'mock':
+      return new MockProvider(model);
+    default:
+      throw new ConfigError([
+        {
+          path: `LLModel '${endpoint}'.artifact.modelUrl`,
+          expected: "a URL with a known provider: 'openai://<model>', 'huggingface://<org>/<model>' or 'mock://'",
+          actual: JSON.stringify(url),
+        },
+      ]);
+  }
+}
