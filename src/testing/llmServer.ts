@@ -202,15 +202,18 @@ async function stream(
       ...extra,
     })}\n\n`;
   const perChunk = s.latency / (pieces.length + 1);
-  res.write(chunk({ role: 'assistant', content: '' }));
+  // Each write is flushed before the next step, so a drop happens after what was sent arrived.
+  const write = (data: string) => new Promise<void>((resolve) => res.write(data, () => resolve()));
+  await write(chunk({ role: 'assistant', content: '' }));
   let sent = 0;
   for (const piece of pieces) {
     if (perChunk > 0) await sleep(perChunk);
     if (s.fault?.dropAfterChunks !== undefined && sent >= s.fault.dropAfterChunks) {
+      await sleep(20); // let the client read what was sent
       res.socket?.destroy();
       return;
     }
-    res.write(chunk({ content: piece }));
+    await write(chunk({ content: piece }));
     sent++;
   }
   res.write(chunk({}, 'stop'));
