@@ -12,6 +12,9 @@ import type { LLMPromptArtifact, ModelArtifact } from './model/artifact.js';
 import { CreationStrategy, decodeModelEntries, type ExecutionMechanism, type ModelEntry } from './model/entry.js';
 import type { ModelClass, ModuleRef, PredictContext } from './model/model.js';
 import type { EndpointRecord } from './monitoring/record.js';
+import { GraphMonitor, type LaneStats, type MonitorObserver } from './monitoring/monitor.js';
+import { EndpointRegistry } from './monitoring/registry.js';
+import { modelClassName } from './model/registry.js';
 import { CallContext } from './operators/internal/callContext.js';
 import { settle } from './operators/internal/settle.js';
 import { modelRunner, type ModelRunnerConfig } from './operators/modelRunner.js';
@@ -50,7 +53,12 @@ export interface SharedModelProxyConfig {
 /** Options of `createGraph`. */
 export interface GraphOptions {
   readonly name?: string;
-  readonly monitoring?: { readonly samplingPercentage?: number };
+  /**
+   * Track the graph's model endpoints: a record per call on `monitoring$` (kept with
+   * `samplingPercentage`, default 100; errors always kept) and the endpoint registry (persisted
+   * to `registryPath` when given). Without it the graph is untracked and records nothing.
+   */
+  readonly monitoring?: { readonly samplingPercentage?: number; readonly registryPath?: string };
 }
 
 /** Where an endpoint name is used, for uniqueness errors. */
@@ -59,10 +67,17 @@ interface EndpointUse {
   readonly where: string;
 }
 
+const Percentage = new t.Type<number, number, unknown>(
+  'a percentage above 0 and at most 100',
+  (u): u is number => typeof u === 'number' && u > 0 && u <= 100,
+  (u, c) => (typeof u === 'number' && u > 0 && u <= 100 ? t.success(u) : t.failure(u, c)),
+  t.identity,
+);
+
 const GraphOptionsCodec = strict(
   'GraphOptions',
   {},
-  { name: NonEmptyString, monitoring: strict('MonitoringOptions', {}, { samplingPercentage: t.number }) },
+  { name: NonEmptyString, monitoring: strict('MonitoringOptions', {}, { samplingPercentage: Percentage, registryPath: NonEmptyString }) },
 );
 
 const SharedModelCodec = strict(
@@ -120,18 +135,28 @@ function matchUri(artifact: ModelArtifact | LLMPromptArtifact | undefined): stri
  */
 export function createGraph(options: GraphOptions = {}): Graph {
   const decoded = decodeOrThrow(GraphOptionsCodec, options, 'createGraph');
-  return new Graph(decoded.name ?? 'graph');
+  return new Graph(decoded.name ?? 'graph', decoded.monitoring);
+}
+
+/** What a subscription of a graph step tells the graph. */
+export interface StepSubscriber {
+  /** The graph's session failed (a model cannot load): error the stream. */
+  fail(error: Error): void;
+  /** The graph is closing: fail the calls in flight. */
+  abort(error: Error): void;
+  /** Its lanes' occupancy, for metrics. */
+  lanes(): readonly LaneStats[];
 }
 
 /** A step's hold on its graph-owned session (see `Graph.bindStep`). */
 export interface StepBinding {
   /** The step's session (opened on first use) for one subscription; `release` when it ends. */
-  acquire(subscriber: { fail(error: Error): void; abort(error: Error): void }): { session: ExecutorSession; release(): void };
+  acquire(subscriber: StepSubscriber): { session: ExecutorSession; release(): void; monitor: GraphMonitor };
 }
 
 class StepRecord implements StepBinding {
   session: ExecutorSession | undefined;
-  readonly subscribers = new Set<{ fail(error: Error): void; abort(error: Error): void }>();
+  readonly subscribers = new Set<StepSubscriber>();
   constructor(
     readonly graph: Graph,
     readonly step: string,
@@ -150,10 +175,10 @@ class StepRecord implements StepBinding {
     return this.session;
   }
 
-  acquire(subscriber: { fail(error: Error): void; abort(error: Error): void }) {
+  acquire(subscriber: StepSubscriber) {
     const session = this.open();
     this.subscribers.add(subscriber);
-    return { session, release: () => void this.subscribers.delete(subscriber) };
+    return { session, release: () => void this.subscribers.delete(subscriber), monitor: this.graph.monitor };
   }
 }
 
@@ -170,8 +195,33 @@ export class Graph {
   private stepCount = 0;
   private readyPromise: Promise<void> | undefined;
 
-  constructor(readonly name: string) {
+  /** @internal */ readonly monitor: GraphMonitor;
+  /** One entry per model endpoint (tracked graphs: loaded, strategies applied and saved). */
+  readonly endpointRegistry: EndpointRegistry;
+
+  constructor(
+    readonly name: string,
+    private readonly monitoringOptions?: { samplingPercentage?: number; registryPath?: string },
+  ) {
     this.monitoring$ = this.records.asObservable();
+    this.monitor = new GraphMonitor(monitoringOptions !== undefined, monitoringOptions?.samplingPercentage ?? 100, this.records);
+    this.endpointRegistry = new EndpointRegistry(monitoringOptions?.registryPath);
+    if (monitoringOptions !== undefined) this.monitor.observers.add(this.endpointRegistry);
+  }
+
+  /** @internal Adds something that wants every call (an exporter). */
+  observe(observer: MonitorObserver): void {
+    this.monitor.observers.add(observer);
+  }
+
+  /** @internal */
+  unobserve(observer: MonitorObserver): void {
+    this.monitor.observers.delete(observer);
+  }
+
+  /** In-flight and queued calls per lane of every running graph step (read at scrape time). */
+  laneStats(): LaneStats[] {
+    return this.steps.flatMap((step) => [...step.subscribers].flatMap((s) => s.lanes()));
   }
 
   /** Worker pool limits for the graph's steps (a step's own `pool` wins) and its shared models. */
@@ -378,6 +428,21 @@ export class Graph {
    */
   ready(options: { parallel?: boolean } = {}): Promise<void> {
     this.readyPromise ??= (async () => {
+      if (this.monitor.tracked) {
+        await this.endpointRegistry.load();
+        this.endpointRegistry.apply(
+          this.steps.flatMap((step) =>
+            step.models.map((m) => ({
+              endpointName: m.endpointName,
+              modelClass: modelClassName(m.modelClass),
+              labels: m.labels ?? {},
+              executionMechanism: m.executionMechanism,
+              step: step.step,
+              creationStrategy: m.creationStrategy ?? 'inplace',
+            })),
+          ),
+        );
+      }
       const openers: (() => PromiseLike<void> | undefined)[] = [
         ...[...this.shared.values()].map((s) => () => s.open()),
         ...this.steps.map((step) => () => step.open().ready),
@@ -413,6 +478,7 @@ export class Graph {
       }),
       ...[...this.shared.values()].map((s) => s.close()),
     ]);
+    if (this.monitor.tracked) await this.endpointRegistry.save();
     this.records.complete();
   }
 }

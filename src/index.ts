@@ -51,6 +51,10 @@ export {
   type SharedModelProxyConfig,
 } from './graph.js';
 export type { EndpointRecord } from './monitoring/record.js';
+export { EndpointRegistry, type EndpointEntry, type EndpointSpec } from './monitoring/registry.js';
+export { prometheusExporter, type PrometheusExporter } from './monitoring/prometheus.js';
+export { traceGraph } from './monitoring/tracing.js';
+export { normalize as normalizeMonitoredValues, type LaneStats } from './monitoring/monitor.js';
 export type { PoolOptions } from './execution/poolOptions.js';
 export { LLModel, type LLMResult, type LLMUsageReport, type LLMStreamEvent } from './llm/llmodel.js';
 export { modelArtifact, llmPromptArtifact, loadArtifact, isPromptArtifact } from './llm/artifacts.js';

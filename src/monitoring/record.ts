@@ -15,4 +15,8 @@ export interface EndpointRecord {
   readonly error?: string;
   /** Token usage of LLM calls. */
   readonly usage?: Readonly<Record<string, unknown>>;
+  /** The graph's sampling percentage when the record was kept. */
+  readonly samplingPercentage: number;
+  /** How many calls this record stands for (100 / samplingPercentage; 1 for errors, never sampled). */
+  readonly effectiveSampleCount: number;
 }

@@ -15,6 +15,7 @@ import { createDefaultExecutor } from '../execution/defaultExecutor.js';
 import { PoolOptionsCodec, type PoolOptions } from '../execution/poolOptions.js';
 import type { Executor, ExecutorSession } from '../execution/executor.js';
 import type { Graph } from '../graph.js';
+import type { GraphMonitor, LaneStats } from '../monitoring/monitor.js';
 import { decodeModelEntries, type ModelEntry } from '../model/entry.js';
 import { createSelect, isSelectorLike, resolveSelector, type SelectorLike } from '../selector.js';
 import { CallContext, unsubscribedReason } from './internal/callContext.js';
@@ -136,12 +137,18 @@ export function modelRunner(config: ModelRunnerConfig): OperatorFunction<Serving
       let session: ExecutorSession;
       let runner: Runner | undefined;
       let release: () => void;
+      let monitor: GraphMonitor | undefined;
       try {
         selectFn = resolveSelector(selector, selectorParams, `${limits.step}.selector`);
         if (binding) {
-          const held = binding.acquire({ fail: (error) => subscriber.error(error), abort: (error) => runner?.failAll(error) });
+          const held = binding.acquire({
+            fail: (error) => subscriber.error(error),
+            abort: (error) => runner?.failAll(error),
+            lanes: () => runner?.laneStats() ?? [],
+          });
           session = held.session;
           release = held.release;
+          monitor = held.monitor;
         } else {
           session = executor.open(models, { step: limits.step, fail: (error) => subscriber.error(error) });
           release = () => closeSession(session);
@@ -150,7 +157,7 @@ export function modelRunner(config: ModelRunnerConfig): OperatorFunction<Serving
         subscriber.error(error instanceof ConfigError ? error : toError(error));
         return;
       }
-      runner = new Runner(models, limits, raiseException, session, createSelect(selectFn, models, limits.step));
+      runner = new Runner(models, limits, raiseException, session, createSelect(selectFn, models, limits.step), monitor);
       const control = dispatch(source, subscriber, limits, runner.work, isErrored, { paused: session.ready !== undefined });
       // After dispatch's own teardown (which aborts the calls), release the models.
       subscriber.add(release);
@@ -205,6 +212,9 @@ class EventRun {
   readonly values: unknown[];
   readonly errors: (Error | undefined)[];
   readonly timings: { when: string; latencyMs: number }[];
+  /** Start (epoch ms) and latency of each call, for monitoring. */
+  readonly starts: number[];
+  readonly latencies: number[];
   readonly calls: Call[];
   constructor(
     readonly event: ServingEvent,
@@ -216,6 +226,8 @@ class EventRun {
     this.values = new Array(n);
     this.errors = new Array(n);
     this.timings = new Array(n);
+    this.starts = new Array(n);
+    this.latencies = new Array(n);
     this.calls = new Array(n);
   }
 }
@@ -235,6 +247,7 @@ class Runner {
     private readonly raiseException: boolean,
     private readonly session: ExecutorSession,
     private readonly select: (event: ServingEvent) => readonly string[] | SelectorError,
+    private readonly monitor?: GraphMonitor,
   ) {
     this.lanes = models.map((m) => new Lane(m.maxInFlight ?? Infinity));
     this.executorCopies = models.map((m) => session.copiesInput?.(m.endpointName) ?? false);
@@ -344,12 +357,22 @@ class Runner {
     const { run, position } = call;
     run.values[position] = value;
     run.errors[position] = error;
-    run.timings[position] = {
-      when: new Date(call.started).toISOString(),
-      latencyMs: Math.round((end - call.started) * 1000) / 1000,
-    };
+    const latencyMs = Math.round((end - call.started) * 1000) / 1000;
+    run.timings[position] = { when: new Date(call.started).toISOString(), latencyMs };
+    run.starts[position] = call.started;
+    run.latencies[position] = latencyMs;
     if (lane.queue.length > 0) this.pump(lane);
     if (--run.remaining === 0) this.complete(run);
+  }
+
+  /** Occupancy of each model's lane. */
+  laneStats(): LaneStats[] {
+    return this.models.map((m, i) => ({
+      endpointName: m.endpointName,
+      step: this.limits.step,
+      inFlight: this.lanes[i].active,
+      queued: this.lanes[i].queue.length,
+    }));
   }
 
   /**
@@ -405,6 +428,18 @@ class Runner {
       modelRunner: { name: this.limits.step, inputs: event.body },
       models,
     };
+    if (this.monitor?.active) {
+      this.monitor.onEvent({
+        step: this.limits.step,
+        event,
+        models: this.models,
+        selected,
+        values,
+        errors,
+        starts: run.starts,
+        latencies: run.latencies,
+      });
+    }
     let out = withBody(event, body, { metadata });
     if (failed && this.raiseException) {
       const modelsErrors: Record<string, string | null> = {};

@@ -1,0 +1,109 @@
+// The graph's monitor: turns finished events into EndpointRecords (sampled before they are built)
+// and feeds opt-in observers (registry counters, Prometheus, tracing) with every call.
+import type { Subject } from 'rxjs';
+import { describeError } from '../errors.js';
+import { getPath, type ServingEvent } from '../event.js';
+import type { ModelEntry } from '../model/entry.js';
+import { modelClassName } from '../model/registry.js';
+import type { EndpointRecord } from './record.js';
+
+/** One finished event of a step, as the runner hands it over: references only, nothing built. */
+export interface EventReport {
+  readonly step: string;
+  readonly event: ServingEvent;
+  /** The step's model entries; `selected` indexes them. */
+  readonly models: readonly ModelEntry[];
+  readonly selected: readonly number[];
+  readonly values: readonly unknown[];
+  readonly errors: readonly (Error | undefined)[];
+  /** Per selected call: start (epoch ms, the step's clock) and latency. */
+  readonly starts: readonly number[];
+  readonly latencies: readonly number[];
+}
+
+/** Something that wants every call (not only sampled records). */
+export interface MonitorObserver {
+  onEvent(report: EventReport): void;
+}
+
+/** Per-lane occupancy of one running step, read at scrape time. */
+export interface LaneStats {
+  readonly endpointName: string;
+  readonly step: string;
+  readonly inFlight: number;
+  readonly queued: number;
+}
+
+export class GraphMonitor {
+  readonly observers = new Set<MonitorObserver>();
+  private readonly keep: number;
+
+  constructor(
+    /** Whether records are produced at all (a graph created with `monitoring`). */
+    readonly tracked: boolean,
+    readonly samplingPercentage: number,
+    private readonly records: Subject<EndpointRecord>,
+    private readonly random: () => number = Math.random,
+  ) {
+    this.keep = samplingPercentage / 100;
+  }
+
+  /** True when anything listens: the runner skips the report otherwise. */
+  get active(): boolean {
+    return this.tracked || this.observers.size > 0;
+  }
+
+  onEvent(report: EventReport): void {
+    for (const observer of this.observers) observer.onEvent(report);
+    if (!this.tracked) return;
+    const { selected, errors } = report;
+    for (let i = 0; i < selected.length; i++) {
+      // Sampled before anything is built; error records are never sampled out.
+      if (errors[i] === undefined && this.keep < 1 && this.random() >= this.keep) continue;
+      this.records.next(this.build(report, i));
+    }
+  }
+
+  private build(report: EventReport, i: number): EndpointRecord {
+    const entry = report.models[report.selected[i]];
+    const error = report.errors[i];
+    const value = report.values[i];
+    const usage = error ? (error as { usage?: Record<string, unknown> }).usage : usageOf(value);
+    return {
+      endpointName: entry.endpointName,
+      modelClass: modelClassName(entry.modelClass),
+      step: report.step,
+      labels: entry.labels ?? {},
+      eventId: report.event.id,
+      when: new Date(report.starts[i]).toISOString(),
+      latencyMs: report.latencies[i],
+      request: { inputs: normalize(getPath(report.event.body, entry.inputPath), entry.inputs) },
+      ...(error ? { error: describeError(error) } : { response: { outputs: normalize(value, entry.outputs) } }),
+      ...(usage ? { usage } : {}),
+      samplingPercentage: this.samplingPercentage,
+      effectiveSampleCount: error ? 1 : 100 / this.samplingPercentage,
+    };
+  }
+}
+
+function usageOf(value: unknown): Record<string, unknown> | undefined {
+  const usage = (value as { usage?: unknown } | null)?.usage;
+  return typeof usage === 'object' && usage !== null ? (usage as Record<string, unknown>) : undefined;
+}
+
+/**
+ * MLRun's normalization of monitored inputs and outputs into rows: a scalar becomes `[v]`, an
+ * array stays, an object becomes its values in `names` order (or key order) — transposed into
+ * rows when every value is an array (`{ a: [1, 2], b: [3, 4] }` → `[[1, 3], [2, 4]]`).
+ */
+export function normalize(value: unknown, names?: readonly string[]): unknown[] {
+  if (Array.isArray(value)) return value;
+  if (value === null || typeof value !== 'object' || ArrayBuffer.isView(value)) return [value];
+  const record = value as Record<string, unknown>;
+  const columns = (names && names.length ? names : Object.keys(record)).map((k) => record[k]);
+  if (columns.length > 0 && columns.every(Array.isArray)) {
+    const rows = Math.max(...columns.map((c) => (c as unknown[]).length));
+    return Array.from({ length: rows }, (_, r) => columns.map((c) => (c as unknown[])[r]));
+  }
+  return [columns];
+}

@@ -1,0 +1,68 @@
+// OpenTelemetry spans through @opentelemetry/api (an optional peer dependency, loaded when used).
+import type { Tracer } from '@opentelemetry/api';
+import { describeError } from '../errors.js';
+import type { Graph } from '../graph.js';
+import { modelClassName } from '../model/registry.js';
+import type { EventReport, MonitorObserver } from './monitor.js';
+
+/**
+ * Records a span per event in each step (`rxserve.step <name>`) with a child span per model call
+ * (`rxserve.model <endpoint>`), carrying endpoint attributes, errors and LLM usage. Spans are
+ * made when the event finishes, with the calls' real start and end times, so nothing is added to
+ * a call while it runs. Opt-in: until this is called, nothing is traced.
+ *
+ * @param options `tracer` (default: `trace.getTracer('rxserve')` of the global provider).
+ * @returns A function that stops tracing.
+ */
+export async function traceGraph(graph: Graph, options: { tracer?: Tracer } = {}): Promise<() => void> {
+  const api = await import('@opentelemetry/api');
+  const tracer = options.tracer ?? api.trace.getTracer('rxserve');
+  const observer: MonitorObserver = {
+    onEvent(report: EventReport) {
+      const { selected, starts, latencies } = report;
+      if (selected.length === 0) return;
+      const begin = Math.min(...starts);
+      const end = Math.max(...starts.map((s, i) => s + latencies[i]));
+      const eventSpan = tracer.startSpan(`rxserve.step ${report.step}`, {
+        startTime: begin,
+        attributes: { 'rxserve.step': report.step, 'rxserve.event_id': report.event.id, 'rxserve.models': selected.length },
+      });
+      const parent = api.trace.setSpan(api.context.active(), eventSpan);
+      let failed = false;
+      for (let i = 0; i < selected.length; i++) {
+        const entry = report.models[selected[i]];
+        const error = report.errors[i];
+        const usage = ((error as { usage?: Record<string, unknown> } | undefined)?.usage ??
+          (report.values[i] as { usage?: Record<string, unknown> } | null)?.usage) as Record<string, number> | undefined;
+        const span = tracer.startSpan(
+          `rxserve.model ${entry.endpointName}`,
+          {
+            startTime: starts[i],
+            attributes: {
+              'rxserve.endpoint': entry.endpointName,
+              'rxserve.model_class': modelClassName(entry.modelClass),
+              'rxserve.mechanism': entry.executionMechanism,
+              'rxserve.step': report.step,
+              ...(Array.isArray(entry.labels)
+                ? { 'rxserve.labels': entry.labels.join(',') }
+                : Object.fromEntries(Object.entries(entry.labels ?? {}).map(([k, v]) => [`rxserve.label.${k}`, v]))),
+              ...(usage && typeof usage.prompt_tokens === 'number'
+                ? { 'gen_ai.usage.input_tokens': usage.prompt_tokens, 'gen_ai.usage.output_tokens': usage.completion_tokens ?? 0 }
+                : {}),
+            },
+          },
+          parent,
+        );
+        if (error) {
+          failed = true;
+          span.setStatus({ code: api.SpanStatusCode.ERROR, message: describeError(error) });
+        }
+        span.end(starts[i] + latencies[i]);
+      }
+      if (failed) eventSpan.setStatus({ code: api.SpanStatusCode.ERROR });
+      eventSpan.end(end);
+    },
+  };
+  graph.observe(observer);
+  return () => graph.unobserve(observer);
+}
