@@ -220,7 +220,3 @@ export function poolsMarkdown(result: PoolsResult): string {
   return lines.join('\n');
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  const quick = process.argv.includes('--quick');
-  console.log(poolsMarkdown(await runPools(quick)));
-}
