@@ -9,6 +9,21 @@ export interface RunFigures {
   readonly perEventUs: number;
   readonly perSecond: number;
   readonly rejected: number;
+  /** Per-event latency (push to output), when the run was asked to record it. */
+  readonly p50Ms?: number;
+  readonly p99Ms?: number;
+}
+
+export const percentile = (sorted: readonly number[], p: number): number =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+
+export interface DriveOptions<T> {
+  /** Counts an output as rejected (e.g. a QueueFullError). */
+  readonly isRejected?: (out: T) => boolean;
+  /** Records per-event latency when given: the id of the event an output belongs to. */
+  readonly idOf?: (out: T) => string;
+  /** Called after each output with the count so far (checkpoints of long runs). */
+  readonly onReceived?: (received: number) => void;
 }
 
 /** Pushes `total` events through `op` keeping `inFlight` outstanding; resolves when all came out. */
@@ -17,13 +32,16 @@ export function drive<T>(
   total: number,
   inFlight: number,
   body: (i: number) => unknown,
-  isRejected: (out: T) => boolean = () => false,
+  options: DriveOptions<T> = {},
 ): Promise<RunFigures> {
+  const { isRejected = () => false, idOf, onReceived } = options;
   return new Promise((resolve, reject) => {
     const source = new Subject<ServingEvent>();
     let sent = 0;
     let received = 0;
     let rejected = 0;
+    const startedAt = new Map<string, number>();
+    const latencies: number[] = [];
     const events = Array.from({ length: Math.min(total, 4096) }, (_, i) => toEvent(body(i), { id: String(i) }));
     // A trampoline: with a synchronous operator, an output arrives inside source.next(); pushing
     // the next event from there would recurse once per event.
@@ -37,6 +55,7 @@ export function drive<T>(
         credits--;
         const event = events[sent % events.length];
         sent++;
+        if (idOf) startedAt.set(event.id, performance.now());
         source.next(event);
       }
       pushing = false;
@@ -45,10 +64,20 @@ export function drive<T>(
     source.pipe(op).subscribe({
       next(out) {
         if (isRejected(out)) rejected++;
+        if (idOf) latencies.push(performance.now() - startedAt.get(idOf(out))!);
+        onReceived?.(received + 1);
         if (++received === total) {
           const seconds = (performance.now() - t0) / 1000;
           source.complete();
-          resolve({ events: total, seconds, perEventUs: (seconds * 1e6) / total, perSecond: total / seconds, rejected });
+          latencies.sort((a, b) => a - b);
+          resolve({
+            events: total,
+            seconds,
+            perEventUs: (seconds * 1e6) / total,
+            perSecond: total / seconds,
+            rejected,
+            ...(idOf ? { p50Ms: percentile(latencies, 50), p99Ms: percentile(latencies, 99) } : {}),
+          });
         } else push();
       },
       error: reject,

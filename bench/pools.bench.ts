@@ -6,6 +6,7 @@ import { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { Subject } from 'rxjs';
 import { modelRunner, toEvent, type ExecutionMechanism, type ModelRunnerConfig, type ServingEvent } from 'rxserve';
+import { percentile } from './driver.js';
 
 const fixture = (name: string) => new URL(`./fixtures/${name}`, import.meta.url);
 const BODY = { x: 1, text: 'hello world', tags: ['a', 'b'] };
@@ -23,7 +24,6 @@ interface Figures {
   loadedP99: number;
 }
 
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 
 /** Sequential latency (one call at a time), then throughput and latency with `inFlight` calls out. */
 async function measure(channel: Channel, sequential: number, loaded: number, inFlight: number): Promise<Figures> {
