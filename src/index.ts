@@ -60,5 +60,6 @@ export { LLModel, type LLMResult, type LLMUsageReport, type LLMStreamEvent } fro
 export { modelArtifact, llmPromptArtifact, loadArtifact, isPromptArtifact } from './llm/artifacts.js';
 export { buildMessages, type ChatMessage } from './llm/prompt.js';
 export { estimateUsage, countTextTokens, type Usage } from './llm/usage.js';
+export { createNodeFetch, type NodeFetchOptions } from './llm/nodeFetch.js';
 export { MOCK_ANSWER } from './llm/providers/mock.js';
 export type { LLMProvider, ProviderRequest, Completion, StreamPart } from './llm/providers/provider.js';

@@ -26,6 +26,11 @@ import {
 } from '../src/index.js';
 import { startLLMServer, type LLMServer } from '../src/testing/index.js';
 
+// Every case runs over both HTTP transports under the official clients: the global fetch, and
+// rxserve's node:http fetch (providerOptions.transport: 'node-http').
+const TRANSPORTS = ['fetch', 'node-http'] as const;
+let transport: (typeof TRANSPORTS)[number] = 'fetch';
+
 let server: LLMServer;
 beforeAll(async () => {
   server = await startLLMServer();
@@ -40,7 +45,7 @@ const gpt = () =>
     key: 'gpt',
     modelUrl: 'openai://gpt-4o-mini',
     defaultConfig: { temperature: 0.2, max_tokens: 64 },
-    providerOptions: { apiKey: 'test-key', baseURL: server.openaiBaseURL },
+    providerOptions: { apiKey: 'test-key', baseURL: server.openaiBaseURL, transport },
   });
 const prompt = (key: string, model = gpt(), extra: object = {}) =>
   llmPromptArtifact({
@@ -79,281 +84,294 @@ class MyClassifier extends ModelSelector {
   }
 }
 
-describe('the seed example: two LLM prompt endpoints and a selector', () => {
-  it('routes by body.models and returns { answer, usage } per endpoint, with the full OpenAI usage', async () => {
-    registerSelector('MyClassifier', MyClassifier, { override: true });
-    const since = server.requests.length;
-    const out = await run(
-      [
-        { question: 'Should I buy bonds?', models: ['finance'] },
-        { question: 'Where to go in May?', models: ['travel'] },
-        { question: 'Both?', models: ['finance', 'travel'] },
-      ],
-      [llm('finance', prompt('finance')), llm('travel', prompt('travel'))],
-      { selector: 'MyClassifier', selectorParams: { models: ['finance', 'travel'] } },
-    );
-    const first = out[0].body as { finance: { output: { answer: string; usage: Record<string, unknown> } } };
-    expect(Object.keys(out[0].body as object)).toEqual(['finance']);
-    expect(first.finance.output.answer).toBe('gpt-4o-mini says: Should I buy bonds?');
-    expect(first.finance.output.usage).toEqual({
-      prompt_tokens: expect.any(Number),
-      completion_tokens: expect.any(Number),
-      total_tokens: expect.any(Number),
-      prompt_tokens_details: { cached_tokens: 0, audio_tokens: 0 },
-      completion_tokens_details: { reasoning_tokens: 0, audio_tokens: 0, accepted_prediction_tokens: 0, rejected_prediction_tokens: 0 },
-    });
-    expect(Object.keys(out[1].body as object)).toEqual(['travel']);
-    expect(Object.keys(out[2].body as object)).toEqual(['finance', 'travel']);
-    // the prompt was filled and the prompt's config merged over the model's default
-    const sent = newRequests(since)[0];
-    expect(sent.path).toBe('/v1/chat/completions');
-    expect(sent.authorization).toBe('Bearer test-key');
-    expect(sent.body).toMatchObject({
-      model: 'gpt-4o-mini',
-      temperature: 0.2,
-      max_tokens: 64,
-      messages: [
-        { role: 'system', content: 'You are a finance advisor.' },
-        { role: 'user', content: 'Should I buy bonds?' },
-      ],
-    });
-  });
-});
-
-describe('prompts', () => {
-  it('invocationConfig overrides defaultConfig; the legend maps a placeholder to another field', async () => {
-    const since = server.requests.length;
-    const artifact = prompt('legend', gpt(), {
-      promptTemplate: [{ role: 'user', content: 'Country: {country}. {{literal}}' }],
-      promptLegend: { country: { field: 'destination', description: 'where to' } },
-      invocationConfig: { temperature: 0.9 },
-    });
-    const out = await run([{ destination: 'Peru', country: 'ignored' }], [llm('t', artifact)]);
-    expect((out[0].body as { output: { answer: string } }).output.answer).toBe('gpt-4o-mini says: Country: Peru. {literal}');
-    expect(newRequests(since)[0].body).toMatchObject({ temperature: 0.9, max_tokens: 64 });
+describe.each(TRANSPORTS)('over %s', (t) => {
+  beforeAll(() => {
+    transport = t;
   });
 
-  it('a missing placeholder fails that event with a clear error; other events are fine', async () => {
-    const out = await run([{ question: 'ok' }, { wrong: 'field' }, { question: 'fine too' }], [llm('f', prompt('finance'))], {
-      raiseException: false,
-    });
-    expect((out[0].body as { output: { answer: string } }).output.answer).toContain('ok');
-    expect(out[1].body).toEqual({ error: "TypeError: LLModel 'f': prompt 'finance' has placeholder {question}, but the input has no field 'question'" });
-    expect((out[2].body as { output: { answer: string } }).output.answer).toContain('fine too');
-  });
-
-  it('without a template the input supplies messages', async () => {
-    const out = await run([{ messages: [{ role: 'user', content: 'raw' }] }], [{ ...llm('raw', prompt('x')), modelArtifact: gpt() }]);
-    expect((out[0].body as { output: { answer: string } }).output.answer).toBe('gpt-4o-mini says: raw');
-  });
-});
-
-describe('Hugging Face', () => {
-  const hf = (task?: 'chat' | 'text-generation') =>
-    modelArtifact({
-      key: `hf-${task ?? 'chat'}`,
-      modelUrl: 'huggingface://meta-llama/Llama-3.1-8B-Instruct',
-      providerOptions: { apiKey: 'hf_test', baseURL: server.huggingfaceURL, ...(task ? { task } : {}) },
-    });
-
-  it('text generation returns usage estimated with a tokenizer: total = prompt + completion', async () => {
-    const since = server.requests.length;
-    const out = await run([{ question: 'Hello there' }], [llm('hf', prompt('hf', hf('text-generation')))]);
-    const { usage, answer } = (out[0].body as { output: { answer: string; usage: Record<string, number | boolean> } }).output;
-    expect(answer).toContain('Hello there');
-    expect(usage.estimated).toBe(true);
-    expect(usage.prompt_tokens).toBeGreaterThan(5);
-    expect(usage.completion_tokens).toBeGreaterThan(5);
-    expect(usage.total_tokens).toBe((usage.prompt_tokens as number) + (usage.completion_tokens as number));
-    expect(newRequests(since)[0]).toMatchObject({ path: '/hf/v1/completions', authorization: 'Bearer hf_test' });
-  });
-
-  it('chat completion passes the reported usage through', async () => {
-    const out = await run([{ question: 'Hi' }], [llm('hfc', prompt('hfc', hf()))]);
-    const { usage } = (out[0].body as { output: { usage: Record<string, unknown> } }).output;
-    expect(usage.estimated).toBeUndefined();
-    expect(usage.total_tokens).toBe((usage.prompt_tokens as number) + (usage.completion_tokens as number));
-  });
-
-  it('a 503 is retried by rxserve, not by the client too (retries not stacked)', async () => {
-    const since = server.requests.length;
-    server.fault({ status: 503, times: Infinity, path: '/hf/' });
-    const out = await run([{ question: 'x' }], [llm('hf', prompt('hf', hf('text-generation')), { params: { retryBaseMs: 1, maxRetries: 1 } })], {
-      raiseException: false,
-    });
-    expect(String((out[0].body as { error: string }).error)).toMatch(/^ProviderError: huggingface .*HTTP 503.*\(after 2 attempts\)/);
-    expect(newRequests(since)).toHaveLength(2);
-  });
-});
-
-describe('faults (OpenAI)', () => {
-  it('429 with retry-after, then success: retried once, usage of the success', async () => {
-    const since = server.requests.length;
-    server.fault({ status: 429, headers: { 'retry-after': '0' } });
-    const out = await run([{ question: 'retry me' }], [llm('f', prompt('finance'))]);
-    expect(out[0].error).toBeUndefined();
-    expect((out[0].body as { output: { usage: { total_tokens: number } } }).output.usage.total_tokens).toBeGreaterThan(0);
-    expect(newRequests(since)).toHaveLength(2);
-  });
-
-  it('500 forever: bounded retries (maxRetries + 1 requests), then an error result with status', async () => {
-    const since = server.requests.length;
-    server.fault({ status: 500, times: Infinity });
-    const out = await run([{ question: 'x' }], [llm('f', prompt('finance'), { params: { retryBaseMs: 1, maxRetries: 2 } })]);
-    expect(out[0].error).toBeInstanceOf(ModelRunnerError);
-    expect((out[0].error as ModelRunnerError).modelsErrors.f).toMatch(/^ProviderError: openai: HTTP 500: .*\(after 3 attempts\)$/);
-    expect(newRequests(since)).toHaveLength(3);
-  });
-
-  it('malformed JSON is a clear, non-retried ProviderError', async () => {
-    const since = server.requests.length;
-    server.fault({ malformed: true });
-    const out = await run([{ question: 'x' }], [llm('f', prompt('finance'))], { raiseException: false });
-    expect(String((out[0].body as { error: string }).error)).toMatch(/^ProviderError: openai: malformed response/);
-    expect(newRequests(since)).toHaveLength(1);
-  });
-
-  it('a timeout aborts the HTTP request and reports partial usage as a timeout', async () => {
-    server.fault({ delayMs: 2_000 });
-    const model = new LLModel({ name: 'slow', artifact: prompt('finance') });
-    model.load();
-    const reports: LLMUsageReport[] = [];
-    model.usage$.subscribe((r) => reports.push(r));
-    const controller = new AbortController();
-    const call = model.predict({ question: 'slow' }, { signal: controller.signal, origin: 'slow', eventId: 'e1' });
-    setTimeout(() => {
-      const reason = new Error('timed out');
-      reason.name = 'ModelTimeoutError';
-      controller.abort(reason);
-    }, 50);
-    await expect(call).rejects.toMatchObject({ name: 'ModelTimeoutError' });
-    expect(reports).toEqual([
-      { endpointName: 'slow', eventId: 'e1', outcome: 'timeout', usage: expect.objectContaining({ complete: false, completion_tokens: 0 }) },
-    ]);
-    expect(reports[0].usage.prompt_tokens).toBeGreaterThan(0);
-  });
-});
-
-describe('streaming', () => {
-  it('emits chunks then { answer, usage }; asks for usage in the stream', async () => {
-    const since = server.requests.length;
-    const model = new LLModel({ name: 's', artifact: prompt('finance') });
-    model.load();
-    const events = await lastValueFrom(model.predictStream({ question: 'tell me more' }).pipe(toArray()));
-    const chunks = events.filter((e) => e.type === 'chunk').map((e) => (e as { text: string }).text);
-    const final = events.at(-1) as { type: string; answer: string; usage: { total_tokens: number } };
-    expect(chunks.length).toBeGreaterThan(2);
-    expect(final.type).toBe('final');
-    expect(final.answer).toBe(chunks.join(''));
-    expect(final.usage.total_tokens).toBeGreaterThan(0);
-    expect(newRequests(since)[0].body).toMatchObject({ stream: true, stream_options: { include_usage: true } });
-  });
-
-  it('retries a failure before the first token, not after; a dropped stream reports partial usage', async () => {
-    const model = new LLModel({ name: 's', artifact: prompt('finance'), retryBaseMs: 1 });
-    model.load();
-    const reports: LLMUsageReport[] = [];
-    model.usage$.subscribe((r) => reports.push(r));
-    server.fault({ status: 500 });
-    const ok = await lastValueFrom(model.predictStream({ question: 'once more please' }).pipe(toArray()));
-    expect(ok.at(-1)?.type).toBe('final');
-
-    server.fault({ dropAfterChunks: 2 });
-    const seen: unknown[] = [];
-    const error = await new Promise<unknown>((resolve) =>
-      model
-        .predictStream({ question: 'this answer is long enough to drop' })
-        .subscribe({ next: (e) => seen.push(e), error: resolve, complete: () => resolve('completed instead of failing') }),
-    );
-    expect(seen.length).toBe(2);
-    expect(error).toBeInstanceOf(ProviderError);
-    expect((error as ProviderError).usage).toMatchObject({ complete: false, estimated: true });
-    expect((error as ProviderError).usage!.completion_tokens).toBeGreaterThan(0);
-    expect(reports.map((r) => r.outcome)).toEqual(['success', 'error']);
-  });
-
-  it('unsubscribing aborts the request and reports partial usage', async () => {
-    const slow = await startLLMServer({ latencyMs: 400 });
-    try {
-      const model = new LLModel({
-        name: 's',
-        artifact: prompt('finance', modelArtifact({ key: 'g', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'k', baseURL: slow.openaiBaseURL } })),
+  describe('the seed example: two LLM prompt endpoints and a selector', () => {
+    it('routes by body.models and returns { answer, usage } per endpoint, with the full OpenAI usage', async () => {
+      registerSelector('MyClassifier', MyClassifier, { override: true });
+      const since = server.requests.length;
+      const out = await run(
+        [
+          { question: 'Should I buy bonds?', models: ['finance'] },
+          { question: 'Where to go in May?', models: ['travel'] },
+          { question: 'Both?', models: ['finance', 'travel'] },
+        ],
+        [llm('finance', prompt('finance')), llm('travel', prompt('travel'))],
+        { selector: 'MyClassifier', selectorParams: { models: ['finance', 'travel'] } },
+      );
+      const first = out[0].body as { finance: { output: { answer: string; usage: Record<string, unknown> } } };
+      expect(Object.keys(out[0].body as object)).toEqual(['finance']);
+      expect(first.finance.output.answer).toBe('gpt-4o-mini says: Should I buy bonds?');
+      expect(first.finance.output.usage).toEqual({
+        prompt_tokens: expect.any(Number),
+        completion_tokens: expect.any(Number),
+        total_tokens: expect.any(Number),
+        prompt_tokens_details: { cached_tokens: 0, audio_tokens: 0 },
+        completion_tokens_details: { reasoning_tokens: 0, audio_tokens: 0, accepted_prediction_tokens: 0, rejected_prediction_tokens: 0 },
       });
+      expect(Object.keys(out[1].body as object)).toEqual(['travel']);
+      expect(Object.keys(out[2].body as object)).toEqual(['finance', 'travel']);
+      // the prompt was filled and the prompt's config merged over the model's default
+      const sent = newRequests(since)[0];
+      expect(sent.path).toBe('/v1/chat/completions');
+      expect(sent.authorization).toBe('Bearer test-key');
+      expect(sent.body).toMatchObject({
+        model: 'gpt-4o-mini',
+        temperature: 0.2,
+        max_tokens: 64,
+        messages: [
+          { role: 'system', content: 'You are a finance advisor.' },
+          { role: 'user', content: 'Should I buy bonds?' },
+        ],
+      });
+    });
+  });
+
+  describe('prompts', () => {
+    it('invocationConfig overrides defaultConfig; the legend maps a placeholder to another field', async () => {
+      const since = server.requests.length;
+      const artifact = prompt('legend', gpt(), {
+        promptTemplate: [{ role: 'user', content: 'Country: {country}. {{literal}}' }],
+        promptLegend: { country: { field: 'destination', description: 'where to' } },
+        invocationConfig: { temperature: 0.9 },
+      });
+      const out = await run([{ destination: 'Peru', country: 'ignored' }], [llm('t', artifact)]);
+      expect((out[0].body as { output: { answer: string } }).output.answer).toBe('gpt-4o-mini says: Country: Peru. {literal}');
+      expect(newRequests(since)[0].body).toMatchObject({ temperature: 0.9, max_tokens: 64 });
+    });
+
+    it('a missing placeholder fails that event with a clear error; other events are fine', async () => {
+      const out = await run([{ question: 'ok' }, { wrong: 'field' }, { question: 'fine too' }], [llm('f', prompt('finance'))], {
+        raiseException: false,
+      });
+      expect((out[0].body as { output: { answer: string } }).output.answer).toContain('ok');
+      expect(out[1].body).toEqual({ error: "TypeError: LLModel 'f': prompt 'finance' has placeholder {question}, but the input has no field 'question'" });
+      expect((out[2].body as { output: { answer: string } }).output.answer).toContain('fine too');
+    });
+
+    it('without a template the input supplies messages', async () => {
+      const out = await run([{ messages: [{ role: 'user', content: 'raw' }] }], [{ ...llm('raw', prompt('x')), modelArtifact: gpt() }]);
+      expect((out[0].body as { output: { answer: string } }).output.answer).toBe('gpt-4o-mini says: raw');
+    });
+  });
+
+  describe('Hugging Face', () => {
+    const hf = (task?: 'chat' | 'text-generation') =>
+      modelArtifact({
+        key: `hf-${task ?? 'chat'}`,
+        modelUrl: 'huggingface://meta-llama/Llama-3.1-8B-Instruct',
+        providerOptions: { apiKey: 'hf_test', baseURL: server.huggingfaceURL, transport, ...(task ? { task } : {}) },
+      });
+
+    it('requests go over the chosen transport (the global fetch sends sec-fetch-mode; node:http does not)', async () => {
+      const since = server.requests.length;
+      await run([{ question: 'which transport?' }], [llm('hf', prompt('hf', hf('text-generation'))), llm('oa', prompt('oa'))]);
+      const seen = newRequests(since);
+      expect(seen.map((r) => r.path).sort()).toEqual(['/hf/v1/completions', '/v1/chat/completions']);
+      for (const r of seen) expect('sec-fetch-mode' in r.headers).toBe(transport === 'fetch');
+    });
+
+    it('text generation returns usage estimated with a tokenizer: total = prompt + completion', async () => {
+      const since = server.requests.length;
+      const out = await run([{ question: 'Hello there' }], [llm('hf', prompt('hf', hf('text-generation')))]);
+      const { usage, answer } = (out[0].body as { output: { answer: string; usage: Record<string, number | boolean> } }).output;
+      expect(answer).toContain('Hello there');
+      expect(usage.estimated).toBe(true);
+      expect(usage.prompt_tokens).toBeGreaterThan(5);
+      expect(usage.completion_tokens).toBeGreaterThan(5);
+      expect(usage.total_tokens).toBe((usage.prompt_tokens as number) + (usage.completion_tokens as number));
+      expect(newRequests(since)[0]).toMatchObject({ path: '/hf/v1/completions', authorization: 'Bearer hf_test' });
+    });
+
+    it('chat completion passes the reported usage through', async () => {
+      const out = await run([{ question: 'Hi' }], [llm('hfc', prompt('hfc', hf()))]);
+      const { usage } = (out[0].body as { output: { usage: Record<string, unknown> } }).output;
+      expect(usage.estimated).toBeUndefined();
+      expect(usage.total_tokens).toBe((usage.prompt_tokens as number) + (usage.completion_tokens as number));
+    });
+
+    it('a 503 is retried by rxserve, not by the client too (retries not stacked)', async () => {
+      const since = server.requests.length;
+      server.fault({ status: 503, times: Infinity, path: '/hf/' });
+      const out = await run([{ question: 'x' }], [llm('hf', prompt('hf', hf('text-generation')), { params: { retryBaseMs: 1, maxRetries: 1 } })], {
+        raiseException: false,
+      });
+      expect(String((out[0].body as { error: string }).error)).toMatch(/^ProviderError: huggingface .*HTTP 503.*\(after 2 attempts\)/);
+      expect(newRequests(since)).toHaveLength(2);
+    });
+  });
+
+  describe('faults (OpenAI)', () => {
+    it('429 with retry-after, then success: retried once, usage of the success', async () => {
+      const since = server.requests.length;
+      server.fault({ status: 429, headers: { 'retry-after': '0' } });
+      const out = await run([{ question: 'retry me' }], [llm('f', prompt('finance'))]);
+      expect(out[0].error).toBeUndefined();
+      expect((out[0].body as { output: { usage: { total_tokens: number } } }).output.usage.total_tokens).toBeGreaterThan(0);
+      expect(newRequests(since)).toHaveLength(2);
+    });
+
+    it('500 forever: bounded retries (maxRetries + 1 requests), then an error result with status', async () => {
+      const since = server.requests.length;
+      server.fault({ status: 500, times: Infinity });
+      const out = await run([{ question: 'x' }], [llm('f', prompt('finance'), { params: { retryBaseMs: 1, maxRetries: 2 } })]);
+      expect(out[0].error).toBeInstanceOf(ModelRunnerError);
+      expect((out[0].error as ModelRunnerError).modelsErrors.f).toMatch(/^ProviderError: openai: HTTP 500: .*\(after 3 attempts\)$/);
+      expect(newRequests(since)).toHaveLength(3);
+    });
+
+    it('malformed JSON is a clear, non-retried ProviderError', async () => {
+      const since = server.requests.length;
+      server.fault({ malformed: true });
+      const out = await run([{ question: 'x' }], [llm('f', prompt('finance'))], { raiseException: false });
+      expect(String((out[0].body as { error: string }).error)).toMatch(/^ProviderError: openai: malformed response/);
+      expect(newRequests(since)).toHaveLength(1);
+    });
+
+    it('a timeout aborts the HTTP request and reports partial usage as a timeout', async () => {
+      server.fault({ delayMs: 2_000 });
+      const model = new LLModel({ name: 'slow', artifact: prompt('finance') });
       model.load();
       const reports: LLMUsageReport[] = [];
       model.usage$.subscribe((r) => reports.push(r));
-      const first = await lastValueFrom(model.predictStream({ question: 'a b c d e f g h' }).pipe(take(2), toArray()));
-      expect(first).toHaveLength(2);
-      expect(reports).toEqual([expect.objectContaining({ outcome: 'unsubscribe', usage: expect.objectContaining({ complete: false }) })]);
-      expect(reports[0].usage.completion_tokens).toBeGreaterThan(0);
-    } finally {
-      await slow.close();
-    }
+      const controller = new AbortController();
+      const call = model.predict({ question: 'slow' }, { signal: controller.signal, origin: 'slow', eventId: 'e1' });
+      setTimeout(() => {
+        const reason = new Error('timed out');
+        reason.name = 'ModelTimeoutError';
+        controller.abort(reason);
+      }, 50);
+      await expect(call).rejects.toMatchObject({ name: 'ModelTimeoutError' });
+      expect(reports).toEqual([
+        { endpointName: 'slow', eventId: 'e1', outcome: 'timeout', usage: expect.objectContaining({ complete: false, completion_tokens: 0 }) },
+      ]);
+      expect(reports[0].usage.prompt_tokens).toBeGreaterThan(0);
+    });
+  });
+
+  describe('streaming', () => {
+    it('emits chunks then { answer, usage }; asks for usage in the stream', async () => {
+      const since = server.requests.length;
+      const model = new LLModel({ name: 's', artifact: prompt('finance') });
+      model.load();
+      const events = await lastValueFrom(model.predictStream({ question: 'tell me more' }).pipe(toArray()));
+      const chunks = events.filter((e) => e.type === 'chunk').map((e) => (e as { text: string }).text);
+      const final = events.at(-1) as { type: string; answer: string; usage: { total_tokens: number } };
+      expect(chunks.length).toBeGreaterThan(2);
+      expect(final.type).toBe('final');
+      expect(final.answer).toBe(chunks.join(''));
+      expect(final.usage.total_tokens).toBeGreaterThan(0);
+      expect(newRequests(since)[0].body).toMatchObject({ stream: true, stream_options: { include_usage: true } });
+    });
+
+    it('retries a failure before the first token, not after; a dropped stream reports partial usage', async () => {
+      const model = new LLModel({ name: 's', artifact: prompt('finance'), retryBaseMs: 1 });
+      model.load();
+      const reports: LLMUsageReport[] = [];
+      model.usage$.subscribe((r) => reports.push(r));
+      server.fault({ status: 500 });
+      const ok = await lastValueFrom(model.predictStream({ question: 'once more please' }).pipe(toArray()));
+      expect(ok.at(-1)?.type).toBe('final');
+
+      server.fault({ dropAfterChunks: 2 });
+      const seen: unknown[] = [];
+      const error = await new Promise<unknown>((resolve) =>
+        model
+          .predictStream({ question: 'this answer is long enough to drop' })
+          .subscribe({ next: (e) => seen.push(e), error: resolve, complete: () => resolve('completed instead of failing') }),
+      );
+      expect(seen.length).toBe(2);
+      expect(error).toBeInstanceOf(ProviderError);
+      expect((error as ProviderError).usage).toMatchObject({ complete: false, estimated: true });
+      expect((error as ProviderError).usage!.completion_tokens).toBeGreaterThan(0);
+      expect(reports.map((r) => r.outcome)).toEqual(['success', 'error']);
+    });
+
+    it('unsubscribing aborts the request and reports partial usage', async () => {
+      const slow = await startLLMServer({ latencyMs: 400 });
+      try {
+        const model = new LLModel({
+          name: 's',
+          artifact: prompt('finance', modelArtifact({ key: 'g', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'k', baseURL: slow.openaiBaseURL, transport } })),
+        });
+        model.load();
+        const reports: LLMUsageReport[] = [];
+        model.usage$.subscribe((r) => reports.push(r));
+        const first = await lastValueFrom(model.predictStream({ question: 'a b c d e f g h' }).pipe(take(2), toArray()));
+        expect(first).toHaveLength(2);
+        expect(reports).toEqual([expect.objectContaining({ outcome: 'unsubscribe', usage: expect.objectContaining({ complete: false }) })]);
+        expect(reports[0].usage.completion_tokens).toBeGreaterThan(0);
+      } finally {
+        await slow.close();
+      }
+    });
+  });
+
+  describe('shared LLModel behind proxies', () => {
+    it('answers each proxy with its own prompt (ctx.origin), loaded once', async () => {
+      const graph = createGraph();
+      const base = gpt();
+      graph.addSharedModel({ name: 'llm', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: base, resultPath: 'output', params: { retryBaseMs: 1 } });
+      const finance = graph.sharedModelProxy({ endpointName: 'finance', modelArtifact: prompt('finance', base) });
+      const travel = graph.sharedModelProxy({ endpointName: 'travel', modelArtifact: prompt('travel', base) });
+      const since = server.requests.length;
+      const out = await lastValueFrom(from([{ question: 'q' }]).pipe(asEvents(), graph.modelRunner({ models: [finance, travel] }), toArray()));
+      expect(Object.keys(out[0].body as object)).toEqual(['finance', 'travel']);
+      const systemPrompts = newRequests(since).map((r) => (r.body.messages as { content: string }[])[0].content).sort();
+      expect(systemPrompts).toEqual(['You are a finance advisor.', 'You are a travel advisor.']);
+      await graph.close();
+    });
+  });
+
+  describe('artifacts and configuration', () => {
+    it('validates artifacts, defaults their URIs, loads them from JSON files', async () => {
+      expect(() => modelArtifact({ key: 'x' } as never)).toThrow(/modelArtifact\.modelUrl: expected a non-empty string/);
+      expect(() => llmPromptArtifact({ key: 'p', model: gpt(), promptTemplate: [{ role: 'user' }] } as never)).toThrow(
+        /llmPromptArtifact\.promptTemplate\[0\]\.content: expected string/,
+      );
+      expect(gpt().uri).toBe('store://models/gpt');
+      const dir = mkdtempSync(join(tmpdir(), 'rxserve-'));
+      writeFileSync(join(dir, 'p.json'), JSON.stringify({ key: 'p', model: { key: 'm', modelUrl: 'mock://' }, promptTemplate: [{ role: 'user', content: '{q}' }] }));
+      const loaded = await loadArtifact(join(dir, 'p.json'));
+      expect(loaded).toMatchObject({ key: 'p', uri: 'store://prompts/p', model: { uri: 'store://models/m' } });
+    });
+
+    it('mock:// answers without a network: a fixed answer and zero usage', async () => {
+      const mock = modelArtifact({ key: 'mock', modelUrl: 'mock://' });
+      const out = await run([{ question: 'q' }], [llm('m', prompt('m', mock))]);
+      expect((out[0].body as { output: unknown }).output).toEqual({ answer: MOCK_ANSWER, usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 } });
+    });
+
+    it('an LLModel without a model artifact, or with an unknown provider, cannot load', async () => {
+      await expect(run([{}], [{ endpointName: 'x', modelClass: 'LLModel', executionMechanism: 'asyncio' }])).rejects.toSatisfy(
+        (e: unknown) => e instanceof ModelLoadError && /model provider could not be determined/.test((e as Error).message),
+      );
+      const odd = modelArtifact({ key: 'odd', modelUrl: 'ftp://nope' });
+      await expect(run([{}], [llm('x', prompt('x', odd))])).rejects.toSatisfy(
+        (e: unknown) =>
+          e instanceof ModelLoadError &&
+          (e as Error).cause instanceof ConfigError &&
+          /modelUrl: expected a URL with a known provider: 'openai:\/\/<model>'.*got "ftp:\/\/nope"/.test((e as Error).message),
+      );
+    });
+
+    it('an OpenAI model without any API key fails to load with a clear error', async () => {
+      const saved = process.env.OPENAI_API_KEY;
+      delete process.env.OPENAI_API_KEY;
+      try {
+        const keyless = modelArtifact({ key: 'k', modelUrl: 'openai://gpt-4o-mini', providerOptions: { baseURL: server.openaiBaseURL, transport } });
+        await expect(run([{}], [llm('x', prompt('x', keyless))])).rejects.toThrow(/OPENAI_API_KEY/);
+      } finally {
+        if (saved !== undefined) process.env.OPENAI_API_KEY = saved;
+      }
+    });
+
+    it('runs in a worker thread too (LLModel is built in there)', async () => {
+      const out = await run([{ question: 'from a thread' }], [llm('w', prompt('finance'), { executionMechanism: 'thread_pool' })]);
+      expect((out[0].body as { output: { answer: string } }).output.answer).toBe('gpt-4o-mini says: from a thread');
+    });
   });
 });
-
-describe('shared LLModel behind proxies', () => {
-  it('answers each proxy with its own prompt (ctx.origin), loaded once', async () => {
-    const graph = createGraph();
-    const base = gpt();
-    graph.addSharedModel({ name: 'llm', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: base, resultPath: 'output', params: { retryBaseMs: 1 } });
-    const finance = graph.sharedModelProxy({ endpointName: 'finance', modelArtifact: prompt('finance', base) });
-    const travel = graph.sharedModelProxy({ endpointName: 'travel', modelArtifact: prompt('travel', base) });
-    const since = server.requests.length;
-    const out = await lastValueFrom(from([{ question: 'q' }]).pipe(asEvents(), graph.modelRunner({ models: [finance, travel] }), toArray()));
-    expect(Object.keys(out[0].body as object)).toEqual(['finance', 'travel']);
-    const systemPrompts = newRequests(since).map((r) => (r.body.messages as { content: string }[])[0].content).sort();
-    expect(systemPrompts).toEqual(['You are a finance advisor.', 'You are a travel advisor.']);
-    await graph.close();
-  });
-});
-
-describe('artifacts and configuration', () => {
-  it('validates artifacts, defaults their URIs, loads them from JSON files', async () => {
-    expect(() => modelArtifact({ key: 'x' } as never)).toThrow(/modelArtifact\.modelUrl: expected a non-empty string/);
-    expect(() => llmPromptArtifact({ key: 'p', model: gpt(), promptTemplate: [{ role: 'user' }] } as never)).toThrow(
-      /llmPromptArtifact\.promptTemplate\[0\]\.content: expected string/,
-    );
-    expect(gpt().uri).toBe('store://models/gpt');
-    const dir = mkdtempSync(join(tmpdir(), 'rxserve-'));
-    writeFileSync(join(dir, 'p.json'), JSON.stringify({ key: 'p', model: { key: 'm', modelUrl: 'mock://' }, promptTemplate: [{ role: 'user', content: '{q}' }] }));
-    const loaded = await loadArtifact(join(dir, 'p.json'));
-    expect(loaded).toMatchObject({ key: 'p', uri: 'store://prompts/p', model: { uri: 'store://models/m' } });
-  });
-
-  it('mock:// answers without a network: a fixed answer and zero usage', async () => {
-    const mock = modelArtifact({ key: 'mock', modelUrl: 'mock://' });
-    const out = await run([{ question: 'q' }], [llm('m', prompt('m', mock))]);
-    expect((out[0].body as { output: unknown }).output).toEqual({ answer: MOCK_ANSWER, usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 } });
-  });
-
-  it('an LLModel without a model artifact, or with an unknown provider, cannot load', async () => {
-    await expect(run([{}], [{ endpointName: 'x', modelClass: 'LLModel', executionMechanism: 'asyncio' }])).rejects.toSatisfy(
-      (e: unknown) => e instanceof ModelLoadError && /model provider could not be determined/.test((e as Error).message),
-    );
-    const odd = modelArtifact({ key: 'odd', modelUrl: 'ftp://nope' });
-    await expect(run([{}], [llm('x', prompt('x', odd))])).rejects.toSatisfy(
-      (e: unknown) =>
-        e instanceof ModelLoadError &&
-        (e as Error).cause instanceof ConfigError &&
-        /modelUrl: expected a URL with a known provider: 'openai:\/\/<model>'.*got "ftp:\/\/nope"/.test((e as Error).message),
-    );
-  });
-
-  it('an OpenAI model without any API key fails to load with a clear error', async () => {
-    const saved = process.env.OPENAI_API_KEY;
-    delete process.env.OPENAI_API_KEY;
-    try {
-      const keyless = modelArtifact({ key: 'k', modelUrl: 'openai://gpt-4o-mini', providerOptions: { baseURL: server.openaiBaseURL } });
-      await expect(run([{}], [llm('x', prompt('x', keyless))])).rejects.toThrow(/OPENAI_API_KEY/);
-    } finally {
-      if (saved !== undefined) process.env.OPENAI_API_KEY = saved;
-    }
-  });
-
-  it('runs in a worker thread too (LLModel is built in there)', async () => {
-    const out = await run([{ question: 'from a thread' }], [llm('w', prompt('finance'), { executionMechanism: 'thread_pool' })]);
-    expect((out[0].body as { output: { answer: string } }).output.answer).toBe('gpt-4o-mini says: from a thread');
-  });
-});
-

@@ -12,6 +12,8 @@ const ProviderOptions = strict(
     baseURL: NonEmptyString,
     /** Hugging Face only: 'chat' (chat completion, the default) or 'text-generation'. */
     task: t.keyof({ chat: null, 'text-generation': null }),
+    /** The HTTP client under the provider's client: the global fetch (default) or node:http. */
+    transport: t.keyof({ fetch: null, 'node-http': null }),
   },
 );
 

@@ -7,7 +7,18 @@ export interface ModelArtifact {
   /** `'openai://gpt-4o-mini'`, `'huggingface://org/model'`, `'mock://'`, or a model's own URL. */
   readonly modelUrl: string;
   readonly defaultConfig?: Readonly<Record<string, unknown>>;
-  readonly providerOptions?: { readonly apiKey?: string; readonly baseURL?: string };
+  readonly providerOptions?: {
+    readonly apiKey?: string;
+    readonly baseURL?: string;
+    /** Hugging Face only: 'chat' (chat completion, the default) or 'text-generation'. */
+    readonly task?: 'chat' | 'text-generation';
+    /**
+     * The HTTP client under the provider's official client: `'fetch'` (the global fetch, the
+     * default) or `'node-http'` (node:http with keep-alive; far less CPU per call, for many
+     * concurrent calls; see docs/llm.md).
+     */
+    readonly transport?: 'fetch' | 'node-http';
+  };
 }
 
 /** A prompt over a model artifact. */

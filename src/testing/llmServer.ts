@@ -28,6 +28,8 @@ export interface LLMServerRequest {
   readonly path: string;
   readonly body: Record<string, unknown>;
   readonly authorization?: string;
+  /** The request's headers as node received them (lower-case names). */
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
 }
 
 export interface LLMServerOptions {
@@ -104,7 +106,7 @@ export async function startLLMServer(options: LLMServerOptions = {}): Promise<LL
     } catch {
       return sendError(res, 400, 'invalid JSON body');
     }
-    requests.push({ path, body, ...(req.headers.authorization ? { authorization: req.headers.authorization } : {}) });
+    requests.push({ path, body, headers: req.headers, ...(req.headers.authorization ? { authorization: req.headers.authorization } : {}) });
     const fault = takeFault(path);
     if (fault?.delayMs) await sleep(fault.delayMs);
     if (fault?.dropAfterChunks === 0) return void req.socket.destroy();

@@ -2,6 +2,7 @@
 // text generation (whose usage is estimated with a tokenizer).
 import { InferenceClient, InferenceClientProviderApiError } from '@huggingface/inference';
 import { ProviderError, toError } from '../../errors.js';
+import { sharedNodeFetch } from '../nodeFetch.js';
 import { estimateUsage, renderChat, type Usage } from '../usage.js';
 import type { Completion, LLMProvider, ProviderRequest, StreamPart } from './provider.js';
 
@@ -12,10 +13,13 @@ export class HuggingFaceProvider implements LLMProvider {
 
   constructor(
     readonly model: string,
-    options: { apiKey?: string; baseURL?: string; task?: 'chat' | 'text-generation' },
+    options: { apiKey?: string; baseURL?: string; task?: 'chat' | 'text-generation'; transport?: 'fetch' | 'node-http' },
   ) {
     // baseURL is an endpoint speaking the TGI / Inference Endpoints API (e.g. a self-hosted TGI).
-    this.client = new InferenceClient(options.apiKey ?? process.env.HF_TOKEN, options.baseURL ? { endpointUrl: options.baseURL } : {});
+    this.client = new InferenceClient(options.apiKey ?? process.env.HF_TOKEN, {
+      ...(options.baseURL ? { endpointUrl: options.baseURL } : {}),
+      ...(options.transport === 'node-http' ? { fetch: sharedNodeFetch() } : {}),
+    });
     this.task = options.task ?? 'chat';
   }
 

@@ -1,6 +1,7 @@
 // 'openai://<model>': the official openai client, any OpenAI-compatible base URL.
 import OpenAI from 'openai';
 import { ProviderError, toError } from '../../errors.js';
+import { sharedNodeFetch } from '../nodeFetch.js';
 import { estimateUsage, renderChat, type Usage } from '../usage.js';
 import type { Completion, LLMProvider, ProviderRequest, StreamPart } from './provider.js';
 
@@ -10,13 +11,14 @@ export class OpenAIProvider implements LLMProvider {
 
   constructor(
     readonly model: string,
-    options: { apiKey?: string; baseURL?: string },
+    options: { apiKey?: string; baseURL?: string; transport?: 'fetch' | 'node-http' },
   ) {
     // maxRetries 0: rxserve retries (bounded, before the first token), so retries never stack.
     this.client = new OpenAI({
       apiKey: options.apiKey ?? process.env.OPENAI_API_KEY,
       ...(options.baseURL ?? process.env.OPENAI_BASE_URL ? { baseURL: options.baseURL ?? process.env.OPENAI_BASE_URL } : {}),
       maxRetries: 0,
+      ...(options.transport === 'node-http' ? { fetch: sharedNodeFetch() } : {}),
     });
   }
 

@@ -1,0 +1,148 @@
+// createNodeFetch against a real loopback HTTP server: what the LLM clients rely on fetch for.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import zlib from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createNodeFetch } from '../src/index.js';
+
+interface Seen {
+  method: string;
+  url: string;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+let server: http.Server;
+let base: string;
+const seen: Seen[] = [];
+let closedEarly = 0;
+
+beforeAll(async () => {
+  server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString();
+      seen.push({ method: req.method!, url: req.url!, headers: req.headers, body });
+      const url = new URL(req.url!, 'http://x');
+      switch (url.pathname) {
+        case '/json':
+          res.writeHead(200, { 'content-type': 'application/json', 'x-multi': ['a', 'b'] });
+          return res.end(JSON.stringify({ method: req.method, body }));
+        case '/gzip':
+          res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' });
+          return res.end(zlib.gzipSync(JSON.stringify({ zipped: true })));
+        case '/empty':
+          res.writeHead(204);
+          return res.end();
+        case '/see-other':
+          res.writeHead(303, { location: '/json?from=303' });
+          return res.end();
+        case '/temporary':
+          res.writeHead(307, { location: '/json?from=307' });
+          return res.end();
+        case '/loop':
+          res.writeHead(302, { location: '/loop' });
+          return res.end();
+        case '/status':
+          res.writeHead(Number(url.searchParams.get('code')), { 'content-type': 'text/plain' });
+          return res.end('status body');
+        case '/events': {
+          res.writeHead(200, { 'content-type': 'text/event-stream' });
+          res.write('data: one\n\n');
+          // The second event comes only after the client read the first: proves streaming.
+          const timer = setTimeout(() => res.end('data: two\n\n'), 100);
+          res.on('close', () => clearTimeout(timer));
+          return;
+        }
+        case '/hang':
+          res.on('close', () => closedEarly++);
+          return; // never answers
+        default:
+          res.writeHead(404);
+          return res.end('not found');
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+afterAll(async () => {
+  server.closeAllConnections();
+  await new Promise((resolve) => server.close(resolve));
+});
+
+const nodeFetch = createNodeFetch();
+
+describe('createNodeFetch', () => {
+  it('POSTs a string body with its headers and reads a JSON answer, status and headers', async () => {
+    const res = await nodeFetch(`${base}/json`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer k' }, body: '{"a":1}' });
+    expect(res.status).toBe(200);
+    expect(res.ok).toBe(true);
+    expect(res.headers.get('x-multi')).toBe('a, b');
+    expect(await res.json()).toEqual({ method: 'POST', body: '{"a":1}' });
+    const last = seen.at(-1)!;
+    expect(last.headers.authorization).toBe('Bearer k');
+    expect(last.headers['content-length']).toBe('7');
+  });
+
+  it('takes a Request, bytes, a Blob or URLSearchParams as fetch does', async () => {
+    const viaRequest = await nodeFetch(new Request(`${base}/json`, { method: 'PUT', body: 'from a Request' }));
+    expect(await viaRequest.json()).toEqual({ method: 'PUT', body: 'from a Request' });
+    const bytes = await nodeFetch(`${base}/json`, { method: 'POST', body: new TextEncoder().encode('bytes') });
+    expect(((await bytes.json()) as { body: string }).body).toBe('bytes');
+    const blob = await nodeFetch(`${base}/json`, { method: 'POST', body: new Blob(['blob body'], { type: 'text/plain' }) });
+    expect(((await blob.json()) as { body: string }).body).toBe('blob body');
+    expect(seen.at(-1)!.headers['content-type']).toBe('text/plain');
+    const form = await nodeFetch(`${base}/json`, { method: 'POST', body: new URLSearchParams({ q: 'a b' }) });
+    expect(((await form.json()) as { body: string }).body).toBe('q=a+b');
+  });
+
+  it('decodes a gzip body; a 204 has a null body; error statuses resolve like fetch', async () => {
+    expect(await (await nodeFetch(`${base}/gzip`)).json()).toEqual({ zipped: true });
+    const empty = await nodeFetch(`${base}/empty`);
+    expect(empty.status).toBe(204);
+    expect(empty.body).toBeNull();
+    const failed = await nodeFetch(`${base}/status?code=503`);
+    expect(failed.status).toBe(503);
+    expect(failed.ok).toBe(false);
+    expect(await failed.text()).toBe('status body');
+  });
+
+  it('follows redirects (303 becomes GET, 307 keeps the method and body) and stops a loop', async () => {
+    const other = await nodeFetch(`${base}/see-other`, { method: 'POST', body: 'dropped' });
+    expect(await other.json()).toEqual({ method: 'GET', body: '' });
+    const temporary = await nodeFetch(`${base}/temporary`, { method: 'POST', body: 'kept' });
+    expect(await temporary.json()).toEqual({ method: 'POST', body: 'kept' });
+    await expect(nodeFetch(`${base}/loop`)).rejects.toThrow(/more than 20 redirects/);
+    const manual = await nodeFetch(`${base}/see-other`, { redirect: 'manual' });
+    expect(manual.status).toBe(303);
+  });
+
+  it('streams an event stream as it arrives', async () => {
+    const res = await nodeFetch(`${base}/events`);
+    const reader = res.body!.getReader();
+    const first = await reader.read();
+    expect(new TextDecoder().decode(first.value)).toBe('data: one\n\n');
+    let rest = '';
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) rest += new TextDecoder().decode(chunk.value);
+    expect(rest).toBe('data: two\n\n');
+  });
+
+  it('an abort signal rejects with an AbortError and closes the connection; an aborted signal never sends', async () => {
+    const controller = new AbortController();
+    const pending = nodeFetch(`${base}/hang`, { signal: controller.signal });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    controller.abort();
+    await expect(pending).rejects.toSatisfy((e: unknown) => (e as Error).name === 'AbortError');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(closedEarly).toBe(1);
+    const before = seen.length;
+    await expect(nodeFetch(`${base}/json`, { signal: AbortSignal.abort() })).rejects.toSatisfy((e: unknown) => (e as Error).name === 'AbortError');
+    expect(seen.length).toBe(before);
+  });
+
+  it('refuses a protocol it cannot speak, naming it', async () => {
+    await expect(nodeFetch('ftp://127.0.0.1/file')).rejects.toThrow(/unsupported protocol 'ftp:'/);
+  });
+});
