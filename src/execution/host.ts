@@ -15,6 +15,8 @@ const BUILT_IN: Record<string, ModelClass> = { Model, LLModel };
  */
 export class ModelHost {
   private readonly models = new Map<string, Promise<Model>>();
+  /** Models whose load finished, for calls that need not wait on a promise. */
+  private readonly loaded = new Map<string, Model>();
   private readonly running = new Map<number, CallContext>();
 
   /** The model for a spec key, built and loaded once. */
@@ -23,6 +25,7 @@ export class ModelHost {
     if (model === undefined) {
       model = this.build(JSON.parse(key) as WorkerModelSpec);
       this.models.set(key, model);
+      model.then((m) => this.models.get(key) === model && this.loaded.set(key, m), () => undefined);
       // A failed build is not cached: the next call tries again (the error is reported per call).
       model.catch(() => this.models.delete(key));
     }
@@ -49,8 +52,41 @@ export class ModelHost {
 
   /** Runs a batch; every call gets a result, a failure is data. */
   async run(batch: WireBatch): Promise<WireResult[]> {
-    const models = batch.specs.map((key) => this.get(key));
-    return Promise.all(batch.calls.map((call) => this.runCall(models[call.spec], call)));
+    return Promise.all(this.start(batch));
+  }
+
+  /**
+   * Starts every call of a batch: a call to a loaded model whose `predict` returns a plain value
+   * has its result at once (no promise, no turn of the event loop); the others give a promise.
+   */
+  start(batch: WireBatch): (WireResult | Promise<WireResult>)[] {
+    const models = batch.specs.map((key) => this.loaded.get(key) ?? this.get(key));
+    return batch.calls.map((call) => {
+      const model = models[call.spec];
+      return model instanceof Model ? this.runLoaded(model, call) : this.runCall(model, call);
+    });
+  }
+
+  private runLoaded(model: Model, call: WireCall): WireResult | Promise<WireResult> {
+    const context = new CallContext(call.eventId, call.origin, call.path);
+    let value: unknown;
+    try {
+      value = model.predict(call.input, context);
+    } catch (error) {
+      return { ok: false, error: serializeError(error) };
+    }
+    if (!isThenable(value)) return { ok: true, value };
+    this.running.set(call.id, context);
+    return Promise.resolve(value).then(
+      (v): WireResult => {
+        this.running.delete(call.id);
+        return { ok: true, value: v };
+      },
+      (error: unknown): WireResult => {
+        this.running.delete(call.id);
+        return { ok: false, error: serializeError(error) };
+      },
+    );
   }
 
   private async runCall(modelPromise: Promise<Model>, call: WireCall): Promise<WireResult> {
@@ -79,6 +115,7 @@ export class ModelHost {
   async close(): Promise<void> {
     const models = [...this.models.values()];
     this.models.clear();
+    this.loaded.clear();
     await Promise.all(
       models.map(async (m) => {
         try {
@@ -90,6 +127,9 @@ export class ModelHost {
     );
   }
 }
+
+const isThenable = (value: unknown): value is PromiseLike<unknown> =>
+  value !== null && (typeof value === 'object' || typeof value === 'function') && typeof (value as PromiseLike<unknown>).then === 'function';
 
 /** The reason a worker gives a call's signal when the main side cancelled it. */
 export function cancelledReason(): Error {

@@ -12,7 +12,7 @@ import { PooledSession, type BatchTransport, type SentBatch } from './pooled.js'
 import { collectTransferables, deserializeError, type SerializedError, type WireBatch, type WireResult } from './protocol.js';
 import { resolvePoolOptions, type PoolOptions } from './poolOptions.js';
 import { workerSpecKey } from './specs.js';
-import type { ThreadTask } from './threadWorker.js';
+import type { ThreadTask, ThreadWorkerData } from './threadWorker.js';
 
 // One cancel board for the whole process: a call is cancelled by writing its id into its slot.
 const CANCEL_SLOTS = 1 << 16;
@@ -31,6 +31,7 @@ export function threadPoolExecutor(options: PoolOptions = {}): Executor {
       const threads = Math.max(1, Math.min(models.length * resolved.poolFactor, resolved.maxThreads));
       const own = options.piscina === undefined;
       const closeChannel = own ? `rxserve-close-${randomUUID()}` : undefined;
+      const specList = [...new Set(specKeys.values())];
       const pool: Piscina =
         options.piscina ??
         new Piscina({
@@ -39,9 +40,13 @@ export function threadPoolExecutor(options: PoolOptions = {}): Executor {
           maxThreads: threads,
           // 'sync' parks idle threads in Atomics.wait, where they cannot hear the close request.
           atomics: 'async',
-          workerData: { rxserveSpecs: [...new Set(specKeys.values())], rxserveClose: closeChannel },
+          // rxserve keeps its own lane figures; piscina's histograms would cost each task a record.
+          recordTiming: false,
+          // Threads of a pool of our own know the specs and the cancel board from the start, so a
+          // task names its models by index and carries no SharedArrayBuffer.
+          workerData: { rxserveSpecs: specList, rxserveClose: closeChannel, rxserveCancel: cancelFlags } satisfies ThreadWorkerData,
         });
-      const transport = new ThreadTransport(pool, closeChannel, own ? threads : pool.options.maxThreads, models, specKeys, hooks);
+      const transport = new ThreadTransport(pool, closeChannel, own ? threads : pool.options.maxThreads, models, specKeys, hooks, own ? specList : undefined);
       return new PooledSession(specKeys, transport, resolved, prepareForThread);
     },
   };
@@ -61,6 +66,8 @@ class ThreadTransport implements BatchTransport {
   onCapacity?: () => void;
   private inFlight = 0;
   readonly slots: number;
+  /** Spec key → its index in the threads' workerData (a pool of our own), else undefined. */
+  private readonly specIndex: ReadonlyMap<string, number> | undefined;
 
   constructor(
     private readonly pool: Piscina,
@@ -70,7 +77,9 @@ class ThreadTransport implements BatchTransport {
     models: readonly ModelEntry[],
     specKeys: ReadonlyMap<string, string>,
     hooks: ExecutorHooks,
+    knownSpecs: readonly string[] | undefined,
   ) {
+    this.specIndex = knownSpecs && new Map(knownSpecs.map((key, i) => [key, i]));
     // Two batches per thread: the next one is queued when the current one ends.
     this.slots = threads * 2;
     // Load every model once up front, so a model that cannot load fails the pipeline at start.
@@ -100,11 +109,14 @@ class ThreadTransport implements BatchTransport {
   }
 
   send(batch: WireBatch, transfer: ArrayBuffer[]): SentBatch {
-    const abort = new AbortController();
+    const abort = new TerminateSignal();
     let terminated: string | undefined;
     this.inFlight++;
-    const task: ThreadTask = { kind: 'run', batch, cancelFlags };
-    const done = this.pool.run(task, { signal: abort.signal, transferList: transfer }).then(
+    const { specIndex } = this;
+    const task: ThreadTask = specIndex
+      ? { kind: 'run', batch: { specs: batch.specs.map((key) => specIndex.get(key)!), calls: batch.calls } }
+      : { kind: 'run', batch, cancelFlags };
+    const done = this.pool.run(task, { signal: abort as never, transferList: transfer }).then(
       (results: WireResult[]) => {
         this.inFlight--;
         return results;
@@ -156,3 +168,31 @@ class ThreadTransport implements BatchTransport {
 }
 
 const CLOSE_TIMEOUT_MS = 2_000;
+
+/**
+ * What piscina needs of a task's signal to terminate its thread: the EventEmitter form it accepts
+ * (`aborted`, `once('abort')`, `removeListener`). An AbortController per batch costs an EventTarget
+ * and its listener bookkeeping on every task, and a batch is almost never terminated.
+ */
+class TerminateSignal {
+  aborted = false;
+  reason: unknown;
+  private listener: (() => void) | undefined;
+
+  once(_event: 'abort', listener: () => void): void {
+    this.listener = listener;
+  }
+
+  removeListener(): void {
+    this.listener = undefined;
+  }
+
+  abort(reason?: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    const listener = this.listener;
+    this.listener = undefined;
+    listener?.();
+  }
+}

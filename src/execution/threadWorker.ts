@@ -4,10 +4,22 @@ import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
 import { cancelledReason, ModelHost } from './host.js';
 import { collectTransferables, serializeError, type WireBatch, type WireResult } from './protocol.js';
 
-/** A piscina task of the thread_pool executor. */
+/**
+ * A piscina task of the thread_pool executor. In a pool rxserve made, a batch names its models
+ * by index into `workerData.rxserveSpecs` and the cancel board comes in workerData; a task for a
+ * pool of the user's own carries both.
+ */
 export type ThreadTask =
   | { readonly kind: 'load'; readonly spec: string }
-  | { readonly kind: 'run'; readonly batch: WireBatch; readonly cancelFlags: SharedArrayBuffer };
+  | { readonly kind: 'run'; readonly batch: WireBatch; readonly cancelFlags: SharedArrayBuffer }
+  | { readonly kind: 'run'; readonly batch: Omit<WireBatch, 'specs'> & { readonly specs: readonly number[] }; readonly cancelFlags?: undefined };
+
+/** What a pool made by rxserve gives its threads. */
+export interface ThreadWorkerData {
+  readonly rxserveSpecs: readonly string[];
+  readonly rxserveClose: string | undefined;
+  readonly rxserveCancel: SharedArrayBuffer;
+}
 
 /** How often a worker with calls in flight looks for cancellations. */
 const CANCEL_POLL_MS = 5;
@@ -18,7 +30,9 @@ let flags: Int32Array | undefined;
 // A pool made by rxserve names its models in workerData: each thread (a replacement too) loads
 // them before piscina marks it ready, so no call pays for a load. Failures are reported per call
 // (and by the pool's preload task); a pool of the user's own loads lazily.
-const data = workerData as { rxserveSpecs?: string[]; rxserveClose?: string } | undefined;
+const data = workerData as Partial<ThreadWorkerData> | undefined;
+const knownSpecs = data?.rxserveSpecs ?? [];
+if (data?.rxserveCancel instanceof SharedArrayBuffer) flags = new Int32Array(data.rxserveCancel);
 if (Array.isArray(data?.rxserveSpecs)) await Promise.all(data.rxserveSpecs.map((key) => host.get(key).catch(() => undefined)));
 
 // Before the pool is destroyed, the main thread asks every thread to close its models.
@@ -39,23 +53,40 @@ function pollCancellations(): void {
   }
 }
 
-export default async function runTask(task: ThreadTask): Promise<unknown> {
-  if (task.kind === 'load') {
-    try {
-      await host.get(task.spec);
-      return { ok: true };
-    } catch (error) {
-      return { ok: false, error: serializeError(error) };
-    }
-  }
-  flags ??= new Int32Array(task.cancelFlags);
-  const timer = setInterval(pollCancellations, CANCEL_POLL_MS);
-  let results: WireResult[];
+export default function runTask(task: ThreadTask): unknown {
+  if (task.kind === 'load') return load(task.spec);
+  return run(task);
+}
+
+async function load(spec: string): Promise<unknown> {
   try {
-    results = await host.run(task.batch);
+    await host.get(spec);
+    return { ok: true };
+  } catch (error) {
+    return { ok: false, error: serializeError(error) };
+  }
+}
+
+function run(task: Extract<ThreadTask, { kind: 'run' }>): unknown {
+  if (task.cancelFlags) flags ??= new Int32Array(task.cancelFlags);
+  const { specs, calls } = task.batch;
+  const started = host.start({ specs: specs.map((s) => (typeof s === 'number' ? knownSpecs[s] : s)), calls });
+  // Synchronous models answered already: nothing to wait for, nothing to cancel (piscina replies
+  // to a plain value without a promise turn).
+  if (started.every((r) => !(r instanceof Promise))) return reply(started as WireResult[]);
+  return settle(started);
+}
+
+async function settle(started: (WireResult | Promise<WireResult>)[]): Promise<unknown> {
+  const timer = setInterval(pollCancellations, CANCEL_POLL_MS);
+  try {
+    return reply(await Promise.all(started));
   } finally {
     clearInterval(timer);
   }
+}
+
+function reply(results: WireResult[]): unknown {
   // Outputs holding whole ArrayBuffers travel by transfer, not by copy.
   const transfer = collectTransferables(results);
   if (transfer.length === 0) return results;
