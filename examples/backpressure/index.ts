@@ -15,7 +15,7 @@ const check = (label: string, ok: boolean) => {
 class Slow extends Model<{ n: number }, { n: number; scored: true }> {
   override async predict(body: { n: number }) {
     await new Promise((resolve) => setTimeout(resolve, 20));
-    return { n: body.n, scored: true };
+    return { n: body.n, scored: true as const };
   }
 }
 
