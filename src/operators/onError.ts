@@ -1,11 +1,10 @@
 import { Observable, type OperatorFunction } from 'rxjs';
 import { NonEmptyString, decodeOrThrow, fn, strict } from '../config.js';
-import { toError } from '../errors.js';
-import { isErrored, isServingEvent, withError, withoutError, type ErroredEvent, type ServingEvent } from '../event.js';
-import { EventContext, unsubscribedReason, type StepContext } from './internal/callContext.js';
+import { isErrored, isServingEvent, withoutError, type ErroredEvent, type ServingEvent } from '../event.js';
+import type { StepContext } from './internal/callContext.js';
+import { runCallback } from './internal/callbackWork.js';
 import { dispatch, type Work } from './internal/dispatch.js';
 import { limitsFrom } from './internal/options.js';
-import { settle } from './internal/settle.js';
 
 /**
  * Recovers an errored event: return a new event, or a new body for the event (its error
@@ -44,26 +43,14 @@ export function onError(
   const limits = limitsFrom(decoded, 'on_error');
   const name = limits.step;
 
-  const work: Work = (event, done) => {
-    const context = new EventContext(event);
-    let settled = false;
-    const cancel = settle(
-      () => handler(event as ErroredEvent, context),
-      (value) => {
-        settled = true;
-        done(isServingEvent(value) ? value : withoutError(event, value));
-      },
-      (error) => {
-        settled = true;
-        done(withError(event, toError(error), name));
-      },
+  const work: Work = (event, done) =>
+    runCallback(
+      name,
+      event,
+      done,
+      (context) => handler(event as ErroredEvent, context),
+      (value) => (isServingEvent(value) ? value : withoutError(event, value)),
     );
-    if (settled) return undefined;
-    return () => {
-      context.abort(unsubscribedReason(name));
-      cancel?.();
-    };
-  };
 
   return (source) =>
     new Observable<ServingEvent>((subscriber) => {

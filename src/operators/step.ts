@@ -1,11 +1,10 @@
 import { Observable, type ObservableInput, type OperatorFunction } from 'rxjs';
 import { DotPath, decodeOrThrow, fn, strict } from '../config.js';
-import { toError } from '../errors.js';
 import { getPath, hasPath, isErrored, setPath, withBody, withError, type ServingEvent } from '../event.js';
-import { EventContext, unsubscribedReason, type StepContext } from './internal/callContext.js';
+import type { StepContext } from './internal/callContext.js';
+import { runCallback } from './internal/callbackWork.js';
 import { dispatch, type Work } from './internal/dispatch.js';
 import { dispatchOptionProps, limitsFrom } from './internal/options.js';
-import { settle } from './internal/settle.js';
 
 export type { StepContext } from './internal/callContext.js';
 
@@ -71,24 +70,13 @@ export function step<In = any, Out = unknown>(
       done(withError(event, new TypeError(`step '${name}': inputPath '${inputPath}' is not in the body of event '${event.id}'`), name));
       return undefined;
     }
-    const context = new EventContext(event);
-    let settled = false;
-    const cancel = settle(
-      () => fn(getPath(event.body, inputPath) as In, context),
-      (value) => {
-        settled = true;
-        done(withBody(event, resultPath === undefined ? value : setPath(event.body, resultPath, value)));
-      },
-      (error) => {
-        settled = true;
-        done(withError(event, toError(error), name));
-      },
+    return runCallback(
+      name,
+      event,
+      done,
+      (context) => fn(getPath(event.body, inputPath) as In, context),
+      (value) => withBody(event, resultPath === undefined ? value : setPath(event.body, resultPath, value)),
     );
-    if (settled) return undefined;
-    return () => {
-      context.abort(unsubscribedReason(name));
-      cancel?.();
-    };
   };
 
   return (source) =>
