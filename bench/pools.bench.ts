@@ -63,11 +63,15 @@ async function measure(channel: Channel, sequential: number, loaded: number, inF
   };
 }
 
-function rawThread(): Channel {
-  const worker = new Worker(fixture('echoThread.mjs'));
+/** A request/response channel over anything that posts `{ id, body }` messages both ways. */
+function echoChannel(
+  onMessage: (listener: (m: { id: number; body: unknown }) => void) => void,
+  post: (m: { id: number; body: unknown }) => void,
+  close: () => Promise<unknown>,
+): Channel {
   const pending = new Map<number, (v: unknown) => void>();
   let id = 0;
-  worker.on('message', (m: { id: number; body: unknown }) => {
+  onMessage((m) => {
     pending.get(m.id)!(m.body);
     pending.delete(m.id);
   });
@@ -76,12 +80,17 @@ function rawThread(): Channel {
       new Promise((resolve) => {
         const n = id++;
         pending.set(n, resolve);
-        worker.postMessage({ id: n, body });
+        post({ id: n, body });
       }),
     close: async () => {
-      await worker.terminate();
+      await close();
     },
   };
+}
+
+function rawThread(): Channel {
+  const worker = new Worker(fixture('echoThread.mjs'));
+  return echoChannel((l) => worker.on('message', l), (m) => worker.postMessage(m), () => worker.terminate());
 }
 
 function rawPiscina(threads: number): Channel {
@@ -91,23 +100,7 @@ function rawPiscina(threads: number): Channel {
 
 function rawFork(): Channel {
   const child = fork(fixture('echoProcess.mjs'), [], { serialization: 'advanced' });
-  const pending = new Map<number, (v: unknown) => void>();
-  let id = 0;
-  child.on('message', (m: { id: number; body: unknown }) => {
-    pending.get(m.id)!(m.body);
-    pending.delete(m.id);
-  });
-  return {
-    call: (body) =>
-      new Promise((resolve) => {
-        const n = id++;
-        pending.set(n, resolve);
-        child.send({ id: n, body });
-      }),
-    close: async () => {
-      child.disconnect();
-    },
-  };
+  return echoChannel((l) => child.on('message', l), (m) => child.send(m), async () => child.disconnect());
 }
 
 /** A modelRunner step driven one event at a time per call. */
