@@ -24,15 +24,25 @@ interface Figures {
   loadedP99: number;
 }
 
+const BLOCKS = 3;
 
 /** Sequential latency (one call at a time), then throughput and latency with `inFlight` calls out. */
 async function measure(channel: Channel, sequential: number, loaded: number, inFlight: number): Promise<Figures> {
-  for (let i = 0; i < Math.min(200, sequential); i++) await channel.call(BODY); // warm-up
+  for (let i = 0; i < Math.min(1_000, sequential); i++) await channel.call(BODY); // warm-up (JIT)
+  // Sequential latency in blocks; p50 is the lowest block median (the least disturbed by the
+  // shared machine, the same rule for every row), p99 is over all calls.
   const latencies: number[] = [];
-  for (let i = 0; i < sequential; i++) {
-    const t0 = performance.now();
-    await channel.call(BODY);
-    latencies.push((performance.now() - t0) * 1000);
+  const blockMedians: number[] = [];
+  for (let b = 0; b < BLOCKS; b++) {
+    const block: number[] = [];
+    for (let i = 0; i < Math.ceil(sequential / BLOCKS); i++) {
+      const t0 = performance.now();
+      await channel.call(BODY);
+      block.push((performance.now() - t0) * 1000);
+    }
+    block.sort((a, c) => a - c);
+    blockMedians.push(percentile(block, 50));
+    latencies.push(...block);
   }
   latencies.sort((a, b) => a - b);
   const loadedLatencies: number[] = [];
@@ -55,7 +65,7 @@ async function measure(channel: Channel, sequential: number, loaded: number, inF
   const seconds = (performance.now() - t0) / 1000;
   loadedLatencies.sort((a, b) => a - b);
   return {
-    p50: percentile(latencies, 50),
+    p50: Math.min(...blockMedians),
     p99: percentile(latencies, 99),
     throughput: loaded / seconds,
     loadedP50: percentile(loadedLatencies, 50),
@@ -139,7 +149,7 @@ export interface PoolsResult {
 }
 
 export async function runPools(quick: boolean): Promise<PoolsResult> {
-  const sequential = quick ? 300 : 3_000;
+  const sequential = quick ? 600 : 6_000;
   const loaded = quick ? 3_000 : 40_000;
   const inFlight = 64;
   const run = async (make: () => Channel) => {
