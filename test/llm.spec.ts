@@ -234,7 +234,7 @@ describe.each(TRANSPORTS)('over %s', (t) => {
     it('a timeout aborts the HTTP request and reports partial usage as a timeout', async () => {
       server.fault({ delayMs: 2_000 });
       const model = new LLModel({ name: 'slow', artifact: prompt('finance') });
-      model.load();
+      await model.load();
       const reports: LLMUsageReport[] = [];
       model.usage$.subscribe((r) => reports.push(r));
       const controller = new AbortController();
@@ -256,7 +256,7 @@ describe.each(TRANSPORTS)('over %s', (t) => {
     it('emits chunks then { answer, usage }; asks for usage in the stream', async () => {
       const since = server.requests.length;
       const model = new LLModel({ name: 's', artifact: prompt('finance') });
-      model.load();
+      await model.load();
       const events = await lastValueFrom(model.predictStream({ question: 'tell me more' }).pipe(toArray()));
       const chunks = events.filter((e) => e.type === 'chunk').map((e) => (e as { text: string }).text);
       const final = events.at(-1) as { type: string; answer: string; usage: { total_tokens: number } };
@@ -269,7 +269,7 @@ describe.each(TRANSPORTS)('over %s', (t) => {
 
     it('retries a failure before the first token, not after; a dropped stream reports partial usage', async () => {
       const model = new LLModel({ name: 's', artifact: prompt('finance'), retryBaseMs: 1 });
-      model.load();
+      await model.load();
       const reports: LLMUsageReport[] = [];
       model.usage$.subscribe((r) => reports.push(r));
       server.fault({ status: 500 });
@@ -297,7 +297,7 @@ describe.each(TRANSPORTS)('over %s', (t) => {
           name: 's',
           artifact: prompt('finance', modelArtifact({ key: 'g', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'k', baseURL: slow.openaiBaseURL, transport } })),
         });
-        model.load();
+        await model.load();
         const reports: LLMUsageReport[] = [];
         model.usage$.subscribe((r) => reports.push(r));
         const first = await lastValueFrom(model.predictStream({ question: 'a b c d e f g h' }).pipe(take(2), toArray()));

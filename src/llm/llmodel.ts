@@ -69,7 +69,7 @@ export class LLModel extends Model<unknown, LLMResult> {
     return proxy ? (isPromptArtifact(proxy) ? proxy.model : proxy) : undefined;
   }
 
-  override load(): void {
+  override async load(): Promise<void> {
     const model = this.modelArtifact;
     if (model === undefined) {
       if (this.predict !== LLModel.prototype.predict) return; // a subclass with its own predict needs no provider
@@ -78,7 +78,7 @@ export class LLModel extends Model<unknown, LLMResult> {
         `the model provider could not be determined (no model artifact with a modelUrl), and predict() was not overridden`,
       );
     }
-    this.provider = createProvider(model, this.name);
+    this.provider = await createProvider(model, this.name);
   }
 
   /** The prompt used for a caller: the proxy's own when it has one, else the model's. */

@@ -1,6 +1,12 @@
 // Token usage: estimated with a real BPE tokenizer where a provider reports none.
-import { countTokens } from 'gpt-tokenizer';
+import { createRequire } from 'node:module';
 import type { ChatMessage } from './prompt.js';
+
+// The tokenizer's tables take ~0.4 s to load: loaded on the first count, not with the library
+// (every worker thread and process imports rxserve). Synchronous, so counting stays synchronous.
+let countTokens: ((text: string) => number) | undefined;
+const tokenizer = (): ((text: string) => number) =>
+  (countTokens ??= (createRequire(import.meta.url)('gpt-tokenizer') as typeof import('gpt-tokenizer')).countTokens);
 
 /** Usage as OpenAI reports it; estimated usage says so, partial usage too. */
 export interface Usage {
@@ -21,7 +27,7 @@ export function renderChat(messages: readonly ChatMessage[]): string {
 
 /** Tokens of a text with gpt-tokenizer's o200k_base BPE (see docs/llm.md for how close it is). */
 export function countTextTokens(text: string): number {
-  return text.length === 0 ? 0 : countTokens(text);
+  return text.length === 0 ? 0 : tokenizer()(text);
 }
 
 /** Usage estimated from the prompt text and the answer: `total = prompt + completion`. */

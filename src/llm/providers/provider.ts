@@ -3,9 +3,7 @@ import { ConfigError } from '../../errors.js';
 import type { ModelArtifact } from '../../model/artifact.js';
 import type { ChatMessage } from '../prompt.js';
 import type { Usage } from '../usage.js';
-import { HuggingFaceProvider } from './huggingface.js';
 import { MockProvider } from './mock.js';
-import { OpenAIProvider } from './openai.js';
 
 /** One LLM request. */
 export interface ProviderRequest {
@@ -37,9 +35,10 @@ export interface LLMProvider {
 
 /**
  * The provider for a model URL: `openai://<model>`, `huggingface://<org>/<model>`, `mock://`.
- * An unknown scheme is a `ConfigError`.
+ * An unknown scheme is a `ConfigError`. A provider's client library is imported here, when a
+ * model first needs it, not with rxserve (each worker thread and process imports rxserve).
  */
-export function createProvider(artifact: ModelArtifact, endpoint: string): LLMProvider {
+export async function createProvider(artifact: ModelArtifact, endpoint: string): Promise<LLMProvider> {
   const url = artifact.modelUrl;
   const match = /^([a-z][a-z0-9+.-]*):\/\/(.*)$/i.exec(url);
   const scheme = match?.[1].toLowerCase();
@@ -47,10 +46,10 @@ export function createProvider(artifact: ModelArtifact, endpoint: string): LLMPr
   const options = artifact.providerOptions ?? {};
   switch (scheme) {
     case 'openai':
-      return new OpenAIProvider(model, options);
+      return new (await import('./openai.js')).OpenAIProvider(model, options);
     case 'huggingface':
     case 'hf':
-      return new HuggingFaceProvider(model, options);
+      return new (await import('./huggingface.js')).HuggingFaceProvider(model, options);
     case 'mock':
       return new MockProvider(model);
     default:
