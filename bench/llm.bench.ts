@@ -59,9 +59,9 @@ async function concurrently(total: number, call: (i: number) => Promise<unknown>
 }
 
 export async function runLLM(quick: boolean): Promise<LLMResult> {
-  const total = quick ? 1_500 : 8_000;
+  const total = quick ? 1_000 : 8_000;
   // The client code takes a few thousand calls to reach its steady speed (JIT); each case warms up.
-  const WARM_UP = quick ? 2_000 : 4_000;
+  const WARM_UP = quick ? 1_000 : 4_000;
   const server = await startServer();
   try {
     const client = new OpenAI({ apiKey: 'loopback', baseURL: server.baseURL, maxRetries: 0 });

@@ -150,7 +150,7 @@ export interface PoolsResult {
 
 export async function runPools(quick: boolean): Promise<PoolsResult> {
   const sequential = quick ? 600 : 6_000;
-  const loaded = quick ? 3_000 : 40_000;
+  const loaded = quick ? 2_000 : 40_000;
   const inFlight = 64;
   const run = async (make: () => Channel) => {
     const channel = make();
