@@ -1,4 +1,5 @@
 // Deep copies of request bodies: each model gets its own copy of its input (DESIGN §1.7).
+import { inspectForWorker } from './execution/protocol.js';
 
 /**
  * Deep-copies a body. Plain objects, arrays and primitives (the JSON-shaped bodies that are the
@@ -9,36 +10,53 @@
 export function cloneBody<T>(value: T): T {
   if (value === null || typeof value !== 'object') {
     if (typeof value === 'function') {
-      throw new TypeError('cannot copy a function as a model input');
+      throw new TypeError('cannot copy the model input: input is a function');
     }
     return value;
   }
-  return clonePlain(value, 0) as T;
+  try {
+    return clonePlain(value, undefined) as T;
+  } catch (error) {
+    // The slow path, once: say where the value that cannot be copied is.
+    const problem = inspectForWorker(value, 'input').problem;
+    if (problem === undefined) throw error;
+    throw new TypeError(`cannot copy the model input: ${problem}, which structured clone cannot copy`, { cause: error });
+  }
 }
 
-const MAX_HAND_DEPTH = 64;
-
-function clonePlain(value: object, depth: number): unknown {
-  if (depth > MAX_HAND_DEPTH) return structuredClone(value); // deep or cyclic: let the platform decide
+/**
+ * Copies plain objects and arrays by hand. `seen` maps what was copied to its copy, so a cycle or
+ * a shared reference is copied once and stays a cycle or a shared reference (as structuredClone
+ * does); a walk that ignored them would loop, or copy a shared subtree once per path to it.
+ */
+function clonePlain(value: object, seen: Map<object, unknown> | undefined): unknown {
+  const copied = seen?.get(value);
+  if (copied !== undefined) return copied;
   if (Array.isArray(value)) {
     const out = new Array(value.length);
+    (seen ??= new Map()).set(value, out);
     for (let i = 0; i < value.length; i++) {
       const item = value[i];
-      out[i] = item !== null && typeof item === 'object' ? clonePlain(item, depth + 1) : checkLeaf(item);
+      out[i] = item !== null && typeof item === 'object' ? clonePlain(item, seen) : checkLeaf(item);
     }
     return out;
   }
   const proto = Object.getPrototypeOf(value);
-  if (proto !== Object.prototype && proto !== null) return structuredClone(value);
+  if (proto !== Object.prototype && proto !== null) {
+    const out = structuredClone(value);
+    (seen ??= new Map()).set(value, out);
+    return out;
+  }
   const out: Record<string, unknown> = {};
+  (seen ??= new Map()).set(value, out);
   for (const key in value) {
     const item = (value as Record<string, unknown>)[key];
-    out[key] = item !== null && typeof item === 'object' ? clonePlain(item, depth + 1) : checkLeaf(item);
+    out[key] = item !== null && typeof item === 'object' ? clonePlain(item, seen) : checkLeaf(item);
   }
   return out;
 }
 
 function checkLeaf(item: unknown): unknown {
-  if (typeof item === 'function') throw new TypeError('cannot copy a function inside a model input');
+  if (typeof item === 'function') throw new TypeError('a function cannot be copied');
   return item;
 }

@@ -4,7 +4,7 @@ import { LLModel } from '../llm/llmodel.js';
 import { Model, type ModelClass } from '../model/model.js';
 import { importModelClass } from '../model/registry.js';
 import { CallContext } from '../operators/internal/callContext.js';
-import { serializeError, type WireBatch, type WireCall, type WireResult, type WorkerModelSpec } from './protocol.js';
+import { inspectForWorker, serializeError, type WireBatch, type WireCall, type WireResult, type WorkerModelSpec } from './protocol.js';
 
 /** Classes every worker knows without a module reference. */
 const BUILT_IN: Record<string, ModelClass> = { Model, LLModel };
@@ -14,6 +14,9 @@ const BUILT_IN: Record<string, ModelClass> = { Model, LLModel };
  * first time a call (or a load request) needs it, then cached; `close()` closes them all.
  */
 export class ModelHost {
+  /** @param kind What this host runs in, for messages about outputs that cannot be sent back. */
+  constructor(private readonly kind: 'thread' | 'process') {}
+
   private readonly models = new Map<string, Promise<Model>>();
   /** Models whose load finished, for calls that need not wait on a promise. */
   private readonly loaded = new Map<string, Model>();
@@ -51,23 +54,40 @@ export class ModelHost {
   }
 
   /** Runs a batch; every call gets a result, a failure is data. */
-  async run(batch: WireBatch): Promise<WireResult[]> {
-    return Promise.all(this.start(batch));
+  async run(batch: WireBatch, transfer?: ArrayBuffer[]): Promise<WireResult[]> {
+    return Promise.all(this.start(batch, transfer));
   }
 
   /**
    * Starts every call of a batch: a call to a loaded model whose `predict` returns a plain value
    * has its result at once (no promise, no turn of the event loop); the others give a promise.
+   * Whole ArrayBuffers in the outputs are pushed to `transfer` when given; an output that cannot
+   * cross back to the main side becomes that call's error.
    */
-  start(batch: WireBatch): (WireResult | Promise<WireResult>)[] {
+  start(batch: WireBatch, transfer?: ArrayBuffer[]): (WireResult | Promise<WireResult>)[] {
     const models = batch.specs.map((key) => this.loaded.get(key) ?? this.get(key));
     return batch.calls.map((call) => {
       const model = models[call.spec];
-      return model instanceof Model ? this.runLoaded(model, call) : this.runCall(model, call);
+      return model instanceof Model ? this.runLoaded(model, call, transfer) : this.runCall(model, call, transfer);
     });
   }
 
-  private runLoaded(model: Model, call: WireCall): WireResult | Promise<WireResult> {
+  /** A successful call's result, unless its output cannot be sent back. */
+  private output(name: string, value: unknown, transfer: ArrayBuffer[] | undefined): WireResult {
+    const inspection = inspectForWorker(value, 'output');
+    if (inspection.problem !== undefined) {
+      return {
+        ok: false,
+        error: serializeError(
+          new TypeError(`the output of model '${name}' cannot be copied back from its worker ${this.kind}: ${inspection.problem}, which structured clone cannot copy`),
+        ),
+      };
+    }
+    if (transfer) for (const buffer of inspection.transfer) if (!transfer.includes(buffer)) transfer.push(buffer);
+    return { ok: true, value };
+  }
+
+  private runLoaded(model: Model, call: WireCall, transfer: ArrayBuffer[] | undefined): WireResult | Promise<WireResult> {
     const context = new CallContext(call.eventId, call.origin, call.path);
     let value: unknown;
     try {
@@ -75,12 +95,12 @@ export class ModelHost {
     } catch (error) {
       return { ok: false, error: serializeError(error) };
     }
-    if (!isThenable(value)) return { ok: true, value };
+    if (!isThenable(value)) return this.output(model.name, value, transfer);
     this.running.set(call.id, context);
     return Promise.resolve(value).then(
       (v): WireResult => {
         this.running.delete(call.id);
-        return { ok: true, value: v };
+        return this.output(model.name, v, transfer);
       },
       (error: unknown): WireResult => {
         this.running.delete(call.id);
@@ -89,12 +109,12 @@ export class ModelHost {
     );
   }
 
-  private async runCall(modelPromise: Promise<Model>, call: WireCall): Promise<WireResult> {
+  private async runCall(modelPromise: Promise<Model>, call: WireCall, transfer: ArrayBuffer[] | undefined): Promise<WireResult> {
     const context = new CallContext(call.eventId, call.origin, call.path);
     this.running.set(call.id, context);
     try {
       const model = await modelPromise;
-      return { ok: true, value: await model.predict(call.input, context) };
+      return this.output(model.name, await model.predict(call.input, context), transfer);
     } catch (error) {
       return { ok: false, error: serializeError(error) };
     } finally {

@@ -29,6 +29,8 @@ export interface BatchTransport {
   readonly ready?: PromiseLike<void>;
   /** Whether inputs should be copied and their buffers transferred (threads), or sent as they are. */
   readonly transfersInputs: boolean;
+  /** What the workers are, for messages: 'thread' or 'process'. */
+  readonly workerKind: 'thread' | 'process';
   close(): Promise<void>;
 }
 
@@ -44,6 +46,7 @@ const nextCallId = (): number => (lastCallId = lastCallId >= 0x7fffffff ? 1 : la
 
 interface PendingCall {
   readonly id: number;
+  readonly endpoint: string;
   readonly specKey: string;
   readonly input: unknown;
   readonly context: PredictContext;
@@ -68,7 +71,8 @@ export class PooledSession implements ExecutorSession {
     private readonly specKeys: ReadonlyMap<string, string>,
     private readonly transport: BatchTransport,
     private readonly options: PooledOptions,
-    private readonly collect: (input: unknown) => { input: unknown; transfer: ArrayBuffer[] },
+    /** Prepares an input for sending: what to send, what to transfer, and what cannot be sent. */
+    private readonly collect: (input: unknown) => { input: unknown; transfer: ArrayBuffer[]; problem?: string },
   ) {
     if (transport.ready) this.ready = transport.ready;
     transport.onCapacity = () => this.pump();
@@ -85,7 +89,7 @@ export class PooledSession implements ExecutorSession {
         subscriber.error(new WorkerCrashedError(`the pool of '${endpointName}' is closed`));
         return undefined;
       }
-      const call: PendingCall = { id: nextCallId(), specKey, input, context, subscriber, state: 'queued' };
+      const call: PendingCall = { id: nextCallId(), endpoint: endpointName, specKey, input, context, subscriber, state: 'queued' };
       this.queue.push(call);
       this.pump();
       return () => this.cancel(call);
@@ -128,28 +132,42 @@ export class PooledSession implements ExecutorSession {
     }
   }
 
-  private sendBatch(calls: PendingCall[]): void {
+  private sendBatch(batchCalls: PendingCall[]): void {
     const specs: string[] = [];
     const specIndex = new Map<string, number>();
     const transfer: ArrayBuffer[] = [];
-    const wire: WireCall[] = calls.map((call) => {
+    const calls: PendingCall[] = [];
+    const wire: WireCall[] = [];
+    for (const call of batchCalls) {
+      const prepared = this.collect(call.input);
+      if (prepared.problem !== undefined) {
+        // This input cannot cross to a worker: it fails alone, the rest of the batch goes.
+        call.state = 'done';
+        call.subscriber.error(
+          new TypeError(
+            `the input of model '${call.endpoint}' cannot be copied to a worker ${this.transport.workerKind}: ${prepared.problem}, which structured clone cannot copy`,
+          ),
+        );
+        continue;
+      }
       let index = specIndex.get(call.specKey);
       if (index === undefined) {
         index = specs.push(call.specKey) - 1;
         specIndex.set(call.specKey, index);
       }
-      const prepared = this.collect(call.input);
       transfer.push(...prepared.transfer);
       const { context } = call;
-      return {
+      calls.push(call);
+      wire.push({
         id: call.id,
         spec: index,
         input: prepared.input,
         eventId: context.eventId,
         origin: context.origin,
         ...(context.path !== undefined ? { path: context.path } : {}),
-      };
-    });
+      });
+    }
+    if (calls.length === 0) return;
     let batch: SentBatch;
     try {
       batch = this.transport.send({ specs, calls: wire }, transfer);
@@ -178,8 +196,10 @@ export class PooledSession implements ExecutorSession {
     if (call.state === 'done') return;
     call.state = 'done';
     if (result === undefined) {
+      // Transports fail a batch with WorkerCrashedError (the worker died) or a TypeError (the batch
+      // could not be sent); anything else is reported as a crash.
       call.subscriber.error(
-        failure instanceof WorkerCrashedError ? failure : new WorkerCrashedError(String(failure), { cause: failure }),
+        failure instanceof WorkerCrashedError || failure instanceof TypeError ? failure : new WorkerCrashedError(String(failure), { cause: failure }),
       );
     } else if (result.ok) {
       call.subscriber.next(result.value);

@@ -1,14 +1,14 @@
 // 'process_pool' and 'dedicated_process': models in child processes over IPC, each process
 // loading its models once, replaced with backoff when it dies, ModelLoadError when loads keep failing.
 import { fork, type ChildProcess } from 'node:child_process';
-import { ModelLoadError, WorkerCrashedError } from '../errors.js';
+import { ModelLoadError, WorkerCrashedError, toError } from '../errors.js';
 import type { ModelEntry } from '../model/entry.js';
 import { workerEntry } from './entries.js';
 import type { Executor, ExecutorHooks, ExecutorSession } from './executor.js';
 import { PooledSession, type BatchTransport, type SentBatch } from './pooled.js';
 import { resolvePoolOptions, type PoolOptions } from './poolOptions.js';
 import type { ToChild, ToParent } from './processWorker.js';
-import { deserializeError, type WireBatch, type WireResult } from './protocol.js';
+import { deserializeError, inspectForWorker, type WireBatch, type WireResult } from './protocol.js';
 import { workerSpecKey } from './specs.js';
 
 /** Restart policy of crashed processes. */
@@ -66,7 +66,7 @@ function openProcesses(
 ): ExecutorSession {
   const specKeys = new Map(models.map((m) => [m.endpointName, workerSpecKey(m, hooks.step)]));
   const transport = new ProcessTransport(size, models, [...specKeys.values()], hooks);
-  return new PooledSession(specKeys, transport, options, (input) => ({ input, transfer: [] }));
+  return new PooledSession(specKeys, transport, options, (input) => ({ input, transfer: [], problem: inspectForWorker(input, 'input').problem }));
 }
 
 /** One child process and the batches it runs. */
@@ -144,11 +144,18 @@ class ChildWorker {
     const batchId = this.nextBatchId++;
     this.batches++;
     return new Promise<WireResult[]>((resolve, reject) => {
-      this.pending.set(batchId, { resolve, reject });
-      if (!this.post({ type: 'run', batchId, batch })) {
+      const fail = (error: Error) => {
         this.pending.delete(batchId);
         this.batches--;
-        reject(new WorkerCrashedError(`the process of ${this.label} is gone`));
+        reject(error);
+      };
+      this.pending.set(batchId, { resolve, reject });
+      if (this.exited || !this.process.connected) return fail(new WorkerCrashedError(`the process of ${this.label} is gone`));
+      try {
+        this.process.send({ type: 'run', batchId, batch } satisfies ToChild);
+      } catch (error) {
+        // The serializer refused the batch (something the inspection did not foresee): the process is fine.
+        fail(new TypeError(`a batch of ${batch.calls.length} call(s) could not be sent to ${this.label}: ${toError(error).message}`, { cause: error }));
       }
     });
   }
@@ -184,6 +191,7 @@ class ChildWorker {
 class ProcessTransport implements BatchTransport {
   readonly ready: Promise<void>;
   readonly transfersInputs = false;
+  readonly workerKind = 'process';
   onCapacity?: () => void;
   private readonly workers = new Set<ChildWorker>();
   private readonly readyWorkers = new Set<ChildWorker>();

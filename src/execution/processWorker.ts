@@ -16,7 +16,7 @@ export type ToParent =
   | { readonly type: 'results'; readonly batchId: number; readonly results: WireResult[] }
   | { readonly type: 'closed' };
 
-const host = new ModelHost();
+const host = new ModelHost('process');
 const send = (message: ToParent): void => {
   if (process.connected) process.send!(message);
 };

@@ -129,33 +129,87 @@ function safeString(value: unknown): string {
   }
 }
 
+/** What a worker boundary needs to know of a value before sending it. */
+export interface Inspection {
+  /** Whole ArrayBuffers inside it (sent by transfer). */
+  readonly transfer: ArrayBuffer[];
+  /** Where the first value structured clone cannot copy is, and what it is; undefined if none. */
+  problem?: string;
+}
+
 /**
- * The ArrayBuffers under TypedArrays / DataViews / ArrayBuffers in `value` (walking plain objects
- * and arrays), so they can be transferred instead of copied. Views over part of a buffer are left
- * to be copied; SharedArrayBuffers are shared anyway.
+ * One walk over a value about to cross to or from a worker: collects whole ArrayBuffers for
+ * transfer, and finds the first value structured clone would refuse (a function, a symbol, a
+ * Promise, a WeakMap/WeakSet/WeakRef), named by its path from `root` — so a bad value fails its
+ * own call with a clear message instead of its whole batch. Cycles and shared references are
+ * walked once (structured clone keeps them).
  */
-export function collectTransferables(value: unknown, out: ArrayBuffer[] = [], depth = 0): ArrayBuffer[] {
-  if (value === null || typeof value !== 'object' || depth > 32) return out;
-  if (ArrayBuffer.isView(value)) {
-    const buffer = value.buffer;
+export function inspectForWorker(value: unknown, root: string): Inspection {
+  const inspection: Inspection = { transfer: [] };
+  walk(value, root, inspection, undefined);
+  return inspection;
+}
+
+/** The ArrayBuffers to transfer with a value (see inspectForWorker). */
+export function collectTransferables(value: unknown): ArrayBuffer[] {
+  return inspectForWorker(value, 'value').transfer;
+}
+
+function walk(value: unknown, path: string, into: Inspection, seen: Set<object> | undefined): Set<object> | undefined {
+  if (into.problem !== undefined) return seen;
+  if (value === null) return seen;
+  const type = typeof value;
+  if (type === 'function') {
+    into.problem = `${path} is a function`;
+    return seen;
+  }
+  if (type === 'symbol') {
+    into.problem = `${path} is a symbol`;
+    return seen;
+  }
+  if (type !== 'object') return seen;
+  const object = value as object;
+  if (ArrayBuffer.isView(object)) {
+    const buffer = object.buffer;
     // Only whole-buffer views: a Node Buffer from the pool shares its ArrayBuffer with others,
     // and transferring that would detach unrelated data.
-    if (buffer instanceof ArrayBuffer && value.byteOffset === 0 && value.byteLength === buffer.byteLength && !out.includes(buffer)) {
-      out.push(buffer);
+    if (buffer instanceof ArrayBuffer && object.byteOffset === 0 && object.byteLength === buffer.byteLength && !into.transfer.includes(buffer)) {
+      into.transfer.push(buffer);
     }
-    return out;
+    return seen;
   }
-  if (value instanceof ArrayBuffer) {
-    if (!out.includes(value)) out.push(value);
-    return out;
+  if (object instanceof ArrayBuffer) {
+    if (!into.transfer.includes(object)) into.transfer.push(object);
+    return seen;
   }
-  if (Array.isArray(value)) {
-    for (const item of value) collectTransferables(item, out, depth + 1);
-    return out;
+  const refused = refusedKind(object);
+  if (refused !== undefined) {
+    into.problem = `${path} is a ${refused}`;
+    return seen;
   }
-  const proto = Object.getPrototypeOf(value);
-  if (proto === Object.prototype || proto === null) {
-    for (const key in value) collectTransferables((value as Record<string, unknown>)[key], out, depth + 1);
+  // Cycles and shared references: each object is walked once.
+  if (seen === undefined) seen = new Set();
+  if (seen.has(object)) return seen;
+  seen.add(object);
+  if (Array.isArray(object)) {
+    for (let i = 0; i < object.length; i++) seen = walk(object[i], `${path}[${i}]`, into, seen);
+  } else if (object instanceof Map) {
+    for (const [k, v] of object) {
+      seen = walk(k, `${path}.<key>`, into, seen);
+      seen = walk(v, `${path}.get(${typeof k === 'string' ? JSON.stringify(k) : '…'})`, into, seen);
+    }
+  } else if (object instanceof Set) {
+    for (const v of object) seen = walk(v, `${path}.<item>`, into, seen);
+  } else if (!(object instanceof Date || object instanceof RegExp || object instanceof Error)) {
+    for (const key of Object.keys(object)) seen = walk((object as Record<string, unknown>)[key], `${path}.${key}`, into, seen);
   }
-  return out;
+  return seen;
+}
+
+function refusedKind(object: object): string | undefined {
+  if (object instanceof Promise) return 'Promise';
+  if (object instanceof WeakMap) return 'WeakMap';
+  if (object instanceof WeakSet) return 'WeakSet';
+  if (object instanceof WeakRef) return 'WeakRef';
+  return undefined;
 }

@@ -9,7 +9,7 @@ import type { ModelEntry } from '../model/entry.js';
 import { workerEntry } from './entries.js';
 import type { Executor, ExecutorHooks, ExecutorSession } from './executor.js';
 import { PooledSession, type BatchTransport, type SentBatch } from './pooled.js';
-import { collectTransferables, deserializeError, type SerializedError, type WireBatch, type WireResult } from './protocol.js';
+import { deserializeError, inspectForWorker, type SerializedError, type WireBatch, type WireResult } from './protocol.js';
 import { resolvePoolOptions, type PoolOptions } from './poolOptions.js';
 import { workerSpecKey } from './specs.js';
 import type { ThreadTask, ThreadWorkerData } from './threadWorker.js';
@@ -53,16 +53,20 @@ export function threadPoolExecutor(options: PoolOptions = {}): Executor {
 }
 
 // Inputs holding whole ArrayBuffers are copied once here and transferred; other inputs are
-// copied by postMessage itself, so copying them here too would be wasted work.
-function prepareForThread(input: unknown): { input: unknown; transfer: ArrayBuffer[] } {
-  if (collectTransferables(input).length === 0) return { input, transfer: [] };
+// copied by postMessage itself, so copying them here too would be wasted work. The same walk
+// finds what postMessage would refuse, so that input fails alone.
+function prepareForThread(input: unknown): { input: unknown; transfer: ArrayBuffer[]; problem?: string } {
+  const inspection = inspectForWorker(input, 'input');
+  if (inspection.problem !== undefined) return { input, transfer: [], problem: inspection.problem };
+  if (inspection.transfer.length === 0) return { input, transfer: [] };
   const copy = cloneBody(input);
-  return { input: copy, transfer: collectTransferables(copy) };
+  return { input: copy, transfer: inspectForWorker(copy, 'input').transfer };
 }
 
 class ThreadTransport implements BatchTransport {
   readonly ready: Promise<void>;
   readonly transfersInputs = true;
+  readonly workerKind = 'thread';
   onCapacity?: () => void;
   private inFlight = 0;
   readonly slots: number;
@@ -123,6 +127,10 @@ class ThreadTransport implements BatchTransport {
       },
       (error: unknown) => {
         this.inFlight--;
+        // postMessage refused the batch (something the inspection did not foresee): the thread is fine.
+        if (error instanceof Error && error.name === 'DataCloneError') {
+          throw new TypeError(`a batch of ${batch.calls.length} call(s) could not be copied to a worker thread: ${error.message}`, { cause: error });
+        }
         throw new WorkerCrashedError(
           terminated !== undefined
             ? `worker thread terminated: ${terminated}`

@@ -2,7 +2,7 @@
 import { BroadcastChannel } from 'node:worker_threads';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
 import { cancelledReason, ModelHost } from './host.js';
-import { collectTransferables, serializeError, type WireBatch, type WireResult } from './protocol.js';
+import { serializeError, type WireBatch, type WireResult } from './protocol.js';
 
 /**
  * A piscina task of the thread_pool executor. In a pool rxserve made, a batch names its models
@@ -24,7 +24,7 @@ export interface ThreadWorkerData {
 /** How often a worker with calls in flight looks for cancellations. */
 const CANCEL_POLL_MS = 5;
 
-const host = new ModelHost();
+const host = new ModelHost('thread');
 let flags: Int32Array | undefined;
 
 // A pool made by rxserve names its models in workerData: each thread (a replacement too) loads
@@ -70,25 +70,25 @@ async function load(spec: string): Promise<unknown> {
 function run(task: Extract<ThreadTask, { kind: 'run' }>): unknown {
   if (task.cancelFlags) flags ??= new Int32Array(task.cancelFlags);
   const { specs, calls } = task.batch;
-  const started = host.start({ specs: specs.map((s) => (typeof s === 'number' ? knownSpecs[s] : s)), calls });
+  // Outputs holding whole ArrayBuffers travel by transfer, not by copy: the host collects them.
+  const transfer: ArrayBuffer[] = [];
+  const started = host.start({ specs: specs.map((s) => (typeof s === 'number' ? knownSpecs[s] : s)), calls }, transfer);
   // Synchronous models answered already: nothing to wait for, nothing to cancel (piscina replies
   // to a plain value without a promise turn).
-  if (started.every((r) => !(r instanceof Promise))) return reply(started as WireResult[]);
-  return settle(started);
+  if (started.every((r) => !(r instanceof Promise))) return reply(started as WireResult[], transfer);
+  return settle(started, transfer);
 }
 
-async function settle(started: (WireResult | Promise<WireResult>)[]): Promise<unknown> {
+async function settle(started: (WireResult | Promise<WireResult>)[], transfer: ArrayBuffer[]): Promise<unknown> {
   const timer = setInterval(pollCancellations, CANCEL_POLL_MS);
   try {
-    return reply(await Promise.all(started));
+    return reply(await Promise.all(started), transfer);
   } finally {
     clearInterval(timer);
   }
 }
 
-function reply(results: WireResult[]): unknown {
-  // Outputs holding whole ArrayBuffers travel by transfer, not by copy.
-  const transfer = collectTransferables(results);
+function reply(results: WireResult[], transfer: ArrayBuffer[]): unknown {
   if (transfer.length === 0) return results;
   // move() marks the wrapper so piscina sends `valueSymbol` with `transferableSymbol` transferred.
   return move({ [transferableSymbol]: transfer, [valueSymbol]: results } as never);

@@ -232,7 +232,7 @@ describe('modelRunner with in-process mechanisms', () => {
         raiseException: false,
       }),
     );
-    expect(out[0].body).toEqual({ whole: { error: 'TypeError: cannot copy a function inside a model input' }, part: 2 });
+    expect(out[0].body).toEqual({ whole: { error: 'TypeError: cannot copy the model input: input.f is a function, which structured clone cannot copy' }, part: 2 });
   });
 
   it('writes results at resultPath into a copy, leaving the input event unchanged', async () => {
