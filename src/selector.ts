@@ -96,18 +96,31 @@ export function resolveSelector(
         },
       ]);
     }
-    const instance = new cls({ ...params });
+    const instance = construct(cls, params, path);
     return (event, available) => instance.select(event, available);
   }
   if (typeof selector === 'function') {
     // A class given where an instance or function was expected: construct it, as a name would be.
     if (/^class[\s{]/.test(Function.prototype.toString.call(selector))) {
-      const instance = new (selector as unknown as ModelSelectorClass)({ ...params });
+      const instance = construct(selector as unknown as ModelSelectorClass, params, path);
       return (event, available) => instance.select(event, available);
     }
     return selector;
   }
   return (event, available) => selector.select(event, available);
+}
+
+/** A selector class built with its params; a constructor that throws is a ConfigError naming it. */
+function construct(cls: ModelSelectorClass, params: Readonly<Record<string, unknown>> | undefined, path: string): ModelSelector {
+  try {
+    return new cls({ ...params });
+  } catch (thrown) {
+    const cause = toError(thrown);
+    throw new ConfigError(
+      [{ path, expected: `a selector that can be built from selectorParams`, actual: `selector class ${cls.name || '(anonymous)'} could not be constructed: ${cause.name}: ${cause.message}` }],
+      { cause },
+    );
+  }
 }
 
 /** The outcome of selection for one event: the endpoint names to run, in the selector's order. */
@@ -134,6 +147,9 @@ export function createSelect(
       return new SelectorError(`step '${step}': the selector threw ${cause.name}: ${cause.message}`, { cause });
     }
     if (result === null || result === undefined) return all;
+    if (typeof (result as unknown as PromiseLike<unknown>).then === 'function') {
+      return new SelectorError(`step '${step}': the selector returned a Promise; selectors are synchronous (decide from the event, or do the async work in a step before)`);
+    }
     if (!Array.isArray(result)) {
       return new SelectorError(
         `step '${step}': the selector returned ${typeof result}; expected an array of endpoint names, null or undefined`,

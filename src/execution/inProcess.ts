@@ -54,13 +54,13 @@ class InProcessSession implements ExecutorSession {
       model = new cls({ ...entry.params, name, ...(entry.modelArtifact ? { artifact: entry.modelArtifact } : {}) });
       loading = model.load();
     } catch (cause) {
-      throw new ModelLoadError(name, toError(cause).message, { cause });
+      throw asLoadError(name, cause);
     }
     if (loading && typeof (loading as Promise<void>).then === 'function') {
       return Promise.resolve(loading).then(
         () => this.register(name, model),
         (cause: unknown) => {
-          throw new ModelLoadError(name, toError(cause).message, { cause });
+          throw asLoadError(name, cause);
         },
       );
     }
@@ -96,4 +96,9 @@ async function closeQuietly(model: Model): Promise<void> {
   } catch {
     /* ignored: see above */
   }
+}
+
+/** A load failure as a ModelLoadError for the model (one that already is one is not wrapped twice). */
+function asLoadError(name: string, cause: unknown): ModelLoadError {
+  return cause instanceof ModelLoadError && cause.endpointName === name ? cause : new ModelLoadError(name, toError(cause).message, { cause });
 }

@@ -42,7 +42,12 @@ const PromptArtifactCodec = strict(
  * `store://models/<key>`; shared-model proxies match by it.
  */
 export function modelArtifact(spec: ModelArtifact): ModelArtifact {
-  const decoded = decodeOrThrow(ModelArtifactCodec, spec, 'modelArtifact') as ModelArtifact;
+  return decodeModelArtifact(spec, 'modelArtifact');
+}
+
+/** `path`: where the artifact sits in what the user passed, for the ConfigError. */
+function decodeModelArtifact(spec: unknown, path: string): ModelArtifact {
+  const decoded = decodeOrThrow(ModelArtifactCodec, spec, path) as ModelArtifact;
   return Object.freeze({ ...decoded, uri: decoded.uri ?? `store://models/${decoded.key}` });
 }
 
@@ -53,7 +58,7 @@ export function modelArtifact(spec: ModelArtifact): ModelArtifact {
  */
 export function llmPromptArtifact(spec: Omit<LLMPromptArtifact, 'model'> & { model: ModelArtifact }): LLMPromptArtifact {
   const decoded = decodeOrThrow(PromptArtifactCodec, spec, 'llmPromptArtifact');
-  const model = modelArtifact(spec.model);
+  const model = decodeModelArtifact(spec.model, 'llmPromptArtifact.model');
   return Object.freeze({ ...(decoded as Omit<LLMPromptArtifact, 'model'>), model, uri: decoded.uri ?? `store://prompts/${decoded.key}` });
 }
 

@@ -125,7 +125,7 @@ export async function importModelClass(ref: ModuleRef, endpointName: string): Pr
     throw new ModelLoadError(
       endpointName,
       `export '${exportName}' of module '${ref.module}' is not a model class (a class with a predict method); ` +
-        `exports: ${Object.keys(namespace).join(', ') || 'none'}`,
+        `exports: ${Object.keys(namespace).sort().join(', ') || 'none'}`,
     );
   }
   return value as ModelClass;
