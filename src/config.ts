@@ -1,5 +1,6 @@
 // The one place io-ts is used directly: codecs decode config objects or throw ConfigError.
 import * as t from 'io-ts';
+import type { Graph } from './graph.js';
 import { isLeft } from 'fp-ts/lib/Either.js';
 import { ConfigError, type ConfigIssue } from './errors.js';
 
@@ -146,3 +147,43 @@ export const DotPath = new t.Type<string, string, unknown>(
     typeof u === 'string' && u.split('.').every((s) => s.length > 0) ? t.success(u) : t.failure(u, c),
   t.identity,
 );
+
+/**
+ * The path of the first value JSON would not carry as is (a function, a class instance, a
+ * non-finite number, `undefined` inside, a cycle), or `undefined`. Workers receive params and
+ * artifacts as JSON.
+ */
+export function firstNonJson(value: unknown, path: string, ancestors: Set<object> = new Set()): string | undefined {
+  if (value === null || typeof value === 'string' || typeof value === 'boolean') return undefined;
+  if (typeof value === 'number') return Number.isFinite(value) ? undefined : path;
+  if (value === undefined) return ancestors.size === 0 ? undefined : path;
+  if (typeof value !== 'object') return path;
+  if (ancestors.has(value)) return path; // a cycle
+  const proto = Object.getPrototypeOf(value);
+  if (!Array.isArray(value) && proto !== Object.prototype && proto !== null) return path;
+  ancestors.add(value);
+  try {
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) {
+        const bad = firstNonJson(value[i], `${path}[${i}]`, ancestors);
+        if (bad) return bad;
+      }
+      return undefined;
+    }
+    for (const [key, item] of Object.entries(value)) {
+      const bad = firstNonJson(item, `${path}.${key}`, ancestors);
+      if (bad) return bad;
+    }
+    return undefined;
+  } finally {
+    ancestors.delete(value);
+  }
+}
+
+/** A codec for a value that passes `test`, named `expected` in errors. */
+export function guard<T>(expected: string, test: (u: unknown) => boolean): t.Type<T, T, unknown> {
+  return new t.Type<T, T, unknown>(expected, (u): u is T => test(u), (u, c) => (test(u) ? t.success(u as T) : t.failure(u, c)), t.identity);
+}
+
+/** A graph made by createGraph() (checked by shape: the class lives in graph.ts, which imports this). */
+export const GraphCodec = guard<Graph>('a graph made by createGraph()', (u) => typeof (u as Graph | null)?.bindStep === 'function');

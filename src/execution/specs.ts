@@ -1,4 +1,5 @@
 // Turns a model entry into what a worker needs to build the model (a module reference, not a class).
+import { firstNonJson } from '../config.js';
 import { ConfigError, ModelLoadError } from '../errors.js';
 import type { ModelEntry } from '../model/entry.js';
 import { LLModel } from '../llm/llmodel.js';
@@ -65,24 +66,3 @@ export function workerSpecKey(entry: ModelEntry, step: string): string {
   return JSON.stringify(spec);
 }
 
-/** The path of the first value JSON would not carry as is, or `undefined`. */
-function firstNonJson(value: unknown, path: string, depth = 0): string | undefined {
-  if (value === null || typeof value === 'string' || typeof value === 'boolean') return undefined;
-  if (typeof value === 'number') return Number.isFinite(value) ? undefined : path;
-  if (value === undefined) return depth === 0 ? undefined : path;
-  if (typeof value !== 'object' || depth > 32) return path;
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) {
-      const bad = firstNonJson(value[i], `${path}[${i}]`, depth + 1);
-      if (bad) return bad;
-    }
-    return undefined;
-  }
-  const proto = Object.getPrototypeOf(value);
-  if (proto !== Object.prototype && proto !== null) return path;
-  for (const [key, item] of Object.entries(value)) {
-    const bad = firstNonJson(item, `${path}.${key}`, depth + 1);
-    if (bad) return bad;
-  }
-  return undefined;
-}

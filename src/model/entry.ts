@@ -1,9 +1,10 @@
 // ModelEntry: one model of a modelRunner step, its codec, and the checks codecs cannot express.
 import * as t from 'io-ts';
-import { DotPath, NonEmptyString, decodeOrThrow, fn, positiveInt, strict } from '../config.js';
+import { DotPath, NonEmptyString, decodeOrThrow, firstNonJson, fn, positiveInt, strict } from '../config.js';
 import { ConfigError } from '../errors.js';
 import type { LLMPromptArtifact, ModelArtifact } from './artifact.js';
 import type { ModelClass, ModuleRef } from './model.js';
+import { validateModuleRef } from './registry.js';
 
 /** MLRun's execution mechanisms, names kept verbatim (DESIGN §5). */
 export const ExecutionMechanism = t.keyof(
@@ -133,6 +134,19 @@ export function decodeModelEntries(value: unknown, path: string): readonly Model
       }
       // A proxy ('shared_executor') names its shared model's class for monitoring only: never loaded by it.
       const loadsInWorker = !IN_PROCESS_MECHANISMS.includes(entry.executionMechanism) && entry.executionMechanism !== 'shared_executor';
+      if (typeof entry.modelClass === 'object') validateModuleRef(entry.modelClass, `${at}.modelClass`);
+      if (typeof entry.modelClass === 'function' && typeof entry.modelClass.prototype?.predict !== 'function') {
+        throw new ConfigError([
+          { path: `${at}.modelClass`, expected: 'a Model class (with a predict method)', actual: `class ${entry.modelClass.name || '(anonymous)'}` },
+        ]);
+      }
+      if (loadsInWorker) {
+        // Workers receive params and artifacts as JSON: say so now, not when the pool starts.
+        for (const [field, value] of [['params', entry.params], ['modelArtifact', entry.modelArtifact]] as const) {
+          const bad = firstNonJson(value, `${at}.${field}`);
+          if (bad) throw new ConfigError([{ path: bad, expected: `JSON data (executionMechanism '${entry.executionMechanism}' sends it to workers as JSON)` }]);
+        }
+      }
       if (typeof entry.modelClass === 'function' && loadsInWorker) {
         throw new ConfigError([
           {

@@ -1,4 +1,5 @@
 // Prometheus metrics through prom-client (an optional peer dependency, loaded only when used).
+import { GraphCodec, decodeOrThrow, guard, strict } from '../config.js';
 import type { Graph } from '../graph.js';
 import type { EventReport, MonitorObserver } from './monitor.js';
 
@@ -32,10 +33,25 @@ export interface PrometheusExporter {
  * ```
  * @param options `registry` (default: a new one), `prefix` (default `'rxserve_'`), `buckets` (seconds).
  */
+const PrometheusOptionsCodec = strict(
+  'PrometheusExporterOptions',
+  {},
+  {
+    registry: guard('a prom-client Registry', (u) => typeof (u as { registerMetric?: unknown } | null)?.registerMetric === 'function'),
+    prefix: guard('a metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*)', (u) => typeof u === 'string' && /^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(u)),
+    buckets: guard(
+      'increasing positive numbers',
+      (u) => Array.isArray(u) && u.length > 0 && u.every((x, i) => typeof x === 'number' && Number.isFinite(x) && x > 0 && (i === 0 || x > (u[i - 1] as number))),
+    ),
+  },
+);
+
 export async function prometheusExporter(
   graph: Graph,
   options: { registry?: import('prom-client').Registry; prefix?: string; buckets?: number[] } = {},
 ): Promise<PrometheusExporter> {
+  decodeOrThrow(GraphCodec, graph, 'prometheusExporter.graph');
+  decodeOrThrow(PrometheusOptionsCodec, options, 'prometheusExporter.options');
   const client = await import('prom-client');
   const registry = options.registry ?? new client.Registry();
   const prefix = options.prefix ?? 'rxserve_';

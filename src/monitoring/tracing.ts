@@ -1,6 +1,7 @@
 // OpenTelemetry spans through @opentelemetry/api (an optional peer dependency, loaded when used).
 import type { Tracer } from '@opentelemetry/api';
 import { describeError } from '../errors.js';
+import { GraphCodec, decodeOrThrow, guard, strict } from '../config.js';
 import type { Graph } from '../graph.js';
 import { modelClassName } from '../model/registry.js';
 import type { EventReport, MonitorObserver } from './monitor.js';
@@ -14,7 +15,15 @@ import type { EventReport, MonitorObserver } from './monitor.js';
  * @param options `tracer` (default: `trace.getTracer('rxserve')` of the global provider).
  * @returns A function that stops tracing.
  */
+const TraceOptionsCodec = strict(
+  'TraceGraphOptions',
+  {},
+  { tracer: guard('an OpenTelemetry Tracer (with startSpan)', (u) => typeof (u as { startSpan?: unknown } | null)?.startSpan === 'function') },
+);
+
 export async function traceGraph(graph: Graph, options: { tracer?: Tracer } = {}): Promise<() => void> {
+  decodeOrThrow(GraphCodec, graph, 'traceGraph.graph');
+  decodeOrThrow(TraceOptionsCodec, options, 'traceGraph.options');
   const api = await import('@opentelemetry/api');
   const tracer = options.tracer ?? api.trace.getTracer('rxserve');
   const observer: MonitorObserver = {

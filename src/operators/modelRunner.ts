@@ -1,7 +1,7 @@
 import * as t from 'io-ts';
 import { asyncScheduler, Observable, type OperatorFunction, type Subscription } from 'rxjs';
 import { cloneBody } from '../clone.js';
-import { decodeOrThrow, strict } from '../config.js';
+import { GraphCodec, decodeOrThrow, strict } from '../config.js';
 import {
   ConfigError,
   ModelRunnerError,
@@ -69,12 +69,6 @@ const SelectorCodec = new t.Type<SelectorLike, SelectorLike, unknown>(
   t.identity,
 );
 
-const GraphCodec = new t.Type<Graph, Graph, unknown>(
-  'a graph made by createGraph()',
-  (u): u is Graph => typeof (u as Graph | null)?.bindStep === 'function',
-  (u, c) => (typeof (u as Graph | null)?.bindStep === 'function' ? t.success(u as Graph) : t.failure(u, c)),
-  t.identity,
-);
 
 const ModelRunnerConfigCodec = strict(
   'ModelRunnerConfig',
