@@ -1,12 +1,12 @@
 // The worker mechanisms end to end, through the public operator: same results everywhere, errors
 // rebuilt across the boundary, crashes, hangs, load failures, transfer, sizing and shutdown.
-import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { firstValueFrom, from, lastValueFrom, Subject, toArray } from 'rxjs';
 import { Piscina } from 'piscina';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nodeChildren } from './support/processes.js';
 import {
   ConfigError,
   ModelLoadError,
@@ -30,25 +30,6 @@ const ALL_MECHANISMS = ['naive', 'asyncio', ...WORKER_MECHANISMS] as const;
 
 const run = (bodies: unknown[], config: ModelRunnerConfig) =>
   lastValueFrom(from(bodies).pipe(asEvents(), modelRunner(config), toArray()));
-const childPids = (): number[] => {
-  try {
-    return execFileSync('ps', ['-o', 'pid=', '--ppid', String(process.pid)], { encoding: 'utf8' })
-      .split('\n')
-      .map((s) => Number(s.trim()))
-      .filter((n) => n > 0 && n !== process.pid);
-  } catch {
-    return [];
-  }
-};
-// ps itself is a child while it runs; count only node children.
-const nodeChildren = (): number =>
-  childPids().filter((pid) => {
-    try {
-      return execFileSync('ps', ['-o', 'comm=', '-p', String(pid)], { encoding: 'utf8' }).trim() === 'node';
-    } catch {
-      return false;
-    }
-  }).length;
 
 beforeAll(() => {
   registerModel('Affine', ref('Affine'));

@@ -1,7 +1,7 @@
 // The graph: shared models behind proxies, unique endpoint names, lifecycle.
-import { execFileSync } from 'node:child_process';
 import { from, lastValueFrom, Subject, toArray } from 'rxjs';
 import { describe, expect, it } from 'vitest';
+import { nodeChildren, settleChildren } from './support/processes.js';
 import {
   ConfigError,
   Model,
@@ -25,19 +25,6 @@ const prompt = (key: string, parent: ReturnType<typeof artifact>) => ({
   model: parent,
   promptTemplate: [{ role: 'user', content: `${key}: {question}` }],
 });
-const nodeChildren = (): number => {
-  try {
-    return execFileSync('ps', ['-o', 'comm=', '--ppid', String(process.pid)], { encoding: 'utf8' })
-      .split('\n')
-      .filter((c) => c.trim() === 'node').length;
-  } catch {
-    return 0;
-  }
-};
-const settleChildren = async (target: number) => {
-  const deadline = Date.now() + 5_000;
-  while (nodeChildren() > target && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-};
 
 let loads = 0;
 let closes = 0;
