@@ -27,31 +27,32 @@ export function cloneBody<T>(value: T): T {
 /**
  * Copies plain objects and arrays by hand. `seen` maps what was copied to its copy, so a cycle or
  * a shared reference is copied once and stays a cycle or a shared reference (as structuredClone
- * does); a walk that ignored them would loop, or copy a shared subtree once per path to it.
+ * does); a walk that ignored them would loop, or copy a shared subtree once per path to it. The
+ * map is made at the first nested object, so a flat body (the common case) never allocates one.
  */
 function clonePlain(value: object, seen: Map<object, unknown> | undefined): unknown {
   const copied = seen?.get(value);
   if (copied !== undefined) return copied;
   if (Array.isArray(value)) {
     const out = new Array(value.length);
-    (seen ??= new Map()).set(value, out);
+    seen?.set(value, out);
     for (let i = 0; i < value.length; i++) {
       const item = value[i];
-      out[i] = item !== null && typeof item === 'object' ? clonePlain(item, seen) : checkLeaf(item);
+      out[i] = item !== null && typeof item === 'object' ? clonePlain(item, (seen ??= new Map([[value, out]]))) : checkLeaf(item);
     }
     return out;
   }
   const proto = Object.getPrototypeOf(value);
   if (proto !== Object.prototype && proto !== null) {
     const out = structuredClone(value);
-    (seen ??= new Map()).set(value, out);
+    seen?.set(value, out);
     return out;
   }
   const out: Record<string, unknown> = {};
-  (seen ??= new Map()).set(value, out);
+  seen?.set(value, out);
   for (const key in value) {
     const item = (value as Record<string, unknown>)[key];
-    out[key] = item !== null && typeof item === 'object' ? clonePlain(item, seen) : checkLeaf(item);
+    out[key] = item !== null && typeof item === 'object' ? clonePlain(item, (seen ??= new Map([[value, out]]))) : checkLeaf(item);
   }
   return out;
 }
