@@ -9,7 +9,7 @@ import type { ModelEntry } from '../model/entry.js';
 import { workerEntry } from './entries.js';
 import type { Executor, ExecutorHooks, ExecutorSession } from './executor.js';
 import { PooledSession, type BatchTransport, type SentBatch } from './pooled.js';
-import { deserializeError, inspectForWorker, type SerializedError, type WireBatch, type WireResult } from './protocol.js';
+import { FLAT_FIELDS, deserializeError, inspectForWorker, unflatten, type SerializedError, type WireBatch, type WireResult } from './protocol.js';
 import { resolvePoolOptions, type PoolOptions } from './poolOptions.js';
 import { workerSpecKey } from './specs.js';
 import type { ThreadTask, ThreadWorkerData } from './threadWorker.js';
@@ -117,13 +117,26 @@ class ThreadTransport implements BatchTransport {
     let terminated: string | undefined;
     this.inFlight++;
     const { specIndex } = this;
-    const task: ThreadTask = specIndex
-      ? { kind: 'run', batch: { specs: batch.specs.map((key) => specIndex.get(key)!), calls: batch.calls } }
-      : { kind: 'run', batch, cancelFlags };
+    let task: ThreadTask;
+    if (specIndex) {
+      const flat: unknown[] = new Array(batch.calls.length * FLAT_FIELDS);
+      let i = 0;
+      for (const call of batch.calls) {
+        flat[i++] = specIndex.get(batch.specs[call.spec])!;
+        flat[i++] = call.id;
+        flat[i++] = call.eventId;
+        flat[i++] = call.origin;
+        flat[i++] = call.path;
+        flat[i++] = call.input;
+      }
+      task = flat;
+    } else {
+      task = { kind: 'run', batch, cancelFlags };
+    }
     const done = this.pool.run(task, { signal: abort as never, transferList: transfer }).then(
-      (results: WireResult[]) => {
+      (results: unknown[]) => {
         this.inFlight--;
-        return results;
+        return specIndex ? unflatten(results) : (results as WireResult[]);
       },
       (error: unknown) => {
         this.inFlight--;

@@ -2,7 +2,7 @@
 import { BroadcastChannel } from 'node:worker_threads';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
 import { cancelledReason, ModelHost } from './host.js';
-import { serializeError, type WireBatch, type WireResult } from './protocol.js';
+import { FLAT_FIELDS, flatten, serializeError, type FlatBatch, type WireBatch, type WireCall, type WireResult } from './protocol.js';
 
 /**
  * A piscina task of the thread_pool executor. In a pool rxserve made, a batch names its models
@@ -12,7 +12,9 @@ import { serializeError, type WireBatch, type WireResult } from './protocol.js';
 export type ThreadTask =
   | { readonly kind: 'load'; readonly spec: string }
   | { readonly kind: 'run'; readonly batch: WireBatch; readonly cancelFlags: SharedArrayBuffer }
-  | { readonly kind: 'run'; readonly batch: Omit<WireBatch, 'specs'> & { readonly specs: readonly number[] }; readonly cancelFlags?: undefined };
+  | FlatBatch;
+
+
 
 /** What a pool made by rxserve gives its threads. */
 export interface ThreadWorkerData {
@@ -54,9 +56,31 @@ function pollCancellations(): void {
 }
 
 export default function runTask(task: ThreadTask): unknown {
-  if (task.kind === 'load') return load(task.spec);
-  return run(task);
+  if (Array.isArray(task)) return runFlat(task);
+  const t = task as Exclude<ThreadTask, FlatBatch>;
+  if (t.kind === 'load') return load(t.spec);
+  return run(t);
 }
+
+function runFlat(flat: FlatBatch): unknown {
+  const calls: WireCall[] = [];
+  for (let i = 0; i < flat.length; i += FLAT_FIELDS) {
+    const path = flat[i + 4] as string | undefined;
+    calls.push({
+      spec: flat[i] as number,
+      id: flat[i + 1] as number,
+      eventId: flat[i + 2] as string,
+      origin: flat[i + 3] as string,
+      input: flat[i + 5],
+      ...(path !== undefined ? { path } : {}),
+    });
+  }
+  const transfer: ArrayBuffer[] = [];
+  const started = host.start({ specs: knownSpecs, calls }, transfer);
+  if (started.every((r) => !(r instanceof Promise))) return reply(flatten(started as WireResult[]), transfer);
+  return settle(started, transfer, flatten);
+}
+
 
 async function load(spec: string): Promise<unknown> {
   try {
@@ -67,7 +91,7 @@ async function load(spec: string): Promise<unknown> {
   }
 }
 
-function run(task: Extract<ThreadTask, { kind: 'run' }>): unknown {
+function run(task: Extract<Exclude<ThreadTask, FlatBatch>, { kind: 'run' }>): unknown {
   if (task.cancelFlags) flags ??= new Int32Array(task.cancelFlags);
   const { specs, calls } = task.batch;
   // Outputs holding whole ArrayBuffers travel by transfer, not by copy: the host collects them.
@@ -76,20 +100,25 @@ function run(task: Extract<ThreadTask, { kind: 'run' }>): unknown {
   // Synchronous models answered already: nothing to wait for, nothing to cancel (piscina replies
   // to a plain value without a promise turn).
   if (started.every((r) => !(r instanceof Promise))) return reply(started as WireResult[], transfer);
-  return settle(started, transfer);
+  return settle(started, transfer, (results) => results);
 }
 
-async function settle(started: (WireResult | Promise<WireResult>)[], transfer: ArrayBuffer[]): Promise<unknown> {
+async function settle(
+  started: (WireResult | Promise<WireResult>)[],
+  transfer: ArrayBuffer[],
+  shape: (results: WireResult[]) => unknown[],
+): Promise<unknown> {
   const timer = setInterval(pollCancellations, CANCEL_POLL_MS);
   try {
-    return reply(await Promise.all(started), transfer);
+    return reply(shape(await Promise.all(started)), transfer);
   } finally {
     clearInterval(timer);
   }
 }
 
-function reply(results: WireResult[], transfer: ArrayBuffer[]): unknown {
+function reply(results: unknown[], transfer: ArrayBuffer[]): unknown {
   if (transfer.length === 0) return results;
   // move() marks the wrapper so piscina sends `valueSymbol` with `transferableSymbol` transferred.
   return move({ [transferableSymbol]: transfer, [valueSymbol]: results } as never);
 }
+
