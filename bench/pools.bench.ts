@@ -24,28 +24,22 @@ interface Figures {
   loadedP99: number;
 }
 
-const BLOCKS = 3;
+const BLOCKS = 5;
 
-/** Sequential latency (one call at a time), then throughput and latency with `inFlight` calls out. */
-async function measure(channel: Channel, sequential: number, loaded: number, inFlight: number): Promise<Figures> {
-  for (let i = 0; i < Math.min(1_000, sequential); i++) await channel.call(BODY); // warm-up (JIT)
-  // Sequential latency in blocks; p50 is the lowest block median (the least disturbed by the
-  // shared machine, the same rule for every row), p99 is over all calls.
-  const latencies: number[] = [];
-  const blockMedians: number[] = [];
-  for (let b = 0; b < BLOCKS; b++) {
-    const block: number[] = [];
-    for (let i = 0; i < Math.ceil(sequential / BLOCKS); i++) {
-      const t0 = performance.now();
-      await channel.call(BODY);
-      block.push((performance.now() - t0) * 1000);
-    }
-    block.sort((a, c) => a - c);
-    blockMedians.push(percentile(block, 50));
-    latencies.push(...block);
+/** `n` calls one at a time; their latencies in µs. */
+async function sequentialBlock(channel: Channel, n: number): Promise<number[]> {
+  const block: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await channel.call(BODY);
+    block.push((performance.now() - t0) * 1000);
   }
-  latencies.sort((a, b) => a - b);
-  const loadedLatencies: number[] = [];
+  return block;
+}
+
+/** Throughput and latency (µs) with `inFlight` calls outstanding. */
+async function loadedRun(channel: Channel, loaded: number, inFlight: number): Promise<{ throughput: number; latencies: number[] }> {
+  const latencies: number[] = [];
   let started = 0;
   const t0 = performance.now();
   await new Promise<void>((resolve, reject) => {
@@ -55,22 +49,43 @@ async function measure(channel: Channel, sequential: number, loaded: number, inF
       started++;
       const s = performance.now();
       channel.call(BODY).then(() => {
-        loadedLatencies.push((performance.now() - s) * 1000);
+        latencies.push((performance.now() - s) * 1000);
         if (++finished === loaded) resolve();
         else next();
       }, reject);
     };
     for (let i = 0; i < inFlight; i++) next();
   });
-  const seconds = (performance.now() - t0) / 1000;
-  loadedLatencies.sort((a, b) => a - b);
-  return {
-    p50: Math.min(...blockMedians),
-    p99: percentile(latencies, 99),
-    throughput: loaded / seconds,
-    loadedP50: percentile(loadedLatencies, 50),
-    loadedP99: percentile(loadedLatencies, 99),
-  };
+  latencies.sort((a, b) => a - b);
+  return { throughput: loaded / ((performance.now() - t0) / 1000), latencies };
+}
+
+/**
+ * Measures every channel the same way, interleaved so that none gets a quieter slice of the shared
+ * machine than another: all are opened and warmed up, then sequential latency is taken in blocks,
+ * round-robin over the channels (p50 = the lowest block median, p99 over all calls), then each
+ * channel's throughput run in turn.
+ */
+async function measureAll(channels: Record<string, Channel>, sequential: number, loaded: number, inFlight: number): Promise<Record<string, Figures>> {
+  const names = Object.keys(channels);
+  for (const name of names) await sequentialBlock(channels[name], Math.min(1_000, sequential)); // warm-up (JIT)
+  const blocks: Record<string, number[][]> = Object.fromEntries(names.map((n) => [n, []]));
+  for (let b = 0; b < BLOCKS; b++) {
+    for (const name of names) blocks[name].push((await sequentialBlock(channels[name], Math.ceil(sequential / BLOCKS))).sort((x, y) => x - y));
+  }
+  const figures: Record<string, Figures> = {};
+  for (const name of names) {
+    const all = blocks[name].flat().sort((x, y) => x - y);
+    const { throughput, latencies } = await loadedRun(channels[name], loaded, inFlight);
+    figures[name] = {
+      p50: Math.min(...blocks[name].map((block) => percentile(block, 50))),
+      p99: percentile(all, 99),
+      throughput,
+      loadedP50: percentile(latencies, 50),
+      loadedP99: percentile(latencies, 99),
+    };
+  }
+  return figures;
 }
 
 /** A request/response channel over anything that posts `{ id, body }` messages both ways. */
@@ -152,21 +167,22 @@ export async function runPools(quick: boolean): Promise<PoolsResult> {
   const sequential = quick ? 600 : 6_000;
   const loaded = quick ? 2_000 : 40_000;
   const inFlight = 64;
-  const run = async (make: () => Channel) => {
-    const channel = make();
-    try {
-      return await measure(channel, sequential, loaded, inFlight);
-    } finally {
-      await channel.close();
-    }
+  const channels = {
+    thread: rawThread(),
+    piscina: rawPiscina(2),
+    forked: rawFork(),
+    threadPool: runner(noop('thread_pool', { poolFactor: 2 })),
+    threadPoolNoBatch: runner(noop('thread_pool', { poolFactor: 2, maxBatch: 1 })),
+    dedicated: runner(noop('dedicated_process')),
+    processPool: runner(noop('process_pool', { poolFactor: 2 })),
   };
-  const thread = await run(rawThread);
-  const piscina = await run(() => rawPiscina(2));
-  const forked = await run(rawFork);
-  const threadPool = await run(() => runner(noop('thread_pool', { poolFactor: 2 })));
-  const threadPoolNoBatch = await run(() => runner(noop('thread_pool', { poolFactor: 2, maxBatch: 1 })));
-  const dedicated = await run(() => runner(noop('dedicated_process')));
-  const processPool = await run(() => runner(noop('process_pool', { poolFactor: 2 })));
+  let measured: Record<keyof typeof channels, Figures>;
+  try {
+    measured = (await measureAll(channels, sequential, loaded, inFlight)) as Record<keyof typeof channels, Figures>;
+  } finally {
+    await Promise.all(Object.values(channels).map((c) => c.close()));
+  }
+  const { thread, piscina, forked, threadPool, threadPoolNoBatch, dedicated, processPool } = measured;
   const rows = [
     { name: 'thread_pool, 2 threads (batching)', baseline: 'raw piscina.run, 2 threads', figures: threadPool, base: piscina },
     { name: 'thread_pool, 2 threads, maxBatch 1', baseline: 'raw piscina.run, 2 threads', figures: threadPoolNoBatch, base: piscina },
