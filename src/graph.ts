@@ -10,7 +10,7 @@ import type { Executor, ExecutorHooks, ExecutorSession } from './execution/execu
 import { PoolOptionsCodec, type PoolOptions } from './execution/poolOptions.js';
 import type { LLMPromptArtifact, ModelArtifact } from './model/artifact.js';
 import { CreationStrategy, decodeModelEntries, type ExecutionMechanism, type ModelEntry } from './model/entry.js';
-import type { ModelClass, ModuleRef, PredictContext } from './model/model.js';
+import type { PredictContext } from './model/model.js';
 import type { EndpointRecord } from './monitoring/record.js';
 import { GraphMonitor, type LaneStats, type MonitorObserver } from './monitoring/monitor.js';
 import { EndpointRegistry } from './monitoring/registry.js';
@@ -20,20 +20,16 @@ import { settle } from './operators/internal/settle.js';
 import { modelRunner, type ModelRunnerConfig } from './operators/modelRunner.js';
 import { router, type RouterConfig } from './operators/router.js';
 
-/** A model loaded once per graph and served to every proxy of it. */
-export interface SharedModelConfig {
+/**
+ * A model loaded once per graph and served to every proxy of it: a model entry's fields (its
+ * `inputPath` / `resultPath` are inherited by every proxy) under a `name` instead of an endpoint name.
+ */
+export interface SharedModelConfig
+  extends Pick<ModelEntry, 'modelClass' | 'modelArtifact' | 'inputs' | 'outputs' | 'inputPath' | 'resultPath' | 'params'> {
   /** The shared model's name (proxies may name it as `sharedModelName`). */
   readonly name: string;
-  readonly modelClass: string | ModelClass | ModuleRef;
   /** Any mechanism but 'shared_executor'. Worker mechanisms run it in one thread/process: one instance. */
   readonly executionMechanism: Exclude<ExecutionMechanism, 'shared_executor'>;
-  readonly modelArtifact?: ModelArtifact | LLMPromptArtifact;
-  readonly inputs?: readonly string[];
-  readonly outputs?: readonly string[];
-  /** Inherited by every proxy: where the input is read and the result written. */
-  readonly inputPath?: string;
-  readonly resultPath?: string;
-  readonly params?: Readonly<Record<string, unknown>>;
   /** Calls running at once across all proxies; default unlimited. */
   readonly maxInFlight?: number;
   /** Replace a shared model of the same name. */
@@ -201,7 +197,7 @@ export class Graph {
 
   constructor(
     readonly name: string,
-    private readonly monitoringOptions?: { samplingPercentage?: number; registryPath?: string },
+    monitoringOptions?: { samplingPercentage?: number; registryPath?: string },
   ) {
     this.monitoring$ = this.records.asObservable();
     this.monitor = new GraphMonitor(monitoringOptions !== undefined, monitoringOptions?.samplingPercentage ?? 100, this.records);

@@ -11,7 +11,6 @@ import {
   ConfigError,
   ModelLoadError,
   ModelRunnerError,
-  WorkerCrashedError,
   asEvents,
   modelRunner,
   registerModel,

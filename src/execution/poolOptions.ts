@@ -1,7 +1,6 @@
 // Pool sizing and worker options (MLRun's configure_pool_resource), validated once.
-import * as t from 'io-ts';
 import { availableParallelism } from 'node:os';
-import { decodeOrThrow, nonNegativeInt, positiveInt, strict } from '../config.js';
+import { decodeOrThrow, guard, nonNegativeInt, positiveInt, strict } from '../config.js';
 import type { Piscina } from 'piscina';
 
 /** Worker pool options of a step (`pool`) or a graph (`configurePoolResource`). */
@@ -20,12 +19,7 @@ export interface PoolOptions {
   readonly cancelGraceMs?: number;
 }
 
-const PiscinaCodec = new t.Type<Piscina, Piscina, unknown>(
-  'a Piscina instance',
-  (u): u is Piscina => typeof (u as Piscina | null)?.run === 'function',
-  (u, c) => (typeof (u as Piscina | null)?.run === 'function' ? t.success(u as Piscina) : t.failure(u, c)),
-  t.identity,
-);
+const PiscinaCodec = guard<Piscina>('a Piscina instance', (u) => typeof (u as Piscina | null)?.run === 'function');
 
 export const PoolOptionsCodec = strict(
   'PoolOptions',

@@ -202,7 +202,7 @@ class ProcessTransport implements BatchTransport {
   readonly slots: number;
 
   constructor(
-    private readonly size: number,
+    size: number,
     models: readonly ModelEntry[],
     private readonly specKeys: readonly string[],
     private readonly hooks: ExecutorHooks,

@@ -1,7 +1,7 @@
 import * as t from 'io-ts';
 import { asyncScheduler, Observable, type OperatorFunction, type Subscription } from 'rxjs';
 import { cloneBody } from '../clone.js';
-import { GraphCodec, decodeOrThrow, strict } from '../config.js';
+import { GraphCodec, decodeOrThrow, guard, strict } from '../config.js';
 import {
   ConfigError,
   ModelRunnerError,
@@ -55,19 +55,9 @@ export interface ModelRunnerConfig {
   readonly graph?: Graph;
 }
 
-const ExecutorCodec = new t.Type<Executor, Executor, unknown>(
-  'an Executor ({ open(models, hooks) })',
-  (u): u is Executor => typeof (u as Executor | null)?.open === 'function',
-  (u, c) => (typeof (u as Executor | null)?.open === 'function' ? t.success(u as Executor) : t.failure(u, c)),
-  t.identity,
-);
+const ExecutorCodec = guard<Executor>('an Executor ({ open(models, hooks) })', (u) => typeof (u as Executor | null)?.open === 'function');
 
-const SelectorCodec = new t.Type<SelectorLike, SelectorLike, unknown>(
-  'a ModelSelector, a selector function or a registered selector name',
-  isSelectorLike,
-  (u, c) => (isSelectorLike(u) ? t.success(u) : t.failure(u, c)),
-  t.identity,
-);
+const SelectorCodec = guard<SelectorLike>('a ModelSelector, a selector function or a registered selector name', isSelectorLike);
 
 
 const ModelRunnerConfigCodec = strict(
