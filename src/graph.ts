@@ -80,7 +80,7 @@ const SharedModelCodec = strict(
   'SharedModelConfig',
   { name: NonEmptyString, modelClass: t.unknown, executionMechanism: t.string },
   {
-    modelArtifact: t.UnknownRecord,
+    modelArtifact: t.union([t.UnknownRecord, t.string], 'an artifact, or the path or file: URL of its JSON file'),
     inputs: t.array(t.string),
     outputs: t.array(t.string),
     inputPath: DotPath,
@@ -103,8 +103,9 @@ const ProxyCodec = strict(
 );
 
 /** The artifact URI a proxy or shared model is matched by: a prompt's parent model URI. */
-function matchUri(artifact: ModelArtifact | LLMPromptArtifact | undefined): string | undefined {
-  if (artifact === undefined) return undefined;
+function matchUri(artifact: ModelArtifact | LLMPromptArtifact | string | undefined): string | undefined {
+  // A path given as an entry's artifact was read by decodeModelEntries: a string is never seen here.
+  if (artifact === undefined || typeof artifact === 'string') return undefined;
   if ('model' in artifact && artifact.model !== undefined) return artifact.model.uri ?? artifact.model.key;
   return artifact.uri ?? artifact.key;
 }
