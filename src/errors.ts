@@ -110,7 +110,7 @@ export class QueueFullError extends RxServeError {
     readonly maxQueue: number,
   ) {
     super(
-      `step '${step}' is full (maxInFlight ${maxInFlight}, maxQueue ${maxQueue}); event rejected`,
+      `step '${step}' is full (maxInFlight ${maxInFlight}, maxQueue ${maxQueue}); event rejected: raise maxQueue or maxInFlight, or slow the source (backpressure)`,
     );
   }
 }

@@ -193,6 +193,7 @@ export class Lane<C extends LaneCall> {
     }
     this.queue.push(call);
     this.waiting++;
+    this.armBatchTimer();
     this.pump();
     return call;
   }
@@ -308,21 +309,24 @@ export class Lane<C extends LaneCall> {
     this.pumping = true;
     try {
       while (this.waiting > 0 && this.units < this.maxInFlight && !this.paused) {
-        if (this.collects && this.waiting < this.maxBatch && !this.due) {
-          // Wait for the batch to fill, at most maxWaitMs from now (the first call waiting).
-          this.batchTimer ??= asyncScheduler.schedule(() => {
-            this.batchTimer = undefined;
-            this.due = true;
-            this.pump();
-          }, this.options.batching!.maxWaitMs);
-          break;
-        }
+        // A batch smaller than maxBatchSize waits until its first call has waited maxWaitMs.
+        if (this.collects && this.waiting < this.maxBatch && !this.due) break;
         if (!this.canRunNow()) break;
         this.startNext();
       }
     } finally {
       this.pumping = false;
     }
+  }
+
+  /** Starts the wait of the oldest waiting call, when batches collect and none is running. */
+  private armBatchTimer(): void {
+    if (!this.collects || this.batchTimer !== undefined || this.waiting === 0) return;
+    this.batchTimer = asyncScheduler.schedule(() => {
+      this.batchTimer = undefined;
+      this.due = true;
+      this.pump();
+    }, this.options.batching!.maxWaitMs);
   }
 
   private startNext(): void {
@@ -341,6 +345,7 @@ export class Lane<C extends LaneCall> {
       this.batchTimer.unsubscribe();
       this.batchTimer = undefined;
     }
+    this.armBatchTimer();
     if (calls.length > 0) this.start(calls);
   }
 
