@@ -24,13 +24,12 @@ export interface ExecutorSession {
    * Absent when the models are ready at once.
    */
   readonly ready?: PromiseLike<void>;
-  /** Runs one model call. Throwing, rejecting or erroring fails that model's output only. */
-  invoke(endpointName: string, input: unknown, context: PredictContext): CallResult;
   /**
-   * True when the session copies this model's input itself (it crosses a thread or process
-   * boundary): the runner then passes the event's own data, which the session must not change.
+   * Runs one model call. Throwing, rejecting or erroring fails that model's output only.
+   * `input` is the event's own data: the session alone decides how the model gets its own copy
+   * (in-process sessions copy it, worker sessions send it across), and never changes it.
    */
-  copiesInput?(endpointName: string): boolean;
+  invoke(endpointName: string, input: unknown, context: PredictContext): CallResult;
   /** The clock for `when` and `latencyMs`, in epoch milliseconds; default: the wall clock. */
   now?(): number;
   /** Releases models, pools and processes. */
