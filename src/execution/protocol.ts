@@ -1,17 +1,6 @@
 // What crosses the boundary to worker threads and child processes: model specs, batches of
 // calls, results, and errors serialized by hand so their class, stack and cause survive.
-import {
-  ConfigError,
-  ModelLoadError,
-  ModelRunnerError,
-  ModelTimeoutError,
-  ProviderError,
-  QueueFullError,
-  RouteNotFoundError,
-  RxServeError,
-  SelectorError,
-  WorkerCrashedError,
-} from '../errors.js';
+import { ERROR_CLASSES, safeString } from '../errors.js';
 
 /** How a worker finds and builds one model. `module: null` names a built-in class ('Model'). */
 export interface WorkerModelSpec {
@@ -50,17 +39,9 @@ export interface SerializedError {
   readonly props?: Readonly<Record<string, unknown>>;
 }
 
+// rxserve's classes (the one list in errors.ts) and the built-in ones.
 const KNOWN: Record<string, new (...args: never[]) => Error> = {
-  RxServeError,
-  ConfigError,
-  ModelLoadError,
-  ModelRunnerError,
-  SelectorError,
-  RouteNotFoundError,
-  ModelTimeoutError,
-  QueueFullError,
-  WorkerCrashedError,
-  ProviderError,
+  ...ERROR_CLASSES,
   Error,
   TypeError,
   RangeError,
@@ -121,13 +102,6 @@ function cloneable(value: unknown): unknown {
   }
 }
 
-function safeString(value: unknown): string {
-  try {
-    return typeof value === 'object' ? JSON.stringify(value) : String(value);
-  } catch {
-    return Object.prototype.toString.call(value);
-  }
-}
 
 /** What a worker boundary needs to know of a value before sending it. */
 export interface Inspection {
