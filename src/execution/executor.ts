@@ -3,7 +3,7 @@ import type { Observable } from 'rxjs';
 import type { ModelEntry } from '../model/entry.js';
 import type { PredictContext } from '../model/model.js';
 
-/** What a model call may return: a value, a promise of one, or an Observable (its last value counts). */
+/** What a model call may return: a value, a promise of one, or an Observable (its first value counts; it is then unsubscribed). */
 export type CallResult = unknown | PromiseLike<unknown> | Observable<unknown>;
 
 /** Hooks a step gives the executor when it opens a session. */

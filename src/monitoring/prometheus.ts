@@ -16,24 +16,6 @@ export interface PrometheusExporter {
   detach(): void;
 }
 
-/**
- * Exposes a graph's model endpoints to Prometheus: requests by outcome, a latency histogram,
- * in-flight and queued calls per lane (read at scrape time), and LLM token counters. Opt-in:
- * until this is called nothing is counted, and prom-client is not even loaded.
- *
- * ## Example
- * ```ts
- * import { createServer } from 'node:http';
- * import { createGraph, prometheusExporter } from 'rxserve';
- * const graph = createGraph();
- * const exporter = await prometheusExporter(graph);
- * createServer(async (_req, res) => {
- *   res.setHeader('content-type', exporter.contentType);
- *   res.end(await exporter.metrics());
- * }).listen(9464, '127.0.0.1');
- * ```
- * @param options `registry` (default: a new one), `prefix` (default `'rxserve_'`), `buckets` (seconds).
- */
 const PrometheusOptionsCodec = strict(
   'PrometheusExporterOptions',
   {},
@@ -47,6 +29,27 @@ const PrometheusOptionsCodec = strict(
   },
 );
 
+/**
+ * Exposes a graph's model endpoints to Prometheus: requests by outcome, a latency histogram,
+ * in-flight and queued calls per lane and per step, events rejected per step (read at scrape
+ * time), and LLM token counters. Opt-in:
+ * until this is called nothing is counted, and prom-client is not even loaded.
+ *
+ * ## Example
+ * ```ts
+ * import { createServer } from 'node:http';
+ * import { createGraph, prometheusExporter } from 'rxserve';
+ * const graph = createGraph();
+ * const exporter = await prometheusExporter(graph);
+ * createServer(async (_req, res) => {
+ *   res.setHeader('content-type', exporter.contentType);
+ *   res.end(await exporter.metrics());
+ * }).listen(9464, '127.0.0.1');
+ * ```
+ * @param graph A graph made by `createGraph()`.
+ * @param options `registry` (default: a new one), `prefix` (default `'rxserve_'`), `buckets` (seconds).
+ * @returns The exporter; `ConfigError` (rejected) for a bad graph or option.
+ */
 export async function prometheusExporter(
   graph: Monitored,
   options: { registry?: import('prom-client').Registry; prefix?: string; buckets?: number[] } = {},

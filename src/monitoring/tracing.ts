@@ -7,6 +7,12 @@ import { MONITORING, isMonitored, type EventReport, type Monitored, type Monitor
 
 const MonitoredCodec = guard<Monitored>('a graph made by createGraph()', isMonitored);
 
+const TraceOptionsCodec = strict(
+  'TraceGraphOptions',
+  {},
+  { tracer: guard('an OpenTelemetry Tracer (with startSpan)', (u) => typeof (u as { startSpan?: unknown } | null)?.startSpan === 'function') },
+);
+
 /**
  * Records a span per event in each step (`rxserve.step <name>`) with a child span per model call
  * (`rxserve.model <endpoint>`), carrying endpoint attributes, errors and LLM usage. Spans are
@@ -16,12 +22,6 @@ const MonitoredCodec = guard<Monitored>('a graph made by createGraph()', isMonit
  * @param options `tracer` (default: `trace.getTracer('rxserve')` of the global provider).
  * @returns A function that stops tracing.
  */
-const TraceOptionsCodec = strict(
-  'TraceGraphOptions',
-  {},
-  { tracer: guard('an OpenTelemetry Tracer (with startSpan)', (u) => typeof (u as { startSpan?: unknown } | null)?.startSpan === 'function') },
-);
-
 export async function traceGraph(graph: Monitored, options: { tracer?: Tracer } = {}): Promise<() => void> {
   decodeOrThrow(MonitoredCodec, graph, 'traceGraph.graph');
   decodeOrThrow(TraceOptionsCodec, options, 'traceGraph.options');

@@ -6,7 +6,7 @@ import type { Executor, ExecutorSession } from '../execution/executor.js';
 import type { ModelEntry } from '../model/entry.js';
 import type { PredictContext } from '../model/model.js';
 
-/** A stand-in for one model: returns its output, a promise, or an Observable (last value counts). */
+/** A stand-in for one model: returns its output, a promise, or an Observable (its first value counts). */
 export type TestModel = (input: any, context: PredictContext) => unknown | ObservableInput<unknown>;
 
 /** One recorded call. */
