@@ -44,18 +44,12 @@ export const LAYERS = [
  * the list only shrinks.
  */
 export const ALLOWED = [
-  // removed by the consolidation (issue 11 item 2: operators depend on a session provider
-  // declared in execution/, not on Graph; config's GraphCodec goes with it)
-  'config.ts -> graph.ts',
-  'operators/modelRunner.ts -> graph.ts',
-  // removed by the consolidation (issue 11 item 5: CallContext moves to model/, and the worker
-  // stops importing operators/internal)
-  'execution/host.ts -> operators/internal/callContext.ts',
   // removed by the consolidation (issue 11 item 3: one list of built-in models, which must name
   // LLModel without the model layer importing llm/)
   'model/registry.ts -> llm/llmodel.ts',
-  // removed by the consolidation (issue 11 item 5: the executor alone copies inputs; clone.ts and
-  // execution/ import each other today)
+  // removed by the consolidation (issue 11 item 5: the executor alone copies inputs, so only
+  // execution/ and testing/ use clone.ts, which imports execution/protocol.ts back: clone.ts
+  // belongs inside execution/)
   'clone.ts -> execution/protocol.ts',
   // Issue 12 item 9: a model entry's modelArtifact path is read and validated at configuration
   // with llm/'s artifact codecs. Goes when those codecs (plain data, no LLM runtime) move down

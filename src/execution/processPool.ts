@@ -49,7 +49,6 @@ export function dedicatedProcessExecutor(options: PoolOptions = {}): Executor {
       return {
         ready: Promise.all(sessions.map((s) => s.ready)).then(() => undefined),
         invoke: (name, input, context) => byModel.get(name)!.invoke(name, input, context),
-        copiesInput: () => true,
         close: async () => {
           await Promise.all(sessions.map((s) => s.close()));
         },
@@ -220,9 +219,9 @@ class ChildWorker {
 /** Keeps `size` child processes alive and sends batches to the least busy ready one. */
 class ProcessTransport implements BatchTransport {
   readonly ready: Promise<void>;
-  readonly transfersInputs = false;
   readonly workerKind = 'process';
-  onCapacity?: () => void;
+  /** Resolved when a process becomes ready (see canSend). */
+  private capacity: { promise: Promise<void>; resolve: () => void } | undefined;
   private readonly workers = new Set<ChildWorker>();
   private readonly readyWorkers = new Set<ChildWorker>();
   private failedStarts = 0;
@@ -261,7 +260,9 @@ class ProcessTransport implements BatchTransport {
       if (worker.exited || this.closing) return;
       this.failedStarts = 0;
       this.readyWorkers.add(worker);
-      this.onCapacity?.();
+      const capacity = this.capacity;
+      this.capacity = undefined;
+      capacity?.resolve();
     });
   }
 
@@ -287,9 +288,15 @@ class ProcessTransport implements BatchTransport {
     this.restarts.add(timer);
   }
 
-  canSend(): boolean {
+  /** True when a ready process can take a batch now; else a promise of the next ready process. */
+  canSend(): true | Promise<void> {
     for (const worker of this.readyWorkers) if (worker.batches < BATCHES_PER_PROCESS) return true;
-    return false;
+    if (this.capacity === undefined) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.capacity = { promise, resolve };
+    }
+    return this.capacity.promise;
   }
 
   send(batch: WireBatch): SentBatch {

@@ -9,7 +9,7 @@ import type { ModelEntry } from '../model/entry.js';
 import { workerEntry } from './entries.js';
 import type { Executor, ExecutorHooks, ExecutorSession } from './executor.js';
 import { PooledSession, type BatchTransport, type SentBatch } from './pooled.js';
-import { FLAT_FIELDS, deserializeError, inspectForWorker, unflatten, type SerializedError, type WireBatch, type WireResult } from './protocol.js';
+import { deserializeError, encodeBatch, inspectForWorker, unflatten, type SerializedError, type WireBatch } from './protocol.js';
 import { resolvePoolOptions, type PoolOptions } from './poolOptions.js';
 import { workerSpecKey } from './specs.js';
 import type { ThreadTask, ThreadWorkerData } from './threadWorker.js';
@@ -65,10 +65,7 @@ function prepareForThread(input: unknown): { input: unknown; transfer: ArrayBuff
 
 class ThreadTransport implements BatchTransport {
   readonly ready: Promise<void>;
-  readonly transfersInputs = true;
   readonly workerKind = 'thread';
-  onCapacity?: () => void;
-  private inFlight = 0;
   readonly slots: number;
   /** Spec key → its index in the threads' workerData (a pool of our own), else undefined. */
   private readonly specIndex: ReadonlyMap<string, number> | undefined;
@@ -108,38 +105,25 @@ class ThreadTransport implements BatchTransport {
     this.ready.catch(() => undefined);
   }
 
-  canSend(): boolean {
-    return this.inFlight < this.slots;
+  /** piscina queues what its threads cannot take yet; the lane keeps at most `slots` batches out. */
+  canSend(): true {
+    return true;
   }
 
   send(batch: WireBatch, transfer: ArrayBuffer[]): SentBatch {
     const abort = new TerminateSignal();
     let terminated: string | undefined;
-    this.inFlight++;
     const { specIndex } = this;
-    let task: ThreadTask;
-    if (specIndex) {
-      const flat: unknown[] = new Array(batch.calls.length * FLAT_FIELDS);
-      let i = 0;
-      for (const call of batch.calls) {
-        flat[i++] = specIndex.get(batch.specs[call.spec])!;
-        flat[i++] = call.id;
-        flat[i++] = call.eventId;
-        flat[i++] = call.origin;
-        flat[i++] = call.path;
-        flat[i++] = call.input;
-      }
-      task = flat;
-    } else {
-      task = { kind: 'run', batch, cancelFlags };
-    }
+    // One wire form for both kinds of pool: a pool of the user's own names specs by key and
+    // gets the cancel board with each batch.
+    const task: ThreadTask = specIndex
+      ? encodeBatch(batch, (key) => specIndex.get(key)!)
+      : encodeBatch(batch, (key) => key, cancelFlags);
     const done = this.pool.run(task, { signal: abort as never, transferList: transfer }).then(
       (results: unknown[]) => {
-        this.inFlight--;
-        return specIndex ? unflatten(results) : (results as WireResult[]);
+        return unflatten(results);
       },
       (error: unknown) => {
-        this.inFlight--;
         // postMessage refused the batch (something the inspection did not foresee): the thread is fine.
         if (error instanceof Error && error.name === 'DataCloneError') {
           throw new TypeError(`a batch of ${batch.calls.length} call(s) could not be copied to a worker thread: ${error.message}`, { cause: error });
