@@ -2,13 +2,12 @@
 // child process, `latencyMs` per answer) with 64 calls in flight, against the ideal
 // (64 / latency), the raw openai client keeping 64 requests out, and LangChain's
 // RunnableLambda.batch(..., { maxConcurrency: 64 }) over the same client call; then the same
-// client and step over rxserve's node:http fetch (providerOptions.transport: 'node-http').
+// client and step over rxserve's undici fetch (providerOptions.transport: 'node-http').
 import { fork } from 'node:child_process';
 import { RunnableLambda } from '@langchain/core/runnables';
 import OpenAI from 'openai';
 import { createNodeFetch, llmPromptArtifact, modelArtifact, modelRunner, type ServingEvent } from 'rxserve';
 import { drive, percentile } from './driver.js';
-import { createNodeFetch as createLegacyNodeFetch } from './fixtures/legacyNodeFetch.js';
 
 const LATENCY_MS = 20;
 const IN_FLIGHT = 64;
@@ -59,36 +58,6 @@ async function concurrently(total: number, call: (i: number) => Promise<unknown>
   return { perSecond: total / seconds, p50Ms: percentile(latencies, 50), p99Ms: percentile(latencies, 99) };
 }
 
-/** `calls` in alternating blocks of `perBlock` (order rotated each round); pooled figures per call. */
-async function interleaved(calls: readonly ((i: number) => Promise<unknown>)[], rounds: number, perBlock: number): Promise<Omit<LLMRow, 'name'>[]> {
-  const pooled = calls.map(() => ({ latencies: [] as number[], seconds: 0, count: 0 }));
-  for (let r = 0; r < rounds; r++) {
-    for (let k = 0; k < calls.length; k++) {
-      const c = (k + r) % calls.length;
-      const latencies: number[] = [];
-      let next = 0;
-      const t0 = performance.now();
-      await Promise.all(
-        Array.from({ length: IN_FLIGHT }, async () => {
-          while (next < perBlock) {
-            const i = next++;
-            const s = performance.now();
-            await calls[c](i);
-            latencies.push(performance.now() - s);
-          }
-        }),
-      );
-      pooled[c].seconds += (performance.now() - t0) / 1000;
-      pooled[c].count += perBlock;
-      pooled[c].latencies.push(...latencies);
-    }
-  }
-  return pooled.map(({ latencies, seconds, count }) => {
-    latencies.sort((a, b) => a - b);
-    return { perSecond: count / seconds, p50Ms: percentile(latencies, 50), p99Ms: percentile(latencies, 99) };
-  });
-}
-
 export async function runLLM(quick: boolean): Promise<LLMResult> {
   const total = quick ? 1_000 : 8_000;
   // The client code takes a few thousand calls to reach its steady speed (JIT); each case warms up.
@@ -103,14 +72,9 @@ export async function runLLM(quick: boolean): Promise<LLMResult> {
     const nodeClient = new OpenAI({ apiKey: 'loopback', baseURL: server.baseURL, maxRetries: 0, fetch: createNodeFetch() });
     const askNode = (i: number) =>
       nodeClient.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: question(i).question }] });
-    const legacyClient = new OpenAI({ apiKey: 'loopback', baseURL: server.baseURL, maxRetries: 0, fetch: createLegacyNodeFetch() });
-    const askLegacy = (i: number) =>
-      legacyClient.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: question(i).question }] });
     await concurrently(WARM_UP, askNode);
-    await concurrently(WARM_UP, askLegacy);
-    // Old and new transport in alternating blocks (order swapped each round), so neither gets the
-    // quieter slice of a shared machine; figures pooled over the blocks.
-    const [rawNode, rawLegacy] = await interleaved([askNode, askLegacy], 8, total / 4);
+    const rawNode = await concurrently(total, askNode);
+
     // LangChain: batch() queues every input and runs at most maxConcurrency at once; each item timed
     // inside the lambda (its service time, as for the other rows).
     const latencies: number[] = [];
@@ -158,7 +122,6 @@ export async function runLLM(quick: boolean): Promise<LLMResult> {
         { ...ours, name: 'rxserve modelRunner + LLModel (asyncio), maxInFlight 64, global fetch' },
         { ...langchain, name: 'LangChain RunnableLambda.batch, maxConcurrency 64, global fetch' },
         { ...rawNode, name: 'raw openai client with createNodeFetch() (undici Agent), 64 requests out' },
-        { ...rawLegacy, name: 'raw openai client with the old node:http createNodeFetch(), 64 requests out' },
         { ...oursNode, name: "rxserve modelRunner + LLModel, transport: 'node-http'" },
       ],
     };
