@@ -24,6 +24,7 @@ import {
   type ModelEntry,
   type ServingEvent,
 } from '../src/index.js';
+import { MAX_BACKOFF_MS, MAX_RETRY_AFTER_MS, retryDelayMs, withRetries } from '../src/llm/retry.js';
 import { startLLMServer, type LLMServer } from '../src/testing/index.js';
 
 // Every case runs over both HTTP transports under the official clients: the global fetch, and
@@ -373,5 +374,63 @@ describe.each(TRANSPORTS)('over %s', (t) => {
       const out = await run([{ question: 'from a thread' }], [llm('w', prompt('finance'), { executionMechanism: 'thread_pool' })]);
       expect((out[0].body as { output: { answer: string } }).output.answer).toBe('gpt-4o-mini says: from a thread');
     });
+  });
+});
+
+describe('retries (backoff, jitter, retry-after cap)', () => {
+  const retryable = (retryAfterMs?: number) => new ProviderError('busy', 503, true, retryAfterMs === undefined ? {} : { retryAfterMs });
+  /** Runs withRetries against a provider failing `failures` times, recording the waits instead of waiting. */
+  const waitsFor = async (failures: ProviderError[], options: { baseDelayMs: number; random: () => number; maxRetries?: number }) => {
+    const waits: number[] = [];
+    let n = 0;
+    const result = await withRetries(
+      async () => {
+        if (n < failures.length) throw failures[n++];
+        return 'ok';
+      },
+      { maxRetries: options.maxRetries ?? failures.length, baseDelayMs: options.baseDelayMs, random: options.random, sleep: async (ms) => void waits.push(ms) },
+    );
+    expect(result).toBe('ok');
+    return waits;
+  };
+
+  it('backs off exponentially, capped at 10 s, with no jitter when the random source says 0', async () => {
+    const waits = await waitsFor(Array.from({ length: 7 }, () => retryable()), { baseDelayMs: 250, random: () => 0 });
+    expect(waits).toEqual([250, 500, 1_000, 2_000, 4_000, 8_000, MAX_BACKOFF_MS]);
+  });
+
+  it('takes up to 25% off each backoff as jitter, never adds to it', async () => {
+    const high = await waitsFor([retryable(), retryable(), retryable()], { baseDelayMs: 1_000, random: () => 0.999_999 });
+    high.forEach((ms, n) => expect(ms).toBeCloseTo(1_000 * 2 ** n * 0.75, 0));
+    const half = await waitsFor([retryable(), retryable()], { baseDelayMs: 1_000, random: () => 0.5 });
+    expect(half).toEqual([875, 1_750]);
+    // Over many draws of the real random source: always within [75%, 100%] of the backoff.
+    for (let i = 0; i < 1_000; i++) {
+      const ms = retryDelayMs(2, undefined, 100);
+      expect(ms).toBeGreaterThan(300);
+      expect(ms).toBeLessThanOrEqual(400);
+    }
+  });
+
+  it('honours retry-after (no jitter) up to 60 s and caps a longer one at 60 s', async () => {
+    const waits = await waitsFor([retryable(1_500), retryable(0), retryable(120_000), retryable(MAX_RETRY_AFTER_MS)], { baseDelayMs: 250, random: () => 0.5 });
+    expect(waits).toEqual([1_500, 0, 60_000, 60_000]);
+    expect(MAX_RETRY_AFTER_MS).toBe(60_000);
+  });
+
+  it('an abort during the wait rejects with the reason and makes no further attempt', async () => {
+    const controller = new AbortController();
+    let attempts = 0;
+    const reason = new Error('stop');
+    const call = withRetries(
+      async () => {
+        attempts++;
+        throw retryable(60_000);
+      },
+      { maxRetries: 5, baseDelayMs: 1, signal: controller.signal },
+    );
+    setTimeout(() => controller.abort(reason), 20);
+    await expect(call).rejects.toBe(reason);
+    expect(attempts).toBe(1);
   });
 });
