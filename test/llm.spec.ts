@@ -4,6 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { from, lastValueFrom, take, toArray } from 'rxjs';
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   ConfigError,
@@ -16,6 +17,9 @@ import {
   asEvents,
   createGraph,
   llmPromptArtifact,
+  prometheusExporter,
+  traceGraph,
+  type EndpointRecord,
   loadArtifact,
   modelArtifact,
   modelRunner,
@@ -24,6 +28,7 @@ import {
   type ModelEntry,
   type ServingEvent,
 } from '../src/index.js';
+import { callUsage } from '../src/llm/usage.js';
 import { MAX_BACKOFF_MS, MAX_RETRY_AFTER_MS, retryDelayMs, withRetries } from '../src/llm/retry.js';
 import { startLLMServer, type LLMServer } from '../src/testing/index.js';
 
@@ -432,5 +437,55 @@ describe('retries (backoff, jitter, retry-after cap)', () => {
     setTimeout(() => controller.abort(reason), 20);
     await expect(call).rejects.toBe(reason);
     expect(attempts).toBe(1);
+  });
+});
+
+describe('usage: one reading for monitoring records, Prometheus and spans', () => {
+  it('callUsage takes a result usage or a failed call error usage, nothing else', () => {
+    const usage = { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 };
+    expect(callUsage({ answer: 'a', usage })).toBe(usage);
+    expect(callUsage(undefined, Object.assign(new Error('x'), { usage }))).toBe(usage);
+    expect(callUsage({ usage }, new Error('failed, no usage'))).toBeUndefined();
+    for (const value of [undefined, null, 5, 'text', { usage: 'n/a' }, { usage: null }, { usage: { tokens: 3 } }]) expect(callUsage(value)).toBeUndefined();
+  });
+
+  it('a success and a failed call: the record, the token counter and the span agree', async () => {
+    const exporter = new InMemorySpanExporter();
+    const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+    const graph = createGraph({ monitoring: {} });
+    const metrics = await prometheusExporter(graph);
+    const stopTracing = await traceGraph(graph, { tracer: provider.getTracer('test') });
+    const records: EndpointRecord[] = [];
+    graph.monitoring$.subscribe((r) => records.push(r));
+    const artifact = llmPromptArtifact({
+      key: 'p',
+      model: modelArtifact({ key: 'g', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'k', baseURL: server.openaiBaseURL } }),
+      promptTemplate: [{ role: 'user', content: '{question}' }],
+    });
+    const step = graph.modelRunner({
+      name: 'ask',
+      models: [{ endpointName: 'ask', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: artifact, resultPath: 'output', params: { maxRetries: 0 } }],
+      raiseException: false,
+    });
+    await lastValueFrom(from([{ question: 'how are you today?' }]).pipe(asEvents(), step, toArray()));
+    server.fault({ status: 500 });
+    await lastValueFrom(from([{ question: 'and tomorrow?' }]).pipe(asEvents(), step, toArray()));
+    stopTracing();
+    expect(records).toHaveLength(2);
+    const [ok, failed] = records;
+    expect(ok.usage).toMatchObject({ prompt_tokens: expect.any(Number), completion_tokens: expect.any(Number), total_tokens: expect.any(Number) });
+    expect(ok.usage).not.toHaveProperty('estimated');
+    expect(failed.error).toMatch(/HTTP 500/);
+    expect(failed.usage).toMatchObject({ completion_tokens: 0, complete: false, estimated: true });
+    const spans = exporter.getFinishedSpans().filter((s) => s.name === 'rxserve.model ask');
+    expect(spans.map((s) => [s.attributes['gen_ai.usage.input_tokens'], s.attributes['gen_ai.usage.output_tokens']])).toEqual(
+      records.map((r) => [r.usage!.prompt_tokens, r.usage!.completion_tokens]),
+    );
+    const text = await metrics.metrics();
+    const counted = (kind: string) => Number(new RegExp(`rxserve_llm_tokens_total\\{endpoint="ask",step="ask",kind="${kind}"\\} (\\d+)`).exec(text)?.[1]);
+    expect(counted('prompt')).toBe((ok.usage!.prompt_tokens as number) + (failed.usage!.prompt_tokens as number));
+    expect(counted('completion')).toBe(ok.usage!.completion_tokens);
+    metrics.detach();
+    await graph.close();
   });
 });

@@ -7,7 +7,7 @@ import { isPromptArtifact } from './artifacts.js';
 import { buildMessages, type ChatMessage } from './prompt.js';
 import { createProvider, type LLMProvider } from './providers/provider.js';
 import { withRetries } from './retry.js';
-import { countTextTokens, renderChat, type Usage } from './usage.js';
+import { estimateUsage, type Usage } from './usage.js';
 
 /** What an LLModel returns (the runner writes it at `resultPath`). */
 export interface LLMResult {
@@ -160,7 +160,7 @@ export class LLModel extends Model<unknown, LLMResult> {
           },
           { ...this.retries, signal: controller.signal },
         );
-        const final = usage ?? { prompt_tokens: countTextTokens(renderChat(messages)), completion_tokens: countTextTokens(answer), estimated: true };
+        const final = usage ?? estimateUsage(messages, answer);
         finished = true;
         this.report(context, 'success', final);
         subscriber.next({ type: 'final', answer, usage: final });
@@ -175,7 +175,7 @@ export class LLModel extends Model<unknown, LLMResult> {
         if (!finished) {
           finished = true;
           controller.abort(new DOMException('the stream was unsubscribed', 'AbortError'));
-          this.report(context, 'unsubscribe', partialUsage(messages, answer));
+          this.report(context, 'unsubscribe', estimateUsage(messages, answer, false));
         }
       };
     });
@@ -185,7 +185,7 @@ export class LLModel extends Model<unknown, LLMResult> {
   private fail(error: unknown, ctx: PredictContext, messages: readonly ChatMessage[], answer: string): Error {
     const reason = ctx.signal.aborted ? toError(ctx.signal.reason) : undefined;
     const outcome = reason ? (reason.name === 'ModelTimeoutError' ? 'timeout' : 'unsubscribe') : 'error';
-    const usage = partialUsage(messages, answer);
+    const usage = estimateUsage(messages, answer, false);
     this.report(ctx, outcome, usage);
     const e = toError(error);
     if (e instanceof ProviderError) e.usage = usage;
@@ -199,11 +199,4 @@ export class LLModel extends Model<unknown, LLMResult> {
   override close(): void {
     this.usage$.complete();
   }
-}
-
-/** What a call that did not finish spent: its prompt, and the answer so far (estimated). */
-function partialUsage(messages: readonly ChatMessage[], answer: string): Usage {
-  const prompt_tokens = messages.length ? countTextTokens(renderChat(messages)) : 0;
-  const completion_tokens = countTextTokens(answer);
-  return { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens, estimated: true, complete: false };
 }

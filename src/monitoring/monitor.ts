@@ -4,6 +4,7 @@ import type { Subject } from 'rxjs';
 import { describeError } from '../errors.js';
 import { getPath, type ServingEvent } from '../event.js';
 import type { ModelEntry } from '../model/entry.js';
+import { callUsage } from '../llm/usage.js';
 import { modelClassName } from '../model/registry.js';
 import type { EndpointRecord } from './record.js';
 
@@ -68,7 +69,7 @@ export class GraphMonitor {
     const entry = report.models[report.selected[i]];
     const error = report.errors[i];
     const value = report.values[i];
-    const usage = error ? (error as { usage?: Record<string, unknown> }).usage : usageOf(value);
+    const usage = callUsage(value, error);
     return {
       endpointName: entry.endpointName,
       modelClass: modelClassName(entry.modelClass),
@@ -84,11 +85,6 @@ export class GraphMonitor {
       effectiveSampleCount: error ? 1 : 100 / this.samplingPercentage,
     };
   }
-}
-
-function usageOf(value: unknown): Record<string, unknown> | undefined {
-  const usage = (value as { usage?: unknown } | null)?.usage;
-  return typeof usage === 'object' && usage !== null ? (usage as Record<string, unknown>) : undefined;
 }
 
 /**

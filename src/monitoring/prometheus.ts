@@ -1,6 +1,7 @@
 // Prometheus metrics through prom-client (an optional peer dependency, loaded only when used).
 import { GraphCodec, decodeOrThrow, guard, strict } from '../config.js';
 import type { Graph } from '../graph.js';
+import { callUsage } from '../llm/usage.js';
 import type { EventReport, MonitorObserver } from './monitor.js';
 
 /** What `prometheusExporter` returns. */
@@ -101,9 +102,9 @@ export async function prometheusExporter(
         const error = report.errors[i];
         requests.inc({ ...labels, outcome: error ? 'error' : 'success' });
         latency.observe(labels, report.latencies[i] / 1000);
-        const usage = (error as { usage?: Usage } | undefined)?.usage ?? (report.values[i] as { usage?: Usage } | null)?.usage;
-        if (usage && typeof usage.prompt_tokens === 'number') {
-          tokens.inc({ ...labels, kind: 'prompt' }, usage.prompt_tokens);
+        const usage = callUsage(report.values[i], error);
+        if (usage) {
+          tokens.inc({ ...labels, kind: 'prompt' }, usage.prompt_tokens ?? 0);
           tokens.inc({ ...labels, kind: 'completion' }, usage.completion_tokens ?? 0);
         }
       }
@@ -116,9 +117,4 @@ export async function prometheusExporter(
     metrics: () => registry.metrics(),
     detach: () => graph.unobserve(observer),
   };
-}
-
-interface Usage {
-  prompt_tokens?: number;
-  completion_tokens?: number;
 }

@@ -3,6 +3,7 @@ import type { Tracer } from '@opentelemetry/api';
 import { describeError } from '../errors.js';
 import { GraphCodec, decodeOrThrow, guard, strict } from '../config.js';
 import type { Graph } from '../graph.js';
+import { callUsage } from '../llm/usage.js';
 import { modelClassName } from '../model/registry.js';
 import type { EventReport, MonitorObserver } from './monitor.js';
 
@@ -41,8 +42,7 @@ export async function traceGraph(graph: Graph, options: { tracer?: Tracer } = {}
       for (let i = 0; i < selected.length; i++) {
         const entry = report.models[selected[i]];
         const error = report.errors[i];
-        const usage = ((error as { usage?: Record<string, unknown> } | undefined)?.usage ??
-          (report.values[i] as { usage?: Record<string, unknown> } | null)?.usage) as Record<string, number> | undefined;
+        const usage = callUsage(report.values[i], error);
         const span = tracer.startSpan(
           `rxserve.model ${entry.endpointName}`,
           {
@@ -55,9 +55,7 @@ export async function traceGraph(graph: Graph, options: { tracer?: Tracer } = {}
               ...(Array.isArray(entry.labels)
                 ? { 'rxserve.labels': entry.labels.join(',') }
                 : Object.fromEntries(Object.entries(entry.labels ?? {}).map(([k, v]) => [`rxserve.label.${k}`, v]))),
-              ...(usage && typeof usage.prompt_tokens === 'number'
-                ? { 'gen_ai.usage.input_tokens': usage.prompt_tokens, 'gen_ai.usage.output_tokens': usage.completion_tokens ?? 0 }
-                : {}),
+              ...(usage ? { 'gen_ai.usage.input_tokens': usage.prompt_tokens ?? 0, 'gen_ai.usage.output_tokens': usage.completion_tokens ?? 0 } : {}),
             },
           },
           parent,
