@@ -1,6 +1,8 @@
 // LLModel end to end: the real openai and @huggingface/inference clients against the loopback
 // server that speaks their wire protocols, through modelRunner and on its own.
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { from, lastValueFrom, take, toArray } from 'rxjs';
@@ -28,7 +30,7 @@ import {
   type ModelEntry,
   type ServingEvent,
 } from '../src/index.js';
-import { callUsage } from '../src/llm/usage.js';
+import { callUsage, countTextTokens, type Usage } from '../src/llm/usage.js';
 import { MAX_BACKOFF_MS, MAX_RETRY_AFTER_MS, retryDelayMs, withRetries } from '../src/llm/retry.js';
 import { startLLMServer, type LLMServer } from '../src/testing/index.js';
 
@@ -487,5 +489,117 @@ describe('usage: one reading for monitoring records, Prometheus and spans', () =
     expect(counted('completion')).toBe(ok.usage!.completion_tokens);
     metrics.detach();
     await graph.close();
+  });
+});
+
+describe('predictStream: usage reported once, estimated totals, loading on first use (issue 12)', () => {
+  /** An OpenAI-compatible loopback server that streams an answer and never sends a usage chunk. */
+  const startNoUsageServer = async () => {
+    const srv = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const chunk = (delta: object, finish: string | null = null) =>
+          `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+        res.write(chunk({ role: 'assistant', content: '' }));
+        for (const piece of ['Put ', 'it ', 'in ', 'an ', 'index ', 'fund.']) res.write(chunk({ content: piece }));
+        res.write(chunk({}, 'stop'));
+        res.end('data: [DONE]\n\n');
+      });
+    });
+    await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+    return { baseURL: `http://127.0.0.1:${(srv.address() as AddressInfo).port}/v1`, close: () => new Promise((resolve) => srv.close(resolve)) };
+  };
+  const streamingPrompt = (baseURL: string) =>
+    prompt('finance', modelArtifact({ key: 'g', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'k', baseURL, transport: 'node-http' } }));
+
+  it('unsubscribing mid-stream reports usage once, as unsubscribe (never a later success)', async () => {
+    const slow = await startLLMServer({ latencyMs: 300 });
+    try {
+      const model = new LLModel({ name: 's', artifact: streamingPrompt(slow.openaiBaseURL) });
+      await model.load();
+      await model.load();
+      const reports: LLMUsageReport[] = [];
+      model.usage$.subscribe((r) => reports.push(r));
+      const first = await lastValueFrom(model.predictStream({ question: 'a b c d e f g h' }, { eventId: 'e1' }).pipe(take(2), toArray()));
+      expect(first).toHaveLength(2);
+      // Let the aborted request wind down: the client ends its stream on abort.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(reports).toEqual([
+        { endpointName: 's', eventId: 'e1', outcome: 'unsubscribe', usage: expect.objectContaining({ complete: false, estimated: true }) },
+      ]);
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it('an outer abort (a timeout) mid-stream reports once, as timeout, and errors the stream', async () => {
+    const slow = await startLLMServer({ latencyMs: 300 });
+    try {
+      const model = new LLModel({ name: 's', artifact: streamingPrompt(slow.openaiBaseURL) });
+      await model.load();
+      const reports: LLMUsageReport[] = [];
+      model.usage$.subscribe((r) => reports.push(r));
+      const controller = new AbortController();
+      const error = new Promise<unknown>((resolve) =>
+        model.predictStream({ question: 'a b c d e f g h' }, { signal: controller.signal }).subscribe({
+          next: (e) => {
+            if (e.type === 'chunk' && e.text.length > 0) controller.abort(Object.assign(new Error('timed out'), { name: 'ModelTimeoutError' }));
+          },
+          error: resolve,
+          complete: () => resolve('completed'),
+        }),
+      );
+      expect(await error).toMatchObject({ name: 'ModelTimeoutError' });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(reports.map((r) => [r.outcome, r.usage.complete])).toEqual([['timeout', false]]);
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it('without a usage chunk, the estimate has total_tokens = prompt_tokens + completion_tokens', async () => {
+    const srv = await startNoUsageServer();
+    try {
+      const model = new LLModel({ name: 's', artifact: streamingPrompt(srv.baseURL) });
+      await model.load();
+      const reports: LLMUsageReport[] = [];
+      model.usage$.subscribe((r) => reports.push(r));
+      const events = await lastValueFrom(model.predictStream({ question: 'where do I put savings?' }).pipe(toArray()));
+      const final = events.at(-1) as { type: 'final'; answer: string; usage: Usage };
+      expect(final.answer).toBe('Put it in an index fund.');
+      expect(final.usage).toEqual({
+        prompt_tokens: expect.any(Number),
+        completion_tokens: countTextTokens('Put it in an index fund.'),
+        total_tokens: final.usage.prompt_tokens + final.usage.completion_tokens,
+        estimated: true,
+      });
+      expect(final.usage.prompt_tokens).toBeGreaterThan(0);
+      expect(reports).toEqual([expect.objectContaining({ outcome: 'success', usage: final.usage })]);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it('before load(): predictStream and predict load the model on first use (one load for concurrent calls)', async () => {
+    const mock = modelArtifact({ key: 'mock', modelUrl: 'mock://' });
+    const streaming = new LLModel({ name: 'fresh', artifact: prompt('finance', mock) });
+    const [a, b] = await Promise.all([
+      lastValueFrom(streaming.predictStream({ question: 'q' }).pipe(toArray())),
+      lastValueFrom(streaming.predictStream({ question: 'q' }).pipe(toArray())),
+    ]);
+    expect(a.at(-1)).toMatchObject({ type: 'final', answer: MOCK_ANSWER });
+    expect(b.at(-1)).toMatchObject({ type: 'final', answer: MOCK_ANSWER });
+    const direct = new LLModel({ name: 'fresh2', artifact: prompt('finance', mock) });
+    expect(await direct.predict({ question: 'q' }, { origin: 'fresh2', eventId: 'e', signal: new AbortController().signal })).toMatchObject({ answer: MOCK_ANSWER });
+  });
+
+  it('before load(), a model that cannot load fails the stream with a ModelLoadError naming the reason', async () => {
+    const odd = new LLModel({ name: 'odd', artifact: prompt('x', modelArtifact({ key: 'odd', modelUrl: 'ftp://nope' })) });
+    const error = await lastValueFrom(odd.predictStream({ question: 'q' })).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ModelLoadError);
+    expect((error as Error).message).toMatch(/^model 'odd' could not be loaded: .*modelUrl: expected a URL with a known provider/);
+    const bare = new LLModel({ name: 'bare' });
+    await expect(lastValueFrom(bare.predictStream({ messages: [] }))).rejects.toThrow(/model 'bare' could not be loaded: the model provider could not be determined/);
   });
 });
