@@ -603,3 +603,36 @@ describe('predictStream: usage reported once, estimated totals, loading on first
     await expect(lastValueFrom(bare.predictStream({ messages: [] }))).rejects.toThrow(/model 'bare' could not be loaded: the model provider could not be determined/);
   });
 });
+
+describe('monitoring an LLModel endpoint (MLRun forces outputs to answer, usage)', () => {
+  it('records { answer, usage } as the outputs whatever outputs were given, warning once per endpoint', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      const graph = createGraph({ monitoring: {} });
+      const records: EndpointRecord[] = [];
+      graph.monitoring$.subscribe((r) => records.push(r));
+      const mock = modelArtifact({ key: 'mock', modelUrl: 'mock://' });
+      const step = graph.modelRunner({
+        models: [
+          { endpointName: 'given', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: prompt('a', mock), outputs: ['x'] },
+          { endpointName: 'none', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: prompt('b', mock) },
+          { endpointName: 'same', modelClass: LLModel, executionMechanism: 'asyncio', modelArtifact: prompt('c', mock), outputs: ['answer', 'usage'] },
+        ],
+      });
+      await lastValueFrom(from([{ question: 'q1' }, { question: 'q2' }]).pipe(asEvents(), step, toArray()));
+      await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on the next tick
+      const zero = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
+      expect(records).toHaveLength(6);
+      for (const record of records) expect(record.response?.outputs).toEqual([[MOCK_ANSWER, zero]]);
+      const ours = warnings.filter((w) => (w as { code?: string }).code === 'RXSERVE_LLM_OUTPUTS');
+      expect(ours.map((w) => w.message)).toEqual([
+        `LLModel endpoint 'given': monitoring outputs ["x"] replaced by ["answer","usage"] (an LLModel returns { answer, usage }, as in MLRun)`,
+      ]);
+      await graph.close();
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+});

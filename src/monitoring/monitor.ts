@@ -5,7 +5,8 @@ import { describeError } from '../errors.js';
 import { getPath, type ServingEvent } from '../event.js';
 import type { ModelEntry } from '../model/entry.js';
 import { callUsage } from '../llm/usage.js';
-import { modelClassName } from '../model/registry.js';
+import { LLModel } from '../llm/llmodel.js';
+import { modelClassName, registeredModel } from '../model/registry.js';
 import type { EndpointRecord } from './record.js';
 
 /** One finished event of a step, as the runner hands it over: references only, nothing built. */
@@ -38,6 +39,10 @@ export interface LaneStats {
 export class GraphMonitor {
   readonly observers = new Set<MonitorObserver>();
   private readonly keep: number;
+  /** The output names each entry's records use (LLModel's are forced, as in MLRun). */
+  private readonly outputNames = new WeakMap<ModelEntry, readonly string[] | undefined>();
+  /** Endpoints already warned about their `outputs` being replaced. */
+  private readonly warned = new Set<string>();
 
   constructor(
     /** Whether records are produced at all (a graph created with `monitoring`). */
@@ -65,6 +70,24 @@ export class GraphMonitor {
     }
   }
 
+  private outputsOf(entry: ModelEntry): readonly string[] | undefined {
+    if (this.outputNames.has(entry)) return this.outputNames.get(entry);
+    let names = entry.outputs;
+    if (isLLModelEntry(entry)) {
+      const given = entry.outputs ?? [];
+      if (given.length > 0 && given.join('\u0000') !== LLM_OUTPUTS.join('\u0000') && !this.warned.has(entry.endpointName)) {
+        this.warned.add(entry.endpointName);
+        process.emitWarning(
+          `LLModel endpoint '${entry.endpointName}': monitoring outputs ${JSON.stringify(given)} replaced by ["answer","usage"] (an LLModel returns { answer, usage }, as in MLRun)`,
+          { code: 'RXSERVE_LLM_OUTPUTS' },
+        );
+      }
+      names = LLM_OUTPUTS;
+    }
+    this.outputNames.set(entry, names);
+    return names;
+  }
+
   private build(report: EventReport, i: number): EndpointRecord {
     const entry = report.models[report.selected[i]];
     const error = report.errors[i];
@@ -79,12 +102,25 @@ export class GraphMonitor {
       when: new Date(report.starts[i]).toISOString(),
       latencyMs: report.latencies[i],
       request: { inputs: normalize(getPath(report.event.body, entry.inputPath), entry.inputs) },
-      ...(error ? { error: describeError(error) } : { response: { outputs: normalize(value, entry.outputs) } }),
+      ...(error ? { error: describeError(error) } : { response: { outputs: normalize(value, this.outputsOf(entry)) } }),
       ...(usage ? { usage } : {}),
       samplingPercentage: this.samplingPercentage,
       effectiveSampleCount: error ? 1 : 100 / this.samplingPercentage,
     };
   }
+}
+
+/**
+ * MLRun forces an LLModel endpoint's monitored outputs to `["answer", "usage"]` (what it returns),
+ * warning when other names were given: they would name columns the result does not have.
+ */
+const LLM_OUTPUTS: readonly string[] = ['answer', 'usage'];
+
+/** Whether an entry's model class is LLModel or a subclass (by class, or by registered name). */
+function isLLModelEntry(entry: ModelEntry): boolean {
+  const ref = entry.modelClass;
+  const cls = typeof ref === 'function' ? ref : typeof ref === 'string' ? (ref === 'LLModel' ? LLModel : registeredModel(ref)) : undefined;
+  return typeof cls === 'function' && (cls === LLModel || cls.prototype instanceof LLModel);
 }
 
 /**
