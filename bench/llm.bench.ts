@@ -6,7 +6,8 @@
 import { fork } from 'node:child_process';
 import { RunnableLambda } from '@langchain/core/runnables';
 import OpenAI from 'openai';
-import { createNodeFetch, llmPromptArtifact, modelArtifact, modelRunner, type ServingEvent } from 'rxserve';
+import { llmPromptArtifact, modelArtifact, modelRunner, type ServingEvent } from 'rxserve';
+import { createNodeFetch } from 'rxserve/llm';
 import { drive, percentile } from './driver.js';
 
 const LATENCY_MS = 20;

@@ -11,7 +11,6 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   ConfigError,
   LLModel,
-  MOCK_ANSWER,
   ModelLoadError,
   ModelRunnerError,
   ModelSelector,
@@ -30,6 +29,7 @@ import {
   type ModelEntry,
   type ServingEvent,
 } from '../src/index.js';
+import { MOCK_ANSWER } from '../src/llm/providers/mock.js';
 import { callUsage, countTextTokens, type Usage } from '../src/llm/usage.js';
 import { MAX_BACKOFF_MS, MAX_RETRY_AFTER_MS, retryDelayMs, withRetries } from '../src/llm/retry.js';
 import { startLLMServer, type LLMServer } from '../src/testing/index.js';
