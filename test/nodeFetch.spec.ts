@@ -1,10 +1,15 @@
 // createNodeFetch (undici Agent) against real loopback HTTP servers: what the LLM clients rely on
 // fetch for, and that credentials never follow a redirect to another origin.
+import { execFile } from 'node:child_process';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNodeFetch } from '../src/llm/nodeFetch.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
 
 interface Seen {
   method: string;
@@ -190,6 +195,14 @@ describe('createNodeFetch', () => {
       probe.closeAllConnections();
       await new Promise((resolve) => probe.close(resolve));
     }
+  });
+
+  it('an idle keep-alive connection does not keep the process alive (built package, child process)', async () => {
+    // The child fetches from this process's server, which stays up with the connection open; the
+    // child must still exit on its own (execFile would time out otherwise).
+    const script = `import { createNodeFetch } from 'rxserve/llm'; const f = createNodeFetch(); process.stdout.write(await (await f('${base}/json')).text());`;
+    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd: root, timeout: 20_000 });
+    expect(JSON.parse(stdout)).toEqual({ method: 'GET', body: '' });
   });
 
   it('streams an event stream as it arrives', async () => {
