@@ -51,7 +51,7 @@ export {
   type SharedModelProxyConfig,
 } from './graph/graph.js';
 export type { EndpointRecord } from './monitoring/record.js';
-export type { EndpointRegistry, EndpointEntry, EndpointSpec } from './monitoring/registry.js';
+export type { EndpointRegistry, EndpointEntry, EndpointSpec } from './monitoring/endpointRegistry.js';
 export { prometheusExporter, type PrometheusExporter } from './monitoring/prometheus.js';
 export { traceGraph } from './monitoring/tracing.js';
 export type { LaneStats, StepStats } from './monitoring/monitor.js';

@@ -21,7 +21,7 @@ import {
   type StepStats,
 } from '../monitoring/monitor.js';
 import type { EndpointRecord } from '../monitoring/record.js';
-import { EndpointRegistry } from '../monitoring/registry.js';
+import { EndpointRegistry } from '../monitoring/endpointRegistry.js';
 import { modelRunner, type ModelRunnerConfig } from '../operators/modelRunner.js';
 import { router, type RouterConfig } from '../operators/router.js';
 import {

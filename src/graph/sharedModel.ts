@@ -9,7 +9,7 @@ import { CallContext } from '../model/callContext.js';
 import type { ModelEntry } from '../model/entry.js';
 import type { PredictContext } from '../model/model.js';
 import { Lane, LaneCall } from '../execution/lane.js';
-import { settle } from '../execution/settle.js';
+import { onResult } from '../execution/callResult.js';
 
 /** A request to a shared model, as it travels on the intake subject. */
 type SharedRequest =
@@ -133,7 +133,7 @@ export class SharedModel {
   }
 
   #start(call: SharedCall): void {
-    const cancel = settle(
+    const cancel = onResult(
       () => this.#session!.invoke(this.entry.endpointName, call.input, call.context),
       (value) => this.#lane.settle(call, value, undefined),
       (error) => this.#lane.settle(call, undefined, toError(error ?? new Error('failed'))),
