@@ -1,6 +1,8 @@
 // The one lane (DESIGN §6): a bounded FIFO of calls with its own concurrency limit, per-call
 // timeouts, batches, cancellation, failAll and stats. Model lanes in modelRunner, the calls waiting
 // for a worker pool, and shared models all queue here.
+// Over 300 lines on purpose: one state machine (queued → running → settled, units and holds) whose
+// invariants are easier to check in one place than across files.
 import { asyncScheduler, type Subscription } from 'rxjs';
 import { QueueFullError } from '../errors.js';
 import { RingQueue } from './ringQueue.js';
