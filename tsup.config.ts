@@ -9,6 +9,7 @@ export default defineConfig([
       index: 'src/index.ts',
       'operators/index': 'src/operators/index.ts',
       'testing/index': 'src/testing/index.ts',
+      'streams/index': 'src/streams/index.ts',
     },
     format: ['esm', 'cjs'],
     dts: true,
@@ -16,7 +17,7 @@ export default defineConfig([
     sourcemap: true,
     clean: true,
     target: 'node20',
-    external: ['rxjs', 'piscina'],
+    external: ['rxjs', 'piscina', 'ioredis'],
     // import.meta.url in the CJS build (worker entries are found relative to it).
     shims: true,
   },
