@@ -1,7 +1,8 @@
 // rxserve/streams against a real redis-server (started here on a free loopback port, stopped in
 // afterAll): exactly-once answers, the credit bound, consumers sharing a group, a consumer killed
 // mid-run, dead-lettering, stale commits, malformed bodies, close(), and bad options.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import { filter, type Subscription } from 'rxjs';
@@ -26,6 +27,32 @@ class Double extends Model<{ n: number }, { n: number; doubled: number }> {
   }
 }
 const naive = (name = 'double') => modelRunner({ models: [{ endpointName: name, modelClass: Double, executionMechanism: 'naive' }] });
+
+describe('the rxserve/streams entry (built package)', () => {
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  const node = (args: string[]) => execFileSync(process.execPath, args, { cwd: root, encoding: 'utf8' }).trim();
+  it('loads through exports in ESM and CJS; its ConfigError is the root entry\'s class', () => {
+    const esm = node(['--input-type=module', '-e', `
+      import { redisStream } from 'rxserve/streams';
+      import { ConfigError } from 'rxserve';
+      let e; try { redisStream({}); } catch (x) { e = x; }
+      console.log(JSON.stringify([typeof redisStream, e instanceof ConfigError]));`]);
+    expect(JSON.parse(esm)).toEqual(['function', true]);
+    const cjs = node(['-e', `const { redisStream } = require('rxserve/streams'); console.log(typeof redisStream)`]);
+    expect(cjs).toBe('function');
+  });
+  it("importing 'rxserve' never loads ioredis; rxserve/streams loads it only when a stream is subscribed", () => {
+    const out = node(['--input-type=module', '-e', `
+      import { createRequire } from 'node:module';
+      await import('rxserve');
+      const { redisStream } = await import('rxserve/streams');
+      redisStream({ redis: 'redis://127.0.0.1:1', stream: 's', group: 'g' });
+      const require = createRequire(process.cwd() + '/');
+      const loaded = Object.keys(require.cache).some((k) => k.includes('/node_modules/ioredis/'));
+      console.log(JSON.stringify(loaded));`]);
+    expect(out).toBe('false');
+  });
+});
 
 describe('redisStream options', () => {
   const bad: [string, unknown, string][] = [
@@ -325,6 +352,21 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
     } finally {
       await given.quit();
     }
+  });
+
+  it('a consumer restarted under the same name first answers the messages it held in its earlier life', async () => {
+    const { stream, group, out } = names();
+    await redis.xgroup('CREATE', stream, group, '0', 'MKSTREAM');
+    const held = await produce(stream, [{ n: 1 }, { n: 2 }, { n: 3 }]);
+    await redis.xreadgroup('GROUP', group, 'same', 'COUNT', 3, 'STREAMS', stream, '>'); // then it died
+    const [fresh] = await produce(stream, [{ n: 4 }]);
+    const requests = redisStream({ redis: server.url, stream, group, consumer: 'same' });
+    run(requests, naive(), out);
+    await until('four commits', () => requests.stats().committed === 4);
+    await requests.close();
+    expect((await answers(out)).map((a) => a.id)).toEqual([...held, fresh]);
+    expect(requests.stats()).toMatchObject({ read: 4, reclaimed: 0 });
+    expect(await pendingCount(stream, group)).toBe(0);
   });
 
   it('events$ takes one subscription; a second gets an error, not a second reader', async () => {
