@@ -369,6 +369,41 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
     expect(await pendingCount(stream, group)).toBe(0);
   });
 
+  it('Redis crashing mid-run (SIGKILL, started again empty on the same port): the consumer reconnects, makes its group again and answers what Redis holds', async () => {
+    const own = await startRedis();
+    const client = new Redis(own.url, { maxRetriesPerRequest: null });
+    client.on('error', () => undefined);
+    let second: RedisServer | undefined;
+    try {
+      for (let i = 0; i < 50; i++) await client.xadd('req', '*', 'body', JSON.stringify({ n: i }));
+      class Slow extends Model {
+        override async predict(body: unknown) {
+          await sleep(10);
+          return body;
+        }
+      }
+      const requests = redisStream({ redis: own.url, stream: 'req', group: 'g', consumer: 'c', blockMs: 200, maxInFlight: 8 });
+      run(requests, modelRunner({ models: [{ endpointName: 'm', modelClass: Slow, executionMechanism: 'asyncio' }] }), 'out');
+      await until('the first answers', async () => (await client.xlen('out')) >= 10);
+      await own.kill(); // mid-run, messages in flight; with --save '' everything is gone
+      expect(requests.stats().pending).toBeGreaterThan(0);
+      await sleep(300);
+      second = await startRedis(own.port);
+      const after: string[] = [];
+      for (let i = 0; i < 50; i++) after.push((await client.xadd('req', '*', 'body', JSON.stringify({ n: 100 + i })))!);
+      await until('the answers after the restart', async () => (await client.xlen('out')) === after.length);
+      await requests.close();
+      const written = (await client.xrange('out', '-', '+')).map(([, f]) => f[1]);
+      expect(written).toEqual(after);
+      expect(requests.stats().pending).toBe(0); // what was in flight at the crash was settled (dropped: Redis lost it)
+      expect(Number(((await client.xpending('req', 'g')) as [number])[0])).toBe(0);
+    } finally {
+      client.disconnect();
+      await second?.stop();
+      await own.stop();
+    }
+  });
+
   it('events$ takes one subscription; a second gets an error, not a second reader', async () => {
     const { stream, group } = names();
     const requests = redisStream({ redis: server.url, stream, group });

@@ -23,6 +23,8 @@ export interface RedisServer {
   readonly url: string;
   /** Stops the server (SIGTERM, then SIGKILL after 5 s) and removes its temp dir. */
   stop(): Promise<void>;
+  /** Kills the server with SIGKILL (a crash) and removes its temp dir. */
+  kill(): Promise<void>;
 }
 
 /** A free loopback TCP port (bound and released; the server binds it right after). */
@@ -57,20 +59,17 @@ export async function startRedis(port?: number): Promise<RedisServer> {
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-  return {
-    port: p,
-    url: `redis://127.0.0.1:${p}`,
-    async stop() {
-      if (!exited) {
-        const gone = new Promise<void>((r) => child.once('exit', () => r()));
-        child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-        await gone;
-        clearTimeout(timer);
-      }
-      rmSync(dir, { recursive: true, force: true });
-    },
+  const end = async (signal: NodeJS.Signals) => {
+    if (!exited) {
+      const gone = new Promise<void>((r) => child.once('exit', () => r()));
+      child.kill(signal);
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await gone;
+      clearTimeout(timer);
+    }
+    rmSync(dir, { recursive: true, force: true });
   };
+  return { port: p, url: `redis://127.0.0.1:${p}`, stop: () => end('SIGTERM'), kill: () => end('SIGKILL') };
 }
 
 function ping(port: number): Promise<boolean> {
