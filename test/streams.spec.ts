@@ -199,12 +199,16 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
       }
     }
     const pipeline = () => modelRunner({ models: [{ endpointName: 'm', modelClass: Slowish, executionMechanism: 'asyncio' }] });
-    const a = redisStream({ redis: server.url, stream, group, consumer: 'a', maxInFlight: 16, batchSize: 8 });
-    const b = redisStream({ redis: server.url, stream, group, consumer: 'b', maxInFlight: 16, batchSize: 8 });
+    // Given clients speaking the other reply shapes: RESP2, and RESP3 maps as objects with numbers as strings.
+    const resp2 = new Redis(server.url, { protocol: 2 });
+    const resp3 = new Redis(server.url, { replyMapping: 'resp3', stringNumbers: true });
+    const a = redisStream({ redis: resp2, stream, group, consumer: 'a', maxInFlight: 16, batchSize: 8 });
+    const b = redisStream({ redis: resp3, stream, group, consumer: 'b', maxInFlight: 16, batchSize: 8 });
     run(a, pipeline(), out);
     run(b, pipeline(), out);
     await until('600 commits', () => a.stats().committed + b.stats().committed >= 600);
     await Promise.all([a.close(), b.close()]);
+    await Promise.all([resp2.quit(), resp3.quit()]);
     expect(a.stats().committed).toBeGreaterThan(0);
     expect(b.stats().committed).toBeGreaterThan(0);
     const written = await answers(out);

@@ -25,10 +25,15 @@ export interface RedisStream {
 
 type Entry = [id: string, fields: string[] | null];
 
-/** The entries of a one-stream XREAD(GROUP) reply: RESP2 `[[stream, entries]]`, RESP3 (ioredis 6's default) a map, `[stream, entries]`; `null` on timeout. */
+/**
+ * The entries of a one-stream XREADGROUP reply, whatever the client's protocol: RESP2
+ * `[[stream, entries]]`; RESP3 (ioredis 6's default) a map, as `[stream, entries]` or, with
+ * `replyMapping: 'resp3'`, `{ [stream]: entries }`; `null` on timeout.
+ */
 function readEntries(reply: unknown): Entry[] {
-  if (!Array.isArray(reply) || reply.length === 0) return [];
-  const entries: unknown = Array.isArray(reply[0]) ? (reply[0] as unknown[])[1] : reply[1];
+  let entries: unknown;
+  if (Array.isArray(reply)) entries = Array.isArray(reply[0]) ? (reply[0] as unknown[])[1] : reply[1];
+  else if (reply !== null && typeof reply === 'object') entries = Object.values(reply)[0];
   return Array.isArray(entries) ? (entries as Entry[]) : [];
 }
 
@@ -165,8 +170,9 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
         100,
         o.maxDeliveries,
         credit,
-      ])) as [string, Entry[], number];
-      if (dead > 0) metrics.inc('deadLettered', dead);
+      ])) as [string, Entry[], number | string];
+      // Numbers may arrive as strings (ioredis `stringNumbers`).
+      if (Number(dead) > 0) metrics.inc('deadLettered', Number(dead));
       for (const entry of claimed) emit(sub, entry, true);
       if (next === '0') return;
       cursor = next;
@@ -288,9 +294,9 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
         await new Promise((r) => setTimeout(r, Math.min(1_000, 50 * 2 ** attempt)));
       }
     }
-    const written = Array.isArray(result) ? (result as number[]) : [];
+    const written = Array.isArray(result) ? (result as unknown[]) : [];
     items.forEach((item, i) => {
-      metrics.inc(written[i] === 1 ? 'committed' : 'dropped');
+      metrics.inc(Number(written[i]) === 1 ? 'committed' : 'dropped');
       release(item.id);
       item.done();
     });
