@@ -2,6 +2,9 @@
 // afterAll): exactly-once answers, the credit bound, consumers sharing a group, a consumer killed
 // mid-run, dead-lettering, stale commits, malformed bodies, close(), and bad options.
 import { execFileSync, spawn } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
@@ -51,6 +54,27 @@ describe('the rxserve/streams entry (built package)', () => {
       const loaded = Object.keys(require.cache).some((k) => k.includes('/node_modules/ioredis/'));
       console.log(JSON.stringify(loaded));`]);
     expect(out).toBe('false');
+  });
+
+  it('without ioredis installed, subscribing errors events$ with a message saying how to install it', () => {
+    // A copy of the built package in a temp node_modules that has its dependencies but no ioredis.
+    const dir = mkdtempSync(join(tmpdir(), 'rxserve-no-ioredis-'));
+    try {
+      mkdirSync(join(dir, 'node_modules', 'rxserve'), { recursive: true });
+      cpSync(join(root, 'dist'), join(dir, 'node_modules', 'rxserve', 'dist'), { recursive: true });
+      cpSync(join(root, 'package.json'), join(dir, 'node_modules', 'rxserve', 'package.json'));
+      for (const dep of ['rxjs', 'io-ts', 'fp-ts', 'piscina', 'tslib']) {
+        if (existsSync(join(root, 'node_modules', dep))) symlinkSync(join(root, 'node_modules', dep), join(dir, 'node_modules', dep));
+      }
+      writeFileSync(join(dir, 'main.mjs'), `
+        import { redisStream } from 'rxserve/streams';
+        const requests = redisStream({ redis: 'redis://127.0.0.1:1', stream: 's', group: 'g' });
+        requests.events$.subscribe({ error: (e) => { console.log(e.name + ': ' + e.message); process.exit(0); } });`);
+      const out = execFileSync(process.execPath, ['main.mjs'], { cwd: dir, encoding: 'utf8', timeout: 20_000 }).trim();
+      expect(out).toBe("RxServeError: rxserve/streams needs the optional peer dependency 'ioredis': npm install ioredis@^6");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -12,9 +12,10 @@ export const hasRedis = spawnSync('redis-server', ['--version'], { stdio: 'ignor
 /** Whether a suite needing Redis should run; warns once (or throws under RXSERVE_REQUIRE_REDIS=1) when it cannot. */
 export function redisAvailable(suite: string): boolean {
   if (hasRedis) return true;
-  const line = `${suite}: redis-server not found, skipping (install it: apt-get install -y redis-server)`;
-  if (process.env.RXSERVE_REQUIRE_REDIS === '1') throw new Error(`${line} — RXSERVE_REQUIRE_REDIS=1 makes this a failure`);
-  console.warn(line);
+  if (process.env.RXSERVE_REQUIRE_REDIS === '1') {
+    throw new Error(`${suite}: redis-server not found and RXSERVE_REQUIRE_REDIS=1 (install it: apt-get install -y redis-server)`);
+  }
+  console.warn(`${suite}: redis-server not found, skipping (install it: apt-get install -y redis-server)`);
   return false;
 }
 
