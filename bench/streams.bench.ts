@@ -1,6 +1,7 @@
 // Redis Streams: messages/s through redisStream → a naive no-op modelRunner → commit, against a
 // hand-written ioredis loop doing the same work (XREADGROUP COUNT 64 → handler → XADD + XACK
 // pipelined), both on one loopback redis-server started here. One run each; the ratio is ours / raw.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { Model, modelRunner } from 'rxserve';
 import { redisStream } from 'rxserve/streams';
@@ -17,6 +18,85 @@ export interface StreamsResult {
   readonly messages: number;
   readonly rawPerSec: number;
   readonly oursPerSec: number;
+  /** Worker processes with a 5 ms model, 32 in flight each: messages/s with 1 and with 2. */
+  readonly scaleOut?: { messages: number; one: number; two: number };
+  /** Two workers, one SIGKILLed holding messages: ms from the kill until every message is answered. */
+  readonly recovery?: { claimIdleMs: number; held: number; ms: number };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function worker(url: string, stream: string, consumer: string, claimIdleMs: number): ChildProcess {
+  const fixture = new URL('./fixtures/streamWorker.mjs', import.meta.url).pathname;
+  return spawn(process.execPath, [fixture, url, stream, 'g', consumer, `${stream}:out`, '5', '32', String(claimIdleMs)], { stdio: ['ignore', 'ignore', 'inherit'] });
+}
+
+async function stopAll(children: ChildProcess[]): Promise<void> {
+  await Promise.all(
+    children.map((c) =>
+      c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => (c.once('exit', r), c.kill('SIGTERM'))),
+    ),
+  );
+}
+
+/** Waits until `names` are all consumers of the group (each made its first read). */
+async function joined(redis: Redis, stream: string, names: string[]): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    const consumers = (await redis.xinfo('CONSUMERS', stream, 'g').catch(() => [])) as unknown[][];
+    const seen = new Set(consumers.map((c) => String(c[1])));
+    if (names.every((n) => seen.has(n))) return;
+    await sleep(20);
+  }
+  throw new Error(`streams bench: workers ${names.join(', ')} did not start`);
+}
+
+async function answered(redis: Redis, out: string, total: number, timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while ((await redis.xlen(out)) < total) {
+    if (Date.now() > deadline) throw new Error(`streams bench: ${out} never reached ${total} answers`);
+    await sleep(5);
+  }
+}
+
+/** Messages/s through `n` worker processes sharing one group (time from the first XADD to the last answer). */
+async function scaleOut(url: string, redis: Redis, stream: string, n: number, total: number): Promise<number> {
+  await redis.xgroup('CREATE', stream, 'g', '$', 'MKSTREAM');
+  const names = Array.from({ length: n }, (_, i) => `w${i}`);
+  const children = names.map((name) => worker(url, stream, name, 30_000));
+  try {
+    await joined(redis, stream, names);
+    const t0 = performance.now();
+    await produce(redis, stream, total);
+    await answered(redis, `${stream}:out`, total);
+    return (total * 1000) / (performance.now() - t0);
+  } finally {
+    await stopAll(children);
+  }
+}
+
+/** Two workers; one is SIGKILLed while holding messages; ms until every message is answered. */
+async function recovery(url: string, redis: Redis, claimIdleMs: number): Promise<{ claimIdleMs: number; held: number; ms: number }> {
+  const stream = 'recovery';
+  const total = 2_000;
+  await redis.xgroup('CREATE', stream, 'g', '$', 'MKSTREAM');
+  const children = [worker(url, stream, 'victim', claimIdleMs), worker(url, stream, 'survivor', claimIdleMs)];
+  try {
+    await joined(redis, stream, ['victim', 'survivor']);
+    await produce(redis, stream, total);
+    const pendingOf = async () => ((await redis.xpending(stream, 'g', '-', '+', 1_000, 'victim')) as unknown[]).length;
+    for (let i = 0; (await redis.xlen(`${stream}:out`)) < total / 4 || (await pendingOf()) === 0; i++) {
+      if (i > 10_000) throw new Error('streams bench: the victim never held messages');
+      await sleep(2);
+    }
+    children[0].kill('SIGKILL');
+    const killed = performance.now();
+    await new Promise((r) => children[0].once('exit', r));
+    const held = await pendingOf();
+    await answered(redis, `${stream}:out`, total);
+    return { claimIdleMs, held, ms: performance.now() - killed };
+  } finally {
+    await stopAll(children);
+  }
 }
 
 async function produce(redis: Redis, stream: string, total: number): Promise<void> {
@@ -84,7 +164,10 @@ export async function runStreams(quick: boolean): Promise<StreamsResult> {
     await produce(redis, 'ours', messages);
     const rawPerSec = await rawLoop(server.url, 'raw', messages);
     const oursPerSec = await ours(server.url, 'ours', messages);
-    return { messages, rawPerSec, oursPerSec };
+    const scaled = quick ? 3_000 : 10_000;
+    const one = await scaleOut(server.url, redis, 'scale1', 1, scaled);
+    const two = await scaleOut(server.url, redis, 'scale2', 2, scaled);
+    return { messages, rawPerSec, oursPerSec, scaleOut: { messages: scaled, one, two }, recovery: await recovery(server.url, redis, 1_000) };
   } finally {
     await redis.quit();
     await server.stop();
@@ -102,5 +185,25 @@ export function streamsMarkdown(r: StreamsResult): string {
     `| hand-written ioredis loop (XREADGROUP COUNT 64 → handler → XADD + XACK pipelined) | ${k(r.rawPerSec)} |`,
     `| redisStream → naive no-op modelRunner → commit (Lua: pending check + XADD + XACK) | ${k(r.oursPerSec)} |`,
     `| ratio (ours / raw; goal ≥ 0.8) | ${(r.oursPerSec / r.rawPerSec).toFixed(2)} |`,
+    ...(r.scaleOut
+      ? [
+          '',
+          `Scale-out: ${r.scaleOut.messages.toLocaleString('en-US')} messages, worker processes in one group, each a 5 ms (sleeping) model with 32 in flight:`,
+          '',
+          '| workers | messages/s |',
+          '|---:|---:|',
+          `| 1 | ${k(r.scaleOut.one)} |`,
+          `| 2 | ${k(r.scaleOut.two)} |`,
+          `| ratio (goal ≥ 1.8) | ${(r.scaleOut.two / r.scaleOut.one).toFixed(2)} |`,
+        ]
+      : []),
+    ...(r.recovery
+      ? [
+          '',
+          `Recovery: of two workers, one is killed with SIGKILL holding ${r.recovery.held} messages; every message is answered ` +
+            `${k(r.recovery.ms)} ms after the kill, with claimIdleMs ${k(r.recovery.claimIdleMs)} ` +
+            `(expected between claimIdleMs and 1.5 × claimIdleMs, plus processing).`,
+        ]
+      : []),
   ].join('\n');
 }

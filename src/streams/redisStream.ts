@@ -96,9 +96,12 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
       wakeUp = done;
     });
 
+  // Reads wait for a few credits rather than fetching one message per round trip as each commit
+  // lands (which would cap a consumer at one message per read round trip).
+  const readAt = Math.max(1, Math.floor(Math.min(o.batchSize, o.maxInFlight) / 4));
   const release = (id: string) => {
     if (!inFlight.delete(id)) return;
-    wakeUp?.();
+    if (o.maxInFlight - inFlight.size >= readAt) wakeUp?.();
     if (inFlight.size === 0) drained?.();
   };
 
@@ -202,7 +205,7 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
           nextReclaim = Date.now() + claimEvery;
         }
         const credit = o.maxInFlight - inFlight.size;
-        if (credit <= 0) {
+        if (credit < readAt) {
           await pause(Math.max(1, nextReclaim - Date.now()));
           continue;
         }
