@@ -30,17 +30,17 @@ const port = await new Promise<number>((resolve) => {
 const dir = mkdtempSync(join(tmpdir(), 'redis-workers-'));
 const server = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
 const url = `redis://127.0.0.1:${port}`;
-for (let i = 0; !(await accepts(port)); i++) {
-  if (i > 200) throw new Error('redis-server did not start');
-  await sleep(50);
-}
-const redis = new Redis(url);
-
 const workers: ChildProcess[] = [];
+let redis: Redis | undefined;
 try {
+  for (let i = 0; !(await accepts(port)); i++) {
+    if (i > 200) throw new Error('redis-server did not start');
+    await sleep(50);
+  }
+  const client = (redis = new Redis(url));
   // 2. The producer: 400 requests, written before any worker runs (the group starts at '0').
   const total = 400;
-  const pipe = redis.pipeline();
+  const pipe = client.pipeline();
   for (let i = 0; i < total; i++) pipe.xadd('requests', '*', 'body', JSON.stringify({ text: `request number ${i}` }));
   const ids = new Set(((await pipe.exec()) ?? []).map(([, id]) => id as string));
   console.log(`producer: ${ids.size} requests on stream 'requests'`);
@@ -66,7 +66,7 @@ try {
   const b = worker('worker-b');
 
   // 4. Kill worker-a with SIGKILL once it is busy: no chance to commit what it holds.
-  const holding = async (name: string) => ((await redis.xpending('requests', 'scorers', '-', '+', 1000, name)) as unknown[]).length;
+  const holding = async (name: string) => ((await client.xpending('requests', 'scorers', '-', '+', 1000, name)) as unknown[]).length;
   for (let i = 0; a.state.read < 40 || (await holding('worker-a')) < 8; i++) {
     if (i > 1_000) throw new Error('worker-a never got busy');
     await sleep(5);
@@ -77,7 +77,7 @@ try {
   console.log(`worker-a killed after reading ${a.state.read} messages, holding ${held} uncommitted`);
 
   // 5. worker-b finishes the stream, and after claimIdleMs reclaims what worker-a held.
-  for (let i = 0; (await redis.xlen('scores')) < total; i++) {
+  for (let i = 0; (await client.xlen('scores')) < total; i++) {
     if (i > 1_000) throw new Error('the answers did not all arrive');
     await sleep(20);
   }
@@ -85,7 +85,7 @@ try {
   await b.state.exited;
   console.log(`worker-b: ${JSON.stringify(b.state.stats)}`);
 
-  const answers = await redis.xrange('scores', '-', '+');
+  const answers = await client.xrange('scores', '-', '+');
   const answered = answers.map(([, f]) => f[f.indexOf('id') + 1]);
   const byWorker = new Map<string, number>();
   for (const [, f] of answers) {
@@ -95,10 +95,10 @@ try {
   console.log(`answers: ${answers.length} (${[...byWorker].map(([w, n]) => `${w} ${n}`).join(', ')})`);
   check('every request answered exactly once', answered.length === total && new Set(answered).size === total && answered.every((id) => ids.has(id)));
   check('worker-a held messages when it died, and worker-b reclaimed them all', held > 0 && b.state.stats?.reclaimed === held);
-  check("nothing is left pending in the group", Number(((await redis.xpending('requests', 'scorers')) as [number])[0]) === 0);
+  check("nothing is left pending in the group", Number(((await client.xpending('requests', 'scorers')) as [number])[0]) === 0);
 } finally {
   for (const w of workers) if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL');
-  redis.disconnect();
+  redis?.disconnect();
   server.kill('SIGTERM');
   await new Promise((r) => server.once('exit', r));
   rmSync(dir, { recursive: true, force: true });
