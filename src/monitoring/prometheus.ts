@@ -1,5 +1,6 @@
 // Prometheus metrics through prom-client (an optional peer dependency, loaded only when used).
 import { decodeOrThrow, guard, strict } from '../config.js';
+import { callUsage } from '../llm/usage.js';
 import { MONITORING, isMonitored, type EventReport, type Monitored, type MonitorObserver } from './monitor.js';
 
 const MonitoredCodec = guard<Monitored>('a graph made by createGraph()', isMonitored);
@@ -135,9 +136,9 @@ export async function prometheusExporter(
         const { error } = call;
         requests.inc({ ...labels, outcome: error ? 'error' : 'success' });
         latency.observe(labels, call.latencyMs / 1000);
-        const usage = (error as { usage?: Usage } | undefined)?.usage ?? (call.value as { usage?: Usage } | null)?.usage;
-        if (usage && typeof usage.prompt_tokens === 'number') {
-          tokens.inc({ ...labels, kind: 'prompt' }, usage.prompt_tokens);
+        const usage = callUsage(call.value, error);
+        if (usage) {
+          tokens.inc({ ...labels, kind: 'prompt' }, usage.prompt_tokens ?? 0);
           tokens.inc({ ...labels, kind: 'completion' }, usage.completion_tokens ?? 0);
         }
       }
@@ -150,9 +151,4 @@ export async function prometheusExporter(
     metrics: () => registry.metrics(),
     detach: () => graph[MONITORING].unobserve(observer),
   };
-}
-
-interface Usage {
-  prompt_tokens?: number;
-  completion_tokens?: number;
 }

@@ -9,7 +9,7 @@ import type { ModelEntry } from '../../model/entry.js';
 import type { GraphMonitor, LaneStats } from '../../monitoring/monitor.js';
 import type { DispatchLimits, Work } from './dispatch.js';
 import { Lane, LaneCall } from '../../execution/lane.js';
-import { settle } from '../../execution/settle.js';
+import { onResult } from '../../execution/callResult.js';
 
 const wallClock = (): number => performance.timeOrigin + performance.now();
 
@@ -121,7 +121,7 @@ export class Runner {
     const context = new CallContext(event.id, entry.endpointName, event.path);
     call.context = context;
     const lane = this.lanes[call.model];
-    const cancel = settle(
+    const cancel = onResult(
       () => this.session.invoke(entry.endpointName, input, context),
       (value) => lane.settle(call, value, undefined),
       (error) => lane.settle(call, undefined, toError(error)),
