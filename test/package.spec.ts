@@ -132,7 +132,9 @@ describe('the built package', () => {
     // build inputs are copied; node_modules is this checkout's.
     const checkout = mkdtempSync(join(tmpdir(), 'rxserve-checkout-'));
     try {
-      for (const path of ['package.json', 'package-lock.json', 'tsup.config.ts', 'tsconfig.json', 'src', 'scripts', 'operators', 'testing']) {
+      const pkg = JSON.parse(readFileSync(`${root}/package.json`, 'utf8')) as { files: string[] };
+      const proxies = pkg.files.filter((f) => f !== 'dist'); // the subpath proxy folders
+      for (const path of ['package.json', 'package-lock.json', 'tsup.config.ts', 'tsconfig.json', 'src', 'scripts', ...proxies]) {
         cpSync(join(root, path), join(checkout, path), { recursive: true, filter: (from) => !from.endsWith('.spec.ts') });
       }
       symlinkSync(join(root, 'node_modules'), join(checkout, 'node_modules'), 'dir');
