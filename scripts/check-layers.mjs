@@ -15,7 +15,7 @@
 //   1. errors, event, config       the error classes, ServingEvent, the io-ts helpers
 //   2. model, selector             the Model contract, entries, registry; selection over entries
 //   3. llm, onnx                   model families built on Model (LLModel; OnnxModel, §13)
-//   4. execution, clone, monitoring  the mechanisms that run models; input copies; call records
+//   4. execution, monitoring      the mechanisms that run models (input copies, lanes); call records
 //   5. operators                   modelRunner, router, step, ... and operators/internal
 //   6. graph                       createGraph(): shared models, lifecycle, endpoint names
 //   7. monitoring/exporters, serve, streams, spec, testing   what sits on a graph or beside it all
@@ -31,7 +31,7 @@ export const LAYERS = [
   ['errors', 'event', 'config'],
   ['model', 'selector'],
   ['llm', 'onnx'],
-  ['execution', 'clone', 'monitoring'],
+  ['execution', 'monitoring'],
   ['operators'],
   ['graph'],
   ['monitoring/exporters', 'serve', 'streams', 'spec', 'testing'],
@@ -43,19 +43,7 @@ export const LAYERS = [
  * still reported (as allowed), and an entry that no longer matches an import fails the check, so
  * the list only shrinks.
  */
-export const ALLOWED = [
-  // removed by the consolidation (issue 11 item 3: one list of built-in models, which must name
-  // LLModel without the model layer importing llm/)
-  'model/registry.ts -> llm/llmodel.ts',
-  // removed by the consolidation (issue 11 item 5: the executor alone copies inputs, so only
-  // execution/ and testing/ use clone.ts, which imports execution/protocol.ts back: clone.ts
-  // belongs inside execution/)
-  'clone.ts -> execution/protocol.ts',
-  // Issue 12 item 9: a model entry's modelArtifact path is read and validated at configuration
-  // with llm/'s artifact codecs. Goes when those codecs (plain data, no LLM runtime) move down
-  // beside their types in model/artifact.ts.
-  'model/entry.ts -> llm/artifacts.ts',
-];
+export const ALLOWED = [];
 
 const EXPORTERS = new Set(['monitoring/prometheus.ts', 'monitoring/tracing.ts']);
 

@@ -57,7 +57,7 @@ export { traceGraph } from './monitoring/tracing.js';
 export type { LaneStats, StepStats } from './monitoring/monitor.js';
 export type { PoolOptions } from './execution/poolOptions.js';
 export { LLModel, type LLMResult, type LLMUsageReport, type LLMStreamEvent } from './llm/llmodel.js';
-export { modelArtifact, llmPromptArtifact, loadArtifact, isPromptArtifact } from './llm/artifacts.js';
+export { modelArtifact, llmPromptArtifact, loadArtifact, isPromptArtifact } from './model/artifact.js';
 // Token counting, prompt filling, the provider contract and the undici fetch: `rxserve/llm`.
 export type { Usage } from './llm/usage.js';
 export type { ChatMessage } from './llm/prompt.js';

@@ -2,8 +2,9 @@
 import { ModelLoadError, RxServeError, toError } from '../errors.js';
 import type { ModelEntry } from '../model/entry.js';
 import type { Model, ModelClass, PredictContext } from '../model/model.js';
-import { isModelInstance, resolveModelClass } from '../model/registry.js';
-import { cloneBody } from '../clone.js';
+import { isModelInstance, registeredModel, resolveModelClass } from '../model/registry.js';
+import { BUILT_IN_MODELS } from './builtins.js';
+import { cloneBody } from './clone.js';
 import type { CallResult, Executor, ExecutorHooks, ExecutorSession } from './executor.js';
 
 /**
@@ -52,7 +53,9 @@ class InProcessSession implements ExecutorSession {
   private loadOne(entry: ModelEntry): Promise<void> | undefined {
     const name = entry.endpointName;
     if (isModelInstance(entry.modelClass)) return this.useInstance(name, entry.modelClass);
-    const resolved = resolveModelClass(entry.modelClass, name);
+    // Built-in names resolve from the one list (which also registers them).
+    const builtIn = typeof entry.modelClass === 'string' ? BUILT_IN_MODELS.get(entry.modelClass) : undefined;
+    const resolved = builtIn !== undefined && registeredModel(entry.modelClass as string) === builtIn ? builtIn : resolveModelClass(entry.modelClass, name);
     if (resolved instanceof Promise) return resolved.then((cls) => this.construct(entry, cls));
     return this.construct(entry, resolved);
   }

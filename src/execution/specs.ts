@@ -2,16 +2,9 @@
 import { firstNonJson } from '../config.js';
 import { ConfigError, ModelLoadError } from '../errors.js';
 import type { ModelEntry } from '../model/entry.js';
-import { LLModel } from '../llm/llmodel.js';
-import { Model } from '../model/model.js';
 import { isModelInstance, modelClassName, registeredModel } from '../model/registry.js';
+import { BUILT_IN_MODELS } from './builtins.js';
 import type { WorkerModelSpec } from './protocol.js';
-
-/** Classes a worker has built in, by registered name. */
-const BUILT_IN = new Map<string, unknown>([
-  ['Model', Model],
-  ['LLModel', LLModel],
-]);
 
 /**
  * The spec key (JSON of a `WorkerModelSpec`) for an entry run in a worker. A name registered to a
@@ -29,7 +22,7 @@ export function workerSpecKey(entry: ModelEntry, step: string): string {
       throw new ModelLoadError(entry.endpointName, `no model class is registered as '${ref}'; call registerModel('${ref}', { module, export }) first`);
     }
     if (typeof target === 'function') {
-      if (BUILT_IN.get(ref) !== target) {
+      if (BUILT_IN_MODELS.get(ref) !== target) {
         throw new ConfigError([
           {
             path: `${where}.modelClass`,

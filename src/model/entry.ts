@@ -2,8 +2,7 @@
 import * as t from 'io-ts';
 import { DotPath, NonEmptyString, decodeOrThrow, firstNonJson, fn, positiveInt, strict } from '../config.js';
 import { ConfigError, toError } from '../errors.js';
-import { readArtifactFile } from '../llm/artifacts.js';
-import type { LLMPromptArtifact, ModelArtifact } from './artifact.js';
+import { readArtifactFile, type LLMPromptArtifact, type ModelArtifact } from './artifact.js';
 import type { Model, ModelClass, ModuleRef } from './model.js';
 import { isModelInstance, modelClassName, validateModuleRef } from './registry.js';
 

@@ -2,7 +2,6 @@
 import { isAbsolute } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ConfigError, ModelLoadError } from '../errors.js';
-import { LLModel } from '../llm/llmodel.js';
 import { Model, type ModelClass, type ModuleRef } from './model.js';
 
 /**
@@ -149,5 +148,3 @@ export async function importModelClass(ref: ModuleRef, endpointName: string): Pr
   return value as ModelClass;
 }
 
-registerModel('Model', Model);
-registerModel('LLModel', LLModel);
