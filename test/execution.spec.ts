@@ -284,7 +284,7 @@ describe('threads', () => {
   });
 
   it("uses the user's own piscina pool and leaves it running", async () => {
-    const { workerEntry } = await import('../src/execution/entries.js');
+    const { workerEntry } = await import('../src/execution/workerEntry.js');
     const piscina = new Piscina({ filename: workerEntry('threadWorker'), maxThreads: 1 });
     const out = await run([{ x: 2 }], {
       models: [{ endpointName: 'a', modelClass: 'Affine', executionMechanism: 'thread_pool', params: { a: 3 } }],

@@ -1,7 +1,6 @@
 // Turns a model entry into what a worker needs to build the model (a module reference, not a class).
-import { firstNonJson } from '../config.js';
 import { ConfigError, ModelLoadError } from '../errors.js';
-import type { ModelEntry } from '../model/entry.js';
+import { assertWorkerData, type ModelEntry } from '../model/entry.js';
 import { isModelInstance, modelClassName, registeredModel } from '../model/registry.js';
 import { BUILT_IN_MODELS } from './builtins.js';
 import type { WorkerModelSpec } from './protocol.js';
@@ -55,10 +54,7 @@ export function workerSpecKey(entry: ModelEntry, step: string): string {
     params: entry.params ?? {},
     ...(entry.modelArtifact !== undefined ? { artifact: entry.modelArtifact } : {}),
   };
-  for (const [field, value] of [['params', spec.params], ['modelArtifact', spec.artifact]] as const) {
-    const bad = firstNonJson(value, field);
-    if (bad) throw new ConfigError([{ path: `${where}.${bad}`, expected: 'JSON data (workers receive it as JSON)' }]);
-  }
+  assertWorkerData(entry, where);
   return JSON.stringify(spec);
 }
 

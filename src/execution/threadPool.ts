@@ -6,7 +6,7 @@ import { Piscina } from 'piscina';
 import { cloneBody } from './clone.js';
 import { ModelLoadError, WorkerCrashedError, toError } from '../errors.js';
 import type { ModelEntry } from '../model/entry.js';
-import { workerEntry } from './entries.js';
+import { workerEntry } from './workerEntry.js';
 import type { Executor, ExecutorHooks, ExecutorSession } from './executor.js';
 import { PooledSession, type BatchTransport, type SentBatch } from './pooled.js';
 import { deserializeError, encodeBatch, inspectForWorker, unflatten, type SerializedError, type WireBatch } from './protocol.js';

@@ -165,13 +165,8 @@ export function decodeModelEntries(value: unknown, path: string): readonly Model
           { path: `${at}.modelClass`, expected: 'a Model class (with a predict method)', actual: `class ${entry.modelClass.name || '(anonymous)'}` },
         ]);
       }
-      if (loadsInWorker) {
-        // Workers receive params and artifacts as JSON: say so now, not when the pool starts.
-        for (const [field, value] of [['params', entry.params], ['modelArtifact', entry.modelArtifact]] as const) {
-          const bad = firstNonJson(value, `${at}.${field}`);
-          if (bad) throw new ConfigError([{ path: bad, expected: `JSON data (executionMechanism '${entry.executionMechanism}' sends it to workers as JSON)` }]);
-        }
-      }
+      // Workers receive params and artifacts as JSON: say so now, not when the pool starts.
+      if (loadsInWorker) assertWorkerData(entry, at);
       if (typeof entry.modelClass === 'function' && loadsInWorker) {
         throw new ConfigError([
           {
@@ -248,3 +243,10 @@ function checkInstance(entry: ModelEntry, model: Model, at: string, loadsInWorke
   }
 }
 
+/** Throws `ConfigError` naming the path when an entry's params or artifact are not JSON data (workers get them as JSON). */
+export function assertWorkerData(entry: Pick<ModelEntry, 'params' | 'modelArtifact' | 'executionMechanism'>, at: string): void {
+  for (const [field, value] of [['params', entry.params], ['modelArtifact', entry.modelArtifact]] as const) {
+    const bad = firstNonJson(value, `${at}.${field}`);
+    if (bad) throw new ConfigError([{ path: bad, expected: `JSON data (executionMechanism '${entry.executionMechanism}' sends it to workers as JSON)` }]);
+  }
+}
