@@ -57,6 +57,15 @@ export interface GraphOptions {
   readonly monitoring?: { readonly samplingPercentage?: number; readonly registryPath?: string };
 }
 
+/** A model endpoint as `graph.endpoint(name)` describes it. */
+export interface GraphEndpoint {
+  readonly endpointName: string;
+  readonly step: string;
+  readonly executionMechanism: ExecutionMechanism;
+  readonly inputs?: string[];
+  readonly outputs?: string[];
+}
+
 /** Where an endpoint name is used, for uniqueness errors. */
 interface EndpointUse {
   readonly endpointName: string;
@@ -346,6 +355,17 @@ export class Graph {
   /** The endpoint names in use and where. */
   endpointNames(): { endpointName: string; where: string }[] {
     return [...this.endpoints.values()].map((u) => ({ ...u }));
+  }
+
+  /** A model endpoint of one of the graph's steps (a router's route is not one): `undefined` when none. */
+  endpoint(name: string): GraphEndpoint | undefined {
+    for (const step of this.steps) {
+      const m = step.models.find((entry) => entry.endpointName === name);
+      if (m !== undefined) {
+        return { endpointName: m.endpointName, step: step.step, executionMechanism: m.executionMechanism, ...(m.inputs ? { inputs: [...m.inputs] } : {}), ...(m.outputs ? { outputs: [...m.outputs] } : {}) };
+      }
+    }
+    return undefined;
   }
 
   /**

@@ -49,6 +49,7 @@ export {
   type GraphOptions,
   type SharedModelConfig,
   type SharedModelProxyConfig,
+  type GraphEndpoint,
 } from './graph.js';
 export type { EndpointRecord } from './monitoring/record.js';
 export { EndpointRegistry, type EndpointEntry, type EndpointSpec } from './monitoring/registry.js';
@@ -63,3 +64,15 @@ export { estimateUsage, countTextTokens, type Usage } from './llm/usage.js';
 export { createNodeFetch, type NodeFetchOptions } from './llm/nodeFetch.js';
 export { MOCK_ANSWER } from './llm/providers/mock.js';
 export type { LLMProvider, ProviderRequest, Completion, StreamPart } from './llm/providers/provider.js';
+export {
+  invoker,
+  serve,
+  rxservePlugin,
+  v2ModelName,
+  type Invoker,
+  type InvokerOptions,
+  type InvokeInit,
+  type Server,
+  type ServeOptions,
+  type RxservePluginOptions,
+} from './serve/index.js';

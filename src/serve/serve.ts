@@ -1,0 +1,109 @@
+// serve(): a fastify server of its own, listening, with rxservePlugin's routes.
+import type { FastifyInstance } from 'fastify';
+import * as t from 'io-ts';
+import type { OperatorFunction } from 'rxjs';
+import { decodeOrThrow, GraphCodec, NonEmptyString, nonNegativeInt, positiveInt, strict } from '../config.js';
+import type { ServingEvent } from '../event.js';
+import type { Graph } from '../graph.js';
+import { DEFAULT_MAX_BODY_BYTES, rxservePlugin } from './plugin.js';
+import { errorBody, HttpError } from './status.js';
+
+/** Options of `serve()`. */
+export interface ServeOptions {
+  /** Default 8080; 0 picks a free port (read it from `server.url`). */
+  readonly port?: number;
+  /** Default `'127.0.0.1'` (loopback only); `'0.0.0.0'` to serve other machines. */
+  readonly host?: string;
+  /** The pipeline's graph: readiness waits for `graph.ready()`, `/v2/models` lists its endpoints, `close()` closes it. */
+  readonly graph?: Graph;
+  /** Largest request body (bytes); more → 413. Default 10 MiB. */
+  readonly maxBodyBytes?: number;
+  /** How long a request waits for its answer before a 504 (its work is aborted); default 30,000 ms. */
+  readonly timeoutMs?: number;
+  /** The names `/v2/models` lists; default the graph's endpoint names. */
+  readonly models?: readonly string[];
+  /** When set, every route but `/v2/health/*` needs `Authorization: Bearer <one of these>` (else 401). */
+  readonly apiKeys?: readonly string[];
+}
+
+/** A running server (see `serve`). */
+export interface Server {
+  /** `'http://127.0.0.1:PORT'` */
+  readonly url: string;
+  /** The fastify app, for what rxserve does not cover (its own routes cannot be added once listening). */
+  readonly app: FastifyInstance;
+  /**
+   * Graceful: new requests get 503 (new connections are refused), requests in flight are
+   * answered, then the pipeline's subscription ends and the graph closes.
+   */
+  close(): Promise<void>;
+}
+
+const ServeOptionsCodec = strict(
+  'ServeOptions',
+  {},
+  {
+    port: nonNegativeInt(false),
+    host: NonEmptyString,
+    graph: GraphCodec,
+    maxBodyBytes: positiveInt(false),
+    timeoutMs: positiveInt(true),
+    models: t.array(NonEmptyString),
+    apiKeys: t.array(NonEmptyString),
+  },
+);
+
+/**
+ * Serves a pipeline over HTTP and resolves once listening.
+ *
+ * A fastify server with the routes of `rxservePlugin`: `POST /*` runs the JSON body through the
+ * pipeline as one event (`path` the URL path, `id` the `x-request-id` header or a new one, echoed)
+ * and answers 200 with the output body, or `{ "error": "<Name>: <message>" }` with the status of
+ * its error (`RouteNotFoundError` 404, `QueueFullError` 503 + `Retry-After: 1`, `ModelTimeoutError`
+ * or no answer within `timeoutMs` 504, `ConfigError` 500, anything else 400); the health and
+ * `/v2/models` routes of the Open Inference Protocol; Bearer `apiKeys`. A client that disconnects
+ * cancels its event's work. fastify is loaded on the first call, so importing rxserve does not load it.
+ *
+ * ## Example
+ * ```ts
+ * import { createGraph, serve } from 'rxserve';
+ * const graph = createGraph();
+ * const server = await serve(graph.modelRunner({ models }), { graph, port: 0 });
+ * await fetch(`${server.url}/score`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"x":1}' });
+ * await server.close(); // answers what is in flight, then closes the graph
+ * ```
+ * @see rxservePlugin
+ * @see invoker
+ * @param pipeline One step, or a `pipe()` of steps, from serving events to serving events.
+ * @param options Port, host, graph, limits, listed models and API keys; validated now (rejects with `ConfigError`).
+ * @returns The listening server. If it cannot listen, the rejection comes after the pipeline and graph were closed.
+ */
+export async function serve(pipeline: OperatorFunction<ServingEvent, ServingEvent>, options: ServeOptions = {}): Promise<Server> {
+  const { port = 8080, host = '127.0.0.1', maxBodyBytes = DEFAULT_MAX_BODY_BYTES, ...rest } = decodeOrThrow(ServeOptionsCodec, options, 'serve');
+  const { default: Fastify } = await import('fastify');
+  const app = Fastify({
+    logger: false,
+    bodyLimit: maxBodyBytes,
+    // The plugin answers requests arriving while it closes with its own 503 (error shape, Retry-After).
+    return503OnClosing: false,
+  });
+  app.setNotFoundHandler((request, reply) => {
+    void reply.code(404).send(errorBody(new HttpError('NotFoundError', `no route ${request.method} ${request.url.split('?')[0]}`, 404)));
+  });
+  try {
+    await app.register(rxservePlugin, { pipeline, maxBodyBytes, ...rest });
+    await app.listen({ port, host });
+  } catch (error) {
+    await app.close();
+    throw error;
+  }
+  const address = app.server.address();
+  const bound = typeof address === 'object' && address !== null ? address : { address: host, port, family: 'IPv4' };
+  const url = `http://${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`;
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    app,
+    close: () => (closing ??= app.close()),
+  };
+}
