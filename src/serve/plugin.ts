@@ -7,7 +7,7 @@ import { decodeOrThrow, fn, GraphCodec, NonEmptyString, positiveInt, strict } fr
 import { RxServeError, toError } from '../errors.js';
 import type { ServingEvent } from '../event.js';
 import type { Graph } from '../graph.js';
-import { invoker } from './invoker.js';
+import { invoker, type Invoker } from './invoker.js';
 import { errorBody, HttpError, statusOf } from './status.js';
 
 /** Options of `rxservePlugin` (`app.register(rxservePlugin, options)`). */
@@ -46,6 +46,9 @@ export const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024;
 /** The request id: `x-request-id` when the client sent a usable one, else a new UUID. */
 const MAX_REQUEST_ID = 200;
 
+/** @internal serve() reads the plugin's invoker through this option (a symbol: not an option users see). */
+export const kInvoker = Symbol('rxserve.invoker');
+
 /** Per request: its id (echoed as `x-request-id`). */
 const requestIds = new WeakMap<FastifyRequest, string>();
 
@@ -76,6 +79,7 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   const options = decodeOrThrow(PluginOptionsCodec, own, 'rxservePlugin');
   const { pipeline, graph, timeoutMs, models, apiKeys, maxBodyBytes = DEFAULT_MAX_BODY_BYTES } = options;
   const client = invoker(pipeline, { ...(graph ? { graph } : {}), ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
+  (opts as { [kInvoker]?: (client: Invoker) => void })[kInvoker]?.(client);
 
   let closing = false;
   let graphReady = graph === undefined;

@@ -5,7 +5,8 @@ import type { OperatorFunction } from 'rxjs';
 import { decodeOrThrow, GraphCodec, NonEmptyString, nonNegativeInt, positiveInt, strict } from '../config.js';
 import type { ServingEvent } from '../event.js';
 import type { Graph } from '../graph.js';
-import { DEFAULT_MAX_BODY_BYTES, rxservePlugin } from './plugin.js';
+import type { Invoker } from './invoker.js';
+import { DEFAULT_MAX_BODY_BYTES, kInvoker, rxservePlugin, type RxservePluginOptions } from './plugin.js';
 import { errorBody, HttpError } from './status.js';
 
 /** Options of `serve()`. */
@@ -37,6 +38,8 @@ export interface Server {
    * answered, then the pipeline's subscription ends and the graph closes.
    */
   close(): Promise<void>;
+  /** Requests awaiting their answer from the pipeline. */
+  readonly inFlight: number;
 }
 
 const ServeOptionsCodec = strict(
@@ -81,6 +84,7 @@ const ServeOptionsCodec = strict(
 export async function serve(pipeline: OperatorFunction<ServingEvent, ServingEvent>, options: ServeOptions = {}): Promise<Server> {
   const { port = 8080, host = '127.0.0.1', maxBodyBytes = DEFAULT_MAX_BODY_BYTES, ...rest } = decodeOrThrow(ServeOptionsCodec, options, 'serve');
   const { default: Fastify } = await import('fastify');
+  let client: Invoker | undefined;
   const app = Fastify({
     logger: false,
     bodyLimit: maxBodyBytes,
@@ -91,7 +95,7 @@ export async function serve(pipeline: OperatorFunction<ServingEvent, ServingEven
     void reply.code(404).send(errorBody(new HttpError('NotFoundError', `no route ${request.method} ${request.url.split('?')[0]}`, 404)));
   });
   try {
-    await app.register(rxservePlugin, { pipeline, maxBodyBytes, ...rest });
+    await app.register(rxservePlugin, { pipeline, maxBodyBytes, ...rest, [kInvoker]: (c: Invoker) => (client = c) } as RxservePluginOptions);
     await app.listen({ port, host });
   } catch (error) {
     await app.close();
@@ -105,5 +109,8 @@ export async function serve(pipeline: OperatorFunction<ServingEvent, ServingEven
     url,
     app,
     close: () => (closing ??= app.close()),
+    get inFlight() {
+      return client?.inFlight ?? 0;
+    },
   };
 }
