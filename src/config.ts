@@ -1,6 +1,5 @@
 // The one place io-ts is used directly: codecs decode config objects or throw ConfigError.
 import * as t from 'io-ts';
-import type { Graph } from './graph.js';
 import { isLeft } from 'fp-ts/lib/Either.js';
 import { ConfigError, type ConfigIssue } from './errors.js';
 
@@ -184,6 +183,3 @@ export function firstNonJson(value: unknown, path: string, ancestors: Set<object
 export function guard<T>(expected: string, test: (u: unknown) => boolean): t.Type<T, T, unknown> {
   return new t.Type<T, T, unknown>(expected, (u): u is T => test(u), (u, c) => (test(u) ? t.success(u as T) : t.failure(u, c)), t.identity);
 }
-
-/** A graph made by createGraph() (checked by shape: the class lives in graph.ts, which imports this). */
-export const GraphCodec = guard<Graph>('a graph made by createGraph()', (u) => typeof (u as Graph | null)?.bindStep === 'function');

@@ -15,6 +15,12 @@ export interface ServingEvent<B = unknown> {
   readonly error?: ServingError;
   /** Name of the step that set `error`. */
   readonly origin?: string;
+  /**
+   * Cancels this event alone: when it aborts, every step stops the event's work (a model's
+   * `ctx.signal` fires, a worker call is cancelled) and the event leaves that step at once,
+   * errored with the signal's reason. `invoker()` and `serve()` set it per request.
+   */
+  readonly signal?: AbortSignal;
 }
 
 /** A `ServingEvent` that a step has failed. */
@@ -47,6 +53,7 @@ export function toEvent<B>(body: B, init?: Partial<Omit<ServingEvent<B>, 'body'>
   if (init?.headers !== undefined) event.headers = Object.freeze({ ...init.headers });
   if (init?.error !== undefined) event.error = init.error;
   if (init?.origin !== undefined) event.origin = init.origin;
+  if (init?.signal !== undefined) event.signal = init.signal;
   return Object.freeze(event);
 }
 

@@ -45,12 +45,12 @@ export type { Executor, ExecutorSession, ExecutorHooks, CallResult } from './exe
 export { cloneBody } from './clone.js';
 export {
   createGraph,
-  Graph,
+  type Graph,
+  type EndpointInfo,
   type GraphOptions,
   type SharedModelConfig,
   type SharedModelProxyConfig,
-  type GraphEndpoint,
-} from './graph.js';
+} from './graph/graph.js';
 export type { EndpointRecord } from './monitoring/record.js';
 export { EndpointRegistry, type EndpointEntry, type EndpointSpec } from './monitoring/registry.js';
 export { prometheusExporter, type PrometheusExporter } from './monitoring/prometheus.js';

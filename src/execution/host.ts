@@ -3,7 +3,7 @@ import { ModelLoadError, toError } from '../errors.js';
 import { LLModel } from '../llm/llmodel.js';
 import { Model, type ModelClass } from '../model/model.js';
 import { importModelClass } from '../model/registry.js';
-import { CallContext } from '../operators/internal/callContext.js';
+import { CallContext } from '../model/callContext.js';
 import { inspectForWorker, serializeError, type WireBatch, type WireCall, type WireResult, type WorkerModelSpec } from './protocol.js';
 
 /** Classes every worker knows without a module reference. */

@@ -1,10 +1,12 @@
-// Main-side machinery shared by the worker mechanisms: calls become Observables, are batched
-// while the workers are busy, cancelled cooperatively, and their worker terminated only when a
-// call ignores the cancel past a grace period.
+// Main-side machinery shared by the worker mechanisms: calls wait in one lane whose slots are the
+// workers' batch slots; while workers are busy, waiting calls leave together as one batch. Calls
+// are cancelled cooperatively, and their worker terminated only when a call ignores the cancel
+// past a grace period.
 import { Observable, type Subscriber } from 'rxjs';
 import { WorkerCrashedError } from '../errors.js';
 import type { PredictContext } from '../model/model.js';
 import type { CallResult, ExecutorSession } from './executor.js';
+import { Lane, LaneCall, type LaneUnit } from './lane.js';
 import { deserializeError, type WireBatch, type WireCall, type WireResult } from './protocol.js';
 
 /** A batch handed to a transport. */
@@ -19,13 +21,14 @@ export interface SentBatch {
 
 /** How batches reach workers: piscina threads or child processes. */
 export interface BatchTransport {
-  /** Whether a batch can be sent now (a worker is ready and not saturated). */
-  canSend(): boolean;
+  /**
+   * Whether a batch can be sent now (a worker is ready and not saturated): `true`, or a promise
+   * that settles when it may be worth asking again (a worker became ready).
+   */
+  canSend(): true | PromiseLike<unknown>;
   /** How many batches the workers hold at once when all are up (threads or processes × 2). */
   readonly slots: number;
   send(batch: WireBatch, transfer: ArrayBuffer[]): SentBatch;
-  /** Called by the transport when capacity frees up without a batch completing (a worker became ready). */
-  onCapacity?: () => void;
   readonly ready?: PromiseLike<void>;
   /** Whether inputs should be copied and their buffers transferred (threads), or sent as they are. */
   readonly transfersInputs: boolean;
@@ -44,27 +47,41 @@ export interface PooledOptions {
 let lastCallId = 0;
 const nextCallId = (): number => (lastCallId = lastCallId >= 0x7fffffff ? 1 : lastCallId + 1);
 
-interface PendingCall {
-  readonly id: number;
-  readonly endpoint: string;
-  readonly specKey: string;
-  readonly input: unknown;
-  readonly context: PredictContext;
-  readonly subscriber: Subscriber<unknown>;
-  state: 'queued' | 'sent' | 'done';
-  batch?: SentBatch;
-  grace?: ReturnType<typeof setTimeout>;
+/** One call waiting for, or inside, a worker batch. */
+class PooledCall extends LaneCall {
+  readonly id = nextCallId();
+  batch: SentBatch | undefined = undefined;
+  grace: ReturnType<typeof setTimeout> | undefined = undefined;
+  constructor(
+    readonly endpoint: string,
+    readonly specKey: string,
+    readonly input: unknown,
+    readonly context: PredictContext,
+    readonly subscriber: Subscriber<unknown>,
+  ) {
+    super();
+  }
+
+  // The runner aborts the model's context itself; the worker hears of it through cancelWork.
+  abort(): void {}
+
+  settled(value: unknown, error: Error | undefined): void {
+    if (error === undefined) {
+      this.subscriber.next(value);
+      this.subscriber.complete();
+    } else this.subscriber.error(error);
+  }
 }
 
 /**
  * An executor session over a batch transport. While fewer batches are out than the workers can
  * take, each call leaves at once as a batch of one (low latency); once they are busy, calls wait
- * and leave together, up to `maxBatch` per message (throughput under load).
+ * in the lane and leave together, up to `maxBatch` per message, spread over the free slots
+ * (throughput under load).
  */
 export class PooledSession implements ExecutorSession {
   readonly ready?: PromiseLike<void>;
-  private readonly queue: PendingCall[] = [];
-  private pumping = false;
+  private readonly lane: Lane<PooledCall>;
   private closed = false;
 
   constructor(
@@ -75,7 +92,14 @@ export class PooledSession implements ExecutorSession {
     private readonly collect: (input: unknown) => { input: unknown; transfer: ArrayBuffer[]; problem?: string },
   ) {
     if (transport.ready) this.ready = transport.ready;
-    transport.onCapacity = () => this.pump();
+    this.lane = new Lane<PooledCall>({
+      name: `${transport.workerKind} pool`,
+      maxInFlight: transport.slots,
+      batching: { maxBatchSize: options.maxBatch, maxWaitMs: 0 },
+      spread: true,
+      canRun: () => transport.canSend(),
+      run: (calls, unit) => this.sendBatch(calls, unit),
+    });
   }
 
   copiesInput(): boolean {
@@ -89,19 +113,13 @@ export class PooledSession implements ExecutorSession {
         subscriber.error(new WorkerCrashedError(`the pool of '${endpointName}' is closed`));
         return undefined;
       }
-      const call: PendingCall = { id: nextCallId(), endpoint: endpointName, specKey, input, context, subscriber, state: 'queued' };
-      this.queue.push(call);
-      this.pump();
-      return () => this.cancel(call);
+      const call = this.lane.submit(new PooledCall(endpointName, specKey, input, context, subscriber));
+      return () => this.lane.cancel(call, undefined);
     });
   }
 
-  private cancel(call: PendingCall): void {
-    if (call.state !== 'sent') {
-      call.state = 'done'; // a queued call is skipped when its batch is formed
-      return;
-    }
-    call.state = 'done';
+  /** Asks the worker to stop a sent call; terminates the worker if the call ignores it. */
+  private cancelSent(call: PooledCall): void {
     const batch = call.batch!;
     batch.cancel(call.id);
     call.grace = setTimeout(
@@ -111,39 +129,19 @@ export class PooledSession implements ExecutorSession {
     call.grace.unref?.();
   }
 
-  private pump(): void {
-    if (this.pumping || this.closed) return;
-    this.pumping = true;
-    try {
-      while (this.queue.length > 0 && this.transport.canSend()) {
-        // Spread what waits over the batch slots rather than filling one batch: a worker runs a
-        // batch's synchronous calls one after another, so one big batch would leave the other
-        // workers idle (CPU-bound models would not scale).
-        const size = Math.min(this.options.maxBatch, Math.ceil(this.queue.length / this.transport.slots));
-        const calls: PendingCall[] = [];
-        while (this.queue.length > 0 && calls.length < size) {
-          const call = this.queue.shift()!;
-          if (call.state === 'queued') calls.push(call);
-        }
-        if (calls.length > 0) this.sendBatch(calls);
-      }
-    } finally {
-      this.pumping = false;
-    }
-  }
-
-  private sendBatch(batchCalls: PendingCall[]): void {
+  private sendBatch(batchCalls: readonly PooledCall[], unit: LaneUnit): void {
     const specs: string[] = [];
     const specIndex = new Map<string, number>();
     const transfer: ArrayBuffer[] = [];
-    const calls: PendingCall[] = [];
+    const calls: PooledCall[] = [];
     const wire: WireCall[] = [];
     for (const call of batchCalls) {
       const prepared = this.collect(call.input);
       if (prepared.problem !== undefined) {
         // This input cannot cross to a worker: it fails alone, the rest of the batch goes.
-        call.state = 'done';
-        call.subscriber.error(
+        this.lane.settle(
+          call,
+          undefined,
           new TypeError(
             `the input of model '${call.endpoint}' cannot be copied to a worker ${this.transport.workerKind}: ${prepared.problem}, which structured clone cannot copy`,
           ),
@@ -155,7 +153,7 @@ export class PooledSession implements ExecutorSession {
         index = specs.push(call.specKey) - 1;
         specIndex.set(call.specKey, index);
       }
-      transfer.push(...prepared.transfer);
+      for (const buffer of prepared.transfer) transfer.push(buffer);
       const { context } = call;
       calls.push(call);
       wire.push({
@@ -172,53 +170,45 @@ export class PooledSession implements ExecutorSession {
     try {
       batch = this.transport.send({ specs, calls: wire }, transfer);
     } catch (error) {
-      for (const call of calls) call.subscriber.error(error);
+      for (const call of calls) this.lane.settle(call, undefined, asCrash(error));
       return;
     }
+    // The slot stays taken until the worker answers, even if every call in it was cancelled.
+    const release = unit.hold();
     for (const call of calls) {
-      call.state = 'sent';
       call.batch = batch;
+      call.cancelWork = () => this.cancelSent(call);
     }
     batch.done.then(
       (results) => {
         calls.forEach((call, i) => this.deliver(call, results[i]));
-        this.pump();
+        release();
       },
       (error: unknown) => {
         for (const call of calls) this.deliver(call, undefined, error);
-        this.pump();
+        release();
       },
     );
   }
 
-  private deliver(call: PendingCall, result: WireResult | undefined, failure?: unknown): void {
+  private deliver(call: PooledCall, result: WireResult | undefined, failure?: unknown): void {
     if (call.grace) clearTimeout(call.grace);
-    if (call.state === 'done') return;
-    call.state = 'done';
-    if (result === undefined) {
-      // Transports fail a batch with WorkerCrashedError (the worker died) or a TypeError (the batch
-      // could not be sent); anything else is reported as a crash.
-      call.subscriber.error(
-        failure instanceof WorkerCrashedError || failure instanceof TypeError ? failure : new WorkerCrashedError(String(failure), { cause: failure }),
-      );
-    } else if (result.ok) {
-      call.subscriber.next(result.value);
-      call.subscriber.complete();
-    } else {
-      call.subscriber.error(deserializeError(result.error));
-    }
+    if (call.done) return;
+    if (result === undefined) this.lane.settle(call, undefined, asCrash(failure));
+    else if (result.ok) this.lane.settle(call, result.value, undefined);
+    else this.lane.settle(call, undefined, deserializeError(result.error));
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const call of this.queue) {
-      if (call.state === 'queued') {
-        call.state = 'done';
-        call.subscriber.error(new WorkerCrashedError('the pool was closed before the call started'));
-      }
-    }
-    this.queue.length = 0;
+    this.lane.failWaiting(new WorkerCrashedError('the pool was closed before the call started'));
     await this.transport.close();
   }
+}
+
+// Transports fail a batch with WorkerCrashedError (the worker died) or a TypeError (the batch could
+// not be sent); anything else is reported as a crash.
+function asCrash(failure: unknown): Error {
+  return failure instanceof WorkerCrashedError || failure instanceof TypeError ? failure : new WorkerCrashedError(String(failure), { cause: failure });
 }

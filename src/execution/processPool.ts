@@ -192,7 +192,8 @@ class ProcessTransport implements BatchTransport {
   readonly ready: Promise<void>;
   readonly transfersInputs = false;
   readonly workerKind = 'process';
-  onCapacity?: () => void;
+  /** Resolved when a process becomes ready (see canSend). */
+  private capacity: { promise: Promise<void>; resolve: () => void } | undefined;
   private readonly workers = new Set<ChildWorker>();
   private readonly readyWorkers = new Set<ChildWorker>();
   private failedStarts = 0;
@@ -231,7 +232,9 @@ class ProcessTransport implements BatchTransport {
       if (worker.exited || this.closing) return;
       this.failedStarts = 0;
       this.readyWorkers.add(worker);
-      this.onCapacity?.();
+      const capacity = this.capacity;
+      this.capacity = undefined;
+      capacity?.resolve();
     });
   }
 
@@ -257,9 +260,15 @@ class ProcessTransport implements BatchTransport {
     this.restarts.add(timer);
   }
 
-  canSend(): boolean {
+  /** True when a ready process can take a batch now; else a promise of the next ready process. */
+  canSend(): true | Promise<void> {
     for (const worker of this.readyWorkers) if (worker.batches < BATCHES_PER_PROCESS) return true;
-    return false;
+    if (this.capacity === undefined) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.capacity = { promise, resolve };
+    }
+    return this.capacity.promise;
   }
 
   send(batch: WireBatch): SentBatch {

@@ -67,8 +67,6 @@ class ThreadTransport implements BatchTransport {
   readonly ready: Promise<void>;
   readonly transfersInputs = true;
   readonly workerKind = 'thread';
-  onCapacity?: () => void;
-  private inFlight = 0;
   readonly slots: number;
   /** Spec key → its index in the threads' workerData (a pool of our own), else undefined. */
   private readonly specIndex: ReadonlyMap<string, number> | undefined;
@@ -108,14 +106,14 @@ class ThreadTransport implements BatchTransport {
     this.ready.catch(() => undefined);
   }
 
-  canSend(): boolean {
-    return this.inFlight < this.slots;
+  /** piscina queues what its threads cannot take yet; the lane keeps at most `slots` batches out. */
+  canSend(): true {
+    return true;
   }
 
   send(batch: WireBatch, transfer: ArrayBuffer[]): SentBatch {
     const abort = new TerminateSignal();
     let terminated: string | undefined;
-    this.inFlight++;
     const { specIndex } = this;
     let task: ThreadTask;
     if (specIndex) {
@@ -135,11 +133,9 @@ class ThreadTransport implements BatchTransport {
     }
     const done = this.pool.run(task, { signal: abort as never, transferList: transfer }).then(
       (results: unknown[]) => {
-        this.inFlight--;
         return specIndex ? unflatten(results) : (results as WireResult[]);
       },
       (error: unknown) => {
-        this.inFlight--;
         // postMessage refused the batch (something the inspection did not foresee): the thread is fine.
         if (error instanceof Error && error.name === 'DataCloneError') {
           throw new TypeError(`a batch of ${batch.calls.length} call(s) could not be copied to a worker thread: ${error.message}`, { cause: error });

@@ -7,18 +7,22 @@ import type { ModelEntry } from '../model/entry.js';
 import { modelClassName } from '../model/registry.js';
 import type { EndpointRecord } from './record.js';
 
+/** One model call of a finished event, as the runner keeps it. */
+export interface CallReport {
+  readonly entry: ModelEntry;
+  readonly value: unknown;
+  readonly error: Error | undefined;
+  /** Start (epoch ms, the step's clock). */
+  readonly started: number;
+  readonly latencyMs: number;
+}
+
 /** One finished event of a step, as the runner hands it over: references only, nothing built. */
 export interface EventReport {
   readonly step: string;
   readonly event: ServingEvent;
-  /** The step's model entries; `selected` indexes them. */
-  readonly models: readonly ModelEntry[];
-  readonly selected: readonly number[];
-  readonly values: readonly unknown[];
-  readonly errors: readonly (Error | undefined)[];
-  /** Per selected call: start (epoch ms, the step's clock) and latency. */
-  readonly starts: readonly number[];
-  readonly latencies: readonly number[];
+  /** The selected models' calls, in selection order. */
+  readonly calls: readonly CallReport[];
 }
 
 /** Something that wants every call (not only sampled records). */
@@ -32,6 +36,41 @@ export interface LaneStats {
   readonly step: string;
   readonly inFlight: number;
   readonly queued: number;
+}
+
+/** A step's intake figures (read at scrape time). */
+export interface StepStats {
+  readonly step: string;
+  /** Events being worked on or waiting to be emitted in order. */
+  readonly inFlight: number;
+  /** Events admitted, waiting for a slot. */
+  readonly queued: number;
+  /** Events rejected with `QueueFullError` so far. */
+  readonly rejected: number;
+}
+
+/** The key under which a graph hands exporters its monitoring; a symbol, so no public member. */
+export const MONITORING: unique symbol = Symbol.for('rxserve.monitoring');
+
+/** What exporters (Prometheus, tracing, the dashboard) read from a graph. */
+export interface MonitoringSource {
+  readonly graphName: string;
+  observe(observer: MonitorObserver): void;
+  unobserve(observer: MonitorObserver): void;
+  /** In-flight and waiting calls per model lane of every running step. */
+  laneStats(): LaneStats[];
+  /** Intake figures per running step. */
+  stepStats(): StepStats[];
+}
+
+/** Something exporters can watch: a graph made by `createGraph()`. */
+export interface Monitored {
+  readonly [MONITORING]: MonitoringSource;
+}
+
+/** True for a graph (checked by shape, so monitoring never imports the graph). */
+export function isMonitored(value: unknown): value is Monitored {
+  return typeof (value as Monitored | null)?.[MONITORING]?.observe === 'function';
 }
 
 export class GraphMonitor {
@@ -56,18 +95,15 @@ export class GraphMonitor {
   onEvent(report: EventReport): void {
     for (const observer of this.observers) observer.onEvent(report);
     if (!this.tracked) return;
-    const { selected, errors } = report;
-    for (let i = 0; i < selected.length; i++) {
+    for (const call of report.calls) {
       // Sampled before anything is built; error records are never sampled out.
-      if (errors[i] === undefined && this.keep < 1 && this.random() >= this.keep) continue;
-      this.records.next(this.build(report, i));
+      if (call.error === undefined && this.keep < 1 && this.random() >= this.keep) continue;
+      this.records.next(this.build(report, call));
     }
   }
 
-  private build(report: EventReport, i: number): EndpointRecord {
-    const entry = report.models[report.selected[i]];
-    const error = report.errors[i];
-    const value = report.values[i];
+  private build(report: EventReport, call: CallReport): EndpointRecord {
+    const { entry, error, value } = call;
     const usage = error ? (error as { usage?: Record<string, unknown> }).usage : usageOf(value);
     return {
       endpointName: entry.endpointName,
@@ -75,8 +111,8 @@ export class GraphMonitor {
       step: report.step,
       labels: entry.labels ?? {},
       eventId: report.event.id,
-      when: new Date(report.starts[i]).toISOString(),
-      latencyMs: report.latencies[i],
+      when: new Date(call.started).toISOString(),
+      latencyMs: call.latencyMs,
       request: { inputs: normalize(getPath(report.event.body, entry.inputPath), entry.inputs) },
       ...(error ? { error: describeError(error) } : { response: { outputs: normalize(value, entry.outputs) } }),
       ...(usage ? { usage } : {}),

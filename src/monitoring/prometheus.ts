@@ -1,7 +1,8 @@
 // Prometheus metrics through prom-client (an optional peer dependency, loaded only when used).
-import { GraphCodec, decodeOrThrow, guard, strict } from '../config.js';
-import type { Graph } from '../graph.js';
-import type { EventReport, MonitorObserver } from './monitor.js';
+import { decodeOrThrow, guard, strict } from '../config.js';
+import { MONITORING, isMonitored, type EventReport, type Monitored, type MonitorObserver } from './monitor.js';
+
+const MonitoredCodec = guard<Monitored>('a graph made by createGraph()', isMonitored);
 
 /** What `prometheusExporter` returns. */
 export interface PrometheusExporter {
@@ -47,10 +48,10 @@ const PrometheusOptionsCodec = strict(
 );
 
 export async function prometheusExporter(
-  graph: Graph,
+  graph: Monitored,
   options: { registry?: import('prom-client').Registry; prefix?: string; buckets?: number[] } = {},
 ): Promise<PrometheusExporter> {
-  decodeOrThrow(GraphCodec, graph, 'prometheusExporter.graph');
+  decodeOrThrow(MonitoredCodec, graph, 'prometheusExporter.graph');
   decodeOrThrow(PrometheusOptionsCodec, options, 'prometheusExporter.options');
   const client = await import('prom-client');
   const registry = options.registry ?? new client.Registry();
@@ -78,30 +79,60 @@ export async function prometheusExporter(
   const lanes = (pick: 'inFlight' | 'queued') =>
     function (this: import('prom-client').Gauge<string>) {
       this.reset();
-      for (const lane of graph.laneStats()) this.set({ endpoint: lane.endpointName, step: lane.step }, lane[pick]);
+      for (const lane of graph[MONITORING].laneStats()) this.set({ endpoint: lane.endpointName, step: lane.step }, lane[pick]);
     };
   new client.Gauge({
     name: `${prefix}lane_in_flight`,
-    help: 'Calls running in a model lane',
+    help: 'Calls of a model lane running now (started, not settled; a batch counts each of its calls)',
     labelNames,
     registers: [registry],
     collect: lanes('inFlight'),
   });
   new client.Gauge({
     name: `${prefix}lane_queued`,
-    help: 'Calls waiting in a model lane',
+    help: "Calls waiting in a model lane for a slot of the model's maxInFlight, or for their batch to fill",
     labelNames,
     registers: [registry],
     collect: lanes('queued'),
   });
+  // Step intake: what waits in front of the lanes, and what was turned away (QueueFullError).
+  const steps = (pick: 'inFlight' | 'queued') =>
+    function (this: import('prom-client').Gauge<string>) {
+      this.reset();
+      for (const step of graph[MONITORING].stepStats()) this.set({ step: step.step }, step[pick]);
+    };
+  new client.Gauge({
+    name: `${prefix}step_in_flight`,
+    help: 'Events inside a step: being worked on, or done and waiting to be emitted in order',
+    labelNames: ['step'],
+    registers: [registry],
+    collect: steps('inFlight'),
+  });
+  new client.Gauge({
+    name: `${prefix}step_queued`,
+    help: "Events admitted by a step and waiting for one of its maxInFlight slots",
+    labelNames: ['step'],
+    registers: [registry],
+    collect: steps('queued'),
+  });
+  new client.Counter({
+    name: `${prefix}step_rejected_total`,
+    help: 'Events a step rejected, by reason (queue_full: past maxInFlight + maxQueue)',
+    labelNames: ['step', 'reason'],
+    registers: [registry],
+    collect(this: import('prom-client').Counter<string>) {
+      this.reset();
+      for (const step of graph[MONITORING].stepStats()) this.inc({ step: step.step, reason: 'queue_full' }, step.rejected);
+    },
+  });
   const observer: MonitorObserver = {
     onEvent(report: EventReport) {
-      for (let i = 0; i < report.selected.length; i++) {
-        const labels = { endpoint: report.models[report.selected[i]].endpointName, step: report.step };
-        const error = report.errors[i];
+      for (const call of report.calls) {
+        const labels = { endpoint: call.entry.endpointName, step: report.step };
+        const { error } = call;
         requests.inc({ ...labels, outcome: error ? 'error' : 'success' });
-        latency.observe(labels, report.latencies[i] / 1000);
-        const usage = (error as { usage?: Usage } | undefined)?.usage ?? (report.values[i] as { usage?: Usage } | null)?.usage;
+        latency.observe(labels, call.latencyMs / 1000);
+        const usage = (error as { usage?: Usage } | undefined)?.usage ?? (call.value as { usage?: Usage } | null)?.usage;
         if (usage && typeof usage.prompt_tokens === 'number') {
           tokens.inc({ ...labels, kind: 'prompt' }, usage.prompt_tokens);
           tokens.inc({ ...labels, kind: 'completion' }, usage.completion_tokens ?? 0);
@@ -109,12 +140,12 @@ export async function prometheusExporter(
       }
     },
   };
-  graph.observe(observer);
+  graph[MONITORING].observe(observer);
   return {
     registry,
     contentType: registry.contentType,
     metrics: () => registry.metrics(),
-    detach: () => graph.unobserve(observer),
+    detach: () => graph[MONITORING].unobserve(observer),
   };
 }
 

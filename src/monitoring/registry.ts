@@ -118,11 +118,11 @@ export class EndpointRegistry implements MonitorObserver {
 
   /** Counts every call (not only sampled records). */
   onEvent(report: EventReport): void {
-    for (let i = 0; i < report.selected.length; i++) {
-      const entry = this.live.get(report.models[report.selected[i]].endpointName);
+    for (const call of report.calls) {
+      const entry = this.live.get(call.entry.endpointName);
       if (entry === undefined) continue;
       entry.counters.requests++;
-      if (report.errors[i] !== undefined) entry.counters.errors++;
+      if (call.error !== undefined) entry.counters.errors++;
     }
   }
 

@@ -1,10 +1,11 @@
 // OpenTelemetry spans through @opentelemetry/api (an optional peer dependency, loaded when used).
 import type { Tracer } from '@opentelemetry/api';
 import { describeError } from '../errors.js';
-import { GraphCodec, decodeOrThrow, guard, strict } from '../config.js';
-import type { Graph } from '../graph.js';
+import { decodeOrThrow, guard, strict } from '../config.js';
 import { modelClassName } from '../model/registry.js';
-import type { EventReport, MonitorObserver } from './monitor.js';
+import { MONITORING, isMonitored, type EventReport, type Monitored, type MonitorObserver } from './monitor.js';
+
+const MonitoredCodec = guard<Monitored>('a graph made by createGraph()', isMonitored);
 
 /**
  * Records a span per event in each step (`rxserve.step <name>`) with a child span per model call
@@ -21,32 +22,31 @@ const TraceOptionsCodec = strict(
   { tracer: guard('an OpenTelemetry Tracer (with startSpan)', (u) => typeof (u as { startSpan?: unknown } | null)?.startSpan === 'function') },
 );
 
-export async function traceGraph(graph: Graph, options: { tracer?: Tracer } = {}): Promise<() => void> {
-  decodeOrThrow(GraphCodec, graph, 'traceGraph.graph');
+export async function traceGraph(graph: Monitored, options: { tracer?: Tracer } = {}): Promise<() => void> {
+  decodeOrThrow(MonitoredCodec, graph, 'traceGraph.graph');
   decodeOrThrow(TraceOptionsCodec, options, 'traceGraph.options');
   const api = await import('@opentelemetry/api');
   const tracer = options.tracer ?? api.trace.getTracer('rxserve');
   const observer: MonitorObserver = {
     onEvent(report: EventReport) {
-      const { selected, starts, latencies } = report;
-      if (selected.length === 0) return;
-      const begin = Math.min(...starts);
-      const end = Math.max(...starts.map((s, i) => s + latencies[i]));
+      const { calls } = report;
+      if (calls.length === 0) return;
+      const begin = Math.min(...calls.map((c) => c.started));
+      const end = Math.max(...calls.map((c) => c.started + c.latencyMs));
       const eventSpan = tracer.startSpan(`rxserve.step ${report.step}`, {
         startTime: begin,
-        attributes: { 'rxserve.step': report.step, 'rxserve.event_id': report.event.id, 'rxserve.models': selected.length },
+        attributes: { 'rxserve.step': report.step, 'rxserve.event_id': report.event.id, 'rxserve.models': calls.length },
       });
       const parent = api.trace.setSpan(api.context.active(), eventSpan);
       let failed = false;
-      for (let i = 0; i < selected.length; i++) {
-        const entry = report.models[selected[i]];
-        const error = report.errors[i];
+      for (const call of calls) {
+        const { entry, error } = call;
         const usage = ((error as { usage?: Record<string, unknown> } | undefined)?.usage ??
-          (report.values[i] as { usage?: Record<string, unknown> } | null)?.usage) as Record<string, number> | undefined;
+          (call.value as { usage?: Record<string, unknown> } | null)?.usage) as Record<string, number> | undefined;
         const span = tracer.startSpan(
           `rxserve.model ${entry.endpointName}`,
           {
-            startTime: starts[i],
+            startTime: call.started,
             attributes: {
               'rxserve.endpoint': entry.endpointName,
               'rxserve.model_class': modelClassName(entry.modelClass),
@@ -66,12 +66,12 @@ export async function traceGraph(graph: Graph, options: { tracer?: Tracer } = {}
           failed = true;
           span.setStatus({ code: api.SpanStatusCode.ERROR, message: describeError(error) });
         }
-        span.end(starts[i] + latencies[i]);
+        span.end(call.started + call.latencyMs);
       }
       if (failed) eventSpan.setStatus({ code: api.SpanStatusCode.ERROR });
       eventSpan.end(end);
     },
   };
-  graph.observe(observer);
-  return () => graph.unobserve(observer);
+  graph[MONITORING].observe(observer);
+  return () => graph[MONITORING].unobserve(observer);
 }

@@ -54,6 +54,6 @@ export function onError(
 
   return (source) =>
     new Observable<ServingEvent>((subscriber) => {
-      dispatch(source, subscriber, limits, work, (event) => !isErrored(event));
+      dispatch(source, subscriber, limits, work, (event) => !isErrored(event), { operator: 'onError' });
     });
 }

@@ -2,7 +2,8 @@ import * as t from 'io-ts';
 import { defer, groupBy, map, mergeMap, NEVER, startWith, Subject, switchMap, timer, type OperatorFunction } from 'rxjs';
 import { NonEmptyString, decodeOrThrow, fn, positiveInt, strict } from '../config.js';
 import { ConfigError, RouteNotFoundError, toError } from '../errors.js';
-import { withError, type ServingEvent } from '../event.js';
+import { isServingEvent, withError, type ServingEvent } from '../event.js';
+import { notAnEvent } from './internal/dispatch.js';
 
 /** Configuration of a `router` step (MLRun's RouterStep). */
 export interface RouterConfig {
@@ -70,6 +71,8 @@ export function router(config: RouterConfig): OperatorFunction<ServingEvent, Ser
 
   // An event becomes [route, event]; `null` route means "emit as it is" (errored, or failed here).
   const classify = (event: ServingEvent): readonly [string | null, ServingEvent] => {
+    // Thrown inside map(): the stream errors with it, where the subscriber can catch it.
+    if (!isServingEvent(event)) throw notAnEvent(event, 'router', name);
     if (event.error !== undefined) return [null, event];
     let routeKey: string | undefined;
     try {

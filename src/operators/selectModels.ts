@@ -1,6 +1,7 @@
 import { Observable, type OperatorFunction } from 'rxjs';
 import { SelectorError } from '../errors.js';
-import { withError, type ServingEvent } from '../event.js';
+import { isServingEvent, withError, type ServingEvent } from '../event.js';
+import { notAnEvent } from './internal/dispatch.js';
 import { decodeModelEntries, type ModelEntry } from '../model/entry.js';
 import { createSelect, isSelectorLike, resolveSelector, type SelectorLike } from '../selector.js';
 import { ConfigError } from '../errors.js';
@@ -53,6 +54,10 @@ export function selectModels(
       }
       return source.subscribe({
         next(event) {
+          if (!isServingEvent(event)) {
+            subscriber.error(notAnEvent(event, 'selectModels', step));
+            return;
+          }
           if (event.error !== undefined) {
             subscriber.next({ event, selected: [] });
             return;

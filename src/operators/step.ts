@@ -81,6 +81,6 @@ export function step<In = any, Out = unknown>(
 
   return (source) =>
     new Observable<ServingEvent>((subscriber) => {
-      dispatch(source, subscriber, limits, work, isErrored);
+      dispatch(source, subscriber, limits, work, isErrored, { operator: 'step' });
     });
 }

@@ -168,6 +168,28 @@ describe('invoker', () => {
     expect(seen).toBe(1);
   });
 
+  it("a timeout aborts the event's work: the model's signal fires and the call never finishes", async () => {
+    const { graph, pipeline } = sleepy();
+    const client = track(invoker(pipeline, { graph, timeoutMs: 30 }));
+    const out = await client.invoke({ tag: 'slow', ms: 10_000 }, { id: 'slow-1' });
+    expect(out.error).toBeInstanceOf(ModelTimeoutError);
+    await until(() => probe.aborted.includes('slow-1'));
+    expect(probe.finished).toBe(0);
+    expect((await client.invoke({ tag: 'next' })).body).toEqual({ tag: 'next' });
+  });
+
+  it("aborting init.signal aborts the event's work", async () => {
+    const { graph, pipeline } = sleepy();
+    const client = track(invoker(pipeline, { graph }));
+    const controller = new AbortController();
+    const pending = client.invoke({ tag: 'a', ms: 10_000 }, { id: 'mine', signal: controller.signal });
+    await until(() => probe.started === 1);
+    controller.abort(new Error('stop'));
+    await expect(pending).rejects.toThrow('stop');
+    await until(() => probe.aborted.includes('mine'));
+    expect(probe.finished).toBe(0);
+  });
+
   it('close(): later invokes reject, in-flight answers come first, then the graph closes', async () => {
     const { graph, pipeline } = sleepy();
     const client = invoker(pipeline, { graph });

@@ -1,9 +1,10 @@
 // invoker(): request/response over a pipeline — one long-lived subscription, answers matched by event id.
 import { Subject, type OperatorFunction, type Subscription } from 'rxjs';
-import { decodeOrThrow, GraphCodec, positiveInt, strict } from '../config.js';
+import { decodeOrThrow, positiveInt, strict } from '../config.js';
 import { ModelTimeoutError, RxServeError, toError } from '../errors.js';
 import { toEvent, withError, type ServingEvent } from '../event.js';
-import type { Graph } from '../graph.js';
+import type { Graph } from '../graph/graph.js';
+import { GraphCodec } from './codecs.js';
 
 /** Options of `invoker()`. */
 export interface InvokerOptions {
@@ -154,7 +155,7 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
       ...(init.headers !== undefined ? { headers: init.headers } : {}),
       ...(init.metadata !== undefined ? { metadata: init.metadata } : {}),
       signal: controller.signal,
-    } as Parameters<typeof toEvent>[1]);
+    });
     return new Promise<ServingEvent<B>>((resolve, reject) => {
       const p: Pending = { event, controller, resolve: resolve as Pending['resolve'], reject, timer: undefined, unlisten: undefined };
       pending.set(id, p);

@@ -3,10 +3,11 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import * as t from 'io-ts';
 import type { OperatorFunction } from 'rxjs';
-import { decodeOrThrow, fn, GraphCodec, NonEmptyString, positiveInt, strict } from '../config.js';
+import { decodeOrThrow, fn, NonEmptyString, positiveInt, strict } from '../config.js';
 import { RxServeError, toError } from '../errors.js';
 import type { ServingEvent } from '../event.js';
-import type { Graph } from '../graph.js';
+import type { Graph } from '../graph/graph.js';
+import { GraphCodec } from './codecs.js';
 import { invoker, type Invoker } from './invoker.js';
 import { errorBody, HttpError, statusOf } from './status.js';
 

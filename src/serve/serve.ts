@@ -1,10 +1,13 @@
 // serve(): a fastify server of its own, listening, with rxservePlugin's routes.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import * as t from 'io-ts';
 import type { OperatorFunction } from 'rxjs';
-import { decodeOrThrow, GraphCodec, NonEmptyString, nonNegativeInt, positiveInt, strict } from '../config.js';
+import { decodeOrThrow, NonEmptyString, nonNegativeInt, positiveInt, strict } from '../config.js';
 import type { ServingEvent } from '../event.js';
-import type { Graph } from '../graph.js';
+import type { Graph } from '../graph/graph.js';
+import { GraphCodec } from './codecs.js';
 import type { Invoker } from './invoker.js';
 import { DEFAULT_MAX_BODY_BYTES, kInvoker, rxservePlugin, type RxservePluginOptions } from './plugin.js';
 import { errorBody, HttpError } from './status.js';
@@ -91,6 +94,7 @@ export async function serve(pipeline: OperatorFunction<ServingEvent, ServingEven
     // The plugin answers requests arriving while it closes with its own 503 (error shape, Retry-After).
     return503OnClosing: false,
   });
+  endIdleConnectionsOnClose(app);
   app.setNotFoundHandler((request, reply) => {
     void reply.code(404).send(errorBody(new HttpError('NotFoundError', `no route ${request.method} ${request.url.split('?')[0]}`, 404)));
   });
@@ -113,4 +117,30 @@ export async function serve(pipeline: OperatorFunction<ServingEvent, ServingEven
       return client?.inFlight ?? 0;
     },
   };
+}
+
+/**
+ * When the app starts closing, ends the connections with no request in progress. Node's own
+ * `server.close()` ends idle keep-alive connections, but not one that was opened and has not sent
+ * a request yet (clients and proxies open those ahead of time), and the close would wait for it.
+ * Connections busy at that moment end with their answer (the plugin sends `Connection: close`).
+ */
+function endIdleConnectionsOnClose(app: FastifyInstance): void {
+  const requests = new Map<Socket, number>();
+  app.server.on('connection', (socket: Socket) => {
+    requests.set(socket, 0);
+    socket.once('close', () => requests.delete(socket));
+  });
+  app.server.on('request', (request: IncomingMessage, response: ServerResponse) => {
+    const socket = request.socket;
+    requests.set(socket, (requests.get(socket) ?? 0) + 1);
+    response.once('close', () => {
+      const left = requests.get(socket);
+      if (left !== undefined) requests.set(socket, left - 1);
+    });
+  });
+  app.addHook('preClose', (done) => {
+    for (const [socket, count] of requests) if (count === 0) socket.end();
+    done();
+  });
 }

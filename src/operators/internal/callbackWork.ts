@@ -4,7 +4,7 @@ import { toError } from '../../errors.js';
 import { withError, type ServingEvent } from '../../event.js';
 import { EventContext, unsubscribedReason } from './callContext.js';
 import type { Work } from './dispatch.js';
-import { settle } from './settle.js';
+import { settle } from '../../execution/settle.js';
 
 /**
  * Runs `call(event, context)` (sync, async or an Observable); its value becomes

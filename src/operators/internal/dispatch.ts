@@ -1,8 +1,10 @@
-// The bounded dispatcher under modelRunner, step and onError: credit-based intake, a bounded
-// queue with an explicit overflow outcome, optional ordered output, and cancellation on teardown.
+// Intake and ordering under modelRunner, step and onError: every event that enters is checked,
+// admitted (bounded, with an explicit overflow outcome) and emitted exactly once, in arrival
+// order when asked; per-event cancellation (`event.signal`) and teardown reach the work.
 import type { Observable, Subscriber, Subscription } from 'rxjs';
-import { QueueFullError } from '../../errors.js';
-import { withError, type ServingEvent } from '../../event.js';
+import { QueueFullError, toError } from '../../errors.js';
+import { isServingEvent, withError, type ServingEvent } from '../../event.js';
+import { RingQueue } from '../../execution/lane.js';
 
 /** Limits of one step; every admitted event is held by it until emitted. */
 export interface DispatchLimits {
@@ -18,7 +20,8 @@ export interface DispatchLimits {
 
 /**
  * Works on one event; calls `done` exactly once (synchronously or later) with the event to emit.
- * Returns a function that cancels the work, called only if the subscription ends before `done`.
+ * Returns a function that cancels the work, called only if the event is cancelled (its signal,
+ * or the subscription ending) before `done`.
  */
 export type Work = (event: ServingEvent, done: (out: ServingEvent) => void) => (() => void) | void;
 
@@ -29,12 +32,33 @@ export const DEFAULT_MAX_QUEUE = 10_000;
 export interface DispatchControl {
   pause(): void;
   resume(): void;
+  /** Events started and not yet emitted, and events admitted but not started. */
+  counts(): { inFlight: number; queued: number };
 }
 
-interface Slot {
-  done: boolean;
-  out: ServingEvent | undefined;
-  cancel: (() => void) | void;
+/** Counters a step keeps about its intake (for metrics). */
+export interface DispatchStats {
+  rejected: number;
+}
+
+const WAITING = 0;
+const STARTED = 1;
+const DONE = 2;
+
+/** One admitted event. */
+class Slot {
+  state = WAITING;
+  out: ServingEvent | undefined = undefined;
+  cancel: (() => void) | void = undefined;
+  /** Removes the abort listener of the event's signal. */
+  unlisten: (() => void) | undefined = undefined;
+  constructor(readonly event: ServingEvent) {}
+}
+
+/** The error an event leaves with when its signal aborts. */
+export function abortedError(signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  return reason instanceof Error ? reason : new DOMException(reason === undefined ? 'the event was cancelled' : String(reason), 'AbortError');
 }
 
 /**
@@ -50,42 +74,47 @@ export function dispatch(
   limits: DispatchLimits,
   work: Work,
   bypass: (event: ServingEvent) => boolean,
-  options: { paused?: boolean } = {},
+  options: { paused?: boolean; stats?: DispatchStats; operator?: string } = {},
 ): DispatchControl {
   const { step, maxInFlight, maxQueue, ordered } = limits;
+  const operator = options.operator ?? 'this step';
   const capacity = maxInFlight + maxQueue;
   let paused = options.paused ?? false;
   let inFlight = 0;
-  // Admitted, not started. A plain array with a moving head: shift() would be O(n) per event.
-  let waiting: ServingEvent[] = [];
-  let head = 0;
+  // Admitted, not started (cancelled ones are skipped lazily; `waitingCount` counts the live ones).
+  const waiting = new RingQueue<Slot>();
+  let waitingCount = 0;
   // Ordered: every started slot in start order. Unordered: finished slots awaiting emission.
-  const slots: Slot[] = [];
-  let slotHead = 0;
-  const live = new Set<Slot>(); // unordered only: started, not finished (for cancellation)
+  const emitQueue = new RingQueue<Slot>();
+  const live = new Set<Slot>(); // started, not emitted (for cancellation)
   let draining = false;
   let sourceDone = false;
   let closed = false;
 
-  const waitingCount = () => waiting.length - head;
+  const finish = (slot: Slot, out: ServingEvent): void => {
+    if (slot.state === DONE || closed) return;
+    slot.state = DONE;
+    slot.out = out;
+    slot.cancel = undefined;
+    slot.unlisten?.();
+    if (!ordered) emitQueue.push(slot);
+    drain();
+  };
 
-  const start = (event: ServingEvent): void => {
+  const start = (slot: Slot): void => {
     inFlight++;
-    const slot: Slot = { done: false, out: undefined, cancel: undefined };
-    if (ordered) slots.push(slot);
-    else live.add(slot);
-    const finish = (out: ServingEvent): void => {
-      if (slot.done || closed) return;
-      slot.done = true;
-      slot.out = out;
-      slot.cancel = undefined;
-      if (!ordered) {
-        live.delete(slot);
-        slots.push(slot);
-      }
-      drain();
-    };
-    slot.cancel = work(event, finish);
+    slot.state = STARTED;
+    live.add(slot);
+    if (ordered) emitQueue.push(slot);
+    let cancel: (() => void) | void;
+    try {
+      cancel = work(slot.event, (out) => finish(slot, out));
+    } catch (error) {
+      // A throw from inside the work is that event's failure, never an escape past the subscriber.
+      finish(slot, withError(slot.event, toError(error), step));
+      return;
+    }
+    if (slot.state !== DONE) slot.cancel = cancel;
   };
 
   const drain = (): void => {
@@ -93,25 +122,22 @@ export function dispatch(
     draining = true;
     try {
       for (;;) {
-        while (slotHead < slots.length && slots[slotHead].done) {
-          const slot = slots[slotHead];
-          slots[slotHead++] = undefined as unknown as Slot;
+        let slot = emitQueue.peek();
+        while (slot !== undefined && slot.state === DONE) {
+          emitQueue.shift();
+          live.delete(slot);
           inFlight--;
-          subscriber.next(slot.out!);
+          const out = slot.out!;
+          slot.out = undefined;
+          subscriber.next(out);
           if (closed) return;
+          slot = emitQueue.peek();
         }
-        if (slotHead > 1024 && slotHead * 2 > slots.length) {
-          slots.splice(0, slotHead);
-          slotHead = 0;
-        }
-        if (!paused && inFlight < maxInFlight && head < waiting.length) {
-          const event = waiting[head];
-          waiting[head++] = undefined as unknown as ServingEvent;
-          if (head > 1024 && head * 2 > waiting.length) {
-            waiting = waiting.slice(head);
-            head = 0;
-          }
-          start(event);
+        if (!paused && inFlight < maxInFlight && waitingCount > 0) {
+          const next = waiting.shift()!;
+          if (next.state !== WAITING) continue;
+          waitingCount--;
+          start(next);
           continue;
         }
         break;
@@ -119,9 +145,45 @@ export function dispatch(
     } finally {
       draining = false;
     }
-    if (sourceDone && inFlight === 0 && waitingCount() === 0 && !closed) {
+    if (sourceDone && inFlight === 0 && waitingCount === 0 && !closed) {
       closed = true;
       subscriber.complete();
+    }
+  };
+
+  /** The event's signal aborted: its work stops and it leaves now, errored. */
+  const cancelOne = (slot: Slot): void => {
+    if (slot.state === DONE || closed) return;
+    const out = withError(slot.event, abortedError(slot.event.signal!), step);
+    if (slot.state === WAITING) {
+      slot.state = DONE;
+      waitingCount--;
+      slot.unlisten?.();
+      subscriber.next(out);
+      drain();
+      return;
+    }
+    const cancel = slot.cancel;
+    slot.cancel = undefined;
+    if (cancel) cancel();
+    finish(slot, out);
+  };
+
+  const admit = (event: ServingEvent): void => {
+    const slot = new Slot(event);
+    const { signal } = event;
+    if (signal !== undefined) {
+      const listener = () => cancelOne(slot);
+      signal.addEventListener('abort', listener, { once: true });
+      slot.unlisten = () => signal.removeEventListener('abort', listener);
+    }
+    if (!paused && inFlight < maxInFlight && waitingCount === 0) {
+      start(slot);
+      drain();
+    } else {
+      waiting.push(slot);
+      waitingCount++;
+      drain();
     }
   };
 
@@ -130,13 +192,14 @@ export function dispatch(
   subscriber.add(() => {
     closed = true;
     subscription?.unsubscribe();
-    const toCancel: Slot[] = ordered ? slots.slice(slotHead) : [...live];
-    waiting = [];
-    head = 0;
-    slots.length = 0;
+    for (const slot of waiting.drain()) slot.unlisten?.();
+    waitingCount = 0;
+    emitQueue.drain();
+    const toCancel = [...live];
     live.clear();
     for (const slot of toCancel) {
-      if (!slot.done && slot.cancel) slot.cancel();
+      slot.unlisten?.();
+      if (slot.state !== DONE && slot.cancel) slot.cancel();
     }
   });
 
@@ -144,17 +207,21 @@ export function dispatch(
   subscription = source.subscribe({
     next(event) {
       if (closed) return;
+      if (!isServingEvent(event)) {
+        closed = true;
+        subscriber.error(notAnEvent(event, operator, step));
+        return;
+      }
       if (bypass(event)) {
         subscriber.next(event);
         return;
       }
-      if (!paused && inFlight < maxInFlight && waitingCount() === 0) {
-        start(event);
-        drain();
-      } else if (inFlight + waitingCount() < capacity) {
-        waiting.push(event);
-        drain();
+      if (event.signal?.aborted) {
+        subscriber.next(withError(event, abortedError(event.signal), step));
+      } else if (inFlight + waitingCount < capacity) {
+        admit(event);
       } else {
+        if (options.stats) options.stats.rejected++;
         subscriber.next(withError(event, new QueueFullError(step, maxInFlight, maxQueue), step));
       }
     },
@@ -169,7 +236,7 @@ export function dispatch(
 
   if (closed) subscription.unsubscribe();
 
-  const control: DispatchControl = {
+  return {
     pause() {
       paused = true;
     },
@@ -177,7 +244,13 @@ export function dispatch(
       paused = false;
       drain();
     },
+    counts: () => ({ inFlight, queued: waitingCount }),
   };
+}
 
-  return control;
+/** The stream error for a value that is not a ServingEvent (the usual cause: no `asEvents()`). */
+export function notAnEvent(value: unknown, operator: string, step: string): TypeError {
+  const what =
+    value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value === 'object' ? 'a plain object' : `a ${typeof value}`;
+  return new TypeError(`${operator} '${step}' received ${what}, not a ServingEvent: pipe asEvents() first (or make events with toEvent())`);
 }

@@ -1,0 +1,373 @@
+// The one lane (DESIGN §6): a bounded FIFO of calls with its own concurrency limit, per-call
+// timeouts, batches, cancellation, failAll and stats. Model lanes in modelRunner, the calls waiting
+// for a worker pool, and shared models all queue here.
+import { asyncScheduler, type Subscription } from 'rxjs';
+import { QueueFullError } from '../errors.js';
+
+/**
+ * A FIFO on a ring buffer (piscina's `FixedQueue` idea): O(1) push and shift, no `Array.shift()`,
+ * and no array that only grows. The buffer doubles when full and is never shrunk.
+ */
+export class RingQueue<T> {
+  private items: (T | undefined)[] = new Array(16);
+  private head = 0;
+  private count = 0;
+
+  get length(): number {
+    return this.count;
+  }
+
+  push(item: T): void {
+    if (this.count === this.items.length) this.grow();
+    this.items[(this.head + this.count) & (this.items.length - 1)] = item;
+    this.count++;
+  }
+
+  shift(): T | undefined {
+    if (this.count === 0) return undefined;
+    const item = this.items[this.head];
+    this.items[this.head] = undefined;
+    this.head = (this.head + 1) & (this.items.length - 1);
+    this.count--;
+    return item;
+  }
+
+  peek(): T | undefined {
+    return this.count === 0 ? undefined : this.items[this.head];
+  }
+
+  /** Removes and returns every item, oldest first. */
+  drain(): T[] {
+    const out: T[] = [];
+    for (let item = this.shift(); item !== undefined; item = this.shift()) out.push(item);
+    return out;
+  }
+
+  private grow(): void {
+    const size = this.items.length;
+    const next: (T | undefined)[] = new Array(size * 2);
+    for (let i = 0; i < this.count; i++) next[i] = this.items[(this.head + i) & (size - 1)];
+    this.items = next;
+    this.head = 0;
+  }
+}
+
+const QUEUED = 0;
+const RUNNING = 1;
+const SETTLED = 2;
+
+/**
+ * One call in a lane. Owners extend it to keep the call's own data and results on the call
+ * object; the lane only uses the fields below and the two hooks.
+ */
+export abstract class LaneCall<T = unknown> {
+  /** @internal */ laneState = QUEUED;
+  /** @internal */ laneTimer: Subscription | undefined = undefined;
+  /** @internal */ laneUnit: LaneUnit | undefined = undefined;
+  /** Cancels the work of a running call (set by the lane's `run`); called at most once. */
+  cancelWork: (() => void) | undefined = undefined;
+
+  /** Aborts the call's signal: on cancel, timeout or `failAll`, before `cancelWork`. */
+  abstract abort(reason: unknown): void;
+  /** The outcome, exactly once, unless the submitter cancelled the call first. */
+  abstract settled(value: T | undefined, error: Error | undefined): void;
+
+  /** Still waiting in the queue. */
+  get queued(): boolean {
+    return this.laneState === QUEUED;
+  }
+  /** Has an outcome, or was cancelled. */
+  get done(): boolean {
+    return this.laneState === SETTLED;
+  }
+}
+
+/**
+ * What one lane slot runs: one call, or a batch. Its slot frees once every call in it has
+ * settled and every `hold()` was released (a worker batch keeps its slot until the worker
+ * answers, even when its calls were cancelled).
+ */
+export class LaneUnit {
+  /** @internal */ open: number;
+  /** @internal */ holds = 0;
+  constructor(
+    private readonly lane: Lane<LaneCall>,
+    readonly calls: readonly LaneCall[],
+  ) {
+    this.open = calls.length;
+  }
+
+  /** Keeps the slot taken until the returned function is called. */
+  hold(): () => void {
+    this.holds++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.holds--;
+      this.lane.unitMaybeDone(this);
+    };
+  }
+}
+
+/** Collect calls into one unit: up to `maxBatchSize`, waiting at most `maxWaitMs` from the first. */
+export interface LaneBatching {
+  readonly maxBatchSize: number;
+  /** 0: never wait; batches then form only from calls queued while every slot was busy. */
+  readonly maxWaitMs: number;
+}
+
+export interface LaneOptions<C extends LaneCall> {
+  /** For errors: the step or model the lane belongs to. */
+  readonly name: string;
+  /** Units (calls, or batches when batching) running at once; default unlimited. */
+  readonly maxInFlight?: number;
+  /** Calls waiting beyond that; default unlimited. More → the call settles with `QueueFullError`. */
+  readonly maxQueue?: number;
+  /** Per call, from its start; expiry aborts the call and settles it with `timeoutError(call)`. */
+  readonly timeoutMs?: number;
+  readonly timeoutError?: (call: C) => Error;
+  readonly batching?: LaneBatching;
+  /**
+   * Spread waiting calls over the slots instead of filling one batch (worker pools: a worker runs
+   * a batch's synchronous calls one after another, so one big batch would leave the others idle).
+   */
+  readonly spread?: boolean;
+  /**
+   * Whether a unit may start now. A promise says "not yet": the lane tries again when it settles
+   * (a worker process restarting). Default: always.
+   */
+  readonly canRun?: () => true | PromiseLike<unknown>;
+  /** Starts a unit. It reports each call with `lane.settle()` and may set `call.cancelWork`. */
+  readonly run: (calls: readonly C[], unit: LaneUnit) => void;
+}
+
+/** Occupancy of a lane: calls running, and calls waiting for a slot or a batch. */
+export interface LaneCounts {
+  readonly inFlight: number;
+  readonly queued: number;
+}
+
+/**
+ * A bounded FIFO with its own concurrency ("per-model scheduler"). State per instance; every call
+ * submitted leaves exactly once through `settled` (result, error, timeout, `QueueFullError`,
+ * `failAll`) unless its submitter cancels it.
+ */
+export class Lane<C extends LaneCall> {
+  private readonly queue = new RingQueue<C>();
+  /** Calls in the queue not cancelled (the queue drops cancelled ones lazily). */
+  private waiting = 0;
+  /** Calls started and not settled. */
+  private running = 0;
+  private units = 0;
+  private readonly units$ = new Set<LaneUnit>();
+  private pumping = false;
+  private paused = false;
+  private blocked = false;
+  private batchTimer: Subscription | undefined;
+  /** The oldest waiting call has waited `maxWaitMs`: the next batch goes as it is. */
+  private due = false;
+  private readonly maxInFlight: number;
+  private readonly maxQueue: number;
+  private readonly maxBatch: number;
+  /** Batches wait up to `maxWaitMs` for more calls (a call never starts alone at once). */
+  private readonly collects: boolean;
+
+  constructor(private readonly options: LaneOptions<C>) {
+    this.maxInFlight = options.maxInFlight ?? Infinity;
+    this.maxQueue = options.maxQueue ?? Infinity;
+    this.maxBatch = options.batching?.maxBatchSize ?? 1;
+    this.collects = this.maxBatch > 1 && (options.batching?.maxWaitMs ?? 0) > 0;
+  }
+
+  /** Queues `call`, or starts it at once when a slot is free. Returns the call (its handle). */
+  submit(call: C): C {
+    if (this.units < this.maxInFlight && this.waiting === 0 && !this.paused && !this.collects && this.canRunNow()) {
+      this.start([call]);
+      return call;
+    }
+    if (this.waiting >= this.maxQueue) {
+      call.laneState = SETTLED;
+      call.settled(undefined, new QueueFullError(this.options.name, this.maxInFlight, this.maxQueue));
+      return call;
+    }
+    this.queue.push(call);
+    this.waiting++;
+    this.pump();
+    return call;
+  }
+
+  /** Reports a call's outcome (first report wins). */
+  settle(call: C, value: unknown, error: Error | undefined): void {
+    if (call.laneState === SETTLED) return;
+    const wasRunning = call.laneState === RUNNING;
+    call.laneState = SETTLED;
+    call.cancelWork = undefined;
+    if (call.laneTimer) {
+      call.laneTimer.unsubscribe();
+      call.laneTimer = undefined;
+    }
+    if (wasRunning) this.running--;
+    else this.waiting--;
+    call.settled(value as C extends LaneCall<infer T> ? T : never, error);
+    if (wasRunning) this.callLeft(call);
+  }
+
+  /** The submitter gives up on `call` (unsubscribed, event cancelled): abort it, report nothing. */
+  cancel(call: C, reason: unknown): void {
+    if (call.laneState === SETTLED) return;
+    const wasRunning = call.laneState === RUNNING;
+    call.laneState = SETTLED;
+    if (call.laneTimer) {
+      call.laneTimer.unsubscribe();
+      call.laneTimer = undefined;
+    }
+    if (!wasRunning) {
+      this.waiting--;
+      return;
+    }
+    this.running--;
+    call.abort(reason);
+    const cancel = call.cancelWork;
+    call.cancelWork = undefined;
+    cancel?.();
+    this.callLeft(call);
+  }
+
+  /** Settles every waiting call with `error`; running calls go on. */
+  failWaiting(error: Error): void {
+    for (const call of this.queue.drain()) {
+      if (call.laneState === QUEUED) this.settle(call, undefined, error);
+    }
+  }
+
+  /** Settles every waiting and running call with `error` (a graph closing, a model that failed). */
+  failAll(error: Error): void {
+    this.failWaiting(error);
+    for (const unit of [...this.units$]) {
+      for (const call of unit.calls as C[]) {
+        if (call.laneState !== RUNNING) continue;
+        call.abort(error);
+        const cancel = call.cancelWork;
+        call.cancelWork = undefined;
+        cancel?.();
+        this.settle(call, undefined, error);
+      }
+    }
+  }
+
+  /** Stops starting calls (they keep queueing, bounded by `maxQueue`) until `resume()`. */
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.pump();
+  }
+
+  /** Calls running, and calls waiting (for a slot, or for their batch to fill). */
+  counts(): LaneCounts {
+    return { inFlight: this.running, queued: this.waiting };
+  }
+
+  /** @internal A unit's call settled or a hold was released. */
+  unitMaybeDone(unit: LaneUnit): void {
+    if (unit.open > 0 || unit.holds > 0 || !this.units$.delete(unit)) return;
+    this.units--;
+    if (this.waiting > 0) this.pump();
+  }
+
+  private callLeft(call: C): void {
+    const unit = call.laneUnit!;
+    call.laneUnit = undefined;
+    unit.open--;
+    this.unitMaybeDone(unit);
+  }
+
+  private canRunNow(): boolean {
+    if (this.blocked) return false;
+    const verdict = this.options.canRun?.() ?? true;
+    if (verdict === true) return true;
+    this.blocked = true;
+    verdict.then(
+      () => this.unblock(),
+      () => this.unblock(),
+    );
+    return false;
+  }
+
+  private unblock(): void {
+    this.blocked = false;
+    this.pump();
+  }
+
+
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (this.waiting > 0 && this.units < this.maxInFlight && !this.paused) {
+        if (this.collects && this.waiting < this.maxBatch && !this.due) {
+          // Wait for the batch to fill, at most maxWaitMs from now (the first call waiting).
+          this.batchTimer ??= asyncScheduler.schedule(() => {
+            this.batchTimer = undefined;
+            this.due = true;
+            this.pump();
+          }, this.options.batching!.maxWaitMs);
+          break;
+        }
+        if (!this.canRunNow()) break;
+        this.startNext();
+      }
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private startNext(): void {
+    let size = this.maxBatch;
+    if (this.options.spread && this.maxInFlight !== Infinity) size = Math.min(size, Math.ceil(this.waiting / this.maxInFlight));
+    const calls: C[] = [];
+    while (calls.length < size && this.queue.length > 0) {
+      const call = this.queue.shift()!;
+      if (call.laneState !== QUEUED) continue; // cancelled while waiting
+      this.waiting--;
+      calls.push(call);
+    }
+    // The calls still waiting start a new wait of their own.
+    this.due = false;
+    if (this.batchTimer !== undefined) {
+      this.batchTimer.unsubscribe();
+      this.batchTimer = undefined;
+    }
+    if (calls.length > 0) this.start(calls);
+  }
+
+  private start(calls: C[]): void {
+    const unit = new LaneUnit(this as unknown as Lane<LaneCall>, calls);
+    this.units++;
+    this.units$.add(unit);
+    const { timeoutMs } = this.options;
+    for (const call of calls) {
+      call.laneState = RUNNING;
+      call.laneUnit = unit;
+      this.running++;
+      if (timeoutMs !== undefined) call.laneTimer = asyncScheduler.schedule(() => this.timeOut(call), timeoutMs);
+    }
+    this.options.run(calls, unit);
+    // A unit whose calls all settled synchronously (naive models) frees its slot at once.
+    this.unitMaybeDone(unit);
+  }
+
+  private timeOut(call: C): void {
+    if (call.laneState !== RUNNING) return;
+    call.laneTimer = undefined;
+    const error = this.options.timeoutError?.(call) ?? new Error(`a call in '${this.options.name}' timed out`);
+    call.abort(error);
+    const cancel = call.cancelWork;
+    call.cancelWork = undefined;
+    cancel?.();
+    this.settle(call, undefined, error);
+  }
+}

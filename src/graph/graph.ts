@@ -1,0 +1,465 @@
+// createGraph(): what the steps of one serving graph share: endpoint names (unique across the
+// graph), worker pool settings, monitoring, shared models, and the models' lifecycle.
+import type { OperatorFunction } from 'rxjs';
+import { Observable, Subject } from 'rxjs';
+import { decodeOrThrow } from '../config.js';
+import { ConfigError, ModelLoadError, RxServeError, toError } from '../errors.js';
+import type { ServingEvent } from '../event.js';
+import { createDefaultExecutor } from '../execution/defaultExecutor.js';
+import type { Executor, ExecutorSession } from '../execution/executor.js';
+import { PoolOptionsCodec, type PoolOptions } from '../execution/poolOptions.js';
+import { BIND_STEP, type SessionProvider, type StepBinding, type StepRequest, type StepSubscriber } from '../execution/provider.js';
+import type { LLMPromptArtifact, ModelArtifact } from '../model/artifact.js';
+import { decodeModelEntries, type ModelEntry } from '../model/entry.js';
+import { modelClassName } from '../model/registry.js';
+import {
+  GraphMonitor,
+  MONITORING,
+  type LaneStats,
+  type Monitored,
+  type MonitoringSource,
+  type StepStats,
+} from '../monitoring/monitor.js';
+import type { EndpointRecord } from '../monitoring/record.js';
+import { EndpointRegistry } from '../monitoring/registry.js';
+import { modelRunner, type ModelRunnerConfig } from '../operators/modelRunner.js';
+import { router, type RouterConfig } from '../operators/router.js';
+import {
+  GraphOptionsCodec,
+  ProxyCodec,
+  SharedModelCodec,
+  type GraphOptions,
+  type SharedModelConfig,
+  type SharedModelProxyConfig,
+} from './codecs.js';
+import { SharedModel, sharedModelExecutor } from './sharedModel.js';
+
+export type { GraphOptions, SharedModelConfig, SharedModelProxyConfig } from './codecs.js';
+
+/** Where an endpoint name is used, for uniqueness errors. */
+interface EndpointUse {
+  readonly endpointName: string;
+  readonly where: string;
+}
+
+/** What `graph.endpoint(name)` tells about one endpoint. */
+export interface EndpointInfo {
+  readonly endpointName: string;
+  /** The step it belongs to, or the router whose route it names. */
+  readonly step: string;
+  /** A route of a router has none. */
+  readonly executionMechanism?: ModelEntry['executionMechanism'];
+  readonly modelClass?: string;
+  readonly inputs?: readonly string[];
+  readonly outputs?: readonly string[];
+  readonly labels?: ModelEntry['labels'];
+}
+
+/** The artifact URI a proxy or shared model is matched by: a prompt's parent model URI. */
+function matchUri(artifact: ModelArtifact | LLMPromptArtifact | undefined): string | undefined {
+  if (artifact === undefined) return undefined;
+  if ('model' in artifact && artifact.model !== undefined) return artifact.model.uri ?? artifact.model.key;
+  return artifact.uri ?? artifact.key;
+}
+
+/**
+ * Creates a serving graph: the object that holds what its steps share.
+ *
+ * Steps made with `graph.modelRunner()` (or `modelRunner({ graph })`) have their models owned by
+ * the graph: loaded by `ready()` (one at a time) or on first use, shared by every subscription,
+ * closed by `close()`. Shared models are loaded once and reached from any step through proxies,
+ * each its own endpoint. Endpoint names are unique across the graph, routes included.
+ *
+ * ## Example
+ * ```ts
+ * import { createGraph } from 'rxserve';
+ * const graph = createGraph({ name: 'llm-graph' });
+ * graph.addSharedModel({ name: 'llm', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact });
+ * const finance = graph.sharedModelProxy({ endpointName: 'finance', modelArtifact: financePrompt });
+ * const travel = graph.sharedModelProxy({ endpointName: 'travel', modelArtifact: travelPrompt });
+ * await graph.ready();
+ * events$.pipe(graph.modelRunner({ models: [finance, travel] }));
+ * // later: await graph.close();
+ * ```
+ */
+export function createGraph(options: GraphOptions = {}): Graph {
+  const decoded = decodeOrThrow(GraphOptionsCodec, options, 'createGraph');
+  return new Graph(decoded.name ?? 'graph', decoded.monitoring);
+}
+
+/** A step's hold on its graph-owned session: one session for all of the step's subscriptions. */
+class StepRecord implements StepBinding {
+  session: ExecutorSession | undefined;
+  readonly subscribers = new Set<StepSubscriber>();
+  readonly intake = { rejected: 0 };
+  constructor(
+    readonly step: string,
+    readonly models: readonly ModelEntry[],
+    private readonly executor: Executor,
+    private readonly graph: { readonly name: string; readonly closed: boolean; readonly monitor: GraphMonitor },
+  ) {}
+
+  open(): ExecutorSession {
+    if (this.graph.closed) throw new RxServeError(`graph '${this.graph.name}' is closed`);
+    this.session ??= this.executor.open(this.models, {
+      step: this.step,
+      fail: (error) => {
+        for (const s of this.subscribers) s.fail(error);
+      },
+    });
+    return this.session;
+  }
+
+  acquire(subscriber: StepSubscriber) {
+    const session = this.open();
+    this.subscribers.add(subscriber);
+    return { session, release: () => void this.subscribers.delete(subscriber), monitor: this.graph.monitor };
+  }
+
+  stats(): StepStats {
+    let inFlight = 0;
+    let queued = 0;
+    for (const s of this.subscribers) {
+      const counts = s.stats();
+      inFlight += counts.inFlight;
+      queued += counts.queued;
+    }
+    return { step: this.step, inFlight, queued, rejected: this.intake.rejected };
+  }
+}
+
+/** A serving graph (see `createGraph`). Made only by `createGraph()`, which validates its options. */
+export class Graph implements SessionProvider, Monitored {
+  /** One record per model call (filled by monitoring); completes on `close()`. */
+  readonly monitoring$: Observable<EndpointRecord>;
+  /** One entry per model endpoint (tracked graphs: loaded, strategies applied and saved). */
+  readonly endpointRegistry: EndpointRegistry;
+  readonly #records = new Subject<EndpointRecord>();
+  readonly #monitor: GraphMonitor;
+  #closed = false;
+  #pool: PoolOptions = {};
+  readonly #endpoints = new Map<string, EndpointUse>();
+  readonly #entries = new Map<string, EndpointInfo>();
+  readonly #shared = new Map<string, SharedModel>();
+  readonly #steps: StepRecord[] = [];
+  #stepCount = 0;
+  #readyPromise: Promise<void> | undefined;
+  readonly #sharedExecutor: Executor = sharedModelExecutor((name) => this.#shared.get(name)!);
+
+  /** @internal Use `createGraph()`. */
+  constructor(
+    readonly name: string,
+    monitoringOptions?: { samplingPercentage?: number; registryPath?: string },
+  ) {
+    this.monitoring$ = this.#records.asObservable();
+    this.#monitor = new GraphMonitor(monitoringOptions !== undefined, monitoringOptions?.samplingPercentage ?? 100, this.#records);
+    this.endpointRegistry = new EndpointRegistry(monitoringOptions?.registryPath);
+    if (monitoringOptions !== undefined) this.#monitor.observers.add(this.endpointRegistry);
+  }
+
+  /** True once `close()` was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** @internal What exporters read (Prometheus, tracing). */
+  get [MONITORING](): MonitoringSource {
+    const monitor = this.#monitor;
+    return {
+      graphName: this.name,
+      observe: (observer) => void monitor.observers.add(observer),
+      unobserve: (observer) => void monitor.observers.delete(observer),
+      laneStats: () => this.laneStats(),
+      stepStats: () => this.stepStats(),
+    };
+  }
+
+  /** In-flight and waiting calls per model lane of every running graph step (read at scrape time). */
+  laneStats(): LaneStats[] {
+    return this.#steps.flatMap((step) => [...step.subscribers].flatMap((s) => s.lanes()));
+  }
+
+  /** Per graph step: events in flight and queued now, and events rejected with `QueueFullError` so far. */
+  stepStats(): StepStats[] {
+    return this.#steps.map((step) => step.stats());
+  }
+
+  /** Worker pool limits for the graph's steps (a step's own `pool` wins) and its shared models. */
+  configurePoolResource(options: Pick<PoolOptions, 'maxThreads' | 'maxProcesses' | 'poolFactor'>): void {
+    const decoded = decodeOrThrow(PoolOptionsCodec, options, 'graph.configurePoolResource');
+    this.#pool = { ...this.#pool, ...decoded };
+  }
+
+  /** Adds a model loaded once for the whole graph; reach it with `sharedModelProxy()`. */
+  addSharedModel(config: SharedModelConfig): { readonly name: string } {
+    const decoded = decodeOrThrow(SharedModelCodec, config, 'addSharedModel');
+    if (decoded.executionMechanism === 'shared_executor') {
+      throw new ConfigError([
+        {
+          path: 'addSharedModel.executionMechanism',
+          expected: "the mechanism the shared model runs on ('naive', 'asyncio', 'thread_pool', 'process_pool', 'dedicated_process')",
+          actual: "'shared_executor' (that is what its proxies use)",
+        },
+      ]);
+    }
+    if (this.#shared.has(decoded.name) && !decoded.override) {
+      throw new ConfigError([
+        { path: 'addSharedModel.name', expected: 'a name not used by another shared model (or override: true)', actual: `'${decoded.name}'` },
+      ]);
+    }
+    const [entry] = decodeModelEntries(
+      [
+        {
+          endpointName: decoded.name,
+          modelClass: config.modelClass,
+          executionMechanism: decoded.executionMechanism,
+          ...(config.modelArtifact ? { modelArtifact: config.modelArtifact } : {}),
+          ...(decoded.inputPath ? { inputPath: decoded.inputPath } : {}),
+          ...(decoded.resultPath ? { resultPath: decoded.resultPath } : {}),
+          ...(decoded.inputs ? { inputs: decoded.inputs } : {}),
+          ...(decoded.outputs ? { outputs: decoded.outputs } : {}),
+          ...(decoded.params ? { params: decoded.params } : {}),
+        },
+      ],
+      'addSharedModel',
+    );
+    void this.#shared.get(decoded.name)?.close();
+    this.#shared.set(decoded.name, new SharedModel(entry, decoded.maxInFlight ?? Infinity, this.name));
+    return { name: decoded.name };
+  }
+
+  /**
+   * A model entry for a step that reaches a shared model. The shared model is found by artifact
+   * URI (a prompt artifact's parent model URI) or by `sharedModelName`; the proxy keeps its own
+   * endpoint name, labels and creation strategy, and inherits the shared model's paths.
+   */
+  sharedModelProxy(config: SharedModelProxyConfig): ModelEntry {
+    const decoded = decodeOrThrow(ProxyCodec, config, 'sharedModelProxy');
+    const artifact = config.modelArtifact;
+    const uri = matchUri(artifact);
+    let server: SharedModel | undefined;
+    if (uri !== undefined) {
+      server = [...this.#shared.values()].find((s) => matchUri(s.entry.modelArtifact) === uri);
+      if (server === undefined) {
+        throw new ConfigError([
+          {
+            path: 'sharedModelProxy.modelArtifact',
+            expected: `the artifact of a shared model (shared: ${this.#describeShared()})`,
+            actual: `uri '${uri}'`,
+          },
+        ]);
+      }
+      if (decoded.sharedModelName !== undefined && decoded.sharedModelName !== server.entry.endpointName) {
+        throw new ConfigError([
+          {
+            path: 'sharedModelProxy.sharedModelName',
+            expected: `'${server.entry.endpointName}', the shared model whose artifact is '${uri}'`,
+            actual: `'${decoded.sharedModelName}'`,
+          },
+        ]);
+      }
+    } else if (decoded.sharedModelName !== undefined) {
+      server = this.#shared.get(decoded.sharedModelName);
+      if (server === undefined) {
+        throw new ConfigError([
+          {
+            path: 'sharedModelProxy.sharedModelName',
+            expected: `the name of a shared model (shared: ${this.#describeShared()})`,
+            actual: `'${decoded.sharedModelName}'`,
+          },
+        ]);
+      }
+    } else {
+      throw new ConfigError([
+        { path: 'sharedModelProxy', expected: 'a modelArtifact or a sharedModelName to find the shared model by' },
+      ]);
+    }
+    server.proxies.set(decoded.endpointName, artifact);
+    const { entry } = server;
+    return Object.freeze({
+      endpointName: decoded.endpointName,
+      modelClass: entry.modelClass,
+      executionMechanism: 'shared_executor',
+      sharedModelName: entry.endpointName,
+      ...(artifact ? { modelArtifact: artifact } : {}),
+      ...(decoded.labels ? { labels: decoded.labels } : {}),
+      ...(decoded.creationStrategy ? { creationStrategy: decoded.creationStrategy } : {}),
+      ...(entry.inputPath ? { inputPath: entry.inputPath } : {}),
+      ...(entry.resultPath ? { resultPath: entry.resultPath } : {}),
+      ...(entry.inputs ? { inputs: entry.inputs } : {}),
+      ...(entry.outputs ? { outputs: entry.outputs } : {}),
+    } satisfies ModelEntry);
+  }
+
+  /**
+   * A `modelRunner` step whose models this graph owns, like `modelRunner({ ...config, graph })`
+   * except that the step joins the graph now: its endpoint names are checked at once and
+   * `ready()` loads its models.
+   */
+  modelRunner(config: Omit<ModelRunnerConfig, 'graph'>): OperatorFunction<ServingEvent, ServingEvent> {
+    let binding: StepBinding | undefined;
+    const operator = modelRunner({ ...config, graph: { [BIND_STEP]: (request) => (binding ??= this[BIND_STEP](request)) } });
+    // modelRunner() validated the config; join now with the same request it will make.
+    const step = config.name ?? 'model_runner';
+    binding = this[BIND_STEP]({ step, models: decodeModelEntries(config.models, 'modelRunner.models'), pool: config.pool, executor: config.executor });
+    return operator;
+  }
+
+  /** A `router` step whose route names are endpoints of this graph (unique with every other). */
+  router(config: RouterConfig): OperatorFunction<ServingEvent, ServingEvent> {
+    const name = config.name ?? 'router';
+    const routes = Object.keys((config as { routes?: object }).routes ?? {});
+    this.#claim(
+      routes.map((route) => ({ endpointName: route, where: `route '${route}' of router '${name}'` })),
+      'router.routes',
+    );
+    for (const route of routes) this.#entries.set(route, { endpointName: route, step: name });
+    return router(config);
+  }
+
+  /** The endpoint names in use and where. */
+  endpointNames(): { endpointName: string; where: string }[] {
+    return [...this.#endpoints.values()].map((u) => ({ ...u }));
+  }
+
+  /** What the graph knows of one endpoint (a model of a step, a proxy, or a router's route). */
+  endpoint(name: string): EndpointInfo | undefined {
+    return this.#entries.get(name);
+  }
+
+  /** @internal Registers a step's models (names unique in the graph); its hold on a graph-owned session. */
+  [BIND_STEP](request: StepRequest): StepBinding {
+    const { step, models, pool, executor } = request;
+    if (this.#closed) throw new ConfigError(`graph '${this.name}' is closed; create a new graph`);
+    const stepName = this.#steps.some((s) => s.step === step) ? `${step}#${++this.#stepCount}` : step;
+    for (const m of models) {
+      if (m.executionMechanism === 'shared_executor' && (m.sharedModelName === undefined || !this.#shared.has(m.sharedModelName))) {
+        throw new ConfigError([
+          {
+            path: `${step}.models['${m.endpointName}'].sharedModelName`,
+            expected: `a shared model of graph '${this.name}' (shared: ${this.#describeShared()})`,
+            actual: m.sharedModelName === undefined ? 'none' : `'${m.sharedModelName}'`,
+          },
+        ]);
+      }
+    }
+    this.#claim(
+      models.map((m) => ({
+        endpointName: m.endpointName,
+        where: m.executionMechanism === 'shared_executor' ? `proxy '${m.endpointName}' in step '${stepName}'` : `step '${stepName}'`,
+      })),
+      `${step}.models`,
+    );
+    for (const m of models) {
+      this.#entries.set(m.endpointName, {
+        endpointName: m.endpointName,
+        step: stepName,
+        executionMechanism: m.executionMechanism,
+        modelClass: modelClassName(m.modelClass),
+        ...(m.inputs ? { inputs: m.inputs } : {}),
+        ...(m.outputs ? { outputs: m.outputs } : {}),
+        ...(m.labels ? { labels: m.labels } : {}),
+      });
+    }
+    const graph = this;
+    const record = new StepRecord(
+      step,
+      models,
+      executor ?? createDefaultExecutor({ ...this.#pool, ...pool }, this.#sharedExecutor),
+      {
+        name: this.name,
+        get closed() {
+          return graph.#closed;
+        },
+        monitor: this.#monitor,
+      },
+    );
+    this.#steps.push(record);
+    return record;
+  }
+
+  #claim(uses: EndpointUse[], path: string): void {
+    const seen = new Map<string, EndpointUse>();
+    for (const use of uses) {
+      const existing = this.#endpoints.get(use.endpointName) ?? seen.get(use.endpointName);
+      if (existing !== undefined) {
+        throw new ConfigError([
+          {
+            path,
+            expected: `endpoint names unique across graph '${this.name}'`,
+            actual: `'${use.endpointName}' used by ${existing.where} and by ${use.where}`,
+          },
+        ]);
+      }
+      seen.set(use.endpointName, use);
+    }
+    for (const use of uses) this.#endpoints.set(use.endpointName, use);
+  }
+
+  #describeShared(): string {
+    const list = [...this.#shared.values()].map(
+      (s) => `'${s.entry.endpointName}'${matchUri(s.entry.modelArtifact) ? ` (uri '${matchUri(s.entry.modelArtifact)}')` : ''}`,
+    );
+    return list.length ? list.join(', ') : 'none';
+  }
+
+  /**
+   * Loads every model of the graph: shared models once, then each step's, one at a time (no memory
+   * peak) unless `parallel`. Rejects with `ModelLoadError` when one cannot load.
+   */
+  ready(options: { parallel?: boolean } = {}): Promise<void> {
+    this.#readyPromise ??= (async () => {
+      if (this.#monitor.tracked) {
+        await this.endpointRegistry.load();
+        this.endpointRegistry.apply(
+          this.#steps.flatMap((step) =>
+            step.models.map((m) => ({
+              endpointName: m.endpointName,
+              modelClass: modelClassName(m.modelClass),
+              labels: m.labels ?? {},
+              executionMechanism: m.executionMechanism,
+              step: step.step,
+              creationStrategy: m.creationStrategy ?? 'inplace',
+            })),
+          ),
+        );
+      }
+      const openers: (() => PromiseLike<void> | undefined)[] = [
+        ...[...this.#shared.values()].map((s) => () => s.open()),
+        ...this.#steps.map((step) => () => step.open().ready),
+      ];
+      if (options.parallel) {
+        await Promise.all(openers.map((open) => open()));
+      } else {
+        for (const open of openers) await open();
+      }
+    })().catch((error: unknown) => {
+      this.#readyPromise = undefined;
+      throw error instanceof ModelLoadError ? error : new ModelLoadError(this.name, toError(error).message, { cause: error });
+    });
+    return this.#readyPromise;
+  }
+
+  /**
+   * Closes the graph: calls still running in its steps fail (their events leave errored), models
+   * are closed, pools and processes end, and `monitoring$` completes.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const reason = new RxServeError(`graph '${this.name}' was closed`);
+    for (const step of this.#steps) for (const s of step.subscribers) s.abort(reason);
+    await Promise.all([
+      ...this.#steps.map(async (step) => {
+        try {
+          await step.session?.close();
+        } catch {
+          /* closing is best effort: nothing more to release */
+        }
+      }),
+      ...[...this.#shared.values()].map((s) => s.close()),
+    ]);
+    if (this.#monitor.tracked) await this.endpointRegistry.save();
+    this.#records.complete();
+  }
+}

@@ -1,0 +1,38 @@
+// A model call's PredictContext; its AbortController is made only if `signal` is read.
+import type { PredictContext } from './model.js';
+
+/**
+ * Most calls never look at `signal`, so the `AbortController` (about a microsecond each) is
+ * created on first access; an abort before that yields an already aborted signal.
+ */
+export class LazySignal {
+  #controller: AbortController | undefined;
+  #reason: unknown;
+  #aborted = false;
+
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#aborted) this.#controller.abort(this.#reason);
+    }
+    return this.#controller.signal;
+  }
+
+  abort(reason: unknown): void {
+    if (this.#aborted) return;
+    this.#aborted = true;
+    this.#reason = reason;
+    this.#controller?.abort(reason);
+  }
+}
+
+/** A model call's `PredictContext`. */
+export class CallContext extends LazySignal implements PredictContext {
+  constructor(
+    readonly eventId: string,
+    readonly origin: string,
+    readonly path: string | undefined,
+  ) {
+    super();
+  }
+}

@@ -1,0 +1,194 @@
+// The per-subscription state of a modelRunner step: each event's selected models become calls in
+// their models' lanes; when the last call of an event settles, outputs merge as MLRun does.
+import { cloneBody } from '../../clone.js';
+import { ModelRunnerError, ModelTimeoutError, SelectorError, describeError, toError } from '../../errors.js';
+import { getPath, hasPath, setPath, withBody, withError, type ServingEvent } from '../../event.js';
+import type { ExecutorSession } from '../../execution/executor.js';
+import { CallContext } from '../../model/callContext.js';
+import { unsubscribedReason } from './callContext.js';
+import type { ModelEntry } from '../../model/entry.js';
+import type { GraphMonitor, LaneStats } from '../../monitoring/monitor.js';
+import type { DispatchLimits, Work } from './dispatch.js';
+import { Lane, LaneCall } from '../../execution/lane.js';
+import { settle } from '../../execution/settle.js';
+
+const wallClock = (): number => performance.timeOrigin + performance.now();
+
+/** One model call of one event; its outcome and timing stay on it. */
+export class ModelCall extends LaneCall {
+  context: CallContext | undefined = undefined;
+  started = 0;
+  latencyMs = 0;
+  value: unknown = undefined;
+  error: Error | undefined = undefined;
+  constructor(
+    readonly run: EventRun,
+    /** The model's entry and its index in the step. */
+    readonly entry: ModelEntry,
+    readonly model: number,
+  ) {
+    super();
+  }
+
+  abort(reason: unknown): void {
+    this.context?.abort(reason);
+  }
+
+  settled(value: unknown, error: Error | undefined): void {
+    this.value = value;
+    this.error = error;
+    this.run.runner.callSettled(this);
+  }
+}
+
+/** One event inside the step. */
+export class EventRun {
+  remaining = 0;
+  calls: ModelCall[] = [];
+  constructor(
+    readonly runner: Runner,
+    readonly event: ServingEvent,
+    readonly done: (out: ServingEvent) => void,
+  ) {}
+}
+
+/** Per-subscription state of a modelRunner step. */
+export class Runner {
+  private readonly lanes: Lane<ModelCall>[];
+  /** Per model: whether the executor copies inputs itself (worker mechanisms). */
+  private readonly executorCopies: boolean[];
+  private readonly indexOf = new Map<string, number>();
+  private readonly now: () => number;
+  private readonly single: boolean;
+
+  constructor(
+    private readonly models: readonly ModelEntry[],
+    private readonly limits: DispatchLimits,
+    private readonly raiseException: boolean,
+    private readonly session: ExecutorSession,
+    private readonly select: (event: ServingEvent) => readonly string[] | SelectorError,
+    private readonly monitor?: GraphMonitor,
+  ) {
+    this.lanes = models.map(
+      (entry) =>
+        new Lane<ModelCall>({
+          name: entry.endpointName,
+          maxInFlight: entry.maxInFlight,
+          timeoutMs: entry.timeoutMs,
+          timeoutError: () => new ModelTimeoutError(entry.endpointName, entry.timeoutMs!),
+          run: (calls) => {
+            for (const call of calls) this.start(call);
+          },
+        }),
+    );
+    this.executorCopies = models.map((m) => session.copiesInput?.(m.endpointName) ?? false);
+    models.forEach((m, i) => this.indexOf.set(m.endpointName, i));
+    this.now = session.now ? () => session.now!() : wallClock;
+    // MLRun merges by the number of *registered* models, not selected ones.
+    this.single = models.length === 1;
+  }
+
+  readonly work: Work = (event, done) => {
+    const selection = this.select(event);
+    if (selection instanceof SelectorError) {
+      done(withError(event, selection, this.limits.step));
+      return undefined;
+    }
+    const run = new EventRun(this, event, done);
+    run.remaining = selection.length;
+    if (run.remaining === 0) {
+      this.complete(run);
+      return undefined;
+    }
+    run.calls = selection.map((name) => {
+      const model = this.indexOf.get(name)!;
+      return new ModelCall(run, this.models[model], model);
+    });
+    for (const call of run.calls) this.lanes[call.model].submit(call);
+    return run.remaining === 0 ? undefined : () => this.cancel(run);
+  };
+
+  private start(call: ModelCall): void {
+    const { entry } = call;
+    const { event } = call.run;
+    call.started = this.now();
+    let input: unknown;
+    try {
+      if (entry.inputPath !== undefined && !hasPath(event.body, entry.inputPath)) {
+        throw new TypeError(`inputPath '${entry.inputPath}' is not in the body of event '${event.id}'`);
+      }
+      input = getPath(event.body, entry.inputPath);
+      if (!this.executorCopies[call.model]) input = cloneBody(input);
+    } catch (error) {
+      this.lanes[call.model].settle(call, undefined, toError(error));
+      return;
+    }
+    const context = new CallContext(event.id, entry.endpointName, event.path);
+    call.context = context;
+    const lane = this.lanes[call.model];
+    const cancel = settle(
+      () => this.session.invoke(entry.endpointName, input, context),
+      (value) => lane.settle(call, value, undefined),
+      (error) => lane.settle(call, undefined, toError(error)),
+    );
+    if (!call.done) call.cancelWork = cancel;
+  }
+
+  /** A call has its outcome (from its lane). */
+  callSettled(call: ModelCall): void {
+    const end = this.now();
+    if (call.started === 0) call.started = end; // failed while waiting in its lane
+    call.latencyMs = Math.round((end - call.started) * 1000) / 1000;
+    const { run } = call;
+    if (--run.remaining === 0) this.complete(run);
+  }
+
+  /** Occupancy of each model's lane. */
+  laneStats(): LaneStats[] {
+    return this.models.map((m, i) => ({ endpointName: m.endpointName, step: this.limits.step, ...this.lanes[i].counts() }));
+  }
+
+  /**
+   * Fails every call still running or waiting in a lane with `error` (the graph closing): their
+   * events leave now, errored, instead of waiting for work that will not finish.
+   */
+  failAll(error: Error): void {
+    for (const lane of this.lanes) lane.failAll(error);
+  }
+
+  private cancel(run: EventRun): void {
+    const reason = unsubscribedReason(this.limits.step);
+    for (const call of run.calls) this.lanes[call.model].cancel(call, reason);
+  }
+
+  private complete(run: EventRun): void {
+    const { event, calls } = run;
+    const output = (call: ModelCall): unknown => {
+      if (call.error !== undefined) return { error: describeError(call.error) };
+      const { resultPath } = call.entry;
+      return resultPath === undefined ? call.value : setPath(event.body, resultPath, call.value);
+    };
+    let body: unknown;
+    if (calls.length === 0) body = {};
+    else if (this.single) body = output(calls[0]);
+    else {
+      const merged: Record<string, unknown> = {};
+      for (const call of calls) merged[call.entry.endpointName] = output(call);
+      body = merged;
+    }
+    const previous = event.metadata.models as Record<string, unknown> | undefined;
+    const models: Record<string, unknown> = previous ? { ...previous } : {};
+    for (const call of calls) {
+      models[call.entry.endpointName] = { when: new Date(call.started).toISOString(), latencyMs: call.latencyMs };
+    }
+    const metadata = { ...event.metadata, modelRunner: { name: this.limits.step, inputs: event.body }, models };
+    if (this.monitor?.active) this.monitor.onEvent({ step: this.limits.step, event, calls });
+    let out = withBody(event, body, { metadata });
+    if (this.raiseException && calls.some((c) => c.error !== undefined)) {
+      const modelsErrors: Record<string, string | null> = {};
+      for (const call of calls) modelsErrors[call.entry.endpointName] = call.error === undefined ? null : describeError(call.error);
+      out = withError(out, new ModelRunnerError(this.limits.step, modelsErrors), this.limits.step);
+    }
+    run.done(out);
+  }
+}
