@@ -59,11 +59,22 @@ const DEFAULT_TIMEOUT_MS = 30_000;
 interface Pending {
   readonly event: ServingEvent;
   readonly controller: AbortController;
+  /** `performance.now()` past which it is answered with ModelTimeoutError. */
+  readonly deadline: number;
   resolve(event: ServingEvent): void;
   reject(error: unknown): void;
-  timer: ReturnType<typeof setTimeout> | undefined;
   unlisten: (() => void) | undefined;
 }
+
+/** A request as serve() holds it: its answer, and a way to cancel it (a client that left). */
+export interface Started<B = unknown> {
+  readonly promise: Promise<ServingEvent<B>>;
+  /** Aborts the event's work; the promise rejects with `reason`. Nothing once answered. */
+  cancel(reason: unknown): void;
+}
+
+/** @internal How serve() starts requests without an AbortSignal of its own per request. */
+export const starters = new WeakMap<Invoker, <B>(body: unknown, init?: InvokeInit) => Started<B>>();
 
 /** The pipeline's current subscription and the subject its events come from. */
 interface Connection {
@@ -103,16 +114,48 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
     throw new TypeError(`invoker(pipeline): expected an operator (event$) => event$, got ${pipeline === null ? 'null' : typeof pipeline}`);
   }
   const { graph, timeoutMs = DEFAULT_TIMEOUT_MS } = decodeOrThrow(InvokerOptionsCodec, options, 'invoker');
+  // Insertion order is deadline order (one timeoutMs for all), so one timer, armed for the
+  // oldest request, serves them all: no timer per request.
   const pending = new Map<string, Pending>();
+  let timer: ReturnType<typeof setTimeout> | undefined;
   let connection: Connection | undefined;
   let closing: Promise<void> | undefined;
   let drained: (() => void) | undefined;
 
+  // The timer stays between requests (unref'd while none is pending, so it holds no process open);
+  // firing early for a request already answered, it finds nothing due and re-arms.
+  const arm = (): void => {
+    if (timeoutMs === Infinity) return;
+    if (timer !== undefined) {
+      timer.ref();
+      return;
+    }
+    const oldest = pending.values().next();
+    if (oldest.done) return;
+    timer = setTimeout(expire, Math.max(0, oldest.value.deadline - performance.now()));
+  };
+
+  const expire = (): void => {
+    timer = undefined;
+    const now = performance.now();
+    for (const p of pending.values()) {
+      if (p.deadline > now) break;
+      const error = new ModelTimeoutError('pipeline', timeoutMs);
+      error.message = `no answer for event '${p.event.id}' within ${timeoutMs} ms; its work was aborted`;
+      settle(p);
+      p.controller.abort(error);
+      p.resolve(withError(p.event, error, 'invoker'));
+    }
+    arm();
+  };
+
   const settle = (p: Pending): void => {
     pending.delete(p.event.id);
-    if (p.timer !== undefined) clearTimeout(p.timer);
     p.unlisten?.();
-    if (drained !== undefined && pending.size === 0) drained();
+    if (pending.size === 0) {
+      timer?.unref();
+      drained?.();
+    }
   };
 
   const connect = (): Connection => {
@@ -140,53 +183,44 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
     return conn;
   };
 
-  const invoke = <B>(body: unknown, init: InvokeInit = {}): Promise<ServingEvent<B>> => {
-    if (closing !== undefined) return Promise.reject(new RxServeError('the invoker is closed; no new requests are taken'));
-    const signal = init.signal;
-    if (signal?.aborted) return Promise.reject(signal.reason);
+  const refused = <B>(error: unknown): Started<B> => ({ promise: Promise.reject(error), cancel: () => undefined });
+
+  const start = <B>(body: unknown, init: InvokeInit = {}): Started<B> => {
+    if (closing !== undefined) return refused(new RxServeError('the invoker is closed; no new requests are taken'));
     const id = init.id ?? globalThis.crypto.randomUUID();
-    if (pending.has(id)) {
-      return Promise.reject(new RxServeError(`request id '${id}' is already in flight; ids of concurrent requests must differ`));
-    }
+    if (pending.has(id)) return refused(new RxServeError(`request id '${id}' is already in flight; ids of concurrent requests must differ`));
     const controller = new AbortController();
-    const event = toEvent(body, {
-      id,
-      ...(init.path !== undefined ? { path: init.path } : {}),
-      ...(init.headers !== undefined ? { headers: init.headers } : {}),
-      ...(init.metadata !== undefined ? { metadata: init.metadata } : {}),
-      signal: controller.signal,
+    const event = toEvent(body, { id, path: init.path, headers: init.headers, metadata: init.metadata, signal: controller.signal });
+    let p!: Pending;
+    const promise = new Promise<ServingEvent<B>>((resolve, reject) => {
+      p = { event, controller, deadline: performance.now() + timeoutMs, resolve: resolve as Pending['resolve'], reject, unlisten: undefined };
     });
-    return new Promise<ServingEvent<B>>((resolve, reject) => {
-      const p: Pending = { event, controller, resolve: resolve as Pending['resolve'], reject, timer: undefined, unlisten: undefined };
-      pending.set(id, p);
-      if (timeoutMs !== Infinity) {
-        p.timer = setTimeout(() => {
-          if (pending.get(id) !== p) return;
-          const error = new ModelTimeoutError('pipeline', timeoutMs);
-          error.message = `no answer for event '${id}' within ${timeoutMs} ms; its work was aborted`;
-          settle(p);
-          controller.abort(error);
-          resolve(withError(event, error, 'invoker') as ServingEvent<B>);
-        }, timeoutMs);
-      }
-      if (signal !== undefined) {
-        const onAbort = (): void => {
-          if (pending.get(id) !== p) return;
-          settle(p);
-          controller.abort(signal.reason);
-          reject(signal.reason);
-        };
-        signal.addEventListener('abort', onAbort, { once: true });
-        p.unlisten = () => signal.removeEventListener('abort', onAbort);
-      }
-      const conn = connection ?? connect();
-      // The pipeline failed while being subscribed (a ConfigError at subscription): this request
-      // has had that error as its answer; the next one subscribes again.
-      if (conn.ended === undefined) conn.intake.next(event);
-    });
+    pending.set(id, p);
+    const cancel = (reason: unknown): void => {
+      if (pending.get(id) !== p) return;
+      settle(p);
+      controller.abort(reason);
+      p.reject(reason);
+    };
+    const signal = init.signal;
+    if (signal !== undefined) {
+      const onAbort = (): void => cancel(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      p.unlisten = () => signal.removeEventListener('abort', onAbort);
+    }
+    const conn = connection ?? connect();
+    // The pipeline failed while being subscribed (a ConfigError at subscription): this request
+    // has had that error as its answer; the next one subscribes again.
+    if (conn.ended === undefined) conn.intake.next(event);
+    // A synchronous pipeline has answered already: no timer needed.
+    if (pending.get(id) === p) arm();
+    return { promise, cancel };
   };
 
-  return {
+  const invoke = <B>(body: unknown, init: InvokeInit = {}): Promise<ServingEvent<B>> =>
+    init.signal?.aborted && closing === undefined ? Promise.reject(init.signal.reason) : start<B>(body, init).promise;
+
+  const client: Invoker = {
     invoke,
     async test<B>(body: unknown, init?: InvokeInit): Promise<B> {
       const out = await invoke<B>(body, init);
@@ -196,6 +230,8 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
     close(): Promise<void> {
       closing ??= (async () => {
         if (pending.size > 0) await new Promise<void>((resolve) => (drained = resolve));
+        if (timer !== undefined) clearTimeout(timer);
+        timer = undefined;
         const conn = connection;
         connection = undefined;
         // Unsubscribing aborts the work of events whose request already ended (timed out, aborted).
@@ -211,4 +247,6 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
       return closing !== undefined;
     },
   };
+  starters.set(client, start);
+  return client;
 }

@@ -8,7 +8,7 @@ import { RxServeError, toError } from '../errors.js';
 import type { ServingEvent } from '../event.js';
 import type { Graph } from '../graph/graph.js';
 import { GraphCodec } from './codecs.js';
-import { invoker, type Invoker } from './invoker.js';
+import { invoker, starters, type Invoker } from './invoker.js';
 import { errorBody, HttpError, statusOf } from './status.js';
 
 /** Options of `rxservePlugin` (`app.register(rxservePlugin, options)`). */
@@ -81,6 +81,7 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   const { pipeline, graph, timeoutMs, models, apiKeys, maxBodyBytes = DEFAULT_MAX_BODY_BYTES } = options;
   const client = invoker(pipeline, { ...(graph ? { graph } : {}), ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
   (opts as { [kInvoker]?: (client: Invoker) => void })[kInvoker]?.(client);
+  const start = starters.get(client)!;
 
   let closing = false;
   let graphReady = graph === undefined;
@@ -135,18 +136,21 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
     if (request.body === undefined) {
       return sendError(reply, new HttpError('SyntaxError', "the request has no body; send a JSON value with 'Content-Type: application/json'", 400));
     }
-    const controller = new AbortController();
+    // Cancelled through the invoker, not with an AbortSignal of our own: one signal per request.
+    const started = start(request.body, {
+      id: requestIds.get(request) ?? globalThis.crypto.randomUUID(),
+      path: pathOf(request.url),
+      headers: headersOf(request, keys !== undefined),
+    });
+    let gone = false;
     const onClose = (): void => {
-      if (!reply.raw.writableFinished) controller.abort(new RxServeError('the client disconnected before its answer'));
+      if (reply.raw.writableFinished) return;
+      gone = true;
+      started.cancel(new RxServeError('the client disconnected before its answer'));
     };
     reply.raw.once('close', onClose);
     try {
-      const out = await client.invoke(request.body, {
-        id: requestIds.get(request) ?? globalThis.crypto.randomUUID(),
-        path: pathOf(request.url),
-        headers: headersOf(request, keys !== undefined),
-        signal: controller.signal,
-      });
+      const out = await started.promise;
       if (out.error !== undefined) return sendError(reply, out.error);
       let json: string;
       try {
@@ -157,9 +161,9 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
       return send(reply, 200, json);
     } catch (error) {
       // The client is gone: nobody to answer.
-      if (controller.signal.aborted) return reply;
+      if (gone) return reply;
       const e = toError(error);
-      // invoke() rejects only after close() (503) or for an id already in flight (409).
+      // The invoker refuses a request only after close() (503) or for an id already in flight (409).
       return sendError(reply, new HttpError(e.name, e.message, client.closed ? 503 : 409));
     } finally {
       reply.raw.off('close', onClose);
