@@ -15,6 +15,8 @@ export interface HttpRow {
   readonly p50Ms: number;
   readonly p99Ms: number;
   readonly errors: number;
+  /** The server process's CPU time (user + system) per request during the measured run. */
+  readonly cpuUs: number;
 }
 
 export interface ServeFigures {
@@ -25,7 +27,7 @@ export interface ServeFigures {
 }
 
 /** Starts a target server in a child process; its URL and a stop function. */
-async function startTarget(kind: string): Promise<{ url: string; stop(): Promise<void> }> {
+async function startTarget(kind: string): Promise<{ url: string; cpu(): Promise<number>; stop(): Promise<void> }> {
   const child = fork(new URL('./fixtures/serveTarget.mjs', import.meta.url), [kind], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const { url } = await new Promise<{ url: string }>((resolve, reject) => {
     child.once('message', (m) => resolve(m as { url: string }));
@@ -33,6 +35,14 @@ async function startTarget(kind: string): Promise<{ url: string; stop(): Promise
   });
   return {
     url,
+    cpu: () =>
+      new Promise<number>((resolve) => {
+        child.once('message', (m) => {
+          const { user, system } = (m as { cpu: NodeJS.CpuUsage }).cpu;
+          resolve(user + system);
+        });
+        child.send('cpu');
+      }),
     stop: () =>
       new Promise<void>((resolve) => {
         child.once('exit', () => resolve());
@@ -56,9 +66,12 @@ async function httpRow(name: string, kind: string, seconds: number): Promise<Htt
   const target = await startTarget(kind);
   try {
     await load(target.url, 1); // warm-up: JIT, pools, connections
+    const cpu0 = await target.cpu();
     const result = await load(target.url, seconds);
+    const cpu1 = await target.cpu();
     return {
       name,
+      cpuUs: (cpu1 - cpu0) / result.requests.total,
       requestsPerSecond: result.requests.average,
       p50Ms: result.latency.p50,
       p99Ms: result.latency.p99,
@@ -109,6 +122,7 @@ export async function runServe(quick: boolean): Promise<ServeFigures> {
   const http = [
     await httpRow('(a) fastify route calling the model (floor)', 'raw', seconds),
     await httpRow('(b) serve(), one-model modelRunner, naive', 'serve', seconds),
+    await httpRow('(b′) serve() over a bare map(): the HTTP front and invoker only', 'serve-map', seconds),
     await httpRow('(c) serve(), one-model modelRunner, thread_pool', 'serve-thread', seconds),
   ];
   const total = quick ? 20_000 : 100_000;
@@ -127,10 +141,10 @@ export async function runServe(quick: boolean): Promise<ServeFigures> {
 export function serveMarkdown(f: ServeFigures): string {
   const floor = f.http[0];
   const row = (r: HttpRow) =>
-    `| ${r.name} | ${Math.round(r.requestsPerSecond).toLocaleString('en-US')} | ${(r.requestsPerSecond / floor.requestsPerSecond).toFixed(2)}× | ${r.p50Ms} | ${(r.p50Ms / Math.max(floor.p50Ms, 1e-9)).toFixed(2)}× | ${r.p99Ms} | ${r.errors} |`;
+    `| ${r.name} | ${Math.round(r.requestsPerSecond).toLocaleString('en-US')} | ${(r.requestsPerSecond / floor.requestsPerSecond).toFixed(2)}× | ${r.p50Ms} | ${(r.p50Ms / Math.max(floor.p50Ms, 1e-9)).toFixed(2)}× | ${r.p99Ms} | ${Math.round(r.cpuUs)} | ${r.errors} |`;
   return [
-    `| server (${CONNECTIONS} connections) | requests/s | vs (a) | p50 ms | vs (a) | p99 ms | errors |`,
-    '|---|---|---|---|---|---|---|',
+    `| server (${CONNECTIONS} connections) | requests/s | vs (a) | p50 ms | vs (a) | p99 ms | server CPU µs/request | errors |`,
+    '|---|---|---|---|---|---|---|---|',
     ...f.http.map(row),
     '',
     '| in process, 64 outstanding | µs/request |',
@@ -139,9 +153,4 @@ export function serveMarkdown(f: ServeFigures): string {
     `| (d) invoker().invoke over the same step | ${f.invoker.toFixed(2)} |`,
     `| invoker's own cost | ${(f.invoker - f.step).toFixed(2)} |`,
   ].join('\n');
-}
-
-// `tsx bench/serve.bench.ts` runs this benchmark alone.
-if (import.meta.url === `file://${process.argv[1]}`) {
-  console.log(serveMarkdown(await runServe(process.argv.includes('--quick'))));
 }

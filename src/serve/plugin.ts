@@ -231,6 +231,10 @@ function pathOf(url: string): string {
 
 /** The request headers (lower-case names, repeated ones joined), without the API key when one was checked. */
 function headersOf(request: FastifyRequest, dropAuthorization: boolean): Record<string, string> {
+  // Node gives strings for every request header but set-cookie; toEvent copies them anyway.
+  if (!('set-cookie' in request.headers) && !(dropAuthorization && 'authorization' in request.headers)) {
+    return request.headers as Record<string, string>;
+  }
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(request.headers)) {
     if (value === undefined || (dropAuthorization && name === 'authorization')) continue;
