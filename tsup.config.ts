@@ -1,14 +1,16 @@
 import { defineConfig } from 'tsup';
 
 export default defineConfig([
-  // The three public entries. `splitting` is on for CJS too, so the error classes (and every
+  // The public entries. `splitting` is on for CJS too, so the error classes (and every
   // other shared module) live in one chunk per format: `instanceof` holds across `rxserve`,
-  // `rxserve/operators` and `rxserve/testing`.
+  // `rxserve/operators`, `rxserve/testing` and `rxserve/llm`.
   {
     entry: {
       index: 'src/index.ts',
       'operators/index': 'src/operators/index.ts',
       'testing/index': 'src/testing/index.ts',
+      'llm/index': 'src/llm/index.ts',
+      'streams/index': 'src/streams/index.ts',
     },
     format: ['esm', 'cjs'],
     dts: true,
@@ -16,7 +18,7 @@ export default defineConfig([
     sourcemap: true,
     clean: true,
     target: 'node20',
-    external: ['rxjs', 'piscina'],
+    external: ['rxjs', 'piscina', 'ioredis'],
     // import.meta.url in the CJS build (worker entries are found relative to it).
     shims: true,
   },

@@ -2,11 +2,12 @@
 // child process, `latencyMs` per answer) with 64 calls in flight, against the ideal
 // (64 / latency), the raw openai client keeping 64 requests out, and LangChain's
 // RunnableLambda.batch(..., { maxConcurrency: 64 }) over the same client call; then the same
-// client and step over rxserve's node:http fetch (providerOptions.transport: 'node-http').
+// client and step over rxserve's undici fetch (providerOptions.transport: 'node-http').
 import { fork } from 'node:child_process';
 import { RunnableLambda } from '@langchain/core/runnables';
 import OpenAI from 'openai';
-import { createNodeFetch, llmPromptArtifact, modelArtifact, modelRunner, type ServingEvent } from 'rxserve';
+import { llmPromptArtifact, modelArtifact, modelRunner, type ServingEvent } from 'rxserve';
+import { createNodeFetch } from 'rxserve/llm';
 import { drive, percentile } from './driver.js';
 
 const LATENCY_MS = 20;
@@ -121,7 +122,7 @@ export async function runLLM(quick: boolean): Promise<LLMResult> {
         { ...raw, name: 'raw openai client (global fetch), 64 requests out' },
         { ...ours, name: 'rxserve modelRunner + LLModel (asyncio), maxInFlight 64, global fetch' },
         { ...langchain, name: 'LangChain RunnableLambda.batch, maxConcurrency 64, global fetch' },
-        { ...rawNode, name: 'raw openai client with createNodeFetch(), 64 requests out' },
+        { ...rawNode, name: 'raw openai client with createNodeFetch() (undici Agent), 64 requests out' },
         { ...oursNode, name: "rxserve modelRunner + LLModel, transport: 'node-http'" },
       ],
     };

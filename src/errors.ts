@@ -110,7 +110,7 @@ export class QueueFullError extends RxServeError {
     readonly maxQueue: number,
   ) {
     super(
-      `step '${step}' is full (maxInFlight ${maxInFlight}, maxQueue ${maxQueue}); event rejected`,
+      `step '${step}' is full (maxInFlight ${maxInFlight}, maxQueue ${maxQueue}); event rejected: raise maxQueue or maxInFlight, or slow the source (backpressure)`,
     );
   }
 }
@@ -141,6 +141,24 @@ export class ProviderError extends RxServeError {
 /** The error type an event carries once a step failed it. */
 export type ServingError = Error;
 
+/**
+ * Every error class rxserve raises, by name: the one list. Errors crossing a worker boundary get
+ * their class back from it (execution/protocol.ts), so a class missing here would arrive as a
+ * plain `Error`; a test checks that every class this module exports is listed.
+ */
+export const ERROR_CLASSES: Readonly<Record<string, new (...args: never[]) => Error>> = Object.freeze({
+  RxServeError,
+  ConfigError,
+  ModelLoadError,
+  ModelRunnerError,
+  SelectorError,
+  RouteNotFoundError,
+  ModelTimeoutError,
+  QueueFullError,
+  WorkerCrashedError,
+  ProviderError,
+});
+
 /** Turns anything thrown into an `Error`, keeping real errors as they are (identity kept). */
 export function toError(thrown: unknown): Error {
   if (thrown instanceof Error) return thrown;
@@ -155,7 +173,8 @@ export function describeError(error: unknown): string {
   return `${e.name}: ${e.message}`;
 }
 
-function safeString(value: unknown): string {
+/** A string for anything, never throwing (JSON for objects, when it can). */
+export function safeString(value: unknown): string {
   try {
     return typeof value === 'object' ? JSON.stringify(value) : String(value);
   } catch {

@@ -31,7 +31,7 @@ export {
 export { Model, type ModelClass, type ModelInit, type ModuleRef, type PredictContext } from './model/model.js';
 export type { ModelArtifact, LLMPromptArtifact } from './model/artifact.js';
 export { registerModel, unregisterModel, type ModelClassRef } from './model/registry.js';
-export { ExecutionMechanism, CreationStrategy, type ModelEntry } from './model/entry.js';
+export type { ExecutionMechanism, CreationStrategy, ModelEntry } from './model/entry.js';
 export {
   ModelSelector,
   registerSelector,
@@ -42,7 +42,6 @@ export {
   type ModelSelectorClass,
 } from './selector.js';
 export type { Executor, ExecutorSession, ExecutorHooks, CallResult } from './execution/executor.js';
-export { cloneBody } from './clone.js';
 export {
   createGraph,
   type Graph,
@@ -52,18 +51,16 @@ export {
   type SharedModelProxyConfig,
 } from './graph/graph.js';
 export type { EndpointRecord } from './monitoring/record.js';
-export { EndpointRegistry, type EndpointEntry, type EndpointSpec } from './monitoring/registry.js';
+export type { EndpointRegistry, EndpointEntry, EndpointSpec } from './monitoring/endpointRegistry.js';
 export { prometheusExporter, type PrometheusExporter } from './monitoring/prometheus.js';
 export { traceGraph } from './monitoring/tracing.js';
-export { normalize as normalizeMonitoredValues, type LaneStats } from './monitoring/monitor.js';
+export type { LaneStats, StepStats } from './monitoring/monitor.js';
 export type { PoolOptions } from './execution/poolOptions.js';
 export { LLModel, type LLMResult, type LLMUsageReport, type LLMStreamEvent } from './llm/llmodel.js';
 export { modelArtifact, llmPromptArtifact, loadArtifact, isPromptArtifact } from './llm/artifacts.js';
-export { buildMessages, type ChatMessage } from './llm/prompt.js';
-export { estimateUsage, countTextTokens, type Usage } from './llm/usage.js';
-export { createNodeFetch, type NodeFetchOptions } from './llm/nodeFetch.js';
-export { MOCK_ANSWER } from './llm/providers/mock.js';
-export type { LLMProvider, ProviderRequest, Completion, StreamPart } from './llm/providers/provider.js';
+// Token counting, prompt filling, the provider contract and the undici fetch: `rxserve/llm`.
+export type { Usage } from './llm/usage.js';
+export type { ChatMessage } from './llm/prompt.js';
 export {
   invoker,
   serve,

@@ -1,14 +1,16 @@
 // LLModel end to end: the real openai and @huggingface/inference clients against the loopback
 // server that speaks their wire protocols, through modelRunner and on its own.
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { from, lastValueFrom, take, toArray } from 'rxjs';
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   ConfigError,
   LLModel,
-  MOCK_ANSWER,
   ModelLoadError,
   ModelRunnerError,
   ModelSelector,
@@ -16,6 +18,9 @@ import {
   asEvents,
   createGraph,
   llmPromptArtifact,
+  prometheusExporter,
+  traceGraph,
+  type EndpointRecord,
   loadArtifact,
   modelArtifact,
   modelRunner,
@@ -24,6 +29,9 @@ import {
   type ModelEntry,
   type ServingEvent,
 } from '../src/index.js';
+import { MOCK_ANSWER } from '../src/llm/providers/mock.js';
+import { callUsage, countTextTokens, type Usage } from '../src/llm/usage.js';
+import { MAX_BACKOFF_MS, MAX_RETRY_AFTER_MS, retryDelayMs, withRetries } from '../src/llm/retry.js';
 import { startLLMServer, type LLMServer } from '../src/testing/index.js';
 
 // Every case runs over both HTTP transports under the official clients: the global fetch, and
@@ -373,5 +381,258 @@ describe.each(TRANSPORTS)('over %s', (t) => {
       const out = await run([{ question: 'from a thread' }], [llm('w', prompt('finance'), { executionMechanism: 'thread_pool' })]);
       expect((out[0].body as { output: { answer: string } }).output.answer).toBe('gpt-4o-mini says: from a thread');
     });
+  });
+});
+
+describe('retries (backoff, jitter, retry-after cap)', () => {
+  const retryable = (retryAfterMs?: number) => new ProviderError('busy', 503, true, retryAfterMs === undefined ? {} : { retryAfterMs });
+  /** Runs withRetries against a provider failing `failures` times, recording the waits instead of waiting. */
+  const waitsFor = async (failures: ProviderError[], options: { baseDelayMs: number; random: () => number; maxRetries?: number }) => {
+    const waits: number[] = [];
+    let n = 0;
+    const result = await withRetries(
+      async () => {
+        if (n < failures.length) throw failures[n++];
+        return 'ok';
+      },
+      { maxRetries: options.maxRetries ?? failures.length, baseDelayMs: options.baseDelayMs, random: options.random, sleep: async (ms) => void waits.push(ms) },
+    );
+    expect(result).toBe('ok');
+    return waits;
+  };
+
+  it('backs off exponentially, capped at 10 s, with no jitter when the random source says 0', async () => {
+    const waits = await waitsFor(Array.from({ length: 7 }, () => retryable()), { baseDelayMs: 250, random: () => 0 });
+    expect(waits).toEqual([250, 500, 1_000, 2_000, 4_000, 8_000, MAX_BACKOFF_MS]);
+  });
+
+  it('takes up to 25% off each backoff as jitter, never adds to it', async () => {
+    const high = await waitsFor([retryable(), retryable(), retryable()], { baseDelayMs: 1_000, random: () => 0.999_999 });
+    high.forEach((ms, n) => expect(ms).toBeCloseTo(1_000 * 2 ** n * 0.75, 0));
+    const half = await waitsFor([retryable(), retryable()], { baseDelayMs: 1_000, random: () => 0.5 });
+    expect(half).toEqual([875, 1_750]);
+    // Over many draws of the real random source: always within [75%, 100%] of the backoff.
+    for (let i = 0; i < 1_000; i++) {
+      const ms = retryDelayMs(2, undefined, 100);
+      expect(ms).toBeGreaterThan(300);
+      expect(ms).toBeLessThanOrEqual(400);
+    }
+  });
+
+  it('honours retry-after (no jitter) up to 60 s and caps a longer one at 60 s', async () => {
+    const waits = await waitsFor([retryable(1_500), retryable(0), retryable(120_000), retryable(MAX_RETRY_AFTER_MS)], { baseDelayMs: 250, random: () => 0.5 });
+    expect(waits).toEqual([1_500, 0, 60_000, 60_000]);
+    expect(MAX_RETRY_AFTER_MS).toBe(60_000);
+  });
+
+  it('an abort during the wait rejects with the reason and makes no further attempt', async () => {
+    const controller = new AbortController();
+    let attempts = 0;
+    const reason = new Error('stop');
+    const call = withRetries(
+      async () => {
+        attempts++;
+        throw retryable(60_000);
+      },
+      { maxRetries: 5, baseDelayMs: 1, signal: controller.signal },
+    );
+    setTimeout(() => controller.abort(reason), 20);
+    await expect(call).rejects.toBe(reason);
+    expect(attempts).toBe(1);
+  });
+});
+
+describe('usage: one reading for monitoring records, Prometheus and spans', () => {
+  it('callUsage takes a result usage or a failed call error usage, nothing else', () => {
+    const usage = { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 };
+    expect(callUsage({ answer: 'a', usage })).toBe(usage);
+    expect(callUsage(undefined, Object.assign(new Error('x'), { usage }))).toBe(usage);
+    expect(callUsage({ usage }, new Error('failed, no usage'))).toBeUndefined();
+    for (const value of [undefined, null, 5, 'text', { usage: 'n/a' }, { usage: null }, { usage: { tokens: 3 } }]) expect(callUsage(value)).toBeUndefined();
+  });
+
+  it('a success and a failed call: the record, the token counter and the span agree', async () => {
+    const exporter = new InMemorySpanExporter();
+    const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+    const graph = createGraph({ monitoring: {} });
+    const metrics = await prometheusExporter(graph);
+    const stopTracing = await traceGraph(graph, { tracer: provider.getTracer('test') });
+    const records: EndpointRecord[] = [];
+    graph.monitoring$.subscribe((r) => records.push(r));
+    const artifact = llmPromptArtifact({
+      key: 'p',
+      model: modelArtifact({ key: 'g', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'k', baseURL: server.openaiBaseURL } }),
+      promptTemplate: [{ role: 'user', content: '{question}' }],
+    });
+    const step = graph.modelRunner({
+      name: 'ask',
+      models: [{ endpointName: 'ask', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: artifact, resultPath: 'output', params: { maxRetries: 0 } }],
+      raiseException: false,
+    });
+    await lastValueFrom(from([{ question: 'how are you today?' }]).pipe(asEvents(), step, toArray()));
+    server.fault({ status: 500 });
+    await lastValueFrom(from([{ question: 'and tomorrow?' }]).pipe(asEvents(), step, toArray()));
+    stopTracing();
+    expect(records).toHaveLength(2);
+    const [ok, failed] = records;
+    expect(ok.usage).toMatchObject({ prompt_tokens: expect.any(Number), completion_tokens: expect.any(Number), total_tokens: expect.any(Number) });
+    expect(ok.usage).not.toHaveProperty('estimated');
+    expect(failed.error).toMatch(/HTTP 500/);
+    expect(failed.usage).toMatchObject({ completion_tokens: 0, complete: false, estimated: true });
+    const spans = exporter.getFinishedSpans().filter((s) => s.name === 'rxserve.model ask');
+    expect(spans.map((s) => [s.attributes['gen_ai.usage.input_tokens'], s.attributes['gen_ai.usage.output_tokens']])).toEqual(
+      records.map((r) => [r.usage!.prompt_tokens, r.usage!.completion_tokens]),
+    );
+    const text = await metrics.metrics();
+    const counted = (kind: string) => Number(new RegExp(`rxserve_llm_tokens_total\\{endpoint="ask",step="ask",kind="${kind}"\\} (\\d+)`).exec(text)?.[1]);
+    expect(counted('prompt')).toBe((ok.usage!.prompt_tokens as number) + (failed.usage!.prompt_tokens as number));
+    expect(counted('completion')).toBe(ok.usage!.completion_tokens);
+    metrics.detach();
+    await graph.close();
+  });
+});
+
+describe('predictStream: usage reported once, estimated totals, loading on first use (issue 12)', () => {
+  /** An OpenAI-compatible loopback server that streams an answer and never sends a usage chunk. */
+  const startNoUsageServer = async () => {
+    const srv = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const chunk = (delta: object, finish: string | null = null) =>
+          `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+        res.write(chunk({ role: 'assistant', content: '' }));
+        for (const piece of ['Put ', 'it ', 'in ', 'an ', 'index ', 'fund.']) res.write(chunk({ content: piece }));
+        res.write(chunk({}, 'stop'));
+        res.end('data: [DONE]\n\n');
+      });
+    });
+    await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+    return { baseURL: `http://127.0.0.1:${(srv.address() as AddressInfo).port}/v1`, close: () => new Promise((resolve) => srv.close(resolve)) };
+  };
+  const streamingPrompt = (baseURL: string) =>
+    prompt('finance', modelArtifact({ key: 'g', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'k', baseURL, transport: 'node-http' } }));
+
+  it('unsubscribing mid-stream reports usage once, as unsubscribe (never a later success)', async () => {
+    const slow = await startLLMServer({ latencyMs: 300 });
+    try {
+      const model = new LLModel({ name: 's', artifact: streamingPrompt(slow.openaiBaseURL) });
+      await model.load();
+      await model.load();
+      const reports: LLMUsageReport[] = [];
+      model.usage$.subscribe((r) => reports.push(r));
+      const first = await lastValueFrom(model.predictStream({ question: 'a b c d e f g h' }, { eventId: 'e1' }).pipe(take(2), toArray()));
+      expect(first).toHaveLength(2);
+      // Let the aborted request wind down: the client ends its stream on abort.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(reports).toEqual([
+        { endpointName: 's', eventId: 'e1', outcome: 'unsubscribe', usage: expect.objectContaining({ complete: false, estimated: true }) },
+      ]);
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it('an outer abort (a timeout) mid-stream reports once, as timeout, and errors the stream', async () => {
+    const slow = await startLLMServer({ latencyMs: 300 });
+    try {
+      const model = new LLModel({ name: 's', artifact: streamingPrompt(slow.openaiBaseURL) });
+      await model.load();
+      const reports: LLMUsageReport[] = [];
+      model.usage$.subscribe((r) => reports.push(r));
+      const controller = new AbortController();
+      const error = new Promise<unknown>((resolve) =>
+        model.predictStream({ question: 'a b c d e f g h' }, { signal: controller.signal }).subscribe({
+          next: (e) => {
+            if (e.type === 'chunk' && e.text.length > 0) controller.abort(Object.assign(new Error('timed out'), { name: 'ModelTimeoutError' }));
+          },
+          error: resolve,
+          complete: () => resolve('completed'),
+        }),
+      );
+      expect(await error).toMatchObject({ name: 'ModelTimeoutError' });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(reports.map((r) => [r.outcome, r.usage.complete])).toEqual([['timeout', false]]);
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it('without a usage chunk, the estimate has total_tokens = prompt_tokens + completion_tokens', async () => {
+    const srv = await startNoUsageServer();
+    try {
+      const model = new LLModel({ name: 's', artifact: streamingPrompt(srv.baseURL) });
+      await model.load();
+      const reports: LLMUsageReport[] = [];
+      model.usage$.subscribe((r) => reports.push(r));
+      const events = await lastValueFrom(model.predictStream({ question: 'where do I put savings?' }).pipe(toArray()));
+      const final = events.at(-1) as { type: 'final'; answer: string; usage: Usage };
+      expect(final.answer).toBe('Put it in an index fund.');
+      expect(final.usage).toEqual({
+        prompt_tokens: expect.any(Number),
+        completion_tokens: countTextTokens('Put it in an index fund.'),
+        total_tokens: final.usage.prompt_tokens + final.usage.completion_tokens,
+        estimated: true,
+      });
+      expect(final.usage.prompt_tokens).toBeGreaterThan(0);
+      expect(reports).toEqual([expect.objectContaining({ outcome: 'success', usage: final.usage })]);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it('before load(): predictStream and predict load the model on first use (one load for concurrent calls)', async () => {
+    const mock = modelArtifact({ key: 'mock', modelUrl: 'mock://' });
+    const streaming = new LLModel({ name: 'fresh', artifact: prompt('finance', mock) });
+    const [a, b] = await Promise.all([
+      lastValueFrom(streaming.predictStream({ question: 'q' }).pipe(toArray())),
+      lastValueFrom(streaming.predictStream({ question: 'q' }).pipe(toArray())),
+    ]);
+    expect(a.at(-1)).toMatchObject({ type: 'final', answer: MOCK_ANSWER });
+    expect(b.at(-1)).toMatchObject({ type: 'final', answer: MOCK_ANSWER });
+    const direct = new LLModel({ name: 'fresh2', artifact: prompt('finance', mock) });
+    expect(await direct.predict({ question: 'q' }, { origin: 'fresh2', eventId: 'e', signal: new AbortController().signal })).toMatchObject({ answer: MOCK_ANSWER });
+  });
+
+  it('before load(), a model that cannot load fails the stream with a ModelLoadError naming the reason', async () => {
+    const odd = new LLModel({ name: 'odd', artifact: prompt('x', modelArtifact({ key: 'odd', modelUrl: 'ftp://nope' })) });
+    const error = await lastValueFrom(odd.predictStream({ question: 'q' })).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ModelLoadError);
+    expect((error as Error).message).toMatch(/^model 'odd' could not be loaded: .*modelUrl: expected a URL with a known provider/);
+    const bare = new LLModel({ name: 'bare' });
+    await expect(lastValueFrom(bare.predictStream({ messages: [] }))).rejects.toThrow(/model 'bare' could not be loaded: the model provider could not be determined/);
+  });
+});
+
+describe('monitoring an LLModel endpoint (MLRun forces outputs to answer, usage)', () => {
+  it('records { answer, usage } as the outputs whatever outputs were given, warning once per endpoint', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      const graph = createGraph({ monitoring: {} });
+      const records: EndpointRecord[] = [];
+      graph.monitoring$.subscribe((r) => records.push(r));
+      const mock = modelArtifact({ key: 'mock', modelUrl: 'mock://' });
+      const step = graph.modelRunner({
+        models: [
+          { endpointName: 'given', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: prompt('a', mock), outputs: ['x'] },
+          { endpointName: 'none', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: prompt('b', mock) },
+          { endpointName: 'same', modelClass: LLModel, executionMechanism: 'asyncio', modelArtifact: prompt('c', mock), outputs: ['answer', 'usage'] },
+        ],
+      });
+      await lastValueFrom(from([{ question: 'q1' }, { question: 'q2' }]).pipe(asEvents(), step, toArray()));
+      await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on the next tick
+      const zero = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
+      expect(records).toHaveLength(6);
+      for (const record of records) expect(record.response?.outputs).toEqual([[MOCK_ANSWER, zero]]);
+      const ours = warnings.filter((w) => (w as { code?: string }).code === 'RXSERVE_LLM_OUTPUTS');
+      expect(ours.map((w) => w.message)).toEqual([
+        `LLModel endpoint 'given': monitoring outputs ["x"] replaced by ["answer","usage"] (an LLModel returns { answer, usage }, as in MLRun)`,
+      ]);
+      await graph.close();
+    } finally {
+      process.off('warning', onWarning);
+    }
   });
 });

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InMemorySpanExporter, SimpleSpanProcessor, BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
-import { from, lastValueFrom, toArray } from 'rxjs';
+import { from, lastValueFrom, Subject, toArray } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import {
   ConfigError,
@@ -17,6 +17,8 @@ import {
   type EndpointRecord,
   type Graph,
   type ModelEntry,
+  type ServingEvent,
+  toEvent,
 } from '../src/index.js';
 
 class Inc extends Model<number, number> {
@@ -208,6 +210,46 @@ describe('exporters', () => {
     expect(text).toContain('rxserve_llm_tokens_total{endpoint="llm",step="serve",kind="prompt"} 0');
     expect(text).toContain('# TYPE rxserve_lane_in_flight gauge');
     expect(text).toContain('# TYPE rxserve_lane_queued gauge');
+    exporter.detach();
+    await graph.close();
+  });
+
+  it('Prometheus: overload is visible: step in flight and queued mid-run, rejections counted by reason', async () => {
+    class Gate extends Model {
+      static open: () => void = () => undefined;
+      static readonly opened = new Promise<void>((r) => (Gate.open = r));
+      override async predict(body: unknown) {
+        await Gate.opened;
+        return body;
+      }
+    }
+    const graph = createGraph();
+    const exporter = await prometheusExporter(graph);
+    const step = graph.modelRunner({
+      name: 'busy',
+      models: [{ endpointName: 'gate', modelClass: Gate, executionMechanism: 'asyncio', maxInFlight: 1 }],
+      maxInFlight: 2,
+      maxQueue: 3,
+    });
+    const source = new Subject<ServingEvent>();
+    const out: ServingEvent[] = [];
+    const done = new Promise<void>((resolve) => source.pipe(step).subscribe({ next: (e) => out.push(e), complete: resolve }));
+    for (let i = 0; i < 10; i++) source.next(toEvent({ i }));
+    const mid = await exporter.metrics();
+    // 2 inside the step (one running in the lane, one waiting in the lane), 3 queued, 5 rejected
+    expect(mid).toContain('rxserve_step_in_flight{step="busy"} 2');
+    expect(mid).toContain('rxserve_step_queued{step="busy"} 3');
+    expect(mid).toContain('rxserve_step_rejected_total{step="busy",reason="queue_full"} 5');
+    expect(mid).toContain('rxserve_lane_in_flight{endpoint="gate",step="busy"} 1');
+    expect(mid).toContain('rxserve_lane_queued{endpoint="gate",step="busy"} 1');
+    expect(out.filter((e) => e.error?.name === 'QueueFullError')).toHaveLength(5);
+    expect(out[0].error?.message).toMatch(/raise maxQueue or maxInFlight, or slow the source/);
+    Gate.open();
+    source.complete();
+    await done;
+    const after = await exporter.metrics();
+    expect(after).toContain('rxserve_step_in_flight{step="busy"} 0');
+    expect(after).toContain('rxserve_step_rejected_total{step="busy",reason="queue_full"} 5');
     exporter.detach();
     await graph.close();
   });

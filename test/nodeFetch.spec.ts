@@ -1,9 +1,15 @@
-// createNodeFetch against a real loopback HTTP server: what the LLM clients rely on fetch for.
+// createNodeFetch (undici Agent) against real loopback HTTP servers: what the LLM clients rely on
+// fetch for, and that credentials never follow a redirect to another origin.
+import { execFile } from 'node:child_process';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createNodeFetch } from '../src/index.js';
+import { createNodeFetch } from '../src/llm/nodeFetch.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
 
 interface Seen {
   method: string;
@@ -16,6 +22,10 @@ let server: http.Server;
 let base: string;
 const seen: Seen[] = [];
 let closedEarly = 0;
+// A second server: another port is another origin.
+let other: http.Server;
+let otherBase: string;
+const seenByOther: Seen[] = [];
 
 beforeAll(async () => {
   server = http.createServer((req, res) => {
@@ -40,6 +50,12 @@ beforeAll(async () => {
           return res.end();
         case '/temporary':
           res.writeHead(307, { location: '/json?from=307' });
+          return res.end();
+        case '/to-other':
+          res.writeHead(Number(url.searchParams.get('code') ?? 302), { location: `${otherBase}/echo` });
+          return res.end();
+        case '/same-origin':
+          res.writeHead(302, { location: `${base}/json?from=302` });
           return res.end();
         case '/loop':
           res.writeHead(302, { location: '/loop' });
@@ -66,10 +82,23 @@ beforeAll(async () => {
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  other = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      seenByOther.push({ method: req.method!, url: req.url!, headers: req.headers, body: Buffer.concat(chunks).toString() });
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ other: true, authorization: req.headers.authorization ?? null }));
+    });
+  });
+  await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+  otherBase = `http://127.0.0.1:${(other.address() as AddressInfo).port}`;
 });
 afterAll(async () => {
-  server.closeAllConnections();
-  await new Promise((resolve) => server.close(resolve));
+  for (const s of [server, other]) {
+    s.closeAllConnections();
+    await new Promise((resolve) => s.close(resolve));
+  }
 });
 
 const nodeFetch = createNodeFetch();
@@ -114,9 +143,66 @@ describe('createNodeFetch', () => {
     expect(await other.json()).toEqual({ method: 'GET', body: '' });
     const temporary = await nodeFetch(`${base}/temporary`, { method: 'POST', body: 'kept' });
     expect(await temporary.json()).toEqual({ method: 'POST', body: 'kept' });
-    await expect(nodeFetch(`${base}/loop`)).rejects.toThrow(/more than 20 redirects/);
+    await expect(nodeFetch(`${base}/loop`)).rejects.toThrow(/more than 20 redirects \(or a loop\)/);
+    await expect(nodeFetch(`${base}/see-other`, { redirect: 'error' })).rejects.toThrow(/redirect: 'error'/);
     const manual = await nodeFetch(`${base}/see-other`, { redirect: 'manual' });
     expect(manual.status).toBe(303);
+  });
+
+  it('a redirect to another origin never carries authorization, cookie or proxy-authorization (301, 302, 303, 307, 308)', async () => {
+    for (const code of [301, 302, 303, 307, 308]) {
+      seenByOther.length = 0;
+      const res = await nodeFetch(`${base}/to-other?code=${code}`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer secret', cookie: 'session=1', 'proxy-authorization': 'Basic x', 'x-kept': 'yes', 'content-type': 'application/json' },
+        body: '{"q":1}',
+      });
+      expect(res.status).toBe(200);
+      expect(await res.json()).toEqual({ other: true, authorization: null });
+      expect(seenByOther).toHaveLength(1);
+      const headers = seenByOther[0].headers;
+      expect(headers.authorization).toBeUndefined();
+      expect(headers.cookie).toBeUndefined();
+      expect(headers['proxy-authorization']).toBeUndefined();
+      expect(headers['x-kept']).toBe('yes');
+      // 307/308 keep the method and body; 301/302 (POST) and 303 become a GET without one.
+      expect(seenByOther[0].method).toBe(code === 307 || code === 308 ? 'POST' : 'GET');
+      expect(seenByOther[0].body).toBe(code === 307 || code === 308 ? '{"q":1}' : '');
+    }
+  });
+
+  it('a redirect within the origin keeps authorization', async () => {
+    const res = await nodeFetch(`${base}/same-origin`, { headers: { authorization: 'Bearer k' } });
+    expect(await res.json()).toEqual({ method: 'GET', body: '' });
+    const last = seen.at(-1)!;
+    expect(last.url).toBe('/json?from=302');
+    expect(last.headers.authorization).toBe('Bearer k');
+  });
+
+  it('keeps connections alive: 20 sequential requests reuse one or two sockets', async () => {
+    const ports = new Set<number>();
+    const probe = http.createServer((req, res) => {
+      ports.add(req.socket.remotePort!);
+      res.end('ok');
+    });
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    try {
+      const at = `http://127.0.0.1:${(probe.address() as AddressInfo).port}/`;
+      for (let i = 0; i < 20; i++) expect(await (await nodeFetch(at)).text()).toBe('ok');
+      // Two at most: undici may open a second while the first is still finishing its response.
+      expect(ports.size).toBeLessThanOrEqual(2);
+    } finally {
+      probe.closeAllConnections();
+      await new Promise((resolve) => probe.close(resolve));
+    }
+  });
+
+  it('an idle keep-alive connection does not keep the process alive (built package, child process)', async () => {
+    // The child fetches from this process's server, which stays up with the connection open; the
+    // child must still exit on its own (execFile would time out otherwise).
+    const script = `import { createNodeFetch } from 'rxserve/llm'; const f = createNodeFetch(); process.stdout.write(await (await f('${base}/json')).text());`;
+    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd: root, timeout: 20_000 });
+    expect(JSON.parse(stdout)).toEqual({ method: 'GET', body: '' });
   });
 
   it('streams an event stream as it arrives', async () => {
@@ -142,7 +228,30 @@ describe('createNodeFetch', () => {
     expect(seen.length).toBe(before);
   });
 
-  it('refuses a protocol it cannot speak, naming it', async () => {
+  it('aborting mid-stream errors the body with the reason and closes the connection', async () => {
+    const controller = new AbortController();
+    const before = closedEarly;
+    const res = await nodeFetch(`${base}/events`, { signal: controller.signal });
+    const reader = res.body!.getReader();
+    expect(new TextDecoder().decode((await reader.read()).value)).toBe('data: one\n\n');
+    controller.abort();
+    await expect(reader.read()).rejects.toSatisfy((e: unknown) => (e as Error).name === 'AbortError');
+    expect(before).toBe(closedEarly); // /events is not /hang: counted by the server's close below
+  });
+
+  it('refuses a protocol it cannot speak, naming it; a refused connection is a TypeError like fetch', async () => {
     await expect(nodeFetch('ftp://127.0.0.1/file')).rejects.toThrow(/unsupported protocol 'ftp:'/);
+    const closed = http.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    await expect(nodeFetch(`http://127.0.0.1:${port}/`)).rejects.toSatisfy(
+      (e: unknown) => e instanceof TypeError && e.message === 'fetch failed' && /ECONNREFUSED/.test(String((e.cause as { code?: string })?.code)),
+    );
+  });
+
+  it('validates its options, naming the one that is wrong', () => {
+    expect(() => createNodeFetch({ maxSockets: 0 })).toThrow(/options\.maxSockets must be a positive integer, got 0/);
+    expect(() => createNodeFetch({ keepAliveTimeoutMs: -1 })).toThrow(/options\.keepAliveTimeoutMs must be a non-negative number/);
   });
 });

@@ -58,16 +58,49 @@ describe('the built package', () => {
     expect(JSON.parse(out)).toEqual([true, true, 'function']);
   });
 
+  it('rxserve/llm (ESM and CJS): the LLM helpers, which the root no longer exports', () => {
+    const esm = node([
+      '--input-type=module',
+      '-e',
+      `
+      import * as root from 'rxserve';
+      import * as llm from 'rxserve/llm';
+      const usage = llm.estimateUsage([{ role: 'user', content: 'Hello there' }], 'General Kenobi');
+      console.log(JSON.stringify({
+        names: Object.keys(llm).sort(),
+        leftInRoot: ['createNodeFetch', 'MOCK_ANSWER', 'buildMessages', 'estimateUsage', 'countTextTokens'].filter((n) => n in root),
+        stillInRoot: ['LLModel', 'modelArtifact', 'llmPromptArtifact', 'loadArtifact', 'isPromptArtifact'].filter((n) => typeof root[n] === 'function'),
+        totalIsSum: usage.total_tokens === usage.prompt_tokens + usage.completion_tokens && usage.estimated === true,
+        tokens: llm.countTextTokens('Hello there'),
+        messages: llm.buildMessages({ key: 'p', promptTemplate: [{ role: 'user', content: 'Q: {q}' }] }, { q: 'why?' }, 'e'),
+        fetch: typeof llm.createNodeFetch(),
+      }));
+      `,
+    ]);
+    expect(JSON.parse(esm)).toEqual({
+      names: ['buildMessages', 'countTextTokens', 'createNodeFetch', 'estimateUsage'],
+      leftInRoot: [],
+      stillInRoot: ['LLModel', 'modelArtifact', 'llmPromptArtifact', 'loadArtifact', 'isPromptArtifact'],
+      totalIsSum: true,
+      tokens: 2,
+      messages: [{ role: 'user', content: 'Q: why?' }],
+      fetch: 'function',
+    });
+    const cjs = node(['-e', `const llm = require('rxserve/llm'); console.log(JSON.stringify(Object.keys(llm).sort()));`]);
+    expect(JSON.parse(cjs)).toEqual(['buildMessages', 'countTextTokens', 'createNodeFetch', 'estimateUsage']);
+  });
+
   it('ships type declarations for every entry, and the operators/ proxy points at real files', () => {
     const pkg = JSON.parse(readFileSync(`${root}/package.json`, 'utf8'));
-    for (const entry of ['.', './operators', './testing']) {
+    for (const entry of ['.', './operators', './testing', './llm']) {
       for (const condition of ['import', 'require']) {
         const target = pkg.exports[entry][condition];
         expect(existsSync(`${root}/${target.types}`), `${entry} ${condition} types`).toBe(true);
         expect(existsSync(`${root}/${target.default}`), `${entry} ${condition} code`).toBe(true);
       }
     }
-    for (const proxy of ['operators', 'testing']) {
+    for (const proxy of ['operators', 'testing', 'llm']) {
+      expect(pkg.files, `${proxy} in package.json files`).toContain(proxy);
       const p = JSON.parse(readFileSync(`${root}/${proxy}/package.json`, 'utf8'));
       for (const field of ['types', 'main', 'module']) expect(existsSync(`${root}/${proxy}/${p[field]}`), `${proxy} ${field}`).toBe(true);
     }

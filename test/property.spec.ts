@@ -181,7 +181,7 @@ describe('modelRunner delivery properties', () => {
       Array.from({ length: maxInFlight + maxQueue }, (_, i) => i),
     );
     expect(rejected[0].error?.message).toBe(
-      "step 'model_runner' is full (maxInFlight 8, maxQueue 32); event rejected",
+      "step 'model_runner' is full (maxInFlight 8, maxQueue 32); event rejected: raise maxQueue or maxInFlight, or slow the source (backpressure)",
     );
   });
 });

@@ -84,9 +84,6 @@ function combine(groups: Map<Executor, ModelEntry[]>, hooks: ExecutorHooks): Exe
     invoke(endpointName: string, input: unknown, context: PredictContext): CallResult {
       return byModel.get(endpointName)!.invoke(endpointName, input, context);
     },
-    copiesInput(endpointName: string): boolean {
-      return byModel.get(endpointName)!.copiesInput?.(endpointName) ?? false;
-    },
     async close() {
       await Promise.all(sessions.map((s) => s.close()));
     },

@@ -3,7 +3,7 @@ import type { Observable } from 'rxjs';
 import type { ModelEntry } from '../model/entry.js';
 import type { PredictContext } from '../model/model.js';
 
-/** What a model call may return: a value, a promise of one, or an Observable (its last value counts). */
+/** What a model call may return: a value, a promise of one, or an Observable (its first value counts; it is then unsubscribed). */
 export type CallResult = unknown | PromiseLike<unknown> | Observable<unknown>;
 
 /** Hooks a step gives the executor when it opens a session. */
@@ -24,13 +24,12 @@ export interface ExecutorSession {
    * Absent when the models are ready at once.
    */
   readonly ready?: PromiseLike<void>;
-  /** Runs one model call. Throwing, rejecting or erroring fails that model's output only. */
-  invoke(endpointName: string, input: unknown, context: PredictContext): CallResult;
   /**
-   * True when the session copies this model's input itself (it crosses a thread or process
-   * boundary): the runner then passes the event's own data, which the session must not change.
+   * Runs one model call. Throwing, rejecting or erroring fails that model's output only.
+   * `input` is the event's own data: the session alone decides how the model gets its own copy
+   * (in-process sessions copy it, worker sessions send it across), and never changes it.
    */
-  copiesInput?(endpointName: string): boolean;
+  invoke(endpointName: string, input: unknown, context: PredictContext): CallResult;
   /** The clock for `when` and `latencyMs`, in epoch milliseconds; default: the wall clock. */
   now?(): number;
   /** Releases models, pools and processes. */

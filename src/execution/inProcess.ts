@@ -3,6 +3,7 @@ import { ModelLoadError, RxServeError, toError } from '../errors.js';
 import type { ModelEntry } from '../model/entry.js';
 import type { Model, ModelClass, PredictContext } from '../model/model.js';
 import { resolveModelClass } from '../model/registry.js';
+import { cloneBody } from '../clone.js';
 import type { CallResult, Executor, ExecutorHooks, ExecutorSession } from './executor.js';
 
 /**
@@ -78,8 +79,10 @@ class InProcessSession implements ExecutorSession {
     if (this.closed) throw new RxServeError(`model '${endpointName}' is closed`);
     const model = this.instances.get(endpointName);
     if (model === undefined) throw new ModelLoadError(endpointName, 'the model is not loaded');
-    if (!this.asyncio.has(endpointName)) return model.predict(input, context);
-    return Promise.resolve().then(() => model.predict(input, context));
+    // Each model gets its own copy of its input (DESIGN §1.7); a copy that fails fails this call.
+    const own = cloneBody(input);
+    if (!this.asyncio.has(endpointName)) return model.predict(own, context);
+    return Promise.resolve().then(() => model.predict(own, context));
   }
 
   async close(): Promise<void> {

@@ -1,56 +1,11 @@
 // The one lane (DESIGN §6): a bounded FIFO of calls with its own concurrency limit, per-call
 // timeouts, batches, cancellation, failAll and stats. Model lanes in modelRunner, the calls waiting
 // for a worker pool, and shared models all queue here.
+// Over 300 lines on purpose: one state machine (queued → running → settled, units and holds) whose
+// invariants are easier to check in one place than across files.
 import { asyncScheduler, type Subscription } from 'rxjs';
 import { QueueFullError } from '../errors.js';
-
-/**
- * A FIFO on a ring buffer (piscina's `FixedQueue` idea): O(1) push and shift, no `Array.shift()`,
- * and no array that only grows. The buffer doubles when full and is never shrunk.
- */
-export class RingQueue<T> {
-  private items: (T | undefined)[] = new Array(16);
-  private head = 0;
-  private count = 0;
-
-  get length(): number {
-    return this.count;
-  }
-
-  push(item: T): void {
-    if (this.count === this.items.length) this.grow();
-    this.items[(this.head + this.count) & (this.items.length - 1)] = item;
-    this.count++;
-  }
-
-  shift(): T | undefined {
-    if (this.count === 0) return undefined;
-    const item = this.items[this.head];
-    this.items[this.head] = undefined;
-    this.head = (this.head + 1) & (this.items.length - 1);
-    this.count--;
-    return item;
-  }
-
-  peek(): T | undefined {
-    return this.count === 0 ? undefined : this.items[this.head];
-  }
-
-  /** Removes and returns every item, oldest first. */
-  drain(): T[] {
-    const out: T[] = [];
-    for (let item = this.shift(); item !== undefined; item = this.shift()) out.push(item);
-    return out;
-  }
-
-  private grow(): void {
-    const size = this.items.length;
-    const next: (T | undefined)[] = new Array(size * 2);
-    for (let i = 0; i < this.count; i++) next[i] = this.items[(this.head + i) & (size - 1)];
-    this.items = next;
-    this.head = 0;
-  }
-}
+import { RingQueue } from './ringQueue.js';
 
 const QUEUED = 0;
 const RUNNING = 1;
@@ -193,6 +148,7 @@ export class Lane<C extends LaneCall> {
     }
     this.queue.push(call);
     this.waiting++;
+    this.armBatchTimer();
     this.pump();
     return call;
   }
@@ -308,21 +264,24 @@ export class Lane<C extends LaneCall> {
     this.pumping = true;
     try {
       while (this.waiting > 0 && this.units < this.maxInFlight && !this.paused) {
-        if (this.collects && this.waiting < this.maxBatch && !this.due) {
-          // Wait for the batch to fill, at most maxWaitMs from now (the first call waiting).
-          this.batchTimer ??= asyncScheduler.schedule(() => {
-            this.batchTimer = undefined;
-            this.due = true;
-            this.pump();
-          }, this.options.batching!.maxWaitMs);
-          break;
-        }
+        // A batch smaller than maxBatchSize waits until its first call has waited maxWaitMs.
+        if (this.collects && this.waiting < this.maxBatch && !this.due) break;
         if (!this.canRunNow()) break;
         this.startNext();
       }
     } finally {
       this.pumping = false;
     }
+  }
+
+  /** Starts the wait of the oldest waiting call, when batches collect and none is running. */
+  private armBatchTimer(): void {
+    if (!this.collects || this.batchTimer !== undefined || this.waiting === 0) return;
+    this.batchTimer = asyncScheduler.schedule(() => {
+      this.batchTimer = undefined;
+      this.due = true;
+      this.pump();
+    }, this.options.batching!.maxWaitMs);
   }
 
   private startNext(): void {
@@ -341,6 +300,7 @@ export class Lane<C extends LaneCall> {
       this.batchTimer.unsubscribe();
       this.batchTimer = undefined;
     }
+    this.armBatchTimer();
     if (calls.length > 0) this.start(calls);
   }
 

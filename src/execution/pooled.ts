@@ -30,8 +30,6 @@ export interface BatchTransport {
   readonly slots: number;
   send(batch: WireBatch, transfer: ArrayBuffer[]): SentBatch;
   readonly ready?: PromiseLike<void>;
-  /** Whether inputs should be copied and their buffers transferred (threads), or sent as they are. */
-  readonly transfersInputs: boolean;
   /** What the workers are, for messages: 'thread' or 'process'. */
   readonly workerKind: 'thread' | 'process';
   close(): Promise<void>;
@@ -100,10 +98,6 @@ export class PooledSession implements ExecutorSession {
       canRun: () => transport.canSend(),
       run: (calls, unit) => this.sendBatch(calls, unit),
     });
-  }
-
-  copiesInput(): boolean {
-    return true;
   }
 
   invoke(endpointName: string, input: unknown, context: PredictContext): CallResult {

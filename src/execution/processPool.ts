@@ -49,7 +49,6 @@ export function dedicatedProcessExecutor(options: PoolOptions = {}): Executor {
       return {
         ready: Promise.all(sessions.map((s) => s.ready)).then(() => undefined),
         invoke: (name, input, context) => byModel.get(name)!.invoke(name, input, context),
-        copiesInput: () => true,
         close: async () => {
           await Promise.all(sessions.map((s) => s.close()));
         },
@@ -190,7 +189,6 @@ class ChildWorker {
 /** Keeps `size` child processes alive and sends batches to the least busy ready one. */
 class ProcessTransport implements BatchTransport {
   readonly ready: Promise<void>;
-  readonly transfersInputs = false;
   readonly workerKind = 'process';
   /** Resolved when a process becomes ready (see canSend). */
   private capacity: { promise: Promise<void>; resolve: () => void } | undefined;

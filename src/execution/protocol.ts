@@ -1,17 +1,6 @@
 // What crosses the boundary to worker threads and child processes: model specs, batches of
 // calls, results, and errors serialized by hand so their class, stack and cause survive.
-import {
-  ConfigError,
-  ModelLoadError,
-  ModelRunnerError,
-  ModelTimeoutError,
-  ProviderError,
-  QueueFullError,
-  RouteNotFoundError,
-  RxServeError,
-  SelectorError,
-  WorkerCrashedError,
-} from '../errors.js';
+import { ERROR_CLASSES, safeString } from '../errors.js';
 
 /** How a worker finds and builds one model. `module: null` names a built-in class ('Model'). */
 export interface WorkerModelSpec {
@@ -50,17 +39,9 @@ export interface SerializedError {
   readonly props?: Readonly<Record<string, unknown>>;
 }
 
+// rxserve's classes (the one list in errors.ts) and the built-in ones.
 const KNOWN: Record<string, new (...args: never[]) => Error> = {
-  RxServeError,
-  ConfigError,
-  ModelLoadError,
-  ModelRunnerError,
-  SelectorError,
-  RouteNotFoundError,
-  ModelTimeoutError,
-  QueueFullError,
-  WorkerCrashedError,
-  ProviderError,
+  ...ERROR_CLASSES,
   Error,
   TypeError,
   RangeError,
@@ -121,13 +102,6 @@ function cloneable(value: unknown): unknown {
   }
 }
 
-function safeString(value: unknown): string {
-  try {
-    return typeof value === 'object' ? JSON.stringify(value) : String(value);
-  } catch {
-    return Object.prototype.toString.call(value);
-  }
-}
 
 /** What a worker boundary needs to know of a value before sending it. */
 export interface Inspection {
@@ -215,13 +189,59 @@ function refusedKind(object: object): string | undefined {
 }
 
 /**
- * A batch for a pool rxserve made, flattened: `FLAT_FIELDS` values per call — spec index (into
- * `workerData.rxserveSpecs`), call id, event id, origin, path, input. Its reply is flat too:
- * `[ok, valueOrSerializedError, ...]`. Structured clone copies a flat array of primitives faster
- * than the nested objects of a WireBatch (a few µs per round trip, on a ~50 µs path).
+ * The one wire form of a batch for worker threads (pools rxserve made and pools of the user's own):
+ * a flat array, `FLAT_FIELDS` values per call — spec, call id, event id, origin, path, input —
+ * where `spec` is an index into the specs the threads got in `workerData` (a pool rxserve made)
+ * or the spec key itself (a pool of the user's own, which also gets the cancel board as the
+ * first element). Its reply is flat too: `[ok, valueOrSerializedError, ...]`. Structured clone
+ * copies a flat array of primitives faster than nested objects (a few µs on a ~50 µs path).
  */
 export type FlatBatch = readonly unknown[];
 export const FLAT_FIELDS = 6;
+
+/** Encodes a batch; `specRef` turns a spec key into what the threads know it by. */
+export function encodeBatch(batch: WireBatch, specRef: (key: string) => number | string, board?: SharedArrayBuffer): unknown[] {
+  const offset = board ? 1 : 0;
+  const flat: unknown[] = new Array(offset + batch.calls.length * FLAT_FIELDS);
+  if (board) flat[0] = board;
+  let i = offset;
+  for (const call of batch.calls) {
+    flat[i++] = specRef(batch.specs[call.spec]);
+    flat[i++] = call.id;
+    flat[i++] = call.eventId;
+    flat[i++] = call.origin;
+    flat[i++] = call.path;
+    flat[i++] = call.input;
+  }
+  return flat;
+}
+
+/** Decodes a flat batch in the worker; indices resolve against `knownSpecs`. */
+export function decodeBatch(flat: FlatBatch, knownSpecs: readonly string[]): { batch: WireBatch; board?: SharedArrayBuffer } {
+  const board = flat[0] instanceof SharedArrayBuffer ? flat[0] : undefined;
+  const specs: string[] = [];
+  const index = new Map<string, number>();
+  const calls: WireCall[] = [];
+  for (let i = board ? 1 : 0; i < flat.length; i += FLAT_FIELDS) {
+    const ref = flat[i];
+    const key = typeof ref === 'number' ? knownSpecs[ref] : (ref as string);
+    let spec = index.get(key);
+    if (spec === undefined) {
+      spec = specs.push(key) - 1;
+      index.set(key, spec);
+    }
+    const path = flat[i + 4] as string | undefined;
+    calls.push({
+      spec,
+      id: flat[i + 1] as number,
+      eventId: flat[i + 2] as string,
+      origin: flat[i + 3] as string,
+      input: flat[i + 5],
+      ...(path !== undefined ? { path } : {}),
+    });
+  }
+  return board ? { batch: { specs, calls }, board } : { batch: { specs, calls } };
+}
 
 /** `[ok, value | error, ...]`: the reply to a flat batch. */
 export function flatten(results: readonly WireResult[]): unknown[] {

@@ -9,7 +9,7 @@ import type { ModelEntry } from '../model/entry.js';
 import { workerEntry } from './entries.js';
 import type { Executor, ExecutorHooks, ExecutorSession } from './executor.js';
 import { PooledSession, type BatchTransport, type SentBatch } from './pooled.js';
-import { FLAT_FIELDS, deserializeError, inspectForWorker, unflatten, type SerializedError, type WireBatch, type WireResult } from './protocol.js';
+import { deserializeError, encodeBatch, inspectForWorker, unflatten, type SerializedError, type WireBatch } from './protocol.js';
 import { resolvePoolOptions, type PoolOptions } from './poolOptions.js';
 import { workerSpecKey } from './specs.js';
 import type { ThreadTask, ThreadWorkerData } from './threadWorker.js';
@@ -65,7 +65,6 @@ function prepareForThread(input: unknown): { input: unknown; transfer: ArrayBuff
 
 class ThreadTransport implements BatchTransport {
   readonly ready: Promise<void>;
-  readonly transfersInputs = true;
   readonly workerKind = 'thread';
   readonly slots: number;
   /** Spec key → its index in the threads' workerData (a pool of our own), else undefined. */
@@ -115,25 +114,14 @@ class ThreadTransport implements BatchTransport {
     const abort = new TerminateSignal();
     let terminated: string | undefined;
     const { specIndex } = this;
-    let task: ThreadTask;
-    if (specIndex) {
-      const flat: unknown[] = new Array(batch.calls.length * FLAT_FIELDS);
-      let i = 0;
-      for (const call of batch.calls) {
-        flat[i++] = specIndex.get(batch.specs[call.spec])!;
-        flat[i++] = call.id;
-        flat[i++] = call.eventId;
-        flat[i++] = call.origin;
-        flat[i++] = call.path;
-        flat[i++] = call.input;
-      }
-      task = flat;
-    } else {
-      task = { kind: 'run', batch, cancelFlags };
-    }
+    // One wire form for both kinds of pool: a pool of the user's own names specs by key and
+    // gets the cancel board with each batch.
+    const task: ThreadTask = specIndex
+      ? encodeBatch(batch, (key) => specIndex.get(key)!)
+      : encodeBatch(batch, (key) => key, cancelFlags);
     const done = this.pool.run(task, { signal: abort as never, transferList: transfer }).then(
       (results: unknown[]) => {
-        return specIndex ? unflatten(results) : (results as WireResult[]);
+        return unflatten(results);
       },
       (error: unknown) => {
         // postMessage refused the batch (something the inspection did not foresee): the thread is fine.

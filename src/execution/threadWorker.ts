@@ -2,19 +2,10 @@
 import { BroadcastChannel } from 'node:worker_threads';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
 import { cancelledReason, ModelHost } from './host.js';
-import { FLAT_FIELDS, flatten, serializeError, type FlatBatch, type WireBatch, type WireCall, type WireResult } from './protocol.js';
+import { decodeBatch, flatten, serializeError, type FlatBatch, type WireResult } from './protocol.js';
 
-/**
- * A piscina task of the thread_pool executor. In a pool rxserve made, a batch names its models
- * by index into `workerData.rxserveSpecs` and the cancel board comes in workerData; a task for a
- * pool of the user's own carries both.
- */
-export type ThreadTask =
-  | { readonly kind: 'load'; readonly spec: string }
-  | { readonly kind: 'run'; readonly batch: WireBatch; readonly cancelFlags: SharedArrayBuffer }
-  | FlatBatch;
-
-
+/** A piscina task of the thread_pool executor: a model to load, or a batch in its one wire form. */
+export type ThreadTask = { readonly kind: 'load'; readonly spec: string } | FlatBatch;
 
 /** What a pool made by rxserve gives its threads. */
 export interface ThreadWorkerData {
@@ -56,31 +47,17 @@ function pollCancellations(): void {
 }
 
 export default function runTask(task: ThreadTask): unknown {
-  if (Array.isArray(task)) return runFlat(task);
-  const t = task as Exclude<ThreadTask, FlatBatch>;
-  if (t.kind === 'load') return load(t.spec);
-  return run(t);
-}
-
-function runFlat(flat: FlatBatch): unknown {
-  const calls: WireCall[] = [];
-  for (let i = 0; i < flat.length; i += FLAT_FIELDS) {
-    const path = flat[i + 4] as string | undefined;
-    calls.push({
-      spec: flat[i] as number,
-      id: flat[i + 1] as number,
-      eventId: flat[i + 2] as string,
-      origin: flat[i + 3] as string,
-      input: flat[i + 5],
-      ...(path !== undefined ? { path } : {}),
-    });
-  }
+  if (!Array.isArray(task)) return load((task as { spec: string }).spec);
+  const { batch, board } = decodeBatch(task, knownSpecs);
+  if (board) flags ??= new Int32Array(board);
+  // Outputs holding whole ArrayBuffers travel by transfer, not by copy: the host collects them.
   const transfer: ArrayBuffer[] = [];
-  const started = host.start({ specs: knownSpecs, calls }, transfer);
+  const started = host.start(batch, transfer);
+  // Synchronous models answered already: nothing to wait for, nothing to cancel (piscina replies
+  // to a plain value without a promise turn).
   if (started.every((r) => !(r instanceof Promise))) return reply(flatten(started as WireResult[]), transfer);
-  return settle(started, transfer, flatten);
+  return settleBatch(started, transfer);
 }
-
 
 async function load(spec: string): Promise<unknown> {
   try {
@@ -91,26 +68,11 @@ async function load(spec: string): Promise<unknown> {
   }
 }
 
-function run(task: Extract<Exclude<ThreadTask, FlatBatch>, { kind: 'run' }>): unknown {
-  if (task.cancelFlags) flags ??= new Int32Array(task.cancelFlags);
-  const { specs, calls } = task.batch;
-  // Outputs holding whole ArrayBuffers travel by transfer, not by copy: the host collects them.
-  const transfer: ArrayBuffer[] = [];
-  const started = host.start({ specs: specs.map((s) => (typeof s === 'number' ? knownSpecs[s] : s)), calls }, transfer);
-  // Synchronous models answered already: nothing to wait for, nothing to cancel (piscina replies
-  // to a plain value without a promise turn).
-  if (started.every((r) => !(r instanceof Promise))) return reply(started as WireResult[], transfer);
-  return settle(started, transfer, (results) => results);
-}
-
-async function settle(
-  started: (WireResult | Promise<WireResult>)[],
-  transfer: ArrayBuffer[],
-  shape: (results: WireResult[]) => unknown[],
-): Promise<unknown> {
+/** Waits for a batch's asynchronous calls, looking for cancellations meanwhile. */
+async function settleBatch(started: (WireResult | Promise<WireResult>)[], transfer: ArrayBuffer[]): Promise<unknown> {
   const timer = setInterval(pollCancellations, CANCEL_POLL_MS);
   try {
-    return reply(shape(await Promise.all(started)), transfer);
+    return reply(flatten(await Promise.all(started)), transfer);
   } finally {
     clearInterval(timer);
   }

@@ -2,7 +2,7 @@
 import * as t from 'io-ts';
 import { DotPath, NonEmptyString, positiveInt, strict } from '../config.js';
 import type { LLMPromptArtifact, ModelArtifact } from '../model/artifact.js';
-import { CreationStrategy, type ExecutionMechanism, type ModelEntry } from '../model/entry.js';
+import { CreationStrategyCodec, type CreationStrategy, type ExecutionMechanism, type ModelEntry } from '../model/entry.js';
 
 /**
  * A model loaded once per graph and served to every proxy of it: a model entry's fields (its
@@ -76,7 +76,7 @@ export const ProxyCodec = strict(
     modelArtifact: t.UnknownRecord,
     sharedModelName: NonEmptyString,
     labels: t.union([t.record(t.string, t.string), t.array(t.string)], 'Record<string, string> | string[]'),
-    creationStrategy: CreationStrategy,
+    creationStrategy: CreationStrategyCodec,
   },
 );
 

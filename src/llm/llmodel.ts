@@ -7,7 +7,7 @@ import { isPromptArtifact } from './artifacts.js';
 import { buildMessages, type ChatMessage } from './prompt.js';
 import { createProvider, type LLMProvider } from './providers/provider.js';
 import { withRetries } from './retry.js';
-import { countTextTokens, renderChat, type Usage } from './usage.js';
+import { estimateUsage, type Usage } from './usage.js';
 
 /** What an LLModel returns (the runner writes it at `resultPath`). */
 export interface LLMResult {
@@ -54,6 +54,8 @@ export class LLModel extends Model<unknown, LLMResult> {
   /** Usage of every call, whatever its outcome. */
   readonly usage$ = new Subject<LLMUsageReport>();
   private provider: LLMProvider | undefined;
+  /** A load started by the first call when nobody called `load()` (see `loadedProvider`). */
+  private loading: Promise<void> | undefined;
   private readonly proxyArtifacts: Readonly<Record<string, ModelArtifact | LLMPromptArtifact | null>>;
 
   constructor(init: ModelInit) {
@@ -81,6 +83,27 @@ export class LLModel extends Model<unknown, LLMResult> {
     this.provider = await createProvider(model, this.name);
   }
 
+  /**
+   * The provider, loading it on first use when `load()` was not awaited (an LLModel used on its
+   * own, outside modelRunner). Concurrent first calls share one load; a failed load is not kept,
+   * so the next call tries again. A subclass that overrides `predict()` and has no model artifact
+   * has no provider: `predictStream` says so.
+   */
+  private async loadedProvider(): Promise<LLMProvider> {
+    if (this.provider === undefined) {
+      this.loading ??= this.load()
+        .catch((error: unknown) => {
+          throw error instanceof ModelLoadError ? error : new ModelLoadError(this.name, toError(error).message, { cause: error });
+        })
+        .finally(() => (this.loading = undefined));
+      await this.loading;
+    }
+    if (this.provider === undefined) {
+      throw new ModelLoadError(this.name, 'it has no model provider (no model artifact with a modelUrl): predictStream() needs one');
+    }
+    return this.provider;
+  }
+
   /** The prompt used for a caller: the proxy's own when it has one, else the model's. */
   promptFor(origin: string): LLMPromptArtifact | undefined {
     const proxy = this.proxyArtifacts[origin];
@@ -103,9 +126,8 @@ export class LLModel extends Model<unknown, LLMResult> {
   }
 
   override async predict(input: unknown, ctx: PredictContext): Promise<LLMResult> {
-    if (this.provider === undefined) throw new ModelLoadError(this.name, 'the model was not loaded');
+    const provider = await this.loadedProvider();
     const { messages, config } = this.prepare(input, ctx.origin);
-    const provider = this.provider;
     try {
       const result = await withRetries(() => provider.invoke({ messages, config, signal: ctx.signal }), {
         ...this.retries,
@@ -122,8 +144,11 @@ export class LLModel extends Model<unknown, LLMResult> {
    * Streams the answer: `{ type: 'chunk', text }` as tokens arrive, then
    * `{ type: 'final', answer, usage }`. OpenAI streams report usage
    * (`stream_options.include_usage`). Retries happen only before the first chunk. Unsubscribing
-   * aborts the request; usage is reported on `usage$` on every exit, partial ones marked
-   * `complete: false`.
+   * aborts the request; usage is reported on `usage$` exactly once per call, with the outcome
+   * that happened (`success`, `error`, `timeout`, `unsubscribe`), partial ones marked
+   * `complete: false`. Without a usage chunk from the server the usage is estimated
+   * (`total_tokens = prompt_tokens + completion_tokens`). Loads the model on first use when
+   * `load()` was not awaited.
    */
   predictStream(input: unknown, ctx: { origin?: string; eventId?: string; signal?: AbortSignal } = {}): Observable<LLMStreamEvent> {
     return new Observable<LLMStreamEvent>((subscriber) => {
@@ -136,10 +161,9 @@ export class LLModel extends Model<unknown, LLMResult> {
       let messages: ChatMessage[] = [];
       let finished = false;
       const run = async () => {
-        if (this.provider === undefined) throw new ModelLoadError(this.name, 'the model was not loaded');
+        const provider = await this.loadedProvider();
         const prepared = this.prepare(input, origin);
         messages = prepared.messages;
-        const provider = this.provider;
         let usage: Usage | undefined;
         // Only failures before the first chunk are retried: a retry after it would repeat text.
         await withRetries(
@@ -160,22 +184,27 @@ export class LLModel extends Model<unknown, LLMResult> {
           },
           { ...this.retries, signal: controller.signal },
         );
-        const final = usage ?? { prompt_tokens: countTextTokens(renderChat(messages)), completion_tokens: countTextTokens(answer), estimated: true };
+        // Unsubscribed: the teardown reported the call. Aborted from outside (a timeout) while the
+        // client ended its stream quietly (openai's Stream returns on abort): not a success.
+        if (finished) return;
+        controller.signal.throwIfAborted();
+        const final = usage ?? estimateUsage(messages, answer);
         finished = true;
         this.report(context, 'success', final);
         subscriber.next({ type: 'final', answer, usage: final });
         subscriber.complete();
       };
       run().catch((error: unknown) => {
+        if (finished) return; // unsubscribed: reported once, by the teardown
         finished = true;
-        if (!subscriber.closed) subscriber.error(this.fail(error, context, messages, answer));
+        subscriber.error(this.fail(error, context, messages, answer));
       });
       return () => {
         ctx.signal?.removeEventListener('abort', onOuterAbort);
         if (!finished) {
           finished = true;
           controller.abort(new DOMException('the stream was unsubscribed', 'AbortError'));
-          this.report(context, 'unsubscribe', partialUsage(messages, answer));
+          this.report(context, 'unsubscribe', estimateUsage(messages, answer, false));
         }
       };
     });
@@ -185,7 +214,7 @@ export class LLModel extends Model<unknown, LLMResult> {
   private fail(error: unknown, ctx: PredictContext, messages: readonly ChatMessage[], answer: string): Error {
     const reason = ctx.signal.aborted ? toError(ctx.signal.reason) : undefined;
     const outcome = reason ? (reason.name === 'ModelTimeoutError' ? 'timeout' : 'unsubscribe') : 'error';
-    const usage = partialUsage(messages, answer);
+    const usage = estimateUsage(messages, answer, false);
     this.report(ctx, outcome, usage);
     const e = toError(error);
     if (e instanceof ProviderError) e.usage = usage;
@@ -199,11 +228,4 @@ export class LLModel extends Model<unknown, LLMResult> {
   override close(): void {
     this.usage$.complete();
   }
-}
-
-/** What a call that did not finish spent: its prompt, and the answer so far (estimated). */
-function partialUsage(messages: readonly ChatMessage[], answer: string): Usage {
-  const prompt_tokens = messages.length ? countTextTokens(renderChat(messages)) : 0;
-  const completion_tokens = countTextTokens(answer);
-  return { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens, estimated: true, complete: false };
 }

@@ -1,16 +1,18 @@
-// A `fetch` over node:http / node:https with keep-alive agents, for the LLM clients (both accept a
-// `fetch` option). Node 20's global fetch (undici) spends most of an LLM call's client-side CPU in
-// its WHATWG machinery; with 64 calls in flight that CPU, not the server, caps throughput. This
-// one buffers ordinary responses and streams only event streams, so a JSON answer never goes
-// through a web ReadableStream.
-import http from 'node:http';
-import https from 'node:https';
+// The `fetch` behind `providerOptions.transport: 'node-http'`: undici's dispatcher API over one
+// pooled keep-alive `Agent`. Node 20's global fetch (also undici) spends most of an LLM call's
+// client-side CPU in its WHATWG machinery; with 64 calls in flight that CPU, not the server, caps
+// throughput. `Agent.request()` skips it: ordinary responses are read into one buffer, only event
+// streams go through a web ReadableStream. Redirects are undici's own (its redirect interceptor
+// drops `authorization`, `cookie` and `proxy-authorization` when the origin changes).
 import { Readable } from 'node:stream';
 import zlib from 'node:zlib';
+import { Agent, interceptors, type Dispatcher } from 'undici';
 
 export interface NodeFetchOptions {
-  /** Sockets per origin at most (keep-alive); default 256. */
+  /** Connections per origin at most (keep-alive); default 256. */
   readonly maxSockets?: number;
+  /** How long an idle connection is kept open, ms; default 10 s (a server's shorter `keep-alive: timeout` wins). */
+  readonly keepAliveTimeoutMs?: number;
 }
 
 /** Statuses whose Response must have a null body. */
@@ -19,26 +21,44 @@ const REDIRECT = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 20;
 
 /**
- * Makes a `fetch` for `providerOptions.transport: 'node-http'`: same inputs and outputs as the
- * global fetch for what the openai and Hugging Face clients send (string, bytes or any body the
- * Request constructor takes; abort signals; redirects; gzip/deflate/br bodies decoded), over
- * node's own HTTP client.
+ * Makes a `fetch` for the openai and Hugging Face clients (both take a `fetch` option) over one
+ * undici `Agent` with keep-alive.
+ *
+ * Same inputs and outputs as the global fetch for what those clients send: a string, bytes or any
+ * body the Request constructor takes; abort signals; redirects (followed by undici, credentials
+ * dropped across origins; `redirect: 'manual'` and `'error'` honoured); gzip/deflate/br bodies
+ * decoded. Ordinary answers are buffered; `text/event-stream` and `ndjson` answers are streamed.
+ *
+ * ## Example
+ * ```ts
+ * import OpenAI from 'openai';
+ * import { createNodeFetch } from 'rxserve/llm';
+ * const client = new OpenAI({ fetch: createNodeFetch() });
+ * ```
+ * @param options `maxSockets` (default 256 per origin), `keepAliveTimeoutMs` (default 10 s).
+ * @returns A `fetch`; its connections live as long as it does (idle ones do not keep the process alive).
  */
 export function createNodeFetch(options: NodeFetchOptions = {}): typeof fetch {
   const maxSockets = options.maxSockets ?? 256;
-  const agents = {
-    'http:': new http.Agent({ keepAlive: true, maxSockets }),
-    'https:': new https.Agent({ keepAlive: true, maxSockets }),
-  };
-  const nodeFetch = async (input: string | URL | Request, init: RequestInit = {}, redirects = 0): Promise<Response> => {
+  if (!Number.isInteger(maxSockets) || maxSockets < 1) throw new TypeError(`createNodeFetch: options.maxSockets must be a positive integer, got ${String(options.maxSockets)}`);
+  const keepAliveTimeout = options.keepAliveTimeoutMs ?? 10_000;
+  if (!Number.isFinite(keepAliveTimeout) || keepAliveTimeout < 0) {
+    throw new TypeError(`createNodeFetch: options.keepAliveTimeoutMs must be a non-negative number, got ${String(options.keepAliveTimeoutMs)}`);
+  }
+  const agent = new Agent({ connections: maxSockets, keepAliveTimeout });
+  // One dispatcher that follows redirects, one that does not (redirect: 'manual' | 'error').
+  const following = agent.compose(interceptors.redirect({ maxRedirections: MAX_REDIRECTS }));
+
+  const nodeFetch = async (input: string | URL | Request, init: RequestInit = {}): Promise<Response> => {
     let url: URL;
     let method: string;
     let headers: Headers;
     let body: string | Uint8Array | undefined;
     const signal = init.signal ?? (input instanceof Request ? input.signal : undefined);
+    const redirect = init.redirect ?? (input instanceof Request ? input.redirect : 'follow');
     if (input instanceof Request || !(init.body === undefined || init.body === null || typeof init.body === 'string' || init.body instanceof Uint8Array)) {
       // Anything else (a Request, a Blob, FormData, a stream...): let the Request constructor
-      // normalize it, as fetch would, then send its bytes.
+      // normalize it, as fetch would, then send its bytes (a byte body can be re-sent on a 307).
       const request = new Request(input, init);
       url = new URL(request.url);
       method = request.method;
@@ -50,56 +70,71 @@ export function createNodeFetch(options: NodeFetchOptions = {}): typeof fetch {
       headers = new Headers(init.headers);
       body = init.body ?? undefined;
     }
-    const agent = agents[url.protocol as keyof typeof agents];
-    if (agent === undefined) throw new TypeError(`node-http fetch: unsupported protocol '${url.protocol}' in ${url.href}`);
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      throw new TypeError(`node-http fetch: unsupported protocol '${url.protocol}' in ${url.href}`);
+    }
     signal?.throwIfAborted();
     const outgoing: Record<string, string> = {};
     headers.forEach((value, key) => (outgoing[key] = value));
-    if (body !== undefined && outgoing['content-length'] === undefined) outgoing['content-length'] = String(Buffer.byteLength(body));
 
-    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
-      const request = (url.protocol === 'https:' ? https : http).request(url, { method, headers: outgoing, agent, signal: signal ?? undefined }, resolve);
-      request.once('error', reject);
-      request.end(body);
-    });
-    const status = res.statusCode ?? 0;
-    const location = res.headers.location;
-    if (REDIRECT.has(status) && location !== undefined && init.redirect !== 'manual') {
-      res.resume();
-      if (init.redirect === 'error') throw new TypeError(`node-http fetch: redirected to ${location} with redirect: 'error'`);
-      if (redirects >= MAX_REDIRECTS) throw new TypeError(`node-http fetch: more than ${MAX_REDIRECTS} redirects from ${url.href}`);
-      const keepBody = status === 307 || status === 308;
-      const next: RequestInit = {
-        ...init,
-        method: keepBody ? method : method === 'HEAD' ? 'HEAD' : 'GET',
-        headers,
-        body: keepBody ? body : undefined,
-      };
-      return nodeFetch(new URL(location, url), next, redirects + 1);
+    const dispatcher: Dispatcher = redirect === 'follow' ? following : agent;
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await dispatcher.request({
+        origin: url.origin,
+        path: `${url.pathname}${url.search}`,
+        method: method as Dispatcher.HttpMethod,
+        headers: outgoing,
+        body,
+        signal: signal ?? undefined,
+        // A redirect loop or chain over the limit fails, as fetch does, instead of answering the 3xx.
+        ...(redirect === 'follow' ? { throwOnMaxRedirect: true } : {}),
+      } as Dispatcher.RequestOptions);
+    } catch (error) {
+      if (signal?.aborted) throw signal.reason;
+      const e = error as Error;
+      if (e.message === 'max redirects' || /Redirect loop/.test(e.message)) {
+        throw new TypeError(`node-http fetch: more than ${MAX_REDIRECTS} redirects (or a loop) from ${url.href}`, { cause: error });
+      }
+      // As fetch: a network failure is a TypeError('fetch failed') with the cause.
+      throw new TypeError(`fetch failed`, { cause: error });
+    }
+    const status = res.statusCode;
+    if (redirect === 'error' && REDIRECT.has(status)) {
+      res.body.resume();
+      throw new TypeError(`node-http fetch: redirected to ${String(res.headers.location)} with redirect: 'error'`);
     }
 
     const responseHeaders = new Headers();
-    for (let i = 0; i < res.rawHeaders.length; i += 2) responseHeaders.append(res.rawHeaders[i], res.rawHeaders[i + 1]);
-    const init2 = { status, statusText: res.statusMessage ?? '', headers: responseHeaders };
+    for (const [name, value] of Object.entries(res.headers)) {
+      if (Array.isArray(value)) for (const v of value) responseHeaders.append(name, v);
+      else if (value !== undefined) responseHeaders.append(name, value);
+    }
+    const responseInit = { status, statusText: res.statusText ?? '', headers: responseHeaders };
     if (NULL_BODY.has(status) || method === 'HEAD') {
-      res.resume();
-      return new Response(null, init2);
+      res.body.resume();
+      return new Response(null, responseInit);
     }
-    const source = decoded(res);
-    const type = res.headers['content-type'] ?? '';
+    const encoding = String(res.headers['content-encoding'] ?? '').trim().toLowerCase();
+    const type = String(res.headers['content-type'] ?? '');
     if (type.includes('event-stream') || type.includes('ndjson')) {
-      return new Response(Readable.toWeb(source) as ReadableStream<Uint8Array>, init2);
+      return new Response(Readable.toWeb(decoded(res.body, encoding)) as ReadableStream<Uint8Array>, responseInit);
     }
-    const chunks: Buffer[] = [];
-    for await (const chunk of source) chunks.push(chunk as Buffer);
-    return new Response(Buffer.concat(chunks), init2);
+    try {
+      if (encoding === '' || encoding === 'identity') return new Response(await res.body.bytes(), responseInit);
+      const chunks: Buffer[] = [];
+      for await (const chunk of decoded(res.body, encoding)) chunks.push(chunk as Buffer);
+      return new Response(Buffer.concat(chunks), responseInit);
+    } catch (error) {
+      if (signal?.aborted) throw signal.reason;
+      throw new TypeError(`fetch failed`, { cause: error });
+    }
   };
   return ((input: string | URL | Request, init?: RequestInit) => nodeFetch(input, init)) as typeof fetch;
 }
 
 /** The response body with its content-encoding undone, as fetch does. */
-function decoded(res: http.IncomingMessage): Readable {
-  const encoding = (res.headers['content-encoding'] ?? '').trim().toLowerCase();
+function decoded(body: Readable, encoding: string): Readable {
   const decoder =
     encoding === 'gzip' || encoding === 'x-gzip'
       ? zlib.createGunzip()
@@ -108,14 +143,14 @@ function decoded(res: http.IncomingMessage): Readable {
         : encoding === 'br'
           ? zlib.createBrotliDecompress()
           : undefined;
-  if (decoder === undefined) return res;
-  res.once('error', (error) => decoder.destroy(error));
-  return res.pipe(decoder);
+  if (decoder === undefined) return body;
+  body.once('error', (error) => decoder.destroy(error));
+  return body.pipe(decoder);
 }
 
 let shared: typeof fetch | undefined;
 
-/** One node-http fetch (one pair of keep-alive agents) for every provider in the process. */
+/** One node-http fetch (one undici Agent) for every provider in the process. */
 export function sharedNodeFetch(): typeof fetch {
   return (shared ??= createNodeFetch());
 }

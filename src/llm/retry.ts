@@ -1,12 +1,34 @@
-// Retries of retryable provider failures, with backoff, honouring retry-after; abortable.
+// Retries of retryable provider failures: exponential backoff with jitter, retry-after honoured
+// up to a cap; abortable.
 import { ProviderError } from '../errors.js';
+
+/** The longest rxserve waits for a provider's `retry-after` (openai-node's limit for a "reasonable" one). */
+export const MAX_RETRY_AFTER_MS = 60_000;
+/** The longest backoff between two attempts when the provider said nothing. */
+export const MAX_BACKOFF_MS = 10_000;
 
 export interface RetryOptions {
   /** Retries after the first attempt; default 2. */
   readonly maxRetries: number;
-  /** First backoff; doubles each retry (capped at 10 s) unless the provider said retry-after. */
+  /** First backoff; doubles each retry (capped at 10 s), minus up to 25% jitter, unless the provider said retry-after. */
   readonly baseDelayMs: number;
   readonly signal?: AbortSignal;
+  /** The random source for jitter, in [0, 1); default `Math.random` (tests inject their own). */
+  readonly random?: () => number;
+  /** Waits `ms` or rejects on abort; default a timer (tests inject their own clock). */
+  readonly sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+}
+
+/**
+ * How long to wait before retry number `n + 1` (`n` = 0 after the first failure). A provider's
+ * `retry-after` wins, capped at 60 s; otherwise `baseDelayMs * 2^n` capped at 10 s, less up to 25%
+ * jitter (as openai-node's `calculateDefaultRetryTimeoutMillis`), so clients that failed together
+ * do not all come back together.
+ */
+export function retryDelayMs(n: number, retryAfterMs: number | undefined, baseDelayMs: number, random: () => number = Math.random): number {
+  if (retryAfterMs !== undefined && Number.isFinite(retryAfterMs) && retryAfterMs >= 0) return Math.min(retryAfterMs, MAX_RETRY_AFTER_MS);
+  const backoff = Math.min(baseDelayMs * 2 ** n, MAX_BACKOFF_MS);
+  return backoff * (1 - random() * 0.25);
 }
 
 /**
@@ -15,6 +37,7 @@ export interface RetryOptions {
  * the number of attempts in its message.
  */
 export async function withRetries<T>(attempt: (n: number) => Promise<T>, options: RetryOptions): Promise<T> {
+  const wait = options.sleep ?? sleep;
   for (let n = 0; ; n++) {
     try {
       return await attempt(n);
@@ -26,8 +49,7 @@ export async function withRetries<T>(attempt: (n: number) => Promise<T>, options
         }
         throw error;
       }
-      const wait = error.retryAfterMs ?? Math.min(options.baseDelayMs * 2 ** n, 10_000);
-      await sleep(wait, options.signal);
+      await wait(retryDelayMs(n, error.retryAfterMs, options.baseDelayMs, options.random), options.signal);
     }
   }
 }

@@ -30,9 +30,28 @@ export function countTextTokens(text: string): number {
   return text.length === 0 ? 0 : tokenizer()(text);
 }
 
-/** Usage estimated from the prompt text and the answer: `total = prompt + completion`. */
-export function estimateUsage(prompt: string, answer: string, complete = true): Usage {
-  const prompt_tokens = countTextTokens(prompt);
+/**
+ * Usage estimated with the tokenizer: `total_tokens = prompt_tokens + completion_tokens`, and
+ * `estimated: true`. The prompt is its text, or chat messages (rendered with the generic chat
+ * template; no messages count 0). Pass `complete = false` for a call that ended before its answer
+ * was whole (the answer so far is counted, and the usage says `complete: false`).
+ */
+export function estimateUsage(prompt: string | readonly ChatMessage[], answer: string, complete = true): Usage {
+  const prompt_tokens = typeof prompt === 'string' ? countTextTokens(prompt) : prompt.length === 0 ? 0 : countTextTokens(renderChat(prompt));
   const completion_tokens = countTextTokens(answer);
   return { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens, estimated: true, ...(complete ? {} : { complete: false }) };
+}
+
+/**
+ * The usage a finished model call reports, if any: a result's `usage` (an LLModel's
+ * `{ answer, usage }`) or a failed call's `error.usage` (a `ProviderError`'s partial usage).
+ * Anything that is not an object with a numeric `prompt_tokens` or `completion_tokens` is none.
+ * Monitoring records, Prometheus token counters and trace spans all read usage through this.
+ */
+export function callUsage(value: unknown, error?: unknown): Usage | undefined {
+  const holder = error !== undefined ? error : value;
+  const usage = typeof holder === 'object' && holder !== null ? (holder as { usage?: unknown }).usage : undefined;
+  if (typeof usage !== 'object' || usage === null) return undefined;
+  const u = usage as Record<string, unknown>;
+  return typeof u.prompt_tokens === 'number' || typeof u.completion_tokens === 'number' ? (usage as Usage) : undefined;
 }

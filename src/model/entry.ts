@@ -7,7 +7,9 @@ import type { ModelClass, ModuleRef } from './model.js';
 import { validateModuleRef } from './registry.js';
 
 /** MLRun's execution mechanisms, names kept verbatim (DESIGN §5). */
-export const ExecutionMechanism = t.keyof(
+export type ExecutionMechanism = 'naive' | 'asyncio' | 'thread_pool' | 'process_pool' | 'dedicated_process' | 'shared_executor';
+// Written out above so the public types do not depend on io-ts; the codec is checked against it.
+export const ExecutionMechanismCodec: t.Type<ExecutionMechanism, string, unknown> = t.keyof(
   {
     naive: null,
     asyncio: null,
@@ -18,16 +20,16 @@ export const ExecutionMechanism = t.keyof(
   },
   "'naive' | 'asyncio' | 'thread_pool' | 'process_pool' | 'dedicated_process' | 'shared_executor'",
 );
-export type ExecutionMechanism = t.TypeOf<typeof ExecutionMechanism>;
 
 /** Mechanisms that run the model on the main event loop; only these accept a bare class. */
 export const IN_PROCESS_MECHANISMS: readonly ExecutionMechanism[] = ['naive', 'asyncio'];
 
-export const CreationStrategy = t.keyof(
+/** What the endpoint registry does with an existing endpoint of the same name. */
+export type CreationStrategy = 'inplace' | 'overwrite' | 'archive' | 'skip';
+export const CreationStrategyCodec: t.Type<CreationStrategy, string, unknown> = t.keyof(
   { inplace: null, overwrite: null, archive: null, skip: null },
   "'inplace' | 'overwrite' | 'archive' | 'skip'",
 );
-export type CreationStrategy = t.TypeOf<typeof CreationStrategy>;
 
 export const ModuleRefCodec: t.Type<ModuleRef, unknown, unknown> = strict(
   '{ module: string, export?: string }',
@@ -54,12 +56,12 @@ const ModelEntryCodec = strict(
   {
     endpointName: NonEmptyString,
     modelClass: ModelClassCodec,
-    executionMechanism: ExecutionMechanism,
+    executionMechanism: ExecutionMechanismCodec,
   },
   {
     modelArtifact: t.UnknownRecord,
     labels: Labels,
-    creationStrategy: CreationStrategy,
+    creationStrategy: CreationStrategyCodec,
     inputs: t.array(t.string),
     outputs: t.array(t.string),
     inputPath: DotPath,

@@ -4,7 +4,9 @@ import type { Subject } from 'rxjs';
 import { describeError } from '../errors.js';
 import { getPath, type ServingEvent } from '../event.js';
 import type { ModelEntry } from '../model/entry.js';
-import { modelClassName } from '../model/registry.js';
+import { callUsage } from '../llm/usage.js';
+import { LLModel } from '../llm/llmodel.js';
+import { modelClassName, registeredModel } from '../model/registry.js';
 import type { EndpointRecord } from './record.js';
 
 /** One model call of a finished event, as the runner keeps it. */
@@ -76,6 +78,10 @@ export function isMonitored(value: unknown): value is Monitored {
 export class GraphMonitor {
   readonly observers = new Set<MonitorObserver>();
   private readonly keep: number;
+  /** The output names each entry's records use (LLModel's are forced, as in MLRun). */
+  private readonly outputNames = new WeakMap<ModelEntry, readonly string[] | undefined>();
+  /** Endpoints already warned about their `outputs` being replaced. */
+  private readonly warned = new Set<string>();
 
   constructor(
     /** Whether records are produced at all (a graph created with `monitoring`). */
@@ -102,9 +108,27 @@ export class GraphMonitor {
     }
   }
 
+  private outputsOf(entry: ModelEntry): readonly string[] | undefined {
+    if (this.outputNames.has(entry)) return this.outputNames.get(entry);
+    let names = entry.outputs;
+    if (isLLModelEntry(entry)) {
+      const given = entry.outputs ?? [];
+      if (given.length > 0 && given.join('\u0000') !== LLM_OUTPUTS.join('\u0000') && !this.warned.has(entry.endpointName)) {
+        this.warned.add(entry.endpointName);
+        process.emitWarning(
+          `LLModel endpoint '${entry.endpointName}': monitoring outputs ${JSON.stringify(given)} replaced by ["answer","usage"] (an LLModel returns { answer, usage }, as in MLRun)`,
+          { code: 'RXSERVE_LLM_OUTPUTS' },
+        );
+      }
+      names = LLM_OUTPUTS;
+    }
+    this.outputNames.set(entry, names);
+    return names;
+  }
+
   private build(report: EventReport, call: CallReport): EndpointRecord {
     const { entry, error, value } = call;
-    const usage = error ? (error as { usage?: Record<string, unknown> }).usage : usageOf(value);
+    const usage = callUsage(value, error);
     return {
       endpointName: entry.endpointName,
       modelClass: modelClassName(entry.modelClass),
@@ -114,7 +138,7 @@ export class GraphMonitor {
       when: new Date(call.started).toISOString(),
       latencyMs: call.latencyMs,
       request: { inputs: normalize(getPath(report.event.body, entry.inputPath), entry.inputs) },
-      ...(error ? { error: describeError(error) } : { response: { outputs: normalize(value, entry.outputs) } }),
+      ...(error ? { error: describeError(error) } : { response: { outputs: normalize(value, this.outputsOf(entry)) } }),
       ...(usage ? { usage } : {}),
       samplingPercentage: this.samplingPercentage,
       effectiveSampleCount: error ? 1 : 100 / this.samplingPercentage,
@@ -122,9 +146,17 @@ export class GraphMonitor {
   }
 }
 
-function usageOf(value: unknown): Record<string, unknown> | undefined {
-  const usage = (value as { usage?: unknown } | null)?.usage;
-  return typeof usage === 'object' && usage !== null ? (usage as Record<string, unknown>) : undefined;
+/**
+ * MLRun forces an LLModel endpoint's monitored outputs to `["answer", "usage"]` (what it returns),
+ * warning when other names were given: they would name columns the result does not have.
+ */
+const LLM_OUTPUTS: readonly string[] = ['answer', 'usage'];
+
+/** Whether an entry's model class is LLModel or a subclass (by class, or by registered name). */
+function isLLModelEntry(entry: ModelEntry): boolean {
+  const ref = entry.modelClass;
+  const cls = typeof ref === 'function' ? ref : typeof ref === 'string' ? (ref === 'LLModel' ? LLModel : registeredModel(ref)) : undefined;
+  return typeof cls === 'function' && (cls === LLModel || cls.prototype instanceof LLModel);
 }
 
 /**

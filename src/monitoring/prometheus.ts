@@ -1,5 +1,6 @@
 // Prometheus metrics through prom-client (an optional peer dependency, loaded only when used).
 import { decodeOrThrow, guard, strict } from '../config.js';
+import { callUsage } from '../llm/usage.js';
 import { MONITORING, isMonitored, type EventReport, type Monitored, type MonitorObserver } from './monitor.js';
 
 const MonitoredCodec = guard<Monitored>('a graph made by createGraph()', isMonitored);
@@ -16,24 +17,6 @@ export interface PrometheusExporter {
   detach(): void;
 }
 
-/**
- * Exposes a graph's model endpoints to Prometheus: requests by outcome, a latency histogram,
- * in-flight and queued calls per lane (read at scrape time), and LLM token counters. Opt-in:
- * until this is called nothing is counted, and prom-client is not even loaded.
- *
- * ## Example
- * ```ts
- * import { createServer } from 'node:http';
- * import { createGraph, prometheusExporter } from 'rxserve';
- * const graph = createGraph();
- * const exporter = await prometheusExporter(graph);
- * createServer(async (_req, res) => {
- *   res.setHeader('content-type', exporter.contentType);
- *   res.end(await exporter.metrics());
- * }).listen(9464, '127.0.0.1');
- * ```
- * @param options `registry` (default: a new one), `prefix` (default `'rxserve_'`), `buckets` (seconds).
- */
 const PrometheusOptionsCodec = strict(
   'PrometheusExporterOptions',
   {},
@@ -47,6 +30,27 @@ const PrometheusOptionsCodec = strict(
   },
 );
 
+/**
+ * Exposes a graph's model endpoints to Prometheus: requests by outcome, a latency histogram,
+ * in-flight and queued calls per lane and per step, events rejected per step (read at scrape
+ * time), and LLM token counters. Opt-in:
+ * until this is called nothing is counted, and prom-client is not even loaded.
+ *
+ * ## Example
+ * ```ts
+ * import { createServer } from 'node:http';
+ * import { createGraph, prometheusExporter } from 'rxserve';
+ * const graph = createGraph();
+ * const exporter = await prometheusExporter(graph);
+ * createServer(async (_req, res) => {
+ *   res.setHeader('content-type', exporter.contentType);
+ *   res.end(await exporter.metrics());
+ * }).listen(9464, '127.0.0.1');
+ * ```
+ * @param graph A graph made by `createGraph()`.
+ * @param options `registry` (default: a new one), `prefix` (default `'rxserve_'`), `buckets` (seconds).
+ * @returns The exporter; `ConfigError` (rejected) for a bad graph or option.
+ */
 export async function prometheusExporter(
   graph: Monitored,
   options: { registry?: import('prom-client').Registry; prefix?: string; buckets?: number[] } = {},
@@ -132,9 +136,9 @@ export async function prometheusExporter(
         const { error } = call;
         requests.inc({ ...labels, outcome: error ? 'error' : 'success' });
         latency.observe(labels, call.latencyMs / 1000);
-        const usage = (error as { usage?: Usage } | undefined)?.usage ?? (call.value as { usage?: Usage } | null)?.usage;
-        if (usage && typeof usage.prompt_tokens === 'number') {
-          tokens.inc({ ...labels, kind: 'prompt' }, usage.prompt_tokens);
+        const usage = callUsage(call.value, error);
+        if (usage) {
+          tokens.inc({ ...labels, kind: 'prompt' }, usage.prompt_tokens ?? 0);
           tokens.inc({ ...labels, kind: 'completion' }, usage.completion_tokens ?? 0);
         }
       }
@@ -147,9 +151,4 @@ export async function prometheusExporter(
     metrics: () => registry.metrics(),
     detach: () => graph[MONITORING].unobserve(observer),
   };
-}
-
-interface Usage {
-  prompt_tokens?: number;
-  completion_tokens?: number;
 }

@@ -2,10 +2,17 @@
 import type { Tracer } from '@opentelemetry/api';
 import { describeError } from '../errors.js';
 import { decodeOrThrow, guard, strict } from '../config.js';
+import { callUsage } from '../llm/usage.js';
 import { modelClassName } from '../model/registry.js';
 import { MONITORING, isMonitored, type EventReport, type Monitored, type MonitorObserver } from './monitor.js';
 
 const MonitoredCodec = guard<Monitored>('a graph made by createGraph()', isMonitored);
+
+const TraceOptionsCodec = strict(
+  'TraceGraphOptions',
+  {},
+  { tracer: guard('an OpenTelemetry Tracer (with startSpan)', (u) => typeof (u as { startSpan?: unknown } | null)?.startSpan === 'function') },
+);
 
 /**
  * Records a span per event in each step (`rxserve.step <name>`) with a child span per model call
@@ -16,12 +23,6 @@ const MonitoredCodec = guard<Monitored>('a graph made by createGraph()', isMonit
  * @param options `tracer` (default: `trace.getTracer('rxserve')` of the global provider).
  * @returns A function that stops tracing.
  */
-const TraceOptionsCodec = strict(
-  'TraceGraphOptions',
-  {},
-  { tracer: guard('an OpenTelemetry Tracer (with startSpan)', (u) => typeof (u as { startSpan?: unknown } | null)?.startSpan === 'function') },
-);
-
 export async function traceGraph(graph: Monitored, options: { tracer?: Tracer } = {}): Promise<() => void> {
   decodeOrThrow(MonitoredCodec, graph, 'traceGraph.graph');
   decodeOrThrow(TraceOptionsCodec, options, 'traceGraph.options');
@@ -41,8 +42,7 @@ export async function traceGraph(graph: Monitored, options: { tracer?: Tracer } 
       let failed = false;
       for (const call of calls) {
         const { entry, error } = call;
-        const usage = ((error as { usage?: Record<string, unknown> } | undefined)?.usage ??
-          (call.value as { usage?: Record<string, unknown> } | null)?.usage) as Record<string, number> | undefined;
+        const usage = callUsage(call.value, error);
         const span = tracer.startSpan(
           `rxserve.model ${entry.endpointName}`,
           {
@@ -55,9 +55,7 @@ export async function traceGraph(graph: Monitored, options: { tracer?: Tracer } 
               ...(Array.isArray(entry.labels)
                 ? { 'rxserve.labels': entry.labels.join(',') }
                 : Object.fromEntries(Object.entries(entry.labels ?? {}).map(([k, v]) => [`rxserve.label.${k}`, v]))),
-              ...(usage && typeof usage.prompt_tokens === 'number'
-                ? { 'gen_ai.usage.input_tokens': usage.prompt_tokens, 'gen_ai.usage.output_tokens': usage.completion_tokens ?? 0 }
-                : {}),
+              ...(usage ? { 'gen_ai.usage.input_tokens': usage.prompt_tokens ?? 0, 'gen_ai.usage.output_tokens': usage.completion_tokens ?? 0 } : {}),
             },
           },
           parent,

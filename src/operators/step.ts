@@ -24,7 +24,7 @@ export interface StepOptions {
   readonly ordered?: boolean;
 }
 
-/** A step's function: sync, async, or an Observable (its last value counts). */
+/** A step's function: sync, async, or an Observable (its first value counts; it is then unsubscribed). */
 export type StepFn<In = any, Out = unknown> = (
   input: In,
   context: StepContext,

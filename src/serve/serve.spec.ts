@@ -149,9 +149,9 @@ describe('serve(): POST', () => {
     }, { name: 'failing' });
     const server = await start(failing);
     const expected: [string, number, string][] = [
-      ['route', 404, "RouteNotFoundError: router 'r': no route for key 'x'; available routes: 'a'"],
-      ['queue', 503, "QueueFullError: step 's' is full (maxInFlight 1, maxQueue 0); event rejected"],
-      ['timeout', 504, "ModelTimeoutError: model 'm' timed out after 5 ms"],
+      ['route', 404, `RouteNotFoundError: ${new RouteNotFoundError('x', ['a'], 'r').message}`],
+      ['queue', 503, `QueueFullError: ${new QueueFullError('s', 1, 0).message}`],
+      ['timeout', 504, `ModelTimeoutError: ${new ModelTimeoutError('m', 5).message}`],
       ['config', 500, 'ConfigError: p: expected q'],
       ['type', 400, 'TypeError: bad input'],
     ];
@@ -180,7 +180,7 @@ describe('serve(): POST', () => {
     const third = await call(server.url, { body: { tag: 'c' } });
     expect(third.status).toBe(503);
     expect(third.headers.get('retry-after')).toBe('1');
-    expect(third.json.error).toBe("QueueFullError: step 'runner' is full (maxInFlight 1, maxQueue 1); event rejected");
+    expect(third.json.error).toBe(`QueueFullError: ${new QueueFullError('runner', 1, 1).message}`);
     expect((await first).json).toEqual({ tag: 'a', by: 'sleepy' });
     expect((await second).json).toEqual({ tag: 'b', by: 'sleepy' });
   });

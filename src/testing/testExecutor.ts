@@ -1,11 +1,12 @@
 // An Executor for tests: each model is a function the test writes, typically returning cold().
+import { cloneBody } from '../clone.js';
 import { asyncScheduler, type ObservableInput } from 'rxjs';
 import { ConfigError } from '../errors.js';
 import type { Executor, ExecutorSession } from '../execution/executor.js';
 import type { ModelEntry } from '../model/entry.js';
 import type { PredictContext } from '../model/model.js';
 
-/** A stand-in for one model: returns its output, a promise, or an Observable (last value counts). */
+/** A stand-in for one model: returns its output, a promise, or an Observable (its first value counts). */
 export type TestModel = (input: any, context: PredictContext) => unknown | ObservableInput<unknown>;
 
 /** One recorded call. */
@@ -73,8 +74,10 @@ export function testExecutor(models: Readonly<Record<string, TestModel>>): TestE
       let isClosed = false;
       return {
         invoke(endpointName, input, context) {
-          calls.push({ endpointName, eventId: context.eventId, input, at: asyncScheduler.now() });
-          return models[endpointName](input, context);
+          // As every session does: the stand-in gets its own copy of the event's data.
+          const own = cloneBody(input);
+          calls.push({ endpointName, eventId: context.eventId, input: own, at: asyncScheduler.now() });
+          return models[endpointName](own, context);
         },
         now: () => asyncScheduler.now(),
         close() {

@@ -36,7 +36,7 @@ export class HuggingFaceProvider implements LLMProvider {
       }
       const out = await this.client.chatCompletion({ ...config, model: this.model, messages: messages as never }, options);
       const answer = out.choices?.[0]?.message?.content ?? '';
-      const usage: Usage = out.usage ? { ...out.usage } : estimateUsage(renderChat(messages), answer);
+      const usage: Usage = out.usage ? { ...out.usage } : estimateUsage(messages, answer);
       return { answer, usage };
     } catch (error) {
       throw toHfError(error, this.model, signal);
@@ -68,7 +68,7 @@ export class HuggingFaceProvider implements LLMProvider {
     } catch (error) {
       throw toHfError(error, this.model, signal);
     }
-    yield { usage: usage ?? estimateUsage(renderChat(messages), answer) };
+    yield { usage: usage ?? estimateUsage(messages, answer) };
   }
 }
 

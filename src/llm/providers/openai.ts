@@ -2,7 +2,7 @@
 import OpenAI from 'openai';
 import { ProviderError, toError } from '../../errors.js';
 import { sharedNodeFetch } from '../nodeFetch.js';
-import { estimateUsage, renderChat, type Usage } from '../usage.js';
+import { estimateUsage, type Usage } from '../usage.js';
 import type { Completion, LLMProvider, ProviderRequest, StreamPart } from './provider.js';
 
 export class OpenAIProvider implements LLMProvider {
@@ -40,7 +40,7 @@ export class OpenAIProvider implements LLMProvider {
     }
     const answer = response.choices[0].message?.content ?? '';
     // OpenAI's usage object is passed through whole (with its *_tokens_details).
-    const usage: Usage = response.usage ? { ...response.usage } : estimateUsage(renderChat(messages), answer);
+    const usage: Usage = response.usage ? { ...response.usage } : estimateUsage(messages, answer);
     return { answer, usage };
   }
 

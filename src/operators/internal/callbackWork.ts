@@ -4,7 +4,7 @@ import { toError } from '../../errors.js';
 import { withError, type ServingEvent } from '../../event.js';
 import { EventContext, unsubscribedReason } from './callContext.js';
 import type { Work } from './dispatch.js';
-import { settle } from '../../execution/settle.js';
+import { onResult } from '../../execution/callResult.js';
 
 /**
  * Runs `call(event, context)` (sync, async or an Observable); its value becomes
@@ -19,7 +19,7 @@ export function runCallback(
 ): ReturnType<Work> {
   const context = new EventContext(event);
   let settled = false;
-  const cancel = settle(
+  const cancel = onResult(
     () => call(context),
     (value) => {
       settled = true;

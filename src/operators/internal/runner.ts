@@ -1,6 +1,5 @@
 // The per-subscription state of a modelRunner step: each event's selected models become calls in
 // their models' lanes; when the last call of an event settles, outputs merge as MLRun does.
-import { cloneBody } from '../../clone.js';
 import { ModelRunnerError, ModelTimeoutError, SelectorError, describeError, toError } from '../../errors.js';
 import { getPath, hasPath, setPath, withBody, withError, type ServingEvent } from '../../event.js';
 import type { ExecutorSession } from '../../execution/executor.js';
@@ -10,7 +9,7 @@ import type { ModelEntry } from '../../model/entry.js';
 import type { GraphMonitor, LaneStats } from '../../monitoring/monitor.js';
 import type { DispatchLimits, Work } from './dispatch.js';
 import { Lane, LaneCall } from '../../execution/lane.js';
-import { settle } from '../../execution/settle.js';
+import { onResult } from '../../execution/callResult.js';
 
 const wallClock = (): number => performance.timeOrigin + performance.now();
 
@@ -55,8 +54,6 @@ export class EventRun {
 /** Per-subscription state of a modelRunner step. */
 export class Runner {
   private readonly lanes: Lane<ModelCall>[];
-  /** Per model: whether the executor copies inputs itself (worker mechanisms). */
-  private readonly executorCopies: boolean[];
   private readonly indexOf = new Map<string, number>();
   private readonly now: () => number;
   private readonly single: boolean;
@@ -81,7 +78,6 @@ export class Runner {
           },
         }),
     );
-    this.executorCopies = models.map((m) => session.copiesInput?.(m.endpointName) ?? false);
     models.forEach((m, i) => this.indexOf.set(m.endpointName, i));
     this.now = session.now ? () => session.now!() : wallClock;
     // MLRun merges by the number of *registered* models, not selected ones.
@@ -118,7 +114,6 @@ export class Runner {
         throw new TypeError(`inputPath '${entry.inputPath}' is not in the body of event '${event.id}'`);
       }
       input = getPath(event.body, entry.inputPath);
-      if (!this.executorCopies[call.model]) input = cloneBody(input);
     } catch (error) {
       this.lanes[call.model].settle(call, undefined, toError(error));
       return;
@@ -126,7 +121,7 @@ export class Runner {
     const context = new CallContext(event.id, entry.endpointName, event.path);
     call.context = context;
     const lane = this.lanes[call.model];
-    const cancel = settle(
+    const cancel = onResult(
       () => this.session.invoke(entry.endpointName, input, context),
       (value) => lane.settle(call, value, undefined),
       (error) => lane.settle(call, undefined, toError(error)),

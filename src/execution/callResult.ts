@@ -1,4 +1,4 @@
-// Runs a user callback whose result may be a value, a promise or an Observable, and reports once.
+// onResult(): runs a call whose result may be a value, a promise or an Observable, and reports it once.
 import { EmptyError, isObservable, type Subscription } from 'rxjs';
 
 /**
@@ -7,7 +7,7 @@ import { EmptyError, isObservable, type Subscription } from 'rxjs';
  * `firstValueFrom`; it is then unsubscribed, and one that completes empty is an `EmptyError`).
  * Returns a canceller for an Observable still running, else `undefined`.
  */
-export function settle(
+export function onResult(
   run: () => unknown,
   onValue: (value: unknown) => void,
   onError: (error: unknown) => void,

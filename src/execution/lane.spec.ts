@@ -1,0 +1,211 @@
+// The one lane: FIFO on a ring buffer, concurrency, overflow, timeouts, batches (virtual time), cancel, failAll.
+import { TestScheduler } from 'rxjs/testing';
+import { describe, expect, it } from 'vitest';
+import { QueueFullError } from '../errors.js';
+import { Lane, LaneCall, type LaneUnit } from './lane.js';
+import { RingQueue } from './ringQueue.js';
+
+class Call extends LaneCall<string> {
+  aborted: unknown = undefined;
+  outcome: string | undefined = undefined;
+  constructor(readonly name: string) {
+    super();
+  }
+  abort(reason: unknown) {
+    this.aborted = reason;
+  }
+  settled(value: string | undefined, error: Error | undefined) {
+    this.outcome = error ? `error:${error.name}:${error.message}` : `ok:${value}`;
+  }
+}
+
+/** A lane whose runs are recorded and finished by hand. */
+function manual(options: Partial<ConstructorParameters<typeof Lane<Call>>[0]> = {}) {
+  const runs: { calls: readonly Call[]; unit: LaneUnit }[] = [];
+  const cancelled: string[] = [];
+  const lane = new Lane<Call>({
+    name: 'm',
+    ...options,
+    run: (calls, unit) => {
+      runs.push({ calls, unit });
+      for (const call of calls) call.cancelWork = () => cancelled.push(call.name);
+    },
+  });
+  return { lane, runs, cancelled };
+}
+
+describe('RingQueue', () => {
+  it('is a FIFO that grows past its first buffer and wraps around', () => {
+    const q = new RingQueue<number>();
+    const out: number[] = [];
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 40; i++) q.push(round * 100 + i);
+      for (let i = 0; i < 25; i++) out.push(q.shift()!);
+    }
+    expect(q.length).toBe(45);
+    out.push(...q.drain());
+    expect(q.length).toBe(0);
+    expect(q.shift()).toBeUndefined();
+    const expected = [0, 1, 2].flatMap((r) => Array.from({ length: 40 }, (_, i) => r * 100 + i));
+    expect(out).toEqual(expected);
+  });
+});
+
+describe('Lane', () => {
+  it('runs at most maxInFlight calls, the rest wait in arrival order', () => {
+    const { lane, runs } = manual({ maxInFlight: 2 });
+    const calls = ['a', 'b', 'c', 'd'].map((n) => lane.submit(new Call(n)));
+    expect(runs.map((r) => r.calls[0].name)).toEqual(['a', 'b']);
+    expect(lane.counts()).toEqual({ inFlight: 2, queued: 2 });
+    lane.settle(calls[1], 'B', undefined);
+    expect(runs.map((r) => r.calls[0].name)).toEqual(['a', 'b', 'c']);
+    lane.settle(calls[0], 'A', undefined);
+    expect(runs.map((r) => r.calls[0].name)).toEqual(['a', 'b', 'c', 'd']);
+    expect(calls.map((c) => c.outcome)).toEqual(['ok:A', 'ok:B', undefined, undefined]);
+    lane.settle(calls[1], 'again', undefined); // a second report is ignored
+    expect(calls[1].outcome).toBe('ok:B');
+  });
+
+  it('past maxQueue a call settles at once with QueueFullError; nothing else moves', () => {
+    const { lane } = manual({ maxInFlight: 1, maxQueue: 1 });
+    lane.submit(new Call('a'));
+    const b = lane.submit(new Call('b'));
+    const c = lane.submit(new Call('c'));
+    expect(c.outcome).toMatch(/^error:QueueFullError:/);
+    expect(b.outcome).toBeUndefined();
+    expect(lane.counts()).toEqual({ inFlight: 1, queued: 1 });
+    expect(new QueueFullError('m', 1, 1).message).toMatch(/maxInFlight|maxQueue/);
+  });
+
+  it('cancel: a waiting call never runs; a running one is aborted, its work cancelled, its slot freed; no outcome', () => {
+    const { lane, runs, cancelled } = manual({ maxInFlight: 1 });
+    const a = lane.submit(new Call('a'));
+    const b = lane.submit(new Call('b'));
+    const c = lane.submit(new Call('c'));
+    lane.cancel(b, 'gone');
+    lane.cancel(a, 'stop');
+    expect(a.aborted).toBe('stop');
+    expect(cancelled).toEqual(['a']);
+    expect(runs.map((r) => r.calls[0].name)).toEqual(['a', 'c']);
+    expect([a.outcome, b.outcome, c.outcome]).toEqual([undefined, undefined, undefined]);
+    expect(lane.counts()).toEqual({ inFlight: 1, queued: 0 });
+  });
+
+  it('failAll settles every waiting and running call with the error, running ones aborted first', () => {
+    const { lane, cancelled } = manual({ maxInFlight: 1 });
+    const a = lane.submit(new Call('a'));
+    const b = lane.submit(new Call('b'));
+    lane.failAll(new RangeError('closing'));
+    expect([a.outcome, b.outcome]).toEqual(['error:RangeError:closing', 'error:RangeError:closing']);
+    expect(a.aborted).toBeInstanceOf(RangeError);
+    expect(cancelled).toEqual(['a']);
+    expect(lane.counts()).toEqual({ inFlight: 0, queued: 0 });
+  });
+
+  it('a unit held by its runner keeps its slot after its calls settle, until released', () => {
+    let release: () => void = () => undefined;
+    const runs: string[] = [];
+    const lane = new Lane<Call>({
+      name: 'h',
+      maxInFlight: 1,
+      run: (calls, unit) => {
+        runs.push(calls[0].name);
+        release = unit.hold();
+      },
+    });
+    const a = lane.submit(new Call('a'));
+    lane.submit(new Call('b'));
+    lane.cancel(a, 'x');
+    expect(runs).toEqual(['a']);
+    release();
+    expect(runs).toEqual(['a', 'b']);
+  });
+
+  it('canRun returning a promise holds the calls until it settles', async () => {
+    let open: () => void = () => undefined;
+    let gate: true | Promise<void> = new Promise<void>((r) => (open = r));
+    const { lane, runs } = manual({ canRun: () => gate });
+    lane.submit(new Call('a'));
+    lane.submit(new Call('b'));
+    expect(runs).toEqual([]);
+    gate = true;
+    open();
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(runs.map((r) => r.calls[0].name)).toEqual(['a', 'b']);
+  });
+
+  it('pause holds calls (still bounded by maxQueue); resume starts them', () => {
+    const { lane, runs } = manual({ maxQueue: 1 });
+    lane.pause();
+    lane.submit(new Call('a'));
+    const b = lane.submit(new Call('b'));
+    expect(b.outcome).toMatch(/QueueFullError/);
+    lane.resume();
+    expect(runs.map((r) => r.calls[0].name)).toEqual(['a']);
+  });
+
+  it('spread: calls queued while busy leave as batches spread over the slots', () => {
+    const { lane, runs } = manual({ maxInFlight: 2, batching: { maxBatchSize: 8, maxWaitMs: 0 }, spread: true });
+    const calls = Array.from({ length: 8 }, (_, i) => lane.submit(new Call(`c${i}`)));
+    expect(runs.map((r) => r.calls.length)).toEqual([1, 1]); // idle slots: one call each, at once
+    lane.settle(calls[0], 'x', undefined);
+    // 6 waiting over 2 slots → a batch of 3
+    expect(runs.map((r) => r.calls.length)).toEqual([1, 1, 3]);
+  });
+
+  it('timeouts (virtual time): a call running past timeoutMs is aborted, cancelled and settled with the error', () => {
+    new TestScheduler((a, b) => expect(a).toEqual(b)).run(({ flush }) => {
+      const { lane, cancelled } = manual({ timeoutMs: 5, timeoutError: (c) => new RangeError(`${c.name} too slow`) });
+      const a = lane.submit(new Call('a'));
+      const b = lane.submit(new Call('b'));
+      lane.settle(b, 'fast', undefined);
+      flush();
+      expect(a.outcome).toBe('error:RangeError:a too slow');
+      expect(a.aborted).toBeInstanceOf(RangeError);
+      expect(cancelled).toEqual(['a']);
+      expect(b.outcome).toBe('ok:fast');
+    });
+  });
+
+  it('dynamic batching (virtual time): a full batch leaves at once, a partial one maxWaitMs after its first call', () => {
+    const scheduler = new TestScheduler((a, b) => expect(a).toEqual(b));
+    scheduler.run(({ cold, flush }) => {
+      const starts: string[] = [];
+      const lane = new Lane<Call>({
+        name: 'b',
+        maxInFlight: 4,
+        batching: { maxBatchSize: 3, maxWaitMs: 10 },
+        run: (calls) => {
+          starts.push(`${scheduler.now()}:${calls.map((c) => c.name).join('')}`);
+          for (const c of calls) lane.settle(c, c.name, undefined);
+        },
+      });
+      // t=0: a, b, c fill a batch; t=6: d and t=8: e wait for more, and leave together at 6 + 10
+      // (a group '(abc)' takes five frames of the diagram)
+      cold('(abc)-d-e').subscribe((n) => lane.submit(new Call(n)));
+      flush();
+      expect(starts).toEqual(['0:abc', '16:de']);
+    });
+  });
+
+  it('dynamic batching: a batch that is due but has no free slot leaves as soon as one frees', () => {
+    const scheduler = new TestScheduler((a, b) => expect(a).toEqual(b));
+    scheduler.run(({ flush }) => {
+      const starts: string[] = [];
+      const lane = new Lane<Call>({
+        name: 'b',
+        maxInFlight: 1,
+        batching: { maxBatchSize: 5, maxWaitMs: 3 },
+        run: (calls) => void starts.push(`${scheduler.now()}:${calls.map((c) => c.name).join('')}`),
+      });
+      const a = lane.submit(new Call('a'));
+      flush(); // t=3: 'a' leaves alone and holds the only slot
+      lane.submit(new Call('b'));
+      flush(); // b waits 3 more, is due, but the slot is taken
+      expect(starts).toEqual(['3:a']);
+      lane.settle(a, 'A', undefined);
+      expect(starts).toEqual(['3:a', '6:b']);
+    });
+  });
+});
