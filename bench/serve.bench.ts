@@ -151,6 +151,6 @@ export function serveMarkdown(f: ServeFigures): string {
     '|---|---|',
     `| the bare step (modelRunner, naive) | ${f.step.toFixed(2)} |`,
     `| (d) invoker().invoke over the same step | ${f.invoker.toFixed(2)} |`,
-    `| invoker's own cost | ${(f.invoker - f.step).toFixed(2)} |`,
+    `| (d) − the bare step (the invoker, each event's AbortSignal included) | ${(f.invoker - f.step).toFixed(2)} |`,
   ].join('\n');
 }
