@@ -78,6 +78,15 @@ class ChildWorker {
   private exitReason: string | undefined;
   private killedFor: string | undefined;
   exited = false;
+  /**
+   * Whether this process keeps the parent's event loop alive. Only while it matters: loading
+   * (someone may await graph.ready()), running batches, closing. An idle process is unref'd,
+   * process and IPC channel both, as piscina does with idle threads: a forgotten graph.close()
+   * or a step never unsubscribed must not hang the process.
+   */
+  private keepsAlive = true;
+  private isReady = false;
+  private closing = false;
 
   constructor(
     specKeys: readonly string[],
@@ -103,6 +112,8 @@ class ChildWorker {
           waiting.delete(message.key);
           if (waiting.size === 0 && !ready) {
             ready = true;
+            this.isReady = true;
+            this.updateKeepAlive();
             resolveLoaded();
           }
           break;
@@ -117,6 +128,7 @@ class ChildWorker {
           this.batches--;
           this.pending.get(message.batchId)?.resolve(message.results);
           this.pending.delete(message.batchId);
+          this.updateKeepAlive();
           break;
         case 'closed':
           break;
@@ -146,9 +158,11 @@ class ChildWorker {
       const fail = (error: Error) => {
         this.pending.delete(batchId);
         this.batches--;
+        this.updateKeepAlive();
         reject(error);
       };
       this.pending.set(batchId, { resolve, reject });
+      this.updateKeepAlive();
       if (this.exited || !this.process.connected) return fail(new WorkerCrashedError(`the process of ${this.label} is gone`));
       try {
         this.process.send({ type: 'run', batchId, batch } satisfies ToChild);
@@ -175,8 +189,24 @@ class ChildWorker {
     this.process.kill('SIGKILL');
   }
 
+  private updateKeepAlive(): void {
+    const wanted = !this.isReady || this.pending.size > 0 || this.closing;
+    if (wanted === this.keepsAlive || this.exited) return;
+    this.keepsAlive = wanted;
+    if (wanted) {
+      this.process.ref();
+      this.process.channel?.ref();
+    } else {
+      this.process.unref();
+      this.process.channel?.unref();
+    }
+  }
+
   async close(): Promise<void> {
     if (this.exited) return;
+    // Whoever awaits close() must see it finish.
+    this.closing = true;
+    this.updateKeepAlive();
     const exited = new Promise<void>((resolve) => this.process.once('exit', () => resolve()));
     this.killedFor ??= 'was closed';
     if (!this.post({ type: 'close' })) this.process.kill('SIGKILL');

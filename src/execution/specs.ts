@@ -4,7 +4,7 @@ import { ConfigError, ModelLoadError } from '../errors.js';
 import type { ModelEntry } from '../model/entry.js';
 import { LLModel } from '../llm/llmodel.js';
 import { Model } from '../model/model.js';
-import { registeredModel } from '../model/registry.js';
+import { isModelInstance, modelClassName, registeredModel } from '../model/registry.js';
 import type { WorkerModelSpec } from './protocol.js';
 
 /** Classes a worker has built in, by registered name. */
@@ -48,6 +48,9 @@ export function workerSpecKey(entry: ModelEntry, step: string): string {
     }
   } else if (typeof ref === 'function') {
     throw new ConfigError([{ path: `${where}.modelClass`, expected: 'a registered name or { module, export }', actual: `class ${ref.name}` }]);
+  } else if (isModelInstance(ref)) {
+    // decodeModelEntries refuses this with the full advice; an executor opened directly lands here.
+    throw new ConfigError([{ path: `${where}.modelClass`, expected: 'a registered name or { module, export } (a worker cannot receive an instance)', actual: `a ${modelClassName(ref)} instance` }]);
   } else {
     module = ref.module;
     exportName = ref.export ?? 'default';

@@ -171,8 +171,9 @@ export function sharedModelExecutor(find: (name: string) => SharedModel): Execut
 }
 
 /** The artifact URI a proxy or shared model is matched by: a prompt's parent model URI. */
-function matchUri(artifact: ModelArtifact | LLMPromptArtifact | undefined): string | undefined {
-  if (artifact === undefined) return undefined;
+function matchUri(artifact: ModelArtifact | LLMPromptArtifact | string | undefined): string | undefined {
+  // A path given as an entry's artifact was read by decodeModelEntries: a string is never seen here.
+  if (artifact === undefined || typeof artifact === 'string') return undefined;
   if ('model' in artifact && artifact.model !== undefined) return artifact.model.uri ?? artifact.model.key;
   return artifact.uri ?? artifact.key;
 }

@@ -1,5 +1,7 @@
 // Model and prompt artifacts: validated constructors, and loading them from JSON files.
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
 import * as t from 'io-ts';
 import { NonEmptyString, decodeOrThrow, strict } from '../config.js';
 import type { LLMPromptArtifact, ModelArtifact } from '../model/artifact.js';
@@ -57,17 +59,42 @@ function decodeModelArtifact(spec: unknown, path: string): ModelArtifact {
  * `store://prompts/<key>`; a proxy with it finds the shared model by `model.uri`.
  */
 export function llmPromptArtifact(spec: Omit<LLMPromptArtifact, 'model'> & { model: ModelArtifact }): LLMPromptArtifact {
-  const decoded = decodeOrThrow(PromptArtifactCodec, spec, 'llmPromptArtifact');
-  const model = decodeModelArtifact(spec.model, 'llmPromptArtifact.model');
+  return decodePromptArtifact(spec, 'llmPromptArtifact');
+}
+
+function decodePromptArtifact(spec: unknown, path: string): LLMPromptArtifact {
+  const decoded = decodeOrThrow(PromptArtifactCodec, spec, path);
+  const model = decodeModelArtifact((spec as { model: unknown }).model, `${path}.model`);
   return Object.freeze({ ...(decoded as Omit<LLMPromptArtifact, 'model'>), model, uri: decoded.uri ?? `store://prompts/${decoded.key}` });
 }
 
-/** Reads an artifact from a JSON file: a prompt artifact when it has `model`, else a model artifact. */
+/**
+ * Reads an artifact from a JSON file (a path or a `file:` URL): a prompt artifact when it has
+ * `model`, else a model artifact.
+ */
 export async function loadArtifact(path: string): Promise<ModelArtifact | LLMPromptArtifact> {
-  const json: unknown = JSON.parse(await readFile(path, 'utf8'));
+  return decodeArtifactJson(JSON.parse(await readFile(localPath(path), 'utf8')), undefined);
+}
+
+/**
+ * `loadArtifact`, synchronously, for configuration time (a model entry's `modelArtifact` given
+ * as a path or `file:` URL is read when the step is configured, as MLRun resolves it in
+ * `add_model`). `field` names the entry field in a `ConfigError` about the file's content; a
+ * file that cannot be read or parsed throws the plain fs / JSON error.
+ */
+export function readArtifactFile(path: string, field: string): ModelArtifact | LLMPromptArtifact {
+  return decodeArtifactJson(JSON.parse(readFileSync(localPath(path), 'utf8')), field);
+}
+
+function localPath(path: string): string {
+  return path.startsWith('file:') ? fileURLToPath(path) : path;
+}
+
+/** `field` (or, without it, the constructor's name) is the path a ConfigError names. */
+function decodeArtifactJson(json: unknown, field: string | undefined): ModelArtifact | LLMPromptArtifact {
   return typeof json === 'object' && json !== null && 'model' in json
-    ? llmPromptArtifact(json as LLMPromptArtifact)
-    : modelArtifact(json as ModelArtifact);
+    ? decodePromptArtifact(json, field ?? 'llmPromptArtifact')
+    : decodeModelArtifact(json, field ?? 'modelArtifact');
 }
 
 /** True for a prompt artifact (it has a parent `model`). */
