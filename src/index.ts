@@ -31,7 +31,7 @@ export {
 export { Model, type ModelClass, type ModelInit, type ModuleRef, type PredictContext } from './model/model.js';
 export type { ModelArtifact, LLMPromptArtifact } from './model/artifact.js';
 export { registerModel, unregisterModel, type ModelClassRef } from './model/registry.js';
-export type { ExecutionMechanism, CreationStrategy, ModelEntry } from './model/entry.js';
+export type { Batching, ExecutionMechanism, CreationStrategy, ModelEntry } from './model/entry.js';
 export {
   ModelSelector,
   registerSelector,
