@@ -121,7 +121,7 @@ export class ModelHost {
         (error: unknown): WireResult => ({ ok: false, error: serializeError(error) }),
       );
     };
-    if (model instanceof Model) {
+    if (!isThenable(model)) {
       const result = run(model);
       if (!isThenable(result)) return result;
       this.running.set(call.id, { abort: (reason) => contexts.forEach((c) => c.abort(reason)) });
