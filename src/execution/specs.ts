@@ -3,6 +3,7 @@ import { firstNonJson } from '../config.js';
 import { ConfigError, ModelLoadError } from '../errors.js';
 import type { ModelEntry } from '../model/entry.js';
 import { LLModel } from '../llm/llmodel.js';
+import { OnnxModel } from '../onnx/onnxModel.js';
 import { Model } from '../model/model.js';
 import { registeredModel } from '../model/registry.js';
 import type { WorkerModelSpec } from './protocol.js';
@@ -11,6 +12,7 @@ import type { WorkerModelSpec } from './protocol.js';
 const BUILT_IN = new Map<string, unknown>([
   ['Model', Model],
   ['LLModel', LLModel],
+  ['OnnxModel', OnnxModel],
 ]);
 
 /**

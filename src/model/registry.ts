@@ -3,6 +3,7 @@ import { isAbsolute } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ConfigError, ModelLoadError } from '../errors.js';
 import { LLModel } from '../llm/llmodel.js';
+import { OnnxModel } from '../onnx/onnxModel.js';
 import { Model, type ModelClass, type ModuleRef } from './model.js';
 
 /** How an entry names its model class: a class, a registered name, or a module reference. */
@@ -133,3 +134,4 @@ export async function importModelClass(ref: ModuleRef, endpointName: string): Pr
 
 registerModel('Model', Model);
 registerModel('LLModel', LLModel);
+registerModel('OnnxModel', OnnxModel);
