@@ -9,6 +9,7 @@ import { overloadMarkdown, runOverload } from './overload.bench.js';
 import { poolsMarkdown, runPools } from './pools.bench.js';
 import { runScaling, scalingMarkdown } from './scaling.bench.js';
 import { runSoak, soakMarkdown } from './soak.bench.js';
+import { onnxMarkdown, runOnnx } from './onnx.bench.js';
 
 const quick = process.argv.includes('--quick');
 const onlyAt = process.argv.indexOf('--only');
@@ -23,6 +24,7 @@ const sections: [string, () => Promise<string>][] = [
   ['scaling', async () => scalingMarkdown(await runScaling(quick))],
   ['overload', async () => overloadMarkdown(await runOverload(quick))],
   ['soak', async () => soakMarkdown(await runSoak(quick))],
+  ['onnx', async () => onnxMarkdown(await runOnnx(quick))],
 ];
 if (only) for (const name of only) if (!sections.some(([n]) => n === name)) throw new Error(`--only: no benchmark named '${name}'`);
 

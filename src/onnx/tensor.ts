@@ -35,9 +35,8 @@ export function describeInputs(inputs: readonly ExpectedInput[]): string {
  * `TypeError` naming the input as given and listing what the model expects.
  */
 export function checkRequest(model: string, body: unknown, expected: readonly ExpectedInput[]): CheckedInput[] {
-  const expects = `model '${model}' expects inputs ${describeInputs(expected)}`;
   const fail = (what: string): never => {
-    throw new TypeError(`${what}; ${expects}`);
+    throw new TypeError(`${what}; model '${model}' expects inputs ${describeInputs(expected)}`);
   };
   if (body === null || typeof body !== 'object' || !Array.isArray((body as { inputs?: unknown }).inputs)) {
     fail(`the body is not an Open Inference Protocol request ({ inputs: [{ name, shape, datatype, data }] })`);
@@ -84,7 +83,8 @@ function toData(label: string, data: unknown, datatype: OipDatatype, fail: (what
     fail(`${label} has data of type ${data.constructor.name}, which is not ${datatype} data`);
   }
   if (!Array.isArray(data)) fail(`${label} has no data array`);
-  const flat = (data as unknown[]).flat(Infinity);
+  // Array.prototype.flat(Infinity) costs ~50 µs for 256 numbers; flat data (the common case) is taken as it is.
+  const flat = (data as unknown[]).some(Array.isArray) ? flatten(data as unknown[], []) : (data as unknown[]);
   if (datatype === 'BYTES') {
     flat.forEach((v, k) => typeof v !== 'string' && fail(`${label} data[${k}] is ${JSON.stringify(v)}, BYTES data are strings`));
     return flat as string[];
@@ -110,6 +110,14 @@ function toData(label: string, data: unknown, datatype: OipDatatype, fail: (what
     out[k] = big ? BigInt(n) : datatype === 'FP16' ? toHalf(n) : n;
   }
   return out;
+}
+
+function flatten(nested: readonly unknown[], into: unknown[]): unknown[] {
+  for (const v of nested) {
+    if (Array.isArray(v)) flatten(v, into);
+    else into.push(v);
+  }
+  return into;
 }
 
 /** An output tensor as OIP: flat JSON data (64-bit integers as numbers, BOOL as booleans). */
