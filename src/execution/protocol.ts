@@ -179,7 +179,12 @@ function walk(value: unknown, path: string, into: Inspection, seen: Set<object> 
   if (seen.has(object)) return seen;
   seen.add(object);
   if (Array.isArray(object)) {
-    for (let i = 0; i < object.length; i++) seen = walk(object[i], `${path}[${i}]`, into, seen);
+    // Numbers and strings need no walk: building a path for each (a tensor's data) cost more than the copy.
+    for (let i = 0; i < object.length; i++) {
+      const item: unknown = object[i];
+      if (item === null || (typeof item !== 'object' && typeof item !== 'function' && typeof item !== 'symbol')) continue;
+      seen = walk(item, `${path}[${i}]`, into, seen);
+    }
   } else if (object instanceof Map) {
     for (const [k, v] of object) {
       seen = walk(k, `${path}.<key>`, into, seen);
