@@ -10,6 +10,7 @@ export default defineConfig([
       'operators/index': 'src/operators/index.ts',
       'testing/index': 'src/testing/index.ts',
       'llm/index': 'src/llm/index.ts',
+      'streams/index': 'src/streams/index.ts',
     },
     format: ['esm', 'cjs'],
     dts: true,
@@ -17,7 +18,7 @@ export default defineConfig([
     sourcemap: true,
     clean: true,
     target: 'node20',
-    external: ['rxjs', 'piscina'],
+    external: ['rxjs', 'piscina', 'ioredis'],
     // import.meta.url in the CJS build (worker entries are found relative to it).
     shims: true,
   },

@@ -8,8 +8,10 @@ import { llmMarkdown, runLLM } from './llm.bench.js';
 import { overloadMarkdown, runOverload } from './overload.bench.js';
 import { poolsMarkdown, runPools } from './pools.bench.js';
 import { runScaling, scalingMarkdown } from './scaling.bench.js';
+import { runServe, serveMarkdown } from './serve.bench.js';
 import { runSoak, soakMarkdown } from './soak.bench.js';
 import { onnxMarkdown, runOnnx } from './onnx.bench.js';
+import { runStreams, streamsMarkdown } from './streams.bench.js';
 
 const quick = process.argv.includes('--quick');
 const onlyAt = process.argv.indexOf('--only');
@@ -25,6 +27,8 @@ const sections: [string, () => Promise<string>][] = [
   ['overload', async () => overloadMarkdown(await runOverload(quick))],
   ['soak', async () => soakMarkdown(await runSoak(quick))],
   ['onnx', async () => onnxMarkdown(await runOnnx(quick))],
+  ['serve', async () => serveMarkdown(await runServe(quick))],
+  ['streams', async () => streamsMarkdown(await runStreams(quick))],
 ];
 if (only) for (const name of only) if (!sections.some(([n]) => n === name)) throw new Error(`--only: no benchmark named '${name}'`);
 

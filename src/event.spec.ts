@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { lastValueFrom, of, toArray } from 'rxjs';
 import { asEvents, getPath, hasPath, setPath, toEvent, withBody, withError } from './index.js';
-import { cloneBody } from './clone.js';
+import { cloneBody } from './execution/clone.js';
 
 describe('events', () => {
   it('toEvent makes a frozen event with a generated id and empty metadata', () => {

@@ -60,7 +60,19 @@ export { LLModel, type LLMResult, type LLMUsageReport, type LLMStreamEvent } fro
 export { OnnxModel, type OnnxRequest, type OnnxResponse } from './onnx/onnxModel.js';
 export type { OipTensor, ExpectedInput } from './onnx/tensor.js';
 export type { OipDatatype } from './onnx/datatypes.js';
-export { modelArtifact, llmPromptArtifact, loadArtifact, isPromptArtifact } from './llm/artifacts.js';
+export { modelArtifact, llmPromptArtifact, loadArtifact, isPromptArtifact } from './model/artifact.js';
 // Token counting, prompt filling, the provider contract and the undici fetch: `rxserve/llm`.
 export type { Usage } from './llm/usage.js';
 export type { ChatMessage } from './llm/prompt.js';
+export {
+  invoker,
+  serve,
+  rxservePlugin,
+  v2ModelName,
+  type Invoker,
+  type InvokerOptions,
+  type InvokeInit,
+  type Server,
+  type ServeOptions,
+  type RxservePluginOptions,
+} from './serve/index.js';

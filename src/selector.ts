@@ -105,9 +105,29 @@ export function resolveSelector(
       const instance = construct(selector as unknown as ModelSelectorClass, params, path);
       return (event, available) => instance.select(event, available);
     }
+    refuseParams('a selector function', params, path);
     return selector;
   }
+  refuseParams(`a selector object (${selector.constructor?.name || 'Object'})`, params, path);
   return (event, available) => selector.select(event, available);
+}
+
+/**
+ * `selectorParams` are constructor parameters, for a selector given by name or as a class. With
+ * an object (built already) or a function they would be silently ignored; MLRun refuses a
+ * selector object with parameters too (`MLRunInvalidArgumentError`).
+ */
+function refuseParams(what: string, params: Readonly<Record<string, unknown>> | undefined, path: string): void {
+  if (params === undefined) return;
+  throw new ConfigError([
+    {
+      path: `${path}Params`,
+      expected:
+        `no ${path}Params when ${path} is ${what}: they are constructor parameters, for a selector given by ` +
+        `registered name or as a class (build the object with them, or pass its class)`,
+      actual: `{ ${Object.keys(params).join(', ')} }`,
+    },
+  ]);
 }
 
 /** A selector class built with its params; a constructor that throws is a ConfigError naming it. */

@@ -75,7 +75,7 @@ describe('modelRunner configuration: ConfigError naming the field', () => {
     ['a null entry', () => modelRunner({ models: [null as never] }), 'modelRunner.models[0]', /expected ModelEntry, got null/],
     ['missing endpointName', () => modelRunner({ models: [{ ...ok, endpointName: undefined as never }] }), 'modelRunner.models[0].endpointName', /non-empty string, got undefined/],
     ['endpointName of the wrong type', () => modelRunner({ models: [{ ...ok, endpointName: 5 as never }] }), 'modelRunner.models[0].endpointName', /got 5/],
-    ['modelClass of the wrong type', () => modelRunner({ models: [{ ...ok, modelClass: 42 as never }] }), 'modelRunner.models[0].modelClass', /a registered name, a Model class, or \{ module, export\? \}, got 42/],
+    ['modelClass of the wrong type', () => modelRunner({ models: [{ ...ok, modelClass: 42 as never }] }), 'modelRunner.models[0].modelClass', /a registered name, a Model class, \{ module, export\? \}, or a Model instance, got 42/],
     ['a module reference with a typo', () => modelRunner({ models: [{ ...ok, modelClass: { module: fixture, exports: 'Echo' } as never }] }), 'modelRunner.models[0].modelClass', /\{ module, export\? \}/],
     ['a relative module path', () => modelRunner({ models: [{ ...ok, modelClass: { module: './models.mjs' } }] }), 'modelRunner.models[0].modelClass.module', /absolute path, a file: URL or a package name.*got "\.\/models\.mjs"/],
     ['a class that is not a model', () => modelRunner({ models: [{ ...ok, modelClass: class NotAModel {} as never }] }), 'modelRunner.models[0].modelClass', /a Model class \(with a predict method\), got class NotAModel/],
@@ -108,6 +108,10 @@ describe('modelRunner configuration: ConfigError naming the field', () => {
     ['a selector of the wrong type', () => modelRunner({ models: [ok], selector: 42 as never }), 'modelRunner.selector', /a ModelSelector, a selector function or a registered selector name, got 42/],
     ['an object without select()', () => modelRunner({ models: [ok], selector: {} as never }), 'modelRunner.selector', /got \{\}/],
     ['selectorParams of the wrong type', () => modelRunner({ models: [ok], selectorParams: 5 as never }), 'modelRunner.selectorParams', /got 5/],
+    ['a Model instance for a worker mechanism', () => modelRunner({ models: [{ ...ok, executionMechanism: 'process_pool', modelClass: new Model({ name: 'm' }) }] }), 'modelRunner.models[0].modelClass', /an instance cannot be sent to it\): registerModel\('Model'/],
+    ['params beside a Model instance', () => modelRunner({ models: [{ ...ok, modelClass: new Model({ name: 'm' }), params: { a: 1 } }] }), 'modelRunner.models[0].params', /nothing when modelClass is a Model instance/],
+    ['an artifact file that does not exist', () => modelRunner({ models: [{ ...ok, modelArtifact: '/nonexistent/artifact.json' }] }), 'modelRunner.models[0].modelArtifact', /readable artifact JSON file, got '\/nonexistent\/artifact\.json' \(ENOENT/],
+    ['an artifact store URI', () => modelRunner({ models: [{ ...ok, modelArtifact: 'store://models/p/m' }] }), 'modelRunner.models[0].modelArtifact', /rxserve has no artifact store\), got 'store:\/\/models\/p\/m'/],
   ];
   it.each(cases)('%s', (_label, fn, path, message) => expectConfigError(fn, path, message));
 });

@@ -1,7 +1,10 @@
 // The built package, as a user installs it: every entry resolves through `exports` (ESM and CJS)
 // and an error class is the same class whichever entry it comes through.
-import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { isAbsolute, join, posix } from 'node:path';
+import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
@@ -106,4 +109,55 @@ describe('the built package', () => {
     }
     expect(pkg.peerDependencies.rxjs).toBe('>=7.8 <8');
   });
+
+  it('source maps name only what the package ships: each source is embedded (sourcesContent) or packed', () => {
+    const packed = new Set(packedFiles(root));
+    const maps = [...packed].filter((f) => f.endsWith('.map'));
+    expect(maps.length, 'the package ships source maps').toBeGreaterThan(10);
+    const problems: string[] = [];
+    for (const file of maps) {
+      const map = JSON.parse(readFileSync(join(root, file), 'utf8')) as { file?: string; sources: string[]; sourcesContent?: (string | null)[] };
+      if (typeof map.file === 'string' && isAbsolute(map.file)) problems.push(`${file}: file is a build-machine path (${map.file})`);
+      map.sources.forEach((source, i) => {
+        if (typeof map.sourcesContent?.[i] === 'string') return;
+        const target = posix.normalize(posix.join(posix.dirname(file), source));
+        if (isAbsolute(source) || !packed.has(target)) problems.push(`${file}: ${source} is neither embedded nor in the package`);
+      });
+    }
+    expect(problems).toEqual([]);
+  });
+
+  it('a fresh checkout builds dist/ when packed or installed from a folder or git URL (the prepare script)', async () => {
+    // What npm does for a git URL: check out, install, then `prepare` while packing. Only the
+    // build inputs are copied; node_modules is this checkout's.
+    const checkout = mkdtempSync(join(tmpdir(), 'rxserve-checkout-'));
+    try {
+      const pkg = JSON.parse(readFileSync(`${root}/package.json`, 'utf8')) as { files: string[] };
+      const proxies = pkg.files.filter((f) => f !== 'dist'); // the subpath proxy folders
+      for (const path of ['package.json', 'package-lock.json', 'tsup.config.ts', 'tsconfig.json', 'src', 'scripts', ...proxies]) {
+        cpSync(join(root, path), join(checkout, path), { recursive: true, filter: (from) => !from.endsWith('.spec.ts') });
+      }
+      symlinkSync(join(root, 'node_modules'), join(checkout, 'node_modules'), 'dir');
+      expect(existsSync(join(checkout, 'dist'))).toBe(false);
+      // At the lowest CPU priority: a whole build beside the timing-sensitive worker tests would
+      // otherwise starve them on a 2-core machine.
+      const [command, args] = existsSync('/usr/bin/nice') ? ['/usr/bin/nice', ['-n', '19', 'npm']] : ['npm', []];
+      await promisify(execFile)(command, [...args, 'pack', '--dry-run'], { cwd: checkout, env: { ...process.env, npm_config_loglevel: 'error' } });
+      const files = packedFiles(checkout);
+      for (const built of ['dist/index.js', 'dist/index.cjs', 'dist/index.d.ts', 'dist/operators/index.js', 'dist/testing/index.js', 'dist/execution/processWorker.js']) {
+        expect(files, built).toContain(built);
+      }
+      const absolute = files.filter((f) => f.endsWith('.map')).filter((f) => readFileSync(join(checkout, f), 'utf8').includes(checkout));
+      expect(absolute, 'maps naming the build folder').toEqual([]);
+    } finally {
+      rmSync(checkout, { recursive: true, force: true });
+    }
+  }, 180_000);
 });
+
+/** The files `npm pack` would put in the tarball (scripts not run). */
+function packedFiles(dir: string): string[] {
+  const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  return (JSON.parse(out) as { files: { path: string }[] }[])[0].files.map((f) => f.path);
+}
+

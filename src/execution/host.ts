@@ -1,14 +1,12 @@
 // The worker side: builds each model once per worker/process, runs batches of calls, cancels them.
 import { ModelLoadError, toError } from '../errors.js';
-import { LLModel } from '../llm/llmodel.js';
-import { OnnxModel } from '../onnx/onnxModel.js';
-import { Model, type ModelClass } from '../model/model.js';
+import { Model } from '../model/model.js';
 import { importModelClass } from '../model/registry.js';
 import { CallContext } from '../model/callContext.js';
+import { BUILT_IN_MODELS } from './builtins.js';
 import { flatten, inspectForWorker, serializeError, type WireBatch, type WireCall, type WireResult, type WorkerModelSpec } from './protocol.js';
 
 /** Classes every worker knows without a module reference. */
-const BUILT_IN: Record<string, ModelClass> = { Model, LLModel, OnnxModel };
 
 /**
  * Holds the models of one worker thread or child process. A model is constructed and loaded the
@@ -41,7 +39,7 @@ export class ModelHost {
     const name = spec.endpointName;
     const cls =
       spec.module === null
-        ? BUILT_IN[spec.export] ??
+        ? BUILT_IN_MODELS.get(spec.export) ??
           (() => {
             throw new ModelLoadError(name, `'${spec.export}' is not a built-in model class`);
           })()

@@ -2,8 +2,9 @@
 import { ModelLoadError, RxServeError, toError } from '../errors.js';
 import type { ModelEntry } from '../model/entry.js';
 import type { Model, ModelClass, PredictContext } from '../model/model.js';
-import { resolveModelClass } from '../model/registry.js';
-import { cloneBody } from '../clone.js';
+import { isModelInstance, registeredModel, resolveModelClass } from '../model/registry.js';
+import { BUILT_IN_MODELS } from './builtins.js';
+import { cloneBody } from './clone.js';
 import type { CallResult, Executor, ExecutorHooks, ExecutorSession } from './executor.js';
 
 /**
@@ -17,9 +18,18 @@ export const inProcessExecutor: Executor = {
   },
 };
 
+/**
+ * Loads of the instances users gave as `modelClass`: an instance is loaded once, by the first
+ * session that opens it; later sessions (other steps, re-subscriptions) wait for or reuse that
+ * load. A failed load is forgotten, so the next subscription tries again.
+ */
+const instanceLoads = new WeakMap<Model, Promise<void> | 'loaded'>();
+
 class InProcessSession implements ExecutorSession {
   readonly ready?: Promise<void>;
   private readonly instances = new Map<string, Model>();
+  /** The models this session constructed, so closes; a user's instance is the user's to close. */
+  private readonly owned = new Set<Model>();
   private readonly asyncio = new Set<string>();
   private closed = false;
 
@@ -42,17 +52,23 @@ class InProcessSession implements ExecutorSession {
   /** Constructs and loads one model; returns a promise only when something was asynchronous. */
   private loadOne(entry: ModelEntry): Promise<void> | undefined {
     const name = entry.endpointName;
-    const resolved = resolveModelClass(entry.modelClass, name);
+    if (isModelInstance(entry.modelClass)) return this.useInstance(name, entry.modelClass);
+    // Built-in names resolve from the one list (which also registers them).
+    const builtIn = typeof entry.modelClass === 'string' ? BUILT_IN_MODELS.get(entry.modelClass) : undefined;
+    const resolved = builtIn !== undefined && registeredModel(entry.modelClass as string) === builtIn ? builtIn : resolveModelClass(entry.modelClass, name);
     if (resolved instanceof Promise) return resolved.then((cls) => this.construct(entry, cls));
     return this.construct(entry, resolved);
   }
 
   private construct(entry: ModelEntry, cls: ModelClass): Promise<void> | undefined {
     const name = entry.endpointName;
+    // decodeModelEntries read an artifact given as a path: only the artifact itself is left here.
+    const artifact = typeof entry.modelArtifact === 'object' ? entry.modelArtifact : undefined;
     let model: Model;
     let loading: void | Promise<void>;
     try {
-      model = new cls({ ...entry.params, name, ...(entry.modelArtifact ? { artifact: entry.modelArtifact } : {}) });
+      model = new cls({ ...entry.params, name, ...(artifact ? { artifact } : {}) });
+      this.owned.add(model);
       loading = model.load();
     } catch (cause) {
       throw asLoadError(name, cause);
@@ -69,10 +85,47 @@ class InProcessSession implements ExecutorSession {
     return undefined;
   }
 
+  /** A user's instance: loaded once across every session that uses it, never closed here. */
+  private useInstance(name: string, model: Model): Promise<void> | undefined {
+    const known = instanceLoads.get(model);
+    if (known === 'loaded') {
+      this.register(name, model);
+      return undefined;
+    }
+    let loading: Promise<void> | undefined = known;
+    if (loading === undefined) {
+      let result: void | Promise<void>;
+      try {
+        result = model.load();
+      } catch (cause) {
+        throw asLoadError(name, cause);
+      }
+      if (!result || typeof (result as Promise<void>).then !== 'function') {
+        instanceLoads.set(model, 'loaded');
+        this.register(name, model);
+        return undefined;
+      }
+      loading = Promise.resolve(result).then(
+        () => void instanceLoads.set(model, 'loaded'),
+        (cause: unknown) => {
+          instanceLoads.delete(model);
+          throw cause;
+        },
+      );
+      instanceLoads.set(model, loading);
+    }
+    return loading.then(
+      () => this.register(name, model),
+      (cause: unknown) => {
+        throw asLoadError(name, cause);
+      },
+    );
+  }
+
   private register(name: string, model: Model): void {
     this.instances.set(name, model);
     // A session closed while this model was loading still owes it a close().
-    if (this.closed) void closeQuietly(model);
+    if (this.closed && this.owned.has(model)) void closeQuietly(model);
   }
 
   invoke(endpointName: string, input: unknown, context: PredictContext): CallResult {
@@ -119,7 +172,7 @@ class InProcessSession implements ExecutorSession {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await Promise.all([...this.instances.values()].map(closeQuietly));
+    await Promise.all([...this.instances.values()].filter((m) => this.owned.has(m)).map(closeQuietly));
   }
 }
 

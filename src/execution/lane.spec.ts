@@ -2,7 +2,8 @@
 import { TestScheduler } from 'rxjs/testing';
 import { describe, expect, it } from 'vitest';
 import { QueueFullError } from '../errors.js';
-import { Lane, LaneCall, RingQueue, type LaneUnit } from './lane.js';
+import { Lane, LaneCall, type LaneUnit } from './lane.js';
+import { RingQueue } from './ringQueue.js';
 
 class Call extends LaneCall<string> {
   aborted: unknown = undefined;

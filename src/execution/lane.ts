@@ -1,56 +1,11 @@
 // The one lane (DESIGN §6): a bounded FIFO of calls with its own concurrency limit, per-call
 // timeouts, batches, cancellation, failAll and stats. Model lanes in modelRunner, the calls waiting
 // for a worker pool, and shared models all queue here.
+// Over 300 lines on purpose: one state machine (queued → running → settled, units and holds) whose
+// invariants are easier to check in one place than across files.
 import { asyncScheduler, type Subscription } from 'rxjs';
 import { QueueFullError } from '../errors.js';
-
-/**
- * A FIFO on a ring buffer (piscina's `FixedQueue` idea): O(1) push and shift, no `Array.shift()`,
- * and no array that only grows. The buffer doubles when full and is never shrunk.
- */
-export class RingQueue<T> {
-  private items: (T | undefined)[] = new Array(16);
-  private head = 0;
-  private count = 0;
-
-  get length(): number {
-    return this.count;
-  }
-
-  push(item: T): void {
-    if (this.count === this.items.length) this.grow();
-    this.items[(this.head + this.count) & (this.items.length - 1)] = item;
-    this.count++;
-  }
-
-  shift(): T | undefined {
-    if (this.count === 0) return undefined;
-    const item = this.items[this.head];
-    this.items[this.head] = undefined;
-    this.head = (this.head + 1) & (this.items.length - 1);
-    this.count--;
-    return item;
-  }
-
-  peek(): T | undefined {
-    return this.count === 0 ? undefined : this.items[this.head];
-  }
-
-  /** Removes and returns every item, oldest first. */
-  drain(): T[] {
-    const out: T[] = [];
-    for (let item = this.shift(); item !== undefined; item = this.shift()) out.push(item);
-    return out;
-  }
-
-  private grow(): void {
-    const size = this.items.length;
-    const next: (T | undefined)[] = new Array(size * 2);
-    for (let i = 0; i < this.count; i++) next[i] = this.items[(this.head + i) & (size - 1)];
-    this.items = next;
-    this.head = 0;
-  }
-}
+import { RingQueue } from './ringQueue.js';
 
 const QUEUED = 0;
 const RUNNING = 1;

@@ -3,7 +3,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { ModelLoadError, WorkerCrashedError, toError } from '../errors.js';
 import type { ModelEntry } from '../model/entry.js';
-import { workerEntry } from './entries.js';
+import { workerEntry } from './workerEntry.js';
 import type { Executor, ExecutorHooks, ExecutorSession } from './executor.js';
 import { PooledSession, type BatchTransport, type SentBatch } from './pooled.js';
 import { resolvePoolOptions, type PoolOptions } from './poolOptions.js';
@@ -79,6 +79,15 @@ class ChildWorker {
   private exitReason: string | undefined;
   private killedFor: string | undefined;
   exited = false;
+  /**
+   * Whether this process keeps the parent's event loop alive. Only while it matters: loading
+   * (someone may await graph.ready()), running batches, closing. An idle process is unref'd,
+   * process and IPC channel both, as piscina does with idle threads: a forgotten graph.close()
+   * or a step never unsubscribed must not hang the process.
+   */
+  private keepsAlive = true;
+  private isReady = false;
+  private closing = false;
 
   constructor(
     specKeys: readonly string[],
@@ -104,6 +113,8 @@ class ChildWorker {
           waiting.delete(message.key);
           if (waiting.size === 0 && !ready) {
             ready = true;
+            this.isReady = true;
+            this.updateKeepAlive();
             resolveLoaded();
           }
           break;
@@ -118,6 +129,7 @@ class ChildWorker {
           this.batches--;
           this.pending.get(message.batchId)?.resolve(message.results);
           this.pending.delete(message.batchId);
+          this.updateKeepAlive();
           break;
         case 'closed':
           break;
@@ -147,9 +159,11 @@ class ChildWorker {
       const fail = (error: Error) => {
         this.pending.delete(batchId);
         this.batches--;
+        this.updateKeepAlive();
         reject(error);
       };
       this.pending.set(batchId, { resolve, reject });
+      this.updateKeepAlive();
       if (this.exited || !this.process.connected) return fail(new WorkerCrashedError(`the process of ${this.label} is gone`));
       try {
         this.process.send({ type: 'run', batchId, batch } satisfies ToChild);
@@ -176,8 +190,24 @@ class ChildWorker {
     this.process.kill('SIGKILL');
   }
 
+  private updateKeepAlive(): void {
+    const wanted = !this.isReady || this.pending.size > 0 || this.closing;
+    if (wanted === this.keepsAlive || this.exited) return;
+    this.keepsAlive = wanted;
+    if (wanted) {
+      this.process.ref();
+      this.process.channel?.ref();
+    } else {
+      this.process.unref();
+      this.process.channel?.unref();
+    }
+  }
+
   async close(): Promise<void> {
     if (this.exited) return;
+    // Whoever awaits close() must see it finish.
+    this.closing = true;
+    this.updateKeepAlive();
     const exited = new Promise<void>((resolve) => this.process.once('exit', () => resolve()));
     this.killedFor ??= 'was closed';
     if (!this.post({ type: 'close' })) this.process.kill('SIGKILL');

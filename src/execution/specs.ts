@@ -1,19 +1,9 @@
 // Turns a model entry into what a worker needs to build the model (a module reference, not a class).
-import { firstNonJson } from '../config.js';
 import { ConfigError, ModelLoadError } from '../errors.js';
-import type { ModelEntry } from '../model/entry.js';
-import { LLModel } from '../llm/llmodel.js';
-import { OnnxModel } from '../onnx/onnxModel.js';
-import { Model } from '../model/model.js';
-import { registeredModel } from '../model/registry.js';
+import { assertWorkerData, type ModelEntry } from '../model/entry.js';
+import { isModelInstance, modelClassName, registeredModel } from '../model/registry.js';
+import { BUILT_IN_MODELS } from './builtins.js';
 import type { WorkerModelSpec } from './protocol.js';
-
-/** Classes a worker has built in, by registered name. */
-const BUILT_IN = new Map<string, unknown>([
-  ['Model', Model],
-  ['LLModel', LLModel],
-  ['OnnxModel', OnnxModel],
-]);
 
 /**
  * The spec key (JSON of a `WorkerModelSpec`) for an entry run in a worker. A name registered to a
@@ -31,7 +21,7 @@ export function workerSpecKey(entry: ModelEntry, step: string): string {
       throw new ModelLoadError(entry.endpointName, `no model class is registered as '${ref}'; call registerModel('${ref}', { module, export }) first`);
     }
     if (typeof target === 'function') {
-      if (BUILT_IN.get(ref) !== target) {
+      if (BUILT_IN_MODELS.get(ref) !== target) {
         throw new ConfigError([
           {
             path: `${where}.modelClass`,
@@ -50,6 +40,9 @@ export function workerSpecKey(entry: ModelEntry, step: string): string {
     }
   } else if (typeof ref === 'function') {
     throw new ConfigError([{ path: `${where}.modelClass`, expected: 'a registered name or { module, export }', actual: `class ${ref.name}` }]);
+  } else if (isModelInstance(ref)) {
+    // decodeModelEntries refuses this with the full advice; an executor opened directly lands here.
+    throw new ConfigError([{ path: `${where}.modelClass`, expected: 'a registered name or { module, export } (a worker cannot receive an instance)', actual: `a ${modelClassName(ref)} instance` }]);
   } else {
     module = ref.module;
     exportName = ref.export ?? 'default';
@@ -61,10 +54,7 @@ export function workerSpecKey(entry: ModelEntry, step: string): string {
     params: entry.params ?? {},
     ...(entry.modelArtifact !== undefined ? { artifact: entry.modelArtifact } : {}),
   };
-  for (const [field, value] of [['params', spec.params], ['modelArtifact', spec.artifact]] as const) {
-    const bad = firstNonJson(value, field);
-    if (bad) throw new ConfigError([{ path: `${where}.${bad}`, expected: 'JSON data (workers receive it as JSON)' }]);
-  }
+  assertWorkerData(entry, where);
   return JSON.stringify(spec);
 }
 

@@ -58,7 +58,7 @@ export const SharedModelCodec = strict(
   'SharedModelConfig',
   { name: NonEmptyString, modelClass: t.unknown, executionMechanism: t.string },
   {
-    modelArtifact: t.UnknownRecord,
+    modelArtifact: t.union([t.UnknownRecord, t.string], 'an artifact, or the path or file: URL of its JSON file'),
     inputs: t.array(t.string),
     outputs: t.array(t.string),
     inputPath: DotPath,

@@ -1,15 +1,16 @@
 // createGraph(): what the steps of one serving graph share: endpoint names (unique across the
 // graph), worker pool settings, monitoring, shared models, and the models' lifecycle.
+// Longer than 300 lines because it is the Graph's whole public surface, one documented method per
+// operation; the parts with a job of their own live beside it (sharedModel, stepRecord, codecs).
 import type { OperatorFunction } from 'rxjs';
 import { Observable, Subject } from 'rxjs';
 import { decodeOrThrow } from '../config.js';
 import { ConfigError, ModelLoadError, RxServeError, toError } from '../errors.js';
 import type { ServingEvent } from '../event.js';
 import { createDefaultExecutor } from '../execution/defaultExecutor.js';
-import type { Executor, ExecutorSession } from '../execution/executor.js';
+import type { Executor } from '../execution/executor.js';
 import { PoolOptionsCodec, type PoolOptions } from '../execution/poolOptions.js';
-import { BIND_STEP, type SessionProvider, type StepBinding, type StepRequest, type StepSubscriber } from '../execution/provider.js';
-import type { LLMPromptArtifact, ModelArtifact } from '../model/artifact.js';
+import { BIND_STEP, type SessionProvider, type StepBinding, type StepRequest } from '../execution/provider.js';
 import { decodeModelEntries, type ModelEntry } from '../model/entry.js';
 import { modelClassName } from '../model/registry.js';
 import {
@@ -32,7 +33,8 @@ import {
   type SharedModelConfig,
   type SharedModelProxyConfig,
 } from './codecs.js';
-import { SharedModel, sharedModelExecutor } from './sharedModel.js';
+import { SharedModel, describeShared, findSharedModel, sharedModelExecutor } from './sharedModel.js';
+import { StepRecord } from './stepRecord.js';
 
 export type { GraphOptions, SharedModelConfig, SharedModelProxyConfig } from './codecs.js';
 
@@ -53,13 +55,6 @@ export interface EndpointInfo {
   readonly inputs?: readonly string[];
   readonly outputs?: readonly string[];
   readonly labels?: ModelEntry['labels'];
-}
-
-/** The artifact URI a proxy or shared model is matched by: a prompt's parent model URI. */
-function matchUri(artifact: ModelArtifact | LLMPromptArtifact | undefined): string | undefined {
-  if (artifact === undefined) return undefined;
-  if ('model' in artifact && artifact.model !== undefined) return artifact.model.uri ?? artifact.model.key;
-  return artifact.uri ?? artifact.key;
 }
 
 /**
@@ -85,47 +80,6 @@ function matchUri(artifact: ModelArtifact | LLMPromptArtifact | undefined): stri
 export function createGraph(options: GraphOptions = {}): Graph {
   const decoded = decodeOrThrow(GraphOptionsCodec, options, 'createGraph');
   return new Graph(decoded.name ?? 'graph', decoded.monitoring);
-}
-
-/** A step's hold on its graph-owned session: one session for all of the step's subscriptions. */
-class StepRecord implements StepBinding {
-  session: ExecutorSession | undefined;
-  readonly subscribers = new Set<StepSubscriber>();
-  readonly intake = { rejected: 0 };
-  constructor(
-    readonly step: string,
-    readonly models: readonly ModelEntry[],
-    private readonly executor: Executor,
-    private readonly graph: { readonly name: string; readonly closed: boolean; readonly monitor: GraphMonitor },
-  ) {}
-
-  open(): ExecutorSession {
-    if (this.graph.closed) throw new RxServeError(`graph '${this.graph.name}' is closed`);
-    this.session ??= this.executor.open(this.models, {
-      step: this.step,
-      fail: (error) => {
-        for (const s of this.subscribers) s.fail(error);
-      },
-    });
-    return this.session;
-  }
-
-  acquire(subscriber: StepSubscriber) {
-    const session = this.open();
-    this.subscribers.add(subscriber);
-    return { session, release: () => void this.subscribers.delete(subscriber), monitor: this.graph.monitor };
-  }
-
-  stats(): StepStats {
-    let inFlight = 0;
-    let queued = 0;
-    for (const s of this.subscribers) {
-      const counts = s.stats();
-      inFlight += counts.inFlight;
-      queued += counts.queued;
-    }
-    return { step: this.step, inFlight, queued, rejected: this.intake.rejected };
-  }
 }
 
 /** A serving graph (see `createGraph`). Made only by `createGraph()`, which validates its options. */
@@ -236,44 +190,7 @@ export class Graph implements SessionProvider, Monitored {
   sharedModelProxy(config: SharedModelProxyConfig): ModelEntry {
     const decoded = decodeOrThrow(ProxyCodec, config, 'sharedModelProxy');
     const artifact = config.modelArtifact;
-    const uri = matchUri(artifact);
-    let server: SharedModel | undefined;
-    if (uri !== undefined) {
-      server = [...this.#shared.values()].find((s) => matchUri(s.entry.modelArtifact) === uri);
-      if (server === undefined) {
-        throw new ConfigError([
-          {
-            path: 'sharedModelProxy.modelArtifact',
-            expected: `the artifact of a shared model (shared: ${this.#describeShared()})`,
-            actual: `uri '${uri}'`,
-          },
-        ]);
-      }
-      if (decoded.sharedModelName !== undefined && decoded.sharedModelName !== server.entry.endpointName) {
-        throw new ConfigError([
-          {
-            path: 'sharedModelProxy.sharedModelName',
-            expected: `'${server.entry.endpointName}', the shared model whose artifact is '${uri}'`,
-            actual: `'${decoded.sharedModelName}'`,
-          },
-        ]);
-      }
-    } else if (decoded.sharedModelName !== undefined) {
-      server = this.#shared.get(decoded.sharedModelName);
-      if (server === undefined) {
-        throw new ConfigError([
-          {
-            path: 'sharedModelProxy.sharedModelName',
-            expected: `the name of a shared model (shared: ${this.#describeShared()})`,
-            actual: `'${decoded.sharedModelName}'`,
-          },
-        ]);
-      }
-    } else {
-      throw new ConfigError([
-        { path: 'sharedModelProxy', expected: 'a modelArtifact or a sharedModelName to find the shared model by' },
-      ]);
-    }
+    const server = findSharedModel(this.#shared, artifact, decoded.sharedModelName);
     server.proxies.set(decoded.endpointName, artifact);
     const { entry } = server;
     return Object.freeze({
@@ -337,7 +254,7 @@ export class Graph implements SessionProvider, Monitored {
         throw new ConfigError([
           {
             path: `${step}.models['${m.endpointName}'].sharedModelName`,
-            expected: `a shared model of graph '${this.name}' (shared: ${this.#describeShared()})`,
+            expected: `a shared model of graph '${this.name}' (shared: ${describeShared(this.#shared)})`,
             actual: m.sharedModelName === undefined ? 'none' : `'${m.sharedModelName}'`,
           },
         ]);
@@ -396,12 +313,6 @@ export class Graph implements SessionProvider, Monitored {
     for (const use of uses) this.#endpoints.set(use.endpointName, use);
   }
 
-  #describeShared(): string {
-    const list = [...this.#shared.values()].map(
-      (s) => `'${s.entry.endpointName}'${matchUri(s.entry.modelArtifact) ? ` (uri '${matchUri(s.entry.modelArtifact)}')` : ''}`,
-    );
-    return list.length ? list.join(', ') : 'none';
-  }
 
   /**
    * Loads every model of the graph: shared models once, then each step's, one at a time (no memory

@@ -1,7 +1,7 @@
 // A shared model: one session and one lane for every proxy of the graph. Requests of all proxies
 // arrive on one subject (the model's intake); each answer goes back to its caller by call id.
 import { Observable, Subject, type Subscriber } from 'rxjs';
-import { RxServeError, toError } from '../errors.js';
+import { ConfigError, RxServeError, toError } from '../errors.js';
 import { createDefaultExecutor } from '../execution/defaultExecutor.js';
 import type { Executor, ExecutorSession } from '../execution/executor.js';
 import type { LLMPromptArtifact, ModelArtifact } from '../model/artifact.js';
@@ -179,4 +179,71 @@ export function sharedModelExecutor(find: (name: string) => SharedModel): Execut
       };
     },
   };
+}
+
+/** The artifact URI a proxy or shared model is matched by: a prompt's parent model URI. */
+function matchUri(artifact: ModelArtifact | LLMPromptArtifact | string | undefined): string | undefined {
+  // A path given as an entry's artifact was read by decodeModelEntries: a string is never seen here.
+  if (artifact === undefined || typeof artifact === 'string') return undefined;
+  if ('model' in artifact && artifact.model !== undefined) return artifact.model.uri ?? artifact.model.key;
+  return artifact.uri ?? artifact.key;
+}
+
+/** The shared models of a graph, for messages: `'llm' (uri 'store://...')`, or `none`. */
+export function describeShared(shared: ReadonlyMap<string, SharedModel>): string {
+  const list = [...shared.values()].map((s) => {
+    const uri = matchUri(s.entry.modelArtifact);
+    return `'${s.entry.endpointName}'${uri ? ` (uri '${uri}')` : ''}`;
+  });
+  return list.length ? list.join(', ') : 'none';
+}
+
+/**
+ * The shared model a proxy reaches: by its artifact's URI (a prompt artifact: its parent model's),
+ * else by `sharedModelName`. A `ConfigError` names the field when none matches or they disagree.
+ */
+export function findSharedModel(
+  shared: ReadonlyMap<string, SharedModel>,
+  artifact: ModelArtifact | LLMPromptArtifact | undefined,
+  sharedModelName: string | undefined,
+): SharedModel {
+  const uri = matchUri(artifact);
+  let server: SharedModel | undefined;
+  if (uri !== undefined) {
+    server = [...shared.values()].find((s) => matchUri(s.entry.modelArtifact) === uri);
+    if (server === undefined) {
+      throw new ConfigError([
+        {
+          path: 'sharedModelProxy.modelArtifact',
+          expected: `the artifact of a shared model (shared: ${describeShared(shared)})`,
+          actual: `uri '${uri}'`,
+        },
+      ]);
+    }
+    if (sharedModelName !== undefined && sharedModelName !== server.entry.endpointName) {
+      throw new ConfigError([
+        {
+          path: 'sharedModelProxy.sharedModelName',
+          expected: `'${server.entry.endpointName}', the shared model whose artifact is '${uri}'`,
+          actual: `'${sharedModelName}'`,
+        },
+      ]);
+    }
+  } else if (sharedModelName !== undefined) {
+    server = shared.get(sharedModelName);
+    if (server === undefined) {
+      throw new ConfigError([
+        {
+          path: 'sharedModelProxy.sharedModelName',
+          expected: `the name of a shared model (shared: ${describeShared(shared)})`,
+          actual: `'${sharedModelName}'`,
+        },
+      ]);
+    }
+  } else {
+    throw new ConfigError([
+      { path: 'sharedModelProxy', expected: 'a modelArtifact or a sharedModelName to find the shared model by' },
+    ]);
+  }
+  return server;
 }

@@ -3,7 +3,7 @@ import { Observable, Subject } from 'rxjs';
 import { ModelLoadError, ProviderError, toError } from '../errors.js';
 import type { LLMPromptArtifact, ModelArtifact } from '../model/artifact.js';
 import { Model, type ModelInit, type PredictContext } from '../model/model.js';
-import { isPromptArtifact } from './artifacts.js';
+import { isPromptArtifact } from '../model/artifact.js';
 import { buildMessages, type ChatMessage } from './prompt.js';
 import { createProvider, type LLMProvider } from './providers/provider.js';
 import { withRetries } from './retry.js';

@@ -1,4 +1,9 @@
-// Model and prompt artifacts (DESIGN §10). The LLM issue adds their constructors and codecs.
+// Model and prompt artifacts (DESIGN §10): their types, constructors, codecs and JSON files.
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import * as t from 'io-ts';
+import { NonEmptyString, decodeOrThrow, strict } from '../config.js';
 
 /** A model artifact: where the model lives and how to call it. */
 export interface ModelArtifact {
@@ -31,4 +36,100 @@ export interface LLMPromptArtifact {
   readonly promptLegend?: Readonly<Record<string, { readonly field?: string; readonly description?: string }>>;
   /** Overrides the model's `defaultConfig`. */
   readonly invocationConfig?: Readonly<Record<string, unknown>>;
+}
+
+const ProviderOptions = strict(
+  'ProviderOptions',
+  {},
+  {
+    apiKey: t.string,
+    baseURL: NonEmptyString,
+    /** Hugging Face only: 'chat' (chat completion, the default) or 'text-generation'. */
+    task: t.keyof({ chat: null, 'text-generation': null }),
+    /** The HTTP client under the provider's client: the global fetch (default) or node:http. */
+    transport: t.keyof({ fetch: null, 'node-http': null }),
+  },
+);
+
+const ModelArtifactCodec = strict(
+  'ModelArtifact',
+  { key: NonEmptyString, modelUrl: NonEmptyString },
+  { uri: NonEmptyString, defaultConfig: t.UnknownRecord, providerOptions: ProviderOptions },
+);
+
+const Message = strict('{ role, content }', { role: NonEmptyString, content: t.string }, {});
+
+const PromptArtifactCodec = strict(
+  'LLMPromptArtifact',
+  { key: NonEmptyString, model: t.unknown },
+  {
+    uri: NonEmptyString,
+    promptTemplate: t.array(Message),
+    promptLegend: t.record(t.string, strict('PromptLegendEntry', {}, { field: t.string, description: t.string })),
+    invocationConfig: t.UnknownRecord,
+  },
+);
+
+/**
+ * A model artifact: where an LLM lives (`openai://gpt-4o-mini`, `huggingface://org/model`,
+ * `mock://`), its default invocation config and provider options. `uri` defaults to
+ * `store://models/<key>`; shared-model proxies match by it.
+ */
+export function modelArtifact(spec: ModelArtifact): ModelArtifact {
+  return decodeModelArtifact(spec, 'modelArtifact');
+}
+
+/** `path`: where the artifact sits in what the user passed, for the ConfigError. */
+function decodeModelArtifact(spec: unknown, path: string): ModelArtifact {
+  const decoded = decodeOrThrow(ModelArtifactCodec, spec, path) as ModelArtifact;
+  return Object.freeze({ ...decoded, uri: decoded.uri ?? `store://models/${decoded.key}` });
+}
+
+/**
+ * A prompt over a model artifact: a `{placeholder}` template, a legend mapping placeholders to
+ * body fields, and an invocation config over the model's default. `uri` defaults to
+ * `store://prompts/<key>`; a proxy with it finds the shared model by `model.uri`.
+ */
+export function llmPromptArtifact(spec: Omit<LLMPromptArtifact, 'model'> & { model: ModelArtifact }): LLMPromptArtifact {
+  return decodePromptArtifact(spec, 'llmPromptArtifact');
+}
+
+function decodePromptArtifact(spec: unknown, path: string): LLMPromptArtifact {
+  const decoded = decodeOrThrow(PromptArtifactCodec, spec, path);
+  const model = decodeModelArtifact((spec as { model: unknown }).model, `${path}.model`);
+  return Object.freeze({ ...(decoded as Omit<LLMPromptArtifact, 'model'>), model, uri: decoded.uri ?? `store://prompts/${decoded.key}` });
+}
+
+/**
+ * Reads an artifact from a JSON file (a path or a `file:` URL): a prompt artifact when it has
+ * `model`, else a model artifact.
+ */
+export async function loadArtifact(path: string): Promise<ModelArtifact | LLMPromptArtifact> {
+  return decodeArtifactJson(JSON.parse(await readFile(localPath(path), 'utf8')), undefined);
+}
+
+/**
+ * `loadArtifact`, synchronously, for configuration time (a model entry's `modelArtifact` given
+ * as a path or `file:` URL is read when the step is configured, as MLRun resolves it in
+ * `add_model`). `field` names the entry field in a `ConfigError` about the file's content; a
+ * file that cannot be read or parsed throws the plain fs / JSON error.
+ */
+export function readArtifactFile(path: string, field: string): ModelArtifact | LLMPromptArtifact {
+  return decodeArtifactJson(JSON.parse(readFileSync(localPath(path), 'utf8')), field);
+}
+
+function localPath(path: string): string {
+  return path.startsWith('file:') ? fileURLToPath(path) : path;
+}
+
+/** `field` (or, without it, the constructor's name) is the path a ConfigError names. */
+function decodeArtifactJson(json: unknown, field: string | undefined): ModelArtifact | LLMPromptArtifact {
+  return typeof json === 'object' && json !== null && 'model' in json
+    ? decodePromptArtifact(json, field ?? 'llmPromptArtifact')
+    : decodeModelArtifact(json, field ?? 'modelArtifact');
+}
+
+/** True for a prompt artifact (it has a parent `model`). */
+export function isPromptArtifact(artifact: unknown): artifact is LLMPromptArtifact {
+  return typeof artifact === 'object' && artifact !== null && typeof (artifact as LLMPromptArtifact).model === 'object';
 }

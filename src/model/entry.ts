@@ -1,10 +1,10 @@
 // ModelEntry: one model of a modelRunner step, its codec, and the checks codecs cannot express.
 import * as t from 'io-ts';
 import { DotPath, NonEmptyString, decodeOrThrow, firstNonJson, fn, positiveInt, strict } from '../config.js';
-import { ConfigError } from '../errors.js';
-import type { LLMPromptArtifact, ModelArtifact } from './artifact.js';
-import type { ModelClass, ModuleRef } from './model.js';
-import { validateModuleRef } from './registry.js';
+import { ConfigError, toError } from '../errors.js';
+import { readArtifactFile, type LLMPromptArtifact, type ModelArtifact } from './artifact.js';
+import type { Model, ModelClass, ModuleRef } from './model.js';
+import { isModelInstance, modelClassName, validateModuleRef } from './registry.js';
 
 /** MLRun's execution mechanisms, names kept verbatim (DESIGN §5). */
 export type ExecutionMechanism = 'naive' | 'asyncio' | 'thread_pool' | 'process_pool' | 'dedicated_process' | 'shared_executor';
@@ -37,10 +37,20 @@ export const ModuleRefCodec: t.Type<ModuleRef, unknown, unknown> = strict(
   { export: NonEmptyString },
 );
 
-const ModelClassCodec = t.union(
-  [NonEmptyString, fn<ModelClass>('a Model class'), ModuleRefCodec],
-  'a registered name, a Model class, or { module, export? }',
+const ModelInstanceCodec = new t.Type<Model, Model, unknown>(
+  'a Model instance',
+  isModelInstance,
+  (u, c) => (isModelInstance(u) ? t.success(u) : t.failure(u, c)),
+  t.identity,
 );
+
+const ModelClassCodec = t.union(
+  [NonEmptyString, fn<ModelClass>('a Model class'), ModuleRefCodec, ModelInstanceCodec],
+  'a registered name, a Model class, { module, export? }, or a Model instance',
+);
+
+/** A path or `file:` URL of an artifact JSON file; other URI schemes are refused when decoded. */
+const ArtifactRefCodec = t.union([t.UnknownRecord, NonEmptyString], 'an artifact, or the path or file: URL of its JSON file');
 
 const PositiveMs = new t.Type<number, number, unknown>(
   'a positive number of milliseconds',
@@ -80,7 +90,7 @@ const ModelEntryCodec = strict(
     executionMechanism: ExecutionMechanismCodec,
   },
   {
-    modelArtifact: t.UnknownRecord,
+    modelArtifact: ArtifactRefCodec,
     labels: Labels,
     creationStrategy: CreationStrategyCodec,
     inputs: t.array(t.string),
@@ -99,10 +109,18 @@ const ModelEntryCodec = strict(
 export interface ModelEntry {
   /** The model's name in the step, its key in merged outputs, and its endpoint name. */
   readonly endpointName: string;
-  /** A registered name, a class (in-process mechanisms only), or `{ module, export }`. */
-  readonly modelClass: string | ModelClass | ModuleRef;
+  /**
+   * A registered name, a class (in-process mechanisms only), `{ module, export }`, or a `Model`
+   * instance (in-process mechanisms only; it brings its own params and artifact, is loaded once
+   * however many steps use it, and is closed by you, not by the step).
+   */
+  readonly modelClass: string | ModelClass | ModuleRef | Model;
   readonly executionMechanism: ExecutionMechanism;
-  readonly modelArtifact?: ModelArtifact | LLMPromptArtifact;
+  /**
+   * The model's artifact, or the path (absolute, or relative to the working directory) or `file:`
+   * URL of its JSON file, read with `loadArtifact`'s rules when the step is configured.
+   */
+  readonly modelArtifact?: ModelArtifact | LLMPromptArtifact | string;
   readonly labels?: Readonly<Record<string, string>> | readonly string[];
   /** How the endpoint registry treats an existing endpoint of this name; default `'inplace'`. */
   readonly creationStrategy?: CreationStrategy;
@@ -144,7 +162,8 @@ export function decodeModelEntries(value: unknown, path: string): readonly Model
   return Object.freeze(
     value.map((raw, i) => {
       const at = `${path}[${i}]`;
-      const entry = decodeOrThrow(ModelEntryCodec, raw, at) as ModelEntry;
+      let entry = decodeOrThrow(ModelEntryCodec, raw, at) as ModelEntry;
+      if (typeof entry.modelArtifact === 'string') entry = { ...entry, modelArtifact: readArtifact(entry.modelArtifact, `${at}.modelArtifact`) };
       const first = seen.get(entry.endpointName);
       if (first !== undefined) {
         throw new ConfigError([
@@ -164,19 +183,18 @@ export function decodeModelEntries(value: unknown, path: string): readonly Model
       }
       // A proxy ('shared_executor') names its shared model's class for monitoring only: never loaded by it.
       const loadsInWorker = !IN_PROCESS_MECHANISMS.includes(entry.executionMechanism) && entry.executionMechanism !== 'shared_executor';
-      if (typeof entry.modelClass === 'object') validateModuleRef(entry.modelClass, `${at}.modelClass`);
+      // A proxy's modelClass is its shared model's, for monitoring only: the graph checked that one.
+      if (isModelInstance(entry.modelClass)) {
+        if (entry.executionMechanism !== 'shared_executor') checkInstance(entry, entry.modelClass, at, loadsInWorker);
+      }
+      else if (typeof entry.modelClass === 'object') validateModuleRef(entry.modelClass, `${at}.modelClass`);
       if (typeof entry.modelClass === 'function' && typeof entry.modelClass.prototype?.predict !== 'function') {
         throw new ConfigError([
           { path: `${at}.modelClass`, expected: 'a Model class (with a predict method)', actual: `class ${entry.modelClass.name || '(anonymous)'}` },
         ]);
       }
-      if (loadsInWorker) {
-        // Workers receive params and artifacts as JSON: say so now, not when the pool starts.
-        for (const [field, value] of [['params', entry.params], ['modelArtifact', entry.modelArtifact]] as const) {
-          const bad = firstNonJson(value, `${at}.${field}`);
-          if (bad) throw new ConfigError([{ path: bad, expected: `JSON data (executionMechanism '${entry.executionMechanism}' sends it to workers as JSON)` }]);
-        }
-      }
+      // Workers receive params and artifacts as JSON: say so now, not when the pool starts.
+      if (loadsInWorker) assertWorkerData(entry, at);
       if (typeof entry.modelClass === 'function' && loadsInWorker) {
         throw new ConfigError([
           {
@@ -192,4 +210,71 @@ export function decodeModelEntries(value: unknown, path: string): readonly Model
       return Object.freeze({ ...entry });
     }),
   );
+}
+
+/**
+ * An artifact named by a path or `file:` URL, read now. MLRun's `store://` and other remote URIs
+ * need an artifact store rxserve does not have: they are refused, as is a file that cannot be read.
+ */
+function readArtifact(ref: string, path: string): ModelArtifact | LLMPromptArtifact {
+  if (/^[a-z][a-z0-9+.-]*:/i.test(ref) && !ref.startsWith('file:') && !/^[a-z]:[\\/]/i.test(ref)) {
+    throw new ConfigError([
+      { path, expected: 'an artifact, or the path or file: URL of its JSON file (rxserve has no artifact store)', actual: `'${ref}'` },
+    ]);
+  }
+  try {
+    return readArtifactFile(ref, path);
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    const cause = toError(error);
+    throw new ConfigError(
+      [{ path, expected: 'the path or file: URL of a readable artifact JSON file', actual: `'${ref}' (${cause.message})` }],
+      { cause },
+    );
+  }
+}
+
+/**
+ * A model given as an instance (MLRun's `model_class` may be one): it runs in this process only,
+ * and was constructed already, so constructor parameters beside it would be silently ignored.
+ */
+function checkInstance(entry: ModelEntry, model: Model, at: string, loadsInWorker: boolean): void {
+  const className = modelClassName(model);
+  if (loadsInWorker) {
+    throw new ConfigError([
+      {
+        path: `${at}.modelClass`,
+        expected:
+          `a registered name or { module, export } for executionMechanism '${entry.executionMechanism}' ` +
+          `(a worker constructs its own model; an instance cannot be sent to it): registerModel('${className}', ` +
+          `{ module: <absolute path or file: URL>, export: '${className}' }) and its constructor parameters as params, ` +
+          `or executionMechanism 'naive' / 'asyncio' for the instance`,
+        actual: `a ${className} instance`,
+      },
+    ]);
+  }
+  for (const field of ['params', 'modelArtifact'] as const) {
+    if (entry[field] !== undefined) {
+      throw new ConfigError([
+        {
+          path: `${at}.${field}`,
+          expected: `nothing when modelClass is a Model instance (it is constructed already: pass ${field === 'params' ? 'its parameters' : 'the artifact'} to new ${className}({ name, ${field === 'params' ? '...params' : 'artifact'} }))`,
+          actual: field === 'params' ? JSON.stringify(Object.keys(entry.params ?? {})) : 'an artifact',
+        },
+      ]);
+    }
+  }
+  if (model.name !== entry.endpointName) {
+    throw new ConfigError([
+      { path: `${at}.modelClass`, expected: `a Model named '${entry.endpointName}' (the endpointName)`, actual: `a ${className} named ${JSON.stringify(model.name)}` },
+    ]);
+  }
+}
+
+/** Throws `ConfigError` naming the path when an entry's params or artifact are not JSON data (workers get them as JSON). */
+export function assertWorkerData(entry: Pick<ModelEntry, 'params' | 'modelArtifact' | 'executionMechanism'>, at: string): void {
+  for (const [field, value] of [['params', entry.params], ['modelArtifact', entry.modelArtifact]] as const) {
+    const bad = firstNonJson(value, `${at}.${field}`);
+    if (bad) throw new ConfigError([{ path: bad, expected: `JSON data (executionMechanism '${entry.executionMechanism}' sends it to workers as JSON)` }]);
+  }
 }

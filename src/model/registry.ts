@@ -2,12 +2,27 @@
 import { isAbsolute } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ConfigError, ModelLoadError } from '../errors.js';
-import { LLModel } from '../llm/llmodel.js';
-import { OnnxModel } from '../onnx/onnxModel.js';
 import { Model, type ModelClass, type ModuleRef } from './model.js';
 
-/** How an entry names its model class: a class, a registered name, or a module reference. */
-export type ModelClassRef = string | ModelClass | ModuleRef;
+/**
+ * How an entry names its model: a class, a registered name, a module reference, or a `Model`
+ * instance (in-process mechanisms only).
+ */
+export type ModelClassRef = string | ModelClass | ModuleRef | Model;
+
+/**
+ * True for a model instance (MLRun's `model_class` may be one). Duck-typed, not `instanceof`:
+ * a model built from another copy of rxserve (ESM beside CJS) is still a model.
+ */
+export function isModelInstance(value: unknown): value is Model {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as Model).predict === 'function' &&
+    typeof (value as Model).load === 'function' &&
+    typeof (value as Model).name === 'string'
+  );
+}
 
 const registry = new Map<string, ModelClass | ModuleRef>();
 
@@ -85,6 +100,7 @@ export function validateModuleRef(ref: unknown, path: string): asserts ref is Mo
 export function modelClassName(ref: ModelClassRef): string {
   if (typeof ref === 'string') return ref;
   if (typeof ref === 'function') return ref.name || '(anonymous class)';
+  if (isModelInstance(ref)) return ref.constructor.name || '(anonymous class)';
   return `${ref.module}#${ref.export ?? 'default'}`;
 }
 
@@ -93,7 +109,7 @@ export function modelClassName(ref: ModelClassRef): string {
  * classes, through a dynamic `import()` for module references. Failures are `ModelLoadError`s
  * naming the endpoint.
  */
-export function resolveModelClass(ref: ModelClassRef, endpointName: string): ModelClass | Promise<ModelClass> {
+export function resolveModelClass(ref: Exclude<ModelClassRef, Model>, endpointName: string): ModelClass | Promise<ModelClass> {
   if (typeof ref === 'function') return ref;
   if (typeof ref === 'string') {
     const target = registry.get(ref);
@@ -132,6 +148,3 @@ export async function importModelClass(ref: ModuleRef, endpointName: string): Pr
   return value as ModelClass;
 }
 
-registerModel('Model', Model);
-registerModel('LLModel', LLModel);
-registerModel('OnnxModel', OnnxModel);

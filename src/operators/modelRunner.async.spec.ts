@@ -264,7 +264,7 @@ describe('modelRunner configuration errors', () => {
     ['bad maxInFlight', { models: [ok], maxInFlight: 0 }, /modelRunner\.maxInFlight: expected a positive integer, got 0/],
     ['bad maxQueue', { models: [ok], maxQueue: -1 }, /modelRunner\.maxQueue: expected a non-negative integer or Infinity, got -1/],
     ['bad timeout', { models: [{ ...ok, timeoutMs: 'soon' }] }, /modelRunner\.models\[0\]\.timeoutMs: expected a positive number of milliseconds, got "soon"/],
-    ['bad modelClass', { models: [{ ...ok, modelClass: 7 }] }, /modelRunner\.models\[0\]\.modelClass: expected a registered name, a Model class, or \{ module, export\? \}, got 7/],
+    ['bad modelClass', { models: [{ ...ok, modelClass: 7 }] }, /modelRunner\.models\[0\]\.modelClass: expected a registered name, a Model class, \{ module, export\? \}, or a Model instance, got 7/],
     ['bad path', { models: [{ ...ok, inputPath: 'a..b' }] }, /modelRunner\.models\[0\]\.inputPath: expected a dot path/],
     ['class on a pool', { models: [{ ...ok, modelClass: Inc, executionMechanism: 'thread_pool' }] }, /modelRunner\.models\[0\]\.modelClass: expected a registered name or \{ module, export \}.*registerModel\('Inc'/],
     ['name mismatch', { models: [{ ...ok, params: { name: 'other' } }] }, /modelRunner\.models\[0\]\.params\.name/],

@@ -9,8 +9,12 @@ import { notAnEvent } from './internal/dispatch.js';
 export interface RouterConfig {
   /** Step name; default `'router'`. */
   readonly name?: string;
-  /** The route key of an event; `undefined` sends it to `defaultRoute`. */
-  readonly key: (event: ServingEvent) => string | undefined;
+  /**
+   * The route key of an event; `undefined` sends it to `defaultRoute`. Typed like a selector
+   * function: it may declare the body it expects (`(e: ServingEvent<{ risk: number }>) => ...`),
+   * as the router cannot check bodies for you.
+   */
+  readonly key: (event: ServingEvent<any>) => string | undefined;
   /** One pipeline per route key (a `modelRunner`, a `pipe()` of steps, ...). */
   readonly routes: Readonly<Record<string, OperatorFunction<ServingEvent, ServingEvent>>>;
   /** The route for events whose key has no route. */

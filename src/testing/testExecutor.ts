@@ -1,5 +1,5 @@
 // An Executor for tests: each model is a function the test writes, typically returning cold().
-import { cloneBody } from '../clone.js';
+import { cloneBody } from '../execution/clone.js';
 import { asyncScheduler, catchError, defaultIfEmpty, EmptyError, forkJoin, from, isObservable, of, take, type Observable, type ObservableInput } from 'rxjs';
 import { ConfigError, toError } from '../errors.js';
 import type { Executor, ExecutorSession } from '../execution/executor.js';

@@ -4,7 +4,7 @@
 import type { Observable, Subscriber, Subscription } from 'rxjs';
 import { QueueFullError, toError } from '../../errors.js';
 import { isServingEvent, withError, type ServingEvent } from '../../event.js';
-import { RingQueue } from '../../execution/lane.js';
+import { RingQueue } from '../../execution/ringQueue.js';
 
 /** Limits of one step; every admitted event is held by it until emitted. */
 export interface DispatchLimits {

@@ -1,0 +1,113 @@
+// Scale-out with Redis Streams: one producer, two worker processes sharing a consumer group. One
+// worker is killed with SIGKILL mid-run; the other reclaims the messages it held and finishes.
+// Every request is answered exactly once. Starts its own redis-server on a free port.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+
+if (spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status !== 0) {
+  console.log('examples/redis-workers: redis-server not found, skipped (apt-get install -y redis-server)');
+  process.exit(process.env.RXSERVE_REQUIRE_REDIS === '1' ? 1 : 0);
+}
+
+let failures = 0;
+const check = (label: string, ok: boolean) => {
+  console.log(`${ok ? '✓' : '✗'} ${label}`);
+  if (!ok) failures++;
+};
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// 1. A throwaway redis-server on a free loopback port.
+const port = await new Promise<number>((resolve) => {
+  const s = createServer().listen(0, '127.0.0.1', () => {
+    const { port } = s.address() as { port: number };
+    s.close(() => resolve(port));
+  });
+});
+const dir = mkdtempSync(join(tmpdir(), 'redis-workers-'));
+const server = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+const url = `redis://127.0.0.1:${port}`;
+const workers: ChildProcess[] = [];
+let redis: Redis | undefined;
+try {
+  for (let i = 0; !(await accepts(port)); i++) {
+    if (i > 200) throw new Error('redis-server did not start');
+    await sleep(50);
+  }
+  const client = (redis = new Redis(url));
+  // 2. The producer: 400 requests, written before any worker runs (the group starts at '0').
+  const total = 400;
+  const pipe = client.pipeline();
+  for (let i = 0; i < total; i++) pipe.xadd('requests', '*', 'body', JSON.stringify({ text: `request number ${i}` }));
+  const ids = new Set(((await pipe.exec()) ?? []).map(([, id]) => id as string));
+  console.log(`producer: ${ids.size} requests on stream 'requests'`);
+
+  // 3. Two workers in group 'scorers'.
+  const worker = (name: string) => {
+    const child = spawn(process.execPath, [new URL('./consumer.mjs', import.meta.url).pathname, url, name], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const state = { read: 0, stats: undefined as undefined | Record<string, number>, exited: new Promise((r) => child.once('exit', r)) };
+    let buffered = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      buffered += d.toString();
+      const lines = buffered.split('\n');
+      buffered = lines.pop()!;
+      for (const line of lines) {
+        if (line.startsWith('read ')) state.read = Number(line.slice(5));
+        if (line.startsWith('stats ')) state.stats = JSON.parse(line.slice(6));
+      }
+    });
+    workers.push(child);
+    return { child, state };
+  };
+  const a = worker('worker-a');
+  const b = worker('worker-b');
+
+  // 4. Kill worker-a with SIGKILL once it is busy: no chance to commit what it holds.
+  const holding = async (name: string) => ((await client.xpending('requests', 'scorers', '-', '+', 1000, name)) as unknown[]).length;
+  for (let i = 0; a.state.read < 40 || (await holding('worker-a')) < 8; i++) {
+    if (i > 1_000) throw new Error('worker-a never got busy');
+    await sleep(5);
+  }
+  a.child.kill('SIGKILL');
+  await a.state.exited;
+  const held = await holding('worker-a');
+  console.log(`worker-a killed after reading ${a.state.read} messages, holding ${held} uncommitted`);
+
+  // 5. worker-b finishes the stream, and after claimIdleMs reclaims what worker-a held.
+  for (let i = 0; (await client.xlen('scores')) < total; i++) {
+    if (i > 1_000) throw new Error('the answers did not all arrive');
+    await sleep(20);
+  }
+  b.child.kill('SIGTERM'); // graceful: close() commits what is in flight
+  await b.state.exited;
+  console.log(`worker-b: ${JSON.stringify(b.state.stats)}`);
+
+  const answers = await client.xrange('scores', '-', '+');
+  const answered = answers.map(([, f]) => f[f.indexOf('id') + 1]);
+  const byWorker = new Map<string, number>();
+  for (const [, f] of answers) {
+    const by = (JSON.parse(f[f.indexOf('body') + 1]) as { by: string }).by;
+    byWorker.set(by, (byWorker.get(by) ?? 0) + 1);
+  }
+  console.log(`answers: ${answers.length} (${[...byWorker].map(([w, n]) => `${w} ${n}`).join(', ')})`);
+  check('every request answered exactly once', answered.length === total && new Set(answered).size === total && answered.every((id) => ids.has(id)));
+  check('worker-a held messages when it died, and worker-b reclaimed them all', held > 0 && b.state.stats?.reclaimed === held);
+  check("nothing is left pending in the group", Number(((await client.xpending('requests', 'scorers')) as [number])[0]) === 0);
+} finally {
+  for (const w of workers) if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL');
+  redis?.disconnect();
+  server.kill('SIGTERM');
+  await new Promise((r) => server.once('exit', r));
+  rmSync(dir, { recursive: true, force: true });
+}
+process.exit(failures > 0 ? 1 : 0);
+
+function accepts(p: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(p, '127.0.0.1', () => (socket.destroy(), resolve(true)));
+    socket.once('error', () => resolve(false));
+  });
+}

@@ -1,0 +1,120 @@
+// redisStream()'s options: the codec (validated on construction, ConfigError naming the field) and defaults.
+import * as t from 'io-ts';
+import { NonEmptyString, decodeOrThrow, guard, positiveInt, strict } from '../config.js';
+import { ConfigError } from '../errors.js';
+
+/** What `redisStream()` needs of an ioredis client (checked by shape: ioredis is an optional peer). */
+export interface RedisLike {
+  duplicate(): RedisLike;
+  call(command: string, ...args: (string | number)[]): Promise<unknown>;
+  quit(): Promise<unknown>;
+  disconnect(): void;
+  on?(event: 'error', listener: (error: Error) => void): unknown;
+}
+
+const RedisCodec = t.union(
+  [
+    guard<string>("a 'redis://' or 'rediss://' URL", (u) => typeof u === 'string' && /^rediss?:\/\//.test(u)),
+    guard<RedisLike>('an ioredis client', (u) => {
+      const r = u as Partial<RedisLike> | null;
+      return typeof r === 'object' && r !== null && typeof r.duplicate === 'function' && typeof r.call === 'function';
+    }),
+  ],
+  "a 'redis://' URL or an ioredis client",
+);
+
+const StartId = guard<string>("a stream id ('0', '$' or '<ms>-<seq>')", (u) => typeof u === 'string' && /^(\$|\d+(-\d+)?)$/.test(u));
+
+const MetricsCodec = strict(
+  'RedisStreamMetrics',
+  {
+    registry: guard<import('prom-client').Registry>('a prom-client Registry', (u) => typeof (u as { registerMetric?: unknown } | null)?.registerMetric === 'function'),
+  },
+  {
+    prefix: guard<string>('a metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*)', (u) => typeof u === 'string' && /^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(u)),
+  },
+);
+
+export const RedisStreamOptions = strict(
+  'RedisStreamOptions',
+  { redis: RedisCodec, stream: NonEmptyString, group: NonEmptyString },
+  {
+    consumer: NonEmptyString,
+    field: NonEmptyString,
+    startId: StartId,
+    maxInFlight: positiveInt(),
+    batchSize: positiveInt(),
+    blockMs: positiveInt(),
+    claimIdleMs: positiveInt(),
+    maxDeliveries: positiveInt(),
+    deadLetterStream: NonEmptyString,
+    closeTimeoutMs: positiveInt(),
+    metrics: MetricsCodec,
+  },
+);
+
+/** Options of `redisStream()` (DESIGN §12). */
+export interface RedisStreamOptions {
+  /** A `redis://` URL (redisStream opens and closes its connections), or an ioredis client (used for commands; duplicated for blocking reads; never closed by redisStream). */
+  redis: string | RedisLike;
+  /** The request stream. */
+  stream: string;
+  /** The consumer group, created (with MKSTREAM) when missing. */
+  group: string;
+  /** This consumer's name in the group; default `<hostname>-<pid>`. */
+  consumer?: string;
+  /** The message field holding the JSON body; default `'body'`. */
+  field?: string;
+  /** Where a new group starts reading; default `'0'` (requests written before the first consumer are served). */
+  startId?: string;
+  /** At most this many messages read and not yet committed; default 256. */
+  maxInFlight?: number;
+  /** `XREADGROUP COUNT`; default 64. */
+  batchSize?: number;
+  /** `XREADGROUP BLOCK`, ms; default 1,000. */
+  blockMs?: number;
+  /** Another consumer's pending message idle this long is reclaimed, ms; default 30,000. Longer than your slowest request. */
+  claimIdleMs?: number;
+  /** A message reaches the pipeline at most this many times, then goes to the dead-letter stream; default 5. */
+  maxDeliveries?: number;
+  /** Default `` `${stream}:dead` ``. */
+  deadLetterStream?: string;
+  /** How long `close()` waits for in-flight messages to be committed, ms; default 30,000. */
+  closeTimeoutMs?: number;
+  /** Prometheus: counters and a gauge registered in `registry` (prom-client), names starting with `prefix` (default `'rxserve_'`). */
+  metrics?: { registry: import('prom-client').Registry; prefix?: string };
+}
+
+export type ResolvedOptions = Required<Omit<RedisStreamOptions, 'metrics' | 'redis'>> & Pick<RedisStreamOptions, 'metrics' | 'redis'>;
+
+/** Validates and fills in defaults; throws ConfigError naming the field. */
+export function resolveOptions(options: unknown, defaultConsumer: () => string): ResolvedOptions {
+  const o = decodeOrThrow(RedisStreamOptions, options, 'redisStream.options') as RedisStreamOptions;
+  const resolved: ResolvedOptions = {
+    redis: o.redis,
+    stream: o.stream,
+    group: o.group,
+    consumer: o.consumer ?? defaultConsumer(),
+    field: o.field ?? 'body',
+    startId: o.startId ?? '0',
+    maxInFlight: o.maxInFlight ?? 256,
+    batchSize: o.batchSize ?? 64,
+    blockMs: o.blockMs ?? 1_000,
+    claimIdleMs: o.claimIdleMs ?? 30_000,
+    maxDeliveries: o.maxDeliveries ?? 5,
+    deadLetterStream: o.deadLetterStream ?? `${o.stream}:dead`,
+    closeTimeoutMs: o.closeTimeoutMs ?? 30_000,
+    metrics: o.metrics,
+  };
+  if (resolved.deadLetterStream === resolved.stream) {
+    throw new ConfigError([{ path: 'redisStream.options.deadLetterStream', expected: '', message: `must differ from stream '${resolved.stream}'` }]);
+  }
+  return resolved;
+}
+
+export const CommitOptions = strict('CommitOptions', { stream: NonEmptyString }, {});
+/** Options of `commit()`. */
+export interface CommitOptions {
+  /** The output stream the answers are written to (`XADD`). */
+  stream: string;
+}

@@ -1,0 +1,457 @@
+// rxserve/streams against a real redis-server (started here on a free loopback port, stopped in
+// afterAll): exactly-once answers, the credit bound, consumers sharing a group, a consumer killed
+// mid-run, dead-lettering, stale commits, malformed bodies, close(), and bad options.
+import { execFileSync, spawn } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { Registry } from 'prom-client';
+import { filter, type Subscription } from 'rxjs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ConfigError, Model, modelRunner } from '../src/index.js';
+import { redisStream, type RedisStream } from '../src/streams/index.js';
+import { redisAvailable, startRedis, type RedisServer } from './support/redis.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Polls `check` until true; fails naming `what` after `timeoutMs`. */
+async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+class Double extends Model<{ n: number }, { n: number; doubled: number }> {
+  override predict(body: { n: number }) {
+    return { n: body.n, doubled: body.n * 2 };
+  }
+}
+const naive = (name = 'double') => modelRunner({ models: [{ endpointName: name, modelClass: Double, executionMechanism: 'naive' }] });
+
+describe('the rxserve/streams entry (built package)', () => {
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  const node = (args: string[]) => execFileSync(process.execPath, args, { cwd: root, encoding: 'utf8' }).trim();
+  it('loads through exports in ESM and CJS; its ConfigError is the root entry\'s class', () => {
+    const esm = node(['--input-type=module', '-e', `
+      import { redisStream } from 'rxserve/streams';
+      import { ConfigError } from 'rxserve';
+      let e; try { redisStream({}); } catch (x) { e = x; }
+      console.log(JSON.stringify([typeof redisStream, e instanceof ConfigError]));`]);
+    expect(JSON.parse(esm)).toEqual(['function', true]);
+    const cjs = node(['-e', `const { redisStream } = require('rxserve/streams'); console.log(typeof redisStream)`]);
+    expect(cjs).toBe('function');
+  });
+  it("importing 'rxserve' never loads ioredis; rxserve/streams loads it only when a stream is subscribed", () => {
+    const out = node(['--input-type=module', '-e', `
+      import { createRequire } from 'node:module';
+      await import('rxserve');
+      const { redisStream } = await import('rxserve/streams');
+      redisStream({ redis: 'redis://127.0.0.1:1', stream: 's', group: 'g' });
+      const require = createRequire(process.cwd() + '/');
+      const loaded = Object.keys(require.cache).some((k) => k.includes('/node_modules/ioredis/'));
+      console.log(JSON.stringify(loaded));`]);
+    expect(out).toBe('false');
+  });
+
+  it('without ioredis installed, subscribing errors events$ with a message saying how to install it', () => {
+    // A copy of the built package in a temp node_modules that has its dependencies but no ioredis.
+    const dir = mkdtempSync(join(tmpdir(), 'rxserve-no-ioredis-'));
+    try {
+      mkdirSync(join(dir, 'node_modules', 'rxserve'), { recursive: true });
+      cpSync(join(root, 'dist'), join(dir, 'node_modules', 'rxserve', 'dist'), { recursive: true });
+      cpSync(join(root, 'package.json'), join(dir, 'node_modules', 'rxserve', 'package.json'));
+      for (const dep of ['rxjs', 'io-ts', 'fp-ts', 'piscina', 'tslib']) {
+        if (existsSync(join(root, 'node_modules', dep))) symlinkSync(join(root, 'node_modules', dep), join(dir, 'node_modules', dep));
+      }
+      writeFileSync(join(dir, 'main.mjs'), `
+        import { redisStream } from 'rxserve/streams';
+        const requests = redisStream({ redis: 'redis://127.0.0.1:1', stream: 's', group: 'g' });
+        requests.events$.subscribe({ error: (e) => { console.log(e.name + ': ' + e.message); process.exit(0); } });`);
+      const out = execFileSync(process.execPath, ['main.mjs'], { cwd: dir, encoding: 'utf8', timeout: 20_000 }).trim();
+      expect(out).toBe("RxServeError: rxserve/streams needs the optional peer dependency 'ioredis': npm install ioredis@^6");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('redisStream options', () => {
+  const bad: [string, unknown, string][] = [
+    ['a missing stream', { redis: 'redis://127.0.0.1:1', group: 'g' }, 'redisStream.options.stream'],
+    ['maxInFlight 0', { redis: 'redis://127.0.0.1:1', stream: 's', group: 'g', maxInFlight: 0 }, 'redisStream.options.maxInFlight'],
+    ['a redis that is neither URL nor client', { redis: 42, stream: 's', group: 'g' }, 'redisStream.options.redis'],
+    ['an unknown field', { redis: 'redis://127.0.0.1:1', stream: 's', group: 'g', maxInflight: 3 }, 'redisStream.options.maxInflight'],
+    ['a bad startId', { redis: 'redis://127.0.0.1:1', stream: 's', group: 'g', startId: 'latest' }, 'redisStream.options.startId'],
+    ['claimIdleMs -1', { redis: 'redis://127.0.0.1:1', stream: 's', group: 'g', claimIdleMs: -1 }, 'redisStream.options.claimIdleMs'],
+    ['metrics without a registry', { redis: 'redis://127.0.0.1:1', stream: 's', group: 'g', metrics: {} }, 'redisStream.options.metrics.registry'],
+    ['deadLetterStream equal to stream', { redis: 'redis://127.0.0.1:1', stream: 's', group: 'g', deadLetterStream: 's' }, 'redisStream.options.deadLetterStream'],
+  ];
+  it.each(bad)('%s is a ConfigError naming the field', (_, options, path) => {
+    let error: unknown;
+    try {
+      redisStream(options as never);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).path).toBe(path);
+    expect((error as Error).message).toContain(path);
+  });
+  it('commit() without an output stream is a ConfigError naming commit.options.stream', () => {
+    const requests = redisStream({ redis: 'redis://127.0.0.1:1', stream: 's', group: 'g' });
+    expect(() => requests.commit({} as never)).toThrow(/redisStream\.commit\.options\.stream/);
+    return requests.close(); // never subscribed: nothing was opened
+  });
+});
+
+describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisStream against a real redis-server', () => {
+  let server: RedisServer;
+  let redis: Redis;
+  let n = 0;
+  /** Fresh stream, group and output names per test. */
+  const names = () => {
+    n++;
+    return { stream: `req${n}`, group: `g${n}`, out: `out${n}` };
+  };
+  const produce = async (stream: string, bodies: unknown[], field = 'body') => {
+    const ids: string[] = [];
+    for (let i = 0; i < bodies.length; i += 500) {
+      const pipe = redis.pipeline();
+      for (const b of bodies.slice(i, i + 500)) pipe.xadd(stream, '*', field, typeof b === 'string' ? b : JSON.stringify(b));
+      for (const [error, id] of (await pipe.exec())!) {
+        if (error) throw error;
+        ids.push(id as string);
+      }
+    }
+    return ids;
+  };
+  const answers = async (out: string) =>
+    (await redis.xrange(out, '-', '+')).map(([, fields]) => {
+      const f: Record<string, string> = {};
+      for (let i = 0; i < fields.length; i += 2) f[fields[i]] = fields[i + 1];
+      return f;
+    });
+  const pendingCount = async (stream: string, group: string, consumer?: string) => {
+    try {
+      if (!consumer) return Number(((await redis.xpending(stream, group)) as [number])[0]);
+      return ((await redis.xpending(stream, group, '-', '+', 10_000, consumer)) as unknown[]).length;
+    } catch (error) {
+      if (String(error).includes('NOGROUP')) return 0; // the consumer has not made its group yet
+      throw error;
+    }
+  };
+  const run = (requests: RedisStream, pipeline = naive(), out: string) => {
+    let completed = false;
+    const subscription = requests.events$.pipe(pipeline, requests.commit({ stream: out })).subscribe({ complete: () => (completed = true) });
+    return { subscription, completed: () => completed };
+  };
+
+  beforeAll(async () => {
+    server = await startRedis();
+    redis = new Redis(server.url);
+  });
+  afterAll(async () => {
+    await redis?.quit();
+    await server?.stop();
+  });
+
+  it('answers thousands of messages through a pipeline exactly once, leaves nothing pending, and counts them (stats and Prometheus)', async () => {
+    const { stream, group, out } = names();
+    const ids = await produce(stream, Array.from({ length: 3_000 }, (_, i) => ({ n: i })));
+    const registry = new Registry();
+    const requests = redisStream({ redis: server.url, stream, group, consumer: 'c1', metrics: { registry } });
+    const r = run(requests, naive(), out);
+    await until('3,000 commits', () => requests.stats().committed >= 3_000);
+    const text = await registry.metrics();
+    await requests.close();
+    expect(r.completed()).toBe(true);
+    const written = await answers(out);
+    expect(written).toHaveLength(3_000);
+    expect(new Set(written.map((a) => a.id))).toEqual(new Set(ids));
+    const byId = new Map(ids.map((id, i) => [id, i]));
+    for (const a of written) {
+      expect(a.error).toBeUndefined();
+      expect(JSON.parse(a.body)).toEqual({ n: byId.get(a.id), doubled: byId.get(a.id)! * 2 });
+    }
+    expect(await pendingCount(stream, group)).toBe(0);
+    expect(requests.stats()).toEqual({ read: 3_000, committed: 3_000, reclaimed: 0, deadLettered: 0, dropped: 0, pending: 0 });
+    expect(text).toContain(`rxserve_stream_messages_read_total{stream="${stream}",group="${group}",consumer="c1"} 3000`);
+    expect(text).toContain(`rxserve_stream_messages_committed_total{stream="${stream}",group="${group}",consumer="c1"} 3000`);
+    expect(text).toContain(`rxserve_stream_pending{stream="${stream}",group="${group}",consumer="c1"} 0`);
+  });
+
+  it('never holds more than maxInFlight uncommitted messages (in the pipeline or in Redis)', async () => {
+    const { stream, group, out } = names();
+    await produce(stream, Array.from({ length: 400 }, (_, i) => ({ n: i })));
+    let inModel = 0;
+    let maxInModel = 0;
+    let maxPendingSeen = 0;
+    const requests = redisStream({ redis: server.url, stream, group, consumer: 'c1', maxInFlight: 8, batchSize: 64 });
+    class Slow extends Model {
+      override async predict(body: { n: number }) {
+        maxInModel = Math.max(maxInModel, ++inModel);
+        maxPendingSeen = Math.max(maxPendingSeen, requests.stats().pending);
+        await sleep(2);
+        inModel--;
+        return body;
+      }
+    }
+    run(requests, modelRunner({ models: [{ endpointName: 'slow', modelClass: Slow, executionMechanism: 'asyncio' }], maxInFlight: 100 }), out);
+    let maxInRedis = 0;
+    while (requests.stats().committed < 400) {
+      maxInRedis = Math.max(maxInRedis, await pendingCount(stream, group, 'c1'));
+      if (requests.stats().committed < 400) await sleep(5);
+    }
+    await requests.close();
+    expect(maxInModel).toBeGreaterThan(1); // the bound was reached, not avoided
+    expect(maxInModel).toBeLessThanOrEqual(8);
+    expect(maxPendingSeen).toBeLessThanOrEqual(8);
+    expect(maxInRedis).toBeLessThanOrEqual(8);
+    expect((await answers(out)).length).toBe(400);
+  });
+
+  it('two consumers in one group share the work; every message is answered once', async () => {
+    const { stream, group, out } = names();
+    const ids = await produce(stream, Array.from({ length: 600 }, (_, i) => ({ n: i })));
+    class Slowish extends Model {
+      override async predict(body: unknown) {
+        await sleep(1);
+        return body;
+      }
+    }
+    const pipeline = () => modelRunner({ models: [{ endpointName: 'm', modelClass: Slowish, executionMechanism: 'asyncio' }] });
+    // Given clients speaking the other reply shapes: RESP2, and RESP3 maps as objects with numbers as strings.
+    const resp2 = new Redis(server.url, { protocol: 2 });
+    const resp3 = new Redis(server.url, { replyMapping: 'resp3', stringNumbers: true });
+    const a = redisStream({ redis: resp2, stream, group, consumer: 'a', maxInFlight: 16, batchSize: 8 });
+    const b = redisStream({ redis: resp3, stream, group, consumer: 'b', maxInFlight: 16, batchSize: 8 });
+    run(a, pipeline(), out);
+    run(b, pipeline(), out);
+    await until('600 commits', () => a.stats().committed + b.stats().committed >= 600);
+    await Promise.all([a.close(), b.close()]);
+    await Promise.all([resp2.quit(), resp3.quit()]);
+    expect(a.stats().committed).toBeGreaterThan(0);
+    expect(b.stats().committed).toBeGreaterThan(0);
+    const written = await answers(out);
+    expect(written).toHaveLength(600);
+    expect(new Set(written.map((w) => w.id))).toEqual(new Set(ids));
+    expect(await pendingCount(stream, group)).toBe(0);
+  });
+
+  it('a consumer process killed with SIGKILL mid-run: another reclaims its pending messages and every message is answered exactly once', async () => {
+    const { stream, group, out } = names();
+    const ids = await produce(stream, Array.from({ length: 300 }, (_, i) => ({ n: i })));
+    const fixture = new URL('./fixtures/streamConsumer.mjs', import.meta.url);
+    const child = spawn(process.execPath, [fixture.pathname, server.url, stream, group, 'victim', out, '20'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const exited = new Promise((r) => child.once('exit', r));
+    let read = 0;
+    child.stdout!.on('data', (d: Buffer) => {
+      const m = /read (\d+)\n$/.exec(d.toString());
+      if (m) read = Number(m[1]);
+    });
+    try {
+      await until('the victim to read 40 messages', () => read >= 40);
+    } finally {
+      child.kill('SIGKILL');
+      await exited;
+    }
+    const victimPending = await pendingCount(stream, group, 'victim');
+    expect(victimPending).toBeGreaterThan(0); // it died holding messages
+    const survivor = redisStream({ redis: server.url, stream, group, consumer: 'survivor', claimIdleMs: 300 });
+    run(survivor, naive(), out);
+    await until('every message answered', async () => (await redis.xlen(out)) >= 300);
+    await sleep(400); // a duplicate, were there one, would land now
+    await survivor.close();
+    const written = await answers(out);
+    expect(written.map((w) => w.id).sort()).toEqual([...ids].sort()); // each once
+    expect(survivor.stats().reclaimed).toBe(victimPending);
+    expect(await pendingCount(stream, group)).toBe(0);
+  });
+
+  it('a stalled consumer whose message was reclaimed does not answer it a second time (its commit is dropped and counted)', async () => {
+    const { stream, group, out } = names();
+    const [id] = await produce(stream, [{ n: 7 }]);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let stalledCalls = 0;
+    class Stalled extends Model {
+      override async predict(body: { n: number }) {
+        stalledCalls++;
+        await gate;
+        return { n: body.n, by: 'stalled' };
+      }
+    }
+    class Quick extends Model {
+      override predict(body: { n: number }) {
+        return { n: body.n, by: 'rescuer' };
+      }
+    }
+    const stalled = redisStream({ redis: server.url, stream, group, consumer: 'stalled', claimIdleMs: 60_000 });
+    run(stalled, modelRunner({ models: [{ endpointName: 'm', modelClass: Stalled, executionMechanism: 'asyncio' }] }), out);
+    await until('the stalled consumer to hold the message', () => stalledCalls === 1);
+    const rescuer = redisStream({ redis: server.url, stream, group, consumer: 'rescuer', claimIdleMs: 200 });
+    run(rescuer, modelRunner({ models: [{ endpointName: 'm', modelClass: Quick, executionMechanism: 'naive' }] }), out);
+    await until('the rescuer to answer', () => rescuer.stats().committed === 1);
+    release();
+    await until('the stalled commit to be settled', () => stalled.stats().dropped === 1);
+    await Promise.all([stalled.close(), rescuer.close()]);
+    const written = await answers(out);
+    expect(written).toEqual([{ id, body: JSON.stringify({ n: 7, by: 'rescuer' }) }]);
+    expect(stalled.stats()).toMatchObject({ read: 1, committed: 0, dropped: 1, pending: 0 });
+    expect(rescuer.stats()).toMatchObject({ read: 1, reclaimed: 1, committed: 1 });
+  });
+
+  it('a message delivered maxDeliveries times goes to the dead-letter stream with its fields, id and deliveries, acknowledged', async () => {
+    const { stream, group, out } = names();
+    await redis.xgroup('CREATE', stream, group, '0', 'MKSTREAM');
+    const [poison] = await produce(stream, [{ n: 1, poison: true }]);
+    // Two consumers that took it and died (the second one reclaimed it from the first).
+    await redis.xreadgroup('GROUP', group, 'crashed-1', 'COUNT', 1, 'STREAMS', stream, '>');
+    await redis.xclaim(stream, group, 'crashed-2', 0, poison);
+    const [good] = await produce(stream, [{ n: 2 }]);
+    await sleep(250);
+    const requests = redisStream({ redis: server.url, stream, group, consumer: 'c', claimIdleMs: 200, maxDeliveries: 2 });
+    run(requests, naive(), out);
+    await until('the dead letter and the good answer', () => requests.stats().deadLettered === 1 && requests.stats().committed === 1);
+    await requests.close();
+    const dead = await redis.xrange(`${stream}:dead`, '-', '+');
+    expect(dead).toHaveLength(1);
+    expect(dead[0][1]).toEqual(['body', JSON.stringify({ n: 1, poison: true }), 'id', poison, 'deliveries', '2']);
+    expect((await answers(out)).map((a) => a.id)).toEqual([good]); // the poison message never reached the pipeline again
+    expect(await pendingCount(stream, group)).toBe(0);
+    expect(requests.stats()).toMatchObject({ read: 1, reclaimed: 0, deadLettered: 1 });
+  });
+
+  it('a message with a missing or non-JSON body field is answered with a TypeError naming the field; others are unaffected', async () => {
+    const { stream, group, out } = names();
+    const [notJson] = await produce(stream, ['{"n": oops'], 'body');
+    const [missing] = await produce(stream, [{ n: 1 }], 'payload');
+    const [good] = await produce(stream, [{ n: 3 }]);
+    const requests = redisStream({ redis: server.url, stream, group, consumer: 'c' });
+    run(requests, naive(), out);
+    await until('three commits', () => requests.stats().committed === 3);
+    await requests.close();
+    const byId = new Map((await answers(out)).map((a) => [a.id, a]));
+    expect(byId.get(notJson)!.error).toMatch(/^TypeError: redisStream: message \S+ field 'body' is not valid JSON/);
+    expect(byId.get(missing)!.error).toMatch(/^TypeError: redisStream: message \S+ has no field 'body'/);
+    expect(JSON.parse(byId.get(good)!.body)).toEqual({ n: 3, doubled: 6 });
+    expect(byId.get(good)!.error).toBeUndefined();
+    expect(await pendingCount(stream, group)).toBe(0);
+  });
+
+  it('close() under load: events$ completes, what was in flight is committed, nothing stays pending, the rest is left for others; a given client stays open', async () => {
+    const { stream, group, out } = names();
+    const ids = await produce(stream, Array.from({ length: 1_000 }, (_, i) => ({ n: i })));
+    const given = new Redis(server.url);
+    let calls = 0;
+    let closed: Promise<void> | undefined;
+    let pendingAtClose = 0;
+    try {
+      const first = redisStream({ redis: given, stream, group, consumer: 'first', maxInFlight: 64 });
+      class Slow extends Model {
+        override async predict(body: unknown) {
+          // close() from inside the pipeline, so messages are certainly in flight when it starts.
+          if (++calls === 150) {
+            pendingAtClose = first.stats().pending;
+            closed = first.close();
+          }
+          await sleep(3);
+          return body;
+        }
+      }
+      const r = run(first, modelRunner({ models: [{ endpointName: 'm', modelClass: Slow, executionMechanism: 'asyncio' }], maxInFlight: 64 }), out);
+      await until('close() to be called', () => closed !== undefined);
+      await closed;
+      expect(pendingAtClose).toBeGreaterThan(0);
+      expect(r.completed()).toBe(true);
+      expect(first.stats().pending).toBe(0);
+      expect(await pendingCount(stream, group, 'first')).toBe(0);
+      expect(first.stats().committed).toBe(first.stats().read);
+      expect(await given.ping()).toBe('PONG'); // not ours to close
+      const second = redisStream({ redis: server.url, stream, group, consumer: 'second' });
+      run(second, naive(), out);
+      await until('the rest answered', () => first.stats().committed + second.stats().committed >= 1_000);
+      await second.close();
+      const written = await answers(out);
+      expect(written.map((w) => w.id).sort()).toEqual([...ids].sort());
+    } finally {
+      await given.quit();
+    }
+  });
+
+  it('a consumer restarted under the same name first answers the messages it held in its earlier life', async () => {
+    const { stream, group, out } = names();
+    await redis.xgroup('CREATE', stream, group, '0', 'MKSTREAM');
+    const held = await produce(stream, [{ n: 1 }, { n: 2 }, { n: 3 }]);
+    await redis.xreadgroup('GROUP', group, 'same', 'COUNT', 3, 'STREAMS', stream, '>'); // then it died
+    const [fresh] = await produce(stream, [{ n: 4 }]);
+    const requests = redisStream({ redis: server.url, stream, group, consumer: 'same' });
+    run(requests, naive(), out);
+    await until('four commits', () => requests.stats().committed === 4);
+    await requests.close();
+    expect((await answers(out)).map((a) => a.id)).toEqual([...held, fresh]);
+    expect(requests.stats()).toMatchObject({ read: 4, reclaimed: 0 });
+    expect(await pendingCount(stream, group)).toBe(0);
+  });
+
+  it('Redis crashing mid-run (SIGKILL, started again empty on the same port): the consumer reconnects, makes its group again and answers what Redis holds', async () => {
+    const own = await startRedis();
+    const client = new Redis(own.url, { maxRetriesPerRequest: null });
+    client.on('error', () => undefined);
+    let second: RedisServer | undefined;
+    try {
+      for (let i = 0; i < 50; i++) await client.xadd('req', '*', 'body', JSON.stringify({ n: i }));
+      class Slow extends Model {
+        override async predict(body: unknown) {
+          await sleep(10);
+          return body;
+        }
+      }
+      const requests = redisStream({ redis: own.url, stream: 'req', group: 'g', consumer: 'c', blockMs: 200, maxInFlight: 8 });
+      run(requests, modelRunner({ models: [{ endpointName: 'm', modelClass: Slow, executionMechanism: 'asyncio' }] }), 'out');
+      await until('the first answers', async () => (await client.xlen('out')) >= 10);
+      await own.kill(); // mid-run, messages in flight; with --save '' everything is gone
+      expect(requests.stats().pending).toBeGreaterThan(0);
+      await sleep(300);
+      second = await startRedis(own.port);
+      const after: string[] = [];
+      for (let i = 0; i < 50; i++) after.push((await client.xadd('req', '*', 'body', JSON.stringify({ n: 100 + i })))!);
+      await until('the answers after the restart', async () => (await client.xlen('out')) === after.length);
+      await requests.close();
+      const written = (await client.xrange('out', '-', '+')).map(([, f]) => f[1]);
+      expect(written).toEqual(after);
+      expect(requests.stats().pending).toBe(0); // what was in flight at the crash was settled (dropped: Redis lost it)
+      expect(Number(((await client.xpending('req', 'g')) as [number])[0])).toBe(0);
+    } finally {
+      client.disconnect();
+      await second?.stop();
+      await own.stop();
+    }
+  });
+
+  it('events$ takes one subscription; a second gets an error, not a second reader', async () => {
+    const { stream, group } = names();
+    const requests = redisStream({ redis: server.url, stream, group });
+    const first: Subscription = requests.events$.subscribe();
+    let error: unknown;
+    requests.events$.subscribe({ error: (e) => (error = e) });
+    expect(String(error)).toMatch(/events\$ takes one subscription/);
+    first.unsubscribe();
+    await requests.close();
+  });
+
+  it('an answer dropped by the pipeline does not block close() past closeTimeoutMs', async () => {
+    const { stream, group, out } = names();
+    await produce(stream, [{ n: 1 }, { n: 2 }]);
+    const requests = redisStream({ redis: server.url, stream, group, consumer: 'c', closeTimeoutMs: 300 });
+    requests.events$.pipe(filter((e) => (e.body as { n: number }).n === 1), requests.commit({ stream: out })).subscribe();
+    await until('one commit', () => requests.stats().committed === 1 && requests.stats().read === 2);
+    const t0 = Date.now();
+    await requests.close();
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(await pendingCount(stream, group, 'c')).toBe(1); // left for another consumer to reclaim
+  });
+});
