@@ -73,3 +73,4 @@ export {
   type ServeOptions,
   type RxservePluginOptions,
 } from './serve/index.js';
+export { loadGraph, type LoadGraphOptions, type LoadedGraph } from './spec/load.js';
