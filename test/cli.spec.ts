@@ -6,7 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
+import { redisAvailable, startRedis } from './support/redis.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const bin = join(root, 'bin/rxserve.mjs');
@@ -164,6 +166,45 @@ describe('rxserve serve', () => {
     } finally {
       blocker.kill('SIGTERM');
       await once(blocker, 'exit');
+    }
+  });
+});
+
+describe.runIf(redisAvailable('rxserve serve with a source (test/cli.spec.ts)'))('rxserve serve with a Redis source', () => {
+  it('consumes the request stream, commits answers to the output stream, and exits 0 on SIGTERM', async () => {
+    const redis = await startRedis();
+    const client = new Redis(redis.url);
+    const file = join(dir, 'source.yaml');
+    writeFileSync(
+      file,
+      `steps:
+  - modelRunner:
+      models:
+        - { endpointName: double, modelClass: { module: ${JSON.stringify(join(fixtures, 'models.mjs'))}, export: Times }, executionMechanism: naive, params: { factor: 2 } }
+source:
+  redis: { url: ${redis.url}, stream: requests, group: doublers, blockMs: 100 }
+  output: answers
+`,
+    );
+    const child = spawn(process.execPath, [bin, 'serve', file], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = once(child, 'exit');
+    let stderr = '';
+    child.stderr!.on('data', (chunk) => (stderr += chunk));
+    try {
+      const [first] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
+      // Only a source: no HTTP, the Redis URL instead.
+      expect(first).toBe(`rxserve listening on ${redis.url} (stream requests, group doublers)`);
+      const id = await client.xadd('requests', '*', 'body', '21');
+      const reply = (await client.xread('BLOCK', 10_000, 'STREAMS', 'answers', '0')) as [string, [string, string[]][]][] | null;
+      const fields = reply?.[0][1][0][1] ?? [];
+      expect(fields).toEqual(['id', id, 'body', '42']);
+      child.kill('SIGTERM');
+      const [code] = (await exited) as [number | null];
+      expect(code, stderr).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+      client.disconnect();
+      await redis.stop();
     }
   });
 });
