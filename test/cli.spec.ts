@@ -103,17 +103,16 @@ describe('rxserve test', () => {
 
 describe('rxserve arguments, help and schema', () => {
   it('--help for the command and each subcommand exits 0; bad arguments exit 2', async () => {
-    for (const args of [['--help'], ['serve', '--help'], ['test', '-h'], ['validate', '--help'], ['schema', '--help']]) {
-      const result = await rxserve(...args);
-      expect(result.code, args.join(' ')).toBe(0);
-      expect(result.stdout).toContain('Usage: rxserve');
-    }
-    expect(await rxserve()).toMatchObject({ code: 2 });
-    expect((await rxserve('deploy')).stderr).toContain("unknown command 'deploy'");
-    expect(await rxserve('serve')).toMatchObject({ code: 2 });
-    expect((await rxserve('serve', slowSpec, '--prot', '1')).code).toBe(2);
-    expect((await rxserve('serve', slowSpec, '--port', 'x')).stderr).toContain('--port');
-    expect((await rxserve('validate', slowSpec, '--port', '1')).code).toBe(2);
+    const helps = [['--help'], ['serve', '--help'], ['test', '-h'], ['validate', '--help'], ['schema', '--help']];
+    const bad = [[], ['deploy'], ['serve'], ['serve', slowSpec, '--prot', '1'], ['serve', slowSpec, '--port', 'x'], ['validate', slowSpec, '--port', '1']];
+    const results = await Promise.all([...helps, ...bad].map((args) => rxserve(...args)));
+    helps.forEach((args, i) => {
+      expect(results[i].code, args.join(' ')).toBe(0);
+      expect(results[i].stdout).toContain('Usage: rxserve');
+    });
+    bad.forEach((args, i) => expect(results[helps.length + i].code, args.join(' ')).toBe(2));
+    expect(results[helps.length + 1].stderr).toContain("unknown command 'deploy'");
+    expect(results[helps.length + 4].stderr).toContain('--port');
   });
 
   it('schema prints the JSON Schema (draft 2020-12)', async () => {
