@@ -1,4 +1,5 @@
 // Declarative graphs (DESIGN §14): every field through loadGraph, the same graph by hand, bad specs, the JSON Schema.
+import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -186,6 +187,28 @@ describe('loadGraph: every field of a spec', () => {
     const loaded = await loadGraph(json);
     expect((await lastValueFrom(from([toEvent({ n: 2 })]).pipe(loaded.pipeline, toArray())))[0].error?.name).toBe('RouteNotFoundError');
     await loaded.graph.close();
+  });
+});
+
+describe('loadGraph from the built package', () => {
+  it("require('rxserve').loadGraph imports a spec's .mjs modules too (the CommonJS build)", () => {
+    const root = fileURLToPath(new URL('..', import.meta.url));
+    const out = execFileSync(
+      process.execPath,
+      [
+        '-e',
+        `const { loadGraph, toEvent } = require('rxserve');
+         const { from, lastValueFrom } = require('rxjs');
+         loadGraph({ steps: [{ step: { module: './functions.mjs', export: 'tagLow' } }] }, { baseDir: ${JSON.stringify(fixtures)} })
+           .then(async ({ graph, pipeline }) => {
+             const out = await lastValueFrom(from([toEvent({ n: 1 })]).pipe(pipeline));
+             console.log(JSON.stringify(out.body));
+             await graph.close();
+           });`,
+      ],
+      { cwd: root, encoding: 'utf8' },
+    );
+    expect(JSON.parse(out)).toEqual({ n: 1, tag: 'low' });
   });
 });
 
