@@ -188,7 +188,7 @@ export async function buildSpec(read: ReadSpec): Promise<LoadedGraph> {
     spec.sharedModels?.forEach(({ modelArtifact: artifactSpec, modelClass, ...shared }, i) => {
       const at = `sharedModels[${i}]`;
       const artifact = artifactOf(artifactSpec, baseDir, `${at}.modelArtifact`);
-      at_(at, ['addSharedModel'], () =>
+      atPath(at, ['addSharedModel'], () =>
         g.addSharedModel({
           ...shared,
           modelClass: typeof modelClass === 'string' ? modelClass : resolveModuleRef(modelClass, baseDir, `${at}.modelClass`),
@@ -242,7 +242,7 @@ async function buildStep(graph: Graph, spec: StepSpec, at: string, baseDir: stri
       // Checked now, with the spec's path: a name not registered, a class that cannot be built.
       resolveSelector(resolved, rest.selectorParams, `${path}.selector`);
     }
-    return at_(path, ['modelRunner', rest.name ?? 'model_runner'], () =>
+    return atPath(path, ['modelRunner', rest.name ?? 'model_runner'], () =>
       graph.modelRunner({ ...rest, models: entries, ...(resolved !== undefined ? { selector: resolved } : {}), ...(pool ? { pool } : {}) }),
     );
   }
@@ -260,25 +260,25 @@ async function buildStep(graph: Graph, spec: StepSpec, at: string, baseDir: stri
     for (const [route, routeSteps] of Object.entries(routes)) {
       built[route] = await buildSteps(graph, routeSteps, `${path}.routes.${route}`, baseDir);
     }
-    return at_(path, ['router'], () => graph.router({ ...rest, key: keyFn, routes: built }));
+    return atPath(path, ['router'], () => graph.router({ ...rest, key: keyFn, routes: built }));
   }
   if (spec.step !== undefined) {
     const { module, export: name, ...options } = spec.step;
     const path = `${at}.step`;
     const fn = await importFunction({ module, ...(name ? { export: name } : {}) }, baseDir, path, 'a function (input, context) => result');
-    return at_(path, ['step'], () => functionStep(fn, options));
+    return atPath(path, ['step'], () => functionStep(fn, options));
   }
   const { module, export: name, ...options } = spec.onError!;
   const path = `${at}.onError`;
   const handler = await importFunction({ module, ...(name ? { export: name } : {}) }, baseDir, path, 'a function (erroredEvent, context) => event or body');
-  return at_(path, ['onError'], () => onError(handler, options));
+  return atPath(path, ['onError'], () => onError(handler, options));
 }
 
 function modelEntry(graph: Graph, spec: ModelSpec | ProxySpec, at: string, baseDir: string): ModelEntry {
   const { modelArtifact: artifactSpec, ...rest } = spec;
   const artifact = artifactOf(artifactSpec, baseDir, `${at}.modelArtifact`);
   if ('sharedModelName' in rest) {
-    return at_(at, ['sharedModelProxy'], () => graph.sharedModelProxy({ ...rest, ...(artifact !== undefined ? { modelArtifact: artifact } : {}) }));
+    return atPath(at, ['sharedModelProxy'], () => graph.sharedModelProxy({ ...rest, ...(artifact !== undefined ? { modelArtifact: artifact } : {}) }));
   }
   const m = rest as Omit<ModelSpec, 'modelArtifact'>;
   return {
@@ -295,7 +295,7 @@ function modelEntry(graph: Graph, spec: ModelSpec | ProxySpec, at: string, baseD
 function artifactOf(artifact: string | object | undefined, baseDir: string, path: string): ModelArtifact | LLMPromptArtifact | undefined {
   if (artifact === undefined) return undefined;
   if (typeof artifact === 'object') {
-    return at_(path, ['modelArtifact', 'llmPromptArtifact'], () =>
+    return atPath(path, ['modelArtifact', 'llmPromptArtifact'], () =>
       'model' in artifact ? llmPromptArtifact(artifact as LLMPromptArtifact) : modelArtifact(artifact as ModelArtifact),
     );
   }
@@ -317,7 +317,7 @@ function artifactOf(artifact: string | object | undefined, baseDir: string, path
  * Runs a builder of the graph or an operator and gives its ConfigError the spec's path: an issue
  * at `modelRunner.models[0]` (or at one of `prefixes`) becomes one at `<at>.models[0]`.
  */
-function at_<T>(at: string, prefixes: readonly string[], build: () => T): T {
+function atPath<T>(at: string, prefixes: readonly string[], build: () => T): T {
   try {
     return build();
   } catch (error) {
