@@ -76,3 +76,4 @@ export {
   type ServeOptions,
   type RxservePluginOptions,
 } from './serve/index.js';
+export { loadGraph, type LoadGraphOptions, type LoadedGraph } from './spec/load.js';
