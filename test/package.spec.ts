@@ -61,6 +61,21 @@ describe('the built package', () => {
     expect(JSON.parse(out)).toEqual([true, true, 'function']);
   });
 
+  it('CJS: a model class given as { module: file: URL of an .mjs } loads in process (a real import(), not require())', () => {
+    const fixture = new URL('./fixtures/workerModels.mjs', import.meta.url).href;
+    const out = node([
+      '-e',
+      `
+      const { from, lastValueFrom, toArray } = require('rxjs');
+      const { modelRunner, asEvents } = require('rxserve');
+      const models = [{ endpointName: 'a', modelClass: { module: '${fixture}', export: 'Affine' }, executionMechanism: 'asyncio', params: { a: 2, b: 1 } }];
+      lastValueFrom(from([{ x: 1 }]).pipe(asEvents(), modelRunner({ models }), toArray()))
+        .then((out) => console.log(JSON.stringify(out.map((e) => (e.error ? String(e.error) : e.body)))), (e) => console.log(JSON.stringify(String(e))));
+      `,
+    ]);
+    expect(JSON.parse(out)).toEqual([{ y: 3 }]);
+  });
+
   it('rxserve/llm (ESM and CJS): the LLM helpers, which the root no longer exports', () => {
     const esm = node([
       '--input-type=module',

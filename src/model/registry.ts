@@ -104,6 +104,21 @@ export function modelClassName(ref: ModelClassRef): string {
   return `${ref.module}#${ref.export ?? 'default'}`;
 }
 
+// In the CommonJS build the bundler turns `import(x)` into `require(x)`, which takes no `file:` URL
+// and cannot load an ES module on Node 20: there, a real import() made at run time takes over.
+const runtimeImport = new Function('specifier', 'return import(specifier)') as (specifier: string) => Promise<Record<string, unknown>>;
+
+/** `import(specifier)` that also works from the CommonJS build (see above). */
+export async function importModule(specifier: string): Promise<Record<string, unknown>> {
+  try {
+    return (await import(specifier)) as Record<string, unknown>;
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code === 'MODULE_NOT_FOUND' || code === 'ERR_REQUIRE_ESM') return runtimeImport(specifier);
+    throw error;
+  }
+}
+
 /**
  * Resolves a class reference to a class: synchronously for classes and names registered to
  * classes, through a dynamic `import()` for module references. Failures are `ModelLoadError`s
@@ -130,7 +145,7 @@ export async function importModelClass(ref: ModuleRef, endpointName: string): Pr
   const specifier = isAbsolute(ref.module) ? pathToFileURL(ref.module).href : ref.module;
   let namespace: Record<string, unknown>;
   try {
-    namespace = (await import(specifier)) as Record<string, unknown>;
+    namespace = await importModule(specifier);
   } catch (cause) {
     throw new ModelLoadError(endpointName, `cannot import module '${ref.module}': ${(cause as Error).message}`, {
       cause,

@@ -3,21 +3,8 @@ import { existsSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ConfigError, toError } from '../errors.js';
+import { importModule } from '../model/registry.js';
 import type { ModuleRef } from './codecs.js';
-
-// In the CommonJS build the bundler turns `import(x)` into `require(x)`, which takes no `file:` URL
-// and cannot load an ES module on Node 20: there, a real import() made at run time takes over.
-const runtimeImport = new Function('specifier', 'return import(specifier)') as (specifier: string) => Promise<Record<string, unknown>>;
-
-async function importModule(specifier: string): Promise<Record<string, unknown>> {
-  try {
-    return (await import(specifier)) as Record<string, unknown>;
-  } catch (error) {
-    const code = (error as { code?: string }).code;
-    if (code === 'MODULE_NOT_FOUND' || code === 'ERR_REQUIRE_ESM') return runtimeImport(specifier);
-    throw error;
-  }
-}
 
 /**
  * What `import()` should load for `specifier`: a relative path (`./x.mjs`, `../x.mjs`) resolved
