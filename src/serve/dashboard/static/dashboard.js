@@ -136,10 +136,10 @@ function drawTables(snapshot) {
 const COLORS = ['#2f81f7', '#3fb950', '#d29922', '#a371f7', '#ff7b72', '#39c5cf', '#db61a2', '#8b949e'];
 
 function makeCharts(endpoints) {
-  const width = Math.max(380, Math.min(560, ($('#charts').clientWidth - 40) / 2));
   const make = (id, label) => {
     const target = document.getElementById(id);
     target.replaceChildren();
+    const width = Math.max(300, target.clientWidth);
     return new uPlot(
       {
         width,
