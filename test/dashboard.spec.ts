@@ -2,6 +2,9 @@
 // A graph with three endpoints is served on loopback with an API key; traffic with errors and
 // QueueFullError rejections flows while the page is open, and what the page shows is checked
 // against a Prometheus scrape of the same graph.
+import { existsSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,7 +21,10 @@ type Row = { dataset: Record<string, string | undefined> };
 
 const KEY = 'dashboard-test-key';
 const ENDPOINTS = { score: 'scorer', check: 'checker', advice: 'advisor' } as const;
-const SCREENSHOT = fileURLToPath(new URL('../docs/dashboard.png', import.meta.url));
+// docs/dashboard.png is committed: rewritten only when absent or with RXSERVE_UPDATE_SCREENSHOT=1.
+const DOCS_SCREENSHOT = fileURLToPath(new URL('../docs/dashboard.png', import.meta.url));
+const SCREENSHOT =
+  process.env.RXSERVE_UPDATE_SCREENSHOT === '1' || !existsSync(DOCS_SCREENSHOT) ? DOCS_SCREENSHOT : join(tmpdir(), `rxserve-dashboard-${process.pid}.png`);
 const run = browserAvailable('dashboard.spec');
 
 /** The counters of one moment, as the page or Prometheus shows them. */
@@ -184,6 +190,8 @@ describe.runIf(run)('dashboard in Chromium', () => {
     // Charts have drawn: one canvas per chart.
     expect(await page.locator('#charts canvas').count()).toBe(3);
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
+    expect(existsSync(SCREENSHOT)).toBe(true);
+    if (SCREENSHOT !== DOCS_SCREENSHOT) rmSync(SCREENSHOT);
     stop = true;
     await Promise.all([traffic, sampler]);
   }, 45_000);
