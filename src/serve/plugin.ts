@@ -64,7 +64,8 @@ const requestIds = new WeakMap<FastifyRequest, string>();
  * your other routes): `POST /*` (each JSON body becomes an event of `pipeline`, answered with the
  * output event's body or `{ "error": "<Name>: <message>" }` with the status of §11),
  * `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2/models`, `GET /v2/models/<name>` and
- * `GET /v2/models/<name>/ready`. Only `application/json` bodies are accepted (else 415), with
+ * `GET /v2/models/<name>/ready`, and with `dashboard: true` the live page `GET /dashboard`
+ * (docs/dashboard.md). Only `application/json` bodies are accepted (else 415), with
  * fastify's prototype-poisoning guard (400) and a body limit (413). Closing the app answers the
  * requests in flight (new ones get 503), then closes the pipeline and the graph.
  *

@@ -16,6 +16,8 @@ export const DASHBOARD_INTERVAL_MS = 1000;
 export const DASHBOARD_WINDOW_SECONDS = 10;
 /** The cookie a signed-in browser presents (a session token, never the API key itself). */
 export const DASHBOARD_COOKIE = 'rxserve_dashboard';
+/** What an events client may leave unread before its stream is ended. */
+const MAX_BUFFERED_BYTES = 1024 * 1024;
 const SESSION_MS = 12 * 60 * 60 * 1000;
 const MAX_SESSIONS = 1000;
 
@@ -107,7 +109,11 @@ export async function registerDashboard(app: FastifyInstance, options: Dashboard
   const tick = (): void => {
     if (clients.size === 0) return;
     const text = message(false);
-    for (const client of clients) client.write(text);
+    for (const client of clients) {
+      // A browser that stopped reading is let go rather than buffered for without bound (it reconnects).
+      if (client.writableLength > MAX_BUFFERED_BYTES) client.end();
+      else client.write(text);
+    }
   };
 
   app.addHook('preClose', (done) => {
