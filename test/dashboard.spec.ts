@@ -70,8 +70,8 @@ describe.runIf(run)('dashboard in Chromium', () => {
   let exporter: PrometheusExporter;
   let browser: { context: BrowserContext; close(): Promise<void> };
   let page: Page;
-  /** Prometheus scrapes taken every 100 ms while traffic flows: when, and the figures. */
-  const scrapes: { at: number; figures: Figures }[] = [];
+  /** Prometheus scrapes taken every 100 ms while traffic flows: when they started and ended, and the figures. */
+  const scrapes: { start: number; end: number; figures: Figures }[] = [];
   let traffic: Promise<void> | undefined;
   let stop = false;
 
@@ -158,8 +158,9 @@ describe.runIf(run)('dashboard in Chromium', () => {
     traffic = sendTraffic().then(() => undefined);
     const sampler = (async () => {
       while (!stop) {
-        const at = Date.now();
-        scrapes.push({ at, figures: parseScrape(await exporter.metrics()) });
+        const start = Date.now();
+        const figures = parseScrape(await exporter.metrics());
+        scrapes.push({ start, end: Date.now(), figures });
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
     })();
@@ -175,8 +176,8 @@ describe.runIf(run)('dashboard in Chromium', () => {
     // Within one refresh: the page's figure lies between the scrapes just before and just after its snapshot.
     await new Promise((resolve) => setTimeout(resolve, 300));
     for (const shown of [second, third]) {
-      const before = scrapes.filter((s) => s.at <= shown.at).at(-1);
-      const after = scrapes.find((s) => s.at > shown.at);
+      const before = scrapes.filter((s) => s.end < shown.at).at(-1);
+      const after = scrapes.find((s) => s.start > shown.at);
       expect(before && after, 'scrapes around the snapshot').toBeTruthy();
       for (const kind of ['requests', 'errors', 'rejected'] as const) {
         for (const [name, value] of Object.entries(shown[kind])) {
