@@ -160,7 +160,7 @@ describe('the built package', () => {
       const [command, args] = existsSync('/usr/bin/nice') ? ['/usr/bin/nice', ['-n', '19', 'npm']] : ['npm', []];
       await promisify(execFile)(command, [...args, 'pack', '--dry-run'], { cwd: checkout, env: { ...process.env, npm_config_loglevel: 'error', RXSERVE_BUILD_DTS: '0' } });
       const files = packedFiles(checkout);
-      for (const built of ['dist/index.js', 'dist/index.cjs', 'dist/operators/index.js', 'dist/testing/index.js', 'dist/execution/processWorker.js']) {
+      for (const built of ['dist/index.js', 'dist/index.cjs', 'dist/operators/index.js', 'dist/testing/index.js', 'dist/execution/processWorker.js', 'dist/dashboard/index.html', 'dist/dashboard/uPlot.esm.js', 'dist/dashboard/uPlot.LICENSE']) {
         expect(files, built).toContain(built);
       }
       const absolute = files.filter((f) => f.endsWith('.map')).filter((f) => readFileSync(join(checkout, f), 'utf8').includes(checkout));

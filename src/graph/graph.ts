@@ -17,6 +17,7 @@ import {
   GraphMonitor,
   MONITORING,
   type LaneStats,
+  type GraphShape,
   type Monitored,
   type MonitoringSource,
   type StepStats,
@@ -125,6 +126,33 @@ export class Graph implements SessionProvider, Monitored {
       unobserve: (observer) => void monitor.observers.delete(observer),
       laneStats: () => this.laneStats(),
       stepStats: () => this.stepStats(),
+      describe: () => this.#describe(),
+    };
+  }
+
+  /** The shape exporters draw: steps → models (mechanism), proxies → shared models, routers → routes. */
+  #describe(): GraphShape {
+    const routers = new Map<string, string[]>();
+    for (const info of this.#entries.values()) {
+      if (info.executionMechanism === undefined) routers.set(info.step, [...(routers.get(info.step) ?? []), info.endpointName]);
+    }
+    return {
+      graph: this.name,
+      steps: this.#steps.map((step) => ({
+        step: step.step,
+        models: step.models.map((m) => ({
+          endpointName: m.endpointName,
+          modelClass: modelClassName(m.modelClass),
+          executionMechanism: m.executionMechanism,
+          ...(m.sharedModelName !== undefined ? { sharedModelName: m.sharedModelName } : {}),
+        })),
+      })),
+      sharedModels: [...this.#shared.values()].map(({ entry }) => ({
+        name: entry.endpointName,
+        modelClass: modelClassName(entry.modelClass),
+        executionMechanism: entry.executionMechanism,
+      })),
+      routers: [...routers].map(([step, routes]) => ({ step, routes })),
     };
   }
 

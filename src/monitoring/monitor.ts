@@ -51,6 +51,24 @@ export interface StepStats {
   readonly rejected: number;
 }
 
+/** The graph's shape, for a diagram: steps and their models, shared models and their proxies. */
+export interface GraphShape {
+  readonly graph: string;
+  readonly steps: readonly {
+    readonly step: string;
+    readonly models: readonly {
+      readonly endpointName: string;
+      readonly modelClass: string;
+      readonly executionMechanism: string;
+      /** For a proxy (`shared_executor`): the shared model it reaches. */
+      readonly sharedModelName?: string;
+    }[];
+  }[];
+  readonly sharedModels: readonly { readonly name: string; readonly modelClass: string; readonly executionMechanism: string }[];
+  /** Router steps and their routes (endpoint names). */
+  readonly routers: readonly { readonly step: string; readonly routes: readonly string[] }[];
+}
+
 /** The key under which a graph hands exporters its monitoring; a symbol, so no public member. */
 export const MONITORING: unique symbol = Symbol.for('rxserve.monitoring');
 
@@ -63,6 +81,8 @@ export interface MonitoringSource {
   laneStats(): LaneStats[];
   /** Intake figures per running step. */
   stepStats(): StepStats[];
+  /** The graph's steps, models (with mechanism), shared models and proxies. */
+  describe(): GraphShape;
 }
 
 /** Something exporters can watch: a graph made by `createGraph()`. */

@@ -1,6 +1,6 @@
 // Prometheus metrics through prom-client (an optional peer dependency, loaded only when used).
 import { decodeOrThrow, guard, strict } from '../config.js';
-import { callUsage } from '../llm/usage.js';
+import { acquireAggregates, type EndpointTotals } from './aggregates.js';
 import { MONITORING, isMonitored, type EventReport, type Monitored, type MonitorObserver } from './monitor.js';
 
 const MonitoredCodec = guard<Monitored>('a graph made by createGraph()', isMonitored);
@@ -61,11 +61,23 @@ export async function prometheusExporter(
   const registry = options.registry ?? new client.Registry();
   const prefix = options.prefix ?? 'rxserve_';
   const labelNames = ['endpoint', 'step'] as const;
-  const requests = new client.Counter({
+  // Requests and tokens are read at scrape time from the graph's aggregates (what the dashboard
+  // shows too); after detach() the last figures stay.
+  const held = acquireAggregates(graph);
+  let frozen: EndpointTotals[] | undefined;
+  const totals = (): readonly EndpointTotals[] => frozen ?? held.aggregates.totals();
+  new client.Counter({
     name: `${prefix}model_requests_total`,
     help: 'Model calls by endpoint, step and outcome (success or error)',
     labelNames: [...labelNames, 'outcome'],
     registers: [registry],
+    collect(this: import('prom-client').Counter<string>) {
+      this.reset();
+      for (const t of totals()) {
+        if (t.requests > t.errors) this.inc({ endpoint: t.endpoint, step: t.step, outcome: 'success' }, t.requests - t.errors);
+        if (t.errors > 0) this.inc({ endpoint: t.endpoint, step: t.step, outcome: 'error' }, t.errors);
+      }
+    },
   });
   const latency = new client.Histogram({
     name: `${prefix}model_latency_seconds`,
@@ -74,11 +86,19 @@ export async function prometheusExporter(
     buckets: options.buckets ?? [0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [registry],
   });
-  const tokens = new client.Counter({
+  new client.Counter({
     name: `${prefix}llm_tokens_total`,
     help: 'LLM tokens by endpoint and kind (prompt or completion)',
     labelNames: ['endpoint', 'step', 'kind'],
     registers: [registry],
+    collect(this: import('prom-client').Counter<string>) {
+      this.reset();
+      for (const t of totals()) {
+        if (!t.usageReported) continue;
+        this.inc({ endpoint: t.endpoint, step: t.step, kind: 'prompt' }, t.promptTokens);
+        this.inc({ endpoint: t.endpoint, step: t.step, kind: 'completion' }, t.completionTokens);
+      }
+    },
   });
   const lanes = (pick: 'inFlight' | 'queued') =>
     function (this: import('prom-client').Gauge<string>) {
@@ -129,19 +149,10 @@ export async function prometheusExporter(
       for (const step of graph[MONITORING].stepStats()) this.inc({ step: step.step, reason: 'queue_full' }, step.rejected);
     },
   });
+  // The latency histogram's buckets are this exporter's own: it observes every call itself.
   const observer: MonitorObserver = {
     onEvent(report: EventReport) {
-      for (const call of report.calls) {
-        const labels = { endpoint: call.entry.endpointName, step: report.step };
-        const { error } = call;
-        requests.inc({ ...labels, outcome: error ? 'error' : 'success' });
-        latency.observe(labels, call.latencyMs / 1000);
-        const usage = callUsage(call.value, error);
-        if (usage) {
-          tokens.inc({ ...labels, kind: 'prompt' }, usage.prompt_tokens ?? 0);
-          tokens.inc({ ...labels, kind: 'completion' }, usage.completion_tokens ?? 0);
-        }
-      }
+      for (const call of report.calls) latency.observe({ endpoint: call.entry.endpointName, step: report.step }, call.latencyMs / 1000);
     },
   };
   graph[MONITORING].observe(observer);
@@ -149,6 +160,11 @@ export async function prometheusExporter(
     registry,
     contentType: registry.contentType,
     metrics: () => registry.metrics(),
-    detach: () => graph[MONITORING].unobserve(observer),
+    detach: () => {
+      if (frozen !== undefined) return;
+      frozen = held.aggregates.totals().map((t) => ({ ...t }));
+      graph[MONITORING].unobserve(observer);
+      held.release();
+    },
   };
 }

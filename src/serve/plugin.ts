@@ -4,10 +4,11 @@ import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } f
 import * as t from 'io-ts';
 import type { OperatorFunction } from 'rxjs';
 import { decodeOrThrow, fn, NonEmptyString, positiveInt, strict } from '../config.js';
-import { RxServeError, toError } from '../errors.js';
+import { ConfigError, RxServeError, toError } from '../errors.js';
 import type { ServingEvent } from '../event.js';
 import type { Graph } from '../graph/graph.js';
 import { GraphCodec } from './codecs.js';
+import { DashboardSessions, registerDashboard, sendDashboardUnauthorized, type DashboardRouteConfig } from './dashboard/plugin.js';
 import { invoker, starters, type Invoker } from './invoker.js';
 import { errorBody, HttpError, statusOf } from './status.js';
 
@@ -25,6 +26,8 @@ export interface RxservePluginOptions {
   readonly apiKeys?: readonly string[];
   /** Largest request body accepted (bytes); more → 413. Default 10 MiB. */
   readonly maxBodyBytes?: number;
+  /** Serve the live page of the graph at `GET /dashboard` (needs `graph`; see docs/dashboard.md). */
+  readonly dashboard?: boolean;
 }
 
 const PluginOptionsCodec = strict(
@@ -36,6 +39,7 @@ const PluginOptionsCodec = strict(
     models: t.array(NonEmptyString),
     apiKeys: t.array(NonEmptyString),
     maxBodyBytes: positiveInt(false),
+    dashboard: t.boolean,
   },
 );
 
@@ -60,7 +64,8 @@ const requestIds = new WeakMap<FastifyRequest, string>();
  * your other routes): `POST /*` (each JSON body becomes an event of `pipeline`, answered with the
  * output event's body or `{ "error": "<Name>: <message>" }` with the status of §11),
  * `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2/models`, `GET /v2/models/<name>` and
- * `GET /v2/models/<name>/ready`. Only `application/json` bodies are accepted (else 415), with
+ * `GET /v2/models/<name>/ready`, and with `dashboard: true` the live page `GET /dashboard`
+ * (docs/dashboard.md). Only `application/json` bodies are accepted (else 415), with
  * fastify's prototype-poisoning guard (400) and a body limit (413). Closing the app answers the
  * requests in flight (new ones get 503), then closes the pipeline and the graph.
  *
@@ -78,7 +83,10 @@ const requestIds = new WeakMap<FastifyRequest, string>();
 export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (app, opts) => {
   const own = Object.fromEntries(Object.entries(opts).filter(([key]) => !REGISTER_OPTIONS.has(key)));
   const options = decodeOrThrow(PluginOptionsCodec, own, 'rxservePlugin');
-  const { pipeline, graph, timeoutMs, models, apiKeys, maxBodyBytes = DEFAULT_MAX_BODY_BYTES } = options;
+  const { pipeline, graph, timeoutMs, models, apiKeys, maxBodyBytes = DEFAULT_MAX_BODY_BYTES, dashboard } = options;
+  if (dashboard === true && graph === undefined) {
+    throw new ConfigError([{ path: 'rxservePlugin.dashboard', expected: 'a graph option too (the dashboard shows the graph)', actual: 'dashboard: true without graph' }]);
+  }
   const client = invoker(pipeline, { ...(graph ? { graph } : {}), ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
   (opts as { [kInvoker]?: (client: Invoker) => void })[kInvoker]?.(client);
   const start = starters.get(client)!;
@@ -102,6 +110,7 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   });
 
   const keys = apiKeys?.map(digest);
+  const sessions = new DashboardSessions();
   app.addHook('onRequest', (request, reply, done) => {
     const header = request.headers['x-request-id'];
     const id = typeof header === 'string' && header.length > 0 && header.length <= MAX_REQUEST_ID ? header : globalThis.crypto.randomUUID();
@@ -111,7 +120,13 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
       sendError(reply, new HttpError('RxServeError', 'the server is closing; no new requests are taken', 503));
       return;
     }
-    if (keys !== undefined && (request.routeOptions.config as { rxservePublic?: boolean }).rxservePublic !== true && !authorized(request.headers.authorization, keys)) {
+    const config = request.routeOptions.config as { rxservePublic?: boolean } & DashboardRouteConfig;
+    if (keys !== undefined && config.rxservePublic !== true && !authorized(request.headers.authorization, keys)) {
+      if (config.rxserveDashboard !== undefined) {
+        // A browser presents its sign-in cookie (docs/dashboard.md).
+        if (sessions.has(request)) return done();
+        return sendDashboardUnauthorized(request, reply, app.prefix);
+      }
       reply.header('www-authenticate', 'Bearer realm="rxserve"');
       sendError(reply, new HttpError('UnauthorizedError', 'this route needs an Authorization: Bearer <API key> header with a valid key', 401));
       return;
@@ -131,6 +146,12 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   app.setErrorHandler((error: FastifyError, request, reply) => {
     sendError(reply, translate(error, request, maxBodyBytes));
   });
+
+  if (dashboard === true) {
+    // A context of its own: its sign-in form parser does not reach POST /*.
+    const checkKey = keys !== undefined ? { checkKey: (key: string) => authorized(`Bearer ${key}`, keys) } : {};
+    await app.register(async (context) => registerDashboard(context, { graph: graph!, ...checkKey }, sessions));
+  }
 
   app.post('/*', { bodyLimit: maxBodyBytes }, async (request, reply) => {
     if (request.body === undefined) {

@@ -5,6 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import * as t from 'io-ts';
 import type { OperatorFunction } from 'rxjs';
 import { decodeOrThrow, NonEmptyString, nonNegativeInt, positiveInt, strict } from '../config.js';
+import { ConfigError } from '../errors.js';
 import type { ServingEvent } from '../event.js';
 import type { Graph } from '../graph/graph.js';
 import { GraphCodec } from './codecs.js';
@@ -28,6 +29,8 @@ export interface ServeOptions {
   readonly models?: readonly string[];
   /** When set, every route but `/v2/health/*` needs `Authorization: Bearer <one of these>` (else 401). */
   readonly apiKeys?: readonly string[];
+  /** Serve the live page of the graph at `GET /dashboard` (needs `graph`; see docs/dashboard.md). */
+  readonly dashboard?: boolean;
 }
 
 /** A running server (see `serve`). */
@@ -56,6 +59,7 @@ const ServeOptionsCodec = strict(
     timeoutMs: positiveInt(true),
     models: t.array(NonEmptyString),
     apiKeys: t.array(NonEmptyString),
+    dashboard: t.boolean,
   },
 );
 
@@ -86,6 +90,9 @@ const ServeOptionsCodec = strict(
  */
 export async function serve(pipeline: OperatorFunction<ServingEvent, ServingEvent>, options: ServeOptions = {}): Promise<Server> {
   const { port = 8080, host = '127.0.0.1', maxBodyBytes = DEFAULT_MAX_BODY_BYTES, ...rest } = decodeOrThrow(ServeOptionsCodec, options, 'serve');
+  if (rest.dashboard === true && rest.graph === undefined) {
+    throw new ConfigError([{ path: 'serve.dashboard', expected: 'a graph option too (the dashboard shows the graph)', actual: 'dashboard: true without graph' }]);
+  }
   const { default: Fastify } = await import('fastify');
   let client: Invoker | undefined;
   const app = Fastify({

@@ -1,0 +1,103 @@
+// The dashboard's routes without a browser (these run everywhere): options checked, keys enforced,
+// the form's parser confined to the sign-in route, the event stream ended by close().
+import Fastify from 'fastify';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ConfigError, prometheusExporter, rxservePlugin, serve, step, type Server } from '../src/index.js';
+import { dashboardGraph } from './support/dashboardGraph.js';
+
+const servers: Server[] = [];
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((s) => s.close()));
+});
+
+/** The first `data:` message of an event stream, parsed. */
+async function firstMessage(response: Response): Promise<{ snapshot: { endpoints: { endpoint: string; requests: number }[] }; shape: { steps: unknown[] } }> {
+  const reader = response.body!.getReader();
+  let text = '';
+  while (!text.includes('\n\n', text.indexOf('data: '))) text += new TextDecoder().decode((await reader.read()).value);
+  await reader.cancel();
+  const start = text.indexOf('data: ') + 6;
+  return JSON.parse(text.slice(start, text.indexOf('\n\n', start)));
+}
+
+describe('dashboard routes', () => {
+  it('bad options: not a boolean, or without a graph, is a ConfigError naming the option', async () => {
+    const { graph, pipeline } = dashboardGraph();
+    await expect(serve(pipeline, { graph, dashboard: 'yes' as never })).rejects.toThrow(/serve\.dashboard.*boolean/s);
+    const error = await serve(step((b) => b), { port: 0, dashboard: true }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as Error).message).toMatch(/serve\.dashboard: expected a graph option too .*got dashboard: true without graph/);
+    const app = Fastify();
+    await expect(app.register(rxservePlugin, { pipeline: step((b) => b), dashboard: true }).ready()).rejects.toThrow(/rxservePlugin\.dashboard/);
+    await app.close();
+    await graph.close();
+  });
+
+  it('with apiKeys: the header or the sign-in cookie opens the dashboard; the cookie opens nothing else', async () => {
+    const { graph, pipeline } = dashboardGraph();
+    const server = await serve(pipeline, { graph, port: 0, dashboard: true, apiKeys: ['k1', 'k2'] });
+    servers.push(server);
+    const events = await fetch(`${server.url}/dashboard/events`);
+    expect(events.status).toBe(401);
+    expect(events.headers.get('www-authenticate')).toBe('Bearer realm="rxserve"');
+    expect((await fetch(`${server.url}/dashboard/assets/dashboard.js`)).status).toBe(401);
+    const withHeader = await fetch(`${server.url}/dashboard/events`, { headers: { authorization: 'Bearer k2' } });
+    expect(withHeader.status).toBe(200);
+    expect(withHeader.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const message = await firstMessage(withHeader);
+    expect(message.snapshot.endpoints.map((e) => e.endpoint).sort()).toEqual(['advice', 'check', 'score']);
+    expect(message.shape.steps).toHaveLength(3);
+
+    const bad = await fetch(`${server.url}/dashboard/login`, { method: 'POST', body: new URLSearchParams({ key: 'nope' }), redirect: 'manual' });
+    expect(bad.status).toBe(401);
+    expect(await bad.text()).toContain('not one of the server');
+    const missing = await fetch(`${server.url}/dashboard/login`, { method: 'POST', body: new URLSearchParams({}), redirect: 'manual' });
+    expect(missing.status).toBe(401);
+    const login = await fetch(`${server.url}/dashboard/login`, { method: 'POST', body: new URLSearchParams({ key: 'k1' }), redirect: 'manual' });
+    expect(login.status).toBe(303);
+    expect(login.headers.get('location')).toBe('/dashboard');
+    const setCookie = login.headers.get('set-cookie') ?? '';
+    expect(setCookie).toMatch(/^rxserve_dashboard=[\w-]{43}; Path=\/dashboard; HttpOnly; SameSite=Strict; Max-Age=43200$/);
+    expect(setCookie).not.toContain('k1');
+    const cookie = setCookie.split(';')[0]!;
+    const page = await fetch(`${server.url}/dashboard`, { headers: { cookie } });
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-security-policy')).toContain("default-src 'none'");
+    expect((await fetch(`${server.url}/dashboard/assets/uPlot.min.css`, { headers: { cookie } })).status).toBe(200);
+    const unknown = await fetch(`${server.url}/dashboard/assets/..%2Fplugin.ts`, { headers: { cookie } });
+    expect(unknown.status).toBe(404);
+    // The cookie is not a key for the other routes.
+    expect((await fetch(`${server.url}/v2/models`, { headers: { cookie } })).status).toBe(401);
+    const posted = await fetch(`${server.url}/score`, { method: 'POST', headers: { cookie, 'content-type': 'application/json' }, body: '{"x":1}' });
+    expect(posted.status).toBe(401);
+    // A forged cookie is refused.
+    expect((await fetch(`${server.url}/dashboard`, { headers: { cookie: 'rxserve_dashboard=forged' } })).status).toBe(401);
+    // The sign-in form's body type is not accepted by POST /*.
+    const form = await fetch(`${server.url}/score`, { method: 'POST', headers: { authorization: 'Bearer k1' }, body: new URLSearchParams({ x: '1' }) });
+    expect(form.status).toBe(415);
+  });
+
+  it('without apiKeys there is no sign-in route; close() ends open event streams and frees the counters', async () => {
+    const { graph, pipeline } = dashboardGraph();
+    const exporter = await prometheusExporter(graph);
+    const server = await serve(pipeline, { graph, port: 0, dashboard: true });
+    const ok = await fetch(`${server.url}/check`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    expect(ok.status).toBe(200);
+    expect((await fetch(`${server.url}/dashboard`)).status).toBe(200);
+    // No sign-in route: the form's POST is one for the pipeline, which takes JSON only.
+    expect((await fetch(`${server.url}/dashboard/login`, { method: 'POST', body: new URLSearchParams({ key: 'x' }) })).status).toBe(415);
+    const events = await fetch(`${server.url}/dashboard/events`);
+    const first = await firstMessage(events);
+    expect(first.snapshot.endpoints.find((e) => e.endpoint === 'check')?.requests).toBe(1);
+    const stream = await fetch(`${server.url}/dashboard/events`);
+    const reader = stream.body!.getReader();
+    await reader.read();
+    const closed = server.close();
+    // The stream ends (done) instead of holding the close open.
+    for (let r = await reader.read(); !r.done; r = await reader.read());
+    await closed;
+    // Prometheus still holds the graph's aggregates: its count is the dashboard's.
+    expect(await exporter.metrics()).toContain('rxserve_model_requests_total{endpoint="check",step="checker",outcome="success"} 1');
+    exporter.detach();
+  });
+});

@@ -1,0 +1,216 @@
+// The dashboard (DESIGN §16) in a real browser: Debian's Chromium driven by playwright-core.
+// A graph with three endpoints is served on loopback with an API key; traffic with errors and
+// QueueFullError rejections flows while the page is open, and what the page shows is checked
+// against a Prometheus scrape of the same graph.
+import { existsSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { BrowserContext, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { prometheusExporter, serve, type PrometheusExporter, type Server } from '../src/index.js';
+import { browserAvailable, launchBrowser } from './support/browser.js';
+import { dashboardGraph } from './support/dashboardGraph.js';
+
+/** The page's document, as the functions run in the browser use it (tsc here has no DOM library). */
+declare const document: {
+  querySelector(selector: string): { textContent: string | null } | null;
+  body: { dataset: Record<string, string | undefined> };
+};
+type Row = { dataset: Record<string, string | undefined> };
+
+const KEY = 'dashboard-test-key';
+const ENDPOINTS = { score: 'scorer', check: 'checker', advice: 'advisor' } as const;
+// docs/dashboard.png is committed: rewritten only when absent or with RXSERVE_UPDATE_SCREENSHOT=1.
+const DOCS_SCREENSHOT = fileURLToPath(new URL('../docs/dashboard.png', import.meta.url));
+const SCREENSHOT =
+  process.env.RXSERVE_UPDATE_SCREENSHOT === '1' || !existsSync(DOCS_SCREENSHOT) ? DOCS_SCREENSHOT : join(tmpdir(), `rxserve-dashboard-${process.pid}.png`);
+const run = browserAvailable('dashboard.spec');
+
+/** The counters of one moment, as the page or Prometheus shows them. */
+interface Figures {
+  readonly requests: Record<string, number>;
+  readonly errors: Record<string, number>;
+  readonly rejected: Record<string, number>;
+}
+
+/** Parses the exporter's text: requests and errors per endpoint, rejections per step. */
+function parseScrape(text: string): Figures {
+  const requests: Record<string, number> = {};
+  const errors: Record<string, number> = {};
+  const rejected: Record<string, number> = {};
+  for (const [endpoint, step] of Object.entries(ENDPOINTS)) {
+    const read = (outcome: string) =>
+      Number(new RegExp(`^rxserve_model_requests_total\\{endpoint="${endpoint}",step="${step}",outcome="${outcome}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+    errors[endpoint] = read('error');
+    requests[endpoint] = read('success') + errors[endpoint];
+    rejected[step] = Number(new RegExp(`^rxserve_step_rejected_total\\{step="${step}",reason="queue_full"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+  }
+  return { requests, errors, rejected };
+}
+
+/** What the page shows now, and the time of the snapshot it shows. */
+async function readPage(page: Page): Promise<Figures & { at: number; received: number }> {
+  return page.evaluate((endpoints) => {
+    const number = (selector: string) => Number(document.querySelector(selector)?.textContent ?? NaN);
+    const requests: Record<string, number> = {};
+    const errors: Record<string, number> = {};
+    const rejected: Record<string, number> = {};
+    for (const [endpoint, step] of Object.entries(endpoints)) {
+      requests[endpoint] = number(`tr[data-endpoint="${endpoint}"] [data-field="requests"]`);
+      errors[endpoint] = number(`tr[data-endpoint="${endpoint}"] [data-field="errors"]`);
+      rejected[step] = number(`tr[data-step="${step}"] [data-field="rejected"]`);
+    }
+    return { requests, errors, rejected, at: Number(document.body.dataset.at), received: Number(document.body.dataset.received) };
+  }, ENDPOINTS);
+}
+
+describe.runIf(run)('dashboard in Chromium', () => {
+  let server: Server;
+  let exporter: PrometheusExporter;
+  let browser: { context: BrowserContext; close(): Promise<void> };
+  let page: Page;
+  /** Prometheus scrapes taken every 100 ms while traffic flows: when they started and ended, and the figures. */
+  const scrapes: { start: number; end: number; figures: Figures }[] = [];
+  let traffic: Promise<void> | undefined;
+  let stop = false;
+
+  const post = (path: string, body: unknown) =>
+    fetch(`${server.url}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}` },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(10_000),
+    }).then(async (r) => ({ status: r.status, text: await r.text() }));
+
+  /** Bursts: 12 scores at once (past maxInFlight 2 + maxQueue 2: some rejected), checks failing one in three, advice. */
+  async function sendTraffic(): Promise<{ statuses: number[] }> {
+    const statuses: number[] = [];
+    for (let round = 0; !stop; round++) {
+      const answers = await Promise.all([
+        ...Array.from({ length: 12 }, (_, i) => post('/score', { x: i })),
+        post('/check', { fail: round % 3 === 0 }),
+        post('/check', { fail: false }),
+        post('/advice', { messages: [{ role: 'user', content: `question ${round}` }] }),
+      ]);
+      statuses.push(...answers.map((a) => a.status));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return { statuses };
+  }
+
+  beforeAll(async () => {
+    const { graph, pipeline } = dashboardGraph();
+    exporter = await prometheusExporter(graph);
+    server = await serve(pipeline, { graph, port: 0, dashboard: true, apiKeys: [KEY] });
+    browser = await launchBrowser();
+    page = await browser.context.newPage();
+    page.setDefaultTimeout(15_000);
+  }, 60_000);
+
+  afterAll(async () => {
+    stop = true;
+    await traffic?.catch(() => undefined);
+    await browser?.close();
+    exporter?.detach();
+    await server?.close();
+  }, 30_000);
+
+  it('without a key the page and its events get 401; the sign-in form lets the browser in', async () => {
+    const denied = await page.goto(`${server.url}/dashboard`);
+    expect(denied?.status()).toBe(401);
+    expect(await page.locator('form#login').isVisible()).toBe(true);
+    expect(await page.locator('form#login input[name="key"]').count()).toBe(1);
+    const events = await fetch(`${server.url}/dashboard/events`);
+    expect(events.status).toBe(401);
+    expect(await events.json()).toEqual({ error: expect.stringMatching(/^UnauthorizedError: /) });
+    // A wrong key: 401 again, with the reason.
+    await page.fill('#key', 'wrong');
+    const wrong = await Promise.all([page.waitForNavigation(), page.click('button[type="submit"]')]).then(([r]) => r);
+    expect(wrong?.status()).toBe(401);
+    expect(await page.textContent('.problem')).toMatch(/not one of the server/);
+    await page.fill('#key', KEY);
+    const [answer] = await Promise.all([page.waitForNavigation(), page.click('button[type="submit"]')]);
+    expect(answer?.status()).toBe(200);
+    expect(new URL(page.url()).pathname).toBe('/dashboard');
+    await page.waitForFunction(() => Number(document.body.dataset.received) >= 1);
+    expect(await page.getAttribute('#connection', 'data-state')).toBe('live');
+  }, 30_000);
+
+  it('lists every endpoint and step, and draws every model and mechanism', async () => {
+    const endpoints = await page.$$eval('#endpoints tbody tr', (rows) => rows.map((r) => (r as unknown as Row).dataset.endpoint));
+    expect(endpoints.sort()).toEqual(['advice', 'check', 'score']);
+    const steps = await page.$$eval('#steps tbody tr', (rows) => rows.map((r) => (r as unknown as Row).dataset.step));
+    expect(steps.sort()).toEqual(['advisor', 'checker', 'scorer']);
+    const diagram = (await page.textContent('#diagram')) ?? '';
+    for (const name of ['scorer', 'checker', 'advisor', 'score', 'check', 'advice', 'llm', 'Score', 'Check', 'LLModel', 'asyncio', 'naive', 'shared_executor']) {
+      expect(diagram, `the diagram names ${name}`).toContain(name);
+    }
+    const models = await page.$$eval('#diagram [data-model]', (gs) => gs.map((g) => `${g.getAttribute('data-model')}:${g.getAttribute('data-mechanism')}`));
+    expect(models.sort()).toEqual(['advice:shared_executor', 'check:naive', 'score:asyncio']);
+    expect(await page.getAttribute('#diagram [data-shared="llm"]', 'data-mechanism')).toBe('asyncio');
+    // The proxy's edge to its shared model.
+    expect(await page.locator('#diagram path.proxy').count()).toBe(1);
+  }, 20_000);
+
+  it('counters rise while traffic flows and match a Prometheus scrape of the same moment', async () => {
+    stop = false;
+    traffic = sendTraffic().then(() => undefined);
+    const sampler = (async () => {
+      while (!stop) {
+        const start = Date.now();
+        const figures = parseScrape(await exporter.metrics());
+        scrapes.push({ start, end: Date.now(), figures });
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    })();
+    const first = await readPage(page);
+    await page.waitForFunction((n) => Number(document.body.dataset.received) >= n + 2, first.received);
+    const second = await readPage(page);
+    await page.waitForFunction((n) => Number(document.body.dataset.received) >= n + 2, second.received);
+    const third = await readPage(page);
+    expect(second.requests.score).toBeGreaterThan(first.requests.score);
+    expect(third.requests.score).toBeGreaterThan(second.requests.score);
+    expect(third.requests.check).toBeGreaterThan(second.requests.check);
+    expect(third.requests.advice).toBeGreaterThan(second.requests.advice);
+    // Within one refresh: the page's figure lies between the scrapes just before and just after its snapshot.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    for (const shown of [second, third]) {
+      const before = scrapes.filter((s) => s.end < shown.at).at(-1);
+      const after = scrapes.find((s) => s.start > shown.at);
+      expect(before && after, 'scrapes around the snapshot').toBeTruthy();
+      for (const kind of ['requests', 'errors', 'rejected'] as const) {
+        for (const [name, value] of Object.entries(shown[kind])) {
+          expect(value, `${kind} of ${name}`).toBeGreaterThanOrEqual(before!.figures[kind][name]!);
+          expect(value, `${kind} of ${name}`).toBeLessThanOrEqual(after!.figures[kind][name]!);
+        }
+      }
+    }
+    expect(third.rejected.scorer, 'some scores were rejected with QueueFullError').toBeGreaterThan(0);
+    expect(third.errors.check, 'some checks failed').toBeGreaterThan(0);
+    // Charts have drawn: one canvas per chart.
+    expect(await page.locator('#charts canvas').count()).toBe(3);
+    await page.screenshot({ path: SCREENSHOT, fullPage: true });
+    expect(existsSync(SCREENSHOT)).toBe(true);
+    if (SCREENSHOT !== DOCS_SCREENSHOT) rmSync(SCREENSHOT);
+    stop = true;
+    await Promise.all([traffic, sampler]);
+  }, 45_000);
+
+  it('once traffic stops the page shows exactly what Prometheus counts; the errored endpoint is shown as such', async () => {
+    const scrape = parseScrape(await exporter.metrics());
+    const { received } = await readPage(page);
+    await page.waitForFunction((n) => Number(document.body.dataset.received) >= n + 2, received);
+    const shown = await readPage(page);
+    expect({ requests: shown.requests, errors: shown.errors, rejected: shown.rejected }).toEqual(scrape);
+    expect(await page.getAttribute('tr[data-endpoint="check"]', 'data-status')).toBe('error');
+    expect(await page.textContent('tr[data-endpoint="check"] [data-field="status"]')).toBe('errors');
+    expect(await page.getAttribute('tr[data-endpoint="check"]', 'title')).toMatch(/RangeError: asked to fail/);
+    expect(await page.getAttribute('#diagram [data-model="check"]', 'class')).toContain('error');
+    expect(await page.getAttribute('tr[data-endpoint="score"]', 'data-status')).toBe('ok');
+    expect(await page.getAttribute('tr[data-endpoint="advice"]', 'data-status')).toBe('ok');
+    // The LLM endpoint reports token usage; the others have none.
+    expect(await page.textContent('tr[data-endpoint="advice"] [data-field="tokens"]')).toMatch(/^\d+ \/ \d+$/);
+    expect(await page.textContent('tr[data-endpoint="score"] [data-field="tokens"]')).toBe('–');
+  }, 20_000);
+});
