@@ -8,6 +8,7 @@ import { llmMarkdown, runLLM } from './llm.bench.js';
 import { overloadMarkdown, runOverload } from './overload.bench.js';
 import { poolsMarkdown, runPools } from './pools.bench.js';
 import { runScaling, scalingMarkdown } from './scaling.bench.js';
+import { runServe, serveMarkdown } from './serve.bench.js';
 import { runSoak, soakMarkdown } from './soak.bench.js';
 import { runStreams, streamsMarkdown } from './streams.bench.js';
 
@@ -24,6 +25,7 @@ const sections: [string, () => Promise<string>][] = [
   ['scaling', async () => scalingMarkdown(await runScaling(quick))],
   ['overload', async () => overloadMarkdown(await runOverload(quick))],
   ['soak', async () => soakMarkdown(await runSoak(quick))],
+  ['serve', async () => serveMarkdown(await runServe(quick))],
   ['streams', async () => streamsMarkdown(await runStreams(quick))],
 ];
 if (only) for (const name of only) if (!sections.some(([n]) => n === name)) throw new Error(`--only: no benchmark named '${name}'`);

@@ -61,3 +61,15 @@ export { modelArtifact, llmPromptArtifact, loadArtifact, isPromptArtifact } from
 // Token counting, prompt filling, the provider contract and the undici fetch: `rxserve/llm`.
 export type { Usage } from './llm/usage.js';
 export type { ChatMessage } from './llm/prompt.js';
+export {
+  invoker,
+  serve,
+  rxservePlugin,
+  v2ModelName,
+  type Invoker,
+  type InvokerOptions,
+  type InvokeInit,
+  type Server,
+  type ServeOptions,
+  type RxservePluginOptions,
+} from './serve/index.js';

@@ -1,0 +1,156 @@
+// serve(): the seed's two-endpoint LLM selector graph over HTTP on loopback, called with fetch —
+// the seed's selector at POST /advise, one model at a time at POST /v2/models/<name>/infer
+// (a router keyed by v2ModelName), health, /v2/models, an API key and a refused body.
+// Runs offline against rxserve's loopback OpenAI-compatible server unless OPENAI_API_KEY is set.
+import { pipe } from 'rxjs';
+import {
+  ModelSelector,
+  createGraph,
+  llmPromptArtifact,
+  modelArtifact,
+  registerSelector,
+  router,
+  serve,
+  step,
+  v2ModelName,
+  type ServingEvent,
+} from 'rxserve';
+import { startLLMServer } from 'rxserve/testing';
+
+// MLRun's ModelSelector from the seed, ported line for line.
+class MyClassifier extends ModelSelector {
+  private readonly models: string[];
+  constructor({ models }: { models: string[] }) {
+    super();
+    this.models = structuredClone(models);
+  }
+  override select(event: ServingEvent<{ models?: string[] }>) {
+    const currentModels = event.body.models;
+    if (currentModels && currentModels.every((m) => this.models.includes(m))) {
+      return currentModels;
+    }
+    return [];
+  }
+}
+registerSelector('MyClassifier', MyClassifier);
+
+const live = Boolean(process.env.OPENAI_API_KEY);
+const llm = live
+  ? undefined
+  : await startLLMServer({
+      answer: ({ messages }) => {
+        const system = messages?.[0]?.content ?? '';
+        const question = messages?.at(-1)?.content ?? '';
+        return system.includes('financial')
+          ? `Diversify: for "${question}", keep three months of expenses in cash first.`
+          : `For "${question}", go in shoulder season and book trains early.`;
+      },
+    });
+
+const gpt = modelArtifact({
+  key: 'gpt-4o-mini',
+  modelUrl: 'openai://gpt-4o-mini',
+  defaultConfig: { temperature: 0.3, max_tokens: 120 },
+  ...(llm ? { providerOptions: { apiKey: 'loopback', baseURL: llm.openaiBaseURL } } : {}),
+});
+const prompt = (key: string, role: string) =>
+  llmPromptArtifact({
+    key,
+    model: gpt,
+    promptTemplate: [
+      { role: 'system', content: `You are a ${role}. Answer in two sentences.` },
+      { role: 'user', content: '{question}' },
+    ],
+  });
+
+// The seed's graph: two LLM prompt endpoints in one step, the selector choosing per request.
+const graph = createGraph({ name: 'advisors' });
+const advisors = graph.modelRunner({
+  name: 'advisors',
+  models: [
+    { endpointName: 'finance', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: prompt('finance', 'financial advisor'), resultPath: 'output', inputs: ['question'], outputs: ['answer'] },
+    { endpointName: 'travel', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: prompt('travel', 'travel agent'), resultPath: 'output', inputs: ['question'], outputs: ['answer'] },
+  ],
+  selector: 'MyClassifier',
+  selectorParams: { models: ['finance', 'travel'] },
+  ordered: false, // a server: a fast answer need not wait behind a slow one
+});
+// /v2/models/<name>/infer asks that one model; any other path goes to the selector as it is.
+const only = (name: string) => pipe(step((body: object) => ({ ...body, models: [name] }), { name: `only-${name}` }), advisors);
+const pipeline = router({
+  key: (event) => v2ModelName(event) ?? 'advise',
+  routes: { advise: advisors, finance: only('finance'), travel: only('travel') },
+});
+
+const server = await serve(pipeline, { graph, port: 0, apiKeys: ['demo-key'], timeoutMs: 20_000 });
+console.log(`${live ? 'Using the OpenAI API' : `LLM: loopback server at ${llm!.url}`}; rxserve listening on ${server.url}`);
+
+const auth = { authorization: 'Bearer demo-key' };
+async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = auth) {
+  const response = await fetch(`${server.url}${path}`, {
+    method,
+    headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+    ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
+  });
+  return { status: response.status, id: response.headers.get('x-request-id'), json: (await response.json()) as any };
+}
+
+let ok = true;
+const check = (label: string, condition: boolean) => {
+  if (!condition) {
+    ok = false;
+    console.log(`  !! unexpected: ${label}`);
+  }
+};
+
+// Ready once graph.ready() has loaded the models (health routes need no key).
+for (let i = 0; (await call('GET', '/v2/health/ready', undefined, {})).status !== 200; i++) {
+  if (i > 100) throw new Error('the server never became ready');
+  await new Promise((r) => setTimeout(r, 20));
+}
+const models = await call('GET', '/v2/models');
+console.log(`\nGET /v2/models → ${models.status} ${JSON.stringify(models.json)}`);
+check('two models listed', models.json.models?.join() === 'finance,travel');
+const meta = await call('GET', '/v2/models/finance');
+console.log(`GET /v2/models/finance → ${meta.status} ${JSON.stringify(meta.json)}`);
+
+const show = (label: string, answer: { status: number; id: string | null; json: any }) => {
+  console.log(`\n${label} → ${answer.status} (x-request-id ${answer.id})`);
+  if (answer.json.error) console.log(`  error: ${answer.json.error}`);
+  else for (const [endpoint, value] of Object.entries(answer.json as Record<string, { output: { answer: string; usage: { total_tokens: number } } }>)) {
+    console.log(`  [${endpoint}] ${value.output.answer} (${value.output.usage.total_tokens} tokens)`);
+    check(`${endpoint} answered`, Boolean(value.output.answer) && value.output.usage.total_tokens > 0);
+  }
+};
+
+const finance = await call('POST', '/advise', { question: 'How should I start investing 1000 euros?', models: ['finance'] });
+show('POST /advise (models: finance)', finance);
+check('finance 200', finance.status === 200 && 'finance' in finance.json);
+
+const both = await call('POST', '/advise', { question: 'Can I afford a month in Portugal?', models: ['finance', 'travel'] });
+show('POST /advise (models: finance, travel)', both);
+check('both 200', both.status === 200 && 'finance' in both.json && 'travel' in both.json);
+
+const infer = await call('POST', '/v2/models/travel/infer', { question: 'What is a good first trip to Japan?' });
+show('POST /v2/models/travel/infer', infer);
+check('v2 infer 200', infer.status === 200 && 'travel' in infer.json);
+
+const unknown = await call('POST', '/v2/models/comedy/infer', { question: 'Tell me a joke' });
+show('POST /v2/models/comedy/infer', unknown);
+check('unknown model 404', unknown.status === 404);
+
+const noKey = await call('POST', '/advise', { question: 'hi', models: ['travel'] }, {});
+show('POST /advise without the API key', noKey);
+check('401 without key', noKey.status === 401);
+
+const text = await call('POST', '/advise', 'not json', { ...auth, 'content-type': 'text/plain' });
+show('POST /advise with text/plain', text);
+check('415 for text', text.status === 415);
+
+await server.close(); // answers anything in flight, then closes the graph
+await llm?.close();
+console.log(`\nclosed: graph closed = ${graph.closed}`);
+if (!ok || !graph.closed) {
+  console.error('\nunexpected results');
+  process.exit(1);
+}

@@ -1,0 +1,252 @@
+// invoker(): request/response over a pipeline — one long-lived subscription, answers matched by event id.
+import { Subject, type OperatorFunction, type Subscription } from 'rxjs';
+import { decodeOrThrow, positiveInt, strict } from '../config.js';
+import { ModelTimeoutError, RxServeError, toError } from '../errors.js';
+import { toEvent, withError, type ServingEvent } from '../event.js';
+import type { Graph } from '../graph/graph.js';
+import { GraphCodec } from './codecs.js';
+
+/** Options of `invoker()`. */
+export interface InvokerOptions {
+  /** The graph the pipeline's steps belong to: `close()` closes it once every answer is in. */
+  readonly graph?: Graph;
+  /**
+   * How long `invoke` waits for the event's answer; past it, the answer is the event errored with
+   * `ModelTimeoutError`, and the event's work is aborted. Default 30,000 ms.
+   */
+  readonly timeoutMs?: number;
+}
+
+/** What a request carries besides its body (the event's other fields). */
+export interface InvokeInit {
+  /** The event id; default a new UUID. Two requests in flight cannot share one. */
+  readonly id?: string;
+  /** e.g. `'/v2/models/m1/infer'` (a router's key may read it: `v2ModelName`). */
+  readonly path?: string;
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly metadata?: Readonly<Record<string, unknown>>;
+  /** Aborting it cancels the event's work, as a client disconnect does; `invoke` rejects with its reason. */
+  readonly signal?: AbortSignal;
+}
+
+/** Request/response over a pipeline (see `invoker`). */
+export interface Invoker {
+  /**
+   * Sends `body` through the pipeline as one event and resolves with its answer: the first output
+   * event with the same id, errored ones included (`QueueFullError` when the pipeline is full,
+   * `ModelTimeoutError` when no answer came within `timeoutMs`). Rejects after `close()`, when
+   * `init.signal` aborts (with its reason), and when `init.id` is already in flight.
+   */
+  invoke<B = unknown>(body: unknown, init?: InvokeInit): Promise<ServingEvent<B>>;
+  /** MLRun's `server.test()`: the answer's body, or throws the answer's error. */
+  test<B = unknown>(body: unknown, init?: InvokeInit): Promise<B>;
+  /**
+   * Stops intake (later `invoke`s reject), waits for the answers still awaited, then ends the
+   * subscription (aborting work whose answer nobody awaits any more) and closes the graph.
+   */
+  close(): Promise<void>;
+  /** Requests awaiting their answer. */
+  readonly inFlight: number;
+  /** `close()` was called. */
+  readonly closed: boolean;
+}
+
+const InvokerOptionsCodec = strict('InvokerOptions', {}, { graph: GraphCodec, timeoutMs: positiveInt(true) });
+
+const DEFAULT_TIMEOUT_MS = 30_000;
+
+/** One request awaiting its answer. */
+interface Pending {
+  readonly event: ServingEvent;
+  readonly controller: AbortController;
+  /** `performance.now()` past which it is answered with ModelTimeoutError. */
+  readonly deadline: number;
+  resolve(event: ServingEvent): void;
+  reject(error: unknown): void;
+  unlisten: (() => void) | undefined;
+}
+
+/** A request as serve() holds it: its answer, and a way to cancel it (a client that left). */
+export interface Started<B = unknown> {
+  readonly promise: Promise<ServingEvent<B>>;
+  /** Aborts the event's work; the promise rejects with `reason`. Nothing once answered. */
+  cancel(reason: unknown): void;
+}
+
+/** @internal How serve() starts requests without an AbortSignal of its own per request. */
+export const starters = new WeakMap<Invoker, <B>(body: unknown, init?: InvokeInit) => Started<B>>();
+
+/** The pipeline's current subscription and the subject its events come from. */
+interface Connection {
+  readonly intake: Subject<ServingEvent>;
+  subscription: Subscription | undefined;
+  /** Set when the pipeline errored or completed: the next request subscribes again. */
+  ended: Error | undefined;
+}
+
+/**
+ * Request/response over a pipeline: push a body in, get the answer for that event out.
+ *
+ * The pipeline runs under one long-lived subscription: each request becomes an event pushed into
+ * it, and its answer is the first output event with the same id. Nothing is buffered in front of
+ * the pipeline, so its own limits bound the work: a full step answers at once with
+ * `QueueFullError`. An event the pipeline drops (filtered out) is answered with
+ * `ModelTimeoutError` after `timeoutMs`, and forgotten. Each event carries an `AbortSignal` that
+ * aborts on timeout and on `init.signal`, so the work of a request nobody waits for is cancelled.
+ * If the pipeline itself errors or completes, the requests awaiting answers get that error and the
+ * next request subscribes again.
+ *
+ * ## Example
+ * ```ts
+ * import { createGraph, invoker } from 'rxserve';
+ * const graph = createGraph();
+ * const client = invoker(graph.modelRunner({ models: [echo] }), { graph, timeoutMs: 5_000 });
+ * await client.test({ text: 'hi' });          // the answer's body, or throws its error
+ * const event = await client.invoke({ text: 'hi' }, { id: 'r1' }); // the output ServingEvent
+ * await client.close();                       // answers in flight first, then graph.close()
+ * ```
+ * @see serve
+ * @param pipeline One step, or a `pipe()` of several, from serving events to serving events.
+ * @param options The graph to close with it and the answer timeout; validated now.
+ */
+export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, options: InvokerOptions = {}): Invoker {
+  if (typeof pipeline !== 'function') {
+    throw new TypeError(`invoker(pipeline): expected an operator (event$) => event$, got ${pipeline === null ? 'null' : typeof pipeline}`);
+  }
+  const { graph, timeoutMs = DEFAULT_TIMEOUT_MS } = decodeOrThrow(InvokerOptionsCodec, options, 'invoker');
+  // Insertion order is deadline order (one timeoutMs for all), so one timer, armed for the
+  // oldest request, serves them all: no timer per request.
+  const pending = new Map<string, Pending>();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let connection: Connection | undefined;
+  let closing: Promise<void> | undefined;
+  let drained: (() => void) | undefined;
+
+  // The timer stays between requests (unref'd while none is pending, so it holds no process open);
+  // firing early for a request already answered, it finds nothing due and re-arms.
+  const arm = (): void => {
+    if (timeoutMs === Infinity) return;
+    if (timer !== undefined) {
+      timer.ref();
+      return;
+    }
+    const oldest = pending.values().next();
+    if (oldest.done) return;
+    timer = setTimeout(expire, Math.max(0, oldest.value.deadline - performance.now()));
+  };
+
+  const expire = (): void => {
+    timer = undefined;
+    const now = performance.now();
+    for (const p of pending.values()) {
+      if (p.deadline > now) break;
+      const error = new ModelTimeoutError('pipeline', timeoutMs);
+      error.message = `no answer for event '${p.event.id}' within ${timeoutMs} ms; its work was aborted`;
+      settle(p);
+      p.controller.abort(error);
+      p.resolve(withError(p.event, error, 'invoker'));
+    }
+    arm();
+  };
+
+  const settle = (p: Pending): void => {
+    pending.delete(p.event.id);
+    p.unlisten?.();
+    if (pending.size === 0) {
+      timer?.unref();
+      drained?.();
+    }
+  };
+
+  const connect = (): Connection => {
+    const conn: Connection = { intake: new Subject<ServingEvent>(), subscription: undefined, ended: undefined };
+    const end = (error: Error): void => {
+      conn.ended = error;
+      if (connection === conn) connection = undefined;
+      for (const p of [...pending.values()]) {
+        settle(p);
+        p.resolve(withError(p.event, error, 'pipeline'));
+      }
+    };
+    connection = conn;
+    conn.subscription = conn.intake.pipe(pipeline).subscribe({
+      next: (out) => {
+        const p = pending.get(out.id);
+        // An id nobody awaits: a late answer (timed out, aborted) or a second output of one event.
+        if (p === undefined) return;
+        settle(p);
+        p.resolve(out);
+      },
+      error: (error: unknown) => end(toError(error)),
+      complete: () => end(new RxServeError('the pipeline completed; a request arriving now subscribes it again')),
+    });
+    return conn;
+  };
+
+  const refused = <B>(error: unknown): Started<B> => ({ promise: Promise.reject(error), cancel: () => undefined });
+
+  const start = <B>(body: unknown, init: InvokeInit = {}): Started<B> => {
+    if (closing !== undefined) return refused(new RxServeError('the invoker is closed; no new requests are taken'));
+    const id = init.id ?? globalThis.crypto.randomUUID();
+    if (pending.has(id)) return refused(new RxServeError(`request id '${id}' is already in flight; ids of concurrent requests must differ`));
+    const controller = new AbortController();
+    const event = toEvent(body, { id, path: init.path, headers: init.headers, metadata: init.metadata, signal: controller.signal });
+    let p!: Pending;
+    const promise = new Promise<ServingEvent<B>>((resolve, reject) => {
+      p = { event, controller, deadline: performance.now() + timeoutMs, resolve: resolve as Pending['resolve'], reject, unlisten: undefined };
+    });
+    pending.set(id, p);
+    const cancel = (reason: unknown): void => {
+      if (pending.get(id) !== p) return;
+      settle(p);
+      controller.abort(reason);
+      p.reject(reason);
+    };
+    const signal = init.signal;
+    if (signal !== undefined) {
+      const onAbort = (): void => cancel(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      p.unlisten = () => signal.removeEventListener('abort', onAbort);
+    }
+    const conn = connection ?? connect();
+    // The pipeline failed while being subscribed (a ConfigError at subscription): this request
+    // has had that error as its answer; the next one subscribes again.
+    if (conn.ended === undefined) conn.intake.next(event);
+    // A synchronous pipeline has answered already: no timer needed.
+    if (pending.get(id) === p) arm();
+    return { promise, cancel };
+  };
+
+  const invoke = <B>(body: unknown, init: InvokeInit = {}): Promise<ServingEvent<B>> =>
+    init.signal?.aborted && closing === undefined ? Promise.reject(init.signal.reason) : start<B>(body, init).promise;
+
+  const client: Invoker = {
+    invoke,
+    async test<B>(body: unknown, init?: InvokeInit): Promise<B> {
+      const out = await invoke<B>(body, init);
+      if (out.error !== undefined) throw out.error;
+      return out.body;
+    },
+    close(): Promise<void> {
+      closing ??= (async () => {
+        if (pending.size > 0) await new Promise<void>((resolve) => (drained = resolve));
+        if (timer !== undefined) clearTimeout(timer);
+        timer = undefined;
+        const conn = connection;
+        connection = undefined;
+        // Unsubscribing aborts the work of events whose request already ended (timed out, aborted).
+        conn?.subscription?.unsubscribe();
+        await graph?.close();
+      })();
+      return closing;
+    },
+    get inFlight() {
+      return pending.size;
+    },
+    get closed() {
+      return closing !== undefined;
+    },
+  };
+  starters.set(client, start);
+  return client;
+}

@@ -1,0 +1,292 @@
+// rxservePlugin: the §11 routes as a fastify plugin (serve() registers it on an app of its own).
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import * as t from 'io-ts';
+import type { OperatorFunction } from 'rxjs';
+import { decodeOrThrow, fn, NonEmptyString, positiveInt, strict } from '../config.js';
+import { RxServeError, toError } from '../errors.js';
+import type { ServingEvent } from '../event.js';
+import type { Graph } from '../graph/graph.js';
+import { GraphCodec } from './codecs.js';
+import { invoker, starters, type Invoker } from './invoker.js';
+import { errorBody, HttpError, statusOf } from './status.js';
+
+/** Options of `rxservePlugin` (`app.register(rxservePlugin, options)`). */
+export interface RxservePluginOptions {
+  /** What answers `POST /*`: one step or a `pipe()` of steps. */
+  readonly pipeline: OperatorFunction<ServingEvent, ServingEvent>;
+  /** The pipeline's graph: readiness waits for `graph.ready()`, `/v2/models` lists its endpoints, closing the app closes it. */
+  readonly graph?: Graph;
+  /** How long a request waits for its answer before a 504 (its work is aborted); default 30,000 ms. */
+  readonly timeoutMs?: number;
+  /** The names `/v2/models` lists; default the graph's endpoint names. */
+  readonly models?: readonly string[];
+  /** When set, every route but `/v2/health/*` needs `Authorization: Bearer <one of these>` (else 401). */
+  readonly apiKeys?: readonly string[];
+  /** Largest request body accepted (bytes); more → 413. Default 10 MiB. */
+  readonly maxBodyBytes?: number;
+}
+
+const PluginOptionsCodec = strict(
+  'RxservePluginOptions',
+  { pipeline: fn<OperatorFunction<ServingEvent, ServingEvent>>('an operator (event$) => event$') },
+  {
+    graph: GraphCodec,
+    timeoutMs: positiveInt(true),
+    models: t.array(NonEmptyString),
+    apiKeys: t.array(NonEmptyString),
+    maxBodyBytes: positiveInt(false),
+  },
+);
+
+/** The options fastify's `register` adds for itself (they are not the plugin's). */
+const REGISTER_OPTIONS = new Set(['prefix', 'logLevel', 'logSerializers']);
+
+export const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024;
+
+/** The request id: `x-request-id` when the client sent a usable one, else a new UUID. */
+const MAX_REQUEST_ID = 200;
+
+/** @internal serve() reads the plugin's invoker through this option (a symbol: not an option users see). */
+export const kInvoker = Symbol('rxserve.invoker');
+
+/** Per request: its id (echoed as `x-request-id`). */
+const requestIds = new WeakMap<FastifyRequest, string>();
+
+/**
+ * The rxserve routes as a fastify plugin, for an app you already have.
+ *
+ * Registers, in its own encapsulated context (its hooks, parsers and error handler do not touch
+ * your other routes): `POST /*` (each JSON body becomes an event of `pipeline`, answered with the
+ * output event's body or `{ "error": "<Name>: <message>" }` with the status of §11),
+ * `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2/models`, `GET /v2/models/<name>` and
+ * `GET /v2/models/<name>/ready`. Only `application/json` bodies are accepted (else 415), with
+ * fastify's prototype-poisoning guard (400) and a body limit (413). Closing the app answers the
+ * requests in flight (new ones get 503), then closes the pipeline and the graph.
+ *
+ * ## Example
+ * ```ts
+ * import Fastify from 'fastify';
+ * import { createGraph, rxservePlugin } from 'rxserve';
+ * const app = Fastify();
+ * app.get('/hello', async () => 'your own route');
+ * await app.register(rxservePlugin, { pipeline, graph, prefix: '/ml', apiKeys: [process.env.KEY!] });
+ * await app.listen({ port: 8080 });            // POST /ml/score, GET /ml/v2/health/ready, ...
+ * ```
+ * @see serve
+ */
+export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (app, opts) => {
+  const own = Object.fromEntries(Object.entries(opts).filter(([key]) => !REGISTER_OPTIONS.has(key)));
+  const options = decodeOrThrow(PluginOptionsCodec, own, 'rxservePlugin');
+  const { pipeline, graph, timeoutMs, models, apiKeys, maxBodyBytes = DEFAULT_MAX_BODY_BYTES } = options;
+  const client = invoker(pipeline, { ...(graph ? { graph } : {}), ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
+  (opts as { [kInvoker]?: (client: Invoker) => void })[kInvoker]?.(client);
+  const start = starters.get(client)!;
+
+  let closing = false;
+  let graphReady = graph === undefined;
+  let loadError: Error | undefined;
+  graph?.ready().then(
+    () => void (graphReady = true),
+    (error: unknown) => void (loadError = toError(error)),
+  );
+  const isReady = (): boolean => graphReady && app.server.listening && !closing;
+
+  app.addHook('preClose', (done) => {
+    closing = true;
+    done();
+  });
+  // fastify runs this once the server has stopped and every request in flight was answered.
+  app.addHook('onClose', async () => {
+    await client.close();
+  });
+
+  const keys = apiKeys?.map(digest);
+  app.addHook('onRequest', (request, reply, done) => {
+    const header = request.headers['x-request-id'];
+    const id = typeof header === 'string' && header.length > 0 && header.length <= MAX_REQUEST_ID ? header : globalThis.crypto.randomUUID();
+    requestIds.set(request, id);
+    reply.header('x-request-id', id);
+    if (closing) {
+      sendError(reply, new HttpError('RxServeError', 'the server is closing; no new requests are taken', 503));
+      return;
+    }
+    if (keys !== undefined && (request.routeOptions.config as { rxservePublic?: boolean }).rxservePublic !== true && !authorized(request.headers.authorization, keys)) {
+      reply.header('www-authenticate', 'Bearer realm="rxserve"');
+      sendError(reply, new HttpError('UnauthorizedError', 'this route needs an Authorization: Bearer <API key> header with a valid key', 401));
+      return;
+    }
+    done();
+  });
+
+  // Only JSON, parsed by fastify's own parser (which rejects __proto__ and constructor.prototype
+  // keys); the error says which of the two went wrong.
+  app.removeAllContentTypeParsers();
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: maxBodyBytes }, (request, body, done) => {
+    const text = body as string; // parseAs: 'string'
+    parseJson(request, text, (error, value) => (error ? done(jsonError(text, error) as FastifyError, undefined) : done(null, value)));
+  });
+
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    sendError(reply, translate(error, request, maxBodyBytes));
+  });
+
+  app.post('/*', { bodyLimit: maxBodyBytes }, async (request, reply) => {
+    if (request.body === undefined) {
+      return sendError(reply, new HttpError('SyntaxError', "the request has no body; send a JSON value with 'Content-Type: application/json'", 400));
+    }
+    // Cancelled through the invoker, not with an AbortSignal of our own: one signal per request.
+    const started = start(request.body, {
+      id: requestIds.get(request) ?? globalThis.crypto.randomUUID(),
+      path: pathOf(request.url),
+      headers: headersOf(request, keys !== undefined),
+    });
+    let gone = false;
+    const onClose = (): void => {
+      if (reply.raw.writableFinished) return;
+      gone = true;
+      started.cancel(new RxServeError('the client disconnected before its answer'));
+    };
+    reply.raw.once('close', onClose);
+    try {
+      const out = await started.promise;
+      if (out.error !== undefined) return sendError(reply, out.error);
+      let json: string;
+      try {
+        json = JSON.stringify(out.body ?? null);
+      } catch (error) {
+        return sendError(reply, new HttpError('TypeError', `the answer's body cannot be sent as JSON: ${toError(error).message}`, 500));
+      }
+      return send(reply, 200, json);
+    } catch (error) {
+      // The client is gone: nobody to answer.
+      if (gone) return reply;
+      const e = toError(error);
+      // The invoker refuses a request only after close() (503) or for an id already in flight (409).
+      return sendError(reply, new HttpError(e.name, e.message, client.closed ? 503 : 409));
+    } finally {
+      reply.raw.off('close', onClose);
+    }
+  });
+
+  const health = { config: { rxservePublic: true } };
+  app.get('/v2/health/live', health, async (_request, reply) => send(reply, 200, '{"live":true}'));
+  app.get('/v2/health/ready', health, async (_request, reply) =>
+    isReady() ? send(reply, 200, '{"ready":true}') : sendError(reply, notReady()),
+  );
+
+  const modelNames = (): string[] => (models ? [...models] : (graph?.endpointNames().map((e) => e.endpointName) ?? []));
+  app.get('/v2/models', async (_request, reply) => send(reply, 200, JSON.stringify({ models: modelNames() })));
+  const metadata = async (request: FastifyRequest, reply: FastifyReply) => {
+    const { name } = request.params as { name: string };
+    if (!modelNames().includes(name)) return sendError(reply, unknownModel(name, modelNames()));
+    const entry = graph?.endpoint(name);
+    return send(reply, 200, JSON.stringify({ name, platform: 'rxserve', inputs: entry?.inputs ?? [], outputs: entry?.outputs ?? [] }));
+  };
+  const modelReady = async (request: FastifyRequest, reply: FastifyReply) => {
+    const { name } = request.params as { name: string };
+    if (!modelNames().includes(name)) return sendError(reply, unknownModel(name, modelNames()));
+    return isReady() ? send(reply, 200, JSON.stringify({ name, ready: true })) : sendError(reply, notReady());
+  };
+  app.get('/v2/models/:name', metadata);
+  app.get('/v2/models/:name/versions/:version', metadata);
+  app.get('/v2/models/:name/ready', modelReady);
+  app.get('/v2/models/:name/versions/:version/ready', modelReady);
+
+  function notReady(): HttpError {
+    const why = closing
+      ? 'the server is closing'
+      : loadError !== undefined
+        ? `the graph failed to load (${loadError.name}: ${loadError.message})`
+        : graphReady
+          ? 'the server is not listening yet'
+          : `graph '${graph!.name}' is still loading its models`;
+    return new HttpError('RxServeError', `not ready: ${why}`, 503);
+  }
+
+  // Sends a JSON text. While closing, the connection ends with the answer, so that a keep-alive
+  // client does not hold the closing server open.
+  function send(reply: FastifyReply, status: number, json: string): FastifyReply {
+    if (closing) reply.header('connection', 'close');
+    return reply.code(status).type('application/json; charset=utf-8').send(json);
+  }
+
+  function sendError(reply: FastifyReply, error: Error): FastifyReply {
+    const status = error instanceof HttpError ? error.statusCode : statusOf(error);
+    if (status === 503) reply.header('retry-after', '1');
+    return send(reply, status, JSON.stringify(errorBody(error)));
+  }
+};
+
+function unknownModel(name: string, names: readonly string[]): HttpError {
+  return new HttpError('NotFoundError', `no model '${name}'; models: ${names.length ? names.map((n) => `'${n}'`).join(', ') : '(none)'}`, 404);
+}
+
+/** The URL path without its query string. */
+function pathOf(url: string): string {
+  const q = url.indexOf('?');
+  return q < 0 ? url : url.slice(0, q);
+}
+
+/** The request headers (lower-case names, repeated ones joined), without the API key when one was checked. */
+function headersOf(request: FastifyRequest, dropAuthorization: boolean): Record<string, string> {
+  // Node gives strings for every request header but set-cookie; toEvent copies them anyway.
+  if (!('set-cookie' in request.headers) && !(dropAuthorization && 'authorization' in request.headers)) {
+    return request.headers as Record<string, string>;
+  }
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (value === undefined || (dropAuthorization && name === 'authorization')) continue;
+    headers[name] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  return headers;
+}
+
+function digest(key: string): Buffer {
+  return createHash('sha256').update(key).digest();
+}
+
+/** Constant-time over the keys: every key is compared, whichever matches. */
+function authorized(header: string | undefined, keys: readonly Buffer[]): boolean {
+  const match = header === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (match === null) return false;
+  const given = digest(match[1]);
+  let ok = false;
+  for (const key of keys) ok = timingSafeEqual(given, key) || ok;
+  return ok;
+}
+
+/** Why fastify's JSON parser refused a body: not JSON at all, or a prototype-poisoning key. */
+function jsonError(body: string, _error: Error): Error {
+  if (body.length === 0) return new HttpError('SyntaxError', "the request body is empty; send a JSON value with 'Content-Type: application/json'", 400);
+  try {
+    JSON.parse(body);
+  } catch (syntax) {
+    return new HttpError('SyntaxError', `the request body is not valid JSON (${toError(syntax).message})`, 400);
+  }
+  return new HttpError(
+    'SyntaxError',
+    "the request body has a '__proto__' or 'constructor.prototype' key; refused (prototype poisoning)",
+    400,
+  );
+}
+
+/** fastify's own errors (body limit, content type, ...) as error replies of the §11 shape. */
+function translate(error: FastifyError, request: FastifyRequest, maxBodyBytes: number): Error {
+  if (error instanceof HttpError) return error;
+  switch (error.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new HttpError('PayloadTooLargeError', `the request body is larger than the limit of ${maxBodyBytes} bytes`, 413);
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new HttpError(
+        'UnsupportedMediaTypeError',
+        `content type '${request.headers['content-type'] ?? '(none)'}' is not JSON; send 'Content-Type: application/json'`,
+        415,
+      );
+    default: {
+      const status = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500;
+      return new HttpError(error.name === 'FastifyError' && error.code ? error.code : error.name, error.message, status);
+    }
+  }
+}

@@ -1,0 +1,573 @@
+// serve() and rxservePlugin over real HTTP on loopback (port 0): statuses, bad input, health,
+// /v2/models, API keys, overload, timeouts, disconnects, graceful close.
+import { Agent, request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
+import Fastify from 'fastify';
+import { map, pipe, type OperatorFunction } from 'rxjs';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  ConfigError,
+  createGraph,
+  Model,
+  ModelTimeoutError,
+  QueueFullError,
+  RouteNotFoundError,
+  rxservePlugin,
+  serve,
+  step,
+  v2ModelName,
+  type Graph,
+  type ModelEntry,
+  type PredictContext,
+  type Server,
+  type ServingEvent,
+} from '../index.js';
+
+/** What the test models did, read by the tests. */
+const probe = { started: 0, finished: 0, aborted: [] as string[], closed: 0, seen: [] as ServingEvent[], order: [] as string[] };
+
+type Body = { tag: string; ms?: number };
+
+/** Answers `{ tag, by }` after `body.ms`; its call rejects when its signal aborts. */
+class Sleepy extends Model<Body, { tag: string; by: string }> {
+  override predict(body: Body, ctx: PredictContext): Promise<{ tag: string; by: string }> {
+    probe.started++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        probe.finished++;
+        resolve({ tag: body.tag, by: this.name });
+      }, body.ms ?? 0);
+      ctx.signal.addEventListener('abort', () => {
+        clearTimeout(timer);
+        probe.aborted.push(ctx.eventId);
+        reject(ctx.signal.reason);
+      });
+    });
+  }
+  override close() {
+    probe.closed++;
+    probe.order.push('model closed');
+  }
+}
+
+const entry = (endpointName: string, extra: Partial<ModelEntry> = {}): ModelEntry => ({
+  endpointName,
+  modelClass: Sleepy,
+  executionMechanism: 'asyncio',
+  ...extra,
+});
+
+/** A graph with one Sleepy model, every event recorded in probe.seen on its way in. */
+function sleepyPipeline(options: { maxInFlight?: number; maxQueue?: number } = {}): { graph: Graph; pipeline: OperatorFunction<ServingEvent, ServingEvent> } {
+  const graph = createGraph({ name: 'test' });
+  const runner = graph.modelRunner({ name: 'runner', models: [entry('sleepy', { inputs: ['tag', 'ms'], outputs: ['tag'] })], ordered: false, ...options });
+  return { graph, pipeline: pipe(map((e: ServingEvent) => (probe.seen.push(e), e)), runner) };
+}
+
+let servers: Server[] = [];
+const start = async (...args: Parameters<typeof serve>): Promise<Server> => {
+  const server = await serve(args[0], { port: 0, ...args[1] });
+  servers.push(server);
+  return server;
+};
+
+afterEach(async () => {
+  await Promise.all(servers.map((s) => s.close()));
+  servers = [];
+  Object.assign(probe, { started: 0, finished: 0, aborted: [], closed: 0, seen: [], order: [] });
+});
+
+interface Answer {
+  status: number;
+  headers: Headers;
+  json: any;
+}
+
+async function call(url: string, init: { method?: string; body?: unknown; raw?: string; contentType?: string; headers?: Record<string, string>; signal?: AbortSignal } = {}): Promise<Answer> {
+  const body = init.raw ?? (init.body === undefined ? undefined : JSON.stringify(init.body));
+  const headers: Record<string, string> = { ...init.headers };
+  if (body !== undefined) headers['content-type'] = init.contentType ?? 'application/json';
+  const response = await fetch(url, { method: init.method ?? (body === undefined ? 'GET' : 'POST'), headers, body, signal: init.signal });
+  const text = await response.text();
+  return { status: response.status, headers: response.headers, json: text ? JSON.parse(text) : undefined };
+}
+
+const until = async (test: () => boolean, ms = 5_000): Promise<void> => {
+  const end = Date.now() + ms;
+  while (!test()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+};
+
+describe('serve(): POST', () => {
+  it('answers 200 with the output body; the event has the path, lower-case headers and the x-request-id, echoed', async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    const server = await start(pipeline, { graph });
+    expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const a = await call(`${server.url}/score/now?verbose=1`, { body: { tag: 'a' }, headers: { 'X-Request-Id': 'req-1', 'X-Custom': 'Yes' } });
+    expect(a.status).toBe(200);
+    expect(a.headers.get('content-type')).toBe('application/json; charset=utf-8');
+    expect(a.json).toEqual({ tag: 'a', by: 'sleepy' });
+    expect(a.headers.get('x-request-id')).toBe('req-1');
+    const seen = probe.seen[0];
+    expect(seen.id).toBe('req-1');
+    expect(seen.path).toBe('/score/now');
+    expect(seen.headers?.['x-custom']).toBe('Yes');
+    expect(seen.body).toEqual({ tag: 'a' });
+    // without the header: a new id, echoed
+    const b = await call(`${server.url}/`, { body: { tag: 'b' } });
+    expect(b.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+    expect(probe.seen[1].id).toBe(b.headers.get('x-request-id'));
+  });
+
+  it('sends any JSON answer as JSON (strings, numbers, null)', async () => {
+    const server = await start(step((b: { v: unknown }) => b.v));
+    for (const v of ['text', 3, null, [1, 'x'], false]) {
+      const a = await call(server.url, { body: { v } });
+      expect(a.status).toBe(200);
+      expect(a.json).toEqual(v);
+    }
+  });
+
+  it('maps every errored answer to its status with { error: "<Name>: <message>" }', async () => {
+    const failing = step((b: { kind: string }) => {
+      switch (b.kind) {
+        case 'route':
+          throw new RouteNotFoundError('x', ['a'], 'r');
+        case 'queue':
+          throw new QueueFullError('s', 1, 0);
+        case 'timeout':
+          throw new ModelTimeoutError('m', 5);
+        case 'config':
+          throw new ConfigError([{ path: 'p', expected: 'q' }]);
+        case 'type':
+          throw new TypeError('bad input');
+        default:
+          return b;
+      }
+    }, { name: 'failing' });
+    const server = await start(failing);
+    const expected: [string, number, string][] = [
+      ['route', 404, `RouteNotFoundError: ${new RouteNotFoundError('x', ['a'], 'r').message}`],
+      ['queue', 503, `QueueFullError: ${new QueueFullError('s', 1, 0).message}`],
+      ['timeout', 504, `ModelTimeoutError: ${new ModelTimeoutError('m', 5).message}`],
+      ['config', 500, 'ConfigError: p: expected q'],
+      ['type', 400, 'TypeError: bad input'],
+    ];
+    for (const [kind, status, error] of expected) {
+      const a = await call(server.url, { body: { kind } });
+      expect([kind, a.status, a.json]).toEqual([kind, status, { error }]);
+      expect(a.headers.get('retry-after')).toBe(status === 503 ? '1' : null);
+    }
+  });
+
+  it('a ModelRunnerError is 400 whatever its models failed with (a model timeout included)', async () => {
+    const graph = createGraph();
+    const server = await start(graph.modelRunner({ models: [entry('slow', { timeoutMs: 20 })] }), { graph });
+    const a = await call(server.url, { body: { tag: 'a', ms: 1_000 } });
+    expect(a.status).toBe(400);
+    expect(a.json.error).toMatch(/^ModelRunnerError: step 'model_runner': slow failed \(ModelTimeoutError: /);
+  });
+
+  it('a full step answers 503 with Retry-After: 1 (maxInFlight 1, maxQueue 1)', async () => {
+    const { graph, pipeline } = sleepyPipeline({ maxInFlight: 1, maxQueue: 1 });
+    const server = await start(pipeline, { graph });
+    const first = call(server.url, { body: { tag: 'a', ms: 300 } });
+    await until(() => probe.started === 1);
+    const second = call(server.url, { body: { tag: 'b' } });
+    await until(() => probe.seen.length === 2);
+    const third = await call(server.url, { body: { tag: 'c' } });
+    expect(third.status).toBe(503);
+    expect(third.headers.get('retry-after')).toBe('1');
+    expect(third.json.error).toBe(`QueueFullError: ${new QueueFullError('runner', 1, 1).message}`);
+    expect((await first).json).toEqual({ tag: 'a', by: 'sleepy' });
+    expect((await second).json).toEqual({ tag: 'b', by: 'sleepy' });
+  });
+
+  it('no answer within timeoutMs → 504 with ModelTimeoutError; an event the pipeline drops as well', async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    const server = await start(pipeline, { graph, timeoutMs: 50 });
+    const a = await call(server.url, { body: { tag: 'a', ms: 5_000 }, headers: { 'x-request-id': 'slow-1' } });
+    expect(a.status).toBe(504);
+    expect(a.json).toEqual({ error: "ModelTimeoutError: no answer for event 'slow-1' within 50 ms; its work was aborted" });
+    // answers under another id: nobody's answer
+    const dropping = await start(map((e: ServingEvent) => ({ ...e, id: `other-${e.id}` })), { timeoutMs: 30 });
+    expect((await call(dropping.url, { body: {} })).status).toBe(504);
+    expect(server.inFlight).toBe(0);
+    expect(dropping.inFlight).toBe(0);
+  });
+
+  it('two requests with the same x-request-id in flight: the second gets 409', async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    const server = await start(pipeline, { graph });
+    const first = call(server.url, { body: { tag: 'a', ms: 200 }, headers: { 'x-request-id': 'dup' } });
+    await until(() => probe.started === 1);
+    const second = await call(server.url, { body: { tag: 'b' }, headers: { 'x-request-id': 'dup' } });
+    expect(second.status).toBe(409);
+    expect(second.json.error).toBe("RxServeError: request id 'dup' is already in flight; ids of concurrent requests must differ");
+    expect((await first).status).toBe(200);
+  });
+});
+
+describe('serve(): bad requests never reach the pipeline and do not disturb others', () => {
+  const bad: [string, { raw?: string; contentType?: string; body?: unknown }, number, string | RegExp][] = [
+    ['malformed JSON', { raw: '{"tag": "a",' }, 400, /^SyntaxError: the request body is not valid JSON \(/],
+    ['a __proto__ key', { raw: '{"tag":"a","__proto__":{"admin":true}}' }, 400, "SyntaxError: the request body has a '__proto__' or 'constructor.prototype' key; refused (prototype poisoning)"],
+    ['a nested, escaped __proto__ key', { raw: '{"a":{"\\u005f_proto__":{"admin":true}}}' }, 400, /prototype poisoning/],
+    ['a constructor.prototype key', { raw: '{"constructor":{"prototype":{"admin":true}}}' }, 400, /prototype poisoning/],
+    ['a body over maxBodyBytes', { body: { tag: 'x'.repeat(2_000) } }, 413, 'PayloadTooLargeError: the request body is larger than the limit of 1024 bytes'],
+    ['text/plain', { raw: 'hello', contentType: 'text/plain' }, 415, "UnsupportedMediaTypeError: content type 'text/plain' is not JSON; send 'Content-Type: application/json'"],
+    ['a form', { raw: 'a=1', contentType: 'application/x-www-form-urlencoded' }, 415, /^UnsupportedMediaTypeError: content type 'application\/x-www-form-urlencoded' is not JSON/],
+    ['an empty JSON body', { raw: '' }, 400, "SyntaxError: the request body is empty; send a JSON value with 'Content-Type: application/json'"],
+  ];
+
+  it.each(bad)('%s', async (_name, init, status, error) => {
+    const { graph, pipeline } = sleepyPipeline();
+    const server = await start(pipeline, { graph, maxBodyBytes: 1024 });
+    // good requests in flight while the bad one is refused
+    const good = ['g1', 'g2', 'g3', 'g4'].map((tag) => call(server.url, { body: { tag, ms: 100 } }));
+    await until(() => probe.started === 4);
+    const a = await call(`${server.url}/score`, { ...init, headers: { 'x-request-id': 'bad-1' } });
+    expect(a.status).toBe(status);
+    expect(a.headers.get('x-request-id')).toBe('bad-1');
+    if (typeof error === 'string') expect(a.json).toEqual({ error });
+    else expect(a.json.error).toMatch(error);
+    expect((await Promise.all(good)).map((g) => [g.status, g.json.tag])).toEqual([
+      [200, 'g1'],
+      [200, 'g2'],
+      [200, 'g3'],
+      [200, 'g4'],
+    ]);
+    expect(probe.seen.map((e) => e.id)).not.toContain('bad-1');
+    expect(probe.seen).toHaveLength(4);
+  });
+
+  it('a POST without a body → 400, not reaching the pipeline', async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    const server = await start(pipeline, { graph });
+    const a = await call(server.url, { method: 'POST' });
+    expect(a.status).toBe(400);
+    expect(a.json.error).toBe("SyntaxError: the request has no body; send a JSON value with 'Content-Type: application/json'");
+    expect(probe.seen).toHaveLength(0);
+  });
+
+  it('unknown GET routes → 404 in the error shape', async () => {
+    const server = await start(step((b) => b));
+    const a = await call(`${server.url}/nothing/here?x=1`);
+    expect(a).toMatchObject({ status: 404, json: { error: 'NotFoundError: no route GET /nothing/here' } });
+  });
+});
+
+describe('serve(): health and /v2/models', () => {
+  it('/v2/health/ready is 503 until graph.ready() resolves, then 200; /v2/health/live is 200 throughout', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    class Gated extends Sleepy {
+      override load() {
+        return gate;
+      }
+    }
+    const graph = createGraph({ name: 'gated' });
+    const server = await start(graph.modelRunner({ models: [entry('gated', { modelClass: Gated })] }), { graph });
+    expect((await call(`${server.url}/v2/health/live`)).status).toBe(200);
+    const before = await call(`${server.url}/v2/health/ready`);
+    expect(before.status).toBe(503);
+    expect(before.json).toEqual({ error: "RxServeError: not ready: graph 'gated' is still loading its models" });
+    expect((await call(`${server.url}/v2/models/gated/ready`)).status).toBe(503);
+    release();
+    await graph.ready();
+    const after = await call(`${server.url}/v2/health/ready`);
+    expect(after).toMatchObject({ status: 200, json: { ready: true } });
+    expect((await call(`${server.url}/v2/models/gated/ready`)).json).toEqual({ name: 'gated', ready: true });
+    expect((await call(server.url, { body: { tag: 'x' } })).json).toEqual({ tag: 'x', by: 'gated' });
+  });
+
+  it('a graph that cannot load stays not ready, saying why', async () => {
+    class Broken extends Sleepy {
+      override load() {
+        throw new Error('no weights');
+      }
+    }
+    const graph = createGraph({ name: 'broken' });
+    const server = await start(graph.modelRunner({ models: [entry('broken', { modelClass: Broken })] }), { graph });
+    await expect(graph.ready()).rejects.toThrow('no weights');
+    const ready = await call(`${server.url}/v2/health/ready`);
+    expect(ready.status).toBe(503);
+    expect(ready.json.error).toMatch(/^RxServeError: not ready: the graph failed to load \(ModelLoadError: .*no weights/);
+  });
+
+  it('without a graph, ready once listening', async () => {
+    const server = await start(step((b) => b));
+    expect((await call(`${server.url}/v2/health/ready`)).status).toBe(200);
+    expect((await call(`${server.url}/v2/models`)).json).toEqual({ models: [] });
+  });
+
+  it('/v2/models lists the graph endpoints; /v2/models/<name> gives inputs/outputs; unknown names 404', async () => {
+    const graph = createGraph();
+    const a = graph.modelRunner({ name: 'a', models: [entry('m1', { inputs: ['x', 'y'], outputs: ['score'] }), entry('m2')] });
+    const b = graph.modelRunner({ name: 'b', models: [entry('m3')] });
+    const server = await start(pipe(a, b), { graph });
+    expect((await call(`${server.url}/v2/models`)).json).toEqual({ models: ['m1', 'm2', 'm3'] });
+    expect((await call(`${server.url}/v2/models/m1`)).json).toEqual({ name: 'm1', platform: 'rxserve', inputs: ['x', 'y'], outputs: ['score'] });
+    expect((await call(`${server.url}/v2/models/m3/versions/1`)).json).toEqual({ name: 'm3', platform: 'rxserve', inputs: [], outputs: [] });
+    expect((await call(`${server.url}/v2/models/m2/ready`)).status).toBe(200);
+    const unknown = await call(`${server.url}/v2/models/nope`);
+    expect(unknown).toMatchObject({ status: 404, json: { error: "NotFoundError: no model 'nope'; models: 'm1', 'm2', 'm3'" } });
+    expect((await call(`${server.url}/v2/models/nope/ready`)).status).toBe(404);
+  });
+
+  it('the models option replaces the listing', async () => {
+    const graph = createGraph();
+    const server = await start(graph.modelRunner({ models: [entry('m1', { inputs: ['x'] }), entry('hidden')] }), { graph, models: ['m1'] });
+    expect((await call(`${server.url}/v2/models`)).json).toEqual({ models: ['m1'] });
+    expect((await call(`${server.url}/v2/models/m1`)).json.inputs).toEqual(['x']);
+    expect((await call(`${server.url}/v2/models/hidden`)).status).toBe(404);
+  });
+
+  it('router({ key: v2ModelName }) serves POST /v2/models/<name>[/versions/<v>]/infer; an unknown model is 404', async () => {
+    const graph = createGraph();
+    const pipeline = graph.router({
+      key: v2ModelName,
+      routes: {
+        alpha: graph.modelRunner({ name: 'alpha-step', models: [entry('alpha-model')] }),
+        beta: graph.modelRunner({ name: 'beta-step', models: [entry('beta-model')] }),
+      },
+    });
+    const server = await start(pipeline, { graph, models: ['alpha', 'beta'] });
+    expect((await call(`${server.url}/v2/models/alpha/infer`, { body: { tag: 'a' } })).json).toEqual({ tag: 'a', by: 'alpha-model' });
+    expect((await call(`${server.url}/v2/models/beta/versions/3/infer`, { body: { tag: 'b' } })).json).toEqual({ tag: 'b', by: 'beta-model' });
+    const missing = await call(`${server.url}/v2/models/gamma/infer`, { body: { tag: 'c' } });
+    expect(missing.status).toBe(404);
+    expect(missing.json.error).toBe("RouteNotFoundError: router 'router': no route for key 'gamma'; available routes: 'alpha', 'beta'");
+    expect((await call(`${server.url}/v2/models`)).json).toEqual({ models: ['alpha', 'beta'] });
+  });
+
+  it('v2ModelName reads the infer paths only', () => {
+    const at = (path?: string) => v2ModelName({ id: '1', body: null, metadata: {}, ...(path ? { path } : {}) });
+    expect(at('/v2/models/m1/infer')).toBe('m1');
+    expect(at('/v2/models/m%201/versions/2/infer')).toBe('m 1');
+    expect(at('/api/v2/models/m1/infer')).toBe('m1');
+    expect(at('/v2/models/m1')).toBeUndefined();
+    expect(at('/v2/models/m1/ready')).toBeUndefined();
+    expect(at('/score')).toBeUndefined();
+    expect(at()).toBeUndefined();
+  });
+});
+
+describe('serve(): apiKeys', () => {
+  it('401 without a key or with a wrong one; 200 with a right one; /v2/health/* stays open', async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    const server = await start(pipeline, { graph, apiKeys: ['k-one', 'k-two'] });
+    const none = await call(server.url, { body: { tag: 'a' } });
+    expect(none.status).toBe(401);
+    expect(none.headers.get('www-authenticate')).toBe('Bearer realm="rxserve"');
+    expect(none.json).toEqual({ error: 'UnauthorizedError: this route needs an Authorization: Bearer <API key> header with a valid key' });
+    expect((await call(server.url, { body: { tag: 'a' }, headers: { authorization: 'Bearer k-three' } })).status).toBe(401);
+    expect((await call(server.url, { body: { tag: 'a' }, headers: { authorization: 'Basic k-one' } })).status).toBe(401);
+    expect((await call(`${server.url}/v2/models`)).status).toBe(401);
+    expect((await call(`${server.url}/v2/models/sleepy`)).status).toBe(401);
+    expect(probe.seen).toHaveLength(0);
+    const ok = await call(server.url, { body: { tag: 'a' }, headers: { authorization: 'Bearer k-two' } });
+    expect(ok).toMatchObject({ status: 200, json: { tag: 'a' } });
+    // the key itself is not passed into the pipeline
+    expect(probe.seen[0].headers?.authorization).toBeUndefined();
+    expect((await call(`${server.url}/v2/models`, { headers: { authorization: 'bearer k-one' } })).status).toBe(200);
+    expect((await call(`${server.url}/v2/health/live`)).status).toBe(200);
+    expect((await call(`${server.url}/v2/health/ready`)).status).toBe(200);
+  });
+});
+
+describe('serve(): cancellation and close', () => {
+  // Needs per-event cancellation (ServingEvent.signal, the lead's change on main).
+  it('a client that disconnects aborts its event’s work (the model’s AbortSignal fires)', async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    const server = await start(pipeline, { graph });
+    const controller = new AbortController();
+    const pending = call(server.url, { body: { tag: 'a', ms: 10_000 }, headers: { 'x-request-id': 'gone' }, signal: controller.signal });
+    await until(() => probe.started === 1);
+    controller.abort();
+    await expect(pending).rejects.toThrow();
+    await until(() => probe.aborted.includes('gone'));
+    expect(server.inFlight).toBe(0);
+    expect(probe.finished).toBe(0);
+    // the server goes on answering
+    expect((await call(server.url, { body: { tag: 'b' } })).json.tag).toBe('b');
+  });
+
+  // Needs per-event cancellation (ServingEvent.signal, the lead's change on main).
+  it('a 504 aborts the event’s work', async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    const server = await start(pipeline, { graph, timeoutMs: 40 });
+    const a = await call(server.url, { body: { tag: 'a', ms: 10_000 }, headers: { 'x-request-id': 'late' } });
+    expect(a.status).toBe(504);
+    await until(() => probe.aborted.includes('late'));
+    expect(probe.finished).toBe(0);
+  });
+
+  it('graceful close: new requests get 503 or a refused connection, requests in flight are answered, then the graph closes', async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    // what leaves the pipeline, in order, on the server's side
+    const server = await start(pipe(pipeline, map((e: ServingEvent) => (probe.order.push(`answer ${(e.body as Body).tag}`), e))), { graph });
+    const inFlight = ['a', 'b', 'c'].map((tag, i) => call(server.url, { body: { tag, ms: 150 + 50 * i } }));
+    await until(() => probe.started === 3);
+    const closed = server.close();
+    await new Promise((r) => setTimeout(r, 30));
+    const late = await call(server.url, { body: { tag: 'late' } }).catch((error: Error) => error);
+    if (late instanceof Error) expect((late.cause as { code?: string }).code).toBe('ECONNREFUSED');
+    else {
+      expect(late.status).toBe(503);
+      expect(late.headers.get('retry-after')).toBe('1');
+      expect(late.json).toEqual({ error: 'RxServeError: the server is closing; no new requests are taken' });
+    }
+    const answers = await Promise.all(inFlight);
+    expect(answers.map((r) => [r.status, r.json.tag])).toEqual([
+      [200, 'a'],
+      [200, 'b'],
+      [200, 'c'],
+    ]);
+    await closed;
+    expect(graph.closed).toBe(true);
+    expect(probe.order).toEqual(['answer a', 'answer b', 'answer c', 'model closed']);
+    expect(probe.seen.map((e) => (e.body as Body).tag)).not.toContain('late');
+  });
+
+  it('while closing, a request that still gets in is answered 503 with Retry-After and Connection: close', async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    // (with fastify's default return503OnClosing: true, fastify answers its own 503 first)
+    const app = Fastify({ return503OnClosing: false });
+    await app.register(rxservePlugin, { pipeline, graph });
+    // a preClose hook of the app's, after rxserve's, keeps the server listening a while
+    await app.register(async (child) => child.addHook('preClose', (done) => void setTimeout(done, 150)));
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
+    const first = call(url, { body: { tag: 'first', ms: 100 } });
+    await until(() => probe.started === 1);
+    const closed = app.close();
+    await new Promise((r) => setTimeout(r, 30));
+    const late = await call(url, { body: { tag: 'late' } });
+    expect(late.status).toBe(503);
+    expect(late.headers.get('retry-after')).toBe('1');
+    expect(late.headers.get('connection')).toBe('close');
+    expect(late.json).toEqual({ error: 'RxServeError: the server is closing; no new requests are taken' });
+    expect((await first).json).toEqual({ tag: 'first', by: 'sleepy' });
+    await closed;
+    expect(probe.seen).toHaveLength(1);
+    expect(graph.closed).toBe(true);
+  });
+
+  it('close() does not wait for a connection that never sent a request (the server ends it)', async () => {
+    const server = await start(step((b) => b));
+    const socket = connect(Number(new URL(server.url).port), '127.0.0.1');
+    await new Promise((resolve) => socket.once('connect', resolve));
+    const ended = new Promise((resolve) => socket.once('end', resolve));
+    await server.close(); // without ending it, this waits as long as the client keeps the socket
+    await ended;
+    socket.destroy();
+  });
+
+  it('a burst of 2,000 requests with random client aborts: every other request is answered once with its own body, nothing left in flight', async () => {
+    const { graph, pipeline } = sleepyPipeline({ maxInFlight: 256 });
+    const server = await start(pipeline, { graph });
+    const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+    const { port } = new URL(server.url);
+    const results = await Promise.all(
+      Array.from({ length: 2_000 }, (_, i) => {
+        const tag = `t${i}`;
+        const abort = i % 5 === 0;
+        return new Promise<{ tag: string; abort: boolean; status?: number; body?: string; error?: string }>((resolve) => {
+          const req = httpRequest(
+            { host: '127.0.0.1', port, method: 'POST', path: '/burst', agent, headers: { 'content-type': 'application/json' } },
+            (res) => {
+              let body = '';
+              res.setEncoding('utf8');
+              res.on('data', (chunk) => (body += chunk));
+              res.on('end', () => resolve({ tag, abort, status: res.statusCode!, body }));
+              res.on('error', (error) => resolve({ tag, abort, error: error.message }));
+            },
+          );
+          req.on('error', (error) => resolve({ tag, abort, error: error.message }));
+          req.end(JSON.stringify({ tag, ms: i % 7 }));
+          if (abort) setTimeout(() => req.destroy(), i % 11);
+        });
+      }),
+    );
+    agent.destroy();
+    for (const r of results) {
+      if (r.abort && r.error !== undefined) continue; // aborted before its answer
+      expect(r.error).toBeUndefined();
+      expect(r.status).toBe(200);
+      expect(JSON.parse(r.body!)).toEqual({ tag: r.tag, by: 'sleepy' });
+    }
+    expect(results.filter((r) => !r.abort).every((r) => r.status === 200)).toBe(true);
+    await until(() => server.inFlight === 0);
+    await until(() => probe.started === probe.finished + probe.aborted.length);
+  });
+
+  it('close under load: every accepted request is answered', async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    const server = await start(pipeline, { graph });
+    const sent = Array.from({ length: 200 }, (_, i) =>
+      call(server.url, { body: { tag: `t${i}`, ms: 20 + (i % 30) } }).then(
+        (r) => ({ i, status: r.status, tag: r.json?.tag as string | undefined }),
+        (error: Error) => ({ i, status: 0, tag: (error.cause as { code?: string })?.code }),
+      ),
+    );
+    await until(() => probe.started > 50);
+    await server.close();
+    const results = await Promise.all(sent);
+    for (const r of results) {
+      if (r.status === 200) expect(r.tag).toBe(`t${r.i}`);
+      else if (r.status !== 503) expect(r.tag).toMatch(/ECONNREFUSED|ECONNRESET|UND_ERR_SOCKET/);
+    }
+    // everything the pipeline took was answered
+    expect(results.filter((r) => r.status === 200).length).toBe(probe.seen.length);
+    expect(graph.closed).toBe(true);
+  });
+
+  it('validates its options, naming the field', async () => {
+    await expect(serve(step((b) => b), { port: -1 })).rejects.toThrow(/serve\.port/);
+    await expect(serve(step((b) => b), { apiKeys: [''] })).rejects.toThrow(/serve\.apiKeys\[0\]/);
+    await expect(serve(step((b) => b), { prot: 1 } as never)).rejects.toThrow(/prot/);
+  });
+
+  it('a port in use: serve() rejects and leaves nothing running (the graph is closed)', async () => {
+    const first = await start(step((b) => b));
+    const graph = createGraph();
+    const pipeline = graph.modelRunner({ models: [entry('m')] });
+    await expect(serve(pipeline, { graph, port: Number(new URL(first.url).port) })).rejects.toThrow(/EADDRINUSE/);
+    expect(graph.closed).toBe(true);
+  });
+});
+
+describe('rxservePlugin on an existing fastify app', () => {
+  it('serves the routes under a prefix beside the app’s own, and closing the app closes the graph', async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    const app = Fastify();
+    app.post('/own', async (request) => ({ own: request.body })); // the app's text/plain parser still applies here
+    await app.register(rxservePlugin, { pipeline, graph, prefix: '/ml', apiKeys: ['key'] });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
+    try {
+      const auth = { authorization: 'Bearer key' };
+      expect((await call(`${url}/ml/score`, { body: { tag: 'a' }, headers: auth })).json).toEqual({ tag: 'a', by: 'sleepy' });
+      expect(probe.seen[0].path).toBe('/ml/score');
+      expect((await call(`${url}/ml/score`, { body: { tag: 'a' } })).status).toBe(401);
+      expect((await call(`${url}/ml/v2/health/ready`)).status).toBe(200);
+      expect((await call(`${url}/ml/v2/models`, { headers: auth })).json).toEqual({ models: ['sleepy'] });
+      // the app's own route: no key needed, its own parsers
+      const own = await fetch(`${url}/own`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'hi' });
+      expect(await own.json()).toEqual({ own: 'hi' });
+    } finally {
+      await app.close();
+    }
+    expect(graph.closed).toBe(true);
+    expect(probe.closed).toBe(1);
+  });
+
+  it('rejects bad options, naming the field', async () => {
+    const app = Fastify();
+    await expect(app.register(rxservePlugin, { pipeline: 'nope' as never })).rejects.toThrow(/rxservePlugin\.pipeline/);
+    await app.close();
+  });
+});

@@ -1,0 +1,35 @@
+// The built package loads fastify only when serve() is called: importing 'rxserve' stays light.
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+
+describe('fastify is loaded lazily', () => {
+  it("require('rxserve') does not load fastify; the first serve() does", () => {
+    const out = execFileSync(
+      process.execPath,
+      [
+        '-e',
+        `
+        const loaded = () => Object.keys(require.cache).some((k) => k.includes('/node_modules/fastify/'));
+        const rxserve = require('rxserve');
+        const before = loaded();
+        rxserve.serve(rxserve.step((b) => b), { port: 0 }).then(async (server) => {
+          console.log(JSON.stringify({ before, after: loaded() }));
+          await server.close();
+        });
+        `,
+      ],
+      { cwd: root, encoding: 'utf8' },
+    );
+    expect(JSON.parse(out)).toEqual({ before: false, after: true });
+  });
+
+  it('the ESM entry imports fastify only dynamically', () => {
+    const esm = readFileSync(`${root}/dist/index.js`, 'utf8');
+    expect(esm).toContain('import("fastify")');
+    expect(esm).not.toMatch(/from\s*["']fastify["']/);
+  });
+});
