@@ -13,6 +13,8 @@ export {
   setPath,
   type ServingEvent,
   type ErroredEvent,
+  type PartialResult,
+  type PartialSink,
 } from './event.js';
 export {
   RxServeError,
