@@ -74,4 +74,5 @@ export {
   type Server,
   type ServeOptions,
   type RxservePluginOptions,
+  type StreamMessage,
 } from './serve/index.js';

@@ -1,9 +1,13 @@
 // Partial results end to end (DESIGN §15): ctx.emit in process, through shared models and worker
 // pools; LLModel `stream: true` against the loopback LLM server.
 import { firstValueFrom, from, lastValueFrom, toArray } from 'rxjs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
+  Model,
   createGraph,
+  invoker,
+  serve,
+  type PredictContext,
   llmPromptArtifact,
   modelArtifact,
   modelRunner,
@@ -90,5 +94,138 @@ describe('shared models', () => {
     expect(seen.one.map((p) => (p.data as { delta: string }).delta).join('')).toBe('answer to alpha: one in several words');
     expect(seen.two.map((p) => (p.data as { delta: string }).delta).join('')).toBe('answer to beta: two in several words');
     await graph.close();
+  });
+});
+
+/** Emits `{ n }` for n = 1..count, a macrotask apart, then returns `{ count }`; `wait: true` hangs until aborted. */
+class Counter extends Model<{ count: number; wait?: boolean }, { count: number }> {
+  static aborted: unknown[] = [];
+  override async predict(body: { count: number; wait?: boolean }, ctx: PredictContext) {
+    for (let n = 1; n <= body.count; n++) {
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      ctx.emit?.({ n });
+    }
+    if (body.wait) {
+      await new Promise((_resolve, reject) => {
+        const stop = () => {
+          Counter.aborted.push(ctx.signal.reason);
+          reject(ctx.signal.reason);
+        };
+        if (ctx.signal.aborted) stop();
+        else ctx.signal.addEventListener('abort', stop);
+      });
+    }
+    return { count: body.count };
+  }
+}
+const counter: ModelEntry = { endpointName: 'counter', modelClass: Counter, executionMechanism: 'asyncio' };
+
+/** Reads a whole SSE response into its frames. */
+async function sseFrames(response: Response): Promise<{ event: string; data: unknown }[]> {
+  const text = await response.text();
+  return text
+    .split('\n\n')
+    .filter((frame) => frame.includes('data: '))
+    .map((frame) => {
+      const lines = frame.split('\n');
+      const event = lines.find((l) => l.startsWith('event: '))?.slice(7) ?? 'message';
+      return { event, data: JSON.parse(lines.find((l) => l.startsWith('data: '))!.slice(6)) as unknown };
+    });
+}
+
+describe('client.stream()', () => {
+  it('gives the partials in order, then the result, then completes', async () => {
+    const client = invoker(modelRunner({ models: [counter] }));
+    const messages = await lastValueFrom(client.stream({ count: 3 }).pipe(toArray()));
+    expect(messages).toEqual([
+      { type: 'partial', endpoint: 'counter', data: { n: 1 } },
+      { type: 'partial', endpoint: 'counter', data: { n: 2 } },
+      { type: 'partial', endpoint: 'counter', data: { n: 3 } },
+      { type: 'result', event: expect.objectContaining({ body: { count: 3 } }) },
+    ]);
+    await client.close();
+  });
+
+  it('unsubscribing before the result cancels the call', async () => {
+    Counter.aborted = [];
+    const client = invoker(modelRunner({ models: [counter] }));
+    const first = await firstValueFrom(client.stream({ count: 1, wait: true }));
+    expect(first).toEqual({ type: 'partial', endpoint: 'counter', data: { n: 1 } });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(Counter.aborted).toHaveLength(1);
+    expect((Counter.aborted[0] as Error).name).toBe('AbortError');
+    expect(client.inFlight).toBe(0);
+    await client.close();
+  });
+
+  it('errors as invoke rejects (after close)', async () => {
+    const client = invoker(modelRunner({ models: [counter] }));
+    await client.close();
+    await expect(firstValueFrom(client.stream({ count: 1 }))).rejects.toThrow(/closed/);
+  });
+});
+
+describe('serve(): Server-Sent Events', () => {
+  it('Accept: text/event-stream gets one partial event per partial, in order, then the result', async () => {
+    const http = await serve(modelRunner({ models: [counter] }), { port: 0 });
+    try {
+      const response = await fetch(`${http.url}/count`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'text/event-stream', 'x-request-id': 'r1' },
+        body: JSON.stringify({ count: 4 }),
+      });
+      expect(response.status).toBe(200);
+      expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
+      expect(response.headers.get('x-request-id')).toBe('r1');
+      expect(await sseFrames(response)).toEqual([
+        ...[1, 2, 3, 4].map((n) => ({ event: 'partial', data: { endpoint: 'counter', data: { n } } })),
+        { event: 'result', data: { count: 4 } },
+      ]);
+      // The same route without the header still answers JSON.
+      const plain = await fetch(`${http.url}/count`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"count":2}' });
+      expect(await plain.json()).toEqual({ count: 2 });
+    } finally {
+      await http.close();
+    }
+  });
+
+  it('an errored event is a result with its error and status (a timeout: 504)', async () => {
+    const http = await serve(modelRunner({ models: [counter] }), { port: 0, timeoutMs: 100 });
+    try {
+      const response = await fetch(`${http.url}/count`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+        body: JSON.stringify({ count: 1, wait: true }),
+      });
+      const frames = await sseFrames(response);
+      expect(frames).toEqual([
+        { event: 'partial', data: { endpoint: 'counter', data: { n: 1 } } },
+        { event: 'result', data: { error: expect.stringMatching(/^ModelTimeoutError: /), status: 504 } },
+      ]);
+    } finally {
+      await http.close();
+    }
+  });
+
+  it('a client that disconnects mid-stream cancels the call', async () => {
+    Counter.aborted = [];
+    const http = await serve(modelRunner({ models: [counter] }), { port: 0 });
+    try {
+      const controller = new AbortController();
+      const response = await fetch(`${http.url}/count`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+        body: JSON.stringify({ count: 1, wait: true }),
+        signal: controller.signal,
+      });
+      const reader = response.body!.getReader();
+      let seen = '';
+      while (!seen.includes('event: partial')) seen += new TextDecoder().decode((await reader.read()).value);
+      controller.abort();
+      await vi.waitFor(() => expect(Counter.aborted).toHaveLength(1));
+      await vi.waitFor(() => expect(http.inFlight).toBe(0));
+    } finally {
+      await http.close();
+    }
   });
 });

@@ -9,6 +9,7 @@ import type { ServingEvent } from '../event.js';
 import type { Graph } from '../graph/graph.js';
 import { GraphCodec } from './codecs.js';
 import { invoker, starters, type Invoker } from './invoker.js';
+import { sendEventStream, wantsEventStream } from './sse.js';
 import { errorBody, HttpError, statusOf } from './status.js';
 
 /** Options of `rxservePlugin` (`app.register(rxservePlugin, options)`). */
@@ -136,12 +137,14 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
     if (request.body === undefined) {
       return sendError(reply, new HttpError('SyntaxError', "the request has no body; send a JSON value with 'Content-Type: application/json'", 400));
     }
-    // Cancelled through the invoker, not with an AbortSignal of our own: one signal per request.
-    const started = start(request.body, {
+    const init = {
       id: requestIds.get(request) ?? globalThis.crypto.randomUUID(),
       path: pathOf(request.url),
       headers: headersOf(request, keys !== undefined),
-    });
+    };
+    if (wantsEventStream(request)) return sendEventStream(reply, (partials) => start(request.body, init, partials), { closing });
+    // Cancelled through the invoker, not with an AbortSignal of our own: one signal per request.
+    const started = start(request.body, init);
     let gone = false;
     const onClose = (): void => {
       if (reply.raw.writableFinished) return;
