@@ -75,4 +75,5 @@ export {
   type ServeOptions,
   type RxservePluginOptions,
   type StreamMessage,
+  type OpenAIFrontOptions,
 } from './serve/index.js';

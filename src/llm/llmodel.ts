@@ -114,7 +114,10 @@ export class LLModel extends Model<unknown, LLMResult> {
   private prepare(input: unknown, origin: string): { messages: ChatMessage[]; config: Record<string, unknown> } {
     const prompt = this.promptFor(origin);
     const messages = buildMessages(prompt, input, origin);
-    const config = { ...this.modelArtifact?.defaultConfig, ...prompt?.invocationConfig };
+    // An input's own `invocationConfig` (the OpenAI front's sampling fields) overrides the prompt's.
+    const own = (input as { invocationConfig?: unknown } | null)?.invocationConfig;
+    const override = own !== null && typeof own === 'object' && !Array.isArray(own) ? (own as Record<string, unknown>) : undefined;
+    const config = { ...this.modelArtifact?.defaultConfig, ...prompt?.invocationConfig, ...override };
     return { messages, config };
   }
 

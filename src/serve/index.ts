@@ -3,3 +3,4 @@ export { invoker, type Invoker, type InvokerOptions, type InvokeInit, type Strea
 export { serve, type Server, type ServeOptions } from './serve.js';
 export { rxservePlugin, type RxservePluginOptions } from './plugin.js';
 export { v2ModelName } from './v2.js';
+export { type OpenAIFrontOptions } from './openai.js';

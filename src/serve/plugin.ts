@@ -9,6 +9,7 @@ import type { ServingEvent } from '../event.js';
 import type { Graph } from '../graph/graph.js';
 import { GraphCodec } from './codecs.js';
 import { invoker, starters, type Invoker } from './invoker.js';
+import { registerOpenAIRoutes, type OpenAIFrontOptions } from './openai.js';
 import { sendEventStream, wantsEventStream } from './sse.js';
 import { errorBody, HttpError, statusOf } from './status.js';
 
@@ -26,7 +27,11 @@ export interface RxservePluginOptions {
   readonly apiKeys?: readonly string[];
   /** Largest request body accepted (bytes); more → 413. Default 10 MiB. */
   readonly maxBodyBytes?: number;
+  /** Adds the OpenAI-compatible routes (`POST /v1/chat/completions`, `GET /v1/models`) over these endpoints (DESIGN §15). */
+  readonly openai?: OpenAIFrontOptions;
 }
+
+export const OpenAIFrontCodec = strict('OpenAIFrontOptions', { models: t.record(NonEmptyString, NonEmptyString) }, {});
 
 const PluginOptionsCodec = strict(
   'RxservePluginOptions',
@@ -37,6 +42,7 @@ const PluginOptionsCodec = strict(
     models: t.array(NonEmptyString),
     apiKeys: t.array(NonEmptyString),
     maxBodyBytes: positiveInt(false),
+    openai: OpenAIFrontCodec,
   },
 );
 
@@ -79,7 +85,7 @@ const requestIds = new WeakMap<FastifyRequest, string>();
 export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (app, opts) => {
   const own = Object.fromEntries(Object.entries(opts).filter(([key]) => !REGISTER_OPTIONS.has(key)));
   const options = decodeOrThrow(PluginOptionsCodec, own, 'rxservePlugin');
-  const { pipeline, graph, timeoutMs, models, apiKeys, maxBodyBytes = DEFAULT_MAX_BODY_BYTES } = options;
+  const { pipeline, graph, timeoutMs, models, apiKeys, maxBodyBytes = DEFAULT_MAX_BODY_BYTES, openai } = options;
   const client = invoker(pipeline, { ...(graph ? { graph } : {}), ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
   (opts as { [kInvoker]?: (client: Invoker) => void })[kInvoker]?.(client);
   const start = starters.get(client)!;
@@ -172,6 +178,14 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
       reply.raw.off('close', onClose);
     }
   });
+
+  if (openai !== undefined) {
+    registerOpenAIRoutes(app, openai, {
+      start,
+      requestId: (request) => requestIds.get(request) ?? globalThis.crypto.randomUUID(),
+      closing: () => closing,
+    });
+  }
 
   const health = { config: { rxservePublic: true } };
   app.get('/v2/health/live', health, async (_request, reply) => send(reply, 200, '{"live":true}'));

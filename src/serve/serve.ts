@@ -9,7 +9,8 @@ import type { ServingEvent } from '../event.js';
 import type { Graph } from '../graph/graph.js';
 import { GraphCodec } from './codecs.js';
 import type { Invoker } from './invoker.js';
-import { DEFAULT_MAX_BODY_BYTES, kInvoker, rxservePlugin, type RxservePluginOptions } from './plugin.js';
+import type { OpenAIFrontOptions } from './openai.js';
+import { DEFAULT_MAX_BODY_BYTES, kInvoker, OpenAIFrontCodec, rxservePlugin, type RxservePluginOptions } from './plugin.js';
 import { errorBody, HttpError } from './status.js';
 
 /** Options of `serve()`. */
@@ -28,6 +29,11 @@ export interface ServeOptions {
   readonly models?: readonly string[];
   /** When set, every route but `/v2/health/*` needs `Authorization: Bearer <one of these>` (else 401). */
   readonly apiKeys?: readonly string[];
+  /**
+   * Adds `POST /v1/chat/completions` and `GET /v1/models` in the OpenAI wire format over named
+   * LLModel endpoints: `{ models: { '<public name>': '<endpointName>' } }` (DESIGN §15).
+   */
+  readonly openai?: OpenAIFrontOptions;
 }
 
 /** A running server (see `serve`). */
@@ -56,6 +62,7 @@ const ServeOptionsCodec = strict(
     timeoutMs: positiveInt(true),
     models: t.array(NonEmptyString),
     apiKeys: t.array(NonEmptyString),
+    openai: OpenAIFrontCodec,
   },
 );
 
