@@ -39,6 +39,77 @@ export interface PartialResult<D = unknown> {
 /** Where an event's partial results go (see `ServingEvent.partials`). */
 export type PartialSink = (partial: PartialResult) => void;
 
+/**
+ * @internal The per-event cancel `invoker()` and `serve()` attach to their events (a symbol key,
+ * copied by spreads like any field): the same contract as `signal`, without an AbortController
+ * and an EventTarget listener per request per step, which cost ~15 µs a request on Node 20.
+ */
+export const CANCEL: unique symbol = Symbol.for('rxserve.cancel');
+
+/** @internal What steps listen to for one event's cancellation. */
+export interface CancelToken {
+  readonly aborted: boolean;
+  readonly reason: unknown;
+  /** Calls `fn` once when it aborts; returns a function that stops listening. */
+  listen(fn: () => void): () => void;
+}
+
+/** @internal A cancel token for one event; `signal` is made only if someone asks for it. */
+export class EventCancel implements CancelToken {
+  aborted = false;
+  reason: unknown = undefined;
+  #listeners: (() => void)[] | undefined;
+  #controller: AbortController | undefined;
+
+  listen(fn: () => void): () => void {
+    (this.#listeners ??= []).push(fn);
+    return () => {
+      const list = this.#listeners;
+      const at = list ? list.indexOf(fn) : -1;
+      if (at >= 0) list!.splice(at, 1);
+    };
+  }
+
+  abort(reason: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    this.#controller?.abort(reason);
+    const list = this.#listeners;
+    this.#listeners = undefined;
+    if (list) for (const fn of list) fn();
+  }
+
+  /** An AbortSignal that follows this token. */
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.aborted) this.#controller.abort(this.reason);
+    }
+    return this.#controller.signal;
+  }
+}
+
+/** @internal The cancel of an event: its token, or one over its `signal`, or none. */
+export function cancelOf(event: ServingEvent): CancelToken | undefined {
+  const token = (event as { [CANCEL]?: CancelToken })[CANCEL];
+  if (token !== undefined) return token;
+  const { signal } = event;
+  if (signal === undefined) return undefined;
+  return {
+    get aborted() {
+      return signal.aborted;
+    },
+    get reason() {
+      return signal.reason;
+    },
+    listen(fn) {
+      signal.addEventListener('abort', fn, { once: true });
+      return () => signal.removeEventListener('abort', fn);
+    },
+  };
+}
+
 /** A `ServingEvent` that a step has failed. */
 export type ErroredEvent<B = unknown> = ServingEvent<B> & { readonly error: ServingError };
 

@@ -22,12 +22,14 @@ const fixture = new URL('./fixtures/workerModels.mjs', import.meta.url).href;
 /** Waits until its signal aborts (records that it saw it), or for `ms`. */
 class Waits extends Model {
   static aborted: string[] = [];
+  static reasons: string[] = [];
   override predict(body: { ms?: number }, ctx: PredictContext) {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => resolve({ done: ctx.eventId }), body.ms ?? 10_000);
       ctx.signal.addEventListener('abort', () => {
         clearTimeout(timer);
         Waits.aborted.push(ctx.eventId);
+        Waits.reasons.push((ctx.signal.reason as Error).message);
         reject(ctx.signal.reason);
       });
     });
@@ -36,6 +38,7 @@ class Waits extends Model {
 
 afterEach(() => {
   Waits.aborted = [];
+  Waits.reasons = [];
 });
 
 describe('per-event cancellation (event.signal)', () => {
@@ -60,6 +63,7 @@ describe('per-event cancellation (event.signal)', () => {
     expect(byId.fast.error).toBeUndefined();
     expect(byId.fast.body).toEqual({ done: 'fast' });
     expect(Waits.aborted).toEqual(['slow']);
+    expect(Waits.reasons).toEqual(['client went away']);
     expect(out).toHaveLength(2);
   });
 

@@ -2,7 +2,7 @@
 import { Observable, Subject, type OperatorFunction, type Subscription } from 'rxjs';
 import { decodeOrThrow, positiveInt, strict } from '../config.js';
 import { ModelTimeoutError, RxServeError, toError } from '../errors.js';
-import { toEvent, withError, type PartialSink, type ServingEvent } from '../event.js';
+import { CANCEL, EventCancel, toEvent, withError, type PartialSink, type ServingEvent } from '../event.js';
 import type { Graph } from '../graph/graph.js';
 import { GraphCodec } from './codecs.js';
 
@@ -71,7 +71,7 @@ const DEFAULT_TIMEOUT_MS = 30_000;
 /** One request awaiting its answer. */
 interface Pending {
   readonly event: ServingEvent;
-  readonly controller: AbortController;
+  readonly cancel: EventCancel;
   /** `performance.now()` past which it is answered with ModelTimeoutError. */
   readonly deadline: number;
   resolve(event: ServingEvent): void;
@@ -156,7 +156,7 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
       const error = new ModelTimeoutError('pipeline', timeoutMs);
       error.message = `no answer for event '${p.event.id}' within ${timeoutMs} ms; its work was aborted`;
       settle(p);
-      p.controller.abort(error);
+      p.cancel.abort(error);
       p.resolve(withError(p.event, error, 'invoker'));
     }
     arm();
@@ -202,17 +202,19 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
     if (closing !== undefined) return refused(new RxServeError('the invoker is closed; no new requests are taken'));
     const id = init.id ?? globalThis.crypto.randomUUID();
     if (pending.has(id)) return refused(new RxServeError(`request id '${id}' is already in flight; ids of concurrent requests must differ`));
-    const controller = new AbortController();
-    const event = toEvent(body, { id, path: init.path, headers: init.headers, metadata: init.metadata, signal: controller.signal, partials });
+    // The event's cancel: steps listen to it (see CANCEL in event.ts); no AbortController is made
+    // unless something asks the token for a signal.
+    const token = new EventCancel();
+    const event = Object.freeze({ ...toEvent(body, { id, path: init.path, headers: init.headers, metadata: init.metadata, partials }), [CANCEL]: token });
     let p!: Pending;
     const promise = new Promise<ServingEvent<B>>((resolve, reject) => {
-      p = { event, controller, deadline: performance.now() + timeoutMs, resolve: resolve as Pending['resolve'], reject, unlisten: undefined };
+      p = { event, cancel: token, deadline: performance.now() + timeoutMs, resolve: resolve as Pending['resolve'], reject, unlisten: undefined };
     });
     pending.set(id, p);
     const cancel = (reason: unknown): void => {
       if (pending.get(id) !== p) return;
       settle(p);
-      controller.abort(reason);
+      token.abort(reason);
       p.reject(reason);
     };
     const signal = init.signal;

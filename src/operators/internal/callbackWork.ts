@@ -31,8 +31,8 @@ export function runCallback(
     },
   );
   if (settled) return undefined;
-  return () => {
-    context.abort(unsubscribedReason(name));
+  return (reason?: unknown) => {
+    context.abort(reason ?? unsubscribedReason(name));
     cancel?.();
   };
 }

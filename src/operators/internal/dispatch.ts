@@ -3,7 +3,7 @@
 // order when asked; per-event cancellation (`event.signal`) and teardown reach the work.
 import type { Observable, Subscriber, Subscription } from 'rxjs';
 import { QueueFullError, toError } from '../../errors.js';
-import { isServingEvent, withError, type ServingEvent } from '../../event.js';
+import { cancelOf, isServingEvent, withError, type CancelToken, type ServingEvent } from '../../event.js';
 import { RingQueue } from '../../execution/ringQueue.js';
 
 /** Limits of one step; every admitted event is held by it until emitted. */
@@ -23,7 +23,7 @@ export interface DispatchLimits {
  * Returns a function that cancels the work, called only if the event is cancelled (its signal,
  * or the subscription ending) before `done`.
  */
-export type Work = (event: ServingEvent, done: (out: ServingEvent) => void) => (() => void) | void;
+export type Work = (event: ServingEvent, done: (out: ServingEvent) => void) => ((reason?: unknown) => void) | void;
 
 export const DEFAULT_MAX_IN_FLIGHT = 64;
 export const DEFAULT_MAX_QUEUE = 10_000;
@@ -49,15 +49,18 @@ const DONE = 2;
 class Slot {
   state = WAITING;
   out: ServingEvent | undefined = undefined;
-  cancel: (() => void) | void = undefined;
-  /** Removes the abort listener of the event's signal. */
+  cancel: ((reason?: unknown) => void) | void = undefined;
+  /** Removes the abort listener of the event's cancel. */
   unlisten: (() => void) | undefined = undefined;
-  constructor(readonly event: ServingEvent) {}
+  constructor(
+    readonly event: ServingEvent,
+    readonly cancelToken: CancelToken | undefined,
+  ) {}
 }
 
-/** The error an event leaves with when its signal aborts. */
-export function abortedError(signal: AbortSignal): Error {
-  const reason: unknown = signal.reason;
+/** The error an event leaves with when its cancel aborts. */
+export function abortedError(token: CancelToken): Error {
+  const reason: unknown = token.reason;
   return reason instanceof Error ? reason : new DOMException(reason === undefined ? 'the event was cancelled' : String(reason), 'AbortError');
 }
 
@@ -106,7 +109,7 @@ export function dispatch(
     slot.state = STARTED;
     live.add(slot);
     if (ordered) emitQueue.push(slot);
-    let cancel: (() => void) | void;
+    let cancel: ((reason?: unknown) => void) | void;
     try {
       cancel = work(slot.event, (out) => finish(slot, out));
     } catch (error) {
@@ -154,7 +157,8 @@ export function dispatch(
   /** The event's signal aborted: its work stops and it leaves now, errored. */
   const cancelOne = (slot: Slot): void => {
     if (slot.state === DONE || closed) return;
-    const out = withError(slot.event, abortedError(slot.event.signal!), step);
+    const error = abortedError(slot.cancelToken!);
+    const out = withError(slot.event, error, step);
     if (slot.state === WAITING) {
       slot.state = DONE;
       waitingCount--;
@@ -165,18 +169,13 @@ export function dispatch(
     }
     const cancel = slot.cancel;
     slot.cancel = undefined;
-    if (cancel) cancel();
+    if (cancel) cancel(error);
     finish(slot, out);
   };
 
-  const admit = (event: ServingEvent): void => {
-    const slot = new Slot(event);
-    const { signal } = event;
-    if (signal !== undefined) {
-      const listener = () => cancelOne(slot);
-      signal.addEventListener('abort', listener, { once: true });
-      slot.unlisten = () => signal.removeEventListener('abort', listener);
-    }
+  const admit = (event: ServingEvent, token: CancelToken | undefined): void => {
+    const slot = new Slot(event, token);
+    if (token !== undefined) slot.unlisten = token.listen(() => cancelOne(slot));
     if (!paused && inFlight < maxInFlight && waitingCount === 0) {
       start(slot);
       drain();
@@ -216,10 +215,11 @@ export function dispatch(
         subscriber.next(event);
         return;
       }
-      if (event.signal?.aborted) {
-        subscriber.next(withError(event, abortedError(event.signal), step));
+      const token = cancelOf(event);
+      if (token?.aborted) {
+        subscriber.next(withError(event, abortedError(token), step));
       } else if (inFlight + waitingCount < capacity) {
-        admit(event);
+        admit(event, token);
       } else {
         if (options.stats) options.stats.rejected++;
         subscriber.next(withError(event, new QueueFullError(step, maxInFlight, maxQueue), step));

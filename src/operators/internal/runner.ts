@@ -101,7 +101,7 @@ export class Runner {
       return new ModelCall(run, this.models[model], model);
     });
     for (const call of run.calls) this.lanes[call.model].submit(call);
-    return run.remaining === 0 ? undefined : () => this.cancel(run);
+    return run.remaining === 0 ? undefined : (reason?: unknown) => this.cancel(run, reason);
   };
 
   private start(call: ModelCall): void {
@@ -153,8 +153,9 @@ export class Runner {
     for (const lane of this.lanes) lane.failAll(error);
   }
 
-  private cancel(run: EventRun): void {
-    const reason = unsubscribedReason(this.limits.step);
+  /** The event was cancelled (its own cancel's reason) or the subscription ended (no reason). */
+  private cancel(run: EventRun, why?: unknown): void {
+    const reason = why ?? unsubscribedReason(this.limits.step);
     for (const call of run.calls) this.lanes[call.model].cancel(call, reason);
   }
 
