@@ -14,6 +14,7 @@ import {
   toEvent,
   type ModelEntry,
   type PartialResult,
+  type ServingEvent,
 } from '../src/index.js';
 import { startLLMServer, type LLMServer } from '../src/testing/index.js';
 
@@ -228,4 +229,37 @@ describe('serve(): Server-Sent Events', () => {
       await http.close();
     }
   });
+});
+
+describe('partials from workers (thread_pool, process_pool)', () => {
+  const fixture = new URL('./fixtures/partialModels.mjs', import.meta.url).href;
+  for (const mechanism of ['thread_pool', 'process_pool'] as const) {
+    it(`${mechanism}: each event gets its own partials, in order, before its result`, async () => {
+      const graph = createGraph({ name: `workers-${mechanism}` });
+      const step = graph.modelRunner({
+        models: [
+          { endpointName: 'counting', modelClass: { module: fixture, export: 'Counting' }, executionMechanism: mechanism },
+          { endpointName: 'sync', modelClass: { module: fixture, export: 'SyncCounting' }, executionMechanism: mechanism },
+        ],
+        selector: (event: ServingEvent) => [(event.body as { model: string }).model],
+      });
+      const client = invoker(step, { graph });
+      await graph.ready();
+      const run = (body: object) => lastValueFrom(client.stream(body).pipe(toArray()));
+      const [a, b, c] = await Promise.all([
+        run({ model: 'counting', count: 5, tag: 'a' }),
+        run({ model: 'counting', count: 3, tag: 'b' }),
+        run({ model: 'sync', count: 4 }),
+      ]);
+      expect(a.map((m) => (m.type === 'partial' ? m.data : 'result'))).toEqual([
+        ...[1, 2, 3, 4, 5].map((n) => ({ n, tag: 'a' })),
+        'result',
+      ]);
+      expect(b.map((m) => (m.type === 'partial' ? m.data : 'result'))).toEqual([...[1, 2, 3].map((n) => ({ n, tag: 'b' })), 'result']);
+      expect(c.map((m) => (m.type === 'partial' ? m.data : 'result'))).toEqual([...[1, 2, 3, 4].map((n) => ({ n })), 'result']);
+      expect(a.at(-1)).toMatchObject({ type: 'result', event: { body: { counting: { count: 5, tag: 'a' } } } });
+      expect(a.filter((m) => m.type === 'partial').every((m) => m.type === 'partial' && m.endpoint === 'counting')).toBe(true);
+      await client.close();
+    });
+  }
 });
