@@ -10,6 +10,7 @@ import { poolsMarkdown, runPools } from './pools.bench.js';
 import { runScaling, scalingMarkdown } from './scaling.bench.js';
 import { runServe, serveMarkdown } from './serve.bench.js';
 import { runSoak, soakMarkdown } from './soak.bench.js';
+import { onnxMarkdown, runOnnx } from './onnx.bench.js';
 import { runStreams, streamsMarkdown } from './streams.bench.js';
 import { runStreaming, streamingMarkdown } from './streaming.bench.js';
 
@@ -26,6 +27,7 @@ const sections: [string, () => Promise<string>][] = [
   ['scaling', async () => scalingMarkdown(await runScaling(quick))],
   ['overload', async () => overloadMarkdown(await runOverload(quick))],
   ['soak', async () => soakMarkdown(await runSoak(quick))],
+  ['onnx', async () => onnxMarkdown(await runOnnx(quick))],
   ['serve', async () => serveMarkdown(await runServe(quick))],
   ['streams', async () => streamsMarkdown(await runStreams(quick))],
   ['streaming', async () => streamingMarkdown(await runStreaming(quick))],

@@ -33,7 +33,7 @@ export {
 export { Model, type ModelClass, type ModelInit, type ModuleRef, type PredictContext } from './model/model.js';
 export type { ModelArtifact, LLMPromptArtifact } from './model/artifact.js';
 export { registerModel, unregisterModel, type ModelClassRef } from './model/registry.js';
-export type { ExecutionMechanism, CreationStrategy, ModelEntry } from './model/entry.js';
+export type { Batching, ExecutionMechanism, CreationStrategy, ModelEntry } from './model/entry.js';
 export {
   ModelSelector,
   registerSelector,
@@ -59,6 +59,9 @@ export { traceGraph } from './monitoring/tracing.js';
 export type { LaneStats, StepStats } from './monitoring/monitor.js';
 export type { PoolOptions } from './execution/poolOptions.js';
 export { LLModel, type LLMResult, type LLMUsageReport, type LLMStreamEvent } from './llm/llmodel.js';
+export { OnnxModel, type OnnxRequest, type OnnxResponse } from './onnx/onnxModel.js';
+export type { OipTensor, ExpectedInput } from './onnx/tensor.js';
+export type { OipDatatype } from './onnx/datatypes.js';
 export { modelArtifact, llmPromptArtifact, loadArtifact, isPromptArtifact } from './model/artifact.js';
 // Token counting, prompt filling, the provider contract and the undici fetch: `rxserve/llm`.
 export type { Usage } from './llm/usage.js';

@@ -1,6 +1,7 @@
 // The built-in model classes: the one list. They are registered by name, accepted by worker
 // mechanisms without a module reference, and known to every worker thread and process.
 import { LLModel } from '../llm/llmodel.js';
+import { OnnxModel } from '../onnx/onnxModel.js';
 import { Model, type ModelClass } from '../model/model.js';
 import { registerModel } from '../model/registry.js';
 
@@ -8,6 +9,7 @@ import { registerModel } from '../model/registry.js';
 export const BUILT_IN_MODELS: ReadonlyMap<string, ModelClass> = new Map<string, ModelClass>([
   ['Model', Model],
   ['LLModel', LLModel as unknown as ModelClass],
+  ['OnnxModel', OnnxModel as unknown as ModelClass],
 ]);
 
 for (const [name, cls] of BUILT_IN_MODELS) registerModel(name, cls);

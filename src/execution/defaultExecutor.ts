@@ -1,9 +1,10 @@
 // The executor modelRunner uses unless given one: it routes each model to its mechanism's executor.
-import { ConfigError } from '../errors.js';
+import { ConfigError, toError } from '../errors.js';
 import type { ExecutionMechanism, ModelEntry } from '../model/entry.js';
 import type { PredictContext } from '../model/model.js';
 import type { CallResult, Executor, ExecutorHooks, ExecutorSession } from './executor.js';
 import { inProcessExecutor } from './inProcess.js';
+import { onResult } from './callResult.js';
 import type { PoolOptions } from './poolOptions.js';
 import { dedicatedProcessExecutor, processPoolExecutor } from './processPool.js';
 import { threadPoolExecutor } from './threadPool.js';
@@ -84,8 +85,25 @@ function combine(groups: Map<Executor, ModelEntry[]>, hooks: ExecutorHooks): Exe
     invoke(endpointName: string, input: unknown, context: PredictContext): CallResult {
       return byModel.get(endpointName)!.invoke(endpointName, input, context);
     },
+    invokeBatch(endpointName: string, inputs: readonly unknown[], contexts: readonly PredictContext[]): CallResult {
+      const session = byModel.get(endpointName)!;
+      if (session.invokeBatch) return session.invokeBatch(endpointName, inputs, contexts);
+      return invokeEach(session, endpointName, inputs, contexts);
+    },
     async close() {
       await Promise.all(sessions.map((s) => s.close()));
     },
   };
+}
+
+/** A batch for a session without `invokeBatch`: one `invoke` per input, each failure its own element. */
+function invokeEach(session: ExecutorSession, endpointName: string, inputs: readonly unknown[], contexts: readonly PredictContext[]): Promise<unknown[]> {
+  return Promise.all(
+    inputs.map(
+      (input, i) =>
+        new Promise<unknown>((resolve) => {
+          onResult(() => session.invoke(endpointName, input, contexts[i]), resolve, (error) => resolve(toError(error)));
+        }),
+    ),
+  );
 }

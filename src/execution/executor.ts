@@ -30,6 +30,12 @@ export interface ExecutorSession {
    * (in-process sessions copy it, worker sessions send it across), and never changes it.
    */
   invoke(endpointName: string, input: unknown, context: PredictContext): CallResult;
+  /**
+   * Runs a batch of calls of one model as one call (entries with `batching`): resolves to one
+   * output or `Error` per input, in order; an `Error` element fails only its call, a throw or
+   * rejection fails them all. Sessions without it get one `invoke` per call.
+   */
+  invokeBatch?(endpointName: string, inputs: readonly unknown[], contexts: readonly PredictContext[]): CallResult;
   /** The clock for `when` and `latencyMs`, in epoch milliseconds; default: the wall clock. */
   now?(): number;
   /** Releases models, pools and processes. */

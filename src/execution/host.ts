@@ -4,7 +4,7 @@ import { Model } from '../model/model.js';
 import { importModelClass } from '../model/registry.js';
 import { CallContext } from '../model/callContext.js';
 import { BUILT_IN_MODELS } from './builtins.js';
-import { inspectForWorker, serializeError, type WireBatch, type WireCall, type WireResult, type WorkerModelSpec } from './protocol.js';
+import { flatten, inspectForWorker, serializeError, type WireBatch, type WireCall, type WireResult, type WorkerModelSpec } from './protocol.js';
 
 /** Classes every worker knows without a module reference. */
 
@@ -30,7 +30,8 @@ export class ModelHost {
   private readonly models = new Map<string, Promise<Model>>();
   /** Models whose load finished, for calls that need not wait on a promise. */
   private readonly loaded = new Map<string, Model>();
-  private readonly running = new Map<number, CallContext>();
+  /** Running calls by wire id: a call's context, or the contexts of a batch call. */
+  private readonly running = new Map<number, { abort(reason: unknown): void }>();
 
   /** The model for a spec key, built and loaded once. */
   get(key: string): Promise<Model> {
@@ -78,6 +79,7 @@ export class ModelHost {
     const models = batch.specs.map((key) => this.loaded.get(key) ?? this.get(key));
     return batch.calls.map((call) => {
       const model = models[call.spec];
+      if (call.batch !== undefined) return this.runBatchCall(model, call, transfer);
       return model instanceof Model ? this.runLoaded(model, call, transfer) : this.runCall(model, call, transfer);
     });
   }
@@ -95,6 +97,54 @@ export class ModelHost {
     }
     if (transfer) for (const buffer of inspection.transfer) if (!transfer.includes(buffer)) transfer.push(buffer);
     return { ok: true, value };
+  }
+
+  /** A batch wire call's result: one flat `[ok, value | error, ...]` pair per input. */
+  private batchOutput(name: string, values: unknown, size: number, transfer: ArrayBuffer[] | undefined): WireResult {
+    if (!Array.isArray(values) || values.length !== size) {
+      return {
+        ok: false,
+        error: serializeError(
+          new TypeError(`predictBatch of model '${name}' returned ${Array.isArray(values) ? `${values.length} results` : typeof values} for ${size} inputs`),
+        ),
+      };
+    }
+    return {
+      ok: true,
+      value: flatten(values.map((v: unknown) => (v instanceof Error ? { ok: false, error: serializeError(v) } : this.output(name, v, transfer)))),
+    };
+  }
+
+  private runBatchCall(model: Model | Promise<Model>, call: WireCall, transfer: ArrayBuffer[] | undefined): WireResult | Promise<WireResult> {
+    const contexts = call.batch!.map((c) => new CallContext(c.eventId, c.origin, c.path));
+    const inputs = call.input as unknown[];
+    const run = (m: Model): WireResult | Promise<WireResult> => {
+      let values: unknown;
+      try {
+        values = m.predictBatch(inputs, contexts);
+      } catch (error) {
+        return { ok: false, error: serializeError(error) };
+      }
+      if (!isThenable(values)) return this.batchOutput(m.name, values, inputs.length, transfer);
+      return Promise.resolve(values).then(
+        (v) => this.batchOutput(m.name, v, inputs.length, transfer),
+        (error: unknown): WireResult => ({ ok: false, error: serializeError(error) }),
+      );
+    };
+    if (!isThenable(model)) {
+      const result = run(model);
+      if (!isThenable(result)) return result;
+      this.running.set(call.id, { abort: (reason) => contexts.forEach((c) => c.abort(reason)) });
+      return result.then((r) => {
+        this.running.delete(call.id);
+        return r;
+      });
+    }
+    this.running.set(call.id, { abort: (reason) => contexts.forEach((c) => c.abort(reason)) });
+    return model.then(run, (error: unknown): WireResult => ({ ok: false, error: serializeError(error) })).then((r) => {
+      this.running.delete(call.id);
+      return r;
+    });
   }
 
   private runLoaded(model: Model, call: WireCall, transfer: ArrayBuffer[] | undefined): WireResult | Promise<WireResult> {

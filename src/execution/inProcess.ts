@@ -138,12 +138,46 @@ class InProcessSession implements ExecutorSession {
     return Promise.resolve().then(() => model.predict(own, context));
   }
 
+  invokeBatch(endpointName: string, inputs: readonly unknown[], contexts: readonly PredictContext[]): CallResult {
+    if (this.closed) throw new RxServeError(`model '${endpointName}' is closed`);
+    const model = this.instances.get(endpointName);
+    if (model === undefined) throw new ModelLoadError(endpointName, 'the model is not loaded');
+    // A body that cannot be copied fails its own call; the others go to the model.
+    const owns: unknown[] = [];
+    const kept: number[] = [];
+    const results: unknown[] = new Array(inputs.length);
+    inputs.forEach((input, i) => {
+      try {
+        owns.push(cloneBody(input));
+        kept.push(i);
+      } catch (error) {
+        results[i] = toError(error);
+      }
+    });
+    if (owns.length === 0) return results;
+    const merge = (values: unknown): unknown => {
+      if (kept.length === inputs.length) return values;
+      if (!Array.isArray(values) || values.length !== kept.length) return values;
+      kept.forEach((i, k) => (results[i] = values[k]));
+      return results;
+    };
+    const ctxs = kept.map((i) => contexts[i]);
+    if (!this.asyncio.has(endpointName)) {
+      const values = model.predictBatch(owns, ctxs);
+      return isThenable(values) ? Promise.resolve(values).then(merge) : merge(values);
+    }
+    return Promise.resolve().then(() => model.predictBatch(owns, ctxs)).then(merge);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await Promise.all([...this.instances.values()].filter((m) => this.owned.has(m)).map(closeQuietly));
   }
 }
+
+const isThenable = (value: unknown): value is PromiseLike<unknown> =>
+  value !== null && typeof value === 'object' && typeof (value as PromiseLike<unknown>).then === 'function';
 
 // A model whose close() fails must not stop the others from closing; teardown has nowhere to report it.
 async function closeQuietly(model: Model): Promise<void> {

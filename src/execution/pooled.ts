@@ -2,12 +2,12 @@
 // workers' batch slots; while workers are busy, waiting calls leave together as one batch. Calls
 // are cancelled cooperatively, and their worker terminated only when a call ignores the cancel
 // past a grace period.
-import { Observable, type Subscriber } from 'rxjs';
+import { Observable, Subscriber } from 'rxjs';
 import { WorkerCrashedError } from '../errors.js';
 import type { PredictContext } from '../model/model.js';
 import type { CallResult, ExecutorSession } from './executor.js';
 import { Lane, LaneCall, type LaneUnit } from './lane.js';
-import { deserializeError, type WireBatch, type WireCall, type WireResult } from './protocol.js';
+import { deserializeError, unflatten, type WireBatch, type WireCall, type WireResult } from './protocol.js';
 
 /** A batch handed to a transport. */
 export interface SentBatch {
@@ -64,6 +64,8 @@ class PooledCall extends LaneCall {
     readonly input: unknown,
     readonly context: PredictContext,
     readonly subscriber: Subscriber<unknown>,
+    /** The contexts of a batch call (its input is then the list of inputs). */
+    readonly batchContexts?: readonly PredictContext[],
   ) {
     super();
   }
@@ -120,6 +122,47 @@ export class PooledSession implements ExecutorSession {
     });
   }
 
+  /**
+   * One wire call for a batch of model calls: the worker makes one `predictBatch` call. An input
+   * that cannot cross to a worker fails alone; the others go.
+   */
+  invokeBatch(endpointName: string, inputs: readonly unknown[], contexts: readonly PredictContext[]): CallResult {
+    const specKey = this.specKeys.get(endpointName)!;
+    return new Observable<unknown>((subscriber) => {
+      if (this.closed) {
+        subscriber.error(new WorkerCrashedError(`the pool of '${endpointName}' is closed`));
+        return undefined;
+      }
+      const results: unknown[] = new Array(inputs.length);
+      const sent: number[] = [];
+      inputs.forEach((input, i) => {
+        const { problem } = this.collect(input);
+        if (problem === undefined) sent.push(i);
+        else results[i] = new TypeError(
+          `the input of model '${endpointName}' cannot be copied to a worker ${this.transport.workerKind}: ${problem}, which structured clone cannot copy`,
+        );
+      });
+      if (sent.length === 0) {
+        subscriber.next(results);
+        subscriber.complete();
+        return undefined;
+      }
+      const inner = new Subscriber<unknown>({
+        next: (flat) => {
+          unflatten(flat as unknown[]).forEach((r, k) => (results[sent[k]] = r.ok ? r.value : deserializeError(r.error)));
+          subscriber.next(results);
+          subscriber.complete();
+        },
+        error: (error: unknown) => subscriber.error(error),
+        complete: () => undefined,
+      });
+      const call = this.lane.submit(
+        new PooledCall(endpointName, specKey, sent.map((i) => inputs[i]), contexts[sent[0]], inner, sent.map((i) => contexts[i])),
+      );
+      return () => this.lane.cancel(call, undefined);
+    });
+  }
+
   /** Asks the worker to stop a sent call; terminates the worker if the call ignores it. */
   private cancelSent(call: PooledCall): void {
     const batch = call.batch!;
@@ -165,6 +208,9 @@ export class PooledSession implements ExecutorSession {
         eventId: context.eventId,
         origin: context.origin,
         ...(context.path !== undefined ? { path: context.path } : {}),
+        ...(call.batchContexts
+          ? { batch: call.batchContexts.map((c) => ({ eventId: c.eventId, origin: c.origin, ...(c.path !== undefined ? { path: c.path } : {}) })) }
+          : {}),
       });
     }
     if (calls.length === 0) return;

@@ -49,6 +49,7 @@ export function dedicatedProcessExecutor(options: PoolOptions = {}): Executor {
       return {
         ready: Promise.all(sessions.map((s) => s.ready)).then(() => undefined),
         invoke: (name, input, context) => byModel.get(name)!.invoke(name, input, context),
+        invokeBatch: (name, inputs, contexts) => byModel.get(name)!.invokeBatch!(name, inputs, contexts),
         close: async () => {
           await Promise.all(sessions.map((s) => s.close()));
         },

@@ -19,6 +19,19 @@ export interface WireCall {
   readonly eventId: string;
   readonly origin: string;
   readonly path?: string;
+  /**
+   * Set when this wire call is a batch of model calls (an entry with `batching`): `input` is the
+   * list of inputs and these are their contexts; the worker makes one `predictBatch` call and the
+   * value is a flat `[ok, valueOrSerializedError, ...]` per input (see `flatten`).
+   */
+  readonly batch?: readonly WireContext[];
+}
+
+/** The context of one model call inside a batch wire call. */
+export interface WireContext {
+  readonly eventId: string;
+  readonly origin: string;
+  readonly path?: string;
 }
 
 /** Several calls sent as one message (one piscina task, one IPC message). */
@@ -166,7 +179,12 @@ function walk(value: unknown, path: string, into: Inspection, seen: Set<object> 
   if (seen.has(object)) return seen;
   seen.add(object);
   if (Array.isArray(object)) {
-    for (let i = 0; i < object.length; i++) seen = walk(object[i], `${path}[${i}]`, into, seen);
+    // Numbers and strings need no walk: building a path for each (a tensor's data) cost more than the copy.
+    for (let i = 0; i < object.length; i++) {
+      const item: unknown = object[i];
+      if (item === null || (typeof item !== 'object' && typeof item !== 'function' && typeof item !== 'symbol')) continue;
+      seen = walk(item, `${path}[${i}]`, into, seen);
+    }
   } else if (object instanceof Map) {
     for (const [k, v] of object) {
       seen = walk(k, `${path}.<key>`, into, seen);
@@ -190,14 +208,15 @@ function refusedKind(object: object): string | undefined {
 
 /**
  * The one wire form of a batch for worker threads (pools rxserve made and pools of the user's own):
- * a flat array, `FLAT_FIELDS` values per call — spec, call id, event id, origin, path, input —
+ * a flat array, `FLAT_FIELDS` values per call — spec, call id, event id, origin, path, input,
+ * batch contexts (undefined for a single call) —
  * where `spec` is an index into the specs the threads got in `workerData` (a pool rxserve made)
  * or the spec key itself (a pool of the user's own, which also gets the cancel board as the
  * first element). Its reply is flat too: `[ok, valueOrSerializedError, ...]`. Structured clone
  * copies a flat array of primitives faster than nested objects (a few µs on a ~50 µs path).
  */
 export type FlatBatch = readonly unknown[];
-export const FLAT_FIELDS = 6;
+export const FLAT_FIELDS = 7;
 
 /** Encodes a batch; `specRef` turns a spec key into what the threads know it by. */
 export function encodeBatch(batch: WireBatch, specRef: (key: string) => number | string, board?: SharedArrayBuffer): unknown[] {
@@ -212,6 +231,7 @@ export function encodeBatch(batch: WireBatch, specRef: (key: string) => number |
     flat[i++] = call.origin;
     flat[i++] = call.path;
     flat[i++] = call.input;
+    flat[i++] = call.batch;
   }
   return flat;
 }
@@ -231,6 +251,7 @@ export function decodeBatch(flat: FlatBatch, knownSpecs: readonly string[]): { b
       index.set(key, spec);
     }
     const path = flat[i + 4] as string | undefined;
+    const contexts = flat[i + 6] as readonly WireContext[] | undefined;
     calls.push({
       spec,
       id: flat[i + 1] as number,
@@ -238,6 +259,7 @@ export function decodeBatch(flat: FlatBatch, knownSpecs: readonly string[]): { b
       origin: flat[i + 3] as string,
       input: flat[i + 5],
       ...(path !== undefined ? { path } : {}),
+      ...(contexts !== undefined ? { batch: contexts } : {}),
     });
   }
   return board ? { batch: { specs, calls }, board } : { batch: { specs, calls } };

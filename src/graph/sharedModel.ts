@@ -8,7 +8,8 @@ import type { LLMPromptArtifact, ModelArtifact } from '../model/artifact.js';
 import { CallContext } from '../model/callContext.js';
 import type { ModelEntry } from '../model/entry.js';
 import type { PredictContext } from '../model/model.js';
-import { Lane, LaneCall } from '../execution/lane.js';
+import { Lane, LaneCall, type LaneUnit } from '../execution/lane.js';
+import { batches, runBatch } from '../execution/batch.js';
 import { onResult } from '../execution/callResult.js';
 
 /** A request to a shared model, as it travels on the intake subject. */
@@ -63,8 +64,11 @@ export class SharedModel {
     this.#lane = new Lane<SharedCall>({
       name: `shared model '${entry.endpointName}'`,
       maxInFlight,
-      run: (calls) => {
-        for (const call of calls) this.#start(call);
+      // Calls of every proxy batch together in the shared model's lane.
+      ...(entry.batching ? { batching: entry.batching } : {}),
+      run: (calls, unit) => {
+        if (calls.length > 1 && batches(this.#session!)) this.#startBatch(calls, unit);
+        else for (const call of calls) this.#start(call);
       },
     });
     // Nothing runs before the session is open and its model loaded.
@@ -140,6 +144,13 @@ export class SharedModel {
       (error) => this.#lane.settle(call, undefined, toError(error ?? new Error('failed'))),
     );
     if (!call.done) call.cancelWork = cancel;
+  }
+
+  #startBatch(calls: readonly SharedCall[], unit: LaneUnit): void {
+    const name = this.entry.endpointName;
+    runBatch(name, this.#lane, unit, calls, calls.map((c) => c.input), calls.map((c) => c.context), (inputs, contexts) =>
+      this.#session!.invokeBatch!(name, inputs, contexts),
+    );
   }
 
   async close(): Promise<void> {

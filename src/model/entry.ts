@@ -59,6 +59,27 @@ const PositiveMs = new t.Type<number, number, unknown>(
   t.identity,
 );
 
+const NonNegativeMs = new t.Type<number, number, unknown>(
+  'a non-negative number of milliseconds',
+  (u): u is number => typeof u === 'number' && u >= 0 && Number.isFinite(u),
+  (u, c) => (typeof u === 'number' && u >= 0 && Number.isFinite(u) ? t.success(u) : t.failure(u, c)),
+  t.identity,
+);
+
+/** Dynamic batching of one model's calls (DESIGN §13). */
+export interface Batching {
+  /** Calls (not rows) per `predictBatch` call at most; a positive integer. */
+  readonly maxBatchSize: number;
+  /** How long the first waiting call waits for others, in ms (0: batches form only under load). */
+  readonly maxWaitMs: number;
+}
+
+const BatchingCodec: t.Type<Batching, unknown, unknown> = strict(
+  '{ maxBatchSize: positive integer, maxWaitMs: non-negative number }',
+  { maxBatchSize: positiveInt(), maxWaitMs: NonNegativeMs },
+  {},
+);
+
 const Labels = t.union([t.record(t.string, t.string), t.array(t.string)], 'Record<string, string> | string[]');
 
 const ModelEntryCodec = strict(
@@ -80,6 +101,7 @@ const ModelEntryCodec = strict(
     maxInFlight: positiveInt(true),
     timeoutMs: PositiveMs,
     sharedModelName: NonEmptyString,
+    batching: BatchingCodec,
   },
 );
 
@@ -116,6 +138,12 @@ export interface ModelEntry {
   readonly maxInFlight?: number;
   /** Per call; on expiry the call is aborted and the model's output is a `ModelTimeoutError`. */
   readonly timeoutMs?: number;
+  /**
+   * Dynamic batching: the model's lane collects up to `maxBatchSize` calls, waiting at most
+   * `maxWaitMs` from the first, and makes one `predictBatch(bodies, contexts)` call. Timeouts and
+   * cancellation still apply per call.
+   */
+  readonly batching?: Batching;
   /** Set by `sharedModelProxy()`: the shared model this proxy reaches. */
   readonly sharedModelName?: string;
 }

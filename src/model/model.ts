@@ -1,4 +1,5 @@
 // The Model base class that users extend, and the context each call receives.
+import { toError } from '../errors.js';
 import type { LLMPromptArtifact, ModelArtifact } from './artifact.js';
 
 /** What a model's constructor receives: its endpoint name, its artifact, and the entry's `params`. */
@@ -60,6 +61,29 @@ export class Model<In = any, Out = any> {
   /** Computes the model's output for one input. The default returns the input unchanged. */
   predict(body: In, _ctx: PredictContext): Out | Promise<Out> {
     return body as unknown as Out;
+  }
+
+  /**
+   * Computes the outputs of a batch of calls (an entry with `batching`): one output or `Error`
+   * per body, in order. An `Error` element fails only its call; a throw fails every call of the
+   * batch. The default calls `predict` for each body (a throw or rejection becomes that call's
+   * error); override it when the model runs a batch faster than its calls one by one.
+   */
+  predictBatch(bodies: readonly In[], ctxs: readonly PredictContext[]): (Out | Error)[] | Promise<(Out | Error)[]> {
+    let async = false;
+    const outputs = bodies.map((body, i): Out | Error | Promise<Out | Error> => {
+      try {
+        const out = this.predict(body, ctxs[i]);
+        if (out !== null && typeof out === 'object' && typeof (out as Promise<Out>).then === 'function') {
+          async = true;
+          return Promise.resolve(out).then(undefined, (error: unknown) => toError(error));
+        }
+        return out as Out;
+      } catch (error) {
+        return toError(error);
+      }
+    });
+    return async ? Promise.all(outputs) : (outputs as (Out | Error)[]);
   }
 
   /** Releases what `load` acquired; runs once when the pipeline shuts down. */

@@ -1,5 +1,5 @@
 // The rxserve/testing entry: helpers for marble-testing pipelines.
-export { testExecutor, type TestExecutor, type TestModel, type TestCall } from './testExecutor.js';
+export { testExecutor, type TestExecutor, type TestModel, type TestCall, type TestBatch } from './testExecutor.js';
 export { bodies, stripTimings } from './events.js';
 export {
   startLLMServer,

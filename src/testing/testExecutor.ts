@@ -1,7 +1,7 @@
 // An Executor for tests: each model is a function the test writes, typically returning cold().
 import { cloneBody } from '../execution/clone.js';
-import { asyncScheduler, type ObservableInput } from 'rxjs';
-import { ConfigError } from '../errors.js';
+import { asyncScheduler, catchError, defaultIfEmpty, EmptyError, forkJoin, from, isObservable, of, take, type Observable, type ObservableInput } from 'rxjs';
+import { ConfigError, toError } from '../errors.js';
 import type { Executor, ExecutorSession } from '../execution/executor.js';
 import type { ModelEntry } from '../model/entry.js';
 import type { PredictContext } from '../model/model.js';
@@ -18,10 +18,19 @@ export interface TestCall {
   readonly at: number;
 }
 
+/** One recorded batch: which model, how many calls, and when. */
+export interface TestBatch {
+  readonly endpointName: string;
+  readonly size: number;
+  readonly at: number;
+}
+
 /** A test executor: an `Executor` plus what it saw. */
 export interface TestExecutor extends Executor {
   /** Every call made, in order. */
   readonly calls: readonly TestCall[];
+  /** Every batch made (entries with `batching`), in order: its calls are in `calls` too. */
+  readonly batches: readonly TestBatch[];
   /** How many sessions were opened and closed (one per subscription of the step). */
   readonly opened: number;
   readonly closed: number;
@@ -47,11 +56,15 @@ export interface TestExecutor extends Executor {
  */
 export function testExecutor(models: Readonly<Record<string, TestModel>>): TestExecutor {
   const calls: TestCall[] = [];
+  const batches: TestBatch[] = [];
   let opened = 0;
   let closed = 0;
   return {
     get calls() {
       return calls;
+    },
+    get batches() {
+      return batches;
     },
     get opened() {
       return opened;
@@ -79,6 +92,22 @@ export function testExecutor(models: Readonly<Record<string, TestModel>>): TestE
           calls.push({ endpointName, eventId: context.eventId, input: own, at: asyncScheduler.now() });
           return models[endpointName](own, context);
         },
+        // A batch is each stand-in called once; their results gathered (a failure is that call's Error).
+        invokeBatch(endpointName, inputs, contexts) {
+          batches.push({ endpointName, size: inputs.length, at: asyncScheduler.now() });
+          const results = inputs.map((input, i) => {
+            try {
+              return toObservable(this.invoke(endpointName, input, contexts[i])).pipe(
+                take(1),
+                defaultIfEmpty(new EmptyError() as unknown),
+                catchError((error: unknown) => of(toError(error))),
+              );
+            } catch (error) {
+              return of(toError(error));
+            }
+          });
+          return forkJoin(results);
+        },
         now: () => asyncScheduler.now(),
         close() {
           if (!isClosed) {
@@ -89,4 +118,10 @@ export function testExecutor(models: Readonly<Record<string, TestModel>>): TestE
       };
     },
   };
+}
+
+function toObservable(result: unknown): Observable<unknown> {
+  if (isObservable(result)) return result;
+  if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') return from(result as PromiseLike<unknown>);
+  return of(result);
 }

@@ -8,7 +8,8 @@ import { unsubscribedReason } from './callContext.js';
 import type { ModelEntry } from '../../model/entry.js';
 import type { GraphMonitor, LaneStats } from '../../monitoring/monitor.js';
 import type { DispatchLimits, Work } from './dispatch.js';
-import { Lane, LaneCall } from '../../execution/lane.js';
+import { Lane, LaneCall, type LaneUnit } from '../../execution/lane.js';
+import { batches, runBatch } from '../../execution/batch.js';
 import { onResult } from '../../execution/callResult.js';
 
 const wallClock = (): number => performance.timeOrigin + performance.now();
@@ -73,8 +74,10 @@ export class Runner {
           maxInFlight: entry.maxInFlight,
           timeoutMs: entry.timeoutMs,
           timeoutError: () => new ModelTimeoutError(entry.endpointName, entry.timeoutMs!),
-          run: (calls) => {
-            for (const call of calls) this.start(call);
+          ...(entry.batching ? { batching: entry.batching } : {}),
+          run: (calls, unit) => {
+            if (calls.length > 1 && batches(this.session)) this.startBatch(calls, unit);
+            else for (const call of calls) this.start(call);
           },
         }),
     );
@@ -104,7 +107,8 @@ export class Runner {
     return run.remaining === 0 ? undefined : (reason?: unknown) => this.cancel(run, reason);
   };
 
-  private start(call: ModelCall): void {
+  /** The call's input and context, or `undefined` when its input is missing (the call then failed). */
+  private prepare(call: ModelCall): { input: unknown; context: CallContext } | undefined {
     const { entry } = call;
     const { event } = call.run;
     call.started = this.now();
@@ -116,12 +120,39 @@ export class Runner {
       input = getPath(event.body, entry.inputPath);
     } catch (error) {
       this.lanes[call.model].settle(call, undefined, toError(error));
-      return;
+      return undefined;
     }
     const { partials } = event;
     const endpoint = entry.endpointName;
     const context = new CallContext(event.id, endpoint, event.path, partials && ((data) => partials({ endpoint, data })));
     call.context = context;
+    return { input, context };
+  }
+
+  /** Several calls of one batching model: one `invokeBatch`, each call settled with its element. */
+  private startBatch(calls: readonly ModelCall[], unit: LaneUnit): void {
+    const { entry, model } = calls[0];
+    const ready: ModelCall[] = [];
+    const inputs: unknown[] = [];
+    const contexts: CallContext[] = [];
+    for (const call of calls) {
+      const prepared = this.prepare(call);
+      if (prepared === undefined) continue;
+      ready.push(call);
+      inputs.push(prepared.input);
+      contexts.push(prepared.context);
+    }
+    if (ready.length === 0) return;
+    runBatch(entry.endpointName, this.lanes[model], unit, ready, inputs, contexts, (ins, ctxs) =>
+      this.session.invokeBatch!(entry.endpointName, ins, ctxs),
+    );
+  }
+
+  private start(call: ModelCall): void {
+    const { entry } = call;
+    const prepared = this.prepare(call);
+    if (prepared === undefined) return;
+    const { input, context } = prepared;
     const lane = this.lanes[call.model];
     const cancel = onResult(
       () => this.session.invoke(entry.endpointName, input, context),

@@ -1,0 +1,110 @@
+// OnnxModel and dynamic batching (issue 15): a 3-layer MLP, 256 wide, with a dynamic batch
+// dimension, built here; 64 requests in flight. (a) raw onnxruntime-node, one request per
+// session.run (floor); (b) raw, hand-made batches of 32 (ceiling); (c) rxserve thread_pool
+// without batching; (d) rxserve thread_pool with batching { maxBatchSize: 32, maxWaitMs: 2 }.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { Observable, Subject, share } from 'rxjs';
+import { modelRunner, type ModelEntry, type ServingEvent } from 'rxserve';
+import { drive, percentile, type RunFigures } from './driver.js';
+// @ts-expect-error a plain .mjs module without types (the example's encoder)
+import { writeMlpModel } from '../examples/onnx/onnxBuilder.mjs';
+
+const WIDTH = 256;
+const MAX_WAIT_MS = 2;
+
+export interface OnnxFigures {
+  readonly name: string;
+  readonly perSecond: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+}
+export interface OnnxResult {
+  readonly rows: readonly OnnxFigures[];
+  readonly requests: number;
+}
+
+const row = (i: number): number[] => Array.from({ length: WIDTH }, (_, k) => Math.sin(i * 31 + k));
+
+/** Raw sessions: `inFlight` requests outstanding, each run alone (batch 1) or `batch` at a time. */
+async function raw(session: ort.InferenceSession, total: number, batch: number): Promise<OnnxFigures> {
+  const inputs = Array.from({ length: 64 }, (_, i) => Float32Array.from(row(i)));
+  const latencies: number[] = [];
+  const t0 = performance.now();
+  // With 64 in flight and hand-made batches, a request waits for its batch to run: its latency
+  // is from when its batch was formed (all 64 arrive at once, and again as they complete).
+  for (let done = 0; done < total; ) {
+    const size = Math.min(batch, total - done);
+    const data = new Float32Array(size * WIDTH);
+    for (let r = 0; r < size; r++) data.set(inputs[(done + r) % inputs.length], r * WIDTH);
+    const start = performance.now();
+    await session.run({ x: new ort.Tensor('float32', data, [size, WIDTH]) });
+    const ms = performance.now() - start;
+    for (let r = 0; r < size; r++) latencies.push(ms);
+    done += size;
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  latencies.sort((a, b) => a - b);
+  return { name: '', perSecond: total / seconds, p50Ms: percentile(latencies, 50), p99Ms: percentile(latencies, 99) };
+}
+
+async function served(modelPath: string, total: number, batching?: ModelEntry['batching']): Promise<RunFigures> {
+  const entry: ModelEntry = { endpointName: 'mlp', modelClass: 'OnnxModel', executionMechanism: 'thread_pool', params: { modelPath }, ...(batching ? { batching } : {}) };
+  const body = (i: number) => ({ inputs: [{ name: 'x', shape: [1, WIDTH], datatype: 'FP32', data: row(i) }] });
+  // One subscription for warm-up and measurement: a step's pool lives as long as its subscription.
+  const input = new Subject<ServingEvent>();
+  const output = input.pipe(modelRunner({ models: [entry] }), share());
+  const keep = output.subscribe();
+  const op = (source: Observable<ServingEvent>) =>
+    new Observable<ServingEvent>((subscriber) => {
+      const out = output.subscribe(subscriber);
+      const feed = source.subscribe({ next: (event) => input.next(event) });
+      return () => {
+        feed.unsubscribe();
+        out.unsubscribe();
+      };
+    });
+  try {
+    await drive(op, 512, 64, body); // warm-up: threads up, model loaded
+    return await drive(op, total, 64, body, { idOf: (e) => e.id });
+  } finally {
+    input.complete();
+    keep.unsubscribe();
+  }
+}
+
+export async function runOnnx(quick: boolean): Promise<OnnxResult> {
+  const total = quick ? 2_000 : 20_000;
+  const modelPath: string = writeMlpModel(join(mkdtempSync(join(tmpdir(), 'rxserve-onnx-bench-')), 'mlp.onnx'), [WIDTH, WIDTH, WIDTH, WIDTH]);
+  const session = await ort.InferenceSession.create(modelPath);
+  await raw(session, 256, 1);
+  const a = { ...(await raw(session, total, 1)), name: '(a) raw session.run, one request at a time' };
+  const b = { ...(await raw(session, total, 32)), name: '(b) raw session.run, batches of 32' };
+  await session.release();
+  const c = { ...(await served(modelPath, total)), name: '(c) rxserve thread_pool, no batching' } as OnnxFigures;
+  const d = { ...(await served(modelPath, total, { maxBatchSize: 32, maxWaitMs: MAX_WAIT_MS })), name: `(d) rxserve thread_pool, batching { maxBatchSize: 32, maxWaitMs: ${MAX_WAIT_MS} }` } as OnnxFigures;
+  return { rows: [a, b, c, d], requests: total };
+}
+
+const f0 = (n: number) => n.toFixed(0);
+const f2 = (n: number) => n.toFixed(2);
+
+export function onnxMarkdown(result: OnnxResult): string {
+  const [a, b, c, d] = result.rows;
+  return [
+    `${result.requests} requests of one row each, 64 in flight; MLP ${WIDTH}→${WIDTH}→${WIDTH}→${WIDTH} (FP32).`,
+    '',
+    '| case | requests/s | vs (a) | p50 ms | p99 ms |',
+    '|---|---|---|---|---|',
+    ...result.rows.map((r) => `| ${r.name} | ${f0(r.perSecond)} | ${f2(r.perSecond / a.perSecond)}× | ${f2(r.p50Ms)} | ${f2(r.p99Ms)} |`),
+    '',
+    `(d) / (c) = **${f2(d.perSecond / c.perSecond)}×** (goal ≥ 3×); (d) / (b) = **${f2(d.perSecond / b.perSecond)}×** (goal ≥ 0.8×); ` +
+      `p99 of (d) = ${f2(d.p99Ms)} ms with maxWaitMs = ${MAX_WAIT_MS} ms.`,
+  ].join('\n');
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  console.log(onnxMarkdown(await runOnnx(process.argv.includes('--quick'))));
+}

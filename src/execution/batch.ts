@@ -1,0 +1,69 @@
+// runBatch(): one session call for a lane unit of several calls, its results settled call by call.
+import { toError } from '../errors.js';
+import type { PredictContext } from '../model/model.js';
+import { onResult } from './callResult.js';
+import type { CallResult, ExecutorSession } from './executor.js';
+import type { Lane, LaneCall, LaneUnit } from './lane.js';
+
+/**
+ * Makes one `invokeBatch` call for `calls` and settles each call with its element: a value, or
+ * its own error for an `Error` element; a throw or a result that is not one element per call
+ * fails them all. A call cancelled or timed out by the lane settles alone; the batch is cancelled
+ * only when none of its calls still wants it. The unit's slot stays taken until the batch answers.
+ */
+export function runBatch<C extends LaneCall>(
+  name: string,
+  lane: Lane<C>,
+  unit: LaneUnit,
+  calls: readonly C[],
+  inputs: readonly unknown[],
+  contexts: readonly PredictContext[],
+  invoke: (inputs: readonly unknown[], contexts: readonly PredictContext[]) => CallResult,
+): void {
+  const release = unit.hold();
+  let live = calls.length;
+  let cancelBatch: (() => void) | undefined;
+  let finished = false;
+  const finish = (): void => {
+    finished = true;
+    release();
+  };
+  cancelBatch = onResult(
+    () => invoke(inputs, contexts),
+    (values) => {
+      finish();
+      if (!Array.isArray(values) || values.length !== calls.length) {
+        const error = new TypeError(
+          `a batch of ${calls.length} calls of '${name}' got ${Array.isArray(values) ? `${values.length} results` : typeof values} instead of one result per call`,
+        );
+        for (const call of calls) lane.settle(call, undefined, error);
+        return;
+      }
+      calls.forEach((call, i) => {
+        const value: unknown = values[i];
+        if (value instanceof Error) lane.settle(call, undefined, value);
+        else lane.settle(call, value, undefined);
+      });
+    },
+    (error) => {
+      finish();
+      const failure = toError(error);
+      for (const call of calls) lane.settle(call, undefined, failure);
+    },
+  );
+  if (finished) return;
+  for (const call of calls) {
+    if (call.done) continue;
+    call.cancelWork = () => {
+      if (--live === 0 && cancelBatch) {
+        const cancel = cancelBatch;
+        cancelBatch = undefined;
+        cancel();
+        finish();
+      }
+    };
+  }
+}
+
+/** Whether a session can take a unit of several calls as one batch. */
+export const batches = (session: ExecutorSession): boolean => typeof session.invokeBatch === 'function';
