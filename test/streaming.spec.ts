@@ -71,6 +71,32 @@ describe('LLModel stream: true in modelRunner', () => {
   });
 });
 
+describe('LLModel stream: true with Hugging Face', () => {
+  it('streams chat completions from the Hugging Face client as { delta } partials', async () => {
+    const entry: ModelEntry = {
+      endpointName: 'hf',
+      modelClass: 'LLModel',
+      executionMechanism: 'asyncio',
+      modelArtifact: modelArtifact({
+        key: 'hf',
+        modelUrl: 'huggingface://meta-llama/Llama-3.1-8B-Instruct',
+        providerOptions: { apiKey: 'hf_test', baseURL: server.huggingfaceURL },
+      }),
+      params: { stream: true },
+    };
+    const partials: PartialResult[] = [];
+    const event = toEvent({ messages: [{ role: 'user', content: 'hf' }] }, { partials: (p) => partials.push(p) });
+    const out = await firstValueFrom(from([event]).pipe(modelRunner({ models: [entry] })));
+    const result = out.body as { answer: string; usage: { total_tokens: number } };
+    expect(result.answer).toBe('answer to hf in several words');
+    expect(result.usage.total_tokens).toBeGreaterThan(0);
+    expect(partials.length).toBeGreaterThan(2);
+    expect(partials.map((p) => (p.data as { delta: string }).delta).join('')).toBe(result.answer);
+    expect(server.requests.at(-1)!.path).toMatch(/^\/hf\//);
+    expect(server.requests.at(-1)!.body.stream).toBe(true);
+  });
+});
+
 describe('shared models', () => {
   it("two proxies of one shared model called at once: each event gets only its own proxy's partials", async () => {
     const graph = createGraph({ name: 'g' });
@@ -203,6 +229,28 @@ describe('serve(): Server-Sent Events', () => {
         { event: 'partial', data: { endpoint: 'counter', data: { n: 1 } } },
         { event: 'result', data: { error: expect.stringMatching(/^ModelTimeoutError: /), status: 504 } },
       ]);
+    } finally {
+      await http.close();
+    }
+  });
+
+  it('a request refused before the pipeline gets its ordinary JSON error, and the next stream is served', async () => {
+    const http = await serve(modelRunner({ models: [counter] }), { port: 0 });
+    try {
+      const bad = await fetch(`${http.url}/count`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+        body: '{"count": ',
+      });
+      expect(bad.status).toBe(400);
+      expect(bad.headers.get('content-type')).toMatch(/^application\/json/);
+      expect(((await bad.json()) as { error: string }).error).toMatch(/^SyntaxError: the request body is not valid JSON/);
+      const ok = await fetch(`${http.url}/count`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+        body: '{"count": 1}',
+      });
+      expect((await sseFrames(ok)).map((f) => f.event)).toEqual(['partial', 'result']);
     } finally {
       await http.close();
     }
