@@ -11,6 +11,8 @@ export default defineConfig([
       'testing/index': 'src/testing/index.ts',
       'llm/index': 'src/llm/index.ts',
       'streams/index': 'src/streams/index.ts',
+      // The rxserve command's code (bin/rxserve.mjs runs it); beside the entries so it shares their chunks.
+      'spec/cli': 'src/spec/cli.ts',
     },
     format: ['esm', 'cjs'],
     // RXSERVE_BUILD_DTS=0 skips the declarations (test/package.spec.ts's fresh-checkout build only
@@ -20,7 +22,7 @@ export default defineConfig([
     sourcemap: true,
     clean: true,
     target: 'node20',
-    external: ['rxjs', 'piscina', 'ioredis'],
+    external: ['rxjs', 'piscina', 'ioredis', 'yaml'],
     // import.meta.url in the CJS build (worker entries are found relative to it).
     shims: true,
   },

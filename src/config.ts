@@ -58,6 +58,18 @@ export function describeValue(value: unknown): string {
   }
 }
 
+/** What `strict()` makes: an object codec that keeps its fields, so a JSON Schema can be derived from it. */
+export class StrictType<A> extends t.Type<A, unknown, unknown> {
+  readonly _tag = 'StrictType' as const;
+  constructor(
+    readonly required: t.Props,
+    readonly optional: t.Props,
+    ...args: ConstructorParameters<typeof t.Type<A, unknown, unknown>>
+  ) {
+    super(...args);
+  }
+}
+
 /**
  * An object codec that also fails on keys it does not know, naming them. Required fields come
  * from `required`, optional ones from `optional`.
@@ -66,12 +78,14 @@ export function strict<R extends t.Props, O extends t.Props>(
   name: string,
   required: R,
   optional: O,
-): t.Type<t.TypeOf<t.TypeC<R>> & t.TypeOf<t.PartialC<O>>, unknown, unknown> {
+): StrictType<t.TypeOf<t.TypeC<R>> & t.TypeOf<t.PartialC<O>>> {
   type A = t.TypeOf<t.TypeC<R>> & t.TypeOf<t.PartialC<O>>;
   const known = new Set([...Object.keys(required), ...Object.keys(optional)]);
   const requiredCodec = t.type(required);
   const optionalCodec = t.partial(optional);
-  return new t.Type<A, unknown, unknown>(
+  return new StrictType<A>(
+    required,
+    optional,
     name,
     (u): u is A => requiredCodec.is(u) && optionalCodec.is(u),
     (u, c) => {

@@ -80,3 +80,4 @@ export {
   type StreamMessage,
   type OpenAIFrontOptions,
 } from './serve/index.js';
+export { loadGraph, type LoadGraphOptions, type LoadedGraph } from './spec/load.js';

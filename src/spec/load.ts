@@ -1,0 +1,332 @@
+// loadGraph(): a spec (a YAML or JSON file, or an object) read, validated and built into a graph and its pipeline.
+import { readFile } from 'node:fs/promises';
+import { basename, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { OperatorFunction } from 'rxjs';
+import { decodeOrThrow } from '../config.js';
+import { ConfigError, toError, type ConfigIssue } from '../errors.js';
+import { getPath, type ServingEvent } from '../event.js';
+import { createGraph, type Graph } from '../graph/graph.js';
+import { llmPromptArtifact, modelArtifact, readArtifactFile, type LLMPromptArtifact, type ModelArtifact } from '../model/artifact.js';
+import type { ModelEntry } from '../model/entry.js';
+import { onError } from '../operators/onError.js';
+import { step as functionStep } from '../operators/step.js';
+import { resolveSelector, type SelectorLike } from '../selector.js';
+import { GraphSpec, type ModelSpec, type ProxySpec, type StepSpec } from './codecs.js';
+import { importExport, importFunction, resolveModuleRef } from './modules.js';
+
+type Pipeline = OperatorFunction<ServingEvent, ServingEvent>;
+
+/** Options of `loadGraph`. */
+export interface LoadGraphOptions {
+  /** Where relative paths of a spec given as an object resolve; default `process.cwd()` (a file: its folder). */
+  readonly baseDir?: string;
+}
+
+/** What `loadGraph` returns. */
+export interface LoadedGraph {
+  /** The graph: call `ready()` to load its models, `close()` when done. */
+  readonly graph: Graph;
+  /** The spec's steps, piped in order. */
+  readonly pipeline: Pipeline;
+}
+
+/** A spec read and validated (nothing built yet), with where its mistakes are. */
+export interface ReadSpec {
+  readonly spec: GraphSpec;
+  readonly baseDir: string;
+  /** The file it came from, if any. */
+  readonly file?: string;
+  /** Adds the file and (YAML) line to a ConfigError about this spec. */
+  readonly locate: (error: ConfigError) => ConfigError;
+}
+
+/**
+ * Builds a graph and its pipeline from a spec: a YAML or JSON file, or the same as an object.
+ *
+ * The spec is checked as a whole first (unknown keys, wrong types), then built: shared models
+ * added, steps made in order (`modelRunner` steps join the graph, so endpoint names are checked
+ * across it), modules of `{ module, export }` imported. A mistake rejects with `ConfigError`
+ * naming the file, the path inside it (`steps[0].modelRunner.models[1].executionMechanism`) and,
+ * for YAML, the line. Models are not loaded: call `graph.ready()`, or let the first event do it.
+ * `serve` and `source` are read by the `rxserve` command, not here.
+ *
+ * ## Example
+ * ```ts
+ * import { loadGraph, serve } from 'rxserve';
+ * const { graph, pipeline } = await loadGraph('./graph.yaml');
+ * await graph.ready();
+ * const server = await serve(pipeline, { graph, port: 8080 });
+ * ```
+ * @see docs/spec.md
+ * @param pathOrObject A `.yaml` / `.yml` / `.json` file (relative module paths resolve against its
+ *   folder), or a spec object (they resolve against `options.baseDir`).
+ * @returns The graph and the pipeline of its steps.
+ */
+export async function loadGraph(pathOrObject: string | object, options: LoadGraphOptions = {}): Promise<LoadedGraph> {
+  const read = await readSpec(pathOrObject, options);
+  const { graph, pipeline } = await buildSpec(read);
+  return { graph, pipeline };
+}
+
+/** Reads and validates a spec without building anything. */
+export async function readSpec(pathOrObject: string | object, options: LoadGraphOptions = {}): Promise<ReadSpec> {
+  if (typeof pathOrObject === 'string') {
+    const file = resolve(pathOrObject);
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (thrown) {
+      throw new ConfigError(`cannot read spec file '${pathOrObject}': ${toError(thrown).message}`, { cause: thrown });
+    }
+    const parsed = /\.json$/i.test(file) ? parseJson(text, file) : await parseYaml(text, file);
+    return decodeSpec(parsed.value, dirname(file), file, parsed.lineOf);
+  }
+  if (pathOrObject === null || typeof pathOrObject !== 'object') {
+    throw new ConfigError([{ path: 'loadGraph', expected: 'a spec file path or a spec object', actual: String(pathOrObject) }]);
+  }
+  return decodeSpec(pathOrObject, resolve(options.baseDir ?? process.cwd()));
+}
+
+type LineOf = (path: string) => number | undefined;
+
+function decodeSpec(value: unknown, baseDir: string, file?: string, lineOf?: LineOf): ReadSpec {
+  const locate = (error: ConfigError) => withLocation(error, file, lineOf);
+  try {
+    return { spec: decodeOrThrow(GraphSpec, value, '') as GraphSpec, baseDir, ...(file ? { file } : {}), locate };
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    // Paths from the root '' start with a dot: `.steps[0]` → `steps[0]`; the spec itself is `spec`.
+    const issues = error.issues.map((issue) => ({ ...issue, path: issue.path.replace(/^\./, '') || 'spec' }));
+    throw locate(new ConfigError(issues, { cause: error.cause }));
+  }
+}
+
+/** The same error, its message starting with the file and giving each issue's line. */
+function withLocation(error: ConfigError, file: string | undefined, lineOf: LineOf | undefined): ConfigError {
+  if (file === undefined) return error;
+  const parts =
+    error.issues.length === 0
+      ? [error.message]
+      : error.issues.map((issue) => {
+          const line = lineOf?.(issue.path);
+          const text = new ConfigError([issue]).message;
+          return line === undefined ? text : `line ${line}: ${text}`;
+        });
+  const located = new ConfigError(error.issues, { cause: error.cause });
+  located.message = `${basename(file)}: ${parts.join('; ')} (in ${file})`;
+  return located;
+}
+
+function parseJson(text: string, file: string): { value: unknown; lineOf?: LineOf } {
+  try {
+    return { value: JSON.parse(text) };
+  } catch (thrown) {
+    throw new ConfigError(`${basename(file)}: not valid JSON: ${toError(thrown).message} (in ${file})`, { cause: thrown });
+  }
+}
+
+async function parseYaml(text: string, file: string): Promise<{ value: unknown; lineOf: LineOf }> {
+  const { LineCounter, parseDocument, isMap, isSeq, isScalar } = await import('yaml');
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: true });
+  if (doc.errors.length > 0) {
+    const error = doc.errors[0];
+    const line = error.linePos?.[0].line;
+    throw new ConfigError(`${basename(file)}: ${line !== undefined ? `line ${line}: ` : ''}not valid YAML: ${error.message} (in ${file})`, {
+      cause: error,
+    });
+  }
+  // The line of the deepest node the path reaches: the field itself, or the object missing it.
+  const lineOf: LineOf = (path) => {
+    let node: unknown = doc.contents;
+    let offset: number | undefined = (node as { range?: [number] } | null)?.range?.[0];
+    for (const segment of splitIssuePath(path)) {
+      if (isMap(node)) {
+        const pair = node.items.find((p) => (isScalar(p.key) ? String(p.key.value) : String(p.key)) === segment);
+        if (pair === undefined) break;
+        offset = (pair.key as { range?: [number] } | null)?.range?.[0] ?? offset;
+        node = pair.value;
+      } else if (isSeq(node) && /^\d+$/.test(segment)) {
+        const item = node.items[Number(segment)] as { range?: [number] } | undefined;
+        if (item === undefined) break;
+        offset = item.range?.[0] ?? offset;
+        node = item;
+      } else {
+        break;
+      }
+    }
+    return offset === undefined ? undefined : lineCounter.linePos(offset).line;
+  };
+  return { value: doc.toJS(), lineOf };
+}
+
+/** `steps[1].router.routes.low[0]` → `['steps', '1', 'router', 'routes', 'low', '0']`. */
+function splitIssuePath(path: string): string[] {
+  return [...path.matchAll(/\[(\d+)\]|\[(['"])(.*?)\2\]|([^.[\]]+)/g)].map((m) => m[1] ?? m[3] ?? m[4]);
+}
+
+/** Builds the graph and pipeline of a validated spec; on a mistake the graph is closed. */
+export async function buildSpec(read: ReadSpec): Promise<LoadedGraph> {
+  const { spec, baseDir } = read;
+  checkEndpointNames(spec.steps, 'steps', new Map(), read.locate);
+  let graph: Graph | undefined;
+  try {
+    graph = createGraph({
+      ...(spec.name !== undefined ? { name: spec.name } : {}),
+      ...(spec.monitoring !== undefined
+        ? {
+            monitoring: {
+              ...spec.monitoring,
+              ...(spec.monitoring.registryPath !== undefined ? { registryPath: resolve(baseDir, spec.monitoring.registryPath) } : {}),
+            },
+          }
+        : {}),
+    });
+    if (spec.pool !== undefined) graph.configurePoolResource(spec.pool);
+    const g = graph;
+    spec.sharedModels?.forEach(({ modelArtifact: artifactSpec, modelClass, ...shared }, i) => {
+      const at = `sharedModels[${i}]`;
+      const artifact = artifactOf(artifactSpec, baseDir, `${at}.modelArtifact`);
+      atPath(at, ['addSharedModel'], () =>
+        g.addSharedModel({
+          ...shared,
+          modelClass: typeof modelClass === 'string' ? modelClass : resolveModuleRef(modelClass, baseDir, `${at}.modelClass`),
+          ...(artifact !== undefined ? { modelArtifact: artifact } : {}),
+        }),
+      );
+    });
+    const pipeline = await buildSteps(g, spec.steps, 'steps', baseDir);
+    return { graph: g, pipeline };
+  } catch (error) {
+    await graph?.close();
+    throw error instanceof ConfigError ? read.locate(error) : error;
+  }
+}
+
+/** Endpoint names (models, proxies, routes) are unique across the graph: say where both uses are. */
+function checkEndpointNames(steps: readonly StepSpec[], path: string, seen: Map<string, string>, locate: ReadSpec['locate']): void {
+  const claim = (name: string, at: string) => {
+    const first = seen.get(name);
+    if (first !== undefined) {
+      throw locate(new ConfigError([{ path: at, expected: 'an endpoint name unique across the graph', actual: `'${name}', already used at ${first}` }]));
+    }
+    seen.set(name, at);
+  };
+  steps.forEach((s, i) => {
+    const at = `${path}[${i}]`;
+    s.modelRunner?.models.forEach((m, j) => claim(m.endpointName, `${at}.modelRunner.models[${j}].endpointName`));
+    if (s.router !== undefined) {
+      for (const [route, routeSteps] of Object.entries(s.router.routes)) {
+        claim(route, `${at}.router.routes.${route}`);
+        checkEndpointNames(routeSteps, `${at}.router.routes.${route}`, seen, locate);
+      }
+    }
+  });
+}
+
+async function buildSteps(graph: Graph, steps: readonly StepSpec[], path: string, baseDir: string): Promise<Pipeline> {
+  const operators: Pipeline[] = [];
+  for (let i = 0; i < steps.length; i++) operators.push(await buildStep(graph, steps[i], `${path}[${i}]`, baseDir));
+  return (source) => operators.reduce((events, operator) => operator(events), source);
+}
+
+async function buildStep(graph: Graph, spec: StepSpec, at: string, baseDir: string): Promise<Pipeline> {
+  if (spec.modelRunner !== undefined) {
+    const { models, selector, pool, ...rest } = spec.modelRunner;
+    const path = `${at}.modelRunner`;
+    const entries = models.map((m, i) => modelEntry(graph, m, `${path}.models[${i}]`, baseDir));
+    let resolved: SelectorLike | undefined;
+    if (selector !== undefined) {
+      resolved = typeof selector === 'string' ? selector : ((await importExport(selector, baseDir, `${path}.selector`)) as SelectorLike);
+      // Checked now, with the spec's path: a name not registered, a class that cannot be built.
+      resolveSelector(resolved, rest.selectorParams, `${path}.selector`);
+    }
+    return atPath(path, ['modelRunner', rest.name ?? 'model_runner'], () =>
+      graph.modelRunner({ ...rest, models: entries, ...(resolved !== undefined ? { selector: resolved } : {}), ...(pool ? { pool } : {}) }),
+    );
+  }
+  if (spec.router !== undefined) {
+    const { key, routes, ...rest } = spec.router;
+    const path = `${at}.router`;
+    const keyFn =
+      typeof key === 'string'
+        ? (event: ServingEvent) => {
+            const value = getPath(event, key);
+            return value === undefined || value === null ? undefined : String(value);
+          }
+        : await importFunction(key, baseDir, `${path}.key`, 'a function (event) => route key');
+    const built: Record<string, Pipeline> = {};
+    for (const [route, routeSteps] of Object.entries(routes)) {
+      built[route] = await buildSteps(graph, routeSteps, `${path}.routes.${route}`, baseDir);
+    }
+    return atPath(path, ['router'], () => graph.router({ ...rest, key: keyFn, routes: built }));
+  }
+  if (spec.step !== undefined) {
+    const { module, export: name, ...options } = spec.step;
+    const path = `${at}.step`;
+    const fn = await importFunction({ module, ...(name ? { export: name } : {}) }, baseDir, path, 'a function (input, context) => result');
+    return atPath(path, ['step'], () => functionStep(fn, options));
+  }
+  const { module, export: name, ...options } = spec.onError!;
+  const path = `${at}.onError`;
+  const handler = await importFunction({ module, ...(name ? { export: name } : {}) }, baseDir, path, 'a function (erroredEvent, context) => event or body');
+  return atPath(path, ['onError'], () => onError(handler, options));
+}
+
+function modelEntry(graph: Graph, spec: ModelSpec | ProxySpec, at: string, baseDir: string): ModelEntry {
+  const { modelArtifact: artifactSpec, ...rest } = spec;
+  const artifact = artifactOf(artifactSpec, baseDir, `${at}.modelArtifact`);
+  if ('sharedModelName' in rest) {
+    return atPath(at, ['sharedModelProxy'], () => graph.sharedModelProxy({ ...rest, ...(artifact !== undefined ? { modelArtifact: artifact } : {}) }));
+  }
+  const m = rest as Omit<ModelSpec, 'modelArtifact'>;
+  return {
+    ...m,
+    modelClass: typeof m.modelClass === 'string' ? m.modelClass : resolveModuleRef(m.modelClass, baseDir, `${at}.modelClass`),
+    ...(artifact !== undefined ? { modelArtifact: artifact } : {}),
+  };
+}
+
+/**
+ * The artifact, decoded as `modelArtifact()` / `llmPromptArtifact()` would (a prompt when it has
+ * `model`), or read from its JSON file (a path relative to the spec's folder, or a `file:` URL).
+ */
+function artifactOf(artifact: string | object | undefined, baseDir: string, path: string): ModelArtifact | LLMPromptArtifact | undefined {
+  if (artifact === undefined) return undefined;
+  if (typeof artifact === 'object') {
+    return atPath(path, ['modelArtifact', 'llmPromptArtifact'], () =>
+      'model' in artifact ? llmPromptArtifact(artifact as LLMPromptArtifact) : modelArtifact(artifact as ModelArtifact),
+    );
+  }
+  if (/^[a-z][a-z0-9+.-]*:/i.test(artifact) && !artifact.startsWith('file:')) {
+    throw new ConfigError([
+      { path, expected: 'an artifact, or the path of its JSON file (rxserve has no artifact store)', actual: `'${artifact}'` },
+    ]);
+  }
+  const file = artifact.startsWith('file:') ? fileURLToPath(artifact) : resolve(baseDir, artifact);
+  try {
+    return readArtifactFile(file, path);
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    throw new ConfigError([{ path, expected: 'a readable artifact JSON file', actual: `'${artifact}': ${toError(error).message}` }], { cause: error });
+  }
+}
+
+/**
+ * Runs a builder of the graph or an operator and gives its ConfigError the spec's path: an issue
+ * at `modelRunner.models[0]` (or at one of `prefixes`) becomes one at `<at>.models[0]`.
+ */
+function atPath<T>(at: string, prefixes: readonly string[], build: () => T): T {
+  try {
+    return build();
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    if (error.issues.length === 0) throw new ConfigError([{ path: at, expected: '', message: error.message }], { cause: error });
+    const issues: ConfigIssue[] = error.issues.map((issue) => {
+      const prefix = prefixes.find((p) => issue.path === p || issue.path.startsWith(`${p}.`) || issue.path.startsWith(`${p}[`));
+      return { ...issue, path: prefix === undefined ? `${at}: ${issue.path}` : at + issue.path.slice(prefix.length) };
+    });
+    throw new ConfigError(issues, { cause: error });
+  }
+}

@@ -1,0 +1,209 @@
+// The rxserve command end to end: the BUILT bin (dist) in a child process — validate, test, schema, serve + SIGTERM.
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { redisAvailable, startRedis } from './support/redis.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const bin = join(root, 'bin/rxserve.mjs');
+const fixtures = join(root, 'test/fixtures/spec');
+const dir = mkdtempSync(join(tmpdir(), 'rxserve-cli-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+interface Result {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `rxserve ...args` to its end. */
+function rxserve(...args: string[]): Promise<Result> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [bin, ...args], { cwd: dir, timeout: 30_000 }, (error, stdout, stderr) => {
+      resolve({ code: error ? ((error as { code?: number }).code ?? null) : 0, stdout, stderr });
+    });
+  });
+}
+
+const slowSpec = join(fixtures, 'slow.yaml');
+const timesSpec = (() => {
+  const file = join(dir, 'times.yaml');
+  writeFileSync(
+    file,
+    `name: times
+steps:
+  - modelRunner:
+      models:
+        - endpointName: double
+          modelClass: { module: ${JSON.stringify(join(fixtures, 'models.mjs'))}, export: Times }
+          executionMechanism: naive
+          params: { factor: 2 }
+          inputPath: x
+          resultPath: y
+`,
+  );
+  return file;
+})();
+
+describe('rxserve validate', () => {
+  it('exits 0 for a good spec', async () => {
+    const result = await rxserve('validate', join(fixtures, 'full.yaml'));
+    expect(result).toMatchObject({ code: 0, stderr: '' });
+    expect(result.stdout).toContain('ok');
+  });
+
+  it('exits 2 with the ConfigError (path and line) on stderr, loading no model', async () => {
+    const file = join(dir, 'bad.yaml');
+    // Its model's module would throw if imported: validate never loads models.
+    writeFileSync(join(dir, 'throws.mjs'), "throw new Error('a model module was imported');\n");
+    writeFileSync(
+      file,
+      `steps:
+  - modelRunner:
+      models:
+        - { endpointName: a, modelClass: { module: ./throws.mjs }, executionMechanism: naive }
+        - { endpointName: b, modelClass: { module: ./throws.mjs }, executionMechanism: naive, timeoutMs: -1 }
+`,
+    );
+    const result = await rxserve('validate', file);
+    expect(result.code).toBe(2);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toContain('bad.yaml: line 5: steps[0].modelRunner.models[1].timeoutMs: expected a positive number of milliseconds, got -1');
+    writeFileSync(file, 'steps:\n  - modelRunner:\n      models:\n        - { endpointName: a, modelClass: { module: ./throws.mjs }, executionMechanism: naive }\n');
+    expect(await rxserve('validate', file)).toMatchObject({ code: 0 });
+  });
+});
+
+describe('rxserve test', () => {
+  it("prints only the output body as JSON and exits 0", async () => {
+    const result = await rxserve('test', timesSpec, '{"x":21}');
+    expect(result).toMatchObject({ code: 0, stderr: '' });
+    expect(JSON.parse(result.stdout)).toEqual({ x: 21, y: 42 });
+  });
+
+  it('prints {"error":"<Name>: <message>"} and exits 1 for an errored answer', async () => {
+    const result = await rxserve('test', timesSpec, '{"x":"NaN"}');
+    expect(result.code).toBe(1);
+    expect(JSON.parse(result.stdout)).toEqual({ error: expect.stringMatching(/^ModelRunnerError: .*expected a number/) });
+  });
+
+  it('exits 2 for a request that is not JSON, or a bad spec', async () => {
+    expect(await rxserve('test', timesSpec, '{x')).toMatchObject({ code: 2 });
+    const missing = await rxserve('test', join(dir, 'none.yaml'), '{}');
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('none.yaml');
+  });
+});
+
+describe('rxserve arguments, help and schema', () => {
+  it('--help for the command and each subcommand exits 0; bad arguments exit 2', async () => {
+    const helps = [['--help'], ['serve', '--help'], ['test', '-h'], ['validate', '--help'], ['schema', '--help']];
+    const bad = [[], ['deploy'], ['serve'], ['serve', slowSpec, '--prot', '1'], ['serve', slowSpec, '--port', 'x'], ['validate', slowSpec, '--port', '1']];
+    const results = await Promise.all([...helps, ...bad].map((args) => rxserve(...args)));
+    helps.forEach((args, i) => {
+      expect(results[i].code, args.join(' ')).toBe(0);
+      expect(results[i].stdout).toContain('Usage: rxserve');
+    });
+    bad.forEach((args, i) => expect(results[helps.length + i].code, args.join(' ')).toBe(2));
+    expect(results[helps.length + 1].stderr).toContain("unknown command 'deploy'");
+    expect(results[helps.length + 4].stderr).toContain('--port');
+  });
+
+  it('schema prints the JSON Schema (draft 2020-12)', async () => {
+    const result = await rxserve('schema');
+    expect(result.code).toBe(0);
+    const schema = JSON.parse(result.stdout);
+    expect(schema.$schema).toBe('https://json-schema.org/draft/2020-12/schema');
+    expect(schema.required).toEqual(['steps']);
+  });
+});
+
+describe('rxserve serve', () => {
+  it('prints the URL once ready, answers HTTP, and on SIGTERM answers the request in flight and exits 0', async () => {
+    const child = spawn(process.execPath, [bin, 'serve', slowSpec, '--port', '0', '--host', '127.0.0.1'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = once(child, 'exit');
+    let stderr = '';
+    child.stderr!.on('data', (chunk) => (stderr += chunk));
+    try {
+      const [first] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
+      expect(first).toMatch(/^rxserve listening on http:\/\/127\.0\.0\.1:\d+$/);
+      const url = first.slice('rxserve listening on '.length);
+
+      const quick = await fetch(`${url}/score`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"ms":0}' });
+      expect(quick.status).toBe(200);
+      expect(await quick.json()).toEqual({ slept: 0 });
+      expect(await (await fetch(`${url}/v2/models`)).json()).toMatchObject({ models: ['slow'] });
+
+      // A request in flight when SIGTERM arrives is answered.
+      const inFlight = fetch(`${url}/score`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"ms":600}' });
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      child.kill('SIGTERM');
+      const answer = await inFlight;
+      expect(answer.status).toBe(200);
+      expect(await answer.json()).toEqual({ slept: 600 });
+      const [code] = (await exited) as [number | null];
+      expect(code, stderr).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
+  it('a port already in use is a runtime failure: exit 1', async () => {
+    const blocker = spawn(process.execPath, [bin, 'serve', slowSpec, '--port', '0'], { cwd: dir, stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      const [first] = (await once(createInterface({ input: blocker.stdout! }), 'line')) as [string];
+      const port = new URL(first.slice('rxserve listening on '.length)).port;
+      const result = await rxserve('serve', slowSpec, '--port', port);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toContain('EADDRINUSE');
+    } finally {
+      blocker.kill('SIGTERM');
+      await once(blocker, 'exit');
+    }
+  });
+});
+
+describe.runIf(redisAvailable('rxserve serve with a source (test/cli.spec.ts)'))('rxserve serve with a Redis source', () => {
+  it('consumes the request stream, commits answers to the output stream, and exits 0 on SIGTERM', async () => {
+    const redis = await startRedis();
+    const client = new Redis(redis.url);
+    const file = join(dir, 'source.yaml');
+    writeFileSync(
+      file,
+      `steps:
+  - modelRunner:
+      models:
+        - { endpointName: double, modelClass: { module: ${JSON.stringify(join(fixtures, 'models.mjs'))}, export: Times }, executionMechanism: naive, params: { factor: 2 } }
+source:
+  redis: { url: ${redis.url}, stream: requests, group: doublers, blockMs: 100 }
+  output: answers
+`,
+    );
+    const child = spawn(process.execPath, [bin, 'serve', file], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = once(child, 'exit');
+    let stderr = '';
+    child.stderr!.on('data', (chunk) => (stderr += chunk));
+    try {
+      const [first] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
+      // Only a source: no HTTP, the Redis URL instead.
+      expect(first).toBe(`rxserve listening on ${redis.url} (stream requests, group doublers)`);
+      const id = await client.xadd('requests', '*', 'body', '21');
+      const reply = (await client.xread('BLOCK', 10_000, 'STREAMS', 'answers', '0')) as [string, [string, string[]][]][] | null;
+      const fields = reply?.[0][1][0][1] ?? [];
+      expect(fields).toEqual(['id', id, 'body', '42']);
+      child.kill('SIGTERM');
+      const [code] = (await exited) as [number | null];
+      expect(code, stderr).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+      client.disconnect();
+      await redis.stop();
+    }
+  });
+});

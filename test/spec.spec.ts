@@ -1,0 +1,341 @@
+// Declarative graphs (DESIGN §14): every field through loadGraph, the same graph by hand, bad specs, the JSON Schema.
+import { execFileSync } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { from, lastValueFrom, pipe, toArray } from 'rxjs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import {
+  ConfigError,
+  createGraph,
+  loadArtifact,
+  loadGraph,
+  onError,
+  step,
+  toEvent,
+  type ServingEvent,
+} from '../src/index.js';
+import { readSpec } from '../src/spec/load.js';
+import { specSchema } from '../src/spec/cli.js';
+
+const fixtures = fileURLToPath(new URL('./fixtures/spec/', import.meta.url));
+let dir: string;
+
+beforeAll(() => {
+  // A copy: the spec's registryPath (relative to the spec) is written when the graph closes.
+  dir = mkdtempSync(join(tmpdir(), 'rxserve-spec-'));
+  cpSync(fixtures, dir, { recursive: true });
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const events = () => [
+  toEvent({ x: 3 }, { id: 'a', headers: { 'x-route': 'high' } }), // small, high
+  toEvent({ x: 20 }, { id: 'b', headers: { 'x-route': 'low' } }), // big (shared), low
+  toEvent({ x: 'oops' }, { id: 'c', headers: { 'x-route': 'high' } }), // fails in prepare, recovered
+  toEvent({ x: 5 }, { id: 'd' }), // no route: the default route
+];
+
+const run = async (pipeline: (s: any) => any) => {
+  const out: ServingEvent[] = await lastValueFrom(from(events()).pipe(pipeline, toArray()));
+  return out.map((e) => ({ id: e.id, body: e.body, error: e.error?.message })).sort((a, b) => a.id.localeCompare(b.id));
+};
+
+/** A spec written to a file in the copy; returns its path. */
+const specFile = (name: string, text: string) => {
+  const file = join(dir, name);
+  writeFileSync(file, text);
+  return file;
+};
+
+/** The ConfigError a spec is rejected with. */
+const rejection = async (spec: string | object, options = {}): Promise<ConfigError> => {
+  try {
+    const { graph } = await loadGraph(spec, options);
+    await graph.close();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return error as ConfigError;
+  }
+  throw new Error('the spec was accepted');
+};
+
+describe('loadGraph: every field of a spec', () => {
+  it('builds the graph the YAML file describes, and the same graph written by hand behaves identically', async () => {
+    const { graph, pipeline } = await loadGraph(join(dir, 'full.yaml'));
+    expect(graph.name).toBe('scoring');
+    await graph.ready();
+    // Endpoints: models, the proxy, and the router's routes, with what each model entry said.
+    expect(graph.endpointNames().map((u) => u.endpointName).sort()).toEqual(['big', 'high', 'low', 'small']);
+    expect(graph.endpoint('small')).toMatchObject({
+      step: 'scorers',
+      executionMechanism: 'naive',
+      inputs: ['x'],
+      outputs: ['y'],
+      labels: { team: 'risk' },
+      modelClass: `${pathToFileURL(join(dir, 'models.mjs')).href}#Times`,
+    });
+    expect(graph.endpoint('big')).toMatchObject({ executionMechanism: 'shared_executor', labels: ['big'], inputs: ['x'], outputs: ['y'] });
+    expect(graph.endpoint('high')).toMatchObject({ step: 'by-route' });
+    const fromSpec = await run(pipeline);
+    await graph.close();
+    // monitoring.registryPath is relative to the spec's folder.
+    expect(existsSync(join(dir, 'endpoints.json'))).toBe(true);
+
+    // The same graph by hand.
+    const fns = await import(pathToFileURL(join(dir, 'functions.mjs')).href);
+    const times = { module: pathToFileURL(join(dir, 'models.mjs')).href, export: 'Times' };
+    const byHand = createGraph({ name: 'scoring', monitoring: { samplingPercentage: 100, registryPath: join(dir, 'by-hand.json') } });
+    byHand.configurePoolResource({ maxThreads: 2, maxProcesses: 1, poolFactor: 1 });
+    byHand.addSharedModel({
+      name: 'shared-times',
+      modelClass: times,
+      executionMechanism: 'asyncio',
+      modelArtifact: await loadArtifact(join(dir, 'scaler.artifact.json')),
+      inputs: ['x'],
+      outputs: ['y'],
+      inputPath: 'x',
+      resultPath: 'y',
+      params: { factor: 100 },
+      maxInFlight: 4,
+    });
+    const handPipeline = pipe(
+      step(fns.prepare, { name: 'prepare', inputPath: 'x', resultPath: 'x', maxInFlight: 2, maxQueue: 10, ordered: true }),
+      byHand.modelRunner({
+        name: 'scorers',
+        selector: fns.BySize,
+        selectorParams: { threshold: 10 },
+        raiseException: true,
+        ordered: true,
+        maxInFlight: 8,
+        maxQueue: 100,
+        pool: { maxThreads: 1, maxProcesses: 1, poolFactor: 1, maxBatch: 4, cancelGraceMs: 100 },
+        models: [
+          {
+            endpointName: 'small',
+            modelClass: times,
+            executionMechanism: 'naive',
+            modelArtifact: { key: 'small', modelUrl: 'mock://' },
+            labels: { team: 'risk' },
+            creationStrategy: 'inplace',
+            inputs: ['x'],
+            outputs: ['y'],
+            inputPath: 'x',
+            resultPath: 'y',
+            params: { factor: 2 },
+            maxInFlight: 2,
+            timeoutMs: 5000,
+          },
+          byHand.sharedModelProxy({ endpointName: 'big', sharedModelName: 'shared-times', labels: ['big'], creationStrategy: 'overwrite' }),
+        ],
+      }),
+      byHand.router({
+        name: 'by-route',
+        key: (e) => e.headers?.['x-route'],
+        routes: { high: step(fns.tagHigh), low: step(fns.tagLow) },
+        defaultRoute: 'low',
+        idleMs: 60000,
+      }),
+      onError(fns.recover, { name: 'recover' }),
+    );
+    await byHand.ready();
+    const byHandOut = await run(handPipeline);
+    await byHand.close();
+
+    expect(fromSpec).toEqual(byHandOut);
+    expect(fromSpec).toEqual([
+      { id: 'a', body: { small: { x: 4, y: 8 }, tag: 'high' }, error: undefined },
+      { id: 'b', body: { big: { x: 21, y: 2100 }, tag: 'low' }, error: undefined },
+      { id: 'c', body: { recovered: 'TypeError: x must be a number, got "oops"', origin: 'prepare' }, error: undefined },
+      { id: 'd', body: { small: { x: 6, y: 12 }, tag: 'low' }, error: undefined },
+    ]);
+  });
+
+  it('reads serve: and source: (used by the rxserve command)', async () => {
+    const { spec } = await readSpec(join(dir, 'full.yaml'));
+    expect(spec.serve).toEqual({ port: 0, host: '127.0.0.1', maxBodyBytes: 1048576, timeoutMs: 10000, models: ['small', 'big'], apiKeys: ['secret'] });
+    expect(spec.source).toEqual({
+      redis: {
+        url: 'redis://127.0.0.1:6379',
+        stream: 'requests',
+        group: 'scorers',
+        consumer: 'c1',
+        field: 'body',
+        startId: '0',
+        maxInFlight: 16,
+        batchSize: 8,
+        blockMs: 100,
+        claimIdleMs: 1000,
+        maxDeliveries: 3,
+        deadLetterStream: 'requests-dead',
+        closeTimeoutMs: 1000,
+      },
+      output: 'scores',
+    });
+  });
+
+  it('takes a spec object, its relative modules resolved against baseDir; a JSON file too', async () => {
+    const spec = {
+      steps: [{ step: { module: './functions.mjs', export: 'tagLow' } }, { router: { key: { module: './functions.mjs', export: 'routeOf' }, routes: { r: [] } } }],
+    };
+    const { graph, pipeline } = await loadGraph(spec, { baseDir: dir });
+    const out = await lastValueFrom(from([toEvent({ n: 1 }, { headers: { 'x-route': 'r' } })]).pipe(pipeline, toArray()));
+    expect(out.map((e) => e.body)).toEqual([{ n: 1, tag: 'low' }]);
+    await graph.close();
+    const json = specFile('graph.json', JSON.stringify(spec));
+    const loaded = await loadGraph(json);
+    expect((await lastValueFrom(from([toEvent({ n: 2 })]).pipe(loaded.pipeline, toArray())))[0].error?.name).toBe('RouteNotFoundError');
+    await loaded.graph.close();
+  });
+});
+
+describe('loadGraph from the built package', () => {
+  it("require('rxserve').loadGraph imports a spec's .mjs modules too (the CommonJS build)", () => {
+    const root = fileURLToPath(new URL('..', import.meta.url));
+    const out = execFileSync(
+      process.execPath,
+      [
+        '-e',
+        `const { loadGraph, toEvent } = require('rxserve');
+         const { from, lastValueFrom } = require('rxjs');
+         loadGraph({ steps: [{ step: { module: './functions.mjs', export: 'tagLow' } }] }, { baseDir: ${JSON.stringify(fixtures)} })
+           .then(async ({ graph, pipeline }) => {
+             const out = await lastValueFrom(from([toEvent({ n: 1 })]).pipe(pipeline));
+             console.log(JSON.stringify(out.body));
+             await graph.close();
+           });`,
+      ],
+      { cwd: root, encoding: 'utf8' },
+    );
+    expect(JSON.parse(out)).toEqual({ n: 1, tag: 'low' });
+  });
+});
+
+describe('loadGraph: bad specs name the path inside the file', () => {
+  const base = (models: string) => `name: bad
+steps:
+  - modelRunner:
+      models:
+${models}`;
+
+  it('an unknown key, with its YAML line', async () => {
+    const file = specFile('unknown.yaml', base(`        - endpointName: a
+          modelClass: { module: ./models.mjs, export: Times }
+          executionMechanism: naive
+          parms: { factor: 2 }
+`));
+    const error = await rejection(file);
+    expect(error.path).toBe('steps[0].modelRunner.models[0].parms');
+    expect(error.message).toContain('unknown.yaml: line 8: steps[0].modelRunner.models[0].parms: unknown field');
+  });
+
+  it('a wrong type, with its YAML line', async () => {
+    const file = specFile('type.yaml', base(`        - { endpointName: a, modelClass: { module: ./models.mjs, export: Times }, executionMechanism: naive }
+        - endpointName: b
+          modelClass: { module: ./models.mjs, export: Times }
+          executionMechanism: threads
+`));
+    const error = await rejection(file);
+    expect(error.path).toBe('steps[0].modelRunner.models[1].executionMechanism');
+    expect(error.message).toContain('line 8: steps[0].modelRunner.models[1].executionMechanism: expected');
+    expect(error.message).toContain('got "threads"');
+  });
+
+  it('every failing path at once, deep inside a router route', async () => {
+    const error = await rejection(
+      {
+        name: '',
+        steps: [
+          { step: { module: './functions.mjs', export: 'tagLow' } },
+          { router: { key: 'body.route', routes: { low: [{ modelRunner: { models: [{ endpointName: 'm', modelClass: 'X', executionMechanism: 'naive', params: 3 }] } }] } } },
+        ],
+      },
+      { baseDir: dir },
+    );
+    expect(error.issues.map((i) => i.path).sort()).toEqual(['name', 'steps[1].router.routes.low[0].modelRunner.models[0].params']);
+  });
+
+  it('a step that is two kinds at once, or none', async () => {
+    const two = await rejection({ steps: [{ step: { module: './functions.mjs' }, onError: { module: './functions.mjs' } }] }, { baseDir: dir });
+    expect(two.message).toContain('steps[0]: a step is exactly one of modelRunner, router, step, onError; got step and onError');
+    const typo = await rejection({ steps: [{ modelRuner: { models: [] } }] }, { baseDir: dir });
+    expect(typo.path).toBe('steps[0].modelRuner');
+  });
+
+  it('a missing module, a missing export, an export that is not a function', async () => {
+    const missing = await rejection({ steps: [{ step: { module: './nope.mjs', export: 'f' } }] }, { baseDir: dir });
+    expect(missing.path).toBe('steps[0].step.module');
+    expect(missing.message).toContain("'./nope.mjs'");
+    const modelModule = await rejection(
+      { steps: [{ modelRunner: { models: [{ endpointName: 'a', modelClass: { module: './gone.mjs' }, executionMechanism: 'naive' }] } }] },
+      { baseDir: dir },
+    );
+    expect(modelModule.path).toBe('steps[0].modelRunner.models[0].modelClass.module');
+    const noExport = await rejection({ steps: [{ step: { module: './functions.mjs', export: 'nothing' } }] }, { baseDir: dir });
+    expect(noExport.path).toBe('steps[0].step.export');
+    expect(noExport.message).toContain('prepare');
+    const notFn = await rejection({ steps: [{ onError: { module: './functions.mjs', export: 'notAFunction' } }] }, { baseDir: dir });
+    expect(notFn.path).toBe('steps[0].onError.export');
+  });
+
+  it('an unknown selector name', async () => {
+    const error = await rejection({
+      steps: [{ modelRunner: { selector: 'NoSuchSelector', models: [{ endpointName: 'a', modelClass: 'LLModel', executionMechanism: 'asyncio' }] } }],
+    });
+    expect(error.path).toBe('steps[0].modelRunner.selector');
+    expect(error.message).toContain("'NoSuchSelector'");
+  });
+
+  it('duplicate endpoint names, naming both places', async () => {
+    const model = { endpointName: 'a', modelClass: { module: './models.mjs', export: 'Times' }, executionMechanism: 'naive' };
+    const error = await rejection(
+      { steps: [{ modelRunner: { models: [model] } }, { router: { key: 'path', routes: { b: [{ modelRunner: { models: [model] } }] } } }] },
+      { baseDir: dir },
+    );
+    expect(error.path).toBe('steps[1].router.routes.b[0].modelRunner.models[0].endpointName');
+    expect(error.message).toContain("'a', already used at steps[0].modelRunner.models[0].endpointName");
+  });
+
+  it("what the graph refuses is reported at the spec's path (an unknown shared model, a default route that is no route)", async () => {
+    const proxy = await rejection({ steps: [{ modelRunner: { models: [{ endpointName: 'p', sharedModelName: 'nope' }] } }] });
+    expect(proxy.path.startsWith('steps[0].modelRunner.models[0]')).toBe(true);
+    const route = await rejection({ steps: [{ router: { key: 'path', routes: { a: [] }, defaultRoute: 'b' } }] });
+    expect(route.path).toBe('steps[0].router.defaultRoute');
+  });
+
+  it('YAML that does not parse, and a file that does not exist', async () => {
+    const error = await rejection(specFile('broken.yaml', 'name: x\nsteps: [\n  - a: b\n'));
+    expect(error.message).toMatch(/broken\.yaml: line \d+: not valid YAML/);
+    const gone = await rejection(join(dir, 'gone.yaml'));
+    expect(gone.message).toContain('gone.yaml');
+  });
+});
+
+describe('the JSON Schema', () => {
+  const ajv = new Ajv2020({ strict: false, allErrors: true });
+  const validate = ajv.compile(specSchema());
+  const yaml = async (file: string) => (await import('yaml')).parse(readFileSync(file, 'utf8'));
+
+  it('is draft 2020-12 and the built copy is the same', () => {
+    expect(specSchema().$schema).toBe('https://json-schema.org/draft/2020-12/schema');
+    const built = new URL('../dist/spec/rxserve.schema.json', import.meta.url);
+    if (existsSync(built)) expect(JSON.parse(readFileSync(built, 'utf8'))).toEqual(specSchema());
+  });
+
+  it('accepts the good specs (the fixture with every field, the example)', async () => {
+    for (const file of [join(fixtures, 'full.yaml'), fileURLToPath(new URL('../examples/spec/graph.yaml', import.meta.url))]) {
+      expect(validate(await yaml(file)), JSON.stringify(validate.errors)).toBe(true);
+    }
+  });
+
+  it('rejects bad ones: an unknown key, a wrong type, a step of two kinds, a proxy with a model class', () => {
+    const good = { steps: [{ step: { module: './f.mjs' } }] };
+    expect(validate(good)).toBe(true);
+    expect(validate({ ...good, nmae: 'x' })).toBe(false);
+    expect(validate({ steps: [{ step: { module: './f.mjs', maxInFlight: 0 } }] })).toBe(false);
+    expect(validate({ steps: [{ step: { module: './f.mjs' }, onError: { module: './f.mjs' } }] })).toBe(false);
+    expect(validate({ steps: [{ modelRunner: { models: [{ endpointName: 'p', sharedModelName: 's', executionMechanism: 'naive' }] } }] })).toBe(false);
+    expect(validate({ steps: [{ router: { key: 'body.route', routes: { a: [{ bogus: {} }] } } }] })).toBe(false);
+  });
+});
