@@ -12,6 +12,7 @@ import { runServe, serveMarkdown } from './serve.bench.js';
 import { runSoak, soakMarkdown } from './soak.bench.js';
 import { onnxMarkdown, runOnnx } from './onnx.bench.js';
 import { runStreams, streamsMarkdown } from './streams.bench.js';
+import { runStreaming, streamingMarkdown } from './streaming.bench.js';
 
 const quick = process.argv.includes('--quick');
 const onlyAt = process.argv.indexOf('--only');
@@ -29,6 +30,7 @@ const sections: [string, () => Promise<string>][] = [
   ['onnx', async () => onnxMarkdown(await runOnnx(quick))],
   ['serve', async () => serveMarkdown(await runServe(quick))],
   ['streams', async () => streamsMarkdown(await runStreams(quick))],
+  ['streaming', async () => streamingMarkdown(await runStreaming(quick))],
 ];
 if (only) for (const name of only) if (!sections.some(([n]) => n === name)) throw new Error(`--only: no benchmark named '${name}'`);
 

@@ -21,7 +21,23 @@ export interface ServingEvent<B = unknown> {
    * errored with the signal's reason. `invoker()` and `serve()` set it per request.
    */
   readonly signal?: AbortSignal;
+  /**
+   * Receives this event's partial results as models publish them (`ctx.emit`, e.g. an LLModel's
+   * token deltas), each with the endpoint that emitted it. Partials travel beside the event, never
+   * in the stream: the event still leaves each step once. `client.stream()` and `serve()`'s
+   * Server-Sent Events set it per request.
+   */
+  readonly partials?: PartialSink;
 }
+
+/** A partial result of a model call: the endpoint that emitted it and its data. */
+export interface PartialResult<D = unknown> {
+  readonly endpoint: string;
+  readonly data: D;
+}
+
+/** Where an event's partial results go (see `ServingEvent.partials`). */
+export type PartialSink = (partial: PartialResult) => void;
 
 /**
  * @internal The per-event cancel `invoker()` and `serve()` attach to their events (a symbol key,
@@ -125,6 +141,7 @@ export function toEvent<B>(body: B, init?: Partial<Omit<ServingEvent<B>, 'body'>
   if (init?.error !== undefined) event.error = init.error;
   if (init?.origin !== undefined) event.origin = init.origin;
   if (init?.signal !== undefined) event.signal = init.signal;
+  if (init?.partials !== undefined) event.partials = init.partials;
   return Object.freeze(event);
 }
 

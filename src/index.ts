@@ -13,6 +13,8 @@ export {
   setPath,
   type ServingEvent,
   type ErroredEvent,
+  type PartialResult,
+  type PartialSink,
 } from './event.js';
 export {
   RxServeError,
@@ -76,5 +78,7 @@ export {
   type Server,
   type ServeOptions,
   type RxservePluginOptions,
+  type StreamMessage,
+  type OpenAIFrontOptions,
 } from './serve/index.js';
 export { loadGraph, type LoadGraphOptions, type LoadedGraph } from './spec/load.js';

@@ -13,8 +13,19 @@ import { flatten, inspectForWorker, serializeError, type WireBatch, type WireCal
  * first time a call (or a load request) needs it, then cached; `close()` closes them all.
  */
 export class ModelHost {
-  /** @param kind What this host runs in, for messages about outputs that cannot be sent back. */
-  constructor(private readonly kind: 'thread' | 'process') {}
+  /**
+   * @param kind What this host runs in, for messages about outputs that cannot be sent back.
+   * @param emitPartial Sends a call's partial result (`ctx.emit`) to the main side, by call id.
+   */
+  constructor(
+    private readonly kind: 'thread' | 'process',
+    private readonly emitPartial?: (callId: number, partial: unknown) => void,
+  ) {}
+
+  private context(call: WireCall): CallContext {
+    const emit = this.emitPartial;
+    return new CallContext(call.eventId, call.origin, call.path, emit && ((partial) => emit(call.id, partial)));
+  }
 
   private readonly models = new Map<string, Promise<Model>>();
   /** Models whose load finished, for calls that need not wait on a promise. */
@@ -137,7 +148,7 @@ export class ModelHost {
   }
 
   private runLoaded(model: Model, call: WireCall, transfer: ArrayBuffer[] | undefined): WireResult | Promise<WireResult> {
-    const context = new CallContext(call.eventId, call.origin, call.path);
+    const context = this.context(call);
     let value: unknown;
     try {
       value = model.predict(call.input, context);
@@ -159,7 +170,7 @@ export class ModelHost {
   }
 
   private async runCall(modelPromise: Promise<Model>, call: WireCall, transfer: ArrayBuffer[] | undefined): Promise<WireResult> {
-    const context = new CallContext(call.eventId, call.origin, call.path);
+    const context = this.context(call);
     this.running.set(call.id, context);
     try {
       const model = await modelPromise;

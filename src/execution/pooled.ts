@@ -42,6 +42,14 @@ export interface PooledOptions {
   readonly cancelGraceMs: number;
 }
 
+/** Contexts of the calls inside workers, by call id: where their partial results go. */
+const sentContexts = new Map<number, PredictContext>();
+
+/** A worker sent a partial result of call `callId`: to that call's `ctx.emit` (dropped once it settled). */
+export function routePartial(callId: number, partial: unknown): void {
+  sentContexts.get(callId)?.emit?.(partial);
+}
+
 let lastCallId = 0;
 const nextCallId = (): number => (lastCallId = lastCallId >= 0x7fffffff ? 1 : lastCallId + 1);
 
@@ -216,6 +224,7 @@ export class PooledSession implements ExecutorSession {
     // The slot stays taken until the worker answers, even if every call in it was cancelled.
     const release = unit.hold();
     for (const call of calls) {
+      sentContexts.set(call.id, call.context);
       call.batch = batch;
       call.cancelWork = () => this.cancelSent(call);
     }
@@ -232,6 +241,7 @@ export class PooledSession implements ExecutorSession {
   }
 
   private deliver(call: PooledCall, result: WireResult | undefined, failure?: unknown): void {
+    sentContexts.delete(call.id);
     if (call.grace) clearTimeout(call.grace);
     if (call.done) return;
     if (result === undefined) this.lane.settle(call, undefined, asCrash(failure));

@@ -5,7 +5,7 @@ import { ModelLoadError, WorkerCrashedError, toError } from '../errors.js';
 import type { ModelEntry } from '../model/entry.js';
 import { workerEntry } from './workerEntry.js';
 import type { Executor, ExecutorHooks, ExecutorSession } from './executor.js';
-import { PooledSession, type BatchTransport, type SentBatch } from './pooled.js';
+import { PooledSession, routePartial, type BatchTransport, type SentBatch } from './pooled.js';
 import { resolvePoolOptions, type PoolOptions } from './poolOptions.js';
 import type { ToChild, ToParent } from './processWorker.js';
 import { deserializeError, inspectForWorker, type WireBatch, type WireResult } from './protocol.js';
@@ -130,6 +130,9 @@ class ChildWorker {
           this.pending.get(message.batchId)?.resolve(message.results);
           this.pending.delete(message.batchId);
           this.updateKeepAlive();
+          break;
+        case 'partial':
+          routePartial(message.id, message.data);
           break;
         case 'closed':
           break;

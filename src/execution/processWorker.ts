@@ -14,12 +14,20 @@ export type ToParent =
   | { readonly type: 'loaded'; readonly key: string }
   | { readonly type: 'loadFailed'; readonly key: string; readonly error: SerializedError }
   | { readonly type: 'results'; readonly batchId: number; readonly results: WireResult[] }
+  | { readonly type: 'partial'; readonly id: number; readonly data: unknown }
   | { readonly type: 'closed' };
 
-const host = new ModelHost('process');
 const send = (message: ToParent): void => {
   if (process.connected) process.send!(message);
 };
+// Partials go on the same channel as results, so they arrive before their call's result.
+const host = new ModelHost('process', (id, data) => {
+  try {
+    send({ type: 'partial', id, data });
+  } catch {
+    /* a partial that cannot be serialized is dropped; the call goes on */
+  }
+});
 
 process.on('message', (message: ToChild) => {
   switch (message.type) {

@@ -8,7 +8,7 @@ import { ModelLoadError, WorkerCrashedError, toError } from '../errors.js';
 import type { ModelEntry } from '../model/entry.js';
 import { workerEntry } from './workerEntry.js';
 import type { Executor, ExecutorHooks, ExecutorSession } from './executor.js';
-import { PooledSession, type BatchTransport, type SentBatch } from './pooled.js';
+import { PooledSession, routePartial, type BatchTransport, type SentBatch } from './pooled.js';
 import { deserializeError, encodeBatch, inspectForWorker, unflatten, type SerializedError, type WireBatch } from './protocol.js';
 import { resolvePoolOptions, type PoolOptions } from './poolOptions.js';
 import { workerSpecKey } from './specs.js';
@@ -31,6 +31,7 @@ export function threadPoolExecutor(options: PoolOptions = {}): Executor {
       const threads = Math.max(1, Math.min(models.length * resolved.poolFactor, resolved.maxThreads));
       const own = options.piscina === undefined;
       const closeChannel = own ? `rxserve-close-${randomUUID()}` : undefined;
+      const partialsChannel = own ? `rxserve-partials-${randomUUID()}` : undefined;
       const specList = [...new Set(specKeys.values())];
       const pool: Piscina =
         options.piscina ??
@@ -44,9 +45,15 @@ export function threadPoolExecutor(options: PoolOptions = {}): Executor {
           recordTiming: false,
           // Threads of a pool of our own know the specs and the cancel board from the start, so a
           // task names its models by index and carries no SharedArrayBuffer.
-          workerData: { rxserveSpecs: specList, rxserveClose: closeChannel, rxserveCancel: cancelFlags } satisfies ThreadWorkerData,
+          workerData: {
+            rxserveSpecs: specList,
+            rxserveClose: closeChannel,
+            rxserveCancel: cancelFlags,
+            rxservePartials: partialsChannel,
+          } satisfies ThreadWorkerData,
         });
       const transport = new ThreadTransport(pool, closeChannel, own ? threads : pool.options.maxThreads, models, specKeys, hooks, own ? specList : undefined);
+      if (partialsChannel !== undefined) transport.partials = listenForPartials(partialsChannel);
       return new PooledSession(specKeys, transport, resolved, prepareForThread);
     },
   };
@@ -63,7 +70,27 @@ function prepareForThread(input: unknown): { input: unknown; transfer: ArrayBuff
   return { input: copy, transfer: inspectForWorker(copy, 'input').transfer };
 }
 
+/**
+ * The main side of a pool's partials channel: threads post `{ type: 'partial', id, data }` (to the
+ * call's `ctx.emit`) and, before a batch that emitted answers, `{ type: 'flush', token }`; the
+ * answer `{ ack: token }` tells the thread that every partial before it has been routed, so no
+ * partial arrives after its call's result (piscina's results travel on another port).
+ */
+function listenForPartials(name: string): BroadcastChannel {
+  const channel = new BroadcastChannel(name);
+  channel.unref();
+  channel.onmessage = (message) => {
+    const data = (message as MessageEvent).data as { type: 'partial'; id: number; data: unknown } | { type: 'flush'; token: string } | { ack: string };
+    if (!('type' in data)) return;
+    if (data.type === 'partial') routePartial(data.id, data.data);
+    else channel.postMessage({ ack: data.token });
+  };
+  return channel;
+}
+
 class ThreadTransport implements BatchTransport {
+  /** The partials channel of a pool of our own. */
+  partials: BroadcastChannel | undefined = undefined;
   readonly ready: Promise<void>;
   readonly workerKind = 'thread';
   readonly slots: number;
@@ -151,6 +178,7 @@ class ThreadTransport implements BatchTransport {
    * CLOSE_TIMEOUT_MS), then destroys the pool. A pool of the user's own is left running.
    */
   async close(): Promise<void> {
+    this.partials?.close();
     if (this.closeChannel === undefined) return;
     const threads = this.pool.threads.length;
     if (threads > 0) {

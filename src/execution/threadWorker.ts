@@ -1,5 +1,5 @@
 // The piscina worker entry for 'thread_pool': each task is a batch of model calls (or a preload).
-import { BroadcastChannel } from 'node:worker_threads';
+import { BroadcastChannel, threadId } from 'node:worker_threads';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
 import { cancelledReason, ModelHost } from './host.js';
 import { decodeBatch, flatten, serializeError, type FlatBatch, type WireResult } from './protocol.js';
@@ -12,18 +12,58 @@ export interface ThreadWorkerData {
   readonly rxserveSpecs: readonly string[];
   readonly rxserveClose: string | undefined;
   readonly rxserveCancel: SharedArrayBuffer;
+  /** The channel partial results (`ctx.emit`) go to the main thread on. */
+  readonly rxservePartials?: string;
 }
 
 /** How often a worker with calls in flight looks for cancellations. */
 const CANCEL_POLL_MS = 5;
 
-const host = new ModelHost('thread');
+const data = workerData as Partial<ThreadWorkerData> | undefined;
+
+// Partials go to the main thread on a channel of the pool; `emitted` counts them, so a batch that
+// emitted any waits for the main thread to have routed them before it answers (see flushPartials).
+let emitted = 0;
+const flushes = new Map<string, () => void>();
+let lastFlush = 0;
+const partials = typeof data?.rxservePartials === 'string' ? new BroadcastChannel(data.rxservePartials) : undefined;
+if (partials) {
+  partials.unref();
+  partials.onmessage = (message) => {
+    const ack = ((message as MessageEvent).data as { ack?: string }).ack;
+    if (ack !== undefined) flushes.get(ack)?.();
+  };
+}
+
+const host = new ModelHost(
+  'thread',
+  partials &&
+    ((id, partial) => {
+      try {
+        partials.postMessage({ type: 'partial', id, data: partial });
+        emitted++;
+      } catch {
+        /* a partial that cannot be cloned is dropped; the call goes on */
+      }
+    }),
+);
 let flags: Int32Array | undefined;
+
+/** Resolves once the main thread has routed every partial posted so far. */
+function flushPartials(): Promise<void> {
+  const token = `${threadId}:${++lastFlush}`;
+  return new Promise<void>((resolve) => {
+    flushes.set(token, () => {
+      flushes.delete(token);
+      resolve();
+    });
+    partials!.postMessage({ type: 'flush', token });
+  });
+}
 
 // A pool made by rxserve names its models in workerData: each thread (a replacement too) loads
 // them before piscina marks it ready, so no call pays for a load. Failures are reported per call
 // (and by the pool's preload task); a pool of the user's own loads lazily.
-const data = workerData as Partial<ThreadWorkerData> | undefined;
 const knownSpecs = data?.rxserveSpecs ?? [];
 if (data?.rxserveCancel instanceof SharedArrayBuffer) flags = new Int32Array(data.rxserveCancel);
 if (Array.isArray(data?.rxserveSpecs)) await Promise.all(data.rxserveSpecs.map((key) => host.get(key).catch(() => undefined)));
@@ -52,11 +92,15 @@ export default function runTask(task: ThreadTask): unknown {
   if (board) flags ??= new Int32Array(board);
   // Outputs holding whole ArrayBuffers travel by transfer, not by copy: the host collects them.
   const transfer: ArrayBuffer[] = [];
+  const before = emitted;
   const started = host.start(batch, transfer);
   // Synchronous models answered already: nothing to wait for, nothing to cancel (piscina replies
   // to a plain value without a promise turn).
-  if (started.every((r) => !(r instanceof Promise))) return reply(flatten(started as WireResult[]), transfer);
-  return settleBatch(started, transfer);
+  if (started.every((r) => !(r instanceof Promise))) {
+    const results = flatten(started as WireResult[]);
+    return emitted === before ? reply(results, transfer) : flushPartials().then(() => reply(results, transfer));
+  }
+  return settleBatch(started, transfer, before);
 }
 
 async function load(spec: string): Promise<unknown> {
@@ -69,10 +113,12 @@ async function load(spec: string): Promise<unknown> {
 }
 
 /** Waits for a batch's asynchronous calls, looking for cancellations meanwhile. */
-async function settleBatch(started: (WireResult | Promise<WireResult>)[], transfer: ArrayBuffer[]): Promise<unknown> {
+async function settleBatch(started: (WireResult | Promise<WireResult>)[], transfer: ArrayBuffer[], before: number): Promise<unknown> {
   const timer = setInterval(pollCancellations, CANCEL_POLL_MS);
   try {
-    return reply(flatten(await Promise.all(started)), transfer);
+    const results = flatten(await Promise.all(started));
+    if (emitted !== before) await flushPartials();
+    return reply(results, transfer);
   } finally {
     clearInterval(timer);
   }

@@ -25,11 +25,12 @@ class SharedCall extends LaneCall {
     readonly id: number,
     readonly input: unknown,
     origin: string,
-    eventId: string,
-    path: string | undefined,
+    caller: PredictContext,
   ) {
     super();
-    this.context = new CallContext(eventId, origin, path);
+    // Partials go to this proxy call's own caller only.
+    const emit = caller.emit?.bind(caller);
+    this.context = new CallContext(caller.eventId, origin, caller.path, emit);
   }
 
   abort(reason: unknown): void {
@@ -116,7 +117,7 @@ export class SharedModel {
         return undefined;
       }
       const id = ++this.#nextId;
-      const call = new SharedCall(this, id, input, origin, context.eventId, context.path);
+      const call = new SharedCall(this, id, input, origin, context);
       this.#callers.set(id, { call, subscriber });
       this.#requests.next({ kind: 'call', call });
       return () => {

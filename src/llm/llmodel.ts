@@ -114,7 +114,10 @@ export class LLModel extends Model<unknown, LLMResult> {
   private prepare(input: unknown, origin: string): { messages: ChatMessage[]; config: Record<string, unknown> } {
     const prompt = this.promptFor(origin);
     const messages = buildMessages(prompt, input, origin);
-    const config = { ...this.modelArtifact?.defaultConfig, ...prompt?.invocationConfig };
+    // An input's own `invocationConfig` (the OpenAI front's sampling fields) overrides the prompt's.
+    const own = (input as { invocationConfig?: unknown } | null)?.invocationConfig;
+    const override = own !== null && typeof own === 'object' && !Array.isArray(own) ? (own as Record<string, unknown>) : undefined;
+    const config = { ...this.modelArtifact?.defaultConfig, ...prompt?.invocationConfig, ...override };
     return { messages, config };
   }
 
@@ -127,7 +130,9 @@ export class LLModel extends Model<unknown, LLMResult> {
 
   override async predict(input: unknown, ctx: PredictContext): Promise<LLMResult> {
     const provider = await this.loadedProvider();
-    const { messages, config } = this.prepare(input, ctx.origin);
+    const { messages, config: prepared } = this.prepare(input, ctx.origin);
+    const { stream, ...config } = prepared;
+    if ((stream ?? this.params.stream) === true) return this.predictStreaming(provider, messages, config, ctx);
     try {
       const result = await withRetries(() => provider.invoke({ messages, config, signal: ctx.signal }), {
         ...this.retries,
@@ -138,6 +143,64 @@ export class LLModel extends Model<unknown, LLMResult> {
     } catch (error) {
       throw this.fail(error, ctx, messages, '');
     }
+  }
+
+  /**
+   * `stream: true`: the provider streams, each chunk is published as `ctx.emit({ delta })`, and the
+   * result is the whole answer with its usage, as without streaming.
+   */
+  private async predictStreaming(
+    provider: LLMProvider,
+    messages: ChatMessage[],
+    config: Record<string, unknown>,
+    ctx: PredictContext,
+  ): Promise<LLMResult> {
+    const progress = { answer: '' };
+    try {
+      const usage = await this.streamAnswer(provider, messages, config, ctx.signal, progress, (delta) => ctx.emit?.({ delta }));
+      const final = usage ?? estimateUsage(messages, progress.answer);
+      this.report(ctx, 'success', final);
+      return { answer: progress.answer, usage: final };
+    } catch (error) {
+      throw this.fail(error, ctx, messages, progress.answer);
+    }
+  }
+
+  /**
+   * Streams one answer into `progress.answer`, calling `onDelta` per chunk; resolves with the
+   * server's usage, if it sent one. Only failures before the first chunk are retried (a retry
+   * after it would repeat text). Throws the signal's reason when aborted, even if the client ended
+   * its stream quietly (openai's Stream returns on abort).
+   */
+  private async streamAnswer(
+    provider: LLMProvider,
+    messages: ChatMessage[],
+    config: Record<string, unknown>,
+    signal: AbortSignal,
+    progress: { answer: string },
+    onDelta: (delta: string) => void,
+  ): Promise<Usage | undefined> {
+    let usage: Usage | undefined;
+    await withRetries(
+      async () => {
+        try {
+          for await (const part of provider.stream({ messages, config, signal })) {
+            if ('delta' in part) {
+              progress.answer += part.delta;
+              onDelta(part.delta);
+            } else usage = part.usage;
+          }
+        } catch (error) {
+          if (progress.answer.length > 0 && error instanceof ProviderError && error.retryable) {
+            throw new ProviderError(`${error.message} (after the first token: not retried)`, error.status, false, { cause: error });
+          }
+          throw error;
+        }
+      },
+      { ...this.retries, signal },
+    );
+    signal.throwIfAborted();
+    return usage;
   }
 
   /**
@@ -157,37 +220,20 @@ export class LLModel extends Model<unknown, LLMResult> {
       const context: PredictContext = { origin, eventId: ctx.eventId ?? '', signal: controller.signal };
       const onOuterAbort = () => controller.abort(ctx.signal?.reason);
       ctx.signal?.addEventListener('abort', onOuterAbort, { once: true });
-      let answer = '';
       let messages: ChatMessage[] = [];
       let finished = false;
+      const progress = { answer: '' };
       const run = async () => {
         const provider = await this.loadedProvider();
         const prepared = this.prepare(input, origin);
         messages = prepared.messages;
-        let usage: Usage | undefined;
-        // Only failures before the first chunk are retried: a retry after it would repeat text.
-        await withRetries(
-          async () => {
-            try {
-              for await (const part of provider.stream({ messages, config: prepared.config, signal: controller.signal })) {
-                if ('delta' in part) {
-                  answer += part.delta;
-                  subscriber.next({ type: 'chunk', text: part.delta });
-                } else usage = part.usage;
-              }
-            } catch (error) {
-              if (answer.length > 0 && error instanceof ProviderError && error.retryable) {
-                throw new ProviderError(`${error.message} (after the first token: not retried)`, error.status, false, { cause: error });
-              }
-              throw error;
-            }
-          },
-          { ...this.retries, signal: controller.signal },
+        const { stream: _stream, ...config } = prepared.config;
+        const usage = await this.streamAnswer(provider, messages, config, controller.signal, progress, (text) =>
+          subscriber.next({ type: 'chunk', text }),
         );
-        // Unsubscribed: the teardown reported the call. Aborted from outside (a timeout) while the
-        // client ended its stream quietly (openai's Stream returns on abort): not a success.
+        // Unsubscribed: the teardown reported the call.
         if (finished) return;
-        controller.signal.throwIfAborted();
+        const { answer } = progress;
         const final = usage ?? estimateUsage(messages, answer);
         finished = true;
         this.report(context, 'success', final);
@@ -197,14 +243,14 @@ export class LLModel extends Model<unknown, LLMResult> {
       run().catch((error: unknown) => {
         if (finished) return; // unsubscribed: reported once, by the teardown
         finished = true;
-        subscriber.error(this.fail(error, context, messages, answer));
+        subscriber.error(this.fail(error, context, messages, progress.answer));
       });
       return () => {
         ctx.signal?.removeEventListener('abort', onOuterAbort);
         if (!finished) {
           finished = true;
           controller.abort(new DOMException('the stream was unsubscribed', 'AbortError'));
-          this.report(context, 'unsubscribe', estimateUsage(messages, answer, false));
+          this.report(context, 'unsubscribe', estimateUsage(messages, progress.answer, false));
         }
       };
     });

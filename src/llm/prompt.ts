@@ -11,7 +11,8 @@ export interface ChatMessage {
  * The messages for one call. With a template, each `{placeholder}` is filled from the input:
  * by the body key of the same name, or the legend's `field` for it when that field has a value
  * (`{{` and `}}` are literal braces, as in Python's `str.format`). Without a template the input
- * supplies `messages`. A placeholder with no value throws a `TypeError` naming it.
+ * supplies `messages`; with one, an input's `messages` array follows the template's messages
+ * (a chat continued under the prompt). A placeholder with no value throws a `TypeError` naming it.
  */
 export function buildMessages(prompt: LLMPromptArtifact | undefined, input: unknown, endpoint: string): ChatMessage[] {
   const template = prompt?.promptTemplate;
@@ -37,7 +38,9 @@ export function buildMessages(prompt: LLMPromptArtifact | undefined, input: unkn
     }
     return typeof value === 'string' ? value : JSON.stringify(value);
   };
-  return template.map((message) => ({ role: message.role, content: fill(message.content, valueOf) }));
+  const filled = template.map((message) => ({ role: message.role, content: fill(message.content, valueOf) }));
+  const more = values.messages;
+  return Array.isArray(more) ? [...filled, ...(more as ChatMessage[])] : filled;
 }
 
 function fill(content: string, valueOf: (name: string) => string): string {

@@ -32,7 +32,13 @@ export class CallContext extends LazySignal implements PredictContext {
     readonly eventId: string,
     readonly origin: string,
     readonly path: string | undefined,
+    /** Where `emit` sends partials; none: they are dropped (nobody asked for them). */
+    private readonly sink?: (partial: unknown) => void,
   ) {
     super();
+  }
+
+  emit(partial: unknown): void {
+    this.sink?.(partial);
   }
 }

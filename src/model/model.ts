@@ -18,6 +18,13 @@ export interface PredictContext {
   readonly origin: string;
   readonly eventId: string;
   readonly path?: string;
+  /**
+   * Publishes a partial result of this call (an LLModel's `{ delta }` per token chunk): it reaches
+   * whoever asked for the event's partials (`client.stream()`, Server-Sent Events), tagged with the
+   * endpoint name, and nobody otherwise. Works in process and from worker threads and processes
+   * (the data must be structured-cloneable there). Optional for contexts made by hand.
+   */
+  emit?(partial: unknown): void;
 }
 
 /**

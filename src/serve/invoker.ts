@@ -1,10 +1,15 @@
 // invoker(): request/response over a pipeline — one long-lived subscription, answers matched by event id.
-import { Subject, type OperatorFunction, type Subscription } from 'rxjs';
+import { Observable, Subject, type OperatorFunction, type Subscription } from 'rxjs';
 import { decodeOrThrow, positiveInt, strict } from '../config.js';
 import { ModelTimeoutError, RxServeError, toError } from '../errors.js';
-import { CANCEL, EventCancel, toEvent, withError, type ServingEvent } from '../event.js';
+import { CANCEL, EventCancel, toEvent, withError, type PartialSink, type ServingEvent } from '../event.js';
 import type { Graph } from '../graph/graph.js';
 import { GraphCodec } from './codecs.js';
+
+/** What `client.stream()` emits: partial results as they come, then the answer. */
+export type StreamMessage<B = unknown> =
+  | { readonly type: 'partial'; readonly endpoint: string; readonly data: unknown }
+  | { readonly type: 'result'; readonly event: ServingEvent<B> };
 
 /** Options of `invoker()`. */
 export interface InvokerOptions {
@@ -41,6 +46,14 @@ export interface Invoker {
   /** MLRun's `server.test()`: the answer's body, or throws the answer's error. */
   test<B = unknown>(body: unknown, init?: InvokeInit): Promise<B>;
   /**
+   * Like `invoke`, with the event's partial results as they come (DESIGN §15): each model's
+   * `ctx.emit(data)` is a `{ type: 'partial', endpoint, data }`, then the answer is one
+   * `{ type: 'result', event }` (errored events too) and the observable completes. Each
+   * subscription sends one request; unsubscribing before the result cancels its work. Errors
+   * (not results) when `invoke` would reject.
+   */
+  stream<B = unknown>(body: unknown, init?: Omit<InvokeInit, 'signal'>): Observable<StreamMessage<B>>;
+  /**
    * Stops intake (later `invoke`s reject), waits for the answers still awaited, then ends the
    * subscription (aborting work whose answer nobody awaits any more) and closes the graph.
    */
@@ -74,7 +87,7 @@ export interface Started<B = unknown> {
 }
 
 /** @internal How serve() starts requests without an AbortSignal of its own per request. */
-export const starters = new WeakMap<Invoker, <B>(body: unknown, init?: InvokeInit) => Started<B>>();
+export const starters = new WeakMap<Invoker, <B>(body: unknown, init?: InvokeInit, partials?: PartialSink) => Started<B>>();
 
 /** The pipeline's current subscription and the subject its events come from. */
 interface Connection {
@@ -185,14 +198,14 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
 
   const refused = <B>(error: unknown): Started<B> => ({ promise: Promise.reject(error), cancel: () => undefined });
 
-  const start = <B>(body: unknown, init: InvokeInit = {}): Started<B> => {
+  const start = <B>(body: unknown, init: InvokeInit = {}, partials?: PartialSink): Started<B> => {
     if (closing !== undefined) return refused(new RxServeError('the invoker is closed; no new requests are taken'));
     const id = init.id ?? globalThis.crypto.randomUUID();
     if (pending.has(id)) return refused(new RxServeError(`request id '${id}' is already in flight; ids of concurrent requests must differ`));
     // The event's cancel: steps listen to it (see CANCEL in event.ts); no AbortController is made
     // unless something asks the token for a signal.
     const token = new EventCancel();
-    const event = Object.freeze({ ...toEvent(body, { id, path: init.path, headers: init.headers, metadata: init.metadata }), [CANCEL]: token });
+    const event = Object.freeze({ ...toEvent(body, { id, path: init.path, headers: init.headers, metadata: init.metadata, partials }), [CANCEL]: token });
     let p!: Pending;
     const promise = new Promise<ServingEvent<B>>((resolve, reject) => {
       p = { event, cancel: token, deadline: performance.now() + timeoutMs, resolve: resolve as Pending['resolve'], reject, unlisten: undefined };
@@ -228,6 +241,31 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
       const out = await invoke<B>(body, init);
       if (out.error !== undefined) throw out.error;
       return out.body;
+    },
+    stream<B>(body: unknown, init: Omit<InvokeInit, 'signal'> = {}): Observable<StreamMessage<B>> {
+      return new Observable<StreamMessage<B>>((subscriber) => {
+        let done = false;
+        const started = start<B>(body, init, ({ endpoint, data }) => {
+          if (!done) subscriber.next({ type: 'partial', endpoint, data });
+        });
+        started.promise.then(
+          (event) => {
+            done = true;
+            subscriber.next({ type: 'result', event });
+            subscriber.complete();
+          },
+          (error: unknown) => {
+            done = true;
+            subscriber.error(error);
+          },
+        );
+        return () => {
+          if (!done) {
+            done = true;
+            started.cancel(new DOMException('the stream was unsubscribed before its result', 'AbortError'));
+          }
+        };
+      });
     },
     close(): Promise<void> {
       closing ??= (async () => {

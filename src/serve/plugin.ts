@@ -10,6 +10,8 @@ import type { Graph } from '../graph/graph.js';
 import { GraphCodec } from './codecs.js';
 import { DashboardSessions, registerDashboard, sendDashboardUnauthorized, type DashboardRouteConfig } from './dashboard/plugin.js';
 import { invoker, starters, type Invoker } from './invoker.js';
+import { registerOpenAIRoutes, type OpenAIFrontOptions } from './openai.js';
+import { sendEventStream, wantsEventStream } from './sse.js';
 import { errorBody, HttpError, statusOf } from './status.js';
 
 /** Options of `rxservePlugin` (`app.register(rxservePlugin, options)`). */
@@ -28,7 +30,11 @@ export interface RxservePluginOptions {
   readonly maxBodyBytes?: number;
   /** Serve the live page of the graph at `GET /dashboard` (needs `graph`; see docs/dashboard.md). */
   readonly dashboard?: boolean;
+  /** Adds the OpenAI-compatible routes (`POST /v1/chat/completions`, `GET /v1/models`) over these endpoints (DESIGN §15). */
+  readonly openai?: OpenAIFrontOptions;
 }
+
+export const OpenAIFrontCodec = strict('OpenAIFrontOptions', { models: t.record(NonEmptyString, NonEmptyString) }, {});
 
 const PluginOptionsCodec = strict(
   'RxservePluginOptions',
@@ -40,6 +46,7 @@ const PluginOptionsCodec = strict(
     apiKeys: t.array(NonEmptyString),
     maxBodyBytes: positiveInt(false),
     dashboard: t.boolean,
+    openai: OpenAIFrontCodec,
   },
 );
 
@@ -83,7 +90,7 @@ const requestIds = new WeakMap<FastifyRequest, string>();
 export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (app, opts) => {
   const own = Object.fromEntries(Object.entries(opts).filter(([key]) => !REGISTER_OPTIONS.has(key)));
   const options = decodeOrThrow(PluginOptionsCodec, own, 'rxservePlugin');
-  const { pipeline, graph, timeoutMs, models, apiKeys, maxBodyBytes = DEFAULT_MAX_BODY_BYTES, dashboard } = options;
+  const { pipeline, graph, timeoutMs, models, apiKeys, maxBodyBytes = DEFAULT_MAX_BODY_BYTES, dashboard, openai } = options;
   if (dashboard === true && graph === undefined) {
     throw new ConfigError([{ path: 'rxservePlugin.dashboard', expected: 'a graph option too (the dashboard shows the graph)', actual: 'dashboard: true without graph' }]);
   }
@@ -157,12 +164,14 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
     if (request.body === undefined) {
       return sendError(reply, new HttpError('SyntaxError', "the request has no body; send a JSON value with 'Content-Type: application/json'", 400));
     }
-    // Cancelled through the invoker, not with an AbortSignal of our own: one signal per request.
-    const started = start(request.body, {
+    const init = {
       id: requestIds.get(request) ?? globalThis.crypto.randomUUID(),
       path: pathOf(request.url),
       headers: headersOf(request, keys !== undefined),
-    });
+    };
+    if (wantsEventStream(request)) return sendEventStream(reply, (partials) => start(request.body, init, partials), { closing });
+    // Cancelled through the invoker, not with an AbortSignal of our own: one signal per request.
+    const started = start(request.body, init);
     let gone = false;
     const onClose = (): void => {
       if (reply.raw.writableFinished) return;
@@ -190,6 +199,14 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
       reply.raw.off('close', onClose);
     }
   });
+
+  if (openai !== undefined) {
+    registerOpenAIRoutes(app, openai, {
+      start,
+      requestId: (request) => requestIds.get(request) ?? globalThis.crypto.randomUUID(),
+      closing: () => closing,
+    });
+  }
 
   const health = { config: { rxservePublic: true } };
   app.get('/v2/health/live', health, async (_request, reply) => send(reply, 200, '{"live":true}'));

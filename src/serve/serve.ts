@@ -10,7 +10,8 @@ import type { ServingEvent } from '../event.js';
 import type { Graph } from '../graph/graph.js';
 import { GraphCodec } from './codecs.js';
 import type { Invoker } from './invoker.js';
-import { DEFAULT_MAX_BODY_BYTES, kInvoker, rxservePlugin, type RxservePluginOptions } from './plugin.js';
+import type { OpenAIFrontOptions } from './openai.js';
+import { DEFAULT_MAX_BODY_BYTES, kInvoker, OpenAIFrontCodec, rxservePlugin, type RxservePluginOptions } from './plugin.js';
 import { errorBody, HttpError } from './status.js';
 
 /** Options of `serve()`. */
@@ -31,6 +32,11 @@ export interface ServeOptions {
   readonly apiKeys?: readonly string[];
   /** Serve the live page of the graph at `GET /dashboard` (needs `graph`; see docs/dashboard.md). */
   readonly dashboard?: boolean;
+  /**
+   * Adds `POST /v1/chat/completions` and `GET /v1/models` in the OpenAI wire format over named
+   * LLModel endpoints: `{ models: { '<public name>': '<endpointName>' } }` (DESIGN §15).
+   */
+  readonly openai?: OpenAIFrontOptions;
 }
 
 /** A running server (see `serve`). */
@@ -60,6 +66,7 @@ const ServeOptionsCodec = strict(
     models: t.array(NonEmptyString),
     apiKeys: t.array(NonEmptyString),
     dashboard: t.boolean,
+    openai: OpenAIFrontCodec,
   },
 );
 

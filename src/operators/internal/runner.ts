@@ -122,7 +122,9 @@ export class Runner {
       this.lanes[call.model].settle(call, undefined, toError(error));
       return undefined;
     }
-    const context = new CallContext(event.id, entry.endpointName, event.path);
+    const { partials } = event;
+    const endpoint = entry.endpointName;
+    const context = new CallContext(event.id, endpoint, event.path, partials && ((data) => partials({ endpoint, data })));
     call.context = context;
     return { input, context };
   }

@@ -1,0 +1,324 @@
+// The OpenAI-compatible front (DESIGN §15): POST /v1/chat/completions (JSON and SSE) and
+// GET /v1/models over named LLModel endpoints, answered through the whole pipeline.
+import { PassThrough } from 'node:stream';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { describeError, RxServeError, toError } from '../errors.js';
+import type { PartialSink, ServingEvent } from '../event.js';
+import type { InvokeInit, Started } from './invoker.js';
+import { jsonOrUndefined } from './sse.js';
+import { statusOf } from './status.js';
+
+/** `serve({ openai })`: which endpoints OpenAI clients may call, by the model name they use. */
+export interface OpenAIFrontOptions {
+  /** Public model name (what clients send as `model`) → the LLModel endpoint name that answers it. */
+  readonly models: Readonly<Record<string, string>>;
+}
+
+/** The request fields that override the prompt's invocation config. */
+const SAMPLING_FIELDS = [
+  'temperature',
+  'top_p',
+  'max_tokens',
+  'max_completion_tokens',
+  'stop',
+  'presence_penalty',
+  'frequency_penalty',
+  'seed',
+  'logit_bias',
+  'response_format',
+] as const;
+
+/** An error in OpenAI's shape, with its HTTP status. */
+class OpenAIError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly type: string,
+    readonly code: string | null,
+    readonly param: string | null = null,
+  ) {
+    super(message);
+  }
+
+  body(): { error: { message: string; type: string; param: string | null; code: string | null } } {
+    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+  }
+}
+
+/** An errored event's error in OpenAI's shape (the status of §11). */
+function fromServingError(error: Error): OpenAIError {
+  const status = statusOf(error);
+  const type = status === 404 ? 'not_found_error' : status >= 500 ? 'server_error' : 'invalid_request_error';
+  const code = status === 504 ? 'timeout' : status === 503 ? 'overloaded' : error.name;
+  return new OpenAIError(describeError(error), status, type, code);
+}
+
+interface ChatRequest {
+  readonly model: string;
+  readonly endpoint: string;
+  readonly messages: readonly unknown[];
+  readonly metadata: Record<string, unknown>;
+  readonly stream: boolean;
+  readonly includeUsage: boolean;
+  readonly config: Record<string, unknown>;
+}
+
+/** Checks a chat completion request; the error names the field that was wrong. */
+function parseChatRequest(body: unknown, models: Readonly<Record<string, string>>): ChatRequest {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw new OpenAIError('the request body must be a JSON object', 400, 'invalid_request_error', null);
+  }
+  const b = body as Record<string, unknown>;
+  if (typeof b.model !== 'string' || b.model.length === 0) {
+    throw new OpenAIError("'model' is required: a string naming one of the served models", 400, 'invalid_request_error', null, 'model');
+  }
+  if (!Object.hasOwn(models, b.model)) {
+    const known = Object.keys(models);
+    throw new OpenAIError(
+      `The model '${b.model}' does not exist; models: ${known.length ? known.map((n) => `'${n}'`).join(', ') : '(none)'}`,
+      404,
+      'invalid_request_error',
+      'model_not_found',
+      'model',
+    );
+  }
+  if (!Array.isArray(b.messages) || b.messages.some((m) => m === null || typeof m !== 'object' || typeof (m as { role?: unknown }).role !== 'string')) {
+    throw new OpenAIError("'messages' must be an array of { role, content } objects", 400, 'invalid_request_error', null, 'messages');
+  }
+  if (b.metadata !== undefined && (b.metadata === null || typeof b.metadata !== 'object' || Array.isArray(b.metadata))) {
+    throw new OpenAIError("'metadata' must be an object (it fills the prompt's placeholders)", 400, 'invalid_request_error', null, 'metadata');
+  }
+  if (b.stream !== undefined && typeof b.stream !== 'boolean') {
+    throw new OpenAIError("'stream' must be a boolean", 400, 'invalid_request_error', null, 'stream');
+  }
+  if (b.n !== undefined && b.n !== 1) {
+    throw new OpenAIError("'n' must be 1: one choice per request", 400, 'invalid_request_error', null, 'n');
+  }
+  const config: Record<string, unknown> = {};
+  for (const field of SAMPLING_FIELDS) if (b[field] !== undefined && b[field] !== null) config[field] = b[field];
+  const options = b.stream_options as { include_usage?: unknown } | null | undefined;
+  return {
+    model: b.model,
+    endpoint: models[b.model],
+    messages: b.messages,
+    metadata: (b.metadata as Record<string, unknown> | undefined) ?? {},
+    stream: b.stream === true,
+    includeUsage: options?.include_usage === true,
+    config,
+  };
+}
+
+interface LLMAnswer {
+  readonly answer: string;
+  readonly usage?: Record<string, unknown>;
+}
+
+const isAnswer = (v: unknown): v is LLMAnswer =>
+  v !== null && typeof v === 'object' && typeof (v as { answer?: unknown }).answer === 'string';
+
+/**
+ * The `{ answer, usage }` of `endpoint` in an output body: the body itself, the endpoint's key of
+ * a merged body (several models in the step), or the first one found a few levels down
+ * (a `resultPath`).
+ */
+export function findAnswer(body: unknown, endpoint: string, depth = 0): LLMAnswer | undefined {
+  if (isAnswer(body)) return body;
+  if (body === null || typeof body !== 'object' || depth > 4) return undefined;
+  const record = body as Record<string, unknown>;
+  if (Object.hasOwn(record, endpoint)) {
+    const own = findAnswer(record[endpoint], endpoint, depth + 1);
+    if (own !== undefined) return own;
+  }
+  for (const value of Object.values(record)) {
+    const found = findAnswer(value, endpoint, depth + 1);
+    if (found !== undefined) return found;
+  }
+  return undefined;
+}
+
+/** The model error of a merged body (`{ [endpoint]: { error } }`, raiseException off), if any. */
+function modelError(body: unknown, endpoint: string): string | undefined {
+  if (body === null || typeof body !== 'object') return undefined;
+  const own = (body as Record<string, unknown>)[endpoint] ?? body;
+  const error = (own as { error?: unknown } | null)?.error;
+  return typeof error === 'string' ? error : undefined;
+}
+
+function openAIUsage(usage: Record<string, unknown> | undefined): Record<string, unknown> {
+  const u = usage ?? {};
+  const out: Record<string, unknown> = {
+    prompt_tokens: u.prompt_tokens ?? 0,
+    completion_tokens: u.completion_tokens ?? 0,
+    total_tokens: u.total_tokens ?? Number(u.prompt_tokens ?? 0) + Number(u.completion_tokens ?? 0),
+  };
+  if (u.prompt_tokens_details !== undefined) out.prompt_tokens_details = u.prompt_tokens_details;
+  if (u.completion_tokens_details !== undefined) out.completion_tokens_details = u.completion_tokens_details;
+  return out;
+}
+
+/** The answer of an output event, or the OpenAI error to send instead. */
+function answerOf(event: ServingEvent, endpoint: string): LLMAnswer | OpenAIError {
+  if (event.error !== undefined) return fromServingError(event.error);
+  const answer = findAnswer(event.body, endpoint);
+  if (answer !== undefined) return answer;
+  const error = modelError(event.body, endpoint);
+  if (error !== undefined) return new OpenAIError(error, 400, 'invalid_request_error', 'model_error');
+  return new OpenAIError(
+    `endpoint '${endpoint}' gave no { answer } (is it an LLModel, and does the pipeline's selector pick it for body.model?)`,
+    500,
+    'server_error',
+    null,
+  );
+}
+
+/** How the routes reach the pipeline. */
+export interface OpenAIRouteContext {
+  readonly start: (body: unknown, init: InvokeInit, partials?: PartialSink) => Started;
+  readonly requestId: (request: FastifyRequest) => string;
+  readonly closing: () => boolean;
+}
+
+/**
+ * Registers `POST /v1/chat/completions` and `GET /v1/models` on `app`. Each request becomes one
+ * event with `path: '/v1/chat/completions'` and the body `{ ...metadata, messages, model:
+ * '<endpointName>', invocationConfig: { sampling fields, stream? } }`, so a selector can pick the
+ * endpoint by `body.model`.
+ */
+export function registerOpenAIRoutes(app: FastifyInstance, options: OpenAIFrontOptions, ctx: OpenAIRouteContext): void {
+  const { models } = options;
+  const created = Math.floor(Date.now() / 1000);
+  const list = () => ({
+    object: 'list',
+    data: Object.keys(models).map((id) => ({ id, object: 'model', created, owned_by: 'rxserve' })),
+  });
+  app.get('/v1/models', async (_request, reply) => sendJson(reply, 200, list(), ctx.closing()));
+  app.get('/v1/models/:model', async (request, reply) => {
+    const { model } = request.params as { model: string };
+    if (!Object.hasOwn(models, model)) {
+      const e = new OpenAIError(`The model '${model}' does not exist`, 404, 'invalid_request_error', 'model_not_found', 'model');
+      return sendJson(reply, e.status, e.body(), ctx.closing());
+    }
+    return sendJson(reply, 200, { id: model, object: 'model', created, owned_by: 'rxserve' }, ctx.closing());
+  });
+
+  app.post('/v1/chat/completions', async (request, reply) => {
+    let chat: ChatRequest;
+    try {
+      chat = parseChatRequest(request.body, models);
+    } catch (error) {
+      const e = error instanceof OpenAIError ? error : new OpenAIError(toError(error).message, 400, 'invalid_request_error', null);
+      return sendJson(reply, e.status, e.body(), ctx.closing());
+    }
+    const id = ctx.requestId(request);
+    const body = {
+      ...chat.metadata,
+      messages: chat.messages,
+      model: chat.endpoint,
+      invocationConfig: chat.stream ? { ...chat.config, stream: true } : chat.config,
+    };
+    const init: InvokeInit = { id, path: '/v1/chat/completions' };
+    const completionId = `chatcmpl-${id}`;
+    if (chat.stream) return streamCompletion(reply, chat, init, body, completionId, created, ctx);
+
+    const started = ctx.start(body, init);
+    let gone = false;
+    const onClose = (): void => {
+      if (reply.raw.writableFinished) return;
+      gone = true;
+      started.cancel(new RxServeError('the client disconnected before its answer'));
+    };
+    reply.raw.once('close', onClose);
+    try {
+      const out = await started.promise;
+      const answer = answerOf(out, chat.endpoint);
+      if (answer instanceof OpenAIError) return sendJson(reply, answer.status, answer.body(), ctx.closing());
+      return sendJson(
+        reply,
+        200,
+        {
+          id: completionId,
+          object: 'chat.completion',
+          created: Math.floor(Date.now() / 1000),
+          model: chat.model,
+          choices: [{ index: 0, message: { role: 'assistant', content: answer.answer, refusal: null }, logprobs: null, finish_reason: 'stop' }],
+          usage: openAIUsage(answer.usage),
+        },
+        ctx.closing(),
+      );
+    } catch (error) {
+      if (gone) return reply;
+      const e = new OpenAIError(describeError(error), 503, 'server_error', 'unavailable');
+      return sendJson(reply, e.status, e.body(), ctx.closing());
+    } finally {
+      reply.raw.off('close', onClose);
+    }
+  });
+}
+
+function sendJson(reply: FastifyReply, status: number, value: unknown, closing: boolean): FastifyReply {
+  if (closing) reply.header('connection', 'close');
+  if (status === 503) reply.header('retry-after', '1');
+  return reply.code(status).type('application/json; charset=utf-8').send(JSON.stringify(value));
+}
+
+/**
+ * `stream: true`: `chat.completion.chunk` events as OpenAI sends them — a role chunk, one chunk
+ * per `{ delta }` partial of the endpoint, a finish chunk, a usage chunk when
+ * `stream_options.include_usage`, then `data: [DONE]`. An error after the stream opened is one
+ * `data: { error }` event. A client that disconnects cancels the call (and the upstream request).
+ */
+function streamCompletion(
+  reply: FastifyReply,
+  chat: ChatRequest,
+  init: InvokeInit,
+  body: unknown,
+  id: string,
+  created: number,
+  ctx: OpenAIRouteContext,
+): FastifyReply {
+  const out = new PassThrough();
+  const chunk = (choices: unknown[], extra: object = {}): string =>
+    `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: chat.model, choices, ...extra })}\n\n`;
+  const delta = (content: Record<string, unknown>, finish: string | null = null) =>
+    chunk([{ index: 0, delta: content, logprobs: null, finish_reason: finish }]);
+  let finished = false;
+  let streamed = false;
+  const started = ctx.start(body, init, (partial) => {
+    if (finished || partial.endpoint !== chat.endpoint) return;
+    const text = (partial.data as { delta?: unknown } | null)?.delta;
+    if (typeof text !== 'string') return;
+    streamed = true;
+    out.write(delta({ content: text }));
+  });
+  const onClose = (): void => {
+    if (finished) return;
+    finished = true;
+    started.cancel(new RxServeError('the client disconnected before its answer'));
+  };
+  reply.raw.once('close', onClose);
+  const end = (text: string): void => {
+    finished = true;
+    reply.raw.off('close', onClose);
+    out.end(text);
+  };
+  started.promise.then(
+    (event) => {
+      if (finished) return;
+      const answer = answerOf(event, chat.endpoint);
+      if (answer instanceof OpenAIError) return end(`data: ${jsonOrUndefined(answer.body())}\n\n`);
+      let text = '';
+      // A model that did not stream: its whole answer as one chunk.
+      if (!streamed && answer.answer.length > 0) text += delta({ content: answer.answer });
+      text += delta({}, 'stop');
+      if (chat.includeUsage) text += chunk([], { usage: openAIUsage(answer.usage) });
+      end(`${text}data: [DONE]\n\n`);
+    },
+    (error: unknown) => {
+      if (finished) return;
+      end(`data: ${JSON.stringify(new OpenAIError(describeError(error), 503, 'server_error', 'unavailable').body())}\n\n`);
+    },
+  );
+  if (ctx.closing()) reply.header('connection', 'close');
+  out.write(delta({ role: 'assistant', content: '' }));
+  return reply.code(200).header('content-type', 'text/event-stream; charset=utf-8').header('cache-control', 'no-cache').header('x-accel-buffering', 'no').send(out);
+}
