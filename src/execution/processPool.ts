@@ -1,5 +1,7 @@
 // 'process_pool' and 'dedicated_process': models in child processes over IPC, each process
 // loading its models once, replaced with backoff when it dies, ModelLoadError when loads keep failing.
+// Over 300 lines: the child worker and the transport that keeps N of them alive share their restart,
+// ref/unref and close rules.
 import { fork, type ChildProcess } from 'node:child_process';
 import { ModelLoadError, WorkerCrashedError, toError } from '../errors.js';
 import type { ModelEntry } from '../model/entry.js';

@@ -1,5 +1,7 @@
 // The OpenAI-compatible front (DESIGN §15): POST /v1/chat/completions (JSON and SSE) and
 // GET /v1/models over named LLModel endpoints, answered through the whole pipeline.
+// Over 300 lines: one wire format's request translation, JSON answer and SSE chunks; the chunking is
+// the part to split out if it grows.
 import { PassThrough } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { describeError, RxServeError, toError } from '../errors.js';

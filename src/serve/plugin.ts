@@ -1,4 +1,6 @@
 // rxservePlugin: the §11 routes as a fastify plugin (serve() registers it on an app of its own).
+// Over 300 lines: every §11 route with its status mapping and auth; the dashboard, SSE and OpenAI
+// routes already live in files of their own.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import * as t from 'io-ts';

@@ -1,4 +1,6 @@
 // loadGraph(): a spec (a YAML or JSON file, or an object) read, validated and built into a graph and its pipeline.
+// Over 300 lines: one walk over a spec's steps (modelRunner, router, step, onError) that builds the
+// operators and keeps the path bookkeeping its errors name; codecs, modules and schema live beside it.
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';

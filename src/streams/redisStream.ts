@@ -1,4 +1,6 @@
 // redisStream(): a Redis Streams consumer group as the source (events$) and sink (commit) of a pipeline (DESIGN §12).
+// Over 300 lines: the read/reclaim loop and its credit are one piece of state; scripts, options and
+// metrics live beside it.
 import { hostname } from 'node:os';
 import { Observable, type OperatorFunction, type Subscriber } from 'rxjs';
 import { decodeOrThrow } from '../config.js';
