@@ -404,9 +404,14 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
     let second: RedisServer | undefined;
     try {
       for (let i = 0; i < 50; i++) await client.xadd('req', '*', 'body', JSON.stringify({ n: i }));
+      // The first ten answer; the rest of the first batch waits until Redis has crashed, so the crash
+      // is mid-run whatever the machine's speed.
+      let open!: () => void;
+      const gate = new Promise<void>((resolve) => (open = resolve));
       class Slow extends Model {
-        override async predict(body: unknown) {
-          await sleep(10);
+        override async predict(body: { n: number }) {
+          if (body.n >= 10 && body.n < 100) await gate;
+          else await sleep(10);
           return body;
         }
       }
@@ -417,6 +422,7 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
       expect(requests.stats().pending).toBeGreaterThan(0);
       await sleep(300);
       second = await startRedis(own.port);
+      open();
       const after: string[] = [];
       for (let i = 0; i < 50; i++) after.push((await client.xadd('req', '*', 'body', JSON.stringify({ n: 100 + i })))!);
       await until('the answers after the restart', async () => (await client.xlen('out')) === after.length);
