@@ -2,12 +2,11 @@
 // GET /v1/models over named LLModel endpoints, answered through the whole pipeline.
 // Over 300 lines: one wire format's request translation, JSON answer and SSE chunks; the chunking is
 // the part to split out if it grows.
-import { PassThrough } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { describeError, RxServeError, toError } from '../errors.js';
+import { describeError, toError } from '../errors.js';
 import type { PartialSink, ServingEvent } from '../event.js';
 import type { InvokeInit, Started } from './invoker.js';
-import { jsonOrUndefined } from './sse.js';
+import { ClientWatch, EventStream, jsonOrUndefined } from './sse.js';
 import { statusOf } from './status.js';
 
 /** `serve({ openai })`: which endpoints OpenAI clients may call, by the model name they use. */
@@ -222,14 +221,9 @@ export function registerOpenAIRoutes(app: FastifyInstance, options: OpenAIFrontO
     const completionId = `chatcmpl-${id}`;
     if (chat.stream) return streamCompletion(reply, chat, init, body, completionId, created, ctx);
 
+    const client = new ClientWatch(reply);
     const started = ctx.start(body, init);
-    let gone = false;
-    const onClose = (): void => {
-      if (reply.raw.writableFinished) return;
-      gone = true;
-      started.cancel(new RxServeError('the client disconnected before its answer'));
-    };
-    reply.raw.once('close', onClose);
+    client.watch(started);
     try {
       const out = await started.promise;
       const answer = answerOf(out, chat.endpoint);
@@ -248,11 +242,11 @@ export function registerOpenAIRoutes(app: FastifyInstance, options: OpenAIFrontO
         ctx.closing(),
       );
     } catch (error) {
-      if (gone) return reply;
+      if (client.gone) return reply;
       const e = new OpenAIError(describeError(error), 503, 'server_error', 'unavailable');
       return sendJson(reply, e.status, e.body(), ctx.closing());
     } finally {
-      reply.raw.off('close', onClose);
+      client.done();
     }
   });
 }
@@ -278,49 +272,32 @@ function streamCompletion(
   created: number,
   ctx: OpenAIRouteContext,
 ): FastifyReply {
-  const out = new PassThrough();
+  const stream = new EventStream(reply);
   const chunk = (choices: unknown[], extra: object = {}): string =>
     `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: chat.model, choices, ...extra })}\n\n`;
   const delta = (content: Record<string, unknown>, finish: string | null = null) =>
     chunk([{ index: 0, delta: content, logprobs: null, finish_reason: finish }]);
-  let finished = false;
   let streamed = false;
   const started = ctx.start(body, init, (partial) => {
-    if (finished || partial.endpoint !== chat.endpoint) return;
+    if (!stream.open || partial.endpoint !== chat.endpoint) return;
     const text = (partial.data as { delta?: unknown } | null)?.delta;
     if (typeof text !== 'string') return;
     streamed = true;
-    out.write(delta({ content: text }));
+    stream.write(delta({ content: text }));
   });
-  const onClose = (): void => {
-    if (finished) return;
-    finished = true;
-    started.cancel(new RxServeError('the client disconnected before its answer'));
-  };
-  reply.raw.once('close', onClose);
-  const end = (text: string): void => {
-    finished = true;
-    reply.raw.off('close', onClose);
-    out.end(text);
-  };
+  stream.watch(started);
   started.promise.then(
     (event) => {
-      if (finished) return;
       const answer = answerOf(event, chat.endpoint);
-      if (answer instanceof OpenAIError) return end(`data: ${jsonOrUndefined(answer.body())}\n\n`);
+      if (answer instanceof OpenAIError) return stream.end(`data: ${jsonOrUndefined(answer.body())}\n\n`);
       let text = '';
       // A model that did not stream: its whole answer as one chunk.
       if (!streamed && answer.answer.length > 0) text += delta({ content: answer.answer });
       text += delta({}, 'stop');
       if (chat.includeUsage) text += chunk([], { usage: openAIUsage(answer.usage) });
-      end(`${text}data: [DONE]\n\n`);
+      stream.end(`${text}data: [DONE]\n\n`);
     },
-    (error: unknown) => {
-      if (finished) return;
-      end(`data: ${JSON.stringify(new OpenAIError(describeError(error), 503, 'server_error', 'unavailable').body())}\n\n`);
-    },
+    (error: unknown) => stream.end(`data: ${JSON.stringify(new OpenAIError(describeError(error), 503, 'server_error', 'unavailable').body())}\n\n`),
   );
-  if (ctx.closing()) reply.header('connection', 'close');
-  out.write(delta({ role: 'assistant', content: '' }));
-  return reply.code(200).header('content-type', 'text/event-stream; charset=utf-8').header('cache-control', 'no-cache').header('x-accel-buffering', 'no').send(out);
+  return stream.send(delta({ role: 'assistant', content: '' }), ctx.closing());
 }

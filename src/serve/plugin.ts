@@ -6,14 +6,14 @@ import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } f
 import * as t from 'io-ts';
 import type { OperatorFunction } from 'rxjs';
 import { decodeOrThrow, fn, NonEmptyString, positiveInt, strict } from '../config.js';
-import { ConfigError, RxServeError, toError } from '../errors.js';
+import { ConfigError, toError } from '../errors.js';
 import type { ServingEvent } from '../event.js';
 import type { Graph } from '../graph/graph.js';
 import { GraphCodec } from './codecs.js';
 import { DashboardSessions, registerDashboard, sendDashboardUnauthorized, type DashboardRouteConfig } from './dashboard/plugin.js';
 import { invoker, starters, type Invoker } from './invoker.js';
 import { registerOpenAIRoutes, type OpenAIFrontOptions } from './openai.js';
-import { sendEventStream, wantsEventStream } from './sse.js';
+import { ClientWatch, sendEventStream, wantsEventStream } from './sse.js';
 import { errorBody, HttpError, statusOf } from './status.js';
 
 /** Options of `rxservePlugin` (`app.register(rxservePlugin, options)`). */
@@ -173,14 +173,9 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
     };
     if (wantsEventStream(request)) return sendEventStream(reply, (partials) => start(request.body, init, partials), { closing });
     // Cancelled through the invoker, not with an AbortSignal of our own: one signal per request.
+    const watched = new ClientWatch(reply);
     const started = start(request.body, init);
-    let gone = false;
-    const onClose = (): void => {
-      if (reply.raw.writableFinished) return;
-      gone = true;
-      started.cancel(new RxServeError('the client disconnected before its answer'));
-    };
-    reply.raw.once('close', onClose);
+    watched.watch(started);
     try {
       const out = await started.promise;
       if (out.error !== undefined) return sendError(reply, out.error);
@@ -193,12 +188,12 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
       return send(reply, 200, json);
     } catch (error) {
       // The client is gone: nobody to answer.
-      if (gone) return reply;
+      if (watched.gone) return reply;
       const e = toError(error);
       // The invoker refuses a request only after close() (503) or for an id already in flight (409).
       return sendError(reply, new HttpError(e.name, e.message, client.closed ? 503 : 409));
     } finally {
-      reply.raw.off('close', onClose);
+      watched.done();
     }
   });
 

@@ -28,6 +28,84 @@ export function jsonOrUndefined(value: unknown): string | undefined {
 }
 
 /**
+ * A request's connection, watched: a client that leaves before `done()` cancels its started
+ * request (the work is aborted as on unsubscribe). Every route that answers through the invoker
+ * uses it, JSON and event streams alike.
+ */
+export class ClientWatch {
+  #gone = false;
+  #started: Pick<Started, 'cancel'> | undefined;
+  readonly #onClose = (): void => {
+    if (this.reply.raw.writableFinished) return;
+    this.#gone = true;
+    this.#started?.cancel(new RxServeError('the client disconnected before its answer'));
+  };
+
+  constructor(private readonly reply: FastifyReply) {
+    reply.raw.once('close', this.#onClose);
+  }
+
+  /** The request to cancel if the client leaves (set once it is started). */
+  watch(started: Pick<Started, 'cancel'>): void {
+    this.#started = started;
+  }
+
+  /** The client left before the answer. */
+  get gone(): boolean {
+    return this.#gone;
+  }
+
+  /** The answer is sent (or nobody waits for it): stop watching. */
+  done(): void {
+    this.reply.raw.off('close', this.#onClose);
+  }
+}
+
+/** An event stream on a reply: frames are written until it ends once, or until the client leaves. */
+export class EventStream {
+  readonly #out = new PassThrough();
+  readonly #client: ClientWatch;
+  #ended = false;
+
+  constructor(private readonly reply: FastifyReply) {
+    this.#client = new ClientWatch(reply);
+  }
+
+  /** Still writable: not ended, client still there. */
+  get open(): boolean {
+    return !this.#ended && !this.#client.gone;
+  }
+
+  /** Cancels `started` if the client leaves before the stream ends. */
+  watch(started: Pick<Started, 'cancel'>): void {
+    this.#client.watch(started);
+  }
+
+  write(frame: string): void {
+    if (this.open) this.#out.write(frame);
+  }
+
+  end(frame: string): void {
+    if (!this.open) return;
+    this.#ended = true;
+    this.#client.done();
+    this.#out.end(frame);
+  }
+
+  /** Sends the 200 and the headers with `first` (so the client has them before any partial). */
+  send(first: string, closing: boolean): FastifyReply {
+    if (closing) this.reply.header('connection', 'close');
+    this.#out.write(first);
+    return this.reply
+      .code(200)
+      .header('content-type', 'text/event-stream; charset=utf-8')
+      .header('cache-control', 'no-cache')
+      .header('x-accel-buffering', 'no')
+      .send(this.#out);
+  }
+}
+
+/**
  * Opens an event stream on the reply (200, `text/event-stream`) and starts the request with a
  * partial sink writing to it. `result` carries what the JSON route answers: the output body, or
  * `{ error, status }` for an errored event. A client that disconnects cancels the event's work.
@@ -37,44 +115,22 @@ export function sendEventStream(
   start: (partials: PartialSink) => Started,
   options: { closing: boolean },
 ): FastifyReply {
-  const out = new PassThrough();
-  let finished = false;
+  const stream = new EventStream(reply);
   const partial = (p: PartialResult): void => {
-    if (finished) return;
+    if (!stream.open) return;
     const json = jsonOrUndefined({ endpoint: p.endpoint, data: p.data });
-    out.write(json === undefined ? `: a partial of '${p.endpoint}' could not be sent as JSON\n\n` : sseFrame('partial', json));
+    stream.write(json === undefined ? `: a partial of '${p.endpoint}' could not be sent as JSON\n\n` : sseFrame('partial', json));
   };
   const started = start(partial);
-  const onClose = (): void => {
-    if (finished) return;
-    finished = true;
-    started.cancel(new RxServeError('the client disconnected before its answer'));
-  };
-  reply.raw.once('close', onClose);
-  const end = (frame: string): void => {
-    finished = true;
-    reply.raw.off('close', onClose);
-    out.end(frame);
-  };
+  stream.watch(started);
   started.promise.then(
     (event: ServingEvent) => {
-      if (finished) return;
-      if (event.error !== undefined) return end(sseFrame('result', JSON.stringify({ ...errorBody(event.error), status: statusOf(event.error) })));
+      if (event.error !== undefined) return stream.end(sseFrame('result', JSON.stringify({ ...errorBody(event.error), status: statusOf(event.error) })));
       const json = jsonOrUndefined(event.body);
-      end(
-        sseFrame(
-          'result',
-          json ?? JSON.stringify({ error: "TypeError: the answer's body cannot be sent as JSON", status: 500 }),
-        ),
-      );
+      stream.end(sseFrame('result', json ?? JSON.stringify({ error: "TypeError: the answer's body cannot be sent as JSON", status: 500 })));
     },
-    (error: unknown) => {
-      if (finished) return;
-      end(sseFrame('result', JSON.stringify({ ...errorBody(toError(error)), status: 503 })));
-    },
+    (error: unknown) => stream.end(sseFrame('result', JSON.stringify({ ...errorBody(toError(error)), status: 503 }))),
   );
-  if (options.closing) reply.header('connection', 'close');
   // A comment first, so the client has the headers before the first partial.
-  out.write(': rxserve event stream\n\n');
-  return reply.code(200).header('content-type', 'text/event-stream; charset=utf-8').header('cache-control', 'no-cache').header('x-accel-buffering', 'no').send(out);
+  return stream.send(': rxserve event stream\n\n', options.closing);
 }
