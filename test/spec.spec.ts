@@ -190,6 +190,30 @@ describe('loadGraph: every field of a spec', () => {
   });
 });
 
+describe('loadGraph: dynamic batching', () => {
+  it('a model entry takes batching (the spec said nothing of it before): batches form; a bad value names its path', async () => {
+    const batchModels = fileURLToPath(new URL('./fixtures/batchModels.mjs', import.meta.url));
+    const spec = {
+      steps: [
+        {
+          modelRunner: {
+            models: [
+              { endpointName: 'd', modelClass: { module: batchModels, export: 'Doubler' }, executionMechanism: 'asyncio', batching: { maxBatchSize: 4, maxWaitMs: 20 } },
+            ],
+          },
+        },
+      ],
+    };
+    const { graph, pipeline } = await loadGraph(spec);
+    const out = await lastValueFrom(from([1, 2, 3, 4].map((x) => toEvent({ x }))).pipe(pipeline, toArray()));
+    expect(out.map((e) => (e.body as { y: number; size: number }).y)).toEqual([2, 4, 6, 8]);
+    expect(out.map((e) => (e.body as { size: number }).size)).toEqual([4, 4, 4, 4]);
+    await graph.close();
+    const bad = { steps: [{ modelRunner: { models: [{ ...spec.steps[0].modelRunner.models[0], batching: { maxBatchSize: 0, maxWaitMs: 1 } }] } }] };
+    await expect(loadGraph(bad)).rejects.toThrow(/steps\[0\]\.modelRunner\.models\[0\]\.batching\.maxBatchSize/);
+  });
+});
+
 describe('loadGraph from the built package', () => {
   it("require('rxserve').loadGraph imports a spec's .mjs modules too (the CommonJS build)", () => {
     const root = fileURLToPath(new URL('..', import.meta.url));

@@ -53,6 +53,12 @@ const poolProps = { maxThreads: PositiveInt, maxProcesses: PositiveInt, poolFact
 const GraphPool = strict('GraphPool', {}, poolProps);
 const StepPool = strict('StepPool', {}, { ...poolProps, maxBatch: PositiveInt, cancelGraceMs: NonNegativeInt });
 
+const NonNegativeMs = annotate(
+  guard<number>('a non-negative number of milliseconds', (u) => typeof u === 'number' && u >= 0 && Number.isFinite(u)),
+  { type: 'number', minimum: 0 },
+);
+const Batching = strict('Batching', { maxBatchSize: PositiveInt, maxWaitMs: NonNegativeMs }, {});
+
 const Monitoring = strict('Monitoring', {}, { samplingPercentage: Percentage, registryPath: Name });
 
 export const SharedModelSpec = strict(
@@ -84,6 +90,7 @@ export const ModelSpec = strict(
     params: Params,
     maxInFlight: PositiveInt,
     timeoutMs: PositiveMs,
+    batching: Batching,
   },
 );
 export type ModelSpec = t.TypeOf<typeof ModelSpec>;
