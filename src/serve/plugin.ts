@@ -38,19 +38,29 @@ export interface RxservePluginOptions {
 
 export const OpenAIFrontCodec = strict('OpenAIFrontOptions', { models: t.record(NonEmptyString, NonEmptyString) }, {});
 
+/** The plugin's optional fields; `serve()` takes the same ones beside `port` and `host`. */
+export const pluginOptionProps = {
+  graph: GraphCodec,
+  timeoutMs: positiveInt(true),
+  models: t.array(NonEmptyString),
+  apiKeys: t.array(NonEmptyString),
+  maxBodyBytes: positiveInt(false),
+  dashboard: t.boolean,
+  openai: OpenAIFrontCodec,
+};
+
 const PluginOptionsCodec = strict(
   'RxservePluginOptions',
   { pipeline: fn<OperatorFunction<ServingEvent, ServingEvent>>('an operator (event$) => event$') },
-  {
-    graph: GraphCodec,
-    timeoutMs: positiveInt(true),
-    models: t.array(NonEmptyString),
-    apiKeys: t.array(NonEmptyString),
-    maxBodyBytes: positiveInt(false),
-    dashboard: t.boolean,
-    openai: OpenAIFrontCodec,
-  },
+  pluginOptionProps,
 );
+
+/** The dashboard shows a graph: `dashboard: true` without one is a ConfigError at `<at>.dashboard`. */
+export function checkDashboard(options: { dashboard?: boolean; graph?: unknown }, at: string): void {
+  if (options.dashboard === true && options.graph === undefined) {
+    throw new ConfigError([{ path: `${at}.dashboard`, expected: 'a graph option too (the dashboard shows the graph)', actual: 'dashboard: true without graph' }]);
+  }
+}
 
 /** The options fastify's `register` adds for itself (they are not the plugin's). */
 const REGISTER_OPTIONS = new Set(['prefix', 'logLevel', 'logSerializers']);
@@ -93,9 +103,7 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   const own = Object.fromEntries(Object.entries(opts).filter(([key]) => !REGISTER_OPTIONS.has(key)));
   const options = decodeOrThrow(PluginOptionsCodec, own, 'rxservePlugin');
   const { pipeline, graph, timeoutMs, models, apiKeys, maxBodyBytes = DEFAULT_MAX_BODY_BYTES, dashboard, openai } = options;
-  if (dashboard === true && graph === undefined) {
-    throw new ConfigError([{ path: 'rxservePlugin.dashboard', expected: 'a graph option too (the dashboard shows the graph)', actual: 'dashboard: true without graph' }]);
-  }
+  checkDashboard(options, 'rxservePlugin');
   const client = invoker(pipeline, { ...(graph ? { graph } : {}), ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
   (opts as { [kInvoker]?: (client: Invoker) => void })[kInvoker]?.(client);
   const start = starters.get(client)!;

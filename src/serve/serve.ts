@@ -2,41 +2,19 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
-import * as t from 'io-ts';
 import type { OperatorFunction } from 'rxjs';
-import { decodeOrThrow, NonEmptyString, nonNegativeInt, positiveInt, strict } from '../config.js';
-import { ConfigError } from '../errors.js';
+import { decodeOrThrow, NonEmptyString, nonNegativeInt, strict } from '../config.js';
 import type { ServingEvent } from '../event.js';
-import type { Graph } from '../graph/graph.js';
-import { GraphCodec } from './codecs.js';
 import type { Invoker } from './invoker.js';
-import type { OpenAIFrontOptions } from './openai.js';
-import { DEFAULT_MAX_BODY_BYTES, kInvoker, OpenAIFrontCodec, rxservePlugin, type RxservePluginOptions } from './plugin.js';
+import { checkDashboard, DEFAULT_MAX_BODY_BYTES, kInvoker, pluginOptionProps, rxservePlugin, type RxservePluginOptions } from './plugin.js';
 import { errorBody, HttpError } from './status.js';
 
-/** Options of `serve()`. */
-export interface ServeOptions {
+/** Options of `serve()`: the plugin's (but the pipeline, given apart), and where to listen. */
+export interface ServeOptions extends Omit<RxservePluginOptions, 'pipeline'> {
   /** Default 8080; 0 picks a free port (read it from `server.url`). */
   readonly port?: number;
   /** Default `'127.0.0.1'` (loopback only); `'0.0.0.0'` to serve other machines. */
   readonly host?: string;
-  /** The pipeline's graph: readiness waits for `graph.ready()`, `/v2/models` lists its endpoints, `close()` closes it. */
-  readonly graph?: Graph;
-  /** Largest request body (bytes); more → 413. Default 10 MiB. */
-  readonly maxBodyBytes?: number;
-  /** How long a request waits for its answer before a 504 (its work is aborted); default 30,000 ms. */
-  readonly timeoutMs?: number;
-  /** The names `/v2/models` lists; default the graph's endpoint names. */
-  readonly models?: readonly string[];
-  /** When set, every route but `/v2/health/*` needs `Authorization: Bearer <one of these>` (else 401). */
-  readonly apiKeys?: readonly string[];
-  /** Serve the live page of the graph at `GET /dashboard` (needs `graph`; see docs/dashboard.md). */
-  readonly dashboard?: boolean;
-  /**
-   * Adds `POST /v1/chat/completions` and `GET /v1/models` in the OpenAI wire format over named
-   * LLModel endpoints: `{ models: { '<public name>': '<endpointName>' } }` (DESIGN §15).
-   */
-  readonly openai?: OpenAIFrontOptions;
 }
 
 /** A running server (see `serve`). */
@@ -54,21 +32,7 @@ export interface Server {
   readonly inFlight: number;
 }
 
-const ServeOptionsCodec = strict(
-  'ServeOptions',
-  {},
-  {
-    port: nonNegativeInt(false),
-    host: NonEmptyString,
-    graph: GraphCodec,
-    maxBodyBytes: positiveInt(false),
-    timeoutMs: positiveInt(true),
-    models: t.array(NonEmptyString),
-    apiKeys: t.array(NonEmptyString),
-    dashboard: t.boolean,
-    openai: OpenAIFrontCodec,
-  },
-);
+const ServeOptionsCodec = strict('ServeOptions', {}, { port: nonNegativeInt(false), host: NonEmptyString, ...pluginOptionProps });
 
 /**
  * Serves a pipeline over HTTP and resolves once listening.
@@ -97,9 +61,7 @@ const ServeOptionsCodec = strict(
  */
 export async function serve(pipeline: OperatorFunction<ServingEvent, ServingEvent>, options: ServeOptions = {}): Promise<Server> {
   const { port = 8080, host = '127.0.0.1', maxBodyBytes = DEFAULT_MAX_BODY_BYTES, ...rest } = decodeOrThrow(ServeOptionsCodec, options, 'serve');
-  if (rest.dashboard === true && rest.graph === undefined) {
-    throw new ConfigError([{ path: 'serve.dashboard', expected: 'a graph option too (the dashboard shows the graph)', actual: 'dashboard: true without graph' }]);
-  }
+  checkDashboard(rest, 'serve');
   const { default: Fastify } = await import('fastify');
   let client: Invoker | undefined;
   const app = Fastify({
