@@ -114,8 +114,8 @@ export class Lane<C extends LaneCall> {
   private waiting = 0;
   /** Calls started and not settled. */
   private running = 0;
-  private units = 0;
-  private readonly units$ = new Set<LaneUnit>();
+  /** Units started and not done: their count is what `maxInFlight` bounds. */
+  private readonly units = new Set<LaneUnit>();
   private pumping = false;
   private paused = false;
   private blocked = false;
@@ -137,7 +137,7 @@ export class Lane<C extends LaneCall> {
 
   /** Queues `call`, or starts it at once when a slot is free. Returns the call (its handle). */
   submit(call: C): C {
-    if (this.units < this.maxInFlight && this.waiting === 0 && !this.paused && !this.collects && this.canRunNow()) {
+    if (this.units.size < this.maxInFlight && this.waiting === 0 && !this.paused && !this.collects && this.canRunNow()) {
       this.start([call]);
       return call;
     }
@@ -200,7 +200,7 @@ export class Lane<C extends LaneCall> {
   /** Settles every waiting and running call with `error` (a graph closing, a model that failed). */
   failAll(error: Error): void {
     this.failWaiting(error);
-    for (const unit of [...this.units$]) {
+    for (const unit of [...this.units]) {
       for (const call of unit.calls as C[]) {
         if (call.laneState !== RUNNING) continue;
         call.abort(error);
@@ -229,8 +229,7 @@ export class Lane<C extends LaneCall> {
 
   /** @internal A unit's call settled or a hold was released. */
   unitMaybeDone(unit: LaneUnit): void {
-    if (unit.open > 0 || unit.holds > 0 || !this.units$.delete(unit)) return;
-    this.units--;
+    if (unit.open > 0 || unit.holds > 0 || !this.units.delete(unit)) return;
     if (this.waiting > 0) this.pump();
   }
 
@@ -263,7 +262,7 @@ export class Lane<C extends LaneCall> {
     if (this.pumping) return;
     this.pumping = true;
     try {
-      while (this.waiting > 0 && this.units < this.maxInFlight && !this.paused) {
+      while (this.waiting > 0 && this.units.size < this.maxInFlight && !this.paused) {
         // A batch smaller than maxBatchSize waits until its first call has waited maxWaitMs.
         if (this.collects && this.waiting < this.maxBatch && !this.due) break;
         if (!this.canRunNow()) break;
@@ -306,8 +305,7 @@ export class Lane<C extends LaneCall> {
 
   private start(calls: C[]): void {
     const unit = new LaneUnit(this as unknown as Lane<LaneCall>, calls);
-    this.units++;
-    this.units$.add(unit);
+    this.units.add(unit);
     const { timeoutMs } = this.options;
     for (const call of calls) {
       call.laneState = RUNNING;
