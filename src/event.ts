@@ -131,7 +131,12 @@ const EMPTY_METADATA: Readonly<Record<string, unknown>> = Object.freeze({});
  * @returns A new, frozen event.
  */
 export function toEvent<B>(body: B, init?: Partial<Omit<ServingEvent<B>, 'body'>>): ServingEvent<B> {
-  const event: { -readonly [K in keyof ServingEvent<B>]: ServingEvent<B>[K] } = {
+  return makeEvent(body, init, undefined);
+}
+
+/** @internal `toEvent` with a cancel token under `CANCEL` (the invoker's): one object, frozen once. */
+export function makeEvent<B>(body: B, init: Partial<Omit<ServingEvent<B>, 'body'>> | undefined, cancel: CancelToken | undefined): ServingEvent<B> {
+  const event: { -readonly [K in keyof ServingEvent<B>]: ServingEvent<B>[K] } & { [CANCEL]?: CancelToken } = {
     id: init?.id ?? globalThis.crypto.randomUUID(),
     body,
     metadata: init?.metadata ? Object.freeze({ ...init.metadata }) : EMPTY_METADATA,
@@ -142,6 +147,7 @@ export function toEvent<B>(body: B, init?: Partial<Omit<ServingEvent<B>, 'body'>
   if (init?.origin !== undefined) event.origin = init.origin;
   if (init?.signal !== undefined) event.signal = init.signal;
   if (init?.partials !== undefined) event.partials = init.partials;
+  if (cancel !== undefined) event[CANCEL] = cancel;
   return Object.freeze(event);
 }
 

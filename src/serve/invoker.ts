@@ -2,7 +2,7 @@
 import { Observable, Subject, type OperatorFunction, type Subscription } from 'rxjs';
 import { decodeOrThrow, positiveInt, strict } from '../config.js';
 import { ModelTimeoutError, RxServeError, toError } from '../errors.js';
-import { CANCEL, EventCancel, toEvent, withError, type PartialSink, type ServingEvent } from '../event.js';
+import { EventCancel, makeEvent, withError, type PartialSink, type ServingEvent } from '../event.js';
 import type { Graph } from '../graph/graph.js';
 import { GraphCodec } from './codecs.js';
 
@@ -205,7 +205,7 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
     // The event's cancel: steps listen to it (see CANCEL in event.ts); no AbortController is made
     // unless something asks the token for a signal.
     const token = new EventCancel();
-    const event = Object.freeze({ ...toEvent(body, { id, path: init.path, headers: init.headers, metadata: init.metadata, partials }), [CANCEL]: token });
+    const event = makeEvent(body, { id, path: init.path, headers: init.headers, metadata: init.metadata, partials }, token);
     let p!: Pending;
     const promise = new Promise<ServingEvent<B>>((resolve, reject) => {
       p = { event, cancel: token, deadline: performance.now() + timeoutMs, resolve: resolve as Pending['resolve'], reject, unlisten: undefined };

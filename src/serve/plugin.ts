@@ -137,8 +137,10 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
       sendError(reply, new HttpError('RxServeError', 'the server is closing; no new requests are taken', 503));
       return;
     }
+    if (keys === undefined) return done();
+    // Read only when keys are set: fastify builds request.routeOptions anew on every read.
     const config = request.routeOptions.config as { rxservePublic?: boolean } & DashboardRouteConfig;
-    if (keys !== undefined && config.rxservePublic !== true && !authorized(request.headers.authorization, keys)) {
+    if (config.rxservePublic !== true && !authorized(request.headers.authorization, keys)) {
       if (config.rxserveDashboard !== undefined) {
         // A browser presents its sign-in cookie (docs/dashboard.md).
         if (sessions.has(request)) return done();
