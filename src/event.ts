@@ -134,6 +134,17 @@ export function toEvent<B>(body: B, init?: Partial<Omit<ServingEvent<B>, 'body'>
   return makeEvent(body, init, undefined);
 }
 
+/**
+ * A frozen copy of string-keyed headers, built key by key: V8 freezes a spread copy of an object
+ * built key by key (as node:http builds request headers) on a slow path, ~2 µs against ~0.1 µs
+ * (Node 20). Symbol keys are not copied (headers have none).
+ */
+function frozenCopy<T extends object>(source: T): Readonly<T> {
+  const copy = {} as T;
+  for (const key in source) if (Object.hasOwn(source, key)) copy[key] = source[key];
+  return Object.freeze(copy);
+}
+
 /** @internal `toEvent` with a cancel token under `CANCEL` (the invoker's): one object, frozen once. */
 export function makeEvent<B>(body: B, init: Partial<Omit<ServingEvent<B>, 'body'>> | undefined, cancel: CancelToken | undefined): ServingEvent<B> {
   const event: { -readonly [K in keyof ServingEvent<B>]: ServingEvent<B>[K] } & { [CANCEL]?: CancelToken } = {
@@ -142,7 +153,7 @@ export function makeEvent<B>(body: B, init: Partial<Omit<ServingEvent<B>, 'body'
     metadata: init?.metadata ? Object.freeze({ ...init.metadata }) : EMPTY_METADATA,
   };
   if (init?.path !== undefined) event.path = init.path;
-  if (init?.headers !== undefined) event.headers = Object.freeze({ ...init.headers });
+  if (init?.headers !== undefined) event.headers = frozenCopy(init.headers);
   if (init?.error !== undefined) event.error = init.error;
   if (init?.origin !== undefined) event.origin = init.origin;
   if (init?.signal !== undefined) event.signal = init.signal;
