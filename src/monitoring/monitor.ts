@@ -1,5 +1,6 @@
 // The graph's monitor: turns finished events into EndpointRecords (sampled before they are built)
 // and feeds opt-in observers (registry counters, Prometheus, tracing) with every call.
+import { isoTime } from './isoTime.js';
 import type { Subject } from 'rxjs';
 import { describeError } from '../errors.js';
 import { getPath, type ServingEvent } from '../event.js';
@@ -155,7 +156,7 @@ export class GraphMonitor {
       step: report.step,
       labels: entry.labels ?? {},
       eventId: report.event.id,
-      when: new Date(call.started).toISOString(),
+      when: isoTime(call.started),
       latencyMs: call.latencyMs,
       request: { inputs: normalize(getPath(report.event.body, entry.inputPath), entry.inputs) },
       ...(error ? { error: describeError(error) } : { response: { outputs: normalize(value, this.outputsOf(entry)) } }),

@@ -11,6 +11,7 @@ import type { DispatchLimits, Work } from './dispatch.js';
 import { Lane, LaneCall, type LaneUnit } from '../../execution/lane.js';
 import { batches, runBatch } from '../../execution/batch.js';
 import { onResult } from '../../execution/callResult.js';
+import { isoTime } from '../../monitoring/isoTime.js';
 
 const wallClock = (): number => performance.timeOrigin + performance.now();
 
@@ -208,7 +209,7 @@ export class Runner {
     const previous = event.metadata.models as Record<string, unknown> | undefined;
     const models: Record<string, unknown> = previous ? { ...previous } : {};
     for (const call of calls) {
-      models[call.entry.endpointName] = { when: new Date(call.started).toISOString(), latencyMs: call.latencyMs };
+      models[call.entry.endpointName] = { when: isoTime(call.started), latencyMs: call.latencyMs };
     }
     const metadata = { ...event.metadata, modelRunner: { name: this.limits.step, inputs: event.body }, models };
     if (this.monitor?.active) this.monitor.onEvent({ step: this.limits.step, event, calls });
