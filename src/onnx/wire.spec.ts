@@ -1,0 +1,113 @@
+// The wire form of OnnxModel batches between the main thread and pool workers (wire.ts).
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { OnnxModel, type OnnxRequest, type OnnxResponse } from './onnxModel.js';
+import { WIRE_BATCH, packBatch, unpackResponse } from './wire.js';
+import type { PredictContext } from '../model/model.js';
+// @ts-expect-error a plain .mjs module without types (the example's encoder)
+import { writeMlpModel } from '../../examples/onnx/onnxBuilder.mjs';
+
+const tensor = (datatype: string, data: unknown, shape = [1, Array.isArray(data) ? data.length : 0]) => ({ name: 'x', shape, datatype, data });
+
+describe('packBatch (main side)', () => {
+  it('turns flat numeric data into TypedArrays of the datatype, views of one buffer to transfer; the bodies given are not touched', () => {
+    const bodies = [
+      { inputs: [tensor('FP32', [0.5, 1, 2])], id: 7 },
+      { inputs: [tensor('FP64', [1e300]), tensor('INT8', [-128, 127])] },
+      { inputs: [tensor('UINT32', [4294967295])] },
+    ];
+    const copy = structuredClone(bodies);
+    const { bodies: packed, transfer } = packBatch(bodies);
+    expect(bodies).toEqual(copy);
+    expect(transfer).toHaveLength(1);
+    const data = packed.map((b) => (b as OnnxRequest).inputs.map((t) => t.data));
+    expect(data[0][0]).toEqual(new Float32Array([0.5, 1, 2]));
+    expect(data[1][0]).toEqual(new Float64Array([1e300]));
+    expect(data[1][1]).toEqual(new Int8Array([-128, 127]));
+    expect(data[2][0]).toEqual(new Uint32Array([4294967295]));
+    for (const d of data.flat()) {
+      expect((d as Float32Array).buffer).toBe(transfer[0]);
+      expect((d as Float32Array).byteOffset % 8).toBe(0);
+    }
+    expect(packed[0]).toMatchObject({ id: 7, inputs: [{ name: 'x', shape: [1, 3], datatype: 'FP32' }] });
+  });
+
+  it('leaves a body as it is (undefined) when the model would refuse a value, or when its data are not flat numbers of a packed datatype', () => {
+    const bodies = [
+      { inputs: [tensor('INT8', [1.5])] },
+      { inputs: [tensor('UINT8', [256])] },
+      { inputs: [tensor('FP32', [1, 'two'])] },
+      { inputs: [tensor('FP32', [[1, 2]])] },
+      { inputs: [tensor('FP32', [1]), tensor('BOOL', [true])] },
+      { inputs: [tensor('INT64', [1])] },
+      { inputs: [tensor('FP16', [1])] },
+      { inputs: [tensor('constructor', [1])] },
+      { inputs: [tensor('FP32', new Float32Array([1]))] },
+      { inputs: [] },
+      { rows: [1] },
+      null,
+      { inputs: [tensor('FP32', [3])] },
+    ];
+    const { bodies: packed, transfer } = packBatch(bodies);
+    expect(packed.slice(0, -1).every((b) => b === undefined)).toBe(true);
+    expect((packed.at(-1) as OnnxRequest).inputs[0].data).toEqual(new Float32Array([3]));
+    expect(transfer).toHaveLength(1);
+    expect(packBatch([{ rows: [] }])).toEqual({ bodies: [undefined], transfer: [] });
+  });
+});
+
+describe('unpackResponse (main side)', () => {
+  it('makes TypedArray output data the plain arrays of the contract, per datatype; plain data stay as they are', () => {
+    const out = (datatype: string, data: unknown) => ({ name: 'y', shape: [1], datatype, data });
+    const value = {
+      model_name: 'm',
+      outputs: [
+        out('FP32', new Float32Array([0.5, 2])),
+        out('BOOL', new Uint8Array([1, 0])),
+        out('FP16', new Uint16Array([0x3c00])),
+        out('INT64', new BigInt64Array([-3n])),
+        out('UINT64', new BigUint64Array([5n])),
+        out('BYTES', ['a']),
+      ],
+    };
+    const unpacked = unpackResponse(value) as OnnxResponse;
+    expect(unpacked.outputs.map((o) => o.data)).toEqual([[0.5, 2], [true, false], [1], [-3], [5], ['a']]);
+    for (const o of unpacked.outputs) expect(Array.isArray(o.data)).toBe(true);
+    expect(unpackResponse('not a response')).toBe('not a response');
+  });
+});
+
+describe('OnnxModel[WIRE_BATCH] (worker side)', () => {
+  const path = writeMlpModel(join(mkdtempSync(join(tmpdir(), 'rxserve-wire-')), 'mlp.onnx'), [4, 3]);
+  const ctxs = [{}, {}] as unknown as PredictContext[];
+  const bodies = [{ inputs: [tensor('FP32', [1, 2, 3, 4], [1, 4])] }, { inputs: [tensor('FP32', [5, 6, 7, 8, 9, 10, 11, 12], [2, 4])] }] as OnnxRequest[];
+
+  it('gives predictBatch outputs with data left as TypedArray views, which unpackResponse makes equal to predictBatch', async () => {
+    const model = new OnnxModel({ name: 'mlp', modelPath: path });
+    await model.load();
+    const plain = await model.predictBatch(bodies, ctxs);
+    const wire = (await model[WIRE_BATCH](bodies, ctxs)) as OnnxResponse[];
+    expect(wire.map((r) => ArrayBuffer.isView(r.outputs[0].data))).toEqual([true, true]);
+    expect(wire.map((r) => r.outputs[0].shape)).toEqual([
+      [1, 3],
+      [2, 3],
+    ]);
+    expect(wire.map(unpackResponse)).toEqual(plain);
+    await model.close();
+  });
+
+  it('calls a subclass that overrides predictBatch as it is', async () => {
+    class Tagged extends OnnxModel {
+      override async predictBatch(b: readonly OnnxRequest[]): Promise<OnnxResponse[]> {
+        return b.map(() => ({ model_name: 'tagged', outputs: [] }));
+      }
+    }
+    const model = new Tagged({ name: 'mlp', modelPath: path });
+    expect(await model[WIRE_BATCH](bodies, ctxs)).toEqual([
+      { model_name: 'tagged', outputs: [] },
+      { model_name: 'tagged', outputs: [] },
+    ]);
+  });
+});
