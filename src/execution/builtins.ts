@@ -2,7 +2,7 @@
 // mechanisms without a module reference, and known to every worker thread and process.
 import { LLModel } from '../llm/llmodel.js';
 import { OnnxModel } from '../onnx/onnxModel.js';
-import { WIRE_BATCH, packBatch, unpackResponse } from '../onnx/wire.js';
+import { WIRE_BATCH, packBatch, unpackBatch } from '../onnx/wire.js';
 import { Model, type ModelClass } from '../model/model.js';
 import { registerModel } from '../model/registry.js';
 
@@ -24,11 +24,11 @@ export interface WireCodec {
   pack(bodies: readonly unknown[]): { bodies: (unknown | undefined)[]; transfer: ArrayBuffer[] };
   /** Worker side: the model's method to call instead of `predictBatch`. */
   readonly batch: symbol;
-  /** Main side: one call's output from the worker, in the model's contract form. */
-  unpack(output: unknown): unknown;
+  /** Main side: the outputs of a batch from the worker (`undefined`: a failed call), in the model's contract form, in place. */
+  unpackBatch(outputs: unknown[]): void;
 }
 
-const BUILT_IN_WIRE: ReadonlyMap<string, WireCodec> = new Map([['OnnxModel', { pack: packBatch, batch: WIRE_BATCH, unpack: unpackResponse }]]);
+const BUILT_IN_WIRE: ReadonlyMap<string, WireCodec> = new Map([['OnnxModel', { pack: packBatch, batch: WIRE_BATCH, unpackBatch }]]);
 
 const codecs = new Map<string, WireCodec | undefined>();
 

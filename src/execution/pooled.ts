@@ -167,7 +167,10 @@ export class PooledSession implements ExecutorSession {
       }
       const inner = new Subscriber<unknown>({
         next: (flat) => {
-          unflatten(flat as unknown[]).forEach((r, k) => (results[sent[k]] = r.ok ? (codec ? codec.unpack(r.value) : r.value) : deserializeError(r.error)));
+          const answers = unflatten(flat as unknown[]);
+          const values = answers.map((r) => (r.ok ? r.value : undefined));
+          codec?.unpackBatch(values);
+          answers.forEach((r, k) => (results[sent[k]] = r.ok ? values[k] : deserializeError(r.error)));
           subscriber.next(results);
           subscriber.complete();
         },

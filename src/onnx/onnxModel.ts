@@ -7,7 +7,7 @@ import { Model, type ModelInit, type PredictContext } from '../model/model.js';
 import { OIP_DATATYPE, ORT_TYPE, type OipDatatype } from './datatypes.js';
 import { inPoolWorker, loadRuntime, type OrtRuntime, type OrtSession, type OrtTensor } from './runtime.js';
 import { checkRequest, oipData, type CheckedInput, type ExpectedInput, type OipTensor } from './tensor.js';
-import { WIRE_BATCH } from './wire.js';
+import { WIRE_BATCH, type WireRows } from './wire.js';
 
 /** An Open Inference Protocol inference request (`/v2/models/<m>/infer` body). */
 export interface OnnxRequest {
@@ -103,18 +103,20 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
   }
 
   /**
-   * @internal In a pool worker: `predictBatch` with output `data` left as onnxruntime's
-   * TypedArrays (views of the batch's output), which cross back to the main thread as one copy
-   * of memory; the main side makes them plain arrays (`unpackResponse`). A subclass that
-   * overrides `predictBatch` is called as it is.
+   * @internal In a pool worker: `predictBatch` in the wire form of `wire.ts` — output `data` left
+   * as onnxruntime's TypedArrays (views of the batch's output) and, after the first call of a
+   * batch, each call's outputs as `[rows, ...data]` only; the main side rebuilds the responses
+   * (`unpackBatch`). A subclass that overrides `predictBatch` is called as it is.
    */
-  [WIRE_BATCH](bodies: readonly OnnxRequest[], ctxs: readonly PredictContext[]): Promise<(OnnxResponse | Error)[]> | (OnnxResponse | Error)[] {
+  [WIRE_BATCH](bodies: readonly OnnxRequest[], ctxs: readonly PredictContext[]): Promise<(OnnxResponse | WireRows | Error)[]> | (OnnxResponse | Error)[] {
     if (this.predictBatch !== OnnxModel.prototype.predictBatch) return this.predictBatch(bodies, ctxs);
     return this.#batch(bodies, false);
   }
 
-  async #batch(bodies: readonly OnnxRequest[], plain: boolean): Promise<(OnnxResponse | Error)[]> {
-    const results: (OnnxResponse | Error)[] = new Array(bodies.length);
+  async #batch(bodies: readonly OnnxRequest[], plain: true): Promise<(OnnxResponse | Error)[]>;
+  async #batch(bodies: readonly OnnxRequest[], plain: false): Promise<(OnnxResponse | WireRows | Error)[]>;
+  async #batch(bodies: readonly OnnxRequest[], plain: boolean): Promise<(OnnxResponse | WireRows | Error)[]> {
+    const results: (OnnxResponse | WireRows | Error)[] = new Array(bodies.length);
     const checked: { index: number; inputs: CheckedInput[] }[] = [];
     bodies.forEach((body, index) => {
       try {
@@ -131,7 +133,11 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
       if (outputs.every((o) => o.dims.length > 0 && o.dims[0] === total)) {
         const parts = outputs.map((o) => split(o, rows, total, plain));
         checked.forEach((c, n) => {
-          results[c.index] = { model_name: this.name, outputs: parts.map((p) => p[n]) };
+          // The first call of the batch carries the names, datatypes and shapes for the main side.
+          results[c.index] =
+            plain || n === 0
+              ? { model_name: this.name, outputs: parts.map((p) => ({ name: p.name, shape: [rows[n], ...p.tail], datatype: p.datatype, data: p.data[n] })) }
+              : [rows[n], ...parts.map((p) => p.data[n])];
         });
         return results;
       }
@@ -140,7 +146,10 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
       checked.map(async (c) => {
         try {
           const outputs = await this.#run(c.inputs);
-          results[c.index] = { model_name: this.name, outputs: outputs.map((o) => split(o, [o.dims[0] ?? 1], o.dims[0] ?? 1, plain)[0]) };
+          results[c.index] = {
+            model_name: this.name,
+            outputs: outputs.map((o) => ({ name: o.name, shape: [...o.dims], datatype: o.datatype, data: plain ? oipData(o.datatype, o.data) : o.data })),
+          };
         } catch (error) {
           results[c.index] = toError(error);
         }
@@ -236,24 +245,18 @@ function concat(parts: readonly CheckedInput[]): CheckedInput {
  * An output's rows for each call (`rows[n]` rows for call n): plain arrays, or views of the
  * output's TypedArray (`plain` false, for the trip to the main thread).
  */
-function split(output: RawOutput, rows: readonly number[], total: number, plain: boolean): OipTensor[] {
+function split(output: RawOutput, rows: readonly number[], total: number, plain: boolean): { name: string; datatype: OipDatatype; tail: number[]; data: unknown[] } {
   const { data } = output;
   const perRow = total === 0 ? 0 : data.length / total;
-  const tail = output.dims.slice(1);
   const typed = ArrayBuffer.isView(data);
-  const parts: OipTensor[] = new Array(rows.length);
+  const parts: unknown[] = new Array(rows.length);
   let offset = 0;
   for (let n = 0; n < rows.length; n++) {
     const from = offset * perRow;
     const to = (offset + rows[n]) * perRow;
-    let values: unknown;
-    if (!typed) values = plain ? oipData(output.datatype, (data as unknown[]).slice(from, to)) : (data as unknown[]).slice(from, to);
-    else {
-      const view = (data as unknown as { subarray(a: number, b: number): ArrayLike<unknown> }).subarray(from, to);
-      values = plain ? oipData(output.datatype, view) : view;
-    }
-    parts[n] = { name: output.name, shape: [rows[n], ...tail], datatype: output.datatype, data: values };
+    const values = typed ? (data as unknown as { subarray(a: number, b: number): ArrayLike<unknown> }).subarray(from, to) : (data as unknown[]).slice(from, to);
+    parts[n] = plain ? oipData(output.datatype, values) : values;
     offset += rows[n];
   }
-  return parts;
+  return { name: output.name, datatype: output.datatype, tail: output.dims.slice(1), data: parts };
 }

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { OnnxModel, type OnnxRequest, type OnnxResponse } from './onnxModel.js';
-import { WIRE_BATCH, packBatch, unpackResponse } from './wire.js';
+import { WIRE_BATCH, packBatch, unpackBatch, unpackResponse } from './wire.js';
 import type { PredictContext } from '../model/model.js';
 // @ts-expect-error a plain .mjs module without types (the example's encoder)
 import { writeMlpModel } from '../../examples/onnx/onnxBuilder.mjs';
@@ -84,18 +84,35 @@ describe('OnnxModel[WIRE_BATCH] (worker side)', () => {
   const ctxs = [{}, {}] as unknown as PredictContext[];
   const bodies = [{ inputs: [tensor('FP32', [1, 2, 3, 4], [1, 4])] }, { inputs: [tensor('FP32', [5, 6, 7, 8, 9, 10, 11, 12], [2, 4])] }] as OnnxRequest[];
 
-  it('gives predictBatch outputs with data left as TypedArray views, which unpackResponse makes equal to predictBatch', async () => {
+  it('gives predictBatch outputs with data left as TypedArray views, after the first call as [rows, ...data]; unpackBatch makes them predictBatch outputs', async () => {
     const model = new OnnxModel({ name: 'mlp', modelPath: path });
     await model.load();
-    const plain = await model.predictBatch(bodies, ctxs);
-    const wire = (await model[WIRE_BATCH](bodies, ctxs)) as OnnxResponse[];
-    expect(wire.map((r) => ArrayBuffer.isView(r.outputs[0].data))).toEqual([true, true]);
-    expect(wire.map((r) => r.outputs[0].shape)).toEqual([
-      [1, 3],
-      [2, 3],
-    ]);
-    expect(wire.map(unpackResponse)).toEqual(plain);
+    const three = [...bodies, bodies[0]];
+    const plain = await model.predictBatch(three, [...ctxs, ...ctxs]);
+    const wire = (await model[WIRE_BATCH](three, [...ctxs, ...ctxs])) as unknown[];
+    const [first, second] = wire as [OnnxResponse, unknown[]];
+    expect(first).toMatchObject({ model_name: 'mlp', outputs: [{ shape: [1, 3], datatype: 'FP32' }] });
+    expect(ArrayBuffer.isView(first.outputs[0].data)).toBe(true);
+    expect(second).toHaveLength(2);
+    expect(second[0]).toBe(2);
+    expect(second[1]).toBeInstanceOf(Float32Array);
+    unpackBatch(wire);
+    expect(wire).toEqual(plain);
     await model.close();
+  });
+
+  it('unpackBatch skips failed calls (undefined) and refuses rows without a whole response before them', () => {
+    const values: unknown[] = [undefined, [1, new Float32Array([1])]];
+    unpackBatch(values);
+    expect(values[0]).toBeUndefined();
+    expect(values[1]).toBeInstanceOf(TypeError);
+    const mixed: unknown[] = [{ model_name: 'm', outputs: [{ name: 'y', shape: [1, 2], datatype: 'INT64', data: new BigInt64Array([1n, 2n]) }] }, undefined, [2, new BigInt64Array([3n, 4n, 5n, 6n])]];
+    unpackBatch(mixed);
+    expect(mixed).toEqual([
+      { model_name: 'm', outputs: [{ name: 'y', shape: [1, 2], datatype: 'INT64', data: [1, 2] }] },
+      undefined,
+      { model_name: 'm', outputs: [{ name: 'y', shape: [2, 2], datatype: 'INT64', data: [3, 4, 5, 6] }] },
+    ]);
   });
 
   it('calls a subclass that overrides predictBatch as it is', async () => {

@@ -97,15 +97,47 @@ export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | unde
 }
 
 /**
- * Main side, after a worker answered: output `data` that came back as TypedArrays (the worker
- * sends OnnxModel's outputs unconverted) become the plain flat JSON arrays of the contract.
- * Anything else is returned as it is.
+ * One call's outputs in a batch's wire form after its first call: its rows, then each output's
+ * data; names, datatypes and the other dimensions are those of the batch's first response.
  */
+export type WireRows = [rows: number, ...data: unknown[]];
+
+/**
+ * Main side, after a worker answered a batch: output `data` that came back as TypedArrays (the
+ * worker sends OnnxModel's outputs unconverted) become the plain flat JSON arrays of the
+ * contract, and `[rows, ...data]` elements (`WireRows`) whole responses again, named after the
+ * batch's first response. In place; `undefined` elements (calls that failed) are skipped.
+ */
+export function unpackBatch(values: unknown[]): void {
+  let first: { model_name: string; outputs: OipTensor[] } | undefined;
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i];
+    if (Array.isArray(value)) {
+      if (first === undefined) {
+        values[i] = new TypeError('an OnnxModel batch answered rows before a whole response');
+        continue;
+      }
+      const rows = value[0] as number;
+      values[i] = {
+        model_name: first.model_name,
+        outputs: first.outputs.map((o, k) => ({ name: o.name, shape: [rows, ...o.shape.slice(1)], datatype: o.datatype, data: plainData(o.datatype, value[k + 1]) })),
+      };
+    } else if (value !== undefined) {
+      values[i] = unpackResponse(value);
+      const outputs = (value as { outputs?: unknown } | null)?.outputs;
+      if (Array.isArray(outputs)) first = value as { model_name: string; outputs: OipTensor[] };
+    }
+  }
+}
+
+const plainData = (datatype: OipDatatype, data: unknown): unknown => (ArrayBuffer.isView(data) ? oipData(datatype, data as unknown as ArrayLike<unknown>) : data);
+
+/** `unpackBatch` of one response: TypedArray output data become plain arrays. */
 export function unpackResponse(value: unknown): unknown {
   const outputs = (value as { outputs?: unknown } | null | undefined)?.outputs;
   if (!Array.isArray(outputs)) return value;
   for (const output of outputs as { datatype: OipDatatype; data: unknown }[]) {
-    if (output !== null && typeof output === 'object' && ArrayBuffer.isView(output.data)) output.data = oipData(output.datatype, output.data as unknown as ArrayLike<unknown>);
+    if (output !== null && typeof output === 'object') output.data = plainData(output.datatype, output.data);
   }
   return value;
 }
