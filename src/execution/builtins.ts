@@ -2,7 +2,7 @@
 // mechanisms without a module reference, and known to every worker thread and process.
 import { LLModel } from '../llm/llmodel.js';
 import { OnnxModel } from '../onnx/onnxModel.js';
-import { WIRE_BATCH, packBatch, unpackBatch } from '../onnx/wire.js';
+import { WIRE_BATCH, packBatch, unpackBatch, unpackInputs } from '../onnx/wire.js';
 import { Model, type ModelClass } from '../model/model.js';
 import { registerModel } from '../model/registry.js';
 
@@ -20,15 +20,20 @@ for (const [name, cls] of BUILT_IN_MODELS) registerModel(name, cls);
  * (OnnxModel: tensors as TypedArrays). Both sides find it from the spec, so they always agree.
  */
 export interface WireCodec {
-  /** Main side: bodies to send instead (`undefined`: send that one as it is) and buffers to transfer. */
-  pack(bodies: readonly unknown[]): { bodies: (unknown | undefined)[]; transfer: ArrayBuffer[] };
+  /**
+   * Main side: bodies to send instead (`undefined`: send that one as it is; a number: a row of
+   * `table`, which then goes as the list's last element) and buffers to transfer.
+   */
+  pack(bodies: readonly unknown[]): { bodies: (unknown | undefined)[]; transfer: ArrayBuffer[]; table?: unknown };
+  /** Worker side: the input list as the main side sent it, back to one body per call. */
+  unpackInputs(list: unknown[]): unknown[];
   /** Worker side: the model's method to call instead of `predictBatch`. */
   readonly batch: symbol;
   /** Main side: the outputs of a batch from the worker (`undefined`: a failed call), in the model's contract form, in place. */
   unpackBatch(outputs: unknown[]): void;
 }
 
-const BUILT_IN_WIRE: ReadonlyMap<string, WireCodec> = new Map([['OnnxModel', { pack: packBatch, batch: WIRE_BATCH, unpackBatch }]]);
+const BUILT_IN_WIRE: ReadonlyMap<string, WireCodec> = new Map([['OnnxModel', { pack: packBatch, unpackInputs, batch: WIRE_BATCH, unpackBatch }]]);
 
 const codecs = new Map<string, WireCodec | undefined>();
 

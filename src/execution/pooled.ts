@@ -142,12 +142,17 @@ export class PooledSession implements ExecutorSession {
       const transfer: ArrayBuffer[] = [];
       const codec = wireCodec(specKey);
       const packed = codec?.pack(inputs);
+      let packedSent = false;
+      let rowsSent = false;
       inputs.forEach((input, i) => {
         const body = packed?.bodies[i];
-        // A packed body (TypedArray data in a buffer transferred whole) needs only a look for what cannot cross.
-        if (body !== undefined && inspectForWorker(body, 'input').problem === undefined) {
+        // A row of the packed table, or a packed body (TypedArray data in a buffer transferred
+        // whole), which needs only a look for what cannot cross.
+        if (typeof body === 'number' || (body !== undefined && inspectForWorker(body, 'input').problem === undefined)) {
           sent.push(i);
           send.push(body);
+          packedSent = true;
+          rowsSent ||= typeof body === 'number';
           return;
         }
         const prepared = this.collect(input);
@@ -159,7 +164,8 @@ export class PooledSession implements ExecutorSession {
           `the input of model '${endpointName}' cannot be copied to a worker ${this.transport.workerKind}: ${prepared.problem}, which structured clone cannot copy`,
         );
       });
-      if (packed !== undefined && send.some((body, k) => body === packed.bodies[sent[k]])) for (const buffer of packed.transfer) transfer.push(buffer);
+      if (packedSent) for (const buffer of packed!.transfer) transfer.push(buffer);
+      const list = rowsSent ? [...send, packed!.table] : send;
       if (sent.length === 0) {
         subscriber.next(results);
         subscriber.complete();
@@ -177,8 +183,8 @@ export class PooledSession implements ExecutorSession {
         error: (error: unknown) => subscriber.error(error),
         complete: () => undefined,
       });
-      const batchCall = new PooledCall(endpointName, specKey, send, contexts[sent[0]], inner, sent.map((i) => contexts[i]));
-      batchCall.prepared = { input: send, transfer };
+      const batchCall = new PooledCall(endpointName, specKey, list, contexts[sent[0]], inner, sent.map((i) => contexts[i]));
+      batchCall.prepared = { input: list, transfer };
       const call = this.lane.submit(batchCall);
       return () => this.lane.cancel(call, undefined);
     });

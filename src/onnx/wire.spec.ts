@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { OnnxModel, type OnnxRequest, type OnnxResponse } from './onnxModel.js';
-import { WIRE_BATCH, packBatch, unpackBatch, unpackResponse } from './wire.js';
+import { WIRE_BATCH, packBatch, unpackBatch, unpackInputs, unpackResponse } from './wire.js';
 import type { PredictContext } from '../model/model.js';
 // @ts-expect-error a plain .mjs module without types (the example's encoder)
 import { writeMlpModel } from '../../examples/onnx/onnxBuilder.mjs';
@@ -19,10 +19,15 @@ describe('packBatch (main side)', () => {
       { inputs: [tensor('UINT32', [4294967295])] },
     ];
     const copy = structuredClone(bodies);
-    const { bodies: packed, transfer } = packBatch(bodies);
+    const { bodies: packed, transfer, table } = packBatch(bodies);
     expect(bodies).toEqual(copy);
     expect(transfer).toHaveLength(1);
-    const data = packed.map((b) => (b as OnnxRequest).inputs.map((t) => t.data));
+    // The first body has a field of its own and the third another layout than the second's: new body objects.
+    expect(packed[1]).toBe(0);
+    expect(table).toMatchObject({ rxserveOnnxTable: 1, layout: ['x', 'FP64', 'x', 'INT8'] });
+    expect(table!.buffer).toBe(transfer[0]);
+    const [row] = unpackInputs([0, table]) as OnnxRequest[];
+    const data = [packed[0], row, packed[2]].map((b) => (b as OnnxRequest).inputs.map((t) => t.data));
     expect(data[0][0]).toEqual(new Float32Array([0.5, 1, 2]));
     expect(data[1][0]).toEqual(new Float64Array([1e300]));
     expect(data[1][1]).toEqual(new Int8Array([-128, 127]));
@@ -32,6 +37,29 @@ describe('packBatch (main side)', () => {
       expect((d as Float32Array).byteOffset % 8).toBe(0);
     }
     expect(packed[0]).toMatchObject({ id: 7, inputs: [{ name: 'x', shape: [1, 3], datatype: 'FP32' }] });
+    expect(row).toEqual({ inputs: [tensor('FP64', new Float64Array([1e300]), [1, 1]), tensor('INT8', new Int8Array([-128, 127]), [1, 2])] });
+  });
+
+  it('puts the bodies of one layout in the table, in order, and unpackInputs gives them back between the others', () => {
+    const rowOf = (i: number) => ({ inputs: [tensor('FP32', [i, i + 1], [1, 2])] });
+    const odd = { inputs: [{ ...tensor('FP32', [9, 9], [1, 2]), parameters: {} }] };
+    const bodies = [rowOf(0), odd, rowOf(2), { inputs: [tensor('FP32', ['bad'])] }, rowOf(4), { inputs: [tensor('FP32', [1], [1.5])] }];
+    const { bodies: packed, table } = packBatch(bodies);
+    expect(packed.map((b) => (typeof b === 'number' ? b : b === undefined ? 'as is' : 'object'))).toEqual([0, 'object', 1, 'as is', 2, 'object']);
+    const list = packed.map((b, i) => b ?? bodies[i]);
+    const back = unpackInputs([...list, table]) as OnnxRequest[];
+    expect(back).toHaveLength(bodies.length);
+    expect(back.map((b) => b.inputs.map((t) => [t.name, t.shape, t.datatype, Array.from(t.data as ArrayLike<unknown>)]))).toEqual(
+      bodies.map((b) => b.inputs.map((t) => [t.name, t.shape, t.datatype, t.data])),
+    );
+    expect(back[1]).toMatchObject({ inputs: [{ parameters: {} }] });
+    // Data lie one after another in the buffer (a refused body takes no room), so OnnxModel
+    // concatenates a batch of rows without a copy.
+    const views = [back[0], back[1], back[2], back[4]].map((b) => b.inputs[0].data as Float32Array);
+    expect(views.map((v) => v.byteOffset)).toEqual([0, 8, 16, 24]);
+    // A list without a table is left as it is.
+    const plain = [{ inputs: [] }];
+    expect(unpackInputs(plain)).toBe(plain);
   });
 
   it('leaves a body as it is (undefined) when the model would refuse a value, or when its data are not flat numbers of a packed datatype', () => {
@@ -50,9 +78,10 @@ describe('packBatch (main side)', () => {
       null,
       { inputs: [tensor('FP32', [3])] },
     ];
-    const { bodies: packed, transfer } = packBatch(bodies);
+    const { bodies: packed, transfer, table } = packBatch(bodies);
     expect(packed.slice(0, -1).every((b) => b === undefined)).toBe(true);
-    expect((packed.at(-1) as OnnxRequest).inputs[0].data).toEqual(new Float32Array([3]));
+    expect(packed.at(-1)).toBe(0);
+    expect((unpackInputs([0, table]) as OnnxRequest[])[0].inputs[0].data).toEqual(new Float32Array([3]));
     expect(transfer).toHaveLength(1);
     expect(packBatch([{ rows: [] }])).toEqual({ bodies: [undefined], transfer: [] });
   });
