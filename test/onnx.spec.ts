@@ -80,6 +80,40 @@ describe.skipIf(!present).each(MECHANISMS)('OnnxModel conformance on %s (libonnx
   });
 });
 
+// Batches cross to pool workers in a wire form of their own (TypedArrays, src/onnx/wire.ts): each
+// case's body twice, so its model's lane makes a batch of two (the calls of a batch are concatenated
+// only when the model's first dimension is dynamic; these run call by call in predictBatch).
+describe.skipIf(!present).each(['thread_pool', 'process_pool'] as const)('OnnxModel conformance in batches on %s (libonnx-testdata)', (mechanism) => {
+  it(`${CASES.length} node cases give the expected outputs, as plain arrays`, async () => {
+    const cases = CASES.map((name) => ({ name, ...loadCase(name) }));
+    const models: ModelEntry[] = cases.map((c) => ({
+      endpointName: c.name,
+      modelClass: 'OnnxModel',
+      executionMechanism: mechanism,
+      params: { modelPath: c.model },
+      batching: { maxBatchSize: 2, maxWaitMs: 50 },
+    }));
+    const bodies = cases.flatMap((c) => [0, 1].map(() => ({ inputs: c.inputs, models: [c.name] })));
+    const out: ServingEvent[] = await lastValueFrom(
+      from(bodies).pipe(asEvents(), modelRunner({ models, selector: (e) => (e.body as { models: string[] }).models, pool: { maxThreads: 2, maxProcesses: 2 } }), toArray()),
+    );
+    expect(out).toHaveLength(2 * cases.length);
+    out.forEach((event, n) => {
+      const c = cases[Math.floor(n / 2)];
+      const body = (event.body as Record<string, { model_name: string; outputs: OipTensor[] }>)[c.name];
+      expect(event.error, c.name).toBeUndefined();
+      expect(body.model_name).toBe(c.name);
+      expect(body.outputs.map((o) => [o.name, o.datatype, o.shape])).toEqual(c.outputs.map((o) => [o.name, o.datatype, o.shape]));
+      body.outputs.forEach((o, k) => {
+        expect(Array.isArray(o.data), `${c.name} ${o.name}`).toBe(true);
+        close(o.data as unknown[], c.outputs[k].data as unknown[], o.datatype);
+      });
+    });
+    // The caller's bodies are not touched: their data are still the JSON arrays they were.
+    for (const c of cases) for (const t of c.inputs) expect(Array.isArray(t.data)).toBe(true);
+  });
+});
+
 // A model this test builds: x [batch, 4] FP32 → y [batch, 3].
 const dir = mkdtempSync(join(tmpdir(), 'rxserve-onnx-'));
 const mlp = writeMlpModel(join(dir, 'mlp.onnx'), [4, 8, 3]);
@@ -89,13 +123,16 @@ const runMlp = (bodies: unknown[], extra: Partial<ModelEntry> = {}) =>
   lastValueFrom(from(bodies).pipe(asEvents(), modelRunner({ models: [mlpEntry(extra)], raiseException: false, pool: { maxThreads: 1 } }), toArray()));
 
 describe('OnnxModel on a model with a dynamic batch dimension', () => {
-  it('batched calls (concatenated along the first dimension) give the outputs of unbatched ones, on asyncio and thread_pool', async () => {
-    const bodies = [{ inputs: [x(1, 0)] }, { inputs: [x(3, 10)] }, { inputs: [x(2, 20)] }, { inputs: [x(1, 30)] }];
+  it('batched calls (concatenated along the first dimension) give the outputs of unbatched ones, on asyncio and the pools', async () => {
+    // Nested and flat data (flat numbers cross to a pool's workers as TypedArrays).
+    const flat = (rows: number, start: number) => ({ ...x(rows, start), data: x(rows, start).data.flat() });
+    const bodies = [{ inputs: [x(1, 0)] }, { inputs: [flat(3, 10)] }, { inputs: [x(2, 20)] }, { inputs: [flat(1, 30)] }, { inputs: [flat(2, 40)] }];
     const plain = (await runMlp(bodies)).map((e) => e.body);
     expect(plain[1]).toMatchObject({ model_name: 'mlp', outputs: [{ name: 'y', datatype: 'FP32', shape: [3, 3] }] });
-    for (const executionMechanism of ['asyncio', 'thread_pool'] as const) {
-      const batched = (await runMlp(bodies, { executionMechanism, batching: { maxBatchSize: 4, maxWaitMs: 20 } })).map((e) => e.body);
-      expect(batched).toEqual(plain);
+    for (const executionMechanism of ['asyncio', 'thread_pool', 'process_pool'] as const) {
+      const batched = (await runMlp(bodies, { executionMechanism, batching: { maxBatchSize: 5, maxWaitMs: 20 } })).map((e) => e.body);
+      expect(batched, executionMechanism).toEqual(plain);
+      for (const body of batched) expect(Array.isArray((body as { outputs: OipTensor[] }).outputs[0].data)).toBe(true);
     }
   });
 
@@ -104,26 +141,30 @@ describe('OnnxModel on a model with a dynamic batch dimension', () => {
       { inputs: [x(1)] },
       { inputs: [{ ...x(1), name: 'z' }] },
       { inputs: [{ ...x(1), shape: [1, 5], data: [1, 2, 3, 4, 5] }] },
-      { inputs: [{ ...x(1), datatype: 'FP64' }] },
+      { inputs: [{ ...x(1), datatype: 'FP64', data: [1, 2, 3, 4] }] },
       { inputs: [{ ...x(2), data: [1, 2, 3] }] },
       { inputs: [{ ...x(1), data: [[1, 2, 'three', 4]] }] },
       { inputs: [] },
       { rows: [1, 2, 3, 4] },
       { inputs: [x(2)] },
     ];
-    const out = (await runMlp(bodies, { batching: { maxBatchSize: 9, maxWaitMs: 20 } })).map((e) => (e.body as { error?: string }).error ?? 'ok');
     const expects = "; model 'mlp' expects inputs 'x' (FP32 [-1, 4])";
-    expect(out).toEqual([
-      'ok',
-      `TypeError: input 'z' is not an input of the model${expects}`,
-      `TypeError: input 'x' has shape [1, 5], the model takes [-1, 4]${expects}`,
-      `TypeError: input 'x' has datatype "FP64", the model takes FP32${expects}`,
-      `TypeError: input 'x' has 3 values, its shape [2, 4] needs 8${expects}`,
-      `TypeError: input 'x' data[2] is "three", FP32 data are numbers${expects}`,
-      `TypeError: input 'x' missing${expects}`,
-      `TypeError: the body is not an Open Inference Protocol request ({ inputs: [{ name, shape, datatype, data }] })${expects}`,
-      'ok',
-    ]);
+    // The same on pools, where the bodies of flat numbers (2 to 4) cross as TypedArrays and the
+    // others as they are: the worker's checks, the same messages.
+    for (const executionMechanism of ['asyncio', 'thread_pool', 'process_pool'] as const) {
+      const out = (await runMlp(bodies, { executionMechanism, batching: { maxBatchSize: 9, maxWaitMs: 20 } })).map((e) => (e.body as { error?: string }).error ?? 'ok');
+      expect(out, executionMechanism).toEqual([
+        'ok',
+        `TypeError: input 'z' is not an input of the model${expects}`,
+        `TypeError: input 'x' has shape [1, 5], the model takes [-1, 4]${expects}`,
+        `TypeError: input 'x' has datatype "FP64", the model takes FP32${expects}`,
+        `TypeError: input 'x' has 3 values, its shape [2, 4] needs 8${expects}`,
+        `TypeError: input 'x' data[2] is "three", FP32 data are numbers${expects}`,
+        `TypeError: input 'x' missing${expects}`,
+        `TypeError: the body is not an Open Inference Protocol request ({ inputs: [{ name, shape, datatype, data }] })${expects}`,
+        'ok',
+      ]);
+    }
   });
 
   it('a TypedArray of the datatype goes in as it is, also across to a worker thread', async () => {

@@ -3,7 +3,7 @@ import { ModelLoadError, toError } from '../errors.js';
 import { Model } from '../model/model.js';
 import { importModelClass } from '../model/registry.js';
 import { CallContext } from '../model/callContext.js';
-import { BUILT_IN_MODELS } from './builtins.js';
+import { BUILT_IN_MODELS, wireCodec, type WireCodec } from './builtins.js';
 import { flatten, inspectForWorker, serializeError, type WireBatch, type WireCall, type WireResult, type WorkerModelSpec } from './protocol.js';
 
 /** Classes every worker knows without a module reference. */
@@ -79,7 +79,7 @@ export class ModelHost {
     const models = batch.specs.map((key) => this.loaded.get(key) ?? this.get(key));
     return batch.calls.map((call) => {
       const model = models[call.spec];
-      if (call.batch !== undefined) return this.runBatchCall(model, call, transfer);
+      if (call.batch !== undefined) return this.runBatchCall(model, call, transfer, wireCodec(batch.specs[call.spec]));
       return model instanceof Model ? this.runLoaded(model, call, transfer) : this.runCall(model, call, transfer);
     });
   }
@@ -115,13 +115,15 @@ export class ModelHost {
     };
   }
 
-  private runBatchCall(model: Model | Promise<Model>, call: WireCall, transfer: ArrayBuffer[] | undefined): WireResult | Promise<WireResult> {
+  /** `wire`: how a built-in class's batches cross (builtins.ts): its input list to read, the method to call instead of `predictBatch`. */
+  private runBatchCall(model: Model | Promise<Model>, call: WireCall, transfer: ArrayBuffer[] | undefined, wire: WireCodec | undefined): WireResult | Promise<WireResult> {
     const contexts = call.batch!.map((c) => new CallContext(c.eventId, c.origin, c.path));
-    const inputs = call.input as unknown[];
+    const inputs = wire ? wire.unpackInputs(call.input as unknown[]) : (call.input as unknown[]);
     const run = (m: Model): WireResult | Promise<WireResult> => {
       let values: unknown;
       try {
-        values = m.predictBatch(inputs, contexts);
+        const method = wire && (m as unknown as Record<symbol, Model['predictBatch'] | undefined>)[wire.batch];
+        values = method ? method.call(m, inputs, contexts) : m.predictBatch(inputs, contexts);
       } catch (error) {
         return { ok: false, error: serializeError(error) };
       }

@@ -6,8 +6,9 @@ import { Observable, Subscriber } from 'rxjs';
 import { WorkerCrashedError } from '../errors.js';
 import type { PredictContext } from '../model/model.js';
 import type { CallResult, ExecutorSession } from './executor.js';
+import { wireCodec } from './builtins.js';
 import { Lane, LaneCall, type LaneUnit } from './lane.js';
-import { deserializeError, unflatten, type WireBatch, type WireCall, type WireResult } from './protocol.js';
+import { deserializeError, inspectForWorker, unflatten, type WireBatch, type WireCall, type WireResult } from './protocol.js';
 
 /** A batch handed to a transport. */
 export interface SentBatch {
@@ -58,6 +59,8 @@ class PooledCall extends LaneCall {
   readonly id = nextCallId();
   batch: SentBatch | undefined = undefined;
   grace: ReturnType<typeof setTimeout> | undefined = undefined;
+  /** What to send and transfer, when the input was prepared before the call was queued (batch calls). */
+  prepared: { input: unknown; transfer: ArrayBuffer[] } | undefined = undefined;
   constructor(
     readonly endpoint: string,
     readonly specKey: string,
@@ -135,13 +138,34 @@ export class PooledSession implements ExecutorSession {
       }
       const results: unknown[] = new Array(inputs.length);
       const sent: number[] = [];
+      const send: unknown[] = [];
+      const transfer: ArrayBuffer[] = [];
+      const codec = wireCodec(specKey);
+      const packed = codec?.pack(inputs);
+      let packedSent = false;
+      let rowsSent = false;
       inputs.forEach((input, i) => {
-        const { problem } = this.collect(input);
-        if (problem === undefined) sent.push(i);
-        else results[i] = new TypeError(
-          `the input of model '${endpointName}' cannot be copied to a worker ${this.transport.workerKind}: ${problem}, which structured clone cannot copy`,
+        const body = packed?.bodies[i];
+        // A row of the packed table, or a packed body (TypedArray data in a buffer transferred
+        // whole), which needs only a look for what cannot cross.
+        if (typeof body === 'number' || (body !== undefined && inspectForWorker(body, 'input').problem === undefined)) {
+          sent.push(i);
+          send.push(body);
+          packedSent = true;
+          rowsSent ||= typeof body === 'number';
+          return;
+        }
+        const prepared = this.collect(input);
+        if (prepared.problem === undefined) {
+          sent.push(i);
+          send.push(prepared.input);
+          for (const buffer of prepared.transfer) transfer.push(buffer);
+        } else results[i] = new TypeError(
+          `the input of model '${endpointName}' cannot be copied to a worker ${this.transport.workerKind}: ${prepared.problem}, which structured clone cannot copy`,
         );
       });
+      if (packedSent) for (const buffer of packed!.transfer) transfer.push(buffer);
+      const list = rowsSent ? [...send, packed!.table] : send;
       if (sent.length === 0) {
         subscriber.next(results);
         subscriber.complete();
@@ -149,16 +173,19 @@ export class PooledSession implements ExecutorSession {
       }
       const inner = new Subscriber<unknown>({
         next: (flat) => {
-          unflatten(flat as unknown[]).forEach((r, k) => (results[sent[k]] = r.ok ? r.value : deserializeError(r.error)));
+          const answers = unflatten(flat as unknown[]);
+          const values = answers.map((r) => (r.ok ? r.value : undefined));
+          codec?.unpackBatch(values);
+          answers.forEach((r, k) => (results[sent[k]] = r.ok ? values[k] : deserializeError(r.error)));
           subscriber.next(results);
           subscriber.complete();
         },
         error: (error: unknown) => subscriber.error(error),
         complete: () => undefined,
       });
-      const call = this.lane.submit(
-        new PooledCall(endpointName, specKey, sent.map((i) => inputs[i]), contexts[sent[0]], inner, sent.map((i) => contexts[i])),
-      );
+      const batchCall = new PooledCall(endpointName, specKey, list, contexts[sent[0]], inner, sent.map((i) => contexts[i]));
+      batchCall.prepared = { input: list, transfer };
+      const call = this.lane.submit(batchCall);
       return () => this.lane.cancel(call, undefined);
     });
   }
@@ -181,8 +208,8 @@ export class PooledSession implements ExecutorSession {
     const calls: PooledCall[] = [];
     const wire: WireCall[] = [];
     for (const call of batchCalls) {
-      const prepared = this.collect(call.input);
-      if (prepared.problem !== undefined) {
+      const prepared = call.prepared ?? this.collect(call.input);
+      if ('problem' in prepared && prepared.problem !== undefined) {
         // This input cannot cross to a worker: it fails alone, the rest of the batch goes.
         this.lane.settle(
           call,

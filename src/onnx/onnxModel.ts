@@ -4,9 +4,10 @@ import { fileURLToPath } from 'node:url';
 import { ModelLoadError, toError } from '../errors.js';
 import type { ModelArtifact } from '../model/artifact.js';
 import { Model, type ModelInit, type PredictContext } from '../model/model.js';
-import { OIP_DATATYPE, ORT_TYPE } from './datatypes.js';
+import { OIP_DATATYPE, ORT_TYPE, type OipDatatype } from './datatypes.js';
 import { inPoolWorker, loadRuntime, type OrtRuntime, type OrtSession, type OrtTensor } from './runtime.js';
-import { checkRequest, toOipOutput, type CheckedInput, type ExpectedInput, type OipTensor } from './tensor.js';
+import { checkRequest, oipData, type CheckedInput, type ExpectedInput, type OipTensor } from './tensor.js';
+import { WIRE_BATCH, type WireRows } from './wire.js';
 
 /** An Open Inference Protocol inference request (`/v2/models/<m>/infer` body). */
 export interface OnnxRequest {
@@ -88,7 +89,8 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
   }
 
   override async predict(body: OnnxRequest, _ctx: PredictContext): Promise<OnnxResponse> {
-    return this.#run(checkRequest(this.name, body, this.#inputs));
+    const outputs = await this.#run(checkRequest(this.name, body, this.#inputs));
+    return { model_name: this.name, outputs: outputs.map((o) => ({ name: o.name, shape: [...o.dims], datatype: o.datatype, data: oipData(o.datatype, o.data) })) };
   }
 
   /**
@@ -97,7 +99,24 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
    * (or whose outputs do not keep it) run call by call.
    */
   override async predictBatch(bodies: readonly OnnxRequest[], _ctxs: readonly PredictContext[]): Promise<(OnnxResponse | Error)[]> {
-    const results: (OnnxResponse | Error)[] = new Array(bodies.length);
+    return this.#batch(bodies, true);
+  }
+
+  /**
+   * @internal In a pool worker: `predictBatch` in the wire form of `wire.ts` — output `data` left
+   * as onnxruntime's TypedArrays (views of the batch's output) and, after the first call of a
+   * batch, each call's outputs as `[rows, ...data]` only; the main side rebuilds the responses
+   * (`unpackBatch`). A subclass that overrides `predictBatch` is called as it is.
+   */
+  [WIRE_BATCH](bodies: readonly OnnxRequest[], ctxs: readonly PredictContext[]): Promise<(OnnxResponse | WireRows | Error)[]> | (OnnxResponse | Error)[] {
+    if (this.predictBatch !== OnnxModel.prototype.predictBatch) return this.predictBatch(bodies, ctxs);
+    return this.#batch(bodies, false);
+  }
+
+  async #batch(bodies: readonly OnnxRequest[], plain: true): Promise<(OnnxResponse | Error)[]>;
+  async #batch(bodies: readonly OnnxRequest[], plain: false): Promise<(OnnxResponse | WireRows | Error)[]>;
+  async #batch(bodies: readonly OnnxRequest[], plain: boolean): Promise<(OnnxResponse | WireRows | Error)[]> {
+    const results: (OnnxResponse | WireRows | Error)[] = new Array(bodies.length);
     const checked: { index: number; inputs: CheckedInput[] }[] = [];
     bodies.forEach((body, index) => {
       try {
@@ -106,17 +125,19 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
         results[index] = toError(error);
       }
     });
-    const sameTail = checked.every((c) => c.inputs.every((input, k) => sameDims(input.dims.slice(1), checked[0].inputs[k].dims.slice(1))));
-    const rows = checked.map((c) => c.inputs[0]?.dims[0] ?? 0);
-    if (checked.length > 1 && this.#batchable && sameTail) {
+    if (checked.length > 1 && this.#batchable && sameTails(checked)) {
       const merged = this.#inputs.map((_, k) => concat(checked.map((c) => c.inputs[k])));
-      const total = rows.reduce((a, b) => a + b, 0);
-      const response = await this.#run(merged);
-      if (response.outputs.every((o) => o.shape.length > 0 && o.shape[0] === total)) {
-        let offset = 0;
+      const rows = checked.map((c) => c.inputs[0].dims[0]);
+      const total = merged[0].dims[0];
+      const outputs = await this.#run(merged);
+      if (outputs.every((o) => o.dims.length > 0 && o.dims[0] === total)) {
+        const parts = outputs.map((o) => split(o, rows, total, plain));
         checked.forEach((c, n) => {
-          results[c.index] = { model_name: this.name, outputs: response.outputs.map((o) => slice(o, offset, rows[n], total)) };
-          offset += rows[n];
+          // The first call of the batch carries the names, datatypes and shapes for the main side.
+          results[c.index] =
+            plain || n === 0
+              ? { model_name: this.name, outputs: parts.map((p) => ({ name: p.name, shape: [rows[n], ...p.tail], datatype: p.datatype, data: p.data[n] })) }
+              : [rows[n], ...parts.map((p) => p.data[n])];
         });
         return results;
       }
@@ -124,7 +145,11 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
     await Promise.all(
       checked.map(async (c) => {
         try {
-          results[c.index] = await this.#run(c.inputs);
+          const outputs = await this.#run(c.inputs);
+          results[c.index] = {
+            model_name: this.name,
+            outputs: outputs.map((o) => ({ name: o.name, shape: [...o.dims], datatype: o.datatype, data: plain ? oipData(o.datatype, o.data) : o.data })),
+          };
         } catch (error) {
           results[c.index] = toError(error);
         }
@@ -133,14 +158,19 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
     return results;
   }
 
-  async #run(inputs: readonly CheckedInput[]): Promise<OnnxResponse> {
+  /** One session run; its outputs in the model's order, as onnxruntime gives them. */
+  async #run(inputs: readonly CheckedInput[]): Promise<RawOutput[]> {
     const ort = this.#ort;
     const session = this.#session;
     if (ort === undefined || session === undefined) throw new ModelLoadError(this.name, 'the model is not loaded');
     const feeds: Record<string, OrtTensor> = {};
     for (const input of inputs) feeds[input.name] = new ort.Tensor(ORT_TYPE[input.datatype], input.data, input.dims);
     const out = await session.run(feeds);
-    return { model_name: this.name, outputs: this.#outputs.map(({ name }) => toOipOutput(name, out[name].type, out[name].dims, out[name].data)) };
+    return this.#outputs.map(({ name }) => {
+      const datatype = OIP_DATATYPE[out[name].type];
+      if (datatype === undefined) throw new TypeError(`output '${name}' has type '${out[name].type}', which the Open Inference Protocol cannot carry`);
+      return { name, datatype, dims: out[name].dims, data: out[name].data };
+    });
   }
 
   override async close(): Promise<void> {
@@ -150,15 +180,58 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
   }
 }
 
-const sameDims = (a: readonly number[], b: readonly number[]): boolean => a.length === b.length && a.every((d, i) => d === b[i]);
+/** An output as onnxruntime gave it. */
+interface RawOutput {
+  readonly name: string;
+  readonly datatype: OipDatatype;
+  readonly dims: readonly number[];
+  readonly data: ArrayLike<unknown>;
+}
 
-/** Inputs of several calls as one, along the first dimension. */
+/** Every call's inputs have the same dimensions after the first as the first call's. */
+function sameTails(checked: readonly { inputs: CheckedInput[] }[]): boolean {
+  const first = checked[0].inputs;
+  for (const c of checked) {
+    for (let k = 0; k < first.length; k++) {
+      const a = c.inputs[k].dims;
+      const b = first[k].dims;
+      if (a.length !== b.length) return false;
+      for (let d = 1; d < a.length; d++) if (a[d] !== b[d]) return false;
+    }
+  }
+  return true;
+}
+
+type Typed = ArrayLike<unknown> & { readonly buffer: ArrayBufferLike; readonly byteOffset: number; readonly byteLength: number; set(a: ArrayLike<unknown>, o: number): void };
+type TypedCtor = { new (n: number): Typed; new (buffer: ArrayBufferLike, byteOffset: number, length: number): Typed };
+
+/**
+ * Inputs of several calls as one, along the first dimension. Views that already lie one after
+ * another in one buffer (a batch packed on the main thread, see wire.ts) are taken as one view.
+ */
 function concat(parts: readonly CheckedInput[]): CheckedInput {
   const first = parts[0];
-  const length = parts.reduce((n, p) => n + p.data.length, 0);
-  const dims = [parts.reduce((n, p) => n + p.dims[0], 0), ...first.dims.slice(1)];
+  let length = 0;
+  let rows = 0;
+  for (const p of parts) {
+    length += p.data.length;
+    rows += p.dims[0];
+  }
+  const dims = [rows, ...first.dims.slice(1)];
   if (Array.isArray(first.data)) return { ...first, dims, data: parts.flatMap((p) => p.data as unknown[]) };
-  const ctor = (first.data as unknown as { constructor: new (n: number) => { set(a: ArrayLike<unknown>, o: number): void } & ArrayLike<unknown> }).constructor;
+  const head = first.data as unknown as Typed;
+  const ctor = head.constructor as TypedCtor;
+  let contiguous = true;
+  let end = head.byteOffset;
+  for (const p of parts) {
+    const d = p.data as unknown as Typed;
+    if (d.buffer !== head.buffer || d.byteOffset !== end || d.constructor !== ctor) {
+      contiguous = false;
+      break;
+    }
+    end += d.byteLength;
+  }
+  if (contiguous) return { ...first, dims, data: new ctor(head.buffer, head.byteOffset, length) };
   const data = new ctor(length);
   let offset = 0;
   for (const p of parts) {
@@ -168,9 +241,22 @@ function concat(parts: readonly CheckedInput[]): CheckedInput {
   return { ...first, dims, data };
 }
 
-/** One call's rows of a batch output. */
-function slice(output: OipTensor, offset: number, rows: number, total: number): OipTensor {
-  const data = output.data as unknown[];
+/**
+ * An output's rows for each call (`rows[n]` rows for call n): plain arrays, or views of the
+ * output's TypedArray (`plain` false, for the trip to the main thread).
+ */
+function split(output: RawOutput, rows: readonly number[], total: number, plain: boolean): { name: string; datatype: OipDatatype; tail: number[]; data: unknown[] } {
+  const { data } = output;
   const perRow = total === 0 ? 0 : data.length / total;
-  return { ...output, shape: [rows, ...output.shape.slice(1)], data: data.slice(offset * perRow, (offset + rows) * perRow) };
+  const typed = ArrayBuffer.isView(data);
+  const parts: unknown[] = new Array(rows.length);
+  let offset = 0;
+  for (let n = 0; n < rows.length; n++) {
+    const from = offset * perRow;
+    const to = (offset + rows[n]) * perRow;
+    const values = typed ? (data as unknown as { subarray(a: number, b: number): ArrayLike<unknown> }).subarray(from, to) : (data as unknown[]).slice(from, to);
+    parts[n] = plain ? oipData(output.datatype, values) : values;
+    offset += rows[n];
+  }
+  return { name: output.name, datatype: output.datatype, tail: output.dims.slice(1), data: parts };
 }

@@ -124,10 +124,20 @@ function flatten(nested: readonly unknown[], into: unknown[]): unknown[] {
 export function toOipOutput(name: string, type: string, dims: readonly number[], data: ArrayLike<unknown>): OipTensor {
   const datatype = OIP_DATATYPE[type];
   if (datatype === undefined) throw new TypeError(`output '${name}' has type '${type}', which the Open Inference Protocol cannot carry`);
-  const values: unknown[] = new Array(data.length);
-  for (let k = 0; k < data.length; k++) {
-    const v = data[k];
-    values[k] = datatype === 'BOOL' ? Boolean(v) : datatype === 'FP16' ? fromHalf(v as number) : typeof v === 'bigint' ? Number(v) : v;
-  }
-  return { name, shape: [...dims], datatype, data: values };
+  return { name, shape: [...dims], datatype, data: oipData(datatype, data) };
+}
+
+/**
+ * An output's values as a plain flat array: numbers (64-bit integers as numbers, FP16 bits
+ * decoded), booleans for BOOL, strings for BYTES. One loop per kind, so the common case (a
+ * Float32Array) is a plain copy.
+ */
+export function oipData(datatype: OipDatatype, data: ArrayLike<unknown>): unknown[] {
+  const n = data.length;
+  const values: unknown[] = new Array(n);
+  if (datatype === 'BOOL') for (let k = 0; k < n; k++) values[k] = Boolean(data[k]);
+  else if (datatype === 'FP16') for (let k = 0; k < n; k++) values[k] = fromHalf(data[k] as number);
+  else if (datatype === 'INT64' || datatype === 'UINT64') for (let k = 0; k < n; k++) values[k] = Number(data[k]);
+  else for (let k = 0; k < n; k++) values[k] = data[k];
+  return values;
 }

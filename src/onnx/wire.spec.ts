@@ -1,0 +1,159 @@
+// The wire form of OnnxModel batches between the main thread and pool workers (wire.ts).
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { OnnxModel, type OnnxRequest, type OnnxResponse } from './onnxModel.js';
+import { WIRE_BATCH, packBatch, unpackBatch, unpackInputs, unpackResponse } from './wire.js';
+import type { PredictContext } from '../model/model.js';
+// @ts-expect-error a plain .mjs module without types (the example's encoder)
+import { writeMlpModel } from '../../examples/onnx/onnxBuilder.mjs';
+
+const tensor = (datatype: string, data: unknown, shape = [1, Array.isArray(data) ? data.length : 0]) => ({ name: 'x', shape, datatype, data });
+
+describe('packBatch (main side)', () => {
+  it('turns flat numeric data into TypedArrays of the datatype, views of one buffer to transfer; the bodies given are not touched', () => {
+    const bodies = [
+      { inputs: [tensor('FP32', [0.5, 1, 2])], id: 7 },
+      { inputs: [tensor('FP64', [1e300]), tensor('INT8', [-128, 127])] },
+      { inputs: [tensor('UINT32', [4294967295])] },
+    ];
+    const copy = structuredClone(bodies);
+    const { bodies: packed, transfer, table } = packBatch(bodies);
+    expect(bodies).toEqual(copy);
+    expect(transfer).toHaveLength(1);
+    // The first body has a field of its own and the third another layout than the second's: new body objects.
+    expect(packed[1]).toBe(0);
+    expect(table).toMatchObject({ rxserveOnnxTable: 1, layout: ['x', 'FP64', 'x', 'INT8'] });
+    expect(table!.buffer).toBe(transfer[0]);
+    const [row] = unpackInputs([0, table]) as OnnxRequest[];
+    const data = [packed[0], row, packed[2]].map((b) => (b as OnnxRequest).inputs.map((t) => t.data));
+    expect(data[0][0]).toEqual(new Float32Array([0.5, 1, 2]));
+    expect(data[1][0]).toEqual(new Float64Array([1e300]));
+    expect(data[1][1]).toEqual(new Int8Array([-128, 127]));
+    expect(data[2][0]).toEqual(new Uint32Array([4294967295]));
+    for (const d of data.flat()) {
+      expect((d as Float32Array).buffer).toBe(transfer[0]);
+      expect((d as Float32Array).byteOffset % 8).toBe(0);
+    }
+    expect(packed[0]).toMatchObject({ id: 7, inputs: [{ name: 'x', shape: [1, 3], datatype: 'FP32' }] });
+    expect(row).toEqual({ inputs: [tensor('FP64', new Float64Array([1e300]), [1, 1]), tensor('INT8', new Int8Array([-128, 127]), [1, 2])] });
+  });
+
+  it('puts the bodies of one layout in the table, in order, and unpackInputs gives them back between the others', () => {
+    const rowOf = (i: number) => ({ inputs: [tensor('FP32', [i, i + 1], [1, 2])] });
+    const odd = { inputs: [{ ...tensor('FP32', [9, 9], [1, 2]), parameters: {} }] };
+    const bodies = [rowOf(0), odd, rowOf(2), { inputs: [tensor('FP32', ['bad'])] }, rowOf(4), { inputs: [tensor('FP32', [1], [1.5])] }];
+    const { bodies: packed, table } = packBatch(bodies);
+    expect(packed.map((b) => (typeof b === 'number' ? b : b === undefined ? 'as is' : 'object'))).toEqual([0, 'object', 1, 'as is', 2, 'object']);
+    const list = packed.map((b, i) => b ?? bodies[i]);
+    const back = unpackInputs([...list, table]) as OnnxRequest[];
+    expect(back).toHaveLength(bodies.length);
+    expect(back.map((b) => b.inputs.map((t) => [t.name, t.shape, t.datatype, Array.from(t.data as ArrayLike<unknown>)]))).toEqual(
+      bodies.map((b) => b.inputs.map((t) => [t.name, t.shape, t.datatype, t.data])),
+    );
+    expect(back[1]).toMatchObject({ inputs: [{ parameters: {} }] });
+    // Data lie one after another in the buffer (a refused body takes no room), so OnnxModel
+    // concatenates a batch of rows without a copy.
+    const views = [back[0], back[1], back[2], back[4]].map((b) => b.inputs[0].data as Float32Array);
+    expect(views.map((v) => v.byteOffset)).toEqual([0, 8, 16, 24]);
+    // A list without a table is left as it is.
+    const plain = [{ inputs: [] }];
+    expect(unpackInputs(plain)).toBe(plain);
+  });
+
+  it('leaves a body as it is (undefined) when the model would refuse a value, or when its data are not flat numbers of a packed datatype', () => {
+    const bodies = [
+      { inputs: [tensor('INT8', [1.5])] },
+      { inputs: [tensor('UINT8', [256])] },
+      { inputs: [tensor('FP32', [1, 'two'])] },
+      { inputs: [tensor('FP32', [[1, 2]])] },
+      { inputs: [tensor('FP32', [1]), tensor('BOOL', [true])] },
+      { inputs: [tensor('INT64', [1])] },
+      { inputs: [tensor('FP16', [1])] },
+      { inputs: [tensor('constructor', [1])] },
+      { inputs: [tensor('FP32', new Float32Array([1]))] },
+      { inputs: [] },
+      { rows: [1] },
+      null,
+      { inputs: [tensor('FP32', [3])] },
+    ];
+    const { bodies: packed, transfer, table } = packBatch(bodies);
+    expect(packed.slice(0, -1).every((b) => b === undefined)).toBe(true);
+    expect(packed.at(-1)).toBe(0);
+    expect((unpackInputs([0, table]) as OnnxRequest[])[0].inputs[0].data).toEqual(new Float32Array([3]));
+    expect(transfer).toHaveLength(1);
+    expect(packBatch([{ rows: [] }])).toEqual({ bodies: [undefined], transfer: [] });
+  });
+});
+
+describe('unpackResponse (main side)', () => {
+  it('makes TypedArray output data the plain arrays of the contract, per datatype; plain data stay as they are', () => {
+    const out = (datatype: string, data: unknown) => ({ name: 'y', shape: [1], datatype, data });
+    const value = {
+      model_name: 'm',
+      outputs: [
+        out('FP32', new Float32Array([0.5, 2])),
+        out('BOOL', new Uint8Array([1, 0])),
+        out('FP16', new Uint16Array([0x3c00])),
+        out('INT64', new BigInt64Array([-3n])),
+        out('UINT64', new BigUint64Array([5n])),
+        out('BYTES', ['a']),
+      ],
+    };
+    const unpacked = unpackResponse(value) as OnnxResponse;
+    expect(unpacked.outputs.map((o) => o.data)).toEqual([[0.5, 2], [true, false], [1], [-3], [5], ['a']]);
+    for (const o of unpacked.outputs) expect(Array.isArray(o.data)).toBe(true);
+    expect(unpackResponse('not a response')).toBe('not a response');
+  });
+});
+
+describe('OnnxModel[WIRE_BATCH] (worker side)', () => {
+  const path = writeMlpModel(join(mkdtempSync(join(tmpdir(), 'rxserve-wire-')), 'mlp.onnx'), [4, 3]);
+  const ctxs = [{}, {}] as unknown as PredictContext[];
+  const bodies = [{ inputs: [tensor('FP32', [1, 2, 3, 4], [1, 4])] }, { inputs: [tensor('FP32', [5, 6, 7, 8, 9, 10, 11, 12], [2, 4])] }] as OnnxRequest[];
+
+  it('gives predictBatch outputs with data left as TypedArray views, after the first call as [rows, ...data]; unpackBatch makes them predictBatch outputs', async () => {
+    const model = new OnnxModel({ name: 'mlp', modelPath: path });
+    await model.load();
+    const three = [...bodies, bodies[0]];
+    const plain = await model.predictBatch(three, [...ctxs, ...ctxs]);
+    const wire = (await model[WIRE_BATCH](three, [...ctxs, ...ctxs])) as unknown[];
+    const [first, second] = wire as [OnnxResponse, unknown[]];
+    expect(first).toMatchObject({ model_name: 'mlp', outputs: [{ shape: [1, 3], datatype: 'FP32' }] });
+    expect(ArrayBuffer.isView(first.outputs[0].data)).toBe(true);
+    expect(second).toHaveLength(2);
+    expect(second[0]).toBe(2);
+    expect(second[1]).toBeInstanceOf(Float32Array);
+    unpackBatch(wire);
+    expect(wire).toEqual(plain);
+    await model.close();
+  });
+
+  it('unpackBatch skips failed calls (undefined) and refuses rows without a whole response before them', () => {
+    const values: unknown[] = [undefined, [1, new Float32Array([1])]];
+    unpackBatch(values);
+    expect(values[0]).toBeUndefined();
+    expect(values[1]).toBeInstanceOf(TypeError);
+    const mixed: unknown[] = [{ model_name: 'm', outputs: [{ name: 'y', shape: [1, 2], datatype: 'INT64', data: new BigInt64Array([1n, 2n]) }] }, undefined, [2, new BigInt64Array([3n, 4n, 5n, 6n])]];
+    unpackBatch(mixed);
+    expect(mixed).toEqual([
+      { model_name: 'm', outputs: [{ name: 'y', shape: [1, 2], datatype: 'INT64', data: [1, 2] }] },
+      undefined,
+      { model_name: 'm', outputs: [{ name: 'y', shape: [2, 2], datatype: 'INT64', data: [3, 4, 5, 6] }] },
+    ]);
+  });
+
+  it('calls a subclass that overrides predictBatch as it is', async () => {
+    class Tagged extends OnnxModel {
+      override async predictBatch(b: readonly OnnxRequest[]): Promise<OnnxResponse[]> {
+        return b.map(() => ({ model_name: 'tagged', outputs: [] }));
+      }
+    }
+    const model = new Tagged({ name: 'mlp', modelPath: path });
+    expect(await model[WIRE_BATCH](bodies, ctxs)).toEqual([
+      { model_name: 'tagged', outputs: [] },
+      { model_name: 'tagged', outputs: [] },
+    ]);
+  });
+});
