@@ -1,8 +1,11 @@
 // Partial results end to end (DESIGN §15): ctx.emit in process, through shared models and worker
 // pools; LLModel `stream: true` against the loopback LLM server.
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { firstValueFrom, from, lastValueFrom, toArray } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
+  LLModel,
   Model,
   createGraph,
   invoker,
@@ -69,6 +72,82 @@ describe('LLModel stream: true in modelRunner', () => {
     expect(server.requests.at(-1)!.body.stream).toBe(true);
     expect(server.requests.at(-1)!.body).not.toHaveProperty('stream', false);
   });
+});
+
+describe("LLModel stream: true: the OpenAI provider's own event-stream parsing", () => {
+  /** A hand-written upstream: `frames` written as `writes` (one write each, or all at once), CRLF line ends. */
+  const startUpstream = async (frames: string[], together: boolean) => {
+    const srv = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const wire = frames.map((f) => f.replace(/\n/g, '\r\n'));
+        if (together) res.end(wire.join(''));
+        else {
+          for (const f of wire) res.write(f);
+          res.end();
+        }
+      });
+    });
+    await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+    return { baseURL: `http://127.0.0.1:${(srv.address() as AddressInfo).port}/v1`, close: () => new Promise((resolve) => srv.close(resolve)) };
+  };
+  const chunk = (delta: object, extra: object = {}) =>
+    `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta, finish_reason: null }], ...extra })}\n\n`;
+  const usage = { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 };
+  const model = (baseURL: string, transport: 'fetch' | 'node-http') =>
+    new LLModel({
+      name: 'p',
+      artifact: modelArtifact({ key: 'g', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'k', baseURL, transport } }),
+      params: { stream: true },
+    });
+
+  for (const transport of ['fetch', 'node-http'] as const) {
+    for (const together of [false, true]) {
+      it(`${transport}, ${together ? 'one write' : 'a write per chunk'}: deltas in order, comments skipped, usage kept, nothing after [DONE]`, async () => {
+        const frames = [
+          ': keep-alive\n\n',
+          chunk({ role: 'assistant', content: '' }),
+          chunk({ content: 'Put "it"' }),
+          chunk({ content: ' in\nan ' }),
+          chunk({ content: 'index fund 😀' }),
+          `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [], usage })}\n\n`,
+          'data: [DONE]\n\n',
+          chunk({ content: 'after done' }),
+        ];
+        const upstream = await startUpstream(frames, together);
+        try {
+          const events = await lastValueFrom(model(upstream.baseURL, transport).predictStream({ messages: [{ role: 'user', content: 'q' }] }).pipe(toArray()));
+          expect(events).toEqual([
+            { type: 'chunk', text: 'Put "it"' },
+            { type: 'chunk', text: ' in\nan ' },
+            { type: 'chunk', text: 'index fund 😀' },
+            { type: 'final', answer: 'Put "it" in\nan index fund 😀', usage },
+          ]);
+        } finally {
+          await upstream.close();
+        }
+      });
+    }
+    it(`${transport}: an { error } event mid-stream fails the call with the server's message, after the deltas before it`, async () => {
+      const upstream = await startUpstream(
+        [chunk({ content: 'Hel' }), `data: ${JSON.stringify({ error: { message: 'the model overloaded', type: 'server_error' } })}\n\n`],
+        false,
+      );
+      try {
+        const seen: string[] = [];
+        const error = await new Promise<unknown>((resolve) =>
+          model(upstream.baseURL, transport)
+            .predictStream({ messages: [{ role: 'user', content: 'q' }] })
+            .subscribe({ next: (e) => e.type === 'chunk' && seen.push(e.text), error: resolve, complete: () => resolve('completed') }),
+        );
+        expect(seen).toEqual(['Hel']);
+        expect(error).toMatchObject({ name: 'ProviderError', message: expect.stringContaining('the model overloaded') });
+      } finally {
+        await upstream.close();
+      }
+    });
+  }
 });
 
 describe('LLModel stream: true with Hugging Face', () => {
