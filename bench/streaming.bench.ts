@@ -20,6 +20,8 @@ export interface StreamingRow {
   readonly tokensPerSecond: number;
   /** CPU time (user + system) of the row's serve() process per streamed answer; undefined for (a). */
   readonly serverCpuUs?: number;
+  /** CPU time of the measuring client (this process) per streamed answer. */
+  readonly clientCpuUs: number;
 }
 
 export interface StreamingFigures {
@@ -66,10 +68,13 @@ async function startChild(fixture: string, args: string[]): Promise<Child> {
 interface Sample {
   readonly ttft: number;
   readonly tokensPerSecond: number;
+  /** This process's CPU time (user + system) during the request, µs. */
+  readonly cpuUs: number;
 }
 
 /** One streamed request: `next` yields once per content chunk. */
 async function measure(stream: () => AsyncIterable<unknown>): Promise<Sample> {
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   let first = 0;
   let last = 0;
@@ -79,7 +84,8 @@ async function measure(stream: () => AsyncIterable<unknown>): Promise<Sample> {
     if (chunks++ === 0) first = last;
   }
   if (chunks < 2) throw new Error(`expected a streamed answer, got ${chunks} chunks`);
-  return { ttft: first - t0, tokensPerSecond: ((chunks - 1) * 1000) / (last - first) };
+  const cpu = process.cpuUsage(cpu0);
+  return { ttft: first - t0, tokensPerSecond: ((chunks - 1) * 1000) / (last - first), cpuUs: cpu.user + cpu.system };
 }
 
 async function* openaiChunks(client: OpenAI, model: string): AsyncIterable<unknown> {
@@ -140,6 +146,7 @@ export async function runStreaming(quick: boolean): Promise<StreamingFigures> {
         ttftP99Ms: percentile(ttft, 99),
         tokensPerSecond: percentile(rates, 50),
         ...(server ? { serverCpuUs: (cpu1[k] - cpu0[k]) / requests } : {}),
+        clientCpuUs: samples[k].reduce((sum, s) => sum + s.cpuUs, 0) / requests,
       };
     });
     return { rows, requests, words: WORDS };
@@ -154,11 +161,11 @@ export function streamingMarkdown(f: StreamingFigures): string {
   const lines = [
     `${f.requests} streamed completions per row, one at a time, interleaved; each answer ${f.words} chunks:`,
     '',
-    '| path | first token p50 ms | − (a) | p99 ms | tokens/s (median) | vs (a) | serve() CPU µs/answer |',
-    '|---|---:|---:|---:|---:|---:|---:|',
+    '| path | first token p50 ms | − (a) | p99 ms | tokens/s (median) | vs (a) | serve() CPU µs/answer | client CPU µs/answer |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
     ...f.rows.map(
       (r) =>
-        `| ${r.name} | ${r.ttftP50Ms.toFixed(2)} | ${(r.ttftP50Ms - base.ttftP50Ms).toFixed(2)} | ${r.ttftP99Ms.toFixed(2)} | ${Math.round(r.tokensPerSecond).toLocaleString('en-US')} | ${(r.tokensPerSecond / base.tokensPerSecond).toFixed(2)}× | ${r.serverCpuUs === undefined ? '—' : Math.round(r.serverCpuUs).toLocaleString('en-US')} |`,
+        `| ${r.name} | ${r.ttftP50Ms.toFixed(2)} | ${(r.ttftP50Ms - base.ttftP50Ms).toFixed(2)} | ${r.ttftP99Ms.toFixed(2)} | ${Math.round(r.tokensPerSecond).toLocaleString('en-US')} | ${(r.tokensPerSecond / base.tokensPerSecond).toFixed(2)}× | ${r.serverCpuUs === undefined ? '—' : Math.round(r.serverCpuUs).toLocaleString('en-US')} | ${Math.round(r.clientCpuUs).toLocaleString('en-US')} |`,
     ),
   ];
   return lines.join('\n');

@@ -150,6 +150,66 @@ describe("LLModel stream: true: the OpenAI provider's own event-stream parsing",
   }
 });
 
+describe('LLModel stream: true: request failures are what the openai client gives without streaming', () => {
+  const failing = (status: number, body: string, headers: Record<string, string> = {}) => {
+    const srv = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(status, { 'content-type': 'application/json', ...headers });
+        res.end(body);
+      });
+    });
+    return new Promise<{ baseURL: string; close(): Promise<unknown> }>((resolve) =>
+      srv.listen(0, '127.0.0.1', () =>
+        resolve({ baseURL: `http://127.0.0.1:${(srv.address() as AddressInfo).port}/v1`, close: () => new Promise((r) => srv.close(r)) }),
+      ),
+    );
+  };
+  const call = async (baseURL: string, transport: 'fetch' | 'node-http', stream: boolean) => {
+    const model = new LLModel({
+      name: 'p',
+      artifact: modelArtifact({ key: 'g', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'k', baseURL, transport } }),
+      stream,
+      maxRetries: 0,
+    });
+    await model.load();
+    const ctx = { origin: 'p', eventId: 'e', signal: new AbortController().signal, emit: () => undefined };
+    const error = (await model.predict({ messages: [{ role: 'user', content: 'q' }] }, ctx).catch((e: unknown) => e)) as {
+      name: string;
+      message: string;
+      status?: number;
+      retryable?: boolean;
+      retryAfterMs?: number;
+    };
+    return { name: error.name, message: error.message, status: error.status, retryable: error.retryable, retryAfterMs: error.retryAfterMs };
+  };
+
+  for (const transport of ['fetch', 'node-http'] as const) {
+    it(`${transport}: an HTTP error status (JSON or not) and a refused connection`, async () => {
+      const cases = [
+        await failing(429, JSON.stringify({ error: { message: 'slow down', type: 'rate_limit_exceeded', code: '429' } }), { 'retry-after': '2' }),
+        await failing(500, 'upstream exploded'),
+        await failing(400, JSON.stringify({ error: { message: "'messages' is bad", type: 'invalid_request_error' } })),
+      ];
+      try {
+        for (const upstream of cases) {
+          const streamed = await call(upstream.baseURL, transport, true);
+          expect(streamed).toEqual(await call(upstream.baseURL, transport, false));
+          expect(streamed.name).toBe('ProviderError');
+        }
+        expect((await call(cases[0].baseURL, transport, true)).retryAfterMs).toBe(2000);
+      } finally {
+        await Promise.all(cases.map((c) => c.close()));
+      }
+      const gone = await failing(200, '');
+      await gone.close();
+      const refused = await call(gone.baseURL, transport, true);
+      expect(refused).toEqual(await call(gone.baseURL, transport, false));
+      expect(refused).toMatchObject({ name: 'ProviderError', retryable: true, message: expect.stringMatching(/connection failed/) });
+    });
+  }
+});
+
 describe('LLModel stream: true with Hugging Face', () => {
   it('streams chat completions from the Hugging Face client as { delta } partials', async () => {
     const entry: ModelEntry = {
