@@ -5,7 +5,8 @@
 // The loopback server and each serve() run in processes of their own (bench/fixtures/), so this
 // process, the measuring client, does the same work in every row; each row has its own serve()
 // process, so its CPU time per answer is that row's alone. An extra row (b, node-http) is (b)
-// with the LLModel's provider on `providerOptions.transport: 'node-http'`.
+// with the LLModel's provider on `providerOptions.transport: 'node-http'`; (r) is the floor of a
+// second HTTP hop: a bare node:http relay (bench/fixtures/streamingRelay.mjs) piping the bytes.
 import { fork } from 'node:child_process';
 import OpenAI from 'openai';
 import { percentile } from './driver.js';
@@ -119,15 +120,17 @@ export async function runStreaming(quick: boolean): Promise<StreamingFigures> {
   try {
     // One serve() process per row, so each row's server CPU is its own.
     for (const transport of ['fetch', 'fetch', 'node-http']) servers.push(await startChild('streamingServeTarget.mjs', [upstream.url, transport]));
-    const [b, c, bNode] = servers;
+    servers.push(await startChild('streamingRelay.mjs', [upstream.url]));
+    const [b, c, bNode, relay] = servers;
     const client = (baseURL: string) => new OpenAI({ apiKey: 'bench', baseURL, maxRetries: 0 });
     const raw = client(upstream.url);
-    const [front, sideNode] = [client(`${b.url}/v1`), client(`${bNode.url}/v1`)];
+    const [front, sideNode, relayed] = [client(`${b.url}/v1`), client(`${bNode.url}/v1`), client(`${relay.url}/v1`)];
     const kinds: [string, Child | undefined, () => AsyncIterable<unknown>][] = [
       ['(a) openai client → loopback server (raw)', undefined, () => openaiChunks(raw, 'gpt-4o-mini')],
       ['(b) openai client → serve() /v1 → LLModel → loopback', b, () => openaiChunks(front, 'chat')],
       ['(c) fetch SSE → serve() POST → LLModel → loopback', c, () => sseChunks(`${c.url}/chat`)],
       ["(b, node-http) as (b), the LLModel on transport: 'node-http'", bNode, () => openaiChunks(sideNode, 'chat')],
+      ['(r) openai client → a bare node:http relay piping the bytes → loopback', relay, () => openaiChunks(relayed, 'gpt-4o-mini')],
     ];
     const samples: Sample[][] = kinds.map(() => []);
     for (let i = 0; i < 10; i++) for (const [, , stream] of kinds) await measure(stream); // warm-up
