@@ -103,6 +103,26 @@ describe("LLModel stream: true: the OpenAI provider's own event-stream parsing",
     });
 
   for (const transport of ['fetch', 'node-http'] as const) {
+    it(`${transport}: the streamed request carries the openai client's headers (auth, user agent), as a non-streamed one does`, async () => {
+      const call = async (stream: boolean) => {
+        const m = new LLModel({
+          name: 'p',
+          artifact: modelArtifact({ key: 'g', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'test-key', baseURL: server.openaiBaseURL, transport } }),
+          stream,
+        });
+        await m.predict({ messages: [{ role: 'user', content: 'q' }] }, { origin: 'p', eventId: 'e', signal: new AbortController().signal, emit: () => undefined });
+        return server.requests.at(-1)!;
+      };
+      const plain = await call(false);
+      const streamed = await call(true);
+      expect(streamed.path).toBe('/v1/chat/completions');
+      expect(streamed.body).toMatchObject({ model: 'gpt-4o-mini', stream: true, stream_options: { include_usage: true } });
+      expect(streamed.headers.authorization).toBe('Bearer test-key');
+      for (const name of ['authorization', 'user-agent', 'content-type', 'x-stainless-lang', 'x-stainless-package-version']) {
+        expect(streamed.headers[name], name).toBe(plain.headers[name]);
+      }
+    });
+
     for (const together of [false, true]) {
       it(`${transport}, ${together ? 'one write' : 'a write per chunk'}: deltas in order, comments skipped, usage kept, nothing after [DONE]`, async () => {
         const frames = [
