@@ -2,9 +2,13 @@
 // streaming from the loopback LLM server, (b) the same client through serve()'s OpenAI-compatible
 // /v1 (an LLModel endpoint with stream: true in front of the same server), (c) fetch with
 // `Accept: text/event-stream` on serve()'s POST route (rxserve's own SSE). Same run, interleaved.
+// The loopback server and each serve() run in processes of their own (bench/fixtures/), so this
+// process, the measuring client, does the same work in every row; each row has its own serve()
+// process, so its CPU time per answer is that row's alone. An extra row (b, node-http) is (b)
+// with the LLModel's provider on `providerOptions.transport: 'node-http'`; (r) is the floor of a
+// second HTTP hop: a bare node:http relay (bench/fixtures/streamingRelay.mjs) piping the bytes.
 import { fork } from 'node:child_process';
 import OpenAI from 'openai';
-import { createGraph, modelArtifact, serve } from 'rxserve';
 import { percentile } from './driver.js';
 
 const WORDS = 200;
@@ -15,6 +19,10 @@ export interface StreamingRow {
   readonly ttftP99Ms: number;
   /** Content chunks per second, first to last chunk, median over the requests. */
   readonly tokensPerSecond: number;
+  /** CPU time (user + system) of the row's serve() process per streamed answer; undefined for (a). */
+  readonly serverCpuUs?: number;
+  /** CPU time of the measuring client (this process) per streamed answer. */
+  readonly clientCpuUs: number;
 }
 
 export interface StreamingFigures {
@@ -23,22 +31,51 @@ export interface StreamingFigures {
   readonly words: number;
 }
 
-async function startUpstream(): Promise<{ baseURL: string; stop(): void }> {
-  const child = fork(new URL('./fixtures/streamingLLMServer.mjs', import.meta.url), [String(WORDS)], { stdio: 'inherit' });
-  const baseURL = await new Promise<string>((resolve, reject) => {
-    child.once('message', (m: { baseURL: string }) => resolve(m.baseURL));
-    child.once('exit', (code) => reject(new Error(`the loopback LLM server exited (${code}) before it listened`)));
+interface Child {
+  readonly url: string;
+  cpu(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/** A fixture in a process of its own; resolves once it sent its `{ url }` or `{ baseURL }`. */
+async function startChild(fixture: string, args: string[]): Promise<Child> {
+  const prof = process.env.STREAMING_CPU_PROF;
+  const child = fork(new URL(`./fixtures/${fixture}`, import.meta.url), args, {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    execArgv: prof && fixture !== 'streamingLLMServer.mjs' ? ['--cpu-prof', '--cpu-prof-dir', prof] : [],
   });
-  return { baseURL, stop: () => child.disconnect() };
+  const url = await new Promise<string>((resolve, reject) => {
+    child.once('message', (m: { url?: string; baseURL?: string }) => resolve((m.url ?? m.baseURL)!));
+    child.once('exit', (code) => reject(new Error(`${fixture} exited (${code}) before it listened`)));
+  });
+  return {
+    url,
+    cpu: () =>
+      new Promise<number>((resolve) => {
+        child.once('message', (m) => {
+          const { user, system } = (m as { cpu: NodeJS.CpuUsage }).cpu;
+          resolve(user + system);
+        });
+        child.send('cpu');
+      }),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        child.once('exit', () => resolve());
+        child.disconnect();
+      }),
+  };
 }
 
 interface Sample {
   readonly ttft: number;
   readonly tokensPerSecond: number;
+  /** This process's CPU time (user + system) during the request, µs. */
+  readonly cpuUs: number;
 }
 
 /** One streamed request: `next` yields once per content chunk. */
 async function measure(stream: () => AsyncIterable<unknown>): Promise<Sample> {
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   let first = 0;
   let last = 0;
@@ -48,7 +85,8 @@ async function measure(stream: () => AsyncIterable<unknown>): Promise<Sample> {
     if (chunks++ === 0) first = last;
   }
   if (chunks < 2) throw new Error(`expected a streamed answer, got ${chunks} chunks`);
-  return { ttft: first - t0, tokensPerSecond: ((chunks - 1) * 1000) / (last - first) };
+  const cpu = process.cpuUsage(cpu0);
+  return { ttft: first - t0, tokensPerSecond: ((chunks - 1) * 1000) / (last - first), cpuUs: cpu.user + cpu.system };
 }
 
 async function* openaiChunks(client: OpenAI, model: string): AsyncIterable<unknown> {
@@ -77,43 +115,47 @@ async function* sseChunks(url: string): AsyncIterable<unknown> {
 
 export async function runStreaming(quick: boolean): Promise<StreamingFigures> {
   const requests = quick ? 40 : 200;
-  const upstream = await startUpstream();
-  const graph = createGraph({ name: 'streaming-bench' });
-  const step = graph.modelRunner({
-    models: [
-      {
-        endpointName: 'chat',
-        modelClass: 'LLModel',
-        executionMechanism: 'asyncio',
-        modelArtifact: modelArtifact({ key: 'gpt', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'bench', baseURL: upstream.baseURL } }),
-        params: { stream: true },
-      },
-    ],
-  });
-  const server = await serve(step, { port: 0, graph, openai: { models: { chat: 'chat' } } });
+  const upstream = await startChild('streamingLLMServer.mjs', [String(WORDS)]);
+  const servers: Child[] = [];
   try {
-    const raw = new OpenAI({ apiKey: 'bench', baseURL: upstream.baseURL, maxRetries: 0 });
-    const front = new OpenAI({ apiKey: 'bench', baseURL: `${server.url}/v1`, maxRetries: 0 });
-    const kinds: [string, () => AsyncIterable<unknown>][] = [
-      ['(a) openai client → loopback server (raw)', () => openaiChunks(raw, 'gpt-4o-mini')],
-      ['(b) openai client → serve() /v1 → LLModel → loopback', () => openaiChunks(front, 'chat')],
-      ['(c) fetch SSE → serve() POST → LLModel → loopback', () => sseChunks(`${server.url}/chat`)],
+    // One serve() process per row, so each row's server CPU is its own.
+    for (const transport of ['fetch', 'fetch', 'node-http']) servers.push(await startChild('streamingServeTarget.mjs', [upstream.url, transport]));
+    servers.push(await startChild('streamingRelay.mjs', [upstream.url]));
+    const [b, c, bNode, relay] = servers;
+    const client = (baseURL: string) => new OpenAI({ apiKey: 'bench', baseURL, maxRetries: 0 });
+    const raw = client(upstream.url);
+    const [front, sideNode, relayed] = [client(`${b.url}/v1`), client(`${bNode.url}/v1`), client(`${relay.url}/v1`)];
+    const kinds: [string, Child | undefined, () => AsyncIterable<unknown>][] = [
+      ['(a) openai client → loopback server (raw)', undefined, () => openaiChunks(raw, 'gpt-4o-mini')],
+      ['(b) openai client → serve() /v1 → LLModel → loopback', b, () => openaiChunks(front, 'chat')],
+      ['(c) fetch SSE → serve() POST → LLModel → loopback', c, () => sseChunks(`${c.url}/chat`)],
+      ["(b, node-http) as (b), the LLModel on transport: 'node-http'", bNode, () => openaiChunks(sideNode, 'chat')],
+      ['(r) openai client → a bare node:http relay piping the bytes → loopback', relay, () => openaiChunks(relayed, 'gpt-4o-mini')],
     ];
     const samples: Sample[][] = kinds.map(() => []);
-    for (let i = 0; i < 10; i++) for (const [, stream] of kinds) await measure(stream); // warm-up
+    for (let i = 0; i < 10; i++) for (const [, , stream] of kinds) await measure(stream); // warm-up
+    const cpu0 = await Promise.all(kinds.map(([, server]) => server?.cpu() ?? 0));
     for (let i = 0; i < requests; i++) {
       // interleaved, so drift on a shared machine hits every row alike
-      for (let k = 0; k < kinds.length; k++) samples[k].push(await measure(kinds[k][1]));
+      for (let k = 0; k < kinds.length; k++) samples[k].push(await measure(kinds[k][2]));
     }
-    const rows = kinds.map(([name], k) => {
-      const ttft = samples[k].map((s) => s.ttft).sort((a, b) => a - b);
-      const rates = samples[k].map((s) => s.tokensPerSecond).sort((a, b) => a - b);
-      return { name, ttftP50Ms: percentile(ttft, 50), ttftP99Ms: percentile(ttft, 99), tokensPerSecond: percentile(rates, 50) };
+    const cpu1 = await Promise.all(kinds.map(([, server]) => server?.cpu() ?? 0));
+    const rows = kinds.map(([name, server], k) => {
+      const ttft = samples[k].map((s) => s.ttft).sort((x, y) => x - y);
+      const rates = samples[k].map((s) => s.tokensPerSecond).sort((x, y) => x - y);
+      return {
+        name,
+        ttftP50Ms: percentile(ttft, 50),
+        ttftP99Ms: percentile(ttft, 99),
+        tokensPerSecond: percentile(rates, 50),
+        ...(server ? { serverCpuUs: (cpu1[k] - cpu0[k]) / requests } : {}),
+        clientCpuUs: samples[k].reduce((sum, s) => sum + s.cpuUs, 0) / requests,
+      };
     });
     return { rows, requests, words: WORDS };
   } finally {
-    await server.close();
-    upstream.stop();
+    await Promise.all(servers.map((s) => s.stop()));
+    await upstream.stop();
   }
 }
 
@@ -122,12 +164,16 @@ export function streamingMarkdown(f: StreamingFigures): string {
   const lines = [
     `${f.requests} streamed completions per row, one at a time, interleaved; each answer ${f.words} chunks:`,
     '',
-    '| path | first token p50 ms | − (a) | p99 ms | tokens/s (median) | vs (a) |',
-    '|---|---:|---:|---:|---:|---:|',
+    '| path | first token p50 ms | − (a) | p99 ms | tokens/s (median) | vs (a) | serve() CPU µs/answer | client CPU µs/answer |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
     ...f.rows.map(
       (r) =>
-        `| ${r.name} | ${r.ttftP50Ms.toFixed(2)} | ${(r.ttftP50Ms - base.ttftP50Ms).toFixed(2)} | ${r.ttftP99Ms.toFixed(2)} | ${Math.round(r.tokensPerSecond).toLocaleString('en-US')} | ${(r.tokensPerSecond / base.tokensPerSecond).toFixed(2)}× |`,
+        `| ${r.name} | ${r.ttftP50Ms.toFixed(2)} | ${(r.ttftP50Ms - base.ttftP50Ms).toFixed(2)} | ${r.ttftP99Ms.toFixed(2)} | ${Math.round(r.tokensPerSecond).toLocaleString('en-US')} | ${(r.tokensPerSecond / base.tokensPerSecond).toFixed(2)}× | ${r.serverCpuUs === undefined ? '—' : Math.round(r.serverCpuUs).toLocaleString('en-US')} | ${Math.round(r.clientCpuUs).toLocaleString('en-US')} |`,
     ),
   ];
   return lines.join('\n');
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  console.log(streamingMarkdown(await runStreaming(process.argv.includes('--quick'))));
 }

@@ -123,6 +123,29 @@ describe('POST /v1/chat/completions', () => {
     expect(chunks.slice(0, -1).every((c) => c.usage == null)).toBe(true);
   });
 
+  it('each content chunk is a whole chat.completion.chunk; any text survives (quotes, backslashes, newlines, emoji)', async () => {
+    const said = 'a "quoted"\\ back\nslash ünï 😀';
+    const response = await fetch(`${http.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: 'Bearer unused' },
+      body: JSON.stringify({ model: 'gpt-plain', messages: [{ role: 'user', content: said }], stream: true }),
+    });
+    const frames = (await response.text()).split('\n\n').filter((f) => f.startsWith('data: {'));
+    const chunks = frames.map((f) => JSON.parse(f.slice(6)) as { id: string; created: number; choices: { delta: { content?: string } }[] });
+    const content = chunks.filter((c) => c.choices[0]?.delta.content);
+    expect(content.length).toBeGreaterThan(2);
+    for (const c of content) {
+      expect(c).toEqual({
+        id: chunks[0].id,
+        object: 'chat.completion.chunk',
+        created: chunks[0].created,
+        model: 'gpt-plain',
+        choices: [{ index: 0, delta: { content: c.choices[0].delta.content }, logprobs: null, finish_reason: null }],
+      });
+    }
+    expect(content.map((c) => c.choices[0].delta.content).join('')).toBe(`gpt-4o-mini says: ${said}`);
+  });
+
   it('an abort mid-stream cancels the upstream call and reports partial usage once', async () => {
     reports.length = 0;
     const stream = await client.chat.completions.create({

@@ -1,8 +1,11 @@
 // Partial results end to end (DESIGN §15): ctx.emit in process, through shared models and worker
 // pools; LLModel `stream: true` against the loopback LLM server.
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { firstValueFrom, from, lastValueFrom, toArray } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
+  LLModel,
   Model,
   createGraph,
   invoker,
@@ -69,6 +72,162 @@ describe('LLModel stream: true in modelRunner', () => {
     expect(server.requests.at(-1)!.body.stream).toBe(true);
     expect(server.requests.at(-1)!.body).not.toHaveProperty('stream', false);
   });
+});
+
+describe("LLModel stream: true: the OpenAI provider's own event-stream parsing", () => {
+  /** A hand-written upstream: `frames` written as `writes` (one write each, or all at once), CRLF line ends. */
+  const startUpstream = async (frames: string[], together: boolean) => {
+    const srv = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const wire = frames.map((f) => f.replace(/\n/g, '\r\n'));
+        if (together) res.end(wire.join(''));
+        else {
+          for (const f of wire) res.write(f);
+          res.end();
+        }
+      });
+    });
+    await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+    return { baseURL: `http://127.0.0.1:${(srv.address() as AddressInfo).port}/v1`, close: () => new Promise((resolve) => srv.close(resolve)) };
+  };
+  const chunk = (delta: object, extra: object = {}) =>
+    `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta, finish_reason: null }], ...extra })}\n\n`;
+  const usage = { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 };
+  const model = (baseURL: string, transport: 'fetch' | 'node-http') =>
+    new LLModel({
+      name: 'p',
+      artifact: modelArtifact({ key: 'g', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'k', baseURL, transport } }),
+      params: { stream: true },
+    });
+
+  for (const transport of ['fetch', 'node-http'] as const) {
+    it(`${transport}: the streamed request carries the openai client's headers (auth, user agent), as a non-streamed one does`, async () => {
+      const call = async (stream: boolean) => {
+        const m = new LLModel({
+          name: 'p',
+          artifact: modelArtifact({ key: 'g', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'test-key', baseURL: server.openaiBaseURL, transport } }),
+          stream,
+        });
+        await m.predict({ messages: [{ role: 'user', content: 'q' }] }, { origin: 'p', eventId: 'e', signal: new AbortController().signal, emit: () => undefined });
+        return server.requests.at(-1)!;
+      };
+      const plain = await call(false);
+      const streamed = await call(true);
+      expect(streamed.path).toBe('/v1/chat/completions');
+      expect(streamed.body).toMatchObject({ model: 'gpt-4o-mini', stream: true, stream_options: { include_usage: true } });
+      expect(streamed.headers.authorization).toBe('Bearer test-key');
+      for (const name of ['authorization', 'user-agent', 'content-type', 'x-stainless-lang', 'x-stainless-package-version']) {
+        expect(streamed.headers[name], name).toBe(plain.headers[name]);
+      }
+    });
+
+    for (const together of [false, true]) {
+      it(`${transport}, ${together ? 'one write' : 'a write per chunk'}: deltas in order, comments skipped, usage kept, nothing after [DONE]`, async () => {
+        const frames = [
+          ': keep-alive\n\n',
+          chunk({ role: 'assistant', content: '' }),
+          chunk({ content: 'Put "it"' }),
+          chunk({ content: ' in\nan ' }),
+          chunk({ content: 'index fund 😀' }),
+          `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [], usage })}\n\n`,
+          'data: [DONE]\n\n',
+          chunk({ content: 'after done' }),
+        ];
+        const upstream = await startUpstream(frames, together);
+        try {
+          const events = await lastValueFrom(model(upstream.baseURL, transport).predictStream({ messages: [{ role: 'user', content: 'q' }] }).pipe(toArray()));
+          expect(events).toEqual([
+            { type: 'chunk', text: 'Put "it"' },
+            { type: 'chunk', text: ' in\nan ' },
+            { type: 'chunk', text: 'index fund 😀' },
+            { type: 'final', answer: 'Put "it" in\nan index fund 😀', usage },
+          ]);
+        } finally {
+          await upstream.close();
+        }
+      });
+    }
+    it(`${transport}: an { error } event mid-stream fails the call with the server's message, after the deltas before it`, async () => {
+      const upstream = await startUpstream(
+        [chunk({ content: 'Hel' }), `data: ${JSON.stringify({ error: { message: 'the model overloaded', type: 'server_error' } })}\n\n`],
+        false,
+      );
+      try {
+        const seen: string[] = [];
+        const error = await new Promise<unknown>((resolve) =>
+          model(upstream.baseURL, transport)
+            .predictStream({ messages: [{ role: 'user', content: 'q' }] })
+            .subscribe({ next: (e) => e.type === 'chunk' && seen.push(e.text), error: resolve, complete: () => resolve('completed') }),
+        );
+        expect(seen).toEqual(['Hel']);
+        expect(error).toMatchObject({ name: 'ProviderError', message: expect.stringContaining('the model overloaded') });
+      } finally {
+        await upstream.close();
+      }
+    });
+  }
+});
+
+describe('LLModel stream: true: request failures are what the openai client gives without streaming', () => {
+  const failing = (status: number, body: string, headers: Record<string, string> = {}) => {
+    const srv = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(status, { 'content-type': 'application/json', ...headers });
+        res.end(body);
+      });
+    });
+    return new Promise<{ baseURL: string; close(): Promise<unknown> }>((resolve) =>
+      srv.listen(0, '127.0.0.1', () =>
+        resolve({ baseURL: `http://127.0.0.1:${(srv.address() as AddressInfo).port}/v1`, close: () => new Promise((r) => srv.close(r)) }),
+      ),
+    );
+  };
+  const call = async (baseURL: string, transport: 'fetch' | 'node-http', stream: boolean) => {
+    const model = new LLModel({
+      name: 'p',
+      artifact: modelArtifact({ key: 'g', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'k', baseURL, transport } }),
+      stream,
+      maxRetries: 0,
+    });
+    await model.load();
+    const ctx = { origin: 'p', eventId: 'e', signal: new AbortController().signal, emit: () => undefined };
+    const error = (await model.predict({ messages: [{ role: 'user', content: 'q' }] }, ctx).catch((e: unknown) => e)) as {
+      name: string;
+      message: string;
+      status?: number;
+      retryable?: boolean;
+      retryAfterMs?: number;
+    };
+    return { name: error.name, message: error.message, status: error.status, retryable: error.retryable, retryAfterMs: error.retryAfterMs };
+  };
+
+  for (const transport of ['fetch', 'node-http'] as const) {
+    it(`${transport}: an HTTP error status (JSON or not) and a refused connection`, async () => {
+      const cases = [
+        await failing(429, JSON.stringify({ error: { message: 'slow down', type: 'rate_limit_exceeded', code: '429' } }), { 'retry-after': '2' }),
+        await failing(500, 'upstream exploded'),
+        await failing(400, JSON.stringify({ error: { message: "'messages' is bad", type: 'invalid_request_error' } })),
+      ];
+      try {
+        for (const upstream of cases) {
+          const streamed = await call(upstream.baseURL, transport, true);
+          expect(streamed).toEqual(await call(upstream.baseURL, transport, false));
+          expect(streamed.name).toBe('ProviderError');
+        }
+        expect((await call(cases[0].baseURL, transport, true)).retryAfterMs).toBe(2000);
+      } finally {
+        await Promise.all(cases.map((c) => c.close()));
+      }
+      const gone = await failing(200, '');
+      await gone.close();
+      const refused = await call(gone.baseURL, transport, true);
+      expect(refused).toEqual(await call(gone.baseURL, transport, false));
+      expect(refused).toMatchObject({ name: 'ProviderError', retryable: true, message: expect.stringMatching(/connection failed/) });
+    });
+  }
 });
 
 describe('LLModel stream: true with Hugging Face', () => {

@@ -130,7 +130,21 @@ export function createNodeFetch(options: NodeFetchOptions = {}): typeof fetch {
       throw new TypeError(`fetch failed`, { cause: error });
     }
   };
-  return ((input: string | URL | Request, init?: RequestInit) => nodeFetch(input, init)) as typeof fetch;
+  const fetchFn = ((input: string | URL | Request, init?: RequestInit) => nodeFetch(input, init)) as typeof fetch;
+  dispatchers.set(fetchFn, following);
+  return fetchFn;
+}
+
+/** The dispatcher (redirects followed) behind each fetch made by `createNodeFetch`. */
+const dispatchers = new WeakMap<typeof fetch, Dispatcher>();
+
+/**
+ * The undici dispatcher of a fetch made by `createNodeFetch` (its keep-alive pool, redirects
+ * followed as the fetch follows them), for callers that read a streamed answer as a Node stream
+ * instead of a `Response`; undefined for any other fetch.
+ */
+export function nodeFetchDispatcher(fetchFn: typeof fetch): Dispatcher | undefined {
+  return dispatchers.get(fetchFn);
 }
 
 /** The response body with its content-encoding undone, as fetch does. */

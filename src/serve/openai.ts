@@ -277,13 +277,17 @@ function streamCompletion(
     `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: chat.model, choices, ...extra })}\n\n`;
   const delta = (content: Record<string, unknown>, finish: string | null = null) =>
     chunk([{ index: 0, delta: content, logprobs: null, finish_reason: finish }]);
+  // A content chunk per partial: what `delta({ content: text })` gives, with only the text
+  // stringified per token (the rest is fixed for the request).
+  const contentHead = `data: {"id":${JSON.stringify(id)},"object":"chat.completion.chunk","created":${created},"model":${JSON.stringify(chat.model)},"choices":[{"index":0,"delta":{"content":`;
+  const contentChunk = (text: string): string => `${contentHead}${JSON.stringify(text)}},"logprobs":null,"finish_reason":null}]}\n\n`;
   let streamed = false;
   const started = ctx.start(body, init, (partial) => {
     if (!stream.open || partial.endpoint !== chat.endpoint) return;
     const text = (partial.data as { delta?: unknown } | null)?.delta;
     if (typeof text !== 'string') return;
     streamed = true;
-    stream.write(delta({ content: text }));
+    stream.write(contentChunk(text));
   });
   stream.watch(started);
   started.promise.then(

@@ -61,11 +61,29 @@ export class ClientWatch {
   }
 }
 
-/** An event stream on a reply: frames are written until it ends once, or until the client leaves. */
+/**
+ * An event stream on a reply: frames are written until it ends once, or until the client leaves.
+ *
+ * Frames written in one tick go out as one write: the first frame of a tick schedules a flush
+ * (`process.nextTick`, after the promise jobs of the tick, so a model's burst of partials from one
+ * upstream read is one socket write instead of one per partial — each write on a chunked
+ * response is a `writev` system call). The flush runs before any I/O, so no frame waits for a
+ * later one: the first partial leaves as soon as the code that emitted it yields.
+ */
 export class EventStream {
   readonly #out = new PassThrough();
   readonly #client: ClientWatch;
   #ended = false;
+  /** Frames written since the last flush. */
+  #pending = '';
+  #flushing = false;
+  readonly #flush = (): void => {
+    this.#flushing = false;
+    if (this.#pending.length === 0 || this.#ended) return;
+    const text = this.#pending;
+    this.#pending = '';
+    if (!this.#client.gone) this.#out.write(text);
+  };
 
   constructor(private readonly reply: FastifyReply) {
     this.#client = new ClientWatch(reply);
@@ -81,15 +99,24 @@ export class EventStream {
     this.#client.watch(started);
   }
 
+  /** Queues a frame; the frames of one tick are written together at its end. */
   write(frame: string): void {
-    if (this.open) this.#out.write(frame);
+    if (!this.open) return;
+    this.#pending += frame;
+    if (!this.#flushing) {
+      this.#flushing = true;
+      process.nextTick(this.#flush);
+    }
   }
 
+  /** Writes what is queued and `frame`, and ends the stream. */
   end(frame: string): void {
     if (!this.open) return;
     this.#ended = true;
     this.#client.done();
-    this.#out.end(frame);
+    const text = this.#pending + frame;
+    this.#pending = '';
+    this.#out.end(text);
   }
 
   /** Sends the 200 and the headers with `first` (so the client has them before any partial). */
