@@ -109,30 +109,73 @@ export function strict<R extends t.Props, O extends t.Props>(
   );
 }
 
+/** A JSON Schema object (draft 2020-12). */
+export type JsonSchema = { readonly [key: string]: unknown };
+
+/**
+ * A codec's JSON Schema where io-ts cannot describe it (guards, refinements written as plain
+ * t.Type): the schema itself, or, for codecs that wrap others, a function of the walker.
+ */
+export type SchemaAnnotation = JsonSchema | ((walk: (codec: t.Mixed) => JsonSchema) => JsonSchema);
+const annotations = new WeakMap<t.Mixed, SchemaAnnotation>();
+
+/**
+ * Gives a codec that is not made of io-ts combinators its JSON Schema (read by the spec's
+ * `toJsonSchema`); returns the codec. Leaves are annotated once, where they are defined.
+ */
+export function annotate<C extends t.Mixed>(codec: C, schema: SchemaAnnotation): C {
+  annotations.set(codec, schema);
+  return codec;
+}
+
+/** The JSON Schema `annotate()` gave `codec`, if any. */
+export function annotationOf(codec: t.Mixed): SchemaAnnotation | undefined {
+  return annotations.get(codec);
+}
+
+const isPositiveInt = (u: unknown, allowInfinity: boolean): u is number =>
+  typeof u === 'number' && ((Number.isInteger(u) && u > 0) || (allowInfinity && u === Infinity));
+const isNonNegativeInt = (u: unknown, allowInfinity: boolean): u is number =>
+  typeof u === 'number' && ((Number.isInteger(u) && u >= 0) || (allowInfinity && u === Infinity));
+
+function numberCodec(name: string, ok: (u: unknown) => u is number): t.Type<number, number, unknown> {
+  return new t.Type<number, number, unknown>(name, ok, (u, c) => (ok(u) ? t.success(u) : t.failure(u, c)), t.identity);
+}
+
+// One codec of each: the `Infinity` forms have no JSON Schema (JSON has no Infinity).
+const POSITIVE_INT = annotate(numberCodec('a positive integer', (u): u is number => isPositiveInt(u, false)), { type: 'integer', minimum: 1 });
+const POSITIVE_INT_OR_INFINITY = numberCodec('a positive integer or Infinity', (u): u is number => isPositiveInt(u, true));
+const NON_NEGATIVE_INT = annotate(numberCodec('a non-negative integer', (u): u is number => isNonNegativeInt(u, false)), { type: 'integer', minimum: 0 });
+const NON_NEGATIVE_INT_OR_INFINITY = numberCodec('a non-negative integer or Infinity', (u): u is number => isNonNegativeInt(u, true));
+
 /** A positive integer, or `Infinity` where `allowInfinity`. */
 export function positiveInt(allowInfinity = false): t.Type<number, number, unknown> {
-  return new t.Type<number, number, unknown>(
-    allowInfinity ? 'a positive integer or Infinity' : 'a positive integer',
-    (u): u is number => typeof u === 'number' && ((Number.isInteger(u) && u > 0) || (allowInfinity && u === Infinity)),
-    (u, c) =>
-      typeof u === 'number' && ((Number.isInteger(u) && u > 0) || (allowInfinity && u === Infinity))
-        ? t.success(u)
-        : t.failure(u, c),
-    t.identity,
-  );
+  return allowInfinity ? POSITIVE_INT_OR_INFINITY : POSITIVE_INT;
 }
 
 /** A non-negative integer, or `Infinity` where `allowInfinity`. */
 export function nonNegativeInt(allowInfinity = false): t.Type<number, number, unknown> {
-  const ok = (u: unknown): u is number =>
-    typeof u === 'number' && ((Number.isInteger(u) && u >= 0) || (allowInfinity && u === Infinity));
-  return new t.Type<number, number, unknown>(
-    allowInfinity ? 'a non-negative integer or Infinity' : 'a non-negative integer',
-    ok,
-    (u, c) => (ok(u) ? t.success(u) : t.failure(u, c)),
-    t.identity,
-  );
+  return allowInfinity ? NON_NEGATIVE_INT_OR_INFINITY : NON_NEGATIVE_INT;
 }
+
+/** The same codec without `Infinity`: `positiveInt(true)` → `positiveInt()`, `nonNegativeInt(true)` → `nonNegativeInt()`; any other codec as is. */
+export function finite<C extends t.Mixed>(codec: C): C | t.Type<number, number, unknown> {
+  if (codec === POSITIVE_INT_OR_INFINITY) return POSITIVE_INT;
+  if (codec === NON_NEGATIVE_INT_OR_INFINITY) return NON_NEGATIVE_INT;
+  return codec;
+}
+
+/** A positive, finite number of milliseconds. */
+export const PositiveMs = annotate(
+  numberCodec('a positive number of milliseconds', (u): u is number => typeof u === 'number' && u > 0 && Number.isFinite(u)),
+  { type: 'number', exclusiveMinimum: 0 },
+);
+
+/** A non-negative, finite number of milliseconds. */
+export const NonNegativeMs = annotate(
+  numberCodec('a non-negative number of milliseconds', (u): u is number => typeof u === 'number' && u >= 0 && Number.isFinite(u)),
+  { type: 'number', minimum: 0 },
+);
 
 /** A function (any arity), e.g. a model class or a selector function. */
 export function fn<F extends Function>(name: string): t.Type<F, F, unknown> {
@@ -145,20 +188,26 @@ export function fn<F extends Function>(name: string): t.Type<F, F, unknown> {
 }
 
 /** A non-empty string. */
-export const NonEmptyString = new t.Type<string, string, unknown>(
-  'a non-empty string',
-  (u): u is string => typeof u === 'string' && u.length > 0,
-  (u, c) => (typeof u === 'string' && u.length > 0 ? t.success(u) : t.failure(u, c)),
-  t.identity,
+export const NonEmptyString = annotate(
+  new t.Type<string, string, unknown>(
+    'a non-empty string',
+    (u): u is string => typeof u === 'string' && u.length > 0,
+    (u, c) => (typeof u === 'string' && u.length > 0 ? t.success(u) : t.failure(u, c)),
+    t.identity,
+  ),
+  { type: 'string', minLength: 1 },
 );
 
 /** A dot path (`'a.b.c'`): non-empty segments separated by dots. */
-export const DotPath = new t.Type<string, string, unknown>(
-  "a dot path like 'a.b.c'",
-  (u): u is string => typeof u === 'string' && u.split('.').every((s) => s.length > 0),
-  (u, c) =>
-    typeof u === 'string' && u.split('.').every((s) => s.length > 0) ? t.success(u) : t.failure(u, c),
-  t.identity,
+export const DotPath = annotate(
+  new t.Type<string, string, unknown>(
+    "a dot path like 'a.b.c'",
+    (u): u is string => typeof u === 'string' && u.split('.').every((s) => s.length > 0),
+    (u, c) =>
+      typeof u === 'string' && u.split('.').every((s) => s.length > 0) ? t.success(u) : t.failure(u, c),
+    t.identity,
+  ),
+  { type: 'string', pattern: '^[^.]+(\\.[^.]+)*$', description: "a dot path like 'a.b.c'" },
 );
 
 /**
