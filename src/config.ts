@@ -59,11 +59,11 @@ export function describeValue(value: unknown): string {
 }
 
 /** What `strict()` makes: an object codec that keeps its fields, so a JSON Schema can be derived from it. */
-export class StrictType<A> extends t.Type<A, unknown, unknown> {
+export class StrictType<A, R extends t.Props = t.Props, O extends t.Props = t.Props> extends t.Type<A, unknown, unknown> {
   readonly _tag = 'StrictType' as const;
   constructor(
-    readonly required: t.Props,
-    readonly optional: t.Props,
+    readonly required: R,
+    readonly optional: O,
     ...args: ConstructorParameters<typeof t.Type<A, unknown, unknown>>
   ) {
     super(...args);
@@ -78,12 +78,12 @@ export function strict<R extends t.Props, O extends t.Props>(
   name: string,
   required: R,
   optional: O,
-): StrictType<t.TypeOf<t.TypeC<R>> & t.TypeOf<t.PartialC<O>>> {
+): StrictType<t.TypeOf<t.TypeC<R>> & t.TypeOf<t.PartialC<O>>, R, O> {
   type A = t.TypeOf<t.TypeC<R>> & t.TypeOf<t.PartialC<O>>;
   const known = new Set([...Object.keys(required), ...Object.keys(optional)]);
   const requiredCodec = t.type(required);
   const optionalCodec = t.partial(optional);
-  return new StrictType<A>(
+  return new StrictType<A, R, O>(
     required,
     optional,
     name,
@@ -165,6 +165,12 @@ export function finite<C extends t.Mixed>(codec: C): C | t.Type<number, number, 
   return codec;
 }
 
+/** A TCP port: 0 to 65535 (0 picks a free port). */
+export const Port = annotate(
+  numberCodec('a port number (0 to 65535; 0 picks a free port)', (u): u is number => typeof u === 'number' && Number.isInteger(u) && u >= 0 && u <= 65535),
+  { type: 'integer', minimum: 0, maximum: 65535 },
+);
+
 /** A positive, finite number of milliseconds. */
 export const PositiveMs = annotate(
   numberCodec('a positive number of milliseconds', (u): u is number => typeof u === 'number' && u > 0 && Number.isFinite(u)),
@@ -245,4 +251,14 @@ export function firstNonJson(value: unknown, path: string, ancestors: Set<object
 /** A codec for a value that passes `test`, named `expected` in errors. */
 export function guard<T>(expected: string, test: (u: unknown) => boolean): t.Type<T, T, unknown> {
   return new t.Type<T, T, unknown>(expected, (u): u is T => test(u), (u, c) => (test(u) ? t.success(u as T) : t.failure(u, c)), t.identity);
+}
+
+/** The fields `keys` of an object codec's props (to build one codec from another's fields). */
+export function pickProps<P extends t.Props, K extends keyof P>(props: P, ...keys: K[]): Pick<P, K> {
+  return Object.fromEntries(keys.map((k) => [k, props[k]])) as Pick<P, K>;
+}
+
+/** An object codec's props but `keys`. */
+export function omitProps<P extends t.Props, K extends keyof P>(props: P, ...keys: K[]): Omit<P, K> {
+  return Object.fromEntries(Object.entries(props).filter(([k]) => !keys.includes(k as K))) as Omit<P, K>;
 }
