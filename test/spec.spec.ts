@@ -29,7 +29,7 @@ import { RouterConfigCodec } from '../src/operators/router.js';
 import { StepOptionsCodec } from '../src/operators/step.js';
 import { ServeOptionsCodec } from '../src/serve/serve.js';
 import { FunctionStepSpec, GraphSpec, ModelRunnerSpec, ModelSpec, OnErrorSpec, ProxySpec, SharedModelSpec } from '../src/spec/codecs.js';
-import { RedisStreamOptions } from '../src/streams/options.js';
+import { RedisStreamOptionsCodec } from '../src/streams/options.js';
 
 const fixtures = fileURLToPath(new URL('./fixtures/spec/', import.meta.url));
 let dir: string;
@@ -433,7 +433,7 @@ describe('the spec follows the runtime', () => {
       excluded: { graph: "the spec's own graph", dashboard: 'not read from a spec (yet)', openai: 'not read from a spec (yet)' },
     },
     'Redis source': {
-      runtime: RedisStreamOptions,
+      runtime: RedisStreamOptionsCodec,
       spec: GraphSpec.optional.source.required.redis,
       excluded: { redis: 'written url (a spec names the server; redisStream() also takes a client)', metrics: 'a prom-client registry, not data' },
     },

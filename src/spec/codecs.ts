@@ -11,7 +11,7 @@ import { OnErrorOptionsCodec } from '../operators/onError.js';
 import { RouterConfigCodec } from '../operators/router.js';
 import { StepOptionsCodec } from '../operators/step.js';
 import { ServeOptionsCodec } from '../serve/serve.js';
-import { CommitOptions, RedisStreamOptions, RedisUrl } from '../streams/options.js';
+import { CommitOptionsCodec, RedisStreamOptionsCodec, RedisUrl } from '../streams/options.js';
 import { annotate, type JsonSchema } from './schema.js';
 
 /**
@@ -170,12 +170,12 @@ export type ServeSpec = t.TypeOf<typeof ServeSpec>;
 const RedisSource = strict(
   'RedisSource',
   // url: the spec names the server; redisStream() also takes a client.
-  { url: RedisUrl, ...omitProps(RedisStreamOptions.required, 'redis') },
+  { url: RedisUrl, ...omitProps(RedisStreamOptionsCodec.required, 'redis') },
   // metrics: a prom-client registry, not data.
-  finiteProps(omitProps(RedisStreamOptions.optional, 'metrics')),
+  finiteProps(omitProps(RedisStreamOptionsCodec.optional, 'metrics')),
 );
 // output: the stream the answers are committed to.
-const SourceSpec = strict('Source', { redis: RedisSource, output: CommitOptions.required.stream }, {});
+const SourceSpec = strict('Source', { redis: RedisSource, output: CommitOptionsCodec.required.stream }, {});
 export type SourceSpec = t.TypeOf<typeof SourceSpec>;
 
 /** A whole spec file. */

@@ -44,7 +44,7 @@ const MetricsCodec = strict(
   },
 );
 
-export const RedisStreamOptions = strict(
+export const RedisStreamOptionsCodec = strict(
   'RedisStreamOptions',
   { redis: RedisCodec, stream: NonEmptyString, group: NonEmptyString },
   {
@@ -98,7 +98,7 @@ export type ResolvedOptions = Required<Omit<RedisStreamOptions, 'metrics' | 'red
 
 /** Validates and fills in defaults; throws ConfigError naming the field. */
 export function resolveOptions(options: unknown, defaultConsumer: () => string): ResolvedOptions {
-  const o = decodeOrThrow(RedisStreamOptions, options, 'redisStream.options') as RedisStreamOptions;
+  const o = decodeOrThrow(RedisStreamOptionsCodec, options, 'redisStream.options') as RedisStreamOptions;
   const resolved: ResolvedOptions = {
     redis: o.redis,
     stream: o.stream,
@@ -121,7 +121,7 @@ export function resolveOptions(options: unknown, defaultConsumer: () => string):
   return resolved;
 }
 
-export const CommitOptions = strict('CommitOptions', { stream: NonEmptyString }, {});
+export const CommitOptionsCodec = strict('CommitOptions', { stream: NonEmptyString }, {});
 /** Options of `commit()`. */
 export interface CommitOptions {
   /** The output stream the answers are written to (`XADD`). */
