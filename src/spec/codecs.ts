@@ -44,7 +44,6 @@ const GraphPool = strict('GraphPool', {}, pickProps(PoolOptionsCodec.optional, '
 // piscina: a pool instance, not data.
 const StepPool = strict('StepPool', {}, omitProps(PoolOptionsCodec.optional, 'piscina'));
 
-
 export const SharedModelSpec = strict(
   'SharedModel',
   { ...SharedModelCodec.required, modelClass: ModelClass, executionMechanism: Mechanism },
