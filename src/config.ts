@@ -59,11 +59,11 @@ export function describeValue(value: unknown): string {
 }
 
 /** What `strict()` makes: an object codec that keeps its fields, so a JSON Schema can be derived from it. */
-export class StrictType<A> extends t.Type<A, unknown, unknown> {
+export class StrictType<A, R extends t.Props = t.Props, O extends t.Props = t.Props> extends t.Type<A, unknown, unknown> {
   readonly _tag = 'StrictType' as const;
   constructor(
-    readonly required: t.Props,
-    readonly optional: t.Props,
+    readonly required: R,
+    readonly optional: O,
     ...args: ConstructorParameters<typeof t.Type<A, unknown, unknown>>
   ) {
     super(...args);
@@ -78,12 +78,12 @@ export function strict<R extends t.Props, O extends t.Props>(
   name: string,
   required: R,
   optional: O,
-): StrictType<t.TypeOf<t.TypeC<R>> & t.TypeOf<t.PartialC<O>>> {
+): StrictType<t.TypeOf<t.TypeC<R>> & t.TypeOf<t.PartialC<O>>, R, O> {
   type A = t.TypeOf<t.TypeC<R>> & t.TypeOf<t.PartialC<O>>;
   const known = new Set([...Object.keys(required), ...Object.keys(optional)]);
   const requiredCodec = t.type(required);
   const optionalCodec = t.partial(optional);
-  return new StrictType<A>(
+  return new StrictType<A, R, O>(
     required,
     optional,
     name,
@@ -109,30 +109,79 @@ export function strict<R extends t.Props, O extends t.Props>(
   );
 }
 
+/** A JSON Schema object (draft 2020-12). */
+export type JsonSchema = { readonly [key: string]: unknown };
+
+/**
+ * A codec's JSON Schema where io-ts cannot describe it (guards, refinements written as plain
+ * t.Type): the schema itself, or, for codecs that wrap others, a function of the walker.
+ */
+export type SchemaAnnotation = JsonSchema | ((walk: (codec: t.Mixed) => JsonSchema) => JsonSchema);
+const annotations = new WeakMap<t.Mixed, SchemaAnnotation>();
+
+/**
+ * Gives a codec that is not made of io-ts combinators its JSON Schema (read by the spec's
+ * `toJsonSchema`); returns the codec. Leaves are annotated once, where they are defined.
+ */
+export function annotate<C extends t.Mixed>(codec: C, schema: SchemaAnnotation): C {
+  annotations.set(codec, schema);
+  return codec;
+}
+
+/** The JSON Schema `annotate()` gave `codec`, if any. */
+export function annotationOf(codec: t.Mixed): SchemaAnnotation | undefined {
+  return annotations.get(codec);
+}
+
+const isPositiveInt = (u: unknown, allowInfinity: boolean): u is number =>
+  typeof u === 'number' && ((Number.isInteger(u) && u > 0) || (allowInfinity && u === Infinity));
+const isNonNegativeInt = (u: unknown, allowInfinity: boolean): u is number =>
+  typeof u === 'number' && ((Number.isInteger(u) && u >= 0) || (allowInfinity && u === Infinity));
+
+function numberCodec(name: string, ok: (u: unknown) => u is number): t.Type<number, number, unknown> {
+  return new t.Type<number, number, unknown>(name, ok, (u, c) => (ok(u) ? t.success(u) : t.failure(u, c)), t.identity);
+}
+
+// One codec of each: the `Infinity` forms have no JSON Schema (JSON has no Infinity).
+const POSITIVE_INT = annotate(numberCodec('a positive integer', (u): u is number => isPositiveInt(u, false)), { type: 'integer', minimum: 1 });
+const POSITIVE_INT_OR_INFINITY = numberCodec('a positive integer or Infinity', (u): u is number => isPositiveInt(u, true));
+const NON_NEGATIVE_INT = annotate(numberCodec('a non-negative integer', (u): u is number => isNonNegativeInt(u, false)), { type: 'integer', minimum: 0 });
+const NON_NEGATIVE_INT_OR_INFINITY = numberCodec('a non-negative integer or Infinity', (u): u is number => isNonNegativeInt(u, true));
+
 /** A positive integer, or `Infinity` where `allowInfinity`. */
 export function positiveInt(allowInfinity = false): t.Type<number, number, unknown> {
-  return new t.Type<number, number, unknown>(
-    allowInfinity ? 'a positive integer or Infinity' : 'a positive integer',
-    (u): u is number => typeof u === 'number' && ((Number.isInteger(u) && u > 0) || (allowInfinity && u === Infinity)),
-    (u, c) =>
-      typeof u === 'number' && ((Number.isInteger(u) && u > 0) || (allowInfinity && u === Infinity))
-        ? t.success(u)
-        : t.failure(u, c),
-    t.identity,
-  );
+  return allowInfinity ? POSITIVE_INT_OR_INFINITY : POSITIVE_INT;
 }
 
 /** A non-negative integer, or `Infinity` where `allowInfinity`. */
 export function nonNegativeInt(allowInfinity = false): t.Type<number, number, unknown> {
-  const ok = (u: unknown): u is number =>
-    typeof u === 'number' && ((Number.isInteger(u) && u >= 0) || (allowInfinity && u === Infinity));
-  return new t.Type<number, number, unknown>(
-    allowInfinity ? 'a non-negative integer or Infinity' : 'a non-negative integer',
-    ok,
-    (u, c) => (ok(u) ? t.success(u) : t.failure(u, c)),
-    t.identity,
-  );
+  return allowInfinity ? NON_NEGATIVE_INT_OR_INFINITY : NON_NEGATIVE_INT;
 }
+
+/** The same codec without `Infinity`: `positiveInt(true)` → `positiveInt()`, `nonNegativeInt(true)` → `nonNegativeInt()`; any other codec as is. */
+export function finite<C extends t.Mixed>(codec: C): C | t.Type<number, number, unknown> {
+  if (codec === POSITIVE_INT_OR_INFINITY) return POSITIVE_INT;
+  if (codec === NON_NEGATIVE_INT_OR_INFINITY) return NON_NEGATIVE_INT;
+  return codec;
+}
+
+/** A TCP port: 0 to 65535 (0 picks a free port). */
+export const Port = annotate(
+  numberCodec('a port number (0 to 65535; 0 picks a free port)', (u): u is number => typeof u === 'number' && Number.isInteger(u) && u >= 0 && u <= 65535),
+  { type: 'integer', minimum: 0, maximum: 65535 },
+);
+
+/** A positive, finite number of milliseconds. */
+export const PositiveMs = annotate(
+  numberCodec('a positive number of milliseconds', (u): u is number => typeof u === 'number' && u > 0 && Number.isFinite(u)),
+  { type: 'number', exclusiveMinimum: 0 },
+);
+
+/** A non-negative, finite number of milliseconds. */
+export const NonNegativeMs = annotate(
+  numberCodec('a non-negative number of milliseconds', (u): u is number => typeof u === 'number' && u >= 0 && Number.isFinite(u)),
+  { type: 'number', minimum: 0 },
+);
 
 /** A function (any arity), e.g. a model class or a selector function. */
 export function fn<F extends Function>(name: string): t.Type<F, F, unknown> {
@@ -145,20 +194,26 @@ export function fn<F extends Function>(name: string): t.Type<F, F, unknown> {
 }
 
 /** A non-empty string. */
-export const NonEmptyString = new t.Type<string, string, unknown>(
-  'a non-empty string',
-  (u): u is string => typeof u === 'string' && u.length > 0,
-  (u, c) => (typeof u === 'string' && u.length > 0 ? t.success(u) : t.failure(u, c)),
-  t.identity,
+export const NonEmptyString = annotate(
+  new t.Type<string, string, unknown>(
+    'a non-empty string',
+    (u): u is string => typeof u === 'string' && u.length > 0,
+    (u, c) => (typeof u === 'string' && u.length > 0 ? t.success(u) : t.failure(u, c)),
+    t.identity,
+  ),
+  { type: 'string', minLength: 1 },
 );
 
 /** A dot path (`'a.b.c'`): non-empty segments separated by dots. */
-export const DotPath = new t.Type<string, string, unknown>(
-  "a dot path like 'a.b.c'",
-  (u): u is string => typeof u === 'string' && u.split('.').every((s) => s.length > 0),
-  (u, c) =>
-    typeof u === 'string' && u.split('.').every((s) => s.length > 0) ? t.success(u) : t.failure(u, c),
-  t.identity,
+export const DotPath = annotate(
+  new t.Type<string, string, unknown>(
+    "a dot path like 'a.b.c'",
+    (u): u is string => typeof u === 'string' && u.split('.').every((s) => s.length > 0),
+    (u, c) =>
+      typeof u === 'string' && u.split('.').every((s) => s.length > 0) ? t.success(u) : t.failure(u, c),
+    t.identity,
+  ),
+  { type: 'string', pattern: '^[^.]+(\\.[^.]+)*$', description: "a dot path like 'a.b.c'" },
 );
 
 /**
@@ -196,4 +251,14 @@ export function firstNonJson(value: unknown, path: string, ancestors: Set<object
 /** A codec for a value that passes `test`, named `expected` in errors. */
 export function guard<T>(expected: string, test: (u: unknown) => boolean): t.Type<T, T, unknown> {
   return new t.Type<T, T, unknown>(expected, (u): u is T => test(u), (u, c) => (test(u) ? t.success(u as T) : t.failure(u, c)), t.identity);
+}
+
+/** The fields `keys` of an object codec's props (to build one codec from another's fields). */
+export function pickProps<P extends t.Props, K extends keyof P>(props: P, ...keys: K[]): Pick<P, K> {
+  return Object.fromEntries(keys.map((k) => [k, props[k]])) as Pick<P, K>;
+}
+
+/** An object codec's props but `keys`. */
+export function omitProps<P extends t.Props, K extends keyof P>(props: P, ...keys: K[]): Omit<P, K> {
+  return Object.fromEntries(Object.entries(props).filter(([k]) => !keys.includes(k as K))) as Omit<P, K>;
 }

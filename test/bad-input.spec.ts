@@ -21,6 +21,7 @@ import {
   registerSelector,
   router,
   selectModels,
+  serve,
   step,
   toEvent,
   traceGraph,
@@ -301,6 +302,8 @@ describe('createGraph, addSharedModel, sharedModelProxy and monitoring options',
       const graph = withShared();
       graph.addSharedModel({ name: 'llm', modelClass: 'Model', executionMechanism: 'naive' });
     }, 'addSharedModel.name', /a name not used by another shared model \(or override: true\), got 'llm'/],
+    // The entry's artifact codec (before: a codec of its own took '' and the shared model went without its artifact).
+    ['addSharedModel with an empty artifact path', () => createGraph().addSharedModel({ name: 's', modelClass: 'Model', executionMechanism: 'naive', modelArtifact: '' }), 'addSharedModel.modelArtifact', /an artifact, or the path or file: URL of its JSON file, got ""/],
     ['addSharedModel with a proxy-only field', () => createGraph().addSharedModel({ name: 's', modelClass: 'Model', executionMechanism: 'naive', labels: {} } as never), 'addSharedModel.labels', /unknown field 'labels'/],
     ['a proxy without config', () => createGraph().sharedModelProxy(undefined as never), 'sharedModelProxy', /expected SharedModelProxyConfig, got undefined/],
     ['a proxy naming nothing to find', () => withShared().sharedModelProxy({ endpointName: 'p' }), 'sharedModelProxy', /a modelArtifact or a sharedModelName/],
@@ -353,6 +356,15 @@ describe('createGraph, addSharedModel, sharedModelProxy and monitoring options',
 });
 
 // ---- LLModel artifacts ---------------------------------------------------------------------------
+
+describe('serve() options', () => {
+  it('a port above 65535 is refused before anything listens, naming serve.port (the spec checked this; serve() did not)', async () => {
+    const error = await serve((events) => events, { port: 70_000 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).issues.map((issue) => issue.path)).toEqual(['serve.port']);
+    expect((error as Error).message).toMatch(/a port number \(0 to 65535; 0 picks a free port\), got 70000/);
+  });
+});
 
 describe('LLModel artifacts', () => {
   const base = { key: 'gpt', modelUrl: 'mock://' };

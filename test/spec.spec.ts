@@ -19,6 +19,17 @@ import {
 } from '../src/index.js';
 import { readSpec } from '../src/spec/load.js';
 import { specSchema } from '../src/spec/cli.js';
+import { finite, type StrictType } from '../src/config.js';
+import { PoolOptionsCodec } from '../src/execution/poolOptions.js';
+import { GraphOptionsCodec, MonitoringOptionsCodec, ProxyCodec, SharedModelCodec } from '../src/graph/codecs.js';
+import { ModelEntryCodec } from '../src/model/entry.js';
+import { ModelRunnerConfigCodec } from '../src/operators/modelRunner.js';
+import { OnErrorOptionsCodec } from '../src/operators/onError.js';
+import { RouterConfigCodec } from '../src/operators/router.js';
+import { StepOptionsCodec } from '../src/operators/step.js';
+import { ServeOptionsCodec } from '../src/serve/serve.js';
+import { FunctionStepSpec, GraphSpec, ModelRunnerSpec, ModelSpec, OnErrorSpec, ProxySpec, SharedModelSpec } from '../src/spec/codecs.js';
+import { RedisStreamOptionsCodec } from '../src/streams/options.js';
 
 const fixtures = fileURLToPath(new URL('./fixtures/spec/', import.meta.url));
 let dir: string;
@@ -361,5 +372,92 @@ describe('the JSON Schema', () => {
     expect(validate({ steps: [{ step: { module: './f.mjs' }, onError: { module: './f.mjs' } }] })).toBe(false);
     expect(validate({ steps: [{ modelRunner: { models: [{ endpointName: 'p', sharedModelName: 's', executionMechanism: 'naive' }] } }] })).toBe(false);
     expect(validate({ steps: [{ router: { key: 'body.route', routes: { a: [{ bogus: {} }] } } }] })).toBe(false);
+  });
+});
+
+// The spec's codecs are built from the runtime's, so a field added to the runtime reaches the spec
+// (commit a34c9df fixed `batching`, forgotten by a spec codec written beside the runtime's). Each
+// runtime field is in the spec with the runtime's own codec (or its finite form: JSON has no
+// Infinity) unless listed below, with why. A new runtime field the spec cannot take goes here.
+describe('the spec follows the runtime', () => {
+  type Strict = StrictType<any>;
+  type Case = {
+    runtime: Strict;
+    spec: Strict;
+    /** Runtime fields a spec leaves out. */
+    excluded?: Record<string, string>;
+    /** Runtime fields whose spec form differs. */
+    overridden?: Record<string, string>;
+  };
+  const named = 'named (registered, or { module, export }): never a class or an instance';
+  const mechanism = "any but 'shared_executor' (a proxy is written { endpointName, sharedModelName })";
+  const artifact = "an object or a file path relative to the spec's folder";
+  const serve = GraphSpec.optional.serve;
+  const cases: Record<string, Case> = {
+    'model entry': {
+      runtime: ModelEntryCodec,
+      spec: ModelSpec,
+      excluded: { sharedModelName: 'a proxy of a shared model is written as a proxy (ProxySpec)' },
+      overridden: { modelClass: named, executionMechanism: mechanism, modelArtifact: artifact },
+    },
+    'shared model': {
+      runtime: SharedModelCodec,
+      spec: SharedModelSpec,
+      excluded: { override: "a spec builds a new graph: its shared models are all in the spec's list" },
+      overridden: { modelClass: named, executionMechanism: mechanism, modelArtifact: artifact },
+    },
+    'shared model proxy': { runtime: ProxyCodec, spec: ProxySpec, overridden: { modelArtifact: artifact } },
+    'graph options': { runtime: GraphOptionsCodec, spec: GraphSpec, overridden: { monitoring: 'the same fields (below), under the name Monitoring' } },
+    monitoring: { runtime: MonitoringOptionsCodec, spec: GraphSpec.optional.monitoring },
+    'graph pool': {
+      runtime: PoolOptionsCodec,
+      spec: GraphSpec.optional.pool,
+      excluded: {
+        piscina: 'a pool instance, not data',
+        maxBatch: 'graph.configurePoolResource() takes maxThreads, maxProcesses and poolFactor only',
+        cancelGraceMs: 'graph.configurePoolResource() takes maxThreads, maxProcesses and poolFactor only',
+      },
+    },
+    'step pool': { runtime: PoolOptionsCodec, spec: ModelRunnerSpec.optional.pool, excluded: { piscina: 'a pool instance, not data' } },
+    modelRunner: {
+      runtime: ModelRunnerConfigCodec,
+      spec: ModelRunnerSpec,
+      excluded: { executor: 'an object, not data', graph: "the spec's own graph" },
+      overridden: { models: 'model entries and proxies as a spec writes them', selector: named, pool: 'without piscina (above)' },
+    },
+    step: { runtime: StepOptionsCodec, spec: FunctionStepSpec },
+    onError: { runtime: OnErrorOptionsCodec, spec: OnErrorSpec },
+    serve: {
+      runtime: ServeOptionsCodec,
+      spec: serve,
+      excluded: { graph: "the spec's own graph", dashboard: 'not read from a spec (yet)', openai: 'not read from a spec (yet)' },
+    },
+    'Redis source': {
+      runtime: RedisStreamOptionsCodec,
+      spec: GraphSpec.optional.source.required.redis,
+      excluded: { redis: 'written url (a spec names the server; redisStream() also takes a client)', metrics: 'a prom-client registry, not data' },
+    },
+  };
+
+  const fields = (codec: Strict) => ({ ...codec.required, ...codec.optional });
+
+  it.each(Object.entries(cases))('%s: every runtime field is in the spec, with the runtime\'s codec, or listed', (_, c) => {
+    const runtime = fields(c.runtime);
+    const spec = fields(c.spec);
+    for (const [key, codec] of Object.entries(runtime)) {
+      if (c.excluded?.[key] !== undefined) {
+        expect(spec, `'${key}' is listed as left out`).not.toHaveProperty(key);
+      } else {
+        expect(spec, `the spec has no '${key}': take the runtime's, or list it as left out`).toHaveProperty(key);
+        if (c.overridden?.[key] !== undefined) expect(spec[key], `'${key}' is listed as overridden`).not.toBe(finite(codec));
+        else expect(spec[key], `'${key}' is not the runtime's codec: take it, or list it as overridden`).toBe(finite(codec));
+      }
+    }
+    for (const key of [...Object.keys(c.excluded ?? {}), ...Object.keys(c.overridden ?? {})]) expect(runtime).toHaveProperty(key);
+  });
+
+  it("router: every runtime field is in the spec's schema", () => {
+    const router = (specSchema().$defs as Record<string, { properties: { router: { properties: object } } }>).Step.properties.router.properties;
+    expect(Object.keys(router).sort()).toEqual(Object.keys(fields(RouterConfigCodec)).sort());
   });
 });

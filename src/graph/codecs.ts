@@ -1,8 +1,8 @@
 // The graph's option and entry types, and the io-ts codecs that check them.
 import * as t from 'io-ts';
-import { DotPath, NonEmptyString, positiveInt, strict } from '../config.js';
+import { NonEmptyString, annotate, pickProps, strict } from '../config.js';
 import type { LLMPromptArtifact, ModelArtifact } from '../model/artifact.js';
-import { CreationStrategyCodec, type CreationStrategy, type ExecutionMechanism, type ModelEntry } from '../model/entry.js';
+import { ModelEntryCodec, type CreationStrategy, type ExecutionMechanism, type ModelEntry } from '../model/entry.js';
 
 /**
  * A model loaded once per graph and served to every proxy of it: a model entry's fields (its
@@ -41,42 +41,38 @@ export interface GraphOptions {
   readonly monitoring?: { readonly samplingPercentage?: number; readonly registryPath?: string };
 }
 
-const Percentage = new t.Type<number, number, unknown>(
-  'a percentage above 0 and at most 100',
-  (u): u is number => typeof u === 'number' && u > 0 && u <= 100,
-  (u, c) => (typeof u === 'number' && u > 0 && u <= 100 ? t.success(u) : t.failure(u, c)),
-  t.identity,
+export const Percentage = annotate(
+  new t.Type<number, number, unknown>(
+    'a percentage above 0 and at most 100',
+    (u): u is number => typeof u === 'number' && u > 0 && u <= 100,
+    (u, c) => (typeof u === 'number' && u > 0 && u <= 100 ? t.success(u) : t.failure(u, c)),
+    t.identity,
+  ),
+  { type: 'number', exclusiveMinimum: 0, maximum: 100 },
 );
 
-export const GraphOptionsCodec = strict(
-  'GraphOptions',
-  {},
-  { name: NonEmptyString, monitoring: strict('MonitoringOptions', {}, { samplingPercentage: Percentage, registryPath: NonEmptyString }) },
-);
+export const MonitoringOptionsCodec = strict('MonitoringOptions', {}, { samplingPercentage: Percentage, registryPath: NonEmptyString });
+
+export const GraphOptionsCodec = strict('GraphOptions', {}, { name: NonEmptyString, monitoring: MonitoringOptionsCodec });
+
+// A shared model's and a proxy's fields are a model entry's, checked by the entry's codecs.
+const entry = ModelEntryCodec.optional;
 
 export const SharedModelCodec = strict(
   'SharedModelConfig',
   { name: NonEmptyString, modelClass: t.unknown, executionMechanism: t.string },
   {
-    modelArtifact: t.union([t.UnknownRecord, t.string], 'an artifact, or the path or file: URL of its JSON file'),
-    inputs: t.array(t.string),
-    outputs: t.array(t.string),
-    inputPath: DotPath,
-    resultPath: DotPath,
-    params: t.UnknownRecord,
-    maxInFlight: positiveInt(true),
+    ...pickProps(entry, 'modelArtifact', 'inputs', 'outputs', 'inputPath', 'resultPath', 'params', 'maxInFlight'),
     override: t.boolean,
   },
 );
 
 export const ProxyCodec = strict(
   'SharedModelProxyConfig',
-  { endpointName: NonEmptyString },
+  pickProps(ModelEntryCodec.required, 'endpointName'),
   {
+    // A proxy's artifact is matched against the shared models': an object, never a file to read.
     modelArtifact: t.UnknownRecord,
-    sharedModelName: NonEmptyString,
-    labels: t.union([t.record(t.string, t.string), t.array(t.string)], 'Record<string, string> | string[]'),
-    creationStrategy: CreationStrategyCodec,
+    ...pickProps(entry, 'sharedModelName', 'labels', 'creationStrategy'),
   },
 );
-

@@ -1,6 +1,6 @@
 // ModelEntry: one model of a modelRunner step, its codec, and the checks codecs cannot express.
 import * as t from 'io-ts';
-import { DotPath, NonEmptyString, decodeOrThrow, firstNonJson, fn, positiveInt, strict } from '../config.js';
+import { DotPath, NonEmptyString, NonNegativeMs, PositiveMs, decodeOrThrow, firstNonJson, fn, positiveInt, strict } from '../config.js';
 import { ConfigError, toError } from '../errors.js';
 import { readArtifactFile, type LLMPromptArtifact, type ModelArtifact } from './artifact.js';
 import type { Model, ModelClass, ModuleRef } from './model.js';
@@ -9,7 +9,7 @@ import { isModelInstance, modelClassName, validateModuleRef } from './registry.j
 /** MLRun's execution mechanisms, names kept verbatim (DESIGN §5). */
 export type ExecutionMechanism = 'naive' | 'asyncio' | 'thread_pool' | 'process_pool' | 'dedicated_process' | 'shared_executor';
 // Written out above so the public types do not depend on io-ts; the codec is checked against it.
-export const ExecutionMechanismCodec: t.Type<ExecutionMechanism, string, unknown> = t.keyof(
+export const ExecutionMechanismCodec = t.keyof(
   {
     naive: null,
     asyncio: null,
@@ -19,7 +19,7 @@ export const ExecutionMechanismCodec: t.Type<ExecutionMechanism, string, unknown
     shared_executor: null,
   },
   "'naive' | 'asyncio' | 'thread_pool' | 'process_pool' | 'dedicated_process' | 'shared_executor'",
-);
+) satisfies t.Type<ExecutionMechanism, string, unknown>;
 
 /** Mechanisms that run the model on the main event loop; only these accept a bare class. */
 export const IN_PROCESS_MECHANISMS: readonly ExecutionMechanism[] = ['naive', 'asyncio'];
@@ -31,11 +31,11 @@ export const CreationStrategyCodec: t.Type<CreationStrategy, string, unknown> = 
   "'inplace' | 'overwrite' | 'archive' | 'skip'",
 );
 
-export const ModuleRefCodec: t.Type<ModuleRef, unknown, unknown> = strict(
+export const ModuleRefCodec = strict(
   '{ module: string, export?: string }',
   { module: NonEmptyString },
   { export: NonEmptyString },
-);
+) satisfies t.Type<ModuleRef, unknown, unknown>;
 
 const ModelInstanceCodec = new t.Type<Model, Model, unknown>(
   'a Model instance',
@@ -50,21 +50,7 @@ const ModelClassCodec = t.union(
 );
 
 /** A path or `file:` URL of an artifact JSON file; other URI schemes are refused when decoded. */
-const ArtifactRefCodec = t.union([t.UnknownRecord, NonEmptyString], 'an artifact, or the path or file: URL of its JSON file');
-
-const PositiveMs = new t.Type<number, number, unknown>(
-  'a positive number of milliseconds',
-  (u): u is number => typeof u === 'number' && u > 0 && Number.isFinite(u),
-  (u, c) => (typeof u === 'number' && u > 0 && Number.isFinite(u) ? t.success(u) : t.failure(u, c)),
-  t.identity,
-);
-
-const NonNegativeMs = new t.Type<number, number, unknown>(
-  'a non-negative number of milliseconds',
-  (u): u is number => typeof u === 'number' && u >= 0 && Number.isFinite(u),
-  (u, c) => (typeof u === 'number' && u >= 0 && Number.isFinite(u) ? t.success(u) : t.failure(u, c)),
-  t.identity,
-);
+export const ArtifactRefCodec = t.union([t.UnknownRecord, NonEmptyString], 'an artifact, or the path or file: URL of its JSON file');
 
 /** Dynamic batching of one model's calls (DESIGN §13). */
 export interface Batching {
@@ -74,15 +60,16 @@ export interface Batching {
   readonly maxWaitMs: number;
 }
 
-const BatchingCodec: t.Type<Batching, unknown, unknown> = strict(
+export const BatchingCodec = strict(
   '{ maxBatchSize: positive integer, maxWaitMs: non-negative number }',
   { maxBatchSize: positiveInt(), maxWaitMs: NonNegativeMs },
   {},
-);
+) satisfies t.Type<Batching, unknown, unknown>;
 
-const Labels = t.union([t.record(t.string, t.string), t.array(t.string)], 'Record<string, string> | string[]');
+export const LabelsCodec = t.union([t.record(t.string, t.string), t.array(t.string)], 'Record<string, string> | string[]');
 
-const ModelEntryCodec = strict(
+/** The entry's fields: the graph's shared models and proxies and the spec's model codecs take theirs from here. */
+export const ModelEntryCodec = strict(
   'ModelEntry',
   {
     endpointName: NonEmptyString,
@@ -91,7 +78,7 @@ const ModelEntryCodec = strict(
   },
   {
     modelArtifact: ArtifactRefCodec,
-    labels: Labels,
+    labels: LabelsCodec,
     creationStrategy: CreationStrategyCodec,
     inputs: t.array(t.string),
     outputs: t.array(t.string),

@@ -54,7 +54,7 @@ const ExecutorCodec = guard<Executor>('an Executor ({ open(models, hooks) })', (
 const SelectorCodec = guard<SelectorLike>('a ModelSelector, a selector function or a registered selector name', isSelectorLike);
 
 
-const ModelRunnerConfigCodec = strict(
+export const ModelRunnerConfigCodec = strict(
   'ModelRunnerConfig',
   { models: t.unknown },
   {

@@ -15,7 +15,7 @@ export type ErrorHandler = (
   context: StepContext,
 ) => ServingEvent | unknown | PromiseLike<ServingEvent | unknown>;
 
-const OnErrorOptionsCodec = strict('OnErrorOptions', {}, { name: NonEmptyString });
+export const OnErrorOptionsCodec = strict('OnErrorOptions', {}, { name: NonEmptyString });
 const HandlerCodec = fn<ErrorHandler>('a function (erroredEvent, context) => event or body');
 
 /**

@@ -27,7 +27,7 @@ export interface RouterConfig {
   readonly idleMs?: number;
 }
 
-const RouterConfigCodec = strict(
+export const RouterConfigCodec = strict(
   'RouterConfig',
   {
     key: fn<RouterConfig['key']>('a function (event) => route key'),

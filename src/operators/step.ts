@@ -30,7 +30,7 @@ export type StepFn<In = any, Out = unknown> = (
   context: StepContext,
 ) => Out | PromiseLike<Out> | Extract<ObservableInput<Out>, Observable<Out>>;
 
-const StepOptionsCodec = strict(
+export const StepOptionsCodec = strict(
   'StepOptions',
   {},
   { ...dispatchOptionProps, inputPath: DotPath, resultPath: DotPath },

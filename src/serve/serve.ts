@@ -2,7 +2,7 @@
 import type { Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import type { OperatorFunction } from 'rxjs';
-import { decodeOrThrow, NonEmptyString, nonNegativeInt, strict } from '../config.js';
+import { decodeOrThrow, NonEmptyString, Port, strict } from '../config.js';
 import type { ServingEvent } from '../event.js';
 import type { Invoker } from './invoker.js';
 import { checkDashboard, DEFAULT_MAX_BODY_BYTES, kInvoker, pluginOptionProps, rxservePlugin, type RxservePluginOptions } from './plugin.js';
@@ -31,7 +31,7 @@ export interface Server {
   readonly inFlight: number;
 }
 
-const ServeOptionsCodec = strict('ServeOptions', {}, { port: nonNegativeInt(false), host: NonEmptyString, ...pluginOptionProps });
+export const ServeOptionsCodec = strict('ServeOptions', {}, { port: Port, host: NonEmptyString, ...pluginOptionProps });
 
 /**
  * Serves a pipeline over HTTP and resolves once listening.

@@ -1,104 +1,70 @@
 // The spec file's codecs (DESIGN §14): what loadGraph accepts, and what the JSON Schema is made from.
+// Every field is the runtime's own codec (one source: a field added to the runtime reaches the spec);
+// only what the spec form really changes is overridden here, and what it leaves out says why.
 import * as t from 'io-ts';
-import { DotPath, NonEmptyString, guard, strict } from '../config.js';
-import { CreationStrategyCodec } from '../model/entry.js';
+import { DotPath, NonEmptyString, finite, omitProps, pickProps, strict } from '../config.js';
+import { PoolOptionsCodec } from '../execution/poolOptions.js';
+import { GraphOptionsCodec, MonitoringOptionsCodec, ProxyCodec, SharedModelCodec } from '../graph/codecs.js';
+import { ArtifactRefCodec, ExecutionMechanismCodec, ModelEntryCodec, ModuleRefCodec } from '../model/entry.js';
+import { ModelRunnerConfigCodec } from '../operators/modelRunner.js';
+import { OnErrorOptionsCodec } from '../operators/onError.js';
+import { RouterConfigCodec } from '../operators/router.js';
+import { StepOptionsCodec } from '../operators/step.js';
+import { ServeOptionsCodec } from '../serve/serve.js';
+import { CommitOptionsCodec, RedisStreamOptionsCodec, RedisUrl } from '../streams/options.js';
 import { annotate, type JsonSchema } from './schema.js';
 
-// Leaves: each guard carries the JSON Schema that says the same thing.
-const Name = annotate(NonEmptyString, { type: 'string', minLength: 1 });
-const Path = annotate(DotPath, { type: 'string', pattern: '^[^.]+(\\.[^.]+)*$', description: "a dot path like 'a.b.c'" });
-const isPositiveInt = (u: unknown) => typeof u === 'number' && Number.isInteger(u) && u > 0;
-const PositiveInt = annotate(guard<number>('a positive integer', isPositiveInt), { type: 'integer', minimum: 1 });
-const NonNegativeInt = annotate(
-  guard<number>('a non-negative integer', (u) => typeof u === 'number' && Number.isInteger(u) && u >= 0),
-  { type: 'integer', minimum: 0 },
-);
-const Port = annotate(
-  guard<number>('a port number (0 to 65535; 0 picks a free port)', (u) => typeof u === 'number' && Number.isInteger(u) && u >= 0 && u <= 65535),
-  { type: 'integer', minimum: 0, maximum: 65535 },
-);
-const PositiveMs = annotate(
-  guard<number>('a positive number of milliseconds', (u) => typeof u === 'number' && u > 0 && Number.isFinite(u)),
-  { type: 'number', exclusiveMinimum: 0 },
-);
-const Percentage = annotate(
-  guard<number>('a percentage above 0 and at most 100', (u) => typeof u === 'number' && u > 0 && u <= 100),
-  { type: 'number', exclusiveMinimum: 0, maximum: 100 },
-);
-const RedisUrl = annotate(
-  guard<string>("a 'redis://' or 'rediss://' URL", (u) => typeof u === 'string' && /^rediss?:\/\//.test(u)),
-  { type: 'string', pattern: '^rediss?://' },
-);
-const StartId = annotate(
-  guard<string>("a stream id ('0', '$' or '<ms>-<seq>')", (u) => typeof u === 'string' && /^(\$|\d+(-\d+)?)$/.test(u)),
-  { type: 'string', pattern: '^(\\$|\\d+(-\\d+)?)$' },
-);
-const Strings = t.array(t.string);
-const Labels = t.union([t.record(t.string, t.string), Strings], 'Record<string, string> | string[]');
-const Artifact = t.union([t.UnknownRecord, Name], 'an artifact, or the path of its JSON file (relative to the spec)');
-const Params = t.UnknownRecord;
+/**
+ * The runtime's fields as a spec takes them. JSON has no Infinity: a field that also takes
+ * `Infinity` at runtime takes a finite number in a spec (YAML's `.inf` too), as its schema says.
+ */
+function finiteProps<P extends t.Props>(props: P): P {
+  return Object.fromEntries(Object.entries(props).map(([key, codec]) => [key, finite(codec)])) as P;
+}
 
 /** `{ module, export? }`: a module path (relative to the spec's folder) and one of its exports (default `'default'`). */
-export const ModuleRef = strict('ModuleRef', { module: Name }, { export: Name });
+export const ModuleRef = ModuleRefCodec;
 export type ModuleRef = t.TypeOf<typeof ModuleRef>;
 
-const ModelClass = t.union([Name, ModuleRef], 'a registered model name, or { module, export }');
+// What the spec form changes: a model class is named (registered, or { module, export }), never a
+// class or an instance; an artifact's path is relative to the spec's folder.
+const ModelClass = t.union([NonEmptyString, ModuleRef], 'a registered model name, or { module, export }');
+const Artifact = t.union(ArtifactRefCodec.types, 'an artifact, or the path of its JSON file (relative to the spec)');
 /** Every mechanism but 'shared_executor': a proxy is written `{ endpointName, sharedModelName }`. */
+const { shared_executor: _proxy, ...mechanisms } = ExecutionMechanismCodec.keys;
 const Mechanism = t.keyof(
-  { naive: null, asyncio: null, thread_pool: null, process_pool: null, dedicated_process: null },
-  "'naive' | 'asyncio' | 'thread_pool' | 'process_pool' | 'dedicated_process'",
+  mechanisms,
+  Object.keys(mechanisms)
+    .map((m) => `'${m}'`)
+    .join(' | '),
 );
 
-const poolProps = { maxThreads: PositiveInt, maxProcesses: PositiveInt, poolFactor: PositiveInt };
-const GraphPool = strict('GraphPool', {}, poolProps);
-const StepPool = strict('StepPool', {}, { ...poolProps, maxBatch: PositiveInt, cancelGraceMs: NonNegativeInt });
-
-const NonNegativeMs = annotate(
-  guard<number>('a non-negative number of milliseconds', (u) => typeof u === 'number' && u >= 0 && Number.isFinite(u)),
-  { type: 'number', minimum: 0 },
-);
-const Batching = strict('Batching', { maxBatchSize: PositiveInt, maxWaitMs: NonNegativeMs }, {});
-
-const Monitoring = strict('Monitoring', {}, { samplingPercentage: Percentage, registryPath: Name });
+// Graph-wide pools take what graph.configurePoolResource() takes.
+const GraphPool = strict('GraphPool', {}, pickProps(PoolOptionsCodec.optional, 'maxThreads', 'maxProcesses', 'poolFactor'));
+// piscina: a pool instance, not data.
+const StepPool = strict('StepPool', {}, omitProps(PoolOptionsCodec.optional, 'piscina'));
 
 export const SharedModelSpec = strict(
   'SharedModel',
-  { name: Name, modelClass: ModelClass, executionMechanism: Mechanism },
-  {
-    modelArtifact: Artifact,
-    inputs: Strings,
-    outputs: Strings,
-    inputPath: Path,
-    resultPath: Path,
-    params: Params,
-    maxInFlight: PositiveInt,
-  },
+  { ...SharedModelCodec.required, modelClass: ModelClass, executionMechanism: Mechanism },
+  // override: a spec builds a new graph, whose shared models are all listed here.
+  finiteProps({ ...omitProps(SharedModelCodec.optional, 'override'), modelArtifact: Artifact }),
 );
 export type SharedModelSpec = t.TypeOf<typeof SharedModelSpec>;
 
 export const ModelSpec = strict(
   'Model',
-  { endpointName: Name, modelClass: ModelClass, executionMechanism: Mechanism },
-  {
-    modelArtifact: Artifact,
-    labels: Labels,
-    creationStrategy: CreationStrategyCodec,
-    inputs: Strings,
-    outputs: Strings,
-    inputPath: Path,
-    resultPath: Path,
-    params: Params,
-    maxInFlight: PositiveInt,
-    timeoutMs: PositiveMs,
-    batching: Batching,
-  },
+  { ...ModelEntryCodec.required, modelClass: ModelClass, executionMechanism: Mechanism },
+  // sharedModelName: a proxy of a shared model is written as ProxySpec.
+  finiteProps({ ...omitProps(ModelEntryCodec.optional, 'sharedModelName'), modelArtifact: Artifact }),
 );
 export type ModelSpec = t.TypeOf<typeof ModelSpec>;
 
 export const ProxySpec = strict(
   'SharedModelProxy',
-  { endpointName: Name, sharedModelName: Name },
-  { modelArtifact: Artifact, labels: Labels, creationStrategy: CreationStrategyCodec },
+  // sharedModelName is required here: it tells a proxy from a model.
+  { ...ProxyCodec.required, ...pickProps(ProxyCodec.optional, 'sharedModelName') },
+  { ...omitProps(ProxyCodec.optional, 'sharedModelName'), modelArtifact: Artifact },
 );
 export type ProxySpec = t.TypeOf<typeof ProxySpec>;
 
@@ -129,27 +95,23 @@ const ModelOrProxy = pick<ModelSpec | ProxySpec>(
 export const ModelRunnerSpec = strict(
   'ModelRunner',
   { models: t.array(ModelOrProxy) },
-  {
-    name: Name,
-    selector: t.union([Name, ModuleRef], 'a registered selector name, or { module, export }'),
-    selectorParams: Params,
-    raiseException: t.boolean,
-    ordered: t.boolean,
-    maxInFlight: PositiveInt,
-    maxQueue: NonNegativeInt,
+  finiteProps({
+    // executor, graph: objects a spec cannot hold (the graph is the spec's own).
+    ...omitProps(ModelRunnerConfigCodec.optional, 'executor', 'graph'),
+    selector: t.union([NonEmptyString, ModuleRef], 'a registered selector name, or { module, export }'),
     pool: StepPool,
-  },
+  }),
 );
 export type ModelRunnerSpec = t.TypeOf<typeof ModelRunnerSpec>;
 
 export const FunctionStepSpec = strict(
   'FunctionStep',
-  { module: Name },
-  { export: Name, name: Name, inputPath: Path, resultPath: Path, maxInFlight: PositiveInt, maxQueue: NonNegativeInt, ordered: t.boolean },
+  ModuleRef.required,
+  finiteProps({ ...ModuleRef.optional, ...StepOptionsCodec.optional }),
 );
 export type FunctionStepSpec = t.TypeOf<typeof FunctionStepSpec>;
 
-export const OnErrorSpec = strict('OnError', { module: Name }, { export: Name, name: Name });
+export const OnErrorSpec = strict('OnError', ModuleRef.required, { ...ModuleRef.optional, ...OnErrorOptionsCodec.optional });
 export type OnErrorSpec = t.TypeOf<typeof OnErrorSpec>;
 
 /** A router: a key (dot path into the event, or a key function) and a list of steps per route. */
@@ -174,8 +136,11 @@ const STEP_KINDS = ['modelRunner', 'router', 'step', 'onError'] as const;
 export const StepSpec: t.Type<StepSpec, unknown, unknown> = t.recursion<StepSpec, unknown, unknown>('Step', (self) => {
   const router = strict(
     'Router',
-    { key: t.union([Path, ModuleRef], "a dot path into the event ('body.route'), or { module, export } naming a key function"), routes: t.record(t.string, t.array(self)) },
-    { name: Name, defaultRoute: Name, idleMs: PositiveInt },
+    {
+      key: t.union([DotPath, ModuleRef], "a dot path into the event ('body.route'), or { module, export } naming a key function"),
+      routes: t.record(t.string, t.array(self)),
+    },
+    finiteProps(RouterConfigCodec.optional),
   );
   const fields = strict('Step', {}, { modelRunner: ModelRunnerSpec, router, step: FunctionStepSpec, onError: OnErrorSpec });
   const exactlyOne = new t.Type<StepSpec, unknown, unknown>(
@@ -196,27 +161,20 @@ export const StepSpec: t.Type<StepSpec, unknown, unknown> = t.recursion<StepSpec
 const ServeSpec = strict(
   'Serve',
   {},
-  { port: Port, host: Name, maxBodyBytes: PositiveInt, timeoutMs: PositiveInt, models: t.array(Name), apiKeys: t.array(Name) },
+  // A subset: graph and pipeline are the spec's own; dashboard and openai are not read from a spec (yet).
+  finiteProps(omitProps(ServeOptionsCodec.optional, 'graph', 'dashboard', 'openai')),
 );
 export type ServeSpec = t.TypeOf<typeof ServeSpec>;
 
 const RedisSource = strict(
   'RedisSource',
-  { url: RedisUrl, stream: Name, group: Name },
-  {
-    consumer: Name,
-    field: Name,
-    startId: StartId,
-    maxInFlight: PositiveInt,
-    batchSize: PositiveInt,
-    blockMs: PositiveInt,
-    claimIdleMs: PositiveInt,
-    maxDeliveries: PositiveInt,
-    deadLetterStream: Name,
-    closeTimeoutMs: PositiveInt,
-  },
+  // url: the spec names the server; redisStream() also takes a client.
+  { url: RedisUrl, ...omitProps(RedisStreamOptionsCodec.required, 'redis') },
+  // metrics: a prom-client registry, not data.
+  finiteProps(omitProps(RedisStreamOptionsCodec.optional, 'metrics')),
 );
-const SourceSpec = strict('Source', { redis: RedisSource, output: Name }, {});
+// output: the stream the answers are committed to.
+const SourceSpec = strict('Source', { redis: RedisSource, output: CommitOptionsCodec.required.stream }, {});
 export type SourceSpec = t.TypeOf<typeof SourceSpec>;
 
 /** A whole spec file. */
@@ -225,9 +183,9 @@ export const GraphSpec = strict(
   { steps: t.array(StepSpec) },
   {
     $schema: t.string,
-    name: Name,
+    ...GraphOptionsCodec.optional,
+    monitoring: strict('Monitoring', {}, MonitoringOptionsCodec.optional),
     pool: GraphPool,
-    monitoring: Monitoring,
     sharedModels: t.array(SharedModelSpec),
     serve: ServeSpec,
     source: SourceSpec,

@@ -1,20 +1,9 @@
 // A JSON Schema (draft 2020-12) derived from io-ts codecs, so the spec's shape is written once.
 import * as t from 'io-ts';
-import { StrictType } from '../config.js';
+import { StrictType, annotate, annotationOf, type JsonSchema } from '../config.js';
 
-/** A JSON Schema object (draft 2020-12). */
-export type JsonSchema = { readonly [key: string]: unknown };
-
-// Codecs io-ts cannot describe (guards, refinements written as plain t.Type) carry their schema here.
-// A function form gets the walker, for codecs that wrap others.
-type Annotation = JsonSchema | ((walk: (codec: t.Mixed) => JsonSchema) => JsonSchema);
-const annotations = new WeakMap<t.Mixed, Annotation>();
-
-/** Gives a codec that is not made of io-ts combinators its JSON Schema; returns the codec. */
-export function annotate<C extends t.Mixed>(codec: C, schema: Annotation): C {
-  annotations.set(codec, schema);
-  return codec;
-}
+// The annotations of codecs io-ts cannot describe live with the codecs (config.ts `annotate`).
+export { annotate, type JsonSchema };
 
 /**
  * The JSON Schema of `codec`: walks t.type / t.partial / t.intersection / t.union / t.keyof /
@@ -33,7 +22,7 @@ export function toJsonSchema(codec: t.Mixed, root: { $id?: string; title?: strin
 }
 
 function walk(codec: t.Mixed, defs: Record<string, JsonSchema>): JsonSchema {
-  const annotated = annotations.get(codec);
+  const annotated = annotationOf(codec);
   if (annotated !== undefined) return typeof annotated === 'function' ? annotated((c) => walk(c, defs)) : annotated;
   if (codec instanceof StrictType) {
     return objectSchema(codec.required, codec.optional, false, defs);

@@ -1,6 +1,6 @@
 // redisStream()'s options: the codec (validated on construction, ConfigError naming the field) and defaults.
 import * as t from 'io-ts';
-import { NonEmptyString, decodeOrThrow, guard, positiveInt, strict } from '../config.js';
+import { NonEmptyString, annotate, decodeOrThrow, guard, positiveInt, strict } from '../config.js';
 import { ConfigError } from '../errors.js';
 
 /** What `redisStream()` needs of an ioredis client (checked by shape: ioredis is an optional peer). */
@@ -12,9 +12,15 @@ export interface RedisLike {
   on?(event: 'error', listener: (error: Error) => void): unknown;
 }
 
+/** A `redis://` or `rediss://` URL. */
+export const RedisUrl = annotate(
+  guard<string>("a 'redis://' or 'rediss://' URL", (u) => typeof u === 'string' && /^rediss?:\/\//.test(u)),
+  { type: 'string', pattern: '^rediss?://' },
+);
+
 const RedisCodec = t.union(
   [
-    guard<string>("a 'redis://' or 'rediss://' URL", (u) => typeof u === 'string' && /^rediss?:\/\//.test(u)),
+    RedisUrl,
     guard<RedisLike>('an ioredis client', (u) => {
       const r = u as Partial<RedisLike> | null;
       return typeof r === 'object' && r !== null && typeof r.duplicate === 'function' && typeof r.call === 'function';
@@ -23,7 +29,10 @@ const RedisCodec = t.union(
   "a 'redis://' URL or an ioredis client",
 );
 
-const StartId = guard<string>("a stream id ('0', '$' or '<ms>-<seq>')", (u) => typeof u === 'string' && /^(\$|\d+(-\d+)?)$/.test(u));
+export const StartId = annotate(
+  guard<string>("a stream id ('0', '$' or '<ms>-<seq>')", (u) => typeof u === 'string' && /^(\$|\d+(-\d+)?)$/.test(u)),
+  { type: 'string', pattern: '^(\\$|\\d+(-\\d+)?)$' },
+);
 
 const MetricsCodec = strict(
   'RedisStreamMetrics',
@@ -35,7 +44,7 @@ const MetricsCodec = strict(
   },
 );
 
-export const RedisStreamOptions = strict(
+export const RedisStreamOptionsCodec = strict(
   'RedisStreamOptions',
   { redis: RedisCodec, stream: NonEmptyString, group: NonEmptyString },
   {
@@ -89,7 +98,7 @@ export type ResolvedOptions = Required<Omit<RedisStreamOptions, 'metrics' | 'red
 
 /** Validates and fills in defaults; throws ConfigError naming the field. */
 export function resolveOptions(options: unknown, defaultConsumer: () => string): ResolvedOptions {
-  const o = decodeOrThrow(RedisStreamOptions, options, 'redisStream.options') as RedisStreamOptions;
+  const o = decodeOrThrow(RedisStreamOptionsCodec, options, 'redisStream.options') as RedisStreamOptions;
   const resolved: ResolvedOptions = {
     redis: o.redis,
     stream: o.stream,
@@ -112,7 +121,7 @@ export function resolveOptions(options: unknown, defaultConsumer: () => string):
   return resolved;
 }
 
-export const CommitOptions = strict('CommitOptions', { stream: NonEmptyString }, {});
+export const CommitOptionsCodec = strict('CommitOptions', { stream: NonEmptyString }, {});
 /** Options of `commit()`. */
 export interface CommitOptions {
   /** The output stream the answers are written to (`XADD`). */

@@ -8,7 +8,7 @@ import { RxServeError, describeError } from '../errors.js';
 import { toEvent, type ServingEvent } from '../event.js';
 import { connect } from './ioredis.js';
 import { streamMetrics, type RedisStreamStats } from './metrics.js';
-import { CommitOptions, resolveOptions, type RedisLike, type RedisStreamOptions } from './options.js';
+import { CommitOptionsCodec, resolveOptions, type CommitOptions, type RedisLike, type RedisStreamOptions } from './options.js';
 import { COMMIT, RECLAIM, runScript } from './scripts.js';
 
 /** What `redisStream()` returns. */
@@ -312,7 +312,7 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
     consumer: o.consumer,
     stats: () => ({ ...metrics.stats }),
     commit(commitOptions: CommitOptions): OperatorFunction<ServingEvent, ServingEvent> {
-      const { stream } = decodeOrThrow(CommitOptions, commitOptions, 'redisStream.commit.options');
+      const { stream } = decodeOrThrow(CommitOptionsCodec, commitOptions, 'redisStream.commit.options');
       return (source) =>
         new Observable<ServingEvent>((sub) => {
           let writing = 0;
