@@ -205,6 +205,22 @@ describe('createNodeFetch', () => {
     expect(JSON.parse(stdout)).toEqual({ method: 'GET', body: '' });
   });
 
+  it("leaves the process's global fetch on Node's own dispatcher (built package, child process)", async () => {
+    // Loading undici installs its Agent as the global dispatcher Node's fetch uses when none is
+    // set yet; rxserve's transport must not change what everyone else's fetch goes through.
+    const script = [
+      "const key = Symbol.for('undici.globalDispatcher.1');",
+      "const { createNodeFetch } = await import('rxserve/llm');",
+      `const text = await (await createNodeFetch()('${base}/json')).text();`,
+      'const afterOurs = globalThis[key];',
+      `const viaGlobal = await (await fetch('${base}/json')).text();`,
+      "const { Agent } = await import('undici');",
+      'process.stdout.write(JSON.stringify({ npmUndici: afterOurs instanceof Agent, unchangedByFetch: globalThis[key] === afterOurs, same: text === viaGlobal }));',
+    ].join('\n');
+    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd: root, timeout: 20_000 });
+    expect(JSON.parse(stdout)).toEqual({ npmUndici: false, unchangedByFetch: true, same: true });
+  });
+
   it('streams an event stream as it arrives', async () => {
     const res = await nodeFetch(`${base}/events`);
     const reader = res.body!.getReader();
