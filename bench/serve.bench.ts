@@ -1,9 +1,9 @@
 // serve() against a hand-written fastify route calling the same model (the floor), under
 // autocannon (64 connections, loopback, the server in a process of its own); and invoker()
 // without HTTP against the bare step, for rxserve's own cost per request.
-import { fork } from 'node:child_process';
 import autocannon from 'autocannon';
 import { createGraph, invoker } from 'rxserve';
+import { startChild } from './child.js';
 import { drive } from './driver.js';
 
 const BODY = { x: 1, text: 'hello world', tags: ['a', 'b'] };
@@ -26,31 +26,6 @@ export interface ServeFigures {
   readonly invoker: number;
 }
 
-/** Starts a target server in a child process; its URL and a stop function. */
-async function startTarget(kind: string): Promise<{ url: string; cpu(): Promise<number>; stop(): Promise<void> }> {
-  const child = fork(new URL('./fixtures/serveTarget.mjs', import.meta.url), [kind], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const { url } = await new Promise<{ url: string }>((resolve, reject) => {
-    child.once('message', (m) => resolve(m as { url: string }));
-    child.once('exit', (code) => reject(new Error(`bench target '${kind}' exited with ${code}`)));
-  });
-  return {
-    url,
-    cpu: () =>
-      new Promise<number>((resolve) => {
-        child.once('message', (m) => {
-          const { user, system } = (m as { cpu: NodeJS.CpuUsage }).cpu;
-          resolve(user + system);
-        });
-        child.send('cpu');
-      }),
-    stop: () =>
-      new Promise<void>((resolve) => {
-        child.once('exit', () => resolve());
-        child.disconnect();
-      }),
-  };
-}
-
 function load(url: string, seconds: number): Promise<autocannon.Result> {
   return autocannon({
     url,
@@ -63,7 +38,7 @@ function load(url: string, seconds: number): Promise<autocannon.Result> {
 }
 
 async function httpRow(name: string, kind: string, seconds: number): Promise<HttpRow> {
-  const target = await startTarget(kind);
+  const target = await startChild('serveTarget.mjs', [kind]);
   try {
     await load(target.url, 1); // warm-up: JIT, pools, connections
     const cpu0 = await target.cpu();

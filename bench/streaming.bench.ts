@@ -7,8 +7,8 @@
 // process, so its CPU time per answer is that row's alone. An extra row (b, node-http) is (b)
 // with the LLModel's provider on `providerOptions.transport: 'node-http'`; (r) is the floor of a
 // second HTTP hop: a bare node:http relay (bench/fixtures/streamingRelay.mjs) piping the bytes.
-import { fork } from 'node:child_process';
 import OpenAI from 'openai';
+import { startChild as startBenchChild, type Child } from './child.js';
 import { percentile } from './driver.js';
 
 const WORDS = 200;
@@ -31,39 +31,10 @@ export interface StreamingFigures {
   readonly words: number;
 }
 
-interface Child {
-  readonly url: string;
-  cpu(): Promise<number>;
-  stop(): Promise<void>;
-}
-
-/** A fixture in a process of its own; resolves once it sent its `{ url }` or `{ baseURL }`. */
-async function startChild(fixture: string, args: string[]): Promise<Child> {
+/** A fixture in a process of its own (STREAMING_CPU_PROF=<dir> profiles every one but the upstream). */
+function startChild(fixture: string, args: string[]): Promise<Child> {
   const prof = process.env.STREAMING_CPU_PROF;
-  const child = fork(new URL(`./fixtures/${fixture}`, import.meta.url), args, {
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    execArgv: prof && fixture !== 'streamingLLMServer.mjs' ? ['--cpu-prof', '--cpu-prof-dir', prof] : [],
-  });
-  const url = await new Promise<string>((resolve, reject) => {
-    child.once('message', (m: { url?: string; baseURL?: string }) => resolve((m.url ?? m.baseURL)!));
-    child.once('exit', (code) => reject(new Error(`${fixture} exited (${code}) before it listened`)));
-  });
-  return {
-    url,
-    cpu: () =>
-      new Promise<number>((resolve) => {
-        child.once('message', (m) => {
-          const { user, system } = (m as { cpu: NodeJS.CpuUsage }).cpu;
-          resolve(user + system);
-        });
-        child.send('cpu');
-      }),
-    stop: () =>
-      new Promise<void>((resolve) => {
-        child.once('exit', () => resolve());
-        child.disconnect();
-      }),
-  };
+  return startBenchChild(fixture, args, prof && fixture !== 'streamingLLMServer.mjs' ? ['--cpu-prof', '--cpu-prof-dir', prof] : []);
 }
 
 interface Sample {
