@@ -8,6 +8,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
+import { startLLMServer } from '../src/testing/index.js';
 import { redisAvailable, startRedis } from './support/redis.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -151,6 +152,56 @@ describe('rxserve serve', () => {
       expect(code, stderr).toBe(0);
     } finally {
       child.kill('SIGKILL');
+    }
+  });
+
+  it("serve: { dashboard, openai } in the spec: the live page and the OpenAI-compatible /v1 over the spec's LLModel endpoint", async () => {
+    const llm = await startLLMServer({ answer: ({ model, messages }) => `${model} says: ${String(messages?.at(-1)?.content)}` });
+    const spec = join(dir, 'front.yaml');
+    writeFileSync(
+      spec,
+      `name: front
+steps:
+  - modelRunner:
+      models:
+        - endpointName: chat
+          modelClass: LLModel
+          executionMechanism: asyncio
+          modelArtifact: { key: gpt, modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: upstream-key, baseURL: '${llm.openaiBaseURL}' } }
+serve:
+  port: 0
+  dashboard: true
+  openai: { models: { gpt-x: chat } }
+`,
+    );
+    const child = spawn(process.execPath, [bin, 'serve', spec], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = once(child, 'exit');
+    let stderr = '';
+    child.stderr!.on('data', (chunk) => (stderr += chunk));
+    try {
+      // A spec the command refuses exits at once: fail with its stderr instead of waiting for a line.
+      const [first] = (await Promise.race([
+        once(createInterface({ input: child.stdout! }), 'line'),
+        exited.then(([code]) => Promise.reject(new Error(`rxserve serve exited with ${String(code)}: ${stderr}`))),
+      ])) as [string];
+      const url = first.slice('rxserve listening on '.length);
+      expect(await (await fetch(`${url}/v1/models`)).json()).toMatchObject({ object: 'list', data: [{ id: 'gpt-x', object: 'model' }] });
+      const completion = await fetch(`${url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-x', messages: [{ role: 'user', content: 'hello' }] }),
+      });
+      expect(completion.status, stderr).toBe(200);
+      expect(((await completion.json()) as { choices: { message: unknown }[] }).choices[0].message).toMatchObject({ role: 'assistant', content: 'gpt-4o-mini says: hello' });
+      const page = await fetch(`${url}/dashboard`);
+      expect(page.status).toBe(200);
+      expect(page.headers.get('content-type')).toMatch(/^text\/html/);
+      child.kill('SIGTERM');
+      const [code] = (await exited) as [number | null];
+      expect(code, stderr).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+      await llm.close();
     }
   });
 

@@ -430,7 +430,7 @@ describe('the spec follows the runtime', () => {
     serve: {
       runtime: ServeOptionsCodec,
       spec: serve,
-      excluded: { graph: "the spec's own graph", dashboard: 'not read from a spec (yet)', openai: 'not read from a spec (yet)' },
+      excluded: { graph: "the spec's own graph" },
     },
     'Redis source': {
       runtime: RedisStreamOptionsCodec,

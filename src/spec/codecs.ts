@@ -161,8 +161,8 @@ export const StepSpec: t.Type<StepSpec, unknown, unknown> = t.recursion<StepSpec
 const ServeSpec = strict(
   'Serve',
   {},
-  // A subset: graph and pipeline are the spec's own; dashboard and openai are not read from a spec (yet).
-  finiteProps(omitProps(ServeOptionsCodec.optional, 'graph', 'dashboard', 'openai')),
+  // graph and pipeline are the spec's own.
+  finiteProps(omitProps(ServeOptionsCodec.optional, 'graph')),
 );
 export type ServeSpec = t.TypeOf<typeof ServeSpec>;
 
