@@ -3,65 +3,12 @@
 // (a router keyed by v2ModelName), health, /v2/models, an API key and a refused body.
 // Runs offline against rxserve's loopback OpenAI-compatible server unless OPENAI_API_KEY is set.
 import { pipe } from 'rxjs';
-import {
-  ModelSelector,
-  createGraph,
-  llmPromptArtifact,
-  modelArtifact,
-  registerSelector,
-  router,
-  serve,
-  step,
-  v2ModelName,
-  type ServingEvent,
-} from 'rxserve';
-import { startLLMServer } from 'rxserve/testing';
+import { createGraph, registerSelector, router, serve, step, v2ModelName } from 'rxserve';
+// The seed's selector and LLM (the loopback server unless OPENAI_API_KEY is set): ../seed.ts.
+import { MyClassifier, seedLLM } from '../seed.js';
 
-// MLRun's ModelSelector from the seed, ported line for line.
-class MyClassifier extends ModelSelector {
-  private readonly models: string[];
-  constructor({ models }: { models: string[] }) {
-    super();
-    this.models = structuredClone(models);
-  }
-  override select(event: ServingEvent<{ models?: string[] }>) {
-    const currentModels = event.body.models;
-    if (currentModels && currentModels.every((m) => this.models.includes(m))) {
-      return currentModels;
-    }
-    return [];
-  }
-}
 registerSelector('MyClassifier', MyClassifier);
-
-const live = Boolean(process.env.OPENAI_API_KEY);
-const llm = live
-  ? undefined
-  : await startLLMServer({
-      answer: ({ messages }) => {
-        const system = messages?.[0]?.content ?? '';
-        const question = messages?.at(-1)?.content ?? '';
-        return system.includes('financial')
-          ? `Diversify: for "${question}", keep three months of expenses in cash first.`
-          : `For "${question}", go in shoulder season and book trains early.`;
-      },
-    });
-
-const gpt = modelArtifact({
-  key: 'gpt-4o-mini',
-  modelUrl: 'openai://gpt-4o-mini',
-  defaultConfig: { temperature: 0.3, max_tokens: 120 },
-  ...(llm ? { providerOptions: { apiKey: 'loopback', baseURL: llm.openaiBaseURL } } : {}),
-});
-const prompt = (key: string, role: string) =>
-  llmPromptArtifact({
-    key,
-    model: gpt,
-    promptTemplate: [
-      { role: 'system', content: `You are a ${role}. Answer in two sentences.` },
-      { role: 'user', content: '{question}' },
-    ],
-  });
+const { server: llm, prompt, description } = await seedLLM();
 
 // The seed's graph: two LLM prompt endpoints in one step, the selector choosing per request.
 const graph = createGraph({ name: 'advisors' });
@@ -83,7 +30,7 @@ const pipeline = router({
 });
 
 const server = await serve(pipeline, { graph, port: 0, apiKeys: ['demo-key'], timeoutMs: 20_000 });
-console.log(`${live ? 'Using the OpenAI API' : `LLM: loopback server at ${llm!.url}`}; rxserve listening on ${server.url}`);
+console.log(`LLM: ${description}; rxserve listening on ${server.url}`);
 
 const auth = { authorization: 'Bearer demo-key' };
 async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = auth) {

@@ -2,62 +2,12 @@
 // them per event (finance vs travel), each answering { answer, usage }.
 // Runs offline against rxserve's loopback OpenAI-compatible server unless OPENAI_API_KEY is set.
 import { from, lastValueFrom, toArray } from 'rxjs';
-import {
-  ModelSelector,
-  asEvents,
-  llmPromptArtifact,
-  modelArtifact,
-  modelRunner,
-  registerSelector,
-  type ServingEvent,
-} from 'rxserve';
-import { startLLMServer } from 'rxserve/testing';
+import { asEvents, modelRunner, registerSelector } from 'rxserve';
+// The seed's selector and LLM (the loopback server unless OPENAI_API_KEY is set): ../seed.ts.
+import { MyClassifier, seedLLM } from '../seed.js';
 
-// MLRun's ModelSelector from the seed, ported line for line.
-class MyClassifier extends ModelSelector {
-  private readonly models: string[];
-  constructor({ models }: { models: string[] }) {
-    super();
-    this.models = structuredClone(models);
-  }
-  override select(event: ServingEvent<{ models?: string[] }>) {
-    const currentModels = event.body.models;
-    if (currentModels && currentModels.every((m) => this.models.includes(m))) {
-      return currentModels;
-    }
-    return [];
-  }
-}
 registerSelector('MyClassifier', MyClassifier);
-
-const live = Boolean(process.env.OPENAI_API_KEY);
-const server = live
-  ? undefined
-  : await startLLMServer({
-      answer: ({ messages }) => {
-        const system = messages?.[0]?.content ?? '';
-        const question = messages?.at(-1)?.content ?? '';
-        return system.includes('financial')
-          ? `Diversify: for "${question}", keep three months of expenses in cash first.`
-          : `For "${question}", go in shoulder season and book trains early.`;
-      },
-    });
-
-const gpt = modelArtifact({
-  key: 'gpt-4o-mini',
-  modelUrl: 'openai://gpt-4o-mini',
-  defaultConfig: { temperature: 0.3, max_tokens: 120 },
-  ...(server ? { providerOptions: { apiKey: 'loopback', baseURL: server.openaiBaseURL } } : {}),
-});
-const prompt = (key: string, role: string) =>
-  llmPromptArtifact({
-    key,
-    model: gpt,
-    promptTemplate: [
-      { role: 'system', content: `You are a ${role}. Answer in two sentences.` },
-      { role: 'user', content: '{question}' },
-    ],
-  });
+const { server, prompt, description } = await seedLLM();
 
 const requests = [
   { question: 'How should I start investing 1000 euros?', models: ['finance'] },
@@ -66,7 +16,7 @@ const requests = [
   { question: 'Tell me a joke', models: ['comedy'] }, // not an endpoint: the selector picks none
 ];
 
-console.log(live ? 'Using the OpenAI API (OPENAI_API_KEY is set).' : `Using the loopback OpenAI-compatible server at ${server!.url}.`);
+console.log(`Using ${description}.`);
 const out = await lastValueFrom(
   from(requests).pipe(
     asEvents(),

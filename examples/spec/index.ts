@@ -6,23 +6,13 @@ import { spawn, execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { startLLMServer } from 'rxserve/testing';
+import { seedLLM } from '../seed.js';
 
 const bin = fileURLToPath(new URL('../../bin/rxserve.mjs', import.meta.url));
 const spec = fileURLToPath(new URL('./graph.yaml', import.meta.url));
 
-const live = Boolean(process.env.OPENAI_API_KEY);
-const llm = live
-  ? undefined
-  : await startLLMServer({
-      answer: ({ messages }) => {
-        const system = messages?.[0]?.content ?? '';
-        const question = messages?.at(-1)?.content ?? '';
-        return system.includes('financial')
-          ? `Diversify: for "${question}", keep three months of expenses in cash first.`
-          : `For "${question}", go in shoulder season and book trains early.`;
-      },
-    });
+// The seed's LLM (the loopback server unless OPENAI_API_KEY is set): ../seed.ts.
+const { server: llm } = await seedLLM();
 // The spec's model artifact has no provider options: the OpenAI provider reads these.
 const env = { ...process.env, ...(llm ? { OPENAI_API_KEY: 'loopback', OPENAI_BASE_URL: llm.openaiBaseURL } : {}) };
 
