@@ -32,6 +32,18 @@ export function advisorAnswer({ messages }: AnswerRequest): string {
     : `For "${question}", go in shoulder season and book trains early.`;
 }
 
+/** A prompt endpoint's artifact over `model`: "You are a <role>. Answer in two sentences." then the question. */
+export function advisorPrompt(model: ReturnType<typeof modelArtifact>, key: string, role: string): ReturnType<typeof llmPromptArtifact> {
+  return llmPromptArtifact({
+    key,
+    model,
+    promptTemplate: [
+      { role: 'system', content: `You are a ${role}. Answer in two sentences.` },
+      { role: 'user', content: '{question}' },
+    ],
+  });
+}
+
 /** The seed's LLM: where it runs, its model artifact and the prompt endpoints' artifacts over it. */
 export interface SeedLLM {
   /** OPENAI_API_KEY is set: the OpenAI API answers. */
@@ -39,7 +51,7 @@ export interface SeedLLM {
   /** The loopback server when not live (close it at the end). */
   readonly server: LLMServer | undefined;
   readonly gpt: ReturnType<typeof modelArtifact>;
-  /** A prompt endpoint's artifact: "You are a <role>. Answer in two sentences." then the question. */
+  /** `advisorPrompt` over `gpt`. */
   prompt(key: string, role: string): ReturnType<typeof llmPromptArtifact>;
   /** Where the answers come from, for the example's first line. */
   readonly description: string;
@@ -54,15 +66,7 @@ export async function seedLLM(): Promise<SeedLLM> {
     defaultConfig: { temperature: 0.3, max_tokens: 120 },
     ...(server ? { providerOptions: { apiKey: 'loopback', baseURL: server.openaiBaseURL } } : {}),
   });
-  const prompt = (key: string, role: string) =>
-    llmPromptArtifact({
-      key,
-      model: gpt,
-      promptTemplate: [
-        { role: 'system', content: `You are a ${role}. Answer in two sentences.` },
-        { role: 'user', content: '{question}' },
-      ],
-    });
+  const prompt = (key: string, role: string) => advisorPrompt(gpt, key, role);
   const description = server ? `the loopback OpenAI-compatible server at ${server.url}` : 'the OpenAI API (OPENAI_API_KEY is set)';
   return { live, server, gpt, prompt, description };
 }

@@ -9,6 +9,7 @@ import { lastValueFrom, take, tap, toArray } from 'rxjs';
 import { LLModel, createGraph, invoker, llmPromptArtifact, modelArtifact, serve, type LLMUsageReport, type ServingEvent } from 'rxserve';
 import { countTextTokens, estimateUsage } from 'rxserve/llm';
 import { startLLMServer } from 'rxserve/testing';
+import { advisorAnswer, advisorPrompt } from '../seed.js';
 
 const server = await startLLMServer({ latencyMs: 200 });
 try {
@@ -55,32 +56,15 @@ try {
 }
 
 // ---- Part 2: the seed's prompt endpoints, streamed through the invoker and over OpenAI's wire format.
-const loopback = await startLLMServer({
-  latencyMs: 150,
-  answer: ({ messages }) => {
-    const system = messages?.[0]?.content ?? '';
-    const question = messages?.[1]?.content ?? '';
-    return system.includes('financial')
-      ? `Diversify: for "${question}", keep three months of expenses in cash first, then buy a broad index fund.`
-      : `For "${question}", go in shoulder season and book the trains early.`;
-  },
-});
+// The seed's advisors (../seed.ts), on a loopback server of their own that streams a little slower.
+const loopback = await startLLMServer({ latencyMs: 150, answer: advisorAnswer });
 const gpt = modelArtifact({
   key: 'gpt-4o-mini',
-  uri: 'store://models/gpt-4o-mini',
   modelUrl: 'openai://gpt-4o-mini',
   defaultConfig: { temperature: 0.3, max_tokens: 120 },
   providerOptions: { apiKey: 'loopback', baseURL: loopback.openaiBaseURL },
 });
-const prompt = (key: string, role: string) =>
-  llmPromptArtifact({
-    key,
-    model: gpt,
-    promptTemplate: [
-      { role: 'system', content: `You are a ${role}. Answer in two sentences.` },
-      { role: 'user', content: '{question}' },
-    ],
-  });
+const prompt = (key: string, role: string) => advisorPrompt(gpt, key, role);
 const graph = createGraph({ name: 'advisors' });
 // One LLModel loaded once, streaming; each prompt endpoint is a proxy of it.
 graph.addSharedModel({ name: 'llm', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: gpt, params: { stream: true } });
