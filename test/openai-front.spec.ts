@@ -28,8 +28,10 @@ const LONG = Array.from({ length: 40 }, (_, i) => `word${i}`).join(' ');
 let llm: LLMServer;
 let http: Server;
 let client: OpenAI;
+let serverStartedAt = 0;
 
 beforeAll(async () => {
+  serverStartedAt = Date.now();
   llm = await startLLMServer({
     // spread over the chunks of a stream: a long answer takes a while
     latencyMs: 400,
@@ -125,6 +127,9 @@ describe('POST /v1/chat/completions', () => {
 
   it('each content chunk is a whole chat.completion.chunk; any text survives (quotes, backslashes, newlines, emoji)', async () => {
     const said = 'a "quoted"\\ back\nslash ünï 😀';
+    // A second after the server started, so the server's start time and the request's differ.
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, serverStartedAt + 1_100 - Date.now())));
+    const sent = Math.floor(Date.now() / 1000);
     const response = await fetch(`${http.url}/v1/chat/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: 'Bearer unused' },
@@ -134,6 +139,8 @@ describe('POST /v1/chat/completions', () => {
     const chunks = frames.map((f) => JSON.parse(f.slice(6)) as { id: string; created: number; choices: { delta: { content?: string } }[] });
     const content = chunks.filter((c) => c.choices[0]?.delta.content);
     expect(content.length).toBeGreaterThan(2);
+    // The request's own time (not the server's start): the server started well before this test.
+    expect(chunks[0].created).toBeGreaterThanOrEqual(sent);
     for (const c of content) {
       expect(c).toEqual({
         id: chunks[0].id,

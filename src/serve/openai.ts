@@ -219,7 +219,7 @@ export function registerOpenAIRoutes(app: FastifyInstance, options: OpenAIFrontO
     };
     const init: InvokeInit = { id, path: '/v1/chat/completions' };
     const completionId = `chatcmpl-${id}`;
-    if (chat.stream) return streamCompletion(reply, chat, init, body, completionId, created, ctx);
+    if (chat.stream) return streamCompletion(reply, chat, init, body, completionId, Math.floor(Date.now() / 1000), ctx);
 
     const client = new ClientWatch(reply);
     const started = ctx.start(body, init);
