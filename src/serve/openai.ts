@@ -7,7 +7,7 @@ import { describeError, toError } from '../errors.js';
 import type { PartialSink, ServingEvent } from '../event.js';
 import type { InvokeInit, Started } from './invoker.js';
 import { ClientWatch, EventStream, jsonOrUndefined } from './sse.js';
-import { statusOf } from './status.js';
+import { refusalStatus, statusOf } from './status.js';
 
 /** `serve({ openai })`: which endpoints OpenAI clients may call, by the model name they use. */
 export interface OpenAIFrontOptions {
@@ -44,6 +44,14 @@ class OpenAIError extends Error {
   body(): { error: { message: string; type: string; param: string | null; code: string | null } } {
     return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
   }
+}
+
+/** A request the invoker refused: closing (503, unavailable) or its id already in flight (409, conflict). */
+function refused(error: unknown, closing: boolean): OpenAIError {
+  const status = refusalStatus(closing);
+  return status === 503
+    ? new OpenAIError(describeError(error), 503, 'server_error', 'unavailable')
+    : new OpenAIError(describeError(error), 409, 'invalid_request_error', 'conflict');
 }
 
 /** An errored event's error in OpenAI's shape (the status of §11). */
@@ -243,7 +251,7 @@ export function registerOpenAIRoutes(app: FastifyInstance, options: OpenAIFrontO
       );
     } catch (error) {
       if (client.gone) return reply;
-      const e = new OpenAIError(describeError(error), 503, 'server_error', 'unavailable');
+      const e = refused(error, ctx.closing());
       return sendJson(reply, e.status, e.body(), ctx.closing());
     } finally {
       client.done();
@@ -301,7 +309,7 @@ function streamCompletion(
       if (chat.includeUsage) text += chunk([], { usage: openAIUsage(answer.usage) });
       stream.end(`${text}data: [DONE]\n\n`);
     },
-    (error: unknown) => stream.end(`data: ${JSON.stringify(new OpenAIError(describeError(error), 503, 'server_error', 'unavailable').body())}\n\n`),
+    (error: unknown) => stream.end(`data: ${JSON.stringify(refused(error, ctx.closing()).body())}\n\n`),
   );
   return stream.send(delta({ role: 'assistant', content: '' }), ctx.closing());
 }

@@ -14,7 +14,7 @@ import { DashboardSessions, registerDashboard, sendDashboardUnauthorized, type D
 import { invoker, starters, type Invoker } from './invoker.js';
 import { registerOpenAIRoutes, type OpenAIFrontOptions } from './openai.js';
 import { ClientWatch, sendEventStream, wantsEventStream } from './sse.js';
-import { errorBody, HttpError, statusOf } from './status.js';
+import { errorBody, HttpError, refusalStatus, statusOf } from './status.js';
 
 /** Options of `rxservePlugin` (`app.register(rxservePlugin, options)`). */
 export interface RxservePluginOptions {
@@ -201,7 +201,7 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
       if (watched.gone) return reply;
       const e = toError(error);
       // The invoker refuses a request only after close() (503) or for an id already in flight (409).
-      return sendError(reply, new HttpError(e.name, e.message, client.closed ? 503 : 409));
+      return sendError(reply, new HttpError(e.name, e.message, refusalStatus(client.closed)));
     } finally {
       watched.done();
     }

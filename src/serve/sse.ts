@@ -5,7 +5,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { RxServeError, toError } from '../errors.js';
 import type { PartialResult, PartialSink, ServingEvent } from '../event.js';
 import type { Started } from './invoker.js';
-import { errorBody, statusOf } from './status.js';
+import { errorBody, refusalStatus, statusOf } from './status.js';
 
 /** True when the client asks for an event stream (`Accept: text/event-stream`). */
 export function wantsEventStream(request: FastifyRequest): boolean {
@@ -156,7 +156,7 @@ export function sendEventStream(
       const json = jsonOrUndefined(event.body);
       stream.end(sseFrame('result', json ?? JSON.stringify({ error: "TypeError: the answer's body cannot be sent as JSON", status: 500 })));
     },
-    (error: unknown) => stream.end(sseFrame('result', JSON.stringify({ ...errorBody(toError(error)), status: 503 }))),
+    (error: unknown) => stream.end(sseFrame('result', JSON.stringify({ ...errorBody(toError(error)), status: refusalStatus(options.closing) }))),
   );
   // A comment first, so the client has the headers before the first partial.
   return stream.send(': rxserve event stream\n\n', options.closing);

@@ -22,6 +22,14 @@ export function statusOf(error: Error): number {
   }
 }
 
+/**
+ * The status of a request the invoker refused to start: it was closing (503), else the request's
+ * id was already in flight (409). The same on every route.
+ */
+export function refusalStatus(closing: boolean): number {
+  return closing ? 503 : 409;
+}
+
 /** The body of every error reply: `{ "error": "<Name>: <message>" }`. */
 export function errorBody(error: unknown): { error: string } {
   return { error: describeError(error) };
