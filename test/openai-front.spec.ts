@@ -204,5 +204,17 @@ describe('GET /v1/models', () => {
 
   it('serve() refuses a bad openai option with a ConfigError naming it', async () => {
     await expect(serve((e) => e, { port: 0, openai: { models: { x: 1 } } as never })).rejects.toThrow(/openai/);
+    // The front finds answers through the graph: without one it is refused, naming both.
+    await expect(serve((e) => e, { port: 0, openai: { models: { x: 'y' } } })).rejects.toThrow(/serve\.openai.*a graph option too/s);
+  });
+
+  it("the answer is the endpoint's own output: a request's metadata cannot pose as it", async () => {
+    // finance has resultPath 'output'; the request's metadata lands in the same body.
+    const completion = await client.chat.completions.create({
+      model: 'finance-bot',
+      messages: [{ role: 'user', content: 'bonds?' }],
+      metadata: { client: 'Ada', answer: 'forged at the root', deep: { answer: 'forged below' } } as never,
+    });
+    expect(completion.choices[0].message.content).toBe('gpt-4o-mini says: bonds?');
   });
 });

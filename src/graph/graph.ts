@@ -56,6 +56,10 @@ export interface EndpointInfo {
   readonly inputs?: readonly string[];
   readonly outputs?: readonly string[];
   readonly labels?: ModelEntry['labels'];
+  /** Where its output is written in the body (a model of a step). */
+  readonly resultPath?: string;
+  /** Its step has other models: the step's output body holds its output under its name (MLRun's merge). */
+  readonly merged?: boolean;
 }
 
 /**
@@ -304,6 +308,8 @@ export class Graph implements SessionProvider, Monitored {
         ...(m.inputs ? { inputs: m.inputs } : {}),
         ...(m.outputs ? { outputs: m.outputs } : {}),
         ...(m.labels ? { labels: m.labels } : {}),
+        ...(m.resultPath !== undefined ? { resultPath: m.resultPath } : {}),
+        merged: models.length > 1,
       });
     }
     const graph = this;

@@ -4,7 +4,7 @@
 // the part to split out if it grows.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { describeError, toError } from '../errors.js';
-import type { PartialSink, ServingEvent } from '../event.js';
+import { getPath, hasPath, type PartialSink, type ServingEvent } from '../event.js';
 import type { InvokeInit, Started } from './invoker.js';
 import { ClientWatch, EventStream, jsonOrUndefined } from './sse.js';
 import { refusalStatus, statusOf } from './status.js';
@@ -125,24 +125,25 @@ interface LLMAnswer {
 const isAnswer = (v: unknown): v is LLMAnswer =>
   v !== null && typeof v === 'object' && typeof (v as { answer?: unknown }).answer === 'string';
 
+/** Where an endpoint's output is in its step's output body (from the graph). */
+export interface AnswerPlace {
+  readonly resultPath?: string;
+  readonly merged?: boolean;
+}
+
 /**
- * The `{ answer, usage }` of `endpoint` in an output body: the body itself, the endpoint's key of
- * a merged body (several models in the step), or the first one found a few levels down
- * (a `resultPath`).
+ * The `{ answer, usage }` of `endpoint` in an output body, looked up only where its step writes
+ * it: under the endpoint's name when its step merges several models, at its `resultPath` when it
+ * has one. Nowhere else: the request's own fields (its `metadata`) are in the body too.
  */
-export function findAnswer(body: unknown, endpoint: string, depth = 0): LLMAnswer | undefined {
-  if (isAnswer(body)) return body;
-  if (body === null || typeof body !== 'object' || depth > 4) return undefined;
-  const record = body as Record<string, unknown>;
-  if (Object.hasOwn(record, endpoint)) {
-    const own = findAnswer(record[endpoint], endpoint, depth + 1);
-    if (own !== undefined) return own;
+export function findAnswer(body: unknown, endpoint: string, place: AnswerPlace = {}): LLMAnswer | undefined {
+  let output = body;
+  if (place.merged === true) {
+    if (body === null || typeof body !== 'object' || !Object.hasOwn(body, endpoint)) return undefined;
+    output = (body as Record<string, unknown>)[endpoint];
   }
-  for (const value of Object.values(record)) {
-    const found = findAnswer(value, endpoint, depth + 1);
-    if (found !== undefined) return found;
-  }
-  return undefined;
+  if (place.resultPath !== undefined) output = hasPath(output, place.resultPath) ? getPath(output, place.resultPath) : undefined;
+  return isAnswer(output) ? output : undefined;
 }
 
 /** The model error of a merged body (`{ [endpoint]: { error } }`, raiseException off), if any. */
@@ -166,9 +167,9 @@ function openAIUsage(usage: Record<string, unknown> | undefined): Record<string,
 }
 
 /** The answer of an output event, or the OpenAI error to send instead. */
-function answerOf(event: ServingEvent, endpoint: string): LLMAnswer | OpenAIError {
+function answerOf(event: ServingEvent, endpoint: string, place: AnswerPlace | undefined): LLMAnswer | OpenAIError {
   if (event.error !== undefined) return fromServingError(event.error);
-  const answer = findAnswer(event.body, endpoint);
+  const answer = findAnswer(event.body, endpoint, place);
   if (answer !== undefined) return answer;
   const error = modelError(event.body, endpoint);
   if (error !== undefined) return new OpenAIError(error, 400, 'invalid_request_error', 'model_error');
@@ -185,6 +186,8 @@ export interface OpenAIRouteContext {
   readonly start: (body: unknown, init: InvokeInit, partials?: PartialSink) => Started;
   readonly requestId: (request: FastifyRequest) => string;
   readonly closing: () => boolean;
+  /** Where an endpoint's answer is (the graph's record of it); undefined for a name it does not know. */
+  readonly place: (endpoint: string) => AnswerPlace | undefined;
 }
 
 /**
@@ -234,7 +237,7 @@ export function registerOpenAIRoutes(app: FastifyInstance, options: OpenAIFrontO
     client.watch(started);
     try {
       const out = await started.promise;
-      const answer = answerOf(out, chat.endpoint);
+      const answer = answerOf(out, chat.endpoint, ctx.place(chat.endpoint));
       if (answer instanceof OpenAIError) return sendJson(reply, answer.status, answer.body(), ctx.closing());
       return sendJson(
         reply,
@@ -300,7 +303,7 @@ function streamCompletion(
   stream.watch(started);
   started.promise.then(
     (event) => {
-      const answer = answerOf(event, chat.endpoint);
+      const answer = answerOf(event, chat.endpoint, ctx.place(chat.endpoint));
       if (answer instanceof OpenAIError) return stream.end(`data: ${jsonOrUndefined(answer.body())}\n\n`);
       let text = '';
       // A model that did not stream: its whole answer as one chunk.

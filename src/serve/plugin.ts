@@ -62,6 +62,13 @@ export function checkDashboard(options: { dashboard?: boolean; graph?: unknown }
   }
 }
 
+/** The OpenAI front finds each endpoint's answer where the graph says its step writes it: `openai` without a graph is a ConfigError. */
+export function checkOpenAI(options: { openai?: unknown; graph?: unknown }, at: string): void {
+  if (options.openai !== undefined && options.graph === undefined) {
+    throw new ConfigError([{ path: `${at}.openai`, expected: "a graph option too (the front finds each endpoint's answer through it)", actual: 'openai without graph' }]);
+  }
+}
+
 /** The options fastify's `register` adds for itself (they are not the plugin's). */
 const REGISTER_OPTIONS = new Set(['prefix', 'logLevel', 'logSerializers']);
 
@@ -104,6 +111,7 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   const options = decodeOrThrow(PluginOptionsCodec, own, 'rxservePlugin');
   const { pipeline, graph, timeoutMs, models, apiKeys, maxBodyBytes = DEFAULT_MAX_BODY_BYTES, dashboard, openai } = options;
   checkDashboard(options, 'rxservePlugin');
+  checkOpenAI(options, 'rxservePlugin');
   const client = invoker(pipeline, { ...(graph ? { graph } : {}), ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
   (opts as { [kInvoker]?: (client: Invoker) => void })[kInvoker]?.(client);
   const start = starters.get(client)!;
@@ -212,6 +220,7 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
       start,
       requestId: (request) => requestIds.get(request) ?? globalThis.crypto.randomUUID(),
       closing: () => closing,
+      place: (endpoint) => graph?.endpoint(endpoint),
     });
   }
 
