@@ -105,7 +105,7 @@ describe('rxserve test', () => {
 describe('rxserve arguments, help and schema', () => {
   it('--help for the command and each subcommand exits 0; bad arguments exit 2', async () => {
     const helps = [['--help'], ['serve', '--help'], ['test', '-h'], ['validate', '--help'], ['schema', '--help']];
-    const bad = [[], ['deploy'], ['serve'], ['serve', slowSpec, '--prot', '1'], ['serve', slowSpec, '--port', 'x'], ['validate', slowSpec, '--port', '1']];
+    const bad = [[], ['deploy'], ['serve'], ['serve', slowSpec, '--prot', '1'], ['serve', slowSpec, '--port', 'x'], ['validate', slowSpec, '--port', '1'], ['constructor']];
     const results = await Promise.all([...helps, ...bad].map((args) => rxserve(...args)));
     helps.forEach((args, i) => {
       expect(results[i].code, args.join(' ')).toBe(0);
@@ -114,6 +114,8 @@ describe('rxserve arguments, help and schema', () => {
     bad.forEach((args, i) => expect(results[helps.length + i].code, args.join(' ')).toBe(2));
     expect(results[helps.length + 1].stderr).toContain("unknown command 'deploy'");
     expect(results[helps.length + 4].stderr).toContain('--port');
+    // A name every object has is not a command either.
+    expect(results[helps.length + 6].stderr).toContain("unknown command 'constructor'");
   });
 
   it('schema prints the JSON Schema (draft 2020-12)', async () => {

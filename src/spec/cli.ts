@@ -95,7 +95,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
     (command === undefined ? io.stderr : io.stdout)(HELP.main);
     return command === undefined ? BAD : OK;
   }
-  if (!(command in HELP) || command === 'main') {
+  if (!Object.hasOwn(HELP, command) || command === 'main') {
     io.stderr(`rxserve: unknown command '${command}'\n\n${HELP.main}`);
     return BAD;
   }
