@@ -119,6 +119,39 @@ describe('shared models', () => {
   });
 });
 
+describe('shared models with batching', () => {
+  it("a shared model's batching gathers the calls of all its proxies into predictBatch calls; each answer reaches its own caller", async () => {
+    const sizes: number[] = [];
+    class Doubler extends Model {
+      override predict(body: { q: number }, ctx: PredictContext) {
+        return { doubled: body.q * 2, origin: ctx.origin };
+      }
+      override predictBatch(bodies: { q: number }[], ctxs: PredictContext[]) {
+        sizes.push(bodies.length);
+        return bodies.map((b, i) => this.predict(b, ctxs[i]));
+      }
+    }
+    const graph = createGraph({ name: 'batched' });
+    graph.addSharedModel({ name: 'd', modelClass: Doubler, executionMechanism: 'asyncio', batching: { maxBatchSize: 8, maxWaitMs: 20 } });
+    const left = graph.sharedModelProxy({ endpointName: 'left', sharedModelName: 'd' });
+    const right = graph.sharedModelProxy({ endpointName: 'right', sharedModelName: 'd' });
+    const out = await lastValueFrom(
+      from([{ q: 1 }, { q: 2 }, { q: 3 }]).pipe(
+        asEvents(),
+        graph.modelRunner({ name: 'both', models: [left, right], ordered: false }),
+        toArray(),
+      ),
+    );
+    await graph.close();
+    expect(out.map((e) => e.body).sort((a, b) => (a as { left: { doubled: number } }).left.doubled - (b as { left: { doubled: number } }).left.doubled)).toEqual(
+      [1, 2, 3].map((q) => ({ left: { doubled: q * 2, origin: 'left' }, right: { doubled: q * 2, origin: 'right' } })),
+    );
+    // Six calls (three events, two proxies) arriving together: fewer, larger predictBatch calls.
+    expect(sizes.reduce((a, b) => a + b, 0)).toBe(6);
+    expect(Math.max(...sizes)).toBeGreaterThan(1);
+  });
+});
+
 describe('graph configuration errors', () => {
   it('endpoint names are unique across the graph: a duplicate names both places', () => {
     const graph = createGraph({ name: 'g' });

@@ -9,7 +9,7 @@ import { ModelEntryCodec, type CreationStrategy, type ExecutionMechanism, type M
  * `inputPath` / `resultPath` are inherited by every proxy) under a `name` instead of an endpoint name.
  */
 export interface SharedModelConfig
-  extends Pick<ModelEntry, 'modelClass' | 'modelArtifact' | 'inputs' | 'outputs' | 'inputPath' | 'resultPath' | 'params'> {
+  extends Pick<ModelEntry, 'modelClass' | 'modelArtifact' | 'inputs' | 'outputs' | 'inputPath' | 'resultPath' | 'params' | 'batching'> {
   /** The shared model's name (proxies may name it as `sharedModelName`). */
   readonly name: string;
   /** Any mechanism but 'shared_executor'. Worker mechanisms run it in one thread/process: one instance. */
@@ -62,7 +62,7 @@ export const SharedModelCodec = strict(
   'SharedModelConfig',
   { name: NonEmptyString, modelClass: t.unknown, executionMechanism: t.string },
   {
-    ...pickProps(entry, 'modelArtifact', 'inputs', 'outputs', 'inputPath', 'resultPath', 'params', 'maxInFlight'),
+    ...pickProps(entry, 'modelArtifact', 'inputs', 'outputs', 'inputPath', 'resultPath', 'params', 'maxInFlight', 'batching'),
     override: t.boolean,
   },
 );

@@ -193,20 +193,10 @@ export class Graph implements SessionProvider, Monitored {
         { path: 'addSharedModel.name', expected: 'a name not used by another shared model (or override: true)', actual: `'${decoded.name}'` },
       ]);
     }
+    // The shared model's own fields are an entry's (checked again by the entry's codecs).
+    const { name, override: _override, maxInFlight: _maxInFlight, ...fields } = decoded;
     const [entry] = decodeModelEntries(
-      [
-        {
-          endpointName: decoded.name,
-          modelClass: config.modelClass,
-          executionMechanism: decoded.executionMechanism,
-          ...(config.modelArtifact ? { modelArtifact: config.modelArtifact } : {}),
-          ...(decoded.inputPath ? { inputPath: decoded.inputPath } : {}),
-          ...(decoded.resultPath ? { resultPath: decoded.resultPath } : {}),
-          ...(decoded.inputs ? { inputs: decoded.inputs } : {}),
-          ...(decoded.outputs ? { outputs: decoded.outputs } : {}),
-          ...(decoded.params ? { params: decoded.params } : {}),
-        },
-      ],
+      [{ ...fields, endpointName: name, modelClass: config.modelClass }],
       'addSharedModel',
     );
     void this.#shared.get(decoded.name)?.close();
