@@ -1,6 +1,7 @@
 // Intake and ordering under modelRunner, step and onError: every event that enters is checked,
 // admitted (bounded, with an explicit overflow outcome) and emitted exactly once, in arrival
-// order when asked; per-event cancellation (`event.signal`) and teardown reach the work.
+// order when asked; per-event cancellation (`cancelOf(event)`: its `signal`, or the invoker's
+// token) and teardown reach the work.
 import type { Observable, Subscriber, Subscription } from 'rxjs';
 import { QueueFullError, toError } from '../../errors.js';
 import { cancelOf, isServingEvent, withError, type CancelToken, type ServingEvent } from '../../event.js';
