@@ -184,7 +184,7 @@ export function streamsMarkdown(r: StreamsResult): string {
     '|---|---:|',
     `| hand-written ioredis loop (XREADGROUP COUNT 64 → handler → XADD + XACK pipelined) | ${k(r.rawPerSec)} |`,
     `| redisStream → naive no-op modelRunner → commit (Lua: pending check + XADD + XACK) | ${k(r.oursPerSec)} |`,
-    `| ratio (ours / raw; goal ≥ 0.8) | ${(r.oursPerSec / r.rawPerSec).toFixed(2)} |`,
+    `| ratio (ours / raw; goal ≥ 0.8) | ${(r.oursPerSec / r.rawPerSec).toFixed(3)} |`,
     ...(r.scaleOut
       ? [
           '',
@@ -194,7 +194,7 @@ export function streamsMarkdown(r: StreamsResult): string {
           '|---:|---:|',
           `| 1 | ${k(r.scaleOut.one)} |`,
           `| 2 | ${k(r.scaleOut.two)} |`,
-          `| ratio (goal ≥ 1.8) | ${(r.scaleOut.two / r.scaleOut.one).toFixed(2)} |`,
+          `| ratio (goal ≥ 1.8) | ${(r.scaleOut.two / r.scaleOut.one).toFixed(3)} |`,
         ]
       : []),
     ...(r.recovery
