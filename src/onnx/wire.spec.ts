@@ -34,7 +34,7 @@ describe('packBatch (main side)', () => {
     expect(data[2][0]).toEqual(new Uint32Array([4294967295]));
     for (const d of data.flat()) {
       expect((d as Float32Array).buffer).toBe(transfer[0]);
-      expect((d as Float32Array).byteOffset % 8).toBe(0);
+      expect((d as Float32Array).byteOffset % (d as Float32Array).BYTES_PER_ELEMENT).toBe(0);
     }
     expect(packed[0]).toMatchObject({ id: 7, inputs: [{ name: 'x', shape: [1, 3], datatype: 'FP32' }] });
     expect(row).toEqual({ inputs: [tensor('FP64', new Float64Array([1e300]), [1, 1]), tensor('INT8', new Int8Array([-128, 127]), [1, 2])] });
@@ -57,6 +57,10 @@ describe('packBatch (main side)', () => {
     // concatenates a batch of rows without a copy.
     const views = [back[0], back[1], back[2], back[4]].map((b) => b.inputs[0].data as Float32Array);
     expect(views.map((v) => v.byteOffset)).toEqual([0, 8, 16, 24]);
+    // Rows whose byte length is not a multiple of 8 (three FP32 features: 12 bytes) lie end to end too.
+    const threes = packBatch([0, 1, 2].map((i) => ({ inputs: [tensor('FP32', [i, i, i], [1, 3])] })));
+    const rows = (unpackInputs([...threes.bodies, threes.table]) as OnnxRequest[]).map((b) => b.inputs[0].data as Float32Array);
+    expect(rows.map((v) => v.byteOffset)).toEqual([0, 12, 24]);
     // A list without a table is left as it is.
     const plain = [{ inputs: [] }];
     expect(unpackInputs(plain)).toBe(plain);

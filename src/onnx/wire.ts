@@ -98,13 +98,17 @@ const sameLayout = (a: readonly string[], b: readonly string[]): boolean => a.le
  * other body is `undefined` at its index: it crosses as it is (and is checked, and fails if it
  * must, in the worker). The caller's bodies are not touched.
  */
+/** `offset` rounded up to a multiple of `size`. */
+const aligned = (offset: number, size: number): number => Math.ceil(offset / size) * size;
+
 export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | undefined)[]; transfer: ArrayBuffer[]; table?: PackedTable } {
   const tensors = bodies.map(packable);
+  // Each view starts at a multiple of its own element size (what a TypedArray view needs), so the
+  // rows of one datatype lie end to end and OnnxModel concatenates them without a copy.
   let bytes = 0;
   for (const inputs of tensors) {
     if (inputs === undefined) continue;
-    // Each view starts on an 8-byte boundary, as the widest TypedArray needs.
-    for (const t of inputs) bytes += Math.ceil(((t.data as unknown[]).length * PACKED.get(t.datatype)!.bytes) / 8) * 8;
+    for (const t of inputs) bytes = aligned(bytes, PACKED.get(t.datatype)!.bytes) + (t.data as unknown[]).length * PACKED.get(t.datatype)!.bytes;
   }
   const packed: (unknown | undefined)[] = new Array(bodies.length).fill(undefined);
   if (bytes === 0) return { bodies: packed, transfer: [] };
@@ -121,8 +125,9 @@ export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | unde
       const t = inputs[k];
       const data = t.data as unknown[];
       const { bytes: size, range } = PACKED.get(t.datatype)!;
+      offset = aligned(offset, size);
       const view = new (ARRAY_OF[t.datatype] as unknown as ViewCtor)(buffer, offset, data.length);
-      offset += Math.ceil((data.length * size) / 8) * 8;
+      offset += data.length * size;
       if (!fill(view, data, range)) {
         // A value the model refuses: the body goes as it is, so the worker reports it.
         offset = start;
