@@ -468,5 +468,33 @@ describe('partials from workers (thread_pool, process_pool)', () => {
       expect(a.filter((m) => m.type === 'partial').every((m) => m.type === 'partial' && m.endpoint === 'counting')).toBe(true);
       await client.close();
     });
+
+    it(`${mechanism} with batching: the calls of one batch each get their own partials`, async () => {
+      const graph = createGraph({ name: `batched-${mechanism}` });
+      const step = graph.modelRunner({
+        models: [
+          {
+            endpointName: 'counting',
+            modelClass: { module: fixture, export: 'Counting' },
+            executionMechanism: mechanism,
+            batching: { maxBatchSize: 4, maxWaitMs: 50 },
+          },
+        ],
+        ordered: false,
+      });
+      const client = invoker(step, { graph });
+      await graph.ready();
+      const run = (body: object) => lastValueFrom(client.stream(body).pipe(toArray()));
+      // Three calls within maxWaitMs: one predictBatch in the worker.
+      const all = await Promise.all(['a', 'b', 'c'].map((tag, i) => run({ count: i + 2, tag })));
+      all.forEach((messages, i) => {
+        const tag = ['a', 'b', 'c'][i];
+        expect(messages.map((m) => (m.type === 'partial' ? m.data : 'result'))).toEqual([
+          ...Array.from({ length: i + 2 }, (_, k) => ({ n: k + 1, tag })),
+          'result',
+        ]);
+      });
+      await client.close();
+    });
   }
 });

@@ -117,7 +117,9 @@ export class ModelHost {
 
   /** `wire`: how a built-in class's batches cross (builtins.ts): its input list to read, the method to call instead of `predictBatch`. */
   private runBatchCall(model: Model | Promise<Model>, call: WireCall, transfer: ArrayBuffer[] | undefined, wire: WireCodec | undefined): WireResult | Promise<WireResult> {
-    const contexts = call.batch!.map((c) => new CallContext(c.eventId, c.origin, c.path));
+    // Each element's partials go out as [element, partial]; the main side routes them to that call.
+    const emit = this.emitPartial;
+    const contexts = call.batch!.map((c, k) => new CallContext(c.eventId, c.origin, c.path, emit && ((partial) => emit(call.id, [k, partial]))));
     const inputs = wire ? wire.unpackInputs(call.input as unknown[]) : (call.input as unknown[]);
     const run = (m: Model): WireResult | Promise<WireResult> => {
       let values: unknown;

@@ -43,12 +43,12 @@ export interface PooledOptions {
   readonly cancelGraceMs: number;
 }
 
-/** Contexts of the calls inside workers, by call id: where their partial results go. */
-const sentContexts = new Map<number, PredictContext>();
+/** The calls inside workers, by call id: where their partial results go. */
+const sentCalls = new Map<number, PooledCall>();
 
 /** A worker sent a partial result of call `callId`: to that call's `ctx.emit` (dropped once it settled). */
 export function routePartial(callId: number, partial: unknown): void {
-  sentContexts.get(callId)?.emit?.(partial);
+  sentCalls.get(callId)?.emitPartial(partial);
 }
 
 let lastCallId = 0;
@@ -75,6 +75,13 @@ class PooledCall extends LaneCall {
 
   // The runner aborts the model's context itself; the worker hears of it through cancelWork.
   abort(): void {}
+
+  /** A partial from the worker: a batch call's come as `[element, partial]` (see ModelHost). */
+  emitPartial(partial: unknown): void {
+    if (this.batchContexts === undefined) return void this.context.emit?.(partial);
+    const [element, data] = partial as [number, unknown];
+    this.batchContexts[element]?.emit?.(data);
+  }
 
   settled(value: unknown, error: Error | undefined): void {
     if (error === undefined) {
@@ -251,7 +258,7 @@ export class PooledSession implements ExecutorSession {
     // The slot stays taken until the worker answers, even if every call in it was cancelled.
     const release = unit.hold();
     for (const call of calls) {
-      sentContexts.set(call.id, call.context);
+      sentCalls.set(call.id, call);
       call.batch = batch;
       call.cancelWork = () => this.cancelSent(call);
     }
@@ -268,7 +275,7 @@ export class PooledSession implements ExecutorSession {
   }
 
   private deliver(call: PooledCall, result: WireResult | undefined, failure?: unknown): void {
-    sentContexts.delete(call.id);
+    sentCalls.delete(call.id);
     if (call.grace) clearTimeout(call.grace);
     if (call.done) return;
     if (result === undefined) this.lane.settle(call, undefined, asCrash(failure));
