@@ -223,6 +223,38 @@ serve:
 });
 
 describe.runIf(redisAvailable('rxserve serve with a source (test/cli.spec.ts)'))('rxserve serve with a Redis source', () => {
+  it('a Redis source that fails ends the command with exit 1, saying why', async () => {
+    const redis = await startRedis();
+    const client = new Redis(redis.url);
+    // The request stream's key holds a string: the consumer group cannot be created on it.
+    await client.set('taken', 'not a stream');
+    const file = join(dir, 'bad-source.yaml');
+    writeFileSync(
+      file,
+      `steps:
+  - modelRunner:
+      models:
+        - { endpointName: double, modelClass: { module: ${JSON.stringify(join(fixtures, 'models.mjs'))}, export: Times }, executionMechanism: naive, params: { factor: 2 } }
+source:
+  redis: { url: ${redis.url}, stream: taken, group: doublers, blockMs: 100 }
+  output: answers
+`,
+    );
+    const child = spawn(process.execPath, [bin, 'serve', file], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = once(child, 'exit');
+    let stderr = '';
+    child.stderr!.on('data', (chunk) => (stderr += chunk));
+    try {
+      const [code] = (await exited) as [number | null];
+      expect(code, stderr).toBe(1);
+      expect(stderr).toMatch(/the Redis source failed: .*WRONGTYPE/);
+    } finally {
+      child.kill('SIGKILL');
+      client.disconnect();
+      await redis.stop();
+    }
+  });
+
   it('consumes the request stream, commits answers to the output stream, and exits 0 on SIGTERM', async () => {
     const redis = await startRedis();
     const client = new Redis(redis.url);

@@ -189,6 +189,9 @@ async function serveSpec(file: string, args: { port?: string; host?: string }, i
   const http = spec.serve !== undefined || spec.source === undefined || args.port !== undefined || args.host !== undefined;
   let server: Server | undefined;
   let stream: RedisStream | undefined;
+  // The Redis source ending in an error ends the command (exit 1), as a signal ends it (exit 0).
+  let sourceFailed: (error: unknown) => void = () => undefined;
+  const failure = new Promise<{ error: unknown }>((resolve) => (sourceFailed = (error) => resolve({ error })));
   try {
     await graph.ready();
     if (spec.source !== undefined) {
@@ -198,7 +201,7 @@ async function serveSpec(file: string, args: { port?: string; host?: string }, i
       const output = spec.source.output;
       const consumer = stream;
       stream.events$.pipe(pipeline, consumer.commit({ stream: output })).subscribe({
-        error: (error: unknown) => io.stderr(`rxserve serve: the Redis source failed: ${describeError(error)}`),
+        error: (error: unknown) => sourceFailed(error),
       });
     }
     if (http) {
@@ -216,11 +219,12 @@ async function serveSpec(file: string, args: { port?: string; host?: string }, i
   }
   const where = server?.url ?? `${spec.source!.redis.url} (stream ${spec.source!.redis.stream}, group ${spec.source!.redis.group})`;
   io.stdout(`rxserve listening on ${where}`);
-  const signal = await stopped;
-  io.stderr(`rxserve serve: ${signal}: closing (answering requests in flight)`);
+  const ended = await Promise.race([stopped.then((signal) => ({ signal })), failure]);
+  if ('error' in ended) io.stderr(`rxserve serve: the Redis source failed: ${describeError(ended.error)}; closing`);
+  else io.stderr(`rxserve serve: ${ended.signal}: closing (answering requests in flight)`);
   // Redis first: its in-flight messages still need the graph, which the server closes.
-  await stream?.close();
+  await stream?.close().catch(() => undefined);
   if (server !== undefined) await server.close();
   else await graph.close();
-  return OK;
+  return 'error' in ended ? FAILED : OK;
 }
