@@ -177,7 +177,7 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
       expect(JSON.parse(a.body)).toEqual({ n: byId.get(a.id), doubled: byId.get(a.id)! * 2 });
     }
     expect(await pendingCount(stream, group)).toBe(0);
-    expect(requests.stats()).toEqual({ read: 3_000, committed: 3_000, reclaimed: 0, deadLettered: 0, dropped: 0, pending: 0 });
+    expect(requests.stats()).toEqual({ read: 3_000, committed: 3_000, reclaimed: 0, deadLettered: 0, dropped: 0, failed: 0, pending: 0 });
     expect(text).toContain(`rxserve_stream_messages_read_total{stream="${stream}",group="${group}",consumer="c1"} 3000`);
     expect(text).toContain(`rxserve_stream_messages_committed_total{stream="${stream}",group="${group}",consumer="c1"} 3000`);
     expect(text).toContain(`rxserve_stream_pending{stream="${stream}",group="${group}",consumer="c1"} 0`);
@@ -323,6 +323,18 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
     expect((await answers(out)).map((a) => a.id)).toEqual([good]); // the poison message never reached the pipeline again
     expect(await pendingCount(stream, group)).toBe(0);
     expect(requests.stats()).toMatchObject({ read: 1, reclaimed: 0, deadLettered: 1 });
+  });
+
+  it('a commit Redis refuses (the output key is not a stream) is counted as failed, not dropped; the message stays pending', async () => {
+    const { stream, group, out } = names();
+    await redis.set(out, 'not a stream');
+    await produce(stream, [{ n: 1 }]);
+    const requests = redisStream({ redis: server.url, stream, group, consumer: 'c', closeTimeoutMs: 1_000 });
+    run(requests, naive(), out);
+    await until('the refused commit to be counted', () => requests.stats().failed === 1);
+    expect(requests.stats()).toMatchObject({ committed: 0, dropped: 0, failed: 1 });
+    await requests.close();
+    expect(await pendingCount(stream, group)).toBe(1);
   });
 
   it('a message with a missing or non-JSON body field is answered with a TypeError naming the field; others are unaffected', async () => {

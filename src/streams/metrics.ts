@@ -12,6 +12,8 @@ export interface RedisStreamStats {
   deadLettered: number;
   /** Answers not written because the message was no longer pending for this consumer (reclaimed by another). */
   dropped: number;
+  /** Answers not written because Redis refused the commit or stayed unreachable; the message stays pending (another consumer reclaims it). */
+  failed: number;
   /** Messages read and not yet committed (never more than `maxInFlight`). */
   pending: number;
 }
@@ -24,6 +26,7 @@ const HELP: Record<Counter, string> = {
   reclaimed: "Stream messages claimed from other consumers' idle pending lists",
   deadLettered: 'Stream messages moved to the dead-letter stream after maxDeliveries',
   dropped: 'Stream answers dropped because another consumer had reclaimed the message',
+  failed: 'Stream answers not written: Redis refused the commit or stayed unreachable',
 };
 const NAME: Record<Counter, string> = {
   read: 'stream_messages_read_total',
@@ -31,6 +34,7 @@ const NAME: Record<Counter, string> = {
   reclaimed: 'stream_messages_reclaimed_total',
   deadLettered: 'stream_messages_dead_lettered_total',
   dropped: 'stream_answers_dropped_total',
+  failed: 'stream_answers_failed_total',
 };
 
 /**
@@ -39,7 +43,7 @@ const NAME: Record<Counter, string> = {
  * `<prefix>stream_pending`, a gauge read at scrape time; `detach()` stops the gauge reading it.
  */
 export function streamMetrics(labels: { stream: string; group: string; consumer: string }, pending: () => number) {
-  const stats: RedisStreamStats = { read: 0, committed: 0, reclaimed: 0, deadLettered: 0, dropped: 0, pending: 0 };
+  const stats: RedisStreamStats = { read: 0, committed: 0, reclaimed: 0, deadLettered: 0, dropped: 0, failed: 0, pending: 0 };
   Object.defineProperty(stats, 'pending', { get: pending, enumerable: true });
   let counters: Record<Counter, import('prom-client').Counter<string>> | undefined;
   let sources: Map<string, () => [typeof labels, number]> | undefined;

@@ -299,9 +299,10 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
         await new Promise((r) => setTimeout(r, Math.min(1_000, 50 * 2 ** attempt)));
       }
     }
-    const written = Array.isArray(result) ? (result as unknown[]) : [];
+    // No result: the commit itself failed (not a message another consumer had taken).
+    const written = Array.isArray(result) ? (result as unknown[]) : undefined;
     items.forEach((item, i) => {
-      metrics.inc(Number(written[i]) === 1 ? 'committed' : 'dropped');
+      metrics.inc(written === undefined ? 'failed' : Number(written[i]) === 1 ? 'committed' : 'dropped');
       release(item.id);
       item.done();
     });
