@@ -1,0 +1,82 @@
+// What every edge (HTTP, Redis, invoker) checks of a request body before a step sees it: its
+// nesting depth and prototype-poisoning keys. One iterative walk: nothing here recurses, so a
+// body built to exhaust the stack cannot.
+
+/** How deep a request body may nest by default (DESIGN §11: `maxBodyDepth`). */
+export const DEFAULT_MAX_BODY_DEPTH = 256;
+
+/** Options of `bodyProblem`. */
+export interface BodyCheck {
+  /** Deepest nesting allowed: a bare value is depth 0, `{ a: 1 }` depth 1. Default 256. */
+  readonly maxDepth?: number;
+  /** Also refuse `__proto__` keys and `constructor.prototype` (JSON parsed without fastify's guard). */
+  readonly protoKeys?: boolean;
+}
+
+/**
+ * Why a body may not enter a pipeline, or `undefined` when it may: nested deeper than `maxDepth`
+ * (`'body is nested deeper than 256 levels (at body.a.a.a…)'`), or, with `protoKeys`, a key that
+ * would replace a prototype. Arrays of primitives (tensor data) cost one pass with no allocation.
+ */
+export function bodyProblem(body: unknown, check?: BodyCheck): string | undefined {
+  if (body === null || typeof body !== 'object') return undefined;
+  const maxDepth = check?.maxDepth ?? DEFAULT_MAX_BODY_DEPTH;
+  const protoKeys = check?.protoKeys ?? false;
+  // Depth-first with an explicit stack of [value, depth, parent index, key]; the parents make the
+  // path of a refused value without building one for every node.
+  const values: object[] = [body];
+  const depths: number[] = [1];
+  const parents: number[] = [-1];
+  const keys: string[] = [''];
+  const seen = new Set<object>();
+  let top = 0;
+  const visited: { value: object; depth: number; parent: number; key: string }[] = [];
+  while (top >= 0) {
+    const value = values[top];
+    const depth = depths[top];
+    const parent = parents[top];
+    const key = keys[top];
+    top--;
+    if (seen.has(value)) continue;
+    seen.add(value);
+    const index = visited.push({ value, depth, parent, key }) - 1;
+    if (depth > maxDepth) return `body is nested deeper than ${maxDepth} levels (at ${pathAt(visited, index)})`;
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) {
+        const item: unknown = value[i];
+        if (item === null || typeof item !== 'object') continue;
+        push(item, depth + 1, index, `[${i}]`);
+      }
+    } else if (!ArrayBuffer.isView(value) && !(value instanceof ArrayBuffer)) {
+      for (const name of Object.keys(value)) {
+        if (protoKeys && name === '__proto__') return `body has a '__proto__' key (at ${pathAt(visited, index, `.__proto__`)})`;
+        const item: unknown = (value as Record<string, unknown>)[name];
+        if (protoKeys && name === 'constructor' && item !== null && typeof item === 'object' && Object.hasOwn(item, 'prototype')) {
+          return `body has a 'constructor.prototype' key (at ${pathAt(visited, index, '.constructor.prototype')})`;
+        }
+        if (item === null || typeof item !== 'object') continue;
+        push(item, depth + 1, index, `.${name}`);
+      }
+    }
+  }
+  return undefined;
+
+  function push(item: object, depth: number, parent: number, key: string): void {
+    top++;
+    values[top] = item;
+    depths[top] = depth;
+    parents[top] = parent;
+    keys[top] = key;
+  }
+}
+
+function pathAt(visited: readonly { parent: number; key: string }[], index: number, tail?: string): string {
+  const parts: string[] = tail === undefined ? [] : [tail];
+  for (let i = index; i > 0; i = visited[i].parent) parts.push(visited[i].key);
+  let path = 'body';
+  for (let j = parts.length - 1; j >= 0; j--) {
+    path += parts[j];
+    if (path.length > 200) return `${path.slice(0, 200)}…`;
+  }
+  return path;
+}
