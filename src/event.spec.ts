@@ -66,4 +66,25 @@ describe('events', () => {
     expect((cloneBody(cyclic) as { name: string }).name).toBe('c');
     expect(() => cloneBody({ f: () => 1 })).toThrow('cannot copy the model input: input.f is a function, which structured clone cannot copy');
   });
+
+  it('cloneBody copies bodies nested far past the call stack without recursion, keeping shared references and cycles', () => {
+    const leaf = { shared: true, when: new Date(5) };
+    let deep: Record<string, unknown> = { leaf, list: [leaf, 1, 'x'] };
+    for (let i = 0; i < 20_000; i++) deep = { a: deep, i };
+    deep.self = deep;
+    const copy = cloneBody(deep);
+    let node = copy as Record<string, unknown>;
+    let depth = 0;
+    while ('a' in node) {
+      expect(node.i).toBe(19_999 - depth);
+      node = node.a as Record<string, unknown>;
+      depth++;
+    }
+    expect(depth).toBe(20_000);
+    expect(copy.self).toBe(copy);
+    expect(node.leaf).toEqual(leaf);
+    expect(node.leaf).not.toBe(leaf);
+    expect((node.list as unknown[])[0]).toBe(node.leaf);
+    expect(() => cloneBody({ deep, f: [() => 1] })).toThrow('input.f[0] is a function');
+  });
 });

@@ -28,29 +28,14 @@ export function runBatch<C extends LaneCall>(
     finished = true;
     release();
   };
-  cancelBatch = onResult(
-    () => invoke(inputs, contexts),
-    (values) => {
-      finish();
-      if (!Array.isArray(values) || values.length !== calls.length) {
-        const error = new TypeError(
-          `a batch of ${calls.length} calls of '${name}' got ${Array.isArray(values) ? `${values.length} results` : typeof values} instead of one result per call`,
-        );
-        for (const call of calls) lane.settle(call, undefined, error);
-        return;
-      }
-      calls.forEach((call, i) => {
-        const value: unknown = values[i];
-        if (value instanceof Error) lane.settle(call, undefined, value);
-        else lane.settle(call, value, undefined);
-      });
-    },
-    (error) => {
-      finish();
-      const failure = toError(error);
-      for (const call of calls) lane.settle(call, undefined, failure);
-    },
-  );
+  // A throw before the batch is under way (from `invoke` or a settled hook) releases the hold; the
+  // lane then fails the calls still open, so nothing keeps the slot.
+  try {
+    cancelBatch = startBatch();
+  } catch (error) {
+    if (!finished) finish();
+    throw error;
+  }
   if (finished) return;
   for (const call of calls) {
     if (call.done) continue;
@@ -62,6 +47,32 @@ export function runBatch<C extends LaneCall>(
         finish();
       }
     };
+  }
+
+  function startBatch(): (() => void) | undefined {
+    return onResult(
+      () => invoke(inputs, contexts),
+      (values) => {
+        finish();
+        if (!Array.isArray(values) || values.length !== calls.length) {
+          const error = new TypeError(
+            `a batch of ${calls.length} calls of '${name}' got ${Array.isArray(values) ? `${values.length} results` : typeof values} instead of one result per call`,
+          );
+          for (const call of calls) lane.settle(call, undefined, error);
+          return;
+        }
+        calls.forEach((call, i) => {
+          const value: unknown = values[i];
+          if (value instanceof Error) lane.settle(call, undefined, value);
+          else lane.settle(call, value, undefined);
+        });
+      },
+      (error) => {
+        finish();
+        const failure = toError(error);
+        for (const call of calls) lane.settle(call, undefined, failure);
+      },
+    );
   }
 }
 

@@ -15,7 +15,7 @@ export function cloneBody<T>(value: T): T {
     return value;
   }
   try {
-    return clonePlain(value, undefined) as T;
+    return clonePlain(value, undefined, 0) as T;
   } catch (error) {
     // The slow path, once: say where the value that cannot be copied is.
     const problem = inspectForWorker(value, 'input').problem;
@@ -29,16 +29,19 @@ export function cloneBody<T>(value: T): T {
  * a shared reference is copied once and stays a cycle or a shared reference (as structuredClone
  * does); a walk that ignored them would loop, or copy a shared subtree once per path to it. The
  * map is made at the first nested object, so a flat body (the common case) never allocates one.
+ * Past `RECURSION_LIMIT` levels the copy goes on without recursion (`cloneDeep`), so a body built
+ * to exhaust the stack cannot (DESIGN §11); the recursive walk stays for the common, shallow case.
  */
-function clonePlain(value: object, seen: Map<object, unknown> | undefined): unknown {
+function clonePlain(value: object, seen: Map<object, unknown> | undefined, depth: number): unknown {
   const copied = seen?.get(value);
   if (copied !== undefined) return copied;
+  if (depth > RECURSION_LIMIT) return cloneDeep(value, (seen ??= new Map()));
   if (Array.isArray(value)) {
     const out = new Array(value.length);
     seen?.set(value, out);
     for (let i = 0; i < value.length; i++) {
       const item = value[i];
-      out[i] = item !== null && typeof item === 'object' ? clonePlain(item, (seen ??= new Map([[value, out]]))) : checkLeaf(item);
+      out[i] = item !== null && typeof item === 'object' ? clonePlain(item, (seen ??= new Map([[value, out]])), depth + 1) : checkLeaf(item);
     }
     return out;
   }
@@ -52,7 +55,7 @@ function clonePlain(value: object, seen: Map<object, unknown> | undefined): unkn
   seen?.set(value, out);
   for (const key in value) {
     const item = (value as Record<string, unknown>)[key];
-    out[key] = item !== null && typeof item === 'object' ? clonePlain(item, (seen ??= new Map([[value, out]]))) : checkLeaf(item);
+    out[key] = item !== null && typeof item === 'object' ? clonePlain(item, (seen ??= new Map([[value, out]])), depth + 1) : checkLeaf(item);
   }
   return out;
 }
@@ -60,4 +63,42 @@ function clonePlain(value: object, seen: Map<object, unknown> | undefined): unkn
 function checkLeaf(item: unknown): unknown {
   if (typeof item === 'function') throw new TypeError('a function cannot be copied');
   return item;
+}
+
+const RECURSION_LIMIT = 64;
+
+/** `clonePlain` with an explicit stack of (source, copy) pairs whose members are still to copy. */
+function cloneDeep(root: object, seen: Map<object, unknown>): unknown {
+  const stack: object[] = [];
+  const copyOf = (value: object): unknown => {
+    const copied = seen.get(value);
+    if (copied !== undefined) return copied;
+    const proto = Object.getPrototypeOf(value);
+    if (!Array.isArray(value) && proto !== Object.prototype && proto !== null) {
+      const out = structuredClone(value);
+      seen.set(value, out);
+      return out;
+    }
+    const out: object = Array.isArray(value) ? new Array(value.length) : {};
+    seen.set(value, out);
+    stack.push(value, out);
+    return out;
+  };
+  const rootCopy = copyOf(root);
+  while (stack.length > 0) {
+    const target = stack.pop() as Record<string | number, unknown>;
+    const source = stack.pop()!;
+    if (Array.isArray(source)) {
+      for (let i = 0; i < source.length; i++) {
+        const item: unknown = source[i];
+        target[i] = item !== null && typeof item === 'object' ? copyOf(item) : checkLeaf(item);
+      }
+    } else {
+      for (const key in source) {
+        const item = (source as Record<string, unknown>)[key];
+        target[key] = item !== null && typeof item === 'object' ? copyOf(item) : checkLeaf(item);
+      }
+    }
+  }
+  return rootCopy;
 }

@@ -3,7 +3,7 @@
 // for a worker pool, and shared models all queue here.
 // Over 300 lines on purpose: one state machine (queued → running → settled, units and holds) whose
 // invariants are easier to check in one place than across files.
-import { asyncScheduler, type Subscription } from 'rxjs';
+import { asyncScheduler, config, type Subscription } from 'rxjs';
 import { QueueFullError } from '../errors.js';
 import { RingQueue } from './ringQueue.js';
 
@@ -165,8 +165,12 @@ export class Lane<C extends LaneCall> {
     }
     if (wasRunning) this.running--;
     else this.waiting--;
-    call.settled(value as C extends LaneCall<infer T> ? T : never, error);
-    if (wasRunning) this.callLeft(call);
+    try {
+      call.settled(value as C extends LaneCall<infer T> ? T : never, error);
+    } finally {
+      // The owner's hook may throw (a subscriber's error): the slot is freed all the same.
+      if (wasRunning) this.callLeft(call);
+    }
   }
 
   /** The submitter gives up on `call` (unsubscribed, event cancelled): abort it, report nothing. */
@@ -183,33 +187,46 @@ export class Lane<C extends LaneCall> {
       return;
     }
     this.running--;
-    call.abort(reason);
-    const cancel = call.cancelWork;
-    call.cancelWork = undefined;
-    cancel?.();
-    this.callLeft(call);
+    try {
+      stopWork(call, reason);
+    } finally {
+      this.callLeft(call);
+    }
   }
 
   /** Settles every waiting call with `error`; running calls go on. */
   failWaiting(error: Error): void {
-    for (const call of this.queue.drain()) {
-      if (call.laneState === QUEUED) this.settle(call, undefined, error);
-    }
+    this.failCalls(error, false);
   }
 
   /** Settles every waiting and running call with `error` (a graph closing, a model that failed). */
   failAll(error: Error): void {
-    this.failWaiting(error);
-    for (const unit of [...this.units]) {
-      for (const call of unit.calls as C[]) {
-        if (call.laneState !== RUNNING) continue;
-        call.abort(error);
-        const cancel = call.cancelWork;
-        call.cancelWork = undefined;
-        cancel?.();
-        this.settle(call, undefined, error);
+    this.failCalls(error, true);
+  }
+
+  /** Every call is failed even when an owner's hook throws; the first throw is rethrown after. */
+  private failCalls(error: Error, running: boolean): void {
+    let thrown: { error: unknown } | undefined;
+    const attempt = (fn: () => void): void => {
+      try {
+        fn();
+      } catch (e) {
+        thrown ??= { error: e };
+      }
+    };
+    for (const call of this.queue.drain()) {
+      if (call.laneState === QUEUED) attempt(() => this.settle(call, undefined, error));
+    }
+    if (running) {
+      for (const unit of [...this.units]) {
+        for (const call of unit.calls as C[]) {
+          if (call.laneState !== RUNNING) continue;
+          attempt(() => stopWork(call, error));
+          attempt(() => this.settle(call, undefined, error));
+        }
       }
     }
+    if (thrown) throw thrown.error;
   }
 
   /** Stops starting calls (they keep queueing, bounded by `maxQueue`) until `resume()`. */
@@ -279,7 +296,7 @@ export class Lane<C extends LaneCall> {
     this.batchTimer = asyncScheduler.schedule(() => {
       this.batchTimer = undefined;
       this.due = true;
-      this.pump();
+      inTimer(() => this.pump());
     }, this.options.batching!.maxWaitMs);
   }
 
@@ -313,7 +330,22 @@ export class Lane<C extends LaneCall> {
       this.running++;
       if (timeoutMs !== undefined) call.laneTimer = asyncScheduler.schedule(() => this.timeOut(call), timeoutMs);
     }
-    this.options.run(calls, unit);
+    try {
+      this.options.run(calls, unit);
+    } catch (thrown) {
+      // An owner's `run` that throws (a value it could not send, a bug) fails the unit's calls it
+      // had not settled, so the slot is freed: no throw may keep a slot for good (DESIGN §11).
+      const error = thrown instanceof Error ? thrown : new Error(`'${this.options.name}' could not start a call: ${String(thrown)}`);
+      for (const call of calls) {
+        if (call.laneState !== RUNNING) continue;
+        try {
+          stopWork(call, error);
+        } catch {
+          // The call is failed below all the same; its own cancel failing changes nothing.
+        }
+        this.settle(call, undefined, error);
+      }
+    }
     // A unit whose calls all settled synchronously (naive models) frees its slot at once.
     this.unitMaybeDone(unit);
   }
@@ -321,11 +353,42 @@ export class Lane<C extends LaneCall> {
   private timeOut(call: C): void {
     if (call.laneState !== RUNNING) return;
     call.laneTimer = undefined;
-    const error = this.options.timeoutError?.(call) ?? new Error(`a call in '${this.options.name}' timed out`);
-    call.abort(error);
-    const cancel = call.cancelWork;
-    call.cancelWork = undefined;
+    let error: Error;
+    try {
+      error = this.options.timeoutError?.(call) ?? new Error(`a call in '${this.options.name}' timed out`);
+    } catch (thrown) {
+      error = thrown instanceof Error ? thrown : new Error(String(thrown));
+    }
+    inTimer(() => stopWork(call, error));
+    inTimer(() => this.settle(call, undefined, error));
+  }
+}
+
+/**
+ * Runs lane work from a timer. An owner's hook that throws there has no caller to tell: the
+ * error goes where RxJS sends errors nobody can catch (`config.onUnhandledError`, else thrown
+ * asynchronously), never out of the timer, which would stop the scheduler's other timers.
+ */
+function inTimer(work: () => void): void {
+  try {
+    work();
+  } catch (error) {
+    const report = config.onUnhandledError;
+    if (report) report(error);
+    else
+      setTimeout(() => {
+        throw error;
+      });
+  }
+}
+
+/** Aborts a running call's signal, then its work (each at most once); a throw still runs both. */
+function stopWork(call: LaneCall, reason: unknown): void {
+  const cancel = call.cancelWork;
+  call.cancelWork = undefined;
+  try {
+    call.abort(reason);
+  } finally {
     cancel?.();
-    this.settle(call, undefined, error);
   }
 }

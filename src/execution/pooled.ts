@@ -262,14 +262,21 @@ export class PooledSession implements ExecutorSession {
       call.batch = batch;
       call.cancelWork = () => this.cancelSent(call);
     }
+    // Released whatever delivering throws (a subscriber's error): a throw must not keep the slot.
     batch.done.then(
       (results) => {
-        calls.forEach((call, i) => this.deliver(call, results[i]));
-        release();
+        try {
+          calls.forEach((call, i) => this.deliver(call, results[i]));
+        } finally {
+          release();
+        }
       },
       (error: unknown) => {
-        for (const call of calls) this.deliver(call, undefined, error);
-        release();
+        try {
+          for (const call of calls) this.deliver(call, undefined, error);
+        } finally {
+          release();
+        }
       },
     );
   }

@@ -133,7 +133,18 @@ export interface Inspection {
  */
 export function inspectForWorker(value: unknown, root: string): Inspection {
   const inspection: Inspection = { transfer: [] };
-  walk(value, root, inspection, undefined);
+  // Depth-first with an explicit stack, not recursion: a body nested thousands deep (DESIGN §11)
+  // must not exhaust the call stack here, whatever the edges let through.
+  const values: unknown[] = [value];
+  const paths: string[] = [root];
+  let seen: Set<object> | undefined;
+  while (values.length > 0) {
+    const problem = visit(values.pop(), paths.pop()!, inspection.transfer, values, paths, (seen ??= new Set()));
+    if (problem !== undefined) {
+      inspection.problem = problem;
+      break;
+    }
+  }
   return inspection;
 }
 
@@ -142,60 +153,61 @@ export function collectTransferables(value: unknown): ArrayBuffer[] {
   return inspectForWorker(value, 'value').transfer;
 }
 
-function walk(value: unknown, path: string, into: Inspection, seen: Set<object> | undefined): Set<object> | undefined {
-  if (into.problem !== undefined) return seen;
-  if (value === null) return seen;
+/** Inspects one value; pushes its children (last first, so they pop in order). Returns a problem. */
+function visit(value: unknown, path: string, transfer: ArrayBuffer[], values: unknown[], paths: string[], seen: Set<object>): string | undefined {
+  if (value === null) return undefined;
   const type = typeof value;
-  if (type === 'function') {
-    into.problem = `${path} is a function`;
-    return seen;
-  }
-  if (type === 'symbol') {
-    into.problem = `${path} is a symbol`;
-    return seen;
-  }
-  if (type !== 'object') return seen;
+  if (type === 'function') return `${path} is a function`;
+  if (type === 'symbol') return `${path} is a symbol`;
+  if (type !== 'object') return undefined;
   const object = value as object;
   if (ArrayBuffer.isView(object)) {
     const buffer = object.buffer;
     // Only whole-buffer views: a Node Buffer from the pool shares its ArrayBuffer with others,
     // and transferring that would detach unrelated data.
-    if (buffer instanceof ArrayBuffer && object.byteOffset === 0 && object.byteLength === buffer.byteLength && !into.transfer.includes(buffer)) {
-      into.transfer.push(buffer);
+    if (buffer instanceof ArrayBuffer && object.byteOffset === 0 && object.byteLength === buffer.byteLength && !transfer.includes(buffer)) {
+      transfer.push(buffer);
     }
-    return seen;
+    return undefined;
   }
   if (object instanceof ArrayBuffer) {
-    if (!into.transfer.includes(object)) into.transfer.push(object);
-    return seen;
+    if (!transfer.includes(object)) transfer.push(object);
+    return undefined;
   }
   const refused = refusedKind(object);
-  if (refused !== undefined) {
-    into.problem = `${path} is a ${refused}`;
-    return seen;
-  }
+  if (refused !== undefined) return `${path} is a ${refused}`;
   // Cycles and shared references: each object is walked once.
-  if (seen === undefined) seen = new Set();
-  if (seen.has(object)) return seen;
+  if (seen.has(object)) return undefined;
   seen.add(object);
   if (Array.isArray(object)) {
     // Numbers and strings need no walk: building a path for each (a tensor's data) cost more than the copy.
-    for (let i = 0; i < object.length; i++) {
+    for (let i = object.length - 1; i >= 0; i--) {
       const item: unknown = object[i];
       if (item === null || (typeof item !== 'object' && typeof item !== 'function' && typeof item !== 'symbol')) continue;
-      seen = walk(item, `${path}[${i}]`, into, seen);
+      values.push(item);
+      paths.push(`${path}[${i}]`);
     }
   } else if (object instanceof Map) {
-    for (const [k, v] of object) {
-      seen = walk(k, `${path}.<key>`, into, seen);
-      seen = walk(v, `${path}.get(${typeof k === 'string' ? JSON.stringify(k) : '…'})`, into, seen);
+    const entries = [...object];
+    for (let i = entries.length - 1; i >= 0; i--) {
+      const [k, v] = entries[i];
+      values.push(v, k);
+      paths.push(`${path}.get(${typeof k === 'string' ? JSON.stringify(k) : '…'})`, `${path}.<key>`);
     }
   } else if (object instanceof Set) {
-    for (const v of object) seen = walk(v, `${path}.<item>`, into, seen);
+    const items = [...object];
+    for (let i = items.length - 1; i >= 0; i--) {
+      values.push(items[i]);
+      paths.push(`${path}.<item>`);
+    }
   } else if (!(object instanceof Date || object instanceof RegExp || object instanceof Error)) {
-    for (const key of Object.keys(object)) seen = walk((object as Record<string, unknown>)[key], `${path}.${key}`, into, seen);
+    const keys = Object.keys(object);
+    for (let i = keys.length - 1; i >= 0; i--) {
+      values.push((object as Record<string, unknown>)[keys[i]]);
+      paths.push(`${path}.${keys[i]}`);
+    }
   }
-  return seen;
+  return undefined;
 }
 
 function refusedKind(object: object): string | undefined {

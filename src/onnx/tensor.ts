@@ -113,9 +113,25 @@ function toData(label: string, data: unknown, datatype: OipDatatype, fail: (what
 }
 
 function flatten(nested: readonly unknown[], into: unknown[]): unknown[] {
-  for (const v of nested) {
-    if (Array.isArray(v)) flatten(v, into);
-    else into.push(v);
+  // An explicit stack of (array, next index) instead of recursion: data nested thousands deep
+  // must not exhaust the call stack (DESIGN §11).
+  const arrays: (readonly unknown[])[] = [nested];
+  const next: number[] = [0];
+  while (arrays.length > 0) {
+    const top = arrays.length - 1;
+    const array = arrays[top];
+    const i = next[top];
+    if (i >= array.length) {
+      arrays.pop();
+      next.pop();
+      continue;
+    }
+    next[top] = i + 1;
+    const v = array[i];
+    if (Array.isArray(v)) {
+      arrays.push(v);
+      next.push(0);
+    } else into.push(v);
   }
   return into;
 }

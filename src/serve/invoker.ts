@@ -1,5 +1,6 @@
 // invoker(): request/response over a pipeline — one long-lived subscription, answers matched by event id.
 import { Observable, Subject, type OperatorFunction, type Subscription } from 'rxjs';
+import { bodyProblem, DEFAULT_MAX_BODY_DEPTH } from '../body.js';
 import { decodeOrThrow, positiveInt, strict } from '../config.js';
 import { ModelTimeoutError, RxServeError, toError } from '../errors.js';
 import { EventCancel, makeEvent, withError, type PartialSink, type ServingEvent } from '../event.js';
@@ -20,6 +21,11 @@ export interface InvokerOptions {
    * `ModelTimeoutError`, and the event's work is aborted. Default 30,000 ms.
    */
   readonly timeoutMs?: number;
+  /**
+   * Deepest nesting of a body accepted (`{ a: 1 }` is 1); a deeper one is answered at once with
+   * the event errored with a `TypeError` and never reaches the pipeline. Default 256.
+   */
+  readonly maxBodyDepth?: number;
 }
 
 /** What a request carries besides its body (the event's other fields). */
@@ -64,7 +70,7 @@ export interface Invoker {
   readonly closed: boolean;
 }
 
-const InvokerOptionsCodec = strict('InvokerOptions', {}, { graph: GraphCodec, timeoutMs: positiveInt(true) });
+const InvokerOptionsCodec = strict('InvokerOptions', {}, { graph: GraphCodec, timeoutMs: positiveInt(true), maxBodyDepth: positiveInt(false) });
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 
@@ -126,7 +132,7 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
   if (typeof pipeline !== 'function') {
     throw new TypeError(`invoker(pipeline): expected an operator (event$) => event$, got ${pipeline === null ? 'null' : typeof pipeline}`);
   }
-  const { graph, timeoutMs = DEFAULT_TIMEOUT_MS } = decodeOrThrow(InvokerOptionsCodec, options, 'invoker');
+  const { graph, timeoutMs = DEFAULT_TIMEOUT_MS, maxBodyDepth = DEFAULT_MAX_BODY_DEPTH } = decodeOrThrow(InvokerOptionsCodec, options, 'invoker');
   // Insertion order is deadline order (one timeoutMs for all), so one timer, armed for the
   // oldest request, serves them all: no timer per request.
   const pending = new Map<string, Pending>();
@@ -232,8 +238,16 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
     return { promise, cancel };
   };
 
+  // The public entries check a body's depth; serve()'s routes (which call `start`) checked it at parse.
+  const checkedStart = <B>(body: unknown, init: InvokeInit = {}, partials?: PartialSink): Started<B> => {
+    const problem = closing === undefined ? bodyProblem(body, { maxDepth: maxBodyDepth }) : undefined;
+    if (problem === undefined) return start<B>(body, init, partials);
+    const refusedEvent = withError(makeEvent(body, { ...init, signal: undefined }, undefined), new TypeError(`${problem}; the limit is maxBodyDepth`), 'invoker');
+    return { promise: Promise.resolve(refusedEvent as ServingEvent<B>), cancel: () => undefined };
+  };
+
   const invoke = <B>(body: unknown, init: InvokeInit = {}): Promise<ServingEvent<B>> =>
-    init.signal?.aborted && closing === undefined ? Promise.reject(init.signal.reason) : start<B>(body, init).promise;
+    init.signal?.aborted && closing === undefined ? Promise.reject(init.signal.reason) : checkedStart<B>(body, init).promise;
 
   const client: Invoker = {
     invoke,
@@ -245,7 +259,7 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
     stream<B>(body: unknown, init: Omit<InvokeInit, 'signal'> = {}): Observable<StreamMessage<B>> {
       return new Observable<StreamMessage<B>>((subscriber) => {
         let done = false;
-        const started = start<B>(body, init, ({ endpoint, data }) => {
+        const started = checkedStart<B>(body, init, ({ endpoint, data }) => {
           if (!done) subscriber.next({ type: 'partial', endpoint, data });
         });
         started.promise.then(

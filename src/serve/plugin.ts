@@ -5,6 +5,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import * as t from 'io-ts';
 import type { OperatorFunction } from 'rxjs';
+import { bodyProblem, DEFAULT_MAX_BODY_DEPTH } from '../body.js';
 import { decodeOrThrow, fn, NonEmptyString, positiveInt, strict } from '../config.js';
 import { ConfigError, toError } from '../errors.js';
 import type { ServingEvent } from '../event.js';
@@ -30,6 +31,8 @@ export interface RxservePluginOptions {
   readonly apiKeys?: readonly string[];
   /** Largest request body accepted (bytes); more → 413. Default 10 MiB. */
   readonly maxBodyBytes?: number;
+  /** Deepest nesting of a JSON body accepted (`{"a":1}` is 1); deeper → 400 before the pipeline. Default 256. */
+  readonly maxBodyDepth?: number;
   /** Serve the live page of the graph at `GET /dashboard` (needs `graph`; see docs/dashboard.md). */
   readonly dashboard?: boolean;
   /** Adds the OpenAI-compatible routes (`POST /v1/chat/completions`, `GET /v1/models`) over these endpoints (DESIGN §15). */
@@ -45,6 +48,7 @@ export const pluginOptionProps = {
   models: t.array(NonEmptyString),
   apiKeys: t.array(NonEmptyString),
   maxBodyBytes: positiveInt(false),
+  maxBodyDepth: positiveInt(false),
   dashboard: t.boolean,
   openai: OpenAIFrontCodec,
 };
@@ -109,7 +113,7 @@ const requestIds = new WeakMap<FastifyRequest, string>();
 export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (app, opts) => {
   const own = Object.fromEntries(Object.entries(opts).filter(([key]) => !REGISTER_OPTIONS.has(key)));
   const options = decodeOrThrow(PluginOptionsCodec, own, 'rxservePlugin');
-  const { pipeline, graph, timeoutMs, models, apiKeys, maxBodyBytes = DEFAULT_MAX_BODY_BYTES, dashboard, openai } = options;
+  const { pipeline, graph, timeoutMs, models, apiKeys, maxBodyBytes = DEFAULT_MAX_BODY_BYTES, maxBodyDepth = DEFAULT_MAX_BODY_DEPTH, dashboard, openai } = options;
   checkDashboard(options, 'rxservePlugin');
   checkOpenAI(options, 'rxservePlugin');
   const client = invoker(pipeline, { ...(graph ? { graph } : {}), ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
@@ -162,12 +166,19 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   });
 
   // Only JSON, parsed by fastify's own parser (which rejects __proto__ and constructor.prototype
-  // keys); the error says which of the two went wrong.
+  // keys); the error says which of the two went wrong. Neither JSON.parse nor that guard recurses,
+  // so a body nested thousands deep is parsed, then refused here for its depth before any step
+  // (or JSON.stringify, or structured clone, which do recurse) sees it (DESIGN §11).
   app.removeAllContentTypeParsers();
   const parseJson = app.getDefaultJsonParser('error', 'error');
   app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: maxBodyBytes }, (request, body, done) => {
     const text = body as string; // parseAs: 'string'
-    parseJson(request, text, (error, value) => (error ? done(jsonError(text, error) as FastifyError, undefined) : done(null, value)));
+    parseJson(request, text, (error, value) => {
+      if (error) return done(jsonError(text, error) as FastifyError, undefined);
+      const problem = bodyProblem(value, { maxDepth: maxBodyDepth });
+      if (problem !== undefined) return done(new HttpError('TypeError', `${problem}; the limit is maxBodyDepth`, 400) as unknown as FastifyError, undefined);
+      done(null, value);
+    });
   });
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
