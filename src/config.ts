@@ -49,7 +49,8 @@ function isArrayLike(type: t.Decoder<unknown, unknown>): boolean {
 export function describeValue(value: unknown): string {
   if (value === undefined) return 'undefined';
   if (typeof value === 'function') return `function ${value.name || '(anonymous)'}`;
-  if (typeof value === 'string') return JSON.stringify(value);
+  // A value is shown in part: an error that echoed a 2 MB value whole would bury what it says.
+  if (typeof value === 'string') return value.length > 200 ? `${JSON.stringify(value.slice(0, 200))}… (${value.length} characters)` : JSON.stringify(value);
   try {
     const text = JSON.stringify(value);
     return text.length > 60 ? `${text.slice(0, 57)}...` : text;
@@ -261,4 +262,39 @@ export function pickProps<P extends t.Props, K extends keyof P>(props: P, ...key
 /** An object codec's props but `keys`. */
 export function omitProps<P extends t.Props, K extends keyof P>(props: P, ...keys: K[]): Omit<P, K> {
   return Object.fromEntries(Object.entries(props).filter(([k]) => !keys.includes(k as K))) as Omit<P, K>;
+}
+
+/**
+ * `" (did you mean 'LLModel'?)"` when one of `known` is within two edits of `name` (or differs
+ * only in case), else `''`: for errors about a name the caller mistyped.
+ */
+export function didYouMean(name: string, known: Iterable<string>): string {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const candidate of known) {
+    const distance = candidate.toLowerCase() === name.toLowerCase() ? 0 : editDistance(name, candidate, bestDistance);
+    if (distance < bestDistance) {
+      best = candidate;
+      bestDistance = distance;
+    }
+  }
+  return best === undefined ? '' : ` (did you mean '${best}'?)`;
+}
+
+/** Levenshtein distance, or `limit` once it is known to be at least that. */
+function editDistance(a: string, b: string, limit: number): number {
+  if (Math.abs(a.length - b.length) >= limit) return limit;
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    let rowMin = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost);
+      rowMin = Math.min(rowMin, current[j]);
+    }
+    if (rowMin >= limit) return limit;
+    previous = current;
+  }
+  return Math.min(previous[b.length], limit);
 }

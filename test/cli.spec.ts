@@ -59,9 +59,9 @@ describe('rxserve validate', () => {
     expect(result.stdout).toContain('ok');
   });
 
-  it('exits 2 with the ConfigError (path and line) on stderr, loading no model', async () => {
+  it('exits 2 with the ConfigError (path and line) on stderr, before importing any model module', async () => {
     const file = join(dir, 'bad.yaml');
-    // Its model's module would throw if imported: validate never loads models.
+    // Its model's module would throw if imported: a spec whose shape is wrong is refused first.
     writeFileSync(join(dir, 'throws.mjs'), "throw new Error('a model module was imported');\n");
     writeFileSync(
       file,
@@ -76,8 +76,65 @@ describe('rxserve validate', () => {
     expect(result.code).toBe(2);
     expect(result.stdout).toBe('');
     expect(result.stderr).toContain('bad.yaml: line 5: steps[0].modelRunner.models[1].timeoutMs: expected a positive number of milliseconds, got -1');
+    // A well-shaped spec: validate imports the modules it names (a spec is code, docs/spec.md).
     writeFileSync(file, 'steps:\n  - modelRunner:\n      models:\n        - { endpointName: a, modelClass: { module: ./throws.mjs }, executionMechanism: naive }\n');
-    expect(await rxserve('validate', file)).toMatchObject({ code: 0 });
+    const imported = await rxserve('validate', file);
+    expect(imported.code).toBe(2);
+    expect(imported.stderr).toContain(
+      "bad.yaml: line 4: steps[0].modelRunner.models[0].modelClass.module: expected a module that can be imported, got './throws.mjs': Error: a model module was imported",
+    );
+  });
+
+  // Issue 22, items 6 and 9: mistakes validate used to call ok, and inputs that broke it.
+  const models = (entry: string) => `steps:\n  - modelRunner:\n      models:\n        - ${entry}\n`;
+  it.each([
+    [
+      'a misspelt model class name, on a worker mechanism',
+      models('{ endpointName: a, modelClass: LLMmodel, executionMechanism: thread_pool }'),
+      "line 4: steps[0].modelRunner.models[0].modelClass: expected a registered model class (Model, LLModel, OnnxModel) or { module, export } (did you mean 'LLModel'?), got \"LLMmodel\"",
+    ],
+    [
+      'a missing export, on a process mechanism',
+      models(`{ endpointName: a, modelClass: { module: ${JSON.stringify(join(fixtures, 'models.mjs'))}, export: Nope }, executionMechanism: process_pool }`),
+      "line 4: steps[0].modelRunner.models[0].modelClass.export: expected an export of",
+    ],
+    [
+      'an export that is not a model class',
+      models(`{ endpointName: a, modelClass: { module: ${JSON.stringify(join(fixtures, 'functions.mjs'))}, export: prepare }, executionMechanism: thread_pool }`),
+      'steps[0].modelRunner.models[0].modelClass.export: expected a model class (a class with a predict method), got function',
+    ],
+    [
+      "an LLM model URL with a misspelt provider",
+      models("{ endpointName: a, modelClass: LLModel, executionMechanism: asyncio, modelArtifact: { key: k, modelUrl: 'opnai://gpt-4o-mini' } }"),
+      "steps[0].modelRunner.models[0].modelArtifact.modelUrl: expected a URL with a known provider: 'openai://<model>', 'huggingface://<org>/<model>' or 'mock://' (did you mean 'openai'?), got \"opnai://gpt-4o-mini\"",
+    ],
+    [
+      'a YAML alias bomb',
+      Array.from({ length: 8 }, (_, i) => (i === 0 ? 'a0: &a0 [x, x, x, x, x, x, x, x, x]' : `a${i}: &a${i} [${Array(9).fill(`*a${i - 1}`).join(', ')}]`)).join('\n') + '\nsteps: []\n',
+      'not a usable YAML document: Excessive alias count',
+    ],
+    [
+      'an artifact path naming a file that is not an artifact, whose content is never echoed',
+      models('{ endpointName: a, modelClass: Model, executionMechanism: naive, modelArtifact: /etc/passwd }'),
+      "steps[0].modelRunner.models[0].modelArtifact: expected a readable artifact JSON file, got '/etc/passwd': the file is not valid JSON",
+    ],
+  ])('exits 2 for %s, naming the path', async (_what, text, message) => {
+    const file = join(dir, 'mistake.yaml');
+    writeFileSync(file, text);
+    const result = await rxserve('validate', file);
+    expect(result).toMatchObject({ code: 2, stdout: '' });
+    expect(result.stderr).toContain(message);
+    expect(result.stderr).not.toMatch(/root:|ReferenceError/);
+  });
+
+  it('cuts a huge bad value in its error to about 200 characters', async () => {
+    const file = join(dir, 'huge.yaml');
+    writeFileSync(file, models(`{ endpointName: a, modelClass: Model, executionMechanism: "${'x'.repeat(2_000_000)}" }`));
+    const result = await rxserve('validate', file);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('executionMechanism: expected');
+    expect(result.stderr).toContain('… (2000000 characters)');
+    expect(result.stderr.length).toBeLessThan(2_000);
   });
 });
 

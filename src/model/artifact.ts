@@ -105,7 +105,7 @@ function decodePromptArtifact(spec: unknown, path: string): LLMPromptArtifact {
  * `model`, else a model artifact.
  */
 export async function loadArtifact(path: string): Promise<ModelArtifact | LLMPromptArtifact> {
-  return decodeArtifactJson(JSON.parse(await readFile(localPath(path), 'utf8')), undefined);
+  return decodeArtifactJson(parseArtifactJson(await readFile(localPath(path), 'utf8')), undefined);
 }
 
 /**
@@ -115,7 +115,20 @@ export async function loadArtifact(path: string): Promise<ModelArtifact | LLMPro
  * file that cannot be read or parsed throws the plain fs / JSON error.
  */
 export function readArtifactFile(path: string, field: string): ModelArtifact | LLMPromptArtifact {
-  return decodeArtifactJson(JSON.parse(readFileSync(localPath(path), 'utf8')), field);
+  return decodeArtifactJson(parseArtifactJson(readFileSync(localPath(path), 'utf8')), field);
+}
+
+/**
+ * JSON.parse whose error never quotes the file: Node's own message shows the text around the
+ * mistake, and a path that names the wrong file (`/etc/passwd`) would print its first line.
+ */
+function parseArtifactJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    const at = /at position (\d+)/.exec((error as Error).message)?.[1];
+    throw new SyntaxError(`the file is not valid JSON${at !== undefined ? ` (at position ${at})` : ''}; an artifact file is a JSON object`);
+  }
 }
 
 function localPath(path: string): string {

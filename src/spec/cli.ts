@@ -4,6 +4,7 @@ import { ConfigError, describeError } from '../errors.js';
 import { invoker } from '../serve/invoker.js';
 import { serve, type Server } from '../serve/serve.js';
 import type { RedisStream } from '../streams/redisStream.js';
+import { checkModels } from './checkModels.js';
 import { GraphSpec } from './codecs.js';
 import { buildSpec, readSpec } from './load.js';
 import { toJsonSchema } from './schema.js';
@@ -143,8 +144,14 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
 }
 
 async function validate(file: string, io: CliIO): Promise<number> {
-  const { graph } = await buildSpec(await readSpec(file));
+  const read = await readSpec(file);
+  const { graph } = await buildSpec(read);
   await graph.close();
+  try {
+    await checkModels(read.spec, read.baseDir);
+  } catch (error) {
+    throw error instanceof ConfigError ? read.locate(error) : error;
+  }
   io.stdout(`${file}: ok`);
   return OK;
 }

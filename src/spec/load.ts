@@ -160,7 +160,14 @@ async function parseYaml(text: string, file: string): Promise<{ value: unknown; 
     }
     return offset === undefined ? undefined : lineCounter.linePos(offset).line;
   };
-  return { value: doc.toJS(), lineOf };
+  let value: unknown;
+  try {
+    // yaml refuses documents whose aliases expand past its maxAliasCount (a "billion laughs" bomb).
+    value = doc.toJS();
+  } catch (thrown) {
+    throw new ConfigError(`${basename(file)}: not a usable YAML document: ${toError(thrown).message} (in ${file})`, { cause: thrown });
+  }
+  return { value, lineOf };
 }
 
 /** `steps[1].router.routes.low[0]` → `['steps', '1', 'router', 'routes', 'low', '0']`. */

@@ -38,6 +38,14 @@ export interface LLMProvider {
  * An unknown scheme is a `ConfigError`. A provider's client library is imported here, when a
  * model first needs it, not with rxserve (each worker thread and process imports rxserve).
  */
+/** The model URL schemes `createProvider` knows (`hf` is short for `huggingface`). */
+export const PROVIDER_SCHEMES: readonly string[] = ['openai', 'huggingface', 'hf', 'mock'];
+
+/** The scheme of a model URL (`openai://gpt-4o` → `openai`), lower-cased; undefined when it has none. */
+export function providerScheme(url: string): string | undefined {
+  return /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1].toLowerCase();
+}
+
 export async function createProvider(artifact: ModelArtifact, endpoint: string): Promise<LLMProvider> {
   const url = artifact.modelUrl;
   const match = /^([a-z][a-z0-9+.-]*):\/\/(.*)$/i.exec(url);
