@@ -461,6 +461,75 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
     await requests.close();
   });
 
+  it('requests.filter (issue 22: 100 messages, maxInFlight 8, odd ones kept): every kept one is answered, the rest acknowledged without an answer and counted skipped; close() is prompt', async () => {
+    const { stream, group, out } = names();
+    const ids = await produce(stream, Array.from({ length: 100 }, (_, i) => ({ n: i })));
+    const registry = new Registry();
+    const requests = redisStream({ redis: server.url, stream, group, consumer: 'c', maxInFlight: 8, metrics: { registry } });
+    const modelSaw: number[] = [];
+    class Record extends Model<{ n: number }> {
+      override predict(body: { n: number }) {
+        modelSaw.push(body.n);
+        return body;
+      }
+    }
+    requests.events$
+      .pipe(
+        requests.filter((e) => (e.body as { n: number }).n % 2 === 1),
+        modelRunner({ models: [{ endpointName: 'm', modelClass: Record, executionMechanism: 'naive' }] }),
+        requests.commit({ stream: out }),
+      )
+      .subscribe();
+    await until('all 100 settled', () => requests.stats().committed + requests.stats().skipped === 100, 15_000);
+    const text = await registry.metrics();
+    const t0 = Date.now();
+    await requests.close(); // closeTimeoutMs is 30 s: nothing may be left for it to wait on
+    expect(Date.now() - t0).toBeLessThan(3_000);
+    const odd = ids.filter((_, i) => i % 2 === 1);
+    expect((await answers(out)).map((a) => a.id)).toEqual(odd);
+    expect(modelSaw).toEqual(Array.from({ length: 50 }, (_, i) => 2 * i + 1));
+    expect(await pendingCount(stream, group)).toBe(0);
+    expect(requests.stats()).toEqual({ read: 100, committed: 50, skipped: 50, reclaimed: 0, deadLettered: 0, dropped: 0, failed: 0, pending: 0, stalled: false });
+    expect(text).toContain(`rxserve_stream_messages_skipped_total{stream="${stream}",group="${group}",consumer="c"} 50`);
+  });
+
+  /** Collects the warnings with `code` that this process emits until `stop()`. */
+  const warnings = (code: string) => {
+    const seen: Error[] = [];
+    const listener = (w: Error) => {
+      if ((w as Error & { code?: string }).code === code) seen.push(w);
+    };
+    process.on('warning', listener);
+    return { seen, stop: () => process.off('warning', listener) };
+  };
+
+  it('a plain rxjs filter that ends up holding every credit: the consumer reports the stall (stats().stalled, the rxserve_stream_stalled gauge, one warning naming requests.filter); close() does not wait for what the pipeline dropped', async () => {
+    const { stream, group, out } = names();
+    await produce(stream, Array.from({ length: 100 }, (_, i) => ({ n: i })));
+    const registry = new Registry();
+    const warned = warnings('RXSERVE_STREAM_STALLED');
+    try {
+      const requests = redisStream({ redis: server.url, stream, group, consumer: 'c', maxInFlight: 8, claimIdleMs: 300, metrics: { registry } });
+      requests.events$.pipe(filter((e) => (e.body as { n: number }).n % 2 === 1), naive(), requests.commit({ stream: out })).subscribe();
+      await until('the stall to be reported', () => requests.stats().stalled === true, 10_000);
+      // The defect of issue 22: eight dropped events hold every credit, the other messages are never read.
+      expect(requests.stats()).toMatchObject({ pending: 8, skipped: 0 });
+      expect(requests.stats().read).toBeLessThan(100);
+      expect(await registry.metrics()).toContain(`rxserve_stream_stalled{stream="${stream}",group="${group}",consumer="c"} 1`);
+      await sleep(1_000); // more than three claimIdleMs: still one warning for this stall
+      expect(warned.seen).toHaveLength(1);
+      expect(warned.seen[0].message).toContain('requests.filter');
+      expect(warned.seen[0].message).toContain(`'c'`);
+      const t0 = Date.now();
+      await requests.close(); // closeTimeoutMs is 30 s; the pipeline has completed, so nothing more can be committed
+      expect(Date.now() - t0).toBeLessThan(3_000);
+      expect(requests.stats().stalled).toBe(false);
+      expect(await pendingCount(stream, group, 'c')).toBe(8); // left pending: another consumer reclaims them
+    } finally {
+      warned.stop();
+    }
+  });
+
   it('an answer dropped by the pipeline does not block close() past closeTimeoutMs', async () => {
     const { stream, group, out } = names();
     await produce(stream, [{ n: 1 }, { n: 2 }]);
