@@ -606,6 +606,86 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
     expect(await pendingCount(stream, group)).toBe(0);
   });
 
+  it('a body nested deeper than maxBodyDepth is answered with a TypeError naming the field and never reaches a thread_pool model; the 20 after it are answered (issue 22 item 1)', async () => {
+    const { stream, group, out } = names();
+    const deep = (levels: number) => '{"a":'.repeat(levels) + '1' + '}'.repeat(levels);
+    const deepIds = await produce(stream, [deep(5_000), deep(257)]);
+    const ids = await produce(stream, Array.from({ length: 20 }, (_, x) => ({ x })));
+    const requests = redisStream({ redis: server.url, stream, group, consumer: 'c' });
+    const fixture = new URL('./fixtures/workerModels.mjs', import.meta.url).href;
+    const pipeline = modelRunner({
+      models: [{ endpointName: 'affine', modelClass: { module: fixture, export: 'Affine' }, executionMechanism: 'thread_pool', params: { a: 2, b: 1 } }],
+    });
+    run(requests, pipeline, out);
+    await until('22 answers', () => requests.stats().committed === 22);
+    await requests.close();
+    const byId = new Map((await answers(out)).map((a) => [a.id, a]));
+    expect(byId.size).toBe(22);
+    for (const id of deepIds) {
+      expect(byId.get(id)!.error).toMatch(new RegExp(`^TypeError: redisStream: message ${id} field 'body' is refused: body is nested deeper than 256 levels \\(at body(\\.a)+`));
+      expect(byId.get(id)!.body).toBe('null');
+    }
+    ids.forEach((id, x) => {
+      expect(byId.get(id)!.error).toBeUndefined();
+      expect(JSON.parse(byId.get(id)!.body)).toEqual({ y: 2 * x + 1 });
+    });
+    expect(await pendingCount(stream, group)).toBe(0);
+  });
+
+  it('maxBodyDepth is an option: 256 levels pass by default, a lower limit refuses them', async () => {
+    const { stream, group, out } = names();
+    const deep = (levels: number) => '{"a":'.repeat(levels) + '1' + '}'.repeat(levels);
+    const [at256, at3, at4] = await produce(stream, [deep(256), deep(3), deep(4)]);
+    const requests = redisStream({ redis: server.url, stream, group, consumer: 'c' });
+    const strict = redisStream({ redis: server.url, stream, group: `${group}-strict`, consumer: 'c', maxBodyDepth: 3 });
+    class Echo extends Model {
+      override predict(body: unknown) {
+        return { ok: typeof body === 'object' };
+      }
+    }
+    const echo = () => modelRunner({ models: [{ endpointName: 'echo', modelClass: Echo, executionMechanism: 'naive' }] });
+    run(requests, echo(), out);
+    run(strict, echo(), `${out}-strict`);
+    await until('three answers each', () => requests.stats().committed === 3 && strict.stats().committed === 3);
+    await Promise.all([requests.close(), strict.close()]);
+    const errors = async (o: string) => new Map((await answers(o)).map((a) => [a.id, a.error]));
+    expect(await errors(out)).toEqual(new Map([[at256, undefined], [at3, undefined], [at4, undefined]]));
+    const strictErrors = await errors(`${out}-strict`);
+    expect(strictErrors.get(at3)).toBeUndefined();
+    expect(strictErrors.get(at256)).toMatch(/nested deeper than 3 levels/);
+    expect(strictErrors.get(at4)).toMatch(/nested deeper than 3 levels \(at body\.a\.a\.a\)/);
+    expect(() => redisStream({ redis: server.url, stream, group, maxBodyDepth: 0 })).toThrow(/redisStream\.options\.maxBodyDepth/);
+  });
+
+  it('a body with __proto__ or constructor.prototype keys is refused like over HTTP: answered with a TypeError saying why, never handed to a model (issue 22 item 8)', async () => {
+    const { stream, group, out } = names();
+    const [proto, nested, ctor, good] = await produce(stream, [
+      '{"__proto__": {"isAdmin": true}, "n": 1}',
+      '{"n": 2, "user": {"__proto__": {"isAdmin": true}}}',
+      '{"n": 3, "constructor": {"prototype": {"isAdmin": true}}}',
+      '{"n": 4, "constructor": "a plain field"}',
+    ]);
+    const seen: unknown[] = [];
+    class Spy extends Model {
+      override predict(body: { n: number }) {
+        seen.push(body);
+        return { n: body.n, isAdmin: (body as { isAdmin?: unknown }).isAdmin ?? null };
+      }
+    }
+    const requests = redisStream({ redis: server.url, stream, group, consumer: 'c' });
+    run(requests, modelRunner({ models: [{ endpointName: 'spy', modelClass: Spy, executionMechanism: 'naive' }] }), out);
+    await until('four answers', () => requests.stats().committed === 4);
+    await requests.close();
+    expect(seen).toEqual([{ n: 4, constructor: 'a plain field' }]);
+    const byId = new Map((await answers(out)).map((a) => [a.id, a]));
+    expect(byId.get(proto)!.error).toBe(`TypeError: redisStream: message ${proto} field 'body' is refused: body has a '__proto__' key (at body.__proto__)`);
+    expect(byId.get(nested)!.error).toBe(`TypeError: redisStream: message ${nested} field 'body' is refused: body has a '__proto__' key (at body.user.__proto__)`);
+    expect(byId.get(ctor)!.error).toBe(`TypeError: redisStream: message ${ctor} field 'body' is refused: body has a 'constructor.prototype' key (at body.constructor.prototype)`);
+    for (const id of [proto, nested, ctor]) expect(byId.get(id)!.body).toBe('null');
+    expect(JSON.parse(byId.get(good)!.body)).toEqual({ n: 4, isAdmin: null });
+    expect(({} as { isAdmin?: unknown }).isAdmin).toBeUndefined();
+  });
+
   it('an answer dropped by the pipeline does not block close() past closeTimeoutMs', async () => {
     const { stream, group, out } = names();
     await produce(stream, [{ n: 1 }, { n: 2 }]);

@@ -1,4 +1,6 @@
-// From Redis replies to events: the entries of an XREADGROUP reply, and one message as a ServingEvent.
+// From Redis replies to events: the entries of an XREADGROUP reply, and one message as a ServingEvent
+// (a body Redis cannot vouch for is checked here, at the edge, as serve() checks an HTTP body).
+import { bodyProblem } from '../body.js';
 import { toEvent, type ServingEvent } from '../event.js';
 
 /** A stream entry as Redis returns it: its id and its flat field/value list (null once deleted). */
@@ -18,11 +20,14 @@ export function readEntries(reply: unknown): Entry[] {
 
 /**
  * One message as an event: `id` the message id, `body` its `field` parsed as JSON, the other
- * fields as `headers`. A message whose field is missing or not JSON becomes an event errored with
- * a `TypeError` naming the field: it passes every step untouched and is committed with that error.
+ * fields as `headers`. A message that cannot be served — the field missing or not JSON, a body
+ * nested deeper than `maxBodyDepth`, or one with `__proto__` / `constructor.prototype` keys (JSON.parse
+ * keeps them as own keys; a later copy or merge would replace a prototype) — becomes an event
+ * errored with a `TypeError` naming the field: it passes every step untouched and is committed
+ * with that error, so no model ever sees it.
  */
 export function toMessageEvent(
-  o: { readonly stream: string; readonly field: string },
+  o: { readonly stream: string; readonly field: string; readonly maxBodyDepth: number },
   [id, fields]: Entry,
   reclaimed: boolean,
 ): ServingEvent {
@@ -41,5 +46,8 @@ export function toMessageEvent(
   } catch (cause) {
     return refuse(new TypeError(`redisStream: message ${id} field '${o.field}' is not valid JSON (${(cause as Error).message})`, { cause }), raw);
   }
+  const problem = bodyProblem(body, { maxDepth: o.maxBodyDepth, protoKeys: true });
+  // The refused body is not carried on: nothing downstream should walk or copy it.
+  if (problem !== undefined) return refuse(new TypeError(`redisStream: message ${id} field '${o.field}' is refused: ${problem}`), null);
   return toEvent(body, { id, headers, metadata });
 }
