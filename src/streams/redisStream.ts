@@ -117,9 +117,12 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
   const writes = committer({ options: o, commands: () => commands, metrics, settled: release });
   const nothingMoreToCommit = () => inFlight.size === 0 || (commitsEver > 0 && commitsOpen === 0 && writes.busy === 0);
   function release(id: string): void {
-    if (!inFlight.delete(id)) return;
-    stall.settled();
-    if (o.maxInFlight - inFlight.size >= readAt) wakeUp?.();
+    if (inFlight.delete(id)) {
+      stall.settled();
+      if (o.maxInFlight - inFlight.size >= readAt) wakeUp?.();
+    }
+    // Also for an id not held (an event committed twice, or not from this stream): its write was
+    // the last one close() may have been waiting for.
     if (nothingMoreToCommit()) drained?.();
   }
 
