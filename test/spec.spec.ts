@@ -173,6 +173,7 @@ describe('loadGraph: every field of a spec', () => {
         group: 'scorers',
         consumer: 'c1',
         field: 'body',
+        maxBodyDepth: 64,
         startId: '0',
         maxInFlight: 16,
         batchSize: 8,

@@ -1,5 +1,7 @@
 // One worker of the group: reads requests, scores them, writes answers. Any number of these can run,
 // on any number of machines, with the same stream and group. argv: redisUrl consumerName.
+// Heartbeat messages are not answered: requests.filter acknowledges them (a plain RxJS filter would
+// keep their credit, and the worker would stop reading after maxInFlight of them).
 // Prints 'read <n>' as it takes messages; on SIGTERM closes gracefully and prints its stats.
 import { tap } from 'rxjs';
 import { Model, modelRunner } from 'rxserve';
@@ -26,6 +28,7 @@ let read = 0;
 requests.events$
   .pipe(
     tap(() => console.log(`read ${++read}`)),
+    requests.filter((event) => event.body.kind !== 'heartbeat'),
     modelRunner({ models: [{ endpointName: 'scorer', modelClass: Scorer, executionMechanism: 'asyncio' }], maxInFlight: 16 }),
     requests.commit({ stream: 'scores' }),
   )

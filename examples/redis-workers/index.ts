@@ -1,6 +1,8 @@
 // Scale-out with Redis Streams: one producer, two worker processes sharing a consumer group. One
 // worker is killed with SIGKILL mid-run; the other reclaims the messages it held and finishes.
-// Every request is answered exactly once. Starts its own redis-server on a free port.
+// Every request is answered exactly once; heartbeats are acknowledged without an answer
+// (requests.filter); hostile bodies are answered with a TypeError and reach no model.
+// Starts its own redis-server on a free port.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
@@ -38,12 +40,27 @@ try {
     await sleep(50);
   }
   const client = (redis = new Redis(url));
-  // 2. The producer: 400 requests, written before any worker runs (the group starts at '0').
+  // 2. The producer: 400 requests with a heartbeat after every tenth, and two hostile bodies (nested
+  //    5,000 deep; a __proto__ key), all written before any worker runs (the group starts at '0').
   const total = 400;
   const pipe = client.pipeline();
-  for (let i = 0; i < total; i++) pipe.xadd('requests', '*', 'body', JSON.stringify({ text: `request number ${i}` }));
-  const ids = new Set(((await pipe.exec()) ?? []).map(([, id]) => id as string));
-  console.log(`producer: ${ids.size} requests on stream 'requests'`);
+  const kinds: string[] = [];
+  for (let i = 0; i < total; i++) {
+    pipe.xadd('requests', '*', 'body', JSON.stringify({ text: `request number ${i}` }));
+    kinds.push('request');
+    if (i % 10 === 9) {
+      pipe.xadd('requests', '*', 'body', JSON.stringify({ kind: 'heartbeat' }));
+      kinds.push('heartbeat');
+    }
+  }
+  pipe.xadd('requests', '*', 'body', '{"a":'.repeat(5_000) + '1' + '}'.repeat(5_000));
+  pipe.xadd('requests', '*', 'body', '{"text": "hi", "__proto__": {"isAdmin": true}}');
+  kinds.push('hostile', 'hostile');
+  const written = ((await pipe.exec()) ?? []).map(([, id]) => id as string);
+  const ids = new Set(written.filter((_, i) => kinds[i] === 'request'));
+  const hostile = written.filter((_, i) => kinds[i] === 'hostile');
+  const heartbeats = kinds.filter((k) => k === 'heartbeat').length;
+  console.log(`producer: ${ids.size} requests, ${heartbeats} heartbeats and ${hostile.length} hostile bodies on stream 'requests'`);
 
   // 3. Two workers in group 'scorers'.
   const worker = (name: string) => {
@@ -77,7 +94,7 @@ try {
   console.log(`worker-a killed after reading ${a.state.read} messages, holding ${held} uncommitted`);
 
   // 5. worker-b finishes the stream, and after claimIdleMs reclaims what worker-a held.
-  for (let i = 0; (await client.xlen('scores')) < total; i++) {
+  for (let i = 0; (await client.xlen('scores')) < total + hostile.length; i++) {
     if (i > 1_000) throw new Error('the answers did not all arrive');
     await sleep(20);
   }
@@ -85,15 +102,25 @@ try {
   await b.state.exited;
   console.log(`worker-b: ${JSON.stringify(b.state.stats)}`);
 
-  const answers = await client.xrange('scores', '-', '+');
-  const answered = answers.map(([, f]) => f[f.indexOf('id') + 1]);
+  const field = (f: string[], name: string) => (f.includes(name) ? f[f.indexOf(name) + 1] : undefined);
+  const all = (await client.xrange('scores', '-', '+')).map(([, f]) => ({ id: field(f, 'id')!, body: field(f, 'body')!, error: field(f, 'error') }));
+  const answers = all.filter((a) => !hostile.includes(a.id));
+  const answered = answers.map((a) => a.id);
   const byWorker = new Map<string, number>();
-  for (const [, f] of answers) {
-    const by = (JSON.parse(f[f.indexOf('body') + 1]) as { by: string }).by;
+  for (const a of answers) {
+    const by = (JSON.parse(a.body) as { by: string }).by;
     byWorker.set(by, (byWorker.get(by) ?? 0) + 1);
   }
   console.log(`answers: ${answers.length} (${[...byWorker].map(([w, n]) => `${w} ${n}`).join(', ')})`);
+  // In request order (answers land in commit order, from either worker).
+  const refused = hostile.flatMap((id) => all.filter((a) => a.id === id));
+  for (const a of refused) console.log(`refused: ${(a.error ?? '').slice(0, 110)}…`);
   check('every request answered exactly once', answered.length === total && new Set(answered).size === total && answered.every((id) => ids.has(id)));
+  check('no heartbeat answered; worker-b skipped some (requests.filter)', (b.state.stats?.skipped ?? 0) > 0);
+  check(
+    'each hostile body answered once, with a TypeError saying why',
+    refused.length === 2 && /nested deeper than 256 levels/.test(refused[0].error ?? '') && /'__proto__' key/.test(refused[1].error ?? ''),
+  );
   check('worker-a held messages when it died, and worker-b reclaimed them all', held > 0 && b.state.stats?.reclaimed === held);
   check("nothing is left pending in the group", Number(((await client.xpending('requests', 'scorers')) as [number])[0]) === 0);
 } finally {

@@ -1,6 +1,7 @@
 // redisStream()'s options: the codec (validated on construction, ConfigError naming the field) and defaults.
 import * as t from 'io-ts';
 import { NonEmptyString, annotate, decodeOrThrow, guard, positiveInt, strict } from '../config.js';
+import { DEFAULT_MAX_BODY_DEPTH } from '../body.js';
 import { ConfigError } from '../errors.js';
 
 /** What `redisStream()` needs of an ioredis client (checked by shape: ioredis is an optional peer). */
@@ -50,6 +51,7 @@ export const RedisStreamOptionsCodec = strict(
   {
     consumer: NonEmptyString,
     field: NonEmptyString,
+    maxBodyDepth: positiveInt(),
     startId: StartId,
     maxInFlight: positiveInt(),
     batchSize: positiveInt(),
@@ -74,6 +76,8 @@ export interface RedisStreamOptions {
   consumer?: string;
   /** The message field holding the JSON body; default `'body'`. */
   field?: string;
+  /** A body nested deeper than this is refused (answered with a `TypeError`, never handed to a model); default 256. */
+  maxBodyDepth?: number;
   /** Where a new group starts reading; default `'0'` (requests written before the first consumer are served). */
   startId?: string;
   /** At most this many messages read and not yet committed; default 256. */
@@ -105,6 +109,7 @@ export function resolveOptions(options: unknown, defaultConsumer: () => string):
     group: o.group,
     consumer: o.consumer ?? defaultConsumer(),
     field: o.field ?? 'body',
+    maxBodyDepth: o.maxBodyDepth ?? DEFAULT_MAX_BODY_DEPTH,
     startId: o.startId ?? '0',
     maxInFlight: o.maxInFlight ?? 256,
     batchSize: o.batchSize ?? 64,

@@ -1,15 +1,21 @@
 // redisStream(): a Redis Streams consumer group as the source (events$) and sink (commit) of a pipeline (DESIGN §12).
-// Over 300 lines: the read/reclaim loop and its credit are one piece of state; scripts, options and
-// metrics live beside it.
+// The read/reclaim loop and its credit are one piece of state, kept here; what is written back
+// (committer.ts), the two operators (commit.ts, filter.ts), messages as events (message.ts), the
+// stall report (stall.ts), scripts, options and metrics live beside it.
 import { hostname } from 'node:os';
 import { Observable, type OperatorFunction, type Subscriber } from 'rxjs';
-import { decodeOrThrow } from '../config.js';
-import { RxServeError, describeError } from '../errors.js';
-import { toEvent, type ServingEvent } from '../event.js';
+import { decodeOrThrow, fn } from '../config.js';
+import { RxServeError } from '../errors.js';
+import type { ServingEvent } from '../event.js';
+import { commitOperator } from './commit.js';
+import { committer } from './committer.js';
+import { filterOperator } from './filter.js';
 import { connect } from './ioredis.js';
+import { readEntries, toMessageEvent, type Entry } from './message.js';
 import { streamMetrics, type RedisStreamStats } from './metrics.js';
 import { CommitOptionsCodec, resolveOptions, type CommitOptions, type RedisLike, type RedisStreamOptions } from './options.js';
-import { COMMIT, RECLAIM, runScript } from './scripts.js';
+import { RECLAIM, runScript } from './scripts.js';
+import { stallWatch } from './stall.js';
 
 /** What `redisStream()` returns. */
 export interface RedisStream {
@@ -17,6 +23,13 @@ export interface RedisStream {
   readonly events$: Observable<ServingEvent>;
   /** Writes each event's answer to `stream` and acknowledges its request, atomically; emits the event once done. */
   commit(options: CommitOptions): OperatorFunction<ServingEvent, ServingEvent>;
+  /**
+   * The stream-aware filter: passes the events `predicate` accepts and acknowledges the others
+   * without an answer (atomically, like a commit; counted as `skipped`), freeing their credit. An
+   * RxJS `filter` would leave their messages pending and their credit held: after `maxInFlight`
+   * such events the consumer reads nothing more. Errored events pass without being asked about.
+   */
+  filter(predicate: (event: ServingEvent) => boolean): OperatorFunction<ServingEvent, ServingEvent>;
   /** Stops reading, waits (up to `closeTimeoutMs`) for in-flight messages to be committed, closes the connections it opened. */
   close(): Promise<void>;
   /** Counters since the stream was made, and the messages in flight now. */
@@ -25,19 +38,7 @@ export interface RedisStream {
   readonly consumer: string;
 }
 
-type Entry = [id: string, fields: string[] | null];
-
-/**
- * The entries of a one-stream XREADGROUP reply, whatever the client's protocol: RESP2
- * `[[stream, entries]]`; RESP3 (ioredis 6's default) a map, as `[stream, entries]` or, with
- * `replyMapping: 'resp3'`, `{ [stream]: entries }`; `null` on timeout.
- */
-function readEntries(reply: unknown): Entry[] {
-  let entries: unknown;
-  if (Array.isArray(reply)) entries = Array.isArray(reply[0]) ? (reply[0] as unknown[])[1] : reply[1];
-  else if (reply !== null && typeof reply === 'object') entries = Object.values(reply)[0];
-  return Array.isArray(entries) ? (entries as Entry[]) : [];
-}
+const PredicateCodec = fn<(event: ServingEvent) => boolean>('a function (event) => boolean');
 
 /**
  * A Redis Streams consumer group as a pipeline's source and sink: many processes on many machines
@@ -49,8 +50,11 @@ function readEntries(reply: unknown): Entry[] {
  * delivered `maxDeliveries` times to the dead-letter stream instead. `commit({ stream })` writes
  * `id`, `body` (JSON) and, for an errored event, `error` (`'<Name>: <message>'`) to `stream` and
  * acknowledges the request in one Lua script that writes only while the message is still pending
- * for this consumer. A message whose body field is missing or not JSON becomes an event errored
- * with a `TypeError` naming the field, and is committed with that error.
+ * for this consumer. `filter(predicate)` acknowledges the events it rejects without an answer. A
+ * message whose body field is missing, not JSON, nested deeper than `maxBodyDepth` or carrying
+ * `__proto__` keys becomes an event errored with a `TypeError` naming the field, and is committed
+ * with that error. A consumer whose every credit is held past `claimIdleMs` reports it
+ * (`stats().stalled`, a warning).
  *
  * ## Example
  * ```ts
@@ -58,20 +62,28 @@ function readEntries(reply: unknown): Entry[] {
  * import { redisStream } from 'rxserve/streams';
  * const requests = redisStream({ redis: 'redis://127.0.0.1:6379', stream: 'requests', group: 'scorers' });
  * requests.events$
- *   .pipe(modelRunner({ models: [...] }), requests.commit({ stream: 'scores' }))
+ *   .pipe(
+ *     requests.filter((e) => e.body.kind === 'score'), // the others: acknowledged, no answer
+ *     modelRunner({ models: [...] }),
+ *     requests.commit({ stream: 'scores' }),
+ *   )
  *   .subscribe();
  * // on SIGTERM:
  * await requests.close(); // stop reading, commit what is in flight, quit
  * ```
  * @see docs/streams.md
  * @param options See {@link RedisStreamOptions}; invalid ones throw `ConfigError` naming the field.
- * @returns The stream: `events$`, `commit()`, `close()`, `stats()`.
+ * @returns The stream: `events$`, `commit()`, `filter()`, `close()`, `stats()`.
  */
 export function redisStream(options: RedisStreamOptions): RedisStream {
   const o = resolveOptions(options, () => `${hostname()}-${process.pid}`);
   // Messages read and not yet committed: the credit is maxInFlight minus this.
   const inFlight = new Set<string>();
-  const metrics = streamMetrics({ stream: o.stream, group: o.group, consumer: o.consumer }, () => inFlight.size);
+  // Reads wait for a few credits rather than fetching one message per round trip as each commit
+  // lands (which would cap a consumer at one message per read round trip).
+  const readAt = Math.max(1, Math.floor(Math.min(o.batchSize, o.maxInFlight) / 4));
+  const stall = stallWatch(o, { held: () => inFlight.size, starved: () => o.maxInFlight - inFlight.size < readAt });
+  const metrics = streamMetrics({ stream: o.stream, group: o.group, consumer: o.consumer }, { pending: () => inFlight.size, stalled: stall.stalled });
 
   let commands: RedisLike | undefined;
   let reader: RedisLike | undefined;
@@ -85,6 +97,10 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
   let blocked = false;
   let wakeUp: (() => void) | undefined;
   let drained: (() => void) | undefined;
+  // commit() subscriptions open now, and ever opened: once all have ended, nothing more can be
+  // committed, and what is still in flight was dropped by the pipeline (close() stops waiting).
+  let commitsOpen = 0;
+  let commitsEver = 0;
 
   /** Waits `ms` (or until woken: credit freed, close()). */
   const pause = (ms: number) =>
@@ -98,14 +114,17 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
       wakeUp = done;
     });
 
-  // Reads wait for a few credits rather than fetching one message per round trip as each commit
-  // lands (which would cap a consumer at one message per read round trip).
-  const readAt = Math.max(1, Math.floor(Math.min(o.batchSize, o.maxInFlight) / 4));
-  const release = (id: string) => {
-    if (!inFlight.delete(id)) return;
-    if (o.maxInFlight - inFlight.size >= readAt) wakeUp?.();
-    if (inFlight.size === 0) drained?.();
-  };
+  const writes = committer({ options: o, commands: () => commands, metrics, settled: release });
+  const nothingMoreToCommit = () => inFlight.size === 0 || (commitsEver > 0 && commitsOpen === 0 && writes.busy === 0);
+  function release(id: string): void {
+    if (inFlight.delete(id)) {
+      stall.settled();
+      if (o.maxInFlight - inFlight.size >= readAt) wakeUp?.();
+    }
+    // Also for an id not held (an event committed twice, or not from this stream): its write was
+    // the last one close() may have been waiting for.
+    if (nothingMoreToCommit()) drained?.();
+  }
 
   async function open(): Promise<void> {
     if (typeof o.redis === 'string') {
@@ -133,32 +152,13 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
     }
   }
 
-  function emit(sub: Subscriber<ServingEvent>, [id, fields]: Entry, reclaimed: boolean): void {
-    if (inFlight.has(id)) return;
-    inFlight.add(id);
+  function emit(sub: Subscriber<ServingEvent>, entry: Entry, reclaimed: boolean): void {
+    if (inFlight.has(entry[0])) return;
+    inFlight.add(entry[0]);
+    stall.read();
     metrics.inc('read');
     if (reclaimed) metrics.inc('reclaimed');
-    sub.next(toMessageEvent(id, fields, reclaimed));
-  }
-
-  function toMessageEvent(id: string, fields: string[] | null, reclaimed: boolean): ServingEvent {
-    const headers: Record<string, string> = {};
-    let raw: string | undefined;
-    for (let i = 0; fields && i + 1 < fields.length; i += 2) {
-      if (fields[i] === o.field && raw === undefined) raw = fields[i + 1];
-      else headers[fields[i]] = fields[i + 1];
-    }
-    const metadata = reclaimed ? { stream: o.stream, reclaimed: true } : { stream: o.stream };
-    if (raw === undefined) {
-      const error = new TypeError(`redisStream: message ${id} has no field '${o.field}'`);
-      return toEvent(null, { id, headers, metadata, error, origin: 'redisStream' });
-    }
-    try {
-      return toEvent(JSON.parse(raw) as unknown, { id, headers, metadata });
-    } catch (cause) {
-      const error = new TypeError(`redisStream: message ${id} field '${o.field}' is not valid JSON (${(cause as Error).message})`, { cause });
-      return toEvent(raw, { id, headers, metadata, error, origin: 'redisStream' });
-    }
+    sub.next(toMessageEvent(o, entry, reclaimed));
   }
 
   /** Claims idle messages of other consumers (as many as there is credit for) and dead-letters the over-delivered. */
@@ -200,8 +200,11 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
     // '0'), then new messages ('>').
     let history: string | undefined = '0';
     let failures = 0;
+    stall.reading(true);
     while (running) {
       try {
+        // A full credit wakes this loop at least every claimIdleMs / 2 (the reclaims).
+        stall.check();
         if (Date.now() >= nextReclaim) {
           await reclaim(sub);
           nextReclaim = Date.now() + claimEvery;
@@ -230,6 +233,8 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
         else await pause(Math.min(2_000, 50 * 2 ** Math.min(failures++, 6)));
       }
     }
+    // Also when close() came while open() was still connecting: a consumer not reading is not stalled.
+    stall.reading(false);
   }
 
   const events$ = new Observable<ServingEvent>((sub) => {
@@ -253,59 +258,10 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
 
   function stopReading(): void {
     running = false;
+    stall.reading(false);
     wakeUp?.();
     // A blocked XREADGROUP returns at once (as on timeout) instead of after blockMs.
     if (blocked && readerId !== undefined) commands?.call('CLIENT', 'UNBLOCK', String(readerId)).catch(() => undefined);
-  }
-
-  type Pending = { id: string; body: string; error: string; done: () => void };
-  const batches = new Map<string, Pending[]>();
-
-  function enqueue(event: ServingEvent, stream: string): Promise<void> {
-    let body: string | undefined;
-    let error = event.error ? describeError(event.error) : '';
-    try {
-      body = JSON.stringify(event.body);
-    } catch (cause) {
-      error ||= `TypeError: the answer's body is not JSON (${(cause as Error).message})`;
-    }
-    return new Promise((done) => {
-      let batch = batches.get(stream);
-      if (!batch) {
-        batches.set(stream, (batch = []));
-        // Answers that arrive in the same turn of the event loop go in one script call.
-        setImmediate(() => {
-          if (batches.get(stream) === batch) batches.delete(stream);
-          if (batch!.length > 0) void flush(stream, batch!.splice(0));
-        });
-      }
-      batch.push({ id: event.id, body: body ?? 'null', error, done });
-      if (batch.length >= o.batchSize) void flush(stream, batch.splice(0));
-    });
-  }
-
-  async function flush(stream: string, items: Pending[]): Promise<void> {
-    const args: string[] = [o.group, o.consumer];
-    for (const item of items) args.push(item.id, item.body, item.error);
-    let result: unknown;
-    for (let attempt = 0; commands; attempt++) {
-      try {
-        result = await runScript(commands, COMMIT, [o.stream, stream], args);
-        break;
-      } catch (error) {
-        // Redis refused (a wrong type, a script error): trying again will not help. A lost
-        // connection may: ioredis reconnects meanwhile.
-        if ((error as Error)?.name === 'ReplyError' || attempt >= 20) break;
-        await new Promise((r) => setTimeout(r, Math.min(1_000, 50 * 2 ** attempt)));
-      }
-    }
-    // No result: the commit itself failed (not a message another consumer had taken).
-    const written = Array.isArray(result) ? (result as unknown[]) : undefined;
-    items.forEach((item, i) => {
-      metrics.inc(written === undefined ? 'failed' : Number(written[i]) === 1 ? 'committed' : 'dropped');
-      release(item.id);
-      item.done();
-    });
   }
 
   return {
@@ -314,30 +270,20 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
     stats: () => ({ ...metrics.stats }),
     commit(commitOptions: CommitOptions): OperatorFunction<ServingEvent, ServingEvent> {
       const { stream } = decodeOrThrow(CommitOptionsCodec, commitOptions, 'redisStream.commit.options');
-      return (source) =>
-        new Observable<ServingEvent>((sub) => {
-          let writing = 0;
-          let sourceDone = false;
-          const finish = () => {
-            if (sourceDone && writing === 0) sub.complete();
-          };
-          const subscription = source.subscribe({
-            next(event) {
-              writing++;
-              void enqueue(event, stream).then(() => {
-                writing--;
-                sub.next(event);
-                finish();
-              });
-            },
-            error: (error) => sub.error(error),
-            complete() {
-              sourceDone = true;
-              finish();
-            },
-          });
-          return () => subscription.unsubscribe();
-        });
+      return commitOperator((event) => writes.answer(event, stream), {
+        opened() {
+          commitsOpen++;
+          commitsEver++;
+        },
+        ended() {
+          commitsOpen--;
+          if (nothingMoreToCommit()) drained?.();
+        },
+      });
+    },
+    filter(predicate: (event: ServingEvent) => boolean): OperatorFunction<ServingEvent, ServingEvent> {
+      decodeOrThrow(PredicateCodec, predicate, 'redisStream.filter.predicate');
+      return filterOperator(predicate, (event) => writes.skip(event));
     },
     close() {
       closing ??= (async () => {
@@ -345,8 +291,10 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
         stopReading();
         await loop;
         downstream?.complete();
-        // Only a live subscription can still commit what is in flight.
-        if (downstream && inFlight.size > 0) {
+        // Only a live subscription can still commit what is in flight, and only until its
+        // commit() has completed: what it still holds then was dropped by the pipeline (left
+        // pending for another consumer to reclaim).
+        if (downstream && !nothingMoreToCommit()) {
           await new Promise<void>((resolve) => {
             const timer = setTimeout(resolve, o.closeTimeoutMs);
             drained = () => {

@@ -1,4 +1,4 @@
-// The two Lua scripts that make redisStream's guarantees atomic, and how they are run (EVALSHA, EVAL on NOSCRIPT).
+// The Lua scripts that make redisStream's guarantees atomic, and how they are run (EVALSHA, EVAL on NOSCRIPT).
 import { createHash } from 'node:crypto';
 import type { RedisLike } from './options.js';
 
@@ -19,6 +19,27 @@ for i = 3, #ARGV, 3 do
     else
       redis.call('XADD', KEYS[2], '*', 'id', id, 'body', ARGV[i + 1], 'error', ARGV[i + 2])
     end
+    redis.call('XACK', KEYS[1], ARGV[1], id)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+`;
+
+/**
+ * Skip: for each id, XACK the request without writing an answer, only while it is still pending
+ * for this consumer (what `requests.filter` rejected). Like COMMIT, a message another consumer
+ * reclaimed meanwhile is left alone (0): the other consumer's handling of it stands.
+ * KEYS: request stream. ARGV: group, consumer, then the ids.
+ */
+export const SKIP = `
+local out = {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2])
+  if #p == 1 then
     redis.call('XACK', KEYS[1], ARGV[1], id)
     out[#out + 1] = 1
   else
