@@ -69,6 +69,8 @@ describe.skipIf(!present).each(MECHANISMS)('OnnxModel conformance on %s (libonnx
     const out: ServingEvent[] = await lastValueFrom(
       from(bodies).pipe(asEvents(), modelRunner({ models, selector: (e) => (e.body as { models: string[] }).models, pool: { maxThreads: 2, maxProcesses: 2 } }), toArray()),
     );
+    // Every case answered (a forEach over a short list would check nothing).
+    expect(out).toHaveLength(cases.length);
     out.forEach((event, n) => {
       const c = cases[n];
       const body = (event.body as Record<string, { model_name: string; outputs: OipTensor[] }>)[c.name];
