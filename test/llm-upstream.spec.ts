@@ -185,7 +185,7 @@ describe('/v1/chat/completions (the official openai client)', () => {
     const limited = await client.chat.completions.create({ model: 'direct', ...ask }).catch((e: unknown) => e);
     expect(limited).toBeInstanceOf(OpenAI.RateLimitError);
     expect(limited).toMatchObject({ status: 429, type: 'requests', code: 'rate_limit_exceeded' });
-    expect((limited as OpenAI.APIError).headers?.get('retry-after')).toBe('7');
+    expect((limited as InstanceType<typeof OpenAI.APIError>).headers?.get('retry-after')).toBe('7');
 
     llm.fault({ path: OPENAI, status: 500, times: 3 });
     const failed = await client.chat.completions.create({ model: 'retrying', ...ask }).catch((e: unknown) => e);

@@ -159,14 +159,19 @@ export class LLModel extends Model<unknown, LLMResult> {
    * — when streaming, no first token (`firstToken()` stops the clock) — came in time. Without the
    * param the attempt runs on `signal` itself.
    */
-  private async attempt<T>(
+  private attempt<T>(provider: LLMProvider, signal: AbortSignal, streaming: boolean, run: (signal: AbortSignal, firstToken: () => void) => Promise<T>): Promise<T> {
+    const ms = this.policy.providerTimeoutMs;
+    // No limit: the attempt itself, without a promise of its own around it.
+    return ms === undefined ? run(signal, noop) : this.timedAttempt(provider, signal, streaming, ms, run);
+  }
+
+  private async timedAttempt<T>(
     provider: LLMProvider,
     signal: AbortSignal,
     streaming: boolean,
+    ms: number,
     run: (signal: AbortSignal, firstToken: () => void) => Promise<T>,
   ): Promise<T> {
-    const ms = this.policy.providerTimeoutMs;
-    if (ms === undefined) return run(signal, noop);
     signal.throwIfAborted();
     const controller = new AbortController();
     const onAbort = () => controller.abort(signal.reason);
