@@ -3,9 +3,10 @@
 // provider timeout a 504 — on plain POST, on /v1 in OpenAI's error shape, and for streamed
 // requests before their first token. Real sockets: serve() in front, the loopback LLM server behind.
 import OpenAI from 'openai';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createGraph, llmPromptArtifact, modelArtifact, serve, type ModelEntry, type ServingEvent } from '../src/index.js';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { ModelRunnerError, ProviderError, createGraph, llmPromptArtifact, modelArtifact, serve, type ModelEntry, type ServingEvent } from '../src/index.js';
 import type { Server } from '../src/serve/serve.js';
+import { retryAfterOf, statusOf } from '../src/serve/status.js';
 import { startLLMServer, type LLMServer } from '../src/testing/index.js';
 
 let llm: LLMServer;
@@ -167,6 +168,25 @@ describe('Server-Sent Events (Accept: text/event-stream)', () => {
     expect(result).toMatchObject({ status: 502, error: expect.stringMatching(/after the first token: not retried/) });
   });
 
+  it('a client that leaves before the first token cancels the call and its upstream request', async () => {
+    llm.fault({ path: OPENAI, delayMs: 600 });
+    const controller = new AbortController();
+    const since = llm.requests.length;
+    const pending = fetch(`${http.url}/retrying`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...SSE },
+      body: '{"question":"q"}',
+      signal: controller.signal,
+    }).catch((e: unknown) => e);
+    await vi.waitFor(() => expect(llm.requests.length).toBe(since + 1));
+    controller.abort();
+    expect(await pending).toMatchObject({ name: 'AbortError' });
+    await vi.waitFor(() => expect(http.inFlight).toBe(0));
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    expect(llm.requests.length).toBe(since + 1); // not retried after the abort
+    expect((await post('/retrying', { question: 'still here' }, SSE)).status).toBe(200);
+  });
+
   it('a stream that succeeds is unchanged: partials, then the result', async () => {
     const reply = await post('/streamer', { question: 'q' }, SSE);
     expect(reply.status).toBe(200);
@@ -254,5 +274,25 @@ describe('a worker thread', () => {
     } finally {
       await pooled.close();
     }
+  });
+});
+
+describe('statusOf: a ModelRunnerError', () => {
+  const p429 = new ProviderError('openai: HTTP 429', 429, true, { retryAfter: '4' });
+  const runner = (errors: Record<string, Error | null>) =>
+    new ModelRunnerError('llms', Object.fromEntries(Object.entries(errors).map(([k, e]) => [k, e && `${e.name}: ${e.message}`])), {
+      cause: Object.values(errors).find((e) => e !== null),
+    });
+
+  it("takes its provider failure's status when every failed model failed upstream", () => {
+    const both = runner({ a: p429, b: new ProviderError('openai: HTTP 500', 500, true), c: null });
+    expect([statusOf(both), retryAfterOf(both, statusOf(both))]).toEqual([429, '4']);
+  });
+
+  it('stays 400 when another failure is beside it, or when none is upstream', () => {
+    const mixed = runner({ a: p429, b: new TypeError('bad input') });
+    expect([statusOf(mixed), retryAfterOf(mixed, statusOf(mixed))]).toEqual([400, undefined]);
+    expect(statusOf(runner({ a: new TypeError('x') }))).toBe(400);
+    expect(statusOf(new ModelRunnerError('s', { a: 'ModelTimeoutError: m' }))).toBe(400);
   });
 });
