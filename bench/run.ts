@@ -5,6 +5,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { modelRunnerMarkdown, runModelRunner } from './modelRunner.bench.js';
 import { llmMarkdown, runLLM } from './llm.bench.js';
+import { llmCallersMarkdown, runLLMCallers } from './llmCallers.bench.js';
 import { overloadMarkdown, runOverload } from './overload.bench.js';
 import { poolsMarkdown, runPools } from './pools.bench.js';
 import { runScaling, scalingMarkdown } from './scaling.bench.js';
@@ -24,6 +25,7 @@ const sections: [string, () => Promise<string>][] = [
   ['model-runner', async () => modelRunnerMarkdown(await runModelRunner(quick))],
   ['pools', async () => poolsMarkdown(await runPools(quick))],
   ['llm', async () => llmMarkdown(await runLLM(quick))],
+  ['llm-callers', async () => llmCallersMarkdown(await runLLMCallers(quick))],
   ['scaling', async () => scalingMarkdown(await runScaling(quick))],
   ['overload', async () => overloadMarkdown(await runOverload(quick))],
   ['soak', async () => soakMarkdown(await runSoak(quick))],

@@ -57,16 +57,18 @@ export class ModelLoadError extends RxServeError {
 /**
  * At least one model of a `modelRunner` step failed and the step has `raiseException: true`.
  * `modelsErrors` maps every selected endpoint to its error message, or `null` when it succeeded
- * (MLRun's `ModelRunnerError.models_errors`).
+ * (MLRun's `ModelRunnerError.models_errors`); `cause` is the first failed model's error itself
+ * (so serve() can answer an LLM provider's 429 as a 429, DESIGN §10).
  */
 export class ModelRunnerError extends RxServeError {
   override name = 'ModelRunnerError';
   constructor(
     readonly step: string,
     readonly modelsErrors: Readonly<Record<string, string | null>>,
+    options?: { cause?: unknown },
   ) {
     const failed = Object.entries(modelsErrors).filter(([, e]) => e !== null);
-    super(`step '${step}': ${failed.map(([name, e]) => `${name} failed (${e})`).join(', ')}`);
+    super(`step '${step}': ${failed.map(([name, e]) => `${name} failed (${e})`).join(', ')}`, options);
   }
 }
 
@@ -120,22 +122,39 @@ export class WorkerCrashedError extends RxServeError {
   override name = 'WorkerCrashedError';
 }
 
-/** An LLM provider call failed. `retryable` says whether trying again may succeed. */
+/**
+ * An LLM provider call failed. `retryable` says whether trying again may succeed; `status` is the
+ * provider's HTTP status (undefined for a failed connection or a malformed answer), `retryAfter`
+ * its `Retry-After` header as sent, `timedOut` that no answer came within the call's limit.
+ */
 export class ProviderError extends RxServeError {
   override name = 'ProviderError';
   /** How long the provider asked to wait before retrying (`retry-after`), when it said. */
   readonly retryAfterMs?: number;
+  /** The provider's `Retry-After` header, unchanged (serve() passes it on with a 429). */
+  readonly retryAfter?: string;
+  /** The provider gave no answer in time (its 408 or 504, or `params.providerTimeoutMs`). */
+  readonly timedOut?: boolean;
   /** Tokens spent before the failure (partial, `complete: false`), when known. */
   usage?: Readonly<Record<string, unknown>>;
   constructor(
     message: string,
     readonly status: number | undefined,
     readonly retryable: boolean,
-    options?: { cause?: unknown; retryAfterMs?: number },
+    options?: ProviderErrorOptions,
   ) {
     super(message, options);
     if (options?.retryAfterMs !== undefined) this.retryAfterMs = options.retryAfterMs;
+    if (options?.retryAfter !== undefined) this.retryAfter = options.retryAfter;
+    if (options?.timedOut === true) this.timedOut = true;
   }
+}
+
+export interface ProviderErrorOptions {
+  readonly cause?: unknown;
+  readonly retryAfterMs?: number;
+  readonly retryAfter?: string;
+  readonly timedOut?: boolean;
 }
 
 /** The error type an event carries once a step failed it. */

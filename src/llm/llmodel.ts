@@ -4,10 +4,13 @@ import { ModelLoadError, ProviderError, toError } from '../errors.js';
 import type { LLMPromptArtifact, ModelArtifact } from '../model/artifact.js';
 import { Model, type ModelInit, type PredictContext } from '../model/model.js';
 import { isPromptArtifact } from '../model/artifact.js';
+import { callerConfig, callerPolicy, tokenLimit, type CallerPolicy } from './invocation.js';
 import { buildMessages, type ChatMessage } from './prompt.js';
 import { createProvider, type LLMProvider } from './providers/provider.js';
-import { withRetries } from './retry.js';
+import { restateProviderError, withRetries } from './retry.js';
 import { estimateUsage, type Usage } from './usage.js';
+
+const noop = (): void => undefined;
 
 /** What an LLModel returns (the runner writes it at `resultPath`). */
 export interface LLMResult {
@@ -39,6 +42,14 @@ export type LLMStreamEvent = { readonly type: 'chunk'; readonly text: string } |
  * (`ctx.origin`). Retryable failures (429, 5xx, dropped connections) are retried with backoff,
  * at most `params.maxRetries` (default 2) times. Every call's usage is reported on `usage$`.
  *
+ * What a caller may change is the endpoint owner's to say (DESIGN §10): an input's
+ * `invocationConfig` may set only the sampling fields (`temperature`, `top_p`, `max_tokens`,
+ * `max_completion_tokens`, `stop`, `seed`, `presence_penalty`, `frequency_penalty`, `stream`),
+ * each type-checked, `max_tokens` capped at the configured one; other fields need
+ * `params.overridable`. A caller's messages have string content (`params.allowContentParts` for
+ * images and files) and no `system` turn after a template's. A refusal is a `TypeError` naming the
+ * field in its message and its `param`. `params.providerTimeoutMs` limits each provider attempt.
+ *
  * ## Example
  * ```ts
  * import { llmPromptArtifact, modelArtifact } from 'rxserve';
@@ -57,10 +68,15 @@ export class LLModel extends Model<unknown, LLMResult> {
   /** A load started by the first call when nobody called `load()` (see `loadedProvider`). */
   private loading: Promise<void> | undefined;
   private readonly proxyArtifacts: Readonly<Record<string, ModelArtifact | LLMPromptArtifact | null>>;
+  /** What callers may change (`params.overridable`, `params.allowContentParts`), read once. */
+  private readonly policy: CallerPolicy;
+  /** Per prompt (or model artifact): its merged config and token limit, computed on first use. */
+  private readonly configs = new WeakMap<object, { readonly config: Readonly<Record<string, unknown>>; readonly limit: number | undefined }>();
 
   constructor(init: ModelInit) {
     super(init);
     this.proxyArtifacts = (init.proxyArtifacts as Record<string, ModelArtifact | LLMPromptArtifact | null> | undefined) ?? {};
+    this.policy = callerPolicy(this.params, this.name);
   }
 
   /** The model artifact calls go to (a prompt's parent, or the artifact itself). */
@@ -111,14 +127,67 @@ export class LLModel extends Model<unknown, LLMResult> {
     return isPromptArtifact(this.artifact) ? this.artifact : undefined;
   }
 
-  private prepare(input: unknown, origin: string): { messages: ChatMessage[]; config: Record<string, unknown> } {
+  /**
+   * The messages and config of one call. The owner's config (the model's `defaultConfig` under the
+   * prompt's `invocationConfig`) is merged once per prompt; a caller's `invocationConfig` goes
+   * over it through `callerConfig` (one pass over its few keys), so a call without one costs a
+   * lookup.
+   */
+  private prepare(input: unknown, origin: string): { messages: ChatMessage[]; config: Readonly<Record<string, unknown>> } {
     const prompt = this.promptFor(origin);
-    const messages = buildMessages(prompt, input, origin);
-    // An input's own `invocationConfig` (the OpenAI front's sampling fields) overrides the prompt's.
-    const own = (input as { invocationConfig?: unknown } | null)?.invocationConfig;
-    const override = own !== null && typeof own === 'object' && !Array.isArray(own) ? (own as Record<string, unknown>) : undefined;
-    const config = { ...this.modelArtifact?.defaultConfig, ...prompt?.invocationConfig, ...override };
-    return { messages, config };
+    const messages = buildMessages(prompt, input, origin, this.policy);
+    const owner = this.ownerConfig(prompt);
+    const own = input !== null && typeof input === 'object' ? (input as { invocationConfig?: unknown }).invocationConfig : undefined;
+    if (own === undefined) return { messages, config: owner.config };
+    return { messages, config: { ...owner.config, ...callerConfig(own, this.policy, owner.limit, origin) } };
+  }
+
+  private ownerConfig(prompt: LLMPromptArtifact | undefined): { readonly config: Readonly<Record<string, unknown>>; readonly limit: number | undefined } {
+    const key: object = prompt ?? this.modelArtifact ?? this;
+    let known = this.configs.get(key);
+    if (known === undefined) {
+      const config = { ...this.modelArtifact?.defaultConfig, ...prompt?.invocationConfig };
+      known = { config, limit: tokenLimit(config) };
+      this.configs.set(key, known);
+    }
+    return known;
+  }
+
+  /**
+   * One provider attempt under `params.providerTimeoutMs`: the attempt gets a signal of its own,
+   * aborted with a timed-out `ProviderError` (retryable; answered 504 by serve()) when no answer
+   * — when streaming, no first token (`firstToken()` stops the clock) — came in time. Without the
+   * param the attempt runs on `signal` itself.
+   */
+  private attempt<T>(provider: LLMProvider, signal: AbortSignal, streaming: boolean, run: (signal: AbortSignal, firstToken: () => void) => Promise<T>): Promise<T> {
+    const ms = this.policy.providerTimeoutMs;
+    // No limit: the attempt itself, without a promise of its own around it.
+    return ms === undefined ? run(signal, noop) : this.timedAttempt(provider, signal, streaming, ms, run);
+  }
+
+  private async timedAttempt<T>(
+    provider: LLMProvider,
+    signal: AbortSignal,
+    streaming: boolean,
+    ms: number,
+    run: (signal: AbortSignal, firstToken: () => void) => Promise<T>,
+  ): Promise<T> {
+    signal.throwIfAborted();
+    const controller = new AbortController();
+    const onAbort = () => controller.abort(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    const timer = setTimeout(() => {
+      const what = streaming ? 'no first token' : 'no answer';
+      controller.abort(
+        new ProviderError(`${provider.name} '${provider.model}': ${what} within ${ms} ms (params.providerTimeoutMs)`, undefined, true, { timedOut: true }),
+      );
+    }, ms);
+    try {
+      return await run(controller.signal, () => clearTimeout(timer));
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+    }
   }
 
   private get retries() {
@@ -134,7 +203,7 @@ export class LLModel extends Model<unknown, LLMResult> {
     const { stream, ...config } = prepared;
     if ((stream ?? this.params.stream) === true) return this.predictStreaming(provider, messages, config, ctx);
     try {
-      const result = await withRetries(() => provider.invoke({ messages, config, signal: ctx.signal }), {
+      const result = await withRetries(() => this.attempt(provider, ctx.signal, false, (signal) => provider.invoke({ messages, config, signal })), {
         ...this.retries,
         signal: ctx.signal,
       });
@@ -182,21 +251,23 @@ export class LLModel extends Model<unknown, LLMResult> {
   ): Promise<Usage | undefined> {
     let usage: Usage | undefined;
     await withRetries(
-      async () => {
-        try {
-          for await (const part of provider.stream({ messages, config, signal })) {
-            if ('delta' in part) {
-              progress.answer += part.delta;
-              onDelta(part.delta);
-            } else usage = part.usage;
+      () =>
+        this.attempt(provider, signal, true, async (attemptSignal, firstToken) => {
+          try {
+            for await (const part of provider.stream({ messages, config, signal: attemptSignal })) {
+              if ('delta' in part) {
+                if (progress.answer.length === 0) firstToken();
+                progress.answer += part.delta;
+                onDelta(part.delta);
+              } else usage = part.usage;
+            }
+          } catch (error) {
+            if (progress.answer.length > 0 && error instanceof ProviderError && error.retryable) {
+              throw restateProviderError(error, `${error.message} (after the first token: not retried)`, false);
+            }
+            throw error;
           }
-        } catch (error) {
-          if (progress.answer.length > 0 && error instanceof ProviderError && error.retryable) {
-            throw new ProviderError(`${error.message} (after the first token: not retried)`, error.status, false, { cause: error });
-          }
-          throw error;
-        }
-      },
+        }),
       { ...this.retries, signal },
     );
     signal.throwIfAborted();

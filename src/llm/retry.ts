@@ -44,14 +44,25 @@ export async function withRetries<T>(attempt: (n: number) => Promise<T>, options
     } catch (error) {
       const retryable = error instanceof ProviderError && error.retryable && !options.signal?.aborted;
       if (!retryable || n >= options.maxRetries) {
-        if (error instanceof ProviderError && n > 0) {
-          throw new ProviderError(`${error.message} (after ${n + 1} attempts)`, error.status, error.retryable, { cause: error });
-        }
+        if (error instanceof ProviderError && n > 0) throw restateProviderError(error, `${error.message} (after ${n + 1} attempts)`);
         throw error;
       }
       await wait(retryDelayMs(n, error.retryAfterMs, options.baseDelayMs, options.random), options.signal);
     }
   }
+}
+
+/**
+ * The same failure with another message (and `error` as its cause): what the provider
+ * said (status, retry-after, timed out) is kept, so serve() answers with its status.
+ */
+export function restateProviderError(error: ProviderError, message: string, retryable = error.retryable): ProviderError {
+  return new ProviderError(message, error.status, retryable, {
+    cause: error,
+    ...(error.retryAfterMs !== undefined ? { retryAfterMs: error.retryAfterMs } : {}),
+    ...(error.retryAfter !== undefined ? { retryAfter: error.retryAfter } : {}),
+    ...(error.timedOut === true ? { timedOut: true } : {}),
+  });
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {

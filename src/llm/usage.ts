@@ -22,7 +22,14 @@ export interface Usage {
 
 /** Renders chat messages as one prompt text (a generic chat template) for text generation. */
 export function renderChat(messages: readonly ChatMessage[]): string {
-  return `${messages.map((m) => `<|${m.role}|>\n${m.content}`).join('\n')}\n<|assistant|>\n`;
+  return `${messages.map((m) => `<|${m.role}|>\n${textOf(m.content)}`).join('\n')}\n<|assistant|>\n`;
+}
+
+/** A message's text: its content, or the text of its content parts (an endpoint with `params.allowContentParts`). */
+function textOf(content: unknown): string {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return '';
+  return content.map((part: { text?: unknown } | null) => (typeof part?.text === 'string' ? part.text : '')).join('');
 }
 
 /** Tokens of a text with gpt-tokenizer's o200k_base BPE (see docs/llm.md for how close it is). */

@@ -5,9 +5,10 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { describeError, toError } from '../errors.js';
 import { getPath, hasPath, type PartialSink, type ServingEvent } from '../event.js';
+import { samplingFieldProblem } from '../llm/invocation.js';
 import type { InvokeInit, Started } from './invoker.js';
 import { ClientWatch, EventStream, jsonOrUndefined } from './sse.js';
-import { refusalStatus, statusOf } from './status.js';
+import { refusalStatus, retryAfterOf, statusOf } from './status.js';
 
 /** `serve({ openai })`: which endpoints OpenAI clients may call, by the model name they use. */
 export interface OpenAIFrontOptions {
@@ -15,19 +16,12 @@ export interface OpenAIFrontOptions {
   readonly models: Readonly<Record<string, string>>;
 }
 
-/** The request fields that override the prompt's invocation config. */
-const SAMPLING_FIELDS = [
-  'temperature',
-  'top_p',
-  'max_tokens',
-  'max_completion_tokens',
-  'stop',
-  'presence_penalty',
-  'frequency_penalty',
-  'seed',
-  'logit_bias',
-  'response_format',
-] as const;
+/**
+ * The request fields the front reads itself; every other one goes to the endpoint in
+ * `invocationConfig`, where the LLModel takes the sampling fields and refuses the rest unless its
+ * entry lists them in `params.overridable` (DESIGN §10).
+ */
+const FRONT_FIELDS = new Set(['model', 'messages', 'metadata', 'stream', 'stream_options', 'n']);
 
 /** An error in OpenAI's shape, with its HTTP status. */
 class OpenAIError extends Error {
@@ -40,6 +34,9 @@ class OpenAIError extends Error {
   ) {
     super(message);
   }
+
+  /** Sent as `Retry-After` (a 503's `1`, a provider's own with its 429). */
+  retryAfter: string | undefined;
 
   body(): { error: { message: string; type: string; param: string | null; code: string | null } } {
     return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
@@ -54,12 +51,30 @@ function refused(error: unknown, closing: boolean): OpenAIError {
     : new OpenAIError(describeError(error), 409, 'invalid_request_error', 'conflict');
 }
 
-/** An errored event's error in OpenAI's shape (the status of §11). */
+/**
+ * An errored event's error in OpenAI's shape, with the status of §11 (an LLM provider's failure
+ * keeps its meaning: 429, 502, 504; §10). A refused field names itself in `param` (the
+ * `TypeError` an LLModel throws for a caller's field carries it, inside a `ModelRunnerError` too).
+ */
 function fromServingError(error: Error): OpenAIError {
   const status = statusOf(error);
-  const type = status === 404 ? 'not_found_error' : status >= 500 ? 'server_error' : 'invalid_request_error';
-  const code = status === 504 ? 'timeout' : status === 503 ? 'overloaded' : error.name;
-  return new OpenAIError(describeError(error), status, type, code);
+  const param = paramOf(error) ?? paramOf((error as { cause?: unknown }).cause);
+  const [type, code] =
+    status === 429
+      ? ['requests', 'rate_limit_exceeded']
+      : status === 404
+        ? ['not_found_error', error.name]
+        : status >= 500
+          ? ['server_error', status === 504 ? 'timeout' : status === 503 ? 'overloaded' : status === 502 ? 'upstream_error' : error.name]
+          : ['invalid_request_error', error.name];
+  const e = new OpenAIError(describeError(error), status, type, code, param ?? null);
+  e.retryAfter = retryAfterOf(error, status);
+  return e;
+}
+
+function paramOf(error: unknown): string | undefined {
+  const param = (error as { param?: unknown } | null | undefined)?.param;
+  return typeof param === 'string' ? param : undefined;
 }
 
 interface ChatRequest {
@@ -100,11 +115,23 @@ function parseChatRequest(body: unknown, models: Readonly<Record<string, string>
   if (b.stream !== undefined && typeof b.stream !== 'boolean') {
     throw new OpenAIError("'stream' must be a boolean", 400, 'invalid_request_error', null, 'stream');
   }
-  if (b.n !== undefined && b.n !== 1) {
+  if (b.n !== undefined && b.n !== null && b.n !== 1) {
     throw new OpenAIError("'n' must be 1: one choice per request", 400, 'invalid_request_error', null, 'n');
   }
+  if (b.stream_options !== undefined && b.stream_options !== null && (typeof b.stream_options !== 'object' || Array.isArray(b.stream_options))) {
+    throw new OpenAIError("'stream_options' must be an object ({ include_usage })", 400, 'invalid_request_error', null, 'stream_options');
+  }
+  // One pass over the request's fields: sampling fields are checked here, so a wrong one is a 400
+  // before any work; the endpoint decides on the others.
   const config: Record<string, unknown> = {};
-  for (const field of SAMPLING_FIELDS) if (b[field] !== undefined && b[field] !== null) config[field] = b[field];
+  for (const field in b) {
+    if (!Object.hasOwn(b, field) || FRONT_FIELDS.has(field)) continue;
+    const value = b[field];
+    if (value === undefined || value === null) continue;
+    const problem = samplingFieldProblem(field, value);
+    if (problem !== undefined) throw new OpenAIError(`'${field}' ${problem}`, 400, 'invalid_request_error', null, field);
+    config[field] = value;
+  }
   const options = b.stream_options as { include_usage?: unknown } | null | undefined;
   return {
     model: b.model,
@@ -208,7 +235,7 @@ export function registerOpenAIRoutes(app: FastifyInstance, options: OpenAIFrontO
     const { model } = request.params as { model: string };
     if (!Object.hasOwn(models, model)) {
       const e = new OpenAIError(`The model '${model}' does not exist`, 404, 'invalid_request_error', 'model_not_found', 'model');
-      return sendJson(reply, e.status, e.body(), ctx.closing());
+      return sendError(reply, e, ctx.closing());
     }
     return sendJson(reply, 200, { id: model, object: 'model', created, owned_by: 'rxserve' }, ctx.closing());
   });
@@ -219,7 +246,7 @@ export function registerOpenAIRoutes(app: FastifyInstance, options: OpenAIFrontO
       chat = parseChatRequest(request.body, models);
     } catch (error) {
       const e = error instanceof OpenAIError ? error : new OpenAIError(toError(error).message, 400, 'invalid_request_error', null);
-      return sendJson(reply, e.status, e.body(), ctx.closing());
+      return sendError(reply, e, ctx.closing());
     }
     const id = ctx.requestId(request);
     const body = {
@@ -238,7 +265,7 @@ export function registerOpenAIRoutes(app: FastifyInstance, options: OpenAIFrontO
     try {
       const out = await started.promise;
       const answer = answerOf(out, chat.endpoint, ctx.place(chat.endpoint));
-      if (answer instanceof OpenAIError) return sendJson(reply, answer.status, answer.body(), ctx.closing());
+      if (answer instanceof OpenAIError) return sendError(reply, answer, ctx.closing());
       return sendJson(
         reply,
         200,
@@ -255,24 +282,32 @@ export function registerOpenAIRoutes(app: FastifyInstance, options: OpenAIFrontO
     } catch (error) {
       if (client.gone) return reply;
       const e = refused(error, ctx.closing());
-      return sendJson(reply, e.status, e.body(), ctx.closing());
+      return sendError(reply, e, ctx.closing());
     } finally {
       client.done();
     }
   });
 }
 
-function sendJson(reply: FastifyReply, status: number, value: unknown, closing: boolean): FastifyReply {
+function sendJson(reply: FastifyReply, status: number, value: unknown, closing: boolean, retryAfter?: string): FastifyReply {
   if (closing) reply.header('connection', 'close');
-  if (status === 503) reply.header('retry-after', '1');
+  if (retryAfter !== undefined) reply.header('retry-after', retryAfter);
+  else if (status === 503) reply.header('retry-after', '1');
   return reply.code(status).type('application/json; charset=utf-8').send(JSON.stringify(value));
+}
+
+function sendError(reply: FastifyReply, error: OpenAIError, closing: boolean): FastifyReply {
+  return sendJson(reply, error.status, error.body(), closing, error.retryAfter);
 }
 
 /**
  * `stream: true`: `chat.completion.chunk` events as OpenAI sends them — a role chunk, one chunk
  * per `{ delta }` partial of the endpoint, a finish chunk, a usage chunk when
- * `stream_options.include_usage`, then `data: [DONE]`. An error after the stream opened is one
- * `data: { error }` event. A client that disconnects cancels the call (and the upstream request).
+ * `stream_options.include_usage`, then `data: [DONE]`. The 200 and the role chunk go out with the
+ * first token (or the whole answer): a request that fails before it gets its status and an error
+ * in OpenAI's shape, as without streaming (DESIGN §10), so clients retry a 429 or a 502. An error
+ * after the stream opened is one `data: { error }` event. A client that disconnects cancels the
+ * call (and the upstream request).
  */
 function streamCompletion(
   reply: FastifyReply,
@@ -292,11 +327,22 @@ function streamCompletion(
   // stringified per token (the rest is fixed for the request).
   const contentHead = `data: {"id":${JSON.stringify(id)},"object":"chat.completion.chunk","created":${created},"model":${JSON.stringify(chat.model)},"choices":[{"index":0,"delta":{"content":`;
   const contentChunk = (text: string): string => `${contentHead}${JSON.stringify(text)}},"logprobs":null,"finish_reason":null}]}\n\n`;
+  let opened = false;
+  const open = (): void => {
+    if (opened) return;
+    opened = true;
+    stream.send(delta({ role: 'assistant', content: '' }), ctx.closing());
+  };
+  const fail = (error: OpenAIError): void => {
+    if (opened) return stream.end(`data: ${jsonOrUndefined(error.body())}\n\n`);
+    if (stream.abandon()) sendError(reply, error, ctx.closing());
+  };
   let streamed = false;
   const started = ctx.start(body, init, (partial) => {
     if (!stream.open || partial.endpoint !== chat.endpoint) return;
     const text = (partial.data as { delta?: unknown } | null)?.delta;
     if (typeof text !== 'string') return;
+    open();
     streamed = true;
     stream.write(contentChunk(text));
   });
@@ -304,7 +350,9 @@ function streamCompletion(
   started.promise.then(
     (event) => {
       const answer = answerOf(event, chat.endpoint, ctx.place(chat.endpoint));
-      if (answer instanceof OpenAIError) return stream.end(`data: ${jsonOrUndefined(answer.body())}\n\n`);
+      if (answer instanceof OpenAIError) return fail(answer);
+      if (!stream.open) return;
+      open();
       let text = '';
       // A model that did not stream: its whole answer as one chunk.
       if (!streamed && answer.answer.length > 0) text += delta({ content: answer.answer });
@@ -312,7 +360,7 @@ function streamCompletion(
       if (chat.includeUsage) text += chunk([], { usage: openAIUsage(answer.usage) });
       stream.end(`${text}data: [DONE]\n\n`);
     },
-    (error: unknown) => stream.end(`data: ${JSON.stringify(refused(error, ctx.closing()).body())}\n\n`),
+    (error: unknown) => fail(refused(error, ctx.closing())),
   );
-  return stream.send(delta({ role: 'assistant', content: '' }), ctx.closing());
+  return reply;
 }

@@ -15,7 +15,7 @@ import { DashboardSessions, registerDashboard, sendDashboardUnauthorized, type D
 import { invoker, starters, type Invoker } from './invoker.js';
 import { registerOpenAIRoutes, type OpenAIFrontOptions } from './openai.js';
 import { ClientWatch, sendEventStream, wantsEventStream } from './sse.js';
-import { errorBody, HttpError, refusalStatus, statusOf } from './status.js';
+import { errorBody, HttpError, refusalStatus, retryAfterOf, statusOf } from './status.js';
 
 /** Options of `rxservePlugin` (`app.register(rxservePlugin, options)`). */
 export interface RxservePluginOptions {
@@ -200,7 +200,9 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
       path: pathOf(request.url),
       headers: headersOf(request, keys !== undefined),
     };
-    if (wantsEventStream(request)) return sendEventStream(reply, (partials) => start(request.body, init, partials), { closing });
+    if (wantsEventStream(request)) {
+      return sendEventStream(reply, (partials) => start(request.body, init, partials), { closing, sendError: (error) => sendError(reply, error) });
+    }
     // Cancelled through the invoker, not with an AbortSignal of our own: one signal per request.
     const watched = new ClientWatch(reply);
     const started = start(request.body, init);
@@ -279,7 +281,8 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
 
   function sendError(reply: FastifyReply, error: Error): FastifyReply {
     const status = error instanceof HttpError ? error.statusCode : statusOf(error);
-    if (status === 503) reply.header('retry-after', '1');
+    const retryAfter = retryAfterOf(error, status);
+    if (retryAfter !== undefined) reply.header('retry-after', retryAfter);
     return send(reply, status, JSON.stringify(errorBody(error)));
   }
 };

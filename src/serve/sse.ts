@@ -5,7 +5,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { RxServeError, toError } from '../errors.js';
 import type { PartialResult, PartialSink, ServingEvent } from '../event.js';
 import type { Started } from './invoker.js';
-import { errorBody, refusalStatus, statusOf } from './status.js';
+import { errorBody, HttpError, refusalStatus, statusOf } from './status.js';
 
 /** True when the client asks for an event stream (`Accept: text/event-stream`). */
 export function wantsEventStream(request: FastifyRequest): boolean {
@@ -109,6 +109,19 @@ export class EventStream {
     }
   }
 
+  /**
+   * Ends a stream that was never sent (its request failed before its first frame, and is answered
+   * with an ordinary error reply instead). True when the client is still there to get that reply.
+   */
+  abandon(): boolean {
+    const there = this.open;
+    this.#ended = true;
+    this.#client.done();
+    this.#pending = '';
+    this.#out.destroy();
+    return there;
+  }
+
   /** Writes what is queued and `frame`, and ends the stream. */
   end(frame: string): void {
     if (!this.open) return;
@@ -133,31 +146,54 @@ export class EventStream {
 }
 
 /**
- * Opens an event stream on the reply (200, `text/event-stream`) and starts the request with a
- * partial sink writing to it. `result` carries what the JSON route answers: the output body, or
- * `{ error, status }` for an errored event. A client that disconnects cancels the event's work.
+ * Answers a request as an event stream: starts it with a partial sink, and sends the 200 and
+ * `text/event-stream` headers with its first partial, or with its `result` when it has none.
+ * `result` carries what the JSON route answers: the output body, or `{ error, status }` for an
+ * event that errored after partials were sent. An event that errored (or a request refused)
+ * before its first partial is answered by `sendError` with its status instead — an ordinary
+ * JSON error reply, not an opened stream (DESIGN §10). A client that disconnects cancels the
+ * event's work.
  */
 export function sendEventStream(
   reply: FastifyReply,
   start: (partials: PartialSink) => Started,
-  options: { closing: boolean },
+  options: { closing: boolean; sendError: (error: Error) => FastifyReply },
 ): FastifyReply {
   const stream = new EventStream(reply);
+  let opened = false;
+  const open = (): void => {
+    if (opened) return;
+    opened = true;
+    // A comment first: the frames of this tick follow it in one write.
+    stream.send(': rxserve event stream\n\n', options.closing);
+  };
   const partial = (p: PartialResult): void => {
     if (!stream.open) return;
+    open();
     const json = jsonOrUndefined({ endpoint: p.endpoint, data: p.data });
     stream.write(json === undefined ? `: a partial of '${p.endpoint}' could not be sent as JSON\n\n` : sseFrame('partial', json));
+  };
+  const fail = (error: Error, frame: string): void => {
+    if (opened) return stream.end(frame);
+    if (stream.abandon()) options.sendError(error);
   };
   const started = start(partial);
   stream.watch(started);
   started.promise.then(
     (event: ServingEvent) => {
-      if (event.error !== undefined) return stream.end(sseFrame('result', JSON.stringify({ ...errorBody(event.error), status: statusOf(event.error) })));
+      if (event.error !== undefined) {
+        return fail(event.error, sseFrame('result', JSON.stringify({ ...errorBody(event.error), status: statusOf(event.error) })));
+      }
+      if (!stream.open) return;
+      open();
       const json = jsonOrUndefined(event.body);
       stream.end(sseFrame('result', json ?? JSON.stringify({ error: "TypeError: the answer's body cannot be sent as JSON", status: 500 })));
     },
-    (error: unknown) => stream.end(sseFrame('result', JSON.stringify({ ...errorBody(toError(error)), status: refusalStatus(options.closing) }))),
+    (thrown: unknown) => {
+      const e = toError(thrown);
+      const status = refusalStatus(options.closing);
+      fail(new HttpError(e.name, e.message, status), sseFrame('result', JSON.stringify({ ...errorBody(e), status })));
+    },
   );
-  // A comment first, so the client has the headers before the first partial.
-  return stream.send(': rxserve event stream\n\n', options.closing);
+  return reply;
 }

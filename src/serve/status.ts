@@ -4,8 +4,10 @@ import { describeError } from '../errors.js';
 /**
  * The status an errored answer is sent with. By `name`, so an error rebuilt from a worker maps
  * like the original: `RouteNotFoundError` 404, `QueueFullError` 503, `ModelTimeoutError` 504,
- * `ConfigError` 500, anything else 400 (MLRun answers 400; a `ModelRunnerError` stays 400 whatever
- * its models' errors were).
+ * `ConfigError` 500, an LLM provider's failure as DESIGN §10 says (see `upstreamStatus`), anything
+ * else 400 (MLRun answers 400). A `ModelRunnerError` is 400 whatever its models' errors were,
+ * except when every model that failed, failed upstream: then it is its first provider failure's
+ * status, so a 429 stays a 429 and an OpenAI client retries what is retryable.
  */
 export function statusOf(error: Error): number {
   switch (error.name) {
@@ -17,9 +19,69 @@ export function statusOf(error: Error): number {
       return 504;
     case 'ConfigError':
       return 500;
+    case 'ProviderError':
+    case 'ModelRunnerError': {
+      const upstream = upstreamFailure(error);
+      return upstream === undefined ? 400 : upstreamStatus(upstream);
+    }
     default:
       return 400;
   }
+}
+
+/** What serve() reads of a `ProviderError` (a rebuilt one too: by its fields, not its class). */
+interface UpstreamFailure {
+  readonly status?: number;
+  readonly retryAfter?: string;
+  readonly timedOut?: boolean;
+}
+
+/**
+ * The provider failure an errored answer stands for: the error itself when it is a
+ * `ProviderError`, or the cause of a `ModelRunnerError` whose every failed model failed with one
+ * (its `modelsErrors` are `'<Name>: <message>'`).
+ */
+function upstreamFailure(error: Error): UpstreamFailure | undefined {
+  if (error.name === 'ProviderError') return error as UpstreamFailure;
+  if (error.name !== 'ModelRunnerError') return undefined;
+  const cause = (error as { cause?: unknown }).cause;
+  if (!(cause instanceof Error) || cause.name !== 'ProviderError') return undefined;
+  const errors = (error as { modelsErrors?: Readonly<Record<string, string | null>> }).modelsErrors ?? {};
+  for (const name in errors) {
+    const e = errors[name];
+    if (e !== null && !e.startsWith('ProviderError: ')) return undefined;
+  }
+  return cause as UpstreamFailure;
+}
+
+/**
+ * An upstream failure's status (DESIGN §10): no answer in time (the provider's 408 or 504, or
+ * `params.providerTimeoutMs`) 504; the provider's 429 429; its 400, 413 or 422 (it refused the
+ * request as the caller shaped it) 400; any other status, a failed connection or a malformed
+ * answer 502.
+ */
+export function upstreamStatus(failure: UpstreamFailure): number {
+  if (failure.timedOut === true) return 504;
+  switch (failure.status) {
+    case 429:
+      return 429;
+    case 400:
+    case 413:
+    case 422:
+      return 400;
+    default:
+      return 502;
+  }
+}
+
+/**
+ * The `Retry-After` an error reply carries: `1` with a 503 (a full step, a closing server), the
+ * provider's own header, unchanged, with a 429 it sent; else none.
+ */
+export function retryAfterOf(error: Error, status: number): string | undefined {
+  if (status === 503) return '1';
+  if (status === 429) return upstreamFailure(error)?.retryAfter;
+  return undefined;
 }
 
 /**

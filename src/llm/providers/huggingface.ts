@@ -10,6 +10,8 @@ export class HuggingFaceProvider implements LLMProvider {
   readonly name = 'huggingface';
   private readonly client: InferenceClient;
   private readonly task: 'chat' | 'text-generation';
+  /** The transport, wrapped per call to read a failed answer's `retry-after` (the client's errors carry no headers). */
+  private readonly fetch: typeof fetch;
 
   constructor(
     readonly model: string,
@@ -18,14 +20,29 @@ export class HuggingFaceProvider implements LLMProvider {
     // baseURL is an endpoint speaking the TGI / Inference Endpoints API (e.g. a self-hosted TGI).
     this.client = new InferenceClient(options.apiKey ?? process.env.HF_TOKEN, {
       ...(options.baseURL ? { endpointUrl: options.baseURL } : {}),
-      ...(options.transport === 'node-http' ? { fetch: sharedNodeFetch() } : {}),
     });
+    this.fetch = options.transport === 'node-http' ? sharedNodeFetch() : (input, init) => fetch(input, init);
     this.task = options.task ?? 'chat';
   }
 
-  async invoke({ messages, config, signal }: ProviderRequest): Promise<Completion> {
+  /** The client's options for one call, and what its failed answer said to wait. */
+  private callOptions(signal: AbortSignal | undefined): { signal?: AbortSignal; retry_on_error: false; fetch: typeof fetch; failed: { retryAfter?: string } } {
+    const failed: { retryAfter?: string } = {};
+    const base = this.fetch;
+    const wrapped: typeof fetch = async (input, init) => {
+      const response = await base(input, init);
+      if (!response.ok) {
+        const header = response.headers.get('retry-after');
+        if (header !== null) failed.retryAfter = header;
+      }
+      return response;
+    };
     // retry_on_error false: the client would retry 503s itself, under rxserve's own retries.
-    const options = { signal, retry_on_error: false };
+    return { ...(signal ? { signal } : {}), retry_on_error: false, fetch: wrapped, failed };
+  }
+
+  async invoke({ messages, config, signal }: ProviderRequest): Promise<Completion> {
+    const { failed, ...options } = this.callOptions(signal);
     try {
       if (this.task === 'text-generation') {
         const prompt = renderChat(messages);
@@ -39,7 +56,7 @@ export class HuggingFaceProvider implements LLMProvider {
       const usage: Usage = out.usage ? { ...out.usage } : estimateUsage(messages, answer);
       return { answer, usage };
     } catch (error) {
-      throw toHfError(error, this.model, signal);
+      throw toHfError(error, this.model, signal, failed.retryAfter);
     }
   }
 
@@ -53,11 +70,9 @@ export class HuggingFaceProvider implements LLMProvider {
     const { messages, config, signal } = request;
     let answer = '';
     let usage: Usage | undefined;
+    const { failed, ...options } = this.callOptions(signal);
     try {
-      for await (const chunk of this.client.chatCompletionStream(
-        { ...config, model: this.model, messages: messages as never },
-        { signal, retry_on_error: false },
-      )) {
+      for await (const chunk of this.client.chatCompletionStream({ ...config, model: this.model, messages: messages as never }, options)) {
         const delta = chunk.choices?.[0]?.delta?.content;
         if (delta) {
           answer += delta;
@@ -66,19 +81,25 @@ export class HuggingFaceProvider implements LLMProvider {
         if (chunk.usage) usage = { ...chunk.usage };
       }
     } catch (error) {
-      throw toHfError(error, this.model, signal);
+      throw toHfError(error, this.model, signal, failed.retryAfter);
     }
     yield { usage: usage ?? estimateUsage(messages, answer) };
   }
 }
 
-function toHfError(error: unknown, model: string, signal?: AbortSignal): unknown {
+function toHfError(error: unknown, model: string, signal?: AbortSignal, retryAfter?: string): unknown {
   if (signal?.aborted) return signal.reason;
   if (error instanceof ProviderError) return error;
   if (error instanceof InferenceClientProviderApiError) {
     const status = (error.httpResponse as { status?: number } | undefined)?.status;
     const retryable = status === undefined || status === 408 || status === 429 || status >= 500;
-    return new ProviderError(`huggingface '${model}': HTTP ${status ?? '?'}: ${error.message}`, status, retryable, { cause: error });
+    const seconds = retryAfter === undefined ? NaN : Number(retryAfter);
+    return new ProviderError(`huggingface '${model}': HTTP ${status ?? '?'}: ${error.message}`, status, retryable, {
+      cause: error,
+      ...(retryAfter !== undefined ? { retryAfter } : {}),
+      ...(Number.isFinite(seconds) && seconds >= 0 ? { retryAfterMs: seconds * 1000 } : {}),
+      ...(status === 408 || status === 504 ? { timedOut: true } : {}),
+    });
   }
   const e = toError(error);
   if (e instanceof SyntaxError || /JSON|malformed/i.test(e.message)) {

@@ -171,7 +171,7 @@ export function toProviderError(error: unknown, signal?: AbortSignal): unknown {
   if (error instanceof ProviderError) return error;
   if (error instanceof OpenAI.APIUserAbortError) return error;
   if (error instanceof OpenAI.APIConnectionTimeoutError) {
-    return new ProviderError(`openai: the request timed out`, undefined, true, { cause: error });
+    return new ProviderError(`openai: the request timed out`, undefined, true, { cause: error, timedOut: true });
   }
   if (error instanceof OpenAI.APIConnectionError) {
     return new ProviderError(`openai: connection failed (${connectionCause(error)})`, undefined, true, { cause: error });
@@ -180,9 +180,12 @@ export function toProviderError(error: unknown, signal?: AbortSignal): unknown {
     const status = error.status;
     const retryable = status === 408 || status === 409 || status === 429 || status >= 500;
     const retryAfterMs = retryAfter(error.headers);
+    const header = headerOf(error.headers, 'retry-after');
     return new ProviderError(`openai: HTTP ${status}: ${error.message}`, status, retryable, {
       cause: error,
       ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
+      ...(header != null ? { retryAfter: header } : {}),
+      ...(status === 408 || status === 504 ? { timedOut: true } : {}),
     });
   }
   const e = toError(error);
@@ -200,11 +203,15 @@ function connectionCause(error: Error): string {
   return cause?.code ?? cause?.message ?? error.message;
 }
 
+/** A header of an error's response (the client gives a `Headers`, or a plain object). */
+function headerOf(headers: unknown, name: string): string | null | undefined {
+  return typeof (headers as Headers | undefined)?.get === 'function'
+    ? (headers as Headers).get(name)
+    : (headers as Record<string, string> | undefined)?.[name];
+}
+
 function retryAfter(headers: unknown): number | undefined {
-  const get = (name: string): string | null | undefined =>
-    typeof (headers as Headers | undefined)?.get === 'function'
-      ? (headers as Headers).get(name)
-      : (headers as Record<string, string> | undefined)?.[name];
+  const get = (name: string): string | null | undefined => headerOf(headers, name);
   const ms = Number(get('retry-after-ms'));
   if (Number.isFinite(ms) && ms >= 0 && get('retry-after-ms') != null) return ms;
   const value = get('retry-after');

@@ -217,7 +217,9 @@ export class Runner {
     if (this.raiseException && calls.some((c) => c.error !== undefined)) {
       const modelsErrors: Record<string, string | null> = {};
       for (const call of calls) modelsErrors[call.entry.endpointName] = call.error === undefined ? null : describeError(call.error);
-      out = withError(out, new ModelRunnerError(this.limits.step, modelsErrors), this.limits.step);
+      // The first failure itself as the cause: serve() answers an LLM provider's 429 as a 429 (§10).
+      const cause = calls.find((c) => c.error !== undefined)!.error;
+      out = withError(out, new ModelRunnerError(this.limits.step, modelsErrors, { cause }), this.limits.step);
     }
     run.done(out);
   }
