@@ -3,7 +3,8 @@ import { ModelLoadError, toError } from '../errors.js';
 import { Model } from '../model/model.js';
 import { importModelClass } from '../model/registry.js';
 import { CallContext } from '../model/callContext.js';
-import { BUILT_IN_MODELS, wireCodec, type WireCodec } from './builtins.js';
+import { loadBuiltIn } from './workerBuiltins.js';
+import { wireCodec, type WireCodec } from './wireCodecs.js';
 import { flatten, inspectForWorker, serializeError, type WireBatch, type WireCall, type WireResult, type WorkerModelSpec } from './protocol.js';
 
 /** Classes every worker knows without a module reference. */
@@ -50,10 +51,10 @@ export class ModelHost {
     const name = spec.endpointName;
     const cls =
       spec.module === null
-        ? BUILT_IN_MODELS.get(spec.export) ??
-          (() => {
-            throw new ModelLoadError(name, `'${spec.export}' is not a built-in model class`);
-          })()
+        ? await (loadBuiltIn(spec.export) ??
+            (() => {
+              throw new ModelLoadError(name, `'${spec.export}' is not a built-in model class`);
+            })())
         : await importModelClass({ module: spec.module, export: spec.export }, name);
     try {
       const model = new cls({ ...spec.params, name, ...(spec.artifact !== undefined ? { artifact: spec.artifact as never } : {}) });

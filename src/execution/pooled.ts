@@ -6,7 +6,7 @@ import { Observable, Subscriber } from 'rxjs';
 import { WorkerCrashedError } from '../errors.js';
 import type { PredictContext } from '../model/model.js';
 import type { CallResult, ExecutorSession } from './executor.js';
-import { wireCodec } from './builtins.js';
+import { wireCodec } from './wireCodecs.js';
 import { Lane, LaneCall, type LaneUnit } from './lane.js';
 import { deserializeError, inspectForWorker, unflatten, type WireBatch, type WireCall, type WireResult } from './protocol.js';
 

@@ -1,0 +1,34 @@
+// How the batches of a built-in model class cross a worker boundary (OnnxModel: tensors as
+// TypedArrays): light enough for the worker entries, which must not load the classes themselves.
+import { WIRE_BATCH, packBatch, unpackBatch, unpackInputs } from '../onnx/wire.js';
+
+/**
+ * How the batches of a built-in class cross a worker boundary in a form cheaper than its JSON
+ * (OnnxModel: tensors as TypedArrays). Both sides find it from the spec, so they always agree.
+ */
+export interface WireCodec {
+  /**
+   * Main side: bodies to send instead (`undefined`: send that one as it is; a number: a row of
+   * `table`, which then goes as the list's last element) and buffers to transfer.
+   */
+  pack(bodies: readonly unknown[]): { bodies: (unknown | undefined)[]; transfer: ArrayBuffer[]; table?: unknown };
+  /** Worker side: the input list as the main side sent it, back to one body per call. */
+  unpackInputs(list: unknown[]): unknown[];
+  /** Worker side: the model's method to call instead of `predictBatch`. */
+  readonly batch: symbol;
+  /** Main side: the outputs of a batch from the worker (`undefined`: a failed call), in the model's contract form, in place. */
+  unpackBatch(outputs: unknown[]): void;
+}
+
+const BUILT_IN_WIRE: ReadonlyMap<string, WireCodec> = new Map([['OnnxModel', { pack: packBatch, unpackInputs, batch: WIRE_BATCH, unpackBatch }]]);
+
+const codecs = new Map<string, WireCodec | undefined>();
+
+/** The wire codec of a worker spec key (JSON of a WorkerModelSpec): built-in classes only. */
+export function wireCodec(specKey: string): WireCodec | undefined {
+  if (codecs.has(specKey)) return codecs.get(specKey);
+  const spec = JSON.parse(specKey) as { module?: unknown; export?: unknown };
+  const codec = spec.module === null && typeof spec.export === 'string' ? BUILT_IN_WIRE.get(spec.export) : undefined;
+  codecs.set(specKey, codec);
+  return codec;
+}
