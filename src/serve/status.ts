@@ -4,8 +4,8 @@ import { describeError } from '../errors.js';
 /**
  * The status an errored answer is sent with. By `name`, so an error rebuilt from a worker maps
  * like the original: `RouteNotFoundError` 404, `QueueFullError` 503, `ModelTimeoutError` 504,
- * `ConfigError` 500, anything else 400 (MLRun answers 400; a `ModelRunnerError` stays 400 whatever
- * its models' errors were).
+ * `ConfigError` 500, `ModelNotReadyError` 408 (a V2 `ready` before the models loaded, as MLRun),
+ * anything else 400 (MLRun answers 400; a `ModelRunnerError` stays 400 whatever its models' errors were).
  */
 export function statusOf(error: Error): number {
   switch (error.name) {
@@ -17,6 +17,8 @@ export function statusOf(error: Error): number {
       return 504;
     case 'ConfigError':
       return 500;
+    case 'ModelNotReadyError':
+      return 408;
     default:
       return 400;
   }
