@@ -50,43 +50,42 @@ export function parallelRun(config: ParallelRunConfig): OperatorFunction<Serving
   const names = Object.keys(routes);
   checkRoutes('parallelRun', names, undefined);
 
-  const operator = routerStep('parallelRun', name, routes, (set, emit) => (event) => {
-    const answers: ServingEvent[] = new Array(names.length);
-    let remaining = names.length;
-    const join = (): void => {
+  const operator = routerStep('parallelRun', name, routes, (set, emit) => (event) =>
+    set.broadcast(event, (answers) => {
       const merged: Record<string, unknown> = extendEvent && isObject(event.body) ? { ...event.body } : {};
-      const errors: Record<string, string | null> = {};
       let failed = false;
-      let metadata = event.metadata;
+      for (const answer of answers) {
+        if (answer.error === undefined && isObject(answer.body)) Object.assign(merged, answer.body);
+        else failed = true;
+      }
+      const metadata = mergeMetadata(event.metadata, answers);
+      if (!failed) return emit(withBody(event, merged, { metadata }));
+      const errors: Record<string, string | null> = {};
       answers.forEach((answer, i) => {
         const route = names[i];
-        errors[route] = null;
-        if (answer.error !== undefined) {
-          failed = true;
-          errors[route] = routeErrorText(answer.error);
-        } else if (!isObject(answer.body)) {
-          failed = true;
-          errors[route] = `TypeError: route '${route}' answered ${describe(answer.body)}; parallelRun merges objects`;
-        } else Object.assign(merged, answer.body);
-        if (answer.metadata !== event.metadata) metadata = mergeMetadata(metadata, answer.metadata);
+        if (answer.error !== undefined) errors[route] = routeErrorText(answer.error);
+        else if (!isObject(answer.body)) errors[route] = `TypeError: route '${route}' answered ${describe(answer.body)}; parallelRun merges objects`;
+        else errors[route] = null;
       });
-      if (failed) return emit(withError(withBody(event, event.body, { metadata }), new ModelRunnerError(name, errors), name));
-      emit(withBody(event, merged, { metadata }));
-    };
-    names.forEach((_, i) =>
-      set.send(i, event, (answer) => {
-        answers[i] = answer;
-        if (--remaining === 0) join();
-      }),
-    );
-  });
+      emit(withError(withBody(event, event.body, { metadata }), new ModelRunnerError(name, errors), name));
+    }),
+  );
   return asV2Server(operator, { kind: 'ParallelRun', name, models: names });
 }
 
-/** The routes' metadata together: their own keys, and every route's `models` figures (each route's models by endpoint). */
-function mergeMetadata(into: Readonly<Record<string, unknown>>, from: Readonly<Record<string, unknown>>): Record<string, unknown> {
-  const models = into.models !== undefined && from.models !== undefined ? { ...(into.models as object), ...(from.models as object) } : (from.models ?? into.models);
-  return { ...into, ...from, ...(models !== undefined ? { models } : {}) };
+/**
+ * The event's metadata with every route's model figures (`metadata.models`, by endpoint). Only
+ * those: what else a route's steps wrote (`metadata.modelRunner`, ...) is that route's business.
+ */
+function mergeMetadata(own: Readonly<Record<string, unknown>>, answers: readonly ServingEvent[]): Readonly<Record<string, unknown>> {
+  let models: Record<string, unknown> | undefined;
+  for (let i = 0; i < answers.length; i++) {
+    const figures = answers[i].metadata.models;
+    if (figures === undefined || figures === own.models) continue;
+    if (models === undefined) models = own.models === undefined ? {} : { ...(own.models as object) };
+    Object.assign(models, figures);
+  }
+  return models === undefined ? own : { ...own, models };
 }
 
 const isObject = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object' && !Array.isArray(value);

@@ -99,17 +99,7 @@ export function votingEnsemble(config: VotingEnsembleConfig): OperatorFunction<S
     let type: VoteType | undefined = voteType;
 
     /** Every route predicts; the answers are voted per row. */
-    const ensemble = (event: ServingEvent): void => {
-      const answers: ServingEvent[] = new Array(names.length);
-      let remaining = names.length;
-      const request = withOperation(event, 'infer');
-      names.forEach((_, i) =>
-        set.send(i, request, (answer) => {
-          answers[i] = answer;
-          if (--remaining === 0) emit(tally(event, answers));
-        }),
-      );
-    };
+    const ensemble = (event: ServingEvent): void => set.broadcast(withOperation(event, 'infer'), (answers) => emit(tally(event, answers)));
 
     const tally = (event: ServingEvent, answers: readonly ServingEvent[]): ServingEvent => {
       const errors: Record<string, string> = {};
@@ -159,23 +149,16 @@ export function votingEnsemble(config: VotingEnsembleConfig): OperatorFunction<S
     };
 
     /** `ready` and `metadata` of the whole ensemble: asked of every route. */
-    const probe = (event: ServingEvent, op: 'ready' | 'metadata'): void => {
-      const answers: ServingEvent[] = new Array(names.length);
-      let remaining = names.length;
-      names.forEach((_, i) =>
-        set.send(i, withOperation(event, op), (answer) => {
-          answers[i] = answer;
-          if (--remaining > 0) return;
-          const failed = answers.find((a) => a.error !== undefined);
-          if (failed !== undefined) return emit(answerOf(event, failed, event.body, name));
-          if (op === 'ready') return emit(answerOf(event, answers[0], { name, ready: true }, name));
-          // The first route that tells its inputs / outputs speaks for the ensemble (MLRun).
-          const meta = answers.map((a) => (a.body ?? {}) as { inputs?: unknown; outputs?: unknown });
-          const first = (field: 'inputs' | 'outputs') => meta.map((m) => m[field]).find((v) => Array.isArray(v) && v.length > 0) ?? [];
-          emit(answerOf(event, answers[0], { name, version: '', inputs: first('inputs'), outputs: first('outputs') }, name));
-        }),
-      );
-    };
+    const probe = (event: ServingEvent, op: 'ready' | 'metadata'): void =>
+      set.broadcast(withOperation(event, op), (answers) => {
+        const failed = answers.find((a) => a.error !== undefined);
+        if (failed !== undefined) return emit(answerOf(event, failed, event.body, name));
+        if (op === 'ready') return emit(answerOf(event, answers[0], { name, ready: true }, name));
+        // The first route that tells its inputs / outputs speaks for the ensemble (MLRun).
+        const meta = answers.map((a) => (a.body ?? {}) as { inputs?: unknown; outputs?: unknown });
+        const first = (field: 'inputs' | 'outputs') => meta.map((m) => m[field]).find((v) => Array.isArray(v) && v.length > 0) ?? [];
+        emit(answerOf(event, answers[0], { name, version: '', inputs: first('inputs'), outputs: first('outputs') }, name));
+      });
 
     return (event) => {
       const target = parseV2Path(event.path, prefix);

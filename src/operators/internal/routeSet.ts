@@ -7,17 +7,23 @@ import { notAnEvent } from './dispatch.js';
 
 type Route = OperatorFunction<ServingEvent, ServingEvent>;
 
-/** One event sent to one route, waiting for its answer. */
+/**
+ * One event sent to one route (`route` ≥ 0), or to every route (`route` -1: `answers` fills in
+ * route order and `done` gets them once the last one came), waiting for its answers.
+ */
 interface Pending {
   readonly route: number;
   readonly id: string;
-  readonly answer: (out: ServingEvent) => void;
+  readonly answer?: (out: ServingEvent) => void;
+  readonly answers?: ServingEvent[];
+  readonly done?: (answers: ServingEvent[]) => void;
+  remaining: number;
 }
 
 /**
  * Every route of a step, subscribed for as long as the step is (so their models load when the step
- * is subscribed, and a V2 `ready` can tell). An event sent to a route carries a ticket under a
- * symbol of this set, copied by the spreads every step makes of an event, so its answer finds its
+ * is subscribed, and a V2 `ready` can tell). An event sent to routes carries a ticket under a
+ * symbol of this set, copied by the spreads every step makes of an event, so its answers find their
  * sender even when two events share an id; a route that builds its answers afresh (no ticket) is
  * matched by event id. A route answers each event once (the step contract); what it emits beyond
  * that is ignored. When the input ends, the routes complete; an event a route never answered is
@@ -76,8 +82,23 @@ export class RouteSet {
     if (this.#ended[route]) return answer(withError(event, this.#unanswered(route, event.id), this.step));
     const ticket = ++this.#lastTicket;
     // Registered before the route sees the event: a synchronous route answers inside next().
-    this.#pending.set(ticket, { route, id: event.id, answer });
+    this.#pending.set(ticket, { route, id: event.id, answer, remaining: 1 });
     this.#inputs[route].next(Object.freeze({ ...event, [this.#ticketKey]: ticket }));
+  }
+
+  /**
+   * Sends `event` to every route (one copy, one ticket); `done` gets their answers in route order
+   * once the last has come (see `send` for what to read of them).
+   */
+  broadcast(event: ServingEvent, done: (answers: ServingEvent[]) => void): void {
+    const ticket = ++this.#lastTicket;
+    const pending: Pending = { route: -1, id: event.id, answers: new Array<ServingEvent>(this.names.length), done, remaining: this.names.length };
+    this.#pending.set(ticket, pending);
+    const copy: ServingEvent = Object.freeze({ ...event, [this.#ticketKey]: ticket });
+    for (let route = 0; route < this.#inputs.length; route++) {
+      if (this.#ended[route]) this.#fill(ticket, pending, route, withError(event, this.#unanswered(route, event.id), this.step));
+      else this.#inputs[route].next(copy);
+    }
   }
 
   /** The input has ended: every route completes once its events are answered. */
@@ -93,30 +114,45 @@ export class RouteSet {
     this.#pending.clear();
   }
 
+  /** Whether `pending` still waits for route `route`. */
+  #waits(pending: Pending, route: number): boolean {
+    return pending.route === route || (pending.route === -1 && pending.answers![route] === undefined);
+  }
+
   #answered(route: number, out: ServingEvent): void {
-    const ticket = (out as unknown as Record<symbol, number | undefined>)[this.#ticketKey];
-    let key = ticket;
-    if (key === undefined || this.#pending.get(key)?.route !== route) {
-      key = undefined;
+    let ticket = (out as unknown as Record<symbol, number | undefined>)[this.#ticketKey];
+    let pending = ticket === undefined ? undefined : this.#pending.get(ticket);
+    if (pending === undefined || !this.#waits(pending, route)) {
+      // No ticket (a route that builds its answers afresh), or one already answered: by event id.
+      pending = undefined;
       for (const [k, p] of this.#pending) {
-        if (p.route === route && p.id === out.id) {
-          key = k;
+        if (p.id === out.id && this.#waits(p, route)) {
+          ticket = k;
+          pending = p;
           break;
         }
       }
     }
-    const pending = key === undefined ? undefined : this.#pending.get(key);
-    if (pending === undefined) return;
-    this.#pending.delete(key!);
-    pending.answer(out);
+    if (pending !== undefined) this.#fill(ticket!, pending, route, out);
+  }
+
+  #fill(ticket: number, pending: Pending, route: number, out: ServingEvent): void {
+    if (pending.route >= 0) {
+      this.#pending.delete(ticket);
+      pending.answer!(out);
+      return;
+    }
+    pending.answers![route] = out;
+    if (--pending.remaining > 0) return;
+    this.#pending.delete(ticket);
+    pending.done!(pending.answers!);
   }
 
   #completed(route: number): void {
     this.#ended[route] = true;
-    for (const [key, pending] of this.#pending) {
-      if (pending.route !== route) continue;
-      this.#pending.delete(key);
-      pending.answer(withError({ id: pending.id, body: undefined, metadata: {} }, this.#unanswered(route, pending.id), this.step));
+    for (const [ticket, pending] of this.#pending) {
+      if (!this.#waits(pending, route)) continue;
+      this.#fill(ticket, pending, route, withError({ id: pending.id, body: undefined, metadata: {} }, this.#unanswered(route, pending.id), this.step));
     }
     if (--this.#open === 0 && this.#inputDone) this.out.complete();
   }
