@@ -159,6 +159,14 @@ describe('modelRouter', () => {
     });
   });
 
+  it("a route whose stream errors (a fault of the pipeline) errors the step; a never source emits nothing", () => {
+    scheduler.run(({ cold, hot, expectObservable }) => {
+      const broken: OperatorFunction<ServingEvent, ServingEvent> = () => cold<ServingEvent>('--#', undefined, new Error('route broke'));
+      expectObservable(hot('a---', { a: req('a', '/v2/models/m/infer') }).pipe(modelRouter({ routes: { m: broken } }))).toBe('--#', undefined, new Error('route broke'));
+      expectObservable(cold<ServingEvent>('-').pipe(modelRouter({ routes: { m: one('m', (b) => b) } }))).toBe('-');
+    });
+  });
+
   it("a route that ends without answering answers the event errored when it completes, and later events too: never a hang", () => {
     scheduler.run(({ hot, expectObservable }) => {
       const routes = { drops: step((b) => b), silent: filter<ServingEvent>(() => false) };

@@ -59,6 +59,14 @@ describe('parallelRun', () => {
     });
   });
 
+  it('a route that builds its answers afresh (no ticket) is matched by event id', () => {
+    scheduler.run(({ hot, expectObservable }) => {
+      const fresh = map((e: ServingEvent) => toEvent({ fresh: e.id }, { id: e.id }));
+      const out = hot('ab|', { a: ev('a'), b: ev('b') }).pipe(parallelRun({ routes: { fresh, kept: step(() => ({ kept: true })) } }), bodies());
+      expectObservable(out).toBe('ab|', { a: { fresh: 'a', kept: true }, b: { fresh: 'b', kept: true } });
+    });
+  });
+
   it('answers two events with the same id each with its own answers', () => {
     scheduler.run(({ cold, hot, expectObservable }) => {
       // an unordered route answers the second event first
