@@ -196,6 +196,20 @@ describe("the 'ready' operation", () => {
     expect(results[2].body).toEqual({ ready: true });
   });
 
+  it("a graph's step whose models loaded before it was subscribed answers a ready probe that comes first, at once", async () => {
+    const graph = createGraph({ name: 'loaded-early' });
+    const step = graph.modelRunner({ models: [entry('thread_pool')], pool: { maxThreads: 1 } });
+    await graph.ready();
+    try {
+      // the probe arrives synchronously with the subscription, before any promise callback could run
+      const out = await firstValueFrom(from([op('ready', {})]).pipe(step));
+      expect(out.error).toBeUndefined();
+      expect(out.body).toEqual({ ready: true });
+    } finally {
+      await graph.close();
+    }
+  });
+
   it('a model that loads synchronously is ready at once', async () => {
     class Sync extends Model {}
     const out = await firstValueFrom(from([op('ready', {})]).pipe(modelRunner({ models: [entry('naive', { modelClass: Sync })] })));

@@ -7,6 +7,7 @@ import { isErrored, withError, type ServingEvent } from '../event.js';
 import { createDefaultExecutor } from '../execution/defaultExecutor.js';
 import { PoolOptionsCodec, type PoolOptions } from '../execution/poolOptions.js';
 import type { Executor, ExecutorSession } from '../execution/executor.js';
+import { isLoaded, trackLoad } from '../execution/loaded.js';
 import { BIND_STEP, isSessionProvider, type SessionProvider, type StepBinding } from '../execution/provider.js';
 import type { GraphMonitor } from '../monitoring/monitor.js';
 import { decodeModelEntries, type ModelEntry } from '../model/entry.js';
@@ -133,7 +134,7 @@ export function modelRunner(config: ModelRunnerConfig): OperatorFunction<Serving
           monitor = held.monitor;
           stats = binding.intake;
         } else {
-          session = executor.open(models, { step: limits.step, fail: (error) => subscriber.error(error) });
+          session = trackLoad(executor.open(models, { step: limits.step, fail: (error) => subscriber.error(error) }));
           release = () => closeSession(session);
         }
       } catch (error) {
@@ -169,16 +170,11 @@ function whileLoading(
   step: string,
   models: readonly ModelEntry[],
 ): Observable<ServingEvent> {
-  if (session.ready === undefined) return source;
-  let loaded = false;
-  session.ready.then(
-    () => void (loaded = true),
-    () => undefined, // a load failure errors the step (hooks.fail)
-  );
+  if (isLoaded(session)) return source;
   return new Observable<ServingEvent>((intake) =>
     source.subscribe({
       next: (event) => {
-        if (loaded || (event as ServingEvent | null)?.metadata?.operation !== 'ready' || event.error !== undefined) intake.next(event);
+        if ((event as ServingEvent | null)?.metadata?.operation !== 'ready' || event.error !== undefined || isLoaded(session)) intake.next(event);
         else out.next(withError(event, new ModelNotReadyError(step, models.map((m) => m.endpointName)), step));
       },
       error: (error: unknown) => intake.error(error),
