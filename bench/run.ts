@@ -14,6 +14,7 @@ import { runSoak, soakMarkdown } from './soak.bench.js';
 import { onnxMarkdown, runOnnx } from './onnx.bench.js';
 import { runStreams, streamsMarkdown } from './streams.bench.js';
 import { runStreaming, streamingMarkdown } from './streaming.bench.js';
+import { routersMarkdown, runRouters } from './routers.bench.js';
 
 const quick = process.argv.includes('--quick');
 const onlyAt = process.argv.indexOf('--only');
@@ -33,6 +34,7 @@ const sections: [string, () => Promise<string>][] = [
   ['serve', async () => serveMarkdown(await runServe(quick))],
   ['streams', async () => streamsMarkdown(await runStreams(quick))],
   ['streaming', async () => streamingMarkdown(await runStreaming(quick))],
+  ['routers', async () => routersMarkdown(await runRouters(quick))],
 ];
 if (only) for (const name of only) if (!sections.some(([n]) => n === name)) throw new Error(`--only: no benchmark named '${name}'`);
 

@@ -103,6 +103,20 @@ export class ModelTimeoutError extends RxServeError {
   }
 }
 
+/**
+ * A V2 `ready` request reached a step whose models are still loading (HTTP 408, as MLRun answers
+ * before its model is loaded). `endpointNames` are the step's models.
+ */
+export class ModelNotReadyError extends RxServeError {
+  override name = 'ModelNotReadyError';
+  constructor(
+    readonly step: string,
+    readonly endpointNames: readonly string[],
+  ) {
+    super(`step '${step}': model${endpointNames.length === 1 ? '' : 's'} ${endpointNames.map((n) => `'${n}'`).join(', ')} not ready (still loading)`);
+  }
+}
+
 /** The step already held `maxInFlight + maxQueue` events; this one was rejected. */
 export class QueueFullError extends RxServeError {
   override name = 'QueueFullError';
@@ -173,6 +187,7 @@ export const ERROR_CLASSES: Readonly<Record<string, new (...args: never[]) => Er
   SelectorError,
   RouteNotFoundError,
   ModelTimeoutError,
+  ModelNotReadyError,
   QueueFullError,
   WorkerCrashedError,
   ProviderError,

@@ -24,13 +24,14 @@ export {
   SelectorError,
   RouteNotFoundError,
   ModelTimeoutError,
+  ModelNotReadyError,
   QueueFullError,
   WorkerCrashedError,
   ProviderError,
   type ConfigIssue,
   type ServingError,
 } from './errors.js';
-export { Model, type ModelClass, type ModelInit, type ModuleRef, type PredictContext } from './model/model.js';
+export { Model, type ModelClass, type ModelInit, type ModelMetadata, type ModuleRef, type PredictContext } from './model/model.js';
 export type { ModelArtifact, LLMPromptArtifact } from './model/artifact.js';
 export { registerModel, unregisterModel, type ModelClassRef } from './model/registry.js';
 export type { Batching, ExecutionMechanism, CreationStrategy, ModelEntry } from './model/entry.js';

@@ -42,7 +42,7 @@ describe('the built package', () => {
       operatorsInstanceOf: true,
       testingInstanceOf: true,
       name: 'ConfigError',
-      operatorNames: ['modelRunner', 'onError', 'router', 'selectModels', 'step'],
+      operatorNames: ['modelRouter', 'modelRunner', 'onError', 'parallelRun', 'router', 'selectModels', 'step', 'votingEnsemble'],
     });
   });
 

@@ -294,7 +294,7 @@ ${models}`;
 
   it('a step that is two kinds at once, or none', async () => {
     const two = await rejection({ steps: [{ step: { module: './functions.mjs' }, onError: { module: './functions.mjs' } }] }, { baseDir: dir });
-    expect(two.message).toContain('steps[0]: a step is exactly one of modelRunner, router, step, onError; got step and onError');
+    expect(two.message).toContain('steps[0]: a step is exactly one of modelRunner, router, modelRouter, parallelRun, votingEnsemble, step, onError; got step and onError');
     const typo = await rejection({ steps: [{ modelRuner: { models: [] } }] }, { baseDir: dir });
     expect(typo.path).toBe('steps[0].modelRuner');
   });

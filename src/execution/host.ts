@@ -3,6 +3,7 @@ import { ModelLoadError, toError } from '../errors.js';
 import { Model } from '../model/model.js';
 import { importModelClass } from '../model/registry.js';
 import { CallContext } from '../model/callContext.js';
+import { runOperation } from '../model/operation.js';
 import { loadBuiltIn } from './workerBuiltins.js';
 import { wireCodec, type WireCodec } from './wireCodecs.js';
 import { flatten, inspectForWorker, serializeError, type WireBatch, type WireCall, type WireResult, type WorkerModelSpec } from './protocol.js';
@@ -25,7 +26,7 @@ export class ModelHost {
 
   private context(call: WireCall): CallContext {
     const emit = this.emitPartial;
-    return new CallContext(call.eventId, call.origin, call.path, emit && ((partial) => emit(call.id, partial)));
+    return new CallContext(call.eventId, call.origin, call.path, emit && ((partial) => emit(call.id, partial)), call.op);
   }
 
   private readonly models = new Map<string, Promise<Model>>();
@@ -156,7 +157,7 @@ export class ModelHost {
     const context = this.context(call);
     let value: unknown;
     try {
-      value = model.predict(call.input, context);
+      value = call.op === undefined ? model.predict(call.input, context) : runOperation(model, call.input, context);
     } catch (error) {
       return { ok: false, error: serializeError(error) };
     }
@@ -179,7 +180,8 @@ export class ModelHost {
     this.running.set(call.id, context);
     try {
       const model = await modelPromise;
-      return this.output(model.name, await model.predict(call.input, context), transfer);
+      const value = call.op === undefined ? model.predict(call.input, context) : runOperation(model, call.input, context);
+      return this.output(model.name, await value, transfer);
     } catch (error) {
       return { ok: false, error: serializeError(error) };
     } finally {

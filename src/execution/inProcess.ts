@@ -3,6 +3,7 @@ import { ModelLoadError, RxServeError, toError } from '../errors.js';
 import type { ModelEntry } from '../model/entry.js';
 import type { Model, ModelClass, PredictContext } from '../model/model.js';
 import { isModelInstance, registeredModel, resolveModelClass } from '../model/registry.js';
+import { runOperation } from '../model/operation.js';
 import { BUILT_IN_MODELS } from './builtins.js';
 import { cloneBody } from './clone.js';
 import type { CallResult, Executor, ExecutorHooks, ExecutorSession } from './executor.js';
@@ -134,6 +135,10 @@ class InProcessSession implements ExecutorSession {
     if (model === undefined) throw new ModelLoadError(endpointName, 'the model is not loaded');
     // Each model gets its own copy of its input (DESIGN §1.7); a copy that fails fails this call.
     const own = cloneBody(input);
+    if (context.operation !== undefined) {
+      if (!this.asyncio.has(endpointName)) return runOperation(model, own, context);
+      return Promise.resolve().then(() => runOperation(model, own, context));
+    }
     if (!this.asyncio.has(endpointName)) return model.predict(own, context);
     return Promise.resolve().then(() => model.predict(own, context));
   }

@@ -242,6 +242,7 @@ export class PooledSession implements ExecutorSession {
         eventId: context.eventId,
         origin: context.origin,
         ...(context.path !== undefined ? { path: context.path } : {}),
+        ...(context.operation !== undefined ? { op: context.operation } : {}),
         ...(call.batchContexts
           ? { batch: call.batchContexts.map((c) => ({ eventId: c.eventId, origin: c.origin, ...(c.path !== undefined ? { path: c.path } : {}) })) }
           : {}),

@@ -19,6 +19,8 @@ export interface WireCall {
   readonly eventId: string;
   readonly origin: string;
   readonly path?: string;
+  /** The V2 operation of the call (`PredictContext.operation`); absent: `predict`. Never set on a batch call. */
+  readonly op?: string;
   /**
    * Set when this wire call is a batch of model calls (an entry with `batching`): `input` is the
    * list of inputs and these are their contexts; the worker makes one `predictBatch` call and the
@@ -221,14 +223,14 @@ function refusedKind(object: object): string | undefined {
 /**
  * The one wire form of a batch for worker threads (pools rxserve made and pools of the user's own):
  * a flat array, `FLAT_FIELDS` values per call — spec, call id, event id, origin, path, input,
- * batch contexts (undefined for a single call) —
+ * batch contexts (undefined for a single call), operation (undefined for predict) —
  * where `spec` is an index into the specs the threads got in `workerData` (a pool rxserve made)
  * or the spec key itself (a pool of the user's own, which also gets the cancel board as the
  * first element). Its reply is flat too: `[ok, valueOrSerializedError, ...]`. Structured clone
  * copies a flat array of primitives faster than nested objects (a few µs on a ~50 µs path).
  */
 export type FlatBatch = readonly unknown[];
-export const FLAT_FIELDS = 7;
+export const FLAT_FIELDS = 8;
 
 /** Encodes a batch; `specRef` turns a spec key into what the threads know it by. */
 export function encodeBatch(batch: WireBatch, specRef: (key: string) => number | string, board?: SharedArrayBuffer): unknown[] {
@@ -244,6 +246,7 @@ export function encodeBatch(batch: WireBatch, specRef: (key: string) => number |
     flat[i++] = call.path;
     flat[i++] = call.input;
     flat[i++] = call.batch;
+    flat[i++] = call.op;
   }
   return flat;
 }
@@ -264,6 +267,7 @@ export function decodeBatch(flat: FlatBatch, knownSpecs: readonly string[]): { b
     }
     const path = flat[i + 4] as string | undefined;
     const contexts = flat[i + 6] as readonly WireContext[] | undefined;
+    const op = flat[i + 7] as string | undefined;
     calls.push({
       spec,
       id: flat[i + 1] as number,
@@ -272,6 +276,7 @@ export function decodeBatch(flat: FlatBatch, knownSpecs: readonly string[]): { b
       input: flat[i + 5],
       ...(path !== undefined ? { path } : {}),
       ...(contexts !== undefined ? { batch: contexts } : {}),
+      ...(op !== undefined ? { op } : {}),
     });
   }
   return board ? { batch: { specs, calls }, board } : { batch: { specs, calls } };

@@ -26,6 +26,9 @@ import type { EndpointRecord } from '../monitoring/record.js';
 import { EndpointRegistry } from '../monitoring/endpointRegistry.js';
 import { modelRunner, type ModelRunnerConfig } from '../operators/modelRunner.js';
 import { router, type RouterConfig } from '../operators/router.js';
+import { modelRouter, type ModelRouterConfig } from '../operators/modelRouter.js';
+import { parallelRun, type ParallelRunConfig } from '../operators/parallelRun.js';
+import { votingEnsemble, type VotingEnsembleConfig } from '../operators/votingEnsemble.js';
 import {
   GraphOptionsCodec,
   ProxyCodec,
@@ -101,6 +104,8 @@ export class Graph implements SessionProvider, Monitored {
   readonly #entries = new Map<string, EndpointInfo>();
   readonly #shared = new Map<string, SharedModel>();
   readonly #steps: StepRecord[] = [];
+  /** The router-family steps made through the graph (modelRouter, parallelRun, votingEnsemble), for describe(). */
+  readonly #routerSteps: { step: string; routes: string[]; kind: string }[] = [];
   #stepCount = 0;
   #readyPromise: Promise<void> | undefined;
   readonly #sharedExecutor: Executor = sharedModelExecutor((name) => this.#shared.get(name)!);
@@ -156,7 +161,7 @@ export class Graph implements SessionProvider, Monitored {
         modelClass: modelClassName(entry.modelClass),
         executionMechanism: entry.executionMechanism,
       })),
-      routers: [...routers].map(([step, routes]) => ({ step, routes })),
+      routers: [...[...routers].map(([step, routes]) => ({ step, routes })), ...this.#routerSteps.map((r) => ({ ...r, routes: [...r.routes] }))],
     };
   }
 
@@ -254,6 +259,31 @@ export class Graph implements SessionProvider, Monitored {
     );
     for (const route of routes) this.#entries.set(route, { endpointName: route, step: name });
     return router(config);
+  }
+
+  /**
+   * A `modelRouter` step shown with its routes in `describe()` (the dashboard). Its route names are
+   * not endpoint names (a route `mlp` whose step serves model `mlp` is the KServe layout); the
+   * models of its routes' steps are, as ever.
+   */
+  modelRouter(config: ModelRouterConfig): OperatorFunction<ServingEvent, ServingEvent> {
+    return this.#routerStep(modelRouter(config), 'modelRouter', config.name ?? 'model_router', config.routes);
+  }
+
+  /** A `parallelRun` step shown with its routes in `describe()` (see `graph.modelRouter`). */
+  parallelRun(config: ParallelRunConfig): OperatorFunction<ServingEvent, ServingEvent> {
+    return this.#routerStep(parallelRun(config), 'parallelRun', config.name ?? 'parallel_run', config.routes);
+  }
+
+  /** A `votingEnsemble` step shown with its routes in `describe()` (see `graph.modelRouter`). */
+  votingEnsemble(config: VotingEnsembleConfig): OperatorFunction<ServingEvent, ServingEvent> {
+    return this.#routerStep(votingEnsemble(config), 'votingEnsemble', config.name ?? 'voting_ensemble', config.routes);
+  }
+
+  // The operator validated the config first: only a valid step is recorded.
+  #routerStep<F>(operator: F, kind: string, step: string, routes: object): F {
+    this.#routerSteps.push({ step, kind, routes: Object.keys(routes) });
+    return operator;
   }
 
   /** The endpoint names in use and where. */

@@ -30,7 +30,7 @@ class SharedCall extends LaneCall {
     super();
     // Partials go to this proxy call's own caller only.
     const emit = caller.emit?.bind(caller);
-    this.context = new CallContext(caller.eventId, origin, caller.path, emit);
+    this.context = new CallContext(caller.eventId, origin, caller.path, emit, caller.operation);
   }
 
   abort(reason: unknown): void {
@@ -67,8 +67,12 @@ export class SharedModel {
       // Calls of every proxy batch together in the shared model's lane.
       ...(entry.batching ? { batching: entry.batching } : {}),
       run: (calls, unit) => {
-        if (calls.length > 1 && batches(this.#session!)) this.#startBatch(calls, unit);
-        else for (const call of calls) this.#start(call);
+        // Only predict calls batch: another operation (explain, op_*) runs alone.
+        const predicts = calls.length > 1 && batches(this.#session!) ? calls.filter((c) => c.context.operation === undefined) : [];
+        if (predicts.length > 1) {
+          this.#startBatch(predicts, unit);
+          for (const call of calls) if (call.context.operation !== undefined) this.#start(call);
+        } else for (const call of calls) this.#start(call);
       },
     });
     // Nothing runs before the session is open and its model loaded.

@@ -1,6 +1,7 @@
 // A step bound to a graph: one session for all of the step's subscriptions, and its figures.
 import { RxServeError } from '../errors.js';
 import type { Executor, ExecutorSession } from '../execution/executor.js';
+import { trackLoad } from '../execution/loaded.js';
 import type { StepBinding, StepSubscriber } from '../execution/provider.js';
 import type { ModelEntry } from '../model/entry.js';
 import type { GraphMonitor, StepStats } from '../monitoring/monitor.js';
@@ -19,12 +20,14 @@ export class StepRecord implements StepBinding {
 
   open(): ExecutorSession {
     if (this.graph.closed) throw new RxServeError(`graph '${this.graph.name}' is closed`);
-    this.session ??= this.executor.open(this.models, {
-      step: this.step,
-      fail: (error) => {
-        for (const s of this.subscribers) s.fail(error);
-      },
-    });
+    this.session ??= trackLoad(
+      this.executor.open(this.models, {
+        step: this.step,
+        fail: (error) => {
+          for (const s of this.subscribers) s.fail(error);
+        },
+      }),
+    );
     return this.session;
   }
 

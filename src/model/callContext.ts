@@ -34,6 +34,8 @@ export class CallContext extends LazySignal implements PredictContext {
     readonly path: string | undefined,
     /** Where `emit` sends partials; none: they are dropped (nobody asked for them). */
     private readonly sink?: (partial: unknown) => void,
+    /** The V2 operation (see `PredictContext.operation`); undefined: `predict`. */
+    readonly operation?: string,
   ) {
     super();
   }

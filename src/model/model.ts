@@ -25,6 +25,20 @@ export interface PredictContext {
    * (the data must be structured-cloneable there). Optional for contexts made by hand.
    */
   emit?(partial: unknown): void;
+  /**
+   * The V2 operation this call runs (`modelRouter`, `votingEnsemble`; DESIGN §18): `undefined` for
+   * `predict` (infer), `'explain'` for `explain()`, `'metadata'` for `metadata()`, or a custom
+   * operation's name (`'hello'` runs `op_hello`). Set from the event's `metadata.operation`.
+   */
+  readonly operation?: string;
+}
+
+/** What a model tells of itself for the V2 `metadata` operation (Open Inference Protocol tensors for OnnxModel). */
+export interface ModelMetadata {
+  /** Its inputs: names, or `{ name, datatype, shape }` tensors. */
+  readonly inputs?: readonly unknown[];
+  /** Its outputs, likewise. */
+  readonly outputs?: readonly unknown[];
 }
 
 /**
@@ -85,6 +99,19 @@ export class Model<In = any, Out = any> {
     });
     return async ? Promise.all(outputs) : (outputs as (Out | Error)[]);
   }
+
+  /**
+   * Explains a prediction (the V2 `explain` operation, `POST <prefix>/<model>/explain`). Optional:
+   * a model without it answers `explain` with a `TypeError` (HTTP 400). Custom operations are
+   * methods named `op_<name>(body, ctx)`: `POST <prefix>/<model>/hello` calls `op_hello`, as MLRun.
+   */
+  explain?(body: In, ctx: PredictContext): unknown;
+
+  /**
+   * The model's own inputs and outputs for the V2 `metadata` operation (OnnxModel: its tensors'
+   * names, datatypes and shapes). Optional: the entry's `inputs` / `outputs` answer otherwise.
+   */
+  metadata?(): ModelMetadata | Promise<ModelMetadata>;
 
   /** Releases what `load` acquired; runs once when the pipeline shuts down. */
   close(): void | Promise<void> {}

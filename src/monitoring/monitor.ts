@@ -66,8 +66,11 @@ export interface GraphShape {
     }[];
   }[];
   readonly sharedModels: readonly { readonly name: string; readonly modelClass: string; readonly executionMechanism: string }[];
-  /** Router steps and their routes (endpoint names). */
-  readonly routers: readonly { readonly step: string; readonly routes: readonly string[] }[];
+  /**
+   * Router steps and their routes (endpoint names for `router`); `kind` names the router-family
+   * operator (`'modelRouter'`, `'parallelRun'`, `'votingEnsemble'`; absent: `router`).
+   */
+  readonly routers: readonly { readonly step: string; readonly routes: readonly string[]; readonly kind?: string }[];
 }
 
 /** The key under which a graph hands exporters its monitoring; a symbol, so no public member. */

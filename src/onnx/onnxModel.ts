@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ModelLoadError, toError } from '../errors.js';
 import type { ModelArtifact } from '../model/artifact.js';
-import { Model, type ModelInit, type PredictContext } from '../model/model.js';
+import { Model, type ModelInit, type ModelMetadata, type PredictContext } from '../model/model.js';
 import { OIP_DATATYPE, ORT_TYPE, type OipDatatype } from './datatypes.js';
 import { inPoolWorker, loadRuntime, type OrtRuntime, type OrtSession, type OrtTensor } from './runtime.js';
 import { checkRequest, oipData, type CheckedInput, type ExpectedInput, type OipTensor } from './tensor.js';
@@ -45,6 +45,8 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
   #session: OrtSession | undefined;
   #inputs: ExpectedInput[] = [];
   #outputs: { name: string }[] = [];
+  /** The outputs as the V2 `metadata` operation tells them: names, OIP datatypes and shapes when onnxruntime knows them. */
+  #outputMetadata: { name: string; datatype?: OipDatatype; shape?: number[] }[] = [];
   /** Every input's first dimension is symbolic: calls can be concatenated along it. */
   #batchable = false;
 
@@ -80,12 +82,27 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
       return { name: m.name, datatype, shape: (m.shape ?? []).map((d) => (typeof d === 'number' && d >= 0 ? d : -1)) };
     });
     this.#outputs = session.outputNames.map((name) => ({ name }));
+    // onnxruntime < 1.20 has no outputMetadata: the names alone then.
+    const outputMetadata = session.outputMetadata as readonly (typeof session.outputMetadata)[number][] | undefined;
+    this.#outputMetadata = session.outputNames.map((name) => {
+      const m = outputMetadata?.find((o) => o.name === name);
+      const datatype = m?.isTensor ? OIP_DATATYPE[m.type ?? ''] : undefined;
+      return datatype === undefined ? { name } : { name, datatype, shape: (m!.shape ?? []).map((d) => (typeof d === 'number' && d >= 0 ? d : -1)) };
+    });
     this.#batchable = this.#inputs.length > 0 && this.#inputs.every((i) => i.shape.length > 0 && i.shape[0] === -1);
   }
 
   /** What the model expects: its inputs' names, OIP datatypes and shapes (`-1`: any size). */
   get inputs(): readonly ExpectedInput[] {
     return this.#inputs;
+  }
+
+  /** Its inputs and outputs for the V2 `metadata` operation: `{ name, datatype, shape }` (`-1`: any size). */
+  override metadata(): ModelMetadata {
+    return {
+      inputs: this.#inputs.map(({ name, datatype, shape }) => ({ name, datatype, shape: [...shape] })),
+      outputs: this.#outputMetadata.map((o) => ({ ...o, ...(o.shape ? { shape: [...o.shape] } : {}) })),
+    };
   }
 
   override async predict(body: OnnxRequest, _ctx: PredictContext): Promise<OnnxResponse> {

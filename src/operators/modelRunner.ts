@@ -1,12 +1,13 @@
 // modelRunner (MLRun's ModelRunnerStep): the operator, its options, and where its models come from.
 import * as t from 'io-ts';
-import { Observable, type OperatorFunction } from 'rxjs';
+import { Observable, type OperatorFunction, type Subscriber } from 'rxjs';
 import { decodeOrThrow, guard, strict } from '../config.js';
-import { ConfigError, toError } from '../errors.js';
-import { isErrored, type ServingEvent } from '../event.js';
+import { ConfigError, ModelNotReadyError, toError } from '../errors.js';
+import { isErrored, withError, type ServingEvent } from '../event.js';
 import { createDefaultExecutor } from '../execution/defaultExecutor.js';
 import { PoolOptionsCodec, type PoolOptions } from '../execution/poolOptions.js';
 import type { Executor, ExecutorSession } from '../execution/executor.js';
+import { isLoaded, trackLoad } from '../execution/loaded.js';
 import { BIND_STEP, isSessionProvider, type SessionProvider, type StepBinding } from '../execution/provider.js';
 import type { GraphMonitor } from '../monitoring/monitor.js';
 import { decodeModelEntries, type ModelEntry } from '../model/entry.js';
@@ -133,7 +134,7 @@ export function modelRunner(config: ModelRunnerConfig): OperatorFunction<Serving
           monitor = held.monitor;
           stats = binding.intake;
         } else {
-          session = executor.open(models, { step: limits.step, fail: (error) => subscriber.error(error) });
+          session = trackLoad(executor.open(models, { step: limits.step, fail: (error) => subscriber.error(error) }));
           release = () => closeSession(session);
         }
       } catch (error) {
@@ -141,7 +142,7 @@ export function modelRunner(config: ModelRunnerConfig): OperatorFunction<Serving
         return;
       }
       runner = new Runner(models, limits, raiseException, session, createSelect(selectFn, models, limits.step), monitor);
-      const control = dispatch(source, subscriber, limits, runner.work, isErrored, {
+      const control = dispatch(whileLoading(source, subscriber, session, limits.step, models), subscriber, limits, runner.work, isErrored, {
         paused: session.ready !== undefined,
         stats,
         operator: 'modelRunner',
@@ -154,6 +155,32 @@ export function modelRunner(config: ModelRunnerConfig): OperatorFunction<Serving
         () => undefined, // the executor reports load failures through hooks.fail
       );
     });
+}
+
+/**
+ * The step's intake while its models load: a V2 `ready` request (`metadata.operation: 'ready'`)
+ * is answered at once, errored with `ModelNotReadyError` (HTTP 408, as MLRun), instead of waiting
+ * for the load with the other events; once loaded, the runner answers it. So it can leave before
+ * events that came earlier.
+ */
+function whileLoading(
+  source: Observable<ServingEvent>,
+  out: Subscriber<ServingEvent>,
+  session: ExecutorSession,
+  step: string,
+  models: readonly ModelEntry[],
+): Observable<ServingEvent> {
+  if (isLoaded(session)) return source;
+  return new Observable<ServingEvent>((intake) =>
+    source.subscribe({
+      next: (event) => {
+        if ((event as ServingEvent | null)?.metadata?.operation !== 'ready' || event.error !== undefined || isLoaded(session)) intake.next(event);
+        else out.next(withError(event, new ModelNotReadyError(step, models.map((m) => m.endpointName)), step));
+      },
+      error: (error: unknown) => intake.error(error),
+      complete: () => intake.complete(),
+    }),
+  );
 }
 
 // Teardown cannot report errors; a failing close() must not become an unhandled rejection.

@@ -16,6 +16,7 @@ import { invoker, starters, type Invoker } from './invoker.js';
 import { registerOpenAIRoutes, type OpenAIFrontOptions } from './openai.js';
 import { ClientWatch, sendEventStream, wantsEventStream } from './sse.js';
 import { errorBody, HttpError, refusalStatus, retryAfterOf, statusOf } from './status.js';
+import { listedModels, metadataPath, serverMetadata } from './v2.js';
 
 /** Options of `rxservePlugin` (`app.register(rxservePlugin, options)`). */
 export interface RxservePluginOptions {
@@ -93,7 +94,8 @@ const requestIds = new WeakMap<FastifyRequest, string>();
  * Registers, in its own encapsulated context (its hooks, parsers and error handler do not touch
  * your other routes): `POST /*` (each JSON body becomes an event of `pipeline`, answered with the
  * output event's body or `{ "error": "<Name>: <message>" }` with the status of §11),
- * `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2/models`, `GET /v2/models/<name>` and
+ * `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2` (server metadata), `GET /v2/models`,
+ * `GET /v2/models/<name>` (asked of the pipeline when it is a modelRouter or votingEnsemble) and
  * `GET /v2/models/<name>/ready`, and with `dashboard: true` the live page `GET /dashboard`
  * (docs/dashboard.md). Only `application/json` bodies are accepted (else 415), with
  * fastify's prototype-poisoning guard (400) and a body limit (413). Closing the app answers the
@@ -243,10 +245,14 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
     isReady() ? send(reply, 200, '{"ready":true}') : sendError(reply, notReady()),
   );
 
-  const modelNames = (): string[] => (models ? [...models] : (graph?.endpointNames().map((e) => e.endpointName) ?? []));
+  const modelNames = (): string[] => listedModels(pipeline, models, () => graph?.endpointNames().map((e) => e.endpointName) ?? []);
+  app.get('/v2', async (_request, reply) => send(reply, 200, JSON.stringify(serverMetadata(pipeline))));
   app.get('/v2/models', async (_request, reply) => send(reply, 200, JSON.stringify({ models: modelNames() })));
   const metadata = async (request: FastifyRequest, reply: FastifyReply) => {
-    const { name } = request.params as { name: string };
+    const { name, version } = request.params as { name: string; version?: string };
+    // A modelRouter / votingEnsemble answers its models' metadata itself (DESIGN §18).
+    const path = metadataPath(pipeline, name, version);
+    if (path !== undefined) return forward(request, reply, path);
     if (!modelNames().includes(name)) return sendError(reply, unknownModel(name, modelNames()));
     const entry = graph?.endpoint(name);
     return send(reply, 200, JSON.stringify({ name, platform: 'rxserve', inputs: entry?.inputs ?? [], outputs: entry?.outputs ?? [] }));
@@ -260,6 +266,18 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   app.get('/v2/models/:name/versions/:version', metadata);
   app.get('/v2/models/:name/ready', modelReady);
   app.get('/v2/models/:name/versions/:version/ready', modelReady);
+
+  /** A GET answered by the pipeline: an event with `path` and an empty body, answered like a POST. */
+  async function forward(request: FastifyRequest, reply: FastifyReply, path: string): Promise<FastifyReply> {
+    const init = { id: requestIds.get(request) ?? globalThis.crypto.randomUUID(), path, headers: headersOf(request, keys !== undefined) };
+    try {
+      const out = await start({}, init).promise;
+      return out.error !== undefined ? sendError(reply, out.error) : send(reply, 200, JSON.stringify(out.body ?? null));
+    } catch (error) {
+      const e = toError(error);
+      return sendError(reply, new HttpError(e.name, e.message, refusalStatus(client.closed)));
+    }
+  }
 
   function notReady(): HttpError {
     const why = closing

@@ -4,10 +4,11 @@ import { describeError } from '../errors.js';
 /**
  * The status an errored answer is sent with. By `name`, so an error rebuilt from a worker maps
  * like the original: `RouteNotFoundError` 404, `QueueFullError` 503, `ModelTimeoutError` 504,
- * `ConfigError` 500, an LLM provider's failure as DESIGN §10 says (see `upstreamStatus`), anything
- * else 400 (MLRun answers 400). A `ModelRunnerError` is 400 whatever its models' errors were,
- * except when every model that failed, failed upstream: then it is its first provider failure's
- * status, so a 429 stays a 429 and an OpenAI client retries what is retryable.
+ * `ConfigError` 500, `ModelNotReadyError` 408 (a V2 `ready` before the models loaded, as MLRun),
+ * an LLM provider's failure as DESIGN §10 says (see `upstreamStatus`), anything else 400 (MLRun
+ * answers 400). A `ModelRunnerError` is 400 whatever its models' errors were, except when every
+ * model that failed, failed upstream: then it is its first provider failure's status, so a 429
+ * stays a 429 and an OpenAI client retries what is retryable.
  */
 export function statusOf(error: Error): number {
   switch (error.name) {
@@ -19,6 +20,8 @@ export function statusOf(error: Error): number {
       return 504;
     case 'ConfigError':
       return 500;
+    case 'ModelNotReadyError':
+      return 408;
     case 'ProviderError':
     case 'ModelRunnerError': {
       const upstream = upstreamFailure(error);

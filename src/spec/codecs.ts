@@ -9,6 +9,9 @@ import { ArtifactRefCodec, ExecutionMechanismCodec, ModelEntryCodec, ModuleRefCo
 import { ModelRunnerConfigCodec } from '../operators/modelRunner.js';
 import { OnErrorOptionsCodec } from '../operators/onError.js';
 import { RouterConfigCodec } from '../operators/router.js';
+import { ModelRouterConfigCodec } from '../operators/modelRouter.js';
+import { ParallelRunConfigCodec } from '../operators/parallelRun.js';
+import { VotingEnsembleConfigCodec } from '../operators/votingEnsemble.js';
 import { StepOptionsCodec } from '../operators/step.js';
 import { ServeOptionsCodec } from '../serve/serve.js';
 import { CommitOptionsCodec, RedisStreamOptionsCodec, RedisUrl } from '../streams/options.js';
@@ -123,15 +126,39 @@ export interface RouterSpec {
   readonly idleMs?: number;
 }
 
+/** The router family (DESIGN §18): a list of steps per route, and the operator's own options. */
+export interface ModelRouterSpec {
+  readonly routes: Readonly<Record<string, readonly StepSpec[]>>;
+  readonly name?: string;
+  readonly prefix?: string;
+  readonly defaultRoute?: string;
+}
+export interface ParallelRunSpec {
+  readonly routes: Readonly<Record<string, readonly StepSpec[]>>;
+  readonly name?: string;
+  readonly extendEvent?: boolean;
+}
+export interface VotingEnsembleSpec {
+  readonly routes: Readonly<Record<string, readonly StepSpec[]>>;
+  readonly name?: string;
+  readonly voteType?: 'classification' | 'regression';
+  readonly weights?: Readonly<Record<string, number>>;
+  readonly predictionColName?: string;
+  readonly prefix?: string;
+}
+
 /** One step of a list: exactly one of its keys. */
 export interface StepSpec {
   readonly modelRunner?: ModelRunnerSpec;
   readonly router?: RouterSpec;
+  readonly modelRouter?: ModelRouterSpec;
+  readonly parallelRun?: ParallelRunSpec;
+  readonly votingEnsemble?: VotingEnsembleSpec;
   readonly step?: FunctionStepSpec;
   readonly onError?: OnErrorSpec;
 }
 
-const STEP_KINDS = ['modelRunner', 'router', 'step', 'onError'] as const;
+const STEP_KINDS = ['modelRunner', 'router', 'modelRouter', 'parallelRun', 'votingEnsemble', 'step', 'onError'] as const;
 
 export const StepSpec: t.Type<StepSpec, unknown, unknown> = t.recursion<StepSpec, unknown, unknown>('Step', (self) => {
   const router = strict(
@@ -142,7 +169,12 @@ export const StepSpec: t.Type<StepSpec, unknown, unknown> = t.recursion<StepSpec
     },
     finiteProps(RouterConfigCodec.optional),
   );
-  const fields = strict('Step', {}, { modelRunner: ModelRunnerSpec, router, step: FunctionStepSpec, onError: OnErrorSpec });
+  // The router family: the runtime's options, routes as lists of steps.
+  const routes = { routes: t.record(t.string, t.array(self)) };
+  const modelRouter = strict('ModelRouter', routes, finiteProps(ModelRouterConfigCodec.optional));
+  const parallelRun = strict('ParallelRun', routes, finiteProps(ParallelRunConfigCodec.optional));
+  const votingEnsemble = strict('VotingEnsemble', routes, finiteProps(VotingEnsembleConfigCodec.optional));
+  const fields = strict('Step', {}, { modelRunner: ModelRunnerSpec, router, modelRouter, parallelRun, votingEnsemble, step: FunctionStepSpec, onError: OnErrorSpec });
   const exactlyOne = new t.Type<StepSpec, unknown, unknown>(
     'Step',
     (u): u is StepSpec => fields.is(u) && Object.keys(u as object).length === 1,

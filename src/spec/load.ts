@@ -1,5 +1,5 @@
 // loadGraph(): a spec (a YAML or JSON file, or an object) read, validated and built into a graph and its pipeline.
-// Over 300 lines: one walk over a spec's steps (modelRunner, router, step, onError) that builds the
+// Over 300 lines: one walk over a spec's steps (modelRunner, router, the router family, step, onError) that builds the
 // operators and keeps the path bookkeeping its errors name; codecs, modules and schema live beside it.
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
@@ -13,6 +13,7 @@ import { llmPromptArtifact, modelArtifact, readArtifactFile, type LLMPromptArtif
 import type { ModelEntry } from '../model/entry.js';
 import { onError } from '../operators/onError.js';
 import { step as functionStep } from '../operators/step.js';
+import { asV2Server, v2ServerOf } from '../operators/internal/v2.js';
 import { resolveSelector, type SelectorLike } from '../selector.js';
 import { GraphSpec, type ModelSpec, type ProxySpec, type StepSpec } from './codecs.js';
 import { importExport, importFunction, resolveModuleRef } from './modules.js';
@@ -231,13 +232,23 @@ function checkEndpointNames(steps: readonly StepSpec[], path: string, seen: Map<
         checkEndpointNames(routeSteps, `${at}.router.routes.${route}`, seen, locate);
       }
     }
+    // The router family's route names are not endpoints (DESIGN §7, turn 3): a route 'mlp' serving model 'mlp' is the KServe layout.
+    for (const kind of ['modelRouter', 'parallelRun', 'votingEnsemble'] as const) {
+      const family = s[kind];
+      if (family === undefined) continue;
+      for (const [route, routeSteps] of Object.entries(family.routes)) checkEndpointNames(routeSteps, `${at}.${kind}.routes.${route}`, seen, locate);
+    }
   });
 }
 
 async function buildSteps(graph: Graph, steps: readonly StepSpec[], path: string, baseDir: string): Promise<Pipeline> {
   const operators: Pipeline[] = [];
   for (let i = 0; i < steps.length; i++) operators.push(await buildStep(graph, steps[i], `${path}[${i}]`, baseDir));
-  return (source) => operators.reduce((events, operator) => operator(events), source);
+  if (operators.length === 1) return operators[0];
+  const piped: Pipeline = (source) => operators.reduce((events, operator) => operator(events), source);
+  // serve()'s /v2 routes read what the pipeline serves: the one router-family step among these steps.
+  const servers = operators.map(v2ServerOf).filter((s) => s !== undefined);
+  return servers.length === 1 ? asV2Server(piped, servers[0]) : piped;
 }
 
 async function buildStep(graph: Graph, spec: StepSpec, at: string, baseDir: string): Promise<Pipeline> {
@@ -270,6 +281,15 @@ async function buildStep(graph: Graph, spec: StepSpec, at: string, baseDir: stri
       built[route] = await buildSteps(graph, routeSteps, `${path}.routes.${route}`, baseDir);
     }
     return atPath(path, ['router'], () => graph.router({ ...rest, key: keyFn, routes: built }));
+  }
+  for (const kind of ['modelRouter', 'parallelRun', 'votingEnsemble'] as const) {
+    const family = spec[kind];
+    if (family === undefined) continue;
+    const { routes, ...rest } = family;
+    const path = `${at}.${kind}`;
+    const built: Record<string, Pipeline> = {};
+    for (const [route, routeSteps] of Object.entries(routes)) built[route] = await buildSteps(graph, routeSteps, `${path}.routes.${route}`, baseDir);
+    return atPath(path, [kind], () => graph[kind]({ ...rest, routes: built }));
   }
   if (spec.step !== undefined) {
     const { module, export: name, ...options } = spec.step;

@@ -4,6 +4,7 @@ import { ModelRunnerError, ModelTimeoutError, SelectorError, describeError, toEr
 import { getPath, hasPath, setPath, withBody, withError, type ServingEvent } from '../../event.js';
 import type { ExecutorSession } from '../../execution/executor.js';
 import { CallContext } from '../../model/callContext.js';
+import { callOperation } from '../../model/operation.js';
 import { unsubscribedReason } from './callContext.js';
 import type { ModelEntry } from '../../model/entry.js';
 import type { GraphMonitor, LaneStats } from '../../monitoring/monitor.js';
@@ -50,6 +51,8 @@ export class EventRun {
     readonly runner: Runner,
     readonly event: ServingEvent,
     readonly done: (out: ServingEvent) => void,
+    /** The V2 operation its models run (`metadata.operation`); undefined: `predict`. */
+    readonly operation: string | undefined,
   ) {}
 }
 
@@ -77,8 +80,14 @@ export class Runner {
           timeoutError: () => new ModelTimeoutError(entry.endpointName, entry.timeoutMs!),
           ...(entry.batching ? { batching: entry.batching } : {}),
           run: (calls, unit) => {
-            if (calls.length > 1 && batches(this.session)) this.startBatch(calls, unit);
-            else for (const call of calls) this.start(call);
+            if (calls.length > 1 && batches(this.session)) {
+              // Only predict calls batch: another operation (explain, op_*) runs alone.
+              const predicts = calls.filter((c) => c.run.operation === undefined);
+              if (predicts.length === calls.length) return this.startBatch(calls, unit);
+              for (const call of calls) if (call.run.operation !== undefined) this.start(call);
+              if (predicts.length > 1) this.startBatch(predicts, unit);
+              else if (predicts.length === 1) this.start(predicts[0]);
+            } else for (const call of calls) this.start(call);
           },
         }),
     );
@@ -94,7 +103,23 @@ export class Runner {
       done(withError(event, selection, this.limits.step));
       return undefined;
     }
-    const run = new EventRun(this, event, done);
+    const operation = callOperation(event.metadata.operation);
+    if (operation !== undefined) {
+      // The step runs only once its models are loaded (modelRunner answers 'ready' before that itself).
+      if (operation === 'ready') {
+        done(withBody(event, { ready: true }));
+        return undefined;
+      }
+      if (this.models.length > 1) {
+        const names = this.models.map((m) => `'${m.endpointName}'`).join(', ');
+        const error = new TypeError(
+          `step '${this.limits.step}' has ${this.models.length} models (${names}): operation '${operation}' needs a route of one model; several models answer 'infer' only`,
+        );
+        done(withError(event, error, this.limits.step));
+        return undefined;
+      }
+    }
+    const run = new EventRun(this, event, done, operation);
     run.remaining = selection.length;
     if (run.remaining === 0) {
       this.complete(run);
@@ -111,21 +136,23 @@ export class Runner {
   /** The call's input and context, or `undefined` when its input is missing (the call then failed). */
   private prepare(call: ModelCall): { input: unknown; context: CallContext } | undefined {
     const { entry } = call;
-    const { event } = call.run;
+    const { event, operation } = call.run;
     call.started = this.now();
     let input: unknown;
+    // predict and explain read the model's input; custom operations and metadata get the whole body (MLRun's op_* get the event).
+    const inputPath = operation === undefined || operation === 'explain' ? entry.inputPath : undefined;
     try {
-      if (entry.inputPath !== undefined && !hasPath(event.body, entry.inputPath)) {
-        throw new TypeError(`inputPath '${entry.inputPath}' is not in the body of event '${event.id}'`);
+      if (inputPath !== undefined && !hasPath(event.body, inputPath)) {
+        throw new TypeError(`inputPath '${inputPath}' is not in the body of event '${event.id}'`);
       }
-      input = getPath(event.body, entry.inputPath);
+      input = getPath(event.body, inputPath);
     } catch (error) {
       this.lanes[call.model].settle(call, undefined, toError(error));
       return undefined;
     }
     const { partials } = event;
     const endpoint = entry.endpointName;
-    const context = new CallContext(event.id, endpoint, event.path, partials && ((data) => partials({ endpoint, data })));
+    const context = new CallContext(event.id, endpoint, event.path, partials && ((data) => partials({ endpoint, data })), operation);
     call.context = context;
     return { input, context };
   }
@@ -192,9 +219,10 @@ export class Runner {
   }
 
   private complete(run: EventRun): void {
-    const { event, calls } = run;
+    const { event, calls, operation } = run;
     const output = (call: ModelCall): unknown => {
       if (call.error !== undefined) return { error: describeError(call.error) };
+      if (operation !== undefined) return operation === 'metadata' ? metadataOf(call) : call.value;
       const { resultPath } = call.entry;
       return resultPath === undefined ? call.value : setPath(event.body, resultPath, call.value);
     };
@@ -212,7 +240,8 @@ export class Runner {
       models[call.entry.endpointName] = { when: isoTime(call.started), latencyMs: call.latencyMs };
     }
     const metadata = { ...event.metadata, modelRunner: { name: this.limits.step, inputs: event.body }, models };
-    if (this.monitor?.active) this.monitor.onEvent({ step: this.limits.step, event, calls });
+    // Monitoring records predictions: explain, metadata and custom operations are not (their answers are not outputs).
+    if (this.monitor?.active && operation === undefined) this.monitor.onEvent({ step: this.limits.step, event, calls });
     let out = withBody(event, body, { metadata });
     if (this.raiseException && calls.some((c) => c.error !== undefined)) {
       const modelsErrors: Record<string, string | null> = {};
@@ -223,4 +252,17 @@ export class Runner {
     }
     run.done(out);
   }
+}
+
+/**
+ * A model's answer to `metadata`: the inputs and outputs it reports itself (OnnxModel's tensors),
+ * else its entry's `inputs` / `outputs` names, else `[]`.
+ */
+function metadataOf(call: ModelCall): { inputs: readonly unknown[]; outputs: readonly unknown[] } {
+  const own = (call.value ?? {}) as { inputs?: unknown; outputs?: unknown };
+  const { entry } = call;
+  return {
+    inputs: Array.isArray(own.inputs) && own.inputs.length > 0 ? own.inputs : (entry.inputs ?? []),
+    outputs: Array.isArray(own.outputs) && own.outputs.length > 0 ? own.outputs : (entry.outputs ?? []),
+  };
 }

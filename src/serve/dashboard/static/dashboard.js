@@ -77,7 +77,7 @@ function drawShape(shape, errored) {
   }
   for (const router of shape.routers) {
     const r = place.get(`router:${router.step}`);
-    box('router', X[0], r.y, H, router.step, `router → ${router.routes.join(', ')}`, { 'data-router': router.step });
+    box('router', X[0], r.y, H, router.step, `${router.kind ?? 'router'} → ${router.routes.join(', ')}`, { 'data-router': router.step, ...(router.kind ? { 'data-kind': router.kind } : {}) });
   }
 }
 
