@@ -342,13 +342,34 @@ describe('serve(): health and /v2/models', () => {
         beta: graph.modelRunner({ name: 'beta-step', models: [entry('beta-model')] }),
       },
     });
-    const server = await start(pipeline, { graph, models: ['alpha', 'beta'] });
+    const server = await start(pipeline, { graph });
     expect((await call(`${server.url}/v2/models/alpha/infer`, { body: { tag: 'a' } })).json).toEqual({ tag: 'a', by: 'alpha-model' });
     expect((await call(`${server.url}/v2/models/beta/versions/3/infer`, { body: { tag: 'b' } })).json).toEqual({ tag: 'b', by: 'beta-model' });
     const missing = await call(`${server.url}/v2/models/gamma/infer`, { body: { tag: 'c' } });
     expect(missing.status).toBe(404);
     expect(missing.json.error).toBe("RouteNotFoundError: router 'router': no route for key 'gamma'; available routes: 'alpha', 'beta'");
-    expect((await call(`${server.url}/v2/models`)).json).toEqual({ models: ['alpha', 'beta'] });
+    // Endpoints are the models, not the routes (DESIGN §7): every name listed answers.
+    const listed = (await call(`${server.url}/v2/models`)).json.models as string[];
+    expect(listed).toEqual(['alpha-model', 'beta-model']);
+    for (const name of listed) expect((await call(`${server.url}/v2/models/${name}`)).status).toBe(200);
+    expect((await call(`${server.url}/v2/models/alpha`)).status).toBe(404);
+  });
+
+  it('the KServe layout: route mlp → step mlp → model mlp is accepted, listed once, and answers under its own name', async () => {
+    const graph = createGraph();
+    const pipeline = graph.router({
+      key: v2ModelName,
+      routes: {
+        mlp: graph.modelRunner({ name: 'mlp', models: [entry('mlp', { inputs: ['tag'] })] }),
+        svm: graph.modelRunner({ name: 'svm', models: [entry('svm')] }),
+      },
+    });
+    const server = await start(pipeline, { graph });
+    expect((await call(`${server.url}/v2/models`)).json).toEqual({ models: ['mlp', 'svm'] });
+    expect((await call(`${server.url}/v2/models/mlp`)).json).toEqual({ name: 'mlp', platform: 'rxserve', inputs: ['tag'], outputs: [] });
+    expect((await call(`${server.url}/v2/models/mlp/ready`)).status).toBe(200);
+    expect((await call(`${server.url}/v2/models/mlp/infer`, { body: { tag: 'm' } })).json).toEqual({ tag: 'm', by: 'mlp' });
+    expect((await call(`${server.url}/v2/models/svm/infer`, { body: { tag: 's' } })).json).toEqual({ tag: 's', by: 'svm' });
   });
 
   it('v2ModelName reads the infer paths only', () => {
