@@ -5,8 +5,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import * as t from 'io-ts';
 import type { OperatorFunction } from 'rxjs';
-import { decodeOrThrow, fn, NonEmptyString, positiveInt, strict } from '../config.js';
-import { ConfigError, toError } from '../errors.js';
+import { decodeOrThrow, didYouMean, fn, NonEmptyString, positiveInt, strict } from '../config.js';
+import { ConfigError, toError, type ConfigIssue } from '../errors.js';
 import type { ServingEvent } from '../event.js';
 import type { Graph } from '../graph/graph.js';
 import { GraphCodec } from './codecs.js';
@@ -69,6 +69,28 @@ export function checkOpenAI(options: { openai?: unknown; graph?: unknown }, at: 
   }
 }
 
+/**
+ * The endpoint names the options give (`models`, `openai.models`) must be endpoints of the graph:
+ * a typo would otherwise start a server that lists a model that does not exist, or answers every
+ * call with a 500. Checked against the endpoints the graph knows now (steps made with
+ * `graph.modelRunner()`, proxies); without a graph nothing is known, so nothing is checked.
+ */
+export function checkEndpointNames(options: { models?: readonly string[]; openai?: OpenAIFrontOptions; graph?: Graph }, at: string): void {
+  const { graph } = options;
+  if (graph === undefined) return;
+  const known = graph.endpointNames().map((e) => e.endpointName);
+  const listed = known.length === 0 ? 'none yet' : known.slice(0, 20).map((n) => `'${n}'`).join(', ') + (known.length > 20 ? ', ...' : '');
+  const issues: ConfigIssue[] = [];
+  const unknown = (path: string, name: string): void => {
+    if (graph.endpoint(name) === undefined) {
+      issues.push({ path, expected: `an endpoint of graph '${graph.name}' (endpoints: ${listed})`, actual: `'${name}'${didYouMean(name, known)}` });
+    }
+  };
+  options.models?.forEach((name, i) => unknown(`${at}.models[${i}]`, name));
+  for (const [publicName, endpoint] of Object.entries(options.openai?.models ?? {})) unknown(`${at}.openai.models.${publicName}`, endpoint);
+  if (issues.length > 0) throw new ConfigError(issues);
+}
+
 /** The options fastify's `register` adds for itself (they are not the plugin's). */
 const REGISTER_OPTIONS = new Set(['prefix', 'logLevel', 'logSerializers']);
 
@@ -112,6 +134,7 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   const { pipeline, graph, timeoutMs, models, apiKeys, maxBodyBytes = DEFAULT_MAX_BODY_BYTES, dashboard, openai } = options;
   checkDashboard(options, 'rxservePlugin');
   checkOpenAI(options, 'rxservePlugin');
+  checkEndpointNames(options, 'rxservePlugin');
   const client = invoker(pipeline, { ...(graph ? { graph } : {}), ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
   (opts as { [kInvoker]?: (client: Invoker) => void })[kInvoker]?.(client);
   const start = starters.get(client)!;

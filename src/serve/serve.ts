@@ -5,7 +5,7 @@ import type { OperatorFunction } from 'rxjs';
 import { decodeOrThrow, NonEmptyString, Port, strict } from '../config.js';
 import type { ServingEvent } from '../event.js';
 import type { Invoker } from './invoker.js';
-import { checkDashboard, checkOpenAI, DEFAULT_MAX_BODY_BYTES, kInvoker, pluginOptionProps, rxservePlugin, type RxservePluginOptions } from './plugin.js';
+import { checkDashboard, checkEndpointNames, checkOpenAI, DEFAULT_MAX_BODY_BYTES, kInvoker, pluginOptionProps, rxservePlugin, type RxservePluginOptions } from './plugin.js';
 import { errorBody, HttpError } from './status.js';
 
 /** Options of `serve()`: the plugin's (but the pipeline, given apart), and where to listen. */
@@ -62,6 +62,7 @@ export async function serve(pipeline: OperatorFunction<ServingEvent, ServingEven
   const { port = 8080, host = '127.0.0.1', maxBodyBytes = DEFAULT_MAX_BODY_BYTES, ...rest } = decodeOrThrow(ServeOptionsCodec, options, 'serve');
   checkDashboard(rest, 'serve');
   checkOpenAI(rest, 'serve');
+  checkEndpointNames(rest, 'serve');
   const { default: Fastify } = await import('fastify');
   let client: Invoker | undefined;
   const app = Fastify({
