@@ -101,6 +101,11 @@ const MAX_REQUEST_ID = 200;
 
 /** @internal serve() reads the plugin's invoker through this option (a symbol: not an option users see). */
 export const kInvoker = Symbol('rxserve.invoker');
+/** @internal serve() owns the app: the plugin answers its unknown routes too (after its hooks: closing, API keys). */
+export const kOwnsApp = Symbol('rxserve.ownsApp');
+
+/** Refusals after which the client's connection is closed: it may still be sending a body nobody reads. */
+const CLOSING_REFUSALS = new Set([401, 413, 415]);
 
 /** Per request: its id (echoed as `x-request-id`). */
 const requestIds = new WeakMap<FastifyRequest, string>();
@@ -157,28 +162,28 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
     await client.close();
   });
 
-  const keys = apiKeys?.map(digest);
+  const keyCheck = apiKeyCheck(apiKeys);
   const sessions = new DashboardSessions();
   app.addHook('onRequest', (request, reply, done) => {
-    const header = request.headers['x-request-id'];
-    const id = typeof header === 'string' && header.length > 0 && header.length <= MAX_REQUEST_ID ? header : globalThis.crypto.randomUUID();
+    const id = requestIdOf(request);
     requestIds.set(request, id);
     reply.header('x-request-id', id);
     if (closing) {
       sendError(reply, new HttpError('RxServeError', 'the server is closing; no new requests are taken', 503));
       return;
     }
-    if (keys === undefined) return done();
-    // Read only when keys are set: fastify builds request.routeOptions anew on every read.
+    if (keyCheck === undefined) return done();
+    // Read only when keys are set: fastify builds request.routeOptions anew on every read. Unknown
+    // routes (the 404 handler's context) run this hook too: without a key they are 401 as well.
     const config = request.routeOptions.config as { rxservePublic?: boolean } & DashboardRouteConfig;
-    if (config.rxservePublic !== true && !authorized(request.headers.authorization, keys)) {
+    if (config.rxservePublic !== true && !keyCheck(request.headers.authorization)) {
       if (config.rxserveDashboard !== undefined) {
         // A browser presents its sign-in cookie (docs/dashboard.md).
         if (sessions.has(request)) return done();
         return sendDashboardUnauthorized(request, reply, app.prefix);
       }
       reply.header('www-authenticate', 'Bearer realm="rxserve"');
-      sendError(reply, new HttpError('UnauthorizedError', 'this route needs an Authorization: Bearer <API key> header with a valid key', 401));
+      sendError(reply, unauthorized());
       return;
     }
     done();
@@ -199,7 +204,7 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
 
   if (dashboard === true) {
     // A context of its own: its sign-in form parser does not reach POST /*.
-    const checkKey = keys !== undefined ? { checkKey: (key: string) => authorized(`Bearer ${key}`, keys) } : {};
+    const checkKey = keyCheck !== undefined ? { checkKey: (key: string) => keyCheck(`Bearer ${key}`) } : {};
     await app.register(async (context) => registerDashboard(context, { graph: graph!, ...checkKey }, sessions));
   }
 
@@ -210,7 +215,7 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
     const init = {
       id: requestIds.get(request) ?? globalThis.crypto.randomUUID(),
       path: pathOf(request.url),
-      headers: headersOf(request, keys !== undefined),
+      headers: headersOf(request, keyCheck !== undefined),
     };
     if (wantsEventStream(request)) return sendEventStream(reply, (partials) => start(request.body, init, partials), { closing });
     // Cancelled through the invoker, not with an AbortSignal of our own: one signal per request.
@@ -247,10 +252,20 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
     });
   }
 
+  // Under a prefix, or when serve() owns the app, unknown routes are answered here, after the
+  // hooks above (503 while closing, 401 without a key: no 404 tells which paths exist). Mounted at
+  // the root of an app of yours, the 404 stays your app's.
+  if (app.prefix !== '' || (opts as { [kOwnsApp]?: boolean })[kOwnsApp] === true) {
+    app.setNotFoundHandler((request, reply) => {
+      sendError(reply, new HttpError('NotFoundError', `no route ${request.method} ${pathOf(request.url)}`, 404));
+    });
+  }
+
   const health = { config: { rxservePublic: true } };
   app.get('/v2/health/live', health, async (_request, reply) => send(reply, 200, '{"live":true}'));
-  app.get('/v2/health/ready', health, async (_request, reply) =>
-    isReady() ? send(reply, 200, '{"ready":true}') : sendError(reply, notReady()),
+  // Public, so what it says of a failed load (a file path, a module's message) is for key holders only.
+  app.get('/v2/health/ready', health, async (request, reply) =>
+    isReady() ? send(reply, 200, '{"ready":true}') : sendError(reply, notReady(keyCheck === undefined || keyCheck(request.headers.authorization))),
   );
 
   const modelNames = (): string[] => (models ? [...models] : (graph?.endpointNames().map((e) => e.endpointName) ?? []));
@@ -271,11 +286,13 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   app.get('/v2/models/:name/ready', modelReady);
   app.get('/v2/models/:name/versions/:version/ready', modelReady);
 
-  function notReady(): HttpError {
+  function notReady(details = true): HttpError {
     const why = closing
       ? 'the server is closing'
       : loadError !== undefined
-        ? `the graph failed to load (${loadError.name}: ${loadError.message})`
+        ? details
+          ? `the graph failed to load (${loadError.name}: ${loadError.message})`
+          : 'the graph failed to load (the reason is given to callers with an API key)'
         : graphReady
           ? 'the server is not listening yet'
           : `graph '${graph!.name}' is still loading its models`;
@@ -292,6 +309,7 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   function sendError(reply: FastifyReply, error: Error): FastifyReply {
     const status = error instanceof HttpError ? error.statusCode : statusOf(error);
     if (status === 503) reply.header('retry-after', '1');
+    if (CLOSING_REFUSALS.has(status)) reply.header('connection', 'close');
     return send(reply, status, JSON.stringify(errorBody(error)));
   }
 };
@@ -318,6 +336,24 @@ function headersOf(request: FastifyRequest, dropAuthorization: boolean): Record<
     headers[name] = Array.isArray(value) ? value.join(', ') : value;
   }
   return headers;
+}
+
+/** The request's id: its `x-request-id` when usable (1 to 200 characters), else a new UUID. */
+export function requestIdOf(request: FastifyRequest): string {
+  const header = request.headers['x-request-id'];
+  return typeof header === 'string' && header.length > 0 && header.length <= MAX_REQUEST_ID ? header : globalThis.crypto.randomUUID();
+}
+
+/** The 401 of a request without a valid key. */
+export function unauthorized(): HttpError {
+  return new HttpError('UnauthorizedError', 'this route needs an Authorization: Bearer <API key> header with a valid key', 401);
+}
+
+/** Checks an `Authorization` header against `apiKeys` (constant time over the keys); `undefined` without keys. */
+export function apiKeyCheck(apiKeys: readonly string[] | undefined): ((header: string | undefined) => boolean) | undefined {
+  if (apiKeys === undefined) return undefined;
+  const keys = apiKeys.map(digest);
+  return (header) => authorized(header, keys);
 }
 
 function digest(key: string): Buffer {

@@ -1,11 +1,25 @@
 // serve(): a fastify server of its own, listening, with rxservePlugin's routes.
 import type { Socket } from 'node:net';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { OperatorFunction } from 'rxjs';
-import { decodeOrThrow, NonEmptyString, Port, strict } from '../config.js';
+import { maxHeaderSize, STATUS_CODES } from 'node:http';
+import { decodeOrThrow, NonEmptyString, Port, positiveInt, strict } from '../config.js';
 import type { ServingEvent } from '../event.js';
 import type { Invoker } from './invoker.js';
-import { checkDashboard, checkEndpointNames, checkOpenAI, DEFAULT_MAX_BODY_BYTES, kInvoker, pluginOptionProps, rxservePlugin, type RxservePluginOptions } from './plugin.js';
+import {
+  apiKeyCheck,
+  checkDashboard,
+  checkEndpointNames,
+  checkOpenAI,
+  DEFAULT_MAX_BODY_BYTES,
+  kInvoker,
+  kOwnsApp,
+  pluginOptionProps,
+  requestIdOf,
+  rxservePlugin,
+  unauthorized,
+  type RxservePluginOptions,
+} from './plugin.js';
 import { errorBody, HttpError } from './status.js';
 
 /** Options of `serve()`: the plugin's (but the pipeline, given apart), and where to listen. */
@@ -14,6 +28,12 @@ export interface ServeOptions extends Omit<RxservePluginOptions, 'pipeline'> {
   readonly port?: number;
   /** Default `'127.0.0.1'` (loopback only); `'0.0.0.0'` to serve other machines. */
   readonly host?: string;
+  /**
+   * How long a request may take to arrive, headers and body, in ms; default 60,000. Past it the
+   * client gets 408 and its connection is closed, so slow clients cannot hold sockets. It does not
+   * bound the pipeline's work (that is `timeoutMs`) nor an answer being sent.
+   */
+  readonly requestTimeoutMs?: number;
 }
 
 /** A running server (see `serve`). */
@@ -31,7 +51,9 @@ export interface Server {
   readonly inFlight: number;
 }
 
-export const ServeOptionsCodec = strict('ServeOptions', {}, { port: Port, host: NonEmptyString, ...pluginOptionProps });
+export const ServeOptionsCodec = strict('ServeOptions', {}, { port: Port, host: NonEmptyString, requestTimeoutMs: positiveInt(false), ...pluginOptionProps });
+
+export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
 
 /**
  * Serves a pipeline over HTTP and resolves once listening.
@@ -59,24 +81,40 @@ export const ServeOptionsCodec = strict('ServeOptions', {}, { port: Port, host: 
  * @returns The listening server. If it cannot listen, the rejection comes after the pipeline and graph were closed.
  */
 export async function serve(pipeline: OperatorFunction<ServingEvent, ServingEvent>, options: ServeOptions = {}): Promise<Server> {
-  const { port = 8080, host = '127.0.0.1', maxBodyBytes = DEFAULT_MAX_BODY_BYTES, ...rest } = decodeOrThrow(ServeOptionsCodec, options, 'serve');
+  const {
+    port = 8080,
+    host = '127.0.0.1',
+    maxBodyBytes = DEFAULT_MAX_BODY_BYTES,
+    requestTimeoutMs = DEFAULT_REQUEST_TIMEOUT_MS,
+    ...rest
+  } = decodeOrThrow(ServeOptionsCodec, options, 'serve');
   checkDashboard(rest, 'serve');
   checkOpenAI(rest, 'serve');
   checkEndpointNames(rest, 'serve');
   const { default: Fastify } = await import('fastify');
   let client: Invoker | undefined;
+  const keyCheck = apiKeyCheck(rest.apiKeys);
   const app = Fastify({
     logger: false,
     bodyLimit: maxBodyBytes,
     // The plugin answers requests arriving while it closes with its own 503 (error shape, Retry-After).
     return503OnClosing: false,
+    // Node cuts a request whose headers or body take longer (408): headersTimeout must not be
+    // longer, and its connection check must run often enough, or slow bodies are never cut.
+    requestTimeout: requestTimeoutMs,
+    http: { requestTimeout: requestTimeoutMs, headersTimeout: requestTimeoutMs, connectionsCheckingInterval: checkingInterval(requestTimeoutMs) },
+    clientErrorHandler: (error, socket) => answerClientError(error, socket, requestTimeoutMs),
+    frameworkErrors: (error, request, reply) => {
+      const status = error.statusCode ?? 500;
+      const refused = keyCheck !== undefined && !keyCheck(request.headers.authorization)
+        ? unauthorized()
+        : new HttpError(FRAMEWORK_ERRORS[error.code] ?? 'RxServeError', frameworkMessage(error, request.url), status);
+      sendFrameworkError(request, reply, refused);
+    },
   });
   endIdleConnectionsOnClose(app);
-  app.setNotFoundHandler((request, reply) => {
-    void reply.code(404).send(errorBody(new HttpError('NotFoundError', `no route ${request.method} ${request.url.split('?')[0]}`, 404)));
-  });
   try {
-    await app.register(rxservePlugin, { pipeline, maxBodyBytes, ...rest, [kInvoker]: (c: Invoker) => (client = c) } as RxservePluginOptions);
+    await app.register(rxservePlugin, { pipeline, maxBodyBytes, ...rest, [kInvoker]: (c: Invoker) => (client = c), [kOwnsApp]: true } as RxservePluginOptions);
     await app.listen({ port, host });
   } catch (error) {
     await app.close();
@@ -116,4 +154,64 @@ function endIdleConnectionsOnClose(app: FastifyInstance): void {
     for (const socket of sockets) if ((socket as Socket & { _httpMessage?: unknown })._httpMessage == null) socket.end();
     done();
   });
+}
+
+/** How often Node looks for requests past their time: a tenth of it, between 50 ms and 5 s. */
+function checkingInterval(requestTimeoutMs: number): number {
+  return Math.min(5_000, Math.max(50, Math.round(requestTimeoutMs / 10)));
+}
+
+/**
+ * Node's errors of a connection before any route runs (a request too slow, headers too large,
+ * bytes that are not HTTP), answered in rxserve's error shape instead of fastify's, and the
+ * connection closed. As Node does, nothing is written once an answer has begun on the socket.
+ */
+function answerClientError(error: Error & { code?: string }, socket: Socket, requestTimeoutMs: number): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const refusal =
+    error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? new HttpError('RequestTimeoutError', `the request's headers and body did not arrive within ${requestTimeoutMs} ms (requestTimeoutMs); the connection is closed`, 408)
+      : error.code === 'HPE_HEADER_OVERFLOW'
+        ? new HttpError('RequestHeaderFieldsTooLargeError', `the request line and headers are larger than ${maxHeaderSize} bytes`, 431)
+        : new HttpError('BadRequestError', `the request is not valid HTTP/1.1 (${error.code ?? error.message})`, 400);
+  const answer = (socket as Socket & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+  if (socket.writable && answer?.headersSent !== true) {
+    const body = JSON.stringify(errorBody(refusal));
+    socket.write(
+      `HTTP/1.1 ${refusal.statusCode} ${STATUS_CODES[refusal.statusCode]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
+  }
+  // Flushed, then closed both ways: a client still sending its body is not read any further.
+  socket.destroySoon();
+}
+
+/** fastify's own errors before routing, by code: the names rxserve gives them. */
+const FRAMEWORK_ERRORS: Record<string, string> = {
+  FST_ERR_BAD_URL: 'BadRequestError',
+  FST_ERR_MAX_PARAM_LENGTH: 'URITooLongError',
+};
+
+function frameworkMessage(error: FastifyError, url: string): string {
+  const path = url.split('?')[0]!;
+  const shown = path.length > 200 ? `${path.slice(0, 200)}...` : path;
+  switch (error.code) {
+    case 'FST_ERR_BAD_URL':
+      return `the URL path '${shown}' is not valid (a bad percent-encoding)`;
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return `a segment of the URL path '${shown}' is longer than 100 characters`;
+    default:
+      return error.message;
+  }
+}
+
+/** An answer to fastify's own error, in rxserve's shape (no hooks ran: the request id is set here). */
+function sendFrameworkError(request: FastifyRequest, reply: FastifyReply, error: HttpError): void {
+  if (error.statusCode === 401) reply.header('www-authenticate', 'Bearer realm="rxserve"');
+  void reply
+    .code(error.statusCode)
+    .header('x-request-id', requestIdOf(request))
+    .header('connection', 'close')
+    .type('application/json; charset=utf-8')
+    .send(JSON.stringify(errorBody(error)));
 }

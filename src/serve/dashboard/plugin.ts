@@ -187,7 +187,7 @@ export function sendDashboardUnauthorized(request: FastifyRequest, reply: Fastif
     void sendLogin(reply, `${prefix}/dashboard`, undefined);
     return;
   }
-  reply.header('www-authenticate', 'Bearer realm="rxserve"');
+  reply.header('www-authenticate', 'Bearer realm="rxserve"').header('connection', 'close');
   void reply
     .code(401)
     .type('application/json; charset=utf-8')
@@ -199,9 +199,11 @@ function sendLogin(reply: FastifyReply, base: string, problem: string | undefine
     .toString('utf8')
     .replace('{{action}}', escapeHtml(`${base}/login`))
     .replace('{{problem}}', problem === undefined ? '' : `<p class="problem" role="alert">${escapeHtml(problem)}</p>`);
+  // A refusal: the connection closes with it, as every 401 of rxserve's.
   return reply
     .code(401)
     .header('www-authenticate', 'Bearer realm="rxserve"')
+    .header('connection', 'close')
     .header('content-security-policy', CSP)
     .header('cache-control', 'no-store')
     .type('text/html; charset=utf-8')
