@@ -112,7 +112,7 @@ export async function serve(pipeline: OperatorFunction<ServingEvent, ServingEven
       sendFrameworkError(request, reply, refused);
     },
   });
-  endIdleConnectionsOnClose(app);
+  drainOnClose(app, () => client?.inFlight ?? 0);
   try {
     await app.register(rxservePlugin, { pipeline, maxBodyBytes, ...rest, [kInvoker]: (c: Invoker) => (client = c), [kOwnsApp]: true } as RxservePluginOptions);
     await app.listen({ port, host });
@@ -135,24 +135,59 @@ export async function serve(pipeline: OperatorFunction<ServingEvent, ServingEven
 }
 
 /**
- * When the app starts closing, ends the connections with no request in progress. Node's own
- * `server.close()` ends idle keep-alive connections, but not one that was opened and has not sent
- * a request yet (clients and proxies open those ahead of time), and the close would wait for it.
- * Connections busy at that moment end with their answer (the plugin sends `Connection: close`).
+ * While closing, how long kept-alive connections stay open after the last answer in flight was
+ * sent: a request a client already sent on one gets its 503, not a reset.
+ */
+export const CLOSE_GRACE_MS = 100;
+
+/**
+ * Closing without resetting kept-alive clients. fastify's close calls Node's `server.close()`
+ * after the `preClose` hooks: it stops accepting connections (first, as it should) but also
+ * destroys every idle kept-alive connection at once, so a request a client is sending on one at
+ * that moment was lost with ECONNRESET (6 to 11 of 64 looping clients saw one). Here those
+ * connections stay open until the answers in flight are sent and `CLOSE_GRACE_MS` more: a request
+ * arriving on one meanwhile gets the plugin's 503 with `Connection: close`, and every answer sent
+ * while closing ends its connection. Then what is left — connections idle since closing began,
+ * never used (Node's close leaves those open), or still sending a request (Node stops cutting slow
+ * requests once closing) — is ended, and the close waits only for answers being written.
  *
  * Tracked per connection, not per request: a socket's response in progress is its
  * `_httpMessage` (set by node:http from the request's arrival until its response finished; the
  * field http-terminator and others read too). A listener per request cost ~1.5 µs of CPU.
  */
-function endIdleConnectionsOnClose(app: FastifyInstance): void {
+function drainOnClose(app: FastifyInstance, inFlight: () => number): void {
   const sockets = new Set<Socket>();
   app.server.on('connection', (socket: Socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
   });
   app.addHook('preClose', (done) => {
-    for (const socket of sockets) if ((socket as Socket & { _httpMessage?: unknown })._httpMessage == null) socket.end();
+    // An own property shadows node:http's method during the drain; removed after.
+    const server = app.server as unknown as { closeIdleConnections?: () => void };
+    server.closeIdleConnections = () => undefined;
+    void quiet(inFlight, CLOSE_GRACE_MS).then(() => {
+      delete server.closeIdleConnections;
+      for (const socket of sockets) {
+        const answer = (socket as Socket & { _httpMessage?: { headersSent: boolean } | null })._httpMessage;
+        // An answer being written ends its connection when sent (Connection: close).
+        if (answer == null || !answer.headersSent) socket.destroySoon();
+      }
+    });
     done();
+  });
+}
+
+/** Resolves once `count()` has stayed 0 for `graceMs` (polled every 10 ms: while closing only). */
+function quiet(count: () => number, graceMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    let since: number | undefined;
+    const timer = setInterval(() => {
+      if (count() > 0) since = undefined;
+      else if (Date.now() - (since ??= Date.now()) >= graceMs) {
+        clearInterval(timer);
+        resolve();
+      }
+    }, 10);
   });
 }
 
