@@ -9,6 +9,7 @@ import { decodeOrThrow, didYouMean, fn, NonEmptyString, positiveInt, strict } fr
 import { ConfigError, toError, type ConfigIssue } from '../errors.js';
 import type { ServingEvent } from '../event.js';
 import type { Graph } from '../graph/graph.js';
+import { loadPromClient, prometheusExporter, type PrometheusExporter } from '../monitoring/prometheus.js';
 import { GraphCodec } from './codecs.js';
 import { DashboardSessions, registerDashboard, sendDashboardUnauthorized, type DashboardRouteConfig } from './dashboard/plugin.js';
 import { invoker, starters, type Invoker } from './invoker.js';
@@ -32,6 +33,11 @@ export interface RxservePluginOptions {
   readonly maxBodyBytes?: number;
   /** Serve the live page of the graph at `GET /dashboard` (needs `graph`; see docs/dashboard.md). */
   readonly dashboard?: boolean;
+  /**
+   * Serve the graph's Prometheus metrics at `GET /metrics` (needs `graph` and the optional peer
+   * prom-client; behind `apiKeys` like every route; docs/monitoring.md).
+   */
+  readonly metrics?: boolean;
   /** Adds the OpenAI-compatible routes (`POST /v1/chat/completions`, `GET /v1/models`) over these endpoints (DESIGN §15). */
   readonly openai?: OpenAIFrontOptions;
 }
@@ -46,6 +52,7 @@ export const pluginOptionProps = {
   apiKeys: t.array(NonEmptyString),
   maxBodyBytes: positiveInt(false),
   dashboard: t.boolean,
+  metrics: t.boolean,
   openai: OpenAIFrontCodec,
 };
 
@@ -60,6 +67,20 @@ export function checkDashboard(options: { dashboard?: boolean; graph?: unknown }
   if (options.dashboard === true && options.graph === undefined) {
     throw new ConfigError([{ path: `${at}.dashboard`, expected: 'a graph option too (the dashboard shows the graph)', actual: 'dashboard: true without graph' }]);
   }
+}
+
+/**
+ * Metrics are the graph's (`prometheusExporter`): `metrics: true` without a graph is a ConfigError
+ * at `<at>.metrics`, and so is a missing prom-client (checked when the server starts, not at the
+ * first scrape).
+ */
+export async function loadMetrics(options: { metrics?: boolean; graph?: Graph }, at: string): Promise<PrometheusExporter | undefined> {
+  if (options.metrics !== true) return undefined;
+  if (options.graph === undefined) {
+    throw new ConfigError([{ path: `${at}.metrics`, expected: 'a graph option too (the metrics are the graph’s)', actual: 'metrics: true without graph' }]);
+  }
+  await loadPromClient(`${at}.metrics`);
+  return prometheusExporter(options.graph);
 }
 
 /** The OpenAI front finds each endpoint's answer where the graph says its step writes it: `openai` without a graph is a ConfigError. */
@@ -101,6 +122,8 @@ const MAX_REQUEST_ID = 200;
 
 /** @internal serve() reads the plugin's invoker through this option (a symbol: not an option users see). */
 export const kInvoker = Symbol('rxserve.invoker');
+/** @internal serve() passes the exporter it made when checking its options (a symbol: not an option users see). */
+export const kMetrics = Symbol('rxserve.metrics');
 /** @internal serve() owns the app: the plugin answers its unknown routes too (after its hooks: closing, API keys). */
 export const kOwnsApp = Symbol('rxserve.ownsApp');
 
@@ -140,6 +163,8 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   checkDashboard(options, 'rxservePlugin');
   checkOpenAI(options, 'rxservePlugin');
   checkEndpointNames(options, 'rxservePlugin');
+  // serve() has loaded it already, naming its own option.
+  const exporter = (opts as { [kMetrics]?: PrometheusExporter })[kMetrics] ?? (await loadMetrics(options, 'rxservePlugin'));
   const client = invoker(pipeline, { ...(graph ? { graph } : {}), ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
   (opts as { [kInvoker]?: (client: Invoker) => void })[kInvoker]?.(client);
   const start = starters.get(client)!;
@@ -159,6 +184,7 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   });
   // fastify runs this once the server has stopped and every request in flight was answered.
   app.addHook('onClose', async () => {
+    exporter?.detach();
     await client.close();
   });
 
@@ -259,6 +285,12 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
     app.setNotFoundHandler((request, reply) => {
       sendError(reply, new HttpError('NotFoundError', `no route ${request.method} ${pathOf(request.url)}`, 404));
     });
+  }
+
+  if (exporter !== undefined) {
+    app.get('/metrics', async (_request, reply) =>
+      reply.code(200).header('cache-control', 'no-store').type(exporter.contentType).send(await exporter.metrics()),
+    );
   }
 
   const health = { config: { rxservePublic: true } };

@@ -435,6 +435,32 @@ describe('serve(): health and /v2/models', () => {
   });
 });
 
+describe('serve(): metrics', () => {
+  it("metrics: true serves the graph's Prometheus exposition at GET /metrics, behind apiKeys like every route", async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    const server = await start(pipeline, { graph, metrics: true, apiKeys: ['k'] });
+    const auth = { authorization: 'Bearer k' };
+    expect((await call(server.url, { body: { tag: 'a' }, headers: auth })).status).toBe(200);
+    const refused = await fetch(`${server.url}/metrics`);
+    expect(refused.status).toBe(401);
+    const scrape = await fetch(`${server.url}/metrics`, { headers: auth });
+    expect(scrape.status).toBe(200);
+    expect(scrape.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+    const text = await scrape.text();
+    expect(text).toContain('rxserve_model_requests_total{endpoint="sleepy",step="runner",outcome="success"} 1');
+    expect(text).toMatch(/^rxserve_model_latency_seconds_count\{endpoint="sleepy",step="runner"\} 1$/m);
+  });
+
+  it('metrics: true without a graph is a ConfigError naming serve.metrics; without metrics there is no /metrics', async () => {
+    const error = await serve(step((b) => b), { port: 0, metrics: true }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as Error).message).toBe('serve.metrics: expected a graph option too (the metrics are the graph’s), got metrics: true without graph');
+    const { graph, pipeline } = sleepyPipeline();
+    const server = await start(pipeline, { graph });
+    expect((await call(`${server.url}/metrics`)).status).toBe(404);
+  });
+});
+
 describe('serve(): apiKeys', () => {
   it('401 without a key or with a wrong one; 200 with a right one; /v2/health/* stays open', async () => {
     const { graph, pipeline } = sleepyPipeline();

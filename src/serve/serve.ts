@@ -13,7 +13,9 @@ import {
   checkOpenAI,
   DEFAULT_MAX_BODY_BYTES,
   kInvoker,
+  kMetrics,
   kOwnsApp,
+  loadMetrics,
   pluginOptionProps,
   requestIdOf,
   rxservePlugin,
@@ -91,6 +93,7 @@ export async function serve(pipeline: OperatorFunction<ServingEvent, ServingEven
   checkDashboard(rest, 'serve');
   checkOpenAI(rest, 'serve');
   checkEndpointNames(rest, 'serve');
+  const exporter = await loadMetrics(rest, 'serve');
   const { default: Fastify } = await import('fastify');
   let client: Invoker | undefined;
   const keyCheck = apiKeyCheck(rest.apiKeys);
@@ -114,9 +117,10 @@ export async function serve(pipeline: OperatorFunction<ServingEvent, ServingEven
   });
   drainOnClose(app, () => client?.inFlight ?? 0);
   try {
-    await app.register(rxservePlugin, { pipeline, maxBodyBytes, ...rest, [kInvoker]: (c: Invoker) => (client = c), [kOwnsApp]: true } as RxservePluginOptions);
+    await app.register(rxservePlugin, { pipeline, maxBodyBytes, ...rest, [kInvoker]: (c: Invoker) => (client = c), [kOwnsApp]: true, [kMetrics]: exporter } as RxservePluginOptions);
     await app.listen({ port, host });
   } catch (error) {
+    exporter?.detach();
     await app.close();
     throw error;
   }
