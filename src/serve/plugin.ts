@@ -14,6 +14,7 @@ import { GraphCodec } from './codecs.js';
 import { DashboardSessions, registerDashboard, sendDashboardUnauthorized, type DashboardRouteConfig } from './dashboard/plugin.js';
 import { invoker, starters, type Invoker } from './invoker.js';
 import { registerOpenAIRoutes, type OpenAIFrontOptions } from './openai.js';
+import { lingerOnClose } from './linger.js';
 import { ClientWatch, sendEventStream, wantsEventStream } from './sse.js';
 import { errorBody, HttpError, refusalStatus, statusOf } from './status.js';
 
@@ -341,7 +342,10 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   function sendError(reply: FastifyReply, error: Error): FastifyReply {
     const status = error instanceof HttpError ? error.statusCode : statusOf(error);
     if (status === 503) reply.header('retry-after', '1');
-    if (CLOSING_REFUSALS.has(status)) reply.header('connection', 'close');
+    if (CLOSING_REFUSALS.has(status)) {
+      reply.header('connection', 'close');
+      lingerOnClose(reply.raw.socket);
+    }
     return send(reply, status, JSON.stringify(errorBody(error)));
   }
 };

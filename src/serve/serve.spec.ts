@@ -699,7 +699,7 @@ interface RawClient {
   /** Resolves when the server ends or closes the connection: ms since open, and everything it wrote. */
   readonly ended: Promise<{ ms: number; text: string }>;
   /** Writes a chunk while the socket is writable. */
-  write(chunk: string): void;
+  write(chunk: string | Buffer): void;
   destroy(): void;
 }
 
@@ -802,6 +802,34 @@ describe('serve(): slow and refused clients do not keep sockets', () => {
     }
     await until(async () => (await openConnections(server)) === 0);
     expect(probe.seen).toHaveLength(0);
+  });
+
+  it('a client sending too large a body in one go reads its 413, not a reset (the connection lingers while the body arrives)', async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    const server = await start(pipeline, { graph, maxBodyBytes: 1_000 });
+    const body = Buffer.alloc(4 * 2 ** 20, 'a');
+    const head = `POST /score HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n`;
+    const { port } = new URL(server.url);
+    const ends = await Promise.all(
+      Array.from({ length: 8 }, () => {
+        // A client that reads its answer only once it has written its body (a plain HTTP/1.1 client).
+        const socket = connect(Number(port), '127.0.0.1');
+        socket.on('error', () => undefined);
+        socket.pause();
+        let text = '';
+        socket.setEncoding('utf8');
+        socket.write(Buffer.concat([Buffer.from(head), body]), () => setTimeout(() => socket.resume(), 100));
+        socket.on('data', (chunk: string) => (text += chunk));
+        return new Promise<string>((resolve) => socket.once('close', () => resolve(text)));
+      }),
+    );
+    for (const text of ends) {
+      const answer = parseRaw(text);
+      expect(answer.status).toBe(413);
+      expect(answer.headers).toContain('connection: close');
+      expect(answer.json).toEqual({ error: 'PayloadTooLargeError: the request body is larger than the limit of 1000 bytes' });
+    }
+    await until(async () => (await openConnections(server)) === 0);
   });
 
   it('requestTimeoutMs is validated', async () => {
