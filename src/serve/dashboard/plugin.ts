@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { acquireAggregates, type AggregatesSnapshot } from '../../monitoring/aggregates.js';
 import { MONITORING, type Monitored } from '../../monitoring/monitor.js';
+import { lingerOnClose } from '../linger.js';
 
 /** How often the events stream sends the aggregates. */
 export const DASHBOARD_INTERVAL_MS = 1000;
@@ -259,6 +260,7 @@ export function sendDashboardUnauthorized(request: FastifyRequest, reply: Fastif
     return;
   }
   reply.header('www-authenticate', 'Bearer realm="rxserve"').header('connection', 'close');
+  lingerOnClose(reply.raw.socket);
   void reply
     .code(401)
     .type('application/json; charset=utf-8')
@@ -271,9 +273,10 @@ function sendLogin(reply: FastifyReply, base: string, problem: string | undefine
     .replace('{{action}}', escapeHtml(`${base}/login`))
     .replace('{{problem}}', problem === undefined ? '' : `<p class="problem" role="alert">${escapeHtml(problem)}</p>`);
   // A refusal: the connection closes with it, as every 401 of rxserve's.
+  if (status === 401) reply.header('www-authenticate', 'Bearer realm="rxserve"');
+  lingerOnClose(reply.raw.socket);
   return reply
     .code(status)
-    .header('www-authenticate', 'Bearer realm="rxserve"')
     .header('connection', 'close')
     .header('content-security-policy', CSP)
     .header('cache-control', 'no-store')
