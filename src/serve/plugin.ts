@@ -1,15 +1,16 @@
 // rxservePlugin: the §11 routes as a fastify plugin (serve() registers it on an app of its own).
 // Over 300 lines: every §11 route with its status mapping and auth; the dashboard, SSE and OpenAI
 // routes already live in files of their own.
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import * as t from 'io-ts';
 import type { OperatorFunction } from 'rxjs';
-import { decodeOrThrow, didYouMean, fn, NonEmptyString, positiveInt, strict } from '../config.js';
-import { ConfigError, toError, type ConfigIssue } from '../errors.js';
+import { decodeOrThrow, fn, NonEmptyString, positiveInt, strict } from '../config.js';
+import { ConfigError, toError } from '../errors.js';
 import type { ServingEvent } from '../event.js';
 import type { Graph } from '../graph/graph.js';
-import { loadPromClient, prometheusExporter, type PrometheusExporter } from '../monitoring/prometheus.js';
+import type { PrometheusExporter } from '../monitoring/prometheus.js';
+import { apiKeyCheck, unauthorized } from './auth.js';
+import { checkEndpointNames, loadMetrics } from './checks.js';
 import { GraphCodec } from './codecs.js';
 import { DashboardSessions, registerDashboard, sendDashboardUnauthorized, type DashboardRouteConfig } from './dashboard/plugin.js';
 import { invoker, starters, type Invoker } from './invoker.js';
@@ -70,47 +71,11 @@ export function checkDashboard(options: { dashboard?: boolean; graph?: unknown }
   }
 }
 
-/**
- * Metrics are the graph's (`prometheusExporter`): `metrics: true` without a graph is a ConfigError
- * at `<at>.metrics`, and so is a missing prom-client (checked when the server starts, not at the
- * first scrape).
- */
-export async function loadMetrics(options: { metrics?: boolean; graph?: Graph }, at: string): Promise<PrometheusExporter | undefined> {
-  if (options.metrics !== true) return undefined;
-  if (options.graph === undefined) {
-    throw new ConfigError([{ path: `${at}.metrics`, expected: 'a graph option too (the metrics are the graph’s)', actual: 'metrics: true without graph' }]);
-  }
-  await loadPromClient(`${at}.metrics`);
-  return prometheusExporter(options.graph);
-}
-
 /** The OpenAI front finds each endpoint's answer where the graph says its step writes it: `openai` without a graph is a ConfigError. */
 export function checkOpenAI(options: { openai?: unknown; graph?: unknown }, at: string): void {
   if (options.openai !== undefined && options.graph === undefined) {
     throw new ConfigError([{ path: `${at}.openai`, expected: "a graph option too (the front finds each endpoint's answer through it)", actual: 'openai without graph' }]);
   }
-}
-
-/**
- * The endpoint names the options give (`models`, `openai.models`) must be endpoints of the graph:
- * a typo would otherwise start a server that lists a model that does not exist, or answers every
- * call with a 500. Checked against the endpoints the graph knows now (steps made with
- * `graph.modelRunner()`, proxies); without a graph nothing is known, so nothing is checked.
- */
-export function checkEndpointNames(options: { models?: readonly string[]; openai?: OpenAIFrontOptions; graph?: Graph }, at: string): void {
-  const { graph } = options;
-  if (graph === undefined) return;
-  const known = graph.endpointNames().map((e) => e.endpointName);
-  const listed = known.length === 0 ? 'none yet' : known.slice(0, 20).map((n) => `'${n}'`).join(', ') + (known.length > 20 ? ', ...' : '');
-  const issues: ConfigIssue[] = [];
-  const unknown = (path: string, name: string): void => {
-    if (graph.endpoint(name) === undefined) {
-      issues.push({ path, expected: `an endpoint of graph '${graph.name}' (endpoints: ${listed})`, actual: `'${name}'${didYouMean(name, known)}` });
-    }
-  };
-  options.models?.forEach((name, i) => unknown(`${at}.models[${i}]`, name));
-  for (const [publicName, endpoint] of Object.entries(options.openai?.models ?? {})) unknown(`${at}.openai.models.${publicName}`, endpoint);
-  if (issues.length > 0) throw new ConfigError(issues);
 }
 
 /** The options fastify's `register` adds for itself (they are not the plugin's). */
@@ -378,32 +343,6 @@ function headersOf(request: FastifyRequest, dropAuthorization: boolean): Record<
 export function requestIdOf(request: FastifyRequest): string {
   const header = request.headers['x-request-id'];
   return typeof header === 'string' && header.length > 0 && header.length <= MAX_REQUEST_ID ? header : globalThis.crypto.randomUUID();
-}
-
-/** The 401 of a request without a valid key. */
-export function unauthorized(): HttpError {
-  return new HttpError('UnauthorizedError', 'this route needs an Authorization: Bearer <API key> header with a valid key', 401);
-}
-
-/** Checks an `Authorization` header against `apiKeys` (constant time over the keys); `undefined` without keys. */
-export function apiKeyCheck(apiKeys: readonly string[] | undefined): ((header: string | undefined) => boolean) | undefined {
-  if (apiKeys === undefined) return undefined;
-  const keys = apiKeys.map(digest);
-  return (header) => authorized(header, keys);
-}
-
-function digest(key: string): Buffer {
-  return createHash('sha256').update(key).digest();
-}
-
-/** Constant-time over the keys: every key is compared, whichever matches. */
-function authorized(header: string | undefined, keys: readonly Buffer[]): boolean {
-  const match = header === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(header);
-  if (match === null) return false;
-  const given = digest(match[1]);
-  let ok = false;
-  for (const key of keys) ok = timingSafeEqual(given, key) || ok;
-  return ok;
 }
 
 /** Why fastify's JSON parser refused a body: not JSON at all, or a prototype-poisoning key. */

@@ -1,25 +1,23 @@
 // serve(): a fastify server of its own, listening, with rxservePlugin's routes.
+import { maxHeaderSize, STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { OperatorFunction } from 'rxjs';
-import { maxHeaderSize, STATUS_CODES } from 'node:http';
 import { decodeOrThrow, NonEmptyString, Port, positiveInt, strict } from '../config.js';
 import type { ServingEvent } from '../event.js';
 import type { Invoker } from './invoker.js';
+import { apiKeyCheck, unauthorized } from './auth.js';
+import { checkEndpointNames, loadMetrics } from './checks.js';
 import {
-  apiKeyCheck,
   checkDashboard,
-  checkEndpointNames,
   checkOpenAI,
   DEFAULT_MAX_BODY_BYTES,
   kInvoker,
   kMetrics,
   kOwnsApp,
-  loadMetrics,
   pluginOptionProps,
   requestIdOf,
   rxservePlugin,
-  unauthorized,
   type RxservePluginOptions,
 } from './plugin.js';
 import { errorBody, HttpError } from './status.js';
@@ -65,8 +63,10 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
  * and answers 200 with the output body, or `{ "error": "<Name>: <message>" }` with the status of
  * its error (`RouteNotFoundError` 404, `QueueFullError` 503 + `Retry-After: 1`, `ModelTimeoutError`
  * or no answer within `timeoutMs` 504, `ConfigError` 500, anything else 400); the health and
- * `/v2/models` routes of the Open Inference Protocol; Bearer `apiKeys`. A client that disconnects
- * cancels its event's work. fastify is loaded on the first call, so importing rxserve does not load it.
+ * `/v2/models` routes of the Open Inference Protocol; Bearer `apiKeys`, checked before routing;
+ * `/metrics` and `/dashboard` when asked. A client that disconnects cancels its event's work; one
+ * whose request does not arrive within `requestTimeoutMs` gets 408; every refusal closes its
+ * connection; `close()` drains kept-alive connections rather than resetting them. fastify is loaded on the first call, so importing rxserve does not load it.
  *
  * ## Example
  * ```ts
@@ -79,7 +79,8 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
  * @see rxservePlugin
  * @see invoker
  * @param pipeline One step, or a `pipe()` of steps, from serving events to serving events.
- * @param options Port, host, graph, limits, listed models and API keys; validated now (rejects with `ConfigError`).
+ * @param options Port, host, graph, limits and timeouts, listed models (endpoint names of the graph), API keys,
+ *   dashboard, metrics; validated now (rejects with `ConfigError`).
  * @returns The listening server. If it cannot listen, the rejection comes after the pipeline and graph were closed.
  */
 export async function serve(pipeline: OperatorFunction<ServingEvent, ServingEvent>, options: ServeOptions = {}): Promise<Server> {
