@@ -46,6 +46,38 @@ function isArrayLike(type: t.Decoder<unknown, unknown>): boolean {
   return type instanceof t.ArrayType || type instanceof t.ReadonlyArrayType;
 }
 
+/**
+ * `" (did you mean 'chat'?)"` when one of `known` is a likely typo of `name` (same letters up to
+ * case, or an edit distance of at most a third of its length), else `''`. For ConfigError texts
+ * about names the library knows (endpoints, classes, routes).
+ */
+export function didYouMean(name: string, known: Iterable<string>): string {
+  let best: string | undefined;
+  let bestDistance = Math.max(1, Math.floor(name.length / 3)) + 1;
+  for (const candidate of known) {
+    const distance = candidate.toLowerCase() === name.toLowerCase() ? 0 : editDistance(name, candidate, bestDistance);
+    if (distance < bestDistance) [best, bestDistance] = [candidate, distance];
+  }
+  return best === undefined || best === name ? '' : ` (did you mean '${best}'?)`;
+}
+
+/** Levenshtein distance, or `limit` as soon as it is known to be at least that (names are short). */
+function editDistance(a: string, b: string, limit: number): number {
+  if (Math.abs(a.length - b.length) >= limit) return limit;
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    let rowMin = i;
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+      rowMin = Math.min(rowMin, current[j]!);
+    }
+    if (rowMin >= limit) return limit;
+    previous = current;
+  }
+  return Math.min(previous[b.length]!, limit);
+}
+
 export function describeValue(value: unknown): string {
   if (value === undefined) return 'undefined';
   if (typeof value === 'function') return `function ${value.name || '(anonymous)'}`;
@@ -262,39 +294,4 @@ export function pickProps<P extends t.Props, K extends keyof P>(props: P, ...key
 /** An object codec's props but `keys`. */
 export function omitProps<P extends t.Props, K extends keyof P>(props: P, ...keys: K[]): Omit<P, K> {
   return Object.fromEntries(Object.entries(props).filter(([k]) => !keys.includes(k as K))) as Omit<P, K>;
-}
-
-/**
- * `" (did you mean 'LLModel'?)"` when one of `known` is within two edits of `name` (or differs
- * only in case), else `''`: for errors about a name the caller mistyped.
- */
-export function didYouMean(name: string, known: Iterable<string>): string {
-  let best: string | undefined;
-  let bestDistance = 3;
-  for (const candidate of known) {
-    const distance = candidate.toLowerCase() === name.toLowerCase() ? 0 : editDistance(name, candidate, bestDistance);
-    if (distance < bestDistance) {
-      best = candidate;
-      bestDistance = distance;
-    }
-  }
-  return best === undefined ? '' : ` (did you mean '${best}'?)`;
-}
-
-/** Levenshtein distance, or `limit` once it is known to be at least that. */
-function editDistance(a: string, b: string, limit: number): number {
-  if (Math.abs(a.length - b.length) >= limit) return limit;
-  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const current = [i];
-    let rowMin = i;
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost);
-      rowMin = Math.min(rowMin, current[j]);
-    }
-    if (rowMin >= limit) return limit;
-    previous = current;
-  }
-  return Math.min(previous[b.length], limit);
 }

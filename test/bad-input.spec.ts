@@ -20,6 +20,7 @@ import {
   prometheusExporter,
   registerSelector,
   router,
+  rxservePlugin,
   selectModels,
   serve,
   step,
@@ -363,6 +364,47 @@ describe('serve() options', () => {
     expect(error).toBeInstanceOf(ConfigError);
     expect((error as ConfigError).issues.map((issue) => issue.path)).toEqual(['serve.port']);
     expect((error as Error).message).toMatch(/a port number \(0 to 65535; 0 picks a free port\), got 70000/);
+  });
+
+  it('metrics: true without prom-client installed (an optional peer) is a ConfigError at serve.metrics saying how to add it', async () => {
+    const { execFile } = await import('node:child_process');
+    const { fileURLToPath } = await import('node:url');
+    const script = fileURLToPath(new URL('./fixtures/withoutPromClient.mjs', import.meta.url));
+    const entry = new URL('../dist/index.js', import.meta.url).href; // the built package, as an application loads it
+    const stdout = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, [script, entry], { timeout: 20_000 }, (error, out, err) => (error ? reject(new Error(`${error.message}\n${err}`)) : resolve(out))),
+    );
+    const { fromServe, fromExporter } = JSON.parse(stdout) as Record<string, { name: string; path: string; message: string }>;
+    expect(fromServe).toMatchObject({ name: 'ConfigError', path: 'serve.metrics' });
+    expect(fromServe!.message).toMatch(
+      /^serve\.metrics: expected the optional peer dependency 'prom-client' installed \(npm install prom-client@\^15\), got it cannot be loaded \(Cannot find package 'prom-client'/,
+    );
+    expect(fromExporter).toMatchObject({ name: 'ConfigError', path: 'prometheusExporter' });
+  }, 30_000);
+
+  it('names that are no endpoint of the graph (openai.models, models) are ConfigErrors naming the path, with a did-you-mean; nothing listens', async () => {
+    const graph = createGraph({ name: 'g' });
+    const pipeline = graph.modelRunner({ name: 'llms', models: [{ endpointName: 'chat', modelClass: 'Model', executionMechanism: 'naive' }, { ...ok, endpointName: 'score' }] });
+    const typo = await serve(pipeline, { graph, port: 0, openai: { models: { x: 'chatt' } } }).catch((e: unknown) => e);
+    expect(typo).toBeInstanceOf(ConfigError);
+    expect((typo as ConfigError).path).toBe('serve.openai.models.x');
+    expect((typo as Error).message).toBe("serve.openai.models.x: expected an endpoint of graph 'g' (endpoints: 'chat', 'score'), got 'chatt' (did you mean 'chat'?)");
+    const ghost = await serve(pipeline, { graph, port: 0, models: ['score', 'ghost', 'Chat'] }).catch((e: unknown) => e);
+    expect(ghost).toBeInstanceOf(ConfigError);
+    expect((ghost as ConfigError).issues.map((i) => [i.path, i.actual])).toEqual([
+      ['serve.models[1]', "'ghost'"],
+      ['serve.models[2]', "'Chat' (did you mean 'chat'?)"],
+    ]);
+    // The same checks on the plugin, under its own name.
+    const { default: Fastify } = await import('fastify');
+    const app = Fastify();
+    await expect(app.register(rxservePlugin, { pipeline, graph, models: ['scor'] }).ready()).rejects.toThrow(
+      /rxservePlugin\.models\[0\]: expected an endpoint of graph 'g' .*got 'scor' \(did you mean 'score'\?\)/,
+    );
+    await app.close();
+    // Right names pass.
+    const server = await serve(pipeline, { graph, port: 0, models: ['score'], openai: { models: { 'gpt-x': 'chat' } } });
+    await server.close();
   });
 });
 

@@ -3,6 +3,7 @@
 import Fastify from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, prometheusExporter, rxservePlugin, serve, step, type Server } from '../src/index.js';
+import { LoginLimiter } from '../src/serve/dashboard/plugin.js';
 import { dashboardGraph } from './support/dashboardGraph.js';
 
 const servers: Server[] = [];
@@ -75,6 +76,68 @@ describe('dashboard routes', () => {
     // The sign-in form's body type is not accepted by POST /*.
     const form = await fetch(`${server.url}/score`, { method: 'POST', headers: { authorization: 'Bearer k1' }, body: new URLSearchParams({ x: '1' }) });
     expect(form.status).toBe(415);
+  });
+
+  it('sign-in allows 10 failed attempts a minute per client address, then 429 for every attempt (the right key too)', async () => {
+    const { graph, pipeline } = dashboardGraph();
+    const server = await serve(pipeline, { graph, port: 0, dashboard: true, apiKeys: ['right-key'] });
+    servers.push(server);
+    const signIn = (key: string) =>
+      fetch(`${server.url}/dashboard/login`, { method: 'POST', body: new URLSearchParams({ key }), redirect: 'manual' }).then(async (r) => ({
+        status: r.status,
+        retryAfter: r.headers.get('retry-after'),
+        text: await r.text(),
+      }));
+    const answers = [];
+    for (let i = 0; i < 50; i++) answers.push(await signIn(`guess-${i}`));
+    expect(answers.filter((a) => a.status === 401)).toHaveLength(10);
+    expect(answers.slice(10).every((a) => a.status === 429)).toBe(true);
+    const limited = answers[10]!;
+    expect(Number(limited.retryAfter)).toBeGreaterThan(50);
+    expect(Number(limited.retryAfter)).toBeLessThanOrEqual(60);
+    expect(limited.text).toContain('Too many failed sign-ins from your address');
+    // The right key cannot get through now either: otherwise the 429 only slows the guessing.
+    expect((await signIn('right-key')).status).toBe(429);
+    // The API key itself still opens the dashboard: the limit is on the sign-in form only.
+    expect((await fetch(`${server.url}/dashboard`, { headers: { authorization: 'Bearer right-key' } })).status).toBe(200);
+  });
+
+  it('LoginLimiter: a window per address from its first failure; a success forgets; the addresses tracked are bounded', () => {
+    const limiter = new LoginLimiter(3, 1_000, 4);
+    for (let i = 0; i < 3; i++) {
+      expect(limiter.blockedFor('a', 100)).toBe(0);
+      limiter.fail('a', 100 + i);
+    }
+    expect(limiter.blockedFor('a', 500)).toBe(600);
+    expect(limiter.blockedFor('b', 500)).toBe(0); // another address is not affected
+    expect(limiter.blockedFor('a', 1_100)).toBe(0); // the window is over
+    limiter.fail('c', 0);
+    limiter.fail('c', 1);
+    limiter.succeed('c');
+    limiter.fail('c', 2);
+    expect(limiter.blockedFor('c', 3)).toBe(0);
+    for (const address of ['d', 'e', 'f', 'g', 'h', 'i']) limiter.fail(address, 10);
+    expect(limiter.size).toBeLessThanOrEqual(4);
+  });
+
+  it('/dashboard/ (trailing slash) leads to the page; with apiKeys it is the sign-in form without a key', async () => {
+    const open = dashboardGraph();
+    const plain = await serve(open.pipeline, { graph: open.graph, port: 0, dashboard: true });
+    servers.push(plain);
+    const slash = await fetch(`${plain.url}/dashboard/`, { redirect: 'manual' });
+    expect(slash.status).toBe(308);
+    expect(slash.headers.get('location')).toBe('/dashboard');
+    expect((await fetch(`${plain.url}/dashboard/`)).status).toBe(200); // followed
+    const keyed = dashboardGraph();
+    const guarded = await serve(keyed.pipeline, { graph: keyed.graph, port: 0, dashboard: true, apiKeys: ['k'] });
+    servers.push(guarded);
+    const form = await fetch(`${guarded.url}/dashboard/`, { redirect: 'manual' });
+    expect(form.status).toBe(401);
+    const html = await form.text();
+    expect(html).toContain('form method="post" action="/dashboard/login"');
+    // An icon that needs no request: a browser does not ask /favicon.ico (a 401 here) for the sign-in page.
+    expect(html).toContain('<link rel="icon" href="data:,">');
+    expect((await fetch(`${guarded.url}/dashboard/`, { headers: { authorization: 'Bearer k' }, redirect: 'manual' })).status).toBe(308);
   });
 
   it('without apiKeys there is no sign-in route; close() ends open event streams and frees the counters', async () => {

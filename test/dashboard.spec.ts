@@ -74,6 +74,9 @@ describe.runIf(run)('dashboard in Chromium', () => {
   const scrapes: { start: number; end: number; figures: Figures }[] = [];
   let traffic: Promise<void> | undefined;
   let stop = false;
+  /** Every request the page made that failed with 404 (a missing favicon.ico shows in the console), and every favicon request. */
+  const notFound: string[] = [];
+  const favicons: string[] = [];
 
   const post = (path: string, body: unknown) =>
     fetch(`${server.url}${path}`, {
@@ -106,6 +109,12 @@ describe.runIf(run)('dashboard in Chromium', () => {
     browser = await launchBrowser();
     page = await browser.context.newPage();
     page.setDefaultTimeout(15_000);
+    page.on('response', (response) => {
+      if (response.status() === 404) notFound.push(response.url());
+    });
+    page.on('request', (request) => {
+      if (new URL(request.url()).pathname.endsWith('favicon.ico')) favicons.push(request.url());
+    });
   }, 60_000);
 
   afterAll(async () => {
@@ -212,5 +221,27 @@ describe.runIf(run)('dashboard in Chromium', () => {
     // The LLM endpoint reports token usage; the others have none.
     expect(await page.textContent('tr[data-endpoint="advice"] [data-field="tokens"]')).toMatch(/^\d+ \/ \d+$/);
     expect(await page.textContent('tr[data-endpoint="score"] [data-field="tokens"]')).toBe('–');
+  }, 20_000);
+
+  it('latencies show two significant digits (the buckets are 19% wide); /dashboard/ leads to the page; the page asks for nothing that 404s', async () => {
+    const cells = await page.$$eval('#endpoints tbody [data-field="p50Ms"], #endpoints tbody [data-field="p99Ms"]', (tds) => tds.map((td) => td.textContent ?? ''));
+    expect(cells.length).toBe(6);
+    const shown = cells.filter((text) => text !== '–');
+    expect(shown.length, 'some latencies are shown').toBeGreaterThan(0);
+    for (const text of shown) {
+      expect(text).toMatch(/^\d+(\.\d+)?$/);
+      // Significant digits: without the point, leading zeros and a whole number's trailing zeros.
+      const digits = text.includes('.') ? text.replace('.', '').replace(/^0+/, '') : text.replace(/0+$/, '');
+      expect(digits.length, `${text} has at most two significant digits`).toBeLessThanOrEqual(2);
+    }
+    const slash = await page.goto(`${server.url}/dashboard/`);
+    expect(slash?.status()).toBe(200);
+    expect(new URL(page.url()).pathname).toBe('/dashboard');
+    await page.waitForFunction(() => Number(document.body.dataset.received) >= 1);
+    expect(notFound).toEqual([]);
+    // Headless Chromium does not fetch icons; a headed browser asks /favicon.ico (a 404, or a 401
+    // with apiKeys, in the console) unless the page names an icon that needs no request.
+    expect(await page.getAttribute('link[rel="icon"]', 'href')).toBe('data:,');
+    expect(favicons).toEqual([]);
   }, 20_000);
 });

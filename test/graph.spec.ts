@@ -1,6 +1,7 @@
 // The graph: shared models behind proxies, unique endpoint names, lifecycle.
 import { from, lastValueFrom, Subject, toArray } from 'rxjs';
 import { describe, expect, it } from 'vitest';
+import { MONITORING } from '../src/monitoring/monitor.js';
 import { nodeChildren, settleChildren } from './support/processes.js';
 import {
   ConfigError,
@@ -159,18 +160,25 @@ describe('graph configuration errors', () => {
     expect(() =>
       graph.modelRunner({ name: 'two', models: [{ endpointName: 'm', modelClass: 'Model', executionMechanism: 'naive' }] }),
     ).toThrow(/endpoint names unique across graph 'g', got 'm' used by step 'one' and by step 'two'/);
-    expect(() => graph.router({ name: 'r', key: () => 'm', routes: { m: step((x) => x) } })).toThrow(
-      /'m' used by step 'one' and by route 'm' of router 'r'/,
-    );
-    graph.router({ name: 'r2', key: () => 'x', routes: { x: step((x) => x) } });
-    expect(() => graph.modelRunner({ name: 'three', models: [{ endpointName: 'x', modelClass: 'Model', executionMechanism: 'naive' }] })).toThrow(
-      /'x' used by route 'x' of router 'r2' and by step 'three'/,
-    );
     const shared = createGraph();
     shared.addSharedModel({ name: 's', modelClass: 'Model', executionMechanism: 'asyncio' });
     const p = shared.sharedModelProxy({ endpointName: 'p', sharedModelName: 's' });
     shared.modelRunner({ name: 'a', models: [p] });
     expect(() => shared.modelRunner({ name: 'b', models: [p] })).toThrow(/'p' used by proxy 'p' in step 'a' and by proxy 'p' in step 'b'/);
+  });
+
+  it('route and step names are not endpoint names: a route named after the model it serves is accepted (the KServe layout)', () => {
+    const graph = createGraph({ name: 'g' });
+    const mlp = graph.modelRunner({ name: 'mlp', models: [{ endpointName: 'mlp', modelClass: 'Model', executionMechanism: 'naive' }] });
+    const other = graph.modelRunner({ name: 'other-step', models: [{ endpointName: 'other', modelClass: 'Model', executionMechanism: 'naive' }] });
+    graph.router({ name: 'models', key: () => 'mlp', routes: { mlp, alias: other } });
+    expect(graph.endpointNames().map((e) => e.endpointName)).toEqual(['mlp', 'other']);
+    expect(graph.endpoint('alias')).toBeUndefined();
+    expect(graph.endpoint('mlp')).toMatchObject({ endpointName: 'mlp', step: 'mlp', executionMechanism: 'naive' });
+    // A model named like a route made earlier is no clash either.
+    expect(() => graph.modelRunner({ name: 'late', models: [{ endpointName: 'alias', modelClass: 'Model', executionMechanism: 'naive' }] })).not.toThrow();
+    // The router is still drawn in the graph's shape, with its routes.
+    expect(graph[MONITORING].describe().routers).toEqual([{ step: 'models', routes: ['mlp', 'alias'] }]);
   });
 
   it('a proxy with no matching shared model, or a mismatching name, is a ConfigError naming what was looked for', () => {

@@ -17,6 +17,7 @@ import {
   toEvent,
   type ServingEvent,
 } from '../src/index.js';
+import { MONITORING } from '../src/monitoring/monitor.js';
 import { readSpec } from '../src/spec/load.js';
 import { specSchema } from '../src/spec/cli.js';
 import { finite, type StrictType } from '../src/config.js';
@@ -77,8 +78,8 @@ describe('loadGraph: every field of a spec', () => {
     const { graph, pipeline } = await loadGraph(join(dir, 'full.yaml'));
     expect(graph.name).toBe('scoring');
     await graph.ready();
-    // Endpoints: models, the proxy, and the router's routes, with what each model entry said.
-    expect(graph.endpointNames().map((u) => u.endpointName).sort()).toEqual(['big', 'high', 'low', 'small']);
+    // Endpoints: the models and the proxy (not the router's routes), with what each model entry said.
+    expect(graph.endpointNames().map((u) => u.endpointName).sort()).toEqual(['big', 'small']);
     expect(graph.endpoint('small')).toMatchObject({
       step: 'scorers',
       executionMechanism: 'naive',
@@ -88,7 +89,8 @@ describe('loadGraph: every field of a spec', () => {
       modelClass: `${pathToFileURL(join(dir, 'models.mjs')).href}#Times`,
     });
     expect(graph.endpoint('big')).toMatchObject({ executionMechanism: 'shared_executor', labels: ['big'], inputs: ['x'], outputs: ['y'] });
-    expect(graph.endpoint('high')).toMatchObject({ step: 'by-route' });
+    expect(graph.endpoint('high')).toBeUndefined();
+    expect(graph[MONITORING].describe().routers).toEqual([{ step: 'by-route', routes: ['high', 'low'] }]);
     const fromSpec = await run(pipeline);
     await graph.close();
     // monitoring.registryPath is relative to the spec's folder.

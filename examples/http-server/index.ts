@@ -29,7 +29,7 @@ const pipeline = router({
   routes: { advise: advisors, finance: only('finance'), travel: only('travel') },
 });
 
-const server = await serve(pipeline, { graph, port: 0, apiKeys: ['demo-key'], timeoutMs: 20_000 });
+const server = await serve(pipeline, { graph, port: 0, apiKeys: ['demo-key'], timeoutMs: 20_000, metrics: true });
 console.log(`LLM: ${description}; rxserve listening on ${server.url}`);
 
 const auth = { authorization: 'Bearer demo-key' };
@@ -93,6 +93,14 @@ check('401 without key', noKey.status === 401);
 const text = await call('POST', '/advise', 'not json', { ...auth, 'content-type': 'text/plain' });
 show('POST /advise with text/plain', text);
 check('415 for text', text.status === 415);
+
+// metrics: true — the graph's Prometheus exposition, behind the API key like every route.
+const scrape = await fetch(`${server.url}/metrics`, { headers: auth });
+const exposition = await scrape.text();
+const financeCalls = /^rxserve_model_requests_total\{endpoint="finance",step="advisors",outcome="success"\} (\d+)$/m.exec(exposition)?.[1];
+console.log(`\nGET /metrics → ${scrape.status}; finance calls counted: ${financeCalls}`);
+check('metrics count the finance calls', scrape.status === 200 && Number(financeCalls) === 2);
+check('metrics need the key', (await fetch(`${server.url}/metrics`)).status === 401);
 
 await server.close(); // answers anything in flight, then closes the graph
 await llm?.close();

@@ -48,12 +48,11 @@ interface EndpointUse {
   readonly where: string;
 }
 
-/** What `graph.endpoint(name)` tells about one endpoint. */
+/** What `graph.endpoint(name)` tells about one endpoint (a model of a step, or a proxy). */
 export interface EndpointInfo {
   readonly endpointName: string;
-  /** The step it belongs to, or the router whose route it names. */
+  /** The step it belongs to. */
   readonly step: string;
-  /** A route of a router has none. */
   readonly executionMechanism?: ModelEntry['executionMechanism'];
   readonly modelClass?: string;
   readonly inputs?: readonly string[];
@@ -71,7 +70,9 @@ export interface EndpointInfo {
  * Steps made with `graph.modelRunner()` (or `modelRunner({ graph })`) have their models owned by
  * the graph: loaded by `ready()` (one at a time) or on first use, shared by every subscription,
  * closed by `close()`. Shared models are loaded once and reached from any step through proxies,
- * each its own endpoint. Endpoint names are unique across the graph, routes included.
+ * each its own endpoint. Endpoints are models and proxies only, their names unique across the
+ * graph; step and route names are not endpoint names (a route `mlp` serving a model `mlp` is the
+ * KServe layout).
  *
  * ## Example
  * ```ts
@@ -104,8 +105,11 @@ export class Graph implements SessionProvider, Monitored {
   readonly #entries = new Map<string, EndpointInfo>();
   readonly #shared = new Map<string, SharedModel>();
   readonly #steps: StepRecord[] = [];
-  /** The router-family steps made through the graph (modelRouter, parallelRun, votingEnsemble), for describe(). */
-  readonly #routerSteps: { step: string; routes: string[]; kind: string }[] = [];
+  /**
+   * Routers made through the graph (`router`, and `kind` for modelRouter, parallelRun and
+   * votingEnsemble), for the graph's shape; their route names are not endpoints (§7).
+   */
+  readonly #routers: { readonly step: string; readonly routes: readonly string[]; readonly kind?: string }[] = [];
   #stepCount = 0;
   #readyPromise: Promise<void> | undefined;
   readonly #sharedExecutor: Executor = sharedModelExecutor((name) => this.#shared.get(name)!);
@@ -141,10 +145,6 @@ export class Graph implements SessionProvider, Monitored {
 
   /** The shape exporters draw: steps → models (mechanism), proxies → shared models, routers → routes. */
   #describe(): GraphShape {
-    const routers = new Map<string, string[]>();
-    for (const info of this.#entries.values()) {
-      if (info.executionMechanism === undefined) routers.set(info.step, [...(routers.get(info.step) ?? []), info.endpointName]);
-    }
     return {
       graph: this.name,
       steps: this.#steps.map((step) => ({
@@ -161,7 +161,7 @@ export class Graph implements SessionProvider, Monitored {
         modelClass: modelClassName(entry.modelClass),
         executionMechanism: entry.executionMechanism,
       })),
-      routers: [...[...routers].map(([step, routes]) => ({ step, routes })), ...this.#routerSteps.map((r) => ({ ...r, routes: [...r.routes] }))],
+      routers: this.#routers.map((r) => ({ ...r, routes: [...r.routes] })),
     };
   }
 
@@ -249,16 +249,15 @@ export class Graph implements SessionProvider, Monitored {
     return operator;
   }
 
-  /** A `router` step whose route names are endpoints of this graph (unique with every other). */
+  /**
+   * A `router` step drawn in the graph's shape. Its route names are not endpoint names: a route
+   * may bear the name of the model it serves (`/v2/models/mlp` → route `mlp` → model `mlp`, the
+   * KServe layout), and the endpoints are the models of the routes' steps.
+   */
   router(config: RouterConfig): OperatorFunction<ServingEvent, ServingEvent> {
-    const name = config.name ?? 'router';
-    const routes = Object.keys((config as { routes?: object }).routes ?? {});
-    this.#claim(
-      routes.map((route) => ({ endpointName: route, where: `route '${route}' of router '${name}'` })),
-      'router.routes',
-    );
-    for (const route of routes) this.#entries.set(route, { endpointName: route, step: name });
-    return router(config);
+    const operator = router(config); // validates the config first
+    this.#routers.push({ step: config.name ?? 'router', routes: Object.keys(config.routes) });
+    return operator;
   }
 
   /**
@@ -282,16 +281,16 @@ export class Graph implements SessionProvider, Monitored {
 
   // The operator validated the config first: only a valid step is recorded.
   #routerStep<F>(operator: F, kind: string, step: string, routes: object): F {
-    this.#routerSteps.push({ step, kind, routes: Object.keys(routes) });
+    this.#routers.push({ step, kind, routes: Object.keys(routes) });
     return operator;
   }
 
-  /** The endpoint names in use and where. */
+  /** The endpoint names in use (models of the graph's steps and proxies) and where. */
   endpointNames(): { endpointName: string; where: string }[] {
     return [...this.#endpoints.values()].map((u) => ({ ...u }));
   }
 
-  /** What the graph knows of one endpoint (a model of a step, a proxy, or a router's route). */
+  /** What the graph knows of one endpoint (a model of a step, or a proxy); `undefined` for any other name. */
   endpoint(name: string): EndpointInfo | undefined {
     return this.#entries.get(name);
   }

@@ -1,5 +1,6 @@
 // Prometheus metrics through prom-client (an optional peer dependency, loaded only when used).
 import { decodeOrThrow, guard, strict } from '../config.js';
+import { ConfigError } from '../errors.js';
 import { acquireAggregates, type EndpointTotals } from './aggregates.js';
 import { MONITORING, isMonitored, type EventReport, type Monitored, type MonitorObserver } from './monitor.js';
 
@@ -31,6 +32,21 @@ const PrometheusOptionsCodec = strict(
 );
 
 /**
+ * Loads prom-client, the optional peer dependency; when it is not installed, a `ConfigError` at
+ * `path` saying how to add it (the option that asked for metrics is what cannot work).
+ */
+export async function loadPromClient(path: string): Promise<typeof import('prom-client')> {
+  try {
+    return await import('prom-client');
+  } catch (cause) {
+    throw new ConfigError(
+      [{ path, expected: "the optional peer dependency 'prom-client' installed (npm install prom-client@^15)", actual: `it cannot be loaded (${(cause as Error).message.split('\n')[0]})` }],
+      { cause },
+    );
+  }
+}
+
+/**
  * Exposes a graph's model endpoints to Prometheus: requests by outcome, a latency histogram,
  * in-flight and queued calls per lane and per step, events rejected per step (read at scrape
  * time), and LLM token counters. Opt-in:
@@ -49,7 +65,7 @@ const PrometheusOptionsCodec = strict(
  * ```
  * @param graph A graph made by `createGraph()`.
  * @param options `registry` (default: a new one), `prefix` (default `'rxserve_'`), `buckets` (seconds).
- * @returns The exporter; `ConfigError` (rejected) for a bad graph or option.
+ * @returns The exporter; `ConfigError` (rejected) for a bad graph or option, or without prom-client.
  */
 export async function prometheusExporter(
   graph: Monitored,
@@ -57,7 +73,7 @@ export async function prometheusExporter(
 ): Promise<PrometheusExporter> {
   decodeOrThrow(MonitoredCodec, graph, 'prometheusExporter.graph');
   decodeOrThrow(PrometheusOptionsCodec, options, 'prometheusExporter.options');
-  const client = await import('prom-client');
+  const client = await loadPromClient('prometheusExporter');
   const registry = options.registry ?? new client.Registry();
   const prefix = options.prefix ?? 'rxserve_';
   const labelNames = ['endpoint', 'step'] as const;

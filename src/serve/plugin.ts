@@ -1,7 +1,6 @@
 // rxservePlugin: the §11 routes as a fastify plugin (serve() registers it on an app of its own).
 // Over 300 lines: every §11 route with its status mapping and auth; the dashboard, SSE and OpenAI
 // routes already live in files of their own.
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import * as t from 'io-ts';
 import type { OperatorFunction } from 'rxjs';
@@ -10,10 +9,14 @@ import { decodeOrThrow, fn, NonEmptyString, positiveInt, strict } from '../confi
 import { ConfigError, toError } from '../errors.js';
 import type { ServingEvent } from '../event.js';
 import type { Graph } from '../graph/graph.js';
+import type { PrometheusExporter } from '../monitoring/prometheus.js';
+import { apiKeyCheck, unauthorized } from './auth.js';
+import { checkEndpointNames, loadMetrics } from './checks.js';
 import { GraphCodec } from './codecs.js';
 import { DashboardSessions, registerDashboard, sendDashboardUnauthorized, type DashboardRouteConfig } from './dashboard/plugin.js';
 import { invoker, starters, type Invoker } from './invoker.js';
 import { registerOpenAIRoutes, type OpenAIFrontOptions } from './openai.js';
+import { lingerOnClose } from './linger.js';
 import { ClientWatch, sendEventStream, wantsEventStream } from './sse.js';
 import { errorBody, HttpError, refusalStatus, retryAfterOf, statusOf } from './status.js';
 import { listedModels, metadataPath, serverMetadata } from './v2.js';
@@ -36,6 +39,11 @@ export interface RxservePluginOptions {
   readonly maxBodyDepth?: number;
   /** Serve the live page of the graph at `GET /dashboard` (needs `graph`; see docs/dashboard.md). */
   readonly dashboard?: boolean;
+  /**
+   * Serve the graph's Prometheus metrics at `GET /metrics` (needs `graph` and the optional peer
+   * prom-client; behind `apiKeys` like every route; docs/monitoring.md).
+   */
+  readonly metrics?: boolean;
   /** Adds the OpenAI-compatible routes (`POST /v1/chat/completions`, `GET /v1/models`) over these endpoints (DESIGN §15). */
   readonly openai?: OpenAIFrontOptions;
 }
@@ -51,6 +59,7 @@ export const pluginOptionProps = {
   maxBodyBytes: positiveInt(false),
   maxBodyDepth: positiveInt(false),
   dashboard: t.boolean,
+  metrics: t.boolean,
   openai: OpenAIFrontCodec,
 };
 
@@ -84,6 +93,13 @@ const MAX_REQUEST_ID = 200;
 
 /** @internal serve() reads the plugin's invoker through this option (a symbol: not an option users see). */
 export const kInvoker = Symbol('rxserve.invoker');
+/** @internal serve() passes the exporter it made when checking its options (a symbol: not an option users see). */
+export const kMetrics = Symbol('rxserve.metrics');
+/** @internal serve() owns the app: the plugin answers its unknown routes too (after its hooks: closing, API keys). */
+export const kOwnsApp = Symbol('rxserve.ownsApp');
+
+/** Refusals after which the client's connection is closed: it may still be sending a body nobody reads. */
+const CLOSING_REFUSALS = new Set([401, 413, 415]);
 
 /** Per request: its id (echoed as `x-request-id`). */
 const requestIds = new WeakMap<FastifyRequest, string>();
@@ -118,6 +134,9 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   const { pipeline, graph, timeoutMs, models, apiKeys, maxBodyBytes = DEFAULT_MAX_BODY_BYTES, maxBodyDepth = DEFAULT_MAX_BODY_DEPTH, dashboard, openai } = options;
   checkDashboard(options, 'rxservePlugin');
   checkOpenAI(options, 'rxservePlugin');
+  checkEndpointNames(options, 'rxservePlugin');
+  // serve() has loaded it already, naming its own option.
+  const exporter = (opts as { [kMetrics]?: PrometheusExporter })[kMetrics] ?? (await loadMetrics(options, 'rxservePlugin'));
   const client = invoker(pipeline, { ...(graph ? { graph } : {}), ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
   (opts as { [kInvoker]?: (client: Invoker) => void })[kInvoker]?.(client);
   const start = starters.get(client)!;
@@ -137,31 +156,32 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   });
   // fastify runs this once the server has stopped and every request in flight was answered.
   app.addHook('onClose', async () => {
+    exporter?.detach();
     await client.close();
   });
 
-  const keys = apiKeys?.map(digest);
+  const keyCheck = apiKeyCheck(apiKeys);
   const sessions = new DashboardSessions();
   app.addHook('onRequest', (request, reply, done) => {
-    const header = request.headers['x-request-id'];
-    const id = typeof header === 'string' && header.length > 0 && header.length <= MAX_REQUEST_ID ? header : globalThis.crypto.randomUUID();
+    const id = requestIdOf(request);
     requestIds.set(request, id);
     reply.header('x-request-id', id);
     if (closing) {
       sendError(reply, new HttpError('RxServeError', 'the server is closing; no new requests are taken', 503));
       return;
     }
-    if (keys === undefined) return done();
-    // Read only when keys are set: fastify builds request.routeOptions anew on every read.
+    if (keyCheck === undefined) return done();
+    // Read only when keys are set: fastify builds request.routeOptions anew on every read. Unknown
+    // routes (the 404 handler's context) run this hook too: without a key they are 401 as well.
     const config = request.routeOptions.config as { rxservePublic?: boolean } & DashboardRouteConfig;
-    if (config.rxservePublic !== true && !authorized(request.headers.authorization, keys)) {
+    if (config.rxservePublic !== true && !keyCheck(request.headers.authorization)) {
       if (config.rxserveDashboard !== undefined) {
         // A browser presents its sign-in cookie (docs/dashboard.md).
         if (sessions.has(request)) return done();
         return sendDashboardUnauthorized(request, reply, app.prefix);
       }
       reply.header('www-authenticate', 'Bearer realm="rxserve"');
-      sendError(reply, new HttpError('UnauthorizedError', 'this route needs an Authorization: Bearer <API key> header with a valid key', 401));
+      sendError(reply, unauthorized());
       return;
     }
     done();
@@ -189,7 +209,7 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
 
   if (dashboard === true) {
     // A context of its own: its sign-in form parser does not reach POST /*.
-    const checkKey = keys !== undefined ? { checkKey: (key: string) => authorized(`Bearer ${key}`, keys) } : {};
+    const checkKey = keyCheck !== undefined ? { checkKey: (key: string) => keyCheck(`Bearer ${key}`) } : {};
     await app.register(async (context) => registerDashboard(context, { graph: graph!, ...checkKey }, sessions));
   }
 
@@ -200,7 +220,7 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
     const init = {
       id: requestIds.get(request) ?? globalThis.crypto.randomUUID(),
       path: pathOf(request.url),
-      headers: headersOf(request, keys !== undefined),
+      headers: headersOf(request, keyCheck !== undefined),
     };
     if (wantsEventStream(request)) {
       return sendEventStream(reply, (partials) => start(request.body, init, partials), { closing, sendError: (error) => sendError(reply, error) });
@@ -239,10 +259,26 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
     });
   }
 
+  // Under a prefix, or when serve() owns the app, unknown routes are answered here, after the
+  // hooks above (503 while closing, 401 without a key: no 404 tells which paths exist). Mounted at
+  // the root of an app of yours, the 404 stays your app's.
+  if (app.prefix !== '' || (opts as { [kOwnsApp]?: boolean })[kOwnsApp] === true) {
+    app.setNotFoundHandler((request, reply) => {
+      sendError(reply, new HttpError('NotFoundError', `no route ${request.method} ${pathOf(request.url)}`, 404));
+    });
+  }
+
+  if (exporter !== undefined) {
+    app.get('/metrics', async (_request, reply) =>
+      reply.code(200).header('cache-control', 'no-store').type(exporter.contentType).send(await exporter.metrics()),
+    );
+  }
+
   const health = { config: { rxservePublic: true } };
   app.get('/v2/health/live', health, async (_request, reply) => send(reply, 200, '{"live":true}'));
-  app.get('/v2/health/ready', health, async (_request, reply) =>
-    isReady() ? send(reply, 200, '{"ready":true}') : sendError(reply, notReady()),
+  // Public, so what it says of a failed load (a file path, a module's message) is for key holders only.
+  app.get('/v2/health/ready', health, async (request, reply) =>
+    isReady() ? send(reply, 200, '{"ready":true}') : sendError(reply, notReady(keyCheck === undefined || keyCheck(request.headers.authorization))),
   );
 
   const modelNames = (): string[] => listedModels(pipeline, models, () => graph?.endpointNames().map((e) => e.endpointName) ?? []);
@@ -269,7 +305,7 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
 
   /** A GET answered by the pipeline: an event with `path` and an empty body, answered like a POST. */
   async function forward(request: FastifyRequest, reply: FastifyReply, path: string): Promise<FastifyReply> {
-    const init = { id: requestIds.get(request) ?? globalThis.crypto.randomUUID(), path, headers: headersOf(request, keys !== undefined) };
+    const init = { id: requestIds.get(request) ?? globalThis.crypto.randomUUID(), path, headers: headersOf(request, keyCheck !== undefined) };
     try {
       const out = await start({}, init).promise;
       return out.error !== undefined ? sendError(reply, out.error) : send(reply, 200, JSON.stringify(out.body ?? null));
@@ -279,11 +315,13 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
     }
   }
 
-  function notReady(): HttpError {
+  function notReady(details = true): HttpError {
     const why = closing
       ? 'the server is closing'
       : loadError !== undefined
-        ? `the graph failed to load (${loadError.name}: ${loadError.message})`
+        ? details
+          ? `the graph failed to load (${loadError.name}: ${loadError.message})`
+          : 'the graph failed to load (the reason is given to callers with an API key)'
         : graphReady
           ? 'the server is not listening yet'
           : `graph '${graph!.name}' is still loading its models`;
@@ -301,6 +339,10 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
     const status = error instanceof HttpError ? error.statusCode : statusOf(error);
     const retryAfter = retryAfterOf(error, status);
     if (retryAfter !== undefined) reply.header('retry-after', retryAfter);
+    if (CLOSING_REFUSALS.has(status)) {
+      reply.header('connection', 'close');
+      lingerOnClose(reply.raw.socket);
+    }
     return send(reply, status, JSON.stringify(errorBody(error)));
   }
 };
@@ -329,18 +371,10 @@ function headersOf(request: FastifyRequest, dropAuthorization: boolean): Record<
   return headers;
 }
 
-function digest(key: string): Buffer {
-  return createHash('sha256').update(key).digest();
-}
-
-/** Constant-time over the keys: every key is compared, whichever matches. */
-function authorized(header: string | undefined, keys: readonly Buffer[]): boolean {
-  const match = header === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(header);
-  if (match === null) return false;
-  const given = digest(match[1]);
-  let ok = false;
-  for (const key of keys) ok = timingSafeEqual(given, key) || ok;
-  return ok;
+/** The request's id: its `x-request-id` when usable (1 to 200 characters), else a new UUID. */
+export function requestIdOf(request: FastifyRequest): string {
+  const header = request.headers['x-request-id'];
+  return typeof header === 'string' && header.length > 0 && header.length <= MAX_REQUEST_ID ? header : globalThis.crypto.randomUUID();
 }
 
 /** Why fastify's JSON parser refused a body: not JSON at all, or a prototype-poisoning key. */

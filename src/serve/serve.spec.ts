@@ -92,9 +92,9 @@ async function call(url: string, init: { method?: string; body?: unknown; raw?: 
   return { status: response.status, headers: response.headers, json: text ? JSON.parse(text) : undefined };
 }
 
-const until = async (test: () => boolean, ms = 5_000): Promise<void> => {
+const until = async (test: () => boolean | Promise<boolean>, ms = 5_000): Promise<void> => {
   const end = Date.now() + ms;
-  while (!test()) {
+  while (!(await test())) {
     if (Date.now() > end) throw new Error('condition not met in time');
     await new Promise((r) => setTimeout(r, 5));
   }
@@ -265,6 +265,38 @@ describe('serve(): bad requests never reach the pipeline and do not disturb othe
     const server = await start(step((b) => b));
     const a = await call(`${server.url}/nothing/here?x=1`);
     expect(a).toMatchObject({ status: 404, json: { error: 'NotFoundError: no route GET /nothing/here' } });
+    expect(a.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it("fastify's and Node's own refusals (bad URL, 414, 431, not HTTP) come back in rxserve's { error } shape", async () => {
+    const server = await start(step((b) => b));
+    const badUrl = await call(`${server.url}/v2/models/%E0%A4%A`);
+    expect(badUrl).toMatchObject({ status: 400, json: { error: "BadRequestError: the URL path '/v2/models/%E0%A4%A' is not valid (a bad percent-encoding)" } });
+    const long = await call(`${server.url}/v2/models/${'m'.repeat(150)}`);
+    expect(long.status).toBe(414);
+    expect(long.json.error).toMatch(/^URITooLongError: a segment of the URL path '\/v2\/models\/m+' is longer than 100 characters$/);
+    const raw = async (text: string) => parseRaw((await rawClient(server.url, text).ended).text);
+    const big = await raw(`GET /v2/health/live HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    expect(big.status).toBe(431);
+    expect(big.json.error).toMatch(/^RequestHeaderFieldsTooLargeError: the request line and headers are larger than \d+ bytes$/);
+    const garbage = await raw('HELLO THERE\r\n\r\n');
+    expect(garbage.status).toBe(400);
+    expect(garbage.json.error).toMatch(/^BadRequestError: the request is not valid HTTP\/1\.1 \(HPE_/);
+    expect(await openConnections(server)).toBeLessThanOrEqual(1);
+  });
+
+  it('with apiKeys, auth comes before routing: unknown routes and bad URLs are 401 without a key, 404/400 with one', async () => {
+    const server = await start(step((b) => b), { apiKeys: ['k'] });
+    const auth = { authorization: 'Bearer k' };
+    for (const path of ['/nothing', '/v2/models/x/y/z', '/v2/health', '/dashboard']) {
+      const answer = await call(`${server.url}${path}`);
+      expect(answer.status, path).toBe(401);
+      expect(answer.json).toEqual({ error: 'UnauthorizedError: this route needs an Authorization: Bearer <API key> header with a valid key' });
+      expect((await call(`${server.url}${path}`, { headers: auth })).status, path).toBe(404);
+    }
+    expect((await call(`${server.url}/v2/models/%E0%A4%A`)).status).toBe(401);
+    expect((await call(`${server.url}/v2/models/%E0%A4%A`, { headers: auth })).status).toBe(400);
+    expect((await call(`${server.url}/v2/health/live`)).status).toBe(200);
   });
 });
 
@@ -306,6 +338,25 @@ describe('serve(): health and /v2/models', () => {
     expect(ready.json.error).toMatch(/^RxServeError: not ready: the graph failed to load \(ModelLoadError: .*no weights/);
   });
 
+  it('with apiKeys, /v2/health/ready tells why a load failed only to callers with a key (a load error may name files)', async () => {
+    class Broken extends Sleepy {
+      override load() {
+        throw new Error("ENOENT: no such file or directory, open '/srv/models/secret-weights.onnx'");
+      }
+    }
+    const graph = createGraph({ name: 'broken' });
+    const server = await start(graph.modelRunner({ models: [entry('broken', { modelClass: Broken })] }), { graph, apiKeys: ['k'] });
+    await expect(graph.ready()).rejects.toThrow('secret-weights');
+    const anonymous = await call(`${server.url}/v2/health/ready`);
+    expect(anonymous.status).toBe(503);
+    expect(anonymous.json).toEqual({ error: 'RxServeError: not ready: the graph failed to load (the reason is given to callers with an API key)' });
+    const wrongKey = await call(`${server.url}/v2/health/ready`, { headers: { authorization: 'Bearer nope' } });
+    expect(wrongKey.json.error).not.toContain('/srv/models');
+    const keyed = await call(`${server.url}/v2/health/ready`, { headers: { authorization: 'Bearer k' } });
+    expect(keyed.status).toBe(503);
+    expect(keyed.json.error).toContain("open '/srv/models/secret-weights.onnx'");
+  });
+
   it('without a graph, ready once listening', async () => {
     const server = await start(step((b) => b));
     expect((await call(`${server.url}/v2/health/ready`)).status).toBe(200);
@@ -343,13 +394,34 @@ describe('serve(): health and /v2/models', () => {
         beta: graph.modelRunner({ name: 'beta-step', models: [entry('beta-model')] }),
       },
     });
-    const server = await start(pipeline, { graph, models: ['alpha', 'beta'] });
+    const server = await start(pipeline, { graph });
     expect((await call(`${server.url}/v2/models/alpha/infer`, { body: { tag: 'a' } })).json).toEqual({ tag: 'a', by: 'alpha-model' });
     expect((await call(`${server.url}/v2/models/beta/versions/3/infer`, { body: { tag: 'b' } })).json).toEqual({ tag: 'b', by: 'beta-model' });
     const missing = await call(`${server.url}/v2/models/gamma/infer`, { body: { tag: 'c' } });
     expect(missing.status).toBe(404);
     expect(missing.json.error).toBe("RouteNotFoundError: router 'router': no route for key 'gamma'; available routes: 'alpha', 'beta'");
-    expect((await call(`${server.url}/v2/models`)).json).toEqual({ models: ['alpha', 'beta'] });
+    // Endpoints are the models, not the routes (DESIGN §7): every name listed answers.
+    const listed = (await call(`${server.url}/v2/models`)).json.models as string[];
+    expect(listed).toEqual(['alpha-model', 'beta-model']);
+    for (const name of listed) expect((await call(`${server.url}/v2/models/${name}`)).status).toBe(200);
+    expect((await call(`${server.url}/v2/models/alpha`)).status).toBe(404);
+  });
+
+  it('the KServe layout: route mlp → step mlp → model mlp is accepted, listed once, and answers under its own name', async () => {
+    const graph = createGraph();
+    const pipeline = graph.router({
+      key: v2ModelName,
+      routes: {
+        mlp: graph.modelRunner({ name: 'mlp', models: [entry('mlp', { inputs: ['tag'] })] }),
+        svm: graph.modelRunner({ name: 'svm', models: [entry('svm')] }),
+      },
+    });
+    const server = await start(pipeline, { graph });
+    expect((await call(`${server.url}/v2/models`)).json).toEqual({ models: ['mlp', 'svm'] });
+    expect((await call(`${server.url}/v2/models/mlp`)).json).toEqual({ name: 'mlp', platform: 'rxserve', inputs: ['tag'], outputs: [] });
+    expect((await call(`${server.url}/v2/models/mlp/ready`)).status).toBe(200);
+    expect((await call(`${server.url}/v2/models/mlp/infer`, { body: { tag: 'm' } })).json).toEqual({ tag: 'm', by: 'mlp' });
+    expect((await call(`${server.url}/v2/models/svm/infer`, { body: { tag: 's' } })).json).toEqual({ tag: 's', by: 'svm' });
   });
 
   it('v2ModelName reads the infer paths only', () => {
@@ -361,6 +433,32 @@ describe('serve(): health and /v2/models', () => {
     expect(at('/v2/models/m1/ready')).toBeUndefined();
     expect(at('/score')).toBeUndefined();
     expect(at()).toBeUndefined();
+  });
+});
+
+describe('serve(): metrics', () => {
+  it("metrics: true serves the graph's Prometheus exposition at GET /metrics, behind apiKeys like every route", async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    const server = await start(pipeline, { graph, metrics: true, apiKeys: ['k'] });
+    const auth = { authorization: 'Bearer k' };
+    expect((await call(server.url, { body: { tag: 'a' }, headers: auth })).status).toBe(200);
+    const refused = await fetch(`${server.url}/metrics`);
+    expect(refused.status).toBe(401);
+    const scrape = await fetch(`${server.url}/metrics`, { headers: auth });
+    expect(scrape.status).toBe(200);
+    expect(scrape.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+    const text = await scrape.text();
+    expect(text).toContain('rxserve_model_requests_total{endpoint="sleepy",step="runner",outcome="success"} 1');
+    expect(text).toMatch(/^rxserve_model_latency_seconds_count\{endpoint="sleepy",step="runner"\} 1$/m);
+  });
+
+  it('metrics: true without a graph is a ConfigError naming serve.metrics; without metrics there is no /metrics', async () => {
+    const error = await serve(step((b) => b), { port: 0, metrics: true }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as Error).message).toBe('serve.metrics: expected a graph option too (the metrics are the graph’s), got metrics: true without graph');
+    const { graph, pipeline } = sleepyPipeline();
+    const server = await start(pipeline, { graph });
+    expect((await call(`${server.url}/metrics`)).status).toBe(404);
   });
 });
 
@@ -527,12 +625,60 @@ describe('serve(): cancellation and close', () => {
     const results = await Promise.all(sent);
     for (const r of results) {
       if (r.status === 200) expect(r.tag).toBe(`t${r.i}`);
-      else if (r.status !== 503) expect(r.tag).toMatch(/ECONNREFUSED|ECONNRESET|UND_ERR_SOCKET/);
+      // 200 connections opened at once: those still in the accept queue when the server stops
+      // listening are reset by the kernel (the request never reached the server).
+      else if (r.status !== 503) expect(r.tag).toMatch(/ECONNREFUSED|ECONNRESET/);
     }
     // everything the pipeline took was answered
     expect(results.filter((r) => r.status === 200).length).toBe(probe.seen.length);
     expect(graph.closed).toBe(true);
   });
+
+  it('close under 64 looping keep-alive clients: every request gets its answer, a 503 with Connection: close, or a refused connection — no reset', async () => {
+    const { graph, pipeline } = sleepyPipeline({ maxInFlight: 256 });
+    const server = await start(pipeline, { graph });
+    const { port } = new URL(server.url);
+    const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+    const outcomes: Record<string, number> = {};
+    const answered: string[] = [];
+    const one = (tag: string) =>
+      new Promise<string>((resolve) => {
+        const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: '/loop', agent, headers: { 'content-type': 'application/json' } }, (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk) => (text += chunk));
+          res.on('end', () => {
+            if (res.statusCode === 200) answered.push(JSON.parse(text).tag);
+            if (res.statusCode === 503) {
+              expect(res.headers.connection).toBe('close');
+              expect(JSON.parse(text)).toEqual({ error: 'RxServeError: the server is closing; no new requests are taken' });
+            }
+            resolve(String(res.statusCode));
+          });
+        });
+        req.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+        req.end(JSON.stringify({ tag, ms: 2 + (Number(tag.slice(1)) % 10) }));
+      });
+    let n = 0;
+    const loops = Array.from({ length: 64 }, async () => {
+      for (;;) {
+        const outcome = await one(`t${n++}`);
+        outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
+        if (outcome !== '200') return;
+      }
+    });
+    // Steady state first: every client connected (a connection still in the accept queue when the
+    // server stops listening is reset by the kernel; see docs/serving.md).
+    await until(async () => probe.finished >= 300 && (await openConnections(server)) >= 64, 20_000);
+    await server.close();
+    await Promise.all(loops);
+    agent.destroy();
+    expect(Object.keys(outcomes).filter((o) => !['200', '503', 'ECONNREFUSED'].includes(o)), JSON.stringify(outcomes)).toEqual([]);
+    // Each loop ended on a 503 or a refused connection; what the pipeline took was answered.
+    expect((outcomes['503'] ?? 0) + (outcomes.ECONNREFUSED ?? 0)).toBe(64);
+    expect(answered.length).toBe(probe.seen.length);
+    expect(graph.closed).toBe(true);
+  }, 30_000);
 
   it('validates its options, naming the field', async () => {
     await expect(serve(step((b) => b), { port: -1 })).rejects.toThrow(/serve\.port/);
@@ -546,6 +692,149 @@ describe('serve(): cancellation and close', () => {
     const pipeline = graph.modelRunner({ models: [entry('m')] });
     await expect(serve(pipeline, { graph, port: Number(new URL(first.url).port) })).rejects.toThrow(/EADDRINUSE/);
     expect(graph.closed).toBe(true);
+  });
+});
+
+/** A raw client over one socket: what the server wrote, and when the server ended the connection. */
+interface RawClient {
+  /** Resolves when the server ends or closes the connection: ms since open, and everything it wrote. */
+  readonly ended: Promise<{ ms: number; text: string }>;
+  /** Writes a chunk while the socket is writable. */
+  write(chunk: string | Buffer): void;
+  destroy(): void;
+}
+
+function rawClient(url: string, opening = ''): RawClient {
+  const { port } = new URL(url);
+  const socket = connect(Number(port), '127.0.0.1');
+  const opened = Date.now();
+  let text = '';
+  socket.setEncoding('utf8');
+  socket.on('data', (chunk: string) => (text += chunk));
+  socket.on('error', () => undefined); // a write after the server closed: the reset is expected
+  if (opening) socket.write(opening);
+  const ended = new Promise<{ ms: number; text: string }>((resolve) => {
+    const done = () => resolve({ ms: Date.now() - opened, text });
+    socket.once('end', done);
+    socket.once('close', done);
+  });
+  return {
+    ended,
+    write: (chunk) => void (socket.writable && !socket.destroyed && socket.write(chunk)),
+    destroy: () => socket.destroy(),
+  };
+}
+
+/** Writes one byte every `everyMs` until the client is ended; returns a stop function. */
+function trickle(client: RawClient, chunk: string, everyMs = 50): () => void {
+  const timer = setInterval(() => client.write(chunk), everyMs);
+  void client.ended.then(() => clearInterval(timer));
+  return () => clearInterval(timer);
+}
+
+const openConnections = (server: Server): Promise<number> =>
+  new Promise((resolve, reject) => server.app.server.getConnections((error, count) => (error ? reject(error) : resolve(count))));
+
+/** The status and JSON body of a raw HTTP/1.1 answer. */
+function parseRaw(text: string): { status: number; headers: string; json: any } {
+  const [head, body = ''] = text.split('\r\n\r\n');
+  return { status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head!)?.[1] ?? 0), headers: head!.toLowerCase(), json: body ? JSON.parse(body) : undefined };
+}
+
+describe('serve(): slow and refused clients do not keep sockets', () => {
+  it('a request whose headers or body take longer than requestTimeoutMs gets 408 and its connection is closed; slow answers are not cut', async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    const server = await start(pipeline, { graph, requestTimeoutMs: 300, apiKeys: ['k'] });
+    const body = JSON.stringify({ tag: 'slow-body' });
+    const clients = [
+      // headers sent, the body trickling a byte at a time (and never finished)
+      ...Array.from({ length: 20 }, () => {
+        const c = rawClient(server.url, `POST /score HTTP/1.1\r\nhost: x\r\nauthorization: Bearer k\r\ncontent-type: application/json\r\ncontent-length: ${body.length + 1000}\r\n\r\n`);
+        trickle(c, ' ');
+        return { kind: 'slow body', c };
+      }),
+      // headers trickling, never finished
+      ...Array.from({ length: 20 }, () => {
+        const c = rawClient(server.url, 'POST /score HTTP/1.1\r\nhost: x\r\n');
+        trickle(c, 'x-pad: 1\r\n');
+        return { kind: 'slow headers', c };
+      }),
+      // connected, silent
+      ...Array.from({ length: 20 }, () => ({ kind: 'silent', c: rawClient(server.url) })),
+    ];
+    // A request that arrives at once but whose answer takes longer than requestTimeoutMs is answered.
+    const slowAnswer = call(server.url, { body: { tag: 'late', ms: 600 }, headers: { authorization: 'Bearer k' } });
+    await until(async () => (await openConnections(server)) >= 61);
+    const ends = await Promise.all(clients.map(async ({ kind, c }) => ({ kind, ...(await c.ended) })));
+    for (const end of ends) {
+      const answer = parseRaw(end.text);
+      expect(answer.status, end.kind).toBe(408);
+      expect(answer.headers).toContain('connection: close');
+      expect(answer.json).toEqual({ error: "RequestTimeoutError: the request's headers and body did not arrive within 300 ms (requestTimeoutMs); the connection is closed" });
+      // Cut between requestTimeoutMs and requestTimeoutMs plus one check interval (50 ms here), with slack for a loaded machine.
+      expect(end.ms, end.kind).toBeGreaterThanOrEqual(290);
+      expect(end.ms, end.kind).toBeLessThan(2_000);
+    }
+    expect(await slowAnswer).toMatchObject({ status: 200, json: { tag: 'late' } });
+    await until(async () => (await openConnections(server)) <= 1); // fetch's kept-alive socket at most
+    expect(probe.seen.map((e) => (e.body as Body).tag)).toEqual(['late']);
+  });
+
+  it('a refused request (401, 413, 415) closes its connection, even while the client is still sending', async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    // requestTimeoutMs at its default (60 s): what closes these connections is the refusal.
+    const server = await start(pipeline, { graph, apiKeys: ['k'], maxBodyBytes: 1_000 });
+    const head = (headers: string, length: number) => `POST /score HTTP/1.1\r\nhost: x\r\n${headers}content-length: ${length}\r\n\r\n`;
+    const cases = [
+      { status: 401, c: rawClient(server.url, head('content-type: application/json\r\n', 100_000)) },
+      { status: 413, c: rawClient(server.url, head('authorization: Bearer k\r\ncontent-type: application/json\r\n', 100_000)) },
+      { status: 415, c: rawClient(server.url, head('authorization: Bearer k\r\ncontent-type: text/plain\r\n', 100_000)) },
+      // keep-alive requests, complete: the answer is a refusal, so the connection still closes
+      { status: 401, c: rawClient(server.url, `GET /v2/models HTTP/1.1\r\nhost: x\r\nconnection: keep-alive\r\n\r\n`) },
+    ];
+    for (const { c } of cases) trickle(c, 'xxxxxxxxxx', 20);
+    const ends = await Promise.all(cases.map(async ({ status, c }) => ({ status, ...(await c.ended) })));
+    for (const end of ends) {
+      const answer = parseRaw(end.text);
+      expect(answer.status).toBe(end.status);
+      expect(answer.headers).toContain('connection: close');
+      expect(answer.json.error).toMatch(/^(UnauthorizedError|PayloadTooLargeError|UnsupportedMediaTypeError): /);
+      expect(end.ms).toBeLessThan(5_000);
+    }
+    await until(async () => (await openConnections(server)) === 0);
+    expect(probe.seen).toHaveLength(0);
+  });
+
+  it('a client sending too large a body in one go reads its 413, not a reset (the connection lingers while the body arrives)', async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    const server = await start(pipeline, { graph, maxBodyBytes: 1_000 });
+    const body = Buffer.alloc(4 * 2 ** 20, 'a');
+    const head = `POST /score HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n`;
+    const { port } = new URL(server.url);
+    const ends = await Promise.all(
+      Array.from({ length: 8 }, () => {
+        // A client that reads its answer only once it has written its body (a plain HTTP/1.1 client).
+        const socket = connect(Number(port), '127.0.0.1');
+        socket.on('error', () => undefined);
+        socket.pause();
+        let text = '';
+        socket.setEncoding('utf8');
+        socket.write(Buffer.concat([Buffer.from(head), body]), () => setTimeout(() => socket.resume(), 100));
+        socket.on('data', (chunk: string) => (text += chunk));
+        return new Promise<string>((resolve) => socket.once('close', () => resolve(text)));
+      }),
+    );
+    for (const text of ends) {
+      const answer = parseRaw(text);
+      expect(answer.status).toBe(413);
+      expect(answer.headers).toContain('connection: close');
+      expect(answer.json).toEqual({ error: 'PayloadTooLargeError: the request body is larger than the limit of 1000 bytes' });
+    }
+    await until(async () => (await openConnections(server)) === 0);
+  });
+
+  it('requestTimeoutMs is validated', async () => {
+    await expect(serve(step((b) => b), { requestTimeoutMs: 0 })).rejects.toThrow(/serve\.requestTimeoutMs: expected a positive integer, got 0/);
   });
 });
 
@@ -564,6 +853,10 @@ describe('rxservePlugin on an existing fastify app', () => {
       expect((await call(`${url}/ml/score`, { body: { tag: 'a' } })).status).toBe(401);
       expect((await call(`${url}/ml/v2/health/ready`)).status).toBe(200);
       expect((await call(`${url}/ml/v2/models`, { headers: auth })).json).toEqual({ models: ['sleepy'] });
+      // Unknown routes under the prefix: the plugin's hooks run first (401), then its 404; elsewhere, the app's 404.
+      expect((await call(`${url}/ml/nothing`)).status).toBe(401);
+      expect(await call(`${url}/ml/nothing`, { headers: auth })).toMatchObject({ status: 404, json: { error: 'NotFoundError: no route GET /ml/nothing' } });
+      expect(await call(`${url}/elsewhere`)).toMatchObject({ status: 404, json: { message: 'Route GET:/elsewhere not found' } });
       // the app's own route: no key needed, its own parsers
       const own = await fetch(`${url}/own`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'hi' });
       expect(await own.json()).toEqual({ own: 'hi' });

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { acquireAggregates, type AggregatesSnapshot } from '../../monitoring/aggregates.js';
 import { MONITORING, type Monitored } from '../../monitoring/monitor.js';
+import { lingerOnClose } from '../linger.js';
 
 /** How often the events stream sends the aggregates. */
 export const DASHBOARD_INTERVAL_MS = 1000;
@@ -20,6 +21,64 @@ export const DASHBOARD_COOKIE = 'rxserve_dashboard';
 const MAX_BUFFERED_BYTES = 1024 * 1024;
 const SESSION_MS = 12 * 60 * 60 * 1000;
 const MAX_SESSIONS = 1000;
+/** Failed sign-ins a client address may make per window; past them every sign-in is 429 until the window ends. */
+export const LOGIN_MAX_FAILURES = 10;
+export const LOGIN_WINDOW_MS = 60_000;
+/** Addresses tracked at once (a bound on the limiter's memory); the oldest is forgotten first. */
+const MAX_LOGIN_ADDRESSES = 10_000;
+
+/**
+ * Failed sign-ins per client address, in a fixed window opened by the first failure. Once an
+ * address has failed `LOGIN_MAX_FAILURES` times, its sign-ins are refused (right key or not) until
+ * the window ends: otherwise the 429 would only slow the guessing down.
+ */
+export class LoginLimiter {
+  readonly #failures = new Map<string, { count: number; until: number }>();
+
+  constructor(
+    readonly maxFailures = LOGIN_MAX_FAILURES,
+    readonly windowMs = LOGIN_WINDOW_MS,
+    readonly maxAddresses = MAX_LOGIN_ADDRESSES,
+  ) {}
+
+  /** Ms until `address` may sign in again; 0 when it may now. */
+  blockedFor(address: string, now = Date.now()): number {
+    const entry = this.#failures.get(address);
+    if (entry === undefined) return 0;
+    if (entry.until <= now) {
+      this.#failures.delete(address);
+      return 0;
+    }
+    return entry.count >= this.maxFailures ? entry.until - now : 0;
+  }
+
+  /** Counts a failed sign-in. */
+  fail(address: string, now = Date.now()): void {
+    let entry = this.#failures.get(address);
+    if (entry === undefined || entry.until <= now) {
+      this.#failures.delete(address);
+      if (this.#failures.size >= this.maxAddresses) this.#prune(now);
+      this.#failures.set(address, (entry = { count: 0, until: now + this.windowMs }));
+    }
+    entry.count++;
+  }
+
+  /** A successful sign-in forgets the address's failures. */
+  succeed(address: string): void {
+    this.#failures.delete(address);
+  }
+
+  /** Addresses tracked now. */
+  get size(): number {
+    return this.#failures.size;
+  }
+
+  #prune(now: number): void {
+    for (const [address, entry] of this.#failures) if (entry.until <= now) this.#failures.delete(address);
+    // Still full: the oldest window goes (insertion order is window order).
+    if (this.#failures.size >= this.maxAddresses) this.#failures.delete(this.#failures.keys().next().value!);
+  }
+}
 
 /** Route config marking the dashboard's routes (the API-key hook also accepts its session cookie there). */
 export interface DashboardRouteConfig {
@@ -131,6 +190,8 @@ export async function registerDashboard(app: FastifyInstance, options: Dashboard
   app.get('/dashboard', page, async (_request, reply) =>
     reply.code(200).header('content-security-policy', CSP).header('cache-control', 'no-store').type('text/html; charset=utf-8').send(readAsset('index.html')),
   );
+  // The page's asset URLs are relative to /dashboard: with a trailing slash they would miss.
+  app.get('/dashboard/', page, async (_request, reply) => reply.code(308).header('location', base).send());
 
   app.get('/dashboard/assets/:file', page, async (request, reply) => {
     const { file } = request.params as { file: string };
@@ -169,9 +230,20 @@ export async function registerDashboard(app: FastifyInstance, options: Dashboard
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: 4096 }, (_request, body, done) => {
     done(null, Object.fromEntries(new URLSearchParams(body as string)));
   });
+  const limiter = new LoginLimiter();
   app.post('/dashboard/login', { config: { rxservePublic: true } }, async (request, reply) => {
+    const waitMs = limiter.blockedFor(request.ip);
+    if (waitMs > 0) {
+      const seconds = Math.ceil(waitMs / 1000);
+      reply.header('retry-after', String(seconds));
+      return sendLogin(reply, base, `Too many failed sign-ins from your address; try again in ${seconds} s.`, 429);
+    }
     const key = (request.body as { key?: unknown } | undefined)?.key;
-    if (typeof key !== 'string' || !checkKey(key)) return sendLogin(reply, base, 'That key is not one of the server’s API keys.');
+    if (typeof key !== 'string' || !checkKey(key)) {
+      limiter.fail(request.ip);
+      return sendLogin(reply, base, 'That key is not one of the server’s API keys.');
+    }
+    limiter.succeed(request.ip);
     const secure = request.protocol === 'https' ? '; Secure' : '';
     return reply
       .code(303)
@@ -183,25 +255,29 @@ export async function registerDashboard(app: FastifyInstance, options: Dashboard
 
 /** 401 for a dashboard route without a key: the page answers with the sign-in form. */
 export function sendDashboardUnauthorized(request: FastifyRequest, reply: FastifyReply, prefix: string): void {
-  if ((request.routeOptions.config as DashboardRouteConfig).rxserveDashboard === 'page' && request.url.split('?')[0]!.endsWith('/dashboard')) {
+  if ((request.routeOptions.config as DashboardRouteConfig).rxserveDashboard === 'page' && /\/dashboard\/?$/.test(request.url.split('?')[0]!)) {
     void sendLogin(reply, `${prefix}/dashboard`, undefined);
     return;
   }
-  reply.header('www-authenticate', 'Bearer realm="rxserve"');
+  reply.header('www-authenticate', 'Bearer realm="rxserve"').header('connection', 'close');
+  lingerOnClose(reply.raw.socket);
   void reply
     .code(401)
     .type('application/json; charset=utf-8')
     .send(JSON.stringify({ error: 'UnauthorizedError: this route needs an Authorization: Bearer <API key> header or the dashboard sign-in cookie' }));
 }
 
-function sendLogin(reply: FastifyReply, base: string, problem: string | undefined): FastifyReply {
+function sendLogin(reply: FastifyReply, base: string, problem: string | undefined, status = 401): FastifyReply {
   const html = readAsset('login.html')
     .toString('utf8')
     .replace('{{action}}', escapeHtml(`${base}/login`))
     .replace('{{problem}}', problem === undefined ? '' : `<p class="problem" role="alert">${escapeHtml(problem)}</p>`);
+  // A refusal: the connection closes with it, as every 401 of rxserve's.
+  if (status === 401) reply.header('www-authenticate', 'Bearer realm="rxserve"');
+  lingerOnClose(reply.raw.socket);
   return reply
-    .code(401)
-    .header('www-authenticate', 'Bearer realm="rxserve"')
+    .code(status)
+    .header('connection', 'close')
     .header('content-security-policy', CSP)
     .header('cache-control', 'no-store')
     .type('text/html; charset=utf-8')

@@ -6,6 +6,9 @@ const HISTORY_SECONDS = 300;
 const SVG = 'http://www.w3.org/2000/svg';
 const $ = (selector) => document.querySelector(selector);
 const fmt = (n, digits = 2) => (n === null || n === undefined ? '–' : Number.isInteger(n) ? String(n) : n.toFixed(digits));
+// Quantiles come from log buckets 19% wide (the bucket's upper bound): two significant digits are
+// all that is known (1.189207 ms → '1.2', 1234 ms → '1200').
+const latency = (ms) => (ms === null || ms === undefined ? '–' : String(Number(ms.toPrecision(2))));
 
 /** Per second and endpoint: { requests, errors } (from the server's per-second buckets). */
 const perSecond = new Map();
@@ -111,8 +114,8 @@ function drawTables(snapshot) {
       cell(row, 'errors', fmt(e.errors));
       cell(row, 'requestsPerSecond', fmt(e.requestsPerSecond, 1));
       cell(row, 'errorsPerSecond', fmt(e.errorsPerSecond, 1));
-      cell(row, 'p50Ms', fmt(e.p50Ms, 3));
-      cell(row, 'p99Ms', fmt(e.p99Ms, 3));
+      cell(row, 'p50Ms', latency(e.p50Ms));
+      cell(row, 'p99Ms', latency(e.p99Ms));
       cell(row, 'laneInFlight', fmt(e.laneInFlight));
       cell(row, 'laneQueued', fmt(e.laneQueued));
       cell(row, 'tokens', e.usageReported ? `${e.promptTokens} / ${e.completionTokens}` : '–');
