@@ -4,3 +4,6 @@ export { selectModels, type Selection } from './selectModels.js';
 export { router, type RouterConfig } from './router.js';
 export { step, type StepFn, type StepOptions, type StepContext } from './step.js';
 export { onError, type ErrorHandler } from './onError.js';
+export { remoteStep, type RemoteStepOptions, type Backoff } from './remoteStep.js';
+export { batchHttpRequests, type BatchHttpRequestsOptions } from './batchHttpRequests.js';
+export type { HttpStepOptions } from './internal/http.js';

@@ -188,6 +188,7 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
       id: requestIds.get(request) ?? globalThis.crypto.randomUUID(),
       path: pathOf(request.url),
       headers: headersOf(request, keys !== undefined),
+      method: request.method,
     };
     if (wantsEventStream(request)) return sendEventStream(reply, (partials) => start(request.body, init, partials), { closing });
     // Cancelled through the invoker, not with an AbortSignal of our own: one signal per request.
