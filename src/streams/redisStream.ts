@@ -7,6 +7,7 @@ import { decodeOrThrow } from '../config.js';
 import { RxServeError, describeError } from '../errors.js';
 import { toEvent, type ServingEvent } from '../event.js';
 import { connect } from './ioredis.js';
+import { readMessage } from './message.js';
 import { streamMetrics, type RedisStreamStats } from './metrics.js';
 import { CommitOptionsCodec, resolveOptions, type CommitOptions, type RedisLike, type RedisStreamOptions } from './options.js';
 import { COMMIT, RECLAIM, runScript } from './scripts.js';
@@ -142,22 +143,20 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
   }
 
   function toMessageEvent(id: string, fields: string[] | null, reclaimed: boolean): ServingEvent {
-    const headers: Record<string, string> = {};
-    let raw: string | undefined;
-    for (let i = 0; fields && i + 1 < fields.length; i += 2) {
-      if (fields[i] === o.field && raw === undefined) raw = fields[i + 1];
-      else headers[fields[i]] = fields[i + 1];
-    }
-    const metadata = reclaimed ? { stream: o.stream, reclaimed: true } : { stream: o.stream };
+    // A queueStep's message (§19) brings its path, its headers and the sender's id (sourceId).
+    const { raw, path, headers, sourceId } = readMessage(fields, o.field);
+    const metadata: Record<string, unknown> = { stream: o.stream };
+    if (reclaimed) metadata.reclaimed = true;
+    if (sourceId !== undefined) metadata.sourceId = sourceId;
     if (raw === undefined) {
       const error = new TypeError(`redisStream: message ${id} has no field '${o.field}'`);
-      return toEvent(null, { id, headers, metadata, error, origin: 'redisStream' });
+      return toEvent(null, { id, path, headers, metadata, error, origin: 'redisStream' });
     }
     try {
-      return toEvent(JSON.parse(raw) as unknown, { id, headers, metadata });
+      return toEvent(JSON.parse(raw) as unknown, { id, path, headers, metadata });
     } catch (cause) {
       const error = new TypeError(`redisStream: message ${id} field '${o.field}' is not valid JSON (${(cause as Error).message})`, { cause });
-      return toEvent(raw, { id, headers, metadata, error, origin: 'redisStream' });
+      return toEvent(raw, { id, path, headers, metadata, error, origin: 'redisStream' });
     }
   }
 
