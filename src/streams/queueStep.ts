@@ -30,7 +30,7 @@ export interface QueueStepOptions {
   readonly maxQueue?: number;
 }
 
-const QueueStepOptionsCodec = strict(
+export const QueueStepOptionsCodec = strict(
   'QueueStepOptions',
   { redis: RedisCodec, stream: NonEmptyString },
   { maxLen: positiveInt(), name: NonEmptyString, maxInFlight: positiveInt(), maxQueue: nonNegativeInt(true) },

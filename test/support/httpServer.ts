@@ -72,10 +72,12 @@ export async function startServer(handler: Handler): Promise<TestServer> {
     req.once('end', () => {
       const seen = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString(), at: performance.now() };
       requests.push(seen);
-      void Promise.resolve(handler(seen, res, requests.length)).catch((error: unknown) => {
-        if (!res.headersSent) res.writeHead(599);
-        res.end(String(error));
-      });
+      void Promise.resolve()
+        .then(() => handler(seen, res, requests.length))
+        .catch((error: unknown) => {
+          if (!res.headersSent) res.writeHead(599);
+          res.end(String(error));
+        });
     });
   });
   server.on('connection', (socket: Socket) => {
