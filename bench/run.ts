@@ -7,6 +7,7 @@ import { modelRunnerMarkdown, runModelRunner } from './modelRunner.bench.js';
 import { llmMarkdown, runLLM } from './llm.bench.js';
 import { overloadMarkdown, runOverload } from './overload.bench.js';
 import { poolsMarkdown, runPools } from './pools.bench.js';
+import { remoteMarkdown, runRemote } from './remote.bench.js';
 import { runScaling, scalingMarkdown } from './scaling.bench.js';
 import { runServe, serveMarkdown } from './serve.bench.js';
 import { runSoak, soakMarkdown } from './soak.bench.js';
@@ -31,6 +32,7 @@ const sections: [string, () => Promise<string>][] = [
   ['serve', async () => serveMarkdown(await runServe(quick))],
   ['streams', async () => streamsMarkdown(await runStreams(quick))],
   ['streaming', async () => streamingMarkdown(await runStreaming(quick))],
+  ['remote', async () => remoteMarkdown(await runRemote(quick))],
 ];
 if (only) for (const name of only) if (!sections.some(([n]) => n === name)) throw new Error(`--only: no benchmark named '${name}'`);
 

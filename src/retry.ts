@@ -44,8 +44,16 @@ export function retryAfterMs(get: (name: string) => string | null | undefined): 
   return Number.isFinite(date) ? Math.max(0, date - Date.now()) : undefined;
 }
 
+/** What `sleep` listens to: an `AbortSignal`, or a lighter object with the same abort surface. */
+export interface AbortLike {
+  readonly aborted: boolean;
+  readonly reason: unknown;
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: 'abort', listener: () => void): void;
+}
+
 /** Waits `ms`, or rejects with the signal's reason as soon as it aborts. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+export function sleep(ms: number, signal?: AbortLike): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);
     const timer = setTimeout(() => {

@@ -58,7 +58,7 @@ export function batchHttpRequests(options: BatchHttpRequestsOptions): OperatorFu
         let left = n;
         const call = new EventCall(config, (error) => done(withError(event, error, name)));
         const start = (i: number) => {
-          client.send(requests[i], call.controller.signal, call.deadline).then(
+          client.send(requests[i], call.signal, call.deadline).then(
             (value) => {
               permits.release();
               answers[i] = value;
@@ -67,7 +67,7 @@ export function batchHttpRequests(options: BatchHttpRequestsOptions): OperatorFu
             (error: unknown) => {
               permits.release();
               if (!call.finish()) return;
-              call.controller.abort(error); // the other items' requests stop
+              call.signal.abort(error); // the other items' requests stop
               done(withError(event, toError(error), name));
             },
           );

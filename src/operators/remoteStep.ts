@@ -48,7 +48,7 @@ export function remoteStep(options: RemoteStepOptions): OperatorFunction<Serving
         // A throw here (bad URL, path or body) fails this event alone (dispatch catches it).
         const request = prepareRequest(config, event, inputOf(config, event), [event]);
         const call = new EventCall(config, (error) => done(withError(event, error, name)));
-        client.send(request, call.controller.signal, call.deadline).then(
+        client.send(request, call.signal, call.deadline).then(
           (answer) => {
             if (call.finish()) done(withBody(event, resultPath === undefined ? answer : setPath(event.body, resultPath, answer)));
           },

@@ -11,7 +11,7 @@ import { DotPath, PositiveMs, annotate, decodeOrThrow, guard, nonNegativeInt, po
 import { ConfigError, ModelTimeoutError, RemoteStepError, toError } from '../../errors.js';
 import { getPath, hasPath, type ServingEvent } from '../../event.js';
 import { RingQueue } from '../../execution/ringQueue.js';
-import { retryAfterMs, retryDelayMs, sleep } from '../../retry.js';
+import { retryAfterMs, retryDelayMs, sleep, type AbortLike } from '../../retry.js';
 import { dispatchOptionProps, limitsFrom } from './options.js';
 import type { DispatchLimits } from './dispatch.js';
 
@@ -329,7 +329,7 @@ export class HttpClient {
    * Resolves with the decoded answer; rejects with `RemoteStepError`, or with the signal's
    * reason once it aborts (cancel, unsubscribe, the step's timeout).
    */
-  async send(request: PreparedRequest, signal: AbortSignal, deadline: number): Promise<unknown> {
+  async send(request: PreparedRequest, signal: RequestAbort, deadline: number): Promise<unknown> {
     const { config } = this;
     for (let attempt = 1; ; attempt++) {
       let failure: RemoteStepError;
@@ -342,7 +342,8 @@ export class HttpClient {
           method: request.method,
           headers: request.headers,
           body: request.body,
-          signal,
+          // undici takes any object with addEventListener/removeEventListener as its signal.
+          signal: signal as unknown as AbortSignal,
           // A redirect chain over the limit fails instead of answering with its last 3xx.
           throwOnMaxRedirect: true,
         } as Dispatcher.RequestOptions);
@@ -416,12 +417,41 @@ async function readHead(body: Dispatcher.ResponseData['body'], max: number): Pro
 }
 
 /**
+ * The abort of one event's requests: what undici and `sleep` need of an AbortSignal, without an
+ * AbortController and its EventTarget (~6% of a loopback request's client CPU on Node 20).
+ */
+export class RequestAbort implements AbortLike {
+  aborted = false;
+  reason: unknown = undefined;
+  #listeners: (() => void)[] | undefined;
+
+  addEventListener(_type: 'abort', listener: () => void): void {
+    (this.#listeners ??= []).push(listener);
+  }
+
+  removeEventListener(_type: 'abort', listener: () => void): void {
+    const list = this.#listeners;
+    const at = list ? list.indexOf(listener) : -1;
+    if (at >= 0) list!.splice(at, 1);
+  }
+
+  abort(reason: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    const list = this.#listeners;
+    this.#listeners = undefined;
+    if (list) for (const listener of list) listener();
+  }
+}
+
+/**
  * One event's deadline and abort: `timeoutMs` after it starts, its requests are aborted and it
  * fails with `ModelTimeoutError`; `cancel` (the event cancelled, the subscription ended) aborts
  * them too. `finish` settles it once.
  */
 export class EventCall {
-  readonly controller = new AbortController();
+  readonly signal = new RequestAbort();
   readonly deadline: number;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #settled = false;
@@ -435,7 +465,7 @@ export class EventCall {
       if (this.#settled) return;
       const error = new ModelTimeoutError(config.step, config.timeoutMs);
       this.#settle();
-      this.controller.abort(error);
+      this.signal.abort(error);
       this.onTimeout(error);
     }, config.timeoutMs);
   }
@@ -454,7 +484,7 @@ export class EventCall {
   cancel = (reason?: unknown): void => {
     if (this.#settled) return;
     this.#settle();
-    this.controller.abort(reason ?? new DOMException('the step was unsubscribed', 'AbortError'));
+    this.signal.abort(reason ?? new DOMException('the step was unsubscribed', 'AbortError'));
   };
 
   #settle(): void {
