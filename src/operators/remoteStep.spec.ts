@@ -348,6 +348,27 @@ describe('remoteStep: timeouts, cancellation, bounds, connections', () => {
   });
 });
 
+describe('remoteStep: the stream', () => {
+  it('an empty source completes; a source error reaches the subscriber and aborts the requests in flight', async () => {
+    const s = await server(() => undefined);
+    expect(await run([], remoteStep({ url: s.url }))).toEqual([]);
+    const input = new Subject<ServingEvent>();
+    const failed = new Promise<unknown>((resolve) => input.pipe(remoteStep({ url: s.url })).subscribe({ error: resolve }));
+    input.next(toEvent({ a: 1 }));
+    await s.waitForRequests(1);
+    input.error(new Error('source broke'));
+    expect(((await failed) as Error).message).toBe('source broke');
+    await s.waitForAborted(1);
+  });
+
+  it('a value that is not an event errors the stream with a TypeError saying what to pipe first', async () => {
+    const s = await server(echo);
+    await expect(lastValueFrom(from([{ plain: true }] as never[]).pipe(remoteStep({ url: s.url, name: 'r' })))).rejects.toThrow(
+      /remoteStep 'r' received a plain object, not a ServingEvent: pipe asEvents\(\) first/,
+    );
+  });
+});
+
 describe('remoteStep: options', () => {
   it('bad options are ConfigErrors naming the field', () => {
     const bad: [unknown, RegExp][] = [
