@@ -45,7 +45,6 @@ async function http(total: number, runs: number): Promise<RemoteResult['http']> 
   const { Agent } = await import('undici');
   const target = await startChild('httpEcho.mjs', []);
   const url = new URL(target.url);
-  const body = JSON.stringify(BODY);
   try {
     const undiciRun = async () => {
       const agent = new Agent({ connections: IN_FLIGHT });
@@ -56,7 +55,7 @@ async function http(total: number, runs: number): Promise<RemoteResult['http']> 
             path: '/',
             method: 'POST',
             headers: { 'content-type': 'application/json', 'x-request-id': String(i) },
-            body,
+            body: JSON.stringify(BODY),
           });
           return JSON.parse(await res.body.text()) as unknown;
         });
@@ -67,7 +66,7 @@ async function http(total: number, runs: number): Promise<RemoteResult['http']> 
     const oursRun = async () => (await drive(remoteStep({ url: target.url, maxInFlight: IN_FLIGHT }), total, IN_FLIGHT, () => BODY)).perSecond;
     const fetchRun = () =>
       loops(total, IN_FLIGHT, async (i) => {
-        const res = await fetch(target.url, { method: 'POST', headers: { 'content-type': 'application/json', 'x-request-id': String(i) }, body });
+        const res = await fetch(target.url, { method: 'POST', headers: { 'content-type': 'application/json', 'x-request-id': String(i) }, body: JSON.stringify(BODY) });
         return res.json();
       });
     // Warm-up: JIT, connections.
@@ -90,19 +89,19 @@ async function queue(total: number, runs: number): Promise<RemoteResult['queue']
   const server = await startRedis();
   const redis = new Redis(server.url);
   try {
-    const bodies = Array.from({ length: 4096 }, (_, i) => JSON.stringify({ ...BODY, n: i }));
-    // The floor: XADDs of the same fields (body, id), 256 per pipeline, one pipeline at a time.
+    const bodies = Array.from({ length: 4096 }, (_, i) => ({ ...BODY, n: i }));
+    // The floor: XADDs of the same fields (body as JSON, id), 256 per pipeline, one pipeline at a time.
     const pipelineRun = async (stream: string) => {
       const t0 = performance.now();
       for (let i = 0; i < total; i += 256) {
         const pipe = redis.pipeline();
-        for (let j = i; j < Math.min(total, i + 256); j++) pipe.xadd(stream, '*', 'body', bodies[j % bodies.length], 'id', String(j));
+        for (let j = i; j < Math.min(total, i + 256); j++) pipe.xadd(stream, '*', 'body', JSON.stringify(bodies[j % bodies.length]), 'id', String(j));
         await pipe.exec();
       }
       return (total * 1000) / (performance.now() - t0);
     };
     // Ours: the events fed with credit (256 outstanding, queueStep's default maxInFlight).
-    const oursRun = async (stream: string) => (await drive(queueStep({ redis: server.url, stream }), total, 256, (i) => ({ ...BODY, n: i }))).perSecond;
+    const oursRun = async (stream: string) => (await drive(queueStep({ redis: server.url, stream }), total, 256, (i) => bodies[i])).perSecond;
     await pipelineRun('warm-raw');
     await oursRun('warm-ours');
     const figures = { pipeline: [] as number[], ours: [] as number[] };

@@ -182,6 +182,40 @@ describe('remoteStep: the answer', () => {
   });
 });
 
+describe('remoteStep: redirects', () => {
+  it('307 repeats the request at the new place; 303 after a POST becomes a GET without a body', async () => {
+    const s = await server((req, res) => {
+      if (req.url === '/old') return void res.writeHead(307, { location: '/new' }).end();
+      if (req.url === '/done') return void res.writeHead(303, { location: `${s.url}/result?x=1` }).end();
+      json(res, 200, { method: req.method, url: req.url, body: req.body, id: req.headers['x-request-id'] });
+    });
+    const [a] = await run([toEvent({ n: 1 }, { id: 'r7' })], remoteStep({ url: `${s.url}/old` }));
+    expect(a.body).toEqual({ method: 'POST', url: '/new', body: '{"n":1}', id: 'r7' });
+    const [b] = await run([toEvent({ n: 2 }, { id: 'r3' })], remoteStep({ url: `${s.url}/done` }));
+    expect(b.body).toEqual({ method: 'GET', url: '/result?x=1', body: '', id: 'r3' });
+  });
+
+  it('to another origin, credentials are dropped and the other headers kept', async () => {
+    const other = await server((req, res) => json(res, 200, { auth: req.headers.authorization ?? null, cookie: req.headers.cookie ?? null, tenant: req.headers['x-tenant'], id: req.headers['x-request-id'] }));
+    const s = await server((req, res) => json(res, 200, { sameOriginAuth: req.headers.authorization }));
+    const first = await server((req, res) => res.writeHead(302, { location: req.url === '/same' ? `${s.url}/x` : `${other.url}/y` }).end());
+    const headers = { authorization: 'Bearer secret', cookie: 'a=b', 'x-tenant': 'acme' };
+    const [out] = await run([toEvent({}, { id: 'c1' })], remoteStep({ url: first.url, method: 'GET', headers }));
+    expect(out.body).toEqual({ auth: null, cookie: null, tenant: 'acme', id: 'c1' });
+    expect(other.requests).toHaveLength(1);
+  });
+
+  it('more than 5 redirects, or one to a non-http URL, fail the event without a retry', async () => {
+    const loop = await server((req, res) => res.writeHead(302, { location: req.url === '/bad' ? 'ftp://x/y' : '/again' }).end());
+    const [out] = await run([toEvent({})], remoteStep({ url: loop.url, backoff: fast }));
+    expect(out.error).toBeInstanceOf(RemoteStepError);
+    expect(out.error!.message).toMatch(/more than 5 redirects/);
+    expect(loop.requests).toHaveLength(6);
+    const [bad] = await run([toEvent({})], remoteStep({ url: `${loop.url}/bad`, backoff: fast }));
+    expect(bad.error!.message).toMatch(/was redirected to "ftp:\/\/x\/y", not an http\(s\) URL/);
+  });
+});
+
 describe('remoteStep: retries', () => {
   it('retries 5xx, 408 and 429 until an answer comes', async () => {
     const statuses = [503, 408, 429, 500];
