@@ -147,7 +147,7 @@ export function remoteMarkdown(r: RemoteResult): string {
           '| writer | events/s |',
           '|---|---:|',
           `| ioredis pipeline by hand (XADD × 256 per pipeline, one at a time) | ${k(r.queue.pipeline)} |`,
-          `| \`queueStep\` (256 in flight; one script call of XADDs per event-loop turn) | ${k(r.queue.ours)} |`,
+          `| \`queueStep\` (256 in flight; one pipeline of XADDs per event-loop turn) | ${k(r.queue.ours)} |`,
           `| ratio (ours / pipeline; goal ≥ 0.8) | ${ratio(r.queue.ours, r.queue.pipeline)} |`,
         ]
       : [`Queue: skipped (${r.queueSkipped}).`]),

@@ -133,6 +133,29 @@ describe.runIf(redisAvailable('queueStep (test/queueStep.spec.ts)'))('queueStep 
     }
   });
 
+  it('a client without pipelines (only call()) gets one XADD per event, with the same outcomes', async () => {
+    const { stream } = names();
+    const inner = new Redis(server.url);
+    const calls: string[] = [];
+    const bare = {
+      call: (command: string, ...args: (string | number)[]) => (calls.push(command), inner.call(command, ...args)),
+      duplicate: () => bare,
+      quit: () => inner.quit(),
+      disconnect: () => inner.disconnect(),
+    };
+    try {
+      await redis.set(`${stream}:str`, 'x');
+      const ok = await run([toEvent({ a: 1 }, { id: 'p1' }), toEvent({ a: 2 }, { id: 'p2' })], queueStep({ redis: bare, stream, maxLen: 10 }));
+      const refused = await run([toEvent({ a: 3 })], queueStep({ redis: bare, stream: `${stream}:str` }));
+      expect(ok.map((e) => e.error)).toEqual([undefined, undefined]);
+      expect(calls).toEqual(['XADD', 'XADD', 'XADD']);
+      expect((await redis.xrange(stream, '-', '+')).map(([id, f]) => [id, fieldsOf(f).id])).toEqual(ok.map((e) => [(e.metadata.queued as { id: string }).id, e.id]));
+      expect(refused[0].error!.message).toMatch(/XADD to stream '.*:str' failed: WRONGTYPE/);
+    } finally {
+      await inner.quit();
+    }
+  });
+
   it('errored events pass untouched and are not queued; a body JSON cannot carry fails its event only', async () => {
     const { stream } = names();
     const failed = withError(toEvent({ a: 1 }), new Error('earlier'), 'before');

@@ -10,7 +10,6 @@ import { QUEUE_STEP, type QueueStepMark } from '../operators/internal/queueMarke
 import { connect } from './ioredis.js';
 import { messageFields } from './message.js';
 import { RedisCodec, type RedisLike } from './options.js';
-import { runScript } from './scripts.js';
 
 export { QUEUE_STEP, queueStepMark, type QueueStepMark } from '../operators/internal/queueMarker.js';
 
@@ -36,34 +35,7 @@ export const QueueStepOptionsCodec = strict(
   { maxLen: positiveInt(), name: NonEmptyString, maxInFlight: positiveInt(), maxQueue: nonNegativeInt(true) },
 );
 
-/**
- * XADD of each message of a batch, each on its own (one refused entry does not fail the others).
- * KEYS: the stream. ARGV: maxLen ('' = no trimming), then per message its field count and fields.
- * Returns, per message in order, 1 and the entry id, or 0 and Redis' error.
- */
-const QUEUE = `
-local out = {}
-local i = 2
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  local args = { 'XADD', KEYS[1] }
-  if ARGV[1] ~= '' then
-    args[#args + 1] = 'MAXLEN'; args[#args + 1] = '~'; args[#args + 1] = ARGV[1]
-  end
-  args[#args + 1] = '*'
-  for j = 1, n * 2 do args[#args + 1] = ARGV[i + j] end
-  local r = redis.pcall(unpack(args))
-  if type(r) == 'table' and r.err then
-    out[#out + 1] = 0; out[#out + 1] = r.err
-  else
-    out[#out + 1] = 1; out[#out + 1] = r
-  end
-  i = i + 1 + n * 2
-end
-return out
-`;
-
-/** Messages gathered in one turn of the event loop go to Redis in one script call, up to this many. */
+/** Messages gathered in one turn of the event loop go to Redis in one pipeline, up to this many. */
 const MAX_BATCH = 256;
 
 interface Queued {
@@ -72,6 +44,34 @@ interface Queued {
   cancelled: boolean;
   sent: boolean;
   settle(messageId: string | undefined, error: Error | undefined): void;
+}
+
+/** An ioredis client's pipeline (checked by shape: ioredis is an optional peer). */
+interface Pipelining {
+  pipeline(): { call(command: string, ...args: string[]): unknown; exec(): Promise<[Error | null, unknown][] | null> };
+}
+
+/**
+ * XADDs `items`, each on its own (one refused entry fails only its event): in one pipeline when
+ * the client has them (ioredis), else as separate commands (written back to back all the same).
+ */
+async function xadd(redis: RedisLike, stream: string, maxLen: string, items: readonly Queued[]): Promise<[Error | null, unknown][]> {
+  const head = maxLen === '' ? [stream, '*'] : [stream, 'MAXLEN', '~', maxLen, '*'];
+  if (typeof (redis as Partial<Pipelining>).pipeline === 'function') {
+    const pipe = (redis as unknown as Pipelining).pipeline();
+    for (const item of items) pipe.call('XADD', ...head, ...item.fields);
+    const results = await pipe.exec();
+    if (results === null) throw new Error('the pipeline was not run (the connection is closed)');
+    return results;
+  }
+  return Promise.all(
+    items.map((item) =>
+      redis.call('XADD', ...head, ...item.fields).then(
+        (id): [null, unknown] => [null, id],
+        (error: unknown): [Error, unknown] => [toError(error), undefined],
+      ),
+    ),
+  );
 }
 
 /**
@@ -88,7 +88,7 @@ interface Queued {
  * event with an `RxServeError` naming the stream. rxserve never sends an entry twice: a
  * connection it opens does not resend commands that were in flight when it dropped (ioredis'
  * `autoResendUnfulfilledCommands: false`). Events that arrive in one turn of the event loop are
- * written in one script call. Errored events pass through untouched, not queued. At most
+ * written in one pipeline. Errored events pass through untouched, not queued. At most
  * `maxInFlight` XADDs wait for Redis; beyond `maxQueue` more, events leave with `QueueFullError`.
  *
  * In a flow, no step may follow a queue step (they run in the consumer's process): the operator
@@ -138,20 +138,14 @@ export function queueStep(options: QueueStepOptions): OperatorFunction<ServingEv
         const items = batch.filter((item) => !item.cancelled);
         batch = [];
         if (items.length === 0 || closed) return;
-        const args: string[] = [maxLen];
-        for (const item of items) {
-          item.sent = true;
-          args.push(String(item.fields.length / 2));
-          for (const field of item.fields) args.push(field);
-        }
+        for (const item of items) item.sent = true;
         client
-          .then((redis) => runScript(redis, QUEUE, [stream], args))
+          .then((redis) => xadd(redis, stream, maxLen, items))
           .then(
-            (reply) => {
-              const out = reply as unknown[];
+            (results) => {
               items.forEach((item, i) => {
-                const ok = Number(out[2 * i]) === 1;
-                item.settle(ok ? String(out[2 * i + 1]) : undefined, ok ? undefined : failure(String(out[2 * i + 1])));
+                const [error, id] = results[i];
+                item.settle(error ? undefined : String(id), error ? failure(error.message, error) : undefined);
               });
             },
             (error: unknown) => {
