@@ -15,27 +15,52 @@ import { drive } from './driver.js';
 const BODY = { x: 1, text: 'hello world', tags: ['a', 'b'] };
 const IN_FLIGHT = 64;
 
+/** One row: its median rate, and the measuring process's CPU per item (median), µs. */
+export interface Row {
+  readonly perSecond: number;
+  readonly cpuUs: number;
+}
+
 export interface RemoteResult {
   readonly requests: number;
   readonly runs: number;
-  readonly http: { readonly undici: number; readonly ours: number; readonly fetch: number };
-  readonly queue?: { readonly events: number; readonly pipeline: number; readonly ours: number };
+  readonly http: { readonly undici: Row; readonly ours: Row; readonly fetch: Row };
+  readonly queue?: { readonly events: number; readonly pipeline: Row; readonly ours: Row };
   readonly queueSkipped?: string;
   readonly load: readonly [number, number];
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-/** `concurrency` loops, each sending one request after the other, until `total` were answered. */
-async function loops(total: number, concurrency: number, one: (i: number) => Promise<unknown>): Promise<number> {
-  let next = 0;
+/** Runs `run` (which handles `total` items) and measures its rate and this process's CPU per item. */
+async function timed(total: number, run: () => Promise<unknown>): Promise<Row> {
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
+  await run();
+  const ms = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  return { perSecond: (total * 1000) / ms, cpuUs: (cpu.user + cpu.system) / total };
+}
+
+/** The medians of interleaved rows: `runs` rounds, each running every row once, after one warm-up round. */
+async function rounds<K extends string>(runs: number, rows: Record<K, (round: number) => Promise<Row>>): Promise<Record<K, Row>> {
+  const names = Object.keys(rows) as K[];
+  for (const name of names) await rows[name](-1);
+  const seen = Object.fromEntries(names.map((n) => [n, [] as Row[]])) as unknown as Record<K, Row[]>;
+  for (let r = 0; r < runs; r++) for (const name of names) seen[name].push(await rows[name](r));
+  return Object.fromEntries(
+    names.map((n) => [n, { perSecond: median(seen[n].map((x) => x.perSecond)), cpuUs: median(seen[n].map((x) => x.cpuUs)) }]),
+  ) as Record<K, Row>;
+}
+
+/** `concurrency` loops, each sending one request after the other, until `total` were answered. */
+async function loops(total: number, concurrency: number, one: (i: number) => Promise<unknown>): Promise<void> {
+  let next = 0;
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
       while (next < total) await one(next++);
     }),
   );
-  return (total * 1000) / (performance.now() - t0);
 }
 
 async function http(total: number, runs: number): Promise<RemoteResult['http']> {
@@ -46,40 +71,33 @@ async function http(total: number, runs: number): Promise<RemoteResult['http']> 
   const target = await startChild('httpEcho.mjs', []);
   const url = new URL(target.url);
   try {
-    const undiciRun = async () => {
-      const agent = new Agent({ connections: IN_FLIGHT });
-      try {
-        return await loops(total, IN_FLIGHT, async (i) => {
-          const res = await agent.request({
-            origin: url.origin,
-            path: '/',
-            method: 'POST',
-            headers: { 'content-type': 'application/json', 'x-request-id': String(i) },
-            body: JSON.stringify(BODY),
+    const undiciRun = () =>
+      timed(total, async () => {
+        const agent = new Agent({ connections: IN_FLIGHT });
+        try {
+          await loops(total, IN_FLIGHT, async (i) => {
+            const res = await agent.request({
+              origin: url.origin,
+              path: '/',
+              method: 'POST',
+              headers: { 'content-type': 'application/json', 'x-request-id': String(i) },
+              body: JSON.stringify(BODY),
+            });
+            return JSON.parse(await res.body.text()) as unknown;
           });
-          return JSON.parse(await res.body.text()) as unknown;
-        });
-      } finally {
-        await agent.close();
-      }
-    };
-    const oursRun = async () => (await drive(remoteStep({ url: target.url, maxInFlight: IN_FLIGHT }), total, IN_FLIGHT, () => BODY)).perSecond;
-    const fetchRun = () =>
-      loops(total, IN_FLIGHT, async (i) => {
-        const res = await fetch(target.url, { method: 'POST', headers: { 'content-type': 'application/json', 'x-request-id': String(i) }, body: JSON.stringify(BODY) });
-        return res.json();
+        } finally {
+          await agent.close();
+        }
       });
-    // Warm-up: JIT, connections.
-    await undiciRun();
-    await oursRun();
-    await fetchRun();
-    const figures = { undici: [] as number[], ours: [] as number[], fetch: [] as number[] };
-    for (let r = 0; r < runs; r++) {
-      figures.undici.push(await undiciRun());
-      figures.ours.push(await oursRun());
-      figures.fetch.push(await fetchRun());
-    }
-    return { undici: median(figures.undici), ours: median(figures.ours), fetch: median(figures.fetch) };
+    const oursRun = () => timed(total, () => drive(remoteStep({ url: target.url, maxInFlight: IN_FLIGHT }), total, IN_FLIGHT, () => BODY));
+    const fetchRun = () =>
+      timed(total, () =>
+        loops(total, IN_FLIGHT, async (i) => {
+          const res = await fetch(target.url, { method: 'POST', headers: { 'content-type': 'application/json', 'x-request-id': String(i) }, body: JSON.stringify(BODY) });
+          return res.json();
+        }),
+      );
+    return await rounds(runs, { undici: undiciRun, ours: oursRun, fetch: fetchRun });
   } finally {
     await target.stop();
   }
@@ -91,26 +109,22 @@ async function queue(total: number, runs: number): Promise<RemoteResult['queue']
   try {
     const bodies = Array.from({ length: 4096 }, (_, i) => ({ ...BODY, n: i }));
     // The floor: XADDs of the same fields (body as JSON, id), 256 per pipeline, one pipeline at a time.
-    const pipelineRun = async (stream: string) => {
-      const t0 = performance.now();
-      for (let i = 0; i < total; i += 256) {
-        const pipe = redis.pipeline();
-        for (let j = i; j < Math.min(total, i + 256); j++) pipe.xadd(stream, '*', 'body', JSON.stringify(bodies[j % bodies.length]), 'id', String(j));
-        await pipe.exec();
-      }
-      return (total * 1000) / (performance.now() - t0);
-    };
+    const pipelineRun = (round: number) =>
+      timed(total, async () => {
+        for (let i = 0; i < total; i += 256) {
+          const pipe = redis.pipeline();
+          for (let j = i; j < Math.min(total, i + 256); j++) pipe.xadd(`raw${round}`, '*', 'body', JSON.stringify(bodies[j % bodies.length]), 'id', String(j));
+          await pipe.exec();
+        }
+        await redis.del(`raw${round}`);
+      });
     // Ours: the events fed with credit (256 outstanding, queueStep's default maxInFlight).
-    const oursRun = async (stream: string) => (await drive(queueStep({ redis: server.url, stream }), total, 256, (i) => bodies[i])).perSecond;
-    await pipelineRun('warm-raw');
-    await oursRun('warm-ours');
-    const figures = { pipeline: [] as number[], ours: [] as number[] };
-    for (let r = 0; r < runs; r++) {
-      figures.pipeline.push(await pipelineRun(`raw${r}`));
-      figures.ours.push(await oursRun(`ours${r}`));
-      await redis.del(`raw${r}`, `ours${r}`);
-    }
-    return { events: total, pipeline: median(figures.pipeline), ours: median(figures.ours) };
+    const oursRun = (round: number) =>
+      timed(total, async () => {
+        await drive(queueStep({ redis: server.url, stream: `ours${round}` }), total, 256, (i) => bodies[i]);
+        await redis.del(`ours${round}`);
+      });
+    return { events: total, ...(await rounds(runs, { pipeline: pipelineRun, ours: oursRun })) };
   } finally {
     await redis.quit();
     await server.stop();
@@ -119,7 +133,7 @@ async function queue(total: number, runs: number): Promise<RemoteResult['queue']
 
 export async function runRemote(quick: boolean): Promise<RemoteResult> {
   const requests = quick ? 5_000 : 20_000;
-  const runs = quick ? 1 : 3;
+  const runs = quick ? 1 : 5;
   const [l1, l5] = loadavg();
   const httpFigures = await http(requests, runs);
   if (!hasRedis) return { requests, runs, http: httpFigures, queueSkipped: 'redis-server not found (apt-get install -y redis-server)', load: [l1, l5] };
@@ -128,27 +142,27 @@ export async function runRemote(quick: boolean): Promise<RemoteResult> {
 
 export function remoteMarkdown(r: RemoteResult): string {
   const k = (x: number) => Math.round(x).toLocaleString('en-US');
-  const ratio = (a: number, b: number) => (a / b).toFixed(3);
+  const ratio = (a: Row, b: Row) => (a.perSecond / b.perSecond).toFixed(3);
+  const cpu = (x: Row) => x.cpuUs.toFixed(1);
   return [
-    `Load average at the start: ${r.load[0].toFixed(2)} (1 min), ${r.load[1].toFixed(2)} (5 min). Median of ${r.runs} interleaved run(s) after a warm-up.`,
+    `Load average at the start: ${r.load[0].toFixed(2)} (1 min), ${r.load[1].toFixed(2)} (5 min). Medians of ${r.runs} interleaved run(s) after a warm-up; CPU is the measuring process's (user + system) per item.`,
     '',
     `HTTP: ${r.requests.toLocaleString('en-US')} POSTs of a small JSON body, ${IN_FLIGHT} in flight, to a loopback JSON service in a process of its own (keep-alive):`,
     '',
-    '| client | requests/s | ratio to undici |',
-    '|---|---:|---:|',
-    `| undici \`Agent.request()\` by hand (${IN_FLIGHT} loops, JSON answer parsed) | ${k(r.http.undici)} | 1.000 |`,
-    `| \`remoteStep\` (${IN_FLIGHT} in flight; goal ≥ 0.9) | ${k(r.http.ours)} | ${ratio(r.http.ours, r.http.undici)} |`,
-    `| Node's global \`fetch\` (${IN_FLIGHT} loops, \`res.json()\`) | ${k(r.http.fetch)} | ${ratio(r.http.fetch, r.http.undici)} |`,
+    '| client | requests/s | ratio to undici | client CPU µs/request |',
+    '|---|---:|---:|---:|',
+    `| undici \`Agent.request()\` by hand (${IN_FLIGHT} loops, JSON answer parsed) | ${k(r.http.undici.perSecond)} | 1.000 | ${cpu(r.http.undici)} |`,
+    `| \`remoteStep\` (${IN_FLIGHT} in flight; goal ≥ 0.9) | ${k(r.http.ours.perSecond)} | ${ratio(r.http.ours, r.http.undici)} | ${cpu(r.http.ours)} |`,
+    `| Node's global \`fetch\` (${IN_FLIGHT} loops, \`res.json()\`) | ${k(r.http.fetch.perSecond)} | ${ratio(r.http.fetch, r.http.undici)} | ${cpu(r.http.fetch)} |`,
     '',
     ...(r.queue
       ? [
-          `Queue: ${r.queue.events.toLocaleString('en-US')} events written to a stream on a loopback redis-server (fields body and id):`,
+          `Queue: ${r.queue.events.toLocaleString('en-US')} events written to a stream on a loopback redis-server (fields body as JSON and id):`,
           '',
-          '| writer | events/s |',
-          '|---|---:|',
-          `| ioredis pipeline by hand (XADD × 256 per pipeline, one at a time) | ${k(r.queue.pipeline)} |`,
-          `| \`queueStep\` (256 in flight; one pipeline of XADDs per event-loop turn) | ${k(r.queue.ours)} |`,
-          `| ratio (ours / pipeline; goal ≥ 0.8) | ${ratio(r.queue.ours, r.queue.pipeline)} |`,
+          '| writer | events/s | ratio | client CPU µs/event |',
+          '|---|---:|---:|---:|',
+          `| ioredis pipeline by hand (XADD × 256 per pipeline, one at a time) | ${k(r.queue.pipeline.perSecond)} | 1.000 | ${cpu(r.queue.pipeline)} |`,
+          `| \`queueStep\` (256 in flight; one pipeline of XADDs per event-loop turn; goal ≥ 0.8) | ${k(r.queue.ours.perSecond)} | ${ratio(r.queue.ours, r.queue.pipeline)} | ${cpu(r.queue.ours)} |`,
         ]
       : [`Queue: skipped (${r.queueSkipped}).`]),
   ].join('\n');
