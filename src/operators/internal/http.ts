@@ -331,6 +331,73 @@ function redirected(step: string, request: PreparedRequest, status: number, loca
 }
 const ANSWER_HEAD_BYTES = 200;
 
+/** An answer as the client reads it: status, raw headers (`[name, value, ...]`) and the whole body. */
+interface Answer {
+  readonly status: number;
+  readonly rawHeaders: readonly Buffer[];
+  readonly body: Buffer;
+}
+
+/** One header of an answer (first of its name), read only when asked for (most answers never are). */
+function headerOf(answer: Answer, name: string): string | undefined {
+  const raw = answer.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (raw[i].length === name.length && raw[i].toString('latin1').toLowerCase() === name) return raw[i + 1].toString('latin1');
+  }
+  return undefined;
+}
+
+/**
+ * Reads one answer whole, through undici's dispatch API: no Readable stream, async resource or
+ * header object per request as `request()` makes them (they were most of the client's CPU beside
+ * undici's own parsing), and the abort wired straight to undici's.
+ */
+class AnswerHandler implements Dispatcher.DispatchHandler {
+  #status = 0;
+  #rawHeaders: Buffer[] = [];
+  readonly #chunks: Buffer[] = [];
+  #abort: ((reason?: Error) => void) | undefined;
+  readonly #onAbort = (): void => this.#abort?.(this.signal.reason as Error);
+
+  constructor(
+    private readonly signal: RequestAbort,
+    private readonly resolve: (answer: Answer) => void,
+    private readonly reject: (error: unknown) => void,
+  ) {
+    signal.addEventListener('abort', this.#onAbort);
+  }
+
+  onConnect(abort: (reason?: Error) => void): void {
+    if (this.signal.aborted) return abort(this.signal.reason as Error);
+    this.#abort = abort;
+  }
+
+  onHeaders(status: number, rawHeaders: Buffer[]): boolean {
+    // 1xx (100 Continue, 103 Early Hints) come before the answer's own headers.
+    if (status >= 200) {
+      this.#status = status;
+      this.#rawHeaders = rawHeaders;
+    }
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    this.#chunks.push(chunk);
+    return true;
+  }
+
+  onComplete(): void {
+    this.signal.removeEventListener('abort', this.#onAbort);
+    const chunks = this.#chunks;
+    this.resolve({ status: this.#status, rawHeaders: this.#rawHeaders, body: chunks.length === 1 ? chunks[0] : Buffer.concat(chunks) });
+  }
+
+  onError(error: Error): void {
+    this.signal.removeEventListener('abort', this.#onAbort);
+    this.reject(this.signal.aborted ? this.signal.reason : error);
+  }
+}
+
 /**
  * One subscription's HTTP client: one keep-alive undici Agent (at most `maxInFlight` connections
  * per origin), closed with the subscription. Redirects are followed here (see `redirected`), not
@@ -343,6 +410,7 @@ export class HttpClient {
 
   constructor(private readonly config: HttpConfig<never> | HttpConfig<unknown[]>) {
     const { Agent } = loadUndici();
+    // maxResponseSize: undici fails a longer answer as it arrives (UND_ERR_RES_EXCEEDED_MAX_SIZE).
     this.#agent = new Agent({ connections: config.limits.maxInFlight, maxResponseSize: config.maxAnswerBytes });
   }
 
@@ -353,15 +421,11 @@ export class HttpClient {
     this.#agent.destroy().catch(() => undefined);
   }
 
-  #request(request: PreparedRequest, signal: RequestAbort): Promise<Dispatcher.ResponseData> {
-    return this.#agent.request({
-      origin: request.origin,
-      path: request.path,
-      method: request.method,
-      headers: request.headers,
-      body: request.body,
-      // undici takes any object with addEventListener/removeEventListener as its signal.
-      signal: signal as unknown as AbortSignal,
+  #request(request: PreparedRequest, signal: RequestAbort): Promise<Answer> {
+    return new Promise((resolve, reject) => {
+      if (signal.aborted) return reject(signal.reason);
+      const { origin, path, method, headers, body } = request;
+      this.#agent.dispatch({ origin, path, method, headers, body }, new AnswerHandler(signal, resolve, reject));
     });
   }
 
@@ -380,20 +444,21 @@ export class HttpClient {
       let request = first;
       try {
         let res = await this.#request(request, signal);
-        for (let hops = 0; REDIRECTS.has(res.statusCode) && header(res.headers.location) !== undefined; hops++) {
-          await res.body.dump();
+        for (let hops = 0; REDIRECTS.has(res.status); hops++) {
+          const location = headerOf(res, 'location');
+          if (location === undefined) break;
           if (hops === MAX_REDIRECTS) {
-            throw new RemoteStepError(config.step, first.display, res.statusCode, '', attempt, `${first.method} ${first.display}: more than ${MAX_REDIRECTS} redirects (last to ${request.display})`);
+            throw new RemoteStepError(config.step, first.display, res.status, '', attempt, `${first.method} ${first.display}: more than ${MAX_REDIRECTS} redirects (last to ${request.display})`);
           }
-          request = redirected(config.step, request, res.statusCode, header(res.headers.location)!);
+          request = redirected(config.step, request, res.status, location);
           res = await this.#request(request, signal);
         }
-        if (res.statusCode < 400) return await this.#decode(request, res, attempt);
-        const answer = await readHead(res.body, ANSWER_HEAD_BYTES);
-        const status = res.statusCode;
+        if (res.status < 400) return this.#decode(request, res, attempt);
+        const answer = head(res.body);
+        const { status } = res;
         failure = new RemoteStepError(config.step, request.display, status, answer, attempt, `HTTP ${status} from ${request.method} ${request.display}${tries(attempt)}: ${answer}`);
         retryable = RETRYABLE_STATUS(status);
-        wait = retryAfterMs((name) => header(res.headers[name]));
+        wait = retryAfterMs((name) => headerOf(res, name));
       } catch (error) {
         if (signal.aborted) throw signal.reason;
         if (error instanceof RemoteStepError) throw error;
@@ -404,7 +469,7 @@ export class HttpClient {
           ? `the answer is over maxAnswerBytes (${config.maxAnswerBytes})`
           : [e.message, causeMessage].filter(Boolean).join(': ');
         failure = new RemoteStepError(config.step, request.display, undefined, '', attempt, `${request.method} ${request.display} failed${tries(attempt)}: ${why}`, { cause: error });
-        retryable = !NOT_RETRYABLE.has(code) && e.message !== 'max redirects';
+        retryable = !NOT_RETRYABLE.has(code);
       }
       if (!retryable || attempt > config.retries) throw failure;
       const delay = retryDelayMs(attempt - 1, wait, config.baseDelayMs, Math.random, config.maxDelayMs);
@@ -417,12 +482,11 @@ export class HttpClient {
     }
   }
 
-  async #decode(request: PreparedRequest, res: Dispatcher.ResponseData, attempt: number): Promise<unknown> {
-    const text = await res.body.text();
-    const type = header(res.headers['content-type']) ?? '';
-    if (!this.config.returnJson && !/[/+]json\b/i.test(type)) return text;
+  #decode(request: PreparedRequest, res: Answer, attempt: number): unknown {
+    const text = res.body.toString('utf8');
+    if (!this.config.returnJson && !/[/+]json\b/i.test(headerOf(res, 'content-type') ?? '')) return text;
     const fail = (why: string) =>
-      new RemoteStepError(this.config.step, request.display, res.statusCode, head(text), attempt, `the answer of ${request.method} ${request.display} (HTTP ${res.statusCode}) ${why}: ${head(text)}`);
+      new RemoteStepError(this.config.step, request.display, res.status, head(res.body), attempt, `the answer of ${request.method} ${request.display} (HTTP ${res.status}) ${why}: ${head(res.body)}`);
     if (text === '') return null;
     let value: unknown;
     try {
@@ -442,24 +506,8 @@ export class HttpClient {
 const mayNeedCheck = (text: string) =>
   text.length >= 256 || text.includes('\\') || text.includes('__proto__') || text.includes('constructor');
 const tries = (attempt: number) => (attempt > 1 ? ` after ${attempt} attempts` : '');
-const header = (value: string | string[] | undefined): string | undefined => (Array.isArray(value) ? value[0] : value);
-const head = (text: string) => new TextDecoder().decode(Buffer.from(text).subarray(0, ANSWER_HEAD_BYTES));
-
-/** The first `max` bytes of an answer as text; the rest is not read (its connection closes). */
-async function readHead(body: Dispatcher.ResponseData['body'], max: number): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of body) {
-      chunks.push(chunk as Buffer);
-      size += (chunk as Buffer).length;
-      if (size >= max) break;
-    }
-  } catch {
-    // An answer cut short still says what it said so far.
-  }
-  return new TextDecoder().decode(Buffer.concat(chunks).subarray(0, max));
-}
+/** The first 200 bytes of an answer, as text (a character cut in two is replaced, not thrown on). */
+const head = (body: Buffer) => body.subarray(0, ANSWER_HEAD_BYTES).toString('utf8');
 
 /**
  * The abort of one event's requests: what undici and `sleep` need of an AbortSignal, without an
