@@ -3,7 +3,8 @@ import { describeValue } from '../config.js';
 import { toError } from '../errors.js';
 import { isErrored, setPath, withBody, withError, type ServingEvent } from '../event.js';
 import { dispatch, type Work } from './internal/dispatch.js';
-import { EventCall, HttpClient, RequestPermits, httpConfig, inputOf, prepareRequest, type HttpStepOptions } from './internal/http.js';
+import { httpConfig, inputOf, prepareRequest, type HttpStepOptions } from './internal/http.js';
+import { EventCall, HttpClient, RequestPermits } from './internal/httpClient.js';
 
 /** Options of `batchHttpRequests`: the expressions are functions of one list item (and the event). */
 export type BatchHttpRequestsOptions = HttpStepOptions<[item: unknown, event: ServingEvent]>;

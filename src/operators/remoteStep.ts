@@ -2,7 +2,8 @@ import { Observable, type OperatorFunction } from 'rxjs';
 import { toError } from '../errors.js';
 import { isErrored, setPath, withBody, withError, type ServingEvent } from '../event.js';
 import { dispatch, type Work } from './internal/dispatch.js';
-import { EventCall, HttpClient, httpConfig, inputOf, prepareRequest, type HttpStepOptions } from './internal/http.js';
+import { httpConfig, inputOf, prepareRequest, type HttpStepOptions } from './internal/http.js';
+import { EventCall, HttpClient } from './internal/httpClient.js';
 
 export type { Backoff } from './internal/http.js';
 
