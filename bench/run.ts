@@ -8,6 +8,7 @@ import { llmMarkdown, runLLM } from './llm.bench.js';
 import { llmCallersMarkdown, runLLMCallers } from './llmCallers.bench.js';
 import { overloadMarkdown, runOverload } from './overload.bench.js';
 import { poolsMarkdown, runPools } from './pools.bench.js';
+import { remoteMarkdown, runRemote } from './remote.bench.js';
 import { runScaling, scalingMarkdown } from './scaling.bench.js';
 import { runServe, serveMarkdown } from './serve.bench.js';
 import { runSoak, soakMarkdown } from './soak.bench.js';
@@ -35,6 +36,7 @@ const sections: [string, () => Promise<string>][] = [
   ['streams', async () => streamsMarkdown(await runStreams(quick))],
   ['streaming', async () => streamingMarkdown(await runStreaming(quick))],
   ['routers', async () => routersMarkdown(await runRouters(quick))],
+  ['remote', async () => remoteMarkdown(await runRemote(quick))],
 ];
 if (only) for (const name of only) if (!sections.some(([n]) => n === name)) throw new Error(`--only: no benchmark named '${name}'`);
 

@@ -171,6 +171,27 @@ export interface ProviderErrorOptions {
   readonly timedOut?: boolean;
 }
 
+/**
+ * A `remoteStep` or `batchHttpRequests` call failed after its retries: the server answered with a
+ * status ≥ 400 (`status`), or could not be reached (`status` undefined, the network error as
+ * `cause`), or its answer could not be read (not JSON with `returnJson`). `answer` holds the first
+ * 200 bytes of the server's answer, `attempts` how many requests were sent.
+ */
+export class RemoteStepError extends RxServeError {
+  override name = 'RemoteStepError';
+  constructor(
+    readonly step: string,
+    readonly url: string,
+    readonly status: number | undefined,
+    readonly answer: string,
+    readonly attempts: number,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`remote step '${step}': ${message}`, options);
+  }
+}
+
 /** The error type an event carries once a step failed it. */
 export type ServingError = Error;
 
@@ -191,6 +212,7 @@ export const ERROR_CLASSES: Readonly<Record<string, new (...args: never[]) => Er
   QueueFullError,
   WorkerCrashedError,
   ProviderError,
+  RemoteStepError,
 });
 
 /** Turns anything thrown into an `Error`, keeping real errors as they are (identity kept). */

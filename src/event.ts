@@ -10,6 +10,11 @@ export interface ServingEvent<B = unknown> {
   /** e.g. `'/v2/models/m1/infer'`. */
   readonly path?: string;
   readonly headers?: Readonly<Record<string, string>>;
+  /**
+   * The HTTP method of the request the event came from (`'POST'`, `'GET'`...), as MLRun's event
+   * has it: `serve()` sets it; `remoteStep` sends with it when its own `method` is not set.
+   */
+  readonly method?: string;
   readonly metadata: Readonly<Record<string, unknown>>;
   /** Set once a step failed the event; later steps pass it on untouched. */
   readonly error?: ServingError;
@@ -145,6 +150,7 @@ export function makeEvent<B>(body: B, init: Partial<Omit<ServingEvent<B>, 'body'
   };
   if (init?.path !== undefined) event.path = init.path;
   if (init?.headers !== undefined) event.headers = frozenCopy(init.headers);
+  if (init?.method !== undefined) event.method = init.method;
   if (init?.error !== undefined) event.error = init.error;
   if (init?.origin !== undefined) event.origin = init.origin;
   if (init?.signal !== undefined) event.signal = init.signal;

@@ -28,6 +28,7 @@ export {
   QueueFullError,
   WorkerCrashedError,
   ProviderError,
+  RemoteStepError,
   type ConfigIssue,
   type ServingError,
 } from './errors.js';

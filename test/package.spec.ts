@@ -42,7 +42,7 @@ describe('the built package', () => {
       operatorsInstanceOf: true,
       testingInstanceOf: true,
       name: 'ConfigError',
-      operatorNames: ['modelRouter', 'modelRunner', 'onError', 'parallelRun', 'router', 'selectModels', 'step', 'votingEnsemble'],
+      operatorNames: ['batchHttpRequests', 'modelRouter', 'modelRunner', 'onError', 'parallelRun', 'remoteStep', 'router', 'selectModels', 'step', 'votingEnsemble'],
     });
   });
 
@@ -59,6 +59,35 @@ describe('the built package', () => {
       `,
     ]);
     expect(JSON.parse(out)).toEqual([true, true, 'function']);
+  });
+
+  it("remoteStep from the built package (CJS and ESM) calls a loopback server and leaves the global fetch's dispatcher alone", () => {
+    // undici, loaded on first use, would install its Agent as the dispatcher of everyone's fetch.
+    const script = (load: string) => `
+      ${load}
+      const http = require('node:http');
+      const key = Symbol.for('undici.globalDispatcher.1');
+      const server = http.createServer((req, res) => {
+        let body = '';
+        req.on('data', (c) => (body += c));
+        req.on('end', () => { res.setHeader('content-type', 'application/json'); res.end(JSON.stringify({ got: JSON.parse(body), id: req.headers['x-request-id'] })); });
+      });
+      server.listen(0, '127.0.0.1', async () => {
+        const url = 'http://127.0.0.1:' + server.address().port;
+        const out = await lastValueFrom(from([toEvent({ a: 1 }, { id: 'c1' })]).pipe(remoteStep({ url }), toArray()));
+        const npmAgent = globalThis[key] instanceof require('undici').Agent;
+        console.log(JSON.stringify({ bodies: out.map((e) => e.body), npmAgent, isClass: new RemoteStepError('s', 'u', undefined, '', 1, 'm').name }));
+        server.close();
+      });`;
+    const cjs = node(['-e', script("const { from, lastValueFrom, toArray } = require('rxjs'); const { remoteStep, toEvent, RemoteStepError } = require('rxserve');")]);
+    const esm = node([
+      '--input-type=module',
+      '-e',
+      script("import { createRequire } from 'node:module'; const require = createRequire(process.cwd() + '/'); import { from, lastValueFrom, toArray } from 'rxjs'; import { remoteStep, toEvent, RemoteStepError } from 'rxserve';"),
+    ]);
+    for (const out of [cjs, esm]) {
+      expect(JSON.parse(out)).toEqual({ bodies: [{ got: { a: 1 }, id: 'c1' }], npmAgent: false, isClass: 'RemoteStepError' });
+    }
   });
 
   it('CJS: a model class given as { module: file: URL of an .mjs } loads in process (a real import(), not require())', () => {

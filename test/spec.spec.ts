@@ -29,8 +29,21 @@ import { OnErrorOptionsCodec } from '../src/operators/onError.js';
 import { RouterConfigCodec } from '../src/operators/router.js';
 import { StepOptionsCodec } from '../src/operators/step.js';
 import { ServeOptionsCodec } from '../src/serve/serve.js';
-import { FunctionStepSpec, GraphSpec, ModelRunnerSpec, ModelSpec, OnErrorSpec, ProxySpec, SharedModelSpec } from '../src/spec/codecs.js';
+import {
+  BatchHttpRequestsSpec,
+  FunctionStepSpec,
+  GraphSpec,
+  ModelRunnerSpec,
+  ModelSpec,
+  OnErrorSpec,
+  ProxySpec,
+  QueueStepSpec,
+  RemoteStepSpec,
+  SharedModelSpec,
+} from '../src/spec/codecs.js';
 import { RedisStreamOptionsCodec } from '../src/streams/options.js';
+import { HttpStepOptionsCodec } from '../src/operators/internal/http.js';
+import { QueueStepOptionsCodec } from '../src/streams/queueStep.js';
 
 const fixtures = fileURLToPath(new URL('./fixtures/spec/', import.meta.url));
 let dir: string;
@@ -296,7 +309,7 @@ ${models}`;
 
   it('a step that is two kinds at once, or none', async () => {
     const two = await rejection({ steps: [{ step: { module: './functions.mjs' }, onError: { module: './functions.mjs' } }] }, { baseDir: dir });
-    expect(two.message).toContain('steps[0]: a step is exactly one of modelRunner, router, modelRouter, parallelRun, votingEnsemble, step, onError; got step and onError');
+    expect(two.message).toContain('steps[0]: a step is exactly one of modelRunner, router, modelRouter, parallelRun, votingEnsemble, step, onError, remoteStep, batchHttpRequests, queueStep; got step and onError');
     const typo = await rejection({ steps: [{ modelRuner: { models: [] } }] }, { baseDir: dir });
     expect(typo.path).toBe('steps[0].modelRuner');
   });
@@ -438,6 +451,17 @@ describe('the spec follows the runtime', () => {
       spec: serve,
       excluded: { graph: "the spec's own graph" },
     },
+    remoteStep: {
+      runtime: HttpStepOptionsCodec,
+      spec: RemoteStepSpec,
+      overridden: { urlExpression: "a template ('{body.user}'), compiled to a function", bodyExpression: "a template ('{body.user}'), compiled to a function" },
+    },
+    batchHttpRequests: {
+      runtime: HttpStepOptionsCodec,
+      spec: BatchHttpRequestsSpec,
+      overridden: { urlExpression: "a template ('{item.id}'), compiled to a function", bodyExpression: "a template ('{item.id}'), compiled to a function" },
+    },
+    queueStep: { runtime: QueueStepOptionsCodec, spec: QueueStepSpec, overridden: { redis: 'a URL (a spec names the server; queueStep() also takes a client)' } },
     'Redis source': {
       runtime: RedisStreamOptionsCodec,
       spec: GraphSpec.optional.source.required.redis,

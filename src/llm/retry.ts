@@ -1,11 +1,9 @@
 // Retries of retryable provider failures: exponential backoff with jitter, retry-after honoured
-// up to a cap; abortable.
+// up to a cap; abortable. The timing itself (retryDelayMs, sleep) is src/retry.ts, shared with remoteStep.
 import { ProviderError } from '../errors.js';
+import { retryDelayMs, sleep } from '../retry.js';
 
-/** The longest rxserve waits for a provider's `retry-after` (openai-node's limit for a "reasonable" one). */
-export const MAX_RETRY_AFTER_MS = 60_000;
-/** The longest backoff between two attempts when the provider said nothing. */
-export const MAX_BACKOFF_MS = 10_000;
+export { MAX_BACKOFF_MS, MAX_RETRY_AFTER_MS, retryDelayMs } from '../retry.js';
 
 export interface RetryOptions {
   /** Retries after the first attempt; default 2. */
@@ -17,18 +15,6 @@ export interface RetryOptions {
   readonly random?: () => number;
   /** Waits `ms` or rejects on abort; default a timer (tests inject their own clock). */
   readonly sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
-}
-
-/**
- * How long to wait before retry number `n + 1` (`n` = 0 after the first failure). A provider's
- * `retry-after` wins, capped at 60 s; otherwise `baseDelayMs * 2^n` capped at 10 s, less up to 25%
- * jitter (as openai-node's `calculateDefaultRetryTimeoutMillis`), so clients that failed together
- * do not all come back together.
- */
-export function retryDelayMs(n: number, retryAfterMs: number | undefined, baseDelayMs: number, random: () => number = Math.random): number {
-  if (retryAfterMs !== undefined && Number.isFinite(retryAfterMs) && retryAfterMs >= 0) return Math.min(retryAfterMs, MAX_RETRY_AFTER_MS);
-  const backoff = Math.min(baseDelayMs * 2 ** n, MAX_BACKOFF_MS);
-  return backoff * (1 - random() * 0.25);
 }
 
 /**
@@ -65,17 +51,3 @@ export function restateProviderError(error: ProviderError, message: string, retr
   });
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}

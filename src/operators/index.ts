@@ -8,3 +8,6 @@ export { modelRouter, type ModelRouterConfig } from './modelRouter.js';
 export { parallelRun, type ParallelRunConfig } from './parallelRun.js';
 export { votingEnsemble, type VotingEnsembleConfig } from './votingEnsemble.js';
 export type { VoteType } from './internal/vote.js';
+export { remoteStep, type RemoteStepOptions, type Backoff } from './remoteStep.js';
+export { batchHttpRequests, type BatchHttpRequestsOptions } from './batchHttpRequests.js';
+export type { HttpStepOptions } from './internal/http.js';

@@ -35,6 +35,8 @@ export interface InvokeInit {
   /** e.g. `'/v2/models/m1/infer'` (a router's key may read it: `v2ModelName`). */
   readonly path?: string;
   readonly headers?: Readonly<Record<string, string>>;
+  /** The request's HTTP method (`ServingEvent.method`); `serve()` sets it. */
+  readonly method?: string;
   readonly metadata?: Readonly<Record<string, unknown>>;
   /** Aborting it cancels the event's work, as a client disconnect does; `invoke` rejects with its reason. */
   readonly signal?: AbortSignal;
@@ -211,7 +213,7 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
     // The event's cancel: steps listen to it (see CANCEL in event.ts); no AbortController is made
     // unless something asks the token for a signal.
     const token = new EventCancel();
-    const event = makeEvent(body, { id, path: init.path, headers: init.headers, metadata: init.metadata, partials }, token);
+    const event = makeEvent(body, { id, path: init.path, headers: init.headers, method: init.method, metadata: init.metadata, partials }, token);
     let p!: Pending;
     const promise = new Promise<ServingEvent<B>>((resolve, reject) => {
       p = { event, cancel: token, deadline: performance.now() + timeoutMs, resolve: resolve as Pending['resolve'], reject, unlisten: undefined };

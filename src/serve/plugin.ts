@@ -221,6 +221,7 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
       id: requestIds.get(request) ?? globalThis.crypto.randomUUID(),
       path: pathOf(request.url),
       headers: headersOf(request, keyCheck !== undefined),
+      method: request.method,
     };
     if (wantsEventStream(request)) {
       return sendEventStream(reply, (partials) => start(request.body, init, partials), { closing, sendError: (error) => sendError(reply, error) });

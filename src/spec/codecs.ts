@@ -2,7 +2,7 @@
 // Every field is the runtime's own codec (one source: a field added to the runtime reaches the spec);
 // only what the spec form really changes is overridden here, and what it leaves out says why.
 import * as t from 'io-ts';
-import { DotPath, NonEmptyString, finite, omitProps, pickProps, strict } from '../config.js';
+import { DotPath, NonEmptyString, finite, guard, omitProps, pickProps, strict } from '../config.js';
 import { PoolOptionsCodec } from '../execution/poolOptions.js';
 import { GraphOptionsCodec, MonitoringOptionsCodec, ProxyCodec, SharedModelCodec } from '../graph/codecs.js';
 import { ArtifactRefCodec, ExecutionMechanismCodec, ModelEntryCodec, ModuleRefCodec } from '../model/entry.js';
@@ -13,8 +13,10 @@ import { ModelRouterConfigCodec } from '../operators/modelRouter.js';
 import { ParallelRunConfigCodec } from '../operators/parallelRun.js';
 import { VotingEnsembleConfigCodec } from '../operators/votingEnsemble.js';
 import { StepOptionsCodec } from '../operators/step.js';
+import { HttpStepOptionsCodec } from '../operators/internal/http.js';
 import { ServeOptionsCodec } from '../serve/serve.js';
 import { CommitOptionsCodec, RedisStreamOptionsCodec, RedisUrl } from '../streams/options.js';
+import { QueueStepOptionsCodec } from '../streams/queueStep.js';
 import { annotate, type JsonSchema } from './schema.js';
 
 /**
@@ -117,6 +119,22 @@ export type FunctionStepSpec = t.TypeOf<typeof FunctionStepSpec>;
 export const OnErrorSpec = strict('OnError', ModuleRef.required, { ...ModuleRef.optional, ...OnErrorOptionsCodec.optional });
 export type OnErrorSpec = t.TypeOf<typeof OnErrorSpec>;
 
+// remoteStep / batchHttpRequests: the expressions are templates ('http://svc/{body.user}'),
+// compiled to functions by load.ts, which also checks their paths.
+const Template = annotate(guard<string>("a template like 'http://svc/users/{body.user}'", (u) => typeof u === 'string' && u.length > 0), {
+  type: 'string',
+  minLength: 1,
+  description: "text with {dot.path} placeholders read from the event (body, path, id, headers, metadata, method; item in batchHttpRequests)",
+});
+const httpStepProps = finiteProps({ ...HttpStepOptionsCodec.optional, urlExpression: Template, bodyExpression: Template });
+export const RemoteStepSpec = strict('RemoteStep', {}, httpStepProps);
+export type RemoteStepSpec = t.TypeOf<typeof RemoteStepSpec>;
+export const BatchHttpRequestsSpec = strict('BatchHttpRequests', {}, httpStepProps);
+export type BatchHttpRequestsSpec = t.TypeOf<typeof BatchHttpRequestsSpec>;
+// redis: a spec names the server; queueStep() also takes a client.
+export const QueueStepSpec = strict('QueueStep', { ...QueueStepOptionsCodec.required, redis: RedisUrl }, finiteProps(QueueStepOptionsCodec.optional));
+export type QueueStepSpec = t.TypeOf<typeof QueueStepSpec>;
+
 /** A router: a key (dot path into the event, or a key function) and a list of steps per route. */
 export interface RouterSpec {
   readonly key: string | ModuleRef;
@@ -156,9 +174,12 @@ export interface StepSpec {
   readonly votingEnsemble?: VotingEnsembleSpec;
   readonly step?: FunctionStepSpec;
   readonly onError?: OnErrorSpec;
+  readonly remoteStep?: RemoteStepSpec;
+  readonly batchHttpRequests?: BatchHttpRequestsSpec;
+  readonly queueStep?: QueueStepSpec;
 }
 
-const STEP_KINDS = ['modelRunner', 'router', 'modelRouter', 'parallelRun', 'votingEnsemble', 'step', 'onError'] as const;
+const STEP_KINDS = ['modelRunner', 'router', 'modelRouter', 'parallelRun', 'votingEnsemble', 'step', 'onError', 'remoteStep', 'batchHttpRequests', 'queueStep'] as const;
 
 export const StepSpec: t.Type<StepSpec, unknown, unknown> = t.recursion<StepSpec, unknown, unknown>('Step', (self) => {
   const router = strict(
@@ -174,7 +195,18 @@ export const StepSpec: t.Type<StepSpec, unknown, unknown> = t.recursion<StepSpec
   const modelRouter = strict('ModelRouter', routes, finiteProps(ModelRouterConfigCodec.optional));
   const parallelRun = strict('ParallelRun', routes, finiteProps(ParallelRunConfigCodec.optional));
   const votingEnsemble = strict('VotingEnsemble', routes, finiteProps(VotingEnsembleConfigCodec.optional));
-  const fields = strict('Step', {}, { modelRunner: ModelRunnerSpec, router, modelRouter, parallelRun, votingEnsemble, step: FunctionStepSpec, onError: OnErrorSpec });
+  const fields = strict('Step', {}, {
+    modelRunner: ModelRunnerSpec,
+    router,
+    modelRouter,
+    parallelRun,
+    votingEnsemble,
+    step: FunctionStepSpec,
+    onError: OnErrorSpec,
+    remoteStep: RemoteStepSpec,
+    batchHttpRequests: BatchHttpRequestsSpec,
+    queueStep: QueueStepSpec,
+  });
   const exactlyOne = new t.Type<StepSpec, unknown, unknown>(
     'Step',
     (u): u is StepSpec => fields.is(u) && Object.keys(u as object).length === 1,

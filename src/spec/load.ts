@@ -1,6 +1,7 @@
 // loadGraph(): a spec (a YAML or JSON file, or an object) read, validated and built into a graph and its pipeline.
-// Over 300 lines: one walk over a spec's steps (modelRunner, router, the router family, step, onError) that builds the
-// operators and keeps the path bookkeeping its errors name; codecs, modules and schema live beside it.
+// Over 300 lines: one walk over a spec's steps (modelRunner, router, the router family, step,
+// onError, remoteStep, batchHttpRequests, queueStep) that builds the operators and keeps the path
+// bookkeeping its errors name; codecs, modules, templates and schema live beside it.
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,8 +15,12 @@ import type { ModelEntry } from '../model/entry.js';
 import { onError } from '../operators/onError.js';
 import { step as functionStep } from '../operators/step.js';
 import { asV2Server, v2ServerOf } from '../operators/internal/v2.js';
+import { batchHttpRequests } from '../operators/batchHttpRequests.js';
+import { remoteStep } from '../operators/remoteStep.js';
+import { queueStep } from '../streams/queueStep.js';
 import { resolveSelector, type SelectorLike } from '../selector.js';
-import { GraphSpec, type ModelSpec, type ProxySpec, type StepSpec } from './codecs.js';
+import { GraphSpec, type BatchHttpRequestsSpec, type ModelSpec, type ProxySpec, type RemoteStepSpec, type StepSpec } from './codecs.js';
+import { compileTemplate } from './template.js';
 import { importExport, importFunction, resolveModuleRef } from './modules.js';
 
 type Pipeline = OperatorFunction<ServingEvent, ServingEvent>;
@@ -291,6 +296,32 @@ async function buildStep(graph: Graph, spec: StepSpec, at: string, baseDir: stri
     for (const [route, routeSteps] of Object.entries(routes)) built[route] = await buildSteps(graph, routeSteps, `${path}.routes.${route}`, baseDir);
     return atPath(path, [kind], () => graph[kind]({ ...rest, routes: built }));
   }
+  if (spec.remoteStep !== undefined) {
+    const path = `${at}.remoteStep`;
+    const { urlExpression, bodyExpression, ...options } = httpStepOptions(spec.remoteStep, path, false);
+    return atPath(path, ['remoteStep.options'], () =>
+      remoteStep({
+        ...options,
+        ...(urlExpression ? { urlExpression: (event: ServingEvent) => urlExpression(event) as string } : {}),
+        ...(bodyExpression ? { bodyExpression: (event: ServingEvent) => bodyExpression(event) } : {}),
+      }),
+    );
+  }
+  if (spec.batchHttpRequests !== undefined) {
+    const path = `${at}.batchHttpRequests`;
+    const { urlExpression, bodyExpression, ...options } = httpStepOptions(spec.batchHttpRequests, path, true);
+    return atPath(path, ['batchHttpRequests.options'], () =>
+      batchHttpRequests({
+        ...options,
+        ...(urlExpression ? { urlExpression: (item: unknown, event: ServingEvent) => urlExpression(event, item) as string } : {}),
+        ...(bodyExpression ? { bodyExpression: (item: unknown, event: ServingEvent) => bodyExpression(event, item) } : {}),
+      }),
+    );
+  }
+  if (spec.queueStep !== undefined) {
+    const path = `${at}.queueStep`;
+    return atPath(path, ['queueStep.options'], () => queueStep(spec.queueStep!));
+  }
   if (spec.step !== undefined) {
     const { module, export: name, ...options } = spec.step;
     const path = `${at}.step`;
@@ -301,6 +332,16 @@ async function buildStep(graph: Graph, spec: StepSpec, at: string, baseDir: stri
   const path = `${at}.onError`;
   const handler = await importFunction({ module, ...(name ? { export: name } : {}) }, baseDir, path, 'a function (erroredEvent, context) => event or body');
   return atPath(path, ['onError'], () => onError(handler, options));
+}
+
+/** A remoteStep's or batchHttpRequests' spec with its templates compiled (URL parts percent-encoded). */
+function httpStepOptions(spec: RemoteStepSpec | BatchHttpRequestsSpec, at: string, withItem: boolean) {
+  const { urlExpression, bodyExpression, ...options } = spec;
+  return {
+    ...options,
+    urlExpression: urlExpression === undefined ? undefined : compileTemplate(urlExpression, `${at}.urlExpression`, { encode: true, withItem }),
+    bodyExpression: bodyExpression === undefined ? undefined : compileTemplate(bodyExpression, `${at}.bodyExpression`, { encode: false, withItem }),
+  };
 }
 
 function modelEntry(graph: Graph, spec: ModelSpec | ProxySpec, at: string, baseDir: string): ModelEntry {

@@ -4,8 +4,8 @@ import type { RedisLike } from './options.js';
 
 type RedisConstructor = new (url: string, options?: Record<string, unknown>) => RedisLike;
 
-/** Opens a connection to `url` with ioredis, or rejects saying how to install it. */
-export async function connect(url: string): Promise<RedisLike> {
+/** Opens a connection to `url` with ioredis (`options` added to its own), or rejects saying how to install it. */
+export async function connect(url: string, options: Record<string, unknown> = {}): Promise<RedisLike> {
   let mod: { default?: unknown; Redis?: unknown };
   try {
     mod = (await import('ioredis')) as { default?: unknown; Redis?: unknown };
@@ -14,5 +14,5 @@ export async function connect(url: string): Promise<RedisLike> {
   }
   // ioredis is CommonJS: the class is `Redis` (named) or `default` depending on the loader.
   const Redis = (mod.Redis ?? (mod.default as { Redis?: unknown } | undefined)?.Redis ?? mod.default) as RedisConstructor;
-  return new Redis(url, { lazyConnect: false });
+  return new Redis(url, { lazyConnect: false, ...options });
 }

@@ -19,7 +19,7 @@ export const RedisUrl = annotate(
   { type: 'string', pattern: '^rediss?://' },
 );
 
-const RedisCodec = t.union(
+export const RedisCodec = t.union(
   [
     RedisUrl,
     guard<RedisLike>('an ioredis client', (u) => {

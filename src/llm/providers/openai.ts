@@ -1,6 +1,7 @@
 // 'openai://<model>': the official openai client, any OpenAI-compatible base URL.
 import OpenAI from 'openai';
 import { ProviderError, toError } from '../../errors.js';
+import { retryAfterMs } from '../../retry.js';
 import type { Dispatcher } from 'undici';
 import { nodeFetchDispatcher, sharedNodeFetch } from '../nodeFetch.js';
 import { SSEParser } from './sseParser.js';
@@ -211,13 +212,5 @@ function headerOf(headers: unknown, name: string): string | null | undefined {
 }
 
 function retryAfter(headers: unknown): number | undefined {
-  const get = (name: string): string | null | undefined => headerOf(headers, name);
-  const ms = Number(get('retry-after-ms'));
-  if (Number.isFinite(ms) && ms >= 0 && get('retry-after-ms') != null) return ms;
-  const value = get('retry-after');
-  if (value == null) return undefined;
-  const seconds = Number(value);
-  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
-  const date = Date.parse(value);
-  return Number.isFinite(date) ? Math.max(0, date - Date.now()) : undefined;
+  return retryAfterMs((name) => headerOf(headers, name));
 }
