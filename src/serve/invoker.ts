@@ -1,8 +1,9 @@
 // invoker(): request/response over a pipeline — one long-lived subscription, answers matched by event id.
 import { Observable, Subject, type OperatorFunction, type Subscription } from 'rxjs';
-import { decodeOrThrow, positiveInt, strict } from '../config.js';
+import { NonNegativeMs, decodeOrThrow, positiveInt, strict } from '../config.js';
 import { ModelTimeoutError, RxServeError, toError } from '../errors.js';
 import { EventCancel, makeEvent, withError, type PartialSink, type ServingEvent } from '../event.js';
+import { DEFAULT_CLOSE_TIMEOUT_MS, flowRuntimeOf } from '../flow/runtime.js';
 import type { Graph } from '../graph/graph.js';
 import { GraphCodec } from './codecs.js';
 
@@ -20,6 +21,12 @@ export interface InvokerOptions {
    * `ModelTimeoutError`, and the event's work is aborted. Default 30,000 ms.
    */
   readonly timeoutMs?: number;
+  /**
+   * How long `close()` waits, once every answer is in, for the background branches of flows
+   * (DESIGN §17) — the pipeline's own when it is a built flow, and the graph's — before it ends
+   * the subscription (aborting what still runs). Default 30,000 ms.
+   */
+  readonly closeTimeoutMs?: number;
 }
 
 /** What a request carries besides its body (the event's other fields). */
@@ -54,8 +61,9 @@ export interface Invoker {
    */
   stream<B = unknown>(body: unknown, init?: Omit<InvokeInit, 'signal'>): Observable<StreamMessage<B>>;
   /**
-   * Stops intake (later `invoke`s reject), waits for the answers still awaited, then ends the
-   * subscription (aborting work whose answer nobody awaits any more) and closes the graph.
+   * Stops intake (later `invoke`s reject), waits for the answers still awaited and (up to
+   * `closeTimeoutMs`) for flows' background branches, then ends the subscription (aborting work
+   * whose answer nobody awaits any more) and closes the graph.
    */
   close(): Promise<void>;
   /** Requests awaiting their answer. */
@@ -64,7 +72,7 @@ export interface Invoker {
   readonly closed: boolean;
 }
 
-const InvokerOptionsCodec = strict('InvokerOptions', {}, { graph: GraphCodec, timeoutMs: positiveInt(true) });
+const InvokerOptionsCodec = strict('InvokerOptions', {}, { graph: GraphCodec, timeoutMs: positiveInt(true), closeTimeoutMs: NonNegativeMs });
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 
@@ -126,7 +134,8 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
   if (typeof pipeline !== 'function') {
     throw new TypeError(`invoker(pipeline): expected an operator (event$) => event$, got ${pipeline === null ? 'null' : typeof pipeline}`);
   }
-  const { graph, timeoutMs = DEFAULT_TIMEOUT_MS } = decodeOrThrow(InvokerOptionsCodec, options, 'invoker');
+  const { graph, timeoutMs = DEFAULT_TIMEOUT_MS, closeTimeoutMs = DEFAULT_CLOSE_TIMEOUT_MS } = decodeOrThrow(InvokerOptionsCodec, options, 'invoker');
+  const pipelineFlow = flowRuntimeOf(pipeline);
   // Insertion order is deadline order (one timeoutMs for all), so one timer, armed for the
   // oldest request, serves them all: no timer per request.
   const pending = new Map<string, Pending>();
@@ -270,6 +279,11 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
     close(): Promise<void> {
       closing ??= (async () => {
         if (pending.size > 0) await new Promise<void>((resolve) => (drained = resolve));
+        // A flow's side branches run on after its answers: give them closeTimeoutMs to finish
+        // before the unsubscription below aborts them.
+        if (connection !== undefined) {
+          await Promise.all([pipelineFlow?.whenIdle(closeTimeoutMs), graph?.flowsIdle(closeTimeoutMs)]);
+        }
         if (timer !== undefined) clearTimeout(timer);
         timer = undefined;
         const conn = connection;

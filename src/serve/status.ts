@@ -4,7 +4,7 @@ import { describeError } from '../errors.js';
 /**
  * The status an errored answer is sent with. By `name`, so an error rebuilt from a worker maps
  * like the original: `RouteNotFoundError` 404, `QueueFullError` 503, `ModelTimeoutError` 504,
- * `ConfigError` 500, anything else 400 (MLRun answers 400; a `ModelRunnerError` stays 400 whatever
+ * `CycleLimitError` 508 (Loop Detected, a flow's cycle bound, §17), `ConfigError` 500, anything else 400 (MLRun answers 400; a `ModelRunnerError` stays 400 whatever
  * its models' errors were).
  */
 export function statusOf(error: Error): number {
@@ -15,6 +15,8 @@ export function statusOf(error: Error): number {
       return 503;
     case 'ModelTimeoutError':
       return 504;
+    case 'CycleLimitError':
+      return 508;
     case 'ConfigError':
       return 500;
     default:

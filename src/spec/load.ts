@@ -176,6 +176,7 @@ export async function buildSpec(read: ReadSpec): Promise<LoadedGraph> {
   try {
     graph = createGraph({
       ...(spec.name !== undefined ? { name: spec.name } : {}),
+      ...(spec.closeTimeoutMs !== undefined ? { closeTimeoutMs: spec.closeTimeoutMs } : {}),
       ...(spec.monitoring !== undefined
         ? {
             monitoring: {
