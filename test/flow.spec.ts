@@ -111,7 +111,7 @@ describe('flows on real mechanisms', () => {
 
   it('a thread_pool modelRunner step inside a flow, next to naive ones, with a side branch', async () => {
     const graph = createGraph();
-    const affine = (name: string, mechanism: 'thread_pool' | 'naive', params: object) =>
+    const affine = (name: string, mechanism: 'thread_pool' | 'naive', params: Record<string, number>) =>
       graph.modelRunner({ name, models: [{ endpointName: name, modelClass: { module: workerModels, export: 'Affine' }, executionMechanism: mechanism, params }] });
     const f = graph.flow();
     f.to('double', affine('double', 'thread_pool', { a: 2 }))
