@@ -216,6 +216,54 @@ describe('flows on real mechanisms', () => {
   });
 });
 
+describe('graph.describe() and flowStats()', () => {
+  it('list each flow’s steps (entry, responder, bound, kind) and edges (next, cycle, error, before)', () => {
+    const graph = createGraph({ name: 'shape' });
+    const f = graph.flow({ name: 'advisor' });
+    const noop = step((b) => b);
+    f.to('enrich', noop)
+      .to('models', noop, { maxIterations: 2 })
+      .errorHandler('fallback', noop, { before: 'reply' })
+      .to('judge', choice(() => 'reply'))
+      .cycleTo('models');
+    f.add('reply', noop, { after: 'judge' }).respond();
+    f.add('audit', noop, { after: 'models' });
+    f.errorHandler('catch-all', noop);
+    f.build();
+    expect(graph.flow().name).toBe('flow');
+    expect(graph.describe().flows).toEqual([
+      {
+        flow: 'advisor',
+        steps: [
+          { step: 'enrich', kind: 'step', entry: true },
+          { step: 'models', kind: 'step', maxIterations: 2 },
+          { step: 'judge', kind: 'choice' },
+          { step: 'reply', kind: 'step', responder: true },
+          { step: 'audit', kind: 'step' },
+          { step: 'fallback', kind: 'errorHandler' },
+          { step: 'catch-all', kind: 'errorHandler' },
+        ],
+        edges: [
+          { from: 'enrich', to: 'models', kind: 'next' },
+          { from: 'models', to: 'judge', kind: 'next' },
+          { from: 'models', to: 'audit', kind: 'next' },
+          { from: 'models', to: 'fallback', kind: 'error' },
+          { from: 'judge', to: 'reply', kind: 'next' },
+          { from: 'judge', to: 'models', kind: 'cycle' },
+          { from: 'fallback', to: 'reply', kind: 'before' },
+        ],
+      },
+    ]);
+    expect(graph.flowStats().map((s) => `${s.flow}/${s.step}:${s.inFlight}`)).toEqual([
+      'advisor/enrich:0', 'advisor/models:0', 'advisor/judge:0', 'advisor/reply:0', 'advisor/audit:0', 'advisor/fallback:0', 'advisor/catch-all:0',
+    ]);
+    // Flow names are unique in a graph.
+    const again = graph.flow({ name: 'advisor' });
+    again.to('x', noop);
+    expect(() => again.build()).toThrow("flow.name: graph 'shape' already has a flow named 'advisor'");
+  });
+});
+
 describe('flow chaos', () => {
   it('thousands of events with random branch errors, choices, cycles and aborts: each input answered exactly once, nothing left in the accounting', async () => {
     let seed = 23;
