@@ -18,6 +18,7 @@ declare const document: {
   body: { dataset: Record<string, string | undefined> };
 };
 type Row = { dataset: Record<string, string | undefined> };
+declare const getComputedStyle: (element: unknown) => { strokeDasharray: string };
 
 const KEY = 'dashboard-test-key';
 const ENDPOINTS = { score: 'scorer', check: 'checker', advice: 'advisor' } as const;
