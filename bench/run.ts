@@ -13,6 +13,7 @@ import { runSoak, soakMarkdown } from './soak.bench.js';
 import { onnxMarkdown, runOnnx } from './onnx.bench.js';
 import { runStreams, streamsMarkdown } from './streams.bench.js';
 import { runStreaming, streamingMarkdown } from './streaming.bench.js';
+import { flowMarkdown, runFlow } from './flow.bench.js';
 
 const quick = process.argv.includes('--quick');
 const onlyAt = process.argv.indexOf('--only');
@@ -31,6 +32,7 @@ const sections: [string, () => Promise<string>][] = [
   ['serve', async () => serveMarkdown(await runServe(quick))],
   ['streams', async () => streamsMarkdown(await runStreams(quick))],
   ['streaming', async () => streamingMarkdown(await runStreaming(quick))],
+  ['flow', async () => flowMarkdown(await runFlow(quick))],
 ];
 if (only) for (const name of only) if (!sections.some(([n]) => n === name)) throw new Error(`--only: no benchmark named '${name}'`);
 

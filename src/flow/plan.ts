@@ -67,6 +67,14 @@ export interface PlanStep {
   readonly onResponderPath: boolean;
   /** A step's own handler: the step it serves; the flow's handler: -1. */
   readonly owner: number;
+  /**
+   * The step this one's operator is piped straight into (a chain: its only next step, which has
+   * no other way in), or -1. A chain runs as one `pipe()` with a small check between operators,
+   * instead of a hop through the flow per step.
+   */
+  readonly chainNext: number;
+  /** True when another step's `chainNext` is this one: it has no intake of its own. */
+  readonly chained: boolean;
 }
 
 export interface FlowPlan {
@@ -205,16 +213,35 @@ export function compile(decl: FlowDecl): FlowPlan {
     while (stack.length > 0) for (const f of into[stack.pop()!]) if (!onPath.has(f)) onPath.add(f), stack.push(f);
   }
 
+  // Chains: a step whose only way on is one next step that has no other way in.
+  const entries = decls.flatMap((d, i) => (d.after.length === 0 ? [i] : []));
+  const ways = new Uint32Array(n);
+  for (const i of entries) ways[i]++;
+  decls.forEach((_, i) => {
+    for (const t of forward[i]) ways[t]++;
+    for (const t of cycles[i]) ways[t]++;
+  });
+  for (const h of handlers) for (const t of h.before) ways[t]++;
+  const isOp = (i: number) => !isChoice(decls[i].op);
+  const chainNext = decls.map((d, i) => {
+    const t = forward[i][0];
+    const single = forward[i].length === 1 && cycles[i].length === 0;
+    return single && isOp(i) && isOp(t) && !d.responder && ways[t] === 1 && decls[t].maxIterations === undefined ? t : -1;
+  });
+  const chained = new Set(chainNext.filter((t) => t >= 0));
+
+  // Next steps on the responder's path go first: the answer leaves before side branches start.
+  const responderFirst = (list: number[]) => [...list.filter((t) => onPath.has(t)), ...list.filter((t) => !onPath.has(t))];
   const steps: PlanStep[] = decls.map((d, i) => {
     const chooses = isChoice(d.op);
-    const all = [...forward[i], ...cycles[i].filter((c) => !forward[i].includes(c))];
+    const all = responderFirst([...forward[i], ...cycles[i].filter((c) => !forward[i].includes(c))]);
     return Object.freeze({
       index: i,
       name: d.name,
       kind: chooses ? KIND_CHOICE : KIND_STEP,
       op: chooses ? undefined : (d.op as StepOperator),
       select: chooses ? selectOf(d.op as Choice) : undefined,
-      next: Object.freeze(forward[i]),
+      next: Object.freeze(responderFirst(forward[i])),
       all: Object.freeze(all),
       targets: chooses ? new Map(all.map((t) => [decls[t].name, t])) : undefined,
       responder: d.responder,
@@ -222,6 +249,8 @@ export function compile(decl: FlowDecl): FlowPlan {
       handler: handlerOf[i],
       onResponderPath: onPath.has(i),
       owner: -1,
+      chainNext: chainNext[i],
+      chained: chained.has(i),
     } satisfies PlanStep);
   });
   handlers.forEach((h, k) => {
@@ -240,28 +269,29 @@ export function compile(decl: FlowDecl): FlowPlan {
         handler: -1,
         onResponderPath: false,
         owner: h.owner,
+        chainNext: -1,
+        chained: false,
       } satisfies PlanStep),
     );
   });
-  const entries = decls.flatMap((d, i) => (d.after.length === 0 ? [i] : []));
   return Object.freeze({
     name: decl.name,
     steps: Object.freeze(steps),
     entries: Object.freeze(entries),
     responder,
     bounded: decls.some((d) => d.maxIterations !== undefined),
-    shape: shapeOf(decl.name, steps, entries, cycles, handlerOf, n),
+    shape: shapeOf(decl.name, steps, entries, forward, cycles, handlerOf, n),
   });
 }
 
-function shapeOf(flow: string, steps: readonly PlanStep[], entries: readonly number[], cycles: number[][], handlerOf: number[], n: number): FlowShape {
+function shapeOf(flow: string, steps: readonly PlanStep[], entries: readonly number[], forward: number[][], cycles: number[][], handlerOf: number[], n: number): FlowShape {
   const edges: { from: string; to: string; kind: 'next' | 'cycle' | 'error' | 'before' }[] = [];
   for (const s of steps) {
     if (s.kind === KIND_HANDLER) {
       for (const t of s.next) edges.push({ from: s.name, to: steps[t].name, kind: 'before' });
       continue;
     }
-    for (const t of s.next) edges.push({ from: s.name, to: steps[t].name, kind: 'next' });
+    for (const t of forward[s.index]) edges.push({ from: s.name, to: steps[t].name, kind: 'next' });
     for (const t of cycles[s.index]) edges.push({ from: s.name, to: steps[t].name, kind: 'cycle' });
     // The flow's handler serves every step without its own: one edge from each would say nothing more.
     if (handlerOf[s.index] >= 0 && steps[handlerOf[s.index]].owner === s.index) {
