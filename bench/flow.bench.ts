@@ -72,8 +72,8 @@ export async function runFlow(quick: boolean): Promise<FlowComparison[]> {
   };
   const linearPipe = (make: (fn: (b: Body) => Body) => Op) => () =>
     pipe(make(inc), make(inc), make(inc), make(inc), make(inc), make(inc)) as Op;
-  if (!process.env.SKIP_AB) await compare('(a) 6 step()s in a line', 'the same 6 step()s in pipe()', linearFlow(rxStep), linearPipe(rxStep));
-  if (!process.env.SKIP_AB) await compare('(a′) 6 bare map() steps in a line', 'the same 6 map()s in pipe()', linearFlow(mapStep), linearPipe(mapStep));
+  await compare('(a) 6 step()s in a line', 'the same 6 step()s in pipe()', linearFlow(rxStep), linearPipe(rxStep));
+  await compare('(a′) 6 bare map() steps in a line', 'the same 6 map()s in pipe()', linearFlow(mapStep), linearPipe(mapStep));
 
   // (b) an entry, three side branches and the responder.
   const fanFlow = (make: (fn: (b: Body) => Body) => Op) => () => {
@@ -92,8 +92,8 @@ export async function runFlow(quick: boolean): Promise<FlowComparison[]> {
       shared.pipe(make(inc)),
     );
   };
-  if (!process.env.SKIP_AB) await compare('(b) fan-out: 3 side branches + responder (step()s)', 'share() + merge() of the same step()s', fanFlow(rxStep), fanHand(rxStep));
-  if (!process.env.SKIP_AB) await compare('(b′) the same fan-out with bare map() steps', 'share() + merge() of the same map()s', fanFlow(mapStep), fanHand(mapStep));
+  await compare('(b) fan-out: 3 side branches + responder (step()s)', 'share() + merge() of the same step()s', fanFlow(rxStep), fanHand(rxStep));
+  await compare('(b′) the same fan-out with bare map() steps', 'share() + merge() of the same map()s', fanFlow(mapStep), fanHand(mapStep));
 
   // (c) generate three times round a loop, then answer.
   const gen = (b: Body): Body => ({ x: b.x + 1, n: (b.n ?? 0) + 1 });

@@ -1,5 +1,5 @@
 import { TestScheduler } from 'rxjs/testing';
-import { delay, map, Observable, take, tap, type OperatorFunction } from 'rxjs';
+import { bufferCount, delay, map, mergeMap, Observable, Subject, take, tap, type OperatorFunction } from 'rxjs';
 import { beforeEach, describe, expect, it } from 'vitest';
 import {
   choice,
@@ -345,6 +345,42 @@ describe('flow (marble)', () => {
         undefined,
         new TypeError("flow 'flow' received a plain object, not a ServingEvent: pipe asEvents() first (or make events with toEvent())"),
       );
+    });
+  });
+
+  it('counts the copies inside each step, also along a chain of steps piped into one another', () => {
+    const f = flow();
+    f.to('a', later(2)).to('b', later(3)).respond();
+    const pipeline = f.build();
+    const seen: string[] = [];
+    const runtime = flowRuntimeOf(pipeline)!;
+    const at = () => runtime.stats().map((s) => `${s.step}:${s.inFlight}`).join(' ');
+    scheduler.run(({ hot, expectObservable }) => {
+      for (const frame of [1, 3, 6]) scheduler.schedule(() => seen.push(`${frame} ${at()}`), frame);
+      expectObservable(hot('a|', { a: ev('1', 'x') }).pipe(pipeline, bodies())).toBe('-----(a|)', { a: 'x' });
+    });
+    expect(seen).toEqual(['1 a:1 b:0', '3 a:0 b:1', '6 a:0 b:0']);
+  });
+
+  it('finds an older input’s copy that a step emits while a newer input runs, and an input pushed from inside an answer', () => {
+    scheduler.run(({ expectObservable }) => {
+      const f = flow();
+      // Holds an event until the next one arrives, then lets both go, synchronously.
+      f.to('pairs', (source) => source.pipe(bufferCount(2), mergeMap((pair) => pair)))
+        .to('mark', mapBody((b) => `${b}!`))
+        .respond();
+      const source = new Subject<ServingEvent>();
+      const out = source.pipe(f.build(), tap((e) => {
+        if (e.id === 'a') {
+          source.next(ev('c', 'c'));
+          source.next(ev('d', 'd'));
+        }
+      }), bodies());
+      expectObservable(out).toBe('(abcd)', { a: 'a!', b: 'b!', c: 'c!', d: 'd!' });
+      scheduler.schedule(() => {
+        source.next(ev('a', 'a'));
+        source.next(ev('b', 'b'));
+      }, 0);
     });
   });
 

@@ -389,9 +389,10 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
         }
         const tail = step;
         const what = tail === head ? `step '${tail.name}'` : `a step of the chain '${head.name}' → ... → '${tail.name}'`;
+        // Outputs are taken inside a filter that keeps none: one subscriber layer per event
+        // instead of a SafeSubscriber's three.
         subscriptions.push(
-          events.subscribe({
-            next: (event) => onOutput(tail, event),
+          events.pipe(filter((event) => (onOutput(tail, event), false))).subscribe({
             error: (error: unknown) => fail(error),
             complete: () =>
               fail(new TypeError(`flow '${flowName}': ${what} completed while the flow was running; a flow step must take events until the flow ends`)),
@@ -401,43 +402,43 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
 
       let sourceSubscription: Subscription | undefined;
       if (closed) return;
-      sourceSubscription = source.subscribe({
-        next(event) {
-          if (closed) return;
-          if (!isServingEvent(event)) {
-            fail(notAnEvent(event, 'flow', flowName));
-            return;
-          }
-          // An errored event passes a flow untouched, as it passes any step (§1.2).
-          if (event.error !== undefined) {
+      const onInput = (event: ServingEvent): void => {
+        if (closed) return;
+        if (!isServingEvent(event)) {
+          fail(notAnEvent(event, 'flow', flowName));
+          return;
+        }
+        // An errored event passes a flow untouched, as it passes any step (§1.2).
+        if (event.error !== undefined) {
+          emit(event);
+          return;
+        }
+        if (live >= maxInFlight) {
+          emit(withError(event, new QueueFullError(flowName, maxInFlight, 0), flowName));
+          return;
+        }
+        const input = new Input(event);
+        live++;
+        // An input arriving while another is in its synchronous part (a subscriber pushing from
+        // inside an answer): the other one's outputs must be found by id from now on.
+        const outer = current;
+        if (outer !== undefined && !outer.registered && outer.copies > 0) register(outer);
+        current = input;
+        try {
+          // Without a responder the input is the answer, at once; the flow's work goes on.
+          if (!hasResponder) {
+            input.answered = true;
             emit(event);
-            return;
+            if (closed) return;
           }
-          if (live >= maxInFlight) {
-            emit(withError(event, new QueueFullError(flowName, maxInFlight, 0), flowName));
-            return;
-          }
-          const input = new Input(event);
-          live++;
-          // An input arriving while another is in its synchronous part (a subscriber pushing from
-          // inside an answer): the other one's outputs must be found by id from now on.
-          const outer = current;
-          if (outer !== undefined && !outer.registered && outer.copies > 0) register(outer);
-          current = input;
-          try {
-            // Without a responder the input is the answer, at once; the flow's work goes on.
-            if (!hasResponder) {
-              input.answered = true;
-              emit(event);
-              if (closed) return;
-            }
-            for (let i = 0; i < entries.length; i++) hop(entries[i], event, input);
-            drain();
-          } finally {
-            current = outer;
-          }
-          if (input.copies > 0 && !input.registered && !closed) register(input);
-        },
+          for (let i = 0; i < entries.length; i++) hop(entries[i], event, input);
+          drain();
+        } finally {
+          current = outer;
+        }
+        if (input.copies > 0 && !input.registered && !closed) register(input);
+      };
+      sourceSubscription = source.pipe(filter((event) => (onInput(event), false))).subscribe({
         error: (error: unknown) => fail(error),
         complete() {
           sourceDone = true;
