@@ -98,7 +98,12 @@ const DEFAULT_PATHS: FlowPaths = { pathOf: (step) => `flow.steps['${step}']`, ha
  * @returns A flow to add steps to, then `build()`.
  */
 export function flow(options: FlowOptions = {}): Flow {
-  return new Flow(decodeOrThrow(FlowOptionsCodec, options, 'flow'), DEFAULT_PATHS);
+  return flowWithPaths(options, DEFAULT_PATHS);
+}
+
+/** @internal `flow()` whose errors name steps by `paths` (a spec: by their place in the file). */
+export function flowWithPaths(options: FlowOptions, paths: FlowPaths): Flow {
+  return new Flow(decodeOrThrow(FlowOptionsCodec, options, 'flow'), paths);
 }
 
 /** A flow being declared (see `flow`). */
