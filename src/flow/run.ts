@@ -1,5 +1,5 @@
-// The compiled flow as one operator (DESIGN §17): per subscription, one Subject and one
-// subscription per step, a trampoline that moves copies of events between steps, and the
+// The compiled flow as one operator (DESIGN §17): per subscription, one intake and one
+// subscription per step (or per chain of steps piped into one another), a trampoline that moves copies of events between steps, and the
 // accounting (per input event: its copies inside the flow) that answers each input exactly once.
 // Over 300 lines because the accounting, the routing and the error rules share one state and
 // must change together; the plan (what goes where) is compiled apart, in plan.ts.
@@ -456,7 +456,7 @@ const MAX_DEPTH = 48;
 
 /**
  * A step's intake: what a Subject does for one operator subscribing (usually once), without a
- * Subject's per-value closure and observer-array walk, which cost a third of a hop.
+ * Subject's per-value closure and observer-array walk.
  */
 class Intake {
   readonly #subscribers: Subscriber<ServingEvent>[] = [];
