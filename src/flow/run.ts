@@ -1,6 +1,7 @@
 // The compiled flow as one operator (DESIGN §17): per subscription, one intake and one
-// subscription per step (or per chain of steps piped into one another), a trampoline that moves copies of events between steps, and the
-// accounting (per input event: its copies inside the flow) that answers each input exactly once.
+// subscription per step (or per chain of steps piped into one another), direct calls and a queue
+// that move copies of events between steps, and the accounting (per input event: its copies
+// inside the flow) that answers each input exactly once.
 // Over 300 lines because the accounting, the routing and the error rules share one state and
 // must change together; the plan (what goes where) is compiled apart, in plan.ts.
 import { filter, Observable, type Subscriber, type Subscription } from 'rxjs';
