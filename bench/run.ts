@@ -16,6 +16,7 @@ import { onnxMarkdown, runOnnx } from './onnx.bench.js';
 import { runStreams, streamsMarkdown } from './streams.bench.js';
 import { runStreaming, streamingMarkdown } from './streaming.bench.js';
 import { routersMarkdown, runRouters } from './routers.bench.js';
+import { flowMarkdown, runFlow } from './flow.bench.js';
 
 const quick = process.argv.includes('--quick');
 const onlyAt = process.argv.indexOf('--only');
@@ -37,6 +38,7 @@ const sections: [string, () => Promise<string>][] = [
   ['streaming', async () => streamingMarkdown(await runStreaming(quick))],
   ['routers', async () => routersMarkdown(await runRouters(quick))],
   ['remote', async () => remoteMarkdown(await runRemote(quick))],
+  ['flow', async () => flowMarkdown(await runFlow(quick))],
 ];
 if (only) for (const name of only) if (!sections.some(([n]) => n === name)) throw new Error(`--only: no benchmark named '${name}'`);
 

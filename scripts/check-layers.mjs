@@ -17,9 +17,11 @@
 //   3. llm, onnx                   model families built on Model (LLModel; OnnxModel, §13)
 //   4. execution, monitoring      the mechanisms that run models (input copies, lanes); call records
 //   5. operators                   modelRunner, router, step, ... and operators/internal
-//   6. graph                       createGraph(): shared models, lifecycle, endpoint names
-//   7. monitoring/exporters, serve, streams, spec, testing   what sits on a graph or beside it all
-//   8. index                       the root entry (its imports are not checked)
+//   6. flow                        flows (§17): builder, choices, the compiled operator; a graph
+//                                  reaches them through FlowHost, declared in flow/
+//   7. graph                       createGraph(): shared models, lifecycle, endpoint names, graph.flow()
+//   8. monitoring/exporters, serve, streams, spec, testing   what sits on a graph or beside it all
+//   9. index                       the root entry (its imports are not checked)
 // Exempt as importers: src/index.ts and every subpath entry (`<subpath>/index.ts` for each subpath
 // of package.json "exports"), which only re-export. A unit not listed here is an error: place a new folder in LAYERS on purpose.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -33,6 +35,7 @@ export const LAYERS = [
   ['llm', 'onnx'],
   ['execution', 'monitoring'],
   ['operators'],
+  ['flow'],
   ['graph'],
   ['monitoring/exporters', 'serve', 'streams', 'spec', 'testing'],
   ['index'],

@@ -77,17 +77,43 @@ export class SelectorError extends RxServeError {
   override name = 'SelectorError';
 }
 
-/** An event's route key matched no route and the router has no `defaultRoute`. */
+/**
+ * An event found no way on: a router's key matched no route and the router has no
+ * `defaultRoute`; a flow's choice named a step that is not one of its next steps; or none of an
+ * event's branches in a flow reached the responder (`routes` then lists the steps where they
+ * ended). `router` is the router, choice or flow that says so.
+ */
 export class RouteNotFoundError extends RxServeError {
   override name = 'RouteNotFoundError';
   constructor(
     readonly key: string | undefined,
     readonly routes: readonly string[],
     readonly router: string,
+    options?: { message?: string },
   ) {
     super(
-      `router '${router}': no route for key ${key === undefined ? 'undefined' : `'${key}'`}; ` +
-        `available routes: ${routes.length ? routes.map((r) => `'${r}'`).join(', ') : '(none)'}`,
+      options?.message ??
+        `router '${router}': no route for key ${key === undefined ? 'undefined' : `'${key}'`}; ` +
+          `available routes: ${routes.length ? routes.map((r) => `'${r}'`).join(', ') : '(none)'}`,
+    );
+  }
+}
+
+/**
+ * A flow step in a cycle would have run more than its `maxIterations` for one input event
+ * (DESIGN §17): the event leaves that step errored with this error after the step ran exactly
+ * `maxIterations` times. HTTP 508 (Loop Detected). LangGraph.js calls it `GraphRecursionError`.
+ */
+export class CycleLimitError extends RxServeError {
+  override name = 'CycleLimitError';
+  constructor(
+    readonly step: string,
+    readonly maxIterations: number,
+    readonly eventId: string,
+  ) {
+    super(
+      `step '${step}' already ran maxIterations (${maxIterations}) times for event '${eventId}': the cycle stops here ` +
+        '(end the loop sooner with a choice, or raise the step\'s maxIterations)',
     );
   }
 }
@@ -207,6 +233,7 @@ export const ERROR_CLASSES: Readonly<Record<string, new (...args: never[]) => Er
   ModelRunnerError,
   SelectorError,
   RouteNotFoundError,
+  CycleLimitError,
   ModelTimeoutError,
   ModelNotReadyError,
   QueueFullError,

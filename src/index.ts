@@ -23,6 +23,7 @@ export {
   ModelRunnerError,
   SelectorError,
   RouteNotFoundError,
+  CycleLimitError,
   ModelTimeoutError,
   ModelNotReadyError,
   QueueFullError,
@@ -58,7 +59,7 @@ export type { EndpointRecord } from './monitoring/record.js';
 export type { EndpointRegistry, EndpointEntry, EndpointSpec } from './monitoring/endpointRegistry.js';
 export { prometheusExporter, type PrometheusExporter } from './monitoring/prometheus.js';
 export { traceGraph } from './monitoring/tracing.js';
-export type { LaneStats, StepStats, GraphShape } from './monitoring/monitor.js';
+export type { LaneStats, StepStats, GraphShape, FlowShape, FlowStepStats } from './monitoring/monitor.js';
 export type { AggregatesSnapshot, EndpointFigures, SeriesPoint } from './monitoring/aggregates.js';
 export type { PoolOptions } from './execution/poolOptions.js';
 export { LLModel, type LLMResult, type LLMUsageReport, type LLMStreamEvent } from './llm/llmodel.js';
@@ -84,3 +85,14 @@ export {
   type OpenAIFrontOptions,
 } from './serve/index.js';
 export { loadGraph, type LoadGraphOptions, type LoadedGraph } from './spec/load.js';
+export {
+  flow,
+  type Flow,
+  type FlowStep,
+  type FlowOptions,
+  type FlowStepOptions,
+  type FlowAddOptions,
+  type FlowErrorHandlerOptions,
+  type FlowStepOperator,
+} from './flow/flow.js';
+export { choice, choiceByField, type Choice, type ChoiceFn, type ChoiceResult } from './flow/choice.js';

@@ -138,6 +138,43 @@ describe('rxserve validate', () => {
   });
 });
 
+describe('rxserve with a flow: spec (DESIGN §17)', () => {
+  it('validate exits 0 for a good flow, and 2 naming the path and line of a bad edge', async () => {
+    expect(await rxserve('validate', join(fixtures, 'flow.yaml'))).toMatchObject({ code: 0, stderr: '' });
+    const fn = `{ module: ${JSON.stringify(join(fixtures, 'functions.mjs'))}, export: draft }`;
+    const bad = (name: string, lines: string) => {
+      const file = join(dir, name);
+      writeFileSync(file, `flow:\n  steps:\n    - name: a\n      step: ${fn}\n    - name: b\n      step: ${fn}\n${lines}`);
+      return file;
+    };
+    const cases: [string, string][] = [
+      ['      cycleTo: nope\n', "line 7: flow.steps[1].cycleTo: 'nope' is not a step of the flow (steps: 'a', 'b')"],
+      ['      after: zzz\n', "line 7: flow.steps[1].after: 'zzz' is not a step of the flow (steps: 'a', 'b')"],
+      [`      errorHandler: { name: h, before: a, step: ${fn} }\n`, "line 7: flow.steps[1].errorHandler.before: 'a' is upstream of 'b'"],
+      ['      cycleTo: a\n', 'line 7: flow.steps[1].cycleTo: the cycle a → b → a has no bound: give one of its steps maxIterations'],
+    ];
+    for (const [i, [lines, message]] of cases.entries()) {
+      const result = await rxserve('validate', bad(`bad-flow-${i}.yaml`, lines));
+      expect(result.code, message).toBe(2);
+      expect(result.stderr, message).toContain(`bad-flow-${i}.yaml: ${message}`);
+    }
+  });
+
+  it('test answers through the flow: the reviewed draft, or the handler’s fallback past the cycle’s bound', async () => {
+    const good = await rxserve('test', join(fixtures, 'flow.yaml'), '{"goodAt":2}');
+    expect(good).toMatchObject({ code: 0, stderr: '' });
+    expect(JSON.parse(good.stdout)).toEqual({ answer: 'draft 2' });
+    const bounded = await rxserve('test', join(fixtures, 'flow.yaml'), '{"goodAt":7}');
+    expect(JSON.parse(bounded.stdout)).toEqual({ answer: 'fallback', attempts: 3, why: 'CycleLimitError' });
+  });
+
+  it('schema describes flow: beside steps:, exactly one of them', async () => {
+    const schema = JSON.parse((await rxserve('schema')).stdout) as { properties: Record<string, unknown>; oneOf: unknown };
+    expect(Object.keys(schema.properties)).toEqual(expect.arrayContaining(['steps', 'flow']));
+    expect(schema.oneOf).toEqual([{ required: ['steps'] }, { required: ['flow'] }]);
+  });
+});
+
 describe('rxserve test', () => {
   it("prints only the output body as JSON and exits 0", async () => {
     const result = await rxserve('test', timesSpec, '{"x":21}');
@@ -180,7 +217,7 @@ describe('rxserve arguments, help and schema', () => {
     expect(result.code).toBe(0);
     const schema = JSON.parse(result.stdout);
     expect(schema.$schema).toBe('https://json-schema.org/draft/2020-12/schema');
-    expect(schema.required).toEqual(['steps']);
+    expect(schema.oneOf).toEqual([{ required: ['steps'] }, { required: ['flow'] }]); // steps: or flow: (DESIGN §17)
   });
 });
 

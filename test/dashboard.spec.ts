@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { prometheusExporter, serve, type PrometheusExporter, type Server } from '../src/index.js';
+import { choice, createGraph, prometheusExporter, serve, step, type PrometheusExporter, type Server } from '../src/index.js';
 import { browserAvailable, launchBrowser } from './support/browser.js';
 import { dashboardGraph } from './support/dashboardGraph.js';
 
@@ -18,6 +18,7 @@ declare const document: {
   body: { dataset: Record<string, string | undefined> };
 };
 type Row = { dataset: Record<string, string | undefined> };
+declare const getComputedStyle: (element: unknown) => { strokeDasharray: string };
 
 const KEY = 'dashboard-test-key';
 const ENDPOINTS = { score: 'scorer', check: 'checker', advice: 'advisor' } as const;
@@ -244,4 +245,64 @@ describe.runIf(run)('dashboard in Chromium', () => {
     expect(await page.getAttribute('link[rel="icon"]', 'href')).toBe('data:,');
     expect(favicons).toEqual([]);
   }, 20_000);
+});
+
+/** A judge loop with a slow audit side branch: what the flow section of the page draws. */
+function flowGraph() {
+  const graph = createGraph({ name: 'flows' });
+  const f = graph.flow({ name: 'judge-loop' });
+  f.to('generate', step((b: { n?: number }) => ({ ...b, n: (b.n ?? 0) + 1 })), { maxIterations: 3 })
+    .errorHandler('fallback', step(() => ({ answer: 'fallback' })))
+    .to('judge', choice((e) => ((e.body as { n: number }).n >= 2 ? 'reply' : 'generate')))
+    .cycleTo('generate');
+  f.add('reply', step((b) => b), { after: 'judge' }).respond();
+  f.add('audit', step(async (b, { signal }) => {
+    await new Promise((resolve) => setTimeout(resolve, 1_500)).then(() => signal.throwIfAborted());
+    return b;
+  }), { after: 'generate' });
+  return { graph, pipeline: f.build() };
+}
+
+describe.runIf(run)('dashboard in Chromium: a flow', () => {
+  it('draws the flow’s DAG — every step, the responder marked, the cycle edge dashed — and each step’s copies in flight', async () => {
+    const { graph, pipeline } = flowGraph();
+    const server = await serve(pipeline, { graph, port: 0, dashboard: true, closeTimeoutMs: 5_000 });
+    const browser = await launchBrowser();
+    try {
+      const page = await browser.context.newPage();
+      page.setDefaultTimeout(15_000);
+      await page.goto(`${server.url}/dashboard`);
+      await page.waitForFunction(() => Number(document.body.dataset.received) >= 1);
+      const flow = 'svg[data-flow="judge-loop"]';
+      const steps = await page.$$eval(`${flow} g[data-flow-step]`, (gs) => gs.map((g) => `${g.getAttribute('data-flow-step')}:${g.getAttribute('class')}`));
+      expect(steps.sort()).toEqual([
+        'audit:flow-step step',
+        'fallback:flow-step errorHandler',
+        'generate:flow-step step',
+        'judge:flow-step choice',
+        'reply:flow-step step responder',
+      ]);
+      expect(await page.textContent(`${flow} g[data-flow-step="generate"]`)).toContain('≤ 3×');
+      const cycle = `${flow} path.edge.cycle[data-from="judge"][data-to="generate"]`;
+      expect(await page.locator(cycle).count()).toBe(1);
+      expect(await page.$eval(cycle, (p) => getComputedStyle(p as never).strokeDasharray)).not.toBe('none');
+      expect(await page.$eval(`${flow} path.edge.next[data-from="generate"][data-to="judge"]`, (p) => getComputedStyle(p as never).strokeDasharray)).toBe('none');
+      expect(await page.locator(`${flow} path.edge.error[data-from="generate"][data-to="fallback"]`).count()).toBe(1);
+      // Two requests answered at once; their audits (one per draft: 2 each) run on for 1.5 s.
+      const answers = await Promise.all(
+        ['a', 'b'].map((id) =>
+          fetch(`${server.url}/ask`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-request-id': id }, body: '{}' }).then((r) => r.json()),
+        ),
+      );
+      expect(answers).toEqual([{ n: 2 }, { n: 2 }]);
+      const inFlight = (name: string) => `${flow} g[data-flow-step="${name}"] [data-field="inFlight"]`;
+      await page.waitForFunction((selector) => document.querySelector(selector)?.textContent === '4', inFlight('audit'));
+      expect(await page.getAttribute(`${flow} g[data-flow-step="audit"]`, 'class')).toContain('busy');
+      expect(await page.textContent(inFlight('reply'))).toBe('0');
+      await page.waitForFunction((selector) => document.querySelector(selector)?.textContent === '0', inFlight('audit'));
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  }, 45_000);
 });

@@ -65,7 +65,7 @@ describe('layering (DESIGN §2)', () => {
       expect(report.violations).toEqual([
         "unit 'gadgets' has no layer: place it in LAYERS (scripts/check-layers.mjs)",
         'upward import: model/model.ts -> execution/run.ts (model, layer 2, imports execution, layer 4)',
-        'upward import: operators/step.ts -> graph.ts (operators, layer 5, imports graph, layer 6)',
+        'upward import: operators/step.ts -> graph.ts (operators, layer 5, imports graph, layer 7)',
         'import cycle between execution, model: execution -> model -> execution (execution/run.ts -> model/model.ts; model/model.ts -> execution/run.ts)',
       ]);
     });

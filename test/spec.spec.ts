@@ -363,6 +363,89 @@ ${models}`;
   });
 });
 
+describe('loadGraph: flow: instead of steps: (DESIGN §17)', () => {
+  const fn = (name: string) => ({ module: './functions.mjs', export: name });
+  const steps = (...more: object[]) => [{ name: 'draft', step: fn('draft') }, ...more];
+
+  it('builds the flow the YAML file describes: entry, choice, cycle with its bound, responder, side branch, the flow’s handler', async () => {
+    const { graph, pipeline } = await loadGraph(join(dir, 'flow.yaml'));
+    const input = [toEvent({ goodAt: 1 }, { id: 'a' }), toEvent({ goodAt: 3 }, { id: 'b' }), toEvent({ goodAt: 9 }, { id: 'c' })];
+    const out: ServingEvent[] = await lastValueFrom(from(input).pipe(pipeline, toArray()));
+    expect(Object.fromEntries(out.map((e) => [e.id, e.body]))).toEqual({
+      a: { answer: 'draft 1' },
+      b: { answer: 'draft 3' },
+      c: { answer: 'fallback', attempts: 3, why: 'CycleLimitError' },
+    });
+    const [shape] = graph.describe().flows!;
+    expect(shape!.flow).toBe('answer');
+    expect(shape!.steps).toEqual([
+      { step: 'draft', kind: 'step', entry: true, maxIterations: 3 },
+      { step: 'judge', kind: 'choice' },
+      { step: 'reply', kind: 'step', responder: true },
+      { step: 'scale', kind: 'step' },
+      { step: 'fallback', kind: 'errorHandler' },
+    ]);
+    expect(shape!.edges).toContainEqual({ from: 'judge', to: 'draft', kind: 'cycle' });
+    expect(graph.endpoint('times')?.step).toBe('model_runner');
+    await graph.close();
+  });
+
+  it('a choice by field, entries with after: [], a step’s handler with before', async () => {
+    const { graph, pipeline } = await loadGraph(
+      {
+        flow: {
+          steps: [
+            { name: 'route', choice: { field: 'body.to' } },
+            { name: 'parse', step: fn('prepare'), errorHandler: { name: 'recover', before: 'reply', step: fn('tagLow') } },
+            { name: 'tag', step: fn('tagHigh'), after: 'route' },
+            { name: 'reply', step: fn('tagHigh'), after: ['parse', 'tag'], respond: true },
+          ],
+        },
+      },
+      { baseDir: dir },
+    );
+    // route → parse (its after is the previous step): 'x' is no number, so parse fails and recover answers via reply.
+    expect(await run2(pipeline, [{ to: 'tag' }, { to: 'parse', x: 1 }])).toEqual([{ to: 'tag', tag: 'high' }, { to: 'parse', x: 1, tag: 'high' }]);
+    await graph.close();
+  });
+
+  it('names the path of a bad edge: an unknown after, cycleTo or before; a before upstream; an unbounded cycle; two responders', async () => {
+    const cases: [object[], string][] = [
+      [steps({ name: 'b', step: fn('draft'), after: 'nope' }), "flow.steps[1].after: 'nope' is not a step of the flow (steps: 'draft', 'b')"],
+      [steps({ name: 'b', step: fn('draft'), cycleTo: 'nope' }), "flow.steps[1].cycleTo: 'nope' is not a step of the flow (steps: 'draft', 'b')"],
+      [steps({ name: 'b', step: fn('draft'), errorHandler: { name: 'h', before: 'nope', step: fn('draft') } }), "flow.steps[1].errorHandler.before: 'nope' is not a step of the flow"],
+      [steps({ name: 'b', step: fn('draft'), errorHandler: { name: 'h', before: ['draft'], step: fn('draft') } }), "flow.steps[1].errorHandler.before: 'draft' is upstream of 'b'"],
+      [steps({ name: 'b', choice: fn('judge'), cycleTo: 'draft' }), "flow.steps[1].cycleTo: the cycle draft → b → draft has no bound"],
+      [steps({ name: 'b', step: fn('draft'), respond: true }, { name: 'c', step: fn('draft'), respond: true }), "flow.steps[2].respond: 'b' already responds; a flow has one responder"],
+      [steps({ name: 'draft', step: fn('draft') }), "flow.steps[1].name: 'draft' is already the name of flow.steps[0]; step names are unique in a flow"],
+      [steps({ name: 'b', step: fn('draft'), maxIterations: 0 }), 'flow.steps[1].maxIterations: expected a positive integer, got 0'],
+    ];
+    for (const [flowSteps, message] of cases) {
+      const error = await rejection({ flow: { steps: flowSteps } }, { baseDir: dir });
+      expect(error.message, message).toContain(message);
+    }
+  });
+
+  it('refuses a spec with both steps: and flow: or neither, a flow step of two kinds or none, a bad choice; YAML mistakes carry their line', async () => {
+    expect((await rejection({ steps: [], flow: { steps: steps() } })).message).toBe('spec: a spec has steps: (piped in order) or flow: (a flow of named steps), exactly one; got both');
+    expect((await rejection({ name: 'x' })).message).toContain('exactly one; got neither');
+    expect((await rejection({ flow: { steps: [{ name: 'a', step: fn('draft'), onError: fn('recover') }] } })).message).toBe(
+      'flow.steps[0]: a flow step is exactly one of modelRunner, router, step, onError, choice; got step and onError',
+    );
+    expect((await rejection({ flow: { steps: [{ name: 'a' }] } })).message).toContain('flow.steps[0]: a flow step is exactly one of');
+    expect((await rejection({ flow: { steps: [{ name: 'a', choice: { field: 'a..b' } }] } })).path).toBe('flow.steps[0].choice.field');
+    expect((await rejection({ flow: { steps: [{ name: 'a', step: { module: './functions.mjs', exprt: 'x' } }] } })).path).toBe('flow.steps[0].step.exprt');
+    const file = specFile('bad-flow.yaml', 'flow:\n  steps:\n    - name: a\n      step: { module: ./functions.mjs, export: draft }\n    - name: b\n      step: { module: ./functions.mjs, export: draft }\n      cycleTo: zzz\n');
+    expect((await rejection(file)).message).toMatch(/^bad-flow\.yaml: line 7: flow\.steps\[1\]\.cycleTo: 'zzz' is not a step of the flow/);
+  });
+});
+
+/** Bodies out of a pipeline, in input order. */
+async function run2(pipeline: (s: any) => any, bodies: object[]): Promise<unknown[]> {
+  const out: ServingEvent[] = await lastValueFrom(from(bodies.map((b, i) => toEvent(b, { id: String(i) }))).pipe(pipeline, toArray()));
+  return out.sort((a, b) => a.id.localeCompare(b.id)).map((e) => (e.error ? `${e.error.name}: ${e.error.message}` : e.body));
+}
+
 describe('the JSON Schema', () => {
   const ajv = new Ajv2020({ strict: false, allErrors: true });
   const validate = ajv.compile(specSchema());
@@ -381,6 +464,19 @@ describe('the JSON Schema', () => {
     for (const file of [join(fixtures, 'full.yaml'), fileURLToPath(new URL('../examples/spec/graph.yaml', import.meta.url))]) {
       expect(validate(await yaml(file)), JSON.stringify(validate.errors)).toBe(true);
     }
+  });
+
+  it('accepts a flow spec and rejects bad ones: steps and flow both, a flow step of two kinds or none, an unknown field', async () => {
+    const flowSpec = await yaml(join(fixtures, 'flow.yaml'));
+    expect(validate(flowSpec), JSON.stringify(validate.errors)).toBe(true);
+    const one = { name: 'a', step: { module: './f.mjs' } };
+    expect(validate({ flow: { steps: [one], errorHandler: { name: 'h', step: { module: './f.mjs' } } } })).toBe(true);
+    expect(validate({ flow: { steps: [{ name: 'a', choice: { field: 'body.to' } }] } })).toBe(true);
+    expect(validate({ flow: { steps: [one] }, steps: [] })).toBe(false);
+    expect(validate({ flow: { steps: [{ ...one, onError: { module: './f.mjs' } }] } })).toBe(false);
+    expect(validate({ flow: { steps: [{ name: 'a' }] } })).toBe(false);
+    expect(validate({ flow: { steps: [{ ...one, nxet: 'b' }] } })).toBe(false);
+    expect(validate({ flow: { steps: [{ ...one, errorHandler: { name: 'h', before: 'b', step: { module: './f.mjs' }, choice: { field: 'x' } } }] } })).toBe(false);
   });
 
   it('rejects bad ones: an unknown key, a wrong type, a step of two kinds, a proxy with a model class', () => {

@@ -1,6 +1,6 @@
 // The graph's option and entry types, and the io-ts codecs that check them.
 import * as t from 'io-ts';
-import { NonEmptyString, annotate, pickProps, strict } from '../config.js';
+import { NonEmptyString, NonNegativeMs, annotate, pickProps, strict } from '../config.js';
 import type { LLMPromptArtifact, ModelArtifact } from '../model/artifact.js';
 import { ModelEntryCodec, type CreationStrategy, type ExecutionMechanism, type ModelEntry } from '../model/entry.js';
 
@@ -39,6 +39,11 @@ export interface GraphOptions {
    * to `registryPath` when given). Without it the graph is untracked and records nothing.
    */
   readonly monitoring?: { readonly samplingPercentage?: number; readonly registryPath?: string };
+  /**
+   * How long `close()` waits for the background branches of the graph's flows (DESIGN §17) before
+   * it aborts what still runs; default 30,000 ms.
+   */
+  readonly closeTimeoutMs?: number;
 }
 
 export const Percentage = annotate(
@@ -53,7 +58,7 @@ export const Percentage = annotate(
 
 export const MonitoringOptionsCodec = strict('MonitoringOptions', {}, { samplingPercentage: Percentage, registryPath: NonEmptyString });
 
-export const GraphOptionsCodec = strict('GraphOptions', {}, { name: NonEmptyString, monitoring: MonitoringOptionsCodec });
+export const GraphOptionsCodec = strict('GraphOptions', {}, { name: NonEmptyString, monitoring: MonitoringOptionsCodec, closeTimeoutMs: NonNegativeMs });
 
 // A shared model's and a proxy's fields are a model entry's, checked by the entry's codecs.
 const entry = ModelEntryCodec.optional;

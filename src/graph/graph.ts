@@ -18,6 +18,7 @@ import {
   MONITORING,
   type LaneStats,
   type GraphShape,
+  type FlowStepStats,
   type Monitored,
   type MonitoringSource,
   type StepStats,
@@ -29,6 +30,8 @@ import { router, type RouterConfig } from '../operators/router.js';
 import { modelRouter, type ModelRouterConfig } from '../operators/modelRouter.js';
 import { parallelRun, type ParallelRunConfig } from '../operators/parallelRun.js';
 import { votingEnsemble, type VotingEnsembleConfig } from '../operators/votingEnsemble.js';
+import { flow as flowOf, type Flow, type FlowOptions } from '../flow/flow.js';
+import { ATTACH_FLOW, DEFAULT_CLOSE_TIMEOUT_MS, whenAllIdle, type FlowHost, type FlowRuntime } from '../flow/runtime.js';
 import {
   GraphOptionsCodec,
   ProxyCodec,
@@ -88,11 +91,11 @@ export interface EndpointInfo {
  */
 export function createGraph(options: GraphOptions = {}): Graph {
   const decoded = decodeOrThrow(GraphOptionsCodec, options, 'createGraph');
-  return new Graph(decoded.name ?? 'graph', decoded.monitoring);
+  return new Graph(decoded.name ?? 'graph', decoded.monitoring, decoded.closeTimeoutMs);
 }
 
 /** A serving graph (see `createGraph`). Made only by `createGraph()`, which validates its options. */
-export class Graph implements SessionProvider, Monitored {
+export class Graph implements SessionProvider, Monitored, FlowHost {
   /** One record per model call (filled by monitoring); completes on `close()`. */
   readonly monitoring$: Observable<EndpointRecord>;
   /** One entry per model endpoint (tracked graphs: loaded, strategies applied and saved). */
@@ -110,6 +113,8 @@ export class Graph implements SessionProvider, Monitored {
    * votingEnsemble), for the graph's shape; their route names are not endpoints (§7).
    */
   readonly #routers: { readonly step: string; readonly routes: readonly string[]; readonly kind?: string }[] = [];
+  readonly #flows: FlowRuntime[] = [];
+  readonly #closeTimeoutMs: number;
   #stepCount = 0;
   #readyPromise: Promise<void> | undefined;
   readonly #sharedExecutor: Executor = sharedModelExecutor((name) => this.#shared.get(name)!);
@@ -118,7 +123,9 @@ export class Graph implements SessionProvider, Monitored {
   constructor(
     readonly name: string,
     monitoringOptions?: { samplingPercentage?: number; registryPath?: string },
+    closeTimeoutMs: number = DEFAULT_CLOSE_TIMEOUT_MS,
   ) {
+    this.#closeTimeoutMs = closeTimeoutMs;
     this.monitoring$ = this.#records.asObservable();
     this.#monitor = new GraphMonitor(monitoringOptions !== undefined, monitoringOptions?.samplingPercentage ?? 100, this.#records);
     this.endpointRegistry = new EndpointRegistry(monitoringOptions?.registryPath);
@@ -139,12 +146,16 @@ export class Graph implements SessionProvider, Monitored {
       unobserve: (observer) => void monitor.observers.delete(observer),
       laneStats: () => this.laneStats(),
       stepStats: () => this.stepStats(),
-      describe: () => this.#describe(),
+      describe: () => this.describe(),
+      flowStats: () => this.flowStats(),
     };
   }
 
-  /** The shape exporters draw: steps → models (mechanism), proxies → shared models, routers → routes. */
-  #describe(): GraphShape {
+  /**
+   * The graph's shape: its steps and their models (mechanism, shared-model proxies), its shared
+   * models, its routers and routes, and its flows' steps and edges (what the dashboard draws).
+   */
+  describe(): GraphShape {
     return {
       graph: this.name,
       steps: this.#steps.map((step) => ({
@@ -162,7 +173,13 @@ export class Graph implements SessionProvider, Monitored {
         executionMechanism: entry.executionMechanism,
       })),
       routers: this.#routers.map((r) => ({ ...r, routes: [...r.routes] })),
+      ...(this.#flows.length > 0 ? { flows: this.#flows.map((f) => f.describe()) } : {}),
     };
+  }
+
+  /** Per step of each flow built on the graph: copies of events in it now, and its errors so far. */
+  flowStats(): FlowStepStats[] {
+    return this.#flows.flatMap((f) => f.stats());
   }
 
   /** In-flight and waiting calls per model lane of every running graph step (read at scrape time). */
@@ -247,6 +264,37 @@ export class Graph implements SessionProvider, Monitored {
     const step = config.name ?? 'model_runner';
     binding = this[BIND_STEP]({ step, models: decodeModelEntries(config.models, 'modelRunner.models'), pool: config.pool, executor: config.executor });
     return operator;
+  }
+
+  /**
+   * A flow (DESIGN §17, MLRun's `set_topology('flow')`) on this graph, like `flow({ ...options,
+   * graph })`: once built, `describe()` and the dashboard show it and `close()` waits for its
+   * background branches. Its name defaults to `'flow'` (`'flow#2'`, ... when taken).
+   */
+  flow(options: Omit<FlowOptions, 'graph'> = {}): Flow {
+    let name = options.name;
+    if (name === undefined) {
+      name = 'flow';
+      for (let n = 2; this.#flows.some((f) => f.name === name); n++) name = `flow#${n}`;
+    }
+    return flowOf({ ...options, name, graph: this });
+  }
+
+  /** @internal A flow built on this graph (flow names are unique in it). */
+  [ATTACH_FLOW](flow: FlowRuntime): void {
+    if (this.#closed) throw new ConfigError(`graph '${this.name}' is closed; create a new graph`);
+    if (this.#flows.some((f) => f.name === flow.name)) {
+      throw new ConfigError([{ path: 'flow.name', expected: '', message: `graph '${this.name}' already has a flow named '${flow.name}'` }]);
+    }
+    this.#flows.push(flow);
+  }
+
+  /**
+   * @internal Resolves once no event has copies inside the graph's flows (their background
+   * branches are done), or after `timeoutMs` (default: the graph's `closeTimeoutMs`).
+   */
+  flowsIdle(timeoutMs: number = this.#closeTimeoutMs): Promise<boolean> {
+    return whenAllIdle(this.#flows, timeoutMs);
   }
 
   /**
@@ -405,12 +453,14 @@ export class Graph implements SessionProvider, Monitored {
   }
 
   /**
-   * Closes the graph: calls still running in its steps fail (their events leave errored), models
-   * are closed, pools and processes end, and `monitoring$` completes.
+   * Closes the graph: first waits (up to `closeTimeoutMs`) for the background branches of its
+   * flows, then calls still running in its steps fail (their events leave errored), models are
+   * closed, pools and processes end, and `monitoring$` completes.
    */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#flows.length > 0) await this.flowsIdle();
     const reason = new RxServeError(`graph '${this.name}' was closed`);
     for (const step of this.#steps) for (const s of step.subscribers) s.abort(reason);
     await Promise.all([

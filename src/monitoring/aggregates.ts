@@ -3,7 +3,7 @@
 // numbers (Prometheus counters, the dashboard): one observer per graph, shared by reference count.
 import { describeError } from '../errors.js';
 import { callUsage } from '../llm/usage.js';
-import { MONITORING, type EventReport, type GraphShape, type Monitored, type MonitorObserver, type StepStats } from './monitor.js';
+import { MONITORING, type EventReport, type FlowStepStats, type GraphShape, type Monitored, type MonitorObserver, type StepStats } from './monitor.js';
 
 /** Per-second history kept for rates, quantiles and charts. */
 export const HISTORY_SECONDS = 300;
@@ -75,6 +75,8 @@ export interface AggregatesSnapshot {
   readonly windowSeconds: number;
   readonly endpoints: readonly EndpointFigures[];
   readonly steps: readonly StepStats[];
+  /** Per step of the graph's flows: copies in flight and errors so far (none without flows). */
+  readonly flows: readonly FlowStepStats[];
 }
 
 /** Per second, per endpoint: requests and errors (for charts of the last minutes). */
@@ -208,7 +210,7 @@ export class MonitoringAggregates implements MonitorObserver {
         ...(t?.lastError !== undefined ? { lastError: t.lastError, lastErrorAt: t.lastErrorAt } : {}),
       });
     }
-    return { at: now, graph: source.graphName, windowSeconds, endpoints, steps: source.stepStats() };
+    return { at: now, graph: source.graphName, windowSeconds, endpoints, steps: source.stepStats(), flows: source.flowStats?.() ?? [] };
   }
 }
 

@@ -71,6 +71,38 @@ export interface GraphShape {
    * operator (`'modelRouter'`, `'parallelRun'`, `'votingEnsemble'`; absent: `router`).
    */
   readonly routers: readonly { readonly step: string; readonly routes: readonly string[]; readonly kind?: string }[];
+  /** The graph's flows (§17): their steps and edges. */
+  readonly flows?: readonly FlowShape[];
+}
+
+/** One flow's DAG, as `graph.describe()` lists it and the dashboard draws it (DESIGN §17). */
+export interface FlowShape {
+  readonly flow: string;
+  readonly steps: readonly {
+    readonly step: string;
+    /** A step's operator, a choice, or an error handler. */
+    readonly kind: 'step' | 'choice' | 'errorHandler';
+    /** Every input event enters here. */
+    readonly entry?: true;
+    /** The step whose output is the response. */
+    readonly responder?: true;
+    readonly maxIterations?: number;
+  }[];
+  /**
+   * `next`: the step's output goes on (fan-out); `cycle`: a `cycleTo` edge back upstream; `error`:
+   * the step's errored events go to its handler; `before`: a handler's output goes on.
+   */
+  readonly edges: readonly { readonly from: string; readonly to: string; readonly kind: 'next' | 'cycle' | 'error' | 'before' }[];
+}
+
+/** A flow step's figures (read at scrape time). */
+export interface FlowStepStats {
+  readonly flow: string;
+  readonly step: string;
+  /** Copies of events inside the step now, over every subscription of the flow. */
+  readonly inFlight: number;
+  /** Events the step failed so far (its own errors: not ones that passed through it errored). */
+  readonly errors: number;
 }
 
 /** The key under which a graph hands exporters its monitoring; a symbol, so no public member. */
@@ -87,6 +119,8 @@ export interface MonitoringSource {
   stepStats(): StepStats[];
   /** The graph's steps, models (with mechanism), shared models and proxies. */
   describe(): GraphShape;
+  /** Per step of each of the graph's flows: copies in flight and errors so far. */
+  flowStats?(): FlowStepStats[];
 }
 
 /** Something exporters can watch: a graph made by `createGraph()`. */

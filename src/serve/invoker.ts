@@ -1,9 +1,10 @@
 // invoker(): request/response over a pipeline — one long-lived subscription, answers matched by event id.
 import { Observable, Subject, type OperatorFunction, type Subscription } from 'rxjs';
 import { bodyProblem, DEFAULT_MAX_BODY_DEPTH } from '../body.js';
-import { decodeOrThrow, positiveInt, strict } from '../config.js';
+import { NonNegativeMs, decodeOrThrow, positiveInt, strict } from '../config.js';
 import { ModelTimeoutError, RxServeError, toError } from '../errors.js';
 import { EventCancel, makeEvent, withError, type PartialSink, type ServingEvent } from '../event.js';
+import { DEFAULT_CLOSE_TIMEOUT_MS, flowRuntimeOf } from '../flow/runtime.js';
 import type { Graph } from '../graph/graph.js';
 import { GraphCodec } from './codecs.js';
 
@@ -26,6 +27,12 @@ export interface InvokerOptions {
    * the event errored with a `TypeError` and never reaches the pipeline. Default 256.
    */
   readonly maxBodyDepth?: number;
+  /**
+   * How long `close()` waits, once every answer is in, for the background branches of flows
+   * (DESIGN §17) — the pipeline's own when it is a built flow, and the graph's — before it ends
+   * the subscription (aborting what still runs). Default 30,000 ms.
+   */
+  readonly closeTimeoutMs?: number;
 }
 
 /** What a request carries besides its body (the event's other fields). */
@@ -62,8 +69,9 @@ export interface Invoker {
    */
   stream<B = unknown>(body: unknown, init?: Omit<InvokeInit, 'signal'>): Observable<StreamMessage<B>>;
   /**
-   * Stops intake (later `invoke`s reject), waits for the answers still awaited, then ends the
-   * subscription (aborting work whose answer nobody awaits any more) and closes the graph.
+   * Stops intake (later `invoke`s reject), waits for the answers still awaited and (up to
+   * `closeTimeoutMs`) for flows' background branches, then ends the subscription (aborting work
+   * whose answer nobody awaits any more) and closes the graph.
    */
   close(): Promise<void>;
   /** Requests awaiting their answer. */
@@ -72,7 +80,7 @@ export interface Invoker {
   readonly closed: boolean;
 }
 
-const InvokerOptionsCodec = strict('InvokerOptions', {}, { graph: GraphCodec, timeoutMs: positiveInt(true), maxBodyDepth: positiveInt(false) });
+const InvokerOptionsCodec = strict('InvokerOptions', {}, { graph: GraphCodec, timeoutMs: positiveInt(true), maxBodyDepth: positiveInt(false), closeTimeoutMs: NonNegativeMs });
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 
@@ -134,7 +142,8 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
   if (typeof pipeline !== 'function') {
     throw new TypeError(`invoker(pipeline): expected an operator (event$) => event$, got ${pipeline === null ? 'null' : typeof pipeline}`);
   }
-  const { graph, timeoutMs = DEFAULT_TIMEOUT_MS, maxBodyDepth = DEFAULT_MAX_BODY_DEPTH } = decodeOrThrow(InvokerOptionsCodec, options, 'invoker');
+  const { graph, timeoutMs = DEFAULT_TIMEOUT_MS, maxBodyDepth = DEFAULT_MAX_BODY_DEPTH, closeTimeoutMs = DEFAULT_CLOSE_TIMEOUT_MS } = decodeOrThrow(InvokerOptionsCodec, options, 'invoker');
+  const pipelineFlow = flowRuntimeOf(pipeline);
   // Insertion order is deadline order (one timeoutMs for all), so one timer, armed for the
   // oldest request, serves them all: no timer per request.
   const pending = new Map<string, Pending>();
@@ -286,6 +295,11 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
     close(): Promise<void> {
       closing ??= (async () => {
         if (pending.size > 0) await new Promise<void>((resolve) => (drained = resolve));
+        // A flow's side branches run on after its answers: give them closeTimeoutMs to finish
+        // before the unsubscription below aborts them.
+        if (connection !== undefined) {
+          await Promise.all([pipelineFlow?.whenIdle(closeTimeoutMs), graph?.flowsIdle(closeTimeoutMs)]);
+        }
         if (timer !== undefined) clearTimeout(timer);
         timer = undefined;
         const conn = connection;

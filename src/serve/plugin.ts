@@ -5,7 +5,7 @@ import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } f
 import * as t from 'io-ts';
 import type { OperatorFunction } from 'rxjs';
 import { bodyProblem, DEFAULT_MAX_BODY_DEPTH } from '../body.js';
-import { decodeOrThrow, fn, NonEmptyString, positiveInt, strict } from '../config.js';
+import { decodeOrThrow, fn, NonEmptyString, NonNegativeMs, positiveInt, strict } from '../config.js';
 import { ConfigError, toError } from '../errors.js';
 import type { ServingEvent } from '../event.js';
 import type { Graph } from '../graph/graph.js';
@@ -29,6 +29,8 @@ export interface RxservePluginOptions {
   readonly graph?: Graph;
   /** How long a request waits for its answer before a 504 (its work is aborted); default 30,000 ms. */
   readonly timeoutMs?: number;
+  /** How long closing waits for flows' background branches (DESIGN §17) once every answer is sent; default 30,000 ms. */
+  readonly closeTimeoutMs?: number;
   /** The names `/v2/models` lists; default the graph's endpoint names. */
   readonly models?: readonly string[];
   /** When set, every route but `/v2/health/*` needs `Authorization: Bearer <one of these>` (else 401). */
@@ -54,6 +56,7 @@ export const OpenAIFrontCodec = strict('OpenAIFrontOptions', { models: t.record(
 export const pluginOptionProps = {
   graph: GraphCodec,
   timeoutMs: positiveInt(true),
+  closeTimeoutMs: NonNegativeMs,
   models: t.array(NonEmptyString),
   apiKeys: t.array(NonEmptyString),
   maxBodyBytes: positiveInt(false),
@@ -131,13 +134,17 @@ const requestIds = new WeakMap<FastifyRequest, string>();
 export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (app, opts) => {
   const own = Object.fromEntries(Object.entries(opts).filter(([key]) => !REGISTER_OPTIONS.has(key)));
   const options = decodeOrThrow(PluginOptionsCodec, own, 'rxservePlugin');
-  const { pipeline, graph, timeoutMs, models, apiKeys, maxBodyBytes = DEFAULT_MAX_BODY_BYTES, maxBodyDepth = DEFAULT_MAX_BODY_DEPTH, dashboard, openai } = options;
+  const { pipeline, graph, timeoutMs, closeTimeoutMs, models, apiKeys, maxBodyBytes = DEFAULT_MAX_BODY_BYTES, maxBodyDepth = DEFAULT_MAX_BODY_DEPTH, dashboard, openai } = options;
   checkDashboard(options, 'rxservePlugin');
   checkOpenAI(options, 'rxservePlugin');
   checkEndpointNames(options, 'rxservePlugin');
   // serve() has loaded it already, naming its own option.
   const exporter = (opts as { [kMetrics]?: PrometheusExporter })[kMetrics] ?? (await loadMetrics(options, 'rxservePlugin'));
-  const client = invoker(pipeline, { ...(graph ? { graph } : {}), ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
+  const client = invoker(pipeline, {
+    ...(graph ? { graph } : {}),
+    ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+    ...(closeTimeoutMs !== undefined ? { closeTimeoutMs } : {}),
+  });
   (opts as { [kInvoker]?: (client: Invoker) => void })[kInvoker]?.(client);
   const start = starters.get(client)!;
 

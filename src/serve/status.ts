@@ -4,7 +4,8 @@ import { describeError } from '../errors.js';
 /**
  * The status an errored answer is sent with. By `name`, so an error rebuilt from a worker maps
  * like the original: `RouteNotFoundError` 404, `QueueFullError` 503, `ModelTimeoutError` 504,
- * `ConfigError` 500, `ModelNotReadyError` 408 (a V2 `ready` before the models loaded, as MLRun),
+ * `CycleLimitError` 508 (Loop Detected, a flow's cycle bound, §17), `ConfigError` 500,
+ * `ModelNotReadyError` 408 (a V2 `ready` before the models loaded, as MLRun),
  * an LLM provider's failure as DESIGN §10 says (see `upstreamStatus`), anything else 400 (MLRun
  * answers 400). A `ModelRunnerError` is 400 whatever its models' errors were, except when every
  * model that failed, failed upstream: then it is its first provider failure's status, so a 429
@@ -18,6 +19,8 @@ export function statusOf(error: Error): number {
       return 503;
     case 'ModelTimeoutError':
       return 504;
+    case 'CycleLimitError':
+      return 508;
     case 'ConfigError':
       return 500;
     case 'ModelNotReadyError':

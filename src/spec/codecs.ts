@@ -2,7 +2,7 @@
 // Every field is the runtime's own codec (one source: a field added to the runtime reaches the spec);
 // only what the spec form really changes is overridden here, and what it leaves out says why.
 import * as t from 'io-ts';
-import { DotPath, NonEmptyString, finite, guard, omitProps, pickProps, strict } from '../config.js';
+import { DotPath, NonEmptyString, finite, guard, omitProps, pickProps, positiveInt, strict, type StrictType } from '../config.js';
 import { PoolOptionsCodec } from '../execution/poolOptions.js';
 import { GraphOptionsCodec, MonitoringOptionsCodec, ProxyCodec, SharedModelCodec } from '../graph/codecs.js';
 import { ArtifactRefCodec, ExecutionMechanismCodec, ModelEntryCodec, ModuleRefCodec } from '../model/entry.js';
@@ -222,6 +222,100 @@ export const StepSpec: t.Type<StepSpec, unknown, unknown> = t.recursion<StepSpec
   return annotate(exactlyOne, (walk) => ({ ...walk(fields), minProperties: 1, maxProperties: 1 }));
 });
 
+// ---- flows (DESIGN §17) ---------------------------------------------------------------------
+
+/** `choice: { field }` (MLRun's ChoiceByField) or `choice: { module, export }` naming a select function. */
+const ChoiceByFieldSpec = strict('ChoiceByField', { field: DotPath }, {});
+const ChoiceSpec = pick<{ field: string } | ModuleRef>(
+  'Choice',
+  (u) => (isRecord(u) && 'field' in u ? ChoiceByFieldSpec : ModuleRef),
+  [ChoiceByFieldSpec, ModuleRef],
+  (members) => ({ oneOf: members }),
+);
+const Names = t.union([NonEmptyString, t.array(NonEmptyString)], 'a step name or a list of step names');
+
+/**
+ * An object with its own fields (`own`) and exactly one step kind out of `kinds`, the kind checked
+ * by `Step` in the same context (so a kind's mistakes keep their full path).
+ */
+function withOneKind<A>(name: string, own: StrictType<any>, kinds: readonly string[]) {
+  // The step kinds are checked by Step below; a kind with a codec of its own here (choice) keeps it.
+  const kindProps = Object.fromEntries(kinds.filter((k) => !(k in own.optional)).map((k) => [k, t.unknown]));
+  const fields = strict(name, own.required, { ...own.optional, ...kindProps });
+  const codec = new t.Type<A, unknown, unknown>(
+    name,
+    (u): u is A => fields.is(u) && kinds.filter((k) => k in (u as object)).length === 1,
+    (u, c) => {
+      const decoded = fields.validate(u, c);
+      if (decoded._tag === 'Left') return decoded as t.Validation<A>;
+      const present = kinds.filter((k) => k in (u as object));
+      if (present.length !== 1) {
+        return t.failure(u, c, `${name === 'FlowStep' ? 'a flow step' : 'an error handler'} is exactly one of ${kinds.join(', ')}; got ${present.length === 0 ? 'none' : present.join(' and ')}`);
+      }
+      const kind = present[0]!;
+      if (kind !== 'choice') {
+        const checked = StepSpec.validate({ [kind]: (u as Record<string, unknown>)[kind] }, c);
+        if (checked._tag === 'Left') return checked as t.Validation<A>;
+      }
+      return t.success(u as A);
+    },
+    t.identity,
+  );
+  return annotate(codec, (walk) => {
+    walk(StepSpec); // defines #/$defs/Step, whose kinds the properties below point into
+    const properties: Record<string, JsonSchema> = {};
+    for (const [key, field] of Object.entries({ ...own.required, ...own.optional })) properties[key] = walk(field as t.Mixed);
+    for (const k of kinds) if (k !== 'choice') properties[k] = { $ref: `#/$defs/Step/properties/${k}` };
+    return {
+      type: 'object',
+      properties,
+      required: Object.keys(own.required),
+      additionalProperties: false,
+      oneOf: kinds.map((k) => ({ required: [k] })),
+    };
+  });
+}
+
+/** A flow's error handler (`flow.errorHandler`): a name and one step kind. */
+export interface FlowErrorHandlerSpec extends StepSpec {
+  readonly name: string;
+}
+/** A step's error handler: also `before`, steps downstream of the failing one. */
+export interface FlowStepErrorHandlerSpec extends FlowErrorHandlerSpec {
+  readonly before?: string | readonly string[];
+}
+/** One step of a flow: a name, its place, and one step kind or a choice. */
+export interface FlowStepSpec extends StepSpec {
+  readonly name: string;
+  /** The steps it comes after; default the previous step in the list; `[]` makes another entry. */
+  readonly after?: string | readonly string[];
+  readonly respond?: boolean;
+  readonly maxIterations?: number;
+  readonly cycleTo?: string | readonly string[];
+  readonly errorHandler?: FlowStepErrorHandlerSpec;
+  readonly choice?: { readonly field: string } | ModuleRef;
+}
+
+const FlowStepErrorHandlerSpec = withOneKind<FlowStepErrorHandlerSpec>('FlowStepErrorHandler', strict('FlowStepErrorHandler', { name: NonEmptyString }, { before: Names }), STEP_KINDS);
+const FlowErrorHandlerSpec = withOneKind<FlowErrorHandlerSpec>('FlowErrorHandler', strict('FlowErrorHandler', { name: NonEmptyString }, {}), STEP_KINDS);
+export const FlowStepSpec = withOneKind<FlowStepSpec>(
+  'FlowStep',
+  strict(
+    'FlowStep',
+    { name: NonEmptyString },
+    { after: Names, respond: t.boolean, maxIterations: positiveInt(), cycleTo: Names, errorHandler: FlowStepErrorHandlerSpec, choice: ChoiceSpec },
+  ),
+  [...STEP_KINDS, 'choice'],
+);
+
+/** `flow:` — a flow instead of `steps:` (DESIGN §17). */
+export const FlowSpec = strict(
+  'Flow',
+  { steps: t.array(FlowStepSpec) },
+  { name: NonEmptyString, maxInFlight: positiveInt(), errorHandler: FlowErrorHandlerSpec },
+);
+export type FlowSpec = t.TypeOf<typeof FlowSpec>;
+
 const ServeSpec = strict(
   'Serve',
   {},
@@ -241,11 +335,18 @@ const RedisSource = strict(
 const SourceSpec = strict('Source', { redis: RedisSource, output: CommitOptionsCodec.required.stream }, {});
 export type SourceSpec = t.TypeOf<typeof SourceSpec>;
 
-/** A whole spec file. */
+const graphSpecFields = {
+  // Exactly one of steps and flow: checked by loadGraph, said by the schema's oneOf.
+  steps: t.array(StepSpec),
+  flow: FlowSpec,
+};
+
+/** A whole spec file: `steps:` (piped in order) or `flow:` (a flow, §17), with the graph's options. */
 export const GraphSpec = strict(
   'GraphSpec',
-  { steps: t.array(StepSpec) },
+  {},
   {
+    ...graphSpecFields,
     $schema: t.string,
     ...GraphOptionsCodec.optional,
     monitoring: strict('Monitoring', {}, MonitoringOptionsCodec.optional),
@@ -256,3 +357,6 @@ export const GraphSpec = strict(
   },
 );
 export type GraphSpec = t.TypeOf<typeof GraphSpec>;
+// The schema says what loadGraph checks after decoding: exactly one of steps and flow.
+const GraphSpecFields = strict('GraphSpec', {}, GraphSpec.optional);
+annotate(GraphSpec, (walk) => ({ ...walk(GraphSpecFields), oneOf: [{ required: ['steps'] }, { required: ['flow'] }] }));

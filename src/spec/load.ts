@@ -19,8 +19,10 @@ import { batchHttpRequests } from '../operators/batchHttpRequests.js';
 import { remoteStep } from '../operators/remoteStep.js';
 import { queueStep } from '../streams/queueStep.js';
 import { resolveSelector, type SelectorLike } from '../selector.js';
-import { GraphSpec, type BatchHttpRequestsSpec, type ModelSpec, type ProxySpec, type RemoteStepSpec, type StepSpec } from './codecs.js';
+import { GraphSpec, type BatchHttpRequestsSpec, type FlowSpec, type ModelSpec, type ProxySpec, type RemoteStepSpec, type StepSpec } from './codecs.js';
 import { compileTemplate } from './template.js';
+import { choice, choiceByField } from '../flow/choice.js';
+import { flowWithPaths, type FlowStepOperator } from '../flow/flow.js';
 import { importExport, importFunction, resolveModuleRef } from './modules.js';
 
 type Pipeline = OperatorFunction<ServingEvent, ServingEvent>;
@@ -101,7 +103,13 @@ type LineOf = (path: string) => number | undefined;
 function decodeSpec(value: unknown, baseDir: string, file?: string, lineOf?: LineOf): ReadSpec {
   const locate = (error: ConfigError) => withLocation(error, file, lineOf);
   try {
-    return { spec: decodeOrThrow(GraphSpec, value, '') as GraphSpec, baseDir, ...(file ? { file } : {}), locate };
+    const spec = decodeOrThrow(GraphSpec, value, '') as GraphSpec;
+    if ((spec.steps === undefined) === (spec.flow === undefined)) {
+      throw new ConfigError([
+        { path: '', expected: '', message: `a spec has steps: (piped in order) or flow: (a flow of named steps), exactly one; got ${spec.steps === undefined ? 'neither' : 'both'}` },
+      ]);
+    }
+    return { spec, baseDir, ...(file ? { file } : {}), locate };
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     // Paths from the root '' start with a dot: `.steps[0]` → `steps[0]`; the spec itself is `spec`.
@@ -184,11 +192,18 @@ function splitIssuePath(path: string): string[] {
 /** Builds the graph and pipeline of a validated spec; on a mistake the graph is closed. */
 export async function buildSpec(read: ReadSpec): Promise<LoadedGraph> {
   const { spec, baseDir } = read;
-  checkEndpointNames(spec.steps, 'steps', new Map(), read.locate);
+  const seen = new Map<string, string>();
+  if (spec.steps !== undefined) checkEndpointNames(spec.steps, 'steps', seen, read.locate);
+  spec.flow?.steps.forEach((s, i) => {
+    checkEndpointNames([s], `flow.steps[${i}]`, seen, read.locate, false);
+    if (s.errorHandler !== undefined) checkEndpointNames([s.errorHandler], `flow.steps[${i}].errorHandler`, seen, read.locate, false);
+  });
+  if (spec.flow?.errorHandler !== undefined) checkEndpointNames([spec.flow.errorHandler], 'flow.errorHandler', seen, read.locate, false);
   let graph: Graph | undefined;
   try {
     graph = createGraph({
       ...(spec.name !== undefined ? { name: spec.name } : {}),
+      ...(spec.closeTimeoutMs !== undefined ? { closeTimeoutMs: spec.closeTimeoutMs } : {}),
       ...(spec.monitoring !== undefined
         ? {
             monitoring: {
@@ -211,7 +226,7 @@ export async function buildSpec(read: ReadSpec): Promise<LoadedGraph> {
         }),
       );
     });
-    const pipeline = await buildSteps(g, spec.steps, 'steps', baseDir);
+    const pipeline = spec.flow !== undefined ? await buildFlow(g, spec.flow, baseDir) : await buildSteps(g, spec.steps!, 'steps', baseDir);
     return { graph: g, pipeline };
   } catch (error) {
     await graph?.close();
@@ -219,8 +234,11 @@ export async function buildSpec(read: ReadSpec): Promise<LoadedGraph> {
   }
 }
 
-/** Endpoint names (models, proxies, routes) are unique across the graph: say where both uses are. */
-function checkEndpointNames(steps: readonly StepSpec[], path: string, seen: Map<string, string>, locate: ReadSpec['locate']): void {
+/**
+ * Endpoint names (models, proxies, routes) are unique across the graph: say where both uses are.
+ * `indexed`: `path` names a list (`steps` → `steps[0]`), else the one step in `steps` itself.
+ */
+function checkEndpointNames(steps: readonly StepSpec[], path: string, seen: Map<string, string>, locate: ReadSpec['locate'], indexed = true): void {
   const claim = (name: string, at: string) => {
     const first = seen.get(name);
     if (first !== undefined) {
@@ -229,7 +247,7 @@ function checkEndpointNames(steps: readonly StepSpec[], path: string, seen: Map<
     seen.set(name, at);
   };
   steps.forEach((s, i) => {
-    const at = `${path}[${i}]`;
+    const at = indexed ? `${path}[${i}]` : path;
     s.modelRunner?.models.forEach((m, j) => claim(m.endpointName, `${at}.modelRunner.models[${j}].endpointName`));
     if (s.router !== undefined) {
       for (const [route, routeSteps] of Object.entries(s.router.routes)) {
@@ -244,6 +262,47 @@ function checkEndpointNames(steps: readonly StepSpec[], path: string, seen: Map<
       for (const [route, routeSteps] of Object.entries(family.routes)) checkEndpointNames(routeSteps, `${at}.${kind}.routes.${route}`, seen, locate);
     }
   });
+}
+
+/**
+ * A spec's `flow:` (DESIGN §17) built on the graph: each step added after its `after` (default:
+ * the previous step in the list), so the builder's ConfigErrors name a step by its place in the
+ * file (`flow.steps[2].cycleTo`).
+ */
+async function buildFlow(graph: Graph, spec: FlowSpec, baseDir: string): Promise<Pipeline> {
+  const places = new Map<string, number>();
+  spec.steps.forEach((s, i) => {
+    const first = places.get(s.name);
+    if (first !== undefined) {
+      throw new ConfigError([{ path: `flow.steps[${i}].name`, expected: '', message: `'${s.name}' is already the name of flow.steps[${first}]; step names are unique in a flow` }]);
+    }
+    places.set(s.name, i);
+  });
+  const f = flowWithPaths(
+    { ...(spec.name !== undefined ? { name: spec.name } : {}), ...(spec.maxInFlight !== undefined ? { maxInFlight: spec.maxInFlight } : {}), graph },
+    { pathOf: (name) => (places.has(name) ? `flow.steps[${places.get(name)}]` : `flow.steps['${name}']`), handlerPath: 'flow.errorHandler' },
+  );
+  for (let i = 0; i < spec.steps.length; i++) {
+    const { name, after, respond, maxIterations, cycleTo, errorHandler, choice: choiceSpec, ...kind } = spec.steps[i]!;
+    const at = `flow.steps[${i}]`;
+    let op: FlowStepOperator;
+    if (choiceSpec === undefined) op = await buildStep(graph, kind, at, baseDir);
+    else if ('field' in choiceSpec) op = choiceByField(choiceSpec.field);
+    else op = choice(await importFunction(choiceSpec, baseDir, `${at}.choice`, 'a function (event) => step names'));
+    const handle = f.add(name, op, { ...(after !== undefined ? { after } : {}), ...(maxIterations !== undefined ? { maxIterations } : {}) });
+    if (respond) handle.respond();
+    if (cycleTo !== undefined) handle.cycleTo(cycleTo);
+    if (errorHandler !== undefined) {
+      const { name: handlerName, before, ...handlerKind } = errorHandler;
+      const handler = await buildStep(graph, handlerKind, `${at}.errorHandler`, baseDir);
+      handle.errorHandler(handlerName, handler, before !== undefined ? { before } : {});
+    }
+  }
+  if (spec.errorHandler !== undefined) {
+    const { name, ...kind } = spec.errorHandler;
+    f.errorHandler(name, await buildStep(graph, kind, 'flow.errorHandler', baseDir));
+  }
+  return f.build();
 }
 
 async function buildSteps(graph: Graph, steps: readonly StepSpec[], path: string, baseDir: string): Promise<Pipeline> {

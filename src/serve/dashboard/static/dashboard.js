@@ -84,6 +84,93 @@ function drawShape(shape, errored) {
   }
 }
 
+/**
+ * A flow's DAG (§17), left to right: a step's column is its longest path from an entry (cycle
+ * edges aside), the responder is marked, cycle edges are dashed and run below the steps, and each
+ * step shows the copies of events inside it now (updated by updateFlows every tick).
+ */
+function drawFlow(flow, index) {
+  const W = 170, H = 52, XGAP = 56, YGAP = 18, PAD = 10, BELOW = 46;
+  const depth = new Map(flow.steps.map((s) => [s.step, 0]));
+  const acyclic = flow.edges.filter((e) => e.kind !== 'cycle');
+  for (let pass = 0; pass <= flow.steps.length; pass++) {
+    let changed = false;
+    for (const e of acyclic) {
+      if (depth.get(e.from) + 1 > depth.get(e.to)) {
+        depth.set(e.to, depth.get(e.from) + 1);
+        changed = true;
+      }
+    }
+    if (!changed) break;
+  }
+  // The flow's own handler has no edges: it goes in a column of its own at the end.
+  const last = Math.max(0, ...depth.values());
+  for (const s of flow.steps) if (s.kind === 'errorHandler' && !flow.edges.some((e) => e.to === s.step)) depth.set(s.step, last + 1);
+  const columns = [];
+  const place = new Map();
+  for (const s of flow.steps) {
+    const d = depth.get(s.step);
+    const column = (columns[d] ??= []);
+    place.set(s.step, { x: PAD + d * (W + XGAP), y: PAD + column.length * (H + YGAP) });
+    column.push(s);
+  }
+  const rows = Math.max(...columns.map((c) => c?.length ?? 0));
+  const width = PAD * 2 + columns.length * (W + XGAP) - XGAP;
+  const height = PAD * 2 + rows * (H + YGAP) - YGAP + (flow.edges.some((e) => e.kind === 'cycle') ? BELOW : 0);
+  const svg = element('svg', { class: 'flow', 'data-flow': flow.flow, viewBox: `0 0 ${width} ${height}`, width, height, role: 'img', 'aria-label': `flow ${flow.flow}` });
+  const defs = element('defs');
+  const arrow = `rxserve-flow-arrow-${index}`;
+  const marker = element('marker', { id: arrow, viewBox: '0 0 8 8', refX: 8, refY: 4, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' });
+  marker.append(element('path', { d: 'M0,0 L8,4 L0,8 z' }));
+  defs.append(marker);
+  svg.append(defs);
+  const bottom = PAD + rows * (H + YGAP) - YGAP;
+  for (const e of flow.edges) {
+    const a = place.get(e.from);
+    const b = place.get(e.to);
+    let d;
+    if (e.kind === 'cycle') {
+      const drop = bottom + BELOW - 12;
+      d = `M${a.x + W / 2},${a.y + H} C${a.x + W / 2},${drop} ${b.x + W / 2},${drop} ${b.x + W / 2},${b.y + H}`;
+    } else {
+      d = `M${a.x + W},${a.y + H / 2} C${a.x + W + XGAP / 2},${a.y + H / 2} ${b.x - XGAP / 2},${b.y + H / 2} ${b.x},${b.y + H / 2}`;
+    }
+    svg.append(element('path', { class: `edge ${e.kind}`, d, 'data-from': e.from, 'data-to': e.to, 'marker-end': `url(#${arrow})` }));
+  }
+  for (const s of flow.steps) {
+    const { x, y } = place.get(s.step);
+    const g = element('g', { class: `flow-step ${s.kind}${s.responder ? ' responder' : ''}`, 'data-flow-step': s.step });
+    g.append(element('rect', { x, y, width: W, height: H, rx: 6 }));
+    g.append(element('text', { x: x + 10, y: y + 17 }, s.step));
+    const notes = [s.kind === 'step' ? 'step' : s.kind === 'choice' ? 'choice' : 'error handler'];
+    if (s.entry) notes.push('entry');
+    if (s.responder) notes.push('responds');
+    if (s.maxIterations !== undefined) notes.push(`≤ ${s.maxIterations}×`);
+    g.append(element('text', { x: x + 10, y: y + 32, class: 'sub' }, notes.join(' · ')));
+    const figures = element('text', { x: x + 10, y: y + 46, class: 'sub inflight' }, 'in flight ');
+    const count = element('tspan', { 'data-field': 'inFlight' }, '0');
+    figures.append(count);
+    g.append(figures);
+    svg.append(g);
+  }
+  return svg;
+}
+
+function drawFlows(flows) {
+  $('#flows').hidden = !flows || flows.length === 0;
+  $('#flow-diagrams').replaceChildren(...(flows ?? []).map(drawFlow));
+}
+
+function updateFlows(stats) {
+  for (const s of stats ?? []) {
+    const g = document.querySelector(`svg[data-flow="${CSS.escape(s.flow)}"] g[data-flow-step="${CSS.escape(s.step)}"]`);
+    if (!g) continue;
+    g.querySelector('[data-field="inFlight"]').textContent = String(s.inFlight);
+    g.classList.toggle('busy', s.inFlight > 0);
+    g.dataset.errors = String(s.errors);
+  }
+}
+
 function cell(row, field, text, cls) {
   const td = document.createElement('td');
   td.dataset.field = field;
@@ -191,7 +278,9 @@ function onMessage(event) {
   if (shapeKey !== lastShape) {
     lastShape = shapeKey;
     drawShape(shape, errored);
+    drawFlows(shape.flows);
   }
+  updateFlows(snapshot.flows);
   drawTables(snapshot);
   updateCharts(snapshot, series);
   $('#updated').textContent = `updated ${new Date(snapshot.at).toLocaleTimeString()}`;
