@@ -16,6 +16,7 @@ import {
 } from '../index.js';
 import { bodies } from '../testing/index.js';
 import { flowRuntimeOf } from './runtime.js';
+import { QUEUE_STEP } from '../operators/internal/queueMarker.js';
 
 type Op = OperatorFunction<ServingEvent, ServingEvent>;
 const ev = (id: string, body: unknown = {}) => toEvent(body, { id });
@@ -483,6 +484,26 @@ describe('flow build rules (ConfigError naming the step path)', () => {
     const f = flow();
     f.to('a', noop).respond();
     expect(message(() => f.to('b', noop).respond())).toBe("flow.steps['b'].respond: 'a' already responds; a flow has one responder");
+  });
+
+  it('a step after a queue step, or a queue step that responds (DESIGN §19)', () => {
+    // A queue step's operator as queueStep() marks it (rxserve/streams; no Redis is reached at build).
+    const hop: typeof noop = (source) => noop(source);
+    (hop as unknown as Record<symbol, unknown>)[QUEUE_STEP] = { stream: 'jobs' };
+    const after = flow();
+    after.to('a', noop).to('hop', hop).to('b', noop);
+    expect(message(() => after.build())).toBe(
+      "flow.steps['b']: 'b' comes after queue step 'hop' (stream 'jobs'): steps after a queue run in the consumer's process: start them with redisStream()",
+    );
+    const responds = flow();
+    responds.to('a', noop).to('hop', hop).respond();
+    expect(message(() => responds.build())).toBe(
+      "flow.steps['hop'].respond: queue step 'hop' cannot respond: its events' answers come from the consumer's process; put it on a side branch",
+    );
+    const side = flow();
+    side.to('a', noop).to('reply', noop).respond();
+    side.add('hop', hop, { after: 'a' });
+    expect(() => side.build()).not.toThrow();
   });
 
   it('any change after build()', () => {

@@ -5,6 +5,7 @@
 // compiled form (edges, chains, the responder's path) those checks are computed on.
 import type { OperatorFunction } from 'rxjs';
 import { ConfigError } from '../errors.js';
+import { queueStepMark } from '../operators/internal/queueMarker.js';
 import type { ServingEvent } from '../event.js';
 import type { FlowShape } from '../monitoring/monitor.js';
 import { isChoice, selectOf, type Choice, type ChoiceFn } from './choice.js';
@@ -214,6 +215,23 @@ export function compile(decl: FlowDecl): FlowPlan {
     onPath.add(responder);
     while (stack.length > 0) for (const f of into[stack.pop()!]) if (!onPath.has(f)) onPath.add(f), stack.push(f);
   }
+
+  // A queue hop (queueStep, DESIGN §19) ends an event's work in this process: nothing may come
+  // after it, and the responder cannot wait behind it.
+  decls.forEach((d, i) => {
+    const mark = queueStepMark(d.op);
+    if (mark === undefined) return;
+    if (forward[i].length > 0 || cycles[i].length > 0) {
+      const next = [...forward[i], ...cycles[i]].map((t) => decls[t].name);
+      throw issue(
+        pathOf(next[0]),
+        `'${next[0]}' comes after queue step '${d.name}' (stream '${mark.stream}'): steps after a queue run in the consumer's process: start them with redisStream()`,
+      );
+    }
+    if (i === responder) {
+      throw issue(`${pathOf(d.name)}.respond`, `queue step '${d.name}' cannot respond: its events' answers come from the consumer's process; put it on a side branch`);
+    }
+  });
 
   // Chains: a step whose only way on is one next step that has no other way in.
   const entries = decls.flatMap((d, i) => (d.after.length === 0 ? [i] : []));
