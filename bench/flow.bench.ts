@@ -1,4 +1,4 @@
-// Flows (DESIGN §17) against the same work written by hand in RxJS:
+// Flows (docs/design.md §17) against the same work written by hand in RxJS:
 //   (a) a 6-step linear flow vs the same six step() operators in pipe()              goal ≤ 1.15×
 //   (b) a fan-out of 3 side branches + a responder vs hand-written share()/merge()   goal ≤ 1.3×
 //   (c) a 3-iteration cycle (step → choice → back) vs a hand-written expand() loop   goal ≤ 1.3×

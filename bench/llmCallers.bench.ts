@@ -1,4 +1,4 @@
-// The cost of checking what a caller may change (DESIGN §10): LLModel.predict() over mock:// (no
+// The cost of checking what a caller may change (docs/design.md §10): LLModel.predict() over mock:// (no
 // network, so the call's own work is what is timed), with and without a caller's invocationConfig
 // and messages. With RXSERVE_BASELINE=<path to another build's dist/index.js> (e.g. the commit
 // before the check) the same calls run on that build too, interleaved, for a ratio from one run.

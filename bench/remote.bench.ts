@@ -1,4 +1,4 @@
-// Remote steps (DESIGN §19). HTTP: requests/s of remoteStep at 64 in flight against a loopback JSON
+// Remote steps (docs/design.md §19). HTTP: requests/s of remoteStep at 64 in flight against a loopback JSON
 // service in a process of its own, beside undici's request() called by hand over one Agent with the
 // same 64 in flight (the floor, goal ≥ 0.9×) and Node's global fetch (reported). Queue: events/s of
 // queueStep's XADDs against a hand-written ioredis pipeline writing the same fields (goal ≥ 0.8×),

@@ -1,4 +1,4 @@
-// The router family's own cost (DESIGN §18), over the same models as its baselines:
+// The router family's own cost (docs/design.md §18), over the same models as its baselines:
 // (a) votingEnsemble of three thread_pool classifiers against the same three steps called by hand
 //     (Promise.all of one call per step, then the vote in a loop), 64 requests in flight;
 // (b) parallelRun of three one-model steps against one modelRunner of the same three models, on

@@ -1,17 +1,17 @@
-// The layering check (DESIGN §2), run by test/layers.spec.ts in `npm test`:
+// The layering check (docs/design.md §2), run by test/layers.spec.ts in `npm test`:
 //   node scripts/check-layers.mjs [--src <dir>] [--no-allow-list] [--json]
 //
 // THE RULE. Every source file of src/ (specs excluded) belongs to a unit, and every unit to a
 // layer. Imports point down the layers (or sideways, inside one layer), never up, and no two units
 // import each other, directly or round a longer loop. Type-only imports count: `import type
-// { Graph }` in an operator is the coupling DESIGN §2 rules out, whatever the emitted JS says.
+// { Graph }` in an operator is the coupling docs/design.md §2 rules out, whatever the emitted JS says.
 //
 // Units: a folder of src/ (`model/`, `execution/`, ...) or a file at its top (`errors.ts`), with
 // two refinements: `graph.ts` and a future `graph/` are one unit, and monitoring's exporters
 // (`prometheus.ts`, `tracing.ts`: they take a graph) are the unit `monitoring/exporters`, while the
 // rest of monitoring (records, the monitor, the endpoint registry) is used by operators and graph.
 //
-// Layers, bottom to top (placed from DESIGN §2 and from what each unit imports today):
+// Layers, bottom to top (placed from docs/design.md §2 and from what each unit imports today):
 //   1. errors, event, config, body, retry   the error classes, ServingEvent, the io-ts helpers, edge checks of bodies, retry timing
 //   2. model, selector             the Model contract, entries, registry; selection over entries
 //   3. llm, onnx                   model families built on Model (LLModel; OnnxModel, §13)

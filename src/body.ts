@@ -2,7 +2,7 @@
 // nesting depth and prototype-poisoning keys. One iterative walk: nothing here recurses, so a
 // body built to exhaust the stack cannot.
 
-/** How deep a request body may nest by default (DESIGN §11: `maxBodyDepth`). */
+/** How deep a request body may nest by default (docs/design.md §11: `maxBodyDepth`). */
 export const DEFAULT_MAX_BODY_DEPTH = 256;
 
 /** Options of `bodyProblem`. */

@@ -1,4 +1,4 @@
-// The error hierarchy (DESIGN §8): one base class, typed subclasses, stable `name`s, `cause` kept.
+// The error hierarchy (docs/design.md §8): one base class, typed subclasses, stable `name`s, `cause` kept.
 
 /** Base class of every error rxserve raises. `name` is always the class's own name. */
 export class RxServeError extends Error {
@@ -58,7 +58,7 @@ export class ModelLoadError extends RxServeError {
  * At least one model of a `modelRunner` step failed and the step has `raiseException: true`.
  * `modelsErrors` maps every selected endpoint to its error message, or `null` when it succeeded
  * (MLRun's `ModelRunnerError.models_errors`); `cause` is the first failed model's error itself
- * (so serve() can answer an LLM provider's 429 as a 429, DESIGN §10).
+ * (so serve() can answer an LLM provider's 429 as a 429, docs/design.md §10).
  */
 export class ModelRunnerError extends RxServeError {
   override name = 'ModelRunnerError';
@@ -101,7 +101,7 @@ export class RouteNotFoundError extends RxServeError {
 
 /**
  * A flow step in a cycle would have run more than its `maxIterations` for one input event
- * (DESIGN §17): the event leaves that step errored with this error after the step ran exactly
+ * (docs/design.md §17): the event leaves that step errored with this error after the step ran exactly
  * `maxIterations` times. HTTP 508 (Loop Detected). LangGraph.js calls it `GraphRecursionError`.
  */
 export class CycleLimitError extends RxServeError {

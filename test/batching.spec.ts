@@ -1,4 +1,4 @@
-// Dynamic batching on real mechanisms (DESIGN §13): one predictBatch per batch, in the worker
+// Dynamic batching on real mechanisms (docs/design.md §13): one predictBatch per batch, in the worker
 // that holds the model; outputs as without batching; per-call errors, timeouts and cancellation.
 import { lastValueFrom, from, Subject, toArray } from 'rxjs';
 import { describe, expect, it } from 'vitest';

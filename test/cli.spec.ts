@@ -138,7 +138,7 @@ describe('rxserve validate', () => {
   });
 });
 
-describe('rxserve with a flow: spec (DESIGN §17)', () => {
+describe('rxserve with a flow: spec (docs/design.md §17)', () => {
   it('validate exits 0 for a good flow, and 2 naming the path and line of a bad edge', async () => {
     expect(await rxserve('validate', join(fixtures, 'flow.yaml'))).toMatchObject({ code: 0, stderr: '' });
     const fn = `{ module: ${JSON.stringify(join(fixtures, 'functions.mjs'))}, export: draft }`;
@@ -217,7 +217,7 @@ describe('rxserve arguments, help and schema', () => {
     expect(result.code).toBe(0);
     const schema = JSON.parse(result.stdout);
     expect(schema.$schema).toBe('https://json-schema.org/draft/2020-12/schema');
-    expect(schema.oneOf).toEqual([{ required: ['steps'] }, { required: ['flow'] }]); // steps: or flow: (DESIGN §17)
+    expect(schema.oneOf).toEqual([{ required: ['steps'] }, { required: ['flow'] }]); // steps: or flow: (docs/design.md §17)
   });
 });
 

@@ -1,4 +1,4 @@
-// The dashboard (DESIGN §16) in a real browser: Debian's Chromium driven by playwright-core.
+// The dashboard (docs/design.md §16) in a real browser: Debian's Chromium driven by playwright-core.
 // A graph with three endpoints is served on loopback with an API key; traffic with errors and
 // QueueFullError rejections flows while the page is open, and what the page shows is checked
 // against a Prometheus scrape of the same graph.

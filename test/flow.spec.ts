@@ -1,4 +1,4 @@
-// Flows (DESIGN §17) on real mechanisms and real sockets: modelRunner steps on naive, asyncio and
+// Flows (docs/design.md §17) on real mechanisms and real sockets: modelRunner steps on naive, asyncio and
 // thread_pool; served by invoker() and serve(); cancellation reaching work inside the flow;
 // close() waiting for background branches (bounded by closeTimeoutMs); a chaos run.
 import { Subject } from 'rxjs';

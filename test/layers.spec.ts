@@ -1,4 +1,4 @@
-// The layering check of DESIGN §2 (scripts/check-layers.mjs): src/ passes it, today's known
+// The layering check of docs/design.md §2 (scripts/check-layers.mjs): src/ passes it, today's known
 // violations are reported from the script's allow-list, and the check is shown to fire on a
 // small tree with an upward import, a cycle between folders and a folder with no layer.
 import { execFile } from 'node:child_process';
@@ -26,7 +26,7 @@ async function check(args: string[]): Promise<Result> {
   }
 }
 
-describe('layering (DESIGN §2)', () => {
+describe('layering (docs/design.md §2)', () => {
   it('src/ has no upward import and no cycle between folders beyond the allow-list', async () => {
     const { code, report } = await check([]);
     // The known violations, printed so the run shows what the consolidation still has to remove.

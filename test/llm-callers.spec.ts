@@ -1,4 +1,4 @@
-// What a caller may change of a served LLM endpoint (DESIGN §10, issue 22 item 3): over real
+// What a caller may change of a served LLM endpoint (docs/design.md §10, issue 22 item 3): over real
 // sockets, on every route (plain POST, v2 infer, /v1 with and without stream), asserting on what
 // the loopback LLM server actually received.
 import OpenAI from 'openai';

@@ -1,4 +1,4 @@
-// Upstream LLM failures keep their meaning (DESIGN §10, issue 22 item 5): a provider's 429 is a
+// Upstream LLM failures keep their meaning (docs/design.md §10, issue 22 item 5): a provider's 429 is a
 // 429 with its Retry-After unchanged, 5xx or a failed connection after the retries a 502, a
 // provider timeout a 504 — on plain POST, on /v1 in OpenAI's error shape, and for streamed
 // requests before their first token. Real sockets: serve() in front, the loopback LLM server behind.

@@ -1,5 +1,5 @@
 // serve({ openai }): the official openai client against serve()'s /v1 routes, with LLModel
-// endpoints calling the loopback LLM server behind them (DESIGN §15).
+// endpoints calling the loopback LLM server behind them (docs/design.md §15).
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {

@@ -1,4 +1,4 @@
-// The V2 operations of a model call (DESIGN §18) on every mechanism: an event's metadata.operation
+// The V2 operations of a model call (docs/design.md §18) on every mechanism: an event's metadata.operation
 // reaches the model as explain(), metadata(), op_<x>() through modelRunner, worker hosts included,
 // with timeouts and cancellation as predict; wrong operations fail with a message that names them.
 import { mkdtempSync } from 'node:fs';

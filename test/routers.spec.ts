@@ -1,5 +1,5 @@
 // The router family over real HTTP (serve() on loopback, port 0) with models on worker mechanisms
-// (DESIGN §18): votes of thread_pool classifiers, the V2 operations and metadata, GET /v2 and
+// (docs/design.md §18): votes of thread_pool classifiers, the V2 operations and metadata, GET /v2 and
 // /v2/models, readiness, and every bad request with its status and a message naming what was wrong.
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -1,4 +1,4 @@
-// The spec kinds remoteStep, batchHttpRequests and queueStep (DESIGN §14, §19): built by loadGraph
+// The spec kinds remoteStep, batchHttpRequests and queueStep (docs/design.md §14, §19): built by loadGraph
 // from YAML with '{body.user}' templates, run against a loopback HTTP server and a real
 // redis-server; bad templates and options named at their spec path; the JSON Schema takes them.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';

@@ -1,4 +1,4 @@
-// The router family in specs (DESIGN §14, §18): modelRouter, parallelRun and votingEnsemble as step
+// The router family in specs (docs/design.md §14, §18): modelRouter, parallelRun and votingEnsemble as step
 // kinds, their routes lists of steps; mistakes named by path; the schema; the graph's description.
 import { fileURLToPath } from 'node:url';
 import { from, lastValueFrom, toArray } from 'rxjs';

@@ -1,4 +1,4 @@
-// Declarative graphs (DESIGN §14): every field through loadGraph, the same graph by hand, bad specs, the JSON Schema.
+// Declarative graphs (docs/design.md §14): every field through loadGraph, the same graph by hand, bad specs, the JSON Schema.
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -363,7 +363,7 @@ ${models}`;
   });
 });
 
-describe('loadGraph: flow: instead of steps: (DESIGN §17)', () => {
+describe('loadGraph: flow: instead of steps: (docs/design.md §17)', () => {
   const fn = (name: string) => ({ module: './functions.mjs', export: name });
   const steps = (...more: object[]) => [{ name: 'draft', step: fn('draft') }, ...more];
 

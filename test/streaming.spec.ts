@@ -1,4 +1,4 @@
-// Partial results end to end (DESIGN §15): ctx.emit in process, through shared models and worker
+// Partial results end to end (docs/design.md §15): ctx.emit in process, through shared models and worker
 // pools; LLModel `stream: true` against the loopback LLM server.
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';

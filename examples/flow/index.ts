@@ -1,4 +1,4 @@
-// A flow (DESIGN §17): the LLM-as-judge loop. A writer LLM drafts an answer, a judge LLM reviews
+// A flow (docs/design.md §17): the LLM-as-judge loop. A writer LLM drafts an answer, a judge LLM reviews
 // it, a choice sends a failed draft back round (at most 3 drafts per question), the reviewed
 // draft is the response; an audit side branch records every draft after the answer has gone, and
 // a fallback error handler answers with the last draft when the loop hits its bound or the judge

@@ -1,4 +1,4 @@
-// A graph across two processes (DESIGN §19). The front process serves HTTP: it checks each request,
+// A graph across two processes (docs/design.md §19). The front process serves HTTP: it checks each request,
 // enriches it with a call to a profile service (remoteStep: retries, timeout, bounded in flight),
 // and hands it to a Redis stream (queueStep) — the HTTP answer is "accepted" once Redis has it.
 // The worker process (worker.mjs) consumes that stream with redisStream, runs the model and

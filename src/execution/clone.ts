@@ -1,4 +1,4 @@
-// Deep copies of request bodies: each model gets its own copy of its input (DESIGN §1.7).
+// Deep copies of request bodies: each model gets its own copy of its input (docs/design.md §1.7).
 import { inspectForWorker } from './protocol.js';
 
 /**
@@ -30,7 +30,7 @@ export function cloneBody<T>(value: T): T {
  * does); a walk that ignored them would loop, or copy a shared subtree once per path to it. The
  * map is made at the first nested object, so a flat body (the common case) never allocates one.
  * Past `RECURSION_LIMIT` levels the copy goes on without recursion (`cloneDeep`), so a body built
- * to exhaust the stack cannot (DESIGN §11); the recursive walk stays for the common, shallow case.
+ * to exhaust the stack cannot (docs/design.md §11); the recursive walk stays for the common, shallow case.
  */
 function clonePlain(value: object, seen: Map<object, unknown> | undefined, depth: number): unknown {
   const copied = seen?.get(value);

@@ -133,7 +133,7 @@ class InProcessSession implements ExecutorSession {
     if (this.closed) throw new RxServeError(`model '${endpointName}' is closed`);
     const model = this.instances.get(endpointName);
     if (model === undefined) throw new ModelLoadError(endpointName, 'the model is not loaded');
-    // Each model gets its own copy of its input (DESIGN §1.7); a copy that fails fails this call.
+    // Each model gets its own copy of its input (docs/design.md §1.7); a copy that fails fails this call.
     const own = cloneBody(input);
     if (context.operation !== undefined) {
       if (!this.asyncio.has(endpointName)) return runOperation(model, own, context);

@@ -212,7 +212,7 @@ describe('Lane', () => {
   });
 });
 
-// DESIGN §11 (turn 3): no exception on any path may leave a lane slot taken. Every hook an owner
+// docs/design.md §11 (turn 3): no exception on any path may leave a lane slot taken. Every hook an owner
 // gives the lane (run, settled, abort, cancelWork, timeoutError) is made to throw at random
 // points while calls are submitted, settled, cancelled, timed out and failed; afterwards the lane
 // must be empty and a new call must start at once.

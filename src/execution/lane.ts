@@ -1,4 +1,4 @@
-// The one lane (DESIGN §6): a bounded FIFO of calls with its own concurrency limit, per-call
+// The one lane (docs/design.md §6): a bounded FIFO of calls with its own concurrency limit, per-call
 // timeouts, batches, cancellation, failAll and stats. Model lanes in modelRunner, the calls waiting
 // for a worker pool, and shared models all queue here.
 // Over 300 lines on purpose: one state machine (queued → running → settled, units and holds) whose
@@ -334,7 +334,7 @@ export class Lane<C extends LaneCall> {
       this.options.run(calls, unit);
     } catch (thrown) {
       // An owner's `run` that throws (a value it could not send, a bug) fails the unit's calls it
-      // had not settled, so the slot is freed: no throw may keep a slot for good (DESIGN §11).
+      // had not settled, so the slot is freed: no throw may keep a slot for good (docs/design.md §11).
       const error = thrown instanceof Error ? thrown : new Error(`'${this.options.name}' could not start a call: ${String(thrown)}`);
       for (const call of calls) {
         if (call.laneState !== RUNNING) continue;

@@ -135,7 +135,7 @@ export interface Inspection {
  */
 export function inspectForWorker(value: unknown, root: string): Inspection {
   const inspection: Inspection = { transfer: [] };
-  // Depth-first with an explicit stack, not recursion: a body nested thousands deep (DESIGN §11)
+  // Depth-first with an explicit stack, not recursion: a body nested thousands deep (docs/design.md §11)
   // must not exhaust the call stack here, whatever the edges let through.
   const values: unknown[] = [value];
   const paths: string[] = [root];

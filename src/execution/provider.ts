@@ -1,5 +1,5 @@
 // How a step reaches models that something else owns (a graph): the interface operators depend
-// on, so that operators never import the graph (DESIGN §2: imports point down the layers).
+// on, so that operators never import the graph (docs/design.md §2: imports point down the layers).
 import type { ModelEntry } from '../model/entry.js';
 import type { GraphMonitor, LaneStats } from '../monitoring/monitor.js';
 import type { Executor, ExecutorSession } from './executor.js';

@@ -486,7 +486,7 @@ describe('flow build rules (ConfigError naming the step path)', () => {
     expect(message(() => f.to('b', noop).respond())).toBe("flow.steps['b'].respond: 'a' already responds; a flow has one responder");
   });
 
-  it('a step after a queue step, or a queue step that responds (DESIGN §19)', () => {
+  it('a step after a queue step, or a queue step that responds (docs/design.md §19)', () => {
     // A queue step's operator as queueStep() marks it (rxserve/streams; no Redis is reached at build).
     const hop: typeof noop = (source) => noop(source);
     (hop as unknown as Record<symbol, unknown>)[QUEUE_STEP] = { stream: 'jobs' };

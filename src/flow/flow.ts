@@ -1,4 +1,4 @@
-// The flow builder (DESIGN §17, MLRun's flow topology): named steps joined by `to` / `after`,
+// The flow builder (docs/design.md §17, MLRun's flow topology): named steps joined by `to` / `after`,
 // one responder, error handlers, cycles with a bound; `build()` compiles it into one operator.
 // Just over 300 lines: the builder's whole public surface (flow, handles), one documented method each.
 import * as t from 'io-ts';
@@ -80,7 +80,7 @@ const DEFAULT_PATHS: FlowPaths = { pathOf: (step) => `flow.steps['${step}']`, ha
  * several receives each one's events (no join). One step may `respond()`: the built operator emits,
  * per input event, exactly one event — the responder's output — while branches that do not lead to
  * it run on. Without a responder, each input is emitted at once as it came and the work goes on
- * (MLRun's asynchronous flow). Errors, choices, cycles and the build rules: see DESIGN §17 and
+ * (MLRun's asynchronous flow). Errors, choices, cycles and the build rules: see docs/design.md §17 and
  * docs/flows.md.
  *
  * ## Example
@@ -168,7 +168,7 @@ export class Flow {
   }
 
   /**
-   * Compiles the flow into one operator. Checks every rule of DESIGN §17 (unknown `after` /
+   * Compiles the flow into one operator. Checks every rule of docs/design.md §17 (unknown `after` /
    * `before` / `cycleTo` targets, `before` upstream, loops without a bound) and throws `ConfigError`
    * naming the step; after it, the flow cannot change. Calling it again returns the same operator.
    */

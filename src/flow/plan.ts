@@ -1,5 +1,5 @@
 // A flow's declarations compiled into the plan its operator runs: steps by index, edges resolved,
-// and every build-time rule of DESIGN §17 checked (unknown targets, loops of `after` edges,
+// and every build-time rule of docs/design.md §17 checked (unknown targets, loops of `after` edges,
 // cycleTo targets that are not upstream, `before` targets that are not downstream, unbounded cycles).
 // Over 300 lines: every rule is checked here, once, with the message a user reads, beside the
 // compiled form (edges, chains, the responder's path) those checks are computed on.
@@ -216,7 +216,7 @@ export function compile(decl: FlowDecl): FlowPlan {
     while (stack.length > 0) for (const f of into[stack.pop()!]) if (!onPath.has(f)) onPath.add(f), stack.push(f);
   }
 
-  // A queue hop (queueStep, DESIGN §19) ends an event's work in this process: nothing may come
+  // A queue hop (queueStep, docs/design.md §19) ends an event's work in this process: nothing may come
   // after it, and the responder cannot wait behind it.
   decls.forEach((d, i) => {
     const mark = queueStepMark(d.op);

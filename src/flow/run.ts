@@ -1,4 +1,4 @@
-// The compiled flow as one operator (DESIGN §17): per subscription, one intake and one
+// The compiled flow as one operator (docs/design.md §17): per subscription, one intake and one
 // subscription per step (or per chain of steps piped into one another), direct calls and a queue
 // that move copies of events between steps, and the accounting (per input event: its copies
 // inside the flow) that answers each input exactly once.

@@ -15,7 +15,7 @@ export const FLOW_RUNTIME: unique symbol = Symbol.for('rxserve.flowRuntime');
 
 /**
  * What a flow needs from the graph it is built on (a graph implements it; declared here so that
- * flows never import the graph, DESIGN §2): to be listed by `describe()`, watched by the
+ * flows never import the graph, docs/design.md §2): to be listed by `describe()`, watched by the
  * dashboard, and waited for by `close()`.
  */
 export interface FlowHost {

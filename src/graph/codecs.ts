@@ -40,7 +40,7 @@ export interface GraphOptions {
    */
   readonly monitoring?: { readonly samplingPercentage?: number; readonly registryPath?: string };
   /**
-   * How long `close()` waits for the background branches of the graph's flows (DESIGN §17) before
+   * How long `close()` waits for the background branches of the graph's flows (docs/design.md §17) before
    * it aborts what still runs; default 30,000 ms.
    */
   readonly closeTimeoutMs?: number;

@@ -267,7 +267,7 @@ export class Graph implements SessionProvider, Monitored, FlowHost {
   }
 
   /**
-   * A flow (DESIGN §17, MLRun's `set_topology('flow')`) on this graph, like `flow({ ...options,
+   * A flow (docs/design.md §17, MLRun's `set_topology('flow')`) on this graph, like `flow({ ...options,
    * graph })`: once built, `describe()` and the dashboard show it and `close()` waits for its
    * background branches. Its name defaults to `'flow'` (`'flow#2'`, ... when taken).
    */

@@ -42,7 +42,7 @@ export type LLMStreamEvent = { readonly type: 'chunk'; readonly text: string } |
  * (`ctx.origin`). Retryable failures (429, 5xx, dropped connections) are retried with backoff,
  * at most `params.maxRetries` (default 2) times. Every call's usage is reported on `usage$`.
  *
- * What a caller may change is the endpoint owner's to say (DESIGN §10): an input's
+ * What a caller may change is the endpoint owner's to say (docs/design.md §10): an input's
  * `invocationConfig` may set only the sampling fields (`temperature`, `top_p`, `max_tokens`,
  * `max_completion_tokens`, `stop`, `seed`, `presence_penalty`, `frequency_penalty`, `stream`),
  * each type-checked, `max_tokens` capped at the configured one; other fields need

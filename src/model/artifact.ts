@@ -1,4 +1,4 @@
-// Model and prompt artifacts (DESIGN §10): their types, constructors, codecs and JSON files.
+// Model and prompt artifacts (docs/design.md §10): their types, constructors, codecs and JSON files.
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';

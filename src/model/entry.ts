@@ -6,7 +6,7 @@ import { readArtifactFile, type LLMPromptArtifact, type ModelArtifact } from './
 import type { Model, ModelClass, ModuleRef } from './model.js';
 import { isModelInstance, modelClassName, validateModuleRef } from './registry.js';
 
-/** MLRun's execution mechanisms, names kept verbatim (DESIGN §5). */
+/** MLRun's execution mechanisms, names kept verbatim (docs/design.md §5). */
 export type ExecutionMechanism = 'naive' | 'asyncio' | 'thread_pool' | 'process_pool' | 'dedicated_process' | 'shared_executor';
 // Written out above so the public types do not depend on io-ts; the codec is checked against it.
 export const ExecutionMechanismCodec = t.keyof(
@@ -52,7 +52,7 @@ const ModelClassCodec = t.union(
 /** A path or `file:` URL of an artifact JSON file; other URI schemes are refused when decoded. */
 export const ArtifactRefCodec = t.union([t.UnknownRecord, NonEmptyString], 'an artifact, or the path or file: URL of its JSON file');
 
-/** Dynamic batching of one model's calls (DESIGN §13). */
+/** Dynamic batching of one model's calls (docs/design.md §13). */
 export interface Batching {
   /** Calls (not rows) per `predictBatch` call at most; a positive integer. */
   readonly maxBatchSize: number;

@@ -26,7 +26,7 @@ export interface PredictContext {
    */
   emit?(partial: unknown): void;
   /**
-   * The V2 operation this call runs (`modelRouter`, `votingEnsemble`; DESIGN §18): `undefined` for
+   * The V2 operation this call runs (`modelRouter`, `votingEnsemble`; docs/design.md §18): `undefined` for
    * `predict` (infer), `'explain'` for `explain()`, `'metadata'` for `metadata()`, or a custom
    * operation's name (`'hello'` runs `op_hello`). Set from the event's `metadata.operation`.
    */

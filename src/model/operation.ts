@@ -1,4 +1,4 @@
-// The V2 operations of a model call (DESIGN §18): which method of the model a call's operation runs.
+// The V2 operations of a model call (docs/design.md §18): which method of the model a call's operation runs.
 import type { Model, PredictContext } from './model.js';
 
 /** Operations answered without a model method of their own name (`infer`/`predict` run `predict`). */

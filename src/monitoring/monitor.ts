@@ -75,7 +75,7 @@ export interface GraphShape {
   readonly flows?: readonly FlowShape[];
 }
 
-/** One flow's DAG, as `graph.describe()` lists it and the dashboard draws it (DESIGN §17). */
+/** One flow's DAG, as `graph.describe()` lists it and the dashboard draws it (docs/design.md §17). */
 export interface FlowShape {
   readonly flow: string;
   readonly steps: readonly {

@@ -1,4 +1,4 @@
-// EndpointRecord: what monitoring reports for one model call (DESIGN §9).
+// EndpointRecord: what monitoring reports for one model call (docs/design.md §9).
 
 /** One model call, as reported on `graph.monitoring$`. */
 export interface EndpointRecord {

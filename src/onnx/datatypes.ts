@@ -1,6 +1,6 @@
 // The Open Inference Protocol datatypes and their onnxruntime tensor types and typed arrays.
 
-/** OIP tensor datatypes (DESIGN §13). */
+/** OIP tensor datatypes (docs/design.md §13). */
 export type OipDatatype = 'BOOL' | 'INT8' | 'INT16' | 'INT32' | 'INT64' | 'UINT8' | 'UINT16' | 'UINT32' | 'UINT64' | 'FP16' | 'FP32' | 'FP64' | 'BYTES';
 
 /** onnxruntime's tensor type names. */

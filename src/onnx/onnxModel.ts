@@ -28,7 +28,7 @@ export interface OnnxResponse {
  * The model file comes from `modelArtifact.modelUrl` (a `file:` URL) or `params.modelPath`;
  * `params.sessionOptions` go to `InferenceSession.create` (on pool mechanisms
  * `intraOpNumThreads` defaults to 1). Inputs and outputs are Open Inference Protocol tensors
- * (DESIGN §13); with `batching` on its entry, calls are concatenated along the first dimension
+ * (docs/design.md §13); with `batching` on its entry, calls are concatenated along the first dimension
  * and run once.
  *
  * ## Example

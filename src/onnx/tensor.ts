@@ -114,7 +114,7 @@ function toData(label: string, data: unknown, datatype: OipDatatype, fail: (what
 
 function flatten(nested: readonly unknown[], into: unknown[]): unknown[] {
   // An explicit stack of (array, next index) instead of recursion: data nested thousands deep
-  // must not exhaust the call stack (DESIGN §11).
+  // must not exhaust the call stack (docs/design.md §11).
   const arrays: (readonly unknown[])[] = [nested];
   const next: number[] = [0];
   while (arrays.length > 0) {

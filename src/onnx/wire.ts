@@ -92,7 +92,7 @@ const sameLayout = (a: readonly string[], b: readonly string[]): boolean => a.le
  * Main side, before a batch of OnnxModel calls goes to a worker: each body whose inputs are all
  * flat number arrays of FP32, FP64 or a 8–32-bit integer datatype, with values the model would
  * accept, gets `data` that are TypedArrays of the datatype — views of one buffer for the whole
- * batch, which is transferred. The model takes such data as they are (DESIGN §13), so outputs
+ * batch, which is transferred. The model takes such data as they are (docs/design.md §13), so outputs
  * and errors are those of the JSON body. Bodies of the batch's common layout become rows of
  * `table` (their element is the row number); other packed bodies are new body objects; any
  * other body is `undefined` at its index: it crosses as it is (and is checked, and fails if it

@@ -1,4 +1,4 @@
-// Dynamic batching through modelRunner (DESIGN §13): the lane's batches reach the model as one
+// Dynamic batching through modelRunner (docs/design.md §13): the lane's batches reach the model as one
 // invokeBatch, and each call still settles on its own (errors, timeouts, cancellation).
 import { asyncScheduler } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';

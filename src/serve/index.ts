@@ -1,4 +1,4 @@
-// Serving a pipeline: request/response (invoker) and the HTTP front (serve, rxservePlugin), DESIGN §11.
+// Serving a pipeline: request/response (invoker) and the HTTP front (serve, rxservePlugin), docs/design.md §11.
 export { invoker, type Invoker, type InvokerOptions, type InvokeInit, type StreamMessage } from './invoker.js';
 export { serve, type Server, type ServeOptions } from './serve.js';
 export { rxservePlugin, type RxservePluginOptions } from './plugin.js';

@@ -29,7 +29,7 @@ export interface InvokerOptions {
   readonly maxBodyDepth?: number;
   /**
    * How long `close()` waits, once every answer is in, for the background branches of flows
-   * (DESIGN §17) — the pipeline's own when it is a built flow, and the graph's — before it ends
+   * (docs/design.md §17) — the pipeline's own when it is a built flow, and the graph's — before it ends
    * the subscription (aborting what still runs). Default 30,000 ms.
    */
   readonly closeTimeoutMs?: number;
@@ -61,7 +61,7 @@ export interface Invoker {
   /** MLRun's `server.test()`: the answer's body, or throws the answer's error. */
   test<B = unknown>(body: unknown, init?: InvokeInit): Promise<B>;
   /**
-   * Like `invoke`, with the event's partial results as they come (DESIGN §15): each model's
+   * Like `invoke`, with the event's partial results as they come (docs/design.md §15): each model's
    * `ctx.emit(data)` is a `{ type: 'partial', endpoint, data }`, then the answer is one
    * `{ type: 'result', event }` (errored events too) and the observable completes. Each
    * subscription sends one request; unsubscribing before the result cancels its work. Errors

@@ -1,4 +1,4 @@
-// The OpenAI-compatible front (DESIGN §15): POST /v1/chat/completions (JSON and SSE) and
+// The OpenAI-compatible front (docs/design.md §15): POST /v1/chat/completions (JSON and SSE) and
 // GET /v1/models over named LLModel endpoints, answered through the whole pipeline.
 // Over 300 lines: one wire format's request translation, JSON answer and SSE chunks; the chunking is
 // the part to split out if it grows.
@@ -19,7 +19,7 @@ export interface OpenAIFrontOptions {
 /**
  * The request fields the front reads itself; every other one goes to the endpoint in
  * `invocationConfig`, where the LLModel takes the sampling fields and refuses the rest unless its
- * entry lists them in `params.overridable` (DESIGN §10).
+ * entry lists them in `params.overridable` (docs/design.md §10).
  */
 const FRONT_FIELDS = new Set(['model', 'messages', 'metadata', 'stream', 'stream_options', 'n']);
 
@@ -305,7 +305,7 @@ function sendError(reply: FastifyReply, error: OpenAIError, closing: boolean): F
  * per `{ delta }` partial of the endpoint, a finish chunk, a usage chunk when
  * `stream_options.include_usage`, then `data: [DONE]`. The 200 and the role chunk go out with the
  * first token (or the whole answer): a request that fails before it gets its status and an error
- * in OpenAI's shape, as without streaming (DESIGN §10), so clients retry a 429 or a 502. An error
+ * in OpenAI's shape, as without streaming (docs/design.md §10), so clients retry a 429 or a 502. An error
  * after the stream opened is one `data: { error }` event. A client that disconnects cancels the
  * call (and the upstream request).
  */

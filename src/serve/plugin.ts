@@ -29,7 +29,7 @@ export interface RxservePluginOptions {
   readonly graph?: Graph;
   /** How long a request waits for its answer before a 504 (its work is aborted); default 30,000 ms. */
   readonly timeoutMs?: number;
-  /** How long closing waits for flows' background branches (DESIGN §17) once every answer is sent; default 30,000 ms. */
+  /** How long closing waits for flows' background branches (docs/design.md §17) once every answer is sent; default 30,000 ms. */
   readonly closeTimeoutMs?: number;
   /** The names `/v2/models` lists; default the graph's endpoint names. */
   readonly models?: readonly string[];
@@ -46,7 +46,7 @@ export interface RxservePluginOptions {
    * prom-client; behind `apiKeys` like every route; docs/monitoring.md).
    */
   readonly metrics?: boolean;
-  /** Adds the OpenAI-compatible routes (`POST /v1/chat/completions`, `GET /v1/models`) over these endpoints (DESIGN §15). */
+  /** Adds the OpenAI-compatible routes (`POST /v1/chat/completions`, `GET /v1/models`) over these endpoints (docs/design.md §15). */
   readonly openai?: OpenAIFrontOptions;
 }
 
@@ -197,7 +197,7 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   // Only JSON, parsed by fastify's own parser (which rejects __proto__ and constructor.prototype
   // keys); the error says which of the two went wrong. Neither JSON.parse nor that guard recurses,
   // so a body nested thousands deep is parsed, then refused here for its depth before any step
-  // (or JSON.stringify, or structured clone, which do recurse) sees it (DESIGN §11).
+  // (or JSON.stringify, or structured clone, which do recurse) sees it (docs/design.md §11).
   app.removeAllContentTypeParsers();
   const parseJson = app.getDefaultJsonParser('error', 'error');
   app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: maxBodyBytes }, (request, body, done) => {
@@ -294,7 +294,7 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   app.get('/v2/models', async (_request, reply) => send(reply, 200, JSON.stringify({ models: modelNames() })));
   const metadata = async (request: FastifyRequest, reply: FastifyReply) => {
     const { name, version } = request.params as { name: string; version?: string };
-    // A modelRouter / votingEnsemble answers its models' metadata itself (DESIGN §18).
+    // A modelRouter / votingEnsemble answers its models' metadata itself (docs/design.md §18).
     const path = metadataPath(pipeline, name, version);
     if (path !== undefined) return forward(request, reply, path);
     if (!modelNames().includes(name)) return sendError(reply, unknownModel(name, modelNames()));

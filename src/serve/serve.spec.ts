@@ -400,7 +400,7 @@ describe('serve(): health and /v2/models', () => {
     const missing = await call(`${server.url}/v2/models/gamma/infer`, { body: { tag: 'c' } });
     expect(missing.status).toBe(404);
     expect(missing.json.error).toBe("RouteNotFoundError: router 'router': no route for key 'gamma'; available routes: 'alpha', 'beta'");
-    // Endpoints are the models, not the routes (DESIGN §7): every name listed answers.
+    // Endpoints are the models, not the routes (docs/design.md §7): every name listed answers.
     const listed = (await call(`${server.url}/v2/models`)).json.models as string[];
     expect(listed).toEqual(['alpha-model', 'beta-model']);
     for (const name of listed) expect((await call(`${server.url}/v2/models/${name}`)).status).toBe(200);

@@ -1,4 +1,4 @@
-// Server-Sent Events for serve() (DESIGN §15): a request with `Accept: text/event-stream` gets one
+// Server-Sent Events for serve() (docs/design.md §15): a request with `Accept: text/event-stream` gets one
 // `partial` event per partial result of its event, then one `result` event, then the stream closes.
 import { PassThrough } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
@@ -151,7 +151,7 @@ export class EventStream {
  * `result` carries what the JSON route answers: the output body, or `{ error, status }` for an
  * event that errored after partials were sent. An event that errored (or a request refused)
  * before its first partial is answered by `sendError` with its status instead — an ordinary
- * JSON error reply, not an opened stream (DESIGN §10). A client that disconnects cancels the
+ * JSON error reply, not an opened stream (docs/design.md §10). A client that disconnects cancels the
  * event's work.
  */
 export function sendEventStream(

@@ -1,4 +1,4 @@
-// The HTTP status of an errored answer (DESIGN §11) and the one shape of every error reply.
+// The HTTP status of an errored answer (docs/design.md §11) and the one shape of every error reply.
 import { describeError } from '../errors.js';
 
 /**
@@ -6,7 +6,7 @@ import { describeError } from '../errors.js';
  * like the original: `RouteNotFoundError` 404, `QueueFullError` 503, `ModelTimeoutError` 504,
  * `CycleLimitError` 508 (Loop Detected, a flow's cycle bound, §17), `ConfigError` 500,
  * `ModelNotReadyError` 408 (a V2 `ready` before the models loaded, as MLRun),
- * an LLM provider's failure as DESIGN §10 says (see `upstreamStatus`), anything else 400 (MLRun
+ * an LLM provider's failure as docs/design.md §10 says (see `upstreamStatus`), anything else 400 (MLRun
  * answers 400). A `ModelRunnerError` is 400 whatever its models' errors were, except when every
  * model that failed, failed upstream: then it is its first provider failure's status, so a 429
  * stays a 429 and an OpenAI client retries what is retryable.
@@ -61,7 +61,7 @@ function upstreamFailure(error: Error): UpstreamFailure | undefined {
 }
 
 /**
- * An upstream failure's status (DESIGN §10): no answer in time (the provider's 408 or 504, or
+ * An upstream failure's status (docs/design.md §10): no answer in time (the provider's 408 or 504, or
  * `params.providerTimeoutMs`) 504; the provider's 429 429; its 400, 413 or 422 (it refused the
  * request as the caller shaped it) 400; any other status, a failed connection or a malformed
  * answer 502.

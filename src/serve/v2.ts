@@ -1,5 +1,5 @@
 // The Open Inference Protocol (KServe v2) paths: the model name of an infer path, and what serve()'s
-// GET /v2 routes answer for a pipeline that is one of the router family (DESIGN §18).
+// GET /v2 routes answer for a pipeline that is one of the router family (docs/design.md §18).
 import type { ServingEvent } from '../event.js';
 import { v2ServerOf } from '../operators/internal/v2.js';
 

@@ -1,4 +1,4 @@
-// The `rxserve` command (DESIGN §14): serve, test, validate and schema over a spec file.
+// The `rxserve` command (docs/design.md §14): serve, test, validate and schema over a spec file.
 import { parseArgs } from 'node:util';
 import { ConfigError, describeError } from '../errors.js';
 import { invoker } from '../serve/invoker.js';
@@ -27,7 +27,7 @@ Run 'rxserve <command> --help' for a command's options. Exit codes: 0 ok, 1 runt
 2 bad spec or arguments. Spec format: docs/spec.md.`,
   serve: `Usage: rxserve serve <spec> [--port N] [--host H]
 
-Loads the graph's models, then serves the pipeline over HTTP (DESIGN §11) and, when the spec has a
+Loads the graph's models, then serves the pipeline over HTTP (docs/design.md §11) and, when the spec has a
 'source:', consumes its Redis stream (§12). Prints 'rxserve listening on <url>' once ready. On
 SIGINT or SIGTERM it stops taking requests, answers those in flight, closes and exits 0.
 
@@ -85,7 +85,7 @@ export function specSchema(): Record<string, unknown> {
   return toJsonSchema(GraphSpec, {
     $id: 'https://github.com/rxserve/rxserve/blob/main/docs/spec.md',
     title: 'rxserve graph spec',
-    description: 'A serving graph as data (DESIGN §14): loadGraph() and the rxserve command read it.',
+    description: 'A serving graph as data (docs/design.md §14): loadGraph() and the rxserve command read it.',
   });
 }
 

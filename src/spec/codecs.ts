@@ -1,4 +1,4 @@
-// The spec file's codecs (DESIGN §14): what loadGraph accepts, and what the JSON Schema is made from.
+// The spec file's codecs (docs/design.md §14): what loadGraph accepts, and what the JSON Schema is made from.
 // Every field is the runtime's own codec (one source: a field added to the runtime reaches the spec);
 // only what the spec form really changes is overridden here, and what it leaves out says why.
 import * as t from 'io-ts';
@@ -144,7 +144,7 @@ export interface RouterSpec {
   readonly idleMs?: number;
 }
 
-/** The router family (DESIGN §18): a list of steps per route, and the operator's own options. */
+/** The router family (docs/design.md §18): a list of steps per route, and the operator's own options. */
 export interface ModelRouterSpec {
   readonly routes: Readonly<Record<string, readonly StepSpec[]>>;
   readonly name?: string;
@@ -222,7 +222,7 @@ export const StepSpec: t.Type<StepSpec, unknown, unknown> = t.recursion<StepSpec
   return annotate(exactlyOne, (walk) => ({ ...walk(fields), minProperties: 1, maxProperties: 1 }));
 });
 
-// ---- flows (DESIGN §17) ---------------------------------------------------------------------
+// ---- flows (docs/design.md §17) ---------------------------------------------------------------------
 
 /** `choice: { field }` (MLRun's ChoiceByField) or `choice: { module, export }` naming a select function. */
 const ChoiceByFieldSpec = strict('ChoiceByField', { field: DotPath }, {});
@@ -308,7 +308,7 @@ export const FlowStepSpec = withOneKind<FlowStepSpec>(
   [...STEP_KINDS, 'choice'],
 );
 
-/** `flow:` — a flow instead of `steps:` (DESIGN §17). */
+/** `flow:` — a flow instead of `steps:` (docs/design.md §17). */
 export const FlowSpec = strict(
   'Flow',
   { steps: t.array(FlowStepSpec) },

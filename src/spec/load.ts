@@ -255,7 +255,7 @@ function checkEndpointNames(steps: readonly StepSpec[], path: string, seen: Map<
         checkEndpointNames(routeSteps, `${at}.router.routes.${route}`, seen, locate);
       }
     }
-    // The router family's route names are not endpoints (DESIGN §7, turn 3): a route 'mlp' serving model 'mlp' is the KServe layout.
+    // The router family's route names are not endpoints (docs/design.md §7, turn 3): a route 'mlp' serving model 'mlp' is the KServe layout.
     for (const kind of ['modelRouter', 'parallelRun', 'votingEnsemble'] as const) {
       const family = s[kind];
       if (family === undefined) continue;
@@ -265,7 +265,7 @@ function checkEndpointNames(steps: readonly StepSpec[], path: string, seen: Map<
 }
 
 /**
- * A spec's `flow:` (DESIGN §17) built on the graph: each step added after its `after` (default:
+ * A spec's `flow:` (docs/design.md §17) built on the graph: each step added after its `after` (default:
  * the previous step in the list), so the builder's ConfigErrors name a step by its place in the
  * file (`flow.steps[2].cycleTo`).
  */

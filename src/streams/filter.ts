@@ -7,7 +7,7 @@ import { isErrored, withError, type ServingEvent } from '../event.js';
  * Passes the events `predicate` accepts; hands each one it rejects to `skip` (acknowledged
  * without an answer, its credit freed) instead of dropping it, which with a plain RxJS `filter`
  * would hold the message's credit for good. Errored events pass without being asked about: their
- * error is their answer (DESIGN §1.2). A predicate that throws fails that event (origin
+ * error is their answer (docs/design.md §1.2). A predicate that throws fails that event (origin
  * `'redisStream.filter'`), which is then answered with the error.
  */
 export function filterOperator(

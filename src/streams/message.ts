@@ -1,4 +1,4 @@
-// redisStream's message format (DESIGN §12, §19), written by queueStep and read by redisStream —
+// redisStream's message format (docs/design.md §12, §19), written by queueStep and read by redisStream —
 // fields `body` (JSON), `id` (the sender's event id), `path`, `headers` (one JSON object) — and
 // messages as events: a body Redis cannot vouch for is checked here, at the edge, as serve()
 // checks an HTTP body.

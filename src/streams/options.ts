@@ -64,7 +64,7 @@ export const RedisStreamOptionsCodec = strict(
   },
 );
 
-/** Options of `redisStream()` (DESIGN §12). */
+/** Options of `redisStream()` (docs/design.md §12). */
 export interface RedisStreamOptions {
   /** A `redis://` URL (redisStream opens and closes its connections), or an ioredis client (used for commands; duplicated for blocking reads; never closed by redisStream). */
   redis: string | RedisLike;

@@ -1,5 +1,5 @@
 // queueStep(): MLRun's queue hop (`>>`, `$queue`) — XADD each event to a Redis stream in redisStream's
-// message format, so the graph goes on in the process that consumes the stream (DESIGN §19).
+// message format, so the graph goes on in the process that consumes the stream (docs/design.md §19).
 import { Observable, type OperatorFunction } from 'rxjs';
 import { NonEmptyString, decodeOrThrow, nonNegativeInt, positiveInt, strict } from '../config.js';
 import { RxServeError, toError } from '../errors.js';

@@ -1,4 +1,4 @@
-// redisStream(): a Redis Streams consumer group as the source (events$) and sink (commit) of a pipeline (DESIGN §12).
+// redisStream(): a Redis Streams consumer group as the source (events$) and sink (commit) of a pipeline (docs/design.md §12).
 // The read/reclaim loop and its credit are one piece of state, kept here; what is written back
 // (committer.ts), the two operators (commit.ts, filter.ts), messages as events (message.ts), the
 // stall report (stall.ts), scripts, options and metrics live beside it.

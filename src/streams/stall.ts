@@ -1,4 +1,4 @@
-// The stall report of a redisStream (DESIGN §12, turn 3): a consumer whose credit is held by
+// The stall report of a redisStream (docs/design.md §12, turn 3): a consumer whose credit is held by
 // messages that never get committed reads nothing more, and nothing else would say so.
 
 /**

@@ -1,4 +1,4 @@
-// What remoteStep and batchHttpRequests share (DESIGN §19): their options and MLRun's request rules
+// What remoteStep and batchHttpRequests share (docs/design.md §19): their options and MLRun's request rules
 // (URL, subpath and '$path', method, body, headers). The client that sends the requests is
 // httpClient.ts.
 import * as t from 'io-ts';

@@ -1,4 +1,4 @@
-// The client of remoteStep and batchHttpRequests (DESIGN §19): one undici keep-alive Agent per
+// The client of remoteStep and batchHttpRequests (docs/design.md §19): one undici keep-alive Agent per
 // subscription, one HTTP call with retries (jittered capped backoff, retry-after honoured),
 // redirects, a deadline and abort, the answer read and checked; and the request permits a batch
 // shares across events.
@@ -227,7 +227,7 @@ export class HttpClient {
     } catch (error) {
       throw fail(`is not JSON (${toError(error).message})`);
     }
-    // The answer enters the pipeline like a request body does (DESIGN §11): same checks. A short
+    // The answer enters the pipeline like a request body does (docs/design.md §11): same checks. A short
     // answer without those key names and without escapes (which could spell them) cannot fail
     // them (it cannot nest 256 deep either): the walk is skipped.
     const problem = mayNeedCheck(text) ? bodyProblem(value, { protoKeys: true }) : undefined;

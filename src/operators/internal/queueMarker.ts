@@ -1,4 +1,4 @@
-// The mark on the operator queueStep returns (rxserve/streams, DESIGN §19), declared down here so a
+// The mark on the operator queueStep returns (rxserve/streams, docs/design.md §19), declared down here so a
 // flow builder (which sits below streams) can recognise a queue hop without importing streams.
 
 /**

@@ -1,4 +1,4 @@
-// The V2 model-server protocol of modelRouter and votingEnsemble (DESIGN §18, MLRun's ModelRouter
+// The V2 model-server protocol of modelRouter and votingEnsemble (docs/design.md §18, MLRun's ModelRouter
 // and V2ModelServer): paths, operations on one route, the answers' envelopes, what serve() lists.
 import { asyncScheduler } from 'rxjs';
 import { ConfigError, describeError, ModelRunnerError, RouteNotFoundError } from '../../errors.js';
@@ -162,7 +162,7 @@ export function outputsOf(body: unknown): unknown {
 }
 
 /**
- * Runs one V2 operation on one route and emits the step's answer (DESIGN §18): `infer`/`predict`
+ * Runs one V2 operation on one route and emits the step's answer (docs/design.md §18): `infer`/`predict`
  * → `{ id, model_name, model_version?, outputs, timestamp }`; `explain` → the same without
  * `timestamp` (as MLRun); `ready` → `{ name, ready: true }` (the route answers 408 while loading);
  * `metadata` → `{ name, version, inputs, outputs }`; a custom operation → what `op_<x>` returned.

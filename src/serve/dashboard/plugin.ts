@@ -1,4 +1,4 @@
-// The dashboard (DESIGN §16): one static page, its assets, and a Server-Sent Events stream of the
+// The dashboard (docs/design.md §16): one static page, its assets, and a Server-Sent Events stream of the
 // graph's aggregates about once a second. Registered by rxservePlugin inside its own context, so
 // its onRequest hook (closing, API keys) guards these routes like every other.
 import { randomBytes } from 'node:crypto';
