@@ -430,7 +430,7 @@ describe('loadGraph: flow: instead of steps: (docs/design.md §17)', () => {
     expect((await rejection({ steps: [], flow: { steps: steps() } })).message).toBe('spec: a spec has steps: (piped in order) or flow: (a flow of named steps), exactly one; got both');
     expect((await rejection({ name: 'x' })).message).toContain('exactly one; got neither');
     expect((await rejection({ flow: { steps: [{ name: 'a', step: fn('draft'), onError: fn('recover') }] } })).message).toBe(
-      'flow.steps[0]: a flow step is exactly one of modelRunner, router, step, onError, choice; got step and onError',
+      'flow.steps[0]: a flow step is exactly one of modelRunner, router, modelRouter, parallelRun, votingEnsemble, step, onError, remoteStep, batchHttpRequests, queueStep, choice; got step and onError',
     );
     expect((await rejection({ flow: { steps: [{ name: 'a' }] } })).message).toContain('flow.steps[0]: a flow step is exactly one of');
     expect((await rejection({ flow: { steps: [{ name: 'a', choice: { field: 'a..b' } }] } })).path).toBe('flow.steps[0].choice.field');
