@@ -161,6 +161,10 @@ const noop = (mechanism: ExecutionMechanism, pool: ModelRunnerConfig['pool'] = {
 export interface PoolsResult {
   rows: { name: string; baseline: string; figures: Figures; base: Figures }[];
   cpu: { name: string; perSecond: number; ratio: number }[];
+  /** The same, cold: from the step's first event (worker start and model load included). */
+  cold: { name: string; perSecond: number; ratio: number }[];
+  /** A process worker's start: `fork()` to its first model loaded, beside a bare `node` (medians, ms). */
+  start: { bare: number; worker: number };
 }
 
 export async function runPools(quick: boolean): Promise<PoolsResult> {
@@ -199,11 +203,12 @@ export async function runPools(quick: boolean): Promise<PoolsResult> {
     maxQueue: Infinity,
     pool: { poolFactor: 2 },
   });
-  const cpuRate = async (mechanism: ExecutionMechanism) => {
+  const cpuRate = async (mechanism: ExecutionMechanism, cold = false) => {
+    const started = performance.now();
     const channel = runner(burn(mechanism));
     try {
-      await Promise.all([channel.call({ ms: 1 }), channel.call({ ms: 1 })]); // start and load
-      const t0 = performance.now();
+      if (!cold) await Promise.all([channel.call({ ms: 1 }), channel.call({ ms: 1 })]); // start and load
+      const t0 = cold ? started : performance.now();
       await Promise.all(Array.from({ length: burnEvents }, () => channel.call({ ms: 20 })));
       return burnEvents / ((performance.now() - t0) / 1000);
     } finally {
@@ -216,7 +221,38 @@ export async function runPools(quick: boolean): Promise<PoolsResult> {
     const perSecond = await cpuRate(mechanism);
     cpu.push({ name: `${mechanism}, 2 workers`, perSecond, ratio: perSecond / naive });
   }
-  return { rows, cpu };
+  // Cold: first use of a new step, so worker start-up (the worker entry's imports) counts.
+  const coldNaive = await cpuRate('naive', true);
+  const cold = [{ name: 'naive (main thread), cold', perSecond: coldNaive, ratio: 1 }];
+  for (const mechanism of ['thread_pool', 'process_pool'] as const) {
+    const perSecond = await cpuRate(mechanism, true);
+    cold.push({ name: `${mechanism}, 2 workers, cold`, perSecond, ratio: perSecond / coldNaive });
+  }
+  return { rows, cpu, cold, start: await processStart(quick ? 7 : 21) };
+}
+
+/** Medians of `fork()` → exit of an empty script, and `fork()` → first model loaded in rxserve's process worker. */
+async function processStart(rounds: number): Promise<{ bare: number; worker: number }> {
+  const { workerEntry } = await import('../src/execution/workerEntry.js');
+  const entry = workerEntry('processWorker');
+  const spec = JSON.stringify({ endpointName: 'm', module: null, export: 'Model', params: {} });
+  const bare: number[] = [];
+  const worker: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    let t0 = performance.now();
+    const empty = fork('-e', [''], { stdio: 'ignore', execArgv: [] });
+    await new Promise((resolve) => empty.on('exit', resolve));
+    bare.push(performance.now() - t0);
+    t0 = performance.now();
+    const child = fork(entry, [], { stdio: 'ignore', execArgv: [] });
+    child.send({ type: 'load', key: spec });
+    await new Promise((resolve) => child.once('message', resolve));
+    worker.push(performance.now() - t0);
+    child.kill();
+    await new Promise((resolve) => child.on('exit', resolve));
+  }
+  const median = (xs: number[]) => percentile([...xs].sort((a, b) => a - b), 50);
+  return { bare: median(bare), worker: median(worker) };
 }
 
 const f0 = (n: number) => n.toFixed(0);
@@ -235,6 +271,12 @@ export function poolsMarkdown(result: PoolsResult): string {
     '| CPU-bound model (~20 ms per call) | events/s | vs naive |',
     '|---|---|---|',
     ...result.cpu.map((c) => `| ${c.name} | ${f2(c.perSecond)} | ${f2(c.ratio)}× |`),
+    ...result.cold.map((c) => `| ${c.name} | ${f2(c.perSecond)} | ${f2(c.ratio)}× |`),
+    '',
+    '| process worker start (median) | ms |',
+    '|---|---|',
+    `| \`fork()\` of an empty script, to its exit | ${f2(result.start.bare)} |`,
+    `| \`fork()\` of rxserve's process worker, to its first model loaded | ${f2(result.start.worker)} (+${f2(result.start.worker - result.start.bare)} over bare) |`,
   ];
   return lines.join('\n');
 }
