@@ -79,7 +79,7 @@ function combine(groups: Map<Executor, ModelEntry[]>, hooks: ExecutorHooks): Exe
     for (const session of sessions) void Promise.resolve(session.close()).catch(() => undefined);
     throw error;
   }
-  const pending = sessions.filter((s) => s.ready).map((s) => s.ready);
+  const pending = sessions.filter((s) => s.ready !== undefined).map((s) => s.ready);
   return {
     ...(pending.length ? { ready: Promise.all(pending).then(() => undefined) } : {}),
     invoke(endpointName: string, input: unknown, context: PredictContext): CallResult {

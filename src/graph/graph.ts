@@ -3,7 +3,7 @@
 // Longer than 300 lines because it is the Graph's whole public surface, one documented method per
 // operation; the parts with a job of their own live beside it (sharedModel, stepRecord, codecs).
 import type { OperatorFunction } from 'rxjs';
-import { Observable, Subject } from 'rxjs';
+import { type Observable, Subject } from 'rxjs';
 import { decodeOrThrow } from '../config.js';
 import { ConfigError, ModelLoadError, RxServeError, toError } from '../errors.js';
 import type { ServingEvent } from '../event.js';

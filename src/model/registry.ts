@@ -2,7 +2,7 @@
 import { isAbsolute } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ConfigError, ModelLoadError } from '../errors.js';
-import { Model, type ModelClass, type ModuleRef } from './model.js';
+import { type Model, type ModelClass, type ModuleRef } from './model.js';
 
 /**
  * How an entry names its model: a class, a registered name, a module reference, or a `Model`

@@ -202,7 +202,7 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   const parseJson = app.getDefaultJsonParser('error', 'error');
   app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: maxBodyBytes }, (request, body, done) => {
     const text = body as string; // parseAs: 'string'
-    parseJson(request, text, (error, value) => {
+    void parseJson(request, text, (error, value) => {
       if (error) return done(jsonError(text, error) as FastifyError, undefined);
       const problem = bodyProblem(value, { maxDepth: maxBodyDepth });
       if (problem !== undefined) return done(new HttpError('TypeError', `${problem}; the limit is maxBodyDepth`, 400) as unknown as FastifyError, undefined);
