@@ -568,8 +568,14 @@ describe('serve(): cancellation and close', () => {
     const socket = connect(Number(new URL(server.url).port), '127.0.0.1');
     await new Promise((resolve) => socket.once('connect', resolve));
     const ended = new Promise((resolve) => socket.once('end', resolve));
-    await server.close(); // without ending it, this waits as long as the client keeps the socket
+    const t0 = performance.now();
+    // Without ending it, this waited as long as the client kept the socket (here: for ever).
+    const closing = server.close().then(() => 'closed');
+    const bound = new Promise((resolve) => setTimeout(resolve, 5_000, 'still waiting after 5 s'));
+    expect(await Promise.race([closing, bound])).toBe('closed');
+    expect(performance.now() - t0).toBeLessThan(5_000);
     await ended;
+    expect(socket.readableEnded).toBe(true);
     socket.destroy();
   });
 
