@@ -30,7 +30,7 @@ import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 
 export const LAYERS = [
-  ['errors', 'event', 'config', 'body', 'retry'],
+  ['errors', 'event', 'config', 'body', 'retry', 'undici'],
   ['model', 'selector'],
   ['llm', 'onnx'],
   ['execution', 'monitoring'],

@@ -4,26 +4,10 @@
 // throughput. `Agent.request()` skips it: ordinary responses are read into one buffer, only event
 // streams go through a web ReadableStream. Redirects are undici's own (its redirect interceptor
 // drops `authorization`, `cookie` and `proxy-authorization` when the origin changes).
-import { createRequire } from 'node:module';
 import { Readable } from 'node:stream';
 import zlib from 'node:zlib';
 import type { Dispatcher } from 'undici';
-
-type Undici = typeof import('undici');
-let undici: Undici | undefined;
-
-/**
- * undici, loaded on first use. Loading it installs its own Agent as the process's global
- * dispatcher — the one Node's global `fetch` uses — when none is set yet. Node's own undici
- * installs Node's when it loads (on first use of `fetch`, `Headers`, `Request` or `Response`), so
- * it is made to load first: rxserve's transport leaves everyone else's `fetch` as it was.
- */
-function loadUndici(): Undici {
-  if (undici !== undefined) return undici;
-  void globalThis.Headers;
-  undici = createRequire(import.meta.url)('undici') as Undici;
-  return undici;
-}
+import { loadUndici } from '../undici.js';
 
 export interface NodeFetchOptions {
   /** Connections per origin at most (keep-alive); default 256. */

@@ -2,28 +2,13 @@
 // subscription, one HTTP call with retries (jittered capped backoff, retry-after honoured),
 // redirects, a deadline and abort, the answer read and checked; and the request permits a batch
 // shares across events.
-import { createRequire } from 'node:module';
 import type { Dispatcher } from 'undici';
+import { loadUndici } from '../../undici.js';
 import { bodyProblem } from '../../body.js';
 import { ModelTimeoutError, RemoteStepError, toError } from '../../errors.js';
 import { RingQueue } from '../../execution/ringQueue.js';
 import { retryAfterMs, retryDelayMs, sleep, type AbortLike } from '../../retry.js';
 import type { HttpConfig, PreparedRequest } from './http.js';
-
-type Undici = typeof import('undici');
-let undici: Undici | undefined;
-
-/**
- * undici, loaded on first use (as llm/nodeFetch.ts does, and for the same reason): loading it
- * installs its Agent as the process's global dispatcher, which Node's own `fetch` then uses,
- * unless Node's undici has installed its own first — so Node's is made to load first.
- */
-function loadUndici(): Undici {
-  if (undici !== undefined) return undici;
-  void globalThis.Headers;
-  undici = createRequire(import.meta.url)('undici') as Undici;
-  return undici;
-}
 
 // Errors of the request itself (a bad header, an unsupported option) and answers over the size
 // limit: sending again would fail the same way.
