@@ -61,19 +61,29 @@ export interface CancelToken {
   listen(fn: () => void): () => void;
 }
 
-/** @internal A cancel token for one event (no AbortController, no EventTarget). */
+/**
+ * @internal A cancel token for one event (no AbortController, no EventTarget). It also has the
+ * part of an AbortSignal that undici and `sleep` use (`addEventListener('abort', fn)`), so one
+ * class serves events and the requests made for them.
+ */
 export class EventCancel implements CancelToken {
   aborted = false;
   reason: unknown = undefined;
   #listeners: (() => void)[] | undefined;
 
   listen(fn: () => void): () => void {
-    (this.#listeners ??= []).push(fn);
-    return () => {
-      const list = this.#listeners;
-      const at = list ? list.indexOf(fn) : -1;
-      if (at >= 0) list!.splice(at, 1);
-    };
+    this.addEventListener('abort', fn);
+    return () => this.removeEventListener('abort', fn);
+  }
+
+  addEventListener(_type: 'abort', listener: () => void): void {
+    (this.#listeners ??= []).push(listener);
+  }
+
+  removeEventListener(_type: 'abort', listener: () => void): void {
+    const list = this.#listeners;
+    const at = list ? list.indexOf(listener) : -1;
+    if (at >= 0) list!.splice(at, 1);
   }
 
   abort(reason: unknown): void {

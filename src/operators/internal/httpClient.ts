@@ -6,6 +6,7 @@ import type { Dispatcher } from 'undici';
 import { loadUndici } from '../../undici.js';
 import { bodyProblem } from '../../body.js';
 import { ModelTimeoutError, RemoteStepError, toError } from '../../errors.js';
+import { EventCancel } from '../../event.js';
 import { RingQueue } from '../../execution/ringQueue.js';
 import { retryAfterMs, retryDelayMs, sleep, type AbortLike } from '../../retry.js';
 import type { HttpConfig, PreparedRequest } from './http.js';
@@ -229,32 +230,10 @@ const head = (body: Buffer) => body.subarray(0, ANSWER_HEAD_BYTES).toString('utf
 
 /**
  * The abort of one event's requests: what undici and `sleep` need of an AbortSignal, without an
- * AbortController and its EventTarget (~6% of a loopback request's client CPU on Node 20).
+ * AbortController and its EventTarget (~6% of a loopback request's client CPU on Node 20). The
+ * event's own cancel token class has that surface.
  */
-export class RequestAbort implements AbortLike {
-  aborted = false;
-  reason: unknown = undefined;
-  #listeners: (() => void)[] | undefined;
-
-  addEventListener(_type: 'abort', listener: () => void): void {
-    (this.#listeners ??= []).push(listener);
-  }
-
-  removeEventListener(_type: 'abort', listener: () => void): void {
-    const list = this.#listeners;
-    const at = list ? list.indexOf(listener) : -1;
-    if (at >= 0) list!.splice(at, 1);
-  }
-
-  abort(reason: unknown): void {
-    if (this.aborted) return;
-    this.aborted = true;
-    this.reason = reason;
-    const list = this.#listeners;
-    this.#listeners = undefined;
-    if (list) for (const listener of list) listener();
-  }
-}
+export class RequestAbort extends EventCancel implements AbortLike {}
 
 /**
  * One event's deadline and abort: `timeoutMs` after it starts, its requests are aborted and it
