@@ -11,6 +11,8 @@ export default defineConfig([
       'testing/index': 'src/testing/index.ts',
       'llm/index': 'src/llm/index.ts',
       'streams/index': 'src/streams/index.ts',
+      // What model modules import (workers load it: no RxJS, io-ts or pools behind it).
+      'model/index': 'src/model/index.ts',
       // The rxserve command's code (bin/rxserve.mjs runs it); beside the entries so it shares their chunks.
       'spec/cli': 'src/spec/cli.ts',
     },

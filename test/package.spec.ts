@@ -105,6 +105,21 @@ describe('the built package', () => {
     expect(JSON.parse(out)).toEqual([{ y: 3 }]);
   });
 
+  it("rxserve/model (ESM and CJS): the Model class alone — the same class as the root entry's, and no RxJS, io-ts, fp-ts or piscina behind it", () => {
+    const cjs = node([
+      '-e',
+      `
+      const light = require('rxserve/model');
+      const heavy = Object.keys(require.cache).filter((k) => /node_modules[\\/](rxjs|io-ts|fp-ts|piscina)[\\/]/.test(k));
+      const root = require('rxserve');
+      console.log(JSON.stringify({ names: Object.keys(light).sort(), heavy: heavy.length, same: light.Model === root.Model }));
+      `,
+    ]);
+    expect(JSON.parse(cjs)).toEqual({ names: ['Model'], heavy: 0, same: true });
+    const esm = node(['--input-type=module', '-e', `import { Model } from 'rxserve/model'; import * as root from 'rxserve'; console.log(Model === root.Model && typeof new Model({ name: 'm' }).predict);`]);
+    expect(esm).toBe('function');
+  });
+
   it('rxserve/llm (ESM and CJS): the LLM helpers, which the root no longer exports', () => {
     const esm = node([
       '--input-type=module',
