@@ -1,7 +1,8 @@
 // Worker mechanisms against their raw baselines: thread_pool vs raw piscina.run() and a raw
 // worker_threads postMessage round trip; dedicated_process / process_pool vs a raw fork() IPC
 // round trip; and a CPU-bound model on naive vs thread_pool vs process_pool (2 cores).
-import { fork } from 'node:child_process';
+import { execFileSync, fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { Subject } from 'rxjs';
@@ -203,12 +204,11 @@ export async function runPools(quick: boolean): Promise<PoolsResult> {
     maxQueue: Infinity,
     pool: { poolFactor: 2 },
   });
-  const cpuRate = async (mechanism: ExecutionMechanism, cold = false) => {
-    const started = performance.now();
+  const cpuRate = async (mechanism: ExecutionMechanism) => {
     const channel = runner(burn(mechanism));
     try {
-      if (!cold) await Promise.all([channel.call({ ms: 1 }), channel.call({ ms: 1 })]); // start and load
-      const t0 = cold ? started : performance.now();
+      await Promise.all([channel.call({ ms: 1 }), channel.call({ ms: 1 })]); // start and load
+      const t0 = performance.now();
       await Promise.all(Array.from({ length: burnEvents }, () => channel.call({ ms: 20 })));
       return burnEvents / ((performance.now() - t0) / 1000);
     } finally {
@@ -221,12 +221,14 @@ export async function runPools(quick: boolean): Promise<PoolsResult> {
     const perSecond = await cpuRate(mechanism);
     cpu.push({ name: `${mechanism}, 2 workers`, perSecond, ratio: perSecond / naive });
   }
-  // Cold: first use of a new step, so worker start-up (the worker entry's imports) counts.
-  const coldNaive = await cpuRate('naive', true);
-  const cold = [{ name: 'naive (main thread), cold', perSecond: coldNaive, ratio: 1 }];
+  // Cold: first use of a new step, so worker start-up (the worker entry's imports) counts. In a
+  // plain node process (bench/fixtures/coldStart.mjs says why).
+  const coldRates = JSON.parse(
+    execFileSync(process.execPath, [fixturePath('coldStart.mjs'), String(burnEvents)], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } }),
+  ) as Record<'naive' | 'thread_pool' | 'process_pool', number>;
+  const cold = [{ name: 'naive (main thread), cold', perSecond: coldRates.naive, ratio: 1 }];
   for (const mechanism of ['thread_pool', 'process_pool'] as const) {
-    const perSecond = await cpuRate(mechanism, true);
-    cold.push({ name: `${mechanism}, 2 workers, cold`, perSecond, ratio: perSecond / coldNaive });
+    cold.push({ name: `${mechanism}, 2 workers, cold`, perSecond: coldRates[mechanism], ratio: coldRates[mechanism] / coldRates.naive });
   }
   return { rows, cpu, cold, start: await processStart(quick ? 7 : 21) };
 }
@@ -281,3 +283,5 @@ export function poolsMarkdown(result: PoolsResult): string {
   return lines.join('\n');
 }
 
+
+const fixturePath = (name: string): string => fileURLToPath(fixture(name));
