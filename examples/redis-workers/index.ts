@@ -3,17 +3,9 @@
 // Every request is answered exactly once; heartbeats are acknowledged without an answer
 // (requests.filter); hostile bodies are answered with a TypeError and reach no model.
 // Starts its own redis-server on a free port.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { Redis } from 'ioredis';
-
-if (spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status !== 0) {
-  console.log('examples/redis-workers: redis-server not found, skipped (apt-get install -y redis-server)');
-  process.exit(process.env.RXSERVE_REQUIRE_REDIS === '1' ? 1 : 0);
-}
+import { startRedisServer } from '../redisServer.js';
 
 let failures = 0;
 const check = (label: string, ok: boolean) => {
@@ -23,22 +15,11 @@ const check = (label: string, ok: boolean) => {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // 1. A throwaway redis-server on a free loopback port.
-const port = await new Promise<number>((resolve) => {
-  const s = createServer().listen(0, '127.0.0.1', () => {
-    const { port } = s.address() as { port: number };
-    s.close(() => resolve(port));
-  });
-});
-const dir = mkdtempSync(join(tmpdir(), 'redis-workers-'));
-const server = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
-const url = `redis://127.0.0.1:${port}`;
+const redisServer = await startRedisServer('redis-workers');
+const { url } = redisServer;
 const workers: ChildProcess[] = [];
 let redis: Redis | undefined;
 try {
-  for (let i = 0; !(await accepts(port)); i++) {
-    if (i > 200) throw new Error('redis-server did not start');
-    await sleep(50);
-  }
   const client = (redis = new Redis(url));
   // 2. The producer: 400 requests with a heartbeat after every tenth, and two hostile bodies (nested
   //    5,000 deep; a __proto__ key), all written before any worker runs (the group starts at '0').
@@ -126,15 +107,7 @@ try {
 } finally {
   for (const w of workers) if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL');
   redis?.disconnect();
-  server.kill('SIGTERM');
-  await new Promise((r) => server.once('exit', r));
-  rmSync(dir, { recursive: true, force: true });
+  await redisServer.stop();
 }
 process.exit(failures > 0 ? 1 : 0);
 
-function accepts(p: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(p, '127.0.0.1', () => (socket.destroy(), resolve(true)));
-    socket.once('error', () => resolve(false));
-  });
-}

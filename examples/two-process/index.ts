@@ -4,21 +4,13 @@
 // The worker process (worker.mjs) consumes that stream with redisStream, runs the model and
 // commits each answer to the 'answers' stream, which this process reads back and checks.
 // Starts its own redis-server on a free loopback port.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer as createHttpServer } from 'node:http';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { pipe } from 'rxjs';
 import { remoteStep, serve, step, type Server } from 'rxserve';
 import { queueStep } from 'rxserve/streams';
-
-if (spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status !== 0) {
-  console.log('examples/two-process: redis-server not found, skipped (apt-get install -y redis-server)');
-  process.exit(process.env.RXSERVE_REQUIRE_REDIS === '1' ? 1 : 0);
-}
+import { startRedisServer } from '../redisServer.js';
 
 let failures = 0;
 const check = (label: string, ok: boolean) => {
@@ -26,19 +18,10 @@ const check = (label: string, ok: boolean) => {
   if (!ok) failures++;
 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 
 // 1. A throwaway redis-server on a free loopback port.
-const port = await freePort();
-const dir = mkdtempSync(join(tmpdir(), 'two-process-'));
-const redisServer = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
-const url = `redis://127.0.0.1:${port}`;
+const redisServer = await startRedisServer('two-process');
+const { url } = redisServer;
 
 // 2. A profile service the front calls (another team's REST service). It fails its first call
 //    with a 503, which remoteStep retries.
@@ -57,10 +40,6 @@ let worker: ChildProcess | undefined;
 let front: Server | undefined;
 let redis: Redis | undefined;
 try {
-  for (let i = 0; !(await accepts(port)); i++) {
-    if (i > 200) throw new Error('redis-server did not start');
-    await sleep(50);
-  }
   redis = new Redis(url);
 
   // 3. The worker process: redisStream → model → commit.
@@ -125,15 +104,7 @@ try {
   }
   redis?.disconnect();
   profiles.close();
-  redisServer.kill('SIGTERM');
-  await new Promise((r) => redisServer.once('exit', r));
-  rmSync(dir, { recursive: true, force: true });
+  await redisServer.stop();
 }
 process.exit(failures > 0 ? 1 : 0);
 
-function accepts(p: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(p, '127.0.0.1', () => (socket.destroy(), resolve(true)));
-    socket.once('error', () => resolve(false));
-  });
-}
