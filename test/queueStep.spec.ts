@@ -4,10 +4,10 @@
 import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { from, lastValueFrom, Subject, take, toArray, type OperatorFunction } from 'rxjs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ConfigError, QueueFullError, RxServeError, step, toEvent, withError, type ServingEvent } from '../src/index.js';
 import { QUEUE_STEP, queueStep, queueStepMark, redisStream } from '../src/streams/index.js';
-import { redisAvailable, startRedis, type RedisServer } from './support/redis.js';
+import { redisAvailable, withRedis, type RedisServer } from './support/redis.js';
 
 const run = (events: ServingEvent[], op: OperatorFunction<ServingEvent, ServingEvent>) => lastValueFrom(from(events).pipe(op, toArray()));
 const fieldsOf = (fields: string[]) => {
@@ -43,14 +43,7 @@ describe.runIf(redisAvailable('queueStep (test/queueStep.spec.ts)'))('queueStep 
     n++;
     return { stream: `q${n}`, group: `g${n}`, out: `a${n}` };
   };
-  beforeAll(async () => {
-    server = await startRedis();
-    redis = new Redis(server.url);
-  });
-  afterAll(async () => {
-    await redis?.quit();
-    await server?.stop();
-  });
+  withRedis((s, r) => ((server = s), (redis = r)));
 
   it("writes redisStream's message format (body JSON, id, path, headers JSON) and emits each event with the entry's id", async () => {
     const { stream } = names();

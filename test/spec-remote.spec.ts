@@ -11,7 +11,7 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import { ConfigError, loadGraph, toEvent, type ServingEvent } from '../src/index.js';
 import { specSchema } from '../src/spec/cli.js';
 import { json, startServer, type TestServer } from './support/httpServer.js';
-import { redisAvailable, startRedis, type RedisServer } from './support/redis.js';
+import { redisAvailable, withRedis, type RedisServer } from './support/redis.js';
 
 let dir: string;
 let http: TestServer;
@@ -113,14 +113,7 @@ describe('spec: remoteStep and batchHttpRequests with templates', () => {
 describe.runIf(redisAvailable('spec queueStep (test/spec-remote.spec.ts)'))('spec: queueStep', () => {
   let server: RedisServer;
   let redis: Redis;
-  beforeAll(async () => {
-    server = await startRedis();
-    redis = new Redis(server.url);
-  });
-  afterAll(async () => {
-    await redis?.quit();
-    await server?.stop();
-  });
+  withRedis((s, r) => ((server = s), (redis = r)));
 
   it('writes the events to the stream the spec names', async () => {
     const out = await runSpec({ steps: [{ queueStep: { redis: server.url, stream: 'spec-jobs', name: 'hop' } }] }, [toEvent({ n: 1 }, { id: 's1' })]);

@@ -9,10 +9,10 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import { filter, type Subscription } from 'rxjs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ConfigError, Model, modelRunner } from '../src/index.js';
 import { redisStream, type RedisStream } from '../src/streams/index.js';
-import { redisAvailable, startRedis, type RedisServer } from './support/redis.js';
+import { redisAvailable, startRedis, withRedis, type RedisServer } from './support/redis.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Polls `check` until true; fails naming `what` after `timeoutMs`. */
@@ -149,14 +149,7 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
     return { subscription, completed: () => completed };
   };
 
-  beforeAll(async () => {
-    server = await startRedis();
-    redis = new Redis(server.url);
-  });
-  afterAll(async () => {
-    await redis?.quit();
-    await server?.stop();
-  });
+  withRedis((s, r) => ((server = s), (redis = r)));
 
   it('answers thousands of messages through a pipeline exactly once, leaves nothing pending, and counts them (stats and Prometheus)', async () => {
     const { stream, group, out } = names();

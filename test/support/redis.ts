@@ -5,6 +5,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll } from 'vitest';
 
 /** True when `redis-server` is on PATH. */
 export const hasRedis = spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
@@ -84,5 +86,23 @@ function ping(port: number): Promise<boolean> {
     socket.once('error', () => done(false));
     socket.connect(port, '127.0.0.1', () => socket.write('PING\r\n'));
     socket.once('data', (d) => done(d.toString().startsWith('+PONG')));
+  });
+}
+
+/**
+ * A suite's redis-server and one client to it: started in `beforeAll`, quit and stopped in
+ * `afterAll`; `use` receives both once they are up (suites keep them in their own `let`s).
+ */
+export function withRedis(use: (server: RedisServer, redis: Redis) => void): void {
+  let server: RedisServer | undefined;
+  let redis: Redis | undefined;
+  beforeAll(async () => {
+    server = await startRedis();
+    redis = new Redis(server.url);
+    use(server, redis);
+  });
+  afterAll(async () => {
+    await redis?.quit();
+    await server?.stop();
   });
 }
