@@ -84,26 +84,44 @@ const InvokerOptionsCodec = strict('InvokerOptions', {}, { graph: GraphCodec, ti
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 
+/**
+ * @internal Where a request's outcome goes, once: its answer (`event`, errored ones included), or
+ * `undefined` and why it was refused or cancelled (`refused`). Called synchronously from the
+ * pipeline's emission (or from `begin` itself when refused or answered at once), so it must not
+ * throw.
+ */
+export type AnswerTo = (event: ServingEvent | undefined, refused?: unknown) => void;
+
 /** One request awaiting its answer. */
 interface Pending {
   readonly event: ServingEvent;
   readonly cancel: EventCancel;
   /** `performance.now()` past which it is answered with ModelTimeoutError. */
   readonly deadline: number;
-  resolve(event: ServingEvent): void;
-  reject(error: unknown): void;
+  readonly answer: AnswerTo;
   unlisten: (() => void) | undefined;
 }
 
-/** A request as serve() holds it: its answer, and a way to cancel it (a client that left). */
+/** A request as the promise entries hold it: its answer, and a way to cancel it. */
 export interface Started<B = unknown> {
   readonly promise: Promise<ServingEvent<B>>;
   /** Aborts the event's work; the promise rejects with `reason`. Nothing once answered. */
   cancel(reason: unknown): void;
 }
 
-/** @internal How serve() starts requests without an AbortSignal of its own per request. */
-export const starters = new WeakMap<Invoker, <B>(body: unknown, init?: InvokeInit, partials?: PartialSink) => Started<B>>();
+/** @internal Cancels a request begun with `begin` (its answer is `(undefined, reason)`); nothing once answered. */
+export type CancelRequest = (reason: unknown) => void;
+
+/**
+ * @internal The invoker as serve()'s routes drive it: `begin` takes a callback instead of making a
+ * promise, and no AbortSignal, per request (a promise, its `await` and fastify's wait on an async
+ * handler cost ~2 µs of a request's CPU). Bodies are not depth-checked (the routes checked them at
+ * parse).
+ */
+export interface RouteInvoker {
+  readonly client: Invoker;
+  begin(body: unknown, init: InvokeInit, answer: AnswerTo, partials?: PartialSink): CancelRequest;
+}
 
 /** The pipeline's current subscription and the subject its events come from. */
 interface Connection {
@@ -139,6 +157,11 @@ interface Connection {
  * @param options The graph to close with it and the answer timeout; validated now.
  */
 export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, options: InvokerOptions = {}): Invoker {
+  return routeInvoker(pipeline, options).client;
+}
+
+/** @internal `invoker()` with the callback entry serve()'s routes use. */
+export function routeInvoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, options: InvokerOptions = {}): RouteInvoker {
   if (typeof pipeline !== 'function') {
     throw new TypeError(`invoker(pipeline): expected an operator (event$) => event$, got ${pipeline === null ? 'null' : typeof pipeline}`);
   }
@@ -174,7 +197,7 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
       error.message = `no answer for event '${p.event.id}' within ${timeoutMs} ms; its work was aborted`;
       settle(p);
       p.cancel.abort(error);
-      p.resolve(withError(p.event, error, 'invoker'));
+      p.answer(withError(p.event, error, 'invoker'));
     }
     arm();
   };
@@ -195,7 +218,7 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
       if (connection === conn) connection = undefined;
       for (const p of [...pending.values()]) {
         settle(p);
-        p.resolve(withError(p.event, error, 'pipeline'));
+        p.answer(withError(p.event, error, 'pipeline'));
       }
     };
     connection = conn;
@@ -205,7 +228,7 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
         // An id nobody awaits: a late answer (timed out, aborted) or a second output of one event.
         if (p === undefined) return;
         settle(p);
-        p.resolve(out);
+        p.answer(out);
       },
       error: (error: unknown) => end(toError(error)),
       complete: () => end(new RxServeError('the pipeline completed; a request arriving now subscribes it again')),
@@ -213,26 +236,29 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
     return conn;
   };
 
-  const refused = <B>(error: unknown): Started<B> => ({ promise: Promise.reject(error), cancel: () => undefined });
+  const nothing = (): void => undefined;
 
-  const start = <B>(body: unknown, init: InvokeInit = {}, partials?: PartialSink): Started<B> => {
-    if (closing !== undefined) return refused(new RxServeError('the invoker is closed; no new requests are taken'));
+  const begin = (body: unknown, init: InvokeInit, answer: AnswerTo, partials?: PartialSink): CancelRequest => {
+    if (closing !== undefined) {
+      answer(undefined, new RxServeError('the invoker is closed; no new requests are taken'));
+      return nothing;
+    }
     const id = init.id ?? globalThis.crypto.randomUUID();
-    if (pending.has(id)) return refused(new RxServeError(`request id '${id}' is already in flight; ids of concurrent requests must differ`));
+    if (pending.has(id)) {
+      answer(undefined, new RxServeError(`request id '${id}' is already in flight; ids of concurrent requests must differ`));
+      return nothing;
+    }
     // The event's cancel: steps listen to it (see CANCEL in event.ts); no AbortController is made
     // unless something asks the token for a signal.
     const token = new EventCancel();
     const event = makeEvent(body, { id, path: init.path, headers: init.headers, method: init.method, metadata: init.metadata, partials }, token);
-    let p!: Pending;
-    const promise = new Promise<ServingEvent<B>>((resolve, reject) => {
-      p = { event, cancel: token, deadline: performance.now() + timeoutMs, resolve: resolve as Pending['resolve'], reject, unlisten: undefined };
-    });
+    const p: Pending = { event, cancel: token, deadline: performance.now() + timeoutMs, answer, unlisten: undefined };
     pending.set(id, p);
     const cancel = (reason: unknown): void => {
       if (pending.get(id) !== p) return;
       settle(p);
       token.abort(reason);
-      p.reject(reason);
+      answer(undefined, reason);
     };
     const signal = init.signal;
     if (signal !== undefined) {
@@ -246,6 +272,14 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
     if (conn.ended === undefined) conn.intake.next(event);
     // A synchronous pipeline has answered already: no timer needed.
     if (pending.get(id) === p) arm();
+    return cancel;
+  };
+
+  const start = <B>(body: unknown, init: InvokeInit = {}, partials?: PartialSink): Started<B> => {
+    let cancel!: CancelRequest;
+    const promise = new Promise<ServingEvent<B>>((resolve, reject) => {
+      cancel = begin(body, init, (event, refused) => (event !== undefined ? resolve(event as ServingEvent<B>) : reject(refused)), partials);
+    });
     return { promise, cancel };
   };
 
@@ -317,6 +351,5 @@ export function invoker(pipeline: OperatorFunction<ServingEvent, ServingEvent>, 
       return closing !== undefined;
     },
   };
-  starters.set(client, start);
-  return client;
+  return { client, begin };
 }

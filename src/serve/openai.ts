@@ -2,13 +2,13 @@
 // GET /v1/models over named LLModel endpoints, answered through the whole pipeline.
 // Over 300 lines: one wire format's request translation, JSON answer and SSE chunks; the chunking is
 // the part to split out if it grows.
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import { describeError, toError } from '../errors.js';
 import { getPath, hasPath, type PartialSink, type ServingEvent } from '../event.js';
 import { samplingFieldProblem } from '../llm/invocation.js';
-import type { InvokeInit, Started } from './invoker.js';
-import { ClientWatch, EventStream, jsonOrUndefined } from './sse.js';
-import { refusalStatus, retryAfterOf, statusOf } from './status.js';
+import type { AnswerTo, CancelRequest, InvokeInit } from './invoker.js';
+import { ClientWatch, EventStream, jsonOrUndefined, sseFrame } from './sse.js';
+import { refusalStatus, retryAfterOf, sendJson, statusOf } from './status.js';
 
 /** `serve({ openai })`: which endpoints OpenAI clients may call, by the model name they use. */
 export interface OpenAIFrontOptions {
@@ -210,8 +210,8 @@ function answerOf(event: ServingEvent, endpoint: string, place: AnswerPlace | un
 
 /** How the routes reach the pipeline. */
 export interface OpenAIRouteContext {
-  readonly start: (body: unknown, init: InvokeInit, partials?: PartialSink) => Started;
-  readonly requestId: (request: FastifyRequest) => string;
+  /** The invoker's callback entry (see `RouteInvoker.begin`). */
+  readonly begin: (body: unknown, init: InvokeInit, answer: AnswerTo, partials?: PartialSink) => CancelRequest;
   readonly closing: () => boolean;
   /** Where an endpoint's answer is (the graph's record of it); undefined for a name it does not know. */
   readonly place: (endpoint: string) => AnswerPlace | undefined;
@@ -230,14 +230,14 @@ export function registerOpenAIRoutes(app: FastifyInstance, options: OpenAIFrontO
     object: 'list',
     data: Object.keys(models).map((id) => ({ id, object: 'model', created, owned_by: 'rxserve' })),
   });
-  app.get('/v1/models', async (_request, reply) => sendJson(reply, 200, list(), ctx.closing()));
+  app.get('/v1/models', async (_request, reply) => sendValue(reply, 200, list(), ctx.closing()));
   app.get('/v1/models/:model', async (request, reply) => {
     const { model } = request.params as { model: string };
     if (!Object.hasOwn(models, model)) {
       const e = new OpenAIError(`The model '${model}' does not exist`, 404, 'invalid_request_error', 'model_not_found', 'model');
       return sendError(reply, e, ctx.closing());
     }
-    return sendJson(reply, 200, { id: model, object: 'model', created, owned_by: 'rxserve' }, ctx.closing());
+    return sendValue(reply, 200, { id: model, object: 'model', created, owned_by: 'rxserve' }, ctx.closing());
   });
 
   app.post('/v1/chat/completions', async (request, reply) => {
@@ -248,7 +248,7 @@ export function registerOpenAIRoutes(app: FastifyInstance, options: OpenAIFrontO
       const e = error instanceof OpenAIError ? error : new OpenAIError(toError(error).message, 400, 'invalid_request_error', null);
       return sendError(reply, e, ctx.closing());
     }
-    const id = ctx.requestId(request);
+    const id = request.id;
     const body = {
       ...chat.metadata,
       messages: chat.messages,
@@ -260,44 +260,38 @@ export function registerOpenAIRoutes(app: FastifyInstance, options: OpenAIFrontO
     if (chat.stream) return streamCompletion(reply, chat, init, body, completionId, Math.floor(Date.now() / 1000), ctx);
 
     const client = new ClientWatch(reply);
-    const started = ctx.start(body, init);
-    client.watch(started);
-    try {
-      const out = await started.promise;
-      const answer = answerOf(out, chat.endpoint, ctx.place(chat.endpoint));
-      if (answer instanceof OpenAIError) return sendError(reply, answer, ctx.closing());
-      return sendJson(
-        reply,
-        200,
-        {
-          id: completionId,
-          object: 'chat.completion',
-          created: Math.floor(Date.now() / 1000),
-          model: chat.model,
-          choices: [{ index: 0, message: { role: 'assistant', content: answer.answer, refusal: null }, logprobs: null, finish_reason: 'stop' }],
-          usage: openAIUsage(answer.usage),
-        },
-        ctx.closing(),
-      );
-    } catch (error) {
-      if (client.gone) return reply;
-      const e = refused(error, ctx.closing());
-      return sendError(reply, e, ctx.closing());
-    } finally {
-      client.done();
-    }
+    client.watch(
+      ctx.begin(body, init, (out, why) => {
+        client.done();
+        if (client.gone) return;
+        if (out === undefined) return void sendError(reply, refused(why, ctx.closing()), ctx.closing());
+        const answer = answerOf(out, chat.endpoint, ctx.place(chat.endpoint));
+        if (answer instanceof OpenAIError) return void sendError(reply, answer, ctx.closing());
+        sendValue(
+          reply,
+          200,
+          {
+            id: completionId,
+            object: 'chat.completion',
+            created: Math.floor(Date.now() / 1000),
+            model: chat.model,
+            choices: [{ index: 0, message: { role: 'assistant', content: answer.answer, refusal: null }, logprobs: null, finish_reason: 'stop' }],
+            usage: openAIUsage(answer.usage),
+          },
+          ctx.closing(),
+        );
+      }),
+    );
+    return reply;
   });
 }
 
-function sendJson(reply: FastifyReply, status: number, value: unknown, closing: boolean, retryAfter?: string): FastifyReply {
-  if (closing) reply.header('connection', 'close');
-  if (retryAfter !== undefined) reply.header('retry-after', retryAfter);
-  else if (status === 503) reply.header('retry-after', '1');
-  return reply.code(status).type('application/json; charset=utf-8').send(JSON.stringify(value));
+function sendValue(reply: FastifyReply, status: number, value: unknown, closing: boolean, retryAfter?: string): FastifyReply {
+  return sendJson(reply, status, JSON.stringify(value), closing, retryAfter);
 }
 
 function sendError(reply: FastifyReply, error: OpenAIError, closing: boolean): FastifyReply {
-  return sendJson(reply, error.status, error.body(), closing, error.retryAfter);
+  return sendValue(reply, error.status, error.body(), closing, error.retryAfter ?? (error.status === 503 ? '1' : undefined));
 }
 
 /**
@@ -320,7 +314,7 @@ function streamCompletion(
 ): FastifyReply {
   const stream = new EventStream(reply);
   const chunk = (choices: unknown[], extra: object = {}): string =>
-    `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: chat.model, choices, ...extra })}\n\n`;
+    sseFrame(undefined, JSON.stringify({ id, object: 'chat.completion.chunk', created, model: chat.model, choices, ...extra }));
   const delta = (content: Record<string, unknown>, finish: string | null = null) =>
     chunk([{ index: 0, delta: content, logprobs: null, finish_reason: finish }]);
   // A content chunk per partial: what `delta({ content: text })` gives, with only the text
@@ -334,33 +328,35 @@ function streamCompletion(
     stream.send(delta({ role: 'assistant', content: '' }), ctx.closing());
   };
   const fail = (error: OpenAIError): void => {
-    if (opened) return stream.end(`data: ${jsonOrUndefined(error.body())}\n\n`);
+    if (opened) return stream.end(sseFrame(undefined, jsonOrUndefined(error.body()) ?? '{}'));
     if (stream.abandon()) sendError(reply, error, ctx.closing());
   };
   let streamed = false;
-  const started = ctx.start(body, init, (partial) => {
-    if (!stream.open || partial.endpoint !== chat.endpoint) return;
-    const text = (partial.data as { delta?: unknown } | null)?.delta;
-    if (typeof text !== 'string') return;
+  const answered = (event: ServingEvent): void => {
+    const answer = answerOf(event, chat.endpoint, ctx.place(chat.endpoint));
+    if (answer instanceof OpenAIError) return fail(answer);
+    if (!stream.open) return;
     open();
-    streamed = true;
-    stream.write(contentChunk(text));
-  });
-  stream.watch(started);
-  started.promise.then(
-    (event) => {
-      const answer = answerOf(event, chat.endpoint, ctx.place(chat.endpoint));
-      if (answer instanceof OpenAIError) return fail(answer);
-      if (!stream.open) return;
+    let text = '';
+    // A model that did not stream: its whole answer as one chunk.
+    if (!streamed && answer.answer.length > 0) text += delta({ content: answer.answer });
+    text += delta({}, 'stop');
+    if (chat.includeUsage) text += chunk([], { usage: openAIUsage(answer.usage) });
+    stream.end(`${text}${sseFrame(undefined, '[DONE]')}`);
+  };
+  const cancel = ctx.begin(
+    body,
+    init,
+    (event, why) => (event !== undefined ? answered(event) : fail(refused(why, ctx.closing()))),
+    (partial) => {
+      if (!stream.open || partial.endpoint !== chat.endpoint) return;
+      const text = (partial.data as { delta?: unknown } | null)?.delta;
+      if (typeof text !== 'string') return;
       open();
-      let text = '';
-      // A model that did not stream: its whole answer as one chunk.
-      if (!streamed && answer.answer.length > 0) text += delta({ content: answer.answer });
-      text += delta({}, 'stop');
-      if (chat.includeUsage) text += chunk([], { usage: openAIUsage(answer.usage) });
-      stream.end(`${text}data: [DONE]\n\n`);
+      streamed = true;
+      stream.write(contentChunk(text));
     },
-    (error: unknown) => fail(refused(error, ctx.closing())),
   );
+  stream.watch(cancel);
   return reply;
 }

@@ -1,7 +1,8 @@
 // rxservePlugin: the §11 routes as a fastify plugin (serve() registers it on an app of its own).
 // Over 300 lines: every §11 route with its status mapping and auth; the dashboard, SSE and OpenAI
 // routes already live in files of their own.
-import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, onRequestHookHandler, RouteOptions } from 'fastify';
+import fp from 'fastify-plugin';
 import * as t from 'io-ts';
 import type { OperatorFunction } from 'rxjs';
 import { bodyProblem, DEFAULT_MAX_BODY_DEPTH } from '../body.js';
@@ -14,11 +15,11 @@ import { apiKeyCheck, unauthorized } from './auth.js';
 import { checkEndpointNames, loadMetrics } from './checks.js';
 import { GraphCodec } from './codecs.js';
 import { DashboardSessions, registerDashboard, sendDashboardUnauthorized, type DashboardRouteConfig } from './dashboard/plugin.js';
-import { invoker, starters, type Invoker } from './invoker.js';
+import { routeInvoker, type Invoker } from './invoker.js';
 import { registerOpenAIRoutes, type OpenAIFrontOptions } from './openai.js';
 import { lingerOnClose } from './linger.js';
 import { ClientWatch, sendEventStream, wantsEventStream } from './sse.js';
-import { errorBody, HttpError, refusalStatus, retryAfterOf, statusOf } from './status.js';
+import { errorBody, HttpError, refusalStatus, retryAfterOf, sendJson, statusOf } from './status.js';
 import { listedModels, metadataPath, serverMetadata } from './v2.js';
 
 /** Options of `rxservePlugin` (`app.register(rxservePlugin, options)`). */
@@ -94,18 +95,8 @@ export const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024;
 /** The request id: `x-request-id` when the client sent a usable one, else a new UUID. */
 const MAX_REQUEST_ID = 200;
 
-/** @internal serve() reads the plugin's invoker through this option (a symbol: not an option users see). */
-export const kInvoker = Symbol('rxserve.invoker');
-/** @internal serve() passes the exporter it made when checking its options (a symbol: not an option users see). */
-export const kMetrics = Symbol('rxserve.metrics');
-/** @internal serve() owns the app: the plugin answers its unknown routes too (after its hooks: closing, API keys). */
-export const kOwnsApp = Symbol('rxserve.ownsApp');
-
 /** Refusals after which the client's connection is closed: it may still be sending a body nobody reads. */
 const CLOSING_REFUSALS = new Set([401, 413, 415]);
-
-/** Per request: its id (echoed as `x-request-id`). */
-const requestIds = new WeakMap<FastifyRequest, string>();
 
 /**
  * The rxserve routes as a fastify plugin, for an app you already have.
@@ -131,22 +122,42 @@ const requestIds = new WeakMap<FastifyRequest, string>();
  * ```
  * @see serve
  */
-export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (app, opts) => {
-  const own = Object.fromEntries(Object.entries(opts).filter(([key]) => !REGISTER_OPTIONS.has(key)));
-  const options = decodeOrThrow(PluginOptionsCodec, own, 'rxservePlugin');
+export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = fp(
+  async (app: FastifyInstance, opts: RxservePluginOptions) => {
+    const own = Object.fromEntries(Object.entries(opts).filter(([key]) => !REGISTER_OPTIONS.has(key)));
+    const options = decodeOrThrow(PluginOptionsCodec, own, 'rxservePlugin');
+    checkDashboard(options, 'rxservePlugin');
+    checkOpenAI(options, 'rxservePlugin');
+    checkEndpointNames(options, 'rxservePlugin');
+    await registerRoutes(app, options, { ownsApp: false, exporter: await loadMetrics(options, 'rxservePlugin') });
+  },
+  // Metadata only: the routes keep a context of their own (encapsulate), so their hooks, parsers
+  // and error handler never reach the app's other routes.
+  { name: 'rxserve', fastify: '5.x', encapsulate: true },
+);
+
+/** What `serve()` knows that the plugin's options do not say. */
+export interface RouteSetup {
+  /** serve() owns the app: its unknown routes are answered here too (503 while closing, 401 without a key, else 404). */
+  readonly ownsApp: boolean;
+  /** The metrics exporter, loaded by whoever checked the options (so the error names their option). */
+  readonly exporter: PrometheusExporter | undefined;
+}
+
+/**
+ * @internal rxserve's routes on `app` (a context of their own), for options already checked; the
+ * invoker answering them is returned, so `serve()` needs no back channel through the options.
+ */
+export async function registerRoutes(app: FastifyInstance, options: RxservePluginOptions, setup: RouteSetup): Promise<Invoker> {
   const { pipeline, graph, timeoutMs, closeTimeoutMs, models, apiKeys, maxBodyBytes = DEFAULT_MAX_BODY_BYTES, maxBodyDepth = DEFAULT_MAX_BODY_DEPTH, dashboard, openai } = options;
-  checkDashboard(options, 'rxservePlugin');
-  checkOpenAI(options, 'rxservePlugin');
-  checkEndpointNames(options, 'rxservePlugin');
-  // serve() has loaded it already, naming its own option.
-  const exporter = (opts as { [kMetrics]?: PrometheusExporter })[kMetrics] ?? (await loadMetrics(options, 'rxservePlugin'));
-  const client = invoker(pipeline, {
+  const { exporter } = setup;
+  const { client, begin } = routeInvoker(pipeline, {
     ...(graph ? { graph } : {}),
     ...(timeoutMs !== undefined ? { timeoutMs } : {}),
     ...(closeTimeoutMs !== undefined ? { closeTimeoutMs } : {}),
   });
-  (opts as { [kInvoker]?: (client: Invoker) => void })[kInvoker]?.(client);
-  const start = starters.get(client)!;
+  // Request ids from the x-request-id header (validated) or new: fastify's own request.id, for this context's routes.
+  app.setGenReqId(requestIdOf);
 
   let closing = false;
   let graphReady = graph === undefined;
@@ -169,29 +180,47 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
 
   const keyCheck = apiKeyCheck(apiKeys);
   const sessions = new DashboardSessions();
-  app.addHook('onRequest', (request, reply, done) => {
-    const id = requestIdOf(request);
-    requestIds.set(request, id);
-    reply.header('x-request-id', id);
-    if (closing) {
-      sendError(reply, new HttpError('RxServeError', 'the server is closing; no new requests are taken', 503));
-      return;
-    }
-    if (keyCheck === undefined) return done();
-    // Read only when keys are set: fastify builds request.routeOptions anew on every read. Unknown
-    // routes (the 404 handler's context) run this hook too: without a key they are 401 as well.
-    const config = request.routeOptions.config as { rxservePublic?: boolean } & DashboardRouteConfig;
-    if (config.rxservePublic !== true && !keyCheck(request.headers.authorization)) {
-      if (config.rxserveDashboard !== undefined) {
-        // A browser presents its sign-in cookie (docs/dashboard.md).
-        if (sessions.has(request)) return done();
-        return sendDashboardUnauthorized(request, reply, app.prefix);
-      }
-      reply.header('www-authenticate', 'Bearer realm="rxserve"');
-      sendError(reply, unauthorized());
-      return;
-    }
-    done();
+  // What runs before each route: closing → 503, and with API keys, a key check → 401 (the
+  // dashboard's pages accept its sign-in cookie instead). Attached to each route as it is added,
+  // picked by the route's config, rather than one hook reading `request.routeOptions` (rebuilt on
+  // every read) per request. `POST /*` runs none without API keys: it checks `closing` itself,
+  // saving fastify's hook runner per request.
+  const refuseIfClosing = (reply: FastifyReply): boolean => {
+    if (!closing) return false;
+    sendError(reply, new HttpError('RxServeError', 'the server is closing; no new requests are taken', 503));
+    return true;
+  };
+  const publicGuard: onRequestHookHandler = (request, reply, done) => {
+    reply.header('x-request-id', request.id);
+    if (!refuseIfClosing(reply)) done();
+  };
+  const keyGuard: onRequestHookHandler = (request, reply, done) => {
+    reply.header('x-request-id', request.id);
+    if (refuseIfClosing(reply)) return;
+    if (keyCheck!(request.headers.authorization)) return done();
+    reply.header('www-authenticate', 'Bearer realm="rxserve"');
+    sendError(reply, unauthorized());
+  };
+  const dashboardGuard: onRequestHookHandler = (request, reply, done) => {
+    reply.header('x-request-id', request.id);
+    if (refuseIfClosing(reply)) return;
+    // A browser presents its sign-in cookie (docs/dashboard.md).
+    if (keyCheck!(request.headers.authorization) || sessions.has(request)) return done();
+    sendDashboardUnauthorized(request, reply, app.prefix);
+  };
+  app.addHook('onRoute', (route: RouteOptions & { config?: RouteConfig }) => {
+    const config = route.config ?? {};
+    const guard =
+      keyCheck === undefined || config.rxservePublic === true
+        ? config.rxserveHot === true
+          ? undefined
+          : publicGuard
+        : config.rxserveDashboard !== undefined
+          ? dashboardGuard
+          : keyGuard;
+    if (guard === undefined) return;
+    const own = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest];
+    route.onRequest = [guard, ...own];
   });
 
   // Only JSON, parsed by fastify's own parser (which rejects __proto__ and constructor.prototype
@@ -220,48 +249,53 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
     await app.register(async (context) => registerDashboard(context, { graph: graph!, ...checkKey }, sessions));
   }
 
-  app.post('/*', { bodyLimit: maxBodyBytes }, async (request, reply) => {
+  // Not async: answered from the invoker's callback, with no promise, await or fastify wait per request.
+  app.post('/*', { bodyLimit: maxBodyBytes, config: { rxserveHot: true } }, (request, reply) => {
+    if (keyCheck === undefined && refuseIfClosing(reply)) return;
     if (request.body === undefined) {
-      return sendError(reply, new HttpError('SyntaxError', "the request has no body; send a JSON value with 'Content-Type: application/json'", 400));
+      sendError(reply, new HttpError('SyntaxError', "the request has no body; send a JSON value with 'Content-Type: application/json'", 400));
+      return;
     }
-    const init = {
-      id: requestIds.get(request) ?? globalThis.crypto.randomUUID(),
-      path: pathOf(request.url),
-      headers: headersOf(request, keyCheck !== undefined),
-      method: request.method,
-    };
+    const init = { id: request.id, path: pathOf(request.url), headers: headersOf(request, keyCheck !== undefined), method: request.method };
     if (wantsEventStream(request)) {
-      return sendEventStream(reply, (partials) => start(request.body, init, partials), { closing, sendError: (error) => sendError(reply, error) });
+      sendEventStream(reply, (answer, partials) => begin(request.body, init, answer, partials), { closing, sendError: (error) => sendError(reply, error) });
+      return;
     }
     // Cancelled through the invoker, not with an AbortSignal of our own: one signal per request.
     const watched = new ClientWatch(reply);
-    const started = start(request.body, init);
-    watched.watch(started);
-    try {
-      const out = await started.promise;
-      if (out.error !== undefined) return sendError(reply, out.error);
-      let json: string;
-      try {
-        json = JSON.stringify(out.body ?? null);
-      } catch (error) {
-        return sendError(reply, new HttpError('TypeError', `the answer's body cannot be sent as JSON: ${toError(error).message}`, 500));
-      }
-      return send(reply, 200, json);
-    } catch (error) {
-      // The client is gone: nobody to answer.
-      if (watched.gone) return reply;
-      const e = toError(error);
-      // The invoker refuses a request only after close() (503) or for an id already in flight (409).
-      return sendError(reply, new HttpError(e.name, e.message, refusalStatus(client.closed)));
-    } finally {
-      watched.done();
-    }
+    watched.watch(begin(request.body, init, (out, refused) => answerJson(reply, watched, out, refused)));
   });
+
+  /** The JSON answer of a request begun with `begin` (called once, from the invoker: it must not throw). */
+  function answerJson(reply: FastifyReply, watched: ClientWatch, out: ServingEvent | undefined, refused: unknown): void {
+    watched.done();
+    // The client is gone: nobody to answer.
+    if (watched.gone) return;
+    try {
+      if (out === undefined) {
+        const e = toError(refused);
+        // The invoker refuses a request only after close() (503) or for an id already in flight (409).
+        sendError(reply, new HttpError(e.name, e.message, refusalStatus(client.closed)));
+      } else if (out.error !== undefined) sendError(reply, out.error);
+      else {
+        let json: string;
+        try {
+          json = JSON.stringify(out.body ?? null);
+        } catch (error) {
+          sendError(reply, new HttpError('TypeError', `the answer's body cannot be sent as JSON: ${toError(error).message}`, 500));
+          return;
+        }
+        send(reply, 200, json);
+      }
+    } catch (error) {
+      // fastify reports its own send failures; this is a bug of ours, not the pipeline's to hear.
+      reply.log.error({ err: error }, 'rxserve: sending the answer failed');
+    }
+  }
 
   if (openai !== undefined) {
     registerOpenAIRoutes(app, openai, {
-      start,
-      requestId: (request) => requestIds.get(request) ?? globalThis.crypto.randomUUID(),
+      begin,
       closing: () => closing,
       place: (endpoint) => graph?.endpoint(endpoint),
     });
@@ -270,8 +304,15 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   // Under a prefix, or when serve() owns the app, unknown routes are answered here, after the
   // hooks above (503 while closing, 401 without a key: no 404 tells which paths exist). Mounted at
   // the root of an app of yours, the 404 stays your app's.
-  if (app.prefix !== '' || (opts as { [kOwnsApp]?: boolean })[kOwnsApp] === true) {
+  if (app.prefix !== '' || setup.ownsApp) {
     app.setNotFoundHandler((request, reply) => {
+      // Not a route: the guards above are not attached to it, so it checks the same things itself.
+      if (refuseIfClosing(reply)) return;
+      if (keyCheck !== undefined && !keyCheck(request.headers.authorization)) {
+        reply.header('www-authenticate', 'Bearer realm="rxserve"');
+        sendError(reply, unauthorized());
+        return;
+      }
       sendError(reply, new HttpError('NotFoundError', `no route ${request.method} ${pathOf(request.url)}`, 404));
     });
   }
@@ -312,15 +353,11 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   app.get('/v2/models/:name/versions/:version/ready', modelReady);
 
   /** A GET answered by the pipeline: an event with `path` and an empty body, answered like a POST. */
-  async function forward(request: FastifyRequest, reply: FastifyReply, path: string): Promise<FastifyReply> {
-    const init = { id: requestIds.get(request) ?? globalThis.crypto.randomUUID(), path, headers: headersOf(request, keyCheck !== undefined) };
-    try {
-      const out = await start({}, init).promise;
-      return out.error !== undefined ? sendError(reply, out.error) : send(reply, 200, JSON.stringify(out.body ?? null));
-    } catch (error) {
-      const e = toError(error);
-      return sendError(reply, new HttpError(e.name, e.message, refusalStatus(client.closed)));
-    }
+  function forward(request: FastifyRequest, reply: FastifyReply, path: string): FastifyReply {
+    const init = { id: request.id, path, headers: headersOf(request, keyCheck !== undefined) };
+    const watched = new ClientWatch(reply);
+    watched.watch(begin({}, init, (out, refused) => answerJson(reply, watched, out, refused)));
+    return reply;
   }
 
   function notReady(details = true): HttpError {
@@ -336,24 +373,29 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
     return new HttpError('RxServeError', `not ready: ${why}`, 503);
   }
 
-  // Sends a JSON text. While closing, the connection ends with the answer, so that a keep-alive
-  // client does not hold the closing server open.
   function send(reply: FastifyReply, status: number, json: string): FastifyReply {
-    if (closing) reply.header('connection', 'close');
-    return reply.code(status).type('application/json; charset=utf-8').send(json);
+    return sendJson(reply, status, json, closing);
   }
 
   function sendError(reply: FastifyReply, error: Error): FastifyReply {
     const status = error instanceof HttpError ? error.statusCode : statusOf(error);
-    const retryAfter = retryAfterOf(error, status);
-    if (retryAfter !== undefined) reply.header('retry-after', retryAfter);
     if (CLOSING_REFUSALS.has(status)) {
       reply.header('connection', 'close');
       lingerOnClose(reply.raw.socket);
     }
-    return send(reply, status, JSON.stringify(errorBody(error)));
+    return sendJson(reply, status, JSON.stringify(errorBody(error)), closing, retryAfterOf(error, status));
   }
-};
+
+  return client;
+}
+
+/** The route config rxserve's routes carry (what runs before each: see the `onRoute` hook). */
+interface RouteConfig extends DashboardRouteConfig {
+  /** No API key needed (health, the dashboard's sign-in). */
+  readonly rxservePublic?: boolean;
+  /** `POST /*`: checks `closing` itself, so without API keys no hook runs before it. */
+  readonly rxserveHot?: boolean;
+}
 
 function unknownModel(name: string, names: readonly string[]): HttpError {
   return new HttpError('NotFoundError', `no model '${name}'; models: ${names.length ? names.map((n) => `'${n}'`).join(', ') : '(none)'}`, 404);
@@ -379,8 +421,11 @@ function headersOf(request: FastifyRequest, dropAuthorization: boolean): Record<
   return headers;
 }
 
-/** The request's id: its `x-request-id` when usable (1 to 200 characters), else a new UUID. */
-export function requestIdOf(request: FastifyRequest): string {
+/**
+ * The request's id (fastify's `genReqId`, so `request.id`): its `x-request-id` when usable (1 to
+ * 200 characters), else a new UUID.
+ */
+export function requestIdOf(request: { readonly headers: FastifyRequest['headers'] }): string {
   const header = request.headers['x-request-id'];
   return typeof header === 'string' && header.length > 0 && header.length <= MAX_REQUEST_ID ? header : globalThis.crypto.randomUUID();
 }

@@ -8,18 +8,7 @@ import type { ServingEvent } from '../event.js';
 import type { Invoker } from './invoker.js';
 import { apiKeyCheck, unauthorized } from './auth.js';
 import { checkEndpointNames, loadMetrics } from './checks.js';
-import {
-  checkDashboard,
-  checkOpenAI,
-  DEFAULT_MAX_BODY_BYTES,
-  kInvoker,
-  kMetrics,
-  kOwnsApp,
-  pluginOptionProps,
-  requestIdOf,
-  rxservePlugin,
-  type RxservePluginOptions,
-} from './plugin.js';
+import { checkDashboard, checkOpenAI, DEFAULT_MAX_BODY_BYTES, pluginOptionProps, registerRoutes, requestIdOf, type RxservePluginOptions } from './plugin.js';
 import { errorBody, HttpError } from './status.js';
 
 /** Options of `serve()`: the plugin's (but the pipeline, given apart), and where to listen. */
@@ -101,6 +90,10 @@ export async function serve(pipeline: OperatorFunction<ServingEvent, ServingEven
   const app = Fastify({
     logger: false,
     bodyLimit: maxBodyBytes,
+    // request.id: the x-request-id header when usable, else a new UUID (fastify's own requestIdHeader
+    // would take any header as it is: off, the check is requestIdOf's).
+    genReqId: requestIdOf,
+    requestIdHeader: false,
     // The plugin answers requests arriving while it closes with its own 503 (error shape, Retry-After).
     return503OnClosing: false,
     // Node cuts a request whose headers or body take longer (408): headersTimeout must not be
@@ -118,7 +111,9 @@ export async function serve(pipeline: OperatorFunction<ServingEvent, ServingEven
   });
   drainOnClose(app, () => client?.inFlight ?? 0);
   try {
-    await app.register(rxservePlugin, { pipeline, maxBodyBytes, ...rest, [kInvoker]: (c: Invoker) => (client = c), [kOwnsApp]: true, [kMetrics]: exporter } as RxservePluginOptions);
+    // The routes in a context of their own, as rxservePlugin registers them; their invoker comes back as the result.
+    const options: RxservePluginOptions = { pipeline, maxBodyBytes, ...rest };
+    await app.register(async (context) => void (client = await registerRoutes(context, options, { ownsApp: true, exporter })));
     await app.listen({ port, host });
   } catch (error) {
     exporter?.detach();
@@ -250,7 +245,7 @@ function sendFrameworkError(request: FastifyRequest, reply: FastifyReply, error:
   if (error.statusCode === 401) reply.header('www-authenticate', 'Bearer realm="rxserve"');
   void reply
     .code(error.statusCode)
-    .header('x-request-id', requestIdOf(request))
+    .header('x-request-id', request.id)
     .header('connection', 'close')
     .type('application/json; charset=utf-8')
     .send(JSON.stringify(errorBody(error)));

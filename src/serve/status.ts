@@ -1,4 +1,5 @@
 // The HTTP status of an errored answer (docs/design.md §11) and the one shape of every error reply.
+import type { FastifyReply } from 'fastify';
 import { describeError } from '../errors.js';
 
 /**
@@ -112,4 +113,15 @@ export class HttpError extends Error {
   ) {
     super(message);
   }
+}
+
+/**
+ * The one way rxserve's routes answer (`POST /*`, `/v2`, `/v1`, and their errors): a JSON text
+ * with its status and the request id echoed in `x-request-id`; `Retry-After` when given; while the
+ * server closes, `Connection: close`, so a kept-alive client does not hold the closing server open.
+ */
+export function sendJson(reply: FastifyReply, status: number, json: string, closing: boolean, retryAfter?: string): FastifyReply {
+  if (closing) reply.header('connection', 'close');
+  if (retryAfter !== undefined) reply.header('retry-after', retryAfter);
+  return reply.code(status).header('x-request-id', reply.request.id).type('application/json; charset=utf-8').send(json);
 }
