@@ -1,6 +1,8 @@
 // serve() against a hand-written fastify route calling the same model (the floor), under
-// autocannon (64 connections, loopback, the server in a process of its own); and invoker()
-// without HTTP against the bare step, for rxserve's own cost per request.
+// autocannon (64 connections, loopback, the server in a process of its own), and against the
+// Python peer (a FastAPI route on uvicorn + uvloop + httptools, skipped when Debian's modules are
+// absent); and invoker() without HTTP against the bare step, for rxserve's own cost per request.
+import { spawnSync } from 'node:child_process';
 import autocannon from 'autocannon';
 import { createGraph, invoker } from 'rxserve';
 import { startChild } from './child.js';
@@ -11,6 +13,8 @@ const CONNECTIONS = 64;
 
 export interface HttpRow {
   readonly name: string;
+  /** Why the row was not run (its peer is not installed). */
+  readonly skipped?: string;
   readonly requestsPerSecond: number;
   readonly p50Ms: number;
   readonly p99Ms: number;
@@ -37,8 +41,8 @@ function load(url: string, seconds: number): Promise<autocannon.Result> {
   });
 }
 
-async function httpRow(name: string, kind: string, seconds: number): Promise<HttpRow> {
-  const target = await startChild('serveTarget.mjs', [kind]);
+async function httpRow(name: string, kind: string, seconds: number, fixture = 'serveTarget.mjs'): Promise<HttpRow> {
+  const target = await startChild(fixture, [kind]);
   try {
     await load(target.url, 1); // warm-up: JIT, pools, connections
     const cpu0 = await target.cpu();
@@ -92,13 +96,28 @@ async function medianOf(once: () => Promise<number>): Promise<number> {
   return runs[2];
 }
 
+/** Debian's python3 with FastAPI, uvicorn, uvloop and httptools (RXSERVE_BENCH_PYTHON to use another). */
+const PYTHON = process.env.RXSERVE_BENCH_PYTHON ?? '/usr/bin/python3';
+const FASTAPI = '(f) FastAPI route on uvicorn (uvloop, httptools), one worker: the Python peer';
+
+/** Why the FastAPI row cannot run, or undefined when it can. */
+function fastapiMissing(): string | undefined {
+  const probe = spawnSync(PYTHON, ['-c', 'import fastapi, uvicorn, uvloop, httptools'], { encoding: 'utf8' });
+  if (probe.error !== undefined) return `${PYTHON} not found`;
+  return probe.status === 0 ? undefined : `${PYTHON} lacks ${/No module named '([^']+)'/.exec(probe.stderr)?.[1] ?? 'fastapi/uvicorn/uvloop/httptools'}`;
+}
+
 export async function runServe(quick: boolean): Promise<ServeFigures> {
   const seconds = quick ? 2 : 6;
+  const missing = fastapiMissing();
   const http = [
     await httpRow('(a) fastify route calling the model (floor)', 'raw', seconds),
     await httpRow('(b) serve(), one-model modelRunner, naive', 'serve', seconds),
     await httpRow('(b′) serve() over a bare map(): the HTTP front and invoker only', 'serve-map', seconds),
     await httpRow('(c) serve(), one-model modelRunner, thread_pool', 'serve-thread', seconds),
+    missing === undefined
+      ? await httpRow(FASTAPI, PYTHON, seconds, 'fastapiTarget.mjs')
+      : { name: FASTAPI, skipped: missing, requestsPerSecond: 0, p50Ms: 0, p99Ms: 0, errors: 0, cpuUs: 0 },
   ];
   const total = quick ? 20_000 : 100_000;
   const bare = naiveStep();
@@ -113,14 +132,33 @@ export async function runServe(quick: boolean): Promise<ServeFigures> {
   return { http, step, invoker: viaInvoker };
 }
 
+/** Goals of issue 26 (1): (b) against (a) and against the FastAPI row. */
+const GOALS = { rps: 0.75, p50: 1.4, cpu: 1.35, vsFastapi: 1.6 };
+
 export function serveMarkdown(f: ServeFigures): string {
   const floor = f.http[0];
+  const peer = f.http.find((r) => r.name === FASTAPI && r.skipped === undefined);
+  const ratio = (x: number, y: number) => `${(x / Math.max(y, 1e-9)).toFixed(2)}×`;
   const row = (r: HttpRow) =>
-    `| ${r.name} | ${Math.round(r.requestsPerSecond).toLocaleString('en-US')} | ${(r.requestsPerSecond / floor.requestsPerSecond).toFixed(2)}× | ${r.p50Ms} | ${(r.p50Ms / Math.max(floor.p50Ms, 1e-9)).toFixed(2)}× | ${r.p99Ms} | ${Math.round(r.cpuUs)} | ${r.errors} |`;
+    r.skipped !== undefined
+      ? `| ${r.name} | skipped (${r.skipped}) | | | | | | | | |`
+      : `| ${r.name} | ${Math.round(r.requestsPerSecond).toLocaleString('en-US')} | ${ratio(r.requestsPerSecond, floor.requestsPerSecond)} | ${peer ? ratio(r.requestsPerSecond, peer.requestsPerSecond) : '—'} | ${r.p50Ms} | ${ratio(r.p50Ms, floor.p50Ms)} | ${r.p99Ms} | ${Math.round(r.cpuUs)} | ${ratio(r.cpuUs, floor.cpuUs)} | ${r.errors} |`;
+  const b = f.http[1];
+  const met = (ok: boolean) => (ok ? 'met' : '**not met**');
+  const goals = [
+    `Goals for (b), issue 26 (1), this run: requests/s ≥ ${GOALS.rps}× (a): ${ratio(b.requestsPerSecond, floor.requestsPerSecond)}, ${met(b.requestsPerSecond >= GOALS.rps * floor.requestsPerSecond)}; ` +
+      `p50 ≤ ${GOALS.p50}× (a): ${ratio(b.p50Ms, floor.p50Ms)}, ${met(b.p50Ms <= GOALS.p50 * floor.p50Ms)}; ` +
+      `server CPU per request ≤ ${GOALS.cpu}× (a): ${ratio(b.cpuUs, floor.cpuUs)}, ${met(b.cpuUs <= GOALS.cpu * floor.cpuUs)}; ` +
+      (peer
+        ? `requests/s ≥ ${GOALS.vsFastapi}× (f): ${ratio(b.requestsPerSecond, peer.requestsPerSecond)}, ${met(b.requestsPerSecond >= GOALS.vsFastapi * peer.requestsPerSecond)}.`
+        : `≥ ${GOALS.vsFastapi}× (f): not measured (the FastAPI row was skipped).`),
+  ];
   return [
-    `| server (${CONNECTIONS} connections) | requests/s | vs (a) | p50 ms | vs (a) | p99 ms | server CPU µs/request | errors |`,
-    '|---|---|---|---|---|---|---|---|',
+    `| server (${CONNECTIONS} connections) | requests/s | vs (a) | vs (f) | p50 ms | vs (a) | p99 ms | server CPU µs/request | vs (a) | errors |`,
+    '|---|---|---|---|---|---|---|---|---|---|',
     ...f.http.map(row),
+    '',
+    ...goals,
     '',
     '| in process, 64 outstanding | µs/request |',
     '|---|---|',
