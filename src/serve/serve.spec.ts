@@ -32,6 +32,11 @@ type Body = { tag: string; ms?: number };
 class Sleepy extends Model<Body, { tag: string; by: string }> {
   override predict(body: Body, ctx: PredictContext): Promise<{ tag: string; by: string }> {
     probe.started++;
+    // Cancelled before the call ran (a client gone before its request started): no work at all.
+    if (ctx.signal.aborted) {
+      probe.aborted.push(ctx.eventId);
+      return Promise.reject(ctx.signal.reason as Error);
+    }
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         probe.finished++;
@@ -485,6 +490,64 @@ describe('serve(): apiKeys', () => {
   });
 });
 
+describe('serve(): request ids (fastify genReqId)', () => {
+  it('honours an x-request-id of 1 to 200 characters; a longer one is replaced by a new UUID; every answer echoes the id', async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    const server = await start(pipeline, { graph, apiKeys: ['k'] });
+    const auth = { authorization: 'Bearer k' };
+    const longest = 'x'.repeat(200);
+    const kept = await call(server.url, { body: { tag: 'a' }, headers: { ...auth, 'x-request-id': longest } });
+    expect(kept.headers.get('x-request-id')).toBe(longest);
+    expect(probe.seen[0].id).toBe(longest);
+    const tooLong = await call(server.url, { body: { tag: 'b' }, headers: { ...auth, 'x-request-id': 'y'.repeat(201) } });
+    expect(tooLong.status).toBe(200);
+    expect(tooLong.headers.get('x-request-id')).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(probe.seen[1].id).toBe(tooLong.headers.get('x-request-id'));
+    // Refusals before any route (401), unknown routes (404), health and metadata routes echo it too.
+    expect((await call(server.url, { body: { tag: 'c' }, headers: { 'x-request-id': 'r-401' } })).headers.get('x-request-id')).toBe('r-401');
+    expect((await call(`${server.url}/v2/nothing`, { headers: { ...auth, 'x-request-id': 'r-404' } })).headers.get('x-request-id')).toBe('r-404');
+    expect((await call(`${server.url}/v2/health/live`, { headers: { 'x-request-id': 'r-live' } })).headers.get('x-request-id')).toBe('r-live');
+    expect((await call(`${server.url}/v2/models`, { headers: { ...auth, 'x-request-id': 'r-models' } })).headers.get('x-request-id')).toBe('r-models');
+  });
+
+  it('rxservePlugin sets its own genReqId in its context: its routes honour x-request-id, the app keeps its own ids elsewhere', async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    const app = Fastify();
+    app.post('/own', async (request) => ({ id: request.id }));
+    await app.register(rxservePlugin, { pipeline, graph, prefix: '/ml' });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
+    try {
+      const ours = await call(`${url}/ml/score`, { body: { tag: 'a' }, headers: { 'x-request-id': 'mine-1' } });
+      expect(ours.headers.get('x-request-id')).toBe('mine-1');
+      expect(probe.seen[0].id).toBe('mine-1');
+      // The app's own route: fastify's default ids, not the header (the plugin's genReqId stays in its context).
+      expect((await call(`${url}/own`, { body: {}, headers: { 'x-request-id': 'mine-2' } })).json.id).toMatch(/^req-/);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('rxservePlugin carries fastify-plugin metadata and stays encapsulated (its parser and error handler do not reach the app)', async () => {
+    expect((rxservePlugin as unknown as Record<symbol, unknown>)[Symbol.for('plugin-meta')]).toMatchObject({ name: 'rxserve', fastify: '5.x' });
+    expect((rxservePlugin as unknown as Record<symbol, unknown>)[Symbol.for('skip-override')]).toBe(false);
+    const { graph, pipeline } = sleepyPipeline();
+    const app = Fastify();
+    app.post('/own', async (request) => ({ own: request.body }));
+    await app.register(rxservePlugin, { pipeline, graph });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
+    try {
+      // The plugin removed every parser but JSON in its context only: the app's text/plain still parses.
+      const own = await fetch(`${url}/own`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'hi' });
+      expect(await own.json()).toEqual({ own: 'hi' });
+      expect(await call(`${url}/score`, { body: { tag: 'a' } })).toMatchObject({ status: 200, json: { tag: 'a', by: 'sleepy' } });
+    } finally {
+      await app.close();
+    }
+  });
+});
+
 describe('serve(): cancellation and close', () => {
   // Needs per-event cancellation (ServingEvent.signal, the lead's change on main).
   it('a client that disconnects aborts its event’s work (the model’s AbortSignal fires)', async () => {
@@ -841,6 +904,52 @@ describe('serve(): slow and refused clients do not keep sockets', () => {
 
   it('requestTimeoutMs is validated', async () => {
     await expect(serve(step((b) => b), { requestTimeoutMs: 0 })).rejects.toThrow(/serve\.requestTimeoutMs: expected a positive integer, got 0/);
+  });
+});
+
+describe('serve(): disconnects, watched once per connection', () => {
+  it('a kept-alive connection: an answered request cancels nothing; the next one on it is cancelled when the client leaves', async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    const server = await start(pipeline, { graph });
+    const { port } = new URL(server.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    await new Promise((resolve) => socket.once('connect', resolve));
+    const post = (id: string, body: object): string => {
+      const text = JSON.stringify(body);
+      return `POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-request-id: ${id}\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`;
+    };
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
+    socket.write(post('first', { tag: 'a' }));
+    await until(() => received.includes('"by":"sleepy"'));
+    socket.write(post('second', { tag: 'b', ms: 10_000 }));
+    await until(() => probe.started === 2);
+    socket.destroy();
+    await until(() => probe.aborted.includes('second'));
+    expect(probe.aborted).toEqual(['second']);
+    await until(() => server.inFlight === 0);
+  });
+
+  it('pipelined requests on one connection are all cancelled when it closes', async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    const server = await start(pipeline, { graph });
+    const { port } = new URL(server.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    await new Promise((resolve) => socket.once('connect', resolve));
+    const post = (id: string): string => {
+      const text = JSON.stringify({ tag: id, ms: 10_000 });
+      return `POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-request-id: ${id}\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`;
+    };
+    socket.write(post('p1') + post('p2'));
+    await until(() => probe.started >= 1);
+    socket.destroy();
+    // node:http hands pipelined requests over one after the other: the first is cancelled, the
+    // second is either cancelled or never started; none runs on.
+    await until(() => probe.aborted.includes('p1'));
+    await until(() => server.inFlight === 0);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(probe.finished).toBe(0);
+    expect(probe.aborted.length).toBe(probe.started);
   });
 });
 
