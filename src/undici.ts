@@ -17,3 +17,20 @@ export function loadUndici(): Undici {
   undici = createRequire(import.meta.url)('undici') as Undici;
   return undici;
 }
+
+/** A fetch `Headers` as the plain record undici's dispatcher API sends (names lower-case). */
+export function headerRecord(headers: Headers): Record<string, string> {
+  const record: Record<string, string> = {};
+  headers.forEach((value, name) => (record[name] = value));
+  return record;
+}
+
+/** The headers of an undici dispatcher answer as a fetch `Headers` (repeated ones appended). */
+export function fetchHeaders(headers: Readonly<Record<string, string | string[] | undefined>>): Headers {
+  const out = new Headers();
+  for (const [name, value] of Object.entries(headers)) {
+    if (Array.isArray(value)) for (const v of value) out.append(name, v);
+    else if (value !== undefined) out.append(name, value);
+  }
+  return out;
+}

@@ -7,7 +7,7 @@
 import { Readable } from 'node:stream';
 import zlib from 'node:zlib';
 import type { Dispatcher } from 'undici';
-import { loadUndici } from '../undici.js';
+import { fetchHeaders, headerRecord, loadUndici } from '../undici.js';
 
 export interface NodeFetchOptions {
   /** Connections per origin at most (keep-alive); default 256. */
@@ -76,8 +76,7 @@ export function createNodeFetch(options: NodeFetchOptions = {}): typeof fetch {
       throw new TypeError(`node-http fetch: unsupported protocol '${url.protocol}' in ${url.href}`);
     }
     signal?.throwIfAborted();
-    const outgoing: Record<string, string> = {};
-    headers.forEach((value, key) => (outgoing[key] = value));
+    const outgoing = headerRecord(headers);
 
     const dispatcher: Dispatcher = redirect === 'follow' ? following : agent;
     let res: Dispatcher.ResponseData;
@@ -107,11 +106,7 @@ export function createNodeFetch(options: NodeFetchOptions = {}): typeof fetch {
       throw new TypeError(`node-http fetch: redirected to ${String(res.headers.location)} with redirect: 'error'`);
     }
 
-    const responseHeaders = new Headers();
-    for (const [name, value] of Object.entries(res.headers)) {
-      if (Array.isArray(value)) for (const v of value) responseHeaders.append(name, v);
-      else if (value !== undefined) responseHeaders.append(name, value);
-    }
+    const responseHeaders = fetchHeaders(res.headers);
     const responseInit = { status, statusText: res.statusText ?? '', headers: responseHeaders };
     if (NULL_BODY.has(status) || method === 'HEAD') {
       res.body.resume();

@@ -3,6 +3,7 @@ import OpenAI from 'openai';
 import { ProviderError, toError } from '../../errors.js';
 import { retryAfterMs } from '../../retry.js';
 import type { Dispatcher } from 'undici';
+import { fetchHeaders, headerRecord } from '../../undici.js';
 import { nodeFetchDispatcher, sharedNodeFetch } from '../nodeFetch.js';
 import { SSEParser } from './sseParser.js';
 import { estimateUsage, type Usage } from '../usage.js';
@@ -115,8 +116,7 @@ export class OpenAIProvider implements LLMProvider {
     };
     if (this.dispatcher !== undefined) {
       const target = new URL(url);
-      const headers: Record<string, string> = {};
-      requestHeaders.forEach((value, name) => (headers[name] = value));
+      const headers = headerRecord(requestHeaders);
       const res = await this.dispatcher
         .request({
           origin: target.origin,
@@ -129,11 +129,7 @@ export class OpenAIProvider implements LLMProvider {
         } as Dispatcher.RequestOptions)
         // as the node-http fetch fails (so the message is the same streamed or not)
         .catch((error: unknown) => failed(new TypeError('fetch failed', { cause: error })));
-      const responseHeaders = new Headers();
-      for (const [name, value] of Object.entries(res.headers)) {
-        if (Array.isArray(value)) for (const v of value) responseHeaders.append(name, v);
-        else if (value !== undefined) responseHeaders.append(name, value);
-      }
+      const responseHeaders = fetchHeaders(res.headers);
       if (res.statusCode < 200 || res.statusCode > 299) {
         throw statusError(res.statusCode, await res.body.text().catch((e: unknown) => toError(e).message), responseHeaders);
       }
