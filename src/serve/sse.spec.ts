@@ -54,11 +54,34 @@ describe('EventStream', () => {
     const text = await (await fetch(url)).text();
     expect(numbers(text)).toEqual(Array.from({ length: 602 }, (_, i) => i + 1));
     const frameWrites = writes.filter((w) => w.includes('data: '));
-    // 1..500 in one write; 501..601, still queued when the stream ends, go with the last frame
+    // The first frame at once (the first token waits for nothing), 2..500 in one write; 501..601,
+    // still queued when the stream ends, go with the last frame in `end` (not a `write`).
     expect(frameWrites.map(numbers).map((ns) => [ns[0], ns.at(-1)])).toEqual([
-      [1, 500],
-      [501, 602],
+      [1, 1],
+      [2, 500],
     ]);
+  });
+
+  it('writes the first data frame to the response at once, even inside a run of promise jobs', async () => {
+    const seenAtOnce: boolean[] = [];
+    const { url, writes } = await serveStream((stream) => {
+      setTimeout(() => {
+        // An async iterator's buffered chunks: one promise job after another, no tick in between.
+        void (async () => {
+          for (let n = 1; n <= 50; n++) {
+            await null;
+            stream.write(frame(n));
+            if (n === 1) seenAtOnce.push(writes.some((w) => numbers(w).includes(1)));
+          }
+          stream.end(frame(51));
+        })();
+      }, 5);
+    });
+    const text = await (await fetch(url)).text();
+    expect(numbers(text)).toEqual(Array.from({ length: 51 }, (_, i) => i + 1));
+    expect(seenAtOnce).toEqual([true]);
+    // Alone: the comment sent when the stream opened went out in its own tick, 5 ms before.
+    expect(writes.find((w) => numbers(w).includes(1))).toBe('data: 1\n\n');
   });
 
   it('does not hold a frame back until the stream ends: the client sees it while the stream is open', async () => {
