@@ -99,10 +99,10 @@ export class ClientWatch {
  * An event stream on a reply: frames are written until it ends once, or until the client leaves.
  *
  * Written straight to the response (the reply is hijacked once its headers go out), not through a
- * stream piped into it: a pipe moves data on `process.nextTick`, and a tick's callbacks run only
- * once its promise jobs are done — a model reading a burst of chunks from one upstream read runs
- * through all of them as promise jobs first, so the first token waited for the whole burst
- * (~2 ms for a 200-token answer on loopback).
+ * stream piped into it: a pipe moves data on `process.nextTick`, and so does node:http's own cork
+ * of a response's socket, and a tick's callbacks run only once its promise jobs are done — a model
+ * reading a burst of chunks from one upstream read runs through all of them as promise jobs first,
+ * so the first token waited for the whole burst (~2 ms for a 200-token answer on loopback).
  *
  * So the first data frame goes out at once (with the frames opened before it, the comment or the
  * role chunk, in one write): the time to first token is not held back by anything. Later frames
@@ -151,6 +151,9 @@ export class EventStream {
       const text = this.#pending + frame;
       this.#pending = '';
       this.reply.raw.write(text);
+      // node:http corks the socket on a response's write and uncorks it on process.nextTick (to
+      // send headers and chunk together): uncorked here, the frame leaves now, not after the burst.
+      this.reply.raw.socket?.uncork();
       return;
     }
     this.#pending += frame;
