@@ -41,8 +41,8 @@ function load(url: string, seconds: number): Promise<autocannon.Result> {
   });
 }
 
-async function httpRow(name: string, kind: string, seconds: number, fixture = 'serveTarget.mjs'): Promise<HttpRow> {
-  const target = await startChild(fixture, [kind]);
+async function httpRow(name: string, kind: string, seconds: number, fixture = 'serveTarget.mjs', extra: readonly string[] = []): Promise<HttpRow> {
+  const target = await startChild(fixture, [kind, ...extra]);
   try {
     await load(target.url, 1); // warm-up: JIT, pools, connections
     const cpu0 = await target.cpu();
@@ -98,7 +98,8 @@ async function medianOf(once: () => Promise<number>): Promise<number> {
 
 /** Debian's python3 with FastAPI, uvicorn, uvloop and httptools (RXSERVE_BENCH_PYTHON to use another). */
 const PYTHON = process.env.RXSERVE_BENCH_PYTHON ?? '/usr/bin/python3';
-const FASTAPI = '(f) FastAPI route on uvicorn (uvloop, httptools), one worker: the Python peer';
+const FASTAPI = '(f) FastAPI route on uvicorn (uvloop, httptools), one worker, returning the parsed body: the Python peer';
+const FASTAPI_PLAIN = "(f′) the same, hand-tuned: json.dumps into a plain Response (no jsonable_encoder)";
 
 /** Why the FastAPI row cannot run, or undefined when it can. */
 function fastapiMissing(): string | undefined {
@@ -110,15 +111,17 @@ function fastapiMissing(): string | undefined {
 export async function runServe(quick: boolean): Promise<ServeFigures> {
   const seconds = quick ? 2 : 6;
   const missing = fastapiMissing();
-  const http = [
+  const http: HttpRow[] = [
     await httpRow('(a) fastify route calling the model (floor)', 'raw', seconds),
     await httpRow('(b) serve(), one-model modelRunner, naive', 'serve', seconds),
     await httpRow('(b′) serve() over a bare map(): the HTTP front and invoker only', 'serve-map', seconds),
     await httpRow('(c) serve(), one-model modelRunner, thread_pool', 'serve-thread', seconds),
-    missing === undefined
-      ? await httpRow(FASTAPI, PYTHON, seconds, 'fastapiTarget.mjs')
-      : { name: FASTAPI, skipped: missing, requestsPerSecond: 0, p50Ms: 0, p99Ms: 0, errors: 0, cpuUs: 0 },
+    ...[FASTAPI, FASTAPI_PLAIN].map((name) => ({ name, skipped: missing, requestsPerSecond: 0, p50Ms: 0, p99Ms: 0, errors: 0, cpuUs: 0 })),
   ];
+  if (missing === undefined) {
+    http[4] = await httpRow(FASTAPI, PYTHON, seconds, 'fastapiTarget.mjs', ['default']);
+    http[5] = await httpRow(FASTAPI_PLAIN, PYTHON, seconds, 'fastapiTarget.mjs', ['plain']);
+  }
   const total = quick ? 20_000 : 100_000;
   const bare = naiveStep();
   await bare.graph.ready();
