@@ -30,7 +30,8 @@ import {
   type ServingEvent,
 } from '../src/index.js';
 import { MOCK_ANSWER } from '../src/llm/providers/mock.js';
-import { callUsage, countTextTokens, type Usage } from '../src/llm/usage.js';
+import { countTextTokens, type Usage } from '../src/llm/usage.js';
+import { callUsage } from '../src/model/usage.js';
 import { MAX_BACKOFF_MS, MAX_RETRY_AFTER_MS, retryDelayMs, withRetries } from '../src/llm/retry.js';
 import { startLLMServer, type LLMServer } from '../src/testing/index.js';
 
@@ -628,7 +629,7 @@ describe('monitoring an LLModel endpoint (MLRun forces outputs to answer, usage)
       for (const record of records) expect(record.response?.outputs).toEqual([[MOCK_ANSWER, zero]]);
       const ours = warnings.filter((w) => (w as { code?: string }).code === 'RXSERVE_LLM_OUTPUTS');
       expect(ours.map((w) => w.message)).toEqual([
-        `LLModel endpoint 'given': monitoring outputs ["x"] replaced by ["answer","usage"] (an LLModel returns { answer, usage }, as in MLRun)`,
+        `LLModel endpoint 'given': monitoring outputs ["x"] replaced by ["answer","usage"] (LLModel.monitoredOutputs: what its calls return, as in MLRun)`,
       ]);
       await graph.close();
     } finally {

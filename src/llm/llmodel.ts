@@ -63,6 +63,9 @@ export type LLMStreamEvent = { readonly type: 'chunk'; readonly text: string } |
  * ```
  */
 export class LLModel extends Model<unknown, LLMResult> {
+  /** Every call returns `{ answer, usage }`: monitoring records those columns, as MLRun forces them. */
+  static override readonly monitoredOutputs: readonly string[] = ['answer', 'usage'];
+
   /** Usage of every call, whatever its outcome. */
   readonly usage$ = new Subject<LLMUsageReport>();
   private provider: LLMProvider | undefined;

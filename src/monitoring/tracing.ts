@@ -2,7 +2,7 @@
 import type { Tracer } from '@opentelemetry/api';
 import { describeError } from '../errors.js';
 import { decodeOrThrow, guard, strict } from '../config.js';
-import { callUsage } from '../llm/usage.js';
+import { callUsage } from '../model/usage.js';
 import { modelClassName } from '../model/registry.js';
 import { MONITORING, isMonitored, type EventReport, type Monitored, type MonitorObserver } from './monitor.js';
 
