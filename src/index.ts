@@ -31,6 +31,7 @@ export {
   ProviderError,
   RemoteStepError,
   type ConfigIssue,
+  type ProviderErrorOptions,
   type ServingError,
 } from './errors.js';
 export { Model, type ModelClass, type ModelInit, type ModelMetadata, type ModuleRef, type PredictContext } from './model/model.js';
@@ -47,6 +48,7 @@ export {
   type ModelSelectorClass,
 } from './selector.js';
 export type { Executor, ExecutorSession, ExecutorHooks, CallResult } from './execution/executor.js';
+export type { GraphRef } from './execution/provider.js';
 export {
   createGraph,
   type Graph,
