@@ -629,7 +629,7 @@ describe('monitoring an LLModel endpoint (MLRun forces outputs to answer, usage)
       for (const record of records) expect(record.response?.outputs).toEqual([[MOCK_ANSWER, zero]]);
       const ours = warnings.filter((w) => (w as { code?: string }).code === 'RXSERVE_LLM_OUTPUTS');
       expect(ours.map((w) => w.message)).toEqual([
-        `LLModel endpoint 'given': monitoring outputs ["x"] replaced by ["answer","usage"] (LLModel.monitoredOutputs: what its calls return, as in MLRun)`,
+        `LLModel endpoint 'given': monitoring outputs ["x"] replaced by ["answer","usage"] (an LLModel returns { answer, usage }, as in MLRun)`,
       ]);
       await graph.close();
     } finally {

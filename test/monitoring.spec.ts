@@ -106,7 +106,7 @@ describe('endpoint records (MLRun tracking cases)', () => {
       expect(outputs).toEqual({ cls: [[5, 3]], name: [[5, 3]], inst: [[5, 3]], plain: [[4]] });
       expect(records).toHaveLength(8);
       expect(warnings.filter((w) => (w as { code?: string }).code === 'RXSERVE_LLM_OUTPUTS').map((w) => w.message)).toEqual([
-        `Picked endpoint 'cls': monitoring outputs ["a"] replaced by ["d","b"] (Picked.monitoredOutputs: what its calls return, as in MLRun)`,
+        `Picked endpoint 'cls': monitoring outputs ["a"] replaced by ["d","b"] (a Picked returns { d, b }, as in MLRun)`,
       ]);
       await graph.close();
     } finally {

@@ -4,7 +4,9 @@ import type { Usage } from '../model/usage.js';
 import type { ChatMessage } from './prompt.js';
 
 // Declared with the Model contract (any model call may report usage); LLModel is what reports it.
+// callUsage lives there too (monitoring reads any model's usage); re-exported for code that took it from here.
 export type { Usage };
+export { callUsage } from '../model/usage.js';
 
 // The tokenizer's tables take ~0.4 s to load: loaded on the first count, not with the library
 // (every worker thread and process imports rxserve). Synchronous, so counting stays synchronous.

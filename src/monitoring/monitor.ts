@@ -177,7 +177,7 @@ export class GraphMonitor {
         this.warned.add(entry.endpointName);
         const name = cls.name || '(anonymous class)';
         process.emitWarning(
-          `${name} endpoint '${entry.endpointName}': monitoring outputs ${JSON.stringify(given)} replaced by ${JSON.stringify(forced)} (${name}.monitoredOutputs: what its calls return, as in MLRun)`,
+          `${name} endpoint '${entry.endpointName}': monitoring outputs ${JSON.stringify(given)} replaced by ${JSON.stringify(forced)} (${withArticle(name)} returns { ${forced.join(', ')} }, as in MLRun)`,
           { code: 'RXSERVE_LLM_OUTPUTS' },
         );
       }
@@ -205,6 +205,14 @@ export class GraphMonitor {
       effectiveSampleCount: error ? 1 : 100 / this.samplingPercentage,
     };
   }
+}
+
+/**
+ * `a Scorer`, `an Embedder`, `an LLModel`: 'an' before a vowel, or before an initialism whose
+ * first letter is said with one (L, M, N, R, S, X, F, H: "an LLM", "an MLP").
+ */
+function withArticle(name: string): string {
+  return `${/^[AEIOU]/i.test(name) || /^[FHLMNRSX][A-Z]/.test(name) ? 'an' : 'a'} ${name}`;
 }
 
 /**
