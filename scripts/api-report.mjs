@@ -1,5 +1,6 @@
 // The reviewed public API: one API Extractor report per public entry, committed under etc/.
-//   node scripts/api-report.mjs           check: fails when a report differs from the built typings (npm run api:check, in npm test)
+//   node scripts/api-report.mjs           check (npm run api:check, in npm test): fails when a report
+//                                         differs from the built typings
 //   node scripts/api-report.mjs --update  writes the reports (npm run api), to commit with the change
 //   --reports <dir>                       another folder than etc/ (test/api.spec.ts checks a doctored copy)
 //

@@ -3,8 +3,9 @@
 //
 // THE RULE. Every source file of src/ (specs excluded) belongs to a unit, and every unit to a
 // layer. Imports point down the layers (or sideways, inside one layer), never up, and no two units
-// import each other, directly or round a longer loop; inside a unit, no two files do either. Type-only imports count: `import type
-// { Graph }` in an operator is the coupling docs/design.md §2 rules out, whatever the emitted JS says.
+// import each other, directly or round a longer loop; inside a unit, no two files do either.
+// Type-only imports count: `import type { Graph }` in an operator is the coupling docs/design.md §2
+// rules out, whatever the emitted JS says.
 //
 // Units: a folder of src/ (`model/`, `execution/`, ...) or a file at its top (`errors.ts`), with
 // two refinements: `graph.ts` and a future `graph/` are one unit, and monitoring's exporters
