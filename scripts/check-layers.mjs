@@ -3,8 +3,9 @@
 //
 // THE RULE. Every source file of src/ (specs excluded) belongs to a unit, and every unit to a
 // layer. Imports point down the layers (or sideways, inside one layer), never up, and no two units
-// import each other, directly or round a longer loop. Type-only imports count: `import type
-// { Graph }` in an operator is the coupling docs/design.md §2 rules out, whatever the emitted JS says.
+// import each other, directly or round a longer loop; inside a unit, no two files do either.
+// Type-only imports count: `import type { Graph }` in an operator is the coupling docs/design.md §2
+// rules out, whatever the emitted JS says.
 //
 // Units: a folder of src/ (`model/`, `execution/`, ...) or a file at its top (`errors.ts`), with
 // two refinements: `graph.ts` and a future `graph/` are one unit, and monitoring's exporters
@@ -172,13 +173,17 @@ export function checkLayers(src, { allow = ALLOWED } = {}) {
   const violations = [];
   const allowed = [];
   const counted = [];
+  const inside = [];
   const units = new Set();
   for (const edge of edges) {
     const from = unitOf(edge.from);
     const to = unitOf(edge.to);
     units.add(from).add(to);
-    if (from === to) continue;
     const key = `${edge.from} -> ${edge.to}`;
+    if (from === to) {
+      inside.push([edge.from, edge.to, key]);
+      continue;
+    }
     if (allowSet.has(key)) {
       allowed.push(`${key} (${from} -> ${to})`);
       continue;
@@ -197,6 +202,12 @@ export function checkLayers(src, { allow = ALLOWED } = {}) {
     const loop = shortestLoop(component, counted);
     const hops = loop.slice(1).map((to, i) => counted.find(([f, t]) => f === loop[i] && t === to)[2]);
     violations.push(`import cycle between ${component.join(', ')}: ${loop.join(' -> ')} (${hops.join('; ')})`);
+  }
+  // Files inside one unit may import each other freely, but not round a loop: a cycle there (even
+  // type-only, like a contract and the implementation it names) ties the files into one.
+  for (const component of cycles(inside.map(([from, to]) => [from, to]))) {
+    const loop = shortestLoop(component, inside);
+    violations.push(`import cycle inside unit '${unitOf(component[0])}': ${loop.join(' -> ')}`);
   }
   const present = new Set(edges.map((e) => `${e.from} -> ${e.to}`));
   const stale = allow.filter((key) => !present.has(key)).map((key) => `allow-list entry '${key}' matches no import any more: remove it`);

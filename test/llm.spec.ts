@@ -30,7 +30,8 @@ import {
   type ServingEvent,
 } from '../src/index.js';
 import { MOCK_ANSWER } from '../src/llm/providers/mock.js';
-import { callUsage, countTextTokens, type Usage } from '../src/llm/usage.js';
+import { countTextTokens, type Usage } from '../src/llm/usage.js';
+import { callUsage } from '../src/model/usage.js';
 import { MAX_BACKOFF_MS, MAX_RETRY_AFTER_MS, retryDelayMs, withRetries } from '../src/llm/retry.js';
 import { startLLMServer, type LLMServer } from '../src/testing/index.js';
 

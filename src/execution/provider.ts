@@ -36,6 +36,17 @@ export interface StepRequest {
   readonly executor?: Executor;
 }
 
+/**
+ * A graph made by `createGraph()`, as the options of steps and flows name it (`modelRunner`'s and
+ * `flow()`'s `graph`): the public part of its shape only. What a step uses of a graph
+ * (`SessionProvider`) is not in the published typings; the option is checked when the step or flow
+ * is made, and anything but a graph is a `ConfigError`.
+ */
+export interface GraphRef {
+  readonly name: string;
+  readonly closed: boolean;
+}
+
 /** Something that owns the models of steps bound to it: a graph made by `createGraph()`. */
 export interface SessionProvider {
   /** Registers a step's models (their endpoint names must be unique in the provider). */

@@ -2,7 +2,6 @@
 // input's `invocationConfig`, type-checked and capped, and the messages it adds.
 import * as t from 'io-ts';
 import { decodeOrThrow, describeValue, NonEmptyString, PositiveMs } from '../config.js';
-import type { ChatMessage } from './prompt.js';
 
 /**
  * The fields any caller may set in `invocationConfig` (on /v1: the request's fields of those
@@ -19,6 +18,12 @@ export const SAMPLING_FIELDS = [
   'frequency_penalty',
   'stream',
 ] as const;
+
+/** A chat message as providers take it. */
+export interface ChatMessage {
+  readonly role: string;
+  readonly content: string;
+}
 
 /** A caller's request an endpoint refuses: a `TypeError` whose `param` names the field, as OpenAI's errors do. */
 export type InvalidRequest = TypeError & { readonly param: string };

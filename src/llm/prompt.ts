@@ -1,12 +1,9 @@
 // Filling a prompt template from a request body (MLRun's LLModel.enrich_prompt).
 import type { LLMPromptArtifact } from '../model/artifact.js';
-import { callerMessages, invalidRequest, STRICT_POLICY, type CallerPolicy } from './invocation.js';
+import { callerMessages, invalidRequest, STRICT_POLICY, type CallerPolicy, type ChatMessage } from './invocation.js';
 
-/** A chat message as providers take it. */
-export interface ChatMessage {
-  readonly role: string;
-  readonly content: string;
-}
+// Declared where the caller's messages are checked (invocation.ts), so the two files do not import each other.
+export type { ChatMessage };
 
 /**
  * The messages for one call. With a template, each `{placeholder}` is filled from the input:

@@ -57,6 +57,14 @@ export interface ModelMetadata {
  * ```
  */
 export class Model<In = any, Out = any> {
+  /**
+   * The output names monitoring gives this class's records (`response.outputs` columns), whatever
+   * an entry's `outputs` say: for a class whose calls always return the same shape (LLModel's
+   * `['answer', 'usage']`, as MLRun forces them). Unset: the entry's `outputs`. Subclasses inherit
+   * it; an entry that gives other `outputs` gets one process warning (`RXSERVE_LLM_OUTPUTS`).
+   */
+  static readonly monitoredOutputs?: readonly string[];
+
   readonly name: string;
   readonly artifact?: ModelArtifact | LLMPromptArtifact;
   /** The constructor parameters other than `name` and `artifact`. */

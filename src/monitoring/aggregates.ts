@@ -2,7 +2,7 @@
 // plus the lane and step figures read at scrape time. One source for every exporter that shows
 // numbers (Prometheus counters, the dashboard): one observer per graph, shared by reference count.
 import { describeError } from '../errors.js';
-import { callUsage } from '../llm/usage.js';
+import { callUsage } from '../model/usage.js';
 import { MONITORING, type EventReport, type FlowStepStats, type GraphShape, type Monitored, type MonitorObserver, type StepStats } from './monitor.js';
 
 /** Per-second history kept for rates, quantiles and charts. */

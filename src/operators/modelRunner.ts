@@ -8,7 +8,7 @@ import { createDefaultExecutor } from '../execution/defaultExecutor.js';
 import { PoolOptionsCodec, type PoolOptions } from '../execution/poolOptions.js';
 import type { Executor, ExecutorSession } from '../execution/executor.js';
 import { isLoaded, trackLoad } from '../execution/loaded.js';
-import { BIND_STEP, isSessionProvider, type SessionProvider, type StepBinding } from '../execution/provider.js';
+import { BIND_STEP, isSessionProvider, type GraphRef, type SessionProvider, type StepBinding } from '../execution/provider.js';
 import type { GraphMonitor } from '../monitoring/monitor.js';
 import { decodeModelEntries, type ModelEntry } from '../model/entry.js';
 import { createSelect, isSelectorLike, resolveSelector, type SelectorLike } from '../selector.js';
@@ -47,7 +47,7 @@ export interface ModelRunnerConfig {
    * joins the graph when first subscribed (`graph.modelRunner()` joins at once). Default: the
    * models belong to each subscription.
    */
-  readonly graph?: SessionProvider;
+  readonly graph?: GraphRef;
 }
 
 const ExecutorCodec = guard<Executor>('an Executor ({ open(models, hooks) })', (u) => typeof (u as Executor | null)?.open === 'function');

@@ -1,5 +1,5 @@
 // 'mock://': a fixed answer and zero usage, as MLRun's mock provider.
-import type { Completion, LLMProvider, ProviderRequest, StreamPart } from './provider.js';
+import type { Completion, LLMProvider, ProviderRequest, StreamPart } from './contract.js';
 
 export const MOCK_ANSWER = 'You are using a mock model provider, no actual inference is performed.';
 

@@ -6,7 +6,7 @@ import type { Dispatcher } from 'undici';
 import { nodeFetchDispatcher, sharedNodeFetch } from '../nodeFetch.js';
 import { SSEParser } from './sseParser.js';
 import { estimateUsage, type Usage } from '../usage.js';
-import type { Completion, LLMProvider, ProviderRequest, StreamPart } from './provider.js';
+import type { Completion, LLMProvider, ProviderRequest, StreamPart } from './contract.js';
 
 export class OpenAIProvider implements LLMProvider {
   readonly name = 'openai';
