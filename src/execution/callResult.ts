@@ -21,6 +21,7 @@ export function onResult(
   }
   if (isObservable(result)) {
     let done = false;
+    // eslint-disable-next-line prefer-const -- next() reads it: a `const` would be in its TDZ when the source emits synchronously
     let subscription: Subscription | undefined;
     subscription = result.subscribe({
       next(value) {
@@ -44,7 +45,7 @@ export function onResult(
       subscription.unsubscribe();
       return undefined;
     }
-    return () => subscription!.unsubscribe();
+    return () => subscription.unsubscribe();
   }
   if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') {
     (result as PromiseLike<unknown>).then(onValue, onError);
