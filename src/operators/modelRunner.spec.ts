@@ -106,7 +106,7 @@ describe('modelRunner (marble)', () => {
           },
           executor,
         }),
-        map((e) => (e.error ? [e.error instanceof SelectorError, (e.error as Error).cause] : e.body)),
+        map((e) => (e.error ? [e.error instanceof SelectorError, e.error.cause] : e.body)),
       );
       expectObservable(out).toBe('xy|', { x: [true, boom], y: 1 });
     });

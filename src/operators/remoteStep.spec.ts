@@ -455,7 +455,7 @@ describe('remoteStep behind serve()', () => {
     try {
       const res = await fetch(`${front.url}/x`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
       expect(res.status).toBe(400);
-      expect((await res.json()) as unknown).toEqual({ error: expect.stringMatching(/^RemoteStepError: remote step 'remote_step': HTTP 404 from POST .*: \{"error":"no such user"\}$/) });
+      expect((await res.json())).toEqual({ error: expect.stringMatching(/^RemoteStepError: remote step 'remote_step': HTTP 404 from POST .*: \{"error":"no such user"\}$/) });
     } finally {
       await front.close();
     }
