@@ -744,7 +744,7 @@ const openConnections = (server: Server): Promise<number> =>
 /** The status and JSON body of a raw HTTP/1.1 answer. */
 function parseRaw(text: string): { status: number; headers: string; json: any } {
   const [head, body = ''] = text.split('\r\n\r\n');
-  return { status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head!)?.[1] ?? 0), headers: head!.toLowerCase(), json: body ? JSON.parse(body) : undefined };
+  return { status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 0), headers: head.toLowerCase(), json: body ? JSON.parse(body) : undefined };
 }
 
 describe('serve(): slow and refused clients do not keep sockets', () => {
