@@ -21,8 +21,8 @@ export function onResult(
   }
   if (isObservable(result)) {
     let done = false;
-    // eslint-disable-next-line prefer-const -- next() reads it: a `const` would be in its TDZ when the source emits synchronously
     let subscription: Subscription | undefined;
+    // eslint-disable-next-line prefer-const -- next() reads it: a `const` would be in its TDZ when the source emits synchronously
     subscription = result.subscribe({
       next(value) {
         if (done) return;
