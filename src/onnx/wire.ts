@@ -203,8 +203,8 @@ export function unpackBatch(values: unknown[]): void {
       };
     } else if (value !== undefined) {
       values[i] = unpackResponse(value);
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- tsc needs it (`value` is `{}` here to tsc)
       const outputs = (value as { outputs?: unknown } | null)?.outputs;
-      // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- tsc needs it: the check on `outputs` does not narrow `value`
       if (Array.isArray(outputs)) first = value as { model_name: string; outputs: OipTensor[] };
     }
   }
