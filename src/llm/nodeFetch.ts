@@ -85,7 +85,7 @@ export function createNodeFetch(options: NodeFetchOptions = {}): typeof fetch {
       res = await dispatcher.request({
         origin: url.origin,
         path: `${url.pathname}${url.search}`,
-        method: method,
+        method,
         headers: outgoing,
         body,
         signal: signal ?? undefined,
