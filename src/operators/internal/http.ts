@@ -234,7 +234,7 @@ export function prepareRequest<E extends unknown[]>(config: HttpConfig<E>, event
     path = `${pathname}${base.search}`;
     display = `${base.origin}${pathname}`;
   }
-  const method = (config.method ?? event.method?.toUpperCase() ?? 'POST');
+  const method = config.method ?? event.method?.toUpperCase() ?? 'POST';
   const headers: Record<string, string> = { ...config.headers };
   let body: string | Uint8Array | undefined;
   if (method !== 'GET' && method !== 'HEAD') {
