@@ -69,13 +69,13 @@ function editDistance(a: string, b: string, limit: number): number {
     const current = [i];
     let rowMin = i;
     for (let j = 1; j <= b.length; j++) {
-      current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-      rowMin = Math.min(rowMin, current[j]!);
+      current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      rowMin = Math.min(rowMin, current[j]);
     }
     if (rowMin >= limit) return limit;
     previous = current;
   }
-  return Math.min(previous[b.length]!, limit);
+  return Math.min(previous[b.length], limit);
 }
 
 export function describeValue(value: unknown): string {
@@ -217,7 +217,7 @@ export const NonNegativeMs = annotate(
 );
 
 /** A function (any arity), e.g. a model class or a selector function. */
-export function fn<F extends Function>(name: string): t.Type<F, F, unknown> {
+export function fn<F extends ((...args: never[]) => unknown) | (abstract new (...args: never[]) => unknown)>(name: string): t.Type<F, F, unknown> {
   return new t.Type<F, F, unknown>(
     name,
     (u): u is F => typeof u === 'function',
@@ -260,7 +260,7 @@ export function firstNonJson(value: unknown, path: string, ancestors: Set<object
   if (value === undefined) return ancestors.size === 0 ? undefined : path;
   if (typeof value !== 'object') return path;
   if (ancestors.has(value)) return path; // a cycle
-  const proto = Object.getPrototypeOf(value);
+  const proto: unknown = Object.getPrototypeOf(value);
   if (!Array.isArray(value) && proto !== Object.prototype && proto !== null) return path;
   ancestors.add(value);
   try {

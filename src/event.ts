@@ -111,7 +111,7 @@ export function cancelOf(event: ServingEvent): CancelToken | undefined {
       return signal.aborted;
     },
     get reason() {
-      return signal.reason;
+      return signal.reason as unknown;
     },
     listen(fn) {
       signal.addEventListener('abort', fn, { once: true });
@@ -219,7 +219,7 @@ export function withBody<B>(
 
 /** A copy of `event` failed with `error` by step `origin`. */
 export function withError<B>(event: ServingEvent<B>, error: ServingError, origin: string): ErroredEvent<B> {
-  return Object.freeze({ ...event, error, origin }) as ErroredEvent<B>;
+  return Object.freeze({ ...event, error, origin });
 }
 
 /** A copy of `event` with `error` and `origin` removed (what `onError` emits on recovery). */
@@ -280,7 +280,7 @@ export function setPath<T>(value: T, path: string | undefined, newValue: unknown
 function setIn(container: unknown, keys: readonly string[], i: number, newValue: unknown): unknown {
   const key = keys[i];
   const copy: Record<string, unknown> = Array.isArray(container)
-    ? ([...container] as unknown as Record<string, unknown>)
+    ? ([...(container as unknown[])] as unknown as Record<string, unknown>)
     : container !== null && typeof container === 'object'
       ? { ...(container as Record<string, unknown>) }
       : {};

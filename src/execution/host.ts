@@ -180,7 +180,7 @@ export class ModelHost {
     this.running.set(call.id, context);
     try {
       const model = await modelPromise;
-      const value = call.op === undefined ? model.predict(call.input, context) : runOperation(model, call.input, context);
+      const value: unknown = call.op === undefined ? model.predict(call.input, context) : runOperation(model, call.input, context);
       return this.output(model.name, await value, transfer);
     } catch (error) {
       return { ok: false, error: serializeError(error) };

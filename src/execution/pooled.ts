@@ -60,7 +60,7 @@ class PooledCall extends LaneCall {
   batch: SentBatch | undefined = undefined;
   grace: ReturnType<typeof setTimeout> | undefined = undefined;
   /** What to send and transfer, when the input was prepared before the call was queued (batch calls). */
-  prepared: { input: unknown; transfer: ArrayBuffer[] } | undefined = undefined;
+  prepared: { input: unknown; transfer: ArrayBuffer[]; problem?: string } | undefined = undefined;
   constructor(
     readonly endpoint: string,
     readonly specKey: string,

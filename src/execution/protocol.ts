@@ -95,13 +95,13 @@ export function serializeError(thrown: unknown, depth = 0): SerializedError {
  */
 export function deserializeError(data: SerializedError): Error {
   const cls = KNOWN[data.name];
-  const error: Error = cls ? Object.create(cls.prototype) : new Error();
+  const error: Error = cls ? (Object.create(cls.prototype as Error) as Error) : new Error();
   Object.defineProperty(error, 'message', { value: data.message, writable: true, configurable: true });
   Object.defineProperty(error, 'name', { value: data.name, writable: true, configurable: true });
   Object.defineProperty(error, 'stack', { value: data.stack ?? `${data.name}: ${data.message}`, writable: true, configurable: true });
   if (data.props) Object.assign(error, data.props);
   if (data.cause !== undefined) {
-    const cause = 'name' in data.cause && 'message' in data.cause ? deserializeError(data.cause as SerializedError) : (data.cause as { value: unknown }).value;
+    const cause = 'name' in data.cause && 'message' in data.cause ? deserializeError(data.cause) : (data.cause as { value: unknown }).value;
     Object.defineProperty(error, 'cause', { value: cause, writable: true, configurable: true });
   }
   return error;
@@ -190,7 +190,7 @@ function visit(value: unknown, path: string, transfer: ArrayBuffer[], values: un
       paths.push(`${path}[${i}]`);
     }
   } else if (object instanceof Map) {
-    const entries = [...object];
+    const entries = [...(object as Map<unknown, unknown>)];
     for (let i = entries.length - 1; i >= 0; i--) {
       const [k, v] = entries[i];
       values.push(v, k);
@@ -295,7 +295,7 @@ export function flatten(results: readonly WireResult[]): unknown[] {
 
 /** The main side's reading of a flat reply. */
 export function unflatten(flat: readonly unknown[]): WireResult[] {
-  const results: WireResult[] = new Array(flat.length / 2);
+  const results: WireResult[] = new Array<WireResult>(flat.length / 2);
   for (let i = 0; i < results.length; i++) {
     results[i] = flat[2 * i] === 1 ? { ok: true, value: flat[2 * i + 1] } : { ok: false, error: flat[2 * i + 1] as SerializedError };
   }

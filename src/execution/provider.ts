@@ -25,7 +25,7 @@ export interface StepBinding {
   readonly step: string;
   /** The step's intake counters, summed over its subscriptions. */
   readonly intake: { rejected: number };
-  acquire(subscriber: StepSubscriber): { session: ExecutorSession; release(): void; monitor: GraphMonitor };
+  acquire(subscriber: StepSubscriber): { session: ExecutorSession; release(this: void): void; monitor: GraphMonitor };
 }
 
 /** What a step needs to bind to a provider. */

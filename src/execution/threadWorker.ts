@@ -66,7 +66,7 @@ function flushPartials(): Promise<void> {
 // (and by the pool's preload task); a pool of the user's own loads lazily.
 const knownSpecs = data?.rxserveSpecs ?? [];
 if (data?.rxserveCancel instanceof SharedArrayBuffer) flags = new Int32Array(data.rxserveCancel);
-if (Array.isArray(data?.rxserveSpecs)) await Promise.all(data.rxserveSpecs.map((key) => host.get(key).catch(() => undefined)));
+if (Array.isArray(data?.rxserveSpecs)) await Promise.all(data.rxserveSpecs.map((key: string) => host.get(key).catch(() => undefined)));
 
 // Before the pool is destroyed, the main thread asks every thread to close its models.
 if (typeof data?.rxserveClose === 'string') {
@@ -127,6 +127,6 @@ async function settleBatch(started: (WireResult | Promise<WireResult>)[], transf
 function reply(results: unknown[], transfer: ArrayBuffer[]): unknown {
   if (transfer.length === 0) return results;
   // move() marks the wrapper so piscina sends `valueSymbol` with `transferableSymbol` transferred.
-  return move({ [transferableSymbol]: transfer, [valueSymbol]: results } as never);
+  return move({ [transferableSymbol]: transfer, [valueSymbol]: results });
 }
 

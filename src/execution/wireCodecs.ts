@@ -11,6 +11,7 @@ export interface WireCodec {
    * Main side: bodies to send instead (`undefined`: send that one as it is; a number: a row of
    * `table`, which then goes as the list's last element) and buffers to transfer.
    */
+  // eslint-disable-next-line @typescript-eslint/no-redundant-type-constituents -- `| undefined` says what an element means (above)
   pack(bodies: readonly unknown[]): { bodies: (unknown | undefined)[]; transfer: ArrayBuffer[]; table?: unknown };
   /** Worker side: the input list as the main side sent it, back to one body per call. */
   unpackInputs(list: unknown[]): unknown[];

@@ -60,7 +60,7 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
       // Errored events fed into a step: if one comes out as it went in, it passed through (§1.2)
       // and is not that step's own error. Only errored events are kept, weakly.
       const passing = new WeakSet<ServingEvent>();
-      const intakes: (Intake | undefined)[] = new Array(stepCount);
+      const intakes: (Intake | undefined)[] = new Array<Intake | undefined>(stepCount);
       // Steps whose operator is taking an event now: a copy for one of them waits in the queue
       // rather than re-entering its `next`.
       const busy = new Uint8Array(stepCount);
@@ -471,7 +471,7 @@ class Intake {
 
   next(event: ServingEvent): void {
     const subscribers = this.#subscribers;
-    if (subscribers.length === 1) subscribers[0]!.next(event);
+    if (subscribers.length === 1) subscribers[0].next(event);
     else for (const subscriber of subscribers.slice()) subscriber.next(event);
   }
 }

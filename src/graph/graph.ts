@@ -384,6 +384,7 @@ export class Graph {
         merged: models.length > 1,
       });
     }
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the getter below has the literal as its `this` and reads the graph's #closed
     const graph = this;
     const record = new StepRecord(
       step,

@@ -157,7 +157,7 @@ const INSTRUCTING = new Set(['system', 'developer']);
  */
 export function callerMessages(messages: readonly unknown[], afterTemplate: boolean, policy: CallerPolicy, endpoint: string): ChatMessage[] {
   const tools = policy.overridable.has('tools');
-  const out: ChatMessage[] = new Array(messages.length);
+  const out: ChatMessage[] = new Array<ChatMessage>(messages.length);
   for (let i = 0; i < messages.length; i++) {
     const at = `messages[${i}]`;
     const m = messages[i];

@@ -175,7 +175,7 @@ export function decodeModelEntries(value: unknown, path: string): readonly Model
         if (entry.executionMechanism !== 'shared_executor') checkInstance(entry, entry.modelClass, at, loadsInWorker);
       }
       else if (typeof entry.modelClass === 'object') validateModuleRef(entry.modelClass, `${at}.modelClass`);
-      if (typeof entry.modelClass === 'function' && typeof entry.modelClass.prototype?.predict !== 'function') {
+      if (typeof entry.modelClass === 'function' && typeof (entry.modelClass.prototype as { predict?: unknown } | undefined)?.predict !== 'function') {
         throw new ConfigError([
           { path: `${at}.modelClass`, expected: 'a Model class (with a predict method)', actual: `class ${entry.modelClass.name || '(anonymous)'}` },
         ]);

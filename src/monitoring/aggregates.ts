@@ -118,7 +118,7 @@ export class MonitoringAggregates implements MonitorObserver {
       if (s === undefined || s.at !== second) state.seconds[slot] = s = { at: second, requests: 0, errors: 0, latency: new Uint32Array(BUCKETS) };
       s.requests++;
       if (call.error !== undefined) s.errors++;
-      s.latency[bucketOf(call.latencyMs)]!++;
+      s.latency[bucketOf(call.latencyMs)]++;
     }
   }
 
@@ -190,7 +190,7 @@ export class MonitoringAggregates implements MonitorObserver {
         if (s === undefined || s.at < from || s.at >= current) continue;
         requests += s.requests;
         errors += s.errors;
-        for (let i = 0; i < BUCKETS; i++) histogram[i]! += s.latency[i]!;
+        for (let i = 0; i < BUCKETS; i++) histogram[i] += s.latency[i];
       }
       const lane = lanes.get(key);
       const t = state?.totals;
@@ -220,7 +220,7 @@ function quantile(histogram: readonly number[], count: number, q: number): numbe
   const rank = Math.max(1, Math.ceil(q * count));
   let seen = 0;
   for (let i = 0; i < BUCKETS; i++) {
-    seen += histogram[i]!;
+    seen += histogram[i];
     if (seen >= rank) return upperMs(i);
   }
   return upperMs(BUCKETS - 1);

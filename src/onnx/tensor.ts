@@ -87,7 +87,7 @@ function toData(label: string, data: unknown, datatype: OipDatatype, fail: (what
   const flat = (data as unknown[]).some(Array.isArray) ? flatten(data as unknown[], []) : (data as unknown[]);
   if (datatype === 'BYTES') {
     flat.forEach((v, k) => typeof v !== 'string' && fail(`${label} data[${k}] is ${JSON.stringify(v)}, BYTES data are strings`));
-    return flat as string[];
+    return flat;
   }
   const out = new ctor!(flat.length);
   if (datatype === 'BOOL') {
@@ -103,7 +103,7 @@ function toData(label: string, data: unknown, datatype: OipDatatype, fail: (what
       continue;
     }
     if (typeof v !== 'number') fail(`${label} data[${k}] is ${JSON.stringify(v)}, ${datatype} data are numbers`);
-    const n = v as number;
+    const n = v;
     if (range && !(Number.isInteger(n) && n >= range[0] && n <= range[1])) {
       fail(`${label} data[${k}] is ${n}, not a ${datatype} (an integer from ${range[0]} to ${range[1]})`);
     }

@@ -101,6 +101,7 @@ const sameLayout = (a: readonly string[], b: readonly string[]): boolean => a.le
 /** `offset` rounded up to a multiple of `size`. */
 const aligned = (offset: number, size: number): number => Math.ceil(offset / size) * size;
 
+// eslint-disable-next-line @typescript-eslint/no-redundant-type-constituents -- `| undefined` says what an element means (send that body as it is), as WireCodec.pack does
 export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | undefined)[]; transfer: ArrayBuffer[]; table?: PackedTable } {
   const tensors = bodies.map(packable);
   // Each view starts at a multiple of its own element size (what a TypedArray view needs), so the
@@ -110,7 +111,7 @@ export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | unde
     if (inputs === undefined) continue;
     for (const t of inputs) bytes = aligned(bytes, PACKED.get(t.datatype)!.bytes) + (t.data as unknown[]).length * PACKED.get(t.datatype)!.bytes;
   }
-  const packed: (unknown | undefined)[] = new Array(bodies.length).fill(undefined);
+  const packed: unknown[] = new Array<unknown>(bodies.length).fill(undefined);
   if (bytes === 0) return { bodies: packed, transfer: [] };
   const buffer = new ArrayBuffer(bytes);
   let layout: string[] | undefined;
@@ -120,7 +121,7 @@ export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | unde
   tensors.forEach((inputs, i) => {
     if (inputs === undefined) return;
     const start = offset;
-    const views: View[] = new Array(inputs.length);
+    const views: View[] = new Array<View>(inputs.length);
     for (let k = 0; k < inputs.length; k++) {
       const t = inputs[k];
       const data = t.data as unknown[];
@@ -157,12 +158,12 @@ export function unpackInputs(list: unknown[]): unknown[] {
   const bodies: { inputs: OipTensor[] }[] = [];
   let p = 0;
   while (p < dims.length) {
-    const inputs: OipTensor[] = new Array(layout.length / 2);
+    const inputs: OipTensor[] = new Array<OipTensor>(layout.length / 2);
     for (let k = 0; k < inputs.length; k++) {
       const byteOffset = dims[p++];
       const length = dims[p++];
       const rank = dims[p++];
-      const shape: number[] = new Array(rank);
+      const shape: number[] = new Array<number>(rank);
       for (let d = 0; d < rank; d++) shape[d] = dims[p++];
       const datatype = layout[2 * k + 1] as OipDatatype;
       inputs[k] = { name: layout[2 * k], shape, datatype, data: new (ARRAY_OF[datatype] as unknown as ViewCtor)(buffer, byteOffset, length) };
@@ -202,6 +203,7 @@ export function unpackBatch(values: unknown[]): void {
       };
     } else if (value !== undefined) {
       values[i] = unpackResponse(value);
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- tsc needs it (`value` is `{}` here to tsc)
       const outputs = (value as { outputs?: unknown } | null)?.outputs;
       if (Array.isArray(outputs)) first = value as { model_name: string; outputs: OipTensor[] };
     }

@@ -13,6 +13,7 @@ import { limitsFrom } from './internal/options.js';
 export type ErrorHandler = (
   event: ErroredEvent,
   context: StepContext,
+  // eslint-disable-next-line @typescript-eslint/no-redundant-type-constituents -- the union names what a handler may return (the compiler reads `unknown`)
 ) => ServingEvent | unknown | PromiseLike<ServingEvent | unknown>;
 
 export const OnErrorOptionsCodec = strict('OnErrorOptions', {}, { name: NonEmptyString });

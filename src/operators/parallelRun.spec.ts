@@ -101,7 +101,7 @@ describe('parallelRun', () => {
 
   it('validates its configuration', () => {
     expect(() => parallelRun({ routes: {} })).toThrow(/parallelRun\.routes: expected at least one route/);
-    expect(() => parallelRun({ routes: { a: step((b) => b) }, extendEvent: 'yes' as never })).toThrow(/parallelRun\.extendEvent/);
+    expect(() => parallelRun({ routes: { a: step((b: unknown) => b) }, extendEvent: 'yes' as never })).toThrow(/parallelRun\.extendEvent/);
     expect(() => parallelRun({ routes: { a: 1 as never } })).toThrow(ConfigError);
   });
 });

@@ -14,6 +14,7 @@ export interface RouterConfig {
    * function: it may declare the body it expects (`(e: ServingEvent<{ risk: number }>) => ...`),
    * as the router cannot check bodies for you.
    */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a key function typed for its own body must be assignable (above)
   readonly key: (event: ServingEvent<any>) => string | undefined;
   /** One pipeline per route key (a `modelRunner`, a `pipe()` of steps, ...). */
   readonly routes: Readonly<Record<string, OperatorFunction<ServingEvent, ServingEvent>>>;

@@ -203,9 +203,9 @@ export const rxservePlugin: FastifyPluginAsync<RxservePluginOptions> = async (ap
   app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: maxBodyBytes }, (request, body, done) => {
     const text = body as string; // parseAs: 'string'
     void parseJson(request, text, (error, value) => {
-      if (error) return done(jsonError(text, error) as FastifyError, undefined);
+      if (error) return done(jsonError(text, error), undefined);
       const problem = bodyProblem(value, { maxDepth: maxBodyDepth });
-      if (problem !== undefined) return done(new HttpError('TypeError', `${problem}; the limit is maxBodyDepth`, 400) as unknown as FastifyError, undefined);
+      if (problem !== undefined) return done(new HttpError('TypeError', `${problem}; the limit is maxBodyDepth`, 400), undefined);
       done(null, value);
     });
   });

@@ -233,7 +233,7 @@ const FRAMEWORK_ERRORS: Record<string, string> = {
 };
 
 function frameworkMessage(error: FastifyError, url: string): string {
-  const path = url.split('?')[0]!;
+  const path = url.split('?')[0];
   const shown = path.length > 200 ? `${path.slice(0, 200)}...` : path;
   switch (error.code) {
     case 'FST_ERR_BAD_URL':

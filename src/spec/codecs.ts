@@ -77,7 +77,7 @@ export type ProxySpec = t.TypeOf<typeof ProxySpec>;
  * One codec out of several, picked by looking at the value, then validated in the same context:
  * its errors keep their full paths (an io-ts union would report only "expected A | B" at its own path).
  */
-function pick<A>(name: string, choose: (u: unknown) => t.Type<any, unknown, unknown>, members: t.Mixed[], schema: (walked: JsonSchema[]) => JsonSchema) {
+function pick<A>(name: string, choose: (u: unknown) => t.Mixed, members: t.Mixed[], schema: (walked: JsonSchema[]) => JsonSchema) {
   const codec = new t.Type<A, unknown, unknown>(
     name,
     (u): u is A => choose(u).is(u),
@@ -209,12 +209,12 @@ export const StepSpec: t.Type<StepSpec, unknown, unknown> = t.recursion<StepSpec
   });
   const exactlyOne = new t.Type<StepSpec, unknown, unknown>(
     'Step',
-    (u): u is StepSpec => fields.is(u) && Object.keys(u as object).length === 1,
+    (u): u is StepSpec => fields.is(u) && Object.keys(u).length === 1,
     (u, c) => {
       const decoded = fields.validate(u, c);
-      if (decoded._tag === 'Left') return decoded as t.Validation<StepSpec>;
+      if (decoded._tag === 'Left') return decoded;
       const kinds = Object.keys(u as object);
-      if (kinds.length === 1) return t.success(decoded.right as StepSpec);
+      if (kinds.length === 1) return t.success(decoded.right);
       return t.failure(u, c, `a step is exactly one of ${STEP_KINDS.join(', ')}; got ${kinds.length === 0 ? 'none' : kinds.join(' and ')}`);
     },
     t.identity,
@@ -238,6 +238,7 @@ const Names = t.union([NonEmptyString, t.array(NonEmptyString)], 'a step name or
  * An object with its own fields (`own`) and exactly one step kind out of `kinds`, the kind checked
  * by `Step` in the same context (so a kind's mistakes keep their full path).
  */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- io-ts codecs are invariant in their type (encode takes one): any object codec goes
 function withOneKind<A>(name: string, own: StrictType<any>, kinds: readonly string[]) {
   // The step kinds are checked by Step below; a kind with a codec of its own here (choice) keeps it.
   const kindProps = Object.fromEntries(kinds.filter((k) => !(k in own.optional)).map((k) => [k, t.unknown]));
@@ -247,15 +248,15 @@ function withOneKind<A>(name: string, own: StrictType<any>, kinds: readonly stri
     (u): u is A => fields.is(u) && kinds.filter((k) => k in (u as object)).length === 1,
     (u, c) => {
       const decoded = fields.validate(u, c);
-      if (decoded._tag === 'Left') return decoded as t.Validation<A>;
+      if (decoded._tag === 'Left') return decoded;
       const present = kinds.filter((k) => k in (u as object));
       if (present.length !== 1) {
         return t.failure(u, c, `${name === 'FlowStep' ? 'a flow step' : 'an error handler'} is exactly one of ${kinds.join(', ')}; got ${present.length === 0 ? 'none' : present.join(' and ')}`);
       }
-      const kind = present[0]!;
+      const kind = present[0];
       if (kind !== 'choice') {
         const checked = StepSpec.validate({ [kind]: (u as Record<string, unknown>)[kind] }, c);
-        if (checked._tag === 'Left') return checked as t.Validation<A>;
+        if (checked._tag === 'Left') return checked;
       }
       return t.success(u as A);
     },
@@ -264,7 +265,7 @@ function withOneKind<A>(name: string, own: StrictType<any>, kinds: readonly stri
   return annotate(codec, (walk) => {
     walk(StepSpec); // defines #/$defs/Step, whose kinds the properties below point into
     const properties: Record<string, JsonSchema> = {};
-    for (const [key, field] of Object.entries({ ...own.required, ...own.optional })) properties[key] = walk(field as t.Mixed);
+    for (const [key, field] of Object.entries({ ...own.required, ...own.optional })) properties[key] = walk(field);
     for (const k of kinds) if (k !== 'choice') properties[k] = { $ref: `#/$defs/Step/properties/${k}` };
     return {
       type: 'object',

@@ -25,7 +25,7 @@ function walk(codec: t.Mixed, defs: Record<string, JsonSchema>): JsonSchema {
   const annotated = annotationOf(codec);
   if (annotated !== undefined) return typeof annotated === 'function' ? annotated((c) => walk(c, defs)) : annotated;
   if (codec instanceof StrictType) {
-    return objectSchema(codec.required, codec.optional, false, defs);
+    return objectSchema(codec.required as t.Props, codec.optional as t.Props, false, defs);
   }
   if (codec instanceof t.InterfaceType) return objectSchema(codec.props as t.Props, {}, true, defs);
   if (codec instanceof t.PartialType) return objectSchema({}, codec.props as t.Props, true, defs);

@@ -102,7 +102,7 @@ export type ResolvedOptions = Required<Omit<RedisStreamOptions, 'metrics' | 'red
 
 /** Validates and fills in defaults; throws ConfigError naming the field. */
 export function resolveOptions(options: unknown, defaultConsumer: () => string): ResolvedOptions {
-  const o = decodeOrThrow(RedisStreamOptionsCodec, options, 'redisStream.options') as RedisStreamOptions;
+  const o = decodeOrThrow<RedisStreamOptions, unknown>(RedisStreamOptionsCodec, options, 'redisStream.options');
   const resolved: ResolvedOptions = {
     redis: o.redis,
     stream: o.stream,

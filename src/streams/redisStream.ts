@@ -216,10 +216,10 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
         }
         blocked = true;
         const block = Math.max(1, Math.min(o.blockMs, nextReclaim - Date.now()));
-        const reply = (await reader!.call(
+        const reply = await reader!.call(
           'XREADGROUP', 'GROUP', o.group, o.consumer, 'COUNT', Math.min(o.batchSize, credit),
           'BLOCK', block, 'STREAMS', o.stream, history ?? '>',
-        )) as unknown;
+        );
         blocked = false;
         failures = 0;
         const entries = readEntries(reply);
@@ -261,6 +261,7 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
     stall.reading(false);
     wakeUp?.();
     // A blocked XREADGROUP returns at once (as on timeout) instead of after blockMs.
+    // eslint-disable-next-line @typescript-eslint/no-base-to-string -- CLIENT ID answers an integer
     if (blocked && readerId !== undefined) commands?.call('CLIENT', 'UNBLOCK', String(readerId)).catch(() => undefined);
   }
 

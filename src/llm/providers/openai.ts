@@ -31,10 +31,10 @@ export class OpenAIProvider implements LLMProvider {
   async invoke({ messages, config, signal }: ProviderRequest): Promise<Completion> {
     let response: OpenAI.Chat.Completions.ChatCompletion;
     try {
-      response = (await this.client.chat.completions.create(
+      response = await this.client.chat.completions.create(
         { ...config, model: this.model, messages: messages as OpenAI.Chat.ChatCompletionMessageParam[], stream: false },
         { signal },
-      )) as OpenAI.Chat.Completions.ChatCompletion;
+      );
     } catch (error) {
       throw toProviderError(error, signal);
     }
@@ -91,7 +91,7 @@ export class OpenAIProvider implements LLMProvider {
             continue;
           }
           const chunk = JSON.parse(event.data) as OpenAI.Chat.Completions.ChatCompletionChunk & { error?: unknown };
-          if (chunk?.error) throw new OpenAI.APIError(undefined, chunk.error as object, undefined, source.headers);
+          if (chunk?.error) throw new OpenAI.APIError(undefined, chunk.error, undefined, source.headers);
           const delta = chunk.choices?.[0]?.delta?.content;
           if (delta) yield { delta };
           if (chunk.usage) yield { usage: { ...chunk.usage } };

@@ -148,6 +148,7 @@ function readAsset(name: string): Buffer {
 }
 
 /** Registers the dashboard routes on `app` (a context of rxservePlugin). */
+// eslint-disable-next-line @typescript-eslint/require-await -- an async plugin body: fastify's register() gets a rejection, not a throw
 export async function registerDashboard(app: FastifyInstance, options: DashboardOptions, sessions: DashboardSessions): Promise<void> {
   const { graph, checkKey } = options;
   const held = acquireAggregates(graph);
@@ -182,6 +183,7 @@ export async function registerDashboard(app: FastifyInstance, options: Dashboard
     clients.clear();
     done();
   });
+  // eslint-disable-next-line @typescript-eslint/require-await -- an async onClose hook is promise-style to fastify (else it waits for done())
   app.addHook('onClose', async () => held.release());
 
   const page = { config: { rxserveDashboard: 'page' } satisfies DashboardRouteConfig };
@@ -255,7 +257,7 @@ export async function registerDashboard(app: FastifyInstance, options: Dashboard
 
 /** 401 for a dashboard route without a key: the page answers with the sign-in form. */
 export function sendDashboardUnauthorized(request: FastifyRequest, reply: FastifyReply, prefix: string): void {
-  if ((request.routeOptions.config as DashboardRouteConfig).rxserveDashboard === 'page' && /\/dashboard\/?$/.test(request.url.split('?')[0]!)) {
+  if ((request.routeOptions.config as DashboardRouteConfig).rxserveDashboard === 'page' && /\/dashboard\/?$/.test(request.url.split('?')[0])) {
     void sendLogin(reply, `${prefix}/dashboard`, undefined);
     return;
   }
