@@ -4,7 +4,7 @@
 // inside the flow) that answers each input exactly once.
 // Over 300 lines because the accounting, the routing and the error rules share one state and
 // must change together; the plan (what goes where) is compiled apart, in plan.ts.
-import { filter, Observable, type Subscriber, type Subscription } from 'rxjs';
+import { Observable, Subscriber, type Subscription } from 'rxjs';
 import { CycleLimitError, QueueFullError, RouteNotFoundError, describeError, toError } from '../errors.js';
 import { isServingEvent, withError, type ServingEvent } from '../event.js';
 import { describeValue } from '../config.js';
@@ -385,19 +385,24 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
         while (step.chainNext >= 0) {
           const from = step;
           const to = steps[step.chainNext];
-          events = to.op!(events.pipe(filter((event) => cross(from, to, event))));
+          const upstream = events;
+          events = to.op!(
+            new Observable<ServingEvent>((downstream) =>
+              upstream.subscribe(new Take((event) => (cross(from, to, event) ? downstream.next(event) : undefined), downstream)),
+            ),
+          );
           step = to;
         }
         const tail = step;
         const what = tail === head ? `step '${tail.name}'` : `a step of the chain '${head.name}' → ... → '${tail.name}'`;
-        // Outputs are taken inside a filter that keeps none: one subscriber layer per event
-        // instead of a SafeSubscriber's three.
         subscriptions.push(
-          events.pipe(filter((event) => (onOutput(tail, event), false))).subscribe({
-            error: (error: unknown) => fail(error),
-            complete: () =>
-              fail(new TypeError(`flow '${flowName}': ${what} completed while the flow was running; a flow step must take events until the flow ends`)),
-          }),
+          events.subscribe(
+            new Take((event) => onOutput(tail, event), {
+              error: (error: unknown) => fail(error),
+              complete: () =>
+                fail(new TypeError(`flow '${flowName}': ${what} completed while the flow was running; a flow step must take events until the flow ends`)),
+            }),
+          ),
         );
       }
 
@@ -439,16 +444,18 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
         }
         if (input.copies > 0 && !input.registered && !closed) register(input);
       };
-      sourceSubscription = source.pipe(filter((event) => (onInput(event), false))).subscribe({
-        error: (error: unknown) => fail(error),
-        complete() {
-          sourceDone = true;
-          if (live === 0 && !closed) {
-            closed = true;
-            subscriber.complete();
-          }
-        },
-      });
+      sourceSubscription = source.subscribe(
+        new Take(onInput, {
+          error: (error: unknown) => fail(error),
+          complete() {
+            sourceDone = true;
+            if (live === 0 && !closed) {
+              closed = true;
+              subscriber.complete();
+            }
+          },
+        }),
+      );
     });
 }
 
@@ -473,6 +480,25 @@ class Intake {
     const subscribers = this.#subscribers;
     if (subscribers.length === 1) subscribers[0]!.next(event);
     else for (const subscriber of subscribers.slice()) subscriber.next(event);
+  }
+}
+
+/**
+ * A subscriber that hands each event to `take`: one call per event where `filter(...)` and a
+ * subscribe's SafeSubscriber cost four (the flow's intake, its steps' outputs, and the links of a
+ * chain, on every event). Errors and completion go to `observer` (a downstream subscriber is
+ * also unsubscribed with it).
+ */
+class Take extends Subscriber<ServingEvent> {
+  constructor(
+    private readonly take: (event: ServingEvent) => void,
+    observer: { error(error: unknown): void; complete(): void },
+  ) {
+    super(observer as Subscriber<ServingEvent>);
+  }
+
+  override next(event: ServingEvent): void {
+    if (!this.isStopped) this.take(event);
   }
 }
 
