@@ -4,11 +4,12 @@
 // inside the flow) that answers each input exactly once.
 // Over 300 lines because the accounting, the routing and the error rules share one state and
 // must change together; the plan (what goes where) is compiled apart, in plan.ts.
-import { Observable, Subscriber, type Subscription } from 'rxjs';
+import { Observable, type Subscription } from 'rxjs';
 import { CycleLimitError, QueueFullError, RouteNotFoundError, describeError, toError } from '../errors.js';
 import { isServingEvent, withError, type ServingEvent } from '../event.js';
 import { describeValue } from '../config.js';
 import { notAnEvent } from '../operators/internal/dispatch.js';
+import { Intake, Take } from '../operators/internal/lean.js';
 import { KIND_CHOICE, KIND_HANDLER, type FlowPlan, type PlanStep } from './plan.js';
 import type { FlowRuntime, FlowSubscription } from './runtime.js';
 
@@ -60,7 +61,7 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
       // Errored events fed into a step: if one comes out as it went in, it passed through (§1.2)
       // and is not that step's own error. Only errored events are kept, weakly.
       const passing = new WeakSet<ServingEvent>();
-      const intakes: (Intake | undefined)[] = new Array(stepCount);
+      const intakes: (Intake<ServingEvent> | undefined)[] = new Array(stepCount);
       // Steps whose operator is taking an event now: a copy for one of them waits in the queue
       // rather than re-entering its `next`.
       const busy = new Uint8Array(stepCount);
@@ -378,7 +379,7 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
       // into the next step's operator, a `filter` between them doing the flow's bookkeeping.
       for (const head of steps) {
         if (head.kind === KIND_CHOICE || head.chained || closed) continue;
-        const intake = new Intake();
+        const intake = new Intake<ServingEvent>();
         intakes[head.index] = intake;
         let events = head.op!(intake.events);
         let step = head;
@@ -388,7 +389,7 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
           const upstream = events;
           events = to.op!(
             new Observable<ServingEvent>((downstream) =>
-              upstream.subscribe(new Take((event) => (cross(from, to, event) ? downstream.next(event) : undefined), downstream)),
+              upstream.subscribe(new Take<ServingEvent>((event) => (cross(from, to, event) ? downstream.next(event) : undefined), downstream)),
             ),
           );
           step = to;
@@ -397,7 +398,7 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
         const what = tail === head ? `step '${tail.name}'` : `a step of the chain '${head.name}' → ... → '${tail.name}'`;
         subscriptions.push(
           events.subscribe(
-            new Take((event) => onOutput(tail, event), {
+            new Take<ServingEvent>((event) => onOutput(tail, event), {
               error: (error: unknown) => fail(error),
               complete: () =>
                 fail(new TypeError(`flow '${flowName}': ${what} completed while the flow was running; a flow step must take events until the flow ends`)),
@@ -445,7 +446,7 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
         if (input.copies > 0 && !input.registered && !closed) register(input);
       };
       sourceSubscription = source.subscribe(
-        new Take(onInput, {
+        new Take<ServingEvent>(onInput, {
           error: (error: unknown) => fail(error),
           complete() {
             sourceDone = true;
@@ -461,46 +462,6 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
 
 /** How many hops a copy makes by direct calls before the rest go through the queue. */
 const MAX_DEPTH = 48;
-
-/**
- * A step's intake: what a Subject does for one operator subscribing (usually once), without a
- * Subject's per-value closure and observer-array walk.
- */
-class Intake {
-  readonly #subscribers: Subscriber<ServingEvent>[] = [];
-  readonly events = new Observable<ServingEvent>((subscriber) => {
-    this.#subscribers.push(subscriber);
-    return () => {
-      const at = this.#subscribers.indexOf(subscriber);
-      if (at >= 0) this.#subscribers.splice(at, 1);
-    };
-  });
-
-  next(event: ServingEvent): void {
-    const subscribers = this.#subscribers;
-    if (subscribers.length === 1) subscribers[0]!.next(event);
-    else for (const subscriber of subscribers.slice()) subscriber.next(event);
-  }
-}
-
-/**
- * A subscriber that hands each event to `take`: one call per event where `filter(...)` and a
- * subscribe's SafeSubscriber cost four (the flow's intake, its steps' outputs, and the links of a
- * chain, on every event). Errors and completion go to `observer` (a downstream subscriber is
- * also unsubscribed with it).
- */
-class Take extends Subscriber<ServingEvent> {
-  constructor(
-    private readonly take: (event: ServingEvent) => void,
-    observer: { error(error: unknown): void; complete(): void },
-  ) {
-    super(observer as Subscriber<ServingEvent>);
-  }
-
-  override next(event: ServingEvent): void {
-    if (!this.isStopped) this.take(event);
-  }
-}
 
 /** A handler's input: the error cleared (a plain step can answer) and described in `metadata.error`. */
 function toHandler(event: ServingEvent, step: string): ServingEvent {
