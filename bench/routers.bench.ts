@@ -4,8 +4,8 @@
 // (b) parallelRun of three one-model steps against one modelRunner of the same three models, on
 //     asyncio (the operators' overhead alone) and on thread_pool (three threads either way).
 import { loadavg } from 'node:os';
-import { Subject, type OperatorFunction } from 'rxjs';
-import { createGraph, parallelRun, registerModel, toEvent, votingEnsemble, type ExecutionMechanism, type Graph, type ServingEvent } from 'rxserve';
+import { Observable, Subject, type OperatorFunction } from 'rxjs';
+import { createGraph, parallelRun, registerModel, toEvent, votingEnsemble, withBody, type ExecutionMechanism, type Graph, type ServingEvent } from 'rxserve';
 import { drive, type RunFigures } from './driver.js';
 
 const fixtures = new URL('./fixtures/models.mjs', import.meta.url).href;
@@ -117,6 +117,9 @@ export interface RouterFloor {
   /** Medians of the rounds' CPU ratios: the sum over one modelRunner, parallelRun over the sum. */
   readonly floorRatio: number;
   readonly oursOverAlone: number;
+  /** CPU µs per request of the minimal RxJS join, and its CPU ratio over one modelRunner. */
+  readonly join: number;
+  readonly joinRatio: number;
 }
 const floors: RouterFloor[] = [];
 
@@ -163,20 +166,55 @@ export async function runRouters(quick: boolean): Promise<RouterComparison[]> {
       const perEventUs = each.reduce((sum, f) => sum + f.perEventUs, 0);
       return { events: total, seconds: (perEventUs * total) / 1e6, perEventUs, perSecond: 1e6 / perEventUs, rejected: 0, cpuUs: each.reduce((sum, f) => sum + f.cpuUs, 0) };
     };
-    const [base, hand, ours, sum] = await interleaved(runs, [
+    const joined = rxJoin(steps);
+    const [base, hand, ours, rx, sum] = await interleaved(runs, [
       () => drive(together, total, inFlight, keyedBody, { isRejected: rejected }),
       () => byHand(steps, total, inFlight, keyedBody, mergeLoop),
       () => drive(fan, total, inFlight, keyedBody, { isRejected: rejected }),
+      () => drive(joined, total, inFlight, keyedBody, { isRejected: rejected }),
       ...(mechanism === 'asyncio' ? [alone] : []),
     ]);
     results.push(compared(`parallelRun, 3 ${mechanism} one-model steps`, `one modelRunner of the same 3 models (${mechanism})`, ours, base, 1.1));
     // The same three steps by hand: what parallelRun itself adds over running its routes.
     results.push(compared(`parallelRun, 3 ${mechanism} one-model steps`, 'the same 3 steps: Promise.all + merge loop', ours, hand, 1.1));
-    if (sum !== undefined) floors.push({ mechanism, together: median(base.map((r) => r.cpuUs)), alone: median(sum.map((r) => r.cpuUs)), ours: median(ours.map((r) => r.cpuUs)), floorRatio: pairedRatio(sum, base), oursOverAlone: pairedRatio(ours, sum) });
+    results.push(compared(`parallelRun, 3 ${mechanism} one-model steps`, 'the same 3 steps: a minimal RxJS join (one Subject, answers by id, bodies merged)', ours, rx, 1.1));
+    if (sum !== undefined) floors.push({ mechanism, together: median(base.map((r) => r.cpuUs)), alone: median(sum.map((r) => r.cpuUs)), ours: median(ours.map((r) => r.cpuUs)), floorRatio: pairedRatio(sum, base), oursOverAlone: pairedRatio(ours, sum), join: median(rx.map((r) => r.cpuUs)), joinRatio: pairedRatio(rx, base) });
     await graph.close();
   }
   for (const r of results) if (r.ours.rejected > 0) throw new Error(`${r.name}: ${r.ours.rejected} events failed; the bench must not overflow`);
   return results;
+}
+
+/**
+ * The least a hand-written fan-out and join of `steps` does: one Subject into every step, answers
+ * counted by id, bodies merged into one output (no metadata merge, no failure handling, no shared
+ * ids). What parallelRun costs beyond this is its own; what this costs beyond one modelRunner is
+ * running three steps instead of one.
+ */
+function rxJoin(steps: readonly OperatorFunction<ServingEvent, ServingEvent>[]): OperatorFunction<ServingEvent, ServingEvent> {
+  return (source) =>
+    new Observable<ServingEvent>((out) => {
+      const subject = new Subject<ServingEvent>();
+      const waiting = new Map<string, { event: ServingEvent; answers: ServingEvent[]; left: number }>();
+      const subscriptions = steps.map((step, i) =>
+        subject.pipe(step).subscribe((answer) => {
+          const w = waiting.get(answer.id)!;
+          w.answers[i] = answer;
+          if (--w.left > 0) return;
+          waiting.delete(answer.id);
+          const merged: Record<string, unknown> = {};
+          for (const a of w.answers) Object.assign(merged, a.body);
+          out.next(withBody(w.event, merged));
+        }),
+      );
+      subscriptions.push(
+        source.subscribe((event) => {
+          waiting.set(event.id, { event, answers: [], left: steps.length });
+          subject.next(event);
+        }),
+      );
+      return () => subscriptions.forEach((s) => s.unsubscribe());
+    });
 }
 
 /** A run's figures with the CPU time (user + system, every thread of this process) per request. */
@@ -227,7 +265,8 @@ export function routersMarkdown(results: readonly RouterComparison[]): string {
     ...floors.flatMap((f) => [
       '',
       `Floor (${f.mechanism}): the 3 one-model steps each driven alone, CPU µs per request summed: ${f.alone.toFixed(2)} against ${f.together.toFixed(2)} for one modelRunner of the 3 models — ` +
-        `**${f.floorRatio.toFixed(2)}× before any fan-out or join**; parallelRun (${f.ours.toFixed(2)}) is ${f.oursOverAlone.toFixed(2)}× that sum (which counts the driver three times).`,
+        `**${f.floorRatio.toFixed(2)}× before any fan-out or join**; parallelRun (${f.ours.toFixed(2)}) is ${f.oursOverAlone.toFixed(2)}× that sum (which counts the driver three times). ` +
+        `The minimal RxJS join of the same steps: ${f.join.toFixed(2)}, **${f.joinRatio.toFixed(2)}× one modelRunner**.`,
     ]),
   ].join('\n');
 }
