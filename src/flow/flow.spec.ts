@@ -365,6 +365,29 @@ describe('flow (marble)', () => {
     expect(seen).toEqual(['1 a:1 b:0', '3 a:0 b:1', '6 a:0 b:0']);
   });
 
+  it('a chain’s links count each copy across and pass an event errored upstream on as nobody’s own error', () => {
+    // a → b → c → d piped into one another (no other way in): b fails 'x', which passes c and d
+    // untouched, is b's error only, and leaves b's count when it leaves b.
+    const f = flow();
+    f.to('a', later(2))
+      .to('b', (source) => source.pipe(delay(4), map((e: ServingEvent) => (e.body === 'x' ? toEvent(e.body, { id: e.id, error: new RangeError('b failed') }) : e))))
+      .to('c', later(6, (b) => `${b}c`))
+      .to('d', step((b) => `${b}d`))
+      .respond();
+    const pipeline = f.build();
+    const runtime = flowRuntimeOf(pipeline)!;
+    const at = () => runtime.stats().map((s) => `${s.step}:${s.inFlight}`).join(' ');
+    const seen: string[] = [];
+    scheduler.run(({ hot, expectObservable }) => {
+      // x: a 0–2, b 2–6 (fails), c 6–12; y: a 1–3, b 3–7, c 7–13
+      for (const frame of [1.5, 5, 10, 20]) scheduler.schedule(() => seen.push(`${frame} ${at()}`), frame);
+      const out = hot('xy|', { x: ev('1', 'x'), y: ev('2', 'y') }).pipe(pipeline, map((e) => [e.body, e.error?.message]));
+      expectObservable(out).toBe('12ms x (y|)', { x: ['x', 'b failed'], y: ['ycd', undefined] });
+    });
+    expect(seen).toEqual(['1.5 a:2 b:0 c:0 d:0', '5 a:0 b:2 c:0 d:0', '10 a:0 b:0 c:2 d:0', '20 a:0 b:0 c:0 d:0']);
+    expect(Object.fromEntries(runtime.stats().map((s) => [s.step, [s.inFlight, s.errors]]))).toEqual({ a: [0, 0], b: [0, 1], c: [0, 0], d: [0, 0] });
+  });
+
   it('finds an older input’s copy that a step emits while a newer input runs, and an input pushed from inside an answer', () => {
     scheduler.run(({ expectObservable }) => {
       const f = flow();
