@@ -21,7 +21,7 @@ export class Intake<T> {
 
   next(value: T): void {
     const subscribers = this.#subscribers;
-    if (subscribers.length === 1) subscribers[0]!.next(value);
+    if (subscribers.length === 1) subscribers[0].next(value);
     else for (const subscriber of subscribers.slice()) subscriber.next(value);
   }
 
