@@ -1,7 +1,7 @@
 // What crosses to and from pool workers (issue 26 goal 3): partials only when someone listens, a
 // single OnnxModel call in the same compact wire form as a batch (and the same outputs), and
 // timeouts on that path.
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BroadcastChannel } from 'node:worker_threads';
@@ -173,4 +173,20 @@ describe('OnnxModel single calls on a pool use the compact wire form of batches'
       subscription.unsubscribe();
     }
   }, 60_000);
+});
+
+// Idle threads wait in Atomics.wait (piscina's 'sync' atomics, issue 26 goal 4), where no message
+// reaches them: the close request is one task per thread.
+describe('closing a thread pool', () => {
+  it("runs every thread's model close() exactly once, idle threads too", async () => {
+    const log = join(mkdtempSync(join(tmpdir(), 'rxserve-close-')), 'close.log');
+    const workerModels = new URL('./fixtures/workerModels.mjs', import.meta.url).href;
+    const entry: ModelEntry = { endpointName: 'c', modelClass: { module: workerModels, export: 'Closer' }, executionMechanism: 'thread_pool', params: { log } };
+    const out = await lastValueFrom(from([{}]).pipe(asEvents(), modelRunner({ models: [entry], pool: { poolFactor: 3, maxThreads: 3 } }), toArray()));
+    expect(out).toHaveLength(1);
+    const deadline = Date.now() + 5_000;
+    while ((!existsSync(log) || readFileSync(log, 'utf8').split('\n').length < 4) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 100)); // a fourth line would come now
+    expect(readFileSync(log, 'utf8')).toBe('closed c\n'.repeat(3));
+  });
 });
