@@ -2,7 +2,7 @@
 // Structured clone copies a plain array of 256 numbers element by element (~15 µs, and the copy
 // arrives in a form that is slow to read); a Float32Array is one memcpy, or a transfer.
 import { ARRAY_OF, INT_RANGE, type OipDatatype } from './datatypes.js';
-import { oipData, type OipTensor } from './tensor.js';
+import { copyNumbers, oipData, type OipTensor } from './tensor.js';
 
 /**
  * Datatypes whose flat JSON data the main side converts before sending: each has a TypedArray the
@@ -40,17 +40,6 @@ function packable(body: unknown): readonly OipTensor[] | undefined {
     if (typeof datatype !== 'string' || !PACKED.has(datatype) || !Array.isArray(data)) return undefined;
   }
   return inputs as OipTensor[];
-}
-
-/** Copies `data` into `view`, checking each value as the worker would; false at the first it refuses. */
-function fill(view: View, data: readonly unknown[], range: readonly [number, number] | undefined): boolean {
-  for (let k = 0; k < data.length; k++) {
-    const v = data[k];
-    if (typeof v !== 'number') return false;
-    if (range !== undefined && !(Number.isInteger(v) && v >= range[0] && v <= range[1])) return false;
-    view[k] = v;
-  }
-  return true;
 }
 
 /**
@@ -129,7 +118,7 @@ export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | unde
       offset = aligned(offset, size);
       const view = new (ARRAY_OF[t.datatype] as unknown as ViewCtor)(buffer, offset, data.length);
       offset += data.length * size;
-      if (!fill(view, data, range)) {
+      if (copyNumbers(view, data, range) >= 0) {
         // A value the model refuses: the body goes as it is, so the worker reports it.
         offset = start;
         return;
@@ -220,4 +209,28 @@ export function unpackResponse(value: unknown): unknown {
     if (output !== null && typeof output === 'object') output.data = plainData(output.datatype, output.data);
   }
   return value;
+}
+
+/**
+ * Worker side, after OnnxModel's wire method answered a batch: the buffers its outputs' views
+ * cover whole (onnxruntime's output of the batch, split into one view per call), pushed to
+ * `transfer`, so the answer moves them instead of copying them. A buffer the views cover only in
+ * part may hold something else, and is copied as before.
+ */
+export function outputTransfer(values: readonly unknown[], transfer: ArrayBuffer[]): void {
+  let covered: Map<ArrayBuffer, number> | undefined;
+  const add = (data: unknown): void => {
+    if (!ArrayBuffer.isView(data) || !(data.buffer instanceof ArrayBuffer)) return;
+    covered ??= new Map();
+    covered.set(data.buffer, (covered.get(data.buffer) ?? 0) + data.byteLength);
+  };
+  for (const value of values) {
+    if (Array.isArray(value)) {
+      for (let k = 1; k < value.length; k++) add(value[k]);
+      continue;
+    }
+    const outputs = (value as { outputs?: unknown } | null | undefined)?.outputs;
+    if (Array.isArray(outputs)) for (const output of outputs as ({ data?: unknown } | null)[]) add(output?.data);
+  }
+  if (covered) for (const [buffer, bytes] of covered) if (bytes === buffer.byteLength && !transfer.includes(buffer)) transfer.push(buffer);
 }
