@@ -115,7 +115,7 @@ export class ModelHost {
         ),
       };
     }
-    const results: WireResult[] = new Array(size);
+    const results = new Array<WireResult>(size);
     for (let k = 0; k < size; k++) {
       const v: unknown = values[k];
       results[k] = v instanceof Error ? { ok: false, error: serializeError(v) } : wire ? { ok: true, value: v } : this.output(name, v, transfer);

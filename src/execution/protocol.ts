@@ -280,7 +280,7 @@ function encodeContexts(contexts: readonly WireContext[]): unknown[] {
 }
 
 function decodeContexts(flat: readonly unknown[]): WireContext[] {
-  const contexts: WireContext[] = new Array(flat.length / CONTEXT_FIELDS);
+  const contexts = new Array<WireContext>(flat.length / CONTEXT_FIELDS);
   for (let k = 0, i = 0; k < contexts.length; k++, i += CONTEXT_FIELDS) {
     contexts[k] = { eventId: flat[i] as string, origin: flat[i + 1] as string, path: flat[i + 2] as string | undefined, listen: flat[i + 3] === 1 };
   }
@@ -291,9 +291,9 @@ function decodeContexts(flat: readonly unknown[]): WireContext[] {
 export function decodeBatch(flat: FlatBatch, knownSpecs: readonly string[]): { batch: WireBatch; board?: SharedArrayBuffer } {
   const board = flat[0] instanceof SharedArrayBuffer ? flat[0] : undefined;
   const first = board ? 1 : 0;
-  const calls: WireCall[] = new Array((flat.length - first) / FLAT_FIELDS);
+  const calls = new Array<WireCall>((flat.length - first) / FLAT_FIELDS);
   let specs: string[];
-  if (calls.length === 1) specs = [typeof flat[first] === 'number' ? knownSpecs[flat[first] as number] : (flat[first] as string)];
+  if (calls.length === 1) specs = [typeof flat[first] === 'number' ? knownSpecs[flat[first]] : (flat[first] as string)];
   else specs = [];
   const index = calls.length === 1 ? undefined : new Map<string, number>();
   for (let n = 0, i = first; n < calls.length; n++, i += FLAT_FIELDS) {

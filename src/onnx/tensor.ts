@@ -101,7 +101,7 @@ function toData(label: string, data: unknown, datatype: OipDatatype, fail: (what
     if (refused < 0) return out;
     const v = flat[refused];
     if (typeof v !== 'number') fail(`${label} data[${refused}] is ${JSON.stringify(v)}, ${datatype} data are numbers`);
-    fail(`${label} data[${refused}] is ${v as number}, not a ${datatype} (an integer from ${range![0]} to ${range![1]})`);
+    fail(`${label} data[${refused}] is ${v}, not a ${datatype} (an integer from ${range![0]} to ${range![1]})`);
   }
   for (let k = 0; k < flat.length; k++) {
     const v = flat[k];
