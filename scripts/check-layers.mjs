@@ -20,7 +20,7 @@
 //   6. flow                        flows (§17): builder, choices, the compiled operator; a graph
 //                                  reaches them through FlowHost, declared in flow/
 //   7. graph                       createGraph(): shared models, lifecycle, endpoint names, graph.flow()
-//   8. monitoring/exporters, serve, streams, spec, testing   what sits on a graph or beside it all
+//   8. monitoring/exporters, serve, streams, spec, cli, testing   what sits on a graph or beside it all (cli: the rxserve command)
 //   9. index                       the root entry (its imports are not checked)
 // Exempt as importers: src/index.ts and every subpath entry (`<subpath>/index.ts` for each subpath
 // of package.json "exports"), which only re-export. A unit not listed here is an error: place a new folder in LAYERS on purpose.
@@ -37,7 +37,7 @@ export const LAYERS = [
   ['operators'],
   ['flow'],
   ['graph'],
-  ['monitoring/exporters', 'serve', 'streams', 'spec', 'testing'],
+  ['monitoring/exporters', 'serve', 'streams', 'spec', 'cli', 'testing'],
   ['index'],
 ];
 

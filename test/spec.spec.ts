@@ -19,7 +19,7 @@ import {
 } from '../src/index.js';
 import { MONITORING } from '../src/monitoring/monitor.js';
 import { readSpec } from '../src/spec/load.js';
-import { specSchema } from '../src/spec/cli.js';
+import { specSchema } from '../src/cli/main.js';
 import { finite, type StrictType } from '../src/config.js';
 import { PoolOptionsCodec } from '../src/execution/poolOptions.js';
 import { GraphOptionsCodec, MonitoringOptionsCodec, ProxyCodec, SharedModelCodec } from '../src/graph/codecs.js';

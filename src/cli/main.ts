@@ -4,10 +4,10 @@ import { ConfigError, describeError } from '../errors.js';
 import { invoker } from '../serve/invoker.js';
 import { serve, type Server } from '../serve/serve.js';
 import type { RedisStream } from '../streams/redisStream.js';
-import { checkModels } from './checkModels.js';
-import { GraphSpec } from './codecs.js';
-import { buildSpec, readSpec } from './load.js';
-import { toJsonSchema } from './schema.js';
+import { checkModels } from '../spec/checkModels.js';
+import { GraphSpec } from '../spec/codecs.js';
+import { buildSpec, readSpec } from '../spec/load.js';
+import { toJsonSchema } from '../spec/schema.js';
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad spec or arguments. */
 const OK = 0;
