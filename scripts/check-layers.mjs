@@ -12,7 +12,7 @@
 // rest of monitoring (records, the monitor, the endpoint registry) is used by operators and graph.
 //
 // Layers, bottom to top (placed from docs/design.md §2 and from what each unit imports today):
-//   1. errors, event, config, body, retry   the error classes, ServingEvent, the io-ts helpers, edge checks of bodies, retry timing
+//   1. errors, event, decode, body, retry   the error classes, ServingEvent, the io-ts helpers, edge checks of bodies, retry timing
 //   2. model, selector             the Model contract, entries, registry; selection over entries
 //   3. llm, onnx                   model families built on Model (LLModel; OnnxModel, §13)
 //   4. execution, monitoring      the mechanisms that run models (input copies, lanes); call records
@@ -30,7 +30,7 @@ import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 
 export const LAYERS = [
-  ['errors', 'event', 'config', 'body', 'retry', 'undici'],
+  ['errors', 'event', 'decode', 'body', 'retry', 'undici'],
   ['model', 'selector'],
   ['llm', 'onnx'],
   ['execution', 'monitoring'],

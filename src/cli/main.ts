@@ -5,7 +5,7 @@ import { invoker } from '../serve/invoker.js';
 import { serve, type Server } from '../serve/serve.js';
 import type { RedisStream } from '../streams/redisStream.js';
 import { checkModels } from '../spec/checkModels.js';
-import { GraphSpec } from '../spec/codecs.js';
+import { GraphSpec } from '../spec/graphSpec.js';
 import { buildSpec, readSpec } from '../spec/load.js';
 import { toJsonSchema } from '../spec/schema.js';
 

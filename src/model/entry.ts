@@ -1,6 +1,6 @@
 // ModelEntry: one model of a modelRunner step, its codec, and the checks codecs cannot express.
 import * as t from 'io-ts';
-import { DotPath, NonEmptyString, NonNegativeMs, PositiveMs, decodeOrThrow, firstNonJson, fn, positiveInt, strict } from '../config.js';
+import { DotPath, NonEmptyString, NonNegativeMs, PositiveMs, decodeOrThrow, firstNonJson, fn, positiveInt, strict } from '../decode.js';
 import { ConfigError, toError } from '../errors.js';
 import { readArtifactFile, type LLMPromptArtifact, type ModelArtifact } from './artifact.js';
 import type { Model, ModelClass, ModuleRef } from './model.js';

@@ -4,7 +4,7 @@
 // stall report (stall.ts), scripts, options and metrics live beside it.
 import { hostname } from 'node:os';
 import { Observable, type OperatorFunction, type Subscriber } from 'rxjs';
-import { decodeOrThrow, fn } from '../config.js';
+import { decodeOrThrow, fn } from '../decode.js';
 import { RxServeError } from '../errors.js';
 import type { ServingEvent } from '../event.js';
 import { commitOperator } from './commit.js';

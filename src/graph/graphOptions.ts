@@ -1,6 +1,6 @@
 // The graph's option and entry types, and the io-ts codecs that check them.
 import * as t from 'io-ts';
-import { NonEmptyString, NonNegativeMs, annotate, pickProps, strict } from '../config.js';
+import { NonEmptyString, NonNegativeMs, annotate, pickProps, strict } from '../decode.js';
 import type { LLMPromptArtifact, ModelArtifact } from '../model/artifact.js';
 import { ModelEntryCodec, type CreationStrategy, type ExecutionMechanism, type ModelEntry } from '../model/entry.js';
 

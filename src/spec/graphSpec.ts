@@ -2,9 +2,9 @@
 // Every field is the runtime's own codec (one source: a field added to the runtime reaches the spec);
 // only what the spec form really changes is overridden here, and what it leaves out says why.
 import * as t from 'io-ts';
-import { DotPath, NonEmptyString, finite, guard, omitProps, pickProps, positiveInt, strict, type StrictType } from '../config.js';
+import { DotPath, NonEmptyString, finite, guard, omitProps, pickProps, positiveInt, strict, type StrictType } from '../decode.js';
 import { PoolOptionsCodec } from '../execution/poolOptions.js';
-import { GraphOptionsCodec, MonitoringOptionsCodec, ProxyCodec, SharedModelCodec } from '../graph/codecs.js';
+import { GraphOptionsCodec, MonitoringOptionsCodec, ProxyCodec, SharedModelCodec } from '../graph/graphOptions.js';
 import { ArtifactRefCodec, ExecutionMechanismCodec, ModelEntryCodec, ModuleRefCodec } from '../model/entry.js';
 import { ModelRunnerConfigCodec } from '../operators/modelRunner.js';
 import { OnErrorOptionsCodec } from '../operators/onError.js';
