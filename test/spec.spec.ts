@@ -19,7 +19,6 @@ import {
 } from '../src/index.js';
 import { MONITORING } from '../src/monitoring/monitor.js';
 import { readSpec } from '../src/spec/load.js';
-import { specSchema } from '../src/cli/main.js';
 import { finite, type StrictType } from '../src/decode.js';
 import { PoolOptionsCodec } from '../src/execution/poolOptions.js';
 import { GraphOptionsCodec, MonitoringOptionsCodec, ProxyCodec, SharedModelCodec } from '../src/graph/graphOptions.js';
@@ -40,6 +39,7 @@ import {
   QueueStepSpec,
   RemoteStepSpec,
   SharedModelSpec,
+  specSchema,
 } from '../src/spec/graphSpec.js';
 import { RedisStreamOptionsCodec } from '../src/streams/options.js';
 import { HttpStepOptionsCodec } from '../src/operators/internal/http.js';

@@ -17,7 +17,7 @@ import { HttpStepOptionsCodec } from '../operators/internal/http.js';
 import { ServeOptionsCodec } from '../serve/serve.js';
 import { CommitOptionsCodec, RedisStreamOptionsCodec, RedisUrl } from '../streams/options.js';
 import { QueueStepOptionsCodec } from '../streams/queueStep.js';
-import { annotate, type JsonSchema } from './schema.js';
+import { annotate, toJsonSchema, type JsonSchema } from './schema.js';
 
 /**
  * The runtime's fields as a spec takes them. JSON has no Infinity: a field that also takes
@@ -360,3 +360,11 @@ export type GraphSpec = t.TypeOf<typeof GraphSpec>;
 // The schema says what loadGraph checks after decoding: exactly one of steps and flow.
 const GraphSpecFields = strict('GraphSpec', {}, GraphSpec.optional);
 annotate(GraphSpec, (walk) => ({ ...walk(GraphSpecFields), oneOf: [{ required: ['steps'] }, { required: ['flow'] }] }));
+/** The spec's JSON Schema (draft 2020-12), as `rxserve schema` prints it. */
+export function specSchema(): Record<string, unknown> {
+  return toJsonSchema(GraphSpec, {
+    $id: 'https://github.com/rxserve/rxserve/blob/main/docs/spec.md',
+    title: 'rxserve graph spec',
+    description: 'A serving graph as data (docs/design.md §14): loadGraph() and the rxserve command read it.',
+  });
+}
