@@ -13,7 +13,7 @@
 // rest of monitoring (records, the monitor, the endpoint registry) is used by operators and graph.
 //
 // Layers, bottom to top (placed from docs/design.md §2 and from what each unit imports today):
-//   1. errors, event, config, body, retry   the error classes, ServingEvent, the io-ts helpers, edge checks of bodies, retry timing
+//   1. errors, event, decode, body, retry   the error classes, ServingEvent, the io-ts helpers, edge checks of bodies, retry timing
 //   2. model, selector             the Model contract, entries, registry; selection over entries
 //   3. llm, onnx                   model families built on Model (LLModel; OnnxModel, §13)
 //   4. execution, monitoring      the mechanisms that run models (input copies, lanes); call records
@@ -21,7 +21,7 @@
 //   6. flow                        flows (§17): builder, choices, the compiled operator; a graph
 //                                  reaches them through FlowHost, declared in flow/
 //   7. graph                       createGraph(): shared models, lifecycle, endpoint names, graph.flow()
-//   8. monitoring/exporters, serve, streams, spec, testing   what sits on a graph or beside it all
+//   8. monitoring/exporters, serve, streams, spec, cli, testing   what sits on a graph or beside it all (cli: the rxserve command)
 //   9. index                       the root entry (its imports are not checked)
 // Exempt as importers: src/index.ts and every subpath entry (`<subpath>/index.ts` for each subpath
 // of package.json "exports"), which only re-export. A unit not listed here is an error: place a new folder in LAYERS on purpose.
@@ -31,14 +31,14 @@ import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 
 export const LAYERS = [
-  ['errors', 'event', 'config', 'body', 'retry', 'undici'],
+  ['errors', 'event', 'decode', 'body', 'retry', 'undici'],
   ['model', 'selector'],
   ['llm', 'onnx'],
   ['execution', 'monitoring'],
   ['operators'],
   ['flow'],
   ['graph'],
-  ['monitoring/exporters', 'serve', 'streams', 'spec', 'testing'],
+  ['monitoring/exporters', 'serve', 'streams', 'spec', 'cli', 'testing'],
   ['index'],
 ];
 

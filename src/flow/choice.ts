@@ -1,6 +1,6 @@
 // Choice steps of a flow (MLRun's select_outlets, LangGraph's conditional edges): they pick which
 // of their next steps get each event. Not operators: the flow runs them itself, synchronously.
-import { DotPath, decodeOrThrow, fn } from '../config.js';
+import { DotPath, decodeOrThrow, fn } from '../decode.js';
 import { getPath, type ServingEvent } from '../event.js';
 
 /** What a choice's `select` returns: the names of next steps; `null`/`undefined` = all of them, `[]` = none. */

@@ -3,7 +3,7 @@
 // Just over 300 lines: the builder's whole public surface (flow, handles), one documented method each.
 import * as t from 'io-ts';
 import type { OperatorFunction } from 'rxjs';
-import { NonEmptyString, decodeOrThrow, describeValue, guard, positiveInt, strict } from '../config.js';
+import { NonEmptyString, decodeOrThrow, describeValue, guard, positiveInt, strict } from '../decode.js';
 import { ConfigError } from '../errors.js';
 import type { ServingEvent } from '../event.js';
 import type { GraphRef } from '../execution/provider.js';

@@ -7,7 +7,7 @@
 import { Observable, Subscriber, type Subscription } from 'rxjs';
 import { CycleLimitError, QueueFullError, RouteNotFoundError, describeError, toError } from '../errors.js';
 import { isServingEvent, withError, type ServingEvent } from '../event.js';
-import { describeValue } from '../config.js';
+import { describeValue } from '../decode.js';
 import { notAnEvent } from '../operators/internal/dispatch.js';
 import { Intake, Take } from '../operators/internal/lean.js';
 import { KIND_CHOICE, KIND_HANDLER, type FlowPlan, type PlanStep } from './plan.js';

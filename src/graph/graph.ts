@@ -4,7 +4,7 @@
 // operation; the parts with a job of their own live beside it (sharedModel, stepRecord, codecs).
 import type { OperatorFunction } from 'rxjs';
 import { type Observable, Subject } from 'rxjs';
-import { decodeOrThrow } from '../config.js';
+import { decodeOrThrow } from '../decode.js';
 import { ConfigError, ModelLoadError, RxServeError, toError } from '../errors.js';
 import type { ServingEvent } from '../event.js';
 import { createDefaultExecutor } from '../execution/defaultExecutor.js';
@@ -38,11 +38,11 @@ import {
   type GraphOptions,
   type SharedModelConfig,
   type SharedModelProxyConfig,
-} from './codecs.js';
+} from './graphOptions.js';
 import { SharedModel, describeShared, findSharedModel, sharedModelExecutor } from './sharedModel.js';
 import { StepRecord } from './stepRecord.js';
 
-export type { GraphOptions, SharedModelConfig, SharedModelProxyConfig } from './codecs.js';
+export type { GraphOptions, SharedModelConfig, SharedModelProxyConfig } from './graphOptions.js';
 
 /** Where an endpoint name is used, for uniqueness errors. */
 interface EndpointUse {

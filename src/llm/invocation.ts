@@ -1,7 +1,7 @@
 // What a caller may change of an LLM endpoint (docs/design.md §10, turn 3): the sampling fields of an
 // input's `invocationConfig`, type-checked and capped, and the messages it adds.
 import * as t from 'io-ts';
-import { decodeOrThrow, describeValue, NonEmptyString, PositiveMs } from '../config.js';
+import { decodeOrThrow, describeValue, NonEmptyString, PositiveMs } from '../decode.js';
 
 /**
  * The fields any caller may set in `invocationConfig` (on /v1: the request's fields of those

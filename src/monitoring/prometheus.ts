@@ -1,5 +1,5 @@
 // Prometheus metrics through prom-client (an optional peer dependency, loaded only when used).
-import { decodeOrThrow, guard, strict } from '../config.js';
+import { decodeOrThrow, guard, strict } from '../decode.js';
 import { ConfigError } from '../errors.js';
 import { acquireAggregates, type EndpointTotals } from './aggregates.js';
 import type { Graph } from '../graph/graph.js';

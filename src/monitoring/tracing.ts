@@ -1,7 +1,7 @@
 // OpenTelemetry spans through @opentelemetry/api (an optional peer dependency, loaded when used).
 import type { Tracer } from '@opentelemetry/api';
 import { describeError } from '../errors.js';
-import { decodeOrThrow, guard, strict } from '../config.js';
+import { decodeOrThrow, guard, strict } from '../decode.js';
 import { callUsage } from '../model/usage.js';
 import { modelClassName } from '../model/registry.js';
 import type { Graph } from '../graph/graph.js';

@@ -1,7 +1,7 @@
 // modelRunner (MLRun's ModelRunnerStep): the operator, its options, and where its models come from.
 import * as t from 'io-ts';
 import { Observable, type OperatorFunction, type Subscriber } from 'rxjs';
-import { decodeOrThrow, guard, strict } from '../config.js';
+import { decodeOrThrow, guard, strict } from '../decode.js';
 import { ConfigError, ModelNotReadyError, toError } from '../errors.js';
 import { isErrored, withError, type ServingEvent } from '../event.js';
 import { createDefaultExecutor } from '../execution/defaultExecutor.js';
@@ -13,7 +13,7 @@ import type { GraphMonitor } from '../monitoring/monitor.js';
 import { decodeModelEntries, type ModelEntry } from '../model/entry.js';
 import { createSelect, isSelectorLike, resolveSelector, type SelectorLike } from '../selector.js';
 import { dispatch, type DispatchStats } from './internal/dispatch.js';
-import { dispatchOptionProps, limitsFrom } from './internal/options.js';
+import { dispatchOptionProps, limitsFrom } from './internal/dispatchOptions.js';
 import { Runner } from './internal/runner.js';
 
 /** Configuration of a `modelRunner` step (MLRun's ModelRunnerStep). */

@@ -1,6 +1,6 @@
 import * as t from 'io-ts';
 import { defer, groupBy, map, mergeMap, NEVER, startWith, Subject, switchMap, timer, type OperatorFunction } from 'rxjs';
-import { NonEmptyString, decodeOrThrow, fn, positiveInt, strict } from '../config.js';
+import { NonEmptyString, decodeOrThrow, fn, positiveInt, strict } from '../decode.js';
 import { ConfigError, RouteNotFoundError, toError } from '../errors.js';
 import { isServingEvent, withError, type ServingEvent } from '../event.js';
 import { notAnEvent } from './internal/dispatch.js';

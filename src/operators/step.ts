@@ -1,12 +1,12 @@
 import { Observable, type ObservableInput, type OperatorFunction } from 'rxjs';
-import { DotPath, decodeOrThrow, fn, strict } from '../config.js';
+import { DotPath, decodeOrThrow, fn, strict } from '../decode.js';
 import { getPath, hasPath, isErrored, setPath, withBody, withError, type ServingEvent } from '../event.js';
-import type { StepContext } from './internal/callContext.js';
+import type { StepContext } from './internal/stepContext.js';
 import { runCallback } from './internal/callbackWork.js';
 import { dispatch, type Work } from './internal/dispatch.js';
-import { dispatchOptionProps, limitsFrom } from './internal/options.js';
+import { dispatchOptionProps, limitsFrom } from './internal/dispatchOptions.js';
 
-export type { StepContext } from './internal/callContext.js';
+export type { StepContext } from './internal/stepContext.js';
 
 /** Options of a `step`. */
 export interface StepOptions {

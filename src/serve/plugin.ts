@@ -5,7 +5,7 @@ import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } f
 import * as t from 'io-ts';
 import type { OperatorFunction } from 'rxjs';
 import { bodyProblem, DEFAULT_MAX_BODY_DEPTH } from '../body.js';
-import { decodeOrThrow, fn, NonEmptyString, NonNegativeMs, positiveInt, strict } from '../config.js';
+import { decodeOrThrow, fn, NonEmptyString, NonNegativeMs, positiveInt, strict } from '../decode.js';
 import { ConfigError, toError } from '../errors.js';
 import type { ServingEvent } from '../event.js';
 import type { Graph } from '../graph/graph.js';

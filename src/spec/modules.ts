@@ -4,7 +4,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ConfigError, toError } from '../errors.js';
 import { importModule } from '../model/registry.js';
-import type { ModuleRef } from './codecs.js';
+import type { ModuleRef } from './graphSpec.js';
 
 /**
  * What `import()` should load for `specifier`: a relative path (`./x.mjs`, `../x.mjs`) resolved

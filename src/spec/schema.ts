@@ -1,8 +1,8 @@
 // A JSON Schema (draft 2020-12) derived from io-ts codecs, so the spec's shape is written once.
 import * as t from 'io-ts';
-import { StrictType, annotate, annotationOf, type JsonSchema } from '../config.js';
+import { StrictType, annotate, annotationOf, type JsonSchema } from '../decode.js';
 
-// The annotations of codecs io-ts cannot describe live with the codecs (config.ts `annotate`).
+// The annotations of codecs io-ts cannot describe live with the codecs (decode.ts `annotate`).
 export { annotate, type JsonSchema };
 
 /**

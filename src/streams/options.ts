@@ -1,6 +1,6 @@
 // redisStream()'s options: the codec (validated on construction, ConfigError naming the field) and defaults.
 import * as t from 'io-ts';
-import { NonEmptyString, annotate, decodeOrThrow, guard, positiveInt, strict } from '../config.js';
+import { NonEmptyString, annotate, decodeOrThrow, guard, positiveInt, strict } from '../decode.js';
 import { DEFAULT_MAX_BODY_DEPTH } from '../body.js';
 import { ConfigError } from '../errors.js';
 

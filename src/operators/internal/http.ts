@@ -3,10 +3,10 @@
 // httpClient.ts.
 import * as t from 'io-ts';
 import type { Dispatcher } from 'undici';
-import { DotPath, PositiveMs, annotate, decodeOrThrow, guard, nonNegativeInt, positiveInt, strict } from '../../config.js';
+import { DotPath, PositiveMs, annotate, decodeOrThrow, guard, nonNegativeInt, positiveInt, strict } from '../../decode.js';
 import { ConfigError, toError } from '../../errors.js';
 import { getPath, hasPath, type ServingEvent } from '../../event.js';
-import { dispatchOptionProps, limitsFrom } from './options.js';
+import { dispatchOptionProps, limitsFrom } from './dispatchOptions.js';
 import type { DispatchLimits } from './dispatch.js';
 
 /** Backoff between attempts when the server did not say `retry-after`. */

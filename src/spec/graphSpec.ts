@@ -2,9 +2,9 @@
 // Every field is the runtime's own codec (one source: a field added to the runtime reaches the spec);
 // only what the spec form really changes is overridden here, and what it leaves out says why.
 import * as t from 'io-ts';
-import { DotPath, NonEmptyString, finite, guard, omitProps, pickProps, positiveInt, strict, type StrictType } from '../config.js';
+import { DotPath, NonEmptyString, finite, guard, omitProps, pickProps, positiveInt, strict, type StrictType } from '../decode.js';
 import { PoolOptionsCodec } from '../execution/poolOptions.js';
-import { GraphOptionsCodec, MonitoringOptionsCodec, ProxyCodec, SharedModelCodec } from '../graph/codecs.js';
+import { GraphOptionsCodec, MonitoringOptionsCodec, ProxyCodec, SharedModelCodec } from '../graph/graphOptions.js';
 import { ArtifactRefCodec, ExecutionMechanismCodec, ModelEntryCodec, ModuleRefCodec } from '../model/entry.js';
 import { ModelRunnerConfigCodec } from '../operators/modelRunner.js';
 import { OnErrorOptionsCodec } from '../operators/onError.js';
@@ -17,7 +17,7 @@ import { HttpStepOptionsCodec } from '../operators/internal/http.js';
 import { ServeOptionsCodec } from '../serve/serve.js';
 import { CommitOptionsCodec, RedisStreamOptionsCodec, RedisUrl } from '../streams/options.js';
 import { QueueStepOptionsCodec } from '../streams/queueStep.js';
-import { annotate, type JsonSchema } from './schema.js';
+import { annotate, toJsonSchema, type JsonSchema } from './schema.js';
 
 /**
  * The runtime's fields as a spec takes them. JSON has no Infinity: a field that also takes
@@ -135,35 +135,30 @@ export type BatchHttpRequestsSpec = t.TypeOf<typeof BatchHttpRequestsSpec>;
 export const QueueStepSpec = strict('QueueStep', { ...QueueStepOptionsCodec.required, redis: RedisUrl }, finiteProps(QueueStepOptionsCodec.optional));
 export type QueueStepSpec = t.TypeOf<typeof QueueStepSpec>;
 
-/** A router: a key (dot path into the event, or a key function) and a list of steps per route. */
-export interface RouterSpec {
-  readonly key: string | ModuleRef;
-  readonly routes: Readonly<Record<string, readonly StepSpec[]>>;
-  readonly name?: string;
-  readonly defaultRoute?: string;
-  readonly idleMs?: number;
-}
+// The steps that nest lists of steps: codecs made from the codec of a step (`t.recursion` below
+// gives it), so each type is the codec's own (`t.TypeOf`), not a second description of it.
+const routesOf = <S extends t.Mixed>(step: S) => ({ routes: t.record(t.string, t.array(step)) });
+const routerCodec = <S extends t.Mixed>(step: S) =>
+  strict(
+    'Router',
+    {
+      key: t.union([DotPath, ModuleRef], "a dot path into the event ('body.route'), or { module, export } naming a key function"),
+      ...routesOf(step),
+    },
+    finiteProps(RouterConfigCodec.optional),
+  );
+// The router family (docs/design.md §18): the runtime's options, routes as lists of steps.
+const modelRouterCodec = <S extends t.Mixed>(step: S) => strict('ModelRouter', routesOf(step), finiteProps(ModelRouterConfigCodec.optional));
+const parallelRunCodec = <S extends t.Mixed>(step: S) => strict('ParallelRun', routesOf(step), finiteProps(ParallelRunConfigCodec.optional));
+const votingEnsembleCodec = <S extends t.Mixed>(step: S) => strict('VotingEnsemble', routesOf(step), finiteProps(VotingEnsembleConfigCodec.optional));
+type StepCodec = t.Type<StepSpec, unknown, unknown>;
 
+/** A router: a key (dot path into the event, or a key function) and a list of steps per route. */
+export type RouterSpec = t.TypeOf<ReturnType<typeof routerCodec<StepCodec>>>;
 /** The router family (docs/design.md §18): a list of steps per route, and the operator's own options. */
-export interface ModelRouterSpec {
-  readonly routes: Readonly<Record<string, readonly StepSpec[]>>;
-  readonly name?: string;
-  readonly prefix?: string;
-  readonly defaultRoute?: string;
-}
-export interface ParallelRunSpec {
-  readonly routes: Readonly<Record<string, readonly StepSpec[]>>;
-  readonly name?: string;
-  readonly extendEvent?: boolean;
-}
-export interface VotingEnsembleSpec {
-  readonly routes: Readonly<Record<string, readonly StepSpec[]>>;
-  readonly name?: string;
-  readonly voteType?: 'classification' | 'regression';
-  readonly weights?: Readonly<Record<string, number>>;
-  readonly predictionColName?: string;
-  readonly prefix?: string;
-}
+export type ModelRouterSpec = t.TypeOf<ReturnType<typeof modelRouterCodec<StepCodec>>>;
+export type ParallelRunSpec = t.TypeOf<ReturnType<typeof parallelRunCodec<StepCodec>>>;
+export type VotingEnsembleSpec = t.TypeOf<ReturnType<typeof votingEnsembleCodec<StepCodec>>>;
 
 /** One step of a list: exactly one of its keys. */
 export interface StepSpec {
@@ -182,25 +177,12 @@ export interface StepSpec {
 const STEP_KINDS = ['modelRunner', 'router', 'modelRouter', 'parallelRun', 'votingEnsemble', 'step', 'onError', 'remoteStep', 'batchHttpRequests', 'queueStep'] as const;
 
 export const StepSpec: t.Type<StepSpec, unknown, unknown> = t.recursion<StepSpec, unknown, unknown>('Step', (self) => {
-  const router = strict(
-    'Router',
-    {
-      key: t.union([DotPath, ModuleRef], "a dot path into the event ('body.route'), or { module, export } naming a key function"),
-      routes: t.record(t.string, t.array(self)),
-    },
-    finiteProps(RouterConfigCodec.optional),
-  );
-  // The router family: the runtime's options, routes as lists of steps.
-  const routes = { routes: t.record(t.string, t.array(self)) };
-  const modelRouter = strict('ModelRouter', routes, finiteProps(ModelRouterConfigCodec.optional));
-  const parallelRun = strict('ParallelRun', routes, finiteProps(ParallelRunConfigCodec.optional));
-  const votingEnsemble = strict('VotingEnsemble', routes, finiteProps(VotingEnsembleConfigCodec.optional));
   const fields = strict('Step', {}, {
     modelRunner: ModelRunnerSpec,
-    router,
-    modelRouter,
-    parallelRun,
-    votingEnsemble,
+    router: routerCodec(self),
+    modelRouter: modelRouterCodec(self),
+    parallelRun: parallelRunCodec(self),
+    votingEnsemble: votingEnsembleCodec(self),
     step: FunctionStepSpec,
     onError: OnErrorSpec,
     remoteStep: RemoteStepSpec,
@@ -361,3 +343,11 @@ export type GraphSpec = t.TypeOf<typeof GraphSpec>;
 // The schema says what loadGraph checks after decoding: exactly one of steps and flow.
 const GraphSpecFields = strict('GraphSpec', {}, GraphSpec.optional);
 annotate(GraphSpec, (walk) => ({ ...walk(GraphSpecFields), oneOf: [{ required: ['steps'] }, { required: ['flow'] }] }));
+/** The spec's JSON Schema (draft 2020-12), as `rxserve schema` prints it. */
+export function specSchema(): Record<string, unknown> {
+  return toJsonSchema(GraphSpec, {
+    $id: 'https://github.com/rxserve/rxserve/blob/main/docs/spec.md',
+    title: 'rxserve graph spec',
+    description: 'A serving graph as data (docs/design.md §14): loadGraph() and the rxserve command read it.',
+  });
+}
