@@ -80,7 +80,7 @@ export function readLoop(deps: {
         const reply = (await reader.call(
           'XREADGROUP', 'GROUP', o.group, o.consumer, 'COUNT', Math.min(o.batchSize, credit),
           'BLOCK', block, 'STREAMS', o.stream, history ?? '>',
-        )) as unknown;
+        ));
         blocked = false;
         failures = 0;
         const entries = readEntries(reply);
@@ -105,6 +105,8 @@ export function readLoop(deps: {
       wakeUp?.();
       const connections = deps.connections();
       if (blocked && connections?.readerId !== undefined) {
+        // A blocked XREADGROUP returns at once (as on timeout) instead of after blockMs.
+        // eslint-disable-next-line @typescript-eslint/no-base-to-string -- CLIENT ID answers an integer
         connections.commands.call('CLIENT', 'UNBLOCK', String(connections.readerId)).catch(() => undefined);
       }
     },
