@@ -14,7 +14,7 @@ export default defineConfig([
       // What model modules import (workers load it: no RxJS, io-ts or pools behind it).
       'model/index': 'src/model/index.ts',
       // The rxserve command's code (bin/rxserve.mjs runs it); beside the entries so it shares their chunks.
-      'spec/cli': 'src/spec/cli.ts',
+      'cli/main': 'src/cli/main.ts',
     },
     format: ['esm', 'cjs'],
     // RXSERVE_BUILD_DTS=0 skips the declarations (test/package.spec.ts's fresh-checkout build only

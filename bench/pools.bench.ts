@@ -278,7 +278,7 @@ export function poolsMarkdown(result: PoolsResult): string {
     '| process worker start (median) | ms |',
     '|---|---|',
     `| \`fork()\` of an empty script, to its exit | ${f2(result.start.bare)} |`,
-    `| \`fork()\` of rxserve's process worker, to its first model loaded | ${f2(result.start.worker)} (+${f2(result.start.worker - result.start.bare)} over bare) |`,
+    `| \`fork()\` of rxserve's process worker, to its first model loaded | ${f2(result.start.worker)} (${result.start.worker >= result.start.bare ? '+' : '−'}${f2(Math.abs(result.start.worker - result.start.bare))} over bare) |`,
   ];
   return lines.join('\n');
 }

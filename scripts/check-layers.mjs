@@ -3,8 +3,9 @@
 //
 // THE RULE. Every source file of src/ (specs excluded) belongs to a unit, and every unit to a
 // layer. Imports point down the layers (or sideways, inside one layer), never up, and no two units
-// import each other, directly or round a longer loop. Type-only imports count: `import type
-// { Graph }` in an operator is the coupling docs/design.md §2 rules out, whatever the emitted JS says.
+// import each other, directly or round a longer loop; inside a unit, no two files do either.
+// Type-only imports count: `import type { Graph }` in an operator is the coupling docs/design.md §2
+// rules out, whatever the emitted JS says.
 //
 // Units: a folder of src/ (`model/`, `execution/`, ...) or a file at its top (`errors.ts`), with
 // two refinements: `graph.ts` and a future `graph/` are one unit, and monitoring's exporters
@@ -12,7 +13,7 @@
 // rest of monitoring (records, the monitor, the endpoint registry) is used by operators and graph.
 //
 // Layers, bottom to top (placed from docs/design.md §2 and from what each unit imports today):
-//   1. errors, event, config, body, retry   the error classes, ServingEvent, the io-ts helpers, edge checks of bodies, retry timing
+//   1. errors, event, decode, body, retry   the error classes, ServingEvent, the io-ts helpers, edge checks of bodies, retry timing
 //   2. model, selector             the Model contract, entries, registry; selection over entries
 //   3. llm, onnx                   model families built on Model (LLModel; OnnxModel, §13)
 //   4. execution, monitoring      the mechanisms that run models (input copies, lanes); call records
@@ -20,7 +21,7 @@
 //   6. flow                        flows (§17): builder, choices, the compiled operator; a graph
 //                                  reaches them through FlowHost, declared in flow/
 //   7. graph                       createGraph(): shared models, lifecycle, endpoint names, graph.flow()
-//   8. monitoring/exporters, serve, streams, spec, testing   what sits on a graph or beside it all
+//   8. monitoring/exporters, serve, streams, spec, cli, testing   what sits on a graph or beside it all (cli: the rxserve command)
 //   9. index                       the root entry (its imports are not checked)
 // Exempt as importers: src/index.ts and every subpath entry (`<subpath>/index.ts` for each subpath
 // of package.json "exports"), which only re-export. A unit not listed here is an error: place a new folder in LAYERS on purpose.
@@ -30,14 +31,14 @@ import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 
 export const LAYERS = [
-  ['errors', 'event', 'config', 'body', 'retry', 'undici'],
+  ['errors', 'event', 'decode', 'body', 'retry', 'undici'],
   ['model', 'selector'],
   ['llm', 'onnx'],
   ['execution', 'monitoring'],
   ['operators'],
   ['flow'],
   ['graph'],
-  ['monitoring/exporters', 'serve', 'streams', 'spec', 'testing'],
+  ['monitoring/exporters', 'serve', 'streams', 'spec', 'cli', 'testing'],
   ['index'],
 ];
 
@@ -172,13 +173,17 @@ export function checkLayers(src, { allow = ALLOWED } = {}) {
   const violations = [];
   const allowed = [];
   const counted = [];
+  const inside = [];
   const units = new Set();
   for (const edge of edges) {
     const from = unitOf(edge.from);
     const to = unitOf(edge.to);
     units.add(from).add(to);
-    if (from === to) continue;
     const key = `${edge.from} -> ${edge.to}`;
+    if (from === to) {
+      inside.push([edge.from, edge.to, key]);
+      continue;
+    }
     if (allowSet.has(key)) {
       allowed.push(`${key} (${from} -> ${to})`);
       continue;
@@ -197,6 +202,12 @@ export function checkLayers(src, { allow = ALLOWED } = {}) {
     const loop = shortestLoop(component, counted);
     const hops = loop.slice(1).map((to, i) => counted.find(([f, t]) => f === loop[i] && t === to)[2]);
     violations.push(`import cycle between ${component.join(', ')}: ${loop.join(' -> ')} (${hops.join('; ')})`);
+  }
+  // Files inside one unit may import each other freely, but not round a loop: a cycle there (even
+  // type-only, like a contract and the implementation it names) ties the files into one.
+  for (const component of cycles(inside.map(([from, to]) => [from, to]))) {
+    const loop = shortestLoop(component, inside);
+    violations.push(`import cycle inside unit '${unitOf(component[0])}': ${loop.join(' -> ')}`);
   }
   const present = new Set(edges.map((e) => `${e.from} -> ${e.to}`));
   const stale = allow.filter((key) => !present.has(key)).map((key) => `allow-list entry '${key}' matches no import any more: remove it`);

@@ -32,10 +32,10 @@ describe('bodyProblem', () => {
   });
 
   it('with protoKeys, refuses __proto__ and constructor.prototype keys at any depth (as JSON.parse makes them)', () => {
-    const proto = JSON.parse('{"list":[{"ok":1},{"__proto__":{"polluted":true}}]}');
+    const proto: unknown = JSON.parse('{"list":[{"ok":1},{"__proto__":{"polluted":true}}]}');
     expect(bodyProblem(proto, { protoKeys: true })).toBe("body has a '__proto__' key (at body.list[1].__proto__)");
     expect(bodyProblem(proto)).toBeUndefined();
-    const ctor = JSON.parse('{"a":{"constructor":{"prototype":{"x":1}}}}');
+    const ctor: unknown = JSON.parse('{"a":{"constructor":{"prototype":{"x":1}}}}');
     expect(bodyProblem(ctor, { protoKeys: true })).toBe("body has a 'constructor.prototype' key (at body.a.constructor.prototype)");
     expect(bodyProblem({ constructor: 'a string is fine' }, { protoKeys: true })).toBeUndefined();
   });

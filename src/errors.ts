@@ -259,6 +259,7 @@ export function describeError(error: unknown): string {
 /** A string for anything, never throwing (JSON for objects, when it can). */
 export function safeString(value: unknown): string {
   try {
+    // eslint-disable-next-line @typescript-eslint/no-base-to-string -- objects went to JSON: what is left (a function, a symbol, a primitive) has its own String()
     return typeof value === 'object' ? JSON.stringify(value) : String(value);
   } catch {
     return Object.prototype.toString.call(value);

@@ -73,7 +73,7 @@ describe('events', () => {
     for (let i = 0; i < 20_000; i++) deep = { a: deep, i };
     deep.self = deep;
     const copy = cloneBody(deep);
-    let node = copy as Record<string, unknown>;
+    let node = copy;
     let depth = 0;
     while ('a' in node) {
       expect(node.i).toBe(19_999 - depth);

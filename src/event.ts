@@ -46,14 +46,18 @@ export interface PartialResult<D = unknown> {
 /** Where an event's partial results go (see `ServingEvent.partials`). */
 export type PartialSink = (partial: PartialResult) => void;
 
+// CANCEL, CancelToken, EventCancel, cancelOf and makeEvent are for rxserve's own modules: no entry
+// exports them. Not marked internal (the tag): the published typings drop what carries it
+// (tsconfig stripInternal), and these are imported across modules, so their declarations must stay.
+
 /**
- * @internal The per-event cancel `invoker()` and `serve()` attach to their events (a symbol key,
+ * The per-event cancel `invoker()` and `serve()` attach to their events (a symbol key,
  * copied by spreads like any field): the same contract as `signal`, without an AbortController
  * and an EventTarget listener per request per step, which cost ~15 µs a request on Node 20.
  */
 export const CANCEL: unique symbol = Symbol.for('rxserve.cancel');
 
-/** @internal What steps listen to for one event's cancellation. */
+/** What steps listen to for one event's cancellation. */
 export interface CancelToken {
   readonly aborted: boolean;
   readonly reason: unknown;
@@ -62,7 +66,7 @@ export interface CancelToken {
 }
 
 /**
- * @internal A cancel token for one event (no AbortController, no EventTarget). It also has the
+ * A cancel token for one event (no AbortController, no EventTarget). It also has the
  * part of an AbortSignal that undici and `sleep` use (`addEventListener('abort', fn)`), so one
  * class serves events and the requests made for them.
  */
@@ -96,7 +100,7 @@ export class EventCancel implements CancelToken {
   }
 }
 
-/** @internal The cancel of an event: its token, or one over its `signal`, or none. */
+/** The cancel of an event: its token, or one over its `signal`, or none. */
 export function cancelOf(event: ServingEvent): CancelToken | undefined {
   const token = (event as { [CANCEL]?: CancelToken })[CANCEL];
   if (token !== undefined) return token;
@@ -107,7 +111,7 @@ export function cancelOf(event: ServingEvent): CancelToken | undefined {
       return signal.aborted;
     },
     get reason() {
-      return signal.reason;
+      return signal.reason as unknown;
     },
     listen(fn) {
       signal.addEventListener('abort', fn, { once: true });
@@ -151,7 +155,7 @@ function frozenCopy<T extends object>(source: T): Readonly<T> {
   return Object.freeze(copy);
 }
 
-/** @internal `toEvent` with a cancel token under `CANCEL` (the invoker's): one object, frozen once. */
+/** `toEvent` with a cancel token under `CANCEL` (the invoker's): one object, frozen once. */
 export function makeEvent<B>(body: B, init: Partial<Omit<ServingEvent<B>, 'body'>> | undefined, cancel: CancelToken | undefined): ServingEvent<B> {
   const event: { -readonly [K in keyof ServingEvent<B>]: ServingEvent<B>[K] } & { [CANCEL]?: CancelToken } = {
     id: init?.id ?? globalThis.crypto.randomUUID(),
@@ -215,7 +219,7 @@ export function withBody<B>(
 
 /** A copy of `event` failed with `error` by step `origin`. */
 export function withError<B>(event: ServingEvent<B>, error: ServingError, origin: string): ErroredEvent<B> {
-  return Object.freeze({ ...event, error, origin }) as ErroredEvent<B>;
+  return Object.freeze({ ...event, error, origin });
 }
 
 /** A copy of `event` with `error` and `origin` removed (what `onError` emits on recovery). */
@@ -276,7 +280,7 @@ export function setPath<T>(value: T, path: string | undefined, newValue: unknown
 function setIn(container: unknown, keys: readonly string[], i: number, newValue: unknown): unknown {
   const key = keys[i];
   const copy: Record<string, unknown> = Array.isArray(container)
-    ? ([...container] as unknown as Record<string, unknown>)
+    ? ([...(container as unknown[])] as unknown as Record<string, unknown>)
     : container !== null && typeof container === 'object'
       ? { ...(container as Record<string, unknown>) }
       : {};

@@ -31,6 +31,7 @@ export {
   ProviderError,
   RemoteStepError,
   type ConfigIssue,
+  type ProviderErrorOptions,
   type ServingError,
 } from './errors.js';
 export { Model, type ModelClass, type ModelInit, type ModelMetadata, type ModuleRef, type PredictContext } from './model/model.js';
@@ -47,6 +48,7 @@ export {
   type ModelSelectorClass,
 } from './selector.js';
 export type { Executor, ExecutorSession, ExecutorHooks, CallResult } from './execution/executor.js';
+export type { GraphRef } from './execution/provider.js';
 export {
   createGraph,
   type Graph,
@@ -59,8 +61,10 @@ export type { EndpointRecord } from './monitoring/record.js';
 export type { EndpointRegistry, EndpointEntry, EndpointSpec } from './monitoring/endpointRegistry.js';
 export { prometheusExporter, type PrometheusExporter } from './monitoring/prometheus.js';
 export { traceGraph } from './monitoring/tracing.js';
+// What graph.describe(), laneStats(), stepStats() and flowStats() return. The dashboard's stream
+// payload (AggregatesSnapshot, EndpointFigures, SeriesPoint in monitoring/aggregates.ts) is the
+// page's own wire format, not exported.
 export type { LaneStats, StepStats, GraphShape, FlowShape, FlowStepStats } from './monitoring/monitor.js';
-export type { AggregatesSnapshot, EndpointFigures, SeriesPoint } from './monitoring/aggregates.js';
 export type { PoolOptions } from './execution/poolOptions.js';
 export { LLModel, type LLMResult, type LLMUsageReport, type LLMStreamEvent } from './llm/llmodel.js';
 export { OnnxModel, type OnnxRequest, type OnnxResponse } from './onnx/onnxModel.js';

@@ -32,9 +32,11 @@ export class ModelSelector {
 }
 
 /** A selector as a plain function. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a user's function typed for its own body must be assignable (unknown would refuse it)
 export type SelectorFn = (event: ServingEvent<any>, availableModels: readonly ModelEntry[]) => SelectorResult;
 
 /** A selector class, constructed with its parameters object. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a class whose constructor takes its own params type must be assignable
 export type ModelSelectorClass = new (params: any) => ModelSelector;
 
 /** Anything a step accepts as its selector: an instance, a function, or a registered name. */
@@ -175,10 +177,10 @@ export function createSelect(
         `step '${step}': the selector returned ${typeof result}; expected an array of endpoint names, null or undefined`,
       );
     }
-    const names: string[] = new Array(result.length);
+    const names: string[] = new Array<string>(result.length);
     const seen = new Set<string>();
     for (let i = 0; i < result.length; i++) {
-      const item = result[i];
+      const item: unknown = result[i];
       const name = typeof item === 'string' ? item : (item as { endpointName?: unknown } | null)?.endpointName;
       if (typeof name !== 'string') {
         return new SelectorError(

@@ -71,6 +71,24 @@ describe('monitoring aggregates', () => {
     expect(e.p99Ms!).toBeLessThan(119);
   });
 
+  it('the window and the series read only their seconds of the ring: a slot reused 300 s later counts once, for its new second', () => {
+    const graph = createGraph();
+    let clock = 7_000;
+    const aggregates = new MonitoringAggregates(graph, () => clock);
+    const entry = { endpointName: 'e', modelClass: 'Model', executionMechanism: 'naive' } as const;
+    const calls = (n: number) => Array.from({ length: n }, () => ({ entry, value: 1, error: undefined, started: clock, latencyMs: 1 }));
+    aggregates.onEvent({ step: 's', event: { id: '1', body: {} } as never, calls: calls(3) }); // second 7
+    clock = 8_000;
+    aggregates.onEvent({ step: 's', event: { id: '2', body: {} } as never, calls: calls(1) }); // second 8
+    clock = 307_000;
+    aggregates.onEvent({ step: 's', event: { id: '3', body: {} } as never, calls: calls(5) }); // second 307: second 7's slot
+    clock = 308_500;
+    // Seconds 298 to 307: only second 307's 5 calls (second 8, in the next slot, is 300 s old).
+    expect(aggregates.snapshot(10).endpoints.find((x) => x.endpoint === 'e')).toMatchObject({ requests: 9, requestsPerSecond: 0.5 });
+    expect(aggregates.series(2)).toEqual([{ at: 307_000, endpoint: 'e', requests: 5, errors: 0 }]);
+    expect(aggregates.series().map((p) => [p.at, p.requests])).toEqual([[307_000, 5]]);
+  });
+
   it('one set of counters per graph, shared by its holders; released by the last; Prometheus keeps its figures after detach', async () => {
     const graph = createGraph();
     const step = graph.modelRunner({ name: 's', models: [{ endpointName: 'wait', modelClass: Wait, executionMechanism: 'asyncio' }] });

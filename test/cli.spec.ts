@@ -199,7 +199,7 @@ describe('rxserve test', () => {
 describe('rxserve arguments, help and schema', () => {
   it('--help for the command and each subcommand exits 0; bad arguments exit 2', async () => {
     const helps = [['--help'], ['serve', '--help'], ['test', '-h'], ['validate', '--help'], ['schema', '--help']];
-    const bad = [[], ['deploy'], ['serve'], ['serve', slowSpec, '--prot', '1'], ['serve', slowSpec, '--port', 'x'], ['validate', slowSpec, '--port', '1'], ['constructor']];
+    const bad = [[], ['deploy'], ['serve'], ['serve', slowSpec, '--prot', '1'], ['serve', slowSpec, '--port', 'x'], ['validate', slowSpec, '--port', '1'], ['constructor'], ['serve', slowSpec, '--port', '65536']];
     const results = await Promise.all([...helps, ...bad].map((args) => rxserve(...args)));
     helps.forEach((args, i) => {
       expect(results[i].code, args.join(' ')).toBe(0);
@@ -207,7 +207,9 @@ describe('rxserve arguments, help and schema', () => {
     });
     bad.forEach((args, i) => expect(results[helps.length + i].code, args.join(' ')).toBe(2));
     expect(results[helps.length + 1].stderr).toContain("unknown command 'deploy'");
-    expect(results[helps.length + 4].stderr).toContain('--port');
+    // --port is checked by serve()'s own Port rule, once, before the graph loads: the message names the flag and the value.
+    expect(results[helps.length + 4].stderr).toContain('rxserve serve: --port: expected a port number (0 to 65535; 0 picks a free port), got "x"');
+    expect(results[helps.length + 7].stderr).toContain('rxserve serve: --port: expected a port number (0 to 65535; 0 picks a free port), got 65536');
     // A name every object has is not a command either.
     expect(results[helps.length + 6].stderr).toContain("unknown command 'constructor'");
   });

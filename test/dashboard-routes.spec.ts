@@ -140,6 +140,57 @@ describe('dashboard routes', () => {
     expect((await fetch(`${guarded.url}/dashboard/`, { headers: { authorization: 'Bearer k' }, redirect: 'manual' })).status).toBe(308);
   });
 
+  it("each tick reads the graph's shape once and sends the per-second points since the last tick, not the last minutes again (issue 27)", async () => {
+    const { graph, pipeline } = dashboardGraph();
+    // Count the real describe() calls (the dashboard reaches it through graph[MONITORING]).
+    const describeGraph = graph.describe.bind(graph);
+    let describes = 0;
+    graph.describe = () => (describes++, describeGraph());
+    const server = await serve(pipeline, { graph, port: 0, dashboard: true });
+    servers.push(server);
+    const post = () => fetch(`${server.url}/check`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }).then((r) => r.text());
+    // Traffic in the seconds before the page opens: the first message carries them.
+    const t0 = Date.now();
+    while (Date.now() - t0 < 2_100) await Promise.all([post(), new Promise((r) => setTimeout(r, 50))]);
+    describes = 0;
+    const events = await fetch(`${server.url}/dashboard/events`);
+    const reader = events.body!.getReader();
+    const decoder = new TextDecoder();
+    type Message = { snapshot: { at: number }; series: { at: number; endpoint: string; requests: number }[] };
+    const messages: Message[] = [];
+    let text = '';
+    // Traffic goes on while four messages arrive (the first, then three ticks a second apart).
+    let traffic = true;
+    const load = (async () => {
+      while (traffic) await Promise.all([post(), new Promise((r) => setTimeout(r, 50))]);
+    })();
+    const deadline = Date.now() + 10_000;
+    while (messages.length < 4 && Date.now() < deadline) {
+      text += decoder.decode((await reader.read()).value, { stream: true });
+      for (let end = text.indexOf('\n\n'); end >= 0; end = text.indexOf('\n\n')) {
+        const data = text.slice(0, end).split('\n').find((line) => line.startsWith('data: '));
+        if (data) messages.push(JSON.parse(data.slice(6)) as Message);
+        text = text.slice(end + 2);
+      }
+    }
+    traffic = false;
+    await load;
+    await reader.cancel();
+    expect(messages.length).toBe(4);
+    // One describe() per message (the snapshot and the shape it sends share it).
+    expect(describes).toBe(messages.length);
+    const seconds = (m: Message) => [...new Set(m.series.filter((p) => p.endpoint === 'check').map((p) => p.at / 1000))].sort();
+    // The first message has the history: the seconds of traffic before the page opened.
+    expect(seconds(messages[0]!).length).toBeGreaterThanOrEqual(3);
+    for (let i = 1; i < messages.length; i++) {
+      const previous = Math.floor(messages[i - 1]!.snapshot.at / 1000);
+      // Only seconds from the last one the previous message had complete (one spare, for a
+      // second turning over between reads); before, every tick re-sent the last five seconds.
+      expect(seconds(messages[i]!).every((s) => s >= previous - 1), `message ${i}: ${seconds(messages[i]!)} after ${previous}`).toBe(true);
+      expect(seconds(messages[i]!)).toContain(Math.floor(messages[i]!.snapshot.at / 1000) - 1);
+    }
+  });
+
   it('without apiKeys there is no sign-in route; close() ends open event streams and frees the counters', async () => {
     const { graph, pipeline } = dashboardGraph();
     const exporter = await prometheusExporter(graph);

@@ -1,6 +1,7 @@
 // The layering check of docs/design.md §2 (scripts/check-layers.mjs): src/ passes it, today's known
 // violations are reported from the script's allow-list, and the check is shown to fire on a
-// small tree with an upward import, a cycle between folders and a folder with no layer.
+// small tree with an upward import, a cycle between folders, a cycle between two files of one
+// folder and a folder with no layer.
 import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -51,6 +52,9 @@ describe('layering (docs/design.md §2)', () => {
     // A type-only import counts: operators must not know the graph.
     file('operators/step.ts', "import type { Graph } from '../graph.js';\nexport type Step = Graph;\n");
     file('graph.ts', "import { run } from './execution/run.js';\nexport interface Graph { run: typeof run }\n");
+    // Two files of one folder that import each other (type-only on one side): a cycle inside a unit.
+    file('selector/contract.ts', "import type { pick } from './pick.js';\nexport type Picker = typeof pick;\n");
+    file('selector/pick.ts', "import type { Picker } from './contract.js';\nexport const pick = (() => 1) as unknown as Picker;\n");
     // A folder nobody placed.
     file('gadgets/thing.ts', "import { E } from '../errors.js';\nexport const thing = E;\n");
     // The entries may import anything.
@@ -59,7 +63,7 @@ describe('layering (docs/design.md §2)', () => {
     // A spec beside its source is not part of the design.
     file('errors.spec.ts', "import '../index.js';\n");
 
-    it('an upward import, a type-only upward import, a cycle between folders, a folder with no layer', async () => {
+    it('an upward import, a type-only upward import, a cycle between folders, a cycle inside a folder, a folder with no layer', async () => {
       const { code, report } = await check(['--src', root, '--no-allow-list']);
       expect(code).toBe(1);
       expect(report.violations).toEqual([
@@ -67,6 +71,7 @@ describe('layering (docs/design.md §2)', () => {
         'upward import: model/model.ts -> execution/run.ts (model, layer 2, imports execution, layer 4)',
         'upward import: operators/step.ts -> graph.ts (operators, layer 5, imports graph, layer 7)',
         'import cycle between execution, model: execution -> model -> execution (execution/run.ts -> model/model.ts; model/model.ts -> execution/run.ts)',
+        "import cycle inside unit 'selector': selector/contract.ts -> selector/pick.ts -> selector/contract.ts",
       ]);
     });
 

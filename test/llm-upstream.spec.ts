@@ -82,17 +82,21 @@ async function upstreamCount(run: () => Promise<unknown>): Promise<number> {
 const SSE = { accept: 'text/event-stream' };
 
 describe('plain POST', () => {
-  it("a provider's 429 is a 429 with its Retry-After unchanged", async () => {
+  // Both providers alike, one table: the upstream path each calls, the endpoint serving it, its error text.
+  it.each([
+    { provider: 'openai', path: OPENAI, endpoint: '/direct', error: /ProviderError: openai: HTTP 429: 429 injected fault 429/ },
+    { provider: 'huggingface', path: HF, endpoint: '/hf', error: /ProviderError: huggingface.*HTTP 429/ },
+  ])("$provider: a provider's 429 is a 429 with its Retry-After unchanged", async ({ path, endpoint, error }) => {
     for (const retryAfter of ['7', RETRY_AT]) {
-      llm.fault({ path: OPENAI, status: 429, headers: { 'retry-after': retryAfter } });
-      const reply = await post('/direct', { question: 'q' });
+      llm.fault({ path, status: 429, headers: { 'retry-after': retryAfter } });
+      const reply = await post(endpoint, { question: 'q' });
       expect(reply.status).toBe(429);
       expect(reply.headers.get('retry-after')).toBe(retryAfter);
-      expect(reply.json!.error).toMatch(/ProviderError: openai: HTTP 429: 429 injected fault 429/);
+      expect(reply.json!.error).toMatch(error);
     }
     // no Retry-After from the provider: none made up
-    llm.fault({ path: OPENAI, status: 429 });
-    const bare = await post('/direct', { question: 'q' });
+    llm.fault({ path, status: 429 });
+    const bare = await post(endpoint, { question: 'q' });
     expect([bare.status, bare.headers.get('retry-after')]).toEqual([429, null]);
   });
 
@@ -132,13 +136,6 @@ describe('plain POST', () => {
     expect((await post('/direct', { question: 'q' })).status).toBe(400);
     llm.fault({ path: OPENAI, status: 401 });
     expect((await post('/direct', { question: 'q' })).status).toBe(502);
-  });
-
-  it("Hugging Face: a 429 is a 429 with the provider's Retry-After", async () => {
-    llm.fault({ path: HF, status: 429, headers: { 'retry-after': '12' } });
-    const reply = await post('/hf', { question: 'q' });
-    expect(reply.status).toBe(429);
-    expect(reply.headers.get('retry-after')).toBe('12');
   });
 });
 

@@ -30,7 +30,8 @@ import {
   type ServingEvent,
 } from '../src/index.js';
 import { MOCK_ANSWER } from '../src/llm/providers/mock.js';
-import { callUsage, countTextTokens, type Usage } from '../src/llm/usage.js';
+import { countTextTokens, type Usage } from '../src/llm/usage.js';
+import { callUsage } from '../src/model/usage.js';
 import { MAX_BACKOFF_MS, MAX_RETRY_AFTER_MS, retryDelayMs, withRetries } from '../src/llm/retry.js';
 import { startLLMServer, type LLMServer } from '../src/testing/index.js';
 
@@ -201,14 +202,31 @@ describe.each(TRANSPORTS)('over %s', (t) => {
       expect(usage.total_tokens).toBe((usage.prompt_tokens as number) + (usage.completion_tokens as number));
     });
 
-    it('a 503 is retried by rxserve, not by the client too (retries not stacked)', async () => {
-      const since = server.requests.length;
-      server.fault({ status: 503, times: Infinity, path: '/hf/' });
-      const out = await run([{ question: 'x' }], [llm('hf', prompt('hf', hf('text-generation')), { params: { retryBaseMs: 1, maxRetries: 1 } })], {
-        raiseException: false,
-      });
-      expect(String((out[0].body as { error: string }).error)).toMatch(/^ProviderError: huggingface .*HTTP 503.*\(after 2 attempts\)/);
-      expect(newRequests(since)).toHaveLength(2);
+  });
+
+  // What both providers do alike, one table: each row is a provider's model and the error text it gives.
+  describe.each([
+    { provider: 'openai', artifact: () => gpt(), status: 500, error: /^ProviderError: openai: HTTP 500: / },
+    {
+      provider: 'huggingface',
+      artifact: () =>
+        modelArtifact({ key: 'hf', modelUrl: 'huggingface://meta-llama/Llama-3.1-8B-Instruct', providerOptions: { apiKey: 'hf_test', baseURL: server.huggingfaceURL, transport, task: 'text-generation' } }),
+      status: 503,
+      error: /^ProviderError: huggingface .*HTTP 503/,
+    },
+  ])('faults ($provider)', ({ artifact, status, error }) => {
+    it('a 5xx forever: retried by rxserve alone (maxRetries + 1 requests, the client does not stack its own), then an error result with the status', async () => {
+      for (const maxRetries of [1, 2]) {
+        const since = server.requests.length;
+        server.fault({ status, times: Infinity });
+        const out = await run([{ question: 'x' }], [llm('f', prompt('f', artifact()), { params: { retryBaseMs: 1, maxRetries } })]);
+        expect(out[0].error).toBeInstanceOf(ModelRunnerError);
+        const message = (out[0].error as ModelRunnerError).modelsErrors.f;
+        expect(message).toMatch(error);
+        expect(message).toMatch(new RegExp(`\\(after ${maxRetries + 1} attempts\\)$`));
+        expect(newRequests(since)).toHaveLength(maxRetries + 1);
+        server.clearFaults();
+      }
     });
   });
 
@@ -220,15 +238,6 @@ describe.each(TRANSPORTS)('over %s', (t) => {
       expect(out[0].error).toBeUndefined();
       expect((out[0].body as { output: { usage: { total_tokens: number } } }).output.usage.total_tokens).toBeGreaterThan(0);
       expect(newRequests(since)).toHaveLength(2);
-    });
-
-    it('500 forever: bounded retries (maxRetries + 1 requests), then an error result with status', async () => {
-      const since = server.requests.length;
-      server.fault({ status: 500, times: Infinity });
-      const out = await run([{ question: 'x' }], [llm('f', prompt('finance'), { params: { retryBaseMs: 1, maxRetries: 2 } })]);
-      expect(out[0].error).toBeInstanceOf(ModelRunnerError);
-      expect((out[0].error as ModelRunnerError).modelsErrors.f).toMatch(/^ProviderError: openai: HTTP 500: .*\(after 3 attempts\)$/);
-      expect(newRequests(since)).toHaveLength(3);
     });
 
     it('malformed JSON is a clear, non-retried ProviderError', async () => {

@@ -13,7 +13,9 @@ import {
   llmPromptArtifact,
   modelArtifact,
   prometheusExporter,
+  registerModel,
   traceGraph,
+  unregisterModel,
   type EndpointRecord,
   type Graph,
   type ModelEntry,
@@ -76,6 +78,41 @@ describe('endpoint records (MLRun tracking cases)', () => {
     expect(record.response).toEqual({ outputs: [[2, 3, 4, 5]] });
     expect(record.request).toEqual({ inputs: [[1]] });
     await graph.close();
+  });
+
+  it("a class's static monitoredOutputs names its records' columns over the entry's outputs (any model, by class, name or instance), warning once", async () => {
+    // Not an LLModel: monitoring reads the static of whatever class the entry names.
+    class Picked extends Dict {
+      static override readonly monitoredOutputs = ['d', 'b'];
+    }
+    class Deeper extends Picked {}
+    registerModel('PickedByName', Picked, { override: true });
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      const graph = createGraph({ monitoring: {} });
+      const step = graph.modelRunner({
+        models: [
+          { endpointName: 'cls', modelClass: Picked, executionMechanism: 'naive', outputs: ['a'] },
+          { endpointName: 'name', modelClass: 'PickedByName', executionMechanism: 'naive' },
+          { endpointName: 'inst', modelClass: new Deeper({ name: 'inst' }), executionMechanism: 'naive', outputs: ['d', 'b'] },
+          { endpointName: 'plain', modelClass: Dict, executionMechanism: 'naive', outputs: ['c'] },
+        ],
+      });
+      const records = await collect(graph, () => feed(graph, [{ x: 1 }, { x: 2 }], step));
+      await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on the next tick
+      const outputs = Object.fromEntries(records.map((r) => [r.endpointName, r.response?.outputs]));
+      expect(outputs).toEqual({ cls: [[5, 3]], name: [[5, 3]], inst: [[5, 3]], plain: [[4]] });
+      expect(records).toHaveLength(8);
+      expect(warnings.filter((w) => (w as { code?: string }).code === 'RXSERVE_LLM_OUTPUTS').map((w) => w.message)).toEqual([
+        `Picked endpoint 'cls': monitoring outputs ["a"] replaced by ["d","b"] (a Picked returns { d, b }, as in MLRun)`,
+      ]);
+      await graph.close();
+    } finally {
+      process.off('warning', onWarning);
+      unregisterModel('PickedByName');
+    }
   });
 
   it('two steps with four models each → eight records per event', async () => {

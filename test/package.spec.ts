@@ -213,6 +213,18 @@ describe('the built package', () => {
       rmSync(checkout, { recursive: true, force: true });
     }
   }, 240_000);
+
+  it("npm reads the install-script policy from package.json: onnxruntime-node's postinstall denied, every other script reviewed, and no warning", async () => {
+    // onnxruntime-node's postinstall fetches CUDA binaries from api.nuget.org, which fails offline
+    // (the CPU binaries ship inside the package). A denial in `allowScripts` skips it silently; the
+    // old `.npmrc` key it read made npm warn "Unknown project config" on every command (issue 22).
+    const pkg = JSON.parse(readFileSync(`${root}/package.json`, 'utf8')) as { allowScripts?: Record<string, boolean> };
+    expect(pkg.allowScripts?.['onnxruntime-node']).toBe(false);
+    expect(existsSync(`${root}/.npmrc`), 'a project .npmrc (npm warns about keys it does not know)').toBe(false);
+    const { stdout, stderr } = await promisify(execFile)('npm', ['install-scripts', 'ls'], { cwd: root, encoding: 'utf8' });
+    expect(stdout).toContain('No packages with unreviewed install scripts');
+    expect(stderr.split('\n').filter((line) => line.includes('warn')), 'npm warnings').toEqual([]);
+  }, 60_000);
 });
 
 /** The files `npm pack` would put in the tarball (scripts not run). */

@@ -9,7 +9,7 @@ import { from, lastValueFrom, toArray } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { ConfigError, loadGraph, toEvent, type ServingEvent } from '../src/index.js';
-import { specSchema } from '../src/spec/cli.js';
+import { specSchema } from '../src/spec/graphSpec.js';
 import { json, startServer, type TestServer } from './support/httpServer.js';
 import { redisAvailable, withRedis, type RedisServer } from './support/redis.js';
 

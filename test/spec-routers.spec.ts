@@ -5,7 +5,7 @@ import { from, lastValueFrom, toArray } from 'rxjs';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadGraph, serve, toEvent, type ServingEvent } from '../src/index.js';
-import { specSchema } from '../src/spec/cli.js';
+import { specSchema } from '../src/spec/graphSpec.js';
 import { MONITORING, type Monitored } from '../src/monitoring/monitor.js';
 import { ModelRouterConfigCodec } from '../src/operators/modelRouter.js';
 import { ParallelRunConfigCodec } from '../src/operators/parallelRun.js';

@@ -19,10 +19,9 @@ import {
 } from '../src/index.js';
 import { MONITORING } from '../src/monitoring/monitor.js';
 import { readSpec } from '../src/spec/load.js';
-import { specSchema } from '../src/spec/cli.js';
-import { finite, type StrictType } from '../src/config.js';
+import { finite, type StrictType } from '../src/decode.js';
 import { PoolOptionsCodec } from '../src/execution/poolOptions.js';
-import { GraphOptionsCodec, MonitoringOptionsCodec, ProxyCodec, SharedModelCodec } from '../src/graph/codecs.js';
+import { GraphOptionsCodec, MonitoringOptionsCodec, ProxyCodec, SharedModelCodec } from '../src/graph/graphOptions.js';
 import { ModelEntryCodec } from '../src/model/entry.js';
 import { ModelRunnerConfigCodec } from '../src/operators/modelRunner.js';
 import { OnErrorOptionsCodec } from '../src/operators/onError.js';
@@ -40,7 +39,8 @@ import {
   QueueStepSpec,
   RemoteStepSpec,
   SharedModelSpec,
-} from '../src/spec/codecs.js';
+  specSchema,
+} from '../src/spec/graphSpec.js';
 import { RedisStreamOptionsCodec } from '../src/streams/options.js';
 import { HttpStepOptionsCodec } from '../src/operators/internal/http.js';
 import { QueueStepOptionsCodec } from '../src/streams/queueStep.js';

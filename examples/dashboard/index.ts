@@ -2,7 +2,7 @@
 // an API key on loopback, sends some traffic (a few calls fail), signs in as a browser would
 // (the form's POST, then the session cookie) and reads one message of the page's event stream.
 // Set KEEP=1 to keep it running and open the printed URL in a browser.
-import { Model, createGraph, router, serve, type AggregatesSnapshot } from 'rxserve';
+import { Model, createGraph, router, serve } from 'rxserve';
 
 let failures = 0;
 const check = (label: string, ok: boolean) => {
@@ -56,7 +56,15 @@ const reader = events.body!.getReader();
 let text = '';
 while (!text.includes('\n\n')) text += new TextDecoder().decode((await reader.read()).value);
 await reader.cancel();
-const { snapshot } = JSON.parse(text.slice(text.indexOf('data: ') + 6, text.indexOf('\n\n', text.indexOf('data: ')))) as { snapshot: AggregatesSnapshot };
+// The stream is the page's own format (docs/dashboard.md), not a typed API: name what this reads.
+interface Figures {
+  readonly endpoint: string;
+  readonly executionMechanism?: string;
+  readonly requests: number;
+  readonly errors: number;
+  readonly lastError?: string;
+}
+const { snapshot } = JSON.parse(text.slice(text.indexOf('data: ') + 6, text.indexOf('\n\n', text.indexOf('data: ')))) as { snapshot: { endpoints: Figures[] } };
 for (const e of snapshot.endpoints) {
   console.log(`  ${e.endpoint.padEnd(6)} ${e.executionMechanism?.padEnd(8)} requests ${e.requests}, errors ${e.errors}${e.lastError ? ` (last: ${e.lastError})` : ''}`);
 }

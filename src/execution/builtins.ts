@@ -8,8 +8,8 @@ import { registerModel } from '../model/registry.js';
 /** Built-in model classes by name (`modelClass: 'LLModel'`). */
 export const BUILT_IN_MODELS: ReadonlyMap<string, ModelClass> = new Map<string, ModelClass>([
   ['Model', Model],
-  ['LLModel', LLModel as unknown as ModelClass],
-  ['OnnxModel', OnnxModel as unknown as ModelClass],
+  ['LLModel', LLModel],
+  ['OnnxModel', OnnxModel],
 ]);
 
 for (const [name, cls] of BUILT_IN_MODELS) registerModel(name, cls);

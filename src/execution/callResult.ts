@@ -22,6 +22,7 @@ export function onResult(
   if (isObservable(result)) {
     let done = false;
     let subscription: Subscription | undefined;
+    // eslint-disable-next-line prefer-const -- next() reads it: a `const` would be in its TDZ when the source emits synchronously
     subscription = result.subscribe({
       next(value) {
         if (done) return;
@@ -44,7 +45,7 @@ export function onResult(
       subscription.unsubscribe();
       return undefined;
     }
-    return () => subscription!.unsubscribe();
+    return () => subscription.unsubscribe();
   }
   if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') {
     (result as PromiseLike<unknown>).then(onValue, onError);

@@ -35,17 +35,17 @@ export function cloneBody<T>(value: T): T {
 function clonePlain(value: object, seen: Map<object, unknown> | undefined, depth: number): unknown {
   const copied = seen?.get(value);
   if (copied !== undefined) return copied;
-  if (depth > RECURSION_LIMIT) return cloneDeep(value, (seen ??= new Map()));
+  if (depth > RECURSION_LIMIT) return cloneDeep(value, (seen ??= new Map<object, unknown>()));
   if (Array.isArray(value)) {
-    const out = new Array(value.length);
+    const out = new Array<unknown>(value.length);
     seen?.set(value, out);
     for (let i = 0; i < value.length; i++) {
-      const item = value[i];
+      const item: unknown = value[i];
       out[i] = item !== null && typeof item === 'object' ? clonePlain(item, (seen ??= new Map([[value, out]])), depth + 1) : checkLeaf(item);
     }
     return out;
   }
-  const proto = Object.getPrototypeOf(value);
+  const proto: unknown = Object.getPrototypeOf(value);
   if (proto !== Object.prototype && proto !== null) {
     const out = structuredClone(value);
     seen?.set(value, out);
@@ -73,7 +73,7 @@ function cloneDeep(root: object, seen: Map<object, unknown>): unknown {
   const copyOf = (value: object): unknown => {
     const copied = seen.get(value);
     if (copied !== undefined) return copied;
-    const proto = Object.getPrototypeOf(value);
+    const proto: unknown = Object.getPrototypeOf(value);
     if (!Array.isArray(value) && proto !== Object.prototype && proto !== null) {
       const out = structuredClone(value);
       seen.set(value, out);

@@ -4,6 +4,7 @@ import type { ModelEntry } from '../model/entry.js';
 import type { PredictContext } from '../model/model.js';
 
 /** What a model call may return: a value, a promise of one, or an Observable (its first value counts; it is then unsubscribed). */
+// eslint-disable-next-line @typescript-eslint/no-redundant-type-constituents -- the union names what a model call may return (the compiler reads `unknown`)
 export type CallResult = unknown | PromiseLike<unknown> | Observable<unknown>;
 
 /** Hooks a step gives the executor when it opens a session. */

@@ -1,6 +1,6 @@
 // The worker side: builds each model once per worker/process, runs batches of calls, cancels them.
 import { ModelLoadError, toError } from '../errors.js';
-import { Model } from '../model/model.js';
+import type { Model } from '../model/model.js';
 import { importModelClass } from '../model/registry.js';
 import { CallContext } from '../model/callContext.js';
 import { runOperation } from '../model/operation.js';
@@ -24,8 +24,9 @@ export class ModelHost {
     private readonly emitPartial?: (callId: number, partial: unknown) => void,
   ) {}
 
+  /** A call's context: one that sends partials back only when the main side listens to them. */
   private context(call: WireCall): CallContext {
-    const emit = this.emitPartial;
+    const emit = call.listen ? this.emitPartial : undefined;
     return new CallContext(call.eventId, call.origin, call.path, emit && ((partial) => emit(call.id, partial)), call.op);
   }
 
@@ -81,8 +82,7 @@ export class ModelHost {
     const models = batch.specs.map((key) => this.loaded.get(key) ?? this.get(key));
     return batch.calls.map((call) => {
       const model = models[call.spec];
-      if (call.batch !== undefined) return this.runBatchCall(model, call, transfer, wireCodec(batch.specs[call.spec]));
-      return model instanceof Model ? this.runLoaded(model, call, transfer) : this.runCall(model, call, transfer);
+      return call.batch !== undefined ? this.runBatchCall(model, call, transfer, wireCodec(batch.specs[call.spec])) : this.runCall(model, call, transfer);
     });
   }
 
@@ -101,8 +101,12 @@ export class ModelHost {
     return { ok: true, value };
   }
 
-  /** A batch wire call's result: one flat `[ok, value | error, ...]` pair per input. */
-  private batchOutput(name: string, values: unknown, size: number, transfer: ArrayBuffer[] | undefined): WireResult {
+  /**
+   * A batch wire call's result: one flat `[ok, value | error, ...]` pair per input. Outputs of a
+   * built-in class's wire form (`wire`) are its own TypedArrays and plain data, which need no
+   * look for what cannot cross: the codec names their buffers to transfer.
+   */
+  private batchOutput(name: string, values: unknown, size: number, transfer: ArrayBuffer[] | undefined, wire: WireCodec | undefined): WireResult {
     if (!Array.isArray(values) || values.length !== size) {
       return {
         ok: false,
@@ -111,82 +115,94 @@ export class ModelHost {
         ),
       };
     }
-    return {
-      ok: true,
-      value: flatten(values.map((v: unknown) => (v instanceof Error ? { ok: false, error: serializeError(v) } : this.output(name, v, transfer)))),
-    };
+    const results = new Array<WireResult>(size);
+    for (let k = 0; k < size; k++) {
+      const v: unknown = values[k];
+      results[k] = v instanceof Error ? { ok: false, error: serializeError(v) } : wire ? { ok: true, value: v } : this.output(name, v, transfer);
+    }
+    if (wire && transfer) wire.outputTransfer(values, transfer);
+    return { ok: true, value: flatten(results) };
   }
 
-  /** `wire`: how a built-in class's batches cross (builtins.ts): its input list to read, the method to call instead of `predictBatch`. */
-  private runBatchCall(model: Model | Promise<Model>, call: WireCall, transfer: ArrayBuffer[] | undefined, wire: WireCodec | undefined): WireResult | Promise<WireResult> {
-    // Each element's partials go out as [element, partial]; the main side routes them to that call.
-    const emit = this.emitPartial;
-    const contexts = call.batch!.map((c, k) => new CallContext(c.eventId, c.origin, c.path, emit && ((partial) => emit(call.id, [k, partial]))));
-    const inputs = wire ? wire.unpackInputs(call.input as unknown[]) : (call.input as unknown[]);
-    const run = (m: Model): WireResult | Promise<WireResult> => {
-      let values: unknown;
+  /**
+   * Runs one call on its model: at once on a loaded model (a plain value answers without a promise
+   * turn), after the load otherwise; while it runs, `abortable` is what a cancel aborts. Every
+   * outcome is a `WireResult` (`finish` turns a value into one).
+   */
+  private execute(
+    model: Model | Promise<Model>,
+    id: number,
+    abortable: { abort(reason: unknown): void },
+    invoke: (m: Model) => unknown,
+    finish: (m: Model, value: unknown) => WireResult,
+  ): WireResult | Promise<WireResult> {
+    // Not `instanceof Model`: a user's model module may extend another copy of the class.
+    if (!(model instanceof Promise)) {
+      let value: unknown;
       try {
-        const method = wire && (m as unknown as Record<symbol, Model['predictBatch'] | undefined>)[wire.batch];
-        values = method ? method.call(m, inputs, contexts) : m.predictBatch(inputs, contexts);
+        value = invoke(model);
       } catch (error) {
-        return { ok: false, error: serializeError(error) };
+        return failed(error);
       }
-      if (!isThenable(values)) return this.batchOutput(m.name, values, inputs.length, transfer);
-      return Promise.resolve(values).then(
-        (v) => this.batchOutput(m.name, v, inputs.length, transfer),
-        (error: unknown): WireResult => ({ ok: false, error: serializeError(error) }),
+      if (!isThenable(value)) return finish(model, value);
+      this.running.set(id, abortable);
+      return Promise.resolve(value).then(
+        (v) => {
+          this.running.delete(id);
+          return finish(model, v);
+        },
+        (error: unknown) => {
+          this.running.delete(id);
+          return failed(error);
+        },
       );
-    };
-    if (!isThenable(model)) {
-      const result = run(model);
-      if (!isThenable(result)) return result;
-      this.running.set(call.id, { abort: (reason) => contexts.forEach((c) => c.abort(reason)) });
-      return result.then((r) => {
-        this.running.delete(call.id);
-        return r;
-      });
     }
-    this.running.set(call.id, { abort: (reason) => contexts.forEach((c) => c.abort(reason)) });
-    return model.then(run, (error: unknown): WireResult => ({ ok: false, error: serializeError(error) })).then((r) => {
-      this.running.delete(call.id);
-      return r;
-    });
+    this.running.set(id, abortable);
+    return model
+      .then(async (m) => finish(m, await invoke(m)))
+      .then(
+        (r) => {
+          this.running.delete(id);
+          return r;
+        },
+        (error: unknown) => {
+          this.running.delete(id);
+          return failed(error);
+        },
+      );
   }
 
-  private runLoaded(model: Model, call: WireCall, transfer: ArrayBuffer[] | undefined): WireResult | Promise<WireResult> {
+  /** One model call (`predict`, or the operation `call.op`). */
+  private runCall(model: Model | Promise<Model>, call: WireCall, transfer: ArrayBuffer[] | undefined): WireResult | Promise<WireResult> {
     const context = this.context(call);
-    let value: unknown;
-    try {
-      value = call.op === undefined ? model.predict(call.input, context) : runOperation(model, call.input, context);
-    } catch (error) {
-      return { ok: false, error: serializeError(error) };
-    }
-    if (!isThenable(value)) return this.output(model.name, value, transfer);
-    this.running.set(call.id, context);
-    return Promise.resolve(value).then(
-      (v): WireResult => {
-        this.running.delete(call.id);
-        return this.output(model.name, v, transfer);
-      },
-      (error: unknown): WireResult => {
-        this.running.delete(call.id);
-        return { ok: false, error: serializeError(error) };
-      },
+    return this.execute(
+      model,
+      call.id,
+      context,
+      (m) => (call.op === undefined ? m.predict(call.input, context) : runOperation(m, call.input, context)),
+      (m, value) => this.output(m.name, value, transfer),
     );
   }
 
-  private async runCall(modelPromise: Promise<Model>, call: WireCall, transfer: ArrayBuffer[] | undefined): Promise<WireResult> {
-    const context = this.context(call);
-    this.running.set(call.id, context);
-    try {
-      const model = await modelPromise;
-      const value = call.op === undefined ? model.predict(call.input, context) : runOperation(model, call.input, context);
-      return this.output(model.name, await value, transfer);
-    } catch (error) {
-      return { ok: false, error: serializeError(error) };
-    } finally {
-      this.running.delete(call.id);
-    }
+  /**
+   * A batch of model calls as one wire call: one `predictBatch` (or, for a built-in class with a
+   * wire codec, its wire method on the codec's input list). Each element's partials go out as
+   * `[element, partial]`, and only for elements someone listens to.
+   */
+  private runBatchCall(model: Model | Promise<Model>, call: WireCall, transfer: ArrayBuffer[] | undefined, wire: WireCodec | undefined): WireResult | Promise<WireResult> {
+    const emit = this.emitPartial;
+    const contexts = call.batch!.map((c, k) => new CallContext(c.eventId, c.origin, c.path, emit && c.listen ? (partial) => emit(call.id, [k, partial]) : undefined));
+    const inputs = wire ? wire.unpackInputs(call.input as unknown[]) : (call.input as unknown[]);
+    return this.execute(
+      model,
+      call.id,
+      { abort: (reason) => contexts.forEach((c) => c.abort(reason)) },
+      (m) => {
+        const method = wire && (m as unknown as Record<symbol, Model['predictBatch'] | undefined>)[wire.batch];
+        return method ? method.call(m, inputs, contexts) : m.predictBatch(inputs, contexts);
+      },
+      (m, values) => this.batchOutput(m.name, values, inputs.length, transfer, wire),
+    );
   }
 
   /** The ids of calls still running (for cancellation polling). */
@@ -214,6 +230,8 @@ export class ModelHost {
     );
   }
 }
+
+const failed = (error: unknown): WireResult => ({ ok: false, error: serializeError(error) });
 
 const isThenable = (value: unknown): value is PromiseLike<unknown> =>
   value !== null && (typeof value === 'object' || typeof value === 'function') && typeof (value as PromiseLike<unknown>).then === 'function';

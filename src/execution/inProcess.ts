@@ -74,7 +74,7 @@ class InProcessSession implements ExecutorSession {
     } catch (cause) {
       throw asLoadError(name, cause);
     }
-    if (loading && typeof (loading as Promise<void>).then === 'function') {
+    if (loading && typeof loading.then === 'function') {
       return Promise.resolve(loading).then(
         () => this.register(name, model),
         (cause: unknown) => {
@@ -101,7 +101,7 @@ class InProcessSession implements ExecutorSession {
       } catch (cause) {
         throw asLoadError(name, cause);
       }
-      if (!result || typeof (result as Promise<void>).then !== 'function') {
+      if (!result || typeof result.then !== 'function') {
         instanceLoads.set(model, 'loaded');
         this.register(name, model);
         return undefined;
@@ -140,7 +140,7 @@ class InProcessSession implements ExecutorSession {
       return Promise.resolve().then(() => runOperation(model, own, context));
     }
     if (!this.asyncio.has(endpointName)) return model.predict(own, context);
-    return Promise.resolve().then(() => model.predict(own, context));
+    return Promise.resolve().then((): unknown => model.predict(own, context));
   }
 
   invokeBatch(endpointName: string, inputs: readonly unknown[], contexts: readonly PredictContext[]): CallResult {
@@ -163,7 +163,7 @@ class InProcessSession implements ExecutorSession {
     const merge = (values: unknown): unknown => {
       if (kept.length === inputs.length) return values;
       if (!Array.isArray(values) || values.length !== kept.length) return values;
-      kept.forEach((i, k) => (results[i] = values[k]));
+      kept.forEach((i, k) => (results[i] = (values as unknown[])[k]));
       return results;
     };
     const ctxs = kept.map((i) => contexts[i]);

@@ -166,7 +166,7 @@ export class Lane<C extends LaneCall> {
     if (wasRunning) this.running--;
     else this.waiting--;
     try {
-      call.settled(value as C extends LaneCall<infer T> ? T : never, error);
+      call.settled(value, error);
     } finally {
       // The owner's hook may throw (a subscriber's error): the slot is freed all the same.
       if (wasRunning) this.callLeft(call);

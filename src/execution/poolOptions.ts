@@ -1,6 +1,6 @@
 // Pool sizing and worker options (MLRun's configure_pool_resource), validated once.
 import { availableParallelism } from 'node:os';
-import { decodeOrThrow, guard, nonNegativeInt, positiveInt, strict } from '../config.js';
+import { decodeOrThrow, guard, nonNegativeInt, positiveInt, strict } from '../decode.js';
 import type { Piscina } from 'piscina';
 
 /** Worker pool options of a step (`pool`) or a graph (`configurePoolResource`). */

@@ -4,9 +4,10 @@
 // past a grace period.
 import { Observable, Subscriber } from 'rxjs';
 import { WorkerCrashedError } from '../errors.js';
+import { listens } from '../model/callContext.js';
 import type { PredictContext } from '../model/model.js';
 import type { CallResult, ExecutorSession } from './executor.js';
-import { wireCodec } from './wireCodecs.js';
+import { wireCodec, type WireCodec } from './wireCodecs.js';
 import { Lane, LaneCall, type LaneUnit } from './lane.js';
 import { deserializeError, inspectForWorker, unflatten, type WireBatch, type WireCall, type WireResult } from './protocol.js';
 
@@ -60,7 +61,7 @@ class PooledCall extends LaneCall {
   batch: SentBatch | undefined = undefined;
   grace: ReturnType<typeof setTimeout> | undefined = undefined;
   /** What to send and transfer, when the input was prepared before the call was queued (batch calls). */
-  prepared: { input: unknown; transfer: ArrayBuffer[] } | undefined = undefined;
+  prepared: { input: unknown; transfer: ArrayBuffer[]; problem?: string } | undefined = undefined;
   constructor(
     readonly endpoint: string,
     readonly specKey: string,
@@ -122,10 +123,22 @@ export class PooledSession implements ExecutorSession {
 
   invoke(endpointName: string, input: unknown, context: PredictContext): CallResult {
     const specKey = this.specKeys.get(endpointName)!;
+    // A built-in class with a wire form (OnnxModel) takes a single call in it too: a batch of one.
+    const codec = context.operation === undefined ? wireCodec(specKey) : undefined;
     return new Observable<unknown>((subscriber) => {
       if (this.closed) {
         subscriber.error(new WorkerCrashedError(`the pool of '${endpointName}' is closed`));
         return undefined;
+      }
+      if (codec !== undefined) {
+        return this.submitBatch(endpointName, specKey, codec, [input], [context], (results) => {
+          const [result] = results;
+          if (result instanceof Error) subscriber.error(result);
+          else {
+            subscriber.next(result);
+            subscriber.complete();
+          }
+        }, subscriber);
       }
       const call = this.lane.submit(new PooledCall(endpointName, specKey, input, context, subscriber));
       return () => this.lane.cancel(call, undefined);
@@ -138,63 +151,88 @@ export class PooledSession implements ExecutorSession {
    */
   invokeBatch(endpointName: string, inputs: readonly unknown[], contexts: readonly PredictContext[]): CallResult {
     const specKey = this.specKeys.get(endpointName)!;
+    const codec = wireCodec(specKey);
     return new Observable<unknown>((subscriber) => {
       if (this.closed) {
         subscriber.error(new WorkerCrashedError(`the pool of '${endpointName}' is closed`));
         return undefined;
       }
-      const results: unknown[] = new Array(inputs.length);
-      const sent: number[] = [];
-      const send: unknown[] = [];
-      const transfer: ArrayBuffer[] = [];
-      const codec = wireCodec(specKey);
-      const packed = codec?.pack(inputs);
-      let packedSent = false;
-      let rowsSent = false;
-      inputs.forEach((input, i) => {
-        const body = packed?.bodies[i];
-        // A row of the packed table, or a packed body (TypedArray data in a buffer transferred
-        // whole), which needs only a look for what cannot cross.
-        if (typeof body === 'number' || (body !== undefined && inspectForWorker(body, 'input').problem === undefined)) {
-          sent.push(i);
-          send.push(body);
-          packedSent = true;
-          rowsSent ||= typeof body === 'number';
-          return;
-        }
-        const prepared = this.collect(input);
-        if (prepared.problem === undefined) {
-          sent.push(i);
-          send.push(prepared.input);
-          for (const buffer of prepared.transfer) transfer.push(buffer);
-        } else results[i] = new TypeError(
-          `the input of model '${endpointName}' cannot be copied to a worker ${this.transport.workerKind}: ${prepared.problem}, which structured clone cannot copy`,
-        );
-      });
-      if (packedSent) for (const buffer of packed!.transfer) transfer.push(buffer);
-      const list = rowsSent ? [...send, packed!.table] : send;
-      if (sent.length === 0) {
+      return this.submitBatch(endpointName, specKey, codec, inputs, contexts, (results) => {
         subscriber.next(results);
         subscriber.complete();
-        return undefined;
-      }
-      const inner = new Subscriber<unknown>({
-        next: (flat) => {
-          const answers = unflatten(flat as unknown[]);
-          const values = answers.map((r) => (r.ok ? r.value : undefined));
-          codec?.unpackBatch(values);
-          answers.forEach((r, k) => (results[sent[k]] = r.ok ? values[k] : deserializeError(r.error)));
-          subscriber.next(results);
-          subscriber.complete();
-        },
-        error: (error: unknown) => subscriber.error(error),
-        complete: () => undefined,
-      });
-      const batchCall = new PooledCall(endpointName, specKey, list, contexts[sent[0]], inner, sent.map((i) => contexts[i]));
-      batchCall.prepared = { input: list, transfer };
-      const call = this.lane.submit(batchCall);
-      return () => this.lane.cancel(call, undefined);
+      }, subscriber);
     });
+  }
+
+  /**
+   * Sends a batch call: `done` gets one value or Error per input, `subscriber` a crash. Inputs go
+   * in the codec's wire form when it has one for them, else as they are. Returns the teardown.
+   */
+  private submitBatch(
+    endpointName: string,
+    specKey: string,
+    codec: WireCodec | undefined,
+    inputs: readonly unknown[],
+    contexts: readonly PredictContext[],
+    done: (results: unknown[]) => void,
+    subscriber: Subscriber<unknown>,
+  ): (() => void) | undefined {
+    const results: unknown[] = new Array(inputs.length);
+    const sent: number[] = [];
+    const list: unknown[] = [];
+    const transfer: ArrayBuffer[] = [];
+    const packed = codec?.pack(inputs);
+    let packedSent = false;
+    let rowsSent = false;
+    for (let i = 0; i < inputs.length; i++) {
+      const body = packed?.bodies[i];
+      // A row of the packed table, or a packed body (TypedArray data in a buffer transferred
+      // whole), which needs only a look for what cannot cross.
+      if (typeof body === 'number' || (body !== undefined && inspectForWorker(body, 'input').problem === undefined)) {
+        sent.push(i);
+        list.push(body);
+        packedSent = true;
+        rowsSent ||= typeof body === 'number';
+        continue;
+      }
+      const prepared = this.collect(inputs[i]);
+      if (prepared.problem === undefined) {
+        sent.push(i);
+        list.push(prepared.input);
+        for (const buffer of prepared.transfer) transfer.push(buffer);
+      } else results[i] = this.refused(endpointName, prepared.problem);
+    }
+    if (packedSent) for (const buffer of packed!.transfer) transfer.push(buffer);
+    if (rowsSent) list.push(packed!.table);
+    if (sent.length === 0) {
+      done(results);
+      return undefined;
+    }
+    const inner = new Subscriber<unknown>({
+      next: (flat) => {
+        const answers = unflatten(flat as unknown[]);
+        const values: unknown[] = new Array(answers.length);
+        for (let k = 0; k < answers.length; k++) values[k] = answers[k].ok ? (answers[k] as { value: unknown }).value : undefined;
+        codec?.unpackBatch(values);
+        for (let k = 0; k < answers.length; k++) {
+          const r = answers[k];
+          results[sent[k]] = r.ok ? values[k] : deserializeError(r.error);
+        }
+        done(results);
+      },
+      error: (error: unknown) => subscriber.error(error),
+      complete: () => undefined,
+    });
+    const batchCall = new PooledCall(endpointName, specKey, list, contexts[sent[0]], inner, sent.length === inputs.length ? contexts : sent.map((i) => contexts[i]));
+    batchCall.prepared = { input: list, transfer };
+    const call = this.lane.submit(batchCall);
+    return () => this.lane.cancel(call, undefined);
+  }
+
+  private refused(endpointName: string, problem: string): TypeError {
+    return new TypeError(
+      `the input of model '${endpointName}' cannot be copied to a worker ${this.transport.workerKind}: ${problem}, which structured clone cannot copy`,
+    );
   }
 
   /** Asks the worker to stop a sent call; terminates the worker if the call ignores it. */
@@ -209,43 +247,43 @@ export class PooledSession implements ExecutorSession {
   }
 
   private sendBatch(batchCalls: readonly PooledCall[], unit: LaneUnit): void {
-    const specs: string[] = [];
-    const specIndex = new Map<string, number>();
-    const transfer: ArrayBuffer[] = [];
+    // One call (every call at low load) names its one spec without a lookup table.
+    const single = batchCalls.length === 1;
+    const specs: string[] = single ? [batchCalls[0].specKey] : [];
+    const specIndex = single ? undefined : new Map<string, number>();
+    let transfer: ArrayBuffer[] = [];
     const calls: PooledCall[] = [];
     const wire: WireCall[] = [];
     for (const call of batchCalls) {
-      const prepared = call.prepared ?? this.collect(call.input);
-      if ('problem' in prepared && prepared.problem !== undefined) {
+      const prepared: { input: unknown; transfer: ArrayBuffer[]; problem?: string } = call.prepared ?? this.collect(call.input);
+      if (prepared.problem !== undefined) {
         // This input cannot cross to a worker: it fails alone, the rest of the batch goes.
-        this.lane.settle(
-          call,
-          undefined,
-          new TypeError(
-            `the input of model '${call.endpoint}' cannot be copied to a worker ${this.transport.workerKind}: ${prepared.problem}, which structured clone cannot copy`,
-          ),
-        );
+        this.lane.settle(call, undefined, this.refused(call.endpoint, prepared.problem));
         continue;
       }
-      let index = specIndex.get(call.specKey);
-      if (index === undefined) {
-        index = specs.push(call.specKey) - 1;
-        specIndex.set(call.specKey, index);
+      let index = 0;
+      if (specIndex !== undefined) {
+        const found = specIndex.get(call.specKey);
+        if (found === undefined) {
+          index = specs.push(call.specKey) - 1;
+          specIndex.set(call.specKey, index);
+        } else index = found;
       }
-      for (const buffer of prepared.transfer) transfer.push(buffer);
+      if (single) transfer = prepared.transfer;
+      else for (const buffer of prepared.transfer) transfer.push(buffer);
       const { context } = call;
       calls.push(call);
+      // One object shape for every wire call (absent fields undefined).
       wire.push({
         id: call.id,
         spec: index,
         input: prepared.input,
         eventId: context.eventId,
         origin: context.origin,
-        ...(context.path !== undefined ? { path: context.path } : {}),
-        ...(context.operation !== undefined ? { op: context.operation } : {}),
-        ...(call.batchContexts
-          ? { batch: call.batchContexts.map((c) => ({ eventId: c.eventId, origin: c.origin, ...(c.path !== undefined ? { path: c.path } : {}) })) }
-          : {}),
+        path: context.path,
+        op: context.operation,
+        batch: call.batchContexts?.map((c) => ({ eventId: c.eventId, origin: c.origin, path: c.path, listen: listens(c) })),
+        listen: call.batchContexts === undefined && listens(context),
       });
     }
     if (calls.length === 0) return;

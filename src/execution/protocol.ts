@@ -27,6 +27,11 @@ export interface WireCall {
    * value is a flat `[ok, valueOrSerializedError, ...]` per input (see `flatten`).
    */
   readonly batch?: readonly WireContext[];
+  /**
+   * Someone receives this call's partials (`ctx.emit`): only then does the worker give the model a
+   * context that sends them back. A batch call says it per element, in `batch`.
+   */
+  readonly listen?: boolean;
 }
 
 /** The context of one model call inside a batch wire call. */
@@ -34,6 +39,8 @@ export interface WireContext {
   readonly eventId: string;
   readonly origin: string;
   readonly path?: string;
+  /** See `WireCall.listen`. */
+  readonly listen?: boolean;
 }
 
 /** Several calls sent as one message (one piscina task, one IPC message). */
@@ -95,13 +102,13 @@ export function serializeError(thrown: unknown, depth = 0): SerializedError {
  */
 export function deserializeError(data: SerializedError): Error {
   const cls = KNOWN[data.name];
-  const error: Error = cls ? Object.create(cls.prototype) : new Error();
+  const error: Error = cls ? (Object.create(cls.prototype as Error) as Error) : new Error();
   Object.defineProperty(error, 'message', { value: data.message, writable: true, configurable: true });
   Object.defineProperty(error, 'name', { value: data.name, writable: true, configurable: true });
   Object.defineProperty(error, 'stack', { value: data.stack ?? `${data.name}: ${data.message}`, writable: true, configurable: true });
   if (data.props) Object.assign(error, data.props);
   if (data.cause !== undefined) {
-    const cause = 'name' in data.cause && 'message' in data.cause ? deserializeError(data.cause as SerializedError) : (data.cause as { value: unknown }).value;
+    const cause = 'name' in data.cause && 'message' in data.cause ? deserializeError(data.cause) : (data.cause as { value: unknown }).value;
     Object.defineProperty(error, 'cause', { value: cause, writable: true, configurable: true });
   }
   return error;
@@ -135,6 +142,8 @@ export interface Inspection {
  */
 export function inspectForWorker(value: unknown, root: string): Inspection {
   const inspection: Inspection = { transfer: [] };
+  // A primitive (a string, a number) has nothing to walk.
+  if (value === null || (typeof value !== 'object' && typeof value !== 'function' && typeof value !== 'symbol')) return inspection;
   // Depth-first with an explicit stack, not recursion: a body nested thousands deep (docs/design.md §11)
   // must not exhaust the call stack here, whatever the edges let through.
   const values: unknown[] = [value];
@@ -190,7 +199,7 @@ function visit(value: unknown, path: string, transfer: ArrayBuffer[], values: un
       paths.push(`${path}[${i}]`);
     }
   } else if (object instanceof Map) {
-    const entries = [...object];
+    const entries = [...(object as Map<unknown, unknown>)];
     for (let i = entries.length - 1; i >= 0; i--) {
       const [k, v] = entries[i];
       values.push(v, k);
@@ -205,7 +214,10 @@ function visit(value: unknown, path: string, transfer: ArrayBuffer[], values: un
   } else if (!(object instanceof Date || object instanceof RegExp || object instanceof Error)) {
     const keys = Object.keys(object);
     for (let i = keys.length - 1; i >= 0; i--) {
-      values.push((object as Record<string, unknown>)[keys[i]]);
+      // As for arrays: a field that is a number, string or boolean needs no walk and no path.
+      const item = (object as Record<string, unknown>)[keys[i]];
+      if (item === null || (typeof item !== 'object' && typeof item !== 'function' && typeof item !== 'symbol')) continue;
+      values.push(item);
       paths.push(`${path}.${keys[i]}`);
     }
   }
@@ -223,14 +235,17 @@ function refusedKind(object: object): string | undefined {
 /**
  * The one wire form of a batch for worker threads (pools rxserve made and pools of the user's own):
  * a flat array, `FLAT_FIELDS` values per call — spec, call id, event id, origin, path, input,
- * batch contexts (undefined for a single call), operation (undefined for predict) —
- * where `spec` is an index into the specs the threads got in `workerData` (a pool rxserve made)
- * or the spec key itself (a pool of the user's own, which also gets the cancel board as the
- * first element). Its reply is flat too: `[ok, valueOrSerializedError, ...]`. Structured clone
- * copies a flat array of primitives faster than nested objects (a few µs on a ~50 µs path).
+ * batch contexts (undefined for a single call), operation (undefined for predict), listen (1: its
+ * partials are wanted) — where `spec` is an index into the specs the threads got in `workerData`
+ * (a pool rxserve made) or the spec key itself (a pool of the user's own, which also gets the
+ * cancel board as the first element). A batch call's contexts are flat too, `CONTEXT_FIELDS` per
+ * element: event id, origin, path, listen. Its reply is flat: `[ok, valueOrSerializedError, ...]`.
+ * Structured clone copies a flat array of primitives faster than nested objects (a few µs on a
+ * ~50 µs path; 32 context objects per batch cost more than the batch's tensors).
  */
 export type FlatBatch = readonly unknown[];
-export const FLAT_FIELDS = 8;
+export const FLAT_FIELDS = 9;
+const CONTEXT_FIELDS = 4;
 
 /** Encodes a batch; `specRef` turns a spec key into what the threads know it by. */
 export function encodeBatch(batch: WireBatch, specRef: (key: string) => number | string, board?: SharedArrayBuffer): unknown[] {
@@ -245,39 +260,67 @@ export function encodeBatch(batch: WireBatch, specRef: (key: string) => number |
     flat[i++] = call.origin;
     flat[i++] = call.path;
     flat[i++] = call.input;
-    flat[i++] = call.batch;
+    flat[i++] = call.batch && encodeContexts(call.batch);
     flat[i++] = call.op;
+    flat[i++] = call.listen ? 1 : 0;
   }
   return flat;
+}
+
+function encodeContexts(contexts: readonly WireContext[]): unknown[] {
+  const flat: unknown[] = new Array(contexts.length * CONTEXT_FIELDS);
+  let i = 0;
+  for (const c of contexts) {
+    flat[i++] = c.eventId;
+    flat[i++] = c.origin;
+    flat[i++] = c.path;
+    flat[i++] = c.listen ? 1 : 0;
+  }
+  return flat;
+}
+
+function decodeContexts(flat: readonly unknown[]): WireContext[] {
+  const contexts = new Array<WireContext>(flat.length / CONTEXT_FIELDS);
+  for (let k = 0, i = 0; k < contexts.length; k++, i += CONTEXT_FIELDS) {
+    contexts[k] = { eventId: flat[i] as string, origin: flat[i + 1] as string, path: flat[i + 2] as string | undefined, listen: flat[i + 3] === 1 };
+  }
+  return contexts;
 }
 
 /** Decodes a flat batch in the worker; indices resolve against `knownSpecs`. */
 export function decodeBatch(flat: FlatBatch, knownSpecs: readonly string[]): { batch: WireBatch; board?: SharedArrayBuffer } {
   const board = flat[0] instanceof SharedArrayBuffer ? flat[0] : undefined;
-  const specs: string[] = [];
-  const index = new Map<string, number>();
-  const calls: WireCall[] = [];
-  for (let i = board ? 1 : 0; i < flat.length; i += FLAT_FIELDS) {
-    const ref = flat[i];
-    const key = typeof ref === 'number' ? knownSpecs[ref] : (ref as string);
-    let spec = index.get(key);
-    if (spec === undefined) {
-      spec = specs.push(key) - 1;
-      index.set(key, spec);
+  const first = board ? 1 : 0;
+  const calls = new Array<WireCall>((flat.length - first) / FLAT_FIELDS);
+  let specs: string[];
+  if (calls.length === 1) specs = [typeof flat[first] === 'number' ? knownSpecs[flat[first]] : (flat[first] as string)];
+  else specs = [];
+  const index = calls.length === 1 ? undefined : new Map<string, number>();
+  for (let n = 0, i = first; n < calls.length; n++, i += FLAT_FIELDS) {
+    let spec = 0;
+    if (index !== undefined) {
+      const ref = flat[i];
+      const key = typeof ref === 'number' ? knownSpecs[ref] : (ref as string);
+      let found = index.get(key);
+      if (found === undefined) {
+        found = specs.push(key) - 1;
+        index.set(key, found);
+      }
+      spec = found;
     }
-    const path = flat[i + 4] as string | undefined;
-    const contexts = flat[i + 6] as readonly WireContext[] | undefined;
-    const op = flat[i + 7] as string | undefined;
-    calls.push({
+    // One object shape for every call (absent fields undefined), so the host's reads stay monomorphic.
+    const contexts = flat[i + 6] as readonly unknown[] | undefined;
+    calls[n] = {
       spec,
       id: flat[i + 1] as number,
       eventId: flat[i + 2] as string,
       origin: flat[i + 3] as string,
+      path: flat[i + 4] as string | undefined,
       input: flat[i + 5],
-      ...(path !== undefined ? { path } : {}),
-      ...(contexts !== undefined ? { batch: contexts } : {}),
-      ...(op !== undefined ? { op } : {}),
-    });
+      batch: contexts && decodeContexts(contexts),
+      op: flat[i + 7] as string | undefined,
+      listen: flat[i + 8] === 1,
+    };
   }
   return board ? { batch: { specs, calls }, board } : { batch: { specs, calls } };
 }
@@ -295,7 +338,7 @@ export function flatten(results: readonly WireResult[]): unknown[] {
 
 /** The main side's reading of a flat reply. */
 export function unflatten(flat: readonly unknown[]): WireResult[] {
-  const results: WireResult[] = new Array(flat.length / 2);
+  const results: WireResult[] = new Array<WireResult>(flat.length / 2);
   for (let i = 0; i < results.length; i++) {
     results[i] = flat[2 * i] === 1 ? { ok: true, value: flat[2 * i + 1] } : { ok: false, error: flat[2 * i + 1] as SerializedError };
   }

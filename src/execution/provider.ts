@@ -25,7 +25,7 @@ export interface StepBinding {
   readonly step: string;
   /** The step's intake counters, summed over its subscriptions. */
   readonly intake: { rejected: number };
-  acquire(subscriber: StepSubscriber): { session: ExecutorSession; release(): void; monitor: GraphMonitor };
+  acquire(subscriber: StepSubscriber): { session: ExecutorSession; release(this: void): void; monitor: GraphMonitor };
 }
 
 /** What a step needs to bind to a provider. */
@@ -34,6 +34,17 @@ export interface StepRequest {
   readonly models: readonly ModelEntry[];
   readonly pool?: PoolOptions;
   readonly executor?: Executor;
+}
+
+/**
+ * A graph made by `createGraph()`, as the options of steps and flows name it (`modelRunner`'s and
+ * `flow()`'s `graph`): the public part of its shape only. What a step uses of a graph
+ * (`SessionProvider`) is not in the published typings; the option is checked when the step or flow
+ * is made, and anything but a graph is a `ConfigError`.
+ */
+export interface GraphRef {
+  readonly name: string;
+  readonly closed: boolean;
 }
 
 /** Something that owns the models of steps bound to it: a graph made by `createGraph()`. */

@@ -5,7 +5,7 @@
  * and no array that only grows. The buffer doubles when full and is never shrunk.
  */
 export class RingQueue<T> {
-  private items: (T | undefined)[] = new Array(16);
+  private items: (T | undefined)[] = new Array<T | undefined>(16);
   private head = 0;
   private count = 0;
 
@@ -41,7 +41,7 @@ export class RingQueue<T> {
 
   private grow(): void {
     const size = this.items.length;
-    const next: (T | undefined)[] = new Array(size * 2);
+    const next: (T | undefined)[] = new Array<T | undefined>(size * 2);
     for (let i = 0; i < this.count; i++) next[i] = this.items[(this.head + i) & (size - 1)];
     this.items = next;
     this.head = 0;

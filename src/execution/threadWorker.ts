@@ -4,13 +4,18 @@ import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
 import { cancelledReason, ModelHost } from './host.js';
 import { decodeBatch, flatten, serializeError, type FlatBatch, type WireResult } from './protocol.js';
 
-/** A piscina task of the thread_pool executor: a model to load, or a batch in its one wire form. */
-export type ThreadTask = { readonly kind: 'load'; readonly spec: string } | FlatBatch;
+/**
+ * A piscina task of the thread_pool executor: a model to load, a batch in its one wire form, or the
+ * pool's close request (one per thread: each waits on `barrier` until `threads` have arrived).
+ */
+export type ThreadTask =
+  | { readonly kind: 'load'; readonly spec: string }
+  | { readonly kind: 'close'; readonly barrier: SharedArrayBuffer; readonly threads: number; readonly waitMs: number }
+  | FlatBatch;
 
 /** What a pool made by rxserve gives its threads. */
 export interface ThreadWorkerData {
   readonly rxserveSpecs: readonly string[];
-  readonly rxserveClose: string | undefined;
   readonly rxserveCancel: SharedArrayBuffer;
   /** The channel partial results (`ctx.emit`) go to the main thread on. */
   readonly rxservePartials?: string;
@@ -66,16 +71,8 @@ function flushPartials(): Promise<void> {
 // (and by the pool's preload task); a pool of the user's own loads lazily.
 const knownSpecs = data?.rxserveSpecs ?? [];
 if (data?.rxserveCancel instanceof SharedArrayBuffer) flags = new Int32Array(data.rxserveCancel);
-if (Array.isArray(data?.rxserveSpecs)) await Promise.all(data.rxserveSpecs.map((key) => host.get(key).catch(() => undefined)));
+if (Array.isArray(data?.rxserveSpecs)) await Promise.all(data.rxserveSpecs.map((key: string) => host.get(key).catch(() => undefined)));
 
-// Before the pool is destroyed, the main thread asks every thread to close its models.
-if (typeof data?.rxserveClose === 'string') {
-  const channel = new BroadcastChannel(data.rxserveClose);
-  channel.unref();
-  channel.onmessage = () => {
-    void host.close().finally(() => channel.postMessage('closed'));
-  };
-}
 
 // A call is cancelled when the main thread wrote its id into its slot (ids, not booleans, so a
 // reused slot cannot cancel the wrong call).
@@ -87,7 +84,10 @@ function pollCancellations(): void {
 }
 
 export default function runTask(task: ThreadTask): unknown {
-  if (!Array.isArray(task)) return load((task as { spec: string }).spec);
+  if (!Array.isArray(task)) {
+    const request = task as Exclude<ThreadTask, FlatBatch>;
+    return request.kind === 'close' ? close(request) : load(request.spec);
+  }
   const { batch, board } = decodeBatch(task, knownSpecs);
   if (board) flags ??= new Int32Array(board);
   // Outputs holding whole ArrayBuffers travel by transfer, not by copy: the host collects them.
@@ -101,6 +101,19 @@ export default function runTask(task: ThreadTask): unknown {
     return emitted === before ? reply(results, transfer) : flushPartials().then(() => reply(results, transfer));
   }
   return settleBatch(started, transfer, before);
+}
+
+/**
+ * Before the pool is destroyed, every thread closes its models. This thread's close task waits
+ * until every thread holds one (or `waitMs`), so that no thread takes two and another none.
+ */
+async function close({ barrier, threads, waitMs }: { barrier: SharedArrayBuffer; threads: number; waitMs: number }): Promise<unknown> {
+  const arrived = new Int32Array(barrier);
+  Atomics.add(arrived, 0, 1);
+  const deadline = Date.now() + waitMs;
+  while (Atomics.load(arrived, 0) < threads && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 1));
+  await host.close();
+  return { closed: true };
 }
 
 async function load(spec: string): Promise<unknown> {
@@ -127,6 +140,6 @@ async function settleBatch(started: (WireResult | Promise<WireResult>)[], transf
 function reply(results: unknown[], transfer: ArrayBuffer[]): unknown {
   if (transfer.length === 0) return results;
   // move() marks the wrapper so piscina sends `valueSymbol` with `transferableSymbol` transferred.
-  return move({ [transferableSymbol]: transfer, [valueSymbol]: results } as never);
+  return move({ [transferableSymbol]: transfer, [valueSymbol]: results });
 }
 

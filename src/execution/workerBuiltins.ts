@@ -5,8 +5,8 @@ import { Model, type ModelClass } from '../model/model.js';
 
 const LOADERS: ReadonlyMap<string, () => Promise<ModelClass>> = new Map<string, () => Promise<ModelClass>>([
   ['Model', () => Promise.resolve(Model)],
-  ['LLModel', async () => (await import('../llm/llmodel.js')).LLModel as unknown as ModelClass],
-  ['OnnxModel', async () => (await import('../onnx/onnxModel.js')).OnnxModel as unknown as ModelClass],
+  ['LLModel', async () => (await import('../llm/llmodel.js')).LLModel],
+  ['OnnxModel', async () => (await import('../onnx/onnxModel.js')).OnnxModel],
 ]);
 
 /** The built-in class named `name`, or `undefined` when there is none of that name. */

@@ -1,12 +1,13 @@
 // Choice steps of a flow (MLRun's select_outlets, LangGraph's conditional edges): they pick which
 // of their next steps get each event. Not operators: the flow runs them itself, synchronously.
-import { DotPath, decodeOrThrow, fn } from '../config.js';
+import { DotPath, decodeOrThrow, fn } from '../decode.js';
 import { getPath, type ServingEvent } from '../event.js';
 
 /** What a choice's `select` returns: the names of next steps; `null`/`undefined` = all of them, `[]` = none. */
 export type ChoiceResult = string | readonly string[] | null | undefined;
 
 /** A choice's function: which of its next steps get the event. Synchronous. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a user's function typed for its own body must be assignable (unknown would refuse it)
 export type ChoiceFn = (event: ServingEvent<any>) => ChoiceResult;
 
 const CHOICE: unique symbol = Symbol.for('rxserve.choice');
@@ -69,7 +70,7 @@ export function choiceByField(path: string): Choice {
   return choice((event) => {
     const value = getPath(event, path);
     if (typeof value === 'string') return value;
-    if (Array.isArray(value) && value.length > 0 && value.every((v) => typeof v === 'string')) return value as string[];
+    if (Array.isArray(value) && value.length > 0 && value.every((v) => typeof v === 'string')) return value;
     throw new TypeError(
       `choiceByField('${path}'): expected a step name or a non-empty list of step names at '${path}' of event '${event.id}', got ${
         value === undefined ? 'nothing' : Array.isArray(value) ? (value.length === 0 ? 'an empty list' : 'a list with a non-string') : typeof value

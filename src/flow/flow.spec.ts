@@ -21,8 +21,10 @@ import { QUEUE_STEP } from '../operators/internal/queueMarker.js';
 type Op = OperatorFunction<ServingEvent, ServingEvent>;
 const ev = (id: string, body: unknown = {}) => toEvent(body, { id });
 /** Maps bodies; errored events pass untouched, as rxserve's steps do. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a test's lambda reads the body its events carry
 const mapBody = (f: (body: any) => unknown): Op => map((e: ServingEvent) => (e.error ? e : withBody(e, f(e.body))));
 /** The same after `frames` virtual frames. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- as mapBody (above)
 const later = (frames: number, f: (body: any) => unknown = (b) => b): Op => (source) => source.pipe(delay(frames), mapBody(f));
 const fail = (message: string) => ({ error: message });
 
@@ -49,7 +51,7 @@ describe('flow (marble)', () => {
       const f = flow();
       f.to('in', mapBody((b) => b));
       f.add('reply', later(1, (b) => `reply:${b}`), { after: 'in' }).respond();
-      f.add('audit', (source) => source.pipe(delay(4), tap((e) => audited.push(`${e.body}@${scheduler.now()}`))), { after: 'in' });
+      f.add('audit', (source) => source.pipe(delay(4), tap((e) => audited.push(`${e.body as string}@${scheduler.now()}`))), { after: 'in' });
       expectObservable(hot('a|', { a: ev('1', 'a') }).pipe(f.build(), bodies())).toBe('-a--|', { a: 'reply:a' });
     });
     expect(audited).toEqual(['a@4']);
@@ -136,7 +138,7 @@ describe('flow (marble)', () => {
 
   it('an errored event passes untouched through later steps to the responder; side-branch errors never reach the caller', () => {
     const f = flow();
-    f.to('a', step((b) => {
+    f.to('a', step((b: unknown) => {
       if (b === 'fail') throw new RangeError('a failed');
       return b;
     }, { name: 'a' }));
@@ -183,7 +185,7 @@ describe('flow (marble)', () => {
   it('a step’s error handler with before: its output goes on to those steps', () => {
     scheduler.run(({ hot, expectObservable }) => {
       const f = flow();
-      f.to('parse', step((b) => {
+      f.to('parse', step((b: unknown) => {
         if (typeof b !== 'string') throw new TypeError('not text');
         return b;
       }))
@@ -203,18 +205,18 @@ describe('flow (marble)', () => {
     scheduler.run(({ hot, expectObservable }) => {
       const f = flow();
       f.errorHandler('catch-all', step((_b, { event }) => (caught.push(event.metadata.error), 'caught')));
-      f.to('a', step((b) => {
+      f.to('a', step((b: unknown) => {
         if (b === 'a') throw new Error('A');
         return b;
       }))
-        .to('b', step((b) => {
+        .to('b', step((b: unknown) => {
           if (b === 'b') throw new Error('B');
           return b;
         }))
         .errorHandler('b-handler', step(() => 'b handled'))
         .to('reply', mapBody((b) => b))
         .respond();
-      f.add('side', step((b) => {
+      f.add('side', step((b: unknown) => {
         if (b === 'c') throw new Error('C');
         return b;
       }), { after: 'a' });
@@ -238,8 +240,8 @@ describe('flow (marble)', () => {
       const f = flow();
       const gen = f.to('generate', counted, { maxIterations: 3 });
       if (handled) gen.errorHandler('give-up', step((_b, { event }) => `gave up: ${String((event.metadata.error as { error: string }).error).split(':')[0]}`));
-      gen.to('judge', choice((e) => (e.body.tries >= e.body.needs ? 'reply' : 'generate'))).cycleTo('generate');
-      f.add('reply', mapBody((b) => `after ${b.tries}`), { after: 'judge' }).respond();
+      gen.to('judge', choice((e: ServingEvent<{ tries: number; needs: number }>) => (e.body.tries >= e.body.needs ? 'reply' : 'generate'))).cycleTo('generate');
+      f.add('reply', mapBody((b: { tries: number }) => `after ${b.tries}`), { after: 'judge' }).respond();
       return f.build();
     };
     scheduler.run(({ hot, expectObservable }) => {
@@ -296,7 +298,7 @@ describe('flow (marble)', () => {
   it('a user callback that throws fails that event only (a step’s function, a choice’s select)', () => {
     scheduler.run(({ hot, expectObservable }) => {
       const f = flow();
-      f.to('work', step((b) => {
+      f.to('work', step((b: unknown) => {
         if (b === 'boom') throw new SyntaxError('step threw');
         return b;
       }))
@@ -335,7 +337,7 @@ describe('flow (marble)', () => {
     scheduler.run(({ hot, expectObservable }) => {
       const f = flow();
       f.to('slow', later(2, (b) => `${b}!`)).respond();
-      expectObservable(hot('ab|', { a: errored, b: ev('e', 'y') }).pipe(f.build())).toBe('a--(b|)', { a: errored, b: expect.objectContaining({ body: 'y!' }) });
+      expectObservable(hot('ab|', { a: errored, b: ev('e', 'y') }).pipe(f.build())).toBe('a--(b|)', { a: errored, b: expect.objectContaining({ body: 'y!' }) as unknown });
       const g = flow();
       g.to('slow', later(2, (b) => `${b}!`)).respond();
       expectObservable(hot('ab|', { a: ev('same', '1'), b: ev('same', '2') }).pipe(g.build(), bodies())).toBe('--a(b|)', { a: '1!', b: '2!' });
@@ -361,6 +363,29 @@ describe('flow (marble)', () => {
       expectObservable(hot('a|', { a: ev('1', 'x') }).pipe(pipeline, bodies())).toBe('-----(a|)', { a: 'x' });
     });
     expect(seen).toEqual(['1 a:1 b:0', '3 a:0 b:1', '6 a:0 b:0']);
+  });
+
+  it('a chain’s links count each copy across and pass an event errored upstream on as nobody’s own error', () => {
+    // a → b → c → d piped into one another (no other way in): b fails 'x', which passes c and d
+    // untouched, is b's error only, and leaves b's count when it leaves b.
+    const f = flow();
+    f.to('a', later(2))
+      .to('b', (source) => source.pipe(delay(4), map((e: ServingEvent) => (e.body === 'x' ? toEvent(e.body, { id: e.id, error: new RangeError('b failed') }) : e))))
+      .to('c', later(6, (b) => `${b}c`))
+      .to('d', step((b) => `${b}d`))
+      .respond();
+    const pipeline = f.build();
+    const runtime = flowRuntimeOf(pipeline)!;
+    const at = () => runtime.stats().map((s) => `${s.step}:${s.inFlight}`).join(' ');
+    const seen: string[] = [];
+    scheduler.run(({ hot, expectObservable }) => {
+      // x: a 0–2, b 2–6 (fails), c 6–12; y: a 1–3, b 3–7, c 7–13
+      for (const frame of [1.5, 5, 10, 20]) scheduler.schedule(() => seen.push(`${frame} ${at()}`), frame);
+      const out = hot('xy|', { x: ev('1', 'x'), y: ev('2', 'y') }).pipe(pipeline, map((e) => [e.body, e.error?.message]));
+      expectObservable(out).toBe('12ms x (y|)', { x: ['x', 'b failed'], y: ['ycd', undefined] });
+    });
+    expect(seen).toEqual(['1.5 a:2 b:0 c:0 d:0', '5 a:0 b:2 c:0 d:0', '10 a:0 b:0 c:2 d:0', '20 a:0 b:0 c:0 d:0']);
+    expect(Object.fromEntries(runtime.stats().map((s) => [s.step, [s.inFlight, s.errors]]))).toEqual({ a: [0, 0], b: [0, 1], c: [0, 0], d: [0, 0] });
   });
 
   it('finds an older input’s copy that a step emits while a newer input runs, and an input pushed from inside an answer', () => {

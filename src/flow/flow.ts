@@ -3,9 +3,10 @@
 // Just over 300 lines: the builder's whole public surface (flow, handles), one documented method each.
 import * as t from 'io-ts';
 import type { OperatorFunction } from 'rxjs';
-import { NonEmptyString, decodeOrThrow, describeValue, guard, positiveInt, strict } from '../config.js';
+import { NonEmptyString, decodeOrThrow, describeValue, guard, positiveInt, strict } from '../decode.js';
 import { ConfigError } from '../errors.js';
 import type { ServingEvent } from '../event.js';
+import type { GraphRef } from '../execution/provider.js';
 import { isChoice, type Choice } from './choice.js';
 import { compile, type FlowDecl, type HandlerDecl, type StepDecl, type StepOperator } from './plan.js';
 import { runFlow } from './run.js';
@@ -19,7 +20,7 @@ export interface FlowOptions {
    * The graph the flow belongs to: `graph.describe()` and the dashboard show it, and
    * `graph.close()` waits for its background branches. `graph.flow()` sets it.
    */
-  readonly graph?: FlowHost;
+  readonly graph?: GraphRef;
   /**
    * Input events inside the flow at once (answered or not, until their last copy left); one more
    * is answered at once errored with `QueueFullError`. Default 10,000.
@@ -119,7 +120,7 @@ export class Flow {
   #built: OperatorFunction<ServingEvent, ServingEvent> | undefined;
 
   /** @internal Use `flow()` or `graph.flow()`. */
-  constructor(options: FlowOptions, paths: FlowPaths) {
+  constructor(options: Omit<FlowOptions, 'graph'> & { readonly graph?: FlowHost }, paths: FlowPaths) {
     this.name = options.name ?? 'flow';
     this.#graph = options.graph;
     this.#maxInFlight = options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;

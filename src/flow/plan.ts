@@ -122,7 +122,7 @@ export function compile(decl: FlowDecl): FlowPlan {
   const reach = (from: number): Set<number> => {
     const seen = new Set<number>();
     const stack = [from];
-    while (stack.length > 0) for (const t of forward[stack.pop()!]) if (!seen.has(t)) seen.add(t), stack.push(t);
+    while (stack.length > 0) for (const t of forward[stack.pop()!]) if (!seen.has(t)) { seen.add(t); stack.push(t); }
     return seen;
   };
   const downstream = decls.map((_, i) => reach(i));
@@ -213,7 +213,7 @@ export function compile(decl: FlowDecl): FlowPlan {
     });
     const stack = [responder];
     onPath.add(responder);
-    while (stack.length > 0) for (const f of into[stack.pop()!]) if (!onPath.has(f)) onPath.add(f), stack.push(f);
+    while (stack.length > 0) for (const f of into[stack.pop()!]) if (!onPath.has(f)) { onPath.add(f); stack.push(f); }
   }
 
   // A queue hop (queueStep, docs/design.md §19) ends an event's work in this process: nothing may come
@@ -259,8 +259,8 @@ export function compile(decl: FlowDecl): FlowPlan {
       index: i,
       name: d.name,
       kind: chooses ? KIND_CHOICE : KIND_STEP,
-      op: chooses ? undefined : (d.op as StepOperator),
-      select: chooses ? selectOf(d.op as Choice) : undefined,
+      op: chooses ? undefined : d.op,
+      select: chooses ? selectOf(d.op) : undefined,
       next: Object.freeze(responderFirst(forward[i])),
       all: Object.freeze(all),
       targets: chooses ? new Map(all.map((t) => [decls[t].name, t])) : undefined,

@@ -4,11 +4,12 @@
 // inside the flow) that answers each input exactly once.
 // Over 300 lines because the accounting, the routing and the error rules share one state and
 // must change together; the plan (what goes where) is compiled apart, in plan.ts.
-import { filter, Observable, type Subscriber, type Subscription } from 'rxjs';
+import { Observable, Subscriber, type Subscription } from 'rxjs';
 import { CycleLimitError, QueueFullError, RouteNotFoundError, describeError, toError } from '../errors.js';
 import { isServingEvent, withError, type ServingEvent } from '../event.js';
-import { describeValue } from '../config.js';
+import { describeValue } from '../decode.js';
 import { notAnEvent } from '../operators/internal/dispatch.js';
+import { Intake, Take } from '../operators/internal/lean.js';
 import { KIND_CHOICE, KIND_HANDLER, type FlowPlan, type PlanStep } from './plan.js';
 import type { FlowRuntime, FlowSubscription } from './runtime.js';
 
@@ -60,7 +61,7 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
       // Errored events fed into a step: if one comes out as it went in, it passed through (§1.2)
       // and is not that step's own error. Only errored events are kept, weakly.
       const passing = new WeakSet<ServingEvent>();
-      const intakes: (Intake | undefined)[] = new Array(stepCount);
+      const intakes: (Intake<ServingEvent> | undefined)[] = new Array<Intake<ServingEvent> | undefined>(stepCount);
       // Steps whose operator is taking an event now: a copy for one of them waits in the queue
       // rather than re-entering its `next`.
       const busy = new Uint8Array(stepCount);
@@ -298,8 +299,9 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
       };
 
       /**
-       * Between two operators of a chain (`from` piped into `to`): counts the copy across, and takes
-       * `from`'s own errors out to its handler. True lets the event on into `to`.
+       * Between two operators of a chain (`from` piped into `to`), for an errored event (a `Link`
+       * counts the others): counts the copy across, and takes `from`'s own errors out to its
+       * handler. True lets the event on into `to`.
        */
       const cross = (from: PlanStep, to: PlanStep, event: ServingEvent): boolean => {
         if (closed) return false;
@@ -378,26 +380,28 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
       // into the next step's operator, a `filter` between them doing the flow's bookkeeping.
       for (const head of steps) {
         if (head.kind === KIND_CHOICE || head.chained || closed) continue;
-        const intake = new Intake();
+        const intake = new Intake<ServingEvent>();
         intakes[head.index] = intake;
         let events = head.op!(intake.events);
         let step = head;
         while (step.chainNext >= 0) {
           const from = step;
           const to = steps[step.chainNext];
-          events = to.op!(events.pipe(filter((event) => cross(from, to, event))));
+          const upstream = events;
+          const errored = (event: ServingEvent): boolean => cross(from, to, event);
+          events = to.op!(new Observable<ServingEvent>((downstream) => upstream.subscribe(new Link(downstream, inside, from.index, to.index, errored))));
           step = to;
         }
         const tail = step;
         const what = tail === head ? `step '${tail.name}'` : `a step of the chain '${head.name}' → ... → '${tail.name}'`;
-        // Outputs are taken inside a filter that keeps none: one subscriber layer per event
-        // instead of a SafeSubscriber's three.
         subscriptions.push(
-          events.pipe(filter((event) => (onOutput(tail, event), false))).subscribe({
-            error: (error: unknown) => fail(error),
-            complete: () =>
-              fail(new TypeError(`flow '${flowName}': ${what} completed while the flow was running; a flow step must take events until the flow ends`)),
-          }),
+          events.subscribe(
+            new Take<ServingEvent>((event) => onOutput(tail, event), {
+              error: (error: unknown) => fail(error),
+              complete: () =>
+                fail(new TypeError(`flow '${flowName}': ${what} completed while the flow was running; a flow step must take events until the flow ends`)),
+            }),
+          ),
         );
       }
 
@@ -439,16 +443,18 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
         }
         if (input.copies > 0 && !input.registered && !closed) register(input);
       };
-      sourceSubscription = source.pipe(filter((event) => (onInput(event), false))).subscribe({
-        error: (error: unknown) => fail(error),
-        complete() {
-          sourceDone = true;
-          if (live === 0 && !closed) {
-            closed = true;
-            subscriber.complete();
-          }
-        },
-      });
+      sourceSubscription = source.subscribe(
+        new Take<ServingEvent>(onInput, {
+          error: (error: unknown) => fail(error),
+          complete() {
+            sourceDone = true;
+            if (live === 0 && !closed) {
+              closed = true;
+              subscriber.complete();
+            }
+          },
+        }),
+      );
     });
 }
 
@@ -456,23 +462,29 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
 const MAX_DEPTH = 48;
 
 /**
- * A step's intake: what a Subject does for one operator subscribing (usually once), without a
- * Subject's per-value closure and observer-array walk.
+ * Between two operators of a chain: counts each copy across (out of step `from`, into step `to`)
+ * and passes it on; an errored event goes to `errored` (the flow's `cross`). A class of its own, as
+ * small as it can be: it sits between every two chained steps on every event, and V8 inlines the
+ * next step's intake into it only while the whole stays small.
  */
-class Intake {
-  readonly #subscribers: Subscriber<ServingEvent>[] = [];
-  readonly events = new Observable<ServingEvent>((subscriber) => {
-    this.#subscribers.push(subscriber);
-    return () => {
-      const at = this.#subscribers.indexOf(subscriber);
-      if (at >= 0) this.#subscribers.splice(at, 1);
-    };
-  });
+class Link extends Subscriber<ServingEvent> {
+  constructor(
+    downstream: Subscriber<ServingEvent>,
+    private readonly inside: Float64Array,
+    private readonly from: number,
+    private readonly to: number,
+    private readonly errored: (event: ServingEvent) => boolean,
+  ) {
+    super(downstream);
+  }
 
-  next(event: ServingEvent): void {
-    const subscribers = this.#subscribers;
-    if (subscribers.length === 1) subscribers[0]!.next(event);
-    else for (const subscriber of subscribers.slice()) subscriber.next(event);
+  override next(event: ServingEvent): void {
+    if (this.isStopped) return;
+    if (event.error === undefined) {
+      this.inside[this.from]--;
+      this.inside[this.to]++;
+      this.destination.next(event);
+    } else if (this.errored(event)) this.destination.next(event);
   }
 }
 

@@ -4,13 +4,13 @@
 // operation; the parts with a job of their own live beside it (sharedModel, stepRecord, codecs).
 import type { OperatorFunction } from 'rxjs';
 import { type Observable, Subject } from 'rxjs';
-import { decodeOrThrow } from '../config.js';
+import { decodeOrThrow } from '../decode.js';
 import { ConfigError, ModelLoadError, RxServeError, toError } from '../errors.js';
 import type { ServingEvent } from '../event.js';
 import { createDefaultExecutor } from '../execution/defaultExecutor.js';
 import type { Executor } from '../execution/executor.js';
 import { PoolOptionsCodec, type PoolOptions } from '../execution/poolOptions.js';
-import { BIND_STEP, type SessionProvider, type StepBinding, type StepRequest } from '../execution/provider.js';
+import { BIND_STEP, type GraphRef, type SessionProvider, type StepBinding, type StepRequest } from '../execution/provider.js';
 import { decodeModelEntries, type ModelEntry } from '../model/entry.js';
 import { modelClassName } from '../model/registry.js';
 import {
@@ -19,7 +19,6 @@ import {
   type LaneStats,
   type GraphShape,
   type FlowStepStats,
-  type Monitored,
   type MonitoringSource,
   type StepStats,
 } from '../monitoring/monitor.js';
@@ -39,11 +38,11 @@ import {
   type GraphOptions,
   type SharedModelConfig,
   type SharedModelProxyConfig,
-} from './codecs.js';
+} from './graphOptions.js';
 import { SharedModel, describeShared, findSharedModel, sharedModelExecutor } from './sharedModel.js';
 import { StepRecord } from './stepRecord.js';
 
-export type { GraphOptions, SharedModelConfig, SharedModelProxyConfig } from './codecs.js';
+export type { GraphOptions, SharedModelConfig, SharedModelProxyConfig } from './graphOptions.js';
 
 /** Where an endpoint name is used, for uniqueness errors. */
 interface EndpointUse {
@@ -95,7 +94,10 @@ export function createGraph(options: GraphOptions = {}): Graph {
 }
 
 /** A serving graph (see `createGraph`). Made only by `createGraph()`, which validates its options. */
-export class Graph implements SessionProvider, Monitored, FlowHost {
+// A SessionProvider, a Monitored and a FlowHost by shape, without an `implements` clause: that
+// clause would carry those internal interfaces into the published typings (the members they
+// name are internal and stripped). Every place that hands a graph on as one of them checks it.
+export class Graph {
   /** One record per model call (filled by monitoring); completes on `close()`. */
   readonly monitoring$: Observable<EndpointRecord>;
   /** One entry per model endpoint (tracked graphs: loaded, strategies applied and saved). */
@@ -259,7 +261,10 @@ export class Graph implements SessionProvider, Monitored, FlowHost {
    */
   modelRunner(config: Omit<ModelRunnerConfig, 'graph'>): OperatorFunction<ServingEvent, ServingEvent> {
     let binding: StepBinding | undefined;
-    const operator = modelRunner({ ...config, graph: { [BIND_STEP]: (request) => (binding ??= this[BIND_STEP](request)) } });
+    // A provider that joins once (the join below): modelRunner checks its `graph` for a provider at
+    // run time, not for a graph's public shape (GraphRef), which this object does not have.
+    const provider: SessionProvider = { [BIND_STEP]: (request) => (binding ??= this[BIND_STEP](request)) };
+    const operator = modelRunner({ ...config, graph: provider as unknown as GraphRef });
     // modelRunner() validated the config; join now with the same request it will make.
     const step = config.name ?? 'model_runner';
     binding = this[BIND_STEP]({ step, models: decodeModelEntries(config.models, 'modelRunner.models'), pool: config.pool, executor: config.executor });
@@ -277,7 +282,7 @@ export class Graph implements SessionProvider, Monitored, FlowHost {
       name = 'flow';
       for (let n = 2; this.#flows.some((f) => f.name === name); n++) name = `flow#${n}`;
     }
-    return flowOf({ ...options, name, graph: this });
+    return flowOf({ ...options, name, graph: this satisfies FlowHost });
   }
 
   /** @internal A flow built on this graph (flow names are unique in it). */
@@ -379,6 +384,7 @@ export class Graph implements SessionProvider, Monitored, FlowHost {
         merged: models.length > 1,
       });
     }
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the getter below has the literal as its `this` and reads the graph's #closed
     const graph = this;
     const record = new StepRecord(
       step,

@@ -5,7 +5,7 @@ import { ConfigError, RxServeError, toError } from '../errors.js';
 import { createDefaultExecutor } from '../execution/defaultExecutor.js';
 import type { Executor, ExecutorSession } from '../execution/executor.js';
 import type { LLMPromptArtifact, ModelArtifact } from '../model/artifact.js';
-import { CallContext } from '../model/callContext.js';
+import { CallContext, listens } from '../model/callContext.js';
 import type { ModelEntry } from '../model/entry.js';
 import type { PredictContext } from '../model/model.js';
 import { Lane, LaneCall, type LaneUnit } from '../execution/lane.js';
@@ -29,7 +29,7 @@ class SharedCall extends LaneCall {
   ) {
     super();
     // Partials go to this proxy call's own caller only.
-    const emit = caller.emit?.bind(caller);
+    const emit = listens(caller) ? caller.emit!.bind(caller) : undefined;
     this.context = new CallContext(caller.eventId, origin, caller.path, emit, caller.operation);
   }
 

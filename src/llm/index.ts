@@ -2,5 +2,5 @@
 // token counting and estimates, prompt filling, the provider contract, and the undici fetch.
 export { estimateUsage, countTextTokens, type Usage } from './usage.js';
 export { buildMessages, type ChatMessage } from './prompt.js';
-export type { LLMProvider, ProviderRequest, Completion, StreamPart } from './providers/provider.js';
+export type { LLMProvider, ProviderRequest, Completion, StreamPart } from './providers/contract.js';
 export { createNodeFetch, type NodeFetchOptions } from './nodeFetch.js';

@@ -1,8 +1,7 @@
 // What a caller may change of an LLM endpoint (docs/design.md §10, turn 3): the sampling fields of an
 // input's `invocationConfig`, type-checked and capped, and the messages it adds.
 import * as t from 'io-ts';
-import { decodeOrThrow, describeValue, NonEmptyString, PositiveMs } from '../config.js';
-import type { ChatMessage } from './prompt.js';
+import { decodeOrThrow, describeValue, NonEmptyString, PositiveMs } from '../decode.js';
 
 /**
  * The fields any caller may set in `invocationConfig` (on /v1: the request's fields of those
@@ -19,6 +18,12 @@ export const SAMPLING_FIELDS = [
   'frequency_penalty',
   'stream',
 ] as const;
+
+/** A chat message as providers take it. */
+export interface ChatMessage {
+  readonly role: string;
+  readonly content: string;
+}
 
 /** A caller's request an endpoint refuses: a `TypeError` whose `param` names the field, as OpenAI's errors do. */
 export type InvalidRequest = TypeError & { readonly param: string };
@@ -152,7 +157,7 @@ const INSTRUCTING = new Set(['system', 'developer']);
  */
 export function callerMessages(messages: readonly unknown[], afterTemplate: boolean, policy: CallerPolicy, endpoint: string): ChatMessage[] {
   const tools = policy.overridable.has('tools');
-  const out: ChatMessage[] = new Array(messages.length);
+  const out: ChatMessage[] = new Array<ChatMessage>(messages.length);
   for (let i = 0; i < messages.length; i++) {
     const at = `messages[${i}]`;
     const m = messages[i];

@@ -6,7 +6,8 @@ import { Model, type ModelInit, type PredictContext } from '../model/model.js';
 import { isPromptArtifact } from '../model/artifact.js';
 import { callerConfig, callerPolicy, tokenLimit, type CallerPolicy } from './invocation.js';
 import { buildMessages, type ChatMessage } from './prompt.js';
-import { createProvider, type LLMProvider } from './providers/provider.js';
+import type { LLMProvider } from './providers/contract.js';
+import { createProvider } from './providers/provider.js';
 import { restateProviderError, withRetries } from './retry.js';
 import { estimateUsage, type Usage } from './usage.js';
 
@@ -62,6 +63,9 @@ export type LLMStreamEvent = { readonly type: 'chunk'; readonly text: string } |
  * ```
  */
 export class LLModel extends Model<unknown, LLMResult> {
+  /** Every call returns `{ answer, usage }`: monitoring records those columns, as MLRun forces them. */
+  static override readonly monitoredOutputs: readonly string[] = ['answer', 'usage'];
+
   /** Usage of every call, whatever its outcome. */
   readonly usage$ = new Subject<LLMUsageReport>();
   private provider: LLMProvider | undefined;

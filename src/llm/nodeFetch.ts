@@ -84,13 +84,13 @@ export function createNodeFetch(options: NodeFetchOptions = {}): typeof fetch {
       res = await dispatcher.request({
         origin: url.origin,
         path: `${url.pathname}${url.search}`,
-        method: method as Dispatcher.HttpMethod,
+        method,
         headers: outgoing,
         body,
         signal: signal ?? undefined,
         // A redirect loop or chain over the limit fails, as fetch does, instead of answering the 3xx.
         ...(redirect === 'follow' ? { throwOnMaxRedirect: true } : {}),
-      } as Dispatcher.RequestOptions);
+      });
     } catch (error) {
       if (signal?.aborted) throw signal.reason;
       const e = error as Error;

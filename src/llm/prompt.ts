@@ -1,12 +1,9 @@
 // Filling a prompt template from a request body (MLRun's LLModel.enrich_prompt).
 import type { LLMPromptArtifact } from '../model/artifact.js';
-import { callerMessages, invalidRequest, STRICT_POLICY, type CallerPolicy } from './invocation.js';
+import { callerMessages, invalidRequest, STRICT_POLICY, type CallerPolicy, type ChatMessage } from './invocation.js';
 
-/** A chat message as providers take it. */
-export interface ChatMessage {
-  readonly role: string;
-  readonly content: string;
-}
+// Declared where the caller's messages are checked (invocation.ts), so the two files do not import each other.
+export type { ChatMessage };
 
 /**
  * The messages for one call. With a template, each `{placeholder}` is filled from the input:
@@ -35,17 +32,17 @@ export function buildMessages(
     return callerMessages(messages, false, policy, endpoint);
   }
   if (input === null || typeof input !== 'object') {
-    throw new TypeError(`LLModel '${endpoint}': the prompt '${prompt!.key}' needs an object input to fill its placeholders, got ${typeof input}`);
+    throw new TypeError(`LLModel '${endpoint}': the prompt '${prompt.key}' needs an object input to fill its placeholders, got ${typeof input}`);
   }
   const values = input as Record<string, unknown>;
-  const legend = prompt!.promptLegend ?? {};
+  const legend = prompt.promptLegend ?? {};
   const valueOf = (name: string): string => {
     const field = legend[name]?.field;
     const fromLegend = field ? values[field] : undefined;
     const value = fromLegend !== undefined && fromLegend !== null && fromLegend !== '' ? fromLegend : values[name];
     if (value === undefined || value === null) {
       const where = field ? `fields '${field}' and '${name}'` : `field '${name}'`;
-      throw new TypeError(`LLModel '${endpoint}': prompt '${prompt!.key}' has placeholder {${name}}, but the input has no ${where}`);
+      throw new TypeError(`LLModel '${endpoint}': prompt '${prompt.key}' has placeholder {${name}}, but the input has no ${where}`);
     }
     return typeof value === 'string' ? value : JSON.stringify(value);
   };

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import * as t from 'io-ts';
-import { NonEmptyString, decodeOrThrow, strict } from '../config.js';
+import { NonEmptyString, decodeOrThrow, strict } from '../decode.js';
 
 /** A model artifact: where the model lives and how to call it. */
 export interface ModelArtifact {

@@ -43,4 +43,18 @@ export class CallContext extends LazySignal implements PredictContext {
   emit(partial: unknown): void {
     this.sink?.(partial);
   }
+
+  /** Someone receives this call's partials: a pool sends them back from its worker only then. */
+  get listening(): boolean {
+    return this.sink !== undefined;
+  }
+}
+
+/**
+ * Whether a model call's partials reach anyone: a `CallContext` with a sink, or a context made by
+ * hand that has an `emit`. A call nobody listens to gets a context without a sink in a worker, so
+ * no partial crosses back for nothing.
+ */
+export function listens(context: PredictContext): boolean {
+  return context instanceof CallContext ? context.listening : typeof context.emit === 'function';
 }

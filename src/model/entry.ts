@@ -1,6 +1,6 @@
 // ModelEntry: one model of a modelRunner step, its codec, and the checks codecs cannot express.
 import * as t from 'io-ts';
-import { DotPath, NonEmptyString, NonNegativeMs, PositiveMs, decodeOrThrow, firstNonJson, fn, positiveInt, strict } from '../config.js';
+import { DotPath, NonEmptyString, NonNegativeMs, PositiveMs, decodeOrThrow, firstNonJson, fn, guard, positiveInt, strict } from '../decode.js';
 import { ConfigError, toError } from '../errors.js';
 import { readArtifactFile, type LLMPromptArtifact, type ModelArtifact } from './artifact.js';
 import type { Model, ModelClass, ModuleRef } from './model.js';
@@ -37,12 +37,7 @@ export const ModuleRefCodec = strict(
   { export: NonEmptyString },
 ) satisfies t.Type<ModuleRef, unknown, unknown>;
 
-const ModelInstanceCodec = new t.Type<Model, Model, unknown>(
-  'a Model instance',
-  isModelInstance,
-  (u, c) => (isModelInstance(u) ? t.success(u) : t.failure(u, c)),
-  t.identity,
-);
+const ModelInstanceCodec = guard<Model>('a Model instance', isModelInstance);
 
 const ModelClassCodec = t.union(
   [NonEmptyString, fn<ModelClass>('a Model class'), ModuleRefCodec, ModelInstanceCodec],
@@ -175,7 +170,7 @@ export function decodeModelEntries(value: unknown, path: string): readonly Model
         if (entry.executionMechanism !== 'shared_executor') checkInstance(entry, entry.modelClass, at, loadsInWorker);
       }
       else if (typeof entry.modelClass === 'object') validateModuleRef(entry.modelClass, `${at}.modelClass`);
-      if (typeof entry.modelClass === 'function' && typeof entry.modelClass.prototype?.predict !== 'function') {
+      if (typeof entry.modelClass === 'function' && typeof (entry.modelClass.prototype as { predict?: unknown } | undefined)?.predict !== 'function') {
         throw new ConfigError([
           { path: `${at}.modelClass`, expected: 'a Model class (with a predict method)', actual: `class ${entry.modelClass.name || '(anonymous)'}` },
         ]);

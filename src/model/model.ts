@@ -56,7 +56,16 @@ export interface ModelMetadata {
  * }
  * ```
  */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- public defaults: an un-parameterised Model (Map<string, Model>) holds every user subclass and hands its outputs on untyped
 export class Model<In = any, Out = any> {
+  /**
+   * The output names monitoring gives this class's records (`response.outputs` columns), whatever
+   * an entry's `outputs` say: for a class whose calls always return the same shape (LLModel's
+   * `['answer', 'usage']`, as MLRun forces them). Unset: the entry's `outputs`. Subclasses inherit
+   * it; an entry that gives other `outputs` gets one process warning (`RXSERVE_LLM_OUTPUTS`).
+   */
+  static readonly monitoredOutputs?: readonly string[];
+
   readonly name: string;
   readonly artifact?: ModelArtifact | LLMPromptArtifact;
   /** The constructor parameters other than `name` and `artifact`. */
@@ -92,7 +101,7 @@ export class Model<In = any, Out = any> {
           async = true;
           return Promise.resolve(out).then(undefined, (error: unknown) => toError(error));
         }
-        return out as Out;
+        return out;
       } catch (error) {
         return toError(error);
       }

@@ -47,7 +47,7 @@ export function runOperation(model: Model, body: unknown, ctx: PredictContext): 
 export function operationsOf(model: Model): string[] {
   const names = BUILT_IN.filter((op) => op !== 'explain' || typeof model.explain === 'function') as string[];
   const custom = new Set<string>();
-  for (let proto: object | null = model; proto !== null && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
+  for (let proto: object | null = model; proto !== null && proto !== Object.prototype; proto = Object.getPrototypeOf(proto) as object | null) {
     for (const key of Object.getOwnPropertyNames(proto)) {
       if (key.startsWith('op_') && key.length > 3 && typeof (model as unknown as Record<string, unknown>)[key] === 'function') custom.add(key.slice(3));
     }

@@ -106,6 +106,7 @@ export function modelClassName(ref: ModelClassRef): string {
 
 // In the CommonJS build the bundler turns `import(x)` into `require(x)`, which takes no `file:` URL
 // and cannot load an ES module on Node 20: there, a real import() made at run time takes over.
+// eslint-disable-next-line @typescript-eslint/no-implied-eval -- deliberate: an import() the CommonJS bundler cannot rewrite (above)
 const runtimeImport = new Function('specifier', 'return import(specifier)') as (specifier: string) => Promise<Record<string, unknown>>;
 
 /** `import(specifier)` that also works from the CommonJS build (see above). */

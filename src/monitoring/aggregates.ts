@@ -2,7 +2,7 @@
 // plus the lane and step figures read at scrape time. One source for every exporter that shows
 // numbers (Prometheus counters, the dashboard): one observer per graph, shared by reference count.
 import { describeError } from '../errors.js';
-import { callUsage } from '../llm/usage.js';
+import { callUsage } from '../model/usage.js';
 import { MONITORING, type EventReport, type FlowStepStats, type GraphShape, type Monitored, type MonitorObserver, type StepStats } from './monitor.js';
 
 /** Per-second history kept for rates, quantiles and charts. */
@@ -13,6 +13,8 @@ const BUCKETS = 112;
 const BASE_MS = 0.01;
 const bucketOf = (ms: number): number => (ms <= BASE_MS ? 0 : Math.min(BUCKETS - 1, Math.ceil(4 * Math.log2(ms / BASE_MS))));
 const upperMs = (bucket: number): number => BASE_MS * 2 ** (bucket / 4);
+/** A second's slot in an endpoint's ring. */
+const slotOf = (second: number): number => second % HISTORY_SECONDS;
 
 /** One second of one endpoint. */
 interface Second {
@@ -113,12 +115,12 @@ export class MonitoringAggregates implements MonitorObserver {
         totals.promptTokens += usage.prompt_tokens ?? 0;
         totals.completionTokens += usage.completion_tokens ?? 0;
       }
-      const slot = second % HISTORY_SECONDS;
+      const slot = slotOf(second);
       let s = state.seconds[slot];
       if (s === undefined || s.at !== second) state.seconds[slot] = s = { at: second, requests: 0, errors: 0, latency: new Uint32Array(BUCKETS) };
       s.requests++;
       if (call.error !== undefined) s.errors++;
-      s.latency[bucketOf(call.latencyMs)]!++;
+      s.latency[bucketOf(call.latencyMs)]++;
     }
   }
 
@@ -140,13 +142,20 @@ export class MonitoringAggregates implements MonitorObserver {
     return [...this.#endpoints.values()].map((s) => s.totals);
   }
 
-  /** Per second and endpoint, the last `seconds` seconds that had calls (oldest first). */
+  /**
+   * Per second and endpoint, the last `seconds` seconds that had calls (oldest first). Reads only
+   * those seconds' slots of each ring, not the whole history (the dashboard asks every second for
+   * the few seconds since its last message).
+   */
   series(seconds = HISTORY_SECONDS): SeriesPoint[] {
     const last = Math.floor(this.now() / 1000);
     const first = last - Math.min(seconds, HISTORY_SECONDS) + 1;
     const points: SeriesPoint[] = [];
     for (const { totals, seconds: ring } of this.#endpoints.values()) {
-      for (const s of ring) if (s !== undefined && s.at >= first && s.at <= last) points.push({ at: s.at * 1000, endpoint: totals.endpoint, requests: s.requests, errors: s.errors });
+      for (let at = first; at <= last; at++) {
+        const s = ring[slotOf(at)];
+        if (s !== undefined && s.at === at) points.push({ at: s.at * 1000, endpoint: totals.endpoint, requests: s.requests, errors: s.errors });
+      }
     }
     return points.sort((a, b) => a.at - b.at);
   }
@@ -154,10 +163,10 @@ export class MonitoringAggregates implements MonitorObserver {
   /**
    * Every endpoint of the graph (calls or not) with its totals, rates and quantiles over the last
    * `windowSeconds` whole seconds, lane occupancy, and every step's intake figures, read now.
+   * `shape` is the graph's `describe()`, for a caller that has just read it (the dashboard sends it too).
    */
-  snapshot(windowSeconds = 10): AggregatesSnapshot {
+  snapshot(windowSeconds = 10, shape: GraphShape = this.graph[MONITORING].describe()): AggregatesSnapshot {
     const source = this.graph[MONITORING];
-    const shape: GraphShape = source.describe();
     const now = this.now();
     const current = Math.floor(now / 1000);
     // Whole seconds before the current one, which is still filling.
@@ -186,11 +195,13 @@ export class MonitoringAggregates implements MonitorObserver {
       let requests = 0;
       let errors = 0;
       const histogram = new Array<number>(BUCKETS).fill(0);
-      for (const s of state?.seconds ?? []) {
-        if (s === undefined || s.at < from || s.at >= current) continue;
+      // Only the window's slots of the ring (its seconds `from` to `current - 1`).
+      for (let at = from; at < current && state !== undefined; at++) {
+        const s = state.seconds[slotOf(at)];
+        if (s === undefined || s.at !== at) continue;
         requests += s.requests;
         errors += s.errors;
-        for (let i = 0; i < BUCKETS; i++) histogram[i]! += s.latency[i]!;
+        for (let i = 0; i < BUCKETS; i++) histogram[i] += s.latency[i];
       }
       const lane = lanes.get(key);
       const t = state?.totals;
@@ -220,7 +231,7 @@ function quantile(histogram: readonly number[], count: number, q: number): numbe
   const rank = Math.max(1, Math.ceil(q * count));
   let seen = 0;
   for (let i = 0; i < BUCKETS; i++) {
-    seen += histogram[i]!;
+    seen += histogram[i];
     if (seen >= rank) return upperMs(i);
   }
   return upperMs(BUCKETS - 1);

@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { CreationStrategy, ExecutionMechanism } from '../model/entry.js';
-import type { EventReport, MonitorObserver } from './monitor.js';
+import type { EventReport } from './monitor.js';
 
 /** One endpoint as the registry keeps it. */
 export interface EndpointEntry {
@@ -32,7 +32,9 @@ export interface EndpointSpec {
   readonly creationStrategy: CreationStrategy;
 }
 
-export class EndpointRegistry implements MonitorObserver {
+// A MonitorObserver by shape (the graph adds it to its monitor's observers), without an
+// `implements` clause, which would carry the monitor's interfaces into the published typings.
+export class EndpointRegistry {
   private list: EndpointEntry[] = [];
   private readonly live = new Map<string, EndpointEntry>();
 
@@ -116,7 +118,7 @@ export class EndpointRegistry implements MonitorObserver {
     this.live.set(spec.endpointName, entry);
   }
 
-  /** Counts every call (not only sampled records). */
+  /** @internal Counts every call (not only sampled records). */
   onEvent(report: EventReport): void {
     for (const call of report.calls) {
       const entry = this.live.get(call.entry.endpointName);

@@ -5,9 +5,9 @@ import type { Subject } from 'rxjs';
 import { describeError } from '../errors.js';
 import { getPath, type ServingEvent } from '../event.js';
 import type { ModelEntry } from '../model/entry.js';
-import { callUsage } from '../llm/usage.js';
-import { LLModel } from '../llm/llmodel.js';
-import { modelClassName, registeredModel } from '../model/registry.js';
+import type { Model } from '../model/model.js';
+import { isModelInstance, modelClassName, registeredModel } from '../model/registry.js';
+import { callUsage } from '../model/usage.js';
 import type { EndpointRecord } from './record.js';
 
 /** One model call of a finished event, as the runner keeps it. */
@@ -136,7 +136,7 @@ export function isMonitored(value: unknown): value is Monitored {
 export class GraphMonitor {
   readonly observers = new Set<MonitorObserver>();
   private readonly keep: number;
-  /** The output names each entry's records use (LLModel's are forced, as in MLRun). */
+  /** The output names each entry's records use (its class's `monitoredOutputs` when it has them). */
   private readonly outputNames = new WeakMap<ModelEntry, readonly string[] | undefined>();
   /** Endpoints already warned about their `outputs` being replaced. */
   private readonly warned = new Set<string>();
@@ -169,16 +169,19 @@ export class GraphMonitor {
   private outputsOf(entry: ModelEntry): readonly string[] | undefined {
     if (this.outputNames.has(entry)) return this.outputNames.get(entry);
     let names = entry.outputs;
-    if (isLLModelEntry(entry)) {
+    const cls = classOf(entry);
+    const forced = cls?.monitoredOutputs;
+    if (cls !== undefined && Array.isArray(forced)) {
       const given = entry.outputs ?? [];
-      if (given.length > 0 && given.join('\u0000') !== LLM_OUTPUTS.join('\u0000') && !this.warned.has(entry.endpointName)) {
+      if (given.length > 0 && given.join('\u0000') !== forced.join('\u0000') && !this.warned.has(entry.endpointName)) {
         this.warned.add(entry.endpointName);
+        const name = cls.name || '(anonymous class)';
         process.emitWarning(
-          `LLModel endpoint '${entry.endpointName}': monitoring outputs ${JSON.stringify(given)} replaced by ["answer","usage"] (an LLModel returns { answer, usage }, as in MLRun)`,
+          `${name} endpoint '${entry.endpointName}': monitoring outputs ${JSON.stringify(given)} replaced by ${JSON.stringify(forced)} (${withArticle(name)} returns { ${forced.join(', ')} }, as in MLRun)`,
           { code: 'RXSERVE_LLM_OUTPUTS' },
         );
       }
-      names = LLM_OUTPUTS;
+      names = forced;
     }
     this.outputNames.set(entry, names);
     return names;
@@ -205,16 +208,21 @@ export class GraphMonitor {
 }
 
 /**
- * MLRun forces an LLModel endpoint's monitored outputs to `["answer", "usage"]` (what it returns),
- * warning when other names were given: they would name columns the result does not have.
+ * `a Scorer`, `an Embedder`, `an LLModel`: 'an' before a vowel, or before an initialism whose
+ * first letter is said with one (L, M, N, R, S, X, F, H: "an LLM", "an MLP").
  */
-const LLM_OUTPUTS: readonly string[] = ['answer', 'usage'];
+function withArticle(name: string): string {
+  return `${/^[AEIOU]/i.test(name) || /^[FHLMNRSX][A-Z]/.test(name) ? 'an' : 'a'} ${name}`;
+}
 
-/** Whether an entry's model class is LLModel or a subclass (by class, or by registered name). */
-function isLLModelEntry(entry: ModelEntry): boolean {
+/**
+ * The class of an entry's model when the main side has it (a class, a registered name, an
+ * instance), for its statics; undefined for a module reference (loaded in workers only).
+ */
+function classOf(entry: ModelEntry): typeof Model | undefined {
   const ref = entry.modelClass;
-  const cls = typeof ref === 'function' ? ref : typeof ref === 'string' ? (ref === 'LLModel' ? LLModel : registeredModel(ref)) : undefined;
-  return typeof cls === 'function' && (cls === LLModel || cls.prototype instanceof LLModel);
+  const cls = typeof ref === 'string' ? registeredModel(ref) : isModelInstance(ref) ? ref.constructor : ref;
+  return typeof cls === 'function' ? (cls as unknown as typeof Model) : undefined;
 }
 
 /**

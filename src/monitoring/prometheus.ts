@@ -1,7 +1,8 @@
 // Prometheus metrics through prom-client (an optional peer dependency, loaded only when used).
-import { decodeOrThrow, guard, strict } from '../config.js';
+import { decodeOrThrow, guard, strict } from '../decode.js';
 import { ConfigError } from '../errors.js';
 import { acquireAggregates, type EndpointTotals } from './aggregates.js';
+import type { Graph } from '../graph/graph.js';
 import { MONITORING, isMonitored, type EventReport, type Monitored, type MonitorObserver } from './monitor.js';
 
 const MonitoredCodec = guard<Monitored>('a graph made by createGraph()', isMonitored);
@@ -68,7 +69,7 @@ export async function loadPromClient(path: string): Promise<typeof import('prom-
  * @returns The exporter; `ConfigError` (rejected) for a bad graph or option, or without prom-client.
  */
 export async function prometheusExporter(
-  graph: Monitored,
+  graph: Graph,
   options: { registry?: import('prom-client').Registry; prefix?: string; buckets?: number[] } = {},
 ): Promise<PrometheusExporter> {
   decodeOrThrow(MonitoredCodec, graph, 'prometheusExporter.graph');

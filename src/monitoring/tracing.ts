@@ -1,9 +1,10 @@
 // OpenTelemetry spans through @opentelemetry/api (an optional peer dependency, loaded when used).
 import type { Tracer } from '@opentelemetry/api';
 import { describeError } from '../errors.js';
-import { decodeOrThrow, guard, strict } from '../config.js';
-import { callUsage } from '../llm/usage.js';
+import { decodeOrThrow, guard, strict } from '../decode.js';
+import { callUsage } from '../model/usage.js';
 import { modelClassName } from '../model/registry.js';
+import type { Graph } from '../graph/graph.js';
 import { MONITORING, isMonitored, type EventReport, type Monitored, type MonitorObserver } from './monitor.js';
 
 const MonitoredCodec = guard<Monitored>('a graph made by createGraph()', isMonitored);
@@ -23,7 +24,7 @@ const TraceOptionsCodec = strict(
  * @param options `tracer` (default: `trace.getTracer('rxserve')` of the global provider).
  * @returns A function that stops tracing.
  */
-export async function traceGraph(graph: Monitored, options: { tracer?: Tracer } = {}): Promise<() => void> {
+export async function traceGraph(graph: Graph, options: { tracer?: Tracer } = {}): Promise<() => void> {
   decodeOrThrow(MonitoredCodec, graph, 'traceGraph.graph');
   decodeOrThrow(TraceOptionsCodec, options, 'traceGraph.options');
   const api = await import('@opentelemetry/api');

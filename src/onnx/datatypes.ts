@@ -54,7 +54,7 @@ export const ARRAY_OF: Readonly<Partial<Record<OipDatatype, TypedArrayCtor>>> = 
   FP16: Uint16Array,
   FP32: Float32Array,
   FP64: Float64Array,
-} as never;
+};
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);

@@ -133,7 +133,7 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
   async #batch(bodies: readonly OnnxRequest[], plain: true): Promise<(OnnxResponse | Error)[]>;
   async #batch(bodies: readonly OnnxRequest[], plain: false): Promise<(OnnxResponse | WireRows | Error)[]>;
   async #batch(bodies: readonly OnnxRequest[], plain: boolean): Promise<(OnnxResponse | WireRows | Error)[]> {
-    const results: (OnnxResponse | WireRows | Error)[] = new Array(bodies.length);
+    const results: (OnnxResponse | WireRows | Error)[] = new Array<OnnxResponse | WireRows | Error>(bodies.length);
     const checked: { index: number; inputs: CheckedInput[] }[] = [];
     bodies.forEach((body, index) => {
       try {

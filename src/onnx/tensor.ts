@@ -87,7 +87,7 @@ function toData(label: string, data: unknown, datatype: OipDatatype, fail: (what
   const flat = (data as unknown[]).some(Array.isArray) ? flatten(data as unknown[], []) : (data as unknown[]);
   if (datatype === 'BYTES') {
     flat.forEach((v, k) => typeof v !== 'string' && fail(`${label} data[${k}] is ${JSON.stringify(v)}, BYTES data are strings`));
-    return flat as string[];
+    return flat;
   }
   const out = new ctor!(flat.length);
   if (datatype === 'BOOL') {
@@ -96,6 +96,13 @@ function toData(label: string, data: unknown, datatype: OipDatatype, fail: (what
   }
   const range = INT_RANGE[datatype];
   const big = datatype === 'INT64' || datatype === 'UINT64';
+  if (!big && datatype !== 'FP16') {
+    const refused = copyNumbers(out as unknown as { [k: number]: number }, flat, range);
+    if (refused < 0) return out;
+    const v = flat[refused];
+    if (typeof v !== 'number') fail(`${label} data[${refused}] is ${JSON.stringify(v)}, ${datatype} data are numbers`);
+    fail(`${label} data[${refused}] is ${v}, not a ${datatype} (an integer from ${range![0]} to ${range![1]})`);
+  }
   for (let k = 0; k < flat.length; k++) {
     const v = flat[k];
     if (big && typeof v === 'bigint') {
@@ -103,13 +110,28 @@ function toData(label: string, data: unknown, datatype: OipDatatype, fail: (what
       continue;
     }
     if (typeof v !== 'number') fail(`${label} data[${k}] is ${JSON.stringify(v)}, ${datatype} data are numbers`);
-    const n = v as number;
+    const n = v;
     if (range && !(Number.isInteger(n) && n >= range[0] && n <= range[1])) {
       fail(`${label} data[${k}] is ${n}, not a ${datatype} (an integer from ${range[0]} to ${range[1]})`);
     }
     out[k] = big ? BigInt(n) : datatype === 'FP16' ? toHalf(n) : n;
   }
   return out;
+}
+
+/**
+ * Copies plain numbers into a TypedArray of a datatype that takes them as they are (FP32, FP64,
+ * 8–32-bit integers), checking each as the model does: a number, and an integer in `range` when
+ * given. Returns the index of the first value refused, or -1. The one check for JSON data: the
+ * worker's (`toData`) and the main side's packing for the wire (`wire.ts`).
+ */
+export function copyNumbers(out: { [k: number]: number }, data: readonly unknown[], range: readonly [number, number] | undefined): number {
+  for (let k = 0; k < data.length; k++) {
+    const v = data[k];
+    if (typeof v !== 'number' || (range !== undefined && !(Number.isInteger(v) && v >= range[0] && v <= range[1]))) return k;
+    out[k] = v;
+  }
+  return -1;
 }
 
 function flatten(nested: readonly unknown[], into: unknown[]): unknown[] {

@@ -113,6 +113,7 @@ describe('unpackResponse (main side)', () => {
 });
 
 describe('OnnxModel[WIRE_BATCH] (worker side)', () => {
+  // eslint-disable-next-line @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-call -- an untyped .mjs helper of examples/
   const path = writeMlpModel(join(mkdtempSync(join(tmpdir(), 'rxserve-wire-')), 'mlp.onnx'), [4, 3]);
   const ctxs = [{}, {}] as unknown as PredictContext[];
   const bodies = [{ inputs: [tensor('FP32', [1, 2, 3, 4], [1, 4])] }, { inputs: [tensor('FP32', [5, 6, 7, 8, 9, 10, 11, 12], [2, 4])] }] as OnnxRequest[];
@@ -150,8 +151,8 @@ describe('OnnxModel[WIRE_BATCH] (worker side)', () => {
 
   it('calls a subclass that overrides predictBatch as it is', async () => {
     class Tagged extends OnnxModel {
-      override async predictBatch(b: readonly OnnxRequest[]): Promise<OnnxResponse[]> {
-        return b.map(() => ({ model_name: 'tagged', outputs: [] }));
+      override predictBatch(b: readonly OnnxRequest[]): Promise<OnnxResponse[]> {
+        return Promise.resolve(b.map(() => ({ model_name: 'tagged', outputs: [] })));
       }
     }
     const model = new Tagged({ name: 'mlp', modelPath: path });

@@ -2,7 +2,7 @@
 // Structured clone copies a plain array of 256 numbers element by element (~15 µs, and the copy
 // arrives in a form that is slow to read); a Float32Array is one memcpy, or a transfer.
 import { ARRAY_OF, INT_RANGE, type OipDatatype } from './datatypes.js';
-import { oipData, type OipTensor } from './tensor.js';
+import { copyNumbers, oipData, type OipTensor } from './tensor.js';
 
 /**
  * Datatypes whose flat JSON data the main side converts before sending: each has a TypedArray the
@@ -40,17 +40,6 @@ function packable(body: unknown): readonly OipTensor[] | undefined {
     if (typeof datatype !== 'string' || !PACKED.has(datatype) || !Array.isArray(data)) return undefined;
   }
   return inputs as OipTensor[];
-}
-
-/** Copies `data` into `view`, checking each value as the worker would; false at the first it refuses. */
-function fill(view: View, data: readonly unknown[], range: readonly [number, number] | undefined): boolean {
-  for (let k = 0; k < data.length; k++) {
-    const v = data[k];
-    if (typeof v !== 'number') return false;
-    if (range !== undefined && !(Number.isInteger(v) && v >= range[0] && v <= range[1])) return false;
-    view[k] = v;
-  }
-  return true;
 }
 
 /**
@@ -101,6 +90,7 @@ const sameLayout = (a: readonly string[], b: readonly string[]): boolean => a.le
 /** `offset` rounded up to a multiple of `size`. */
 const aligned = (offset: number, size: number): number => Math.ceil(offset / size) * size;
 
+// eslint-disable-next-line @typescript-eslint/no-redundant-type-constituents -- `| undefined` says what an element means (send that body as it is), as WireCodec.pack does
 export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | undefined)[]; transfer: ArrayBuffer[]; table?: PackedTable } {
   const tensors = bodies.map(packable);
   // Each view starts at a multiple of its own element size (what a TypedArray view needs), so the
@@ -110,7 +100,7 @@ export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | unde
     if (inputs === undefined) continue;
     for (const t of inputs) bytes = aligned(bytes, PACKED.get(t.datatype)!.bytes) + (t.data as unknown[]).length * PACKED.get(t.datatype)!.bytes;
   }
-  const packed: (unknown | undefined)[] = new Array(bodies.length).fill(undefined);
+  const packed: unknown[] = new Array<unknown>(bodies.length).fill(undefined);
   if (bytes === 0) return { bodies: packed, transfer: [] };
   const buffer = new ArrayBuffer(bytes);
   let layout: string[] | undefined;
@@ -120,7 +110,7 @@ export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | unde
   tensors.forEach((inputs, i) => {
     if (inputs === undefined) return;
     const start = offset;
-    const views: View[] = new Array(inputs.length);
+    const views: View[] = new Array<View>(inputs.length);
     for (let k = 0; k < inputs.length; k++) {
       const t = inputs[k];
       const data = t.data as unknown[];
@@ -128,7 +118,7 @@ export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | unde
       offset = aligned(offset, size);
       const view = new (ARRAY_OF[t.datatype] as unknown as ViewCtor)(buffer, offset, data.length);
       offset += data.length * size;
-      if (!fill(view, data, range)) {
+      if (copyNumbers(view, data, range) >= 0) {
         // A value the model refuses: the body goes as it is, so the worker reports it.
         offset = start;
         return;
@@ -157,12 +147,12 @@ export function unpackInputs(list: unknown[]): unknown[] {
   const bodies: { inputs: OipTensor[] }[] = [];
   let p = 0;
   while (p < dims.length) {
-    const inputs: OipTensor[] = new Array(layout.length / 2);
+    const inputs: OipTensor[] = new Array<OipTensor>(layout.length / 2);
     for (let k = 0; k < inputs.length; k++) {
       const byteOffset = dims[p++];
       const length = dims[p++];
       const rank = dims[p++];
-      const shape: number[] = new Array(rank);
+      const shape: number[] = new Array<number>(rank);
       for (let d = 0; d < rank; d++) shape[d] = dims[p++];
       const datatype = layout[2 * k + 1] as OipDatatype;
       inputs[k] = { name: layout[2 * k], shape, datatype, data: new (ARRAY_OF[datatype] as unknown as ViewCtor)(buffer, byteOffset, length) };
@@ -202,6 +192,7 @@ export function unpackBatch(values: unknown[]): void {
       };
     } else if (value !== undefined) {
       values[i] = unpackResponse(value);
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- tsc needs it (`value` is `{}` here to tsc)
       const outputs = (value as { outputs?: unknown } | null)?.outputs;
       if (Array.isArray(outputs)) first = value as { model_name: string; outputs: OipTensor[] };
     }
@@ -218,4 +209,28 @@ export function unpackResponse(value: unknown): unknown {
     if (output !== null && typeof output === 'object') output.data = plainData(output.datatype, output.data);
   }
   return value;
+}
+
+/**
+ * Worker side, after OnnxModel's wire method answered a batch: the buffers its outputs' views
+ * cover whole (onnxruntime's output of the batch, split into one view per call), pushed to
+ * `transfer`, so the answer moves them instead of copying them. A buffer the views cover only in
+ * part may hold something else, and is copied as before.
+ */
+export function outputTransfer(values: readonly unknown[], transfer: ArrayBuffer[]): void {
+  let covered: Map<ArrayBuffer, number> | undefined;
+  const add = (data: unknown): void => {
+    if (!ArrayBuffer.isView(data) || !(data.buffer instanceof ArrayBuffer)) return;
+    covered ??= new Map();
+    covered.set(data.buffer, (covered.get(data.buffer) ?? 0) + data.byteLength);
+  };
+  for (const value of values) {
+    if (Array.isArray(value)) {
+      for (let k = 1; k < value.length; k++) add(value[k]);
+      continue;
+    }
+    const outputs = (value as { outputs?: unknown } | null | undefined)?.outputs;
+    if (Array.isArray(outputs)) for (const output of outputs as ({ data?: unknown } | null)[]) add(output?.data);
+  }
+  if (covered) for (const [buffer, bytes] of covered) if (bytes === buffer.byteLength && !transfer.includes(buffer)) transfer.push(buffer);
 }

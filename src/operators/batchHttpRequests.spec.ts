@@ -37,7 +37,7 @@ describe('batchHttpRequests', () => {
   });
 
   it('urlExpression and bodyExpression receive the item and the event', async () => {
-    const s = await server((req, res) => json(res, 200, { url: req.url, body: JSON.parse(req.body) }));
+    const s = await server((req, res) => json(res, 200, { url: req.url, body: JSON.parse(req.body) as unknown }));
     const [out] = await run(
       [toEvent({ tenant: 't1', list: [{ id: 'a', v: 1 }, { id: 'b', v: 2 }] })],
       batchHttpRequests({

@@ -1,5 +1,5 @@
 import { Observable, type OperatorFunction } from 'rxjs';
-import { describeValue } from '../config.js';
+import { describeValue } from '../decode.js';
 import { toError } from '../errors.js';
 import { isErrored, setPath, withBody, withError, type ServingEvent } from '../event.js';
 import { dispatch, type Work } from './internal/dispatch.js';

@@ -169,7 +169,7 @@ describe('modelRouter', () => {
 
   it("a route that ends without answering answers the event errored when it completes, and later events too: never a hang", () => {
     scheduler.run(({ hot, expectObservable }) => {
-      const routes = { drops: step((b) => b), silent: filter<ServingEvent>(() => false) };
+      const routes = { drops: step((b: unknown) => b), silent: filter<ServingEvent>(() => false) };
       const out = hot('ab|', { a: req('a', '/v2/models/silent/infer'), b: req('b', '/v2/models/drops/infer', { inputs: [2] }) }).pipe(
         modelRouter({ name: 'r', routes }),
         map((e) => e.error?.message ?? (e.body as { outputs: unknown }).outputs),
@@ -179,7 +179,7 @@ describe('modelRouter', () => {
   });
 
   it('validates its configuration', () => {
-    const r = step((b) => b);
+    const r = step((b: unknown) => b);
     expect(() => modelRouter({ routes: {} })).toThrow(/modelRouter\.routes: expected at least one route/);
     expect(() => modelRouter({ routes: { a: r }, defaultRoute: 'b' })).toThrow(/modelRouter\.defaultRoute: expected one of the routes \('a'\), got 'b'/);
     expect(() => modelRouter({ routes: { 'a/b': r } })).toThrow(/modelRouter\.routes: expected route names that are non-empty and have no '\/'/);

@@ -1,7 +1,7 @@
 // modelRouter (MLRun's ModelRouter): the V2 model-server protocol over routes, one per model.
 import * as t from 'io-ts';
 import type { OperatorFunction } from 'rxjs';
-import { decodeOrThrow, fn, NonEmptyString, strict } from '../config.js';
+import { decodeOrThrow, fn, NonEmptyString, strict } from '../decode.js';
 import { withBody, withError, type ServingEvent } from '../event.js';
 import { routerStep } from './internal/routeSet.js';
 import {

@@ -107,6 +107,7 @@ describe('modelRunner with in-process mechanisms', () => {
 
   it('errors the stream with ModelLoadError naming the endpoint when a model cannot load', async () => {
     class Broken extends Model {
+      // eslint-disable-next-line @typescript-eslint/require-await -- the case under test: a load that rejects
       override async load() {
         throw new Error('weights missing');
       }

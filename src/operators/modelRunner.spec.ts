@@ -106,7 +106,7 @@ describe('modelRunner (marble)', () => {
           },
           executor,
         }),
-        map((e) => (e.error ? [e.error instanceof SelectorError, (e.error as Error).cause] : e.body)),
+        map((e) => (e.error ? [e.error instanceof SelectorError, e.error.cause] : e.body)),
       );
       expectObservable(out).toBe('xy|', { x: [true, boom], y: 1 });
     });
@@ -190,7 +190,7 @@ describe('modelRunner (marble)', () => {
       });
     });
     expect(signals[0].aborted).toBe(true);
-    expect(signals[0].reason.name).toBe('ModelTimeoutError');
+    expect((signals[0].reason as Error).name).toBe('ModelTimeoutError');
   });
 
   it('keeps input order by default and emits as done with ordered: false', () => {
@@ -315,7 +315,7 @@ describe('modelRunner (marble)', () => {
       });
       expect(signals).toHaveLength(1);
       expect(signals[0].aborted).toBe(true);
-      expect(signals[0].reason.name).toBe('AbortError');
+      expect((signals[0].reason as Error).name).toBe('AbortError');
       expect(ex.opened).toBe(1);
       expect(ex.closed).toBe(1);
     });

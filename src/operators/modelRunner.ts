@@ -1,19 +1,19 @@
 // modelRunner (MLRun's ModelRunnerStep): the operator, its options, and where its models come from.
 import * as t from 'io-ts';
 import { Observable, type OperatorFunction, type Subscriber } from 'rxjs';
-import { decodeOrThrow, guard, strict } from '../config.js';
+import { decodeOrThrow, guard, strict } from '../decode.js';
 import { ConfigError, ModelNotReadyError, toError } from '../errors.js';
 import { isErrored, withError, type ServingEvent } from '../event.js';
 import { createDefaultExecutor } from '../execution/defaultExecutor.js';
 import { PoolOptionsCodec, type PoolOptions } from '../execution/poolOptions.js';
 import type { Executor, ExecutorSession } from '../execution/executor.js';
 import { isLoaded, trackLoad } from '../execution/loaded.js';
-import { BIND_STEP, isSessionProvider, type SessionProvider, type StepBinding } from '../execution/provider.js';
+import { BIND_STEP, isSessionProvider, type GraphRef, type SessionProvider, type StepBinding } from '../execution/provider.js';
 import type { GraphMonitor } from '../monitoring/monitor.js';
 import { decodeModelEntries, type ModelEntry } from '../model/entry.js';
 import { createSelect, isSelectorLike, resolveSelector, type SelectorLike } from '../selector.js';
 import { dispatch, type DispatchStats } from './internal/dispatch.js';
-import { dispatchOptionProps, limitsFrom } from './internal/options.js';
+import { dispatchOptionProps, limitsFrom } from './internal/dispatchOptions.js';
 import { Runner } from './internal/runner.js';
 
 /** Configuration of a `modelRunner` step (MLRun's ModelRunnerStep). */
@@ -47,7 +47,7 @@ export interface ModelRunnerConfig {
    * joins the graph when first subscribed (`graph.modelRunner()` joins at once). Default: the
    * models belong to each subscription.
    */
-  readonly graph?: SessionProvider;
+  readonly graph?: GraphRef;
 }
 
 const ExecutorCodec = guard<Executor>('an Executor ({ open(models, hooks) })', (u) => typeof (u as Executor | null)?.open === 'function');

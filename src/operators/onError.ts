@@ -1,10 +1,10 @@
 import { Observable, type OperatorFunction } from 'rxjs';
-import { NonEmptyString, decodeOrThrow, fn, strict } from '../config.js';
+import { NonEmptyString, decodeOrThrow, fn, strict } from '../decode.js';
 import { isErrored, isServingEvent, withoutError, type ErroredEvent, type ServingEvent } from '../event.js';
-import type { StepContext } from './internal/callContext.js';
+import type { StepContext } from './internal/stepContext.js';
 import { runCallback } from './internal/callbackWork.js';
 import { dispatch, type Work } from './internal/dispatch.js';
-import { limitsFrom } from './internal/options.js';
+import { limitsFrom } from './internal/dispatchOptions.js';
 
 /**
  * Recovers an errored event: return a new event, or a new body for the event (its error
@@ -13,6 +13,7 @@ import { limitsFrom } from './internal/options.js';
 export type ErrorHandler = (
   event: ErroredEvent,
   context: StepContext,
+  // eslint-disable-next-line @typescript-eslint/no-redundant-type-constituents -- the union names what a handler may return (the compiler reads `unknown`)
 ) => ServingEvent | unknown | PromiseLike<ServingEvent | unknown>;
 
 export const OnErrorOptionsCodec = strict('OnErrorOptions', {}, { name: NonEmptyString });

@@ -1,7 +1,7 @@
 import { TestScheduler } from 'rxjs/testing';
 import { filter, map, type OperatorFunction } from 'rxjs';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { ConfigError, ModelRunnerError, modelRunner, parallelRun, step, toEvent, type ServingEvent } from '../index.js';
+import { ConfigError, ModelRunnerError, modelRunner, parallelRun, step, toEvent, withBody, type ServingEvent } from '../index.js';
 import { bodies, testExecutor, type TestModel } from '../testing/index.js';
 
 const one = (name: string, model: TestModel): OperatorFunction<ServingEvent, ServingEvent> =>
@@ -82,6 +82,32 @@ describe('parallelRun', () => {
     });
   });
 
+  it('sends an event to its routes as it came, and a copy only while another event with its id waits; each same-id event gets its own answers', () => {
+    const seen: ServingEvent[] = [];
+    const inputs = [1, 2, 3, 4].map((x) => ev('same', { x }));
+    scheduler.run(({ cold, hot, expectObservable }) => {
+      // 'slow' answers x = 1 after 5 frames and the others after 1: two, then three, events with id 'same' wait at once.
+      const slow = modelRunner({
+        name: 'slow',
+        ordered: false,
+        models: [{ endpointName: 'slow', modelClass: 'Model', executionMechanism: 'asyncio' }],
+        executor: testExecutor({ slow: (b: { x: number }) => cold(b.x === 1 ? '-----r|' : '-r|', { r: { slow: b.x } }) }),
+      });
+      const watch = map((e: ServingEvent) => (seen.push(e), withBody(e, { seen: (e.body as { x: number }).x })));
+      const routes = { slow, watch };
+      const source = hot('abc-----d|', { a: inputs[0], b: inputs[1], c: inputs[2], d: inputs[3] });
+      expectObservable(source.pipe(parallelRun({ routes }), bodies())).toBe('--bc-a---(d|)', {
+        a: { slow: 1, seen: 1 },
+        b: { slow: 2, seen: 2 },
+        c: { slow: 3, seen: 3 },
+        d: { slow: 4, seen: 4 },
+      });
+    });
+    // a and d were alone with their id: the routes got those very events; b and c waited beside a: copies.
+    expect(seen.map((e) => e.body)).toEqual([{ x: 1 }, { x: 2 }, { x: 3 }, { x: 4 }]);
+    expect(seen.map((e, i) => e === inputs[i])).toEqual([true, false, false, true]);
+  });
+
   it('a route that never answers fails the event when the routes complete; errored events pass; source errors; empty; early unsubscribe', () => {
     const failed = toEvent({}, { id: 'f', error: new Error('earlier') });
     scheduler.run(({ cold, hot, expectObservable, expectSubscriptions }) => {
@@ -101,7 +127,7 @@ describe('parallelRun', () => {
 
   it('validates its configuration', () => {
     expect(() => parallelRun({ routes: {} })).toThrow(/parallelRun\.routes: expected at least one route/);
-    expect(() => parallelRun({ routes: { a: step((b) => b) }, extendEvent: 'yes' as never })).toThrow(/parallelRun\.extendEvent/);
+    expect(() => parallelRun({ routes: { a: step((b: unknown) => b) }, extendEvent: 'yes' as never })).toThrow(/parallelRun\.extendEvent/);
     expect(() => parallelRun({ routes: { a: 1 as never } })).toThrow(ConfigError);
   });
 });

@@ -1,7 +1,7 @@
 // parallelRun (MLRun's ParallelRun): every route on each event at once, their bodies merged.
 import * as t from 'io-ts';
 import type { OperatorFunction } from 'rxjs';
-import { decodeOrThrow, fn, NonEmptyString, strict } from '../config.js';
+import { decodeOrThrow, fn, NonEmptyString, strict } from '../decode.js';
 import { ModelRunnerError } from '../errors.js';
 import { withBody, withError, type ServingEvent } from '../event.js';
 import { routerStep } from './internal/routeSet.js';

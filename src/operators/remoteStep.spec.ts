@@ -29,7 +29,7 @@ afterEach(async () => {
 });
 
 const run = (events: ServingEvent[], op: OperatorFunction<ServingEvent, ServingEvent>) => lastValueFrom(from(events).pipe(op, toArray()));
-const echo: Handler = (req, res) => json(res, 200, { method: req.method, url: req.url, body: req.body === '' ? null : JSON.parse(req.body) });
+const echo: Handler = (req, res) => json(res, 200, { method: req.method, url: req.url, body: req.body === '' ? null : (JSON.parse(req.body) as unknown) });
 const fast = { baseDelayMs: 1, maxDelayMs: 5 };
 
 describe('remoteStep: the request', () => {
@@ -322,7 +322,7 @@ describe('remoteStep: timeouts, cancellation, bounds, connections', () => {
   });
 
   it("the event's signal aborts its request; the step goes on with the next events", async () => {
-    const s = await server((req, res) => (JSON.parse(req.body).hang ? undefined : json(res, 200, { ok: true })));
+    const s = await server((req, res) => ((JSON.parse(req.body) as { hang?: boolean }).hang ? undefined : json(res, 200, { ok: true })));
     const controller = new AbortController();
     const input = new Subject<ServingEvent>();
     const outputs: ServingEvent[] = [];
@@ -425,7 +425,7 @@ describe('remoteStep: options', () => {
 
 describe('remoteStep behind serve()', () => {
   it("a client's request reaches the remote service with its x-request-id and path; the answer comes back", async () => {
-    const s = await server((req, res) => json(res, 200, { echoed: JSON.parse(req.body), url: req.url, id: req.headers['x-request-id'] }));
+    const s = await server((req, res) => json(res, 200, { echoed: JSON.parse(req.body) as unknown, url: req.url, id: req.headers['x-request-id'] }));
     const front = await serve(pipeline(s), { port: 0 });
     try {
       const res = await fetch(`${front.url}/score/it`, {
@@ -455,7 +455,7 @@ describe('remoteStep behind serve()', () => {
     try {
       const res = await fetch(`${front.url}/x`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
       expect(res.status).toBe(400);
-      expect((await res.json()) as unknown).toEqual({ error: expect.stringMatching(/^RemoteStepError: remote step 'remote_step': HTTP 404 from POST .*: \{"error":"no such user"\}$/) });
+      expect(await res.json()).toEqual({ error: expect.stringMatching(/^RemoteStepError: remote step 'remote_step': HTTP 404 from POST .*: \{"error":"no such user"\}$/) as unknown });
     } finally {
       await front.close();
     }

@@ -27,7 +27,7 @@ describe('router', () => {
             m2: modelRunner({ models: [{ endpointName: 'm2', modelClass: 'Model', executionMechanism: 'asyncio' }], executor: m2 }),
           },
         }),
-        map((e) => `${e.id}:${e.body}`),
+        map((e) => `${e.id}:${e.body as string}`),
       );
       // order is kept within a route, not across routes
       expectObservable(out).toBe('--ba(c|)', { a: 'a:from m2', b: 'b:from m1', c: 'c:from m1' });
@@ -37,7 +37,7 @@ describe('router', () => {
   it('fails an event with no route (and no default) with RouteNotFoundError listing the routes', () => {
     scheduler.run(({ hot, expectObservable }) => {
       const out = hot('ab|', { a: at('a', 'nope'), b: at('b', undefined) }).pipe(
-        router({ name: 'models', key: keyOf, routes: { m1: step((b) => b), m2: step((b) => b) } }),
+        router({ name: 'models', key: keyOf, routes: { m1: step((b: unknown) => b), m2: step((b: unknown) => b) } }),
         map((e) => [e.error instanceof RouteNotFoundError, e.error?.message, e.origin]),
       );
       expectObservable(out).toBe('ab|', {
@@ -109,10 +109,10 @@ describe('router', () => {
 
   it('validates its configuration', () => {
     expect(() => router({ key: keyOf, routes: {} })).toThrow(/router\.routes: expected at least one route/);
-    expect(() => router({ key: keyOf, routes: { a: step((b) => b) }, defaultRoute: 'b' })).toThrow(
+    expect(() => router({ key: keyOf, routes: { a: step((b: unknown) => b) }, defaultRoute: 'b' })).toThrow(
       /router\.defaultRoute: expected one of the routes \(a\), got 'b'/,
     );
-    expect(() => router({ key: 'path' as never, routes: { a: step((b) => b) } })).toThrow(ConfigError);
+    expect(() => router({ key: 'path' as never, routes: { a: step((b: unknown) => b) } })).toThrow(ConfigError);
     expect(() => router({ key: keyOf, routes: { a: 'nope' as never } })).toThrow(/router\.routes\.a: expected an operator/);
   });
 });

@@ -1,6 +1,6 @@
 import * as t from 'io-ts';
 import { defer, groupBy, map, mergeMap, NEVER, startWith, Subject, switchMap, timer, type OperatorFunction } from 'rxjs';
-import { NonEmptyString, decodeOrThrow, fn, positiveInt, strict } from '../config.js';
+import { NonEmptyString, decodeOrThrow, fn, positiveInt, strict } from '../decode.js';
 import { ConfigError, RouteNotFoundError, toError } from '../errors.js';
 import { isServingEvent, withError, type ServingEvent } from '../event.js';
 import { notAnEvent } from './internal/dispatch.js';
@@ -14,6 +14,7 @@ export interface RouterConfig {
    * function: it may declare the body it expects (`(e: ServingEvent<{ risk: number }>) => ...`),
    * as the router cannot check bodies for you.
    */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a key function typed for its own body must be assignable (above)
   readonly key: (event: ServingEvent<any>) => string | undefined;
   /** One pipeline per route key (a `modelRunner`, a `pipe()` of steps, ...). */
   readonly routes: Readonly<Record<string, OperatorFunction<ServingEvent, ServingEvent>>>;

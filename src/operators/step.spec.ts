@@ -53,12 +53,12 @@ describe('step', () => {
 
   it('fails an event whose inputPath is missing, naming the path', () => {
     scheduler.run(({ hot, expectObservable }) => {
-      const out = hot('a|', { a: toEvent({}, { id: 'e1' }) }).pipe(step((x) => x, { name: 's', inputPath: 'a.b' }), bodies());
+      const out = hot('a|', { a: toEvent({}, { id: 'e1' }) }).pipe(step((x: unknown) => x, { name: 's', inputPath: 'a.b' }), bodies());
       expectObservable(out).toBe('a|', { a: { error: "TypeError: step 's': inputPath 'a.b' is not in the body of event 'e1'" } });
     });
   });
 
-  it('operator checklist: source error, empty, never, early unsubscribe aborts the running call', async () => {
+  it('operator checklist: source error, empty, never, early unsubscribe aborts the running call', () => {
     scheduler.run(({ hot, cold, expectObservable, expectSubscriptions }) => {
       expectObservable(hot('a#', { a: toEvent(1) }).pipe(step((n: number) => n), bodies())).toBe('a#', { a: 1 });
       expectObservable(cold<ServingEvent>('|').pipe(step((n: number) => n))).toBe('|');
@@ -75,13 +75,13 @@ describe('step', () => {
     subject.next(toEvent(1));
     sub.unsubscribe();
     expect(signal?.aborted).toBe(true);
-    expect(signal?.reason.name).toBe('AbortError');
+    expect((signal?.reason as Error | undefined)?.name).toBe('AbortError');
   });
 
   it('is bounded: past maxInFlight + maxQueue events leave with QueueFullError', async () => {
     const out = await lastValueFrom(
       from(Array.from({ length: 50 }, (_, i) => toEvent(i))).pipe(
-        step(async (n: number) => n, { maxInFlight: 2, maxQueue: 3 }),
+        step((n: number) => Promise.resolve(n), { maxInFlight: 2, maxQueue: 3 }),
         toArray(),
       ),
     );
@@ -91,8 +91,8 @@ describe('step', () => {
 
   it('validates its arguments', () => {
     expect(() => step('x' as never)).toThrow(/step\.fn: expected a function/);
-    expect(() => step((x) => x, { resultPath: '' })).toThrow(ConfigError);
-    expect(() => step((x) => x, { inputpath: 'a' } as never)).toThrow(/step\.options\.inputpath: unknown field/);
+    expect(() => step((x: unknown) => x, { resultPath: '' })).toThrow(ConfigError);
+    expect(() => step((x: unknown) => x, { inputpath: 'a' } as never)).toThrow(/step\.options\.inputpath: unknown field/);
   });
 });
 
@@ -125,6 +125,7 @@ describe('onError', () => {
     const out = await lastValueFrom(
       from([toEvent(1, { error: new Error('first') }), toEvent(2, { error: new Error('second') })]).pipe(
         onError(
+          // eslint-disable-next-line @typescript-eslint/require-await -- the case under test: an async handler that throws
           async (e) => {
             if (e.body === 1) throw new TypeError('handler failed');
             return 'ok';

@@ -1,12 +1,12 @@
 import { Observable, type ObservableInput, type OperatorFunction } from 'rxjs';
-import { DotPath, decodeOrThrow, fn, strict } from '../config.js';
+import { DotPath, decodeOrThrow, fn, strict } from '../decode.js';
 import { getPath, hasPath, isErrored, setPath, withBody, withError, type ServingEvent } from '../event.js';
-import type { StepContext } from './internal/callContext.js';
+import type { StepContext } from './internal/stepContext.js';
 import { runCallback } from './internal/callbackWork.js';
 import { dispatch, type Work } from './internal/dispatch.js';
-import { dispatchOptionProps, limitsFrom } from './internal/options.js';
+import { dispatchOptionProps, limitsFrom } from './internal/dispatchOptions.js';
 
-export type { StepContext } from './internal/callContext.js';
+export type { StepContext } from './internal/stepContext.js';
 
 /** Options of a `step`. */
 export interface StepOptions {
@@ -25,6 +25,7 @@ export interface StepOptions {
 }
 
 /** A step's function: sync, async, or an Observable (its first value counts; it is then unsubscribed). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- public default: a step's function reads the body it expects without a cast
 export type StepFn<In = any, Out = unknown> = (
   input: In,
   context: StepContext,
@@ -55,6 +56,7 @@ const StepFnCodec = fn<StepFn>('a function (input, context) => result');
  * @param fn `(input, { signal, event }) => result`.
  * @param options `name`, `inputPath`, `resultPath`, and concurrency limits.
  */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- as StepFn (above)
 export function step<In = any, Out = unknown>(
   fn: StepFn<In, Out>,
   options: StepOptions = {},

@@ -167,7 +167,7 @@ describe('votingEnsemble', () => {
   });
 
   it('validates its configuration', () => {
-    const r = step((b) => b);
+    const r = step((b: unknown) => b);
     expect(() => votingEnsemble({ routes: {} })).toThrow(/votingEnsemble\.routes: expected at least one route/);
     expect(() => votingEnsemble({ routes: { a: r }, weights: { z: 1 } })).toThrow(/votingEnsemble\.weights\.z: expected the weight of a route \('a'\), got no route 'z'/);
     expect(() => votingEnsemble({ routes: { a: r }, weights: { a: -1 } })).toThrow(/votingEnsemble\.weights\.a: expected a finite number ≥ 0, got -1/);

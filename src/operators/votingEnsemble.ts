@@ -1,7 +1,7 @@
 // votingEnsemble (MLRun's VotingEnsemble): every route predicts, the answers are voted per row.
 import * as t from 'io-ts';
 import type { OperatorFunction } from 'rxjs';
-import { decodeOrThrow, fn, NonEmptyString, strict } from '../config.js';
+import { decodeOrThrow, fn, NonEmptyString, strict } from '../decode.js';
 import { ConfigError, ModelRunnerError } from '../errors.js';
 import { withBody, withError, type ServingEvent } from '../event.js';
 import { routerStep } from './internal/routeSet.js';

@@ -1,6 +1,6 @@
 // Checks of serve()'s and rxservePlugin's options that need the graph: names of its endpoints,
 // and the metrics it serves.
-import { didYouMean } from '../config.js';
+import { didYouMean } from '../decode.js';
 import { ConfigError, type ConfigIssue } from '../errors.js';
 import type { Graph } from '../graph/graph.js';
 import { loadPromClient, prometheusExporter, type PrometheusExporter } from '../monitoring/prometheus.js';

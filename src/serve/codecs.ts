@@ -1,5 +1,5 @@
 // Codecs the serving options share.
-import { guard } from '../config.js';
+import { guard } from '../decode.js';
 import { isSessionProvider } from '../execution/provider.js';
 import type { Graph } from '../graph/graph.js';
 

@@ -1,7 +1,7 @@
 // invoker(): request/response over a pipeline — one long-lived subscription, answers matched by event id.
 import { Observable, Subject, type OperatorFunction, type Subscription } from 'rxjs';
 import { bodyProblem, DEFAULT_MAX_BODY_DEPTH } from '../body.js';
-import { NonNegativeMs, decodeOrThrow, positiveInt, strict } from '../config.js';
+import { NonNegativeMs, decodeOrThrow, positiveInt, strict } from '../decode.js';
 import { ModelTimeoutError, RxServeError, toError } from '../errors.js';
 import { EventCancel, makeEvent, withError, type PartialSink, type ServingEvent } from '../event.js';
 import { DEFAULT_CLOSE_TIMEOUT_MS, flowRuntimeOf } from '../flow/runtime.js';

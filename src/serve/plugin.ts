@@ -6,7 +6,7 @@ import fp from 'fastify-plugin';
 import * as t from 'io-ts';
 import type { OperatorFunction } from 'rxjs';
 import { bodyProblem, DEFAULT_MAX_BODY_DEPTH } from '../body.js';
-import { decodeOrThrow, fn, NonEmptyString, NonNegativeMs, positiveInt, strict } from '../config.js';
+import { decodeOrThrow, fn, NonEmptyString, NonNegativeMs, positiveInt, strict } from '../decode.js';
 import { ConfigError, toError } from '../errors.js';
 import type { ServingEvent } from '../event.js';
 import type { Graph } from '../graph/graph.js';
@@ -232,9 +232,9 @@ export async function registerRoutes(app: FastifyInstance, options: RxservePlugi
   app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: maxBodyBytes }, (request, body, done) => {
     const text = body as string; // parseAs: 'string'
     void parseJson(request, text, (error, value) => {
-      if (error) return done(jsonError(text, error) as FastifyError, undefined);
+      if (error) return done(jsonError(text, error), undefined);
       const problem = bodyProblem(value, { maxDepth: maxBodyDepth });
-      if (problem !== undefined) return done(new HttpError('TypeError', `${problem}; the limit is maxBodyDepth`, 400) as unknown as FastifyError, undefined);
+      if (problem !== undefined) return done(new HttpError('TypeError', `${problem}; the limit is maxBodyDepth`, 400), undefined);
       done(null, value);
     });
   });

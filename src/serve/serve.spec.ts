@@ -82,10 +82,18 @@ afterEach(async () => {
   Object.assign(probe, { started: 0, finished: 0, aborted: [], closed: 0, seen: [], order: [] });
 });
 
+/** The fields of a JSON answer the assertions read one by one (the rest is compared whole). */
+interface JsonAnswer {
+  readonly error?: string;
+  readonly tag?: string;
+  readonly inputs?: unknown;
+  readonly models?: unknown;
+}
+
 interface Answer {
   status: number;
   headers: Headers;
-  json: any;
+  json: JsonAnswer;
 }
 
 async function call(url: string, init: { method?: string; body?: unknown; raw?: string; contentType?: string; headers?: Record<string, string>; signal?: AbortSignal } = {}): Promise<Answer> {
@@ -94,7 +102,7 @@ async function call(url: string, init: { method?: string; body?: unknown; raw?: 
   if (body !== undefined) headers['content-type'] = init.contentType ?? 'application/json';
   const response = await fetch(url, { method: init.method ?? (body === undefined ? 'GET' : 'POST'), headers, body, signal: init.signal });
   const text = await response.text();
-  return { status: response.status, headers: response.headers, json: text ? JSON.parse(text) : undefined };
+  return { status: response.status, headers: response.headers, json: (text ? JSON.parse(text) : undefined) as JsonAnswer };
 }
 
 const until = async (test: () => boolean | Promise<boolean>, ms = 5_000): Promise<void> => {
@@ -267,14 +275,14 @@ describe('serve(): bad requests never reach the pipeline and do not disturb othe
   });
 
   it('unknown GET routes → 404 in the error shape', async () => {
-    const server = await start(step((b) => b));
+    const server = await start(step((b: unknown) => b));
     const a = await call(`${server.url}/nothing/here?x=1`);
     expect(a).toMatchObject({ status: 404, json: { error: 'NotFoundError: no route GET /nothing/here' } });
     expect(a.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
   });
 
   it("fastify's and Node's own refusals (bad URL, 414, 431, not HTTP) come back in rxserve's { error } shape", async () => {
-    const server = await start(step((b) => b));
+    const server = await start(step((b: unknown) => b));
     const badUrl = await call(`${server.url}/v2/models/%E0%A4%A`);
     expect(badUrl).toMatchObject({ status: 400, json: { error: "BadRequestError: the URL path '/v2/models/%E0%A4%A' is not valid (a bad percent-encoding)" } });
     const long = await call(`${server.url}/v2/models/${'m'.repeat(150)}`);
@@ -291,7 +299,7 @@ describe('serve(): bad requests never reach the pipeline and do not disturb othe
   });
 
   it('with apiKeys, auth comes before routing: unknown routes and bad URLs are 401 without a key, 404/400 with one', async () => {
-    const server = await start(step((b) => b), { apiKeys: ['k'] });
+    const server = await start(step((b: unknown) => b), { apiKeys: ['k'] });
     const auth = { authorization: 'Bearer k' };
     for (const path of ['/nothing', '/v2/models/x/y/z', '/v2/health', '/dashboard']) {
       const answer = await call(`${server.url}${path}`);
@@ -363,7 +371,7 @@ describe('serve(): health and /v2/models', () => {
   });
 
   it('without a graph, ready once listening', async () => {
-    const server = await start(step((b) => b));
+    const server = await start(step((b: unknown) => b));
     expect((await call(`${server.url}/v2/health/ready`)).status).toBe(200);
     expect((await call(`${server.url}/v2/models`)).json).toEqual({ models: [] });
   });
@@ -458,7 +466,7 @@ describe('serve(): metrics', () => {
   });
 
   it('metrics: true without a graph is a ConfigError naming serve.metrics; without metrics there is no /metrics', async () => {
-    const error = await serve(step((b) => b), { port: 0, metrics: true }).catch((e: unknown) => e);
+    const error = await serve(step((b: unknown) => b), { port: 0, metrics: true }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ConfigError);
     expect((error as Error).message).toBe('serve.metrics: expected a graph option too (the metrics are the graph’s), got metrics: true without graph');
     const { graph, pipeline } = sleepyPipeline();
@@ -608,6 +616,7 @@ describe('serve(): cancellation and close', () => {
     const app = Fastify({ return503OnClosing: false });
     await app.register(rxservePlugin, { pipeline, graph });
     // a preClose hook of the app's, after rxserve's, keeps the server listening a while
+    // eslint-disable-next-line @typescript-eslint/require-await -- fastify takes an async plugin as promise-style
     await app.register(async (child) => child.addHook('preClose', (done) => void setTimeout(done, 150)));
     await app.listen({ port: 0, host: '127.0.0.1' });
     const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
@@ -627,7 +636,7 @@ describe('serve(): cancellation and close', () => {
   });
 
   it('close() does not wait for a connection that never sent a request (the server ends it)', async () => {
-    const server = await start(step((b) => b));
+    const server = await start(step((b: unknown) => b));
     const socket = connect(Number(new URL(server.url).port), '127.0.0.1');
     await new Promise((resolve) => socket.once('connect', resolve));
     const ended = new Promise((resolve) => socket.once('end', resolve));
@@ -685,7 +694,7 @@ describe('serve(): cancellation and close', () => {
     const server = await start(pipeline, { graph });
     const sent = Array.from({ length: 200 }, (_, i) =>
       call(server.url, { body: { tag: `t${i}`, ms: 20 + (i % 30) } }).then(
-        (r) => ({ i, status: r.status, tag: r.json?.tag as string | undefined }),
+        (r) => ({ i, status: r.status, tag: r.json?.tag }),
         (error: Error) => ({ i, status: 0, tag: (error.cause as { code?: string })?.code }),
       ),
     );
@@ -717,7 +726,7 @@ describe('serve(): cancellation and close', () => {
           res.setEncoding('utf8');
           res.on('data', (chunk) => (text += chunk));
           res.on('end', () => {
-            if (res.statusCode === 200) answered.push(JSON.parse(text).tag);
+            if (res.statusCode === 200) answered.push((JSON.parse(text) as { tag: string }).tag);
             if (res.statusCode === 503) {
               expect(res.headers.connection).toBe('close');
               expect(JSON.parse(text)).toEqual({ error: 'RxServeError: the server is closing; no new requests are taken' });
@@ -750,13 +759,13 @@ describe('serve(): cancellation and close', () => {
   }, 30_000);
 
   it('validates its options, naming the field', async () => {
-    await expect(serve(step((b) => b), { port: -1 })).rejects.toThrow(/serve\.port/);
-    await expect(serve(step((b) => b), { apiKeys: [''] })).rejects.toThrow(/serve\.apiKeys\[0\]/);
-    await expect(serve(step((b) => b), { prot: 1 } as never)).rejects.toThrow(/prot/);
+    await expect(serve(step((b: unknown) => b), { port: -1 })).rejects.toThrow(/serve\.port/);
+    await expect(serve(step((b: unknown) => b), { apiKeys: [''] })).rejects.toThrow(/serve\.apiKeys\[0\]/);
+    await expect(serve(step((b: unknown) => b), { prot: 1 } as never)).rejects.toThrow(/prot/);
   });
 
   it('a port in use: serve() rejects and leaves nothing running (the graph is closed)', async () => {
-    const first = await start(step((b) => b));
+    const first = await start(step((b: unknown) => b));
     const graph = createGraph();
     const pipeline = graph.modelRunner({ models: [entry('m')] });
     await expect(serve(pipeline, { graph, port: Number(new URL(first.url).port) })).rejects.toThrow(/EADDRINUSE/);
@@ -805,9 +814,9 @@ const openConnections = (server: Server): Promise<number> =>
   new Promise((resolve, reject) => server.app.server.getConnections((error, count) => (error ? reject(error) : resolve(count))));
 
 /** The status and JSON body of a raw HTTP/1.1 answer. */
-function parseRaw(text: string): { status: number; headers: string; json: any } {
+function parseRaw(text: string): { status: number; headers: string; json: JsonAnswer } {
   const [head, body = ''] = text.split('\r\n\r\n');
-  return { status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head!)?.[1] ?? 0), headers: head!.toLowerCase(), json: body ? JSON.parse(body) : undefined };
+  return { status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 0), headers: head.toLowerCase(), json: (body ? JSON.parse(body) : undefined) as JsonAnswer };
 }
 
 describe('serve(): slow and refused clients do not keep sockets', () => {
@@ -903,7 +912,7 @@ describe('serve(): slow and refused clients do not keep sockets', () => {
   });
 
   it('requestTimeoutMs is validated', async () => {
-    await expect(serve(step((b) => b), { requestTimeoutMs: 0 })).rejects.toThrow(/serve\.requestTimeoutMs: expected a positive integer, got 0/);
+    await expect(serve(step((b: unknown) => b), { requestTimeoutMs: 0 })).rejects.toThrow(/serve\.requestTimeoutMs: expected a positive integer, got 0/);
   });
 });
 
@@ -957,6 +966,7 @@ describe('rxservePlugin on an existing fastify app', () => {
   it('serves the routes under a prefix beside the app’s own, and closing the app closes the graph', async () => {
     const { graph, pipeline } = sleepyPipeline();
     const app = Fastify();
+    // eslint-disable-next-line @typescript-eslint/require-await -- fastify answers with an async handler's return value
     app.post('/own', async (request) => ({ own: request.body })); // the app's text/plain parser still applies here
     await app.register(rxservePlugin, { pipeline, graph, prefix: '/ml', apiKeys: ['key'] });
     await app.listen({ port: 0, host: '127.0.0.1' });

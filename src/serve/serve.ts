@@ -3,7 +3,7 @@ import { maxHeaderSize, STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { OperatorFunction } from 'rxjs';
-import { decodeOrThrow, NonEmptyString, Port, positiveInt, strict } from '../config.js';
+import { decodeOrThrow, NonEmptyString, Port, positiveInt, strict } from '../decode.js';
 import type { ServingEvent } from '../event.js';
 import type { Invoker } from './invoker.js';
 import { apiKeyCheck, unauthorized } from './auth.js';
@@ -228,7 +228,7 @@ const FRAMEWORK_ERRORS: Record<string, string> = {
 };
 
 function frameworkMessage(error: FastifyError, url: string): string {
-  const path = url.split('?')[0]!;
+  const path = url.split('?')[0];
   const shown = path.length > 200 ? `${path.slice(0, 200)}...` : path;
   switch (error.code) {
     case 'FST_ERR_BAD_URL':

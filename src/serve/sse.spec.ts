@@ -46,7 +46,7 @@ describe('EventStream', () => {
           // a burst made of promise jobs (as an async iterator's chunks are): still one tick
           void (async () => {
             for (let n = 501; n <= 600; n++) {
-              await null;
+              await Promise.resolve();
               stream.write(frame(n));
             }
             stream.write(frame(601));
@@ -103,10 +103,10 @@ describe('EventStream', () => {
     const reader = (await fetch(url)).body!.getReader();
     const decoder = new TextDecoder();
     let seen = '';
-    while (numbers(seen).length < 2) seen += decoder.decode((await reader.read()).value, { stream: true });
+    while (numbers(seen).length < 2) seen += decoder.decode((await reader.read()).value as Uint8Array | undefined, { stream: true });
     expect(numbers(seen)).toEqual([1, 2]);
     release();
-    for (let r = await reader.read(); !r.done; r = await reader.read()) seen += decoder.decode(r.value, { stream: true });
+    for (let r = await reader.read(); !r.done; r = await reader.read()) seen += decoder.decode(r.value as Uint8Array, { stream: true });
     expect(numbers(seen)).toEqual([1, 2, 3]);
   });
 

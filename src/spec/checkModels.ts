@@ -3,10 +3,10 @@
 // URL names a provider. Building a graph does not do this for worker mechanisms, whose classes
 // load inside the workers; validate does it in this process, so a spec is code (docs/spec.md).
 import { ConfigError, toError, type ConfigIssue } from '../errors.js';
-import { didYouMean } from '../config.js';
+import { didYouMean } from '../decode.js';
 import { PROVIDER_SCHEMES, providerScheme } from '../llm/providers/provider.js';
 import { registeredModel, registeredModelNames } from '../model/registry.js';
-import type { ModuleRef } from './codecs.js';
+import type { ModuleRef } from './graphSpec.js';
 import { importExport } from './modules.js';
 
 /**

@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { OperatorFunction } from 'rxjs';
-import { decodeOrThrow } from '../config.js';
+import { decodeOrThrow } from '../decode.js';
 import { ConfigError, toError, type ConfigIssue } from '../errors.js';
 import { getPath, type ServingEvent } from '../event.js';
 import { createGraph, type Graph } from '../graph/graph.js';
@@ -19,7 +19,7 @@ import { batchHttpRequests } from '../operators/batchHttpRequests.js';
 import { remoteStep } from '../operators/remoteStep.js';
 import { queueStep } from '../streams/queueStep.js';
 import { resolveSelector, type SelectorLike } from '../selector.js';
-import { GraphSpec, type BatchHttpRequestsSpec, type FlowSpec, type ModelSpec, type ProxySpec, type RemoteStepSpec, type StepSpec } from './codecs.js';
+import { GraphSpec, type BatchHttpRequestsSpec, type FlowSpec, type ModelSpec, type ProxySpec, type RemoteStepSpec, type StepSpec } from './graphSpec.js';
 import { compileTemplate } from './template.js';
 import { choice, choiceByField } from '../flow/choice.js';
 import { flowWithPaths, type FlowStepOperator } from '../flow/flow.js';
@@ -103,7 +103,7 @@ type LineOf = (path: string) => number | undefined;
 function decodeSpec(value: unknown, baseDir: string, file?: string, lineOf?: LineOf): ReadSpec {
   const locate = (error: ConfigError) => withLocation(error, file, lineOf);
   try {
-    const spec = decodeOrThrow(GraphSpec, value, '') as GraphSpec;
+    const spec = decodeOrThrow<GraphSpec, unknown>(GraphSpec, value, '');
     if ((spec.steps === undefined) === (spec.flow === undefined)) {
       throw new ConfigError([
         { path: '', expected: '', message: `a spec has steps: (piped in order) or flow: (a flow of named steps), exactly one; got ${spec.steps === undefined ? 'neither' : 'both'}` },
@@ -283,7 +283,7 @@ async function buildFlow(graph: Graph, spec: FlowSpec, baseDir: string): Promise
     { pathOf: (name) => (places.has(name) ? `flow.steps[${places.get(name)}]` : `flow.steps['${name}']`), handlerPath: 'flow.errorHandler' },
   );
   for (let i = 0; i < spec.steps.length; i++) {
-    const { name, after, respond, maxIterations, cycleTo, errorHandler, choice: choiceSpec, ...kind } = spec.steps[i]!;
+    const { name, after, respond, maxIterations, cycleTo, errorHandler, choice: choiceSpec, ...kind } = spec.steps[i];
     const at = `flow.steps[${i}]`;
     let op: FlowStepOperator;
     if (choiceSpec === undefined) op = await buildStep(graph, kind, at, baseDir);
@@ -337,6 +337,7 @@ async function buildStep(graph: Graph, spec: StepSpec, at: string, baseDir: stri
       typeof key === 'string'
         ? (event: ServingEvent) => {
             const value = getPath(event, key);
+            // eslint-disable-next-line @typescript-eslint/no-base-to-string -- a route key is a scalar; an object there names no route either way
             return value === undefined || value === null ? undefined : String(value);
           }
         : await importFunction(key, baseDir, `${path}.key`, 'a function (event) => route key');

@@ -4,7 +4,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ConfigError, toError } from '../errors.js';
 import { importModule } from '../model/registry.js';
-import type { ModuleRef } from './codecs.js';
+import type { ModuleRef } from './graphSpec.js';
 
 /**
  * What `import()` should load for `specifier`: a relative path (`./x.mjs`, `../x.mjs`) resolved
@@ -65,10 +65,12 @@ export async function importExport(ref: ModuleRef, baseDir: string, path: string
 }
 
 /** Imports `ref` and checks that its export is a function (a step, a key function, an error handler). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a user's export, typed by the caller's use of it (a step, a key function, a handler)
 export async function importFunction(ref: ModuleRef, baseDir: string, path: string, what: string): Promise<(...args: any[]) => any> {
   const value = await importExport(ref, baseDir, path);
   if (typeof value !== 'function') {
     throw new ConfigError([{ path: `${path}.export`, expected: what, actual: `${typeof value} (export '${ref.export ?? 'default'}' of '${ref.module}')` }]);
   }
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- as the return type (above)
   return value as (...args: any[]) => any;
 }

@@ -1,8 +1,8 @@
 // A JSON Schema (draft 2020-12) derived from io-ts codecs, so the spec's shape is written once.
 import * as t from 'io-ts';
-import { StrictType, annotate, annotationOf, type JsonSchema } from '../config.js';
+import { StrictType, annotate, annotationOf, type JsonSchema } from '../decode.js';
 
-// The annotations of codecs io-ts cannot describe live with the codecs (config.ts `annotate`).
+// The annotations of codecs io-ts cannot describe live with the codecs (decode.ts `annotate`).
 export { annotate, type JsonSchema };
 
 /**
@@ -25,7 +25,7 @@ function walk(codec: t.Mixed, defs: Record<string, JsonSchema>): JsonSchema {
   const annotated = annotationOf(codec);
   if (annotated !== undefined) return typeof annotated === 'function' ? annotated((c) => walk(c, defs)) : annotated;
   if (codec instanceof StrictType) {
-    return objectSchema(codec.required, codec.optional, false, defs);
+    return objectSchema(codec.required as t.Props, codec.optional as t.Props, false, defs);
   }
   if (codec instanceof t.InterfaceType) return objectSchema(codec.props as t.Props, {}, true, defs);
   if (codec instanceof t.PartialType) return objectSchema({}, codec.props as t.Props, true, defs);

@@ -57,6 +57,7 @@ describe('filterOperator (requests.filter)', () => {
     scheduler.run(({ hot, expectObservable }) => {
       const out = hot('a|', values).pipe(
         filterOperator(() => {
+          // eslint-disable-next-line @typescript-eslint/only-throw-error -- the case under test: a thrown non-Error
           throw 'nope';
         }, skip),
         map((e) => [e.error?.message, (e.error as Error & { cause?: unknown }).cause]),

@@ -8,7 +8,7 @@ type RedisConstructor = new (url: string, options?: Record<string, unknown>) => 
 export async function connect(url: string, options: Record<string, unknown> = {}): Promise<RedisLike> {
   let mod: { default?: unknown; Redis?: unknown };
   try {
-    mod = (await import('ioredis')) as { default?: unknown; Redis?: unknown };
+    mod = await import('ioredis');
   } catch (cause) {
     throw new RxServeError("rxserve/streams needs the optional peer dependency 'ioredis': npm install ioredis@^6", { cause });
   }

@@ -1,6 +1,6 @@
 // redisStream()'s options: the codec (validated on construction, ConfigError naming the field) and defaults.
 import * as t from 'io-ts';
-import { NonEmptyString, annotate, decodeOrThrow, guard, positiveInt, strict } from '../config.js';
+import { NonEmptyString, annotate, decodeOrThrow, guard, positiveInt, strict } from '../decode.js';
 import { DEFAULT_MAX_BODY_DEPTH } from '../body.js';
 import { ConfigError } from '../errors.js';
 
@@ -102,7 +102,7 @@ export type ResolvedOptions = Required<Omit<RedisStreamOptions, 'metrics' | 'red
 
 /** Validates and fills in defaults; throws ConfigError naming the field. */
 export function resolveOptions(options: unknown, defaultConsumer: () => string): ResolvedOptions {
-  const o = decodeOrThrow(RedisStreamOptionsCodec, options, 'redisStream.options') as RedisStreamOptions;
+  const o = decodeOrThrow<RedisStreamOptions, unknown>(RedisStreamOptionsCodec, options, 'redisStream.options');
   const resolved: ResolvedOptions = {
     redis: o.redis,
     stream: o.stream,

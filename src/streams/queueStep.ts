@@ -1,11 +1,11 @@
 // queueStep(): MLRun's queue hop (`>>`, `$queue`) — XADD each event to a Redis stream in redisStream's
 // message format, so the graph goes on in the process that consumes the stream (docs/design.md §19).
 import { Observable, type OperatorFunction } from 'rxjs';
-import { NonEmptyString, decodeOrThrow, nonNegativeInt, positiveInt, strict } from '../config.js';
+import { NonEmptyString, decodeOrThrow, nonNegativeInt, positiveInt, strict } from '../decode.js';
 import { RxServeError, toError } from '../errors.js';
 import { isErrored, withBody, withError, type ServingEvent } from '../event.js';
 import { dispatch, type Work } from '../operators/internal/dispatch.js';
-import { limitsFrom } from '../operators/internal/options.js';
+import { limitsFrom } from '../operators/internal/dispatchOptions.js';
 import { QUEUE_STEP, type QueueStepMark } from '../operators/internal/queueMarker.js';
 import { connect } from './ioredis.js';
 import { messageFields } from './message.js';

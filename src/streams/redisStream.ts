@@ -1,20 +1,23 @@
 // redisStream(): a Redis Streams consumer group as the source (events$) and sink (commit) of a pipeline (docs/design.md §12).
-// The read/reclaim loop and its credit are one piece of state, kept here; what is written back
-// (committer.ts), the two operators (commit.ts, filter.ts), messages as events (message.ts), the
-// stall report (stall.ts), scripts, options and metrics live beside it.
+// This file composes the parts and keeps what they share: the credit (the messages in flight), the
+// connections and the lifecycle (subscribe, close). The parts live beside it: the read loop
+// (reader.ts), the reclaimer (reclaimer.ts), what is written back (committer.ts), the two operators
+// (commit.ts, filter.ts), messages as events (message.ts), the stall report (stall.ts), scripts,
+// options and metrics.
 import { hostname } from 'node:os';
 import { Observable, type OperatorFunction, type Subscriber } from 'rxjs';
-import { decodeOrThrow, fn } from '../config.js';
+import { decodeOrThrow, fn } from '../decode.js';
 import { RxServeError } from '../errors.js';
 import type { ServingEvent } from '../event.js';
 import { commitOperator } from './commit.js';
 import { committer } from './committer.js';
 import { filterOperator } from './filter.js';
 import { connect } from './ioredis.js';
-import { readEntries, toMessageEvent, type Entry } from './message.js';
+import { toMessageEvent, type Entry } from './message.js';
 import { streamMetrics, type RedisStreamStats } from './metrics.js';
 import { CommitOptionsCodec, resolveOptions, type CommitOptions, type RedisLike, type RedisStreamOptions } from './options.js';
-import { RECLAIM, runScript } from './scripts.js';
+import { createGroup, readLoop } from './reader.js';
+import { reclaimer } from './reclaimer.js';
 import { stallWatch } from './stall.js';
 
 /** What `redisStream()` returns. */
@@ -79,54 +82,71 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
   const o = resolveOptions(options, () => `${hostname()}-${process.pid}`);
   // Messages read and not yet committed: the credit is maxInFlight minus this.
   const inFlight = new Set<string>();
+  const credit = () => o.maxInFlight - inFlight.size;
   // Reads wait for a few credits rather than fetching one message per round trip as each commit
   // lands (which would cap a consumer at one message per read round trip).
   const readAt = Math.max(1, Math.floor(Math.min(o.batchSize, o.maxInFlight) / 4));
-  const stall = stallWatch(o, { held: () => inFlight.size, starved: () => o.maxInFlight - inFlight.size < readAt });
+  const stall = stallWatch(o, { held: () => inFlight.size, starved: () => credit() < readAt });
   const metrics = streamMetrics({ stream: o.stream, group: o.group, consumer: o.consumer }, { pending: () => inFlight.size, stalled: stall.stalled });
 
-  let commands: RedisLike | undefined;
-  let reader: RedisLike | undefined;
+  let connections: { commands: RedisLike; reader: RedisLike; readerId: unknown } | undefined;
   let owned: RedisLike[] = [];
-  let readerId: unknown;
   let running = false;
   let subscribed = false;
   let subscriber: Subscriber<ServingEvent> | undefined;
+  // The one subscription's subscriber, kept after it unsubscribes (next() on it is then a no-op).
+  let emitTo: Subscriber<ServingEvent> | undefined;
   let loop: Promise<void> = Promise.resolve();
   let closing: Promise<void> | undefined;
-  let blocked = false;
-  let wakeUp: (() => void) | undefined;
   let drained: (() => void) | undefined;
   // commit() subscriptions open now, and ever opened: once all have ended, nothing more can be
   // committed, and what is still in flight was dropped by the pipeline (close() stops waiting).
   let commitsOpen = 0;
   let commitsEver = 0;
 
-  /** Waits `ms` (or until woken: credit freed, close()). */
-  const pause = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        wakeUp = undefined;
-        resolve();
-      }
-      wakeUp = done;
-    });
-
-  const writes = committer({ options: o, commands: () => commands, metrics, settled: release });
+  const writes = committer({ options: o, commands: () => connections?.commands, metrics, settled: release });
   const nothingMoreToCommit = () => inFlight.size === 0 || (commitsEver > 0 && commitsOpen === 0 && writes.busy === 0);
   function release(id: string): void {
     if (inFlight.delete(id)) {
       stall.settled();
-      if (o.maxInFlight - inFlight.size >= readAt) wakeUp?.();
+      if (credit() >= readAt) reads.wake();
     }
     // Also for an id not held (an event committed twice, or not from this stream): its write was
     // the last one close() may have been waiting for.
     if (nothingMoreToCommit()) drained?.();
   }
 
+  /** Hands a message out as an event, once while it is in flight (a reclaim may return one already read). */
+  function emit(entry: Entry, reclaimed: boolean): void {
+    if (inFlight.has(entry[0])) return;
+    inFlight.add(entry[0]);
+    stall.read();
+    metrics.inc('read');
+    if (reclaimed) metrics.inc('reclaimed');
+    emitTo!.next(toMessageEvent(o, entry, reclaimed));
+  }
+
+  const reclaim = reclaimer({
+    options: o,
+    commands: () => connections!.commands,
+    metrics,
+    credit,
+    running: () => running,
+    claimed: (entry) => emit(entry, true),
+  });
+  const reads = readLoop({
+    options: o,
+    connections: () => connections,
+    credit,
+    readAt,
+    running: () => running,
+    reclaim,
+    read: (entry) => emit(entry, false),
+    stall,
+  });
+
   async function open(): Promise<void> {
+    let commands: RedisLike;
     if (typeof o.redis === 'string') {
       commands = await connect(o.redis);
       owned = [commands];
@@ -134,58 +154,18 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
       commands = o.redis;
     }
     // A blocking XREADGROUP holds its connection: reads get one of their own.
-    reader = commands.duplicate();
+    const reader = commands.duplicate();
     owned.push(reader);
     // Connection errors surface as rejected commands (retried by the loop); without a listener
     // ioredis would also print each one.
     for (const c of owned) c.on?.('error', () => undefined);
-    await createGroup();
-    readerId = await reader.call('CLIENT', 'ID');
+    // Writes may start as soon as there are commands (the reader's id comes later).
+    connections = { commands, reader, readerId: undefined };
+    await createGroup(commands, o);
+    connections.readerId = await reader.call('CLIENT', 'ID');
     if (o.metrics) await metrics.attach(o.metrics);
   }
 
-  async function createGroup(): Promise<void> {
-    try {
-      await commands!.call('XGROUP', 'CREATE', o.stream, o.group, o.startId, 'MKSTREAM');
-    } catch (error) {
-      if (!String((error as Error)?.message).startsWith('BUSYGROUP')) throw error;
-    }
-  }
-
-  function emit(sub: Subscriber<ServingEvent>, entry: Entry, reclaimed: boolean): void {
-    if (inFlight.has(entry[0])) return;
-    inFlight.add(entry[0]);
-    stall.read();
-    metrics.inc('read');
-    if (reclaimed) metrics.inc('reclaimed');
-    sub.next(toMessageEvent(o, entry, reclaimed));
-  }
-
-  /** Claims idle messages of other consumers (as many as there is credit for) and dead-letters the over-delivered. */
-  async function reclaim(sub: Subscriber<ServingEvent>): Promise<void> {
-    let cursor = '-';
-    for (let round = 0; round < 100 && running; round++) {
-      const credit = o.maxInFlight - inFlight.size;
-      if (credit <= 0) return;
-      const [next, claimed, dead] = (await runScript(commands!, RECLAIM, [o.stream, o.deadLetterStream], [
-        o.group,
-        o.consumer,
-        o.claimIdleMs,
-        cursor,
-        100,
-        o.maxDeliveries,
-        credit,
-      ])) as [string, Entry[], number | string];
-      // Numbers may arrive as strings (ioredis `stringNumbers`).
-      if (Number(dead) > 0) metrics.inc('deadLettered', Number(dead));
-      for (const entry of claimed) emit(sub, entry, true);
-      if (next === '0') return;
-      cursor = next;
-    }
-  }
-
-  // One loop does both reading and reclaiming, so they share the credit without reservations, and
-  // a read blocks no longer than the next reclaim is due (reclaims run at least every claimIdleMs / 2).
   async function run(sub: Subscriber<ServingEvent>): Promise<void> {
     try {
       await open();
@@ -194,47 +174,7 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
       sub.error(error);
       return;
     }
-    const claimEvery = Math.max(1, Math.floor(o.claimIdleMs / 2));
-    let nextReclaim = 0;
-    // First our own pending entries from an earlier life under the same consumer name (ids from
-    // '0'), then new messages ('>').
-    let history: string | undefined = '0';
-    let failures = 0;
-    stall.reading(true);
-    while (running) {
-      try {
-        // A full credit wakes this loop at least every claimIdleMs / 2 (the reclaims).
-        stall.check();
-        if (Date.now() >= nextReclaim) {
-          await reclaim(sub);
-          nextReclaim = Date.now() + claimEvery;
-        }
-        const credit = o.maxInFlight - inFlight.size;
-        if (credit < readAt) {
-          await pause(Math.max(1, nextReclaim - Date.now()));
-          continue;
-        }
-        blocked = true;
-        const block = Math.max(1, Math.min(o.blockMs, nextReclaim - Date.now()));
-        const reply = (await reader!.call(
-          'XREADGROUP', 'GROUP', o.group, o.consumer, 'COUNT', Math.min(o.batchSize, credit),
-          'BLOCK', block, 'STREAMS', o.stream, history ?? '>',
-        )) as unknown;
-        blocked = false;
-        failures = 0;
-        const entries = readEntries(reply);
-        if (history !== undefined) history = entries.length > 0 ? entries[entries.length - 1][0] : undefined;
-        for (const entry of entries) emit(sub, entry, false);
-      } catch (error) {
-        blocked = false;
-        if (!running) break;
-        // The group vanishes when Redis restarts without persistence: make it again.
-        if (String((error as Error)?.message).startsWith('NOGROUP')) await createGroup().catch(() => undefined);
-        else await pause(Math.min(2_000, 50 * 2 ** Math.min(failures++, 6)));
-      }
-    }
-    // Also when close() came while open() was still connecting: a consumer not reading is not stalled.
-    stall.reading(false);
+    await reads.run();
   }
 
   const events$ = new Observable<ServingEvent>((sub) => {
@@ -247,7 +187,7 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
       return;
     }
     subscribed = true;
-    subscriber = sub;
+    subscriber = emitTo = sub;
     running = true;
     loop = run(sub);
     return () => {
@@ -259,9 +199,7 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
   function stopReading(): void {
     running = false;
     stall.reading(false);
-    wakeUp?.();
-    // A blocked XREADGROUP returns at once (as on timeout) instead of after blockMs.
-    if (blocked && readerId !== undefined) commands?.call('CLIENT', 'UNBLOCK', String(readerId)).catch(() => undefined);
+    reads.interrupt();
   }
 
   return {

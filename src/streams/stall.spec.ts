@@ -31,6 +31,7 @@ describe('stallWatch', () => {
     expect(emitted[0]).toContain("redisStream 'c1' (stream 's', group 'g')");
     expect(emitted[0]).toContain('the 4 messages it holds');
     expect(emitted[0]).toContain('requests.filter(predicate)');
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- the spy is read by expect, not called
     expect(process.emitWarning).toHaveBeenCalledWith(expect.any(String), { code: 'RXSERVE_STREAM_STALLED' });
   });
 

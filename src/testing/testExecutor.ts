@@ -7,6 +7,7 @@ import type { ModelEntry } from '../model/entry.js';
 import type { PredictContext } from '../model/model.js';
 
 /** A stand-in for one model: returns its output, a promise, or an Observable (its first value counts). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any, @typescript-eslint/no-redundant-type-constituents -- a stand-in typed for its own input must be assignable; the union names what it may return
 export type TestModel = (input: any, context: PredictContext) => unknown | ObservableInput<unknown>;
 
 /** One recorded call. */

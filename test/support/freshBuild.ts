@@ -27,7 +27,7 @@ function newest(dir: string, skip?: (name: string) => boolean): number {
 
 /** The oldest output of the build that workers load: its entries' mtimes. */
 function builtAt(): number {
-  const entries = ['dist/index.js', 'dist/execution/threadWorker.js', 'dist/execution/processWorker.js', 'dist/spec/cli.js'].map((f) => join(root, f));
+  const entries = ['dist/index.js', 'dist/execution/threadWorker.js', 'dist/execution/processWorker.js', 'dist/cli/main.js'].map((f) => join(root, f));
   if (!entries.every((f) => existsSync(f))) return 0;
   return Math.min(...entries.map((f) => statSync(f).mtimeMs));
 }

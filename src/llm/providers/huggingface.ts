@@ -4,7 +4,7 @@ import { InferenceClient, InferenceClientProviderApiError } from '@huggingface/i
 import { ProviderError, toError } from '../../errors.js';
 import { sharedNodeFetch } from '../nodeFetch.js';
 import { estimateUsage, renderChat, type Usage } from '../usage.js';
-import type { Completion, LLMProvider, ProviderRequest, StreamPart } from './provider.js';
+import type { Completion, LLMProvider, ProviderRequest, StreamPart } from './contract.js';
 
 export class HuggingFaceProvider implements LLMProvider {
   readonly name = 'huggingface';

@@ -7,7 +7,7 @@ import { fetchHeaders, headerRecord } from '../../undici.js';
 import { nodeFetchDispatcher, sharedNodeFetch } from '../nodeFetch.js';
 import { SSEParser } from './sseParser.js';
 import { estimateUsage, type Usage } from '../usage.js';
-import type { Completion, LLMProvider, ProviderRequest, StreamPart } from './provider.js';
+import type { Completion, LLMProvider, ProviderRequest, StreamPart } from './contract.js';
 
 export class OpenAIProvider implements LLMProvider {
   readonly name = 'openai';
@@ -32,10 +32,10 @@ export class OpenAIProvider implements LLMProvider {
   async invoke({ messages, config, signal }: ProviderRequest): Promise<Completion> {
     let response: OpenAI.Chat.Completions.ChatCompletion;
     try {
-      response = (await this.client.chat.completions.create(
+      response = await this.client.chat.completions.create(
         { ...config, model: this.model, messages: messages as OpenAI.Chat.ChatCompletionMessageParam[], stream: false },
         { signal },
-      )) as OpenAI.Chat.Completions.ChatCompletion;
+      );
     } catch (error) {
       throw toProviderError(error, signal);
     }
@@ -92,7 +92,7 @@ export class OpenAIProvider implements LLMProvider {
             continue;
           }
           const chunk = JSON.parse(event.data) as OpenAI.Chat.Completions.ChatCompletionChunk & { error?: unknown };
-          if (chunk?.error) throw new OpenAI.APIError(undefined, chunk.error as object, undefined, source.headers);
+          if (chunk?.error) throw new OpenAI.APIError(undefined, chunk.error, undefined, source.headers);
           const delta = chunk.choices?.[0]?.delta?.content;
           if (delta) yield { delta };
           if (chunk.usage) yield { usage: { ...chunk.usage } };

@@ -1,37 +1,8 @@
-// The provider contract, and picking a provider by the model URL.
+// Picking a provider by the model URL (the contract they implement is contract.ts).
 import { ConfigError } from '../../errors.js';
 import type { ModelArtifact } from '../../model/artifact.js';
-import type { ChatMessage } from '../prompt.js';
-import type { Usage } from '../usage.js';
+import type { LLMProvider } from './contract.js';
 import { MockProvider } from './mock.js';
-
-/** One LLM request. */
-export interface ProviderRequest {
-  readonly messages: readonly ChatMessage[];
-  /** The model's defaultConfig with the prompt's invocationConfig over it (temperature, max_tokens, ...). */
-  readonly config: Readonly<Record<string, unknown>>;
-  readonly signal?: AbortSignal;
-}
-
-/** A whole answer with its usage. */
-export interface Completion {
-  readonly answer: string;
-  readonly usage: Usage;
-}
-
-/** What a stream yields: answer text as it comes, and usage once known. */
-export type StreamPart = { readonly delta: string } | { readonly usage: Usage };
-
-/**
- * An LLM provider. Failures are `ProviderError`s with `status` and `retryable`; an abort
- * rejects with the signal's reason. Providers do not retry: the caller does (no stacked retries).
- */
-export interface LLMProvider {
-  readonly name: string;
-  readonly model: string;
-  invoke(request: ProviderRequest): Promise<Completion>;
-  stream(request: ProviderRequest): AsyncIterable<StreamPart>;
-}
 
 /**
  * The provider for a model URL: `openai://<model>`, `huggingface://<org>/<model>`, `mock://`.

@@ -2,7 +2,7 @@
 // failure into the event that leaves, and abort its signal if the pipeline is unsubscribed first.
 import { toError } from '../../errors.js';
 import { withError, type ServingEvent } from '../../event.js';
-import { EventContext, unsubscribedReason } from './callContext.js';
+import { EventContext, unsubscribedReason } from './stepContext.js';
 import type { Work } from './dispatch.js';
 import { onResult } from '../../execution/callResult.js';
 

@@ -34,7 +34,7 @@ export interface DispatchControl {
   pause(): void;
   resume(): void;
   /** Events started and not yet emitted, and events admitted but not started. */
-  counts(): { inFlight: number; queued: number };
+  counts(this: void): { inFlight: number; queued: number };
 }
 
 /** Counters a step keeps about its intake (for metrics). */
@@ -62,6 +62,7 @@ class Slot {
 /** The error an event leaves with when its cancel aborts. */
 export function abortedError(token: CancelToken): Error {
   const reason: unknown = token.reason;
+  // eslint-disable-next-line @typescript-eslint/no-base-to-string -- a reason that is not an Error is usually a string; any other value is named as String() names it
   return reason instanceof Error ? reason : new DOMException(reason === undefined ? 'the event was cancelled' : String(reason), 'AbortError');
 }
 

@@ -3,10 +3,10 @@
 // httpClient.ts.
 import * as t from 'io-ts';
 import type { Dispatcher } from 'undici';
-import { DotPath, PositiveMs, annotate, decodeOrThrow, guard, nonNegativeInt, positiveInt, strict } from '../../config.js';
+import { DotPath, PositiveMs, annotate, decodeOrThrow, guard, nonNegativeInt, positiveInt, strict } from '../../decode.js';
 import { ConfigError, toError } from '../../errors.js';
 import { getPath, hasPath, type ServingEvent } from '../../event.js';
-import { dispatchOptionProps, limitsFrom } from './options.js';
+import { dispatchOptionProps, limitsFrom } from './dispatchOptions.js';
 import type { DispatchLimits } from './dispatch.js';
 
 /** Backoff between attempts when the server did not say `retry-after`. */
@@ -229,12 +229,12 @@ export function prepareRequest<E extends unknown[]>(config: HttpConfig<E>, event
     display = `${url.origin}${url.pathname}`;
   } else {
     const base = config.base!;
-    const pathname = config.appendEventPath ? joinPath(base.pathname, eventPath(config as HttpConfig<never>, event)) : base.pathname;
+    const pathname = config.appendEventPath ? joinPath(base.pathname, eventPath(config, event)) : base.pathname;
     origin = base.origin;
     path = `${pathname}${base.search}`;
     display = `${base.origin}${pathname}`;
   }
-  const method = (config.method ?? event.method?.toUpperCase() ?? 'POST') as Dispatcher.HttpMethod;
+  const method = config.method ?? event.method?.toUpperCase() ?? 'POST';
   const headers: Record<string, string> = { ...config.headers };
   let body: string | Uint8Array | undefined;
   if (method !== 'GET' && method !== 'HEAD') {

@@ -5,7 +5,7 @@ import { getPath, hasPath, setPath, withBody, withError, type ServingEvent } fro
 import type { ExecutorSession } from '../../execution/executor.js';
 import { CallContext } from '../../model/callContext.js';
 import { callOperation } from '../../model/operation.js';
-import { unsubscribedReason } from './callContext.js';
+import { unsubscribedReason } from './stepContext.js';
 import type { ModelEntry } from '../../model/entry.js';
 import type { GraphMonitor, LaneStats } from '../../monitoring/monitor.js';
 import type { DispatchLimits, Work } from './dispatch.js';

@@ -34,7 +34,7 @@ export function parseV2Path(path: string | undefined, prefix: string): V2Target 
   const rest = path.slice(at + prefix.length).replace(/^\/+|\/+$/g, '');
   if (rest === '') return LIST;
   const segments = rest.split('/').map(decode);
-  let model = segments[0];
+  const model = segments[0];
   let version: string | undefined;
   let ops = segments.slice(1);
   if (segments.length > 2 && segments[1] === 'versions') {
@@ -267,6 +267,6 @@ export function v2ServerOf(pipeline: unknown): V2ServerInfo | undefined {
 }
 
 /** Marks an operator as a V2 server (see `v2ServerOf`). */
-export function asV2Server<F extends Function>(operator: F, info: V2ServerInfo): F {
+export function asV2Server<F extends (...args: never[]) => unknown>(operator: F, info: V2ServerInfo): F {
   return Object.defineProperty(operator, V2_SERVER, { value: Object.freeze(info), enumerable: false });
 }

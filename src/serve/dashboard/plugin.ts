@@ -148,6 +148,7 @@ function readAsset(name: string): Buffer {
 }
 
 /** Registers the dashboard routes on `app` (a context of rxservePlugin). */
+// eslint-disable-next-line @typescript-eslint/require-await -- an async plugin body: fastify's register() gets a rejection, not a throw
 export async function registerDashboard(app: FastifyInstance, options: DashboardOptions, sessions: DashboardSessions): Promise<void> {
   const { graph, checkKey } = options;
   const held = acquireAggregates(graph);
@@ -155,19 +156,26 @@ export async function registerDashboard(app: FastifyInstance, options: Dashboard
   const clients = new Set<ServerResponse>();
   let timer: ReturnType<typeof setInterval> | undefined;
 
-  const message = (withSeries: boolean): string => {
-    const snapshot: AggregatesSnapshot = held.aggregates.snapshot(DASHBOARD_WINDOW_SECONDS);
-    const payload = {
-      snapshot,
-      shape: graph[MONITORING].describe(),
-      series: held.aggregates.series(withSeries ? Infinity : 5),
-      intervalMs: DASHBOARD_INTERVAL_MS,
-    };
-    return `data: ${JSON.stringify(payload)}\n\n`;
+  // The last whole second every connected page has the per-second points of: a tick sends the
+  // seconds after it (the current one again, as it fills), not the last minutes each time.
+  let sentThrough = -Infinity;
+  /**
+   * One SSE message: the snapshot, the graph's shape (read once for both), and the per-second
+   * points after second `since` (all the history holds for -Infinity). Returns it with its second.
+   */
+  const message = (since: number): { text: string; second: number } => {
+    const shape = graph[MONITORING].describe();
+    const snapshot: AggregatesSnapshot = held.aggregates.snapshot(DASHBOARD_WINDOW_SECONDS, shape);
+    const second = Math.floor(snapshot.at / 1000);
+    // One second more than needed: a second turning over between the two reads is still sent.
+    const seconds = since === -Infinity ? Infinity : second - since + 1;
+    const payload = { snapshot, shape, series: held.aggregates.series(seconds), intervalMs: DASHBOARD_INTERVAL_MS };
+    return { text: `data: ${JSON.stringify(payload)}\n\n`, second };
   };
   const tick = (): void => {
     if (clients.size === 0) return;
-    const text = message(false);
+    const { text, second } = message(sentThrough);
+    sentThrough = second - 1;
     for (const client of clients) {
       // A browser that stopped reading is let go rather than buffered for without bound (it reconnects).
       if (client.writableLength > MAX_BUFFERED_BYTES) client.end();
@@ -182,6 +190,7 @@ export async function registerDashboard(app: FastifyInstance, options: Dashboard
     clients.clear();
     done();
   });
+  // eslint-disable-next-line @typescript-eslint/require-await -- an async onClose hook is promise-style to fastify (else it waits for done())
   app.addHook('onClose', async () => held.release());
 
   const page = { config: { rxserveDashboard: 'page' } satisfies DashboardRouteConfig };
@@ -211,7 +220,11 @@ export async function registerDashboard(app: FastifyInstance, options: Dashboard
       'x-accel-buffering': 'no',
       'x-request-id': String(reply.getHeader('x-request-id') ?? ''),
     });
-    raw.write(`retry: 2000\n${message(true)}`);
+    // A new page gets every point the history holds; the ticks after it, what is new since the
+    // last tick (or, for the only page, since this message).
+    const first = message(-Infinity);
+    raw.write(`retry: 2000\n${first.text}`);
+    if (clients.size === 0) sentThrough = first.second - 1;
     clients.add(raw);
     timer ??= setInterval(tick, DASHBOARD_INTERVAL_MS);
     timer.unref?.();
@@ -255,7 +268,7 @@ export async function registerDashboard(app: FastifyInstance, options: Dashboard
 
 /** 401 for a dashboard route without a key: the page answers with the sign-in form. */
 export function sendDashboardUnauthorized(request: FastifyRequest, reply: FastifyReply, prefix: string): void {
-  if ((request.routeOptions.config as DashboardRouteConfig).rxserveDashboard === 'page' && /\/dashboard\/?$/.test(request.url.split('?')[0]!)) {
+  if ((request.routeOptions.config as DashboardRouteConfig).rxserveDashboard === 'page' && /\/dashboard\/?$/.test(request.url.split('?')[0])) {
     void sendLogin(reply, `${prefix}/dashboard`, undefined);
     return;
   }

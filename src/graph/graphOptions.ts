@@ -1,6 +1,6 @@
 // The graph's option and entry types, and the io-ts codecs that check them.
 import * as t from 'io-ts';
-import { NonEmptyString, NonNegativeMs, annotate, pickProps, strict } from '../config.js';
+import { NonEmptyString, NonNegativeMs, annotate, guard, pickProps, strict } from '../decode.js';
 import type { LLMPromptArtifact, ModelArtifact } from '../model/artifact.js';
 import { ModelEntryCodec, type CreationStrategy, type ExecutionMechanism, type ModelEntry } from '../model/entry.js';
 
@@ -47,12 +47,7 @@ export interface GraphOptions {
 }
 
 export const Percentage = annotate(
-  new t.Type<number, number, unknown>(
-    'a percentage above 0 and at most 100',
-    (u): u is number => typeof u === 'number' && u > 0 && u <= 100,
-    (u, c) => (typeof u === 'number' && u > 0 && u <= 100 ? t.success(u) : t.failure(u, c)),
-    t.identity,
-  ),
+  guard<number>('a percentage above 0 and at most 100', (u) => typeof u === 'number' && u > 0 && u <= 100),
   { type: 'number', exclusiveMinimum: 0, maximum: 100 },
 );
 

@@ -1,6 +1,6 @@
 // Codecs for the options every dispatching operator shares (name, maxInFlight, maxQueue, ordered).
 import * as t from 'io-ts';
-import { NonEmptyString, nonNegativeInt, positiveInt } from '../../config.js';
+import { NonEmptyString, nonNegativeInt, positiveInt } from '../../decode.js';
 import { DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_QUEUE, type DispatchLimits } from './dispatch.js';
 
 export const dispatchOptionProps = {

@@ -2,9 +2,9 @@
 // Every field is the runtime's own codec (one source: a field added to the runtime reaches the spec);
 // only what the spec form really changes is overridden here, and what it leaves out says why.
 import * as t from 'io-ts';
-import { DotPath, NonEmptyString, finite, guard, omitProps, pickProps, positiveInt, strict, type StrictType } from '../config.js';
+import { DotPath, NonEmptyString, finite, guard, omitProps, pickProps, positiveInt, strict, type StrictType } from '../decode.js';
 import { PoolOptionsCodec } from '../execution/poolOptions.js';
-import { GraphOptionsCodec, MonitoringOptionsCodec, ProxyCodec, SharedModelCodec } from '../graph/codecs.js';
+import { GraphOptionsCodec, MonitoringOptionsCodec, ProxyCodec, SharedModelCodec } from '../graph/graphOptions.js';
 import { ArtifactRefCodec, ExecutionMechanismCodec, ModelEntryCodec, ModuleRefCodec } from '../model/entry.js';
 import { ModelRunnerConfigCodec } from '../operators/modelRunner.js';
 import { OnErrorOptionsCodec } from '../operators/onError.js';
@@ -17,7 +17,7 @@ import { HttpStepOptionsCodec } from '../operators/internal/http.js';
 import { ServeOptionsCodec } from '../serve/serve.js';
 import { CommitOptionsCodec, RedisStreamOptionsCodec, RedisUrl } from '../streams/options.js';
 import { QueueStepOptionsCodec } from '../streams/queueStep.js';
-import { annotate, type JsonSchema } from './schema.js';
+import { annotate, toJsonSchema, type JsonSchema } from './schema.js';
 
 /**
  * The runtime's fields as a spec takes them. JSON has no Infinity: a field that also takes
@@ -77,7 +77,7 @@ export type ProxySpec = t.TypeOf<typeof ProxySpec>;
  * One codec out of several, picked by looking at the value, then validated in the same context:
  * its errors keep their full paths (an io-ts union would report only "expected A | B" at its own path).
  */
-function pick<A>(name: string, choose: (u: unknown) => t.Type<any, unknown, unknown>, members: t.Mixed[], schema: (walked: JsonSchema[]) => JsonSchema) {
+function pick<A>(name: string, choose: (u: unknown) => t.Mixed, members: t.Mixed[], schema: (walked: JsonSchema[]) => JsonSchema) {
   const codec = new t.Type<A, unknown, unknown>(
     name,
     (u): u is A => choose(u).is(u),
@@ -135,35 +135,30 @@ export type BatchHttpRequestsSpec = t.TypeOf<typeof BatchHttpRequestsSpec>;
 export const QueueStepSpec = strict('QueueStep', { ...QueueStepOptionsCodec.required, redis: RedisUrl }, finiteProps(QueueStepOptionsCodec.optional));
 export type QueueStepSpec = t.TypeOf<typeof QueueStepSpec>;
 
-/** A router: a key (dot path into the event, or a key function) and a list of steps per route. */
-export interface RouterSpec {
-  readonly key: string | ModuleRef;
-  readonly routes: Readonly<Record<string, readonly StepSpec[]>>;
-  readonly name?: string;
-  readonly defaultRoute?: string;
-  readonly idleMs?: number;
-}
+// The steps that nest lists of steps: codecs made from the codec of a step (`t.recursion` below
+// gives it), so each type is the codec's own (`t.TypeOf`), not a second description of it.
+const routesOf = <S extends t.Mixed>(step: S) => ({ routes: t.record(t.string, t.array(step)) });
+const routerCodec = <S extends t.Mixed>(step: S) =>
+  strict(
+    'Router',
+    {
+      key: t.union([DotPath, ModuleRef], "a dot path into the event ('body.route'), or { module, export } naming a key function"),
+      ...routesOf(step),
+    },
+    finiteProps(RouterConfigCodec.optional),
+  );
+// The router family (docs/design.md §18): the runtime's options, routes as lists of steps.
+const modelRouterCodec = <S extends t.Mixed>(step: S) => strict('ModelRouter', routesOf(step), finiteProps(ModelRouterConfigCodec.optional));
+const parallelRunCodec = <S extends t.Mixed>(step: S) => strict('ParallelRun', routesOf(step), finiteProps(ParallelRunConfigCodec.optional));
+const votingEnsembleCodec = <S extends t.Mixed>(step: S) => strict('VotingEnsemble', routesOf(step), finiteProps(VotingEnsembleConfigCodec.optional));
+type StepCodec = t.Type<StepSpec, unknown, unknown>;
 
+/** A router: a key (dot path into the event, or a key function) and a list of steps per route. */
+export type RouterSpec = t.TypeOf<ReturnType<typeof routerCodec<StepCodec>>>;
 /** The router family (docs/design.md §18): a list of steps per route, and the operator's own options. */
-export interface ModelRouterSpec {
-  readonly routes: Readonly<Record<string, readonly StepSpec[]>>;
-  readonly name?: string;
-  readonly prefix?: string;
-  readonly defaultRoute?: string;
-}
-export interface ParallelRunSpec {
-  readonly routes: Readonly<Record<string, readonly StepSpec[]>>;
-  readonly name?: string;
-  readonly extendEvent?: boolean;
-}
-export interface VotingEnsembleSpec {
-  readonly routes: Readonly<Record<string, readonly StepSpec[]>>;
-  readonly name?: string;
-  readonly voteType?: 'classification' | 'regression';
-  readonly weights?: Readonly<Record<string, number>>;
-  readonly predictionColName?: string;
-  readonly prefix?: string;
-}
+export type ModelRouterSpec = t.TypeOf<ReturnType<typeof modelRouterCodec<StepCodec>>>;
+export type ParallelRunSpec = t.TypeOf<ReturnType<typeof parallelRunCodec<StepCodec>>>;
+export type VotingEnsembleSpec = t.TypeOf<ReturnType<typeof votingEnsembleCodec<StepCodec>>>;
 
 /** One step of a list: exactly one of its keys. */
 export interface StepSpec {
@@ -182,25 +177,12 @@ export interface StepSpec {
 const STEP_KINDS = ['modelRunner', 'router', 'modelRouter', 'parallelRun', 'votingEnsemble', 'step', 'onError', 'remoteStep', 'batchHttpRequests', 'queueStep'] as const;
 
 export const StepSpec: t.Type<StepSpec, unknown, unknown> = t.recursion<StepSpec, unknown, unknown>('Step', (self) => {
-  const router = strict(
-    'Router',
-    {
-      key: t.union([DotPath, ModuleRef], "a dot path into the event ('body.route'), or { module, export } naming a key function"),
-      routes: t.record(t.string, t.array(self)),
-    },
-    finiteProps(RouterConfigCodec.optional),
-  );
-  // The router family: the runtime's options, routes as lists of steps.
-  const routes = { routes: t.record(t.string, t.array(self)) };
-  const modelRouter = strict('ModelRouter', routes, finiteProps(ModelRouterConfigCodec.optional));
-  const parallelRun = strict('ParallelRun', routes, finiteProps(ParallelRunConfigCodec.optional));
-  const votingEnsemble = strict('VotingEnsemble', routes, finiteProps(VotingEnsembleConfigCodec.optional));
   const fields = strict('Step', {}, {
     modelRunner: ModelRunnerSpec,
-    router,
-    modelRouter,
-    parallelRun,
-    votingEnsemble,
+    router: routerCodec(self),
+    modelRouter: modelRouterCodec(self),
+    parallelRun: parallelRunCodec(self),
+    votingEnsemble: votingEnsembleCodec(self),
     step: FunctionStepSpec,
     onError: OnErrorSpec,
     remoteStep: RemoteStepSpec,
@@ -209,12 +191,12 @@ export const StepSpec: t.Type<StepSpec, unknown, unknown> = t.recursion<StepSpec
   });
   const exactlyOne = new t.Type<StepSpec, unknown, unknown>(
     'Step',
-    (u): u is StepSpec => fields.is(u) && Object.keys(u as object).length === 1,
+    (u): u is StepSpec => fields.is(u) && Object.keys(u).length === 1,
     (u, c) => {
       const decoded = fields.validate(u, c);
-      if (decoded._tag === 'Left') return decoded as t.Validation<StepSpec>;
+      if (decoded._tag === 'Left') return decoded;
       const kinds = Object.keys(u as object);
-      if (kinds.length === 1) return t.success(decoded.right as StepSpec);
+      if (kinds.length === 1) return t.success(decoded.right);
       return t.failure(u, c, `a step is exactly one of ${STEP_KINDS.join(', ')}; got ${kinds.length === 0 ? 'none' : kinds.join(' and ')}`);
     },
     t.identity,
@@ -238,6 +220,7 @@ const Names = t.union([NonEmptyString, t.array(NonEmptyString)], 'a step name or
  * An object with its own fields (`own`) and exactly one step kind out of `kinds`, the kind checked
  * by `Step` in the same context (so a kind's mistakes keep their full path).
  */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- io-ts codecs are invariant in their type (encode takes one): any object codec goes
 function withOneKind<A>(name: string, own: StrictType<any>, kinds: readonly string[]) {
   // The step kinds are checked by Step below; a kind with a codec of its own here (choice) keeps it.
   const kindProps = Object.fromEntries(kinds.filter((k) => !(k in own.optional)).map((k) => [k, t.unknown]));
@@ -247,15 +230,15 @@ function withOneKind<A>(name: string, own: StrictType<any>, kinds: readonly stri
     (u): u is A => fields.is(u) && kinds.filter((k) => k in (u as object)).length === 1,
     (u, c) => {
       const decoded = fields.validate(u, c);
-      if (decoded._tag === 'Left') return decoded as t.Validation<A>;
+      if (decoded._tag === 'Left') return decoded;
       const present = kinds.filter((k) => k in (u as object));
       if (present.length !== 1) {
         return t.failure(u, c, `${name === 'FlowStep' ? 'a flow step' : 'an error handler'} is exactly one of ${kinds.join(', ')}; got ${present.length === 0 ? 'none' : present.join(' and ')}`);
       }
-      const kind = present[0]!;
+      const kind = present[0];
       if (kind !== 'choice') {
         const checked = StepSpec.validate({ [kind]: (u as Record<string, unknown>)[kind] }, c);
-        if (checked._tag === 'Left') return checked as t.Validation<A>;
+        if (checked._tag === 'Left') return checked;
       }
       return t.success(u as A);
     },
@@ -264,7 +247,7 @@ function withOneKind<A>(name: string, own: StrictType<any>, kinds: readonly stri
   return annotate(codec, (walk) => {
     walk(StepSpec); // defines #/$defs/Step, whose kinds the properties below point into
     const properties: Record<string, JsonSchema> = {};
-    for (const [key, field] of Object.entries({ ...own.required, ...own.optional })) properties[key] = walk(field as t.Mixed);
+    for (const [key, field] of Object.entries({ ...own.required, ...own.optional })) properties[key] = walk(field);
     for (const k of kinds) if (k !== 'choice') properties[k] = { $ref: `#/$defs/Step/properties/${k}` };
     return {
       type: 'object',
@@ -360,3 +343,11 @@ export type GraphSpec = t.TypeOf<typeof GraphSpec>;
 // The schema says what loadGraph checks after decoding: exactly one of steps and flow.
 const GraphSpecFields = strict('GraphSpec', {}, GraphSpec.optional);
 annotate(GraphSpec, (walk) => ({ ...walk(GraphSpecFields), oneOf: [{ required: ['steps'] }, { required: ['flow'] }] }));
+/** The spec's JSON Schema (draft 2020-12), as `rxserve schema` prints it. */
+export function specSchema(): Record<string, unknown> {
+  return toJsonSchema(GraphSpec, {
+    $id: 'https://github.com/rxserve/rxserve/blob/main/docs/spec.md',
+    title: 'rxserve graph spec',
+    description: 'A serving graph as data (docs/design.md §14): loadGraph() and the rxserve command read it.',
+  });
+}

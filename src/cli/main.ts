@@ -1,13 +1,13 @@
 // The `rxserve` command (docs/design.md §14): serve, test, validate and schema over a spec file.
 import { parseArgs } from 'node:util';
+import { decodeOrThrow, Port } from '../decode.js';
 import { ConfigError, describeError } from '../errors.js';
 import { invoker } from '../serve/invoker.js';
 import { serve, type Server } from '../serve/serve.js';
 import type { RedisStream } from '../streams/redisStream.js';
-import { checkModels } from './checkModels.js';
-import { GraphSpec } from './codecs.js';
-import { buildSpec, readSpec } from './load.js';
-import { toJsonSchema } from './schema.js';
+import { checkModels } from '../spec/checkModels.js';
+import { specSchema } from '../spec/graphSpec.js';
+import { buildSpec, readSpec } from '../spec/load.js';
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad spec or arguments. */
 const OK = 0;
@@ -79,15 +79,6 @@ const processIO: CliIO = {
       process.on('SIGTERM', stop);
     }),
 };
-
-/** The spec's JSON Schema (draft 2020-12), as `rxserve schema` prints it. */
-export function specSchema(): Record<string, unknown> {
-  return toJsonSchema(GraphSpec, {
-    $id: 'https://github.com/rxserve/rxserve/blob/main/docs/spec.md',
-    title: 'rxserve graph spec',
-    description: 'A serving graph as data (docs/design.md §14): loadGraph() and the rxserve command read it.',
-  });
-}
 
 /** Runs `rxserve <argv>` and resolves with its exit code. */
 export async function main(argv: readonly string[], io: CliIO = processIO): Promise<number> {
@@ -180,14 +171,9 @@ async function test(file: string, json: string, io: CliIO): Promise<number> {
 }
 
 async function serveSpec(file: string, args: { port?: string; host?: string }, io: CliIO): Promise<number> {
-  let port: number | undefined;
-  if (args.port !== undefined) {
-    port = Number(args.port);
-    if (!/^\d+$/.test(args.port) || port > 65535) {
-      io.stderr(`rxserve serve: --port: expected a port number (0 to 65535), got '${args.port}'`);
-      return BAD;
-    }
-  }
+  // Checked by serve()'s own rule (the Port codec), before the graph loads: a bad --port is a
+  // ConfigError (exit 2). Digits become a number; anything else is passed as text for it to name.
+  const port = args.port === undefined ? undefined : decodeOrThrow(Port, /^\d+$/.test(args.port) ? Number(args.port) : args.port, '--port');
   const read = await readSpec(file);
   const { graph, pipeline } = await buildSpec(read);
   const stopped = io.stopSignal();

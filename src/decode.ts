@@ -69,13 +69,13 @@ function editDistance(a: string, b: string, limit: number): number {
     const current = [i];
     let rowMin = i;
     for (let j = 1; j <= b.length; j++) {
-      current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-      rowMin = Math.min(rowMin, current[j]!);
+      current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      rowMin = Math.min(rowMin, current[j]);
     }
     if (rowMin >= limit) return limit;
     previous = current;
   }
-  return Math.min(previous[b.length]!, limit);
+  return Math.min(previous[b.length], limit);
 }
 
 export function describeValue(value: unknown): string {
@@ -89,6 +89,14 @@ export function describeValue(value: unknown): string {
   } catch {
     return Object.prototype.toString.call(value);
   }
+}
+
+/**
+ * A codec for a value that passes `test`, named `expected` in errors: every leaf codec that is a
+ * plain test (ports, strings, functions, instances) is made with it.
+ */
+export function guard<T>(expected: string, test: (u: unknown) => boolean): t.Type<T, T, unknown> {
+  return new t.Type<T, T, unknown>(expected, (u): u is T => test(u), (u, c) => (test(u) ? t.success(u as T) : t.failure(u, c)), t.identity);
 }
 
 /** What `strict()` makes: an object codec that keeps its fields, so a JSON Schema can be derived from it. */
@@ -171,15 +179,12 @@ const isPositiveInt = (u: unknown, allowInfinity: boolean): u is number =>
 const isNonNegativeInt = (u: unknown, allowInfinity: boolean): u is number =>
   typeof u === 'number' && ((Number.isInteger(u) && u >= 0) || (allowInfinity && u === Infinity));
 
-function numberCodec(name: string, ok: (u: unknown) => u is number): t.Type<number, number, unknown> {
-  return new t.Type<number, number, unknown>(name, ok, (u, c) => (ok(u) ? t.success(u) : t.failure(u, c)), t.identity);
-}
 
 // One codec of each: the `Infinity` forms have no JSON Schema (JSON has no Infinity).
-const POSITIVE_INT = annotate(numberCodec('a positive integer', (u): u is number => isPositiveInt(u, false)), { type: 'integer', minimum: 1 });
-const POSITIVE_INT_OR_INFINITY = numberCodec('a positive integer or Infinity', (u): u is number => isPositiveInt(u, true));
-const NON_NEGATIVE_INT = annotate(numberCodec('a non-negative integer', (u): u is number => isNonNegativeInt(u, false)), { type: 'integer', minimum: 0 });
-const NON_NEGATIVE_INT_OR_INFINITY = numberCodec('a non-negative integer or Infinity', (u): u is number => isNonNegativeInt(u, true));
+const POSITIVE_INT = annotate(guard<number>('a positive integer', (u): u is number => isPositiveInt(u, false)), { type: 'integer', minimum: 1 });
+const POSITIVE_INT_OR_INFINITY = guard<number>('a positive integer or Infinity', (u): u is number => isPositiveInt(u, true));
+const NON_NEGATIVE_INT = annotate(guard<number>('a non-negative integer', (u): u is number => isNonNegativeInt(u, false)), { type: 'integer', minimum: 0 });
+const NON_NEGATIVE_INT_OR_INFINITY = guard<number>('a non-negative integer or Infinity', (u): u is number => isNonNegativeInt(u, true));
 
 /** A positive integer, or `Infinity` where `allowInfinity`. */
 export function positiveInt(allowInfinity = false): t.Type<number, number, unknown> {
@@ -200,52 +205,36 @@ export function finite<C extends t.Mixed>(codec: C): C | t.Type<number, number, 
 
 /** A TCP port: 0 to 65535 (0 picks a free port). */
 export const Port = annotate(
-  numberCodec('a port number (0 to 65535; 0 picks a free port)', (u): u is number => typeof u === 'number' && Number.isInteger(u) && u >= 0 && u <= 65535),
+  guard<number>('a port number (0 to 65535; 0 picks a free port)', (u): u is number => typeof u === 'number' && Number.isInteger(u) && u >= 0 && u <= 65535),
   { type: 'integer', minimum: 0, maximum: 65535 },
 );
 
 /** A positive, finite number of milliseconds. */
 export const PositiveMs = annotate(
-  numberCodec('a positive number of milliseconds', (u): u is number => typeof u === 'number' && u > 0 && Number.isFinite(u)),
+  guard<number>('a positive number of milliseconds', (u): u is number => typeof u === 'number' && u > 0 && Number.isFinite(u)),
   { type: 'number', exclusiveMinimum: 0 },
 );
 
 /** A non-negative, finite number of milliseconds. */
 export const NonNegativeMs = annotate(
-  numberCodec('a non-negative number of milliseconds', (u): u is number => typeof u === 'number' && u >= 0 && Number.isFinite(u)),
+  guard<number>('a non-negative number of milliseconds', (u): u is number => typeof u === 'number' && u >= 0 && Number.isFinite(u)),
   { type: 'number', minimum: 0 },
 );
 
 /** A function (any arity), e.g. a model class or a selector function. */
-export function fn<F extends Function>(name: string): t.Type<F, F, unknown> {
-  return new t.Type<F, F, unknown>(
-    name,
-    (u): u is F => typeof u === 'function',
-    (u, c) => (typeof u === 'function' ? t.success(u as F) : t.failure(u, c)),
-    t.identity,
-  );
+export function fn<F extends ((...args: never[]) => unknown) | (abstract new (...args: never[]) => unknown)>(name: string): t.Type<F, F, unknown> {
+  return guard<F>(name, (u) => typeof u === 'function');
 }
 
 /** A non-empty string. */
 export const NonEmptyString = annotate(
-  new t.Type<string, string, unknown>(
-    'a non-empty string',
-    (u): u is string => typeof u === 'string' && u.length > 0,
-    (u, c) => (typeof u === 'string' && u.length > 0 ? t.success(u) : t.failure(u, c)),
-    t.identity,
-  ),
+  guard<string>('a non-empty string', (u) => typeof u === 'string' && u.length > 0),
   { type: 'string', minLength: 1 },
 );
 
 /** A dot path (`'a.b.c'`): non-empty segments separated by dots. */
 export const DotPath = annotate(
-  new t.Type<string, string, unknown>(
-    "a dot path like 'a.b.c'",
-    (u): u is string => typeof u === 'string' && u.split('.').every((s) => s.length > 0),
-    (u, c) =>
-      typeof u === 'string' && u.split('.').every((s) => s.length > 0) ? t.success(u) : t.failure(u, c),
-    t.identity,
-  ),
+  guard<string>("a dot path like 'a.b.c'", (u) => typeof u === 'string' && u.split('.').every((s) => s.length > 0)),
   { type: 'string', pattern: '^[^.]+(\\.[^.]+)*$', description: "a dot path like 'a.b.c'" },
 );
 
@@ -260,7 +249,7 @@ export function firstNonJson(value: unknown, path: string, ancestors: Set<object
   if (value === undefined) return ancestors.size === 0 ? undefined : path;
   if (typeof value !== 'object') return path;
   if (ancestors.has(value)) return path; // a cycle
-  const proto = Object.getPrototypeOf(value);
+  const proto: unknown = Object.getPrototypeOf(value);
   if (!Array.isArray(value) && proto !== Object.prototype && proto !== null) return path;
   ancestors.add(value);
   try {
@@ -279,11 +268,6 @@ export function firstNonJson(value: unknown, path: string, ancestors: Set<object
   } finally {
     ancestors.delete(value);
   }
-}
-
-/** A codec for a value that passes `test`, named `expected` in errors. */
-export function guard<T>(expected: string, test: (u: unknown) => boolean): t.Type<T, T, unknown> {
-  return new t.Type<T, T, unknown>(expected, (u): u is T => test(u), (u, c) => (test(u) ? t.success(u as T) : t.failure(u, c)), t.identity);
 }
 
 /** The fields `keys` of an object codec's props (to build one codec from another's fields). */
