@@ -85,7 +85,8 @@ const InvokerOptionsCodec = strict('InvokerOptions', {}, { graph: GraphCodec, ti
 const DEFAULT_TIMEOUT_MS = 30_000;
 
 /**
- * @internal Where a request's outcome goes, once: its answer (`event`, errored ones included), or
+ * Where a request's outcome goes (internal: no entry exports it, and it stays in the typings
+ * because other modules' declarations name it), once: its answer (`event`, errored ones included), or
  * `undefined` and why it was refused or cancelled (`refused`). Called synchronously from the
  * pipeline's emission (or from `begin` itself when refused or answered at once), so it must not
  * throw.
@@ -109,7 +110,7 @@ export interface Started<B = unknown> {
   cancel(reason: unknown): void;
 }
 
-/** @internal Cancels a request begun with `begin` (its answer is `(undefined, reason)`); nothing once answered. */
+/** Cancels a request begun with `begin` (internal: no entry exports it) (its answer is `(undefined, reason)`); nothing once answered. */
 export type CancelRequest = (reason: unknown) => void;
 
 /**
@@ -120,7 +121,7 @@ export type CancelRequest = (reason: unknown) => void;
  */
 export interface RouteInvoker {
   readonly client: Invoker;
-  begin(body: unknown, init: InvokeInit, answer: AnswerTo, partials?: PartialSink): CancelRequest;
+  readonly begin: (body: unknown, init: InvokeInit, answer: AnswerTo, partials?: PartialSink) => CancelRequest;
 }
 
 /** The pipeline's current subscription and the subject its events come from. */

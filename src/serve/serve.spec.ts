@@ -88,6 +88,7 @@ interface JsonAnswer {
   readonly tag?: string;
   readonly inputs?: unknown;
   readonly models?: unknown;
+  readonly id?: string;
 }
 
 interface Answer {
@@ -521,7 +522,7 @@ describe('serve(): request ids (fastify genReqId)', () => {
   it('rxservePlugin sets its own genReqId in its context: its routes honour x-request-id, the app keeps its own ids elsewhere', async () => {
     const { graph, pipeline } = sleepyPipeline();
     const app = Fastify();
-    app.post('/own', async (request) => ({ id: request.id }));
+    app.post('/own', (request) => Promise.resolve({ id: request.id }));
     await app.register(rxservePlugin, { pipeline, graph, prefix: '/ml' });
     await app.listen({ port: 0, host: '127.0.0.1' });
     const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
@@ -541,7 +542,7 @@ describe('serve(): request ids (fastify genReqId)', () => {
     expect((rxservePlugin as unknown as Record<symbol, unknown>)[Symbol.for('skip-override')]).toBe(false);
     const { graph, pipeline } = sleepyPipeline();
     const app = Fastify();
-    app.post('/own', async (request) => ({ own: request.body }));
+    app.post('/own', (request) => Promise.resolve({ own: request.body }));
     await app.register(rxservePlugin, { pipeline, graph });
     await app.listen({ port: 0, host: '127.0.0.1' });
     const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
@@ -966,8 +967,8 @@ describe('rxservePlugin on an existing fastify app', () => {
   it('serves the routes under a prefix beside the app’s own, and closing the app closes the graph', async () => {
     const { graph, pipeline } = sleepyPipeline();
     const app = Fastify();
-    // eslint-disable-next-line @typescript-eslint/require-await -- fastify answers with an async handler's return value
-    app.post('/own', async (request) => ({ own: request.body })); // the app's text/plain parser still applies here
+     
+    app.post('/own', (request) => Promise.resolve({ own: request.body })); // the app's text/plain parser still applies here
     await app.register(rxservePlugin, { pipeline, graph, prefix: '/ml', apiKeys: ['key'] });
     await app.listen({ port: 0, host: '127.0.0.1' });
     const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;

@@ -73,7 +73,7 @@ describe('EventStream', () => {
         // An async iterator's buffered chunks: one promise job after another, no tick in between.
         void (async () => {
           for (let n = 1; n <= 50; n++) {
-            await null;
+            await Promise.resolve();
             stream.write(frame(n));
             // Written, and not held in node:http's cork of the socket until the next tick.
             if (n === 1) seenAtOnce.push(writes.some((w) => numbers(w).includes(1)) && lastResponse?.socket?.writableCorked === 0);

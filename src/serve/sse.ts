@@ -49,7 +49,7 @@ export class ClientWatch {
   readonly #socket: WatchedSocket | null;
 
   constructor(reply: FastifyReply) {
-    const socket = reply.raw.socket as WatchedSocket | null;
+    const socket: WatchedSocket | null = reply.raw.socket;
     this.#socket = socket;
     // Already closed (or detached): the client is gone before its request starts.
     if (socket === null || socket.destroyed) {
