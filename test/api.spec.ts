@@ -35,9 +35,6 @@ const INTERNAL_NAMES = [
   'WIRE_BATCH', // OnnxModel[WIRE_BATCH]: its batch wire form in pool workers
   'WireRows',
   'MonitorObserver', // EndpointRegistry.onEvent
-  'kInvoker', // serve()'s private plugin options
-  'kMetrics',
-  'kOwnsApp',
 ];
 
 describe('the published typings', () => {
