@@ -32,8 +32,8 @@ export default defineConfig([
   // users, so ESM only (the thread entry uses top-level await to load its models at start).
   {
     entry: {
-      'execution/threadWorker': 'src/execution/threadWorker.ts',
-      'execution/processWorker': 'src/execution/processWorker.ts',
+      'execution/threadWorker': 'src/execution/worker/threadWorker.ts',
+      'execution/processWorker': 'src/execution/worker/processWorker.ts',
     },
     format: ['esm'],
     splitting: true,

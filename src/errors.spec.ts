@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 describe('the one list of error classes', () => {
   it('lists every error class errors.ts exports, and a worker rebuilds each with its class', async () => {
     const errors = await import('./errors.js');
-    const { deserializeError, serializeError } = await import('./execution/protocol.js');
+    const { deserializeError, serializeError } = await import('./execution/wire/protocol.js');
     const classes = Object.entries(errors).filter(
       ([, value]) => typeof value === 'function' && (value as { prototype?: unknown }).prototype instanceof Error,
     );

@@ -223,7 +223,7 @@ export type ServingError = Error;
 
 /**
  * Every error class rxserve raises, by name: the one list. Errors crossing a worker boundary get
- * their class back from it (execution/protocol.ts), so a class missing here would arrive as a
+ * their class back from it (execution/wire/protocol.ts), so a class missing here would arrive as a
  * plain `Error`; a test checks that every class this module exports is listed.
  */
 export const ERROR_CLASSES: Readonly<Record<string, new (...args: never[]) => Error>> = Object.freeze({

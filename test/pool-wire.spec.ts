@@ -8,7 +8,7 @@ import { BroadcastChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { Subject, firstValueFrom, from, lastValueFrom, toArray } from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ModelHost } from '../src/execution/host.js';
+import { ModelHost } from '../src/execution/worker/modelHost.js';
 import { asEvents, createGraph, invoker, modelRunner, toEvent, type ModelEntry, type ServingEvent } from '../src/index.js';
 // @ts-expect-error a plain .mjs module without types (the example's encoder)
 import { writeMlpModel } from '../examples/onnx/onnxBuilder.mjs';
@@ -64,7 +64,7 @@ describe('partials cross from workers only when someone listens', () => {
     }
   });
 
-  // The host is the code both kinds of worker run (threadWorker.ts, processWorker.ts).
+  // The host is the code both kinds of worker run (execution/worker/threadWorker.ts, processWorker.ts).
   it('the worker host gives a call a context that sends partials only when the wire call says someone listens', async () => {
     const sent: [number, unknown][] = [];
     const host = new ModelHost('process', (id, partial) => sent.push([id, partial]));

@@ -1,5 +1,5 @@
 // The built-in model classes on the main side: the one list, registered by name and accepted by
-// worker mechanisms without a module reference. Workers load them lazily (workerBuiltins.ts).
+// worker mechanisms without a module reference. Workers load them lazily (worker/lazyBuiltins.ts).
 import { LLModel } from '../llm/llmodel.js';
 import { OnnxModel } from '../onnx/onnxModel.js';
 import { Model, type ModelClass } from '../model/model.js';

@@ -1,5 +1,5 @@
 // Deep copies of request bodies: each model gets its own copy of its input (docs/design.md §1.7).
-import { inspectForWorker } from './protocol.js';
+import { inspectForWorker } from './wire/protocol.js';
 
 /**
  * Deep-copies a body. Plain objects, arrays and primitives (the JSON-shaped bodies that are the

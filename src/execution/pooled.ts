@@ -7,9 +7,9 @@ import { WorkerCrashedError } from '../errors.js';
 import { listens } from '../model/callContext.js';
 import type { PredictContext } from '../model/model.js';
 import type { CallResult, ExecutorSession } from './executor.js';
-import { wireCodec, type WireCodec } from './wireCodecs.js';
+import { wireCodec, type WireCodec } from './wire/builtinCodecs.js';
 import { Lane, LaneCall, type LaneUnit } from './lane.js';
-import { deserializeError, inspectForWorker, unflatten, type WireBatch, type WireCall, type WireResult } from './protocol.js';
+import { deserializeError, inspectForWorker, unflatten, type WireBatch, type WireCall, type WireResult } from './wire/protocol.js';
 
 /** A batch handed to a transport. */
 export interface SentBatch {

@@ -9,8 +9,8 @@ import { workerEntry } from './workerEntry.js';
 import type { Executor, ExecutorHooks, ExecutorSession } from './executor.js';
 import { PooledSession, routePartial, type BatchTransport, type SentBatch } from './pooled.js';
 import { resolvePoolOptions, type PoolOptions } from './poolOptions.js';
-import type { ToChild, ToParent } from './processWorker.js';
-import { deserializeError, inspectForWorker, type WireBatch, type WireResult } from './protocol.js';
+import type { ToChild, ToParent } from './worker/processWorker.js';
+import { deserializeError, inspectForWorker, type WireBatch, type WireResult } from './wire/protocol.js';
 import { workerSpecKey } from './specs.js';
 
 /** Restart policy of crashed processes. */

@@ -3,7 +3,7 @@ import { ConfigError, ModelLoadError } from '../errors.js';
 import { assertWorkerData, type ModelEntry } from '../model/entry.js';
 import { isModelInstance, modelClassName, registeredModel } from '../model/registry.js';
 import { BUILT_IN_MODELS } from './builtins.js';
-import type { WorkerModelSpec } from './protocol.js';
+import type { WorkerModelSpec } from './wire/protocol.js';
 
 /**
  * The spec key (JSON of a `WorkerModelSpec`) for an entry run in a worker. A name registered to a

@@ -9,10 +9,10 @@ import type { ModelEntry } from '../model/entry.js';
 import { workerEntry } from './workerEntry.js';
 import type { Executor, ExecutorHooks, ExecutorSession } from './executor.js';
 import { PooledSession, routePartial, type BatchTransport, type SentBatch } from './pooled.js';
-import { deserializeError, encodeBatch, inspectForWorker, unflatten, type SerializedError, type WireBatch } from './protocol.js';
+import { deserializeError, encodeBatch, inspectForWorker, unflatten, type SerializedError, type WireBatch } from './wire/protocol.js';
 import { resolvePoolOptions, type PoolOptions } from './poolOptions.js';
 import { workerSpecKey } from './specs.js';
-import type { ThreadTask, ThreadWorkerData } from './threadWorker.js';
+import type { ThreadTask, ThreadWorkerData } from './worker/threadWorker.js';
 
 // One cancel board for the whole process: a call is cancelled by writing its id into its slot.
 const CANCEL_SLOTS = 1 << 16;

@@ -1,6 +1,6 @@
 // What crosses the boundary to worker threads and child processes: model specs, batches of
 // calls, results, and errors serialized by hand so their class, stack and cause survive.
-import { ERROR_CLASSES, safeString } from '../errors.js';
+import { ERROR_CLASSES, safeString } from '../../errors.js';
 
 /** How a worker finds and builds one model. `module: null` names a built-in class ('Model'). */
 export interface WorkerModelSpec {

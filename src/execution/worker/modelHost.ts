@@ -1,12 +1,12 @@
 // The worker side: builds each model once per worker/process, runs batches of calls, cancels them.
-import { ModelLoadError, toError } from '../errors.js';
-import type { Model } from '../model/model.js';
-import { importModelClass } from '../model/registry.js';
-import { CallContext } from '../model/callContext.js';
-import { runOperation } from '../model/operation.js';
-import { loadBuiltIn } from './workerBuiltins.js';
-import { wireCodec, type WireCodec } from './wireCodecs.js';
-import { flatten, inspectForWorker, serializeError, type WireBatch, type WireCall, type WireResult, type WorkerModelSpec } from './protocol.js';
+import { ModelLoadError, toError } from '../../errors.js';
+import type { Model } from '../../model/model.js';
+import { importModelClass } from '../../model/registry.js';
+import { CallContext } from '../../model/callContext.js';
+import { runOperation } from '../../model/operation.js';
+import { loadBuiltIn } from './lazyBuiltins.js';
+import { wireCodec, type WireCodec } from '../wire/builtinCodecs.js';
+import { flatten, inspectForWorker, serializeError, type WireBatch, type WireCall, type WireResult, type WorkerModelSpec } from '../wire/protocol.js';
 
 /** Classes every worker knows without a module reference. */
 

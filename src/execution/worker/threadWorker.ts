@@ -1,8 +1,8 @@
 // The piscina worker entry for 'thread_pool': each task is a batch of model calls (or a preload).
 import { BroadcastChannel, threadId } from 'node:worker_threads';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
-import { cancelledReason, ModelHost } from './host.js';
-import { decodeBatch, flatten, serializeError, type FlatBatch, type WireResult } from './protocol.js';
+import { cancelledReason, ModelHost } from './modelHost.js';
+import { decodeBatch, flatten, serializeError, type FlatBatch, type WireResult } from '../wire/protocol.js';
 
 /**
  * A piscina task of the thread_pool executor: a model to load, a batch in its one wire form, or the

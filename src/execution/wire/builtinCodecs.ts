@@ -1,6 +1,6 @@
 // How the batches of a built-in model class cross a worker boundary (OnnxModel: tensors as
 // TypedArrays): light enough for the worker entries, which must not load the classes themselves.
-import { WIRE_BATCH, outputTransfer, packBatch, unpackBatch, unpackInputs } from '../onnx/wire.js';
+import { WIRE_BATCH, outputTransfer, packBatch, unpackBatch, unpackInputs } from '../../onnx/wire.js';
 
 /**
  * How the batches of a built-in class cross a worker boundary in a form cheaper than its JSON

@@ -1,6 +1,6 @@
 // The child-process entry for 'process_pool' and 'dedicated_process': a message loop over IPC.
-import { cancelledReason, ModelHost } from './host.js';
-import { serializeError, type SerializedError, type WireBatch, type WireResult } from './protocol.js';
+import { cancelledReason, ModelHost } from './modelHost.js';
+import { serializeError, type SerializedError, type WireBatch, type WireResult } from '../wire/protocol.js';
 
 /** Messages from the parent. */
 export type ToChild =
