@@ -6,7 +6,7 @@ import { ModelTimeoutError, RxServeError, toError } from '../errors.js';
 import { EventCancel, makeEvent, withError, type PartialSink, type ServingEvent } from '../event.js';
 import { DEFAULT_CLOSE_TIMEOUT_MS, flowRuntimeOf } from '../flow/runtime.js';
 import type { Graph } from '../graph/graph.js';
-import { GraphCodec } from './codecs.js';
+import { GraphCodec } from './graphCodec.js';
 
 /** What `client.stream()` emits: partial results as they come, then the answer. */
 export type StreamMessage<B = unknown> =

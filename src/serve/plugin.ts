@@ -13,7 +13,7 @@ import type { Graph } from '../graph/graph.js';
 import type { PrometheusExporter } from '../monitoring/prometheus.js';
 import { apiKeyCheck, unauthorized } from './auth.js';
 import { checkEndpointNames, loadMetrics } from './checks.js';
-import { GraphCodec } from './codecs.js';
+import { GraphCodec } from './graphCodec.js';
 import { DashboardSessions, registerDashboard, sendDashboardUnauthorized, type DashboardRouteConfig } from './dashboard/plugin.js';
 import { routeInvoker, type Invoker } from './invoker.js';
 import { registerOpenAIRoutes, type OpenAIFrontOptions } from './openai.js';
