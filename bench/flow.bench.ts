@@ -58,7 +58,10 @@ export async function runFlow(quick: boolean): Promise<FlowComparison[]> {
       o.push(await cpuRun(ours(), total));
     }
     const mid = <T>(xs: T[], key: (x: T) => number) => [...xs].sort((x, y) => key(x) - key(y))[Math.floor(xs.length / 2)]!;
-    const ratio = mid(o.map((x, i) => x.perEventUs / b[i]!.perEventUs), (r) => r);
+    const ratio = mid(
+      o.map((x, i) => x.perEventUs / b[i]!.perEventUs),
+      (r) => r,
+    );
     results.push({ name, baseline, ours: mid(o, (x) => x.perEventUs), base: mid(b, (x) => x.perEventUs), ratio });
   };
 
@@ -92,7 +95,12 @@ export async function runFlow(quick: boolean): Promise<FlowComparison[]> {
       shared.pipe(make(inc)),
     );
   };
-  await compare('(b) fan-out: 3 side branches + responder (step()s)', 'share() + merge() of the same step()s', fanFlow(rxStep), fanHand(rxStep));
+  await compare(
+    '(b) fan-out: 3 side branches + responder (step()s)',
+    'share() + merge() of the same step()s',
+    fanFlow(rxStep),
+    fanHand(rxStep),
+  );
   await compare('(b′) the same fan-out with bare map() steps', 'share() + merge() of the same map()s', fanFlow(mapStep), fanHand(mapStep));
 
   // (c) generate three times round a loop, then answer.
@@ -101,7 +109,10 @@ export async function runFlow(quick: boolean): Promise<FlowComparison[]> {
   const cycleFlow = (): Op => {
     const f = flow();
     f.to('generate', mapStep(gen), { maxIterations: 3 })
-      .to('judge', choice((e) => ((e.body as Body).n! >= 3 ? 'reply' : 'generate')))
+      .to(
+        'judge',
+        choice((e) => ((e.body as Body).n! >= 3 ? 'reply' : 'generate')),
+      )
       .cycleTo('generate');
     f.add('reply', mapStep(reply), { after: 'judge' }).respond();
     return f.build();
@@ -114,7 +125,12 @@ export async function runFlow(quick: boolean): Promise<FlowComparison[]> {
         map((x) => withBody(x, reply(x.body as Body))),
       ),
     );
-  await compare('(c) a 3-iteration cycle (step → choice → back), then reply', 'mergeMap + expand() over the same functions', cycleFlow, cycleHand);
+  await compare(
+    '(c) a 3-iteration cycle (step → choice → back), then reply',
+    'mergeMap + expand() over the same functions',
+    cycleFlow,
+    cycleHand,
+  );
   return results;
 }
 

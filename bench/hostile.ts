@@ -81,8 +81,11 @@ function trickle(client: ReturnType<typeof open>, chunk: string, everyMs: number
 }
 
 const post = (path: string, body: string, headers: Record<string, string> = {}) =>
-  fetch(`${url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}`, ...headers }, body });
-
+  fetch(`${url}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}`, ...headers },
+    body,
+  });
 
 // ---- warm-up: the memory baseline is a server that has served ------------------------------------
 for (let i = 0; i < 300; i++) await (await post('/score', JSON.stringify({ i }))).text();
@@ -125,11 +128,37 @@ for (const kind of [...new Set(slow.map((s) => s.kind))]) {
 const deep = `${'{"a":'.repeat(5_000)}1${'}'.repeat(5_000)}`;
 const big = Buffer.alloc(11 * 2 ** 20, 'a');
 const requests: [string, () => string | Buffer][] = [
-  ['not JSON', () => `POST /score HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEY}\r\ncontent-type: application/json\r\ncontent-length: 9\r\n\r\n{"a": nop`],
-  ['a `__proto__` key', () => { const b = '{"__proto__":{"admin":true}}'; return `POST /score HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEY}\r\ncontent-type: application/json\r\ncontent-length: ${b.length}\r\n\r\n${b}`; }],
-  ['a body nested 5,000 deep (30 KB)', () => `POST /score HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEY}\r\ncontent-type: application/json\r\ncontent-length: ${deep.length}\r\n\r\n${deep}`],
-  ['an 11 MiB body (limit 10 MiB)', () => Buffer.concat([Buffer.from(`POST /score HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEY}\r\ncontent-type: application/json\r\ncontent-length: ${big.length}\r\n\r\n`), big])],
-  ['`text/plain`', () => `POST /score HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEY}\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nhi`],
+  [
+    'not JSON',
+    () =>
+      `POST /score HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEY}\r\ncontent-type: application/json\r\ncontent-length: 9\r\n\r\n{"a": nop`,
+  ],
+  [
+    'a `__proto__` key',
+    () => {
+      const b = '{"__proto__":{"admin":true}}';
+      return `POST /score HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEY}\r\ncontent-type: application/json\r\ncontent-length: ${b.length}\r\n\r\n${b}`;
+    },
+  ],
+  [
+    'a body nested 5,000 deep (30 KB)',
+    () =>
+      `POST /score HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEY}\r\ncontent-type: application/json\r\ncontent-length: ${deep.length}\r\n\r\n${deep}`,
+  ],
+  [
+    'an 11 MiB body (limit 10 MiB)',
+    () =>
+      Buffer.concat([
+        Buffer.from(
+          `POST /score HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEY}\r\ncontent-type: application/json\r\ncontent-length: ${big.length}\r\n\r\n`,
+        ),
+        big,
+      ]),
+  ],
+  [
+    '`text/plain`',
+    () => `POST /score HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEY}\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nhi`,
+  ],
   ['no API key', () => `POST /score HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}`],
   ['an unknown route, no key', () => `GET /admin/secrets HTTP/1.1\r\nhost: x\r\n\r\n`],
   ['an unknown route, with the key', () => `GET /admin/secrets HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEY}\r\n\r\n`],
@@ -152,7 +181,9 @@ for (const [label, make] of requests) {
       return { status, closed, shaped: /^\{"error":"[A-Za-z]+: /.test(body) };
     }),
   );
-  const statuses = [...new Set(ends.map((e) => (e.status === -1 ? 'no answer in 10 s' : e.status === 0 ? 'reset before the answer was read' : e.status)))].join(', ');
+  const statuses = [
+    ...new Set(ends.map((e) => (e.status === -1 ? 'no answer in 10 s' : e.status === 0 ? 'reset before the answer was read' : e.status))),
+  ].join(', ');
   const closed = ends.filter((e) => e.closed).length;
   const shaped = ends.filter((e) => e.shaped).length;
   malformedRows.push(`| ${label} | ${statuses} | ${shaped} of 20 | ${closed} of 20 |`);
@@ -192,20 +223,34 @@ await sleep(500);
 const after = await stats();
 child.disconnect();
 
-const load = loadavg().map((l) => l.toFixed(2)).join(', ');
-console.log(`Probe of ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, requestTimeoutMs ${requestTimeoutMs}, load average ${load}.\n`);
+const load = loadavg()
+  .map((l) => l.toFixed(2))
+  .join(', ');
+console.log(
+  `Probe of ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, requestTimeoutMs ${requestTimeoutMs}, load average ${load}.\n`,
+);
 console.log('Slow clients (1,000 sockets at once):\n');
-console.log(`| the client | sockets | answered | first closed | last closed | still open after ${(requestTimeoutMs + 15_000) / 1000} s |\n|---|---|---|---|---|---|`);
+console.log(
+  `| the client | sockets | answered | first closed | last closed | still open after ${(requestTimeoutMs + 15_000) / 1000} s |\n|---|---|---|---|---|---|`,
+);
 console.log(slowRows.join('\n'));
 console.log(`\nServer connections 5 s in: ${during.connections}; ${(requestTimeoutMs + 15_000) / 1000} s in: ${stillOpen.connections}.\n`);
 console.log('Malformed and refused requests (20 each, a connection each):\n');
-console.log('| request | status | body `{ "error": "<Name>: ..." }` | connection closed by the server (within 2 s of its answer) |\n|---|---|---|---|');
+console.log(
+  '| request | status | body `{ "error": "<Name>: ..." }` | connection closed by the server (within 2 s of its answer) |\n|---|---|---|---|',
+);
 console.log(malformedRows.join('\n'));
-console.log(`\nDashboard sign-in, 1,000 wrong keys from one address: ${signIns[401]} × 401, ${signIns[429]} × 429${signIns.other ? `, ${signIns.other} other` : ''} (${signInSeconds.toFixed(1)} s).`);
+console.log(
+  `\nDashboard sign-in, 1,000 wrong keys from one address: ${signIns[401]} × 401, ${signIns[429]} × 429${signIns.other ? `, ${signIns.other} other` : ''} (${signInSeconds.toFixed(1)} s).`,
+);
 console.log(`API key guessing on POST /score: ${guesses} of 2,000 answered 401, ${(2_000 / guessSeconds).toFixed(0)} guesses/s, no limit.`);
-console.log(`Idle kept-alive sockets after one request each: ${holding.connections} of 2,000 held by the server 3 s later (kept until keepAliveTimeout, 72 s).`);
+console.log(
+  `Idle kept-alive sockets after one request each: ${holding.connections} of 2,000 held by the server 3 s later (kept until keepAliveTimeout, 72 s).`,
+);
 console.log(`\nA request after it all: ${legit.status} ${legitBody}; in flight: ${after.inFlight}.\n`);
-console.log('| server | before | 1,000 slow sockets (5 s in) | after slow | after malformed | 2,000 idle sockets | after all |\n|---|---|---|---|---|---|---|');
+console.log(
+  '| server | before | 1,000 slow sockets (5 s in) | after slow | after malformed | 2,000 idle sockets | after all |\n|---|---|---|---|---|---|---|',
+);
 const all = [before, during, afterSlow, afterMalformed, holding, after];
 console.log(`| connections | ${all.map((s) => s.connections).join(' | ')} |`);
 console.log(`| RSS, MiB | ${all.map((s) => mb(s.rss)).join(' | ')} |`);

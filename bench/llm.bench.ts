@@ -85,22 +85,39 @@ export async function runLLM(quick: boolean): Promise<LLMResult> {
       latencies.push(performance.now() - s);
       return out;
     });
-    await lambda.batch(Array.from({ length: WARM_UP }, (_, i) => i), { maxConcurrency: IN_FLIGHT });
+    await lambda.batch(
+      Array.from({ length: WARM_UP }, (_, i) => i),
+      { maxConcurrency: IN_FLIGHT },
+    );
     latencies.length = 0;
     const t0 = performance.now();
-    await lambda.batch(Array.from({ length: total }, (_, i) => i), { maxConcurrency: IN_FLIGHT });
+    await lambda.batch(
+      Array.from({ length: total }, (_, i) => i),
+      { maxConcurrency: IN_FLIGHT },
+    );
     const lcSeconds = (performance.now() - t0) / 1000;
     latencies.sort((a, b) => a - b);
     const langchain = { perSecond: total / lcSeconds, p50Ms: percentile(latencies, 50), p99Ms: percentile(latencies, 99) };
 
     const gpt = (transport: 'fetch' | 'node-http') =>
-      modelArtifact({ key: MODEL, modelUrl: `openai://${MODEL}`, providerOptions: { apiKey: 'loopback', baseURL: server.baseURL, transport } });
+      modelArtifact({
+        key: MODEL,
+        modelUrl: `openai://${MODEL}`,
+        providerOptions: { apiKey: 'loopback', baseURL: server.baseURL, transport },
+      });
     const prompt = (transport: 'fetch' | 'node-http') =>
       llmPromptArtifact({ key: 'ask', model: gpt(transport), promptTemplate: [{ role: 'user', content: '{question}' }] });
     const step = (transport: 'fetch' | 'node-http') =>
       modelRunner({
         models: [
-          { endpointName: 'ask', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: prompt(transport), resultPath: 'output', maxInFlight: IN_FLIGHT },
+          {
+            endpointName: 'ask',
+            modelClass: 'LLModel',
+            executionMechanism: 'asyncio',
+            modelArtifact: prompt(transport),
+            resultPath: 'output',
+            maxInFlight: IN_FLIGHT,
+          },
         ],
         maxInFlight: IN_FLIGHT,
       });

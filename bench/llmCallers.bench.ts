@@ -58,7 +58,9 @@ export async function runLLMCallers(quick: boolean): Promise<CallerFigures> {
   const baseline = process.env.RXSERVE_BASELINE;
   if (baseline) builds.push(['baseline', (await import(pathToFileURL(baseline).href)) as Rxserve]);
 
-  const cases = builds.flatMap(([build, rx]) => Object.entries(INPUTS).map(([input, body]) => ({ build, input, body, llm: model(rx), times: [] as number[] })));
+  const cases = builds.flatMap(([build, rx]) =>
+    Object.entries(INPUTS).map(([input, body]) => ({ build, input, body, llm: model(rx), times: [] as number[] })),
+  );
   for (const c of cases) await c.llm.load();
   const ctx = { origin: 'advisor', eventId: 'e', signal: new AbortController().signal };
   const once = async (c: (typeof cases)[number], n: number) => {

@@ -61,16 +61,16 @@ export async function runModelRunner(quick: boolean): Promise<Comparison[]> {
   // LangChain: one RunnableParallel per selection (RunnableParallel has no per-input selection),
   // each branch a RunnableLambda over the same model instance.
   const parallelOf = (names: readonly string[]) =>
-    RunnableParallel.from(
-      Object.fromEntries(names.map((n) => [n, RunnableLambda.from((b: Body) => asyncModels[n].predict(b))])),
-    );
+    RunnableParallel.from(Object.fromEntries(names.map((n) => [n, RunnableLambda.from((b: Body) => asyncModels[n].predict(b))])));
   const parallels = new Map<readonly string[], ReturnType<typeof parallelOf>>([NAMES, SOME].map((names) => [names, parallelOf(names)]));
   const langchain = mergeMap((event: ServingEvent) => from(parallels.get(choose(event.body as Body))!.invoke(event.body as Body)));
 
   const results: Comparison[] = [];
   const base1 = await median(runs, () => drive(handAsync, total, inFlight, body));
   const ours1 = await median(runs, () =>
-    drive(modelRunner({ models: entries(AsyncScore, 'asyncio'), selector, maxInFlight: inFlight }), total, inFlight, body, { isRejected: rejected }),
+    drive(modelRunner({ models: entries(AsyncScore, 'asyncio'), selector, maxInFlight: inFlight }), total, inFlight, body, {
+      isRejected: rejected,
+    }),
   );
   const peer1 = await median(runs, () => drive(langchain, Math.ceil(total / 10), inFlight, body));
   results.push({
@@ -82,7 +82,9 @@ export async function runModelRunner(quick: boolean): Promise<Comparison[]> {
   });
   const base2 = await median(runs, () => drive(handSync, total, inFlight, body));
   const ours2 = await median(runs, () =>
-    drive(modelRunner({ models: entries(SyncScore, 'naive'), selector, maxInFlight: inFlight }), total, inFlight, body, { isRejected: rejected }),
+    drive(modelRunner({ models: entries(SyncScore, 'naive'), selector, maxInFlight: inFlight }), total, inFlight, body, {
+      isRejected: rejected,
+    }),
   );
   results.push({ name: '3 naive models + selector', baseline: 'mergeMap + forkJoin(of) (sync)', ours: ours2, base: base2 });
 
@@ -95,7 +97,8 @@ export async function runModelRunner(quick: boolean): Promise<Comparison[]> {
   const off = await median(runs, () => drive(graphStep(false), total, inFlight, body, { isRejected: rejected }));
   const on = await median(runs, () => drive(graphStep(true), total, inFlight, body, { isRejected: rejected }));
   results.push({ name: 'monitoring on (100% sampling, records built)', baseline: 'the same graph step, untracked', ours: on, base: off });
-  for (const r of results) if (r.ours.rejected > 0) throw new Error(`${r.name}: ${r.ours.rejected} events rejected; the bench must not overflow`);
+  for (const r of results)
+    if (r.ours.rejected > 0) throw new Error(`${r.name}: ${r.ours.rejected} events rejected; the bench must not overflow`);
   return results;
 }
 

@@ -53,7 +53,7 @@ async function raw(session: ort.InferenceSession, total: number, batch: number):
   const t0 = performance.now();
   // With 64 in flight and hand-made batches, a request waits for its batch to run: its latency
   // is from when its batch was formed (all 64 arrive at once, and again as they complete).
-  for (let done = 0; done < total; ) {
+  for (let done = 0; done < total;) {
     const size = Math.min(batch, total - done);
     const data = new Float32Array(size * WIDTH);
     for (let r = 0; r < size; r++) data.set(inputs[(done + r) % inputs.length], r * WIDTH);
@@ -85,7 +85,7 @@ async function rawFromJson(session: ort.InferenceSession, total: number, batch: 
   let responses = 0;
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
-  for (let done = 0; done < total; ) {
+  for (let done = 0; done < total;) {
     const size = Math.min(batch, total - done);
     const start = performance.now();
     const data = new Float32Array(size * WIDTH);
@@ -189,12 +189,22 @@ export async function handBatched(modelPath: string, total: number): Promise<Onn
   }
 }
 
-export async function served(modelPath: string | undefined, total: number, batching?: ModelEntry['batching']): Promise<RunFigures & { cpuUs: number }> {
+export async function served(
+  modelPath: string | undefined,
+  total: number,
+  batching?: ModelEntry['batching'],
+): Promise<RunFigures & { cpuUs: number }> {
   // No model path: (e), the identity 'Model' with a one-field body.
   const entry: ModelEntry =
     modelPath === undefined
       ? { endpointName: 'mlp', modelClass: 'Model', executionMechanism: 'thread_pool', ...(batching ? { batching } : {}) }
-      : { endpointName: 'mlp', modelClass: 'OnnxModel', executionMechanism: 'thread_pool', params: { modelPath }, ...(batching ? { batching } : {}) };
+      : {
+          endpointName: 'mlp',
+          modelClass: 'OnnxModel',
+          executionMechanism: 'thread_pool',
+          params: { modelPath },
+          ...(batching ? { batching } : {}),
+        };
   const body = modelPath === undefined ? (i: number) => ({ x: i }) : oipBody;
   // One subscription for warm-up and measurement: a step's pool lives as long as its subscription.
   const input = new Subject<ServingEvent>();
@@ -235,13 +245,21 @@ async function medianOf<T extends { perSecond: number }>(runs: number, once: () 
 export async function runOnnx(quick: boolean): Promise<OnnxResult> {
   const total = quick ? 2_000 : 20_000;
   const runs = quick ? 1 : 3;
-  const modelPath: string = writeMlpModel(join(mkdtempSync(join(tmpdir(), 'rxserve-onnx-bench-')), 'mlp.onnx'), [WIDTH, WIDTH, WIDTH, WIDTH]);
+  const modelPath: string = writeMlpModel(join(mkdtempSync(join(tmpdir(), 'rxserve-onnx-bench-')), 'mlp.onnx'), [
+    WIDTH,
+    WIDTH,
+    WIDTH,
+    WIDTH,
+  ]);
   const session = await ort.InferenceSession.create(modelPath);
   await raw(session, 256, 1);
   const a = { ...(await medianOf(runs, () => raw(session, total, 1))), name: '(a) raw session.run, one request at a time' };
   const b = { ...(await medianOf(runs, () => raw(session, total, 32))), name: '(b) raw session.run, batches of 32' };
   await rawFromJson(session, 256, 32);
-  const b2 = { ...(await medianOf(runs, () => rawFromJson(session, total, 32))), name: "(b') raw session.run, batches of 32 from the OIP JSON bodies, a JSON response each" };
+  const b2 = {
+    ...(await medianOf(runs, () => rawFromJson(session, total, 32))),
+    name: "(b') raw session.run, batches of 32 from the OIP JSON bodies, a JSON response each",
+  };
   await session.release();
   const batching = { maxBatchSize: 32, maxWaitMs: MAX_WAIT_MS };
   const c = { ...(await medianOf(runs, () => served(modelPath, total))), name: '(c) rxserve thread_pool, no batching' } as OnnxFigures;
@@ -252,9 +270,18 @@ export async function runOnnx(quick: boolean): Promise<OnnxResult> {
     dRuns.push((await served(modelPath, total, batching)) as unknown as OnnxFigures);
     fRuns.push(await handBatched(modelPath, total));
   }
-  const d = { ...(await medianOf(runs, async () => dRuns.shift()!)), name: `(d) rxserve thread_pool, batching { maxBatchSize: 32, maxWaitMs: ${MAX_WAIT_MS} }` };
-  const f = { ...(await medianOf(runs, async () => fRuns.shift()!)), name: '(f) hand-batched session.run on a worker thread, 64 in flight, the same events and bodies as (d) (goal 3 baseline)' };
-  const e = { ...(await medianOf(runs, () => served(undefined, total, batching))), name: "(e) as (d) with the identity 'Model' and a one-field body (rxserve's own cost)" } as OnnxFigures;
+  const d = {
+    ...(await medianOf(runs, async () => dRuns.shift()!)),
+    name: `(d) rxserve thread_pool, batching { maxBatchSize: 32, maxWaitMs: ${MAX_WAIT_MS} }`,
+  };
+  const f = {
+    ...(await medianOf(runs, async () => fRuns.shift()!)),
+    name: '(f) hand-batched session.run on a worker thread, 64 in flight, the same events and bodies as (d) (goal 3 baseline)',
+  };
+  const e = {
+    ...(await medianOf(runs, () => served(undefined, total, batching))),
+    name: "(e) as (d) with the identity 'Model' and a one-field body (rxserve's own cost)",
+  } as OnnxFigures;
   // The issue's rows first: the goals read rows[0..3].
   return { rows: [a, b, c, d, b2, e, f], requests: total, runs };
 }
@@ -266,11 +293,14 @@ export function onnxMarkdown(result: OnnxResult): string {
   const [a, b, c, d, b2, , f] = result.rows;
   return [
     `${result.requests} requests of one row each, 64 in flight; MLP ${WIDTH}→${WIDTH}→${WIDTH}→${WIDTH} (FP32); each row the median of ${result.runs} run(s) by throughput; ` +
-      'CPU µs/request is the process\'s CPU time (all its threads) over the run divided by the requests.',
+      "CPU µs/request is the process's CPU time (all its threads) over the run divided by the requests.",
     '',
     '| case | requests/s | vs (a) | p50 ms | p99 ms | CPU µs/request |',
     '|---|---|---|---|---|---|',
-    ...result.rows.map((r) => `| ${r.name} | ${f0(r.perSecond)} | ${f2(r.perSecond / a.perSecond)}× | ${f2(r.p50Ms)} | ${f2(r.p99Ms)} | ${r.cpuUs.toFixed(1)} |`),
+    ...result.rows.map(
+      (r) =>
+        `| ${r.name} | ${f0(r.perSecond)} | ${f2(r.perSecond / a.perSecond)}× | ${f2(r.p50Ms)} | ${f2(r.p99Ms)} | ${r.cpuUs.toFixed(1)} |`,
+    ),
     '',
     `(d) / (c) = **${f2(d.perSecond / c.perSecond)}×** (goal ≥ 3×); (d) / (b) = **${f2(d.perSecond / b.perSecond)}×** (goal ≥ 0.8×); ` +
       `p99 of (d) = ${f2(d.p99Ms)} ms with maxWaitMs = ${MAX_WAIT_MS} ms. (Not goals: (d) / (b') = ${f2(d.perSecond / (b2?.perSecond ?? NaN))}×.)`,

@@ -53,7 +53,11 @@ async function overloadChild(kind: 'rxserve' | 'mergeMap', seconds: number): Pro
           maxInFlight: CONCURRENCY,
           maxQueue: QUEUE,
         })
-      : mergeMap(async (e: ServingEvent) => ({ ...e, body: await model.predict(e.body as never, { signal: new AbortController().signal }) }) as ServingEvent, CONCURRENCY);
+      : mergeMap(
+          async (e: ServingEvent) =>
+            ({ ...e, body: await model.predict(e.body as never, { signal: new AbortController().signal }) }) as ServingEvent,
+          CONCURRENCY,
+        );
   global.gc?.();
   const baselineRss = process.memoryUsage().rss;
   let peakRss = baselineRss;

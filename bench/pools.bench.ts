@@ -67,12 +67,18 @@ async function loadedRun(channel: Channel, loaded: number, inFlight: number): Pr
  * round-robin over the channels (p50 = the lowest block median, p99 over all calls), then each
  * channel's throughput run in turn.
  */
-async function measureAll(channels: Record<string, Channel>, sequential: number, loaded: number, inFlight: number): Promise<Record<string, Figures>> {
+async function measureAll(
+  channels: Record<string, Channel>,
+  sequential: number,
+  loaded: number,
+  inFlight: number,
+): Promise<Record<string, Figures>> {
   const names = Object.keys(channels);
   for (const name of names) await sequentialBlock(channels[name], Math.min(1_000, sequential)); // warm-up (JIT)
   const blocks: Record<string, number[][]> = Object.fromEntries(names.map((n) => [n, []]));
   for (let b = 0; b < BLOCKS; b++) {
-    for (const name of names) blocks[name].push((await sequentialBlock(channels[name], Math.ceil(sequential / BLOCKS))).sort((x, y) => x - y));
+    for (const name of names)
+      blocks[name].push((await sequentialBlock(channels[name], Math.ceil(sequential / BLOCKS))).sort((x, y) => x - y));
   }
   const figures: Record<string, Figures> = {};
   for (const name of names) {
@@ -116,7 +122,11 @@ function echoChannel(
 
 function rawThread(): Channel {
   const worker = new Worker(fixture('echoThread.mjs'));
-  return echoChannel((l) => worker.on('message', l), (m) => worker.postMessage(m), () => worker.terminate());
+  return echoChannel(
+    (l) => worker.on('message', l),
+    (m) => worker.postMessage(m),
+    () => worker.terminate(),
+  );
 }
 
 function rawPiscina(threads: number): Channel {
@@ -126,7 +136,11 @@ function rawPiscina(threads: number): Channel {
 
 function rawFork(): Channel {
   const child = fork(fixture('echoProcess.mjs'), [], { serialization: 'advanced' });
-  return echoChannel((l) => child.on('message', l), (m) => child.send(m), async () => child.disconnect());
+  return echoChannel(
+    (l) => child.on('message', l),
+    (m) => child.send(m),
+    async () => child.disconnect(),
+  );
 }
 
 /** A modelRunner step driven one event at a time per call. */
@@ -224,7 +238,10 @@ export async function runPools(quick: boolean): Promise<PoolsResult> {
   // Cold: first use of a new step, so worker start-up (the worker entry's imports) counts. In a
   // plain node process (bench/fixtures/coldStart.mjs says why).
   const coldRates = JSON.parse(
-    execFileSync(process.execPath, [fixturePath('coldStart.mjs'), String(burnEvents)], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } }),
+    execFileSync(process.execPath, [fixturePath('coldStart.mjs'), String(burnEvents)], {
+      encoding: 'utf8',
+      env: { ...process.env, NODE_OPTIONS: '' },
+    }),
   ) as Record<'naive' | 'thread_pool' | 'process_pool', number>;
   const cold = [{ name: 'naive (main thread), cold', perSecond: coldRates.naive, ratio: 1 }];
   for (const mechanism of ['thread_pool', 'process_pool'] as const) {
@@ -253,7 +270,11 @@ async function processStart(rounds: number): Promise<{ bare: number; worker: num
     child.kill();
     await new Promise((resolve) => child.on('exit', resolve));
   }
-  const median = (xs: number[]) => percentile([...xs].sort((a, b) => a - b), 50);
+  const median = (xs: number[]) =>
+    percentile(
+      [...xs].sort((a, b) => a - b),
+      50,
+    );
   return { bare: median(bare), worker: median(worker) };
 }
 
@@ -282,6 +303,5 @@ export function poolsMarkdown(result: PoolsResult): string {
   ];
   return lines.join('\n');
 }
-
 
 const fixturePath = (name: string): string => fileURLToPath(fixture(name));

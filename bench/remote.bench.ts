@@ -95,7 +95,11 @@ async function http(total: number, runs: number): Promise<RemoteResult['http']> 
     const fetchRun = () =>
       timed(fetchTotal, () =>
         loops(fetchTotal, IN_FLIGHT, async (i) => {
-          const res = await fetch(target.url, { method: 'POST', headers: { 'content-type': 'application/json', 'x-request-id': String(i) }, body: JSON.stringify(BODY) });
+          const res = await fetch(target.url, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', 'x-request-id': String(i) },
+            body: JSON.stringify(BODY),
+          });
           return res.json();
         }),
       );
@@ -115,7 +119,8 @@ async function queue(total: number, runs: number): Promise<RemoteResult['queue']
       timed(total, async () => {
         for (let i = 0; i < total; i += 256) {
           const pipe = redis.pipeline();
-          for (let j = i; j < Math.min(total, i + 256); j++) pipe.xadd(`raw${round}`, '*', 'body', JSON.stringify(bodies[j % bodies.length]), 'id', String(j));
+          for (let j = i; j < Math.min(total, i + 256); j++)
+            pipe.xadd(`raw${round}`, '*', 'body', JSON.stringify(bodies[j % bodies.length]), 'id', String(j));
           await pipe.exec();
         }
         await redis.del(`raw${round}`);
@@ -138,7 +143,8 @@ export async function runRemote(quick: boolean): Promise<RemoteResult> {
   const runs = quick ? 1 : 5;
   const [l1, l5] = loadavg();
   const httpFigures = await http(requests, runs);
-  if (!hasRedis) return { requests, runs, http: httpFigures, queueSkipped: 'redis-server not found (apt-get install -y redis-server)', load: [l1, l5] };
+  if (!hasRedis)
+    return { requests, runs, http: httpFigures, queueSkipped: 'redis-server not found (apt-get install -y redis-server)', load: [l1, l5] };
   return { requests, runs, http: httpFigures, queue: await queue(quick ? 20_000 : 100_000, runs), load: [l1, l5] };
 }
 

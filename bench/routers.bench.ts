@@ -5,7 +5,17 @@
 //     asyncio (the operators' overhead alone) and on thread_pool (three threads either way).
 import { loadavg } from 'node:os';
 import { Observable, Subject, type OperatorFunction } from 'rxjs';
-import { createGraph, parallelRun, registerModel, toEvent, votingEnsemble, withBody, type ExecutionMechanism, type Graph, type ServingEvent } from 'rxserve';
+import {
+  createGraph,
+  parallelRun,
+  registerModel,
+  toEvent,
+  votingEnsemble,
+  withBody,
+  type ExecutionMechanism,
+  type Graph,
+  type ServingEvent,
+} from 'rxserve';
 import { drive, type RunFigures } from './driver.js';
 
 const fixtures = new URL('./fixtures/models.mjs', import.meta.url).href;
@@ -101,9 +111,18 @@ function mergeLoop(outputs: unknown[]): void {
 }
 
 /** Three one-model steps of `graph` (their pools live in the graph across subscriptions). */
-function oneModelSteps(graph: Graph, modelClass: string, mechanism: ExecutionMechanism, params: (name: string, i: number) => Record<string, unknown>) {
+function oneModelSteps(
+  graph: Graph,
+  modelClass: string,
+  mechanism: ExecutionMechanism,
+  params: (name: string, i: number) => Record<string, unknown>,
+) {
   return NAMES.map((name, i) =>
-    graph.modelRunner({ name: `step_${name}`, models: [{ endpointName: name, modelClass, executionMechanism: mechanism, params: params(name, i) }], pool: { maxThreads: 1 } }),
+    graph.modelRunner({
+      name: `step_${name}`,
+      models: [{ endpointName: name, modelClass, executionMechanism: mechanism, params: params(name, i) }],
+      pool: { maxThreads: 1 },
+    }),
   );
 }
 
@@ -136,7 +155,11 @@ export async function runRouters(quick: boolean): Promise<RouterComparison[]> {
     const graph = createGraph({ name: 'bench-vote' });
     const steps = oneModelSteps(graph, 'BenchStump', 'thread_pool', (_, i) => ({ feature: i }));
     await graph.ready();
-    const ensemble = votingEnsemble({ name: 'ens', routes: Object.fromEntries(NAMES.map((n, i) => [n, steps[i]])), voteType: 'classification' });
+    const ensemble = votingEnsemble({
+      name: 'ens',
+      routes: Object.fromEntries(NAMES.map((n, i) => [n, steps[i]])),
+      voteType: 'classification',
+    });
     const [base, ours] = await interleaved(runs, [
       () => byHand(steps, total, inFlight, voteBody, voteLoop),
       () => drive(ensemble, total, inFlight, voteBody, { isRejected: rejected }),
@@ -164,7 +187,14 @@ export async function runRouters(quick: boolean): Promise<RouterComparison[]> {
       const each: Measured[] = [];
       for (const s of steps) each.push(await measured(() => drive(s, total, inFlight, keyedBody, { isRejected: rejected })));
       const perEventUs = each.reduce((sum, f) => sum + f.perEventUs, 0);
-      return { events: total, seconds: (perEventUs * total) / 1e6, perEventUs, perSecond: 1e6 / perEventUs, rejected: 0, cpuUs: each.reduce((sum, f) => sum + f.cpuUs, 0) };
+      return {
+        events: total,
+        seconds: (perEventUs * total) / 1e6,
+        perEventUs,
+        perSecond: 1e6 / perEventUs,
+        rejected: 0,
+        cpuUs: each.reduce((sum, f) => sum + f.cpuUs, 0),
+      };
     };
     const joined = rxJoin(steps);
     const [base, hand, ours, rx, sum] = await interleaved(runs, [
@@ -174,14 +204,35 @@ export async function runRouters(quick: boolean): Promise<RouterComparison[]> {
       () => drive(joined, total, inFlight, keyedBody, { isRejected: rejected }),
       ...(mechanism === 'asyncio' ? [alone] : []),
     ]);
-    results.push(compared(`parallelRun, 3 ${mechanism} one-model steps`, `one modelRunner of the same 3 models (${mechanism})`, ours, base, 1.1));
+    results.push(
+      compared(`parallelRun, 3 ${mechanism} one-model steps`, `one modelRunner of the same 3 models (${mechanism})`, ours, base, 1.1),
+    );
     // The same three steps by hand: what parallelRun itself adds over running its routes.
     results.push(compared(`parallelRun, 3 ${mechanism} one-model steps`, 'the same 3 steps: Promise.all + merge loop', ours, hand, 1.1));
-    results.push(compared(`parallelRun, 3 ${mechanism} one-model steps`, 'the same 3 steps: a minimal RxJS join (one Subject, answers by id, bodies merged)', ours, rx, 1.1));
-    if (sum !== undefined) floors.push({ mechanism, together: median(base.map((r) => r.cpuUs)), alone: median(sum.map((r) => r.cpuUs)), ours: median(ours.map((r) => r.cpuUs)), floorRatio: pairedRatio(sum, base), oursOverAlone: pairedRatio(ours, sum), join: median(rx.map((r) => r.cpuUs)), joinRatio: pairedRatio(rx, base) });
+    results.push(
+      compared(
+        `parallelRun, 3 ${mechanism} one-model steps`,
+        'the same 3 steps: a minimal RxJS join (one Subject, answers by id, bodies merged)',
+        ours,
+        rx,
+        1.1,
+      ),
+    );
+    if (sum !== undefined)
+      floors.push({
+        mechanism,
+        together: median(base.map((r) => r.cpuUs)),
+        alone: median(sum.map((r) => r.cpuUs)),
+        ours: median(ours.map((r) => r.cpuUs)),
+        floorRatio: pairedRatio(sum, base),
+        oursOverAlone: pairedRatio(ours, sum),
+        join: median(rx.map((r) => r.cpuUs)),
+        joinRatio: pairedRatio(rx, base),
+      });
     await graph.close();
   }
-  for (const r of results) if (r.ours.rejected > 0) throw new Error(`${r.name}: ${r.ours.rejected} events failed; the bench must not overflow`);
+  for (const r of results)
+    if (r.ours.rejected > 0) throw new Error(`${r.name}: ${r.ours.rejected} events failed; the bench must not overflow`);
   return results;
 }
 
@@ -243,7 +294,13 @@ const median = (xs: readonly number[]): number => [...xs].sort((a, b) => a - b)[
 const pairedRatio = (ours: readonly Measured[], base: readonly Measured[]): number => median(ours.map((o, i) => o.cpuUs / base[i].cpuUs));
 /** The median run (by wall time) of each side, and the CPU ratio of the rounds. */
 const byWall = (xs: readonly Measured[]): Measured => [...xs].sort((a, b) => a.perEventUs - b.perEventUs)[Math.floor(xs.length / 2)];
-const compared = (name: string, baseline: string, ours: readonly Measured[], base: readonly Measured[], goal: number): RouterComparison => ({
+const compared = (
+  name: string,
+  baseline: string,
+  ours: readonly Measured[],
+  base: readonly Measured[],
+  goal: number,
+): RouterComparison => ({
   name,
   baseline,
   ours: byWall(ours),
@@ -254,7 +311,11 @@ const compared = (name: string, baseline: string, ours: readonly Measured[], bas
 
 export function routersMarkdown(results: readonly RouterComparison[]): string {
   return [
-    `Load average at the end: ${loadavg().map((l) => l.toFixed(1)).join(', ')}. Wall-clock µs per request (median of the interleaved rounds); the CPU ratio is the median of the rounds' ratios of this process's CPU time per request (worker threads included), which a shared machine moves less.`,
+    `Load average at the end: ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(
+        ', ',
+      )}. Wall-clock µs per request (median of the interleaved rounds); the CPU ratio is the median of the rounds' ratios of this process's CPU time per request (worker threads included), which a shared machine moves less.`,
     '',
     '| case | rxserve µs/request | baseline | baseline µs/request | ratio (wall) | CPU ratio | goal (wall) | rxserve requests/s |',
     '|---|---|---|---|---|---|---|---|',

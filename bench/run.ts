@@ -44,7 +44,8 @@ if (only) for (const name of only) if (!sections.some(([n]) => n === name)) thro
 
 const machine = `Node ${process.version} · ${cpus()[0]?.model ?? 'unknown CPU'} × ${cpus().length}`;
 // Each section says when it ran, so a partial run (--only) leaves no stale figure unlabelled.
-const stamp = () => `_Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC${quick ? ' with --quick (fewer events, noisier)' : ''}._`;
+const stamp = () =>
+  `_Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC${quick ? ' with --quick (fewer events, noisier)' : ''}._`;
 let text = readFileSync(doc, 'utf8');
 text = replaceSection(text, 'machine', machine);
 for (const [name, run] of sections) {

@@ -48,13 +48,20 @@ export async function runScaling(quick: boolean): Promise<ScalingResult> {
     const repeats = Math.max(1, Math.ceil((quick ? 20_000 : 100_000) / events));
     const ours = () => modelRunner({ models: entries(3), maxInFlight: IN_FLIGHT });
     await perEvent(ours, Math.min(events, 1000), 3); // warm-up
-    byEvents.push({ events, repeats, ours: await perEvent(ours, events, repeats), base: await perEvent(() => handFanOut(3), events, repeats) });
+    byEvents.push({
+      events,
+      repeats,
+      ours: await perEvent(ours, events, repeats),
+      base: await perEvent(() => handFanOut(3), events, repeats),
+    });
   }
   const byModels: { models: number; ours: RunFigures; base: RunFigures }[] = [];
   const total = quick ? 10_000 : 100_000;
   for (const n of [1, 4, 16]) {
     const base = await median(3, () => drive(handFanOut(n), total, IN_FLIGHT, body));
-    const ours = await median(3, () => drive(modelRunner({ models: entries(n), maxInFlight: IN_FLIGHT }), total, IN_FLIGHT, body, { isRejected: rejected }));
+    const ours = await median(3, () =>
+      drive(modelRunner({ models: entries(n), maxInFlight: IN_FLIGHT }), total, IN_FLIGHT, body, { isRejected: rejected }),
+    );
     byModels.push({ models: n, ours, base });
   }
   return { byEvents, byModels };

@@ -41,7 +41,13 @@ function load(url: string, seconds: number): Promise<autocannon.Result> {
   });
 }
 
-async function httpRow(name: string, kind: string, seconds: number, fixture = 'serveTarget.mjs', extra: readonly string[] = []): Promise<HttpRow> {
+async function httpRow(
+  name: string,
+  kind: string,
+  seconds: number,
+  fixture = 'serveTarget.mjs',
+  extra: readonly string[] = [],
+): Promise<HttpRow> {
   const target = await startChild(fixture, [kind, ...extra]);
   try {
     await load(target.url, 1); // warm-up: JIT, pools, connections
@@ -99,13 +105,15 @@ async function medianOf(once: () => Promise<number>): Promise<number> {
 /** Debian's python3 with FastAPI, uvicorn, uvloop and httptools (RXSERVE_BENCH_PYTHON to use another). */
 const PYTHON = process.env.RXSERVE_BENCH_PYTHON ?? '/usr/bin/python3';
 const FASTAPI = '(f) FastAPI route on uvicorn (uvloop, httptools), one worker, returning the parsed body: the Python peer';
-const FASTAPI_PLAIN = "(f′) the same, hand-tuned: json.dumps into a plain Response (no jsonable_encoder)";
+const FASTAPI_PLAIN = '(f′) the same, hand-tuned: json.dumps into a plain Response (no jsonable_encoder)';
 
 /** Why the FastAPI row cannot run, or undefined when it can. */
 function fastapiMissing(): string | undefined {
   const probe = spawnSync(PYTHON, ['-c', 'import fastapi, uvicorn, uvloop, httptools'], { encoding: 'utf8' });
   if (probe.error !== undefined) return `${PYTHON} not found`;
-  return probe.status === 0 ? undefined : `${PYTHON} lacks ${/No module named '([^']+)'/.exec(probe.stderr)?.[1] ?? 'fastapi/uvicorn/uvloop/httptools'}`;
+  return probe.status === 0
+    ? undefined
+    : `${PYTHON} lacks ${/No module named '([^']+)'/.exec(probe.stderr)?.[1] ?? 'fastapi/uvicorn/uvloop/httptools'}`;
 }
 
 export async function runServe(quick: boolean): Promise<ServeFigures> {

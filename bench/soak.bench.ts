@@ -45,7 +45,12 @@ async function soakChild(total: number): Promise<SoakResult> {
       if (!marks.has(received)) return;
       gc();
       const m = process.memoryUsage();
-      checkpoints.push({ events: received, heapMb: m.heapUsed / 2 ** 20, rssMb: m.rss / 2 ** 20, seconds: (performance.now() - t0) / 1000 });
+      checkpoints.push({
+        events: received,
+        heapMb: m.heapUsed / 2 ** 20,
+        rssMb: m.rss / 2 ** 20,
+        seconds: (performance.now() - t0) / 1000,
+      });
     },
   });
   if (figures.rejected > 0) throw new Error(`soak: ${figures.rejected} events failed`);

@@ -90,7 +90,8 @@ export async function runStreaming(quick: boolean): Promise<StreamingFigures> {
   const servers: Child[] = [];
   try {
     // One serve() process per row, so each row's server CPU is its own.
-    for (const transport of ['fetch', 'fetch', 'node-http']) servers.push(await startChild('streamingServeTarget.mjs', [upstream.url, transport]));
+    for (const transport of ['fetch', 'fetch', 'node-http'])
+      servers.push(await startChild('streamingServeTarget.mjs', [upstream.url, transport]));
     servers.push(await startChild('streamingRelay.mjs', [upstream.url]));
     const [b, c, bNode, relay] = servers;
     const client = (baseURL: string) => new OpenAI({ apiKey: 'bench', baseURL, maxRetries: 0 });

@@ -28,7 +28,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function worker(url: string, stream: string, consumer: string, claimIdleMs: number): ChildProcess {
   const fixture = new URL('./fixtures/streamWorker.mjs', import.meta.url).pathname;
-  return spawn(process.execPath, [fixture, url, stream, 'g', consumer, `${stream}:out`, '5', '32', String(claimIdleMs)], { stdio: ['ignore', 'ignore', 'inherit'] });
+  return spawn(process.execPath, [fixture, url, stream, 'g', consumer, `${stream}:out`, '5', '32', String(claimIdleMs)], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
 }
 
 async function stopAll(children: ChildProcess[]): Promise<void> {
@@ -102,7 +104,8 @@ async function recovery(url: string, redis: Redis, claimIdleMs: number): Promise
 async function produce(redis: Redis, stream: string, total: number): Promise<void> {
   for (let i = 0; i < total; i += 1_000) {
     const pipe = redis.pipeline();
-    for (let j = i; j < Math.min(total, i + 1_000); j++) pipe.xadd(stream, '*', 'body', JSON.stringify({ n: j, text: 'some request text' }));
+    for (let j = i; j < Math.min(total, i + 1_000); j++)
+      pipe.xadd(stream, '*', 'body', JSON.stringify({ n: j, text: 'some request text' }));
     await pipe.exec();
   }
 }
@@ -136,7 +139,10 @@ async function ours(url: string, stream: string, total: number): Promise<number>
   const t0 = performance.now();
   await new Promise<void>((resolve, reject) => {
     requests.events$
-      .pipe(modelRunner({ models: [{ endpointName: 'noop', modelClass: NoOp, executionMechanism: 'naive' }] }), requests.commit({ stream: `${stream}:out` }))
+      .pipe(
+        modelRunner({ models: [{ endpointName: 'noop', modelClass: NoOp, executionMechanism: 'naive' }] }),
+        requests.commit({ stream: `${stream}:out` }),
+      )
       .subscribe({ next: () => requests.stats().committed >= total && resolve(), error: reject });
   });
   const ms = performance.now() - t0;
@@ -167,7 +173,13 @@ export async function runStreams(quick: boolean): Promise<StreamsResult> {
     const scaled = quick ? 3_000 : 10_000;
     const one = await scaleOut(server.url, redis, 'scale1', 1, scaled);
     const two = await scaleOut(server.url, redis, 'scale2', 2, scaled);
-    return { messages, rawPerSec, oursPerSec, scaleOut: { messages: scaled, one, two }, recovery: await recovery(server.url, redis, 1_000) };
+    return {
+      messages,
+      rawPerSec,
+      oursPerSec,
+      scaleOut: { messages: scaled, one, two },
+      recovery: await recovery(server.url, redis, 1_000),
+    };
   } finally {
     await redis.quit();
     await server.stop();

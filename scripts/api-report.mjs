@@ -109,13 +109,16 @@ function main() {
         },
       });
       if (update) {
-        console.log(`api-report: ${file} ${!existed ? 'created' : result.apiReportChanged ? 'updated' : 'unchanged'} (${entry.subpath === '.' ? pkg.name : `${pkg.name}${entry.subpath.slice(1)}`})`);
+        console.log(
+          `api-report: ${file} ${!existed ? 'created' : result.apiReportChanged ? 'updated' : 'unchanged'} (${entry.subpath === '.' ? pkg.name : `${pkg.name}${entry.subpath.slice(1)}`})`,
+        );
       } else if (!existed) {
         failed.push(`${file} is missing (the report of '${entry.subpath}'): run \`npm run api\` and commit it`);
       } else if (result.apiReportChanged) {
         failed.push(`${file} differs from the built typings of '${entry.subpath}'`);
       }
-      if (!result.succeeded && !result.apiReportChanged) failed.push(`${file}: ${result.errorCount} error(s), ${result.warningCount} warning(s) (above)`);
+      if (!result.succeeded && !result.apiReportChanged)
+        failed.push(`${file}: ${result.errorCount} error(s), ${result.warningCount} warning(s) (above)`);
     }
     // A report whose entry is gone (a subpath removed from "exports") fails the check too.
     const known = new Set(list.map((e) => `${e.report}.api.md`));
@@ -127,7 +130,9 @@ function main() {
   }
   for (const line of failed) console.error(`api-report: ${line}`);
   if (failed.length > 0 && !update) {
-    console.error('api-report: the public API changed. Review the difference (git diff etc/ after `npm run api`), then commit etc/ with the change.');
+    console.error(
+      'api-report: the public API changed. Review the difference (git diff etc/ after `npm run api`), then commit etc/ with the change.',
+    );
   }
   if (failed.length === 0 && !update) console.log(`api-report: ${list.length} report(s) match the built typings`);
   return failed.length > 0 ? 1 : 0;

@@ -82,7 +82,8 @@ export function describeValue(value: unknown): string {
   if (value === undefined) return 'undefined';
   if (typeof value === 'function') return `function ${value.name || '(anonymous)'}`;
   // A value is shown in part: an error that echoed a 2 MB value whole would bury what it says.
-  if (typeof value === 'string') return value.length > 200 ? `${JSON.stringify(value.slice(0, 200))}… (${value.length} characters)` : JSON.stringify(value);
+  if (typeof value === 'string')
+    return value.length > 200 ? `${JSON.stringify(value.slice(0, 200))}… (${value.length} characters)` : JSON.stringify(value);
   try {
     const text = JSON.stringify(value);
     return text.length > 60 ? `${text.slice(0, 57)}...` : text;
@@ -96,7 +97,12 @@ export function describeValue(value: unknown): string {
  * plain test (ports, strings, functions, instances) is made with it.
  */
 export function guard<T>(expected: string, test: (u: unknown) => boolean): t.Type<T, T, unknown> {
-  return new t.Type<T, T, unknown>(expected, (u): u is T => test(u), (u, c) => (test(u) ? t.success(u as T) : t.failure(u, c)), t.identity);
+  return new t.Type<T, T, unknown>(
+    expected,
+    (u): u is T => test(u),
+    (u, c) => (test(u) ? t.success(u as T) : t.failure(u, c)),
+    t.identity,
+  );
 }
 
 /** What `strict()` makes: an object codec that keeps its fields, so a JSON Schema can be derived from it. */
@@ -179,11 +185,16 @@ const isPositiveInt = (u: unknown, allowInfinity: boolean): u is number =>
 const isNonNegativeInt = (u: unknown, allowInfinity: boolean): u is number =>
   typeof u === 'number' && ((Number.isInteger(u) && u >= 0) || (allowInfinity && u === Infinity));
 
-
 // One codec of each: the `Infinity` forms have no JSON Schema (JSON has no Infinity).
-const POSITIVE_INT = annotate(guard<number>('a positive integer', (u): u is number => isPositiveInt(u, false)), { type: 'integer', minimum: 1 });
+const POSITIVE_INT = annotate(
+  guard<number>('a positive integer', (u): u is number => isPositiveInt(u, false)),
+  { type: 'integer', minimum: 1 },
+);
 const POSITIVE_INT_OR_INFINITY = guard<number>('a positive integer or Infinity', (u): u is number => isPositiveInt(u, true));
-const NON_NEGATIVE_INT = annotate(guard<number>('a non-negative integer', (u): u is number => isNonNegativeInt(u, false)), { type: 'integer', minimum: 0 });
+const NON_NEGATIVE_INT = annotate(
+  guard<number>('a non-negative integer', (u): u is number => isNonNegativeInt(u, false)),
+  { type: 'integer', minimum: 0 },
+);
 const NON_NEGATIVE_INT_OR_INFINITY = guard<number>('a non-negative integer or Infinity', (u): u is number => isNonNegativeInt(u, true));
 
 /** A positive integer, or `Infinity` where `allowInfinity`. */
@@ -205,7 +216,10 @@ export function finite<C extends t.Mixed>(codec: C): C | t.Type<number, number, 
 
 /** A TCP port: 0 to 65535 (0 picks a free port). */
 export const Port = annotate(
-  guard<number>('a port number (0 to 65535; 0 picks a free port)', (u): u is number => typeof u === 'number' && Number.isInteger(u) && u >= 0 && u <= 65535),
+  guard<number>(
+    'a port number (0 to 65535; 0 picks a free port)',
+    (u): u is number => typeof u === 'number' && Number.isInteger(u) && u >= 0 && u <= 65535,
+  ),
   { type: 'integer', minimum: 0, maximum: 65535 },
 );
 
@@ -222,7 +236,9 @@ export const NonNegativeMs = annotate(
 );
 
 /** A function (any arity), e.g. a model class or a selector function. */
-export function fn<F extends ((...args: never[]) => unknown) | (abstract new (...args: never[]) => unknown)>(name: string): t.Type<F, F, unknown> {
+export function fn<F extends ((...args: never[]) => unknown) | (abstract new (...args: never[]) => unknown)>(
+  name: string,
+): t.Type<F, F, unknown> {
   return guard<F>(name, (u) => typeof u === 'function');
 }
 

@@ -113,7 +113,7 @@ export class CycleLimitError extends RxServeError {
   ) {
     super(
       `step '${step}' already ran maxIterations (${maxIterations}) times for event '${eventId}': the cycle stops here ` +
-        '(end the loop sooner with a choice, or raise the step\'s maxIterations)',
+        "(end the loop sooner with a choice, or raise the step's maxIterations)",
     );
   }
 }
@@ -139,7 +139,9 @@ export class ModelNotReadyError extends RxServeError {
     readonly step: string,
     readonly endpointNames: readonly string[],
   ) {
-    super(`step '${step}': model${endpointNames.length === 1 ? '' : 's'} ${endpointNames.map((n) => `'${n}'`).join(', ')} not ready (still loading)`);
+    super(
+      `step '${step}': model${endpointNames.length === 1 ? '' : 's'} ${endpointNames.map((n) => `'${n}'`).join(', ')} not ready (still loading)`,
+    );
   }
 }
 

@@ -64,7 +64,9 @@ describe('events', () => {
     const cyclic: Record<string, unknown> = { name: 'c' };
     cyclic.self = cyclic;
     expect((cloneBody(cyclic) as { name: string }).name).toBe('c');
-    expect(() => cloneBody({ f: () => 1 })).toThrow('cannot copy the model input: input.f is a function, which structured clone cannot copy');
+    expect(() => cloneBody({ f: () => 1 })).toThrow(
+      'cannot copy the model input: input.f is a function, which structured clone cannot copy',
+    );
   });
 
   it('cloneBody copies bodies nested far past the call stack without recursion, keeping shared references and cycles', () => {

@@ -156,7 +156,11 @@ function frozenCopy<T extends object>(source: T): Readonly<T> {
 }
 
 /** `toEvent` with a cancel token under `CANCEL` (the invoker's): one object, frozen once. */
-export function makeEvent<B>(body: B, init: Partial<Omit<ServingEvent<B>, 'body'>> | undefined, cancel: CancelToken | undefined): ServingEvent<B> {
+export function makeEvent<B>(
+  body: B,
+  init: Partial<Omit<ServingEvent<B>, 'body'>> | undefined,
+  cancel: CancelToken | undefined,
+): ServingEvent<B> {
   const event: { -readonly [K in keyof ServingEvent<B>]: ServingEvent<B>[K] } & { [CANCEL]?: CancelToken } = {
     id: init?.id ?? globalThis.crypto.randomUUID(),
     body,

@@ -48,11 +48,7 @@ const selectors = new Map<string, ModelSelectorClass>();
  * Registers a selector class under a name, so steps can name it (`selector: 'MyClassifier'`,
  * with `selectorParams` passed to its constructor).
  */
-export function registerSelector(
-  name: string,
-  selectorClass: ModelSelectorClass,
-  options: { override?: boolean } = {},
-): void {
+export function registerSelector(name: string, selectorClass: ModelSelectorClass, options: { override?: boolean } = {}): void {
   if (typeof name !== 'string' || name.length === 0) {
     throw new ConfigError([{ path: 'registerSelector.name', expected: 'a non-empty string', actual: String(name) }]);
   }
@@ -139,7 +135,13 @@ function construct(cls: ModelSelectorClass, params: Readonly<Record<string, unkn
   } catch (thrown) {
     const cause = toError(thrown);
     throw new ConfigError(
-      [{ path, expected: `a selector that can be built from selectorParams`, actual: `selector class ${cls.name || '(anonymous)'} could not be constructed: ${cause.name}: ${cause.message}` }],
+      [
+        {
+          path,
+          expected: `a selector that can be built from selectorParams`,
+          actual: `selector class ${cls.name || '(anonymous)'} could not be constructed: ${cause.name}: ${cause.message}`,
+        },
+      ],
       { cause },
     );
   }
@@ -170,7 +172,9 @@ export function createSelect(
     }
     if (result === null || result === undefined) return all;
     if (typeof (result as unknown as PromiseLike<unknown>).then === 'function') {
-      return new SelectorError(`step '${step}': the selector returned a Promise; selectors are synchronous (decide from the event, or do the async work in a step before)`);
+      return new SelectorError(
+        `step '${step}': the selector returned a Promise; selectors are synchronous (decide from the event, or do the async work in a step before)`,
+      );
     }
     if (!Array.isArray(result)) {
       return new SelectorError(

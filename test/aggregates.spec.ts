@@ -17,8 +17,17 @@ class Wait extends Model<{ ms: number; fail?: boolean }, number> {
 describe('monitoring aggregates', () => {
   it('totals, window rates, quantiles from calls, per-second series; endpoints without calls listed', async () => {
     const graph = createGraph({ name: 'g' });
-    graph.addSharedModel({ name: 'llm', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: modelArtifact({ key: 'm', modelUrl: 'mock://' }) });
-    const wait = graph.modelRunner({ name: 'w', models: [{ endpointName: 'wait', modelClass: Wait, executionMechanism: 'asyncio' }], raiseException: false });
+    graph.addSharedModel({
+      name: 'llm',
+      modelClass: 'LLModel',
+      executionMechanism: 'asyncio',
+      modelArtifact: modelArtifact({ key: 'm', modelUrl: 'mock://' }),
+    });
+    const wait = graph.modelRunner({
+      name: 'w',
+      models: [{ endpointName: 'wait', modelClass: Wait, executionMechanism: 'asyncio' }],
+      raiseException: false,
+    });
     graph.modelRunner({ name: 'a', models: [graph.sharedModelProxy({ endpointName: 'ask', sharedModelName: 'llm' })] });
     graph.router({ key: () => 'x', routes: { x: wait } });
     let clock = 1_000_000;
@@ -32,22 +41,43 @@ describe('monitoring aggregates', () => {
     const { endpoints, steps, graph: name, windowSeconds } = aggregates.snapshot(10);
     expect({ name, windowSeconds }).toEqual({ name: 'g', windowSeconds: 10 });
     const wait$ = endpoints.find((e) => e.endpoint === 'wait')!;
-    expect(wait$).toMatchObject({ step: 'w', modelClass: 'Wait', executionMechanism: 'asyncio', requests: 10, errors: 1, requestsPerSecond: 1, errorsPerSecond: 0.1 });
+    expect(wait$).toMatchObject({
+      step: 'w',
+      modelClass: 'Wait',
+      executionMechanism: 'asyncio',
+      requests: 10,
+      errors: 1,
+      requestsPerSecond: 1,
+      errorsPerSecond: 0.1,
+    });
     expect(wait$.lastError).toBe('RangeError: failed on purpose');
     expect(wait$.p50Ms).not.toBeNull();
-    expect(endpoints.find((e) => e.endpoint === 'ask')).toMatchObject({ step: 'a', executionMechanism: 'shared_executor', requests: 0, p50Ms: null, usageReported: false });
+    expect(endpoints.find((e) => e.endpoint === 'ask')).toMatchObject({
+      step: 'a',
+      executionMechanism: 'shared_executor',
+      requests: 0,
+      p50Ms: null,
+      usageReported: false,
+    });
     expect(steps.map((s) => s.step)).toEqual(['w', 'a']);
     expect(aggregates.series()).toEqual([{ at: 1_000_000, endpoint: 'wait', requests: 10, errors: 1 }]);
     // Past the window: no rate; past the history: no series; the totals stay.
     clock += 11_000;
-    expect(aggregates.snapshot(10).endpoints.find((e) => e.endpoint === 'wait')).toMatchObject({ requests: 10, requestsPerSecond: 0, p99Ms: null });
+    expect(aggregates.snapshot(10).endpoints.find((e) => e.endpoint === 'wait')).toMatchObject({
+      requests: 10,
+      requestsPerSecond: 0,
+      p99Ms: null,
+    });
     clock += 300_000;
     expect(aggregates.series()).toEqual([]);
     expect(graph[MONITORING].describe()).toEqual({
       graph: 'g',
       steps: [
         { step: 'w', models: [{ endpointName: 'wait', modelClass: 'Wait', executionMechanism: 'asyncio' }] },
-        { step: 'a', models: [{ endpointName: 'ask', modelClass: 'LLModel', executionMechanism: 'shared_executor', sharedModelName: 'llm' }] },
+        {
+          step: 'a',
+          models: [{ endpointName: 'ask', modelClass: 'LLModel', executionMechanism: 'shared_executor', sharedModelName: 'llm' }],
+        },
       ],
       sharedModels: [{ name: 'llm', modelClass: 'LLModel', executionMechanism: 'asyncio' }],
       routers: [{ step: 'router', routes: ['x'] }],
@@ -61,7 +91,11 @@ describe('monitoring aggregates', () => {
     const aggregates = new MonitoringAggregates(graph, () => clock);
     const entry = { endpointName: 'e', modelClass: 'Model', executionMechanism: 'naive' } as const;
     const call = (latencyMs: number) => ({ entry, value: 1, error: undefined, started: 5_000, latencyMs });
-    aggregates.onEvent({ step: 's', event: { id: '1', body: {} } as never, calls: [...Array.from({ length: 98 }, () => call(1)), call(100), call(100)] });
+    aggregates.onEvent({
+      step: 's',
+      event: { id: '1', body: {} } as never,
+      calls: [...Array.from({ length: 98 }, () => call(1)), call(100), call(100)],
+    });
     clock = 6_000;
     const e = aggregates.snapshot(1).endpoints.find((x) => x.endpoint === 'e')!;
     expect(e.requestsPerSecond).toBe(100);

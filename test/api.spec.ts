@@ -51,7 +51,7 @@ describe('the published typings', () => {
     expect(found).toEqual([]);
   });
 
-  it("give Graph, Flow and FlowStep no constructor (made by createGraph() and flow() only)", () => {
+  it('give Graph, Flow and FlowStep no constructor (made by createGraph() and flow() only)', () => {
     const classes = typings()
       .filter(({ file }) => file.endsWith('.d.ts'))
       .flatMap(({ text }) => [...text.matchAll(/^declare class (Graph|Flow|FlowStep)\b[^{]*\{\n([^]*?)^\}/gm)]);
@@ -77,7 +77,9 @@ describe('the API reports (scripts/api-report.mjs, npm run api:check)', () => {
 
   it('fail on a report that differs from the typings and on a report of no entry, and pass the others', async () => {
     cpSync(join(root, 'etc'), copy, { recursive: true });
-    const reports = readdirSync(copy).filter((f) => f.endsWith('.api.md')).sort();
+    const reports = readdirSync(copy)
+      .filter((f) => f.endsWith('.api.md'))
+      .sort();
     // One per public entry of package.json "exports".
     expect(reports).toEqual([
       'rxserve-llm.api.md',
@@ -89,7 +91,13 @@ describe('the API reports (scripts/api-report.mjs, npm run api:check)', () => {
     ]);
     // A public function that the typings do not have: the review would have to approve it.
     const doctored = join(copy, 'rxserve-operators.api.md');
-    writeFileSync(doctored, readFileSync(doctored, 'utf8').replace('// @public\nexport function step', '// @public\nexport function stepTwice(): void;\n\n// @public\nexport function step'));
+    writeFileSync(
+      doctored,
+      readFileSync(doctored, 'utf8').replace(
+        '// @public\nexport function step',
+        '// @public\nexport function stepTwice(): void;\n\n// @public\nexport function step',
+      ),
+    );
     writeFileSync(join(copy, 'rxserve-gone.api.md'), '## API Report File for "rxserve-gone"\n');
     const run = promisify(execFile)(process.execPath, [join(root, 'scripts/api-report.mjs'), '--reports', copy], { cwd: root });
     const failure = (await run.then(

@@ -16,7 +16,13 @@ type Out = { y: number; batch: number; size: number };
 
 describe.each(MECHANISMS)('batching on %s', (mechanism) => {
   const run = (bodies: unknown[], extra: Partial<ModelEntry>) =>
-    lastValueFrom(from(bodies).pipe(asEvents(), modelRunner({ models: [entry(mechanism, extra)], raiseException: false, pool: { maxThreads: 1, maxProcesses: 1 } }), toArray()));
+    lastValueFrom(
+      from(bodies).pipe(
+        asEvents(),
+        modelRunner({ models: [entry(mechanism, extra)], raiseException: false, pool: { maxThreads: 1, maxProcesses: 1 } }),
+        toArray(),
+      ),
+    );
 
   it('gives the outputs of unbatched calls, from batches that really formed', async () => {
     const bodies = Array.from({ length: 40 }, (_, i) => ({ x: i }));
@@ -40,7 +46,10 @@ describe.each(MECHANISMS)('batching on %s', (mechanism) => {
 
   it('a timed-out batch fails its calls with ModelTimeoutError, and the next batch is served', async () => {
     const out = await run([{ x: 1, ms: 400 }, { x: 2 }], { timeoutMs: 150, batching: { maxBatchSize: 2, maxWaitMs: 20 } });
-    expect(out.map((e) => e.body)).toEqual([{ error: "ModelTimeoutError: model 'double' timed out after 150 ms" }, { error: "ModelTimeoutError: model 'double' timed out after 150 ms" }]);
+    expect(out.map((e) => e.body)).toEqual([
+      { error: "ModelTimeoutError: model 'double' timed out after 150 ms" },
+      { error: "ModelTimeoutError: model 'double' timed out after 150 ms" },
+    ]);
     const next = await run([{ x: 5 }], { timeoutMs: 150, batching: { maxBatchSize: 2, maxWaitMs: 5 } });
     expect(next[0].body).toMatchObject({ y: 10 });
   });
@@ -53,7 +62,13 @@ describe.each(MECHANISMS)('batching on %s', (mechanism) => {
     const warmed = new Promise<void>((resolve) => (warm = resolve));
     const done = new Promise<void>((resolve) =>
       source
-        .pipe(modelRunner({ models: [entry(mechanism, { batching: { maxBatchSize: 3, maxWaitMs: 20 } })], raiseException: false, pool: { maxThreads: 1, maxProcesses: 1 } }))
+        .pipe(
+          modelRunner({
+            models: [entry(mechanism, { batching: { maxBatchSize: 3, maxWaitMs: 20 } })],
+            raiseException: false,
+            pool: { maxThreads: 1, maxProcesses: 1 },
+          }),
+        )
         .subscribe({ next: (e) => (out.push(e), warm()), complete: resolve }),
     );
     // A first call, so the pool is up before the batch under test.

@@ -110,11 +110,7 @@ describe('per-event cancellation (event.signal)', () => {
     source.complete();
     await done;
     expect(started).toEqual([1, 3]);
-    expect(out.map((e) => (e.error ? `${e.body}:${e.error.name}:${e.error.message}` : e.body))).toEqual([
-      '2:AbortError:stop',
-      1,
-      3,
-    ]);
+    expect(out.map((e) => (e.error ? `${e.body}:${e.error.name}:${e.error.message}` : e.body))).toEqual(['2:AbortError:stop', 1, 3]);
   });
 
   it('a thread_pool call is cancelled in its worker when its event aborts', async () => {
@@ -138,17 +134,28 @@ describe('per-event cancellation (event.signal)', () => {
 
 describe('nothing escapes the error channel (issue: a plain value crashed the process)', () => {
   const notEvents: [string, OperatorFunction<ServingEvent, unknown>, RegExp][] = [
-    ['modelRunner', modelRunner({ models: [{ endpointName: 'm', modelClass: 'Model', executionMechanism: 'naive' }] }), /modelRunner 'model_runner' received a plain object, not a ServingEvent: pipe asEvents\(\) first/],
+    [
+      'modelRunner',
+      modelRunner({ models: [{ endpointName: 'm', modelClass: 'Model', executionMechanism: 'naive' }] }),
+      /modelRunner 'model_runner' received a plain object, not a ServingEvent: pipe asEvents\(\) first/,
+    ],
     ['step', step((x) => x), /step 'step' received a plain object, not a ServingEvent: pipe asEvents\(\) first/],
     ['onError', onError(() => 1), /onError 'on_error' received a plain object, not a ServingEvent/],
     ['router', router({ key: () => 'a', routes: { a: step((x) => x) } }), /router 'router' received a plain object, not a ServingEvent/],
-    ['selectModels', selectModels(undefined, [{ endpointName: 'm', modelClass: 'Model', executionMechanism: 'naive' }]), /selectModels 'model_runner' received a plain object/],
+    [
+      'selectModels',
+      selectModels(undefined, [{ endpointName: 'm', modelClass: 'Model', executionMechanism: 'naive' }]),
+      /selectModels 'model_runner' received a plain object/,
+    ],
   ];
-  it.each(notEvents)('%s given a plain object errors the stream with a TypeError saying to pipe asEvents()', async (_name, operator, message) => {
-    const run = lastValueFrom(from([{ text: 'hi', models: ['m'] }] as unknown as ServingEvent[]).pipe(operator));
-    await expect(run).rejects.toThrow(message);
-    await expect(run).rejects.toBeInstanceOf(TypeError);
-  });
+  it.each(notEvents)(
+    '%s given a plain object errors the stream with a TypeError saying to pipe asEvents()',
+    async (_name, operator, message) => {
+      const run = lastValueFrom(from([{ text: 'hi', models: ['m'] }] as unknown as ServingEvent[]).pipe(operator));
+      await expect(run).rejects.toThrow(message);
+      await expect(run).rejects.toBeInstanceOf(TypeError);
+    },
+  );
 
   it('a number, null and an array are named too', async () => {
     for (const [value, what] of [
@@ -156,7 +163,9 @@ describe('nothing escapes the error channel (issue: a plain value crashed the pr
       [null, 'null'],
       [[1], 'an array'],
     ] as const) {
-      await expect(lastValueFrom(of(value as unknown as ServingEvent).pipe(step((x) => x)))).rejects.toThrow(`received ${what}, not a ServingEvent`);
+      await expect(lastValueFrom(of(value as unknown as ServingEvent).pipe(step((x) => x)))).rejects.toThrow(
+        `received ${what}, not a ServingEvent`,
+      );
     }
   });
 

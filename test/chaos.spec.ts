@@ -39,7 +39,6 @@ type Endpoint = (typeof ENDPOINTS)[number];
 
 // ---- leak detectors ------------------------------------------------------------------------------
 
-
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Waits (bounded) until both counts are back to their baselines, then returns what they are. */
@@ -75,12 +74,7 @@ class SelectField extends ModelSelector {
 // ---- arbitraries -----------------------------------------------------------------------------------
 
 type Action =
-  | { do: 'ok' }
-  | { do: 'fail' }
-  | { do: 'hang' }
-  | { do: 'exit' }
-  | { do: 'crash' }
-  | { do: 'slow' | 'ignore' | 'spin'; ms: number };
+  { do: 'ok' } | { do: 'fail' } | { do: 'hang' } | { do: 'exit' } | { do: 'crash' } | { do: 'slow' | 'ignore' | 'spin'; ms: number };
 
 const actionArb: fc.Arbitrary<Action> = fc.oneof(
   { weight: 6, arbitrary: fc.constant({ do: 'ok' as const }) },
@@ -273,7 +267,10 @@ function check(run: Run, inputs: ChaosBody[], names: readonly string[], outcome:
       const plan = input.plan[name as Endpoint]!;
       if (output !== null && typeof output === 'object' && typeof output.error === 'string') {
         failed = true;
-        expect(ERROR_FORMS.some((form) => form.test(output.error!)), `unexpected error of '${name}': ${output.error}`).toBe(true);
+        expect(
+          ERROR_FORMS.some((form) => form.test(output.error!)),
+          `unexpected error of '${name}': ${output.error}`,
+        ).toBe(true);
       } else {
         // a result is this event's own, from this model; calls told to fail, hang or die never succeed
         expect(output).toEqual({ id: input.id, by: name });

@@ -75,9 +75,14 @@ describe('rxserve validate', () => {
     const result = await rxserve('validate', file);
     expect(result.code).toBe(2);
     expect(result.stdout).toBe('');
-    expect(result.stderr).toContain('bad.yaml: line 5: steps[0].modelRunner.models[1].timeoutMs: expected a positive number of milliseconds, got -1');
+    expect(result.stderr).toContain(
+      'bad.yaml: line 5: steps[0].modelRunner.models[1].timeoutMs: expected a positive number of milliseconds, got -1',
+    );
     // A well-shaped spec: validate imports the modules it names (a spec is code, docs/spec.md).
-    writeFileSync(file, 'steps:\n  - modelRunner:\n      models:\n        - { endpointName: a, modelClass: { module: ./throws.mjs }, executionMechanism: naive }\n');
+    writeFileSync(
+      file,
+      'steps:\n  - modelRunner:\n      models:\n        - { endpointName: a, modelClass: { module: ./throws.mjs }, executionMechanism: naive }\n',
+    );
     const imported = await rxserve('validate', file);
     expect(imported.code).toBe(2);
     expect(imported.stderr).toContain(
@@ -91,26 +96,38 @@ describe('rxserve validate', () => {
     [
       'a misspelt model class name, on a worker mechanism',
       models('{ endpointName: a, modelClass: LLMmodel, executionMechanism: thread_pool }'),
-      "line 4: steps[0].modelRunner.models[0].modelClass: expected a registered model class (Model, LLModel, OnnxModel) or { module, export } (did you mean 'LLModel'?), got \"LLMmodel\"",
+      'line 4: steps[0].modelRunner.models[0].modelClass: expected a registered model class (Model, LLModel, OnnxModel) or { module, export } (did you mean \'LLModel\'?), got "LLMmodel"',
     ],
     [
       'a missing export, on a process mechanism',
-      models(`{ endpointName: a, modelClass: { module: ${JSON.stringify(join(fixtures, 'models.mjs'))}, export: Nope }, executionMechanism: process_pool }`),
-      "line 4: steps[0].modelRunner.models[0].modelClass.export: expected an export of",
+      models(
+        `{ endpointName: a, modelClass: { module: ${JSON.stringify(join(fixtures, 'models.mjs'))}, export: Nope }, executionMechanism: process_pool }`,
+      ),
+      'line 4: steps[0].modelRunner.models[0].modelClass.export: expected an export of',
     ],
     [
       'an export that is not a model class',
-      models(`{ endpointName: a, modelClass: { module: ${JSON.stringify(join(fixtures, 'functions.mjs'))}, export: prepare }, executionMechanism: thread_pool }`),
+      models(
+        `{ endpointName: a, modelClass: { module: ${JSON.stringify(join(fixtures, 'functions.mjs'))}, export: prepare }, executionMechanism: thread_pool }`,
+      ),
       'steps[0].modelRunner.models[0].modelClass.export: expected a model class (a class with a predict method), got function',
     ],
     [
-      "an LLM model URL with a misspelt provider",
-      models("{ endpointName: a, modelClass: LLModel, executionMechanism: asyncio, modelArtifact: { key: k, modelUrl: 'opnai://gpt-4o-mini' } }"),
+      'an LLM model URL with a misspelt provider',
+      models(
+        "{ endpointName: a, modelClass: LLModel, executionMechanism: asyncio, modelArtifact: { key: k, modelUrl: 'opnai://gpt-4o-mini' } }",
+      ),
       "steps[0].modelRunner.models[0].modelArtifact.modelUrl: expected a URL with a known provider: 'openai://<model>', 'huggingface://<org>/<model>' or 'mock://' (did you mean 'openai'?), got \"opnai://gpt-4o-mini\"",
     ],
     [
       'a YAML alias bomb',
-      Array.from({ length: 8 }, (_, i) => (i === 0 ? 'a0: &a0 [x, x, x, x, x, x, x, x, x]' : `a${i}: &a${i} [${Array(9).fill(`*a${i - 1}`).join(', ')}]`)).join('\n') + '\nsteps: []\n',
+      Array.from({ length: 8 }, (_, i) =>
+        i === 0
+          ? 'a0: &a0 [x, x, x, x, x, x, x, x, x]'
+          : `a${i}: &a${i} [${Array(9)
+              .fill(`*a${i - 1}`)
+              .join(', ')}]`,
+      ).join('\n') + '\nsteps: []\n',
       'not a usable YAML document: Excessive alias count',
     ],
     [
@@ -176,7 +193,7 @@ describe('rxserve with a flow: spec (docs/design.md §17)', () => {
 });
 
 describe('rxserve test', () => {
-  it("prints only the output body as JSON and exits 0", async () => {
+  it('prints only the output body as JSON and exits 0', async () => {
     const result = await rxserve('test', timesSpec, '{"x":21}');
     expect(result).toMatchObject({ code: 0, stderr: '' });
     expect(JSON.parse(result.stdout)).toEqual({ x: 21, y: 42 });
@@ -199,7 +216,16 @@ describe('rxserve test', () => {
 describe('rxserve arguments, help and schema', () => {
   it('--help for the command and each subcommand exits 0; bad arguments exit 2', async () => {
     const helps = [['--help'], ['serve', '--help'], ['test', '-h'], ['validate', '--help'], ['schema', '--help']];
-    const bad = [[], ['deploy'], ['serve'], ['serve', slowSpec, '--prot', '1'], ['serve', slowSpec, '--port', 'x'], ['validate', slowSpec, '--port', '1'], ['constructor'], ['serve', slowSpec, '--port', '65536']];
+    const bad = [
+      [],
+      ['deploy'],
+      ['serve'],
+      ['serve', slowSpec, '--prot', '1'],
+      ['serve', slowSpec, '--port', 'x'],
+      ['validate', slowSpec, '--port', '1'],
+      ['constructor'],
+      ['serve', slowSpec, '--port', '65536'],
+    ];
     const results = await Promise.all([...helps, ...bad].map((args) => rxserve(...args)));
     helps.forEach((args, i) => {
       expect(results[i].code, args.join(' ')).toBe(0);
@@ -208,8 +234,12 @@ describe('rxserve arguments, help and schema', () => {
     bad.forEach((args, i) => expect(results[helps.length + i].code, args.join(' ')).toBe(2));
     expect(results[helps.length + 1].stderr).toContain("unknown command 'deploy'");
     // --port is checked by serve()'s own Port rule, once, before the graph loads: the message names the flag and the value.
-    expect(results[helps.length + 4].stderr).toContain('rxserve serve: --port: expected a port number (0 to 65535; 0 picks a free port), got "x"');
-    expect(results[helps.length + 7].stderr).toContain('rxserve serve: --port: expected a port number (0 to 65535; 0 picks a free port), got 65536');
+    expect(results[helps.length + 4].stderr).toContain(
+      'rxserve serve: --port: expected a port number (0 to 65535; 0 picks a free port), got "x"',
+    );
+    expect(results[helps.length + 7].stderr).toContain(
+      'rxserve serve: --port: expected a port number (0 to 65535; 0 picks a free port), got 65536',
+    );
     // A name every object has is not a command either.
     expect(results[helps.length + 6].stderr).toContain("unknown command 'constructor'");
   });
@@ -225,7 +255,10 @@ describe('rxserve arguments, help and schema', () => {
 
 describe('rxserve serve', () => {
   it('prints the URL once ready, answers HTTP, and on SIGTERM answers the request in flight and exits 0', async () => {
-    const child = spawn(process.execPath, [bin, 'serve', slowSpec, '--port', '0', '--host', '127.0.0.1'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [bin, 'serve', slowSpec, '--port', '0', '--host', '127.0.0.1'], {
+      cwd: dir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const exited = once(child, 'exit');
     let stderr = '';
     child.stderr!.on('data', (chunk) => (stderr += chunk));
@@ -290,7 +323,10 @@ serve:
         body: JSON.stringify({ model: 'gpt-x', messages: [{ role: 'user', content: 'hello' }] }),
       });
       expect(completion.status, stderr).toBe(200);
-      expect(((await completion.json()) as { choices: { message: unknown }[] }).choices[0].message).toMatchObject({ role: 'assistant', content: 'gpt-4o-mini says: hello' });
+      expect(((await completion.json()) as { choices: { message: unknown }[] }).choices[0].message).toMatchObject({
+        role: 'assistant',
+        content: 'gpt-4o-mini says: hello',
+      });
       const page = await fetch(`${url}/dashboard`);
       expect(page.status).toBe(200);
       expect(page.headers.get('content-type')).toMatch(/^text\/html/);

@@ -12,7 +12,9 @@ afterEach(async () => {
 });
 
 /** The first `data:` message of an event stream, parsed. */
-async function firstMessage(response: Response): Promise<{ snapshot: { endpoints: { endpoint: string; requests: number }[] }; shape: { steps: unknown[] } }> {
+async function firstMessage(
+  response: Response,
+): Promise<{ snapshot: { endpoints: { endpoint: string; requests: number }[] }; shape: { steps: unknown[] } }> {
   const reader = response.body!.getReader();
   let text = '';
   while (!text.includes('\n\n', text.indexOf('data: '))) text += new TextDecoder().decode((await reader.read()).value);
@@ -25,11 +27,16 @@ describe('dashboard routes', () => {
   it('bad options: not a boolean, or without a graph, is a ConfigError naming the option', async () => {
     const { graph, pipeline } = dashboardGraph();
     await expect(serve(pipeline, { graph, dashboard: 'yes' as never })).rejects.toThrow(/serve\.dashboard.*boolean/s);
-    const error = await serve(step((b) => b), { port: 0, dashboard: true }).catch((e: unknown) => e);
+    const error = await serve(
+      step((b) => b),
+      { port: 0, dashboard: true },
+    ).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ConfigError);
     expect((error as Error).message).toMatch(/serve\.dashboard: expected a graph option too .*got dashboard: true without graph/);
     const app = Fastify();
-    await expect(app.register(rxservePlugin, { pipeline: step((b) => b), dashboard: true }).ready()).rejects.toThrow(/rxservePlugin\.dashboard/);
+    await expect(app.register(rxservePlugin, { pipeline: step((b) => b), dashboard: true }).ready()).rejects.toThrow(
+      /rxservePlugin\.dashboard/,
+    );
     await app.close();
     await graph.close();
   });
@@ -49,12 +56,20 @@ describe('dashboard routes', () => {
     expect(message.snapshot.endpoints.map((e) => e.endpoint).sort()).toEqual(['advice', 'check', 'score']);
     expect(message.shape.steps).toHaveLength(3);
 
-    const bad = await fetch(`${server.url}/dashboard/login`, { method: 'POST', body: new URLSearchParams({ key: 'nope' }), redirect: 'manual' });
+    const bad = await fetch(`${server.url}/dashboard/login`, {
+      method: 'POST',
+      body: new URLSearchParams({ key: 'nope' }),
+      redirect: 'manual',
+    });
     expect(bad.status).toBe(401);
     expect(await bad.text()).toContain('not one of the server');
     const missing = await fetch(`${server.url}/dashboard/login`, { method: 'POST', body: new URLSearchParams({}), redirect: 'manual' });
     expect(missing.status).toBe(401);
-    const login = await fetch(`${server.url}/dashboard/login`, { method: 'POST', body: new URLSearchParams({ key: 'k1' }), redirect: 'manual' });
+    const login = await fetch(`${server.url}/dashboard/login`, {
+      method: 'POST',
+      body: new URLSearchParams({ key: 'k1' }),
+      redirect: 'manual',
+    });
     expect(login.status).toBe(303);
     expect(login.headers.get('location')).toBe('/dashboard');
     const setCookie = login.headers.get('set-cookie') ?? '';
@@ -69,12 +84,20 @@ describe('dashboard routes', () => {
     expect(unknown.status).toBe(404);
     // The cookie is not a key for the other routes.
     expect((await fetch(`${server.url}/v2/models`, { headers: { cookie } })).status).toBe(401);
-    const posted = await fetch(`${server.url}/score`, { method: 'POST', headers: { cookie, 'content-type': 'application/json' }, body: '{"x":1}' });
+    const posted = await fetch(`${server.url}/score`, {
+      method: 'POST',
+      headers: { cookie, 'content-type': 'application/json' },
+      body: '{"x":1}',
+    });
     expect(posted.status).toBe(401);
     // A forged cookie is refused.
     expect((await fetch(`${server.url}/dashboard`, { headers: { cookie: 'rxserve_dashboard=forged' } })).status).toBe(401);
     // The sign-in form's body type is not accepted by POST /*.
-    const form = await fetch(`${server.url}/score`, { method: 'POST', headers: { authorization: 'Bearer k1' }, body: new URLSearchParams({ x: '1' }) });
+    const form = await fetch(`${server.url}/score`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer k1' },
+      body: new URLSearchParams({ x: '1' }),
+    });
     expect(form.status).toBe(415);
   });
 
@@ -83,11 +106,13 @@ describe('dashboard routes', () => {
     const server = await serve(pipeline, { graph, port: 0, dashboard: true, apiKeys: ['right-key'] });
     servers.push(server);
     const signIn = (key: string) =>
-      fetch(`${server.url}/dashboard/login`, { method: 'POST', body: new URLSearchParams({ key }), redirect: 'manual' }).then(async (r) => ({
-        status: r.status,
-        retryAfter: r.headers.get('retry-after'),
-        text: await r.text(),
-      }));
+      fetch(`${server.url}/dashboard/login`, { method: 'POST', body: new URLSearchParams({ key }), redirect: 'manual' }).then(
+        async (r) => ({
+          status: r.status,
+          retryAfter: r.headers.get('retry-after'),
+          text: await r.text(),
+        }),
+      );
     const answers = [];
     for (let i = 0; i < 50; i++) answers.push(await signIn(`guess-${i}`));
     expect(answers.filter((a) => a.status === 401)).toHaveLength(10);
@@ -148,7 +173,8 @@ describe('dashboard routes', () => {
     graph.describe = () => (describes++, describeGraph());
     const server = await serve(pipeline, { graph, port: 0, dashboard: true });
     servers.push(server);
-    const post = () => fetch(`${server.url}/check`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }).then((r) => r.text());
+    const post = () =>
+      fetch(`${server.url}/check`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }).then((r) => r.text());
     // Traffic in the seconds before the page opens: the first message carries them.
     const t0 = Date.now();
     while (Date.now() - t0 < 2_100) await Promise.all([post(), new Promise((r) => setTimeout(r, 50))]);
@@ -168,7 +194,10 @@ describe('dashboard routes', () => {
     while (messages.length < 4 && Date.now() < deadline) {
       text += decoder.decode((await reader.read()).value, { stream: true });
       for (let end = text.indexOf('\n\n'); end >= 0; end = text.indexOf('\n\n')) {
-        const data = text.slice(0, end).split('\n').find((line) => line.startsWith('data: '));
+        const data = text
+          .slice(0, end)
+          .split('\n')
+          .find((line) => line.startsWith('data: '));
         if (data) messages.push(JSON.parse(data.slice(6)) as Message);
         text = text.slice(end + 2);
       }
@@ -186,7 +215,10 @@ describe('dashboard routes', () => {
       const previous = Math.floor(messages[i - 1]!.snapshot.at / 1000);
       // Only seconds from the last one the previous message had complete (one spare, for a
       // second turning over between reads); before, every tick re-sent the last five seconds.
-      expect(seconds(messages[i]!).every((s) => s >= previous - 1), `message ${i}: ${seconds(messages[i]!)} after ${previous}`).toBe(true);
+      expect(
+        seconds(messages[i]!).every((s) => s >= previous - 1),
+        `message ${i}: ${seconds(messages[i]!)} after ${previous}`,
+      ).toBe(true);
       expect(seconds(messages[i]!)).toContain(Math.floor(messages[i]!.snapshot.at / 1000) - 1);
     }
   });

@@ -25,7 +25,9 @@ const ENDPOINTS = { score: 'scorer', check: 'checker', advice: 'advisor' } as co
 // docs/dashboard.png is committed: rewritten only when absent or with RXSERVE_UPDATE_SCREENSHOT=1.
 const DOCS_SCREENSHOT = fileURLToPath(new URL('../docs/dashboard.png', import.meta.url));
 const SCREENSHOT =
-  process.env.RXSERVE_UPDATE_SCREENSHOT === '1' || !existsSync(DOCS_SCREENSHOT) ? DOCS_SCREENSHOT : join(tmpdir(), `rxserve-dashboard-${process.pid}.png`);
+  process.env.RXSERVE_UPDATE_SCREENSHOT === '1' || !existsSync(DOCS_SCREENSHOT)
+    ? DOCS_SCREENSHOT
+    : join(tmpdir(), `rxserve-dashboard-${process.pid}.png`);
 const run = browserAvailable('dashboard.spec');
 
 /** The counters of one moment, as the page or Prometheus shows them. */
@@ -42,10 +44,16 @@ function parseScrape(text: string): Figures {
   const rejected: Record<string, number> = {};
   for (const [endpoint, step] of Object.entries(ENDPOINTS)) {
     const read = (outcome: string) =>
-      Number(new RegExp(`^rxserve_model_requests_total\\{endpoint="${endpoint}",step="${step}",outcome="${outcome}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+      Number(
+        new RegExp(`^rxserve_model_requests_total\\{endpoint="${endpoint}",step="${step}",outcome="${outcome}"\\} (\\d+)$`, 'm').exec(
+          text,
+        )?.[1] ?? 0,
+      );
     errors[endpoint] = read('error');
     requests[endpoint] = read('success') + errors[endpoint];
-    rejected[step] = Number(new RegExp(`^rxserve_step_rejected_total\\{step="${step}",reason="queue_full"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+    rejected[step] = Number(
+      new RegExp(`^rxserve_step_rejected_total\\{step="${step}",reason="queue_full"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0,
+    );
   }
   return { requests, errors, rejected };
 }
@@ -153,10 +161,26 @@ describe.runIf(run)('dashboard in Chromium', () => {
     const steps = await page.$$eval('#steps tbody tr', (rows) => rows.map((r) => (r as unknown as Row).dataset.step));
     expect(steps.sort()).toEqual(['advisor', 'checker', 'scorer']);
     const diagram = (await page.textContent('#diagram')) ?? '';
-    for (const name of ['scorer', 'checker', 'advisor', 'score', 'check', 'advice', 'llm', 'Score', 'Check', 'LLModel', 'asyncio', 'naive', 'shared_executor']) {
+    for (const name of [
+      'scorer',
+      'checker',
+      'advisor',
+      'score',
+      'check',
+      'advice',
+      'llm',
+      'Score',
+      'Check',
+      'LLModel',
+      'asyncio',
+      'naive',
+      'shared_executor',
+    ]) {
       expect(diagram, `the diagram names ${name}`).toContain(name);
     }
-    const models = await page.$$eval('#diagram [data-model]', (gs) => gs.map((g) => `${g.getAttribute('data-model')}:${g.getAttribute('data-mechanism')}`));
+    const models = await page.$$eval('#diagram [data-model]', (gs) =>
+      gs.map((g) => `${g.getAttribute('data-model')}:${g.getAttribute('data-mechanism')}`),
+    );
     expect(models.sort()).toEqual(['advice:shared_executor', 'check:naive', 'score:asyncio']);
     expect(await page.getAttribute('#diagram [data-shared="llm"]', 'data-mechanism')).toBe('asyncio');
     // The proxy's edge to its shared model.
@@ -225,7 +249,9 @@ describe.runIf(run)('dashboard in Chromium', () => {
   }, 20_000);
 
   it('latencies show two significant digits (the buckets are 19% wide); /dashboard/ leads to the page; the page asks for nothing that 404s', async () => {
-    const cells = await page.$$eval('#endpoints tbody [data-field="p50Ms"], #endpoints tbody [data-field="p99Ms"]', (tds) => tds.map((td) => td.textContent ?? ''));
+    const cells = await page.$$eval('#endpoints tbody [data-field="p50Ms"], #endpoints tbody [data-field="p99Ms"]', (tds) =>
+      tds.map((td) => td.textContent ?? ''),
+    );
     expect(cells.length).toBe(6);
     const shown = cells.filter((text) => text !== '–');
     expect(shown.length, 'some latencies are shown').toBeGreaterThan(0);
@@ -251,15 +277,33 @@ describe.runIf(run)('dashboard in Chromium', () => {
 function flowGraph() {
   const graph = createGraph({ name: 'flows' });
   const f = graph.flow({ name: 'judge-loop' });
-  f.to('generate', step((b: { n?: number }) => ({ ...b, n: (b.n ?? 0) + 1 })), { maxIterations: 3 })
-    .errorHandler('fallback', step(() => ({ answer: 'fallback' })))
-    .to('judge', choice((e) => ((e.body as { n: number }).n >= 2 ? 'reply' : 'generate')))
+  f.to(
+    'generate',
+    step((b: { n?: number }) => ({ ...b, n: (b.n ?? 0) + 1 })),
+    { maxIterations: 3 },
+  )
+    .errorHandler(
+      'fallback',
+      step(() => ({ answer: 'fallback' })),
+    )
+    .to(
+      'judge',
+      choice((e) => ((e.body as { n: number }).n >= 2 ? 'reply' : 'generate')),
+    )
     .cycleTo('generate');
-  f.add('reply', step((b) => b), { after: 'judge' }).respond();
-  f.add('audit', step(async (b, { signal }) => {
-    await new Promise((resolve) => setTimeout(resolve, 1_500)).then(() => signal.throwIfAborted());
-    return b;
-  }), { after: 'generate' });
+  f.add(
+    'reply',
+    step((b) => b),
+    { after: 'judge' },
+  ).respond();
+  f.add(
+    'audit',
+    step(async (b, { signal }) => {
+      await new Promise((resolve) => setTimeout(resolve, 1_500)).then(() => signal.throwIfAborted());
+      return b;
+    }),
+    { after: 'generate' },
+  );
   return { graph, pipeline: f.build() };
 }
 
@@ -274,7 +318,9 @@ describe.runIf(run)('dashboard in Chromium: a flow', () => {
       await page.goto(`${server.url}/dashboard`);
       await page.waitForFunction(() => Number(document.body.dataset.received) >= 1);
       const flow = 'svg[data-flow="judge-loop"]';
-      const steps = await page.$$eval(`${flow} g[data-flow-step]`, (gs) => gs.map((g) => `${g.getAttribute('data-flow-step')}:${g.getAttribute('class')}`));
+      const steps = await page.$$eval(`${flow} g[data-flow-step]`, (gs) =>
+        gs.map((g) => `${g.getAttribute('data-flow-step')}:${g.getAttribute('class')}`),
+      );
       expect(steps.sort()).toEqual([
         'audit:flow-step step',
         'fallback:flow-step errorHandler',
@@ -286,12 +332,21 @@ describe.runIf(run)('dashboard in Chromium: a flow', () => {
       const cycle = `${flow} path.edge.cycle[data-from="judge"][data-to="generate"]`;
       expect(await page.locator(cycle).count()).toBe(1);
       expect(await page.$eval(cycle, (p) => getComputedStyle(p as never).strokeDasharray)).not.toBe('none');
-      expect(await page.$eval(`${flow} path.edge.next[data-from="generate"][data-to="judge"]`, (p) => getComputedStyle(p as never).strokeDasharray)).toBe('none');
+      expect(
+        await page.$eval(
+          `${flow} path.edge.next[data-from="generate"][data-to="judge"]`,
+          (p) => getComputedStyle(p as never).strokeDasharray,
+        ),
+      ).toBe('none');
       expect(await page.locator(`${flow} path.edge.error[data-from="generate"][data-to="fallback"]`).count()).toBe(1);
       // Two requests answered at once; their audits (one per draft: 2 each) run on for 1.5 s.
       const answers = await Promise.all(
         ['a', 'b'].map((id) =>
-          fetch(`${server.url}/ask`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-request-id': id }, body: '{}' }).then((r) => r.json()),
+          fetch(`${server.url}/ask`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', 'x-request-id': id },
+            body: '{}',
+          }).then((r) => r.json()),
         ),
       );
       expect(answers).toEqual([{ n: 2 }, { n: 2 }]);

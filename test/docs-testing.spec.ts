@@ -49,9 +49,18 @@ it('routes by key, and a slow model times out in virtual time', () => {
   scheduler.run(({ cold, hot, expectObservable }) => {
     const executor = testExecutor({ fast: () => cold('-f|', { f: 'F' }), slow: () => cold('-----s|', { s: 'S' }) });
     const step = (name: string, timeoutMs?: number) =>
-      modelRunner({ name, models: [{ endpointName: name, modelClass: 'Model', executionMechanism: 'asyncio', ...(timeoutMs ? { timeoutMs } : {}) }], executor, raiseException: false });
+      modelRunner({
+        name,
+        models: [{ endpointName: name, modelClass: 'Model', executionMechanism: 'asyncio', ...(timeoutMs ? { timeoutMs } : {}) }],
+        executor,
+        raiseException: false,
+      });
     const events = hot('ab|', { a: toEvent({}, { path: 'fast' }), b: toEvent({}, { path: 'slow' }) });
-    const out = events.pipe(router({ key: (e) => e.path, routes: { fast: step('fast'), slow: step('slow', 3) } }), bodies(), map((b) => JSON.stringify(b)));
+    const out = events.pipe(
+      router({ key: (e) => e.path, routes: { fast: step('fast'), slow: step('slow', 3) } }),
+      bodies(),
+      map((b) => JSON.stringify(b)),
+    );
     expectObservable(out).toBe('-f--(s|)', { f: '"F"', s: `{"error":"ModelTimeoutError: model 'slow' timed out after 3 ms"}` });
   });
 });

@@ -27,8 +27,7 @@ const ref = (name: string) => ({ module: fixture, export: name });
 const WORKER_MECHANISMS = ['thread_pool', 'process_pool', 'dedicated_process'] as const;
 const ALL_MECHANISMS = ['naive', 'asyncio', ...WORKER_MECHANISMS] as const;
 
-const run = (bodies: unknown[], config: ModelRunnerConfig) =>
-  lastValueFrom(from(bodies).pipe(asEvents(), modelRunner(config), toArray()));
+const run = (bodies: unknown[], config: ModelRunnerConfig) => lastValueFrom(from(bodies).pipe(asEvents(), modelRunner(config), toArray()));
 
 beforeAll(() => {
   registerModel('Affine', ref('Affine'));
@@ -146,7 +145,9 @@ describe.each(WORKER_MECHANISMS)('%s', (mechanism) => {
   it('a model that cannot load errors the stream with ModelLoadError naming it', async () => {
     await expect(
       run([{}], { models: [{ endpointName: 'broken', modelClass: ref('NoLoad'), executionMechanism: mechanism }] }),
-    ).rejects.toSatisfy((e: unknown) => e instanceof ModelLoadError && /model 'broken' could not be loaded: weights not found/.test((e as Error).message));
+    ).rejects.toSatisfy(
+      (e: unknown) => e instanceof ModelLoadError && /model 'broken' could not be loaded: weights not found/.test((e as Error).message),
+    );
     await expect(
       run([{}], { models: [{ endpointName: 'missing', modelClass: { module: '/no/such/module.mjs' }, executionMechanism: mechanism }] }),
     ).rejects.toThrow(/model 'missing' could not be loaded: cannot import module '\/no\/such\/module\.mjs'/);
@@ -177,7 +178,13 @@ describe('processes', () => {
       const outputs: ServingEvent[] = [];
       const done = new Promise<void>((resolve) =>
         subject
-          .pipe(modelRunner({ models: [{ endpointName: 'f', modelClass: ref('Faulty'), executionMechanism: mechanism }], raiseException: false, ordered: false }))
+          .pipe(
+            modelRunner({
+              models: [{ endpointName: 'f', modelClass: ref('Faulty'), executionMechanism: mechanism }],
+              raiseException: false,
+              ordered: false,
+            }),
+          )
           .subscribe({ next: (e) => outputs.push(e), complete: resolve }),
       );
       subject.next(toEvent({ do: 'pid' }, { id: 'pid' }));
@@ -296,8 +303,8 @@ describe('threads', () => {
   });
 
   it('validates pool options, naming the field', () => {
-    expect(() => modelRunner({ models: [{ endpointName: 'a', modelClass: 'Affine', executionMechanism: 'thread_pool' }], pool: { maxThreads: 0 } })).toThrow(
-      /modelRunner\.pool\.maxThreads: expected a positive integer, got 0/,
-    );
+    expect(() =>
+      modelRunner({ models: [{ endpointName: 'a', modelClass: 'Affine', executionMechanism: 'thread_pool' }], pool: { maxThreads: 0 } }),
+    ).toThrow(/modelRunner\.pool\.maxThreads: expected a positive integer, got 0/);
   });
 });

@@ -52,14 +52,28 @@ class Judge extends Model<{ attempt: number; goodAt?: number; judgeFails?: boole
 /** An LLM-as-judge flow: generate (asyncio) → judge (naive) → choice → reply, an audit side branch, a fallback. */
 function judgeFlow(graph: Graph, options: { auditMs?: number; maxIterations?: number } = {}) {
   const f = graph.flow({ name: 'judge-loop' });
-  f.to('generate', graph.modelRunner({ name: 'generate', models: [{ endpointName: 'writer', modelClass: Writer, executionMechanism: 'asyncio' }] }), {
-    maxIterations: options.maxIterations ?? 3,
-  })
+  f.to(
+    'generate',
+    graph.modelRunner({ name: 'generate', models: [{ endpointName: 'writer', modelClass: Writer, executionMechanism: 'asyncio' }] }),
+    {
+      maxIterations: options.maxIterations ?? 3,
+    },
+  )
     .to('judge', graph.modelRunner({ name: 'judge', models: [{ endpointName: 'judge', modelClass: Judge, executionMechanism: 'naive' }] }))
-    .errorHandler('fallback', step(() => ({ answer: 'no verdict today' })))
-    .to('decide', choice((e) => ((e.body as { verdict: string }).verdict === 'good' ? 'reply' : 'generate')))
+    .errorHandler(
+      'fallback',
+      step(() => ({ answer: 'no verdict today' })),
+    )
+    .to(
+      'decide',
+      choice((e) => ((e.body as { verdict: string }).verdict === 'good' ? 'reply' : 'generate')),
+    )
     .cycleTo('generate');
-  f.add('reply', step((b: { draft: string; attempt: number }) => ({ answer: b.draft, attempts: b.attempt })), { after: 'decide' }).respond();
+  f.add(
+    'reply',
+    step((b: { draft: string; attempt: number }) => ({ answer: b.draft, attempts: b.attempt })),
+    { after: 'decide' },
+  ).respond();
   f.add(
     'audit',
     step(
@@ -102,7 +116,10 @@ describe('flows on real mechanisms', () => {
     expect(limited.error?.message).toMatch(/^step 'generate' already ran maxIterations \(3\) times for event 'q3'/);
     const fallback = await client.invoke({ question: 'q4', judgeFails: true });
     expect(fallback.body).toEqual({ answer: 'no verdict today' });
-    expect(fallback.metadata.error).toEqual({ step: 'judge', error: "ModelRunnerError: step 'judge': judge failed (TypeError: judge is down)" });
+    expect(fallback.metadata.error).toEqual({
+      step: 'judge',
+      error: "ModelRunnerError: step 'judge': judge failed (TypeError: judge is down)",
+    });
     await client.close();
     // Every draft was audited (1 + 3 + 3 + 1), the side branch having finished before close() resolved.
     expect(probe.audited.sort()).toEqual(['q1 #1', 'q2 #1', 'q2 #2', 'q2 #3', 'q3 #1', 'q3 #2', 'q3 #3', 'q4 #1']);
@@ -112,15 +129,28 @@ describe('flows on real mechanisms', () => {
   it('a thread_pool modelRunner step inside a flow, next to naive ones, with a side branch', async () => {
     const graph = createGraph();
     const affine = (name: string, mechanism: 'thread_pool' | 'naive', params: Record<string, number>) =>
-      graph.modelRunner({ name, models: [{ endpointName: name, modelClass: { module: workerModels, export: 'Affine' }, executionMechanism: mechanism, params }] });
+      graph.modelRunner({
+        name,
+        models: [{ endpointName: name, modelClass: { module: workerModels, export: 'Affine' }, executionMechanism: mechanism, params }],
+      });
     const f = graph.flow();
     f.to('double', affine('double', 'thread_pool', { a: 2 }))
-      .to('reshape', step((b: { y: number }) => ({ x: b.y })))
+      .to(
+        'reshape',
+        step((b: { y: number }) => ({ x: b.y })),
+      )
       .to('plus', affine('plus', 'naive', { b: 100 }))
-      .to('answer', step((b: { y: number }) => ({ result: b.y })))
+      .to(
+        'answer',
+        step((b: { y: number }) => ({ result: b.y })),
+      )
       .respond();
     const seen: number[] = [];
-    f.add('side', step((b: { y: number }) => (seen.push(b.y), b)), { after: 'double' });
+    f.add(
+      'side',
+      step((b: { y: number }) => (seen.push(b.y), b)),
+      { after: 'double' },
+    );
     const client = invoker(f.build(), { graph });
     clients.push(client);
     expect(await Promise.all([1, 2, 3].map((x) => client.test({ x })))).toEqual([{ result: 102 }, { result: 104 }, { result: 106 }]);
@@ -128,27 +158,61 @@ describe('flows on real mechanisms', () => {
     expect(seen.sort()).toEqual([2, 4, 6]);
     expect(graph.describe().flows?.[0]).toMatchObject({
       flow: 'flow',
-      steps: [{ step: 'double', entry: true }, { step: 'reshape' }, { step: 'plus' }, { step: 'answer', responder: true }, { step: 'side' }],
+      steps: [
+        { step: 'double', entry: true },
+        { step: 'reshape' },
+        { step: 'plus' },
+        { step: 'answer', responder: true },
+        { step: 'side' },
+      ],
     });
   });
 
   it('served over a real socket: the answer, 508 for a cycle past its bound, 404 when no branch reaches the responder', async () => {
     const graph = createGraph();
     const f = graph.flow({ name: 'http' });
-    f.to('route', choice((e) => (e.body as { to: string[] }).to));
-    f.add('loop', step((b: { n?: number }) => ({ ...b, n: (b.n ?? 0) + 1 })), { after: 'route', maxIterations: 2 })
-      .to('again', choice(() => 'loop'))
+    f.to(
+      'route',
+      choice((e) => (e.body as { to: string[] }).to),
+    );
+    f.add(
+      'loop',
+      step((b: { n?: number }) => ({ ...b, n: (b.n ?? 0) + 1 })),
+      { after: 'route', maxIterations: 2 },
+    )
+      .to(
+        'again',
+        choice(() => 'loop'),
+      )
       .cycleTo('loop');
-    f.add('reply', step((b) => ({ ok: b })), { after: ['route', 'again'] }).respond();
+    f.add(
+      'reply',
+      step((b) => ({ ok: b })),
+      { after: ['route', 'again'] },
+    ).respond();
     const server = await serve(f.build(), { graph, port: 0 });
     servers.push(server);
     const post = async (body: unknown) => {
-      const res = await fetch(`${server.url}/ask`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const res = await fetch(`${server.url}/ask`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
       return { status: res.status, body: (await res.json()) as unknown };
     };
     expect(await post({ to: ['reply'] })).toEqual({ status: 200, body: { ok: { to: ['reply'] } } });
-    expect(await post({ to: ['loop'] })).toMatchObject({ status: 508, body: { error: expect.stringMatching(/^CycleLimitError: step 'loop' already ran maxIterations \(2\)/) } });
-    expect(await post({ to: [] })).toMatchObject({ status: 404, body: { error: expect.stringMatching(/^RouteNotFoundError: flow 'http': event '.*' never reached the responder 'reply'; it ended at 'route'$/) } });
+    expect(await post({ to: ['loop'] })).toMatchObject({
+      status: 508,
+      body: { error: expect.stringMatching(/^CycleLimitError: step 'loop' already ran maxIterations \(2\)/) },
+    });
+    expect(await post({ to: [] })).toMatchObject({
+      status: 404,
+      body: {
+        error: expect.stringMatching(
+          /^RouteNotFoundError: flow 'http': event '.*' never reached the responder 'reply'; it ended at 'route'$/,
+        ),
+      },
+    });
   });
 
   it('an input’s cancel reaches work inside the flow: a timeout and an aborted request abort the model’s call', async () => {
@@ -224,7 +288,10 @@ describe('graph.describe() and flowStats()', () => {
     f.to('enrich', noop)
       .to('models', noop, { maxIterations: 2 })
       .errorHandler('fallback', noop, { before: 'reply' })
-      .to('judge', choice(() => 'reply'))
+      .to(
+        'judge',
+        choice(() => 'reply'),
+      )
       .cycleTo('models');
     f.add('reply', noop, { after: 'judge' }).respond();
     f.add('audit', noop, { after: 'models' });
@@ -255,7 +322,13 @@ describe('graph.describe() and flowStats()', () => {
       },
     ]);
     expect(graph.flowStats().map((s) => `${s.flow}/${s.step}:${s.inFlight}`)).toEqual([
-      'advisor/enrich:0', 'advisor/models:0', 'advisor/judge:0', 'advisor/reply:0', 'advisor/audit:0', 'advisor/fallback:0', 'advisor/catch-all:0',
+      'advisor/enrich:0',
+      'advisor/models:0',
+      'advisor/judge:0',
+      'advisor/reply:0',
+      'advisor/audit:0',
+      'advisor/fallback:0',
+      'advisor/catch-all:0',
     ]);
     // Flow names are unique in a graph.
     const again = graph.flow({ name: 'advisor' });
@@ -267,7 +340,7 @@ describe('graph.describe() and flowStats()', () => {
 describe('flow chaos', () => {
   it('thousands of events with random branch errors, choices, cycles and aborts: each input answered exactly once, nothing left in the accounting', async () => {
     let seed = 23;
-    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     const work = (name: string) =>
       step(
         (b: { n: number; fail: string[]; hops?: number }, { signal }) => {
@@ -287,13 +360,17 @@ describe('flow chaos', () => {
     f.to('a', work('a')).errorHandler('a-fix', work('a-fix'));
     f.add('side', work('side'), { after: 'a' });
     f.add('loop', work('loop'), { after: 'a', maxIterations: 3 });
-    f.add('pick', choice((e) => {
-      const b = e.body as { n: number; hops: number };
-      if (b.n % 7 === 0) throw new Error('pick threw');
-      if (b.n % 5 === 0) return [];
-      if (b.n % 3 === 0 && b.hops < 6) return 'loop';
-      return b.n % 2 === 0 ? ['b', 'c'] : 'b';
-    }), { after: 'loop' }).cycleTo('loop');
+    f.add(
+      'pick',
+      choice((e) => {
+        const b = e.body as { n: number; hops: number };
+        if (b.n % 7 === 0) throw new Error('pick threw');
+        if (b.n % 5 === 0) return [];
+        if (b.n % 3 === 0 && b.hops < 6) return 'loop';
+        return b.n % 2 === 0 ? ['b', 'c'] : 'b';
+      }),
+      { after: 'loop' },
+    ).cycleTo('loop');
     f.add('b', work('b'), { after: 'pick' });
     f.add('c', work('c'), { after: 'pick' });
     f.add('reply', work('reply'), { after: ['b', 'c'] }).respond();

@@ -85,7 +85,12 @@ describe('shared models', () => {
       await graph.ready();
       if (executionMechanism !== 'thread_pool') expect(nodeChildren()).toBe(before + 1);
       const out = await lastValueFrom(
-        from([{}, {}, {}]).pipe(asEvents(), graph.modelRunner({ models: proxies.slice(0, 2) }), graph.modelRunner({ name: 'again', models: proxies.slice(2) }), toArray()),
+        from([{}, {}, {}]).pipe(
+          asEvents(),
+          graph.modelRunner({ models: proxies.slice(0, 2) }),
+          graph.modelRunner({ name: 'again', models: proxies.slice(2) }),
+          toArray(),
+        ),
       );
       const answers = out.flatMap((e) => Object.values(e.body as Record<string, { pid: number; loads: number; origin: string }>));
       expect(new Set(answers.map((a) => a.pid)).size).toBe(1);
@@ -113,7 +118,9 @@ describe('shared models', () => {
     graph.addSharedModel({ name: 's', modelClass: Slow, executionMechanism: 'asyncio', maxInFlight: 1 });
     const a = graph.sharedModelProxy({ endpointName: 'a', sharedModelName: 's' });
     const b = graph.sharedModelProxy({ endpointName: 'b', sharedModelName: 's' });
-    const out = await lastValueFrom(from(Array.from({ length: 6 }, () => ({}))).pipe(asEvents(), graph.modelRunner({ models: [a, b] }), toArray()));
+    const out = await lastValueFrom(
+      from(Array.from({ length: 6 }, () => ({}))).pipe(asEvents(), graph.modelRunner({ models: [a, b] }), toArray()),
+    );
     expect(out.every((e) => JSON.stringify(e.body) === '{"a":"ok","b":"ok"}')).toBe(true);
     expect(peak).toBe(1);
     await graph.close();
@@ -144,9 +151,11 @@ describe('shared models with batching', () => {
       ),
     );
     await graph.close();
-    expect(out.map((e) => e.body).sort((a, b) => (a as { left: { doubled: number } }).left.doubled - (b as { left: { doubled: number } }).left.doubled)).toEqual(
-      [1, 2, 3].map((q) => ({ left: { doubled: q * 2, origin: 'left' }, right: { doubled: q * 2, origin: 'right' } })),
-    );
+    expect(
+      out
+        .map((e) => e.body)
+        .sort((a, b) => (a as { left: { doubled: number } }).left.doubled - (b as { left: { doubled: number } }).left.doubled),
+    ).toEqual([1, 2, 3].map((q) => ({ left: { doubled: q * 2, origin: 'left' }, right: { doubled: q * 2, origin: 'right' } })));
     // Six calls (three events, two proxies) arriving together: fewer, larger predictBatch calls.
     expect(sizes.reduce((a, b) => a + b, 0)).toBe(6);
     expect(Math.max(...sizes)).toBeGreaterThan(1);
@@ -170,13 +179,18 @@ describe('graph configuration errors', () => {
   it('route and step names are not endpoint names: a route named after the model it serves is accepted (the KServe layout)', () => {
     const graph = createGraph({ name: 'g' });
     const mlp = graph.modelRunner({ name: 'mlp', models: [{ endpointName: 'mlp', modelClass: 'Model', executionMechanism: 'naive' }] });
-    const other = graph.modelRunner({ name: 'other-step', models: [{ endpointName: 'other', modelClass: 'Model', executionMechanism: 'naive' }] });
+    const other = graph.modelRunner({
+      name: 'other-step',
+      models: [{ endpointName: 'other', modelClass: 'Model', executionMechanism: 'naive' }],
+    });
     graph.router({ name: 'models', key: () => 'mlp', routes: { mlp, alias: other } });
     expect(graph.endpointNames().map((e) => e.endpointName)).toEqual(['mlp', 'other']);
     expect(graph.endpoint('alias')).toBeUndefined();
     expect(graph.endpoint('mlp')).toMatchObject({ endpointName: 'mlp', step: 'mlp', executionMechanism: 'naive' });
     // A model named like a route made earlier is no clash either.
-    expect(() => graph.modelRunner({ name: 'late', models: [{ endpointName: 'alias', modelClass: 'Model', executionMechanism: 'naive' }] })).not.toThrow();
+    expect(() =>
+      graph.modelRunner({ name: 'late', models: [{ endpointName: 'alias', modelClass: 'Model', executionMechanism: 'naive' }] }),
+    ).not.toThrow();
     // The router is still drawn in the graph's shape, with its routes.
     expect(graph[MONITORING].describe().routers).toEqual([{ step: 'models', routes: ['mlp', 'alias'] }]);
   });
@@ -187,7 +201,9 @@ describe('graph configuration errors', () => {
     expect(() => graph.sharedModelProxy({ endpointName: 'p', modelArtifact: artifact('other') })).toThrow(
       /sharedModelProxy\.modelArtifact: expected the artifact of a shared model \(shared: 'llm' \(uri 'store:\/\/models\/llm'\)\), got uri 'store:\/\/models\/other'/,
     );
-    expect(() => graph.sharedModelProxy({ endpointName: 'p', sharedModelName: 'nope' })).toThrow(/expected the name of a shared model .* got 'nope'/);
+    expect(() => graph.sharedModelProxy({ endpointName: 'p', sharedModelName: 'nope' })).toThrow(
+      /expected the name of a shared model .* got 'nope'/,
+    );
     expect(() => graph.sharedModelProxy({ endpointName: 'p', modelArtifact: artifact('llm'), sharedModelName: 'other' })).toThrow(
       /sharedModelName: expected 'llm', the shared model whose artifact is 'store:\/\/models\/llm', got 'other'/,
     );
@@ -273,7 +289,9 @@ describe('graph lifecycle', () => {
     expect(outputs.map((e) => e.id)).toEqual(['e0', 'e1', 'e2', 'e3', 'e4', 'late']);
     for (const e of outputs) {
       expect(e.error).toBeInstanceOf(ModelRunnerError);
-      expect(String((e.body as Record<string, { error: string }>).never.error)).toMatch(/graph 'closing' was closed|model 'never' is closed/);
+      expect(String((e.body as Record<string, { error: string }>).never.error)).toMatch(
+        /graph 'closing' was closed|model 'never' is closed/,
+      );
     }
     await settleChildren(before);
     expect(nodeChildren()).toBe(before);
@@ -282,6 +300,8 @@ describe('graph lifecycle', () => {
   it('validates its options', () => {
     expect(() => createGraph({ nme: 'x' } as never)).toThrow(ConfigError);
     const graph = createGraph();
-    expect(() => graph.configurePoolResource({ maxThreads: -1 })).toThrow(/graph\.configurePoolResource\.maxThreads: expected a positive integer/);
+    expect(() => graph.configurePoolResource({ maxThreads: -1 })).toThrow(
+      /graph\.configurePoolResource\.maxThreads: expected a positive integer/,
+    );
   });
 });

@@ -18,14 +18,15 @@ function runScript(mechanisms: string[]): Promise<{ code: number | null; signal:
 }
 
 describe('a script that never closes its graph', () => {
-  it.each([
-    [['process_pool', 'dedicated_process']],
-    [['thread_pool', 'naive', 'asyncio']],
-  ])('exits by itself after its calls (%j)', async (mechanisms) => {
-    const { code, signal, stdout, stderr } = await runScript(mechanisms);
-    expect({ code, signal, stderr }).toEqual({ code: 0, signal: null, stderr: '' });
-    for (const m of mechanisms) expect(stdout).toContain(`${m} {"y":42}`);
-    expect(stdout).toContain('shared {"y":3}');
-    expect(stdout).toContain('done; not closing');
-  }, BOUND_MS + 5_000);
+  it.each([[['process_pool', 'dedicated_process']], [['thread_pool', 'naive', 'asyncio']]])(
+    'exits by itself after its calls (%j)',
+    async (mechanisms) => {
+      const { code, signal, stdout, stderr } = await runScript(mechanisms);
+      expect({ code, signal, stderr }).toEqual({ code: 0, signal: null, stderr: '' });
+      for (const m of mechanisms) expect(stdout).toContain(`${m} {"y":42}`);
+      expect(stdout).toContain('shared {"y":3}');
+      expect(stdout).toContain('done; not closing');
+    },
+    BOUND_MS + 5_000,
+  );
 });

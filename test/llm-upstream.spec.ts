@@ -4,7 +4,16 @@
 // requests before their first token. Real sockets: serve() in front, the loopback LLM server behind.
 import OpenAI from 'openai';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { ModelRunnerError, ProviderError, createGraph, llmPromptArtifact, modelArtifact, serve, type ModelEntry, type ServingEvent } from '../src/index.js';
+import {
+  ModelRunnerError,
+  ProviderError,
+  createGraph,
+  llmPromptArtifact,
+  modelArtifact,
+  serve,
+  type ModelEntry,
+  type ServingEvent,
+} from '../src/index.js';
 import type { Server } from '../src/serve/serve.js';
 import { retryAfterOf, statusOf } from '../src/serve/status.js';
 import { startLLMServer, type LLMServer } from '../src/testing/index.js';
@@ -23,8 +32,16 @@ const entry = (endpointName: string, params: Record<string, unknown>, hf = false
   modelArtifact: llmPromptArtifact({
     key: endpointName,
     model: hf
-      ? modelArtifact({ key: 'hf', modelUrl: 'huggingface://org/model', providerOptions: { apiKey: 'hf-key', baseURL: llm.huggingfaceURL } })
-      : modelArtifact({ key: 'gpt', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'upstream-key', baseURL: llm.openaiBaseURL } }),
+      ? modelArtifact({
+          key: 'hf',
+          modelUrl: 'huggingface://org/model',
+          providerOptions: { apiKey: 'hf-key', baseURL: llm.huggingfaceURL },
+        })
+      : modelArtifact({
+          key: 'gpt',
+          modelUrl: 'openai://gpt-4o-mini',
+          providerOptions: { apiKey: 'upstream-key', baseURL: llm.openaiBaseURL },
+        }),
     promptTemplate: [{ role: 'user', content: '{question}' }],
   }),
   resultPath: 'output',
@@ -44,9 +61,7 @@ beforeAll(async () => {
       entry('streamer', { maxRetries: 1, stream: true, providerTimeoutMs: 150 }),
       entry('hf', { maxRetries: 0 }, true),
     ],
-    selector: (event: ServingEvent) => [
-      event.path === OPENAI ? (event.body as { model: string }).model : (event.path ?? '/').slice(1),
-    ],
+    selector: (event: ServingEvent) => [event.path === OPENAI ? (event.body as { model: string }).model : (event.path ?? '/').slice(1)],
   });
   http = await serve(step, {
     port: 0,
@@ -61,7 +76,11 @@ afterAll(async () => {
 beforeEach(() => llm.clearFaults());
 
 async function post(path: string, body: unknown, headers: Record<string, string> = {}) {
-  const response = await fetch(`${http.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+  const response = await fetch(`${http.url}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
   const text = await response.text();
   let json: Record<string, unknown> | undefined;
   try {
@@ -231,7 +250,9 @@ describe('/v1/chat/completions (the official openai client)', () => {
     expect(raw.status).toBe(429);
     expect(raw.headers.get('content-type')).toMatch(/^application\/json/);
     expect(raw.headers.get('retry-after')).toBe(RETRY_AT);
-    expect(raw.json).toMatchObject({ error: { type: 'requests', code: 'rate_limit_exceeded', message: expect.stringMatching(/HTTP 429/) } });
+    expect(raw.json).toMatchObject({
+      error: { type: 'requests', code: 'rate_limit_exceeded', message: expect.stringMatching(/HTTP 429/) },
+    });
 
     llm.fault({ path: OPENAI, status: 502, times: 2 });
     const failed = await noRetries()
@@ -259,13 +280,20 @@ describe('/v1/chat/completions (the official openai client)', () => {
 describe('a worker thread', () => {
   it("the provider's 429 and its Retry-After cross the worker boundary", async () => {
     const graph = createGraph({ name: 'pooled' });
-    const pooled = await serve(graph.modelRunner({ name: 'pool', models: [{ ...entry('direct', { maxRetries: 0 }), executionMechanism: 'thread_pool' }] }), {
-      port: 0,
-      graph,
-    });
+    const pooled = await serve(
+      graph.modelRunner({ name: 'pool', models: [{ ...entry('direct', { maxRetries: 0 }), executionMechanism: 'thread_pool' }] }),
+      {
+        port: 0,
+        graph,
+      },
+    );
     try {
       llm.fault({ path: OPENAI, status: 429, headers: { 'retry-after': '9' } });
-      const reply = await fetch(`${pooled.url}/direct`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"question":"q"}' });
+      const reply = await fetch(`${pooled.url}/direct`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{"question":"q"}',
+      });
       expect(reply.status).toBe(429);
       expect(reply.headers.get('retry-after')).toBe('9');
     } finally {

@@ -157,7 +157,9 @@ describe.each(TRANSPORTS)('over %s', (t) => {
         raiseException: false,
       });
       expect((out[0].body as { output: { answer: string } }).output.answer).toContain('ok');
-      expect(out[1].body).toEqual({ error: "TypeError: LLModel 'f': prompt 'finance' has placeholder {question}, but the input has no field 'question'" });
+      expect(out[1].body).toEqual({
+        error: "TypeError: LLModel 'f': prompt 'finance' has placeholder {question}, but the input has no field 'question'",
+      });
       expect((out[2].body as { output: { answer: string } }).output.answer).toContain('fine too');
     });
 
@@ -201,7 +203,6 @@ describe.each(TRANSPORTS)('over %s', (t) => {
       expect(usage.estimated).toBeUndefined();
       expect(usage.total_tokens).toBe((usage.prompt_tokens as number) + (usage.completion_tokens as number));
     });
-
   });
 
   // What both providers do alike, one table: each row is a provider's model and the error text it gives.
@@ -210,7 +211,11 @@ describe.each(TRANSPORTS)('over %s', (t) => {
     {
       provider: 'huggingface',
       artifact: () =>
-        modelArtifact({ key: 'hf', modelUrl: 'huggingface://meta-llama/Llama-3.1-8B-Instruct', providerOptions: { apiKey: 'hf_test', baseURL: server.huggingfaceURL, transport, task: 'text-generation' } }),
+        modelArtifact({
+          key: 'hf',
+          modelUrl: 'huggingface://meta-llama/Llama-3.1-8B-Instruct',
+          providerOptions: { apiKey: 'hf_test', baseURL: server.huggingfaceURL, transport, task: 'text-generation' },
+        }),
       status: 503,
       error: /^ProviderError: huggingface .*HTTP 503/,
     },
@@ -263,7 +268,12 @@ describe.each(TRANSPORTS)('over %s', (t) => {
       }, 50);
       await expect(call).rejects.toMatchObject({ name: 'ModelTimeoutError' });
       expect(reports).toEqual([
-        { endpointName: 'slow', eventId: 'e1', outcome: 'timeout', usage: expect.objectContaining({ complete: false, completion_tokens: 0 }) },
+        {
+          endpointName: 'slow',
+          eventId: 'e1',
+          outcome: 'timeout',
+          usage: expect.objectContaining({ complete: false, completion_tokens: 0 }),
+        },
       ]);
       expect(reports[0].usage.prompt_tokens).toBeGreaterThan(0);
     });
@@ -312,7 +322,14 @@ describe.each(TRANSPORTS)('over %s', (t) => {
       try {
         const model = new LLModel({
           name: 's',
-          artifact: prompt('finance', modelArtifact({ key: 'g', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'k', baseURL: slow.openaiBaseURL, transport } })),
+          artifact: prompt(
+            'finance',
+            modelArtifact({
+              key: 'g',
+              modelUrl: 'openai://gpt-4o-mini',
+              providerOptions: { apiKey: 'k', baseURL: slow.openaiBaseURL, transport },
+            }),
+          ),
         });
         await model.load();
         const reports: LLMUsageReport[] = [];
@@ -331,13 +348,24 @@ describe.each(TRANSPORTS)('over %s', (t) => {
     it('answers each proxy with its own prompt (ctx.origin), loaded once', async () => {
       const graph = createGraph();
       const base = gpt();
-      graph.addSharedModel({ name: 'llm', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: base, resultPath: 'output', params: { retryBaseMs: 1 } });
+      graph.addSharedModel({
+        name: 'llm',
+        modelClass: 'LLModel',
+        executionMechanism: 'asyncio',
+        modelArtifact: base,
+        resultPath: 'output',
+        params: { retryBaseMs: 1 },
+      });
       const finance = graph.sharedModelProxy({ endpointName: 'finance', modelArtifact: prompt('finance', base) });
       const travel = graph.sharedModelProxy({ endpointName: 'travel', modelArtifact: prompt('travel', base) });
       const since = server.requests.length;
-      const out = await lastValueFrom(from([{ question: 'q' }]).pipe(asEvents(), graph.modelRunner({ models: [finance, travel] }), toArray()));
+      const out = await lastValueFrom(
+        from([{ question: 'q' }]).pipe(asEvents(), graph.modelRunner({ models: [finance, travel] }), toArray()),
+      );
       expect(Object.keys(out[0].body as object)).toEqual(['finance', 'travel']);
-      const systemPrompts = newRequests(since).map((r) => (r.body.messages as { content: string }[])[0].content).sort();
+      const systemPrompts = newRequests(since)
+        .map((r) => (r.body.messages as { content: string }[])[0].content)
+        .sort();
       expect(systemPrompts).toEqual(['You are a finance advisor.', 'You are a travel advisor.']);
       await graph.close();
     });
@@ -351,7 +379,10 @@ describe.each(TRANSPORTS)('over %s', (t) => {
       );
       expect(gpt().uri).toBe('store://models/gpt');
       const dir = mkdtempSync(join(tmpdir(), 'rxserve-'));
-      writeFileSync(join(dir, 'p.json'), JSON.stringify({ key: 'p', model: { key: 'm', modelUrl: 'mock://' }, promptTemplate: [{ role: 'user', content: '{q}' }] }));
+      writeFileSync(
+        join(dir, 'p.json'),
+        JSON.stringify({ key: 'p', model: { key: 'm', modelUrl: 'mock://' }, promptTemplate: [{ role: 'user', content: '{q}' }] }),
+      );
       const loaded = await loadArtifact(join(dir, 'p.json'));
       expect(loaded).toMatchObject({ key: 'p', uri: 'store://prompts/p', model: { uri: 'store://models/m' } });
     });
@@ -359,7 +390,10 @@ describe.each(TRANSPORTS)('over %s', (t) => {
     it('mock:// answers without a network: a fixed answer and zero usage', async () => {
       const mock = modelArtifact({ key: 'mock', modelUrl: 'mock://' });
       const out = await run([{ question: 'q' }], [llm('m', prompt('m', mock))]);
-      expect((out[0].body as { output: unknown }).output).toEqual({ answer: MOCK_ANSWER, usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 } });
+      expect((out[0].body as { output: unknown }).output).toEqual({
+        answer: MOCK_ANSWER,
+        usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 },
+      });
     });
 
     it('an LLModel without a model artifact, or with an unknown provider, cannot load', async () => {
@@ -379,7 +413,11 @@ describe.each(TRANSPORTS)('over %s', (t) => {
       const saved = process.env.OPENAI_API_KEY;
       delete process.env.OPENAI_API_KEY;
       try {
-        const keyless = modelArtifact({ key: 'k', modelUrl: 'openai://gpt-4o-mini', providerOptions: { baseURL: server.openaiBaseURL, transport } });
+        const keyless = modelArtifact({
+          key: 'k',
+          modelUrl: 'openai://gpt-4o-mini',
+          providerOptions: { baseURL: server.openaiBaseURL, transport },
+        });
         await expect(run([{}], [llm('x', prompt('x', keyless))])).rejects.toThrow(/OPENAI_API_KEY/);
       } finally {
         if (saved !== undefined) process.env.OPENAI_API_KEY = saved;
@@ -404,14 +442,22 @@ describe('retries (backoff, jitter, retry-after cap)', () => {
         if (n < failures.length) throw failures[n++];
         return 'ok';
       },
-      { maxRetries: options.maxRetries ?? failures.length, baseDelayMs: options.baseDelayMs, random: options.random, sleep: async (ms) => void waits.push(ms) },
+      {
+        maxRetries: options.maxRetries ?? failures.length,
+        baseDelayMs: options.baseDelayMs,
+        random: options.random,
+        sleep: async (ms) => void waits.push(ms),
+      },
     );
     expect(result).toBe('ok');
     return waits;
   };
 
   it('backs off exponentially, capped at 10 s, with no jitter when the random source says 0', async () => {
-    const waits = await waitsFor(Array.from({ length: 7 }, () => retryable()), { baseDelayMs: 250, random: () => 0 });
+    const waits = await waitsFor(
+      Array.from({ length: 7 }, () => retryable()),
+      { baseDelayMs: 250, random: () => 0 },
+    );
     expect(waits).toEqual([250, 500, 1_000, 2_000, 4_000, 8_000, MAX_BACKOFF_MS]);
   });
 
@@ -429,7 +475,10 @@ describe('retries (backoff, jitter, retry-after cap)', () => {
   });
 
   it('honours retry-after (no jitter) up to 60 s and caps a longer one at 60 s', async () => {
-    const waits = await waitsFor([retryable(1_500), retryable(0), retryable(120_000), retryable(MAX_RETRY_AFTER_MS)], { baseDelayMs: 250, random: () => 0.5 });
+    const waits = await waitsFor([retryable(1_500), retryable(0), retryable(120_000), retryable(MAX_RETRY_AFTER_MS)], {
+      baseDelayMs: 250,
+      random: () => 0.5,
+    });
     expect(waits).toEqual([1_500, 0, 60_000, 60_000]);
     expect(MAX_RETRY_AFTER_MS).toBe(60_000);
   });
@@ -457,7 +506,8 @@ describe('usage: one reading for monitoring records, Prometheus and spans', () =
     expect(callUsage({ answer: 'a', usage })).toBe(usage);
     expect(callUsage(undefined, Object.assign(new Error('x'), { usage }))).toBe(usage);
     expect(callUsage({ usage }, new Error('failed, no usage'))).toBeUndefined();
-    for (const value of [undefined, null, 5, 'text', { usage: 'n/a' }, { usage: null }, { usage: { tokens: 3 } }]) expect(callUsage(value)).toBeUndefined();
+    for (const value of [undefined, null, 5, 'text', { usage: 'n/a' }, { usage: null }, { usage: { tokens: 3 } }])
+      expect(callUsage(value)).toBeUndefined();
   });
 
   it('a success and a failed call: the record, the token counter and the span agree', async () => {
@@ -475,7 +525,16 @@ describe('usage: one reading for monitoring records, Prometheus and spans', () =
     });
     const step = graph.modelRunner({
       name: 'ask',
-      models: [{ endpointName: 'ask', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: artifact, resultPath: 'output', params: { maxRetries: 0 } }],
+      models: [
+        {
+          endpointName: 'ask',
+          modelClass: 'LLModel',
+          executionMechanism: 'asyncio',
+          modelArtifact: artifact,
+          resultPath: 'output',
+          params: { maxRetries: 0 },
+        },
+      ],
       raiseException: false,
     });
     await lastValueFrom(from([{ question: 'how are you today?' }]).pipe(asEvents(), step, toArray()));
@@ -484,7 +543,11 @@ describe('usage: one reading for monitoring records, Prometheus and spans', () =
     stopTracing();
     expect(records).toHaveLength(2);
     const [ok, failed] = records;
-    expect(ok.usage).toMatchObject({ prompt_tokens: expect.any(Number), completion_tokens: expect.any(Number), total_tokens: expect.any(Number) });
+    expect(ok.usage).toMatchObject({
+      prompt_tokens: expect.any(Number),
+      completion_tokens: expect.any(Number),
+      total_tokens: expect.any(Number),
+    });
     expect(ok.usage).not.toHaveProperty('estimated');
     expect(failed.error).toMatch(/HTTP 500/);
     expect(failed.usage).toMatchObject({ completion_tokens: 0, complete: false, estimated: true });
@@ -493,7 +556,8 @@ describe('usage: one reading for monitoring records, Prometheus and spans', () =
       records.map((r) => [r.usage!.prompt_tokens, r.usage!.completion_tokens]),
     );
     const text = await metrics.metrics();
-    const counted = (kind: string) => Number(new RegExp(`rxserve_llm_tokens_total\\{endpoint="ask",step="ask",kind="${kind}"\\} (\\d+)`).exec(text)?.[1]);
+    const counted = (kind: string) =>
+      Number(new RegExp(`rxserve_llm_tokens_total\\{endpoint="ask",step="ask",kind="${kind}"\\} (\\d+)`).exec(text)?.[1]);
     expect(counted('prompt')).toBe((ok.usage!.prompt_tokens as number) + (failed.usage!.prompt_tokens as number));
     expect(counted('completion')).toBe(ok.usage!.completion_tokens);
     metrics.detach();
@@ -517,10 +581,16 @@ describe('predictStream: usage reported once, estimated totals, loading on first
       });
     });
     await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-    return { baseURL: `http://127.0.0.1:${(srv.address() as AddressInfo).port}/v1`, close: () => new Promise((resolve) => srv.close(resolve)) };
+    return {
+      baseURL: `http://127.0.0.1:${(srv.address() as AddressInfo).port}/v1`,
+      close: () => new Promise((resolve) => srv.close(resolve)),
+    };
   };
   const streamingPrompt = (baseURL: string) =>
-    prompt('finance', modelArtifact({ key: 'g', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'k', baseURL, transport: 'node-http' } }));
+    prompt(
+      'finance',
+      modelArtifact({ key: 'g', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'k', baseURL, transport: 'node-http' } }),
+    );
 
   it('unsubscribing mid-stream reports usage once, as unsubscribe (never a later success)', async () => {
     const slow = await startLLMServer({ latencyMs: 300 });
@@ -553,7 +623,8 @@ describe('predictStream: usage reported once, estimated totals, loading on first
       const error = new Promise<unknown>((resolve) =>
         model.predictStream({ question: 'a b c d e f g h' }, { signal: controller.signal }).subscribe({
           next: (e) => {
-            if (e.type === 'chunk' && e.text.length > 0) controller.abort(Object.assign(new Error('timed out'), { name: 'ModelTimeoutError' }));
+            if (e.type === 'chunk' && e.text.length > 0)
+              controller.abort(Object.assign(new Error('timed out'), { name: 'ModelTimeoutError' }));
           },
           error: resolve,
           complete: () => resolve('completed'),
@@ -600,7 +671,9 @@ describe('predictStream: usage reported once, estimated totals, loading on first
     expect(a.at(-1)).toMatchObject({ type: 'final', answer: MOCK_ANSWER });
     expect(b.at(-1)).toMatchObject({ type: 'final', answer: MOCK_ANSWER });
     const direct = new LLModel({ name: 'fresh2', artifact: prompt('finance', mock) });
-    expect(await direct.predict({ question: 'q' }, { origin: 'fresh2', eventId: 'e', signal: new AbortController().signal })).toMatchObject({ answer: MOCK_ANSWER });
+    expect(await direct.predict({ question: 'q' }, { origin: 'fresh2', eventId: 'e', signal: new AbortController().signal })).toMatchObject(
+      { answer: MOCK_ANSWER },
+    );
   });
 
   it('before load(), a model that cannot load fails the stream with a ModelLoadError naming the reason', async () => {
@@ -609,7 +682,9 @@ describe('predictStream: usage reported once, estimated totals, loading on first
     expect(error).toBeInstanceOf(ModelLoadError);
     expect((error as Error).message).toMatch(/^model 'odd' could not be loaded: .*modelUrl: expected a URL with a known provider/);
     const bare = new LLModel({ name: 'bare' });
-    await expect(lastValueFrom(bare.predictStream({ messages: [] }))).rejects.toThrow(/model 'bare' could not be loaded: the model provider could not be determined/);
+    await expect(lastValueFrom(bare.predictStream({ messages: [] }))).rejects.toThrow(
+      /model 'bare' could not be loaded: the model provider could not be determined/,
+    );
   });
 });
 
@@ -627,7 +702,13 @@ describe('monitoring an LLModel endpoint (MLRun forces outputs to answer, usage)
         models: [
           { endpointName: 'given', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: prompt('a', mock), outputs: ['x'] },
           { endpointName: 'none', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: prompt('b', mock) },
-          { endpointName: 'same', modelClass: LLModel, executionMechanism: 'asyncio', modelArtifact: prompt('c', mock), outputs: ['answer', 'usage'] },
+          {
+            endpointName: 'same',
+            modelClass: LLModel,
+            executionMechanism: 'asyncio',
+            modelArtifact: prompt('c', mock),
+            outputs: ['answer', 'usage'],
+          },
         ],
       });
       await lastValueFrom(from([{ question: 'q1' }, { question: 'q2' }]).pipe(asEvents(), step, toArray()));

@@ -52,18 +52,21 @@ class Counter extends Model<{ x: number }, { y: number; calls: number }> {
 }
 
 describe('modelClass: a Model instance (MLRun model_class may be one)', () => {
-  it.each(['naive', 'asyncio'] as const)('%s: the step uses that instance, loaded once across steps and subscriptions, never closed by them', async (mechanism) => {
-    const model = new Counter({ name: 'counter', factor: 3 });
-    const entry = { endpointName: 'counter', modelClass: model, executionMechanism: mechanism };
-    const first = modelRunner({ models: [entry] });
-    const second = modelRunner({ name: 'second', models: [entry] });
-    const [a, b] = await Promise.all([run([{ x: 1 }, { x: 2 }], first), run([{ x: 3 }], second)]);
-    const again = await run([{ x: 4 }], first); // a new subscription of the first step
-    expect([...a, ...b, ...again].map((e) => (e.body as { y: number }).y).sort((p, q) => p - q)).toEqual([3, 6, 9, 12]);
-    expect(model.calls).toBe(4);
-    expect(model.loads).toBe(1);
-    expect(model.closes).toBe(0);
-  });
+  it.each(['naive', 'asyncio'] as const)(
+    '%s: the step uses that instance, loaded once across steps and subscriptions, never closed by them',
+    async (mechanism) => {
+      const model = new Counter({ name: 'counter', factor: 3 });
+      const entry = { endpointName: 'counter', modelClass: model, executionMechanism: mechanism };
+      const first = modelRunner({ models: [entry] });
+      const second = modelRunner({ name: 'second', models: [entry] });
+      const [a, b] = await Promise.all([run([{ x: 1 }, { x: 2 }], first), run([{ x: 3 }], second)]);
+      const again = await run([{ x: 4 }], first); // a new subscription of the first step
+      expect([...a, ...b, ...again].map((e) => (e.body as { y: number }).y).sort((p, q) => p - q)).toEqual([3, 6, 9, 12]);
+      expect(model.calls).toBe(4);
+      expect(model.loads).toBe(1);
+      expect(model.closes).toBe(0);
+    },
+  );
 
   it('a load that fails fails the subscription (ModelLoadError) and is tried again by the next one', async () => {
     let attempts = 0;
@@ -72,8 +75,12 @@ describe('modelClass: a Model instance (MLRun model_class may be one)', () => {
         if (++attempts === 1) throw new Error('not yet');
       }
     }
-    const step = modelRunner({ models: [{ endpointName: 'flaky', modelClass: new Flaky({ name: 'flaky' }), executionMechanism: 'naive' }] });
-    await expect(run([1], step)).rejects.toSatisfy((e: unknown) => e instanceof ModelLoadError && /flaky.*not yet/.test((e as Error).message));
+    const step = modelRunner({
+      models: [{ endpointName: 'flaky', modelClass: new Flaky({ name: 'flaky' }), executionMechanism: 'naive' }],
+    });
+    await expect(run([1], step)).rejects.toSatisfy(
+      (e: unknown) => e instanceof ModelLoadError && /flaky.*not yet/.test((e as Error).message),
+    );
     expect((await run([1], step)).map((e) => e.body)).toEqual([1]);
     expect(attempts).toBe(2);
   });
@@ -96,18 +103,26 @@ describe('modelClass: a Model instance (MLRun model_class may be one)', () => {
         modelRunner({ models: [{ endpointName: 'c', modelClass: new Counter({ name: 'c' }), executionMechanism: mechanism }] }),
       );
       expect(error.path).toBe('modelRunner.models[0].modelClass');
-      expect(error.message).toMatch(new RegExp(`executionMechanism '${mechanism}'.*an instance cannot be sent to it.*registerModel\\('Counter', \\{ module`));
+      expect(error.message).toMatch(
+        new RegExp(`executionMechanism '${mechanism}'.*an instance cannot be sent to it.*registerModel\\('Counter', \\{ module`),
+      );
       expect(error.message).toMatch(/got a Counter instance/);
     },
   );
 
   it('params or modelArtifact beside an instance, or another name, are ConfigErrors (it is built already)', () => {
     const model = new Counter({ name: 'c', factor: 2 });
-    const params = configError(() => modelRunner({ models: [{ endpointName: 'c', modelClass: model, executionMechanism: 'naive', params: { factor: 5 } }] }));
+    const params = configError(() =>
+      modelRunner({ models: [{ endpointName: 'c', modelClass: model, executionMechanism: 'naive', params: { factor: 5 } }] }),
+    );
     expect(params.path).toBe('modelRunner.models[0].params');
-    expect(params.message).toMatch(/nothing when modelClass is a Model instance .*new Counter\(\{ name, \.\.\.params \}\).*got \["factor"\]/);
+    expect(params.message).toMatch(
+      /nothing when modelClass is a Model instance .*new Counter\(\{ name, \.\.\.params \}\).*got \["factor"\]/,
+    );
     const artifact = configError(() =>
-      modelRunner({ models: [{ endpointName: 'c', modelClass: model, executionMechanism: 'naive', modelArtifact: { key: 'k', modelUrl: 'mock://' } }] }),
+      modelRunner({
+        models: [{ endpointName: 'c', modelClass: model, executionMechanism: 'naive', modelArtifact: { key: 'k', modelUrl: 'mock://' } }],
+      }),
     );
     expect(artifact.path).toBe('modelRunner.models[0].modelArtifact');
     const named = configError(() => modelRunner({ models: [{ endpointName: 'other', modelClass: model, executionMechanism: 'naive' }] }));
@@ -152,7 +167,10 @@ describe('modelArtifact: a path or file: URL of an artifact JSON (MLRun model_ar
   it('a shared model given an artifact path is found by its URI from a proxy', async () => {
     const graph = createGraph();
     graph.addSharedModel({ name: 'llm', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: model });
-    const proxy = graph.sharedModelProxy({ endpointName: 'p', modelArtifact: { key: 'mock-llm', uri: 'store://models/mock-llm', modelUrl: 'mock://' } });
+    const proxy = graph.sharedModelProxy({
+      endpointName: 'p',
+      modelArtifact: { key: 'mock-llm', uri: 'store://models/mock-llm', modelUrl: 'mock://' },
+    });
     expect(proxy.sharedModelName).toBe('llm');
     await graph.close();
   });
@@ -160,11 +178,27 @@ describe('modelArtifact: a path or file: URL of an artifact JSON (MLRun model_ar
   it('what cannot be read is a ConfigError naming the field, the file and why', () => {
     const missing = join(dir, 'missing.json');
     const cases: [string, string, RegExp][] = [
-      [missing, 'modelRunner.models[0].modelArtifact', new RegExp(`readable artifact JSON file, got '${missing.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}' \\(ENOENT`)],
-      [write('broken.json', '{ "key": '), 'modelRunner.models[0].modelArtifact', /readable artifact JSON file, got '.*broken\.json' \(.*JSON/],
+      [
+        missing,
+        'modelRunner.models[0].modelArtifact',
+        new RegExp(`readable artifact JSON file, got '${missing.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}' \\(ENOENT`),
+      ],
+      [
+        write('broken.json', '{ "key": '),
+        'modelRunner.models[0].modelArtifact',
+        /readable artifact JSON file, got '.*broken\.json' \(.*JSON/,
+      ],
       [write('no-url.json', { key: 'k' }), 'modelRunner.models[0].modelArtifact.modelUrl', /expected a non-empty string, got undefined/],
-      [write('bad-prompt.json', { key: 'p', model: { key: 'm' } }), 'modelRunner.models[0].modelArtifact.model.modelUrl', /non-empty string/],
-      ['store://models/project/gpt', 'modelRunner.models[0].modelArtifact', /the path or file: URL of its JSON file \(rxserve has no artifact store\), got 'store:\/\/models\/project\/gpt'/],
+      [
+        write('bad-prompt.json', { key: 'p', model: { key: 'm' } }),
+        'modelRunner.models[0].modelArtifact.model.modelUrl',
+        /non-empty string/,
+      ],
+      [
+        'store://models/project/gpt',
+        'modelRunner.models[0].modelArtifact',
+        /the path or file: URL of its JSON file \(rxserve has no artifact store\), got 'store:\/\/models\/project\/gpt'/,
+      ],
     ];
     for (const [artifact, path, message] of cases) {
       const error = configError(() => llm(artifact));
@@ -189,13 +223,15 @@ describe('selectorParams beside a selector object or function (MLRun: MLRunInval
     ['a selector object', new OnlyA(), /model_runner\.selector is a selector object \(OnlyA\)/],
     ['a selector function', () => ['a'], /model_runner\.selector is a selector function/],
   ])('%s with selectorParams errors the stream with a ConfigError naming both fields', async (_label, selector, what) => {
-    await expect(run([{}], modelRunner({ models: [...models], selector, selectorParams: { threshold: 1 } }))).rejects.toSatisfy((e: unknown) => {
-      expect(e).toBeInstanceOf(ConfigError);
-      expect((e as ConfigError).path).toBe('model_runner.selectorParams');
-      expect((e as Error).message).toMatch(what);
-      expect((e as Error).message).toMatch(/constructor parameters.*got \{ threshold \}/);
-      return true;
-    });
+    await expect(run([{}], modelRunner({ models: [...models], selector, selectorParams: { threshold: 1 } }))).rejects.toSatisfy(
+      (e: unknown) => {
+        expect(e).toBeInstanceOf(ConfigError);
+        expect((e as ConfigError).path).toBe('model_runner.selectorParams');
+        expect((e as Error).message).toMatch(what);
+        expect((e as Error).message).toMatch(/constructor parameters.*got \{ threshold \}/);
+        return true;
+      },
+    );
   });
 
   it('selectModels refuses the same', async () => {

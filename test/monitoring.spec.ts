@@ -212,7 +212,12 @@ describe('endpoint registry', () => {
     });
     await second.ready();
     const reg = second.endpointRegistry;
-    expect(reg.current('keep')).toMatchObject({ uid: before.keep, labels: { version: '2' }, step: 'v2', counters: { requests: 2, errors: 0 } });
+    expect(reg.current('keep')).toMatchObject({
+      uid: before.keep,
+      labels: { version: '2' },
+      step: 'v2',
+      counters: { requests: 2, errors: 0 },
+    });
     expect(reg.current('replace')).toMatchObject({ labels: { version: '2' }, counters: { requests: 0, errors: 0 } });
     expect(uid(second, 'replace')).not.toBe(before.replace);
     expect(reg.entries().filter((e) => e.endpointName === 'replace')).toHaveLength(1);
@@ -235,11 +240,24 @@ describe('exporters', () => {
       name: 'serve',
       models: [
         { endpointName: 'inc', modelClass: Inc, executionMechanism: 'naive', inputPath: 'n' },
-        { endpointName: 'llm', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: modelArtifact({ key: 'm', modelUrl: 'mock://' }) },
+        {
+          endpointName: 'llm',
+          modelClass: 'LLModel',
+          executionMechanism: 'asyncio',
+          modelArtifact: modelArtifact({ key: 'm', modelUrl: 'mock://' }),
+        },
       ],
       raiseException: false,
     });
-    await feed(graph, [{ n: 1, messages: [] }, { n: -1, messages: [] }, { n: 3, messages: [] }], step);
+    await feed(
+      graph,
+      [
+        { n: 1, messages: [] },
+        { n: -1, messages: [] },
+        { n: 3, messages: [] },
+      ],
+      step,
+    );
     const text = await exporter.metrics();
     expect(text).toContain('rxserve_model_requests_total{endpoint="inc",step="serve",outcome="success"} 2');
     expect(text).toContain('rxserve_model_requests_total{endpoint="inc",step="serve",outcome="error"} 1');

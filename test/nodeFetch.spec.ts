@@ -105,7 +105,11 @@ const nodeFetch = createNodeFetch();
 
 describe('createNodeFetch', () => {
   it('POSTs a string body with its headers and reads a JSON answer, status and headers', async () => {
-    const res = await nodeFetch(`${base}/json`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer k' }, body: '{"a":1}' });
+    const res = await nodeFetch(`${base}/json`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: 'Bearer k' },
+      body: '{"a":1}',
+    });
     expect(res.status).toBe(200);
     expect(res.ok).toBe(true);
     expect(res.headers.get('x-multi')).toBe('a, b');
@@ -154,7 +158,13 @@ describe('createNodeFetch', () => {
       seenByOther.length = 0;
       const res = await nodeFetch(`${base}/to-other?code=${code}`, {
         method: 'POST',
-        headers: { authorization: 'Bearer secret', cookie: 'session=1', 'proxy-authorization': 'Basic x', 'x-kept': 'yes', 'content-type': 'application/json' },
+        headers: {
+          authorization: 'Bearer secret',
+          cookie: 'session=1',
+          'proxy-authorization': 'Basic x',
+          'x-kept': 'yes',
+          'content-type': 'application/json',
+        },
         body: '{"q":1}',
       });
       expect(res.status).toBe(200);
@@ -240,7 +250,9 @@ describe('createNodeFetch', () => {
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect(closedEarly).toBe(1);
     const before = seen.length;
-    await expect(nodeFetch(`${base}/json`, { signal: AbortSignal.abort() })).rejects.toSatisfy((e: unknown) => (e as Error).name === 'AbortError');
+    await expect(nodeFetch(`${base}/json`, { signal: AbortSignal.abort() })).rejects.toSatisfy(
+      (e: unknown) => (e as Error).name === 'AbortError',
+    );
     expect(seen.length).toBe(before);
   });
 
@@ -262,7 +274,8 @@ describe('createNodeFetch', () => {
     const port = (closed.address() as AddressInfo).port;
     await new Promise((resolve) => closed.close(resolve));
     await expect(nodeFetch(`http://127.0.0.1:${port}/`)).rejects.toSatisfy(
-      (e: unknown) => e instanceof TypeError && e.message === 'fetch failed' && /ECONNREFUSED/.test(String((e.cause as { code?: string })?.code)),
+      (e: unknown) =>
+        e instanceof TypeError && e.message === 'fetch failed' && /ECONNREFUSED/.test(String((e.cause as { code?: string })?.code)),
     );
   });
 

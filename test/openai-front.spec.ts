@@ -175,7 +175,9 @@ describe('POST /v1/chat/completions', () => {
   });
 
   it("an unknown model is a 404 in OpenAI's error shape", async () => {
-    const error = await client.chat.completions.create({ model: 'nope', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const error = await client.chat.completions
+      .create({ model: 'nope', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(OpenAI.NotFoundError);
     expect(error).toMatchObject({ status: 404, code: 'model_not_found', type: 'invalid_request_error', param: 'model' });
     expect((error as Error).message).toMatch(/'nope' does not exist; models: 'finance-bot', 'gpt-plain'/);
@@ -185,7 +187,9 @@ describe('POST /v1/chat/completions', () => {
     const noMessages = await client.chat.completions.create({ model: 'gpt-plain', messages: 'hi' as never }).catch((e: unknown) => e);
     expect(noMessages).toBeInstanceOf(OpenAI.BadRequestError);
     expect(noMessages).toMatchObject({ status: 400, param: 'messages' });
-    const noMetadata = await client.chat.completions.create({ model: 'finance-bot', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const noMetadata = await client.chat.completions
+      .create({ model: 'finance-bot', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(noMetadata).toBeInstanceOf(OpenAI.BadRequestError);
     expect((noMetadata as Error).message).toMatch(/placeholder \{client\}/);
     // the server still answers

@@ -42,7 +42,18 @@ describe('the built package', () => {
       operatorsInstanceOf: true,
       testingInstanceOf: true,
       name: 'ConfigError',
-      operatorNames: ['batchHttpRequests', 'modelRouter', 'modelRunner', 'onError', 'parallelRun', 'remoteStep', 'router', 'selectModels', 'step', 'votingEnsemble'],
+      operatorNames: [
+        'batchHttpRequests',
+        'modelRouter',
+        'modelRunner',
+        'onError',
+        'parallelRun',
+        'remoteStep',
+        'router',
+        'selectModels',
+        'step',
+        'votingEnsemble',
+      ],
     });
   });
 
@@ -79,11 +90,18 @@ describe('the built package', () => {
         console.log(JSON.stringify({ bodies: out.map((e) => e.body), npmAgent, isClass: new RemoteStepError('s', 'u', undefined, '', 1, 'm').name }));
         server.close();
       });`;
-    const cjs = node(['-e', script("const { from, lastValueFrom, toArray } = require('rxjs'); const { remoteStep, toEvent, RemoteStepError } = require('rxserve');")]);
+    const cjs = node([
+      '-e',
+      script(
+        "const { from, lastValueFrom, toArray } = require('rxjs'); const { remoteStep, toEvent, RemoteStepError } = require('rxserve');",
+      ),
+    ]);
     const esm = node([
       '--input-type=module',
       '-e',
-      script("import { createRequire } from 'node:module'; const require = createRequire(process.cwd() + '/'); import { from, lastValueFrom, toArray } from 'rxjs'; import { remoteStep, toEvent, RemoteStepError } from 'rxserve';"),
+      script(
+        "import { createRequire } from 'node:module'; const require = createRequire(process.cwd() + '/'); import { from, lastValueFrom, toArray } from 'rxjs'; import { remoteStep, toEvent, RemoteStepError } from 'rxserve';",
+      ),
     ]);
     for (const out of [cjs, esm]) {
       expect(JSON.parse(out)).toEqual({ bodies: [{ got: { a: 1 }, id: 'c1' }], npmAgent: false, isClass: 'RemoteStepError' });
@@ -116,7 +134,11 @@ describe('the built package', () => {
       `,
     ]);
     expect(JSON.parse(cjs)).toEqual({ names: ['Model'], heavy: 0, same: true });
-    const esm = node(['--input-type=module', '-e', `import { Model } from 'rxserve/model'; import * as root from 'rxserve'; console.log(Model === root.Model && typeof new Model({ name: 'm' }).predict);`]);
+    const esm = node([
+      '--input-type=module',
+      '-e',
+      `import { Model } from 'rxserve/model'; import * as root from 'rxserve'; console.log(Model === root.Model && typeof new Model({ name: 'm' }).predict);`,
+    ]);
     expect(esm).toBe('function');
   });
 
@@ -175,7 +197,11 @@ describe('the built package', () => {
     expect(maps.length, 'the package ships source maps').toBeGreaterThan(10);
     const problems: string[] = [];
     for (const file of maps) {
-      const map = JSON.parse(readFileSync(join(root, file), 'utf8')) as { file?: string; sources: string[]; sourcesContent?: (string | null)[] };
+      const map = JSON.parse(readFileSync(join(root, file), 'utf8')) as {
+        file?: string;
+        sources: string[];
+        sourcesContent?: (string | null)[];
+      };
       if (typeof map.file === 'string' && isAbsolute(map.file)) problems.push(`${file}: file is a build-machine path (${map.file})`);
       map.sources.forEach((source, i) => {
         if (typeof map.sourcesContent?.[i] === 'string') return;
@@ -202,9 +228,21 @@ describe('the built package', () => {
       // At the lowest CPU priority: a whole build beside the timing-sensitive worker tests would
       // otherwise starve them on a 2-core machine.
       const [command, args] = existsSync('/usr/bin/nice') ? ['/usr/bin/nice', ['-n', '19', 'npm']] : ['npm', []];
-      await promisify(execFile)(command, [...args, 'pack', '--dry-run'], { cwd: checkout, env: { ...process.env, npm_config_loglevel: 'error', RXSERVE_BUILD_DTS: '0' } });
+      await promisify(execFile)(command, [...args, 'pack', '--dry-run'], {
+        cwd: checkout,
+        env: { ...process.env, npm_config_loglevel: 'error', RXSERVE_BUILD_DTS: '0' },
+      });
       const files = packedFiles(checkout);
-      for (const built of ['dist/index.js', 'dist/index.cjs', 'dist/operators/index.js', 'dist/testing/index.js', 'dist/execution/processWorker.js', 'dist/dashboard/index.html', 'dist/dashboard/uPlot.esm.js', 'dist/dashboard/uPlot.LICENSE']) {
+      for (const built of [
+        'dist/index.js',
+        'dist/index.cjs',
+        'dist/operators/index.js',
+        'dist/testing/index.js',
+        'dist/execution/processWorker.js',
+        'dist/dashboard/index.html',
+        'dist/dashboard/uPlot.esm.js',
+        'dist/dashboard/uPlot.LICENSE',
+      ]) {
         expect(files, built).toContain(built);
       }
       const absolute = files.filter((f) => f.endsWith('.map')).filter((f) => readFileSync(join(checkout, f), 'utf8').includes(checkout));
@@ -223,13 +261,19 @@ describe('the built package', () => {
     expect(existsSync(`${root}/.npmrc`), 'a project .npmrc (npm warns about keys it does not know)').toBe(false);
     const { stdout, stderr } = await promisify(execFile)('npm', ['install-scripts', 'ls'], { cwd: root, encoding: 'utf8' });
     expect(stdout).toContain('No packages with unreviewed install scripts');
-    expect(stderr.split('\n').filter((line) => line.includes('warn')), 'npm warnings').toEqual([]);
+    expect(
+      stderr.split('\n').filter((line) => line.includes('warn')),
+      'npm warnings',
+    ).toEqual([]);
   }, 60_000);
 });
 
 /** The files `npm pack` would put in the tarball (scripts not run). */
 function packedFiles(dir: string): string[] {
-  const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], {
+    cwd: dir,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
   return (JSON.parse(out) as { files: { path: string }[] }[])[0].files.map((f) => f.path);
 }
-

@@ -46,8 +46,14 @@ function recordTasks(): { task: unknown; transfer: readonly unknown[] }[] {
 describe('partials cross from workers only when someone listens', () => {
   it('thread_pool: a model that emits on every call, nobody listening: no partial, no flush crosses; a listener gets them', async () => {
     const acks = countFlushAcks();
-    const entry: ModelEntry = { endpointName: 'sync', modelClass: { module: partialModels, export: 'SyncCounting' }, executionMechanism: 'thread_pool' };
-    const out: ServingEvent[] = await lastValueFrom(from([{ count: 3 }, { count: 2 }, { count: 4 }]).pipe(asEvents(), modelRunner({ models: [entry] }), toArray()));
+    const entry: ModelEntry = {
+      endpointName: 'sync',
+      modelClass: { module: partialModels, export: 'SyncCounting' },
+      executionMechanism: 'thread_pool',
+    };
+    const out: ServingEvent[] = await lastValueFrom(
+      from([{ count: 3 }, { count: 2 }, { count: 4 }]).pipe(asEvents(), modelRunner({ models: [entry] }), toArray()),
+    );
     expect(out.map((e) => e.body)).toEqual([{ count: 3 }, { count: 2 }, { count: 4 }]);
     // Before: each call's three-odd partials crossed, and each batch waited for a flush round trip.
     expect(acks.count).toBe(0);
@@ -107,11 +113,18 @@ const body = (rows: number, start: number) => ({
   inputs: [{ name: 'x', shape: [rows, 4], datatype: 'FP32', data: Array.from({ length: rows * 4 }, (_, k) => Math.sin(start + k) * 3) }],
 });
 const run = (bodies: unknown[], entry: ModelEntry, pool?: object) =>
-  lastValueFrom(from(bodies).pipe(asEvents(), modelRunner({ models: [entry], raiseException: false, pool: { maxThreads: 1, ...pool } }), toArray()));
+  lastValueFrom(
+    from(bodies).pipe(asEvents(), modelRunner({ models: [entry], raiseException: false, pool: { maxThreads: 1, ...pool } }), toArray()),
+  );
 
 describe('OnnxModel single calls on a pool use the compact wire form of batches', () => {
   it('a single call crosses as a packed table (one transferred buffer) and answers byte for byte as a batched call and as asyncio', async () => {
-    const bodies = [body(1, 0), body(3, 10), body(2, 20), { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 'three', 4] }] }];
+    const bodies = [
+      body(1, 0),
+      body(3, 10),
+      body(2, 20),
+      { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 'three', 4] }] },
+    ];
     const tasks = recordTasks();
     const single = (await run(bodies, onnx())).map((e) => e.body);
     // [spec, id, eventId, origin, path, input, contexts, op, listen] per call: the input is a
@@ -121,7 +134,11 @@ describe('OnnxModel single calls on a pool use the compact wire form of batches'
       .filter((t) => Array.isArray(t.task))
       .flatMap(({ task, transfer }) => {
         const flat = task as unknown[];
-        return Array.from({ length: flat.length / 9 }, (_, n) => ({ list: flat[9 * n + 5] as unknown[], contexts: flat[9 * n + 6], transfer }));
+        return Array.from({ length: flat.length / 9 }, (_, n) => ({
+          list: flat[9 * n + 5] as unknown[],
+          contexts: flat[9 * n + 6],
+          transfer,
+        }));
       });
     expect(calls).toHaveLength(4);
     for (const { list, contexts } of calls) {
@@ -145,7 +162,9 @@ describe('OnnxModel single calls on a pool use the compact wire form of batches'
 
   it('a single call that outlives its timeout fails with a timeout; the pool answers the next call', async () => {
     const rows = 20_000;
-    const big = { inputs: [{ name: 'x', shape: [rows, 64], datatype: 'FP32', data: Array.from({ length: rows * 64 }, (_, k) => (k % 7) / 7) }] };
+    const big = {
+      inputs: [{ name: 'x', shape: [rows, 64], datatype: 'FP32', data: Array.from({ length: rows * 64 }, (_, k) => (k % 7) / 7) }],
+    };
     const small = { inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: Array.from({ length: 64 }, (_, k) => k / 64) }] };
     // One pipeline, one thread: the big call times out; a call to a second endpoint on the same
     // thread (no timeout) waits for the worker to finish it, and is answered.
@@ -167,7 +186,9 @@ describe('OnnxModel single calls on a pool use the compact wire form of batches'
       const second = firstValueFrom(next);
       input.next(toEvent({ ...small, to: 'patient' }, { id: 'small' }));
       await second;
-      expect(outputs[1].body).toMatchObject({ patient: { model_name: 'patient', outputs: [{ name: 'y', shape: [1, 64], datatype: 'FP32' }] } });
+      expect(outputs[1].body).toMatchObject({
+        patient: { model_name: 'patient', outputs: [{ name: 'y', shape: [1, 64], datatype: 'FP32' }] },
+      });
     } finally {
       input.complete();
       subscription.unsubscribe();
@@ -181,11 +202,19 @@ describe('closing a thread pool', () => {
   it("runs every thread's model close() exactly once, idle threads too", async () => {
     const log = join(mkdtempSync(join(tmpdir(), 'rxserve-close-')), 'close.log');
     const workerModels = new URL('./fixtures/workerModels.mjs', import.meta.url).href;
-    const entry: ModelEntry = { endpointName: 'c', modelClass: { module: workerModels, export: 'Closer' }, executionMechanism: 'thread_pool', params: { log } };
-    const out = await lastValueFrom(from([{}]).pipe(asEvents(), modelRunner({ models: [entry], pool: { poolFactor: 3, maxThreads: 3 } }), toArray()));
+    const entry: ModelEntry = {
+      endpointName: 'c',
+      modelClass: { module: workerModels, export: 'Closer' },
+      executionMechanism: 'thread_pool',
+      params: { log },
+    };
+    const out = await lastValueFrom(
+      from([{}]).pipe(asEvents(), modelRunner({ models: [entry], pool: { poolFactor: 3, maxThreads: 3 } }), toArray()),
+    );
     expect(out).toHaveLength(1);
     const deadline = Date.now() + 5_000;
-    while ((!existsSync(log) || readFileSync(log, 'utf8').split('\n').length < 4) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    while ((!existsSync(log) || readFileSync(log, 'utf8').split('\n').length < 4) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20));
     await new Promise((r) => setTimeout(r, 100)); // a fourth line would come now
     expect(readFileSync(log, 'utf8')).toBe('closed c\n'.repeat(3));
   });

@@ -177,9 +177,7 @@ describe('modelRunner delivery properties', () => {
     const rejected = outputs.filter((e) => e.error instanceof QueueFullError);
     expect(rejected).toHaveLength(total - maxInFlight - maxQueue);
     // the admitted ones are the first maxInFlight + maxQueue, answered in order
-    expect(outputs.filter((e) => !e.error).map((e) => e.body)).toEqual(
-      Array.from({ length: maxInFlight + maxQueue }, (_, i) => i),
-    );
+    expect(outputs.filter((e) => !e.error).map((e) => e.body)).toEqual(Array.from({ length: maxInFlight + maxQueue }, (_, i) => i));
     expect(rejected[0].error?.message).toBe(
       "step 'model_runner' is full (maxInFlight 8, maxQueue 32); event rejected: raise maxQueue or maxInFlight, or slow the source (backpressure)",
     );

@@ -73,7 +73,13 @@ describe.runIf(redisAvailable('queueStep (test/queueStep.spec.ts)'))('queueStep 
     const seen = await lastValueFrom(consumer.events$.pipe(take(3), consumer.commit({ stream: out }), toArray()));
     await consumer.close();
     expect(seen.map((e) => [e.id, e.path, e.headers, e.metadata.sourceId, e.body])).toEqual(
-      sent.map((e, i) => [(e.metadata.queued as { id: string }).id, `/score/${i + 1}`, { 'x-user': `u${i + 1}` }, `front-${i + 1}`, { i: i + 1 }]),
+      sent.map((e, i) => [
+        (e.metadata.queued as { id: string }).id,
+        `/score/${i + 1}`,
+        { 'x-user': `u${i + 1}` },
+        `front-${i + 1}`,
+        { i: i + 1 },
+      ]),
     );
     const answers = (await redis.xrange(out, '-', '+')).map(([, f]) => fieldsOf(f).id);
     expect(answers).toEqual(sent.map((e) => (e.metadata.queued as { id: string }).id));
@@ -106,7 +112,7 @@ describe.runIf(redisAvailable('queueStep (test/queueStep.spec.ts)'))('queueStep 
     expect((await redis.xrange(stream, '-', '+')).map(([, f]) => fieldsOf(f).id)).toEqual(['x3']);
   });
 
-  it('Redis unreachable through the client\'s retries: the events fail, nothing is stuck', async () => {
+  it("Redis unreachable through the client's retries: the events fail, nothing is stuck", async () => {
     const port = await new Promise<number>((resolve) => {
       const s = createServer().listen(0, '127.0.0.1', () => {
         const { port } = s.address() as { port: number };
@@ -138,11 +144,16 @@ describe.runIf(redisAvailable('queueStep (test/queueStep.spec.ts)'))('queueStep 
     };
     try {
       await redis.set(`${stream}:str`, 'x');
-      const ok = await run([toEvent({ a: 1 }, { id: 'p1' }), toEvent({ a: 2 }, { id: 'p2' })], queueStep({ redis: bare, stream, maxLen: 10 }));
+      const ok = await run(
+        [toEvent({ a: 1 }, { id: 'p1' }), toEvent({ a: 2 }, { id: 'p2' })],
+        queueStep({ redis: bare, stream, maxLen: 10 }),
+      );
       const refused = await run([toEvent({ a: 3 })], queueStep({ redis: bare, stream: `${stream}:str` }));
       expect(ok.map((e) => e.error)).toEqual([undefined, undefined]);
       expect(calls).toEqual(['XADD', 'XADD', 'XADD']);
-      expect((await redis.xrange(stream, '-', '+')).map(([id, f]) => [id, fieldsOf(f).id])).toEqual(ok.map((e) => [(e.metadata.queued as { id: string }).id, e.id]));
+      expect((await redis.xrange(stream, '-', '+')).map(([id, f]) => [id, fieldsOf(f).id])).toEqual(
+        ok.map((e) => [(e.metadata.queued as { id: string }).id, e.id]),
+      );
       expect(refused[0].error!.message).toMatch(/XADD to stream '.*:str' failed: WRONGTYPE/);
     } finally {
       await inner.quit();
@@ -162,7 +173,10 @@ describe.runIf(redisAvailable('queueStep (test/queueStep.spec.ts)'))('queueStep 
 
   it('over maxInFlight + maxQueue an event leaves at once with QueueFullError (and is not written)', async () => {
     const { stream } = names();
-    const out = await run([1, 2, 3].map((i) => toEvent({ i }, { id: `b${i}` })), queueStep({ redis: server.url, stream, maxInFlight: 1, maxQueue: 1 }));
+    const out = await run(
+      [1, 2, 3].map((i) => toEvent({ i }, { id: `b${i}` })),
+      queueStep({ redis: server.url, stream, maxInFlight: 1, maxQueue: 1 }),
+    );
     expect(out.map((e) => e.error?.name ?? e.id)).toEqual(['QueueFullError', 'b1', 'b2']);
     expect(out[0].error).toBeInstanceOf(QueueFullError);
     expect(await redis.xlen(stream)).toBe(2);
@@ -184,7 +198,10 @@ describe.runIf(redisAvailable('queueStep (test/queueStep.spec.ts)'))('queueStep 
 
   it('a connection it opened is closed when the subscription ends; a given client is left open', async () => {
     const { stream } = names();
-    const clients = async () => String(await redis.client('LIST')).trim().split('\n').length;
+    const clients = async () =>
+      String(await redis.client('LIST'))
+        .trim()
+        .split('\n').length;
     const before = await clients();
     await run([toEvent({ a: 1 })], queueStep({ redis: server.url, stream }));
     for (let i = 0; (await clients()) > before && i < 200; i++) await new Promise((r) => setTimeout(r, 10));

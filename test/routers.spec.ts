@@ -26,7 +26,11 @@ const ref = (name: string) => ({ module: fixture, export: name });
 
 /** A route of one model. */
 const route = (endpointName: string, modelClass: string, executionMechanism: ExecutionMechanism, extra: Partial<ModelEntry> = {}) =>
-  modelRunner({ name: endpointName, models: [{ endpointName, modelClass, executionMechanism, ...extra }], pool: { maxThreads: 1, maxProcesses: 1 } });
+  modelRunner({
+    name: endpointName,
+    models: [{ endpointName, modelClass, executionMechanism, ...extra }],
+    pool: { maxThreads: 1, maxProcesses: 1 },
+  });
 
 let server: Server | undefined;
 afterEach(async () => {
@@ -77,22 +81,61 @@ describe('votingEnsemble of thread_pool classifiers over HTTP', () => {
 
     expect(await call('GET', '/v2')).toEqual({ status: 200, body: { name: 'VotingEnsemble', version: 'v2', extensions: [] } });
     expect(await call('GET', '/v2/models')).toEqual({ status: 200, body: { models: ['a', 'b', 'c', 'forest'] } });
-    expect(await call('GET', '/v2/models/a')).toEqual({ status: 200, body: { name: 'a', version: '', inputs: ['f0', 'f1', 'f2'], outputs: ['label'] } });
+    expect(await call('GET', '/v2/models/a')).toEqual({
+      status: 200,
+      body: { name: 'a', version: '', inputs: ['f0', 'f1', 'f2'], outputs: ['label'] },
+    });
     expect(await call('POST', '/v2/models', {})).toEqual({
       status: 200,
       body: { models: ['a', 'b', 'c', 'forest'], weights: { a: 1 / 3, b: 1 / 3, c: 1 / 3 } },
     });
 
     const bad = [
-      [await call('POST', '/v2/models/forest/infer', { inputs: 'rows' }), 400, "TypeError: router 'forest': a V2 'infer' request to 'forest' needs 'inputs' as a list in its body; got inputs a string"],
-      [await call('POST', '/v2/models/forest/infer', { instances: ROWS }), 400, "TypeError: router 'forest': a V2 'infer' request to 'forest' needs 'inputs' as a list in its body; got inputs missing"],
-      [await call('POST', '/v2/models/oak/infer', { inputs: ROWS }), 404, "RouteNotFoundError: router 'forest': no route for key 'oak'; available routes: 'a', 'b', 'c', 'forest'"],
-      [await call('GET', '/v2/models/oak'), 404, "RouteNotFoundError: router 'forest': no route for key 'oak'; available routes: 'a', 'b', 'c', 'forest'"],
-      [await call('POST', '/score', { inputs: ROWS }), 404, "RouteNotFoundError: router 'forest': path '/score' is not under its prefix '/v2/models'; available routes: 'a', 'b', 'c'"],
-      [await call('POST', '/v2/models/forest/explain', { inputs: ROWS }), 400, "TypeError: voting ensemble 'forest' answers infer, predict, metadata and ready; 'explain' needs one of its routes: /v2/models/<route>/explain (routes: 'a', 'b', 'c')"],
-      [await call('POST', '/v2/models/a/explain', { inputs: ROWS }), 400, "ModelRunnerError: step 'a': a failed (TypeError: model 'a' has no explain() method, so it cannot answer 'explain'; its operations: infer, predict, metadata, ready)"],
-      [await call('POST', '/v2/models/a/prune', {}), 400, "ModelRunnerError: step 'a': a failed (TypeError: model 'a' has no operation 'prune' (a method op_prune(body, ctx)); its operations: infer, predict, metadata, ready)"],
-      [await call('POST', '/v2/models/a/not-an-op', {}), 400, "TypeError: router 'forest': 'not-an-op' is not an operation of 'a'; operations are infer, predict, explain, metadata, ready, or a custom operation's name (letters, digits, _) that calls the model's op_<name>"],
+      [
+        await call('POST', '/v2/models/forest/infer', { inputs: 'rows' }),
+        400,
+        "TypeError: router 'forest': a V2 'infer' request to 'forest' needs 'inputs' as a list in its body; got inputs a string",
+      ],
+      [
+        await call('POST', '/v2/models/forest/infer', { instances: ROWS }),
+        400,
+        "TypeError: router 'forest': a V2 'infer' request to 'forest' needs 'inputs' as a list in its body; got inputs missing",
+      ],
+      [
+        await call('POST', '/v2/models/oak/infer', { inputs: ROWS }),
+        404,
+        "RouteNotFoundError: router 'forest': no route for key 'oak'; available routes: 'a', 'b', 'c', 'forest'",
+      ],
+      [
+        await call('GET', '/v2/models/oak'),
+        404,
+        "RouteNotFoundError: router 'forest': no route for key 'oak'; available routes: 'a', 'b', 'c', 'forest'",
+      ],
+      [
+        await call('POST', '/score', { inputs: ROWS }),
+        404,
+        "RouteNotFoundError: router 'forest': path '/score' is not under its prefix '/v2/models'; available routes: 'a', 'b', 'c'",
+      ],
+      [
+        await call('POST', '/v2/models/forest/explain', { inputs: ROWS }),
+        400,
+        "TypeError: voting ensemble 'forest' answers infer, predict, metadata and ready; 'explain' needs one of its routes: /v2/models/<route>/explain (routes: 'a', 'b', 'c')",
+      ],
+      [
+        await call('POST', '/v2/models/a/explain', { inputs: ROWS }),
+        400,
+        "ModelRunnerError: step 'a': a failed (TypeError: model 'a' has no explain() method, so it cannot answer 'explain'; its operations: infer, predict, metadata, ready)",
+      ],
+      [
+        await call('POST', '/v2/models/a/prune', {}),
+        400,
+        "ModelRunnerError: step 'a': a failed (TypeError: model 'a' has no operation 'prune' (a method op_prune(body, ctx)); its operations: infer, predict, metadata, ready)",
+      ],
+      [
+        await call('POST', '/v2/models/a/not-an-op', {}),
+        400,
+        "TypeError: router 'forest': 'not-an-op' is not an operation of 'a'; operations are infer, predict, explain, metadata, ready, or a custom operation's name (letters, digits, _) that calls the model's op_<name>",
+      ],
     ] as const;
     for (const [reply, status, error] of bad) expect(reply).toEqual({ status, body: { error } });
     // nothing stuck: the ensemble answers as before
@@ -115,28 +158,49 @@ describe('modelRouter over HTTP', () => {
     const onnx = writeMlpModel(join(mkdtempSync(join(tmpdir(), 'rxserve-routers-')), 'mlp.onnx'), [3, 4, 2]) as string;
     const graph = createGraph({ name: 'v2' });
     const routes = {
-      slow: graph.modelRunner({ name: 'slow', models: [{ endpointName: 'slow', modelClass: 'Explained', executionMechanism: 'process_pool', params: { loadMs: 1_500 } }] }),
-      'mlp:v1': graph.modelRunner({ name: 'mlp', models: [{ endpointName: 'mlp', modelClass: 'OnnxModel', executionMechanism: 'thread_pool', params: { modelPath: onnx } }] }),
+      slow: graph.modelRunner({
+        name: 'slow',
+        models: [{ endpointName: 'slow', modelClass: 'Explained', executionMechanism: 'process_pool', params: { loadMs: 1_500 } }],
+      }),
+      'mlp:v1': graph.modelRunner({
+        name: 'mlp',
+        models: [{ endpointName: 'mlp', modelClass: 'OnnxModel', executionMechanism: 'thread_pool', params: { modelPath: onnx } }],
+      }),
     };
     server = await serve(modelRouter({ name: 'models', routes }), { port: 0, graph });
     const early = await call('POST', '/v2/models/slow/ready', {});
     expect(early).toEqual({ status: 408, body: { error: "ModelNotReadyError: step 'slow': model 'slow' not ready (still loading)" } });
     await graph.ready();
     expect(await call('POST', '/v2/models/slow/ready', {})).toEqual({ status: 200, body: { name: 'slow', ready: true } });
-    expect(await call('POST', '/v2/models/slow/infer', { inputs: [1, 2] })).toMatchObject({ status: 200, body: { model_name: 'slow', outputs: { outputs: [2, 4] } } });
+    expect(await call('POST', '/v2/models/slow/infer', { inputs: [1, 2] })).toMatchObject({
+      status: 200,
+      body: { model_name: 'slow', outputs: { outputs: [2, 4] } },
+    });
     expect(await call('POST', '/v2/models/slow/explain', { inputs: [1, 2] })).toEqual({
       status: 200,
       body: { id: expect.any(String), model_name: 'slow', outputs: { importance: [0.5, 0.5], operation: 'explain' } },
     });
-    expect(await call('POST', '/v2/models/slow/hello', { who: 'http' })).toEqual({ status: 200, body: { hello: 'http', operation: 'hello', origin: 'slow' } });
+    expect(await call('POST', '/v2/models/slow/hello', { who: 'http' })).toEqual({
+      status: 200,
+      body: { hello: 'http', operation: 'hello', origin: 'slow' },
+    });
 
     const tensor = { name: 'x', shape: [2, 3], datatype: 'FP32', data: [1, 2, 3, 4, 5, 6] };
     const inferred = await call('POST', '/v2/models/mlp/versions/v1/infer', { inputs: [tensor] });
     expect(inferred.status).toBe(200);
-    expect(inferred.body).toMatchObject({ model_name: 'mlp', model_version: 'v1', outputs: [{ name: 'y', shape: [2, 2], datatype: 'FP32' }] });
+    expect(inferred.body).toMatchObject({
+      model_name: 'mlp',
+      model_version: 'v1',
+      outputs: [{ name: 'y', shape: [2, 2], datatype: 'FP32' }],
+    });
     expect(await call('GET', '/v2/models/mlp/versions/v1')).toEqual({
       status: 200,
-      body: { name: 'mlp', version: 'v1', inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 3] }], outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 2] }] },
+      body: {
+        name: 'mlp',
+        version: 'v1',
+        inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 3] }],
+        outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 2] }],
+      },
     });
     expect(await call('GET', '/v2')).toEqual({ status: 200, body: { name: 'ModelRouter', version: 'v2', extensions: [] } });
     expect(await call('GET', '/v2/models')).toEqual({ status: 200, body: { models: ['slow', 'mlp:v1'] } });
@@ -156,6 +220,9 @@ describe('parallelRun over HTTP', () => {
     expect(await call('GET', '/v2/models')).toEqual({ status: 200, body: { models: ['double', 'twice'] } });
     await server.close();
     server = await serve(parallelRun({ name: 'fan', routes: routes(true) }), { port: 0 });
-    expect(await call('POST', '/anything', { x: 1 })).toEqual({ status: 400, body: { error: "ModelRunnerError: step 'fan': twice failed (RangeError: twice refuses)" } });
+    expect(await call('POST', '/anything', { x: 1 })).toEqual({
+      status: 400,
+      body: { error: "ModelRunnerError: step 'fan': twice failed (RangeError: twice refuses)" },
+    });
   });
 });

@@ -28,7 +28,9 @@ describe('fastify is loaded lazily', () => {
   });
 
   it('the ESM build imports fastify only dynamically (in whichever chunk serve() landed)', () => {
-    const chunks = readdirSync(`${root}/dist`).filter((f) => f.endsWith('.js')).map((f) => readFileSync(`${root}/dist/${f}`, 'utf8'));
+    const chunks = readdirSync(`${root}/dist`)
+      .filter((f) => f.endsWith('.js'))
+      .map((f) => readFileSync(`${root}/dist/${f}`, 'utf8'));
     expect(chunks.some((code) => code.includes('import("fastify")'))).toBe(true);
     for (const code of chunks) expect(code).not.toMatch(/from\s*["']fastify["']/);
   });

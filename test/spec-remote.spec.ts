@@ -60,7 +60,10 @@ describe('spec: remoteStep and batchHttpRequests with templates', () => {
     const { graph, pipeline } = await loadGraph(file);
     try {
       const [out] = await lastValueFrom(
-        from([toEvent({ user: 'a b/c', places: [{ id: 'x' }, { id: 'y' }] }, { path: '/fwd', headers: { 'x-tenant': 't&1' } })]).pipe(pipeline, toArray()),
+        from([toEvent({ user: 'a b/c', places: [{ id: 'x' }, { id: 'y' }] }, { path: '/fwd', headers: { 'x-tenant': 't&1' } })]).pipe(
+          pipeline,
+          toArray(),
+        ),
       );
       expect(out.error).toBeUndefined();
       const body = out.body as Record<string, unknown>;
@@ -77,7 +80,9 @@ describe('spec: remoteStep and batchHttpRequests with templates', () => {
   });
 
   it('a template path the event does not have fails that event with a TypeError naming the template', async () => {
-    const [out] = await runSpec({ steps: [{ remoteStep: { url: http.url, bodyExpression: '{body.missing}' } }] }, [toEvent({ a: 1 }, { id: 'e9' })]);
+    const [out] = await runSpec({ steps: [{ remoteStep: { url: http.url, bodyExpression: '{body.missing}' } }] }, [
+      toEvent({ a: 1 }, { id: 'e9' }),
+    ]);
     expect(out.error).toBeInstanceOf(TypeError);
     expect(out.error!.message).toBe("template '{body.missing}' (steps[0].remoteStep.bodyExpression): event 'e9' has no 'body.missing'");
   });
@@ -86,13 +91,21 @@ describe('spec: remoteStep and batchHttpRequests with templates', () => {
     expect((await rejection({ steps: [{ remoteStep: { urlExpression: 'http://x/{user}' } }] })).message).toMatch(
       /steps\[0\]\.remoteStep\.urlExpression: '\{user\}' in template 'http:\/\/x\/\{user\}' is not a dot path starting with body, path, id, headers, metadata, method/,
     );
-    expect((await rejection({ steps: [{ remoteStep: { url: 'http://x', bodyExpression: '{item.id}' } }] })).path).toBe('steps[0].remoteStep.bodyExpression');
-    expect((await rejection({ steps: [{ batchHttpRequests: { url: 'http://x', bodyExpression: '{item.}' } }] })).path).toBe('steps[0].batchHttpRequests.bodyExpression');
+    expect((await rejection({ steps: [{ remoteStep: { url: 'http://x', bodyExpression: '{item.id}' } }] })).path).toBe(
+      'steps[0].remoteStep.bodyExpression',
+    );
+    expect((await rejection({ steps: [{ batchHttpRequests: { url: 'http://x', bodyExpression: '{item.}' } }] })).path).toBe(
+      'steps[0].batchHttpRequests.bodyExpression',
+    );
     expect((await rejection({ steps: [{ remoteStep: { url: 'http://x', retries: -1 } }] })).path).toBe('steps[0].remoteStep.retries');
     expect((await rejection({ steps: [{ remoteStep: { method: 'GET' } }] })).path).toBe('steps[0].remoteStep.url');
-    expect((await rejection({ steps: [{ remoteStep: { url: 'http://x', urlExpression: '{body.u}', subpath: 'a' } }] })).path).toBe('steps[0].remoteStep.subpath');
+    expect((await rejection({ steps: [{ remoteStep: { url: 'http://x', urlExpression: '{body.u}', subpath: 'a' } }] })).path).toBe(
+      'steps[0].remoteStep.subpath',
+    );
     expect((await rejection({ steps: [{ queueStep: { redis: 'redis://x' } }] })).path).toBe('steps[0].queueStep.stream');
-    expect((await rejection({ steps: [{ queueStep: { redis: 'redis://x', stream: 's', maxLen: 0 } }] })).path).toBe('steps[0].queueStep.maxLen');
+    expect((await rejection({ steps: [{ queueStep: { redis: 'redis://x', stream: 's', maxLen: 0 } }] })).path).toBe(
+      'steps[0].queueStep.maxLen',
+    );
   });
 
   it('the JSON Schema takes the three kinds and refuses their unknown fields', () => {
@@ -116,7 +129,9 @@ describe.runIf(redisAvailable('spec queueStep (test/spec-remote.spec.ts)'))('spe
   withRedis((s, r) => ((server = s), (redis = r)));
 
   it('writes the events to the stream the spec names', async () => {
-    const out = await runSpec({ steps: [{ queueStep: { redis: server.url, stream: 'spec-jobs', name: 'hop' } }] }, [toEvent({ n: 1 }, { id: 's1' })]);
+    const out = await runSpec({ steps: [{ queueStep: { redis: server.url, stream: 'spec-jobs', name: 'hop' } }] }, [
+      toEvent({ n: 1 }, { id: 's1' }),
+    ]);
     expect(out[0].error).toBeUndefined();
     const [[entryId, fields]] = await redis.xrange('spec-jobs', '-', '+');
     expect(fields).toEqual(['body', '{"n":1}', 'id', 's1']);

@@ -13,7 +13,10 @@ import { VotingEnsembleConfigCodec } from '../src/operators/votingEnsemble.js';
 
 const baseDir = fileURLToPath(new URL('./fixtures/', import.meta.url));
 const model = (endpointName: string, exportName: string, params: Record<string, unknown> = {}) => ({
-  modelRunner: { name: endpointName, models: [{ endpointName, modelClass: { module: './routerModels.mjs', export: exportName }, executionMechanism: 'naive', params }] },
+  modelRunner: {
+    name: endpointName,
+    models: [{ endpointName, modelClass: { module: './routerModels.mjs', export: exportName }, executionMechanism: 'naive', params }],
+  },
 });
 const ROWS = [
   [0.9, 0.9, 0.1],
@@ -34,11 +37,17 @@ const spec = {
               votingEnsemble: {
                 name: 'forest',
                 weights: { b: 1, c: 1, d: 1 },
-                routes: { b: [model('b', 'Threshold', { feature: 0 })], c: [model('c', 'Threshold', { feature: 1 })], d: [model('d', 'Threshold', { feature: 2 })] },
+                routes: {
+                  b: [model('b', 'Threshold', { feature: 0 })],
+                  c: [model('c', 'Threshold', { feature: 1 })],
+                  d: [model('d', 'Threshold', { feature: 2 })],
+                },
               },
             },
           ],
-          both: [{ parallelRun: { name: 'both', routes: { x: [model('x', 'Field', { key: 'x2' })], y: [model('y', 'Field', { key: 'y2' })] } } }],
+          both: [
+            { parallelRun: { name: 'both', routes: { x: [model('x', 'Field', { key: 'x2' })], y: [model('y', 'Field', { key: 'y2' })] } } },
+          ],
         },
       },
     },
@@ -91,7 +100,15 @@ describe('the router family in a spec', () => {
     };
     const weights = await reject({ steps: [{ votingEnsemble: { routes: { b: [model('b', 'Threshold')] }, weights: { z: 1 } } }] });
     expect(weights.message).toBe("steps[0].votingEnsemble.weights.z: expected the weight of a route ('b'), got no route 'z'");
-    const deep = await reject({ steps: [{ modelRouter: { routes: { m: [{ modelRunner: { models: [{ endpointName: 'm', modelClass: 'X', executionMechanism: 'naive', params: 3 }] } }] } } }] });
+    const deep = await reject({
+      steps: [
+        {
+          modelRouter: {
+            routes: { m: [{ modelRunner: { models: [{ endpointName: 'm', modelClass: 'X', executionMechanism: 'naive', params: 3 }] } }] },
+          },
+        },
+      ],
+    });
     expect(deep.issues.map((i) => i.path)).toEqual(['steps[0].modelRouter.routes.m[0].modelRunner.models[0].params']);
     const typo = await reject({ steps: [{ parallelRun: { routes: {}, extendEvnet: true } }] });
     expect(typo.issues.map((i) => i.path)).toEqual(['steps[0].parallelRun.extendEvnet']);
@@ -99,11 +116,13 @@ describe('the router family in a spec', () => {
     expect(empty.message).toBe('steps[0].parallelRun.routes: expected at least one route, got {}');
     const vote = await reject({ steps: [{ votingEnsemble: { routes: { b: [model('b', 'Threshold')] }, voteType: 'mean' } }] });
     expect(vote.issues.map((i) => i.path)).toEqual(['steps[0].votingEnsemble.voteType']);
-    const duplicate = await reject({ steps: [{ modelRouter: { routes: { a: [model('m', 'Threshold')], b: [model('m', 'Threshold')] } } }] });
+    const duplicate = await reject({
+      steps: [{ modelRouter: { routes: { a: [model('m', 'Threshold')], b: [model('m', 'Threshold')] } } }],
+    });
     expect(duplicate.message).toContain("'m', already used at steps[0].modelRouter.routes.a[0].modelRunner.models[0].endpointName");
   });
 
-  it("the JSON Schema has the three kinds with every runtime field, and accepts the spec", () => {
+  it('the JSON Schema has the three kinds with every runtime field, and accepts the spec', () => {
     const defs = specSchema().$defs as Record<string, { properties: Record<string, { properties: object }> }>;
     const fields = (codec: { required: object; optional: object }) => Object.keys({ ...codec.required, ...codec.optional }).sort();
     expect(Object.keys(defs.Step.properties.modelRouter.properties).sort()).toEqual(fields(ModelRouterConfigCodec));

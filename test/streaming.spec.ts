@@ -90,7 +90,10 @@ describe("LLModel stream: true: the OpenAI provider's own event-stream parsing",
       });
     });
     await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-    return { baseURL: `http://127.0.0.1:${(srv.address() as AddressInfo).port}/v1`, close: () => new Promise((resolve) => srv.close(resolve)) };
+    return {
+      baseURL: `http://127.0.0.1:${(srv.address() as AddressInfo).port}/v1`,
+      close: () => new Promise((resolve) => srv.close(resolve)),
+    };
   };
   const chunk = (delta: object, extra: object = {}) =>
     `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta, finish_reason: null }], ...extra })}\n\n`;
@@ -107,10 +110,17 @@ describe("LLModel stream: true: the OpenAI provider's own event-stream parsing",
       const call = async (stream: boolean) => {
         const m = new LLModel({
           name: 'p',
-          artifact: modelArtifact({ key: 'g', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'test-key', baseURL: server.openaiBaseURL, transport } }),
+          artifact: modelArtifact({
+            key: 'g',
+            modelUrl: 'openai://gpt-4o-mini',
+            providerOptions: { apiKey: 'test-key', baseURL: server.openaiBaseURL, transport },
+          }),
           stream,
         });
-        await m.predict({ messages: [{ role: 'user', content: 'q' }] }, { origin: 'p', eventId: 'e', signal: new AbortController().signal, emit: () => undefined });
+        await m.predict(
+          { messages: [{ role: 'user', content: 'q' }] },
+          { origin: 'p', eventId: 'e', signal: new AbortController().signal, emit: () => undefined },
+        );
         return server.requests.at(-1)!;
       };
       const plain = await call(false);
@@ -137,7 +147,11 @@ describe("LLModel stream: true: the OpenAI provider's own event-stream parsing",
         ];
         const upstream = await startUpstream(frames, together);
         try {
-          const events = await lastValueFrom(model(upstream.baseURL, transport).predictStream({ messages: [{ role: 'user', content: 'q' }] }).pipe(toArray()));
+          const events = await lastValueFrom(
+            model(upstream.baseURL, transport)
+              .predictStream({ messages: [{ role: 'user', content: 'q' }] })
+              .pipe(toArray()),
+          );
           expect(events).toEqual([
             { type: 'chunk', text: 'Put "it"' },
             { type: 'chunk', text: ' in\nan ' },
@@ -207,7 +221,9 @@ describe('LLModel stream: true: request failures are what the openai client give
   for (const transport of ['fetch', 'node-http'] as const) {
     it(`${transport}: an HTTP error status (JSON or not) and a refused connection`, async () => {
       const cases = [
-        await failing(429, JSON.stringify({ error: { message: 'slow down', type: 'rate_limit_exceeded', code: '429' } }), { 'retry-after': '2' }),
+        await failing(429, JSON.stringify({ error: { message: 'slow down', type: 'rate_limit_exceeded', code: '429' } }), {
+          'retry-after': '2',
+        }),
         await failing(500, 'upstream exploded'),
         await failing(400, JSON.stringify({ error: { message: "'messages' is bad", type: 'invalid_request_error' } })),
       ];
@@ -260,7 +276,13 @@ describe('shared models', () => {
   it("two proxies of one shared model called at once: each event gets only its own proxy's partials", async () => {
     const graph = createGraph({ name: 'g' });
     const base = gpt();
-    graph.addSharedModel({ name: 'llm', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: base, params: { stream: true } });
+    graph.addSharedModel({
+      name: 'llm',
+      modelClass: 'LLModel',
+      executionMechanism: 'asyncio',
+      modelArtifact: base,
+      params: { stream: true },
+    });
     const proxy = (key: string) =>
       graph.sharedModelProxy({
         endpointName: key,
@@ -368,7 +390,11 @@ describe('serve(): Server-Sent Events', () => {
         { event: 'result', data: { count: 4 } },
       ]);
       // The same route without the header still answers JSON.
-      const plain = await fetch(`${http.url}/count`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"count":2}' });
+      const plain = await fetch(`${http.url}/count`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{"count":2}',
+      });
       expect(await plain.json()).toEqual({ count: 2 });
     } finally {
       await http.close();

@@ -34,25 +34,33 @@ const naive = (name = 'double') => modelRunner({ models: [{ endpointName: name, 
 describe('the rxserve/streams entry (built package)', () => {
   const root = fileURLToPath(new URL('..', import.meta.url));
   const node = (args: string[]) => execFileSync(process.execPath, args, { cwd: root, encoding: 'utf8' }).trim();
-  it('loads through exports in ESM and CJS; its ConfigError is the root entry\'s class', () => {
-    const esm = node(['--input-type=module', '-e', `
+  it("loads through exports in ESM and CJS; its ConfigError is the root entry's class", () => {
+    const esm = node([
+      '--input-type=module',
+      '-e',
+      `
       import { redisStream } from 'rxserve/streams';
       import { ConfigError } from 'rxserve';
       let e; try { redisStream({}); } catch (x) { e = x; }
-      console.log(JSON.stringify([typeof redisStream, e instanceof ConfigError]));`]);
+      console.log(JSON.stringify([typeof redisStream, e instanceof ConfigError]));`,
+    ]);
     expect(JSON.parse(esm)).toEqual(['function', true]);
     const cjs = node(['-e', `const { redisStream } = require('rxserve/streams'); console.log(typeof redisStream)`]);
     expect(cjs).toBe('function');
   });
   it("importing 'rxserve' never loads ioredis; rxserve/streams loads it only when a stream is subscribed", () => {
-    const out = node(['--input-type=module', '-e', `
+    const out = node([
+      '--input-type=module',
+      '-e',
+      `
       import { createRequire } from 'node:module';
       await import('rxserve');
       const { redisStream } = await import('rxserve/streams');
       redisStream({ redis: 'redis://127.0.0.1:1', stream: 's', group: 'g' });
       const require = createRequire(process.cwd() + '/');
       const loaded = Object.keys(require.cache).some((k) => k.includes('/node_modules/ioredis/'));
-      console.log(JSON.stringify(loaded));`]);
+      console.log(JSON.stringify(loaded));`,
+    ]);
     expect(out).toBe('false');
   });
 
@@ -66,10 +74,13 @@ describe('the rxserve/streams entry (built package)', () => {
       for (const dep of ['rxjs', 'io-ts', 'fp-ts', 'piscina', 'tslib']) {
         if (existsSync(join(root, 'node_modules', dep))) symlinkSync(join(root, 'node_modules', dep), join(dir, 'node_modules', dep));
       }
-      writeFileSync(join(dir, 'main.mjs'), `
+      writeFileSync(
+        join(dir, 'main.mjs'),
+        `
         import { redisStream } from 'rxserve/streams';
         const requests = redisStream({ redis: 'redis://127.0.0.1:1', stream: 's', group: 'g' });
-        requests.events$.subscribe({ error: (e) => { console.log(e.name + ': ' + e.message); process.exit(0); } });`);
+        requests.events$.subscribe({ error: (e) => { console.log(e.name + ': ' + e.message); process.exit(0); } });`,
+      );
       const out = execFileSync(process.execPath, ['main.mjs'], { cwd: dir, encoding: 'utf8', timeout: 20_000 }).trim();
       expect(out).toBe("RxServeError: rxserve/streams needs the optional peer dependency 'ioredis': npm install ioredis@^6");
     } finally {
@@ -86,8 +97,16 @@ describe('redisStream options', () => {
     ['an unknown field', { redis: 'redis://127.0.0.1:1', stream: 's', group: 'g', maxInflight: 3 }, 'redisStream.options.maxInflight'],
     ['a bad startId', { redis: 'redis://127.0.0.1:1', stream: 's', group: 'g', startId: 'latest' }, 'redisStream.options.startId'],
     ['claimIdleMs -1', { redis: 'redis://127.0.0.1:1', stream: 's', group: 'g', claimIdleMs: -1 }, 'redisStream.options.claimIdleMs'],
-    ['metrics without a registry', { redis: 'redis://127.0.0.1:1', stream: 's', group: 'g', metrics: {} }, 'redisStream.options.metrics.registry'],
-    ['deadLetterStream equal to stream', { redis: 'redis://127.0.0.1:1', stream: 's', group: 'g', deadLetterStream: 's' }, 'redisStream.options.deadLetterStream'],
+    [
+      'metrics without a registry',
+      { redis: 'redis://127.0.0.1:1', stream: 's', group: 'g', metrics: {} },
+      'redisStream.options.metrics.registry',
+    ],
+    [
+      'deadLetterStream equal to stream',
+      { redis: 'redis://127.0.0.1:1', stream: 's', group: 'g', deadLetterStream: 's' },
+      'redisStream.options.deadLetterStream',
+    ],
   ];
   it.each(bad)('%s is a ConfigError naming the field', (_, options, path) => {
     let error: unknown;
@@ -145,7 +164,9 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
   };
   const run = (requests: RedisStream, pipeline = naive(), out: string) => {
     let completed = false;
-    const subscription = requests.events$.pipe(pipeline, requests.commit({ stream: out })).subscribe({ complete: () => (completed = true) });
+    const subscription = requests.events$
+      .pipe(pipeline, requests.commit({ stream: out }))
+      .subscribe({ complete: () => (completed = true) });
     return { subscription, completed: () => completed };
   };
 
@@ -153,7 +174,10 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
 
   it('answers thousands of messages through a pipeline exactly once, leaves nothing pending, and counts them (stats and Prometheus)', async () => {
     const { stream, group, out } = names();
-    const ids = await produce(stream, Array.from({ length: 3_000 }, (_, i) => ({ n: i })));
+    const ids = await produce(
+      stream,
+      Array.from({ length: 3_000 }, (_, i) => ({ n: i })),
+    );
     const registry = new Registry();
     const requests = redisStream({ redis: server.url, stream, group, consumer: 'c1', metrics: { registry } });
     const r = run(requests, naive(), out);
@@ -170,7 +194,17 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
       expect(JSON.parse(a.body)).toEqual({ n: byId.get(a.id), doubled: byId.get(a.id)! * 2 });
     }
     expect(await pendingCount(stream, group)).toBe(0);
-    expect(requests.stats()).toEqual({ read: 3_000, committed: 3_000, skipped: 0, reclaimed: 0, deadLettered: 0, dropped: 0, failed: 0, pending: 0, stalled: false });
+    expect(requests.stats()).toEqual({
+      read: 3_000,
+      committed: 3_000,
+      skipped: 0,
+      reclaimed: 0,
+      deadLettered: 0,
+      dropped: 0,
+      failed: 0,
+      pending: 0,
+      stalled: false,
+    });
     expect(text).toContain(`rxserve_stream_messages_read_total{stream="${stream}",group="${group}",consumer="c1"} 3000`);
     expect(text).toContain(`rxserve_stream_messages_committed_total{stream="${stream}",group="${group}",consumer="c1"} 3000`);
     expect(text).toContain(`rxserve_stream_pending{stream="${stream}",group="${group}",consumer="c1"} 0`);
@@ -178,7 +212,10 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
 
   it('never holds more than maxInFlight uncommitted messages (in the pipeline or in Redis)', async () => {
     const { stream, group, out } = names();
-    await produce(stream, Array.from({ length: 400 }, (_, i) => ({ n: i })));
+    await produce(
+      stream,
+      Array.from({ length: 400 }, (_, i) => ({ n: i })),
+    );
     let inModel = 0;
     let maxInModel = 0;
     let maxPendingSeen = 0;
@@ -192,7 +229,11 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
         return body;
       }
     }
-    run(requests, modelRunner({ models: [{ endpointName: 'slow', modelClass: Slow, executionMechanism: 'asyncio' }], maxInFlight: 100 }), out);
+    run(
+      requests,
+      modelRunner({ models: [{ endpointName: 'slow', modelClass: Slow, executionMechanism: 'asyncio' }], maxInFlight: 100 }),
+      out,
+    );
     let maxInRedis = 0;
     while (requests.stats().committed < 400) {
       maxInRedis = Math.max(maxInRedis, await pendingCount(stream, group, 'c1'));
@@ -208,7 +249,10 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
 
   it('two consumers in one group share the work; every message is answered once', async () => {
     const { stream, group, out } = names();
-    const ids = await produce(stream, Array.from({ length: 600 }, (_, i) => ({ n: i })));
+    const ids = await produce(
+      stream,
+      Array.from({ length: 600 }, (_, i) => ({ n: i })),
+    );
     class Slowish extends Model {
       override async predict(body: unknown) {
         await sleep(1);
@@ -236,9 +280,14 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
 
   it('a consumer process killed with SIGKILL mid-run: another reclaims its pending messages and every message is answered exactly once', async () => {
     const { stream, group, out } = names();
-    const ids = await produce(stream, Array.from({ length: 300 }, (_, i) => ({ n: i })));
+    const ids = await produce(
+      stream,
+      Array.from({ length: 300 }, (_, i) => ({ n: i })),
+    );
     const fixture = new URL('./fixtures/streamConsumer.mjs', import.meta.url);
-    const child = spawn(process.execPath, [fixture.pathname, server.url, stream, group, 'victim', out, '20'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [fixture.pathname, server.url, stream, group, 'victim', out, '20'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     const exited = new Promise((r) => child.once('exit', r));
     let read = 0;
     child.stdout!.on('data', (d: Buffer) => {
@@ -349,7 +398,10 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
 
   it('close() under load: events$ completes, what was in flight is committed, nothing stays pending, the rest is left for others; a given client stays open', async () => {
     const { stream, group, out } = names();
-    const ids = await produce(stream, Array.from({ length: 1_000 }, (_, i) => ({ n: i })));
+    const ids = await produce(
+      stream,
+      Array.from({ length: 1_000 }, (_, i) => ({ n: i })),
+    );
     const given = new Redis(server.url);
     let calls = 0;
     let closed: Promise<void> | undefined;
@@ -367,7 +419,11 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
           return body;
         }
       }
-      const r = run(first, modelRunner({ models: [{ endpointName: 'm', modelClass: Slow, executionMechanism: 'asyncio' }], maxInFlight: 64 }), out);
+      const r = run(
+        first,
+        modelRunner({ models: [{ endpointName: 'm', modelClass: Slow, executionMechanism: 'asyncio' }], maxInFlight: 64 }),
+        out,
+      );
       await until('close() to be called', () => closed !== undefined);
       await closed;
       expect(pendingAtClose).toBeGreaterThan(0);
@@ -456,7 +512,10 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
 
   it('requests.filter (issue 22: 100 messages, maxInFlight 8, odd ones kept): every kept one is answered, the rest acknowledged without an answer and counted skipped; close() is prompt', async () => {
     const { stream, group, out } = names();
-    const ids = await produce(stream, Array.from({ length: 100 }, (_, i) => ({ n: i })));
+    const ids = await produce(
+      stream,
+      Array.from({ length: 100 }, (_, i) => ({ n: i })),
+    );
     const registry = new Registry();
     const requests = redisStream({ redis: server.url, stream, group, consumer: 'c', maxInFlight: 8, metrics: { registry } });
     const modelSaw: number[] = [];
@@ -482,7 +541,17 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
     expect((await answers(out)).map((a) => a.id)).toEqual(odd);
     expect(modelSaw).toEqual(Array.from({ length: 50 }, (_, i) => 2 * i + 1));
     expect(await pendingCount(stream, group)).toBe(0);
-    expect(requests.stats()).toEqual({ read: 100, committed: 50, skipped: 50, reclaimed: 0, deadLettered: 0, dropped: 0, failed: 0, pending: 0, stalled: false });
+    expect(requests.stats()).toEqual({
+      read: 100,
+      committed: 50,
+      skipped: 50,
+      reclaimed: 0,
+      deadLettered: 0,
+      dropped: 0,
+      failed: 0,
+      pending: 0,
+      stalled: false,
+    });
     expect(text).toContain(`rxserve_stream_messages_skipped_total{stream="${stream}",group="${group}",consumer="c"} 50`);
   });
 
@@ -498,12 +567,29 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
 
   it('a plain rxjs filter that ends up holding every credit: the consumer reports the stall (stats().stalled, the rxserve_stream_stalled gauge, one warning naming requests.filter); close() does not wait for what the pipeline dropped', async () => {
     const { stream, group, out } = names();
-    await produce(stream, Array.from({ length: 100 }, (_, i) => ({ n: i })));
+    await produce(
+      stream,
+      Array.from({ length: 100 }, (_, i) => ({ n: i })),
+    );
     const registry = new Registry();
     const warned = warnings('RXSERVE_STREAM_STALLED');
     try {
-      const requests = redisStream({ redis: server.url, stream, group, consumer: 'c', maxInFlight: 8, claimIdleMs: 300, metrics: { registry } });
-      requests.events$.pipe(filter((e) => (e.body as { n: number }).n % 2 === 1), naive(), requests.commit({ stream: out })).subscribe();
+      const requests = redisStream({
+        redis: server.url,
+        stream,
+        group,
+        consumer: 'c',
+        maxInFlight: 8,
+        claimIdleMs: 300,
+        metrics: { registry },
+      });
+      requests.events$
+        .pipe(
+          filter((e) => (e.body as { n: number }).n % 2 === 1),
+          naive(),
+          requests.commit({ stream: out }),
+        )
+        .subscribe();
       await until('the stall to be reported', () => requests.stats().stalled === true, 10_000);
       // The defect of issue 22: dropped events hold the credit (7 of 8: a read waits for 2 free), the
       // other messages are never read.
@@ -542,7 +628,15 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
     const registry = new Registry();
     const warned = warnings('RXSERVE_STREAM_STALLED');
     try {
-      const requests = redisStream({ redis: server.url, stream, group, consumer: 'slow', maxInFlight: 2, claimIdleMs: 200, metrics: { registry } });
+      const requests = redisStream({
+        redis: server.url,
+        stream,
+        group,
+        consumer: 'slow',
+        maxInFlight: 2,
+        claimIdleMs: 200,
+        metrics: { registry },
+      });
       run(requests, modelRunner({ models: [{ endpointName: 'm', modelClass: Gated, executionMechanism: 'asyncio' }] }), out);
       await produce(stream, [{ gate: 0 }, { gate: 0 }]);
       await until('the first stall', () => requests.stats().stalled);
@@ -603,11 +697,21 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
     const { stream, group, out } = names();
     const deep = (levels: number) => '{"a":'.repeat(levels) + '1' + '}'.repeat(levels);
     const deepIds = await produce(stream, [deep(5_000), deep(257)]);
-    const ids = await produce(stream, Array.from({ length: 20 }, (_, x) => ({ x })));
+    const ids = await produce(
+      stream,
+      Array.from({ length: 20 }, (_, x) => ({ x })),
+    );
     const requests = redisStream({ redis: server.url, stream, group, consumer: 'c' });
     const fixture = new URL('./fixtures/workerModels.mjs', import.meta.url).href;
     const pipeline = modelRunner({
-      models: [{ endpointName: 'affine', modelClass: { module: fixture, export: 'Affine' }, executionMechanism: 'thread_pool', params: { a: 2, b: 1 } }],
+      models: [
+        {
+          endpointName: 'affine',
+          modelClass: { module: fixture, export: 'Affine' },
+          executionMechanism: 'thread_pool',
+          params: { a: 2, b: 1 },
+        },
+      ],
     });
     run(requests, pipeline, out);
     await until('22 answers', () => requests.stats().committed === 22);
@@ -615,7 +719,11 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
     const byId = new Map((await answers(out)).map((a) => [a.id, a]));
     expect(byId.size).toBe(22);
     for (const id of deepIds) {
-      expect(byId.get(id)!.error).toMatch(new RegExp(`^TypeError: redisStream: message ${id} field 'body' is refused: body is nested deeper than 256 levels \\(at body(\\.a)+`));
+      expect(byId.get(id)!.error).toMatch(
+        new RegExp(
+          `^TypeError: redisStream: message ${id} field 'body' is refused: body is nested deeper than 256 levels \\(at body(\\.a)+`,
+        ),
+      );
       expect(byId.get(id)!.body).toBe('null');
     }
     ids.forEach((id, x) => {
@@ -642,7 +750,13 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
     await until('three answers each', () => requests.stats().committed === 3 && strict.stats().committed === 3);
     await Promise.all([requests.close(), strict.close()]);
     const errors = async (o: string) => new Map((await answers(o)).map((a) => [a.id, a.error]));
-    expect(await errors(out)).toEqual(new Map([[at256, undefined], [at3, undefined], [at4, undefined]]));
+    expect(await errors(out)).toEqual(
+      new Map([
+        [at256, undefined],
+        [at3, undefined],
+        [at4, undefined],
+      ]),
+    );
     const strictErrors = await errors(`${out}-strict`);
     expect(strictErrors.get(at3)).toBeUndefined();
     expect(strictErrors.get(at256)).toMatch(/nested deeper than 3 levels/);
@@ -671,9 +785,15 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
     await requests.close();
     expect(seen).toEqual([{ n: 4, constructor: 'a plain field' }]);
     const byId = new Map((await answers(out)).map((a) => [a.id, a]));
-    expect(byId.get(proto)!.error).toBe(`TypeError: redisStream: message ${proto} field 'body' is refused: body has a '__proto__' key (at body.__proto__)`);
-    expect(byId.get(nested)!.error).toBe(`TypeError: redisStream: message ${nested} field 'body' is refused: body has a '__proto__' key (at body.user.__proto__)`);
-    expect(byId.get(ctor)!.error).toBe(`TypeError: redisStream: message ${ctor} field 'body' is refused: body has a 'constructor.prototype' key (at body.constructor.prototype)`);
+    expect(byId.get(proto)!.error).toBe(
+      `TypeError: redisStream: message ${proto} field 'body' is refused: body has a '__proto__' key (at body.__proto__)`,
+    );
+    expect(byId.get(nested)!.error).toBe(
+      `TypeError: redisStream: message ${nested} field 'body' is refused: body has a '__proto__' key (at body.user.__proto__)`,
+    );
+    expect(byId.get(ctor)!.error).toBe(
+      `TypeError: redisStream: message ${ctor} field 'body' is refused: body has a 'constructor.prototype' key (at body.constructor.prototype)`,
+    );
     for (const id of [proto, nested, ctor]) expect(byId.get(id)!.body).toBe('null');
     expect(JSON.parse(byId.get(good)!.body)).toEqual({ n: 4, isAdmin: null });
     expect(({} as { isAdmin?: unknown }).isAdmin).toBeUndefined();
@@ -683,7 +803,12 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
     const { stream, group, out } = names();
     await produce(stream, [{ n: 1 }, { n: 2 }]);
     const requests = redisStream({ redis: server.url, stream, group, consumer: 'c', closeTimeoutMs: 300 });
-    requests.events$.pipe(filter((e) => (e.body as { n: number }).n === 1), requests.commit({ stream: out })).subscribe();
+    requests.events$
+      .pipe(
+        filter((e) => (e.body as { n: number }).n === 1),
+        requests.commit({ stream: out }),
+      )
+      .subscribe();
     await until('one commit', () => requests.stats().committed === 1 && requests.stats().read === 2);
     const t0 = Date.now();
     await requests.close();

@@ -40,12 +40,17 @@ source.complete();
 const events = await out;
 const scored = events.filter((e) => (e.body as { scored?: boolean }).scored).length;
 const later = events.filter((e) => (e.body as { retryLater?: boolean }).retryLater).length;
-console.log(`1,000 events in ${(performance.now() - started).toFixed(0)} ms: ${scored} scored, ${later} rejected with QueueFullError (answered "retry later")`);
+console.log(
+  `1,000 events in ${(performance.now() - started).toFixed(0)} ms: ${scored} scored, ${later} rejected with QueueFullError (answered "retry later")`,
+);
 const ids = events.map((e) => Number(e.id));
 const accepted = events.filter((e) => (e.body as { scored?: boolean }).scored).map((e) => Number(e.id));
 check('every event came out exactly once', events.length === 1_000 && new Set(ids).size === 1_000);
 // Rejections leave at once, ahead of the order; the accepted events keep theirs (ordered: true).
-check('the accepted events came out in arrival order', accepted.every((id, i) => i === 0 || id > accepted[i - 1]));
+check(
+  'the accepted events came out in arrival order',
+  accepted.every((id, i) => i === 0 || id > accepted[i - 1]),
+);
 check('the step took maxInFlight + maxQueue = 40 and rejected the rest at once', scored === 40 && later === 960);
 
 // 2. A worker thread that dies mid-call: its call fails with WorkerCrashedError, the others succeed.
@@ -64,8 +69,14 @@ const results = await lastValueFrom(
 );
 for (const e of results) console.log(`  event ${e.id}:`, JSON.stringify(e.body));
 const failed = results.filter((e) => typeof (e.body as { error?: unknown }).error === 'string');
-check('only the crashing call failed, with WorkerCrashedError', failed.length === 1 && /^WorkerCrashedError/.test((results[1].body as { error: string }).error));
-check('events after the crash succeeded on a replacement thread', (results[2].body as { n?: number }).n === 3 && (results[3].body as { n?: number }).n === 4);
+check(
+  'only the crashing call failed, with WorkerCrashedError',
+  failed.length === 1 && /^WorkerCrashedError/.test((results[1].body as { error: string }).error),
+);
+check(
+  'events after the crash succeeded on a replacement thread',
+  (results[2].body as { n?: number }).n === 3 && (results[3].body as { n?: number }).n === 4,
+);
 
 if (failures > 0) {
   console.error(`${failures} check(s) failed`);

@@ -16,7 +16,11 @@ const CENTROIDS = [
 ];
 /** One route per classifier: a modelRunner of one model on a worker thread. */
 const route = (entry: Omit<ModelEntry, 'executionMechanism'>) =>
-  modelRunner({ name: entry.endpointName, models: [{ ...entry, executionMechanism: 'thread_pool', inputs: FEATURES, outputs: ['species'] }], pool: { maxThreads: 1 } });
+  modelRunner({
+    name: entry.endpointName,
+    models: [{ ...entry, executionMechanism: 'thread_pool', inputs: FEATURES, outputs: ['species'] }],
+    pool: { maxThreads: 1 },
+  });
 
 const ensemble = votingEnsemble({
   name: 'iris',
@@ -69,7 +73,10 @@ try {
     for (const name of Object.keys(alone)) score[alone[name][r]] += weights[name];
     return score.indexOf(Math.max(...score)); // a tie goes to the smallest class
   });
-  check('the ensemble votes as the weighted majority of its models', vote.status === 200 && JSON.stringify(vote.body.outputs) === JSON.stringify(byHand));
+  check(
+    'the ensemble votes as the weighted majority of its models',
+    vote.status === 200 && JSON.stringify(vote.body.outputs) === JSON.stringify(byHand),
+  );
   check('every row gets its expected species', JSON.stringify(vote.body.outputs) === JSON.stringify([0, 0, 1, 1, 2, 2, 1]));
 
   const explained = await call('POST', '/v2/models/centroid/explain', { inputs: rows.slice(3, 4) });
@@ -85,7 +92,10 @@ try {
   const server_ = await call('GET', '/v2');
   console.log('GET /v2 →', JSON.stringify(server_.body), '· GET /v2/models →', JSON.stringify(listed.body));
   console.log('GET /v2/models/centroid →', JSON.stringify(meta.body));
-  check('the model list has the routes and the ensemble', JSON.stringify(listed.body.models) === JSON.stringify(['length', 'width', 'centroid', 'iris']));
+  check(
+    'the model list has the routes and the ensemble',
+    JSON.stringify(listed.body.models) === JSON.stringify(['length', 'width', 'centroid', 'iris']),
+  );
   check('metadata names the features', JSON.stringify(meta.body.inputs) === JSON.stringify(FEATURES));
 
   const bad = await call('POST', '/v2/models/iris/infer', { inputs: { sepal_length: 5.1 } });

@@ -49,7 +49,9 @@ const [mixed] = await lastValueFrom(
   ),
 );
 const body = mixed.body as Record<string, { score: number; pid: number }>;
-console.log(`\nmixed step: threads → ${body.threads.score} (pid ${body.threads.pid}), dedicated process → ${body.process.score} (pid ${body.process.pid})`);
+console.log(
+  `\nmixed step: threads → ${body.threads.score} (pid ${body.threads.pid}), dedicated process → ${body.process.score} (pid ${body.process.pid})`,
+);
 if (body.threads.score !== body.process.score || body.process.pid === process.pid) failures++;
 
 // A process that dies fails only the event it was running; the next events are served by its replacement.
@@ -58,7 +60,13 @@ const answers = new Map<string, (e: ServingEvent) => void>();
 source
   .pipe(
     modelRunner({
-      models: [{ endpointName: 'fragile', modelClass: { module: new URL('./models.mjs', import.meta.url).href, export: 'Fragile' }, executionMechanism: 'dedicated_process' }],
+      models: [
+        {
+          endpointName: 'fragile',
+          modelClass: { module: new URL('./models.mjs', import.meta.url).href, export: 'Fragile' },
+          executionMechanism: 'dedicated_process',
+        },
+      ],
       raiseException: false,
     }),
   )

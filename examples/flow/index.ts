@@ -25,7 +25,11 @@ const llm = await startLLMServer({
     return draft >= (NEEDS[question] ?? 1) ? 'PASS' : 'FAIL: not detailed enough';
   },
 });
-const gpt = modelArtifact({ key: 'gpt-4o-mini', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'loopback', baseURL: llm.openaiBaseURL } });
+const gpt = modelArtifact({
+  key: 'gpt-4o-mini',
+  modelUrl: 'openai://gpt-4o-mini',
+  providerOptions: { apiKey: 'loopback', baseURL: llm.openaiBaseURL },
+});
 const writer = llmPromptArtifact({
   key: 'writer',
   model: gpt,
@@ -55,37 +59,82 @@ interface Work {
 const graph = createGraph({ name: 'judge-loop' });
 const audit: string[] = [];
 const f = graph.flow({ name: 'answer' });
-f.to('count', step((b: Work) => ({ question: b.question, attempt: (b.attempt ?? 0) + 1 })), { maxIterations: 3 })
-  .to('generate', graph.modelRunner({ name: 'generate', models: [{ endpointName: 'writer', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: writer, resultPath: 'written' }] }))
-  .to('keep', step((b: Work) => ({ question: b.question, attempt: b.attempt, draft: b.written!.answer })))
-  .to('judge', graph.modelRunner({ name: 'judge', models: [{ endpointName: 'judge', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: judge, resultPath: 'review' }] }))
-  .to('verdict', step((b: Work) => {
-    const said = b.review!.answer;
-    if (said === 'PASS' || said.startsWith('FAIL')) return { ...b, verdict: said === 'PASS' ? 'pass' : 'fail' };
-    throw new TypeError(`the judge said neither PASS nor FAIL: '${said}'`);
-  }))
-  .to('decide', choice((e) => ((e.body as Work).verdict === 'pass' ? 'reply' : 'count')))
+f.to(
+  'count',
+  step((b: Work) => ({ question: b.question, attempt: (b.attempt ?? 0) + 1 })),
+  { maxIterations: 3 },
+)
+  .to(
+    'generate',
+    graph.modelRunner({
+      name: 'generate',
+      models: [
+        { endpointName: 'writer', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: writer, resultPath: 'written' },
+      ],
+    }),
+  )
+  .to(
+    'keep',
+    step((b: Work) => ({ question: b.question, attempt: b.attempt, draft: b.written!.answer })),
+  )
+  .to(
+    'judge',
+    graph.modelRunner({
+      name: 'judge',
+      models: [{ endpointName: 'judge', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: judge, resultPath: 'review' }],
+    }),
+  )
+  .to(
+    'verdict',
+    step((b: Work) => {
+      const said = b.review!.answer;
+      if (said === 'PASS' || said.startsWith('FAIL')) return { ...b, verdict: said === 'PASS' ? 'pass' : 'fail' };
+      throw new TypeError(`the judge said neither PASS nor FAIL: '${said}'`);
+    }),
+  )
+  .to(
+    'decide',
+    choice((e) => ((e.body as Work).verdict === 'pass' ? 'reply' : 'count')),
+  )
   .cycleTo('count');
-f.add('reply', step((b: Work) => ({ answer: b.draft, drafts: b.attempt, reviewed: true })), { after: 'decide' }).respond();
+f.add(
+  'reply',
+  step((b: Work) => ({ answer: b.draft, drafts: b.attempt, reviewed: true })),
+  { after: 'decide' },
+).respond();
 // A side branch: runs for every draft, after the caller may already have its answer.
-f.add('audit', step(async (b: Work) => {
-  await new Promise((resolve) => setTimeout(resolve, 50)); // as a write to an audit store would take
-  audit.push(`${b.question} → ${b.draft}`);
-  return b;
-}), { after: 'keep' });
+f.add(
+  'audit',
+  step(async (b: Work) => {
+    await new Promise((resolve) => setTimeout(resolve, 50)); // as a write to an audit store would take
+    audit.push(`${b.question} → ${b.draft}`);
+    return b;
+  }),
+  { after: 'keep' },
+);
 // Every step without a handler of its own: on the responder's path its output is the answer.
-f.errorHandler('fallback', step((b: Work, { event }) => ({
-  answer: b.draft ?? null,
-  drafts: b.attempt,
-  reviewed: false,
-  reason: (event.metadata.error as { step: string; error: string }).error.split(':')[0],
-})));
+f.errorHandler(
+  'fallback',
+  step((b: Work, { event }) => ({
+    answer: b.draft ?? null,
+    drafts: b.attempt,
+    reviewed: false,
+    reason: (event.metadata.error as { step: string; error: string }).error.split(':')[0],
+  })),
+);
 
 const server = await serve(f.build(), { graph, port: 0 });
 console.log(`rxserve listening on ${server.url}; the LLM is ${llm.url}`);
 const ask = async (question: string) => {
-  const response = await fetch(`${server.url}/ask`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ question }) });
-  return { status: response.status, body: (await response.json()) as { answer: string | null; drafts: number; reviewed: boolean; reason?: string } };
+  const response = await fetch(`${server.url}/ask`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ question }),
+  });
+  return {
+    status: response.status,
+    body: (await response.json()) as { answer: string | null; drafts: number; reviewed: boolean; reason?: string },
+  };
 };
 
 const answers = await Promise.all(['What is RxJS?', 'Explain backpressure.', 'Prove that P != NP.', 'Is gibberish blue?'].map(ask));

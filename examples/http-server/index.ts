@@ -15,15 +15,35 @@ const graph = createGraph({ name: 'advisors' });
 const advisors = graph.modelRunner({
   name: 'advisors',
   models: [
-    { endpointName: 'finance', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: prompt('finance', 'financial advisor'), resultPath: 'output', inputs: ['question'], outputs: ['answer'] },
-    { endpointName: 'travel', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: prompt('travel', 'travel agent'), resultPath: 'output', inputs: ['question'], outputs: ['answer'] },
+    {
+      endpointName: 'finance',
+      modelClass: 'LLModel',
+      executionMechanism: 'asyncio',
+      modelArtifact: prompt('finance', 'financial advisor'),
+      resultPath: 'output',
+      inputs: ['question'],
+      outputs: ['answer'],
+    },
+    {
+      endpointName: 'travel',
+      modelClass: 'LLModel',
+      executionMechanism: 'asyncio',
+      modelArtifact: prompt('travel', 'travel agent'),
+      resultPath: 'output',
+      inputs: ['question'],
+      outputs: ['answer'],
+    },
   ],
   selector: 'MyClassifier',
   selectorParams: { models: ['finance', 'travel'] },
   ordered: false, // a server: a fast answer need not wait behind a slow one
 });
 // /v2/models/<name>/infer asks that one model; any other path goes to the selector as it is.
-const only = (name: string) => pipe(step((body: object) => ({ ...body, models: [name] }), { name: `only-${name}` }), advisors);
+const only = (name: string) =>
+  pipe(
+    step((body: object) => ({ ...body, models: [name] }), { name: `only-${name}` }),
+    advisors,
+  );
 const pipeline = router({
   key: (event) => v2ModelName(event) ?? 'advise',
   routes: { advise: advisors, finance: only('finance'), travel: only('travel') },
@@ -64,10 +84,13 @@ console.log(`GET /v2/models/finance → ${meta.status} ${JSON.stringify(meta.jso
 const show = (label: string, answer: { status: number; id: string | null; json: any }) => {
   console.log(`\n${label} → ${answer.status} (x-request-id ${answer.id})`);
   if (answer.json.error) console.log(`  error: ${answer.json.error}`);
-  else for (const [endpoint, value] of Object.entries(answer.json as Record<string, { output: { answer: string; usage: { total_tokens: number } } }>)) {
-    console.log(`  [${endpoint}] ${value.output.answer} (${value.output.usage.total_tokens} tokens)`);
-    check(`${endpoint} answered`, Boolean(value.output.answer) && value.output.usage.total_tokens > 0);
-  }
+  else
+    for (const [endpoint, value] of Object.entries(
+      answer.json as Record<string, { output: { answer: string; usage: { total_tokens: number } } }>,
+    )) {
+      console.log(`  [${endpoint}] ${value.output.answer} (${value.output.usage.total_tokens} tokens)`);
+      check(`${endpoint} answered`, Boolean(value.output.answer) && value.output.usage.total_tokens > 0);
+    }
 };
 
 const finance = await call('POST', '/advise', { question: 'How should I start investing 1000 euros?', models: ['finance'] });

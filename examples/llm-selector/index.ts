@@ -23,8 +23,20 @@ const out = await lastValueFrom(
     modelRunner({
       name: 'advisors',
       models: [
-        { endpointName: 'finance', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: prompt('finance', 'financial advisor'), resultPath: 'output' },
-        { endpointName: 'travel', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: prompt('travel', 'travel agent'), resultPath: 'output' },
+        {
+          endpointName: 'finance',
+          modelClass: 'LLModel',
+          executionMechanism: 'asyncio',
+          modelArtifact: prompt('finance', 'financial advisor'),
+          resultPath: 'output',
+        },
+        {
+          endpointName: 'travel',
+          modelClass: 'LLModel',
+          executionMechanism: 'asyncio',
+          modelArtifact: prompt('travel', 'travel agent'),
+          resultPath: 'output',
+        },
       ],
       selector: 'MyClassifier',
       selectorParams: { models: ['finance', 'travel'] },
@@ -42,11 +54,18 @@ for (const event of out) {
     console.log(`  error: ${event.error.message}`);
     continue;
   }
-  const endpoints = Object.entries(event.body as Record<string, { output: { answer: string; usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number } } }>);
+  const endpoints = Object.entries(
+    event.body as Record<
+      string,
+      { output: { answer: string; usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number } } }
+    >,
+  );
   if (endpoints.length === 0) console.log('  (the selector chose no endpoint)');
   for (const [endpoint, { output }] of endpoints) {
     console.log(`  [${endpoint}] ${output.answer}`);
-    console.log(`  [${endpoint}] usage: ${output.usage.prompt_tokens} prompt + ${output.usage.completion_tokens} completion = ${output.usage.total_tokens} tokens`);
+    console.log(
+      `  [${endpoint}] usage: ${output.usage.prompt_tokens} prompt + ${output.usage.completion_tokens} completion = ${output.usage.total_tokens} tokens`,
+    );
     if (!output.answer || !(output.usage.total_tokens > 0)) ok = false;
   }
 }

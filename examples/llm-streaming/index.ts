@@ -41,10 +41,18 @@ try {
   console.log('usage reported by the server:', final.usage);
 
   // Stop reading after two chunks: the request is aborted and the call reported once, as 'unsubscribe'.
-  await lastValueFrom(advisor.predictStream({ question: 'And bonds, in a long answer please?' }, { eventId: 'q2' }).pipe(take(2), toArray()));
+  await lastValueFrom(
+    advisor.predictStream({ question: 'And bonds, in a long answer please?' }, { eventId: 'q2' }).pipe(take(2), toArray()),
+  );
   await new Promise((resolve) => setTimeout(resolve, 300));
-  console.log('usage$ reports:', reports.map((r) => `${r.eventId} ${r.outcome} ${r.usage.total_tokens} tokens${r.usage.complete === false ? ' (partial, estimated)' : ''}`));
-  if (reports.map((r) => r.outcome).join() !== 'success,unsubscribe') throw new Error(`expected one success and one unsubscribe, got ${reports.map((r) => r.outcome)}`);
+  console.log(
+    'usage$ reports:',
+    reports.map(
+      (r) => `${r.eventId} ${r.outcome} ${r.usage.total_tokens} tokens${r.usage.complete === false ? ' (partial, estimated)' : ''}`,
+    ),
+  );
+  if (reports.map((r) => r.outcome).join() !== 'success,unsubscribe')
+    throw new Error(`expected one success and one unsubscribe, got ${reports.map((r) => r.outcome)}`);
 
   // rxserve/llm: the same tokenizer rxserve estimates with.
   const estimate = estimateUsage([{ role: 'user', content: 'Should I buy index funds?' }], final.answer);

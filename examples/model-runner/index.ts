@@ -42,7 +42,10 @@ const check = (label: string, ok: boolean) => {
 };
 
 // One registered model: the body becomes its output.
-const [single] = await run([{ value: 2 }], modelRunner({ models: [{ endpointName: 'double', modelClass: Scale, executionMechanism: 'naive', params: { factor: 2 } }] }));
+const [single] = await run(
+  [{ value: 2 }],
+  modelRunner({ models: [{ endpointName: 'double', modelClass: Scale, executionMechanism: 'naive', params: { factor: 2 } }] }),
+);
 console.log('one model  →', JSON.stringify(single.body));
 check('one model: the body is its output', JSON.stringify(single.body) === '{"value":4}');
 
@@ -53,13 +56,22 @@ const [several] = await run(
     name: 'scoring',
     models: [
       { endpointName: 'double', modelClass: Scale, executionMechanism: 'naive', params: { factor: 2 } },
-      { endpointName: 'sentiment', modelClass: Sentiment, executionMechanism: 'asyncio', inputPath: 'review.text', resultPath: 'review.sentiment' },
+      {
+        endpointName: 'sentiment',
+        modelClass: Sentiment,
+        executionMechanism: 'asyncio',
+        inputPath: 'review.text',
+        resultPath: 'review.sentiment',
+      },
     ],
   }),
 );
 console.log('two models →', JSON.stringify(several.body));
 console.log('metadata   →', JSON.stringify(several.metadata));
-check('two models: keyed by endpoint name, resultPath writes into a copy of the body', (several.body as any).sentiment.review.sentiment.label === 'positive' && (several.body as any).double.value === 6);
+check(
+  'two models: keyed by endpoint name, resultPath writes into a copy of the body',
+  (several.body as any).sentiment.review.sentiment.label === 'positive' && (several.body as any).double.value === 6,
+);
 
 // A failing model: with raiseException false the error stays in the body...
 const [kept] = await run(
@@ -78,7 +90,12 @@ check('a failed model reads { error: "<Name>: <message>" }', (kept.body as any).
 // ...by default the event leaves errored (ModelRunnerError), and onError can recover it.
 const [recovered] = await run(
   [{ value: -1 }],
-  modelRunner({ models: [{ endpointName: 'flaky', modelClass: Flaky, executionMechanism: 'naive' }, { endpointName: 'double', modelClass: Scale, executionMechanism: 'naive', params: { factor: 2 } }] }),
+  modelRunner({
+    models: [
+      { endpointName: 'flaky', modelClass: Flaky, executionMechanism: 'naive' },
+      { endpointName: 'double', modelClass: Scale, executionMechanism: 'naive', params: { factor: 2 } },
+    ],
+  }),
   onError((event) => ({ fallback: true, reason: event.error.message })),
 );
 console.log('raiseException: true + onError →', JSON.stringify(recovered.body));
@@ -97,6 +114,9 @@ const [timed] = await run(
   }),
 );
 console.log(`timeoutMs 50 → ${JSON.stringify(timed.body)} after ${(performance.now() - started).toFixed(0)} ms`);
-check('the slow model timed out, the other answered', (timed.body as any).slow.error.startsWith('ModelTimeoutError') && (timed.body as any).identity !== undefined);
+check(
+  'the slow model timed out, the other answered',
+  (timed.body as any).slow.error.startsWith('ModelTimeoutError') && (timed.body as any).identity !== undefined,
+);
 
 if (failures > 0) process.exit(1);

@@ -26,7 +26,14 @@ const metricsUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/m
 const step = graph.modelRunner({
   name: 'scoring',
   models: [
-    { endpointName: 'fraud', modelClass: Fraud, executionMechanism: 'asyncio', inputPath: 'payment', inputs: ['amount'], labels: { team: 'risk' } },
+    {
+      endpointName: 'fraud',
+      modelClass: Fraud,
+      executionMechanism: 'asyncio',
+      inputPath: 'payment',
+      inputs: ['amount'],
+      labels: { team: 'risk' },
+    },
     {
       endpointName: 'explainer',
       modelClass: 'LLModel',
@@ -60,13 +67,20 @@ const final = await (await fetch(metricsUrl)).text();
 const pick = (text: string, pattern: RegExp) => text.split('\n').filter((l) => pattern.test(l));
 console.log(`${events.length} events served; ${records.length} endpoint records kept (50% sampling, errors always kept)`);
 console.log(`records with errors: ${records.filter((r) => r.error).length}; a sample record:`);
-console.log(JSON.stringify(records.find((r) => r.endpointName === 'fraud' && !r.error), null, 2));
+console.log(
+  JSON.stringify(
+    records.find((r) => r.endpointName === 'fraud' && !r.error),
+    null,
+    2,
+  ),
+);
 console.log('\nscraped midway:');
 for (const line of pick(midway, /^rxserve_(model_requests_total|lane_in_flight)/)) console.log(`  ${line}`);
 console.log('\nscraped at the end:');
 for (const line of pick(final, /^rxserve_(model_requests_total|llm_tokens_total|model_latency_seconds_count)/)) console.log(`  ${line}`);
 console.log('\nendpoint registry:');
-for (const e of graph.endpointRegistry.entries()) console.log(`  ${e.endpointName}: ${e.counters.requests} requests, ${e.counters.errors} errors, labels ${JSON.stringify(e.labels)}`);
+for (const e of graph.endpointRegistry.entries())
+  console.log(`  ${e.endpointName}: ${e.counters.requests} requests, ${e.counters.errors} errors, labels ${JSON.stringify(e.labels)}`);
 
 await graph.close();
 server.close();

@@ -18,9 +18,17 @@ const request = (i: number) => ({
 });
 const requests = Array.from({ length: 64 }, (_, i) => request(i));
 
-const mlp = (extra: Partial<ModelEntry>): ModelEntry => ({ endpointName: 'mlp', modelClass: 'OnnxModel', executionMechanism: 'asyncio', params: { modelPath }, ...extra });
+const mlp = (extra: Partial<ModelEntry>): ModelEntry => ({
+  endpointName: 'mlp',
+  modelClass: 'OnnxModel',
+  executionMechanism: 'asyncio',
+  params: { modelPath },
+  ...extra,
+});
 const runAll = (entry: ModelEntry) =>
-  lastValueFrom(from(requests).pipe(asEvents(), modelRunner({ models: [entry], pool: { maxThreads: 2 } }), toArray())).then((out) => out.map((e) => e.body as OnnxResponse));
+  lastValueFrom(from(requests).pipe(asEvents(), modelRunner({ models: [entry], pool: { maxThreads: 2 } }), toArray())).then((out) =>
+    out.map((e) => e.body as OnnxResponse),
+  );
 
 // Reference: one call at a time on the main thread.
 const reference = await runAll(mlp({}));
@@ -31,27 +39,57 @@ const batched = await runAll(mlp({ executionMechanism: 'thread_pool', batching: 
 const ms = performance.now() - started;
 
 console.log('first response:', JSON.stringify(batched[0]));
-const close = batched.every((r, i) => r.outputs[0].data instanceof Array && (r.outputs[0].data as number[]).every((v, k) => Math.abs(v - (reference[i].outputs[0].data as number[])[k]) < 1e-5));
+const close = batched.every(
+  (r, i) =>
+    r.outputs[0].data instanceof Array &&
+    (r.outputs[0].data as number[]).every((v, k) => Math.abs(v - (reference[i].outputs[0].data as number[])[k]) < 1e-5),
+);
 console.log(`${batched.length} requests on thread_pool with batching in ${ms.toFixed(0)} ms; outputs equal to unbatched: ${close}`);
 
 // A wrong input fails its own call with a TypeError that says what the model expects.
 const [bad] = await lastValueFrom(
-  from([{ inputs: [{ name: 'x', shape: [1, 3], datatype: 'FP32', data: [1, 2, 3] }] }]).pipe(asEvents(), modelRunner({ models: [mlp({})], raiseException: false }), toArray()),
+  from([{ inputs: [{ name: 'x', shape: [1, 3], datatype: 'FP32', data: [1, 2, 3] }] }]).pipe(
+    asEvents(),
+    modelRunner({ models: [mlp({})], raiseException: false }),
+    toArray(),
+  ),
 );
 console.log('bad input:', (bad.body as { error: string }).error);
 if (!close || !(bad.body as { error: string }).error.includes("expects inputs 'x' (FP32 [-1, 16])")) process.exit(1);
 
 // Over HTTP: the same entry behind serve(), on the Open Inference Protocol infer path.
-const server = await serve(router({ key: v2ModelName, routes: { mlp: modelRunner({ models: [mlp({ executionMechanism: 'thread_pool', batching: { maxBatchSize: 16, maxWaitMs: 2 } })] }) } }), { port: 0 });
+const server = await serve(
+  router({
+    key: v2ModelName,
+    routes: { mlp: modelRunner({ models: [mlp({ executionMechanism: 'thread_pool', batching: { maxBatchSize: 16, maxWaitMs: 2 } })] }) },
+  }),
+  { port: 0 },
+);
 try {
   const answers = await Promise.all(
-    requests.slice(0, 8).map((body) =>
-      fetch(`${server.url}/v2/models/mlp/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }).then(async (r) => ({ status: r.status, body: (await r.json()) as OnnxResponse })),
-    ),
+    requests
+      .slice(0, 8)
+      .map((body) =>
+        fetch(`${server.url}/v2/models/mlp/infer`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        }).then(async (r) => ({ status: r.status, body: (await r.json()) as OnnxResponse })),
+      ),
   );
-  const same = answers.every((a, i) => a.status === 200 && (a.body.outputs[0].data as number[]).every((v, k) => Math.abs(v - (reference[i].outputs[0].data as number[])[k]) < 1e-5));
-  const wrong = await fetch(`${server.url}/v2/models/mlp/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ inputs: [] }) });
-  console.log(`POST /v2/models/mlp/infer × ${answers.length}: status ${answers[0].status}, outputs equal: ${same}; a body without 'x': ${wrong.status} ${JSON.stringify(await wrong.json())}`);
+  const same = answers.every(
+    (a, i) =>
+      a.status === 200 &&
+      (a.body.outputs[0].data as number[]).every((v, k) => Math.abs(v - (reference[i].outputs[0].data as number[])[k]) < 1e-5),
+  );
+  const wrong = await fetch(`${server.url}/v2/models/mlp/infer`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ inputs: [] }),
+  });
+  console.log(
+    `POST /v2/models/mlp/infer × ${answers.length}: status ${answers[0].status}, outputs equal: ${same}; a body without 'x': ${wrong.status} ${JSON.stringify(await wrong.json())}`,
+  );
   if (!same || wrong.status !== 400) process.exitCode = 1;
 } finally {
   await server.close();

@@ -23,7 +23,8 @@ const msg = (field, parts) => bytes(field, parts.flat());
 const FLOAT = 1;
 const dim = (d) => msg(1, [typeof d === 'number' ? int(1, d) : str(2, d)]);
 const valueInfo = (field, name, shape) => msg(field, [str(1, name), msg(2, [msg(1, [int(1, FLOAT), msg(2, shape.map(dim))])])]);
-const tensor = (name, dims, values) => msg(5, [...dims.map((d) => int(1, d)), int(2, FLOAT), str(8, name), bytes(9, [...Buffer.from(new Float32Array(values).buffer)])]);
+const tensor = (name, dims, values) =>
+  msg(5, [...dims.map((d) => int(1, d)), int(2, FLOAT), str(8, name), bytes(9, [...Buffer.from(new Float32Array(values).buffer)])]);
 const node = (op, inputs, outputs) => msg(1, [...inputs.map((i) => str(1, i)), ...outputs.map((o) => str(2, o)), str(4, op)]);
 
 /** A deterministic pseudo-random generator, so every build gives the same weights. */

@@ -45,7 +45,9 @@ try {
 
   // 3. Two workers in group 'scorers'.
   const worker = (name: string) => {
-    const child = spawn(process.execPath, [new URL('./consumer.mjs', import.meta.url).pathname, url, name], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [new URL('./consumer.mjs', import.meta.url).pathname, url, name], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     const state = { read: 0, stats: undefined as undefined | Record<string, number>, exited: new Promise((r) => child.once('exit', r)) };
     let buffered = '';
     child.stdout!.on('data', (d: Buffer) => {
@@ -84,7 +86,11 @@ try {
   console.log(`worker-b: ${JSON.stringify(b.state.stats)}`);
 
   const field = (f: string[], name: string) => (f.includes(name) ? f[f.indexOf(name) + 1] : undefined);
-  const all = (await client.xrange('scores', '-', '+')).map(([, f]) => ({ id: field(f, 'id')!, body: field(f, 'body')!, error: field(f, 'error') }));
+  const all = (await client.xrange('scores', '-', '+')).map(([, f]) => ({
+    id: field(f, 'id')!,
+    body: field(f, 'body')!,
+    error: field(f, 'error'),
+  }));
   const answers = all.filter((a) => !hostile.includes(a.id));
   const answered = answers.map((a) => a.id);
   const byWorker = new Map<string, number>();
@@ -96,18 +102,20 @@ try {
   // In request order (answers land in commit order, from either worker).
   const refused = hostile.flatMap((id) => all.filter((a) => a.id === id));
   for (const a of refused) console.log(`refused: ${(a.error ?? '').slice(0, 110)}…`);
-  check('every request answered exactly once', answered.length === total && new Set(answered).size === total && answered.every((id) => ids.has(id)));
+  check(
+    'every request answered exactly once',
+    answered.length === total && new Set(answered).size === total && answered.every((id) => ids.has(id)),
+  );
   check('no heartbeat answered; worker-b skipped some (requests.filter)', (b.state.stats?.skipped ?? 0) > 0);
   check(
     'each hostile body answered once, with a TypeError saying why',
     refused.length === 2 && /nested deeper than 256 levels/.test(refused[0].error ?? '') && /'__proto__' key/.test(refused[1].error ?? ''),
   );
   check('worker-a held messages when it died, and worker-b reclaimed them all', held > 0 && b.state.stats?.reclaimed === held);
-  check("nothing is left pending in the group", Number(((await client.xpending('requests', 'scorers')) as [number])[0]) === 0);
+  check('nothing is left pending in the group', Number(((await client.xpending('requests', 'scorers')) as [number])[0]) === 0);
 } finally {
   for (const w of workers) if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL');
   redis?.disconnect();
   await redisServer.stop();
 }
 process.exit(failures > 0 ? 1 : 0);
-

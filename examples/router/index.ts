@@ -16,8 +16,11 @@ const events = ['/v2/models/m1/infer', '/v2/models/m2/infer', '/v2/models/m9/inf
 
 let failures = 0;
 console.log('routes m1, m2 (no default):');
-const strict = await lastValueFrom(from(events).pipe(router({ name: 'models', key, routes: { m1: runnerFor('m1'), m2: runnerFor('m2') } }), toArray()));
-for (const e of strict) console.log(`  ${e.id} ${String(e.path).padEnd(20)} → ${e.error ? `${e.error.name}: ${e.error.message}` : JSON.stringify(e.body)}`);
+const strict = await lastValueFrom(
+  from(events).pipe(router({ name: 'models', key, routes: { m1: runnerFor('m1'), m2: runnerFor('m2') } }), toArray()),
+);
+for (const e of strict)
+  console.log(`  ${e.id} ${String(e.path).padEnd(20)} → ${e.error ? `${e.error.name}: ${e.error.message}` : JSON.stringify(e.body)}`);
 if (strict.filter((e) => e.error?.name === 'RouteNotFoundError').length !== 2) failures++;
 
 console.log('\nwith defaultRoute m1:');

@@ -55,7 +55,8 @@ const checked = await lastValueFrom(
   ),
 );
 console.log('\na function selector:');
-for (const e of checked) console.log(`  ${e.error ? `errored: ${e.error.name}: ${e.error.message}` : `→ ${Object.keys(e.body as object).join(', ')}`}`);
+for (const e of checked)
+  console.log(`  ${e.error ? `errored: ${e.error.name}: ${e.error.message}` : `→ ${Object.keys(e.body as object).join(', ')}`}`);
 if (checked[1].error?.name !== 'SelectorError' || checked[0].error || checked[2].error) failures++;
 
 if (failures > 0) process.exit(1);

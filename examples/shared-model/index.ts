@@ -18,8 +18,16 @@ graph.addSharedModel({
   executionMechanism: 'dedicated_process',
   modelArtifact: model,
 });
-const finance = graph.sharedModelProxy({ endpointName: 'finance', modelArtifact: prompt('finance', 'As a banker: {question}'), labels: { domain: 'finance' } });
-const travel = graph.sharedModelProxy({ endpointName: 'travel', modelArtifact: prompt('travel', 'As a travel agent: {question}'), labels: { domain: 'travel' } });
+const finance = graph.sharedModelProxy({
+  endpointName: 'finance',
+  modelArtifact: prompt('finance', 'As a banker: {question}'),
+  labels: { domain: 'finance' },
+});
+const travel = graph.sharedModelProxy({
+  endpointName: 'travel',
+  modelArtifact: prompt('travel', 'As a travel agent: {question}'),
+  labels: { domain: 'travel' },
+});
 const review = graph.sharedModelProxy({ endpointName: 'review', sharedModelName: 'assistant', labels: { domain: 'qa' } });
 
 // Steps bound to the graph: their endpoint names are registered (unique across the graph) now.
@@ -42,7 +50,9 @@ const out = await lastValueFrom(
 );
 const result = out[0].body as { answer: string; servedBy: { pid: number; loads: number; origin: string } };
 console.log(`\nreview → ${result.answer}`);
-console.log(`served by pid ${result.servedBy.pid} (this process is ${process.pid}), model loaded ${result.servedBy.loads} time(s), origin '${result.servedBy.origin}'`);
+console.log(
+  `served by pid ${result.servedBy.pid} (this process is ${process.pid}), model loaded ${result.servedBy.loads} time(s), origin '${result.servedBy.origin}'`,
+);
 
 await graph.close(); // closes the model and ends its process
 if (result.servedBy.loads !== 1 || result.servedBy.origin !== 'review' || !result.answer.includes('As a banker')) {

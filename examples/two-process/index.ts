@@ -51,11 +51,22 @@ try {
 
   // 4. The front process: validate → enrich over HTTP → queue. Its answer is the queued body.
   const front$ = pipe(
-    step((body: { user?: unknown; text?: unknown }) => {
-      if (typeof body.user !== 'string' || typeof body.text !== 'string') throw new TypeError('a request needs { user: string, text: string }');
-      return body;
-    }, { name: 'validate' }),
-    remoteStep({ name: 'profile', urlExpression: (e) => `${profileUrl}/profiles/${encodeURIComponent((e.body as { user: string }).user)}`, method: 'GET', resultPath: 'profile', timeoutMs: 5_000, backoff: { baseDelayMs: 10 } }),
+    step(
+      (body: { user?: unknown; text?: unknown }) => {
+        if (typeof body.user !== 'string' || typeof body.text !== 'string')
+          throw new TypeError('a request needs { user: string, text: string }');
+        return body;
+      },
+      { name: 'validate' },
+    ),
+    remoteStep({
+      name: 'profile',
+      urlExpression: (e) => `${profileUrl}/profiles/${encodeURIComponent((e.body as { user: string }).user)}`,
+      method: 'GET',
+      resultPath: 'profile',
+      timeoutMs: 5_000,
+      backoff: { baseDelayMs: 10 },
+    }),
     queueStep({ redis: url, stream: 'requests' }),
   );
   front = await serve(front$, { port: 0 });
@@ -73,7 +84,10 @@ try {
       }),
     ),
   );
-  check('the front accepted every request (200 once queued)', replies.every((r) => r.status === 200));
+  check(
+    'the front accepted every request (200 once queued)',
+    replies.every((r) => r.status === 200),
+  );
   const bad = await fetch(`${front.url}/score/x`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"user":1}' });
   check('a bad request is answered 400 by the front and never queued', bad.status === 400 && (await redis.xlen('requests')) === 20);
 
@@ -82,15 +96,22 @@ try {
     if (i > 500) throw new Error('the answers did not all arrive');
     await sleep(20);
   }
-  const answers = (await redis.xrange('answers', '-', '+')).map(([, f]) => JSON.parse(f[f.indexOf('body') + 1]) as { requestId: string; path: string; tenant: string; score: number; worker: number });
+  const answers = (await redis.xrange('answers', '-', '+')).map(
+    ([, f]) => JSON.parse(f[f.indexOf('body') + 1]) as { requestId: string; path: string; tenant: string; score: number; worker: number },
+  );
   console.log(`answers: ${answers.length}, e.g. ${JSON.stringify(answers[0])}`);
   const byId = new Map(answers.map((a) => [a.requestId, a]));
-  check('every request answered exactly once, by the worker process', answers.length === sent.length && byId.size === sent.length && answers.every((a) => a.worker === worker!.pid));
+  check(
+    'every request answered exactly once, by the worker process',
+    answers.length === sent.length && byId.size === sent.length && answers.every((a) => a.worker === worker!.pid),
+  );
   check(
     "each answer is its request's: score from the text and the profile's weight, path and headers carried across",
     sent.every((r) => {
       const a = byId.get(r.id);
-      return a !== undefined && a.score === r.text.length * (r.user === 'ann' ? 2 : 1) && a.path === `/score/${r.user}` && a.tenant === 'acme';
+      return (
+        a !== undefined && a.score === r.text.length * (r.user === 'ann' ? 2 : 1) && a.path === `/score/${r.user}` && a.tenant === 'acme'
+      );
     }),
   );
   check("the profile service's 503 was retried", profileCalls === sent.length + 1);
@@ -107,4 +128,3 @@ try {
   await redisServer.stop();
 }
 process.exit(failures > 0 ? 1 : 0);
-

@@ -19,7 +19,13 @@ requests.events$
   .pipe(
     modelRunner({ models: [{ endpointName: 'scorer', modelClass: Scorer, executionMechanism: 'asyncio' }] }),
     // What the front sent comes along: its request id (metadata.sourceId), path and headers.
-    step((answer, { event }) => ({ ...answer, requestId: event.metadata.sourceId, path: event.path, tenant: event.headers?.['x-tenant'], worker: process.pid })),
+    step((answer, { event }) => ({
+      ...answer,
+      requestId: event.metadata.sourceId,
+      path: event.path,
+      tenant: event.headers?.['x-tenant'],
+      worker: process.pid,
+    })),
     requests.commit({ stream: 'answers' }),
   )
   .subscribe({ error: (e) => (console.error(e), process.exit(1)) });

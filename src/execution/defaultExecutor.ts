@@ -39,7 +39,8 @@ function openByMechanism(
         throw new ConfigError([
           {
             path: `${hooks.step}.models['${entry.endpointName}'].executionMechanism`,
-            expected: "a step of the graph that made this proxy: use graph.modelRunner(...) or modelRunner({ graph, ... }) ('shared_executor' is set by graph.sharedModelProxy())",
+            expected:
+              "a step of the graph that made this proxy: use graph.modelRunner(...) or modelRunner({ graph, ... }) ('shared_executor' is set by graph.sharedModelProxy())",
             actual: "'shared_executor' in a step without a graph",
           },
         ]);
@@ -97,12 +98,21 @@ function combine(groups: Map<Executor, ModelEntry[]>, hooks: ExecutorHooks): Exe
 }
 
 /** A batch for a session without `invokeBatch`: one `invoke` per input, each failure its own element. */
-function invokeEach(session: ExecutorSession, endpointName: string, inputs: readonly unknown[], contexts: readonly PredictContext[]): Promise<unknown[]> {
+function invokeEach(
+  session: ExecutorSession,
+  endpointName: string,
+  inputs: readonly unknown[],
+  contexts: readonly PredictContext[],
+): Promise<unknown[]> {
   return Promise.all(
     inputs.map(
       (input, i) =>
         new Promise<unknown>((resolve) => {
-          onResult(() => session.invoke(endpointName, input, contexts[i]), resolve, (error) => resolve(toError(error)));
+          onResult(
+            () => session.invoke(endpointName, input, contexts[i]),
+            resolve,
+            (error) => resolve(toError(error)),
+          );
         }),
     ),
   );

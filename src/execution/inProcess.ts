@@ -34,7 +34,10 @@ class InProcessSession implements ExecutorSession {
   private readonly asyncio = new Set<string>();
   private closed = false;
 
-  constructor(models: readonly ModelEntry[], private readonly hooks: ExecutorHooks) {
+  constructor(
+    models: readonly ModelEntry[],
+    private readonly hooks: ExecutorHooks,
+  ) {
     let pending: Promise<void> | undefined;
     for (const entry of models) {
       if (entry.executionMechanism === 'asyncio') this.asyncio.add(entry.endpointName);
@@ -56,7 +59,10 @@ class InProcessSession implements ExecutorSession {
     if (isModelInstance(entry.modelClass)) return this.useInstance(name, entry.modelClass);
     // Built-in names resolve from the one list (which also registers them).
     const builtIn = typeof entry.modelClass === 'string' ? BUILT_IN_MODELS.get(entry.modelClass) : undefined;
-    const resolved = builtIn !== undefined && registeredModel(entry.modelClass as string) === builtIn ? builtIn : resolveModelClass(entry.modelClass, name);
+    const resolved =
+      builtIn !== undefined && registeredModel(entry.modelClass as string) === builtIn
+        ? builtIn
+        : resolveModelClass(entry.modelClass, name);
     if (resolved instanceof Promise) return resolved.then((cls) => this.construct(entry, cls));
     return this.construct(entry, resolved);
   }
@@ -171,7 +177,9 @@ class InProcessSession implements ExecutorSession {
       const values = model.predictBatch(owns, ctxs);
       return isThenable(values) ? Promise.resolve(values).then(merge) : merge(values);
     }
-    return Promise.resolve().then(() => model.predictBatch(owns, ctxs)).then(merge);
+    return Promise.resolve()
+      .then(() => model.predictBatch(owns, ctxs))
+      .then(merge);
   }
 
   async close(): Promise<void> {
@@ -195,5 +203,7 @@ async function closeQuietly(model: Model): Promise<void> {
 
 /** A load failure as a ModelLoadError for the model (one that already is one is not wrapped twice). */
 function asLoadError(name: string, cause: unknown): ModelLoadError {
-  return cause instanceof ModelLoadError && cause.endpointName === name ? cause : new ModelLoadError(name, toError(cause).message, { cause });
+  return cause instanceof ModelLoadError && cause.endpointName === name
+    ? cause
+    : new ModelLoadError(name, toError(cause).message, { cause });
 }

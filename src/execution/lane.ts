@@ -274,7 +274,6 @@ export class Lane<C extends LaneCall> {
     this.pump();
   }
 
-
   private pump(): void {
     if (this.pumping) return;
     this.pumping = true;

@@ -10,10 +10,11 @@ const loaded = new WeakSet<ExecutorSession>();
  */
 export function trackLoad<S extends ExecutorSession>(session: S): S {
   if (session.ready === undefined) loaded.add(session);
-  else session.ready.then(
-    () => void loaded.add(session),
-    () => undefined, // a load failure is reported through the session's hooks
-  );
+  else
+    session.ready.then(
+      () => void loaded.add(session),
+      () => undefined, // a load failure is reported through the session's hooks
+    );
   return session;
 }
 

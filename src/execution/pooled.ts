@@ -131,14 +131,22 @@ export class PooledSession implements ExecutorSession {
         return undefined;
       }
       if (codec !== undefined) {
-        return this.submitBatch(endpointName, specKey, codec, [input], [context], (results) => {
-          const [result] = results;
-          if (result instanceof Error) subscriber.error(result);
-          else {
-            subscriber.next(result);
-            subscriber.complete();
-          }
-        }, subscriber);
+        return this.submitBatch(
+          endpointName,
+          specKey,
+          codec,
+          [input],
+          [context],
+          (results) => {
+            const [result] = results;
+            if (result instanceof Error) subscriber.error(result);
+            else {
+              subscriber.next(result);
+              subscriber.complete();
+            }
+          },
+          subscriber,
+        );
       }
       const call = this.lane.submit(new PooledCall(endpointName, specKey, input, context, subscriber));
       return () => this.lane.cancel(call, undefined);
@@ -157,10 +165,18 @@ export class PooledSession implements ExecutorSession {
         subscriber.error(new WorkerCrashedError(`the pool of '${endpointName}' is closed`));
         return undefined;
       }
-      return this.submitBatch(endpointName, specKey, codec, inputs, contexts, (results) => {
-        subscriber.next(results);
-        subscriber.complete();
-      }, subscriber);
+      return this.submitBatch(
+        endpointName,
+        specKey,
+        codec,
+        inputs,
+        contexts,
+        (results) => {
+          subscriber.next(results);
+          subscriber.complete();
+        },
+        subscriber,
+      );
     });
   }
 
@@ -223,7 +239,14 @@ export class PooledSession implements ExecutorSession {
       error: (error: unknown) => subscriber.error(error),
       complete: () => undefined,
     });
-    const batchCall = new PooledCall(endpointName, specKey, list, contexts[sent[0]], inner, sent.length === inputs.length ? contexts : sent.map((i) => contexts[i]));
+    const batchCall = new PooledCall(
+      endpointName,
+      specKey,
+      list,
+      contexts[sent[0]],
+      inner,
+      sent.length === inputs.length ? contexts : sent.map((i) => contexts[i]),
+    );
     batchCall.prepared = { input: list, transfer };
     const call = this.lane.submit(batchCall);
     return () => this.lane.cancel(call, undefined);
@@ -340,5 +363,7 @@ export class PooledSession implements ExecutorSession {
 // Transports fail a batch with WorkerCrashedError (the worker died) or a TypeError (the batch could
 // not be sent); anything else is reported as a crash.
 function asCrash(failure: unknown): Error {
-  return failure instanceof WorkerCrashedError || failure instanceof TypeError ? failure : new WorkerCrashedError(String(failure), { cause: failure });
+  return failure instanceof WorkerCrashedError || failure instanceof TypeError
+    ? failure
+    : new WorkerCrashedError(String(failure), { cause: failure });
 }

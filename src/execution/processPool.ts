@@ -68,7 +68,11 @@ function openProcesses(
 ): ExecutorSession {
   const specKeys = new Map(models.map((m) => [m.endpointName, workerSpecKey(m, hooks.step)]));
   const transport = new ProcessTransport(size, models, [...specKeys.values()], hooks);
-  return new PooledSession(specKeys, transport, options, (input) => ({ input, transfer: [], problem: inspectForWorker(input, 'input').problem }));
+  return new PooledSession(specKeys, transport, options, (input) => ({
+    input,
+    transfer: [],
+    problem: inspectForWorker(input, 'input').problem,
+  }));
 }
 
 /** One child process and the batches it runs. */
@@ -145,8 +149,7 @@ class ChildWorker {
     });
     this.process.on('exit', (code, signal) => {
       this.exited = true;
-      const reason =
-        this.killedFor ?? this.exitReason ?? (signal ? `was killed by ${signal}` : `exited with code ${code}`);
+      const reason = this.killedFor ?? this.exitReason ?? (signal ? `was killed by ${signal}` : `exited with code ${code}`);
       const error = new WorkerCrashedError(`the process of ${this.label} ${reason}`);
       for (const { reject } of this.pending.values()) reject(error);
       this.pending.clear();
@@ -174,7 +177,11 @@ class ChildWorker {
         this.process.send({ type: 'run', batchId, batch } satisfies ToChild);
       } catch (error) {
         // The serializer refused the batch (something the inspection did not foresee): the process is fine.
-        fail(new TypeError(`a batch of ${batch.calls.length} call(s) could not be sent to ${this.label}: ${toError(error).message}`, { cause: error }));
+        fail(
+          new TypeError(`a batch of ${batch.calls.length} call(s) could not be sent to ${this.label}: ${toError(error).message}`, {
+            cause: error,
+          }),
+        );
       }
     });
   }

@@ -18,7 +18,10 @@ export function workerSpecKey(entry: ModelEntry, step: string): string {
   if (typeof ref === 'string') {
     const target = registeredModel(ref);
     if (target === undefined) {
-      throw new ModelLoadError(entry.endpointName, `no model class is registered as '${ref}'; call registerModel('${ref}', { module, export }) first`);
+      throw new ModelLoadError(
+        entry.endpointName,
+        `no model class is registered as '${ref}'; call registerModel('${ref}', { module, export }) first`,
+      );
     }
     if (typeof target === 'function') {
       if (BUILT_IN_MODELS.get(ref) !== target) {
@@ -39,10 +42,18 @@ export function workerSpecKey(entry: ModelEntry, step: string): string {
       exportName = target.export ?? 'default';
     }
   } else if (typeof ref === 'function') {
-    throw new ConfigError([{ path: `${where}.modelClass`, expected: 'a registered name or { module, export }', actual: `class ${ref.name}` }]);
+    throw new ConfigError([
+      { path: `${where}.modelClass`, expected: 'a registered name or { module, export }', actual: `class ${ref.name}` },
+    ]);
   } else if (isModelInstance(ref)) {
     // decodeModelEntries refuses this with the full advice; an executor opened directly lands here.
-    throw new ConfigError([{ path: `${where}.modelClass`, expected: 'a registered name or { module, export } (a worker cannot receive an instance)', actual: `a ${modelClassName(ref)} instance` }]);
+    throw new ConfigError([
+      {
+        path: `${where}.modelClass`,
+        expected: 'a registered name or { module, export } (a worker cannot receive an instance)',
+        actual: `a ${modelClassName(ref)} instance`,
+      },
+    ]);
   } else {
     module = ref.module;
     exportName = ref.export ?? 'default';
@@ -57,4 +68,3 @@ export function workerSpecKey(entry: ModelEntry, step: string): string {
   assertWorkerData(entry, where);
   return JSON.stringify(spec);
 }
-

@@ -52,7 +52,15 @@ export function threadPoolExecutor(options: PoolOptions = {}): Executor {
             rxservePartials: partialsChannel,
           } satisfies ThreadWorkerData,
         });
-      const transport = new ThreadTransport(pool, own, own ? threads : pool.options.maxThreads, models, specKeys, hooks, own ? specList : undefined);
+      const transport = new ThreadTransport(
+        pool,
+        own,
+        own ? threads : pool.options.maxThreads,
+        models,
+        specKeys,
+        hooks,
+        own ? specList : undefined,
+      );
       if (partialsChannel !== undefined) transport.partials = listenForPartials(partialsChannel);
       return new PooledSession(specKeys, transport, resolved, prepareForThread);
     },
@@ -80,7 +88,8 @@ function listenForPartials(name: string): BroadcastChannel {
   const channel = new BroadcastChannel(name);
   channel.unref();
   channel.onmessage = (message) => {
-    const data = (message as MessageEvent).data as { type: 'partial'; id: number; data: unknown } | { type: 'flush'; token: string } | { ack: string };
+    const data = (message as MessageEvent).data as
+      { type: 'partial'; id: number; data: unknown } | { type: 'flush'; token: string } | { ack: string };
     if (!('type' in data)) return;
     if (data.type === 'partial') routePartial(data.id, data.data);
     else channel.postMessage({ ack: data.token });
@@ -114,8 +123,7 @@ class ThreadTransport implements BatchTransport {
     this.ready = Promise.all(
       models.map(async (m) => {
         const result = (await pool.run({ kind: 'load', spec: specKeys.get(m.endpointName)! } satisfies ThreadTask)) as
-          | { ok: true }
-          | { ok: false; error: SerializedError };
+          { ok: true } | { ok: false; error: SerializedError };
         if (!result.ok) {
           const error = deserializeError(result.error);
           throw error instanceof ModelLoadError ? error : new ModelLoadError(m.endpointName, error.message, { cause: error });
@@ -124,7 +132,8 @@ class ThreadTransport implements BatchTransport {
     ).then(
       () => undefined,
       (error: unknown) => {
-        const failure = error instanceof ModelLoadError ? error : new ModelLoadError(models[0].endpointName, toError(error).message, { cause: error });
+        const failure =
+          error instanceof ModelLoadError ? error : new ModelLoadError(models[0].endpointName, toError(error).message, { cause: error });
         hooks.fail(failure);
         throw failure;
       },
@@ -143,9 +152,7 @@ class ThreadTransport implements BatchTransport {
     const { specIndex } = this;
     // One wire form for both kinds of pool: a pool of the user's own names specs by key and
     // gets the cancel board with each batch.
-    const task: ThreadTask = specIndex
-      ? encodeBatch(batch, (key) => specIndex.get(key)!)
-      : encodeBatch(batch, (key) => key, cancelFlags);
+    const task: ThreadTask = specIndex ? encodeBatch(batch, (key) => specIndex.get(key)!) : encodeBatch(batch, (key) => key, cancelFlags);
     const done = this.pool.run(task, { signal: abort as never, transferList: transfer }).then(
       (results: unknown[]) => {
         return unflatten(results);
@@ -153,7 +160,9 @@ class ThreadTransport implements BatchTransport {
       (error: unknown) => {
         // postMessage refused the batch (something the inspection did not foresee): the thread is fine.
         if (error instanceof Error && error.name === 'DataCloneError') {
-          throw new TypeError(`a batch of ${batch.calls.length} call(s) could not be copied to a worker thread: ${error.message}`, { cause: error });
+          throw new TypeError(`a batch of ${batch.calls.length} call(s) could not be copied to a worker thread: ${error.message}`, {
+            cause: error,
+          });
         }
         throw new WorkerCrashedError(
           terminated !== undefined

@@ -73,7 +73,13 @@ export function choiceByField(path: string): Choice {
     if (Array.isArray(value) && value.length > 0 && value.every((v) => typeof v === 'string')) return value;
     throw new TypeError(
       `choiceByField('${path}'): expected a step name or a non-empty list of step names at '${path}' of event '${event.id}', got ${
-        value === undefined ? 'nothing' : Array.isArray(value) ? (value.length === 0 ? 'an empty list' : 'a list with a non-string') : typeof value
+        value === undefined
+          ? 'nothing'
+          : Array.isArray(value)
+            ? value.length === 0
+              ? 'an empty list'
+              : 'a list with a non-string'
+            : typeof value
       }`,
     );
   });

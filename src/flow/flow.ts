@@ -140,7 +140,8 @@ export class Flow {
   add(name: string, op: FlowStepOperator, options: FlowAddOptions = {}): FlowStep {
     const decoded = decodeOrThrow(AddOptionsCodec, options, this.#paths.pathOf(String(name)));
     const last = this.#steps.at(-1);
-    const after = decoded.after === undefined ? (last ? [last.name] : []) : typeof decoded.after === 'string' ? [decoded.after] : decoded.after;
+    const after =
+      decoded.after === undefined ? (last ? [last.name] : []) : typeof decoded.after === 'string' ? [decoded.after] : decoded.after;
     return this.#add(name, op, decoded, after);
   }
 
@@ -148,7 +149,13 @@ export class Flow {
   step(name: string): FlowStep {
     const handle = this.#handles.get(name);
     if (handle === undefined) {
-      throw new ConfigError([{ path: this.#paths.pathOf(name), expected: '', message: `no step '${name}' in the flow (steps: ${[...this.#handles.keys()].join(', ') || 'none'})` }]);
+      throw new ConfigError([
+        {
+          path: this.#paths.pathOf(name),
+          expected: '',
+          message: `no step '${name}' in the flow (steps: ${[...this.#handles.keys()].join(', ') || 'none'})`,
+        },
+      ]);
     }
     return handle;
   }
@@ -164,7 +171,11 @@ export class Flow {
     if (this.#handler !== undefined) {
       throw new ConfigError([{ path, expected: '', message: `the flow already has an error handler ('${this.#handler.name}')` }]);
     }
-    this.#handler = { name: this.#checkName(name, `${path}.name`), op: this.#checkOperator(op, `${path}.op`, false) as StepOperator, before: [] };
+    this.#handler = {
+      name: this.#checkName(name, `${path}.name`),
+      op: this.#checkOperator(op, `${path}.op`, false) as StepOperator,
+      before: [],
+    };
     return this;
   }
 
@@ -212,21 +223,30 @@ export class Flow {
 
   #checkOpen(path: string): void {
     if (this.#built !== undefined) {
-      throw new ConfigError([{ path, expected: '', message: `flow '${this.name}' was built: build() makes it final (declare a new flow to change it)` }]);
+      throw new ConfigError([
+        { path, expected: '', message: `flow '${this.name}' was built: build() makes it final (declare a new flow to change it)` },
+      ]);
     }
   }
 
   #checkName(name: string, path: string): string {
     decodeOrThrow(NonEmptyString, name, path);
     const taken = this.#steps.some((s) => s.name === name || s.handler?.name === name) || this.#handler?.name === name;
-    if (taken) throw new ConfigError([{ path, expected: '', message: `'${name}' is already a step of the flow; names are unique among steps and handlers` }]);
+    if (taken)
+      throw new ConfigError([
+        { path, expected: '', message: `'${name}' is already a step of the flow; names are unique among steps and handlers` },
+      ]);
     return name;
   }
 
   #checkOperator(op: unknown, path: string, choiceAllowed: boolean): FlowStepOperator {
     if (typeof op === 'function' || (choiceAllowed && isChoice(op))) return op as FlowStepOperator;
     throw new ConfigError([
-      { path, expected: choiceAllowed ? 'an operator (events$) => events$, or a choice()' : 'an operator (events$) => events$', actual: describeValue(op) },
+      {
+        path,
+        expected: choiceAllowed ? 'an operator (events$) => events$, or a choice()' : 'an operator (events$) => events$',
+        actual: describeValue(op),
+      },
     ]);
   }
 }
@@ -286,7 +306,9 @@ export class FlowStep {
     this.#owner.checkOpen();
     const { before } = decodeOrThrow(HandlerOptionsCodec, options, path);
     if (this.#decl.handler !== undefined) {
-      throw new ConfigError([{ path, expected: '', message: `step '${this.#decl.name}' already has an error handler ('${this.#decl.handler.name}')` }]);
+      throw new ConfigError([
+        { path, expected: '', message: `step '${this.#decl.name}' already has an error handler ('${this.#decl.handler.name}')` },
+      ]);
     }
     this.#decl.handler = {
       name: this.#owner.checkName(name, `${path}.name`),

@@ -122,7 +122,12 @@ export function compile(decl: FlowDecl): FlowPlan {
   const reach = (from: number): Set<number> => {
     const seen = new Set<number>();
     const stack = [from];
-    while (stack.length > 0) for (const t of forward[stack.pop()!]) if (!seen.has(t)) { seen.add(t); stack.push(t); }
+    while (stack.length > 0)
+      for (const t of forward[stack.pop()!])
+        if (!seen.has(t)) {
+          seen.add(t);
+          stack.push(t);
+        }
     return seen;
   };
   const downstream = decls.map((_, i) => reach(i));
@@ -132,7 +137,10 @@ export function compile(decl: FlowDecl): FlowPlan {
       const to = index.get(c);
       if (to === undefined) throw issue(`${pathOf(d.name)}.cycleTo`, `'${c}' is not a step of the flow (${known()})`);
       if (to !== i && !downstream[to].has(i)) {
-        throw issue(`${pathOf(d.name)}.cycleTo`, `'${c}' is not upstream of '${d.name}': cycleTo loops back to an earlier step (use .to() or after for a later one)`);
+        throw issue(
+          `${pathOf(d.name)}.cycleTo`,
+          `'${c}' is not upstream of '${d.name}': cycleTo loops back to an earlier step (use .to() or after for a later one)`,
+        );
       }
       if (!cycles[i].includes(to)) cycles[i].push(to);
     }
@@ -213,7 +221,12 @@ export function compile(decl: FlowDecl): FlowPlan {
     });
     const stack = [responder];
     onPath.add(responder);
-    while (stack.length > 0) for (const f of into[stack.pop()!]) if (!onPath.has(f)) { onPath.add(f); stack.push(f); }
+    while (stack.length > 0)
+      for (const f of into[stack.pop()!])
+        if (!onPath.has(f)) {
+          onPath.add(f);
+          stack.push(f);
+        }
   }
 
   // A queue hop (queueStep, docs/design.md §19) ends an event's work in this process: nothing may come
@@ -229,7 +242,10 @@ export function compile(decl: FlowDecl): FlowPlan {
       );
     }
     if (i === responder) {
-      throw issue(`${pathOf(d.name)}.respond`, `queue step '${d.name}' cannot respond: its events' answers come from the consumer's process; put it on a side branch`);
+      throw issue(
+        `${pathOf(d.name)}.respond`,
+        `queue step '${d.name}' cannot respond: its events' answers come from the consumer's process; put it on a side branch`,
+      );
     }
   });
 
@@ -304,7 +320,15 @@ export function compile(decl: FlowDecl): FlowPlan {
   });
 }
 
-function shapeOf(flow: string, steps: readonly PlanStep[], entries: readonly number[], forward: number[][], cycles: number[][], handlerOf: number[], n: number): FlowShape {
+function shapeOf(
+  flow: string,
+  steps: readonly PlanStep[],
+  entries: readonly number[],
+  forward: number[][],
+  cycles: number[][],
+  handlerOf: number[],
+  n: number,
+): FlowShape {
   const edges: { from: string; to: string; kind: 'next' | 'cycle' | 'error' | 'before' }[] = [];
   for (const s of steps) {
     if (s.kind === KIND_HANDLER) {

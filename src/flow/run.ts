@@ -41,7 +41,11 @@ class Input {
 }
 
 /** The operator of a compiled flow; all state is made per subscription. */
-export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: number): (source: Observable<ServingEvent>) => Observable<ServingEvent> {
+export function runFlow(
+  plan: FlowPlan,
+  runtime: FlowRuntime,
+  maxInFlight: number,
+): (source: Observable<ServingEvent>) => Observable<ServingEvent> {
   const { steps, entries, responder, bounded, name: flowName } = plan;
   const stepCount = steps.length;
   const hasResponder = responder >= 0;
@@ -140,7 +144,9 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
         remove(input);
         if (!input.answered) {
           input.answered = true;
-          const ended = steps.filter((step) => (step.index < 31 ? (input.endedMask & (1 << step.index)) !== 0 : input.endedMore?.includes(step.index))).map((step) => step.name);
+          const ended = steps
+            .filter((step) => (step.index < 31 ? (input.endedMask & (1 << step.index)) !== 0 : input.endedMore?.includes(step.index)))
+            .map((step) => step.name);
           const where = ended.length > 0 ? `it ended at ${ended.map((s) => `'${s}'`).join(', ')}` : 'it ended nowhere';
           const error = new RouteNotFoundError(undefined, ended, flowName, {
             message: `flow '${flowName}': event '${input.event.id}' never reached the responder '${steps[responder].name}'; ${where}`,
@@ -231,7 +237,8 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
         else {
           for (let i = 0; i < names.length && problem === undefined; i++) {
             const name: unknown = names[i];
-            if (typeof name !== 'string' || !targets.has(name)) problem = `no next step ${typeof name === 'string' ? `'${name}'` : String(name)}`;
+            if (typeof name !== 'string' || !targets.has(name))
+              problem = `no next step ${typeof name === 'string' ? `'${name}'` : String(name)}`;
             else if (names.indexOf(name) !== i) problem = `next step '${name}' named twice`;
           }
         }
@@ -289,7 +296,11 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
         input = current;
         if (input !== undefined && input.inOps > 0 && input.event.id === event?.id) return input;
         if (!isServingEvent(event)) {
-          fail(new TypeError(`flow '${flowName}': step '${step.name}' emitted ${describeValue(event)}, not a ServingEvent; a flow step must emit events`));
+          fail(
+            new TypeError(
+              `flow '${flowName}': step '${step.name}' emitted ${describeValue(event)}, not a ServingEvent; a flow step must emit events`,
+            ),
+          );
           return undefined;
         }
         input = inputs.get(event.id);
@@ -349,7 +360,7 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
         warnedStray = true;
         process.emitWarning(
           `flow '${flowName}': step '${step.name}' emitted an event (id '${event.id}') that no input inside the flow has; it was dropped. ` +
-            'A flow step must keep each event\'s id and emit it once (an rxserve step does).',
+            "A flow step must keep each event's id and emit it once (an rxserve step does).",
           { code: 'RXSERVE_FLOW_STRAY' },
         );
       };
@@ -389,7 +400,9 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
           const to = steps[step.chainNext];
           const upstream = events;
           const errored = (event: ServingEvent): boolean => cross(from, to, event);
-          events = to.op!(new Observable<ServingEvent>((downstream) => upstream.subscribe(new Link(downstream, inside, from.index, to.index, errored))));
+          events = to.op!(
+            new Observable<ServingEvent>((downstream) => upstream.subscribe(new Link(downstream, inside, from.index, to.index, errored))),
+          );
           step = to;
         }
         const tail = step;
@@ -399,7 +412,11 @@ export function runFlow(plan: FlowPlan, runtime: FlowRuntime, maxInFlight: numbe
             new Take<ServingEvent>((event) => onOutput(tail, event), {
               error: (error: unknown) => fail(error),
               complete: () =>
-                fail(new TypeError(`flow '${flowName}': ${what} completed while the flow was running; a flow step must take events until the flow ends`)),
+                fail(
+                  new TypeError(
+                    `flow '${flowName}': ${what} completed while the flow was running; a flow step must take events until the flow ends`,
+                  ),
+                ),
             }),
           ),
         );

@@ -214,15 +214,16 @@ export class Graph {
     }
     if (this.#shared.has(decoded.name) && !decoded.override) {
       throw new ConfigError([
-        { path: 'addSharedModel.name', expected: 'a name not used by another shared model (or override: true)', actual: `'${decoded.name}'` },
+        {
+          path: 'addSharedModel.name',
+          expected: 'a name not used by another shared model (or override: true)',
+          actual: `'${decoded.name}'`,
+        },
       ]);
     }
     // The shared model's own fields are an entry's (checked again by the entry's codecs).
     const { name, override: _override, maxInFlight: _maxInFlight, ...fields } = decoded;
-    const [entry] = decodeModelEntries(
-      [{ ...fields, endpointName: name, modelClass: config.modelClass }],
-      'addSharedModel',
-    );
+    const [entry] = decodeModelEntries([{ ...fields, endpointName: name, modelClass: config.modelClass }], 'addSharedModel');
     void this.#shared.get(decoded.name)?.close();
     this.#shared.set(decoded.name, new SharedModel(entry, decoded.maxInFlight ?? Infinity, this.name));
     return { name: decoded.name };
@@ -267,7 +268,12 @@ export class Graph {
     const operator = modelRunner({ ...config, graph: provider as unknown as GraphRef });
     // modelRunner() validated the config; join now with the same request it will make.
     const step = config.name ?? 'model_runner';
-    binding = this[BIND_STEP]({ step, models: decodeModelEntries(config.models, 'modelRunner.models'), pool: config.pool, executor: config.executor });
+    binding = this[BIND_STEP]({
+      step,
+      models: decodeModelEntries(config.models, 'modelRunner.models'),
+      pool: config.pool,
+      executor: config.executor,
+    });
     return operator;
   }
 
@@ -386,18 +392,13 @@ export class Graph {
     }
     // eslint-disable-next-line @typescript-eslint/no-this-alias -- the getter below has the literal as its `this` and reads the graph's #closed
     const graph = this;
-    const record = new StepRecord(
-      step,
-      models,
-      executor ?? createDefaultExecutor({ ...this.#pool, ...pool }, this.#sharedExecutor),
-      {
-        name: this.name,
-        get closed() {
-          return graph.#closed;
-        },
-        monitor: this.#monitor,
+    const record = new StepRecord(step, models, executor ?? createDefaultExecutor({ ...this.#pool, ...pool }, this.#sharedExecutor), {
+      name: this.name,
+      get closed() {
+        return graph.#closed;
       },
-    );
+      monitor: this.#monitor,
+    });
     this.#steps.push(record);
     return record;
   }
@@ -419,7 +420,6 @@ export class Graph {
     }
     for (const use of uses) this.#endpoints.set(use.endpointName, use);
   }
-
 
   /**
    * Loads every model of the graph: shared models once, then each step's, one at a time (no memory

@@ -8,8 +8,10 @@ import { ModelEntryCodec, type CreationStrategy, type ExecutionMechanism, type M
  * A model loaded once per graph and served to every proxy of it: a model entry's fields (its
  * `inputPath` / `resultPath` are inherited by every proxy) under a `name` instead of an endpoint name.
  */
-export interface SharedModelConfig
-  extends Pick<ModelEntry, 'modelClass' | 'modelArtifact' | 'inputs' | 'outputs' | 'inputPath' | 'resultPath' | 'params' | 'batching'> {
+export interface SharedModelConfig extends Pick<
+  ModelEntry,
+  'modelClass' | 'modelArtifact' | 'inputs' | 'outputs' | 'inputPath' | 'resultPath' | 'params' | 'batching'
+> {
   /** The shared model's name (proxies may name it as `sharedModelName`). */
   readonly name: string;
   /** Any mechanism but 'shared_executor'. Worker mechanisms run it in one thread/process: one instance. */
@@ -53,7 +55,11 @@ export const Percentage = annotate(
 
 export const MonitoringOptionsCodec = strict('MonitoringOptions', {}, { samplingPercentage: Percentage, registryPath: NonEmptyString });
 
-export const GraphOptionsCodec = strict('GraphOptions', {}, { name: NonEmptyString, monitoring: MonitoringOptionsCodec, closeTimeoutMs: NonNegativeMs });
+export const GraphOptionsCodec = strict(
+  'GraphOptions',
+  {},
+  { name: NonEmptyString, monitoring: MonitoringOptionsCodec, closeTimeoutMs: NonNegativeMs },
+);
 
 // A shared model's and a proxy's fields are a model entry's, checked by the entry's codecs.
 const entry = ModelEntryCodec.optional;
@@ -67,12 +73,8 @@ export const SharedModelCodec = strict(
   },
 );
 
-export const ProxyCodec = strict(
-  'SharedModelProxyConfig',
-  pickProps(ModelEntryCodec.required, 'endpointName'),
-  {
-    // A proxy's artifact is matched against the shared models': an object, never a file to read.
-    modelArtifact: t.UnknownRecord,
-    ...pickProps(entry, 'sharedModelName', 'labels', 'creationStrategy'),
-  },
-);
+export const ProxyCodec = strict('SharedModelProxyConfig', pickProps(ModelEntryCodec.required, 'endpointName'), {
+  // A proxy's artifact is matched against the shared models': an object, never a file to read.
+  modelArtifact: t.UnknownRecord,
+  ...pickProps(entry, 'sharedModelName', 'labels', 'creationStrategy'),
+});

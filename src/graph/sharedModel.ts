@@ -13,9 +13,7 @@ import { batches, runBatch } from '../execution/batch.js';
 import { onResult } from '../execution/callResult.js';
 
 /** A request to a shared model, as it travels on the intake subject. */
-type SharedRequest =
-  | { readonly kind: 'call'; readonly call: SharedCall }
-  | { readonly kind: 'cancel'; readonly id: number };
+type SharedRequest = { readonly kind: 'call'; readonly call: SharedCall } | { readonly kind: 'cancel'; readonly id: number };
 
 /** One proxy call inside the shared model's lane. */
 class SharedCall extends LaneCall {
@@ -152,8 +150,14 @@ export class SharedModel {
 
   #startBatch(calls: readonly SharedCall[], unit: LaneUnit): void {
     const name = this.entry.endpointName;
-    runBatch(name, this.#lane, unit, calls, calls.map((c) => c.input), calls.map((c) => c.context), (inputs, contexts) =>
-      this.#session!.invokeBatch!(name, inputs, contexts),
+    runBatch(
+      name,
+      this.#lane,
+      unit,
+      calls,
+      calls.map((c) => c.input),
+      calls.map((c) => c.context),
+      (inputs, contexts) => this.#session!.invokeBatch!(name, inputs, contexts),
     );
   }
 
@@ -246,9 +250,7 @@ export function findSharedModel(
       ]);
     }
   } else {
-    throw new ConfigError([
-      { path: 'sharedModelProxy', expected: 'a modelArtifact or a sharedModelName to find the shared model by' },
-    ]);
+    throw new ConfigError([{ path: 'sharedModelProxy', expected: 'a modelArtifact or a sharedModelName to find the shared model by' }]);
   }
   return server;
 }

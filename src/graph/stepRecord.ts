@@ -48,4 +48,3 @@ export class StepRecord implements StepBinding {
     return { step: this.step, inFlight, queued, rejected: this.intake.rejected };
   }
 }
-

@@ -45,7 +45,10 @@ const CHECKS: Readonly<Record<(typeof SAMPLING_FIELDS)[number], readonly [(v: un
   top_p: [number(0, 1), 'a number from 0 to 1'],
   max_tokens: [tokens, 'a positive integer'],
   max_completion_tokens: [tokens, 'a positive integer'],
-  stop: [(v) => isString(v) || (Array.isArray(v) && v.length >= 1 && v.length <= 4 && v.every(isString)), 'a string or an array of 1 to 4 strings'],
+  stop: [
+    (v) => isString(v) || (Array.isArray(v) && v.length >= 1 && v.length <= 4 && v.every(isString)),
+    'a string or an array of 1 to 4 strings',
+  ],
   seed: [(v) => typeof v === 'number' && Number.isSafeInteger(v), 'an integer'],
   presence_penalty: [number(-2, 2), 'a number from -2 to 2'],
   frequency_penalty: [number(-2, 2), 'a number from -2 to 2'],
@@ -112,14 +115,12 @@ export function tokenLimit(configured: Readonly<Record<string, unknown>>): numbe
  * in `policy.overridable` passed as they are, `null`s left out (OpenAI's "the default"); anything
  * else throws an {@link InvalidRequest} naming it.
  */
-export function callerConfig(
-  own: unknown,
-  policy: CallerPolicy,
-  limit: number | undefined,
-  endpoint: string,
-): Record<string, unknown> {
+export function callerConfig(own: unknown, policy: CallerPolicy, limit: number | undefined, endpoint: string): Record<string, unknown> {
   if (own === null || typeof own !== 'object' || Array.isArray(own)) {
-    throw invalidRequest('invocationConfig', `LLModel '${endpoint}': 'invocationConfig' must be an object of sampling fields, got ${describeValue(own)}`);
+    throw invalidRequest(
+      'invocationConfig',
+      `LLModel '${endpoint}': 'invocationConfig' must be an object of sampling fields, got ${describeValue(own)}`,
+    );
   }
   const out: Record<string, unknown> = {};
   for (const field in own) {
@@ -155,7 +156,12 @@ const INSTRUCTING = new Set(['system', 'developer']);
  * a string unless `policy.allowContentParts`. A wrong message throws an {@link InvalidRequest}
  * naming it (`messages[2].role`).
  */
-export function callerMessages(messages: readonly unknown[], afterTemplate: boolean, policy: CallerPolicy, endpoint: string): ChatMessage[] {
+export function callerMessages(
+  messages: readonly unknown[],
+  afterTemplate: boolean,
+  policy: CallerPolicy,
+  endpoint: string,
+): ChatMessage[] {
   const tools = policy.overridable.has('tools');
   const out: ChatMessage[] = new Array<ChatMessage>(messages.length);
   for (let i = 0; i < messages.length; i++) {
@@ -196,7 +202,8 @@ export function callerMessages(messages: readonly unknown[], afterTemplate: bool
           break;
         case 'name':
           if (value !== null && value !== undefined) {
-            if (typeof value !== 'string') throw invalidRequest(`${at}.name`, `LLModel '${endpoint}': ${at}.name must be a string, got ${describeValue(value)}`);
+            if (typeof value !== 'string')
+              throw invalidRequest(`${at}.name`, `LLModel '${endpoint}': ${at}.name must be a string, got ${describeValue(value)}`);
             message.name = value;
           }
           break;
@@ -206,7 +213,10 @@ export function callerMessages(messages: readonly unknown[], afterTemplate: bool
             message[key] = value;
             break;
           }
-          throw invalidRequest(`${at}.${key}`, `LLModel '${endpoint}': ${at}.${key} is not a field a caller's message may have (role, content, name)`);
+          throw invalidRequest(
+            `${at}.${key}`,
+            `LLModel '${endpoint}': ${at}.${key} is not a field a caller's message may have (role, content, name)`,
+          );
       }
     }
     if (message.role === undefined) throw invalidRequest(`${at}.role`, `LLModel '${endpoint}': ${at} has no role`);

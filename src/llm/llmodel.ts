@@ -75,7 +75,10 @@ export class LLModel extends Model<unknown, LLMResult> {
   /** What callers may change (`params.overridable`, `params.allowContentParts`), read once. */
   private readonly policy: CallerPolicy;
   /** Per prompt (or model artifact): its merged config and token limit, computed on first use. */
-  private readonly configs = new WeakMap<object, { readonly config: Readonly<Record<string, unknown>>; readonly limit: number | undefined }>();
+  private readonly configs = new WeakMap<
+    object,
+    { readonly config: Readonly<Record<string, unknown>>; readonly limit: number | undefined }
+  >();
 
   constructor(init: ModelInit) {
     super(init);
@@ -146,7 +149,10 @@ export class LLModel extends Model<unknown, LLMResult> {
     return { messages, config: { ...owner.config, ...callerConfig(own, this.policy, owner.limit, origin) } };
   }
 
-  private ownerConfig(prompt: LLMPromptArtifact | undefined): { readonly config: Readonly<Record<string, unknown>>; readonly limit: number | undefined } {
+  private ownerConfig(prompt: LLMPromptArtifact | undefined): {
+    readonly config: Readonly<Record<string, unknown>>;
+    readonly limit: number | undefined;
+  } {
     const key: object = prompt ?? this.modelArtifact ?? this;
     let known = this.configs.get(key);
     if (known === undefined) {
@@ -163,7 +169,12 @@ export class LLModel extends Model<unknown, LLMResult> {
    * — when streaming, no first token (`firstToken()` stops the clock) — came in time. Without the
    * param the attempt runs on `signal` itself.
    */
-  private attempt<T>(provider: LLMProvider, signal: AbortSignal, streaming: boolean, run: (signal: AbortSignal, firstToken: () => void) => Promise<T>): Promise<T> {
+  private attempt<T>(
+    provider: LLMProvider,
+    signal: AbortSignal,
+    streaming: boolean,
+    run: (signal: AbortSignal, firstToken: () => void) => Promise<T>,
+  ): Promise<T> {
     const ms = this.policy.providerTimeoutMs;
     // No limit: the attempt itself, without a promise of its own around it.
     return ms === undefined ? run(signal, noop) : this.timedAttempt(provider, signal, streaming, ms, run);
@@ -183,7 +194,9 @@ export class LLModel extends Model<unknown, LLMResult> {
     const timer = setTimeout(() => {
       const what = streaming ? 'no first token' : 'no answer';
       controller.abort(
-        new ProviderError(`${provider.name} '${provider.model}': ${what} within ${ms} ms (params.providerTimeoutMs)`, undefined, true, { timedOut: true }),
+        new ProviderError(`${provider.name} '${provider.model}': ${what} within ${ms} ms (params.providerTimeoutMs)`, undefined, true, {
+          timedOut: true,
+        }),
       );
     }, ms);
     try {
@@ -207,10 +220,13 @@ export class LLModel extends Model<unknown, LLMResult> {
     const { stream, ...config } = prepared;
     if ((stream ?? this.params.stream) === true) return this.predictStreaming(provider, messages, config, ctx);
     try {
-      const result = await withRetries(() => this.attempt(provider, ctx.signal, false, (signal) => provider.invoke({ messages, config, signal })), {
-        ...this.retries,
-        signal: ctx.signal,
-      });
+      const result = await withRetries(
+        () => this.attempt(provider, ctx.signal, false, (signal) => provider.invoke({ messages, config, signal })),
+        {
+          ...this.retries,
+          signal: ctx.signal,
+        },
+      );
       this.report(ctx, 'success', result.usage);
       return { answer: result.answer, usage: result.usage };
     } catch (error) {

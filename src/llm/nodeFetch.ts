@@ -41,10 +41,13 @@ const MAX_REDIRECTS = 20;
  */
 export function createNodeFetch(options: NodeFetchOptions = {}): typeof fetch {
   const maxSockets = options.maxSockets ?? 256;
-  if (!Number.isInteger(maxSockets) || maxSockets < 1) throw new TypeError(`createNodeFetch: options.maxSockets must be a positive integer, got ${String(options.maxSockets)}`);
+  if (!Number.isInteger(maxSockets) || maxSockets < 1)
+    throw new TypeError(`createNodeFetch: options.maxSockets must be a positive integer, got ${String(options.maxSockets)}`);
   const keepAliveTimeout = options.keepAliveTimeoutMs ?? 10_000;
   if (!Number.isFinite(keepAliveTimeout) || keepAliveTimeout < 0) {
-    throw new TypeError(`createNodeFetch: options.keepAliveTimeoutMs must be a non-negative number, got ${String(options.keepAliveTimeoutMs)}`);
+    throw new TypeError(
+      `createNodeFetch: options.keepAliveTimeoutMs must be a non-negative number, got ${String(options.keepAliveTimeoutMs)}`,
+    );
   }
   const { Agent, interceptors } = loadUndici();
   const agent = new Agent({ connections: maxSockets, keepAliveTimeout });
@@ -58,7 +61,10 @@ export function createNodeFetch(options: NodeFetchOptions = {}): typeof fetch {
     let body: string | Uint8Array | undefined;
     const signal = init.signal ?? (input instanceof Request ? input.signal : undefined);
     const redirect = init.redirect ?? (input instanceof Request ? input.redirect : 'follow');
-    if (input instanceof Request || !(init.body === undefined || init.body === null || typeof init.body === 'string' || init.body instanceof Uint8Array)) {
+    if (
+      input instanceof Request ||
+      !(init.body === undefined || init.body === null || typeof init.body === 'string' || init.body instanceof Uint8Array)
+    ) {
       // Anything else (a Request, a Blob, FormData, a stream...): let the Request constructor
       // normalize it, as fetch would, then send its bytes (a byte body can be re-sent on a 307).
       const request = new Request(input, init);
@@ -112,7 +118,9 @@ export function createNodeFetch(options: NodeFetchOptions = {}): typeof fetch {
       res.body.resume();
       return new Response(null, responseInit);
     }
-    const encoding = String(res.headers['content-encoding'] ?? '').trim().toLowerCase();
+    const encoding = String(res.headers['content-encoding'] ?? '')
+      .trim()
+      .toLowerCase();
     const type = String(res.headers['content-type'] ?? '');
     if (type.includes('event-stream') || type.includes('ndjson')) {
       return new Response(Readable.toWeb(decoded(res.body, encoding)) as ReadableStream<Uint8Array>, responseInit);

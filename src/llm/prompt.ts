@@ -32,7 +32,9 @@ export function buildMessages(
     return callerMessages(messages, false, policy, endpoint);
   }
   if (input === null || typeof input !== 'object') {
-    throw new TypeError(`LLModel '${endpoint}': the prompt '${prompt.key}' needs an object input to fill its placeholders, got ${typeof input}`);
+    throw new TypeError(
+      `LLModel '${endpoint}': the prompt '${prompt.key}' needs an object input to fill its placeholders, got ${typeof input}`,
+    );
   }
   const values = input as Record<string, unknown>;
   const legend = prompt.promptLegend ?? {};
@@ -50,7 +52,10 @@ export function buildMessages(
   const more = values.messages;
   if (more === undefined || more === null) return filled;
   if (!Array.isArray(more)) {
-    throw invalidRequest('messages', `LLModel '${endpoint}': 'messages' must be an array of { role, content } objects (they follow the prompt's), got ${typeof more}`);
+    throw invalidRequest(
+      'messages',
+      `LLModel '${endpoint}': 'messages' must be an array of { role, content } objects (they follow the prompt's), got ${typeof more}`,
+    );
   }
   return more.length === 0 ? filled : filled.concat(callerMessages(more, true, policy, endpoint));
 }

@@ -50,4 +50,3 @@ export function restateProviderError(error: ProviderError, message: string, retr
     ...(error.timedOut === true ? { timedOut: true } : {}),
   });
 }
-

@@ -38,7 +38,14 @@ export function countTextTokens(text: string): number {
  * was whole (the answer so far is counted, and the usage says `complete: false`).
  */
 export function estimateUsage(prompt: string | readonly ChatMessage[], answer: string, complete = true): Usage {
-  const prompt_tokens = typeof prompt === 'string' ? countTextTokens(prompt) : prompt.length === 0 ? 0 : countTextTokens(renderChat(prompt));
+  const prompt_tokens =
+    typeof prompt === 'string' ? countTextTokens(prompt) : prompt.length === 0 ? 0 : countTextTokens(renderChat(prompt));
   const completion_tokens = countTextTokens(answer);
-  return { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens, estimated: true, ...(complete ? {} : { complete: false }) };
+  return {
+    prompt_tokens,
+    completion_tokens,
+    total_tokens: prompt_tokens + completion_tokens,
+    estimated: true,
+    ...(complete ? {} : { complete: false }),
+  };
 }

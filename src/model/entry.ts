@@ -1,6 +1,17 @@
 // ModelEntry: one model of a modelRunner step, its codec, and the checks codecs cannot express.
 import * as t from 'io-ts';
-import { DotPath, NonEmptyString, NonNegativeMs, PositiveMs, decodeOrThrow, firstNonJson, fn, guard, positiveInt, strict } from '../decode.js';
+import {
+  DotPath,
+  NonEmptyString,
+  NonNegativeMs,
+  PositiveMs,
+  decodeOrThrow,
+  firstNonJson,
+  fn,
+  guard,
+  positiveInt,
+  strict,
+} from '../decode.js';
 import { ConfigError, toError } from '../errors.js';
 import { readArtifactFile, type LLMPromptArtifact, type ModelArtifact } from './artifact.js';
 import type { Model, ModelClass, ModuleRef } from './model.js';
@@ -136,16 +147,15 @@ export interface ModelEntry {
  */
 export function decodeModelEntries(value: unknown, path: string): readonly ModelEntry[] {
   if (!Array.isArray(value) || value.length === 0) {
-    throw new ConfigError([
-      { path, expected: 'a non-empty array of model entries', actual: Array.isArray(value) ? '[]' : typeof value },
-    ]);
+    throw new ConfigError([{ path, expected: 'a non-empty array of model entries', actual: Array.isArray(value) ? '[]' : typeof value }]);
   }
   const seen = new Map<string, number>();
   return Object.freeze(
     value.map((raw, i) => {
       const at = `${path}[${i}]`;
       let entry = decodeOrThrow(ModelEntryCodec, raw, at) as ModelEntry;
-      if (typeof entry.modelArtifact === 'string') entry = { ...entry, modelArtifact: readArtifact(entry.modelArtifact, `${at}.modelArtifact`) };
+      if (typeof entry.modelArtifact === 'string')
+        entry = { ...entry, modelArtifact: readArtifact(entry.modelArtifact, `${at}.modelArtifact`) };
       const first = seen.get(entry.endpointName);
       if (first !== undefined) {
         throw new ConfigError([
@@ -160,7 +170,11 @@ export function decodeModelEntries(value: unknown, path: string): readonly Model
       const paramName = entry.params?.name;
       if (paramName !== undefined && paramName !== entry.endpointName) {
         throw new ConfigError([
-          { path: `${at}.params.name`, expected: `'${entry.endpointName}' (the endpointName) or nothing`, actual: JSON.stringify(paramName) },
+          {
+            path: `${at}.params.name`,
+            expected: `'${entry.endpointName}' (the endpointName) or nothing`,
+            actual: JSON.stringify(paramName),
+          },
         ]);
       }
       // A proxy ('shared_executor') names its shared model's class for monitoring only: never loaded by it.
@@ -168,11 +182,17 @@ export function decodeModelEntries(value: unknown, path: string): readonly Model
       // A proxy's modelClass is its shared model's, for monitoring only: the graph checked that one.
       if (isModelInstance(entry.modelClass)) {
         if (entry.executionMechanism !== 'shared_executor') checkInstance(entry, entry.modelClass, at, loadsInWorker);
-      }
-      else if (typeof entry.modelClass === 'object') validateModuleRef(entry.modelClass, `${at}.modelClass`);
-      if (typeof entry.modelClass === 'function' && typeof (entry.modelClass.prototype as { predict?: unknown } | undefined)?.predict !== 'function') {
+      } else if (typeof entry.modelClass === 'object') validateModuleRef(entry.modelClass, `${at}.modelClass`);
+      if (
+        typeof entry.modelClass === 'function' &&
+        typeof (entry.modelClass.prototype as { predict?: unknown } | undefined)?.predict !== 'function'
+      ) {
         throw new ConfigError([
-          { path: `${at}.modelClass`, expected: 'a Model class (with a predict method)', actual: `class ${entry.modelClass.name || '(anonymous)'}` },
+          {
+            path: `${at}.modelClass`,
+            expected: 'a Model class (with a predict method)',
+            actual: `class ${entry.modelClass.name || '(anonymous)'}`,
+          },
         ]);
       }
       // Workers receive params and artifacts as JSON: say so now, not when the pool starts.
@@ -248,15 +268,25 @@ function checkInstance(entry: ModelEntry, model: Model, at: string, loadsInWorke
   }
   if (model.name !== entry.endpointName) {
     throw new ConfigError([
-      { path: `${at}.modelClass`, expected: `a Model named '${entry.endpointName}' (the endpointName)`, actual: `a ${className} named ${JSON.stringify(model.name)}` },
+      {
+        path: `${at}.modelClass`,
+        expected: `a Model named '${entry.endpointName}' (the endpointName)`,
+        actual: `a ${className} named ${JSON.stringify(model.name)}`,
+      },
     ]);
   }
 }
 
 /** Throws `ConfigError` naming the path when an entry's params or artifact are not JSON data (workers get them as JSON). */
 export function assertWorkerData(entry: Pick<ModelEntry, 'params' | 'modelArtifact' | 'executionMechanism'>, at: string): void {
-  for (const [field, value] of [['params', entry.params], ['modelArtifact', entry.modelArtifact]] as const) {
+  for (const [field, value] of [
+    ['params', entry.params],
+    ['modelArtifact', entry.modelArtifact],
+  ] as const) {
     const bad = firstNonJson(value, `${at}.${field}`);
-    if (bad) throw new ConfigError([{ path: bad, expected: `JSON data (executionMechanism '${entry.executionMechanism}' sends it to workers as JSON)` }]);
+    if (bad)
+      throw new ConfigError([
+        { path: bad, expected: `JSON data (executionMechanism '${entry.executionMechanism}' sends it to workers as JSON)` },
+      ]);
   }
 }

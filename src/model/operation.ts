@@ -30,7 +30,9 @@ export function runOperation(model: Model, body: unknown, ctx: PredictContext): 
   if (operation === undefined) return model.predict(body, ctx);
   if (operation === 'explain') {
     if (typeof model.explain !== 'function') {
-      throw new TypeError(`model '${model.name}' has no explain() method, so it cannot answer 'explain'; its operations: ${operationsOf(model).join(', ')}`);
+      throw new TypeError(
+        `model '${model.name}' has no explain() method, so it cannot answer 'explain'; its operations: ${operationsOf(model).join(', ')}`,
+      );
     }
     return model.explain(body, ctx);
   }
@@ -38,7 +40,9 @@ export function runOperation(model: Model, body: unknown, ctx: PredictContext): 
   const method = `op_${operation}`;
   const fn = isOperationName(operation) ? (model as unknown as Record<string, unknown>)[method] : undefined;
   if (typeof fn !== 'function') {
-    throw new TypeError(`model '${model.name}' has no operation '${operation}' (a method ${method}(body, ctx)); its operations: ${operationsOf(model).join(', ')}`);
+    throw new TypeError(
+      `model '${model.name}' has no operation '${operation}' (a method ${method}(body, ctx)); its operations: ${operationsOf(model).join(', ')}`,
+    );
   }
   return (fn as (body: unknown, ctx: PredictContext) => unknown).call(model, body, ctx);
 }
@@ -47,9 +51,14 @@ export function runOperation(model: Model, body: unknown, ctx: PredictContext): 
 export function operationsOf(model: Model): string[] {
   const names = BUILT_IN.filter((op) => op !== 'explain' || typeof model.explain === 'function') as string[];
   const custom = new Set<string>();
-  for (let proto: object | null = model; proto !== null && proto !== Object.prototype; proto = Object.getPrototypeOf(proto) as object | null) {
+  for (
+    let proto: object | null = model;
+    proto !== null && proto !== Object.prototype;
+    proto = Object.getPrototypeOf(proto) as object | null
+  ) {
     for (const key of Object.getOwnPropertyNames(proto)) {
-      if (key.startsWith('op_') && key.length > 3 && typeof (model as unknown as Record<string, unknown>)[key] === 'function') custom.add(key.slice(3));
+      if (key.startsWith('op_') && key.length > 3 && typeof (model as unknown as Record<string, unknown>)[key] === 'function')
+        custom.add(key.slice(3));
     }
   }
   return [...names, ...custom];

@@ -40,11 +40,7 @@ const registry = new Map<string, ModelClass | ModuleRef>();
  * registerModel('Scorer', { module: new URL('./scorer.js', import.meta.url).href, export: 'Scorer' });
  * ```
  */
-export function registerModel(
-  name: string,
-  target: ModelClass | ModuleRef,
-  options: { override?: boolean } = {},
-): void {
+export function registerModel(name: string, target: ModelClass | ModuleRef, options: { override?: boolean } = {}): void {
   if (typeof name !== 'string' || name.length === 0) {
     throw new ConfigError([{ path: 'registerModel.name', expected: 'a non-empty string', actual: String(name) }]);
   }
@@ -163,4 +159,3 @@ export async function importModelClass(ref: ModuleRef, endpointName: string): Pr
   }
   return value as ModelClass;
 }
-

@@ -3,7 +3,15 @@
 // numbers (Prometheus counters, the dashboard): one observer per graph, shared by reference count.
 import { describeError } from '../errors.js';
 import { callUsage } from '../model/usage.js';
-import { MONITORING, type EventReport, type FlowStepStats, type GraphShape, type Monitored, type MonitorObserver, type StepStats } from './monitor.js';
+import {
+  MONITORING,
+  type EventReport,
+  type FlowStepStats,
+  type GraphShape,
+  type Monitored,
+  type MonitorObserver,
+  type StepStats,
+} from './monitor.js';
 
 /** Per-second history kept for rates, quantiles and charts. */
 export const HISTORY_SECONDS = 300;
@@ -117,7 +125,8 @@ export class MonitoringAggregates implements MonitorObserver {
       }
       const slot = slotOf(second);
       let s = state.seconds[slot];
-      if (s === undefined || s.at !== second) state.seconds[slot] = s = { at: second, requests: 0, errors: 0, latency: new Uint32Array(BUCKETS) };
+      if (s === undefined || s.at !== second)
+        state.seconds[slot] = s = { at: second, requests: 0, errors: 0, latency: new Uint32Array(BUCKETS) };
       s.requests++;
       if (call.error !== undefined) s.errors++;
       s.latency[bucketOf(call.latencyMs)]++;
@@ -154,7 +163,8 @@ export class MonitoringAggregates implements MonitorObserver {
     for (const { totals, seconds: ring } of this.#endpoints.values()) {
       for (let at = first; at <= last; at++) {
         const s = ring[slotOf(at)];
-        if (s !== undefined && s.at === at) points.push({ at: s.at * 1000, endpoint: totals.endpoint, requests: s.requests, errors: s.errors });
+        if (s !== undefined && s.at === at)
+          points.push({ at: s.at * 1000, endpoint: totals.endpoint, requests: s.requests, errors: s.errors });
       }
     }
     return points.sort((a, b) => a.at - b.at);
@@ -182,7 +192,12 @@ export class MonitoringAggregates implements MonitorObserver {
     const known = new Map<string, { endpoint: string; step: string; modelClass?: string; executionMechanism?: string }>();
     for (const step of shape.steps) {
       for (const m of step.models) {
-        known.set(`${m.endpointName}\u0000${step.step}`, { endpoint: m.endpointName, step: step.step, modelClass: m.modelClass, executionMechanism: m.executionMechanism });
+        known.set(`${m.endpointName}\u0000${step.step}`, {
+          endpoint: m.endpointName,
+          step: step.step,
+          modelClass: m.modelClass,
+          executionMechanism: m.executionMechanism,
+        });
       }
     }
     for (const { totals } of this.#endpoints.values()) {

@@ -27,7 +27,10 @@ const PrometheusOptionsCodec = strict(
     prefix: guard('a metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*)', (u) => typeof u === 'string' && /^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(u)),
     buckets: guard(
       'increasing positive numbers',
-      (u) => Array.isArray(u) && u.length > 0 && u.every((x, i) => typeof x === 'number' && Number.isFinite(x) && x > 0 && (i === 0 || x > (u[i - 1] as number))),
+      (u) =>
+        Array.isArray(u) &&
+        u.length > 0 &&
+        u.every((x, i) => typeof x === 'number' && Number.isFinite(x) && x > 0 && (i === 0 || x > (u[i - 1] as number))),
     ),
   },
 );
@@ -41,7 +44,13 @@ export async function loadPromClient(path: string): Promise<typeof import('prom-
     return await import('prom-client');
   } catch (cause) {
     throw new ConfigError(
-      [{ path, expected: "the optional peer dependency 'prom-client' installed (npm install prom-client@^15)", actual: `it cannot be loaded (${(cause as Error).message.split('\n')[0]})` }],
+      [
+        {
+          path,
+          expected: "the optional peer dependency 'prom-client' installed (npm install prom-client@^15)",
+          actual: `it cannot be loaded (${(cause as Error).message.split('\n')[0]})`,
+        },
+      ],
       { cause },
     );
   }
@@ -151,7 +160,7 @@ export async function prometheusExporter(
   });
   new client.Gauge({
     name: `${prefix}step_queued`,
-    help: "Events admitted by a step and waiting for one of its maxInFlight slots",
+    help: 'Events admitted by a step and waiting for one of its maxInFlight slots',
     labelNames: ['step'],
     registers: [registry],
     collect: steps('queued'),

@@ -12,7 +12,12 @@ const MonitoredCodec = guard<Monitored>('a graph made by createGraph()', isMonit
 const TraceOptionsCodec = strict(
   'TraceGraphOptions',
   {},
-  { tracer: guard('an OpenTelemetry Tracer (with startSpan)', (u) => typeof (u as { startSpan?: unknown } | null)?.startSpan === 'function') },
+  {
+    tracer: guard(
+      'an OpenTelemetry Tracer (with startSpan)',
+      (u) => typeof (u as { startSpan?: unknown } | null)?.startSpan === 'function',
+    ),
+  },
 );
 
 /**
@@ -56,7 +61,9 @@ export async function traceGraph(graph: Graph, options: { tracer?: Tracer } = {}
               ...(Array.isArray(entry.labels)
                 ? { 'rxserve.labels': entry.labels.join(',') }
                 : Object.fromEntries(Object.entries(entry.labels ?? {}).map(([k, v]) => [`rxserve.label.${k}`, v]))),
-              ...(usage ? { 'gen_ai.usage.input_tokens': usage.prompt_tokens ?? 0, 'gen_ai.usage.output_tokens': usage.completion_tokens ?? 0 } : {}),
+              ...(usage
+                ? { 'gen_ai.usage.input_tokens': usage.prompt_tokens ?? 0, 'gen_ai.usage.output_tokens': usage.completion_tokens ?? 0 }
+                : {}),
             },
           },
           parent,

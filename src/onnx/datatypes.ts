@@ -1,10 +1,12 @@
 // The Open Inference Protocol datatypes and their onnxruntime tensor types and typed arrays.
 
 /** OIP tensor datatypes (docs/design.md §13). */
-export type OipDatatype = 'BOOL' | 'INT8' | 'INT16' | 'INT32' | 'INT64' | 'UINT8' | 'UINT16' | 'UINT32' | 'UINT64' | 'FP16' | 'FP32' | 'FP64' | 'BYTES';
+export type OipDatatype =
+  'BOOL' | 'INT8' | 'INT16' | 'INT32' | 'INT64' | 'UINT8' | 'UINT16' | 'UINT32' | 'UINT64' | 'FP16' | 'FP32' | 'FP64' | 'BYTES';
 
 /** onnxruntime's tensor type names. */
-export type OrtType = 'bool' | 'int8' | 'int16' | 'int32' | 'int64' | 'uint8' | 'uint16' | 'uint32' | 'uint64' | 'float16' | 'float32' | 'float64' | 'string';
+export type OrtType =
+  'bool' | 'int8' | 'int16' | 'int32' | 'int64' | 'uint8' | 'uint16' | 'uint32' | 'uint64' | 'float16' | 'float32' | 'float64' | 'string';
 
 export const ORT_TYPE: Readonly<Record<OipDatatype, OrtType>> = {
   BOOL: 'bool',

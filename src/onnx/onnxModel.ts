@@ -60,7 +60,10 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
     const path = this.params.modelPath;
     if (typeof path === 'string' && path.length > 0) return path;
     if (typeof url === 'string' && url.startsWith('file:')) return fileURLToPath(url);
-    throw new ModelLoadError(this.name, `OnnxModel needs params.modelPath or a modelArtifact whose modelUrl is a file: URL (got ${url === undefined ? 'neither' : `modelUrl '${url}'`})`);
+    throw new ModelLoadError(
+      this.name,
+      `OnnxModel needs params.modelPath or a modelArtifact whose modelUrl is a file: URL (got ${url === undefined ? 'neither' : `modelUrl '${url}'`})`,
+    );
   }
 
   override async load(): Promise<void> {
@@ -69,7 +72,10 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
     this.#ort = await loadRuntime().catch((error: unknown) => {
       throw new ModelLoadError(this.name, toError(error).message, { cause: error });
     });
-    const options = { ...(inPoolWorker() ? { intraOpNumThreads: 1 } : {}), ...((this.params.sessionOptions as Record<string, unknown> | undefined) ?? {}) };
+    const options = {
+      ...(inPoolWorker() ? { intraOpNumThreads: 1 } : {}),
+      ...((this.params.sessionOptions as Record<string, unknown> | undefined) ?? {}),
+    };
     try {
       this.#session = await this.#ort.InferenceSession.create(path, options);
     } catch (cause) {
@@ -78,7 +84,11 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
     const session = this.#session;
     this.#inputs = session.inputMetadata.map((m) => {
       const datatype = m.isTensor ? OIP_DATATYPE[m.type ?? ''] : undefined;
-      if (datatype === undefined) throw new ModelLoadError(this.name, `input '${m.name}' of '${path}' is ${m.isTensor ? `a ${m.type} tensor` : 'not a tensor'}, which OnnxModel cannot feed`);
+      if (datatype === undefined)
+        throw new ModelLoadError(
+          this.name,
+          `input '${m.name}' of '${path}' is ${m.isTensor ? `a ${m.type} tensor` : 'not a tensor'}, which OnnxModel cannot feed`,
+        );
       return { name: m.name, datatype, shape: (m.shape ?? []).map((d) => (typeof d === 'number' && d >= 0 ? d : -1)) };
     });
     this.#outputs = session.outputNames.map((name) => ({ name }));
@@ -87,7 +97,9 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
     this.#outputMetadata = session.outputNames.map((name) => {
       const m = outputMetadata?.find((o) => o.name === name);
       const datatype = m?.isTensor ? OIP_DATATYPE[m.type ?? ''] : undefined;
-      return datatype === undefined ? { name } : { name, datatype, shape: (m!.shape ?? []).map((d) => (typeof d === 'number' && d >= 0 ? d : -1)) };
+      return datatype === undefined
+        ? { name }
+        : { name, datatype, shape: (m!.shape ?? []).map((d) => (typeof d === 'number' && d >= 0 ? d : -1)) };
     });
     this.#batchable = this.#inputs.length > 0 && this.#inputs.every((i) => i.shape.length > 0 && i.shape[0] === -1);
   }
@@ -107,7 +119,10 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
 
   override async predict(body: OnnxRequest, _ctx: PredictContext): Promise<OnnxResponse> {
     const outputs = await this.#run(checkRequest(this.name, body, this.#inputs));
-    return { model_name: this.name, outputs: outputs.map((o) => ({ name: o.name, shape: [...o.dims], datatype: o.datatype, data: oipData(o.datatype, o.data) })) };
+    return {
+      model_name: this.name,
+      outputs: outputs.map((o) => ({ name: o.name, shape: [...o.dims], datatype: o.datatype, data: oipData(o.datatype, o.data) })),
+    };
   }
 
   /**
@@ -125,7 +140,10 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
    * batch, each call's outputs as `[rows, ...data]` only; the main side rebuilds the responses
    * (`unpackBatch`). A subclass that overrides `predictBatch` is called as it is.
    */
-  [WIRE_BATCH](bodies: readonly OnnxRequest[], ctxs: readonly PredictContext[]): Promise<(OnnxResponse | WireRows | Error)[]> | (OnnxResponse | Error)[] {
+  [WIRE_BATCH](
+    bodies: readonly OnnxRequest[],
+    ctxs: readonly PredictContext[],
+  ): Promise<(OnnxResponse | WireRows | Error)[]> | (OnnxResponse | Error)[] {
     if (this.predictBatch !== OnnxModel.prototype.predictBatch) return this.predictBatch(bodies, ctxs);
     return this.#batch(bodies, false);
   }
@@ -153,7 +171,10 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
           // The first call of the batch carries the names, datatypes and shapes for the main side.
           results[c.index] =
             plain || n === 0
-              ? { model_name: this.name, outputs: parts.map((p) => ({ name: p.name, shape: [rows[n], ...p.tail], datatype: p.datatype, data: p.data[n] })) }
+              ? {
+                  model_name: this.name,
+                  outputs: parts.map((p) => ({ name: p.name, shape: [rows[n], ...p.tail], datatype: p.datatype, data: p.data[n] })),
+                }
               : [rows[n], ...parts.map((p) => p.data[n])];
         });
         return results;
@@ -165,7 +186,12 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
           const outputs = await this.#run(c.inputs);
           results[c.index] = {
             model_name: this.name,
-            outputs: outputs.map((o) => ({ name: o.name, shape: [...o.dims], datatype: o.datatype, data: plain ? oipData(o.datatype, o.data) : o.data })),
+            outputs: outputs.map((o) => ({
+              name: o.name,
+              shape: [...o.dims],
+              datatype: o.datatype,
+              data: plain ? oipData(o.datatype, o.data) : o.data,
+            })),
           };
         } catch (error) {
           results[c.index] = toError(error);
@@ -185,7 +211,8 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
     const out = await session.run(feeds);
     return this.#outputs.map(({ name }) => {
       const datatype = OIP_DATATYPE[out[name].type];
-      if (datatype === undefined) throw new TypeError(`output '${name}' has type '${out[name].type}', which the Open Inference Protocol cannot carry`);
+      if (datatype === undefined)
+        throw new TypeError(`output '${name}' has type '${out[name].type}', which the Open Inference Protocol cannot carry`);
       return { name, datatype, dims: out[name].dims, data: out[name].data };
     });
   }
@@ -219,7 +246,12 @@ function sameTails(checked: readonly { inputs: CheckedInput[] }[]): boolean {
   return true;
 }
 
-type Typed = ArrayLike<unknown> & { readonly buffer: ArrayBufferLike; readonly byteOffset: number; readonly byteLength: number; set(a: ArrayLike<unknown>, o: number): void };
+type Typed = ArrayLike<unknown> & {
+  readonly buffer: ArrayBufferLike;
+  readonly byteOffset: number;
+  readonly byteLength: number;
+  set(a: ArrayLike<unknown>, o: number): void;
+};
 type TypedCtor = { new (n: number): Typed; new (buffer: ArrayBufferLike, byteOffset: number, length: number): Typed };
 
 /**
@@ -262,7 +294,12 @@ function concat(parts: readonly CheckedInput[]): CheckedInput {
  * An output's rows for each call (`rows[n]` rows for call n): plain arrays, or views of the
  * output's TypedArray (`plain` false, for the trip to the main thread).
  */
-function split(output: RawOutput, rows: readonly number[], total: number, plain: boolean): { name: string; datatype: OipDatatype; tail: number[]; data: unknown[] } {
+function split(
+  output: RawOutput,
+  rows: readonly number[],
+  total: number,
+  plain: boolean,
+): { name: string; datatype: OipDatatype; tail: number[]; data: unknown[] } {
   const { data } = output;
   const perRow = total === 0 ? 0 : data.length / total;
   const typed = ArrayBuffer.isView(data);
@@ -271,7 +308,9 @@ function split(output: RawOutput, rows: readonly number[], total: number, plain:
   for (let n = 0; n < rows.length; n++) {
     const from = offset * perRow;
     const to = (offset + rows[n]) * perRow;
-    const values = typed ? (data as unknown as { subarray(a: number, b: number): ArrayLike<unknown> }).subarray(from, to) : (data as unknown[]).slice(from, to);
+    const values = typed
+      ? (data as unknown as { subarray(a: number, b: number): ArrayLike<unknown> }).subarray(from, to)
+      : (data as unknown[]).slice(from, to);
     parts[n] = plain ? oipData(output.datatype, values) : values;
     offset += rows[n];
   }

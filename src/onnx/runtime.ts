@@ -35,7 +35,9 @@ export async function loadRuntime(): Promise<OrtRuntime> {
     const ort = (await import('onnxruntime-node')) as unknown as OrtRuntime & { default?: OrtRuntime };
     return ort.InferenceSession ? ort : ort.default!;
   } catch (cause) {
-    throw new Error(`onnxruntime-node cannot be loaded (npm install onnxruntime-node; see docs/onnx.md): ${(cause as Error).message}`, { cause });
+    throw new Error(`onnxruntime-node cannot be loaded (npm install onnxruntime-node; see docs/onnx.md): ${(cause as Error).message}`, {
+      cause,
+    });
   }
 }
 

@@ -75,11 +75,17 @@ function checkTensor(label: string, tensor: Partial<OipTensor>, want: ExpectedIn
 }
 
 /** Flat data of the datatype's array type; nested arrays are flattened row-major. */
-function toData(label: string, data: unknown, datatype: OipDatatype, fail: (what: string) => never): ArrayLike<unknown> & { length: number } {
+function toData(
+  label: string,
+  data: unknown,
+  datatype: OipDatatype,
+  fail: (what: string) => never,
+): ArrayLike<unknown> & { length: number } {
   const ctor = ARRAY_OF[datatype];
   if (ArrayBuffer.isView(data)) {
     // A typed array of the datatype's own kind goes to onnxruntime as it is (no copy).
-    if (ctor && data instanceof (ctor as unknown as new () => object) && datatype !== 'FP16' && datatype !== 'BOOL') return data as unknown as ArrayLike<unknown> & { length: number };
+    if (ctor && data instanceof (ctor as unknown as new () => object) && datatype !== 'FP16' && datatype !== 'BOOL')
+      return data as unknown as ArrayLike<unknown> & { length: number };
     fail(`${label} has data of type ${data.constructor.name}, which is not ${datatype} data`);
   }
   if (!Array.isArray(data)) fail(`${label} has no data array`);
@@ -91,7 +97,9 @@ function toData(label: string, data: unknown, datatype: OipDatatype, fail: (what
   }
   const out = new ctor!(flat.length);
   if (datatype === 'BOOL') {
-    flat.forEach((v, k) => (typeof v === 'boolean' ? (out[k] = v ? 1 : 0) : fail(`${label} data[${k}] is ${JSON.stringify(v)}, BOOL data are true or false`)));
+    flat.forEach((v, k) =>
+      typeof v === 'boolean' ? (out[k] = v ? 1 : 0) : fail(`${label} data[${k}] is ${JSON.stringify(v)}, BOOL data are true or false`),
+    );
     return out;
   }
   const range = INT_RANGE[datatype];

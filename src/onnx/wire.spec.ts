@@ -9,7 +9,12 @@ import type { PredictContext } from '../model/model.js';
 // @ts-expect-error a plain .mjs module without types (the example's encoder)
 import { writeMlpModel } from '../../examples/onnx/onnxBuilder.mjs';
 
-const tensor = (datatype: string, data: unknown, shape = [1, Array.isArray(data) ? data.length : 0]) => ({ name: 'x', shape, datatype, data });
+const tensor = (datatype: string, data: unknown, shape = [1, Array.isArray(data) ? data.length : 0]) => ({
+  name: 'x',
+  shape,
+  datatype,
+  data,
+});
 
 describe('packBatch (main side)', () => {
   it('turns flat numeric data into TypedArrays of the datatype, views of one buffer to transfer; the bodies given are not touched', () => {
@@ -37,7 +42,9 @@ describe('packBatch (main side)', () => {
       expect((d as Float32Array).byteOffset % (d as Float32Array).BYTES_PER_ELEMENT).toBe(0);
     }
     expect(packed[0]).toMatchObject({ id: 7, inputs: [{ name: 'x', shape: [1, 3], datatype: 'FP32' }] });
-    expect(row).toEqual({ inputs: [tensor('FP64', new Float64Array([1e300]), [1, 1]), tensor('INT8', new Int8Array([-128, 127]), [1, 2])] });
+    expect(row).toEqual({
+      inputs: [tensor('FP64', new Float64Array([1e300]), [1, 1]), tensor('INT8', new Int8Array([-128, 127]), [1, 2])],
+    });
   });
 
   it('puts the bodies of one layout in the table, in order, and unpackInputs gives them back between the others', () => {
@@ -45,7 +52,14 @@ describe('packBatch (main side)', () => {
     const odd = { inputs: [{ ...tensor('FP32', [9, 9], [1, 2]), parameters: {} }] };
     const bodies = [rowOf(0), odd, rowOf(2), { inputs: [tensor('FP32', ['bad'])] }, rowOf(4), { inputs: [tensor('FP32', [1], [1.5])] }];
     const { bodies: packed, table } = packBatch(bodies);
-    expect(packed.map((b) => (typeof b === 'number' ? b : b === undefined ? 'as is' : 'object'))).toEqual([0, 'object', 1, 'as is', 2, 'object']);
+    expect(packed.map((b) => (typeof b === 'number' ? b : b === undefined ? 'as is' : 'object'))).toEqual([
+      0,
+      'object',
+      1,
+      'as is',
+      2,
+      'object',
+    ]);
     const list = packed.map((b, i) => b ?? bodies[i]);
     const back = unpackInputs([...list, table]) as OnnxRequest[];
     expect(back).toHaveLength(bodies.length);
@@ -116,7 +130,10 @@ describe('OnnxModel[WIRE_BATCH] (worker side)', () => {
   // eslint-disable-next-line @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-call -- an untyped .mjs helper of examples/
   const path = writeMlpModel(join(mkdtempSync(join(tmpdir(), 'rxserve-wire-')), 'mlp.onnx'), [4, 3]);
   const ctxs = [{}, {}] as unknown as PredictContext[];
-  const bodies = [{ inputs: [tensor('FP32', [1, 2, 3, 4], [1, 4])] }, { inputs: [tensor('FP32', [5, 6, 7, 8, 9, 10, 11, 12], [2, 4])] }] as OnnxRequest[];
+  const bodies = [
+    { inputs: [tensor('FP32', [1, 2, 3, 4], [1, 4])] },
+    { inputs: [tensor('FP32', [5, 6, 7, 8, 9, 10, 11, 12], [2, 4])] },
+  ] as OnnxRequest[];
 
   it('gives predictBatch outputs with data left as TypedArray views, after the first call as [rows, ...data]; unpackBatch makes them predictBatch outputs', async () => {
     const model = new OnnxModel({ name: 'mlp', modelPath: path });
@@ -140,7 +157,11 @@ describe('OnnxModel[WIRE_BATCH] (worker side)', () => {
     unpackBatch(values);
     expect(values[0]).toBeUndefined();
     expect(values[1]).toBeInstanceOf(TypeError);
-    const mixed: unknown[] = [{ model_name: 'm', outputs: [{ name: 'y', shape: [1, 2], datatype: 'INT64', data: new BigInt64Array([1n, 2n]) }] }, undefined, [2, new BigInt64Array([3n, 4n, 5n, 6n])]];
+    const mixed: unknown[] = [
+      { model_name: 'm', outputs: [{ name: 'y', shape: [1, 2], datatype: 'INT64', data: new BigInt64Array([1n, 2n]) }] },
+      undefined,
+      [2, new BigInt64Array([3n, 4n, 5n, 6n])],
+    ];
     unpackBatch(mixed);
     expect(mixed).toEqual([
       { model_name: 'm', outputs: [{ name: 'y', shape: [1, 2], datatype: 'INT64', data: [1, 2] }] },

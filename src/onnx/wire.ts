@@ -98,7 +98,8 @@ export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | unde
   let bytes = 0;
   for (const inputs of tensors) {
     if (inputs === undefined) continue;
-    for (const t of inputs) bytes = aligned(bytes, PACKED.get(t.datatype)!.bytes) + (t.data as unknown[]).length * PACKED.get(t.datatype)!.bytes;
+    for (const t of inputs)
+      bytes = aligned(bytes, PACKED.get(t.datatype)!.bytes) + (t.data as unknown[]).length * PACKED.get(t.datatype)!.bytes;
   }
   const packed: unknown[] = new Array<unknown>(bodies.length).fill(undefined);
   if (bytes === 0) return { bodies: packed, transfer: [] };
@@ -132,7 +133,8 @@ export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | unde
       packed[i] = rows++;
     } else packed[i] = { ...(bodies[i] as object), inputs: inputs.map((t, k) => ({ ...t, data: views[k] })) };
   });
-  const table: PackedTable | undefined = rows > 0 ? { rxserveOnnxTable: 1, layout: layout!, dims: Int32Array.from(dims), buffer } : undefined;
+  const table: PackedTable | undefined =
+    rows > 0 ? { rxserveOnnxTable: 1, layout: layout!, dims: Int32Array.from(dims), buffer } : undefined;
   return { bodies: packed, transfer: [buffer], ...(table ? { table } : {}) };
 }
 
@@ -155,7 +157,12 @@ export function unpackInputs(list: unknown[]): unknown[] {
       const shape: number[] = new Array<number>(rank);
       for (let d = 0; d < rank; d++) shape[d] = dims[p++];
       const datatype = layout[2 * k + 1] as OipDatatype;
-      inputs[k] = { name: layout[2 * k], shape, datatype, data: new (ARRAY_OF[datatype] as unknown as ViewCtor)(buffer, byteOffset, length) };
+      inputs[k] = {
+        name: layout[2 * k],
+        shape,
+        datatype,
+        data: new (ARRAY_OF[datatype] as unknown as ViewCtor)(buffer, byteOffset, length),
+      };
     }
     bodies.push({ inputs });
   }
@@ -188,7 +195,12 @@ export function unpackBatch(values: unknown[]): void {
       const rows = value[0] as number;
       values[i] = {
         model_name: first.model_name,
-        outputs: first.outputs.map((o, k) => ({ name: o.name, shape: [rows, ...o.shape.slice(1)], datatype: o.datatype, data: plainData(o.datatype, value[k + 1]) })),
+        outputs: first.outputs.map((o, k) => ({
+          name: o.name,
+          shape: [rows, ...o.shape.slice(1)],
+          datatype: o.datatype,
+          data: plainData(o.datatype, value[k + 1]),
+        })),
       };
     } else if (value !== undefined) {
       values[i] = unpackResponse(value);
@@ -199,7 +211,8 @@ export function unpackBatch(values: unknown[]): void {
   }
 }
 
-const plainData = (datatype: OipDatatype, data: unknown): unknown => (ArrayBuffer.isView(data) ? oipData(datatype, data as unknown as ArrayLike<unknown>) : data);
+const plainData = (datatype: OipDatatype, data: unknown): unknown =>
+  ArrayBuffer.isView(data) ? oipData(datatype, data as unknown as ArrayLike<unknown>) : data;
 
 /** `unpackBatch` of one response: TypedArray output data become plain arrays. */
 export function unpackResponse(value: unknown): unknown {

@@ -27,7 +27,10 @@ describe('batchHttpRequests', () => {
   it('one request per item, answers in the items’ order (not arrival order), x-request-id = the event id', async () => {
     const s = await server(delayed);
     const items = [60, 5, 40, 0, 20].map((delay, n) => ({ n, delay }));
-    const [out] = await run([toEvent({ items, keep: 1 }, { id: 'batch-1' })], batchHttpRequests({ url: s.url, inputPath: 'items', resultPath: 'answers' }));
+    const [out] = await run(
+      [toEvent({ items, keep: 1 }, { id: 'batch-1' })],
+      batchHttpRequests({ url: s.url, inputPath: 'items', resultPath: 'answers' }),
+    );
     expect(out.error).toBeUndefined();
     expect(out.body).toEqual({ items, keep: 1, answers: [0, 10, 20, 30, 40].map((n) => ({ n })) });
     expect(s.requests).toHaveLength(5);
@@ -39,7 +42,15 @@ describe('batchHttpRequests', () => {
   it('urlExpression and bodyExpression receive the item and the event', async () => {
     const s = await server((req, res) => json(res, 200, { url: req.url, body: JSON.parse(req.body) as unknown }));
     const [out] = await run(
-      [toEvent({ tenant: 't1', list: [{ id: 'a', v: 1 }, { id: 'b', v: 2 }] })],
+      [
+        toEvent({
+          tenant: 't1',
+          list: [
+            { id: 'a', v: 1 },
+            { id: 'b', v: 2 },
+          ],
+        }),
+      ],
       batchHttpRequests({
         inputPath: 'list',
         urlExpression: (item, event) => `${s.url}/${(event.body as { tenant: string }).tenant}/${(item as { id: string }).id}`,
@@ -67,7 +78,10 @@ describe('batchHttpRequests', () => {
     let most = 0;
     const pair: TestServer[] = [];
     const counting: Handler = (req, res) => {
-      most = Math.max(most, pair.reduce((sum, x) => sum + x.inFlight, 0));
+      most = Math.max(
+        most,
+        pair.reduce((sum, x) => sum + x.inFlight, 0),
+      );
       void delayed(req, res, 0);
     };
     pair.push(await server(counting), await server(counting));
@@ -128,9 +142,20 @@ describe('batchHttpRequests', () => {
     const input = new Subject<ServingEvent>();
     const outputs: ServingEvent[] = [];
     const done = new Promise<void>((resolve) =>
-      input.pipe(batchHttpRequests({ url: s.url, maxInFlight: 2, ordered: false })).subscribe({ next: (e) => outputs.push(e), complete: resolve }),
+      input
+        .pipe(batchHttpRequests({ url: s.url, maxInFlight: 2, ordered: false }))
+        .subscribe({ next: (e) => outputs.push(e), complete: resolve }),
     );
-    input.next(toEvent([{ hang: true, n: 0 }, { hang: true, n: 1 }, { hang: true, n: 2 }], { id: 'stuck', signal: controller.signal }));
+    input.next(
+      toEvent(
+        [
+          { hang: true, n: 0 },
+          { hang: true, n: 1 },
+          { hang: true, n: 2 },
+        ],
+        { id: 'stuck', signal: controller.signal },
+      ),
+    );
     input.next(toEvent([{ n: 5 }, { n: 6 }, { n: 7 }], { id: 'next' }));
     await s.waitForRequests(2);
     expect(s.requests.every((r) => (JSON.parse(r.body) as { hang?: boolean }).hang)).toBe(true); // both permits held by 'stuck'

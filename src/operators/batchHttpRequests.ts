@@ -35,7 +35,8 @@ export type BatchHttpRequestsOptions = HttpStepOptions<[item: unknown, event: Se
 export function batchHttpRequests(options: BatchHttpRequestsOptions): OperatorFunction<ServingEvent, ServingEvent> {
   const config = httpConfig(options, 'batchHttpRequests', 'batch_http_requests');
   const { step: name, resultPath } = config;
-  const answer = (event: ServingEvent, answers: unknown[]) => withBody(event, resultPath === undefined ? answers : setPath(event.body, resultPath, answers));
+  const answer = (event: ServingEvent, answers: unknown[]) =>
+    withBody(event, resultPath === undefined ? answers : setPath(event.body, resultPath, answers));
 
   return (source) =>
     new Observable<ServingEvent>((subscriber) => {
@@ -44,7 +45,9 @@ export function batchHttpRequests(options: BatchHttpRequestsOptions): OperatorFu
       const work: Work = (event, done) => {
         const list = inputOf(config, event);
         if (!Array.isArray(list)) {
-          throw new TypeError(`batch step '${name}': expects a list${config.inputPath ? ` at inputPath '${config.inputPath}'` : ' as the body'}, got ${describeValue(list)}`);
+          throw new TypeError(
+            `batch step '${name}': expects a list${config.inputPath ? ` at inputPath '${config.inputPath}'` : ' as the body'}, got ${describeValue(list)}`,
+          );
         }
         // Every request is built before any is sent: an item that cannot be sent fails the event
         // without half of the list sent.

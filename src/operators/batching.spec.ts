@@ -6,9 +6,15 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, modelRunner, toEvent, type ModelEntry, type ServingEvent } from '../index.js';
 import { bodies, testExecutor } from '../testing/index.js';
 
-const entry = (extra: Partial<ModelEntry> = {}): ModelEntry => ({ endpointName: 'm', modelClass: 'Model', executionMechanism: 'asyncio', ...extra });
+const entry = (extra: Partial<ModelEntry> = {}): ModelEntry => ({
+  endpointName: 'm',
+  modelClass: 'Model',
+  executionMechanism: 'asyncio',
+  ...extra,
+});
 const ev = (n: number, signal?: AbortSignal) => toEvent({ n }, { id: `e${n}`, ...(signal ? { signal } : {}) });
-const events = (...ns: number[]): Record<string, ServingEvent> => Object.fromEntries(ns.map((n, i) => [String.fromCharCode(97 + i), ev(n)]));
+const events = (...ns: number[]): Record<string, ServingEvent> =>
+  Object.fromEntries(ns.map((n, i) => [String.fromCharCode(97 + i), ev(n)]));
 
 describe('modelRunner with batching (marble)', () => {
   let scheduler: TestScheduler;
@@ -38,7 +44,10 @@ describe('modelRunner with batching (marble)', () => {
   it('a call waits at most maxWaitMs for others', () => {
     scheduler.run(({ cold, hot, expectObservable }) => {
       const executor = testExecutor({ m: (x: { n: number }) => cold('a|', { a: x.n }) });
-      const out = hot('a-----|', events(1)).pipe(modelRunner({ models: [entry({ batching: { maxBatchSize: 2, maxWaitMs: 3 } })], executor }), bodies());
+      const out = hot('a-----|', events(1)).pipe(
+        modelRunner({ models: [entry({ batching: { maxBatchSize: 2, maxWaitMs: 3 } })], executor }),
+        bodies(),
+      );
       expectObservable(out).toBe('---a--|', { a: 1 });
     });
   });
@@ -47,7 +56,10 @@ describe('modelRunner with batching (marble)', () => {
     scheduler.run(({ cold, hot, expectObservable }) => {
       const executor = testExecutor({ m: (x: { n: number }) => cold('a|', { a: x.n }) });
       // a, b and c arrive together: a and b fill a batch; c waits and d fills the next one.
-      const out = hot('(abc)-d---|', events(1, 2, 3, 4)).pipe(modelRunner({ models: [entry({ batching: { maxBatchSize: 2, maxWaitMs: 9 } })], executor }), bodies());
+      const out = hot('(abc)-d---|', events(1, 2, 3, 4)).pipe(
+        modelRunner({ models: [entry({ batching: { maxBatchSize: 2, maxWaitMs: 9 } })], executor }),
+        bodies(),
+      );
       expectObservable(out).toBe('(ab)--(cd)|', { a: 1, b: 2, c: 3, d: 4 });
       scheduler.flush();
       expect(executor.batches.map((b) => [b.size, b.at])).toEqual([
@@ -118,7 +130,11 @@ describe('modelRunner with batching (marble)', () => {
     scheduler.run(({ cold, hot, expectObservable }) => {
       const executor = testExecutor({ m: (x: { n: number }) => cold('-----a|', { a: x.n }) });
       const out = hot('(ab)c|', events(1, 2, 3)).pipe(
-        modelRunner({ models: [entry({ maxInFlight: 1, timeoutMs: 3, batching: { maxBatchSize: 2, maxWaitMs: 1 } })], executor, raiseException: false }),
+        modelRunner({
+          models: [entry({ maxInFlight: 1, timeoutMs: 3, batching: { maxBatchSize: 2, maxWaitMs: 1 } })],
+          executor,
+          raiseException: false,
+        }),
         bodies(),
       );
       const late = { error: "ModelTimeoutError: model 'm' timed out after 3 ms" };
@@ -129,9 +145,15 @@ describe('modelRunner with batching (marble)', () => {
 
   it('rejects a bad batching option, naming the field', () => {
     expect(() => modelRunner({ models: [entry({ batching: { maxBatchSize: 0, maxWaitMs: 1 } })] })).toThrow(ConfigError);
-    expect(() => modelRunner({ models: [entry({ batching: { maxBatchSize: 0, maxWaitMs: 1 } })] })).toThrow(/models\[0\]\.batching\.maxBatchSize/);
-    expect(() => modelRunner({ models: [entry({ batching: { maxBatchSize: 2, maxWaitMs: -1 } })] })).toThrow(/models\[0\]\.batching\.maxWaitMs/);
+    expect(() => modelRunner({ models: [entry({ batching: { maxBatchSize: 0, maxWaitMs: 1 } })] })).toThrow(
+      /models\[0\]\.batching\.maxBatchSize/,
+    );
+    expect(() => modelRunner({ models: [entry({ batching: { maxBatchSize: 2, maxWaitMs: -1 } })] })).toThrow(
+      /models\[0\]\.batching\.maxWaitMs/,
+    );
     expect(() => modelRunner({ models: [entry({ batching: { maxBatchSize: 2.5, maxWaitMs: 1 } })] })).toThrow(/positive integer/);
-    expect(() => modelRunner({ models: [entry({ batching: { maxBatchSize: 2, maxWaitMs: 1, size: 3 } as never })] })).toThrow(/unknown field 'size'/);
+    expect(() => modelRunner({ models: [entry({ batching: { maxBatchSize: 2, maxWaitMs: 1, size: 3 } as never })] })).toThrow(
+      /unknown field 'size'/,
+    );
   });
 });

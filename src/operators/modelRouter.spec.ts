@@ -6,8 +6,13 @@ import { bodies, testExecutor, type TestModel } from '../testing/index.js';
 
 /** A route of one model whose stand-in is `model`. */
 const one = (name: string, model: TestModel, extra: Record<string, unknown> = {}): OperatorFunction<ServingEvent, ServingEvent> =>
-  modelRunner({ name, models: [{ endpointName: name, modelClass: 'Model', executionMechanism: 'asyncio', ...extra }], executor: testExecutor({ [name]: model }) });
-const req = (id: string, path: string | undefined, body: unknown = { inputs: [1] }) => toEvent(body, { id, ...(path !== undefined ? { path } : {}) });
+  modelRunner({
+    name,
+    models: [{ endpointName: name, modelClass: 'Model', executionMechanism: 'asyncio', ...extra }],
+    executor: testExecutor({ [name]: model }),
+  });
+const req = (id: string, path: string | undefined, body: unknown = { inputs: [1] }) =>
+  toEvent(body, { id, ...(path !== undefined ? { path } : {}) });
 /** Frame n of the virtual clock as the envelope's timestamp. */
 const ts = (frame: number) => new Date(frame).toISOString();
 
@@ -42,7 +47,10 @@ describe('modelRouter', () => {
 
   it("without a model in the path: the body's model, else defaultRoute, else the first route; the body's operation", () => {
     scheduler.run(({ hot, expectObservable }) => {
-      const echo = (name: string): TestModel => (_b, ctx) => `${name}:${ctx.operation ?? 'predict'}`;
+      const echo =
+        (name: string): TestModel =>
+        (_b, ctx) =>
+          `${name}:${ctx.operation ?? 'predict'}`;
       const routes = { a: one('a', echo('a')), b: one('b', echo('b')) };
       const source = hot('abcd|', {
         a: req('a', undefined, { inputs: [], model: 'b' }),
@@ -51,8 +59,18 @@ describe('modelRouter', () => {
         d: req('d', undefined, { model: 'b', operation: 'hello' }),
       });
       const outputs = (e: ServingEvent) => (e.error ? e.error.message : ((e.body as { outputs?: unknown }).outputs ?? e.body));
-      expectObservable(source.pipe(modelRouter({ routes }), map(outputs))).toBe('abcd|', { a: 'b:predict', b: 'a:predict', c: 'a:explain', d: 'b:hello' });
-      expectObservable(source.pipe(modelRouter({ routes, defaultRoute: 'b' }), map(outputs))).toBe('abcd|', { a: 'b:predict', b: 'b:predict', c: 'b:explain', d: 'b:hello' });
+      expectObservable(source.pipe(modelRouter({ routes }), map(outputs))).toBe('abcd|', {
+        a: 'b:predict',
+        b: 'a:predict',
+        c: 'a:explain',
+        d: 'b:hello',
+      });
+      expectObservable(source.pipe(modelRouter({ routes, defaultRoute: 'b' }), map(outputs))).toBe('abcd|', {
+        a: 'b:predict',
+        b: 'b:predict',
+        c: 'b:explain',
+        d: 'b:hello',
+      });
     });
   });
 
@@ -110,7 +128,12 @@ describe('modelRouter', () => {
         f: req('f', '/v2/models/m1/a/b', {}),
         g: req('g', '/v2/models/m1/infer', [1, 2]),
       });
-      expectObservable(source.pipe(modelRouter({ name: 'r', routes }), map((e) => `${e.error?.name}: ${e.error?.message} @${e.origin}`))).toBe('abcdefg|', {
+      expectObservable(
+        source.pipe(
+          modelRouter({ name: 'r', routes }),
+          map((e) => `${e.error?.name}: ${e.error?.message} @${e.origin}`),
+        ),
+      ).toBe('abcdefg|', {
         a: "RouteNotFoundError: router 'r': no route for key 'm9'; available routes: 'm1', 'm2' @r",
         b: "RouteNotFoundError: router 'r': no route for key 'm7:v3'; available routes: 'm1', 'm2' @r",
         c: "RouteNotFoundError: router 'r': path '/v1/chat/infer' is not under its prefix '/v2/models'; available routes: 'm1', 'm2' @r",
@@ -134,10 +157,17 @@ describe('modelRouter', () => {
         executor: testExecutor({ p1: () => 1, p2: () => 2 }),
       });
       const routes = { bad: one('bad', () => cold('-#', undefined, new RangeError('boom'))), pair };
-      const source = hot('a-b-c|', { a: req('a', '/v2/models/bad/infer'), b: req('b', '/v2/models/pair/explain'), c: req('c', '/v2/models/pair/infer') });
+      const source = hot('a-b-c|', {
+        a: req('a', '/v2/models/bad/infer'),
+        b: req('b', '/v2/models/pair/explain'),
+        c: req('c', '/v2/models/pair/infer'),
+      });
       expectObservable(source.pipe(modelRouter({ routes }), bodies())).toBe('-ab-c|', {
         a: { error: "ModelRunnerError: step 'bad': bad failed (RangeError: boom)" },
-        b: { error: "TypeError: step 'pair' has 2 models ('p1', 'p2'): operation 'explain' needs a route of one model; several models answer 'infer' only" },
+        b: {
+          error:
+            "TypeError: step 'pair' has 2 models ('p1', 'p2'): operation 'explain' needs a route of one model; several models answer 'infer' only",
+        },
         c: { id: 'c', model_name: 'pair', outputs: { p1: 1, p2: 2 }, timestamp: ts(4) },
       });
     });
@@ -148,7 +178,12 @@ describe('modelRouter', () => {
     scheduler.run(({ hot, cold, expectObservable, expectSubscriptions }) => {
       const inner = cold<string>('-----x|');
       const routes = { m: one('m', () => inner) };
-      expectObservable(hot('a|', { a: failed }).pipe(modelRouter({ routes }), map((e) => e === failed))).toBe('a|', { a: true });
+      expectObservable(
+        hot('a|', { a: failed }).pipe(
+          modelRouter({ routes }),
+          map((e) => e === failed),
+        ),
+      ).toBe('a|', { a: true });
       expectObservable(hot<ServingEvent>('#').pipe(modelRouter({ routes }))).toBe('#');
       expectObservable(cold<ServingEvent>('|').pipe(modelRouter({ routes }))).toBe('|');
       const source = hot('-a---', { a: req('a', '/v2/models/m/infer') });
@@ -159,15 +194,19 @@ describe('modelRouter', () => {
     });
   });
 
-  it("a route whose stream errors (a fault of the pipeline) errors the step; a never source emits nothing", () => {
+  it('a route whose stream errors (a fault of the pipeline) errors the step; a never source emits nothing', () => {
     scheduler.run(({ cold, hot, expectObservable }) => {
       const broken: OperatorFunction<ServingEvent, ServingEvent> = () => cold<ServingEvent>('--#', undefined, new Error('route broke'));
-      expectObservable(hot('a---', { a: req('a', '/v2/models/m/infer') }).pipe(modelRouter({ routes: { m: broken } }))).toBe('--#', undefined, new Error('route broke'));
+      expectObservable(hot('a---', { a: req('a', '/v2/models/m/infer') }).pipe(modelRouter({ routes: { m: broken } }))).toBe(
+        '--#',
+        undefined,
+        new Error('route broke'),
+      );
       expectObservable(cold<ServingEvent>('-').pipe(modelRouter({ routes: { m: one('m', (b) => b) } }))).toBe('-');
     });
   });
 
-  it("a route that ends without answering answers the event errored when it completes, and later events too: never a hang", () => {
+  it('a route that ends without answering answers the event errored when it completes, and later events too: never a hang', () => {
     scheduler.run(({ hot, expectObservable }) => {
       const routes = { drops: step((b: unknown) => b), silent: filter<ServingEvent>(() => false) };
       const out = hot('ab|', { a: req('a', '/v2/models/silent/infer'), b: req('b', '/v2/models/drops/infer', { inputs: [2] }) }).pipe(
@@ -181,8 +220,12 @@ describe('modelRouter', () => {
   it('validates its configuration', () => {
     const r = step((b: unknown) => b);
     expect(() => modelRouter({ routes: {} })).toThrow(/modelRouter\.routes: expected at least one route/);
-    expect(() => modelRouter({ routes: { a: r }, defaultRoute: 'b' })).toThrow(/modelRouter\.defaultRoute: expected one of the routes \('a'\), got 'b'/);
-    expect(() => modelRouter({ routes: { 'a/b': r } })).toThrow(/modelRouter\.routes: expected route names that are non-empty and have no '\/'/);
+    expect(() => modelRouter({ routes: { a: r }, defaultRoute: 'b' })).toThrow(
+      /modelRouter\.defaultRoute: expected one of the routes \('a'\), got 'b'/,
+    );
+    expect(() => modelRouter({ routes: { 'a/b': r } })).toThrow(
+      /modelRouter\.routes: expected route names that are non-empty and have no '\/'/,
+    );
     expect(() => modelRouter({ routes: { a: 'nope' as never } })).toThrow(/modelRouter\.routes\.a: expected an operator/);
     expect(() => modelRouter({ routes: { a: r }, prefix: '' })).toThrow(ConfigError);
     expect(() => modelRouter({ routes: { a: r }, extra: 1 } as never)).toThrow(ConfigError);

@@ -19,8 +19,7 @@ import {
 import { ModelSelector } from '../selector.js';
 
 const fixture = fileURLToPath(new URL('../../test/fixtures/models.mjs', import.meta.url));
-const run = (events: unknown[], op: ReturnType<typeof modelRunner>) =>
-  lastValueFrom(from(events).pipe(asEvents(), op, toArray()));
+const run = (events: unknown[], op: ReturnType<typeof modelRunner>) => lastValueFrom(from(events).pipe(asEvents(), op, toArray()));
 
 class Inc extends Model<{ n: number }, { n: number }> {
   override predict(body: { n: number }) {
@@ -41,11 +40,16 @@ describe('modelRunner with in-process mechanisms', () => {
     ];
     const naive = await run([{ n: 1 }, { n: 2 }], modelRunner({ models: models('naive') }));
     const asyncio = await run([{ n: 1 }, { n: 2 }], modelRunner({ models: models('asyncio') }));
-    expect(naive.map((e) => e.body)).toEqual([{ a: { n: 2 }, b: { n: 11 } }, { a: { n: 3 }, b: { n: 12 } }]);
+    expect(naive.map((e) => e.body)).toEqual([
+      { a: { n: 2 }, b: { n: 11 } },
+      { a: { n: 3 }, b: { n: 12 } },
+    ]);
     expect(asyncio.map((e) => e.body)).toEqual(naive.map((e) => e.body));
 
     const seen: unknown[] = [];
-    of(toEvent({ n: 5 })).pipe(modelRunner({ models: models('naive') })).subscribe((e) => seen.push(e.body));
+    of(toEvent({ n: 5 }))
+      .pipe(modelRunner({ models: models('naive') }))
+      .subscribe((e) => seen.push(e.body));
     expect(seen).toEqual([{ a: { n: 6 }, b: { n: 15 } }]); // no await: emitted inline
   });
 
@@ -209,15 +213,18 @@ describe('modelRunner with in-process mechanisms', () => {
     expect((await run([{ v: 1 }], op))[0].body).toEqual({ b: { v: 1 } });
     await run([{ v: 1 }], op);
     expect(constructed).toBe(2);
-    await expect(run([1], modelRunner({ models: [{ endpointName: 'a', modelClass: 'Model', executionMechanism: 'naive' }], selector: 'Nope' }))).rejects.toThrow(
-      /model_runner\.selector: expected a registered selector .*got 'Nope'/,
-    );
+    await expect(
+      run([1], modelRunner({ models: [{ endpointName: 'a', modelClass: 'Model', executionMechanism: 'naive' }], selector: 'Nope' })),
+    ).rejects.toThrow(/model_runner\.selector: expected a registered selector .*got 'Nope'/);
   });
 
   it('fails a model whose inputPath is missing from the body, naming the path and event', async () => {
     const out = await run(
       [toEvent({ other: 1 }, { id: 'e1' })],
-      modelRunner({ models: [{ endpointName: 'm', modelClass: 'Model', executionMechanism: 'naive', inputPath: 'features' }], raiseException: false }),
+      modelRunner({
+        models: [{ endpointName: 'm', modelClass: 'Model', executionMechanism: 'naive', inputPath: 'features' }],
+        raiseException: false,
+      }),
     );
     expect(out[0].body).toEqual({ error: "TypeError: inputPath 'features' is not in the body of event 'e1'" });
   });
@@ -233,7 +240,10 @@ describe('modelRunner with in-process mechanisms', () => {
         raiseException: false,
       }),
     );
-    expect(out[0].body).toEqual({ whole: { error: 'TypeError: cannot copy the model input: input.f is a function, which structured clone cannot copy' }, part: 2 });
+    expect(out[0].body).toEqual({
+      whole: { error: 'TypeError: cannot copy the model input: input.f is a function, which structured clone cannot copy' },
+      part: 2,
+    });
   });
 
   it('writes results at resultPath into a copy, leaving the input event unchanged', async () => {
@@ -245,7 +255,9 @@ describe('modelRunner with in-process mechanisms', () => {
     const input = toEvent({ question: 'q' });
     const out = await firstValueFrom(
       of(input).pipe(
-        modelRunner({ models: [{ endpointName: 'llm', modelClass: Upper, executionMechanism: 'naive', inputPath: 'question', resultPath: 'output' }] }),
+        modelRunner({
+          models: [{ endpointName: 'llm', modelClass: Upper, executionMechanism: 'naive', inputPath: 'question', resultPath: 'output' }],
+        }),
       ),
     );
     expect(out.body).toEqual({ question: 'q', output: { answer: 'Q' } });
@@ -258,16 +270,32 @@ describe('modelRunner with in-process mechanisms', () => {
 describe('modelRunner configuration errors', () => {
   const ok: ModelEntry = { endpointName: 'm', modelClass: 'Model', executionMechanism: 'naive' };
   const cases: [string, unknown, RegExp][] = [
-    ['unknown mechanism', { models: [ok, { ...ok, endpointName: 'x', executionMechanism: 'gpu' }] }, /modelRunner\.models\[1\]\.executionMechanism: expected 'naive' \| 'asyncio'.*got "gpu"/],
+    [
+      'unknown mechanism',
+      { models: [ok, { ...ok, endpointName: 'x', executionMechanism: 'gpu' }] },
+      /modelRunner\.models\[1\]\.executionMechanism: expected 'naive' \| 'asyncio'.*got "gpu"/,
+    ],
     ['duplicate endpoint', { models: [ok, ok] }, /modelRunner\.models\[1\]\.endpointName: .*'m', already used by modelRunner\.models\[0\]/],
     ['no models', { models: [] }, /modelRunner\.models: expected a non-empty array/],
     ['unknown option', { models: [ok], maxInflight: 2 }, /modelRunner\.maxInflight: unknown field 'maxInflight'/],
     ['bad maxInFlight', { models: [ok], maxInFlight: 0 }, /modelRunner\.maxInFlight: expected a positive integer, got 0/],
     ['bad maxQueue', { models: [ok], maxQueue: -1 }, /modelRunner\.maxQueue: expected a non-negative integer or Infinity, got -1/],
-    ['bad timeout', { models: [{ ...ok, timeoutMs: 'soon' }] }, /modelRunner\.models\[0\]\.timeoutMs: expected a positive number of milliseconds, got "soon"/],
-    ['bad modelClass', { models: [{ ...ok, modelClass: 7 }] }, /modelRunner\.models\[0\]\.modelClass: expected a registered name, a Model class, \{ module, export\? \}, or a Model instance, got 7/],
+    [
+      'bad timeout',
+      { models: [{ ...ok, timeoutMs: 'soon' }] },
+      /modelRunner\.models\[0\]\.timeoutMs: expected a positive number of milliseconds, got "soon"/,
+    ],
+    [
+      'bad modelClass',
+      { models: [{ ...ok, modelClass: 7 }] },
+      /modelRunner\.models\[0\]\.modelClass: expected a registered name, a Model class, \{ module, export\? \}, or a Model instance, got 7/,
+    ],
     ['bad path', { models: [{ ...ok, inputPath: 'a..b' }] }, /modelRunner\.models\[0\]\.inputPath: expected a dot path/],
-    ['class on a pool', { models: [{ ...ok, modelClass: Inc, executionMechanism: 'thread_pool' }] }, /modelRunner\.models\[0\]\.modelClass: expected a registered name or \{ module, export \}.*registerModel\('Inc'/],
+    [
+      'class on a pool',
+      { models: [{ ...ok, modelClass: Inc, executionMechanism: 'thread_pool' }] },
+      /modelRunner\.models\[0\]\.modelClass: expected a registered name or \{ module, export \}.*registerModel\('Inc'/,
+    ],
     ['name mismatch', { models: [{ ...ok, params: { name: 'other' } }] }, /modelRunner\.models\[0\]\.params\.name/],
     ['bad selector', { models: [ok], selector: 42 }, /modelRunner\.selector: expected a ModelSelector/],
   ];

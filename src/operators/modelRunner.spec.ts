@@ -140,15 +140,12 @@ describe('modelRunner (marble)', () => {
       const executor = testExecutor({ ok: () => 'fine', bad: () => cold('-#', undefined, new TypeError('nope')) });
       const models = [entry('ok'), entry('bad')];
       const raised = hot('a|', { a: ev('a', {}) }).pipe(modelRunner({ models, executor }));
-      expectObservable(
-        raised.pipe(map((e) => [e.body, e.error instanceof ModelRunnerError && e.error.modelsErrors, e.origin])),
-      ).toBe('-(x|)', {
-        x: [
-          { ok: 'fine', bad: { error: 'TypeError: nope' } },
-          { ok: null, bad: 'TypeError: nope' },
-          'model_runner',
-        ],
-      });
+      expectObservable(raised.pipe(map((e) => [e.body, e.error instanceof ModelRunnerError && e.error.modelsErrors, e.origin]))).toBe(
+        '-(x|)',
+        {
+          x: [{ ok: 'fine', bad: { error: 'TypeError: nope' } }, { ok: null, bad: 'TypeError: nope' }, 'model_runner'],
+        },
+      );
       const kept = hot('a|', { a: ev('a', {}) }).pipe(modelRunner({ models, executor, raiseException: false }));
       expectObservable(kept.pipe(map((e) => [e.body, e.error]))).toBe('-(x|)', {
         x: [{ ok: 'fine', bad: { error: 'TypeError: nope' } }, undefined],
@@ -163,10 +160,7 @@ describe('modelRunner (marble)', () => {
           throw new Error('kaput');
         },
       });
-      const out = hot('a|', { a: ev('a', {}) }).pipe(
-        modelRunner({ models: [entry('m')], executor, raiseException: false }),
-        bodies(),
-      );
+      const out = hot('a|', { a: ev('a', {}) }).pipe(modelRunner({ models: [entry('m')], executor, raiseException: false }), bodies());
       expectObservable(out).toBe('x|', { x: { error: 'Error: kaput' } });
     });
   });
@@ -202,9 +196,10 @@ describe('modelRunner (marble)', () => {
         a: 'a',
         b: 'b',
       });
-      expectObservable(
-        source.pipe(modelRunner({ models: [entry('m')], executor, ordered: false }), bodies()),
-      ).toBe('--b-(a|)', { a: 'a', b: 'b' });
+      expectObservable(source.pipe(modelRunner({ models: [entry('m')], executor, ordered: false }), bodies())).toBe('--b-(a|)', {
+        a: 'a',
+        b: 'b',
+      });
     });
   });
 
@@ -277,7 +272,10 @@ describe('modelRunner (marble)', () => {
 
     it('forwards a source error', () => {
       scheduler.run(({ hot, expectObservable }) => {
-        const out = hot('a#', { a: ev('a', {}) }, new Error('src')).pipe(modelRunner({ models: [entry('m')], executor: executor() }), bodies());
+        const out = hot('a#', { a: ev('a', {}) }, new Error('src')).pipe(
+          modelRunner({ models: [entry('m')], executor: executor() }),
+          bodies(),
+        );
         expectObservable(out).toBe('x#', { x: 'x' }, new Error('src'));
       });
     });

@@ -54,7 +54,6 @@ const ExecutorCodec = guard<Executor>('an Executor ({ open(models, hooks) })', (
 
 const SelectorCodec = guard<SelectorLike>('a ModelSelector, a selector function or a registered selector name', isSelectorLike);
 
-
 export const ModelRunnerConfigCodec = strict(
   'ModelRunnerConfig',
   { models: t.unknown },
@@ -174,8 +173,19 @@ function whileLoading(
   return new Observable<ServingEvent>((intake) =>
     source.subscribe({
       next: (event) => {
-        if ((event as ServingEvent | null)?.metadata?.operation !== 'ready' || event.error !== undefined || isLoaded(session)) intake.next(event);
-        else out.next(withError(event, new ModelNotReadyError(step, models.map((m) => m.endpointName)), step));
+        if ((event as ServingEvent | null)?.metadata?.operation !== 'ready' || event.error !== undefined || isLoaded(session))
+          intake.next(event);
+        else
+          out.next(
+            withError(
+              event,
+              new ModelNotReadyError(
+                step,
+                models.map((m) => m.endpointName),
+              ),
+              step,
+            ),
+          );
       },
       error: (error: unknown) => intake.error(error),
       complete: () => intake.complete(),

@@ -35,10 +35,7 @@ const HandlerCodec = fn<ErrorHandler>('a function (erroredEvent, context) => eve
  * @param handler `(erroredEvent, { signal, event }) => event | body`.
  * @param options `name`, set as `origin` when the handler throws; default `'on_error'`.
  */
-export function onError(
-  handler: ErrorHandler,
-  options: { name?: string } = {},
-): OperatorFunction<ServingEvent, ServingEvent> {
+export function onError(handler: ErrorHandler, options: { name?: string } = {}): OperatorFunction<ServingEvent, ServingEvent> {
   decodeOrThrow(HandlerCodec, handler, 'onError.handler');
   const decoded = decodeOrThrow(OnErrorOptionsCodec, options, 'onError.options');
   const limits = limitsFrom(decoded, 'on_error');

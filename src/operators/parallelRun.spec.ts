@@ -5,7 +5,11 @@ import { ConfigError, ModelRunnerError, modelRunner, parallelRun, step, toEvent,
 import { bodies, testExecutor, type TestModel } from '../testing/index.js';
 
 const one = (name: string, model: TestModel): OperatorFunction<ServingEvent, ServingEvent> =>
-  modelRunner({ name, models: [{ endpointName: name, modelClass: 'Model', executionMechanism: 'asyncio' }], executor: testExecutor({ [name]: model }) });
+  modelRunner({
+    name,
+    models: [{ endpointName: name, modelClass: 'Model', executionMechanism: 'asyncio' }],
+    executor: testExecutor({ [name]: model }),
+  });
 const ev = (id: string, body: unknown = { x: 8 }) => toEvent(body, { id });
 
 describe('parallelRun', () => {
@@ -24,14 +28,19 @@ describe('parallelRun', () => {
       const source = hot('e|', { e: ev('e') });
       // the event leaves when its slowest route answered (frame 3); a later route's field wins
       expectObservable(source.pipe(parallelRun({ routes }), bodies())).toBe('---(e|)', { e: { a: 1, shared: 'b', b: 2, c: 7, mul: 16 } });
-      expectObservable(source.pipe(parallelRun({ routes, extendEvent: true }), bodies())).toBe('---(e|)', { e: { x: 8, a: 1, shared: 'b', b: 2, c: 7, mul: 16 } });
+      expectObservable(source.pipe(parallelRun({ routes, extendEvent: true }), bodies())).toBe('---(e|)', {
+        e: { x: 8, a: 1, shared: 'b', b: 2, c: 7, mul: 16 },
+      });
     });
   });
 
   it("keeps every route's model figures in metadata.models", () => {
     scheduler.run(({ hot, expectObservable }) => {
       const routes = { a: one('a', () => ({ a: 1 })), b: one('b', () => ({ b: 2 })) };
-      const out = hot('e|', { e: ev('e') }).pipe(parallelRun({ routes }), map((e) => Object.keys(e.metadata.models as object).sort()));
+      const out = hot('e|', { e: ev('e') }).pipe(
+        parallelRun({ routes }),
+        map((e) => Object.keys(e.metadata.models as object).sort()),
+      );
       expectObservable(out).toBe('e|', { e: ['a', 'b'] });
     });
   });
@@ -62,7 +71,10 @@ describe('parallelRun', () => {
   it('a route that builds its answers afresh (no ticket) is matched by event id', () => {
     scheduler.run(({ hot, expectObservable }) => {
       const fresh = map((e: ServingEvent) => toEvent({ fresh: e.id }, { id: e.id }));
-      const out = hot('ab|', { a: ev('a'), b: ev('b') }).pipe(parallelRun({ routes: { fresh, kept: step(() => ({ kept: true })) } }), bodies());
+      const out = hot('ab|', { a: ev('a'), b: ev('b') }).pipe(
+        parallelRun({ routes: { fresh, kept: step(() => ({ kept: true })) } }),
+        bodies(),
+      );
       expectObservable(out).toBe('ab|', { a: { fresh: 'a', kept: true }, b: { fresh: 'b', kept: true } });
     });
   });
@@ -113,10 +125,17 @@ describe('parallelRun', () => {
     scheduler.run(({ cold, hot, expectObservable, expectSubscriptions }) => {
       const silent = { a: step(() => ({ a: 1 })), silent: filter<ServingEvent>(() => false) };
       expectObservable(hot('e-|', { e: ev('e') }).pipe(parallelRun({ name: 'p', routes: silent }), bodies())).toBe('--(e|)', {
-        e: { error: "ModelRunnerError: step 'p': silent failed (RxServeError: step 'p': route 'silent' completed without answering event 'e')" },
+        e: {
+          error: "ModelRunnerError: step 'p': silent failed (RxServeError: step 'p': route 'silent' completed without answering event 'e')",
+        },
       });
       const routes = { a: one('a', () => cold('----r|', { r: { a: 1 } })) };
-      expectObservable(hot('f|', { f: failed }).pipe(parallelRun({ routes }), map((e) => e === failed))).toBe('f|', { f: true });
+      expectObservable(
+        hot('f|', { f: failed }).pipe(
+          parallelRun({ routes }),
+          map((e) => e === failed),
+        ),
+      ).toBe('f|', { f: true });
       expectObservable(hot<ServingEvent>('-#').pipe(parallelRun({ routes }))).toBe('-#');
       expectObservable(cold<ServingEvent>('|').pipe(parallelRun({ routes }))).toBe('|');
       const source = hot('e---', { e: ev('e') });

@@ -50,25 +50,30 @@ export function parallelRun(config: ParallelRunConfig): OperatorFunction<Serving
   const names = Object.keys(routes);
   checkRoutes('parallelRun', names, undefined);
 
-  const operator = routerStep('parallelRun', name, routes, (set, emit) => (event) =>
-    set.broadcast(event, (answers) => {
-      const merged: Record<string, unknown> = extendEvent && isObject(event.body) ? { ...event.body } : {};
-      let failed = false;
-      for (const answer of answers) {
-        if (answer.error === undefined && isObject(answer.body)) Object.assign(merged, answer.body);
-        else failed = true;
-      }
-      const metadata = mergeMetadata(event.metadata, answers);
-      if (!failed) return emit(withBody(event, merged, { metadata }));
-      const errors: Record<string, string | null> = {};
-      answers.forEach((answer, i) => {
-        const route = names[i];
-        if (answer.error !== undefined) errors[route] = routeErrorText(answer.error);
-        else if (!isObject(answer.body)) errors[route] = `TypeError: route '${route}' answered ${describe(answer.body)}; parallelRun merges objects`;
-        else errors[route] = null;
-      });
-      emit(withError(withBody(event, event.body, { metadata }), new ModelRunnerError(name, errors), name));
-    }),
+  const operator = routerStep(
+    'parallelRun',
+    name,
+    routes,
+    (set, emit) => (event) =>
+      set.broadcast(event, (answers) => {
+        const merged: Record<string, unknown> = extendEvent && isObject(event.body) ? { ...event.body } : {};
+        let failed = false;
+        for (const answer of answers) {
+          if (answer.error === undefined && isObject(answer.body)) Object.assign(merged, answer.body);
+          else failed = true;
+        }
+        const metadata = mergeMetadata(event.metadata, answers);
+        if (!failed) return emit(withBody(event, merged, { metadata }));
+        const errors: Record<string, string | null> = {};
+        answers.forEach((answer, i) => {
+          const route = names[i];
+          if (answer.error !== undefined) errors[route] = routeErrorText(answer.error);
+          else if (!isObject(answer.body))
+            errors[route] = `TypeError: route '${route}' answered ${describe(answer.body)}; parallelRun merges objects`;
+          else errors[route] = null;
+        });
+        emit(withError(withBody(event, event.body, { metadata }), new ModelRunnerError(name, errors), name));
+      }),
   );
   return asV2Server(operator, { kind: 'ParallelRun', name, models: names });
 }

@@ -29,7 +29,8 @@ afterEach(async () => {
 });
 
 const run = (events: ServingEvent[], op: OperatorFunction<ServingEvent, ServingEvent>) => lastValueFrom(from(events).pipe(op, toArray()));
-const echo: Handler = (req, res) => json(res, 200, { method: req.method, url: req.url, body: req.body === '' ? null : (JSON.parse(req.body) as unknown) });
+const echo: Handler = (req, res) =>
+  json(res, 200, { method: req.method, url: req.url, body: req.body === '' ? null : (JSON.parse(req.body) as unknown) });
 const fast = { baseDelayMs: 1, maxDelayMs: 5 };
 
 describe('remoteStep: the request', () => {
@@ -73,7 +74,9 @@ describe('remoteStep: the request', () => {
   });
 
   it("method: the option, else the event's method, else POST; GET and HEAD send no body", async () => {
-    const s = await server((req, res) => json(res, 200, { method: req.method, body: req.body, length: req.headers['content-length'] ?? null }));
+    const s = await server((req, res) =>
+      json(res, 200, { method: req.method, body: req.body, length: req.headers['content-length'] ?? null }),
+    );
     const events = [toEvent({ a: 1 }), toEvent({ a: 2 }, { method: 'put' }), toEvent({ a: 3 }, { method: 'GET' })];
     const byEvent = await run(events, remoteStep({ url: s.url }));
     expect(byEvent.map((e) => e.body)).toEqual([
@@ -167,7 +170,10 @@ describe('remoteStep: the answer', () => {
       res.setHeader('content-type', 'application/json');
       res.end(req.url === '/a' ? '{"ok":{"__proto__":{"admin":true}}}' : '{"constructor":{"prototype":{"x":1}}}');
     });
-    const out = await run([toEvent({}), toEvent({})].map((e, i) => toEvent(e.body, { path: i === 0 ? '/a' : '/b' })), remoteStep({ url: s.url, subpath: '$path' }));
+    const out = await run(
+      [toEvent({}), toEvent({})].map((e, i) => toEvent(e.body, { path: i === 0 ? '/a' : '/b' })),
+      remoteStep({ url: s.url, subpath: '$path' }),
+    );
     expect(out[0].error?.message).toMatch(/was refused: answer has a '__proto__' key/);
     expect(out[1].error?.message).toMatch(/was refused: answer has a 'constructor.prototype' key/);
     expect(({} as Record<string, unknown>).admin).toBeUndefined();
@@ -196,7 +202,14 @@ describe('remoteStep: redirects', () => {
   });
 
   it('to another origin, credentials are dropped and the other headers kept', async () => {
-    const other = await server((req, res) => json(res, 200, { auth: req.headers.authorization ?? null, cookie: req.headers.cookie ?? null, tenant: req.headers['x-tenant'], id: req.headers['x-request-id'] }));
+    const other = await server((req, res) =>
+      json(res, 200, {
+        auth: req.headers.authorization ?? null,
+        cookie: req.headers.cookie ?? null,
+        tenant: req.headers['x-tenant'],
+        id: req.headers['x-request-id'],
+      }),
+    );
     const s = await server((req, res) => json(res, 200, { sameOriginAuth: req.headers.authorization }));
     const first = await server((req, res) => res.writeHead(302, { location: req.url === '/same' ? `${s.url}/x` : `${other.url}/y` }).end());
     const headers = { authorization: 'Bearer secret', cookie: 'a=b', 'x-tenant': 'acme' };
@@ -219,7 +232,9 @@ describe('remoteStep: redirects', () => {
 describe('remoteStep: retries', () => {
   it('retries 5xx, 408 and 429 until an answer comes', async () => {
     const statuses = [503, 408, 429, 500];
-    const s = await server((_req, res, n) => (n <= statuses.length ? json(res, statuses[n - 1], { busy: true }) : json(res, 200, { ok: n })));
+    const s = await server((_req, res, n) =>
+      n <= statuses.length ? json(res, statuses[n - 1], { busy: true }) : json(res, 200, { ok: n }),
+    );
     const [out] = await run([toEvent({ q: 1 }, { id: 'r1' })], remoteStep({ url: s.url, backoff: fast }));
     expect(out.body).toEqual({ ok: 5 });
     expect(s.requests.map((r) => r.headers['x-request-id'])).toEqual(['r1', 'r1', 'r1', 'r1', 'r1']);
@@ -267,7 +282,9 @@ describe('remoteStep: retries', () => {
   });
 
   it('honours Retry-After (seconds) over its own backoff', async () => {
-    const s = await server((_req, res, n) => (n === 1 ? json(res, 429, { slow: 'down' }, { 'retry-after': '1' }) : json(res, 200, { ok: true })));
+    const s = await server((_req, res, n) =>
+      n === 1 ? json(res, 429, { slow: 'down' }, { 'retry-after': '1' }) : json(res, 200, { ok: true }),
+    );
     const [out] = await run([toEvent({})], remoteStep({ url: s.url, backoff: fast }));
     expect(out.body).toEqual({ ok: true });
     expect(s.requests[1].at - s.requests[0].at).toBeGreaterThanOrEqual(950);
@@ -326,7 +343,9 @@ describe('remoteStep: timeouts, cancellation, bounds, connections', () => {
     const controller = new AbortController();
     const input = new Subject<ServingEvent>();
     const outputs: ServingEvent[] = [];
-    const done = new Promise<void>((resolve) => input.pipe(remoteStep({ url: s.url, maxInFlight: 1 })).subscribe({ next: (e) => outputs.push(e), complete: resolve }));
+    const done = new Promise<void>((resolve) =>
+      input.pipe(remoteStep({ url: s.url, maxInFlight: 1 })).subscribe({ next: (e) => outputs.push(e), complete: resolve }),
+    );
     input.next(toEvent({ hang: true }, { id: 'a', signal: controller.signal }));
     input.next(toEvent({ hang: false }, { id: 'b' }));
     await s.waitForRequests(1);
@@ -363,7 +382,10 @@ describe('remoteStep: timeouts, cancellation, bounds, connections', () => {
 
   it('over maxInFlight + maxQueue, an event leaves at once with QueueFullError', async () => {
     const s = await server((req, res) => setTimeout(() => json(res, 200, JSON.parse(req.body)), 20));
-    const out = await run([1, 2, 3].map((i) => toEvent({ i })), remoteStep({ url: s.url, maxInFlight: 1, maxQueue: 1, name: 'r' }));
+    const out = await run(
+      [1, 2, 3].map((i) => toEvent({ i })),
+      remoteStep({ url: s.url, maxInFlight: 1, maxQueue: 1, name: 'r' }),
+    );
     expect(out.map((e) => e.error?.name ?? (e.body as { i: number }).i)).toEqual(['QueueFullError', 1, 2]);
     expect(out[0].error).toBeInstanceOf(QueueFullError);
     expect(s.requests).toHaveLength(2);
@@ -425,7 +447,9 @@ describe('remoteStep: options', () => {
 
 describe('remoteStep behind serve()', () => {
   it("a client's request reaches the remote service with its x-request-id and path; the answer comes back", async () => {
-    const s = await server((req, res) => json(res, 200, { echoed: JSON.parse(req.body) as unknown, url: req.url, id: req.headers['x-request-id'] }));
+    const s = await server((req, res) =>
+      json(res, 200, { echoed: JSON.parse(req.body) as unknown, url: req.url, id: req.headers['x-request-id'] }),
+    );
     const front = await serve(pipeline(s), { port: 0 });
     try {
       const res = await fetch(`${front.url}/score/it`, {
@@ -434,7 +458,11 @@ describe('remoteStep behind serve()', () => {
         body: JSON.stringify({ user: 'ann' }),
       });
       expect(res.status).toBe(200);
-      expect(await res.json()).toEqual({ user: 'ann', tagged: true, remote: { echoed: { user: 'ann', tagged: true }, url: '/svc/score/it', id: 'req-42' } });
+      expect(await res.json()).toEqual({
+        user: 'ann',
+        tagged: true,
+        remote: { echoed: { user: 'ann', tagged: true }, url: '/svc/score/it', id: 'req-42' },
+      });
       expect(s.requests[0].method).toBe('POST');
     } finally {
       await front.close();
@@ -455,7 +483,11 @@ describe('remoteStep behind serve()', () => {
     try {
       const res = await fetch(`${front.url}/x`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
       expect(res.status).toBe(400);
-      expect(await res.json()).toEqual({ error: expect.stringMatching(/^RemoteStepError: remote step 'remote_step': HTTP 404 from POST .*: \{"error":"no such user"\}$/) as unknown });
+      expect(await res.json()).toEqual({
+        error: expect.stringMatching(
+          /^RemoteStepError: remote step 'remote_step': HTTP 404 from POST .*: \{"error":"no such user"\}$/,
+        ) as unknown,
+      });
     } finally {
       await front.close();
     }

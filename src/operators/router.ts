@@ -59,11 +59,7 @@ const DEFAULT_IDLE_MS = 60_000;
  * @param config Key function, routes, default route and idle time; validated now.
  */
 export function router(config: RouterConfig): OperatorFunction<ServingEvent, ServingEvent> {
-  const { name = 'router', key, routes, defaultRoute, idleMs = DEFAULT_IDLE_MS } = decodeOrThrow(
-    RouterConfigCodec,
-    config,
-    'router',
-  );
+  const { name = 'router', key, routes, defaultRoute, idleMs = DEFAULT_IDLE_MS } = decodeOrThrow(RouterConfigCodec, config, 'router');
   const routeNames = Object.keys(routes);
   if (routeNames.length === 0) {
     throw new ConfigError([{ path: 'router.routes', expected: 'at least one route', actual: '{}' }]);

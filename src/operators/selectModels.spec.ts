@@ -64,11 +64,21 @@ describe('selectModels', () => {
   it('selects all models in registration order for null/undefined and without a selector', () => {
     scheduler.run(({ hot, expectObservable }) => {
       const source = hot('ab|', { a: toEvent(1, { id: 'a' }), b: toEvent(2, { id: 'b' }) });
-      expectObservable(source.pipe(selectModels(() => null, models), map((s) => s.selected))).toBe('ab|', {
+      expectObservable(
+        source.pipe(
+          selectModels(() => null, models),
+          map((s) => s.selected),
+        ),
+      ).toBe('ab|', {
         a: ['m1', 'm2', 'm3'],
         b: ['m1', 'm2', 'm3'],
       });
-      expectObservable(source.pipe(selectModels(undefined, models), map((s) => s.selected))).toBe('ab|', {
+      expectObservable(
+        source.pipe(
+          selectModels(undefined, models),
+          map((s) => s.selected),
+        ),
+      ).toBe('ab|', {
         a: ['m1', 'm2', 'm3'],
         b: ['m1', 'm2', 'm3'],
       });
@@ -78,10 +88,12 @@ describe('selectModels', () => {
   it('keeps the order the selector returned, and accepts model entries as well as names', () => {
     scheduler.run(({ hot, expectObservable }) => {
       const source = hot('a|', { a: toEvent(1) });
-      expectObservable(source.pipe(selectModels((_e, available) => [available[2], 'm1'], models), map((s) => s.selected))).toBe(
-        'a|',
-        { a: ['m3', 'm1'] },
-      );
+      expectObservable(
+        source.pipe(
+          selectModels((_e, available) => [available[2], 'm1'], models),
+          map((s) => s.selected),
+        ),
+      ).toBe('a|', { a: ['m3', 'm1'] });
     });
   });
 
@@ -126,10 +138,14 @@ describe('selectModels', () => {
         }, models),
         map(({ event, selected }) => [event.error?.message ?? null, selected]),
       );
-      expectObservable(out).toBe('ab#', {
-        a: ["step 'model_runner': the selector threw Error: cannot read", []],
-        b: [null, ['m1']],
-      }, new Error('src'));
+      expectObservable(out).toBe(
+        'ab#',
+        {
+          a: ["step 'model_runner': the selector threw Error: cannot read", []],
+          b: [null, ['m1']],
+        },
+        new Error('src'),
+      );
       expectObservable(cold<ServingEvent>('|').pipe(selectModels(() => null, models))).toBe('|');
       expectObservable(cold<ServingEvent>('-').pipe(selectModels(() => null, models))).toBe('-');
     });
@@ -138,7 +154,13 @@ describe('selectModels', () => {
   it('unsubscribes from the source early', () => {
     scheduler.run(({ hot, expectObservable, expectSubscriptions }) => {
       const source = hot('-a-b-c', { a: toEvent(1), b: toEvent(2), c: toEvent(3) });
-      expectObservable(source.pipe(selectModels(() => null, models), map(() => 'x')), '^--!').toBe('-x--');
+      expectObservable(
+        source.pipe(
+          selectModels(() => null, models),
+          map(() => 'x'),
+        ),
+        '^--!',
+      ).toBe('-x--');
       expectSubscriptions(source.subscriptions).toBe('^--!');
     });
   });

@@ -38,7 +38,11 @@ export function selectModels(
 ): OperatorFunction<ServingEvent, Selection> {
   if (selector !== undefined && !isSelectorLike(selector)) {
     throw new ConfigError([
-      { path: 'selectModels.selector', expected: 'a ModelSelector, a selector function or a registered selector name', actual: typeof selector },
+      {
+        path: 'selectModels.selector',
+        expected: 'a ModelSelector, a selector function or a registered selector name',
+        actual: typeof selector,
+      },
     ]);
   }
   const entries = decodeModelEntries(models, 'selectModels.models');
@@ -64,9 +68,7 @@ export function selectModels(
           }
           const outcome = select(event);
           subscriber.next(
-            outcome instanceof SelectorError
-              ? { event: withError(event, outcome, step), selected: [] }
-              : { event, selected: outcome },
+            outcome instanceof SelectorError ? { event: withError(event, outcome, step), selected: [] } : { event, selected: outcome },
           );
         },
         error: (error) => subscriber.error(error),

@@ -53,14 +53,22 @@ describe('step', () => {
 
   it('fails an event whose inputPath is missing, naming the path', () => {
     scheduler.run(({ hot, expectObservable }) => {
-      const out = hot('a|', { a: toEvent({}, { id: 'e1' }) }).pipe(step((x: unknown) => x, { name: 's', inputPath: 'a.b' }), bodies());
+      const out = hot('a|', { a: toEvent({}, { id: 'e1' }) }).pipe(
+        step((x: unknown) => x, { name: 's', inputPath: 'a.b' }),
+        bodies(),
+      );
       expectObservable(out).toBe('a|', { a: { error: "TypeError: step 's': inputPath 'a.b' is not in the body of event 'e1'" } });
     });
   });
 
   it('operator checklist: source error, empty, never, early unsubscribe aborts the running call', () => {
     scheduler.run(({ hot, cold, expectObservable, expectSubscriptions }) => {
-      expectObservable(hot('a#', { a: toEvent(1) }).pipe(step((n: number) => n), bodies())).toBe('a#', { a: 1 });
+      expectObservable(
+        hot('a#', { a: toEvent(1) }).pipe(
+          step((n: number) => n),
+          bodies(),
+        ),
+      ).toBe('a#', { a: 1 });
       expectObservable(cold<ServingEvent>('|').pipe(step((n: number) => n))).toBe('|');
       expectObservable(cold<ServingEvent>('-').pipe(step((n: number) => n))).toBe('-');
       const source = hot('-a--', { a: toEvent(1) });
@@ -69,9 +77,7 @@ describe('step', () => {
     });
     let signal: AbortSignal | undefined;
     const subject = new Subject<ServingEvent>();
-    const sub = subject
-      .pipe(step((_b, ctx) => new Promise(() => void (signal = ctx.signal))))
-      .subscribe();
+    const sub = subject.pipe(step((_b, ctx) => new Promise(() => void (signal = ctx.signal)))).subscribe();
     subject.next(toEvent(1));
     sub.unsubscribe();
     expect(signal?.aborted).toBe(true);
@@ -143,7 +149,12 @@ describe('onError', () => {
 
   it('operator checklist: source error, empty, never', () => {
     scheduler.run(({ hot, cold, expectObservable }) => {
-      expectObservable(hot('a#', { a: toEvent(1, { error: new Error('e') }) }).pipe(onError(() => 2), bodies())).toBe('a#', { a: 2 });
+      expectObservable(
+        hot('a#', { a: toEvent(1, { error: new Error('e') }) }).pipe(
+          onError(() => 2),
+          bodies(),
+        ),
+      ).toBe('a#', { a: 2 });
       expectObservable(cold<ServingEvent>('|').pipe(onError(() => 1))).toBe('|');
       expectObservable(cold<ServingEvent>('-').pipe(onError(() => 1))).toBe('-');
     });

@@ -31,11 +31,7 @@ export type StepFn<In = any, Out = unknown> = (
   context: StepContext,
 ) => Out | PromiseLike<Out> | Extract<ObservableInput<Out>, Observable<Out>>;
 
-export const StepOptionsCodec = strict(
-  'StepOptions',
-  {},
-  { ...dispatchOptionProps, inputPath: DotPath, resultPath: DotPath },
-);
+export const StepOptionsCodec = strict('StepOptions', {}, { ...dispatchOptionProps, inputPath: DotPath, resultPath: DotPath });
 const StepFnCodec = fn<StepFn>('a function (input, context) => result');
 
 /**

@@ -5,7 +5,11 @@ import { ConfigError, ModelRunnerError, modelRunner, step, toEvent, votingEnsemb
 import { bodies, testExecutor, type TestModel } from '../testing/index.js';
 
 const one = (name: string, model: TestModel): OperatorFunction<ServingEvent, ServingEvent> =>
-  modelRunner({ name, models: [{ endpointName: name, modelClass: 'Model', executionMechanism: 'asyncio' }], executor: testExecutor({ [name]: model }) });
+  modelRunner({
+    name,
+    models: [{ endpointName: name, modelClass: 'Model', executionMechanism: 'asyncio' }],
+    executor: testExecutor({ [name]: model }),
+  });
 /** A route that always predicts `values` (one per row). */
 const fixed = (name: string, values: unknown) => one(name, () => values);
 const req = (id: string, path?: string, body: unknown = { inputs: [[0], [0], [0]] }) => toEvent(body, { id, ...(path ? { path } : {}) });
@@ -25,7 +29,9 @@ describe('votingEnsemble', () => {
       };
       const source = hot('e|', { e: req('e') });
       // equal weights: row 0 → 1 (two votes), row 1 → 2 beats... no: 2 (a, c) against 1 (b) → 2; row 2 → 3 (b, c)
-      expectObservable(source.pipe(votingEnsemble({ name: 'ens', routes }), bodies())).toBe('--(e|)', { e: { id: 'e', model_name: 'ens', outputs: [1, 2, 3] } });
+      expectObservable(source.pipe(votingEnsemble({ name: 'ens', routes }), bodies())).toBe('--(e|)', {
+        e: { id: 'e', model_name: 'ens', outputs: [1, 2, 3] },
+      });
       // a weighs as much as b and c together: every row ties between a's class and the others' → the smallest
       expectObservable(source.pipe(votingEnsemble({ name: 'ens', routes, weights: { a: 2, b: 1, c: 1 } }), bodies())).toBe('--(e|)', {
         e: { id: 'e', model_name: 'ens', outputs: [1, 2, 0] },
@@ -40,7 +46,10 @@ describe('votingEnsemble', () => {
   it('ties of fractions that differ only by rounding are ties (0.1 + 0.2 against 0.3)', () => {
     scheduler.run(({ hot, expectObservable }) => {
       const routes = { a: fixed('a', [5]), b: fixed('b', [5]), c: fixed('c', [4]) };
-      const out = hot('e|', { e: req('e', undefined, { inputs: [[0]] }) }).pipe(votingEnsemble({ routes, weights: { a: 0.1, b: 0.2, c: 0.3 } }), bodies());
+      const out = hot('e|', { e: req('e', undefined, { inputs: [[0]] }) }).pipe(
+        votingEnsemble({ routes, weights: { a: 0.1, b: 0.2, c: 0.3 } }),
+        bodies(),
+      );
       expectObservable(out).toBe('e|', { e: { id: 'e', model_name: 'voting_ensemble', outputs: [4] } });
     });
   });
@@ -49,8 +58,12 @@ describe('votingEnsemble', () => {
     scheduler.run(({ hot, expectObservable }) => {
       const routes = { a: fixed('a', [1.5, 10]), b: fixed('b', [2.5, 20]) };
       const source = hot('e|', { e: req('e', undefined, { inputs: [[0], [0]] }) });
-      expectObservable(source.pipe(votingEnsemble({ routes, weights: { a: 2, b: 2 } }), bodies())).toBe('e|', { e: { id: 'e', model_name: 'voting_ensemble', outputs: [2, 15] } });
-      expectObservable(source.pipe(votingEnsemble({ routes, weights: { a: 3, b: 1 } }), bodies())).toBe('e|', { e: { id: 'e', model_name: 'voting_ensemble', outputs: [1.75, 12.5] } });
+      expectObservable(source.pipe(votingEnsemble({ routes, weights: { a: 2, b: 2 } }), bodies())).toBe('e|', {
+        e: { id: 'e', model_name: 'voting_ensemble', outputs: [2, 15] },
+      });
+      expectObservable(source.pipe(votingEnsemble({ routes, weights: { a: 3, b: 1 } }), bodies())).toBe('e|', {
+        e: { id: 'e', model_name: 'voting_ensemble', outputs: [1.75, 12.5] },
+      });
     });
   });
 
@@ -65,7 +78,12 @@ describe('votingEnsemble', () => {
         b: { error: "TypeError: voting ensemble 'v': route 'a' predicted 1.5 for row 0; a classification vote needs integer classes" },
       });
       const integers = { a: fixed('a', [1]), b: fixed('b', [2]) };
-      expectObservable(source.pipe(votingEnsemble({ routes: integers, voteType: 'regression' }), map((e) => (e.body as { outputs: number[] }).outputs))).toBe('ab|', {
+      expectObservable(
+        source.pipe(
+          votingEnsemble({ routes: integers, voteType: 'regression' }),
+          map((e) => (e.body as { outputs: number[] }).outputs),
+        ),
+      ).toBe('ab|', {
         a: [1.5],
         b: [1.5],
       });
@@ -77,7 +95,13 @@ describe('votingEnsemble', () => {
       const routes = {
         list: fixed('list', [1, 0]),
         v2: fixed('v2', { model_name: 'v2', outputs: [1, 1] }),
-        onnx: fixed('onnx', { model_name: 'onnx', outputs: [{ name: 'probabilities', data: [0.2, 0.8] }, { name: 'label', data: [0, 1] }] }),
+        onnx: fixed('onnx', {
+          model_name: 'onnx',
+          outputs: [
+            { name: 'probabilities', data: [0.2, 0.8] },
+            { name: 'label', data: [0, 1] },
+          ],
+        }),
       };
       const source = hot('e|', { e: req('e', undefined, { inputs: [[0], [0]] }) });
       expectObservable(source.pipe(votingEnsemble({ routes, predictionColName: 'label' }), bodies())).toBe('e|', {
@@ -99,18 +123,30 @@ describe('votingEnsemble', () => {
         d: fixed('d', ['x']),
       };
       const source = hot('e|', { e: req('e', undefined, { inputs: [[0]] }) });
-      expectObservable(source.pipe(votingEnsemble({ name: 'v', routes, voteType: 'regression', weights: { a: 1, b: 5, c: 3, d: 1 } }), bodies())).toBe('-(e|)', {
+      expectObservable(
+        source.pipe(votingEnsemble({ name: 'v', routes, voteType: 'regression', weights: { a: 1, b: 5, c: 3, d: 1 } }), bodies()),
+      ).toBe('-(e|)', {
         e: {
           id: 'e',
           model_name: 'v',
           outputs: [17.5], // (10·1 + 20·3) / 4: b and d left out
-          errors: { b: 'RangeError: b is down', d: "TypeError: route 'd': its prediction for row 0 is the string \"x\", not a finite number" },
+          errors: {
+            b: 'RangeError: b is down',
+            d: 'TypeError: route \'d\': its prediction for row 0 is the string "x", not a finite number',
+          },
         },
       });
       const down = { a: one('a', () => cold('#', undefined, new RangeError('a is down'))), b: fixed('b', 'nothing') };
-      const out = source.pipe(votingEnsemble({ name: 'v', routes: down }), map((e) => [e.error instanceof ModelRunnerError, e.error?.message, e.origin]));
+      const out = source.pipe(
+        votingEnsemble({ name: 'v', routes: down }),
+        map((e) => [e.error instanceof ModelRunnerError, e.error?.message, e.origin]),
+      );
       expectObservable(out).toBe('e|', {
-        e: [true, "step 'v': a failed (RangeError: a is down), b failed (TypeError: route 'b': its answer holds no list of predictions (got the string \"nothing\"))", 'v'],
+        e: [
+          true,
+          "step 'v': a failed (RangeError: a is down), b failed (TypeError: route 'b': its answer holds no list of predictions (got the string \"nothing\"))",
+          'v',
+        ],
       });
       const zero = { a: fixed('a', [1]), b: one('b', () => cold('#', undefined, new RangeError('b is down'))) };
       expectObservable(source.pipe(votingEnsemble({ name: 'v', routes: zero, weights: { b: 1 } }), bodies())).toBe('e|', {
@@ -135,7 +171,11 @@ describe('votingEnsemble', () => {
       });
       const out = source.pipe(
         votingEnsemble({ name: 'ens', routes, weights: { a: 2, b: 1, c: 1 } }),
-        map((e) => (e.error ? `${e.error.name}: ${e.error.message}` : { ...(e.body as object), ...('timestamp' in (e.body as object) ? { timestamp: 'T' } : {}) })),
+        map((e) =>
+          e.error
+            ? `${e.error.name}: ${e.error.message}`
+            : { ...(e.body as object), ...('timestamp' in (e.body as object) ? { timestamp: 'T' } : {}) },
+        ),
       );
       expectObservable(out).toBe('abcdefghi|', {
         a: { id: 'a', model_name: 'ens', outputs: [1] },
@@ -151,14 +191,19 @@ describe('votingEnsemble', () => {
     });
   });
 
-  it('uneven row counts fail the event naming each route\'s count; errored events pass; early unsubscribe', () => {
+  it("uneven row counts fail the event naming each route's count; errored events pass; early unsubscribe", () => {
     const failed = toEvent({}, { id: 'f', error: new Error('earlier') });
     scheduler.run(({ cold, hot, expectObservable, expectSubscriptions }) => {
       const uneven = { a: fixed('a', [1, 2]), b: fixed('b', [1]) };
       expectObservable(hot('e|', { e: req('e') }).pipe(votingEnsemble({ name: 'v', routes: uneven }), bodies())).toBe('e|', {
         e: { error: "TypeError: voting ensemble 'v': the routes predicted different numbers of rows ('a' 2, 'b' 1)" },
       });
-      expectObservable(hot('f|', { f: failed }).pipe(votingEnsemble({ routes: uneven }), map((e) => e === failed))).toBe('f|', { f: true });
+      expectObservable(
+        hot('f|', { f: failed }).pipe(
+          votingEnsemble({ routes: uneven }),
+          map((e) => e === failed),
+        ),
+      ).toBe('f|', { f: true });
       const slow = { a: one('a', () => cold('-----r|', { r: [1] })) };
       const source = hot('e---', { e: req('e') });
       expectObservable(source.pipe(votingEnsemble({ routes: slow })), '^-!').toBe('---');
@@ -169,11 +214,19 @@ describe('votingEnsemble', () => {
   it('validates its configuration', () => {
     const r = step((b: unknown) => b);
     expect(() => votingEnsemble({ routes: {} })).toThrow(/votingEnsemble\.routes: expected at least one route/);
-    expect(() => votingEnsemble({ routes: { a: r }, weights: { z: 1 } })).toThrow(/votingEnsemble\.weights\.z: expected the weight of a route \('a'\), got no route 'z'/);
-    expect(() => votingEnsemble({ routes: { a: r }, weights: { a: -1 } })).toThrow(/votingEnsemble\.weights\.a: expected a finite number ≥ 0, got -1/);
-    expect(() => votingEnsemble({ routes: { a: r }, weights: { a: 0 } })).toThrow(/votingEnsemble\.weights: expected at least one weight above 0/);
+    expect(() => votingEnsemble({ routes: { a: r }, weights: { z: 1 } })).toThrow(
+      /votingEnsemble\.weights\.z: expected the weight of a route \('a'\), got no route 'z'/,
+    );
+    expect(() => votingEnsemble({ routes: { a: r }, weights: { a: -1 } })).toThrow(
+      /votingEnsemble\.weights\.a: expected a finite number ≥ 0, got -1/,
+    );
+    expect(() => votingEnsemble({ routes: { a: r }, weights: { a: 0 } })).toThrow(
+      /votingEnsemble\.weights: expected at least one weight above 0/,
+    );
     expect(() => votingEnsemble({ routes: { a: r }, voteType: 'majority' as never })).toThrow(/votingEnsemble\.voteType/);
-    expect(() => votingEnsemble({ name: 'a', routes: { a: r } })).toThrow(/votingEnsemble\.name: expected a name that is not one of its routes/);
+    expect(() => votingEnsemble({ name: 'a', routes: { a: r } })).toThrow(
+      /votingEnsemble\.name: expected a name that is not one of its routes/,
+    );
     expect(() => votingEnsemble({ routes: { a: r }, weights: { a: Number.NaN } })).toThrow(ConfigError);
   });
 });

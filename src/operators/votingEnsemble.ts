@@ -89,7 +89,9 @@ export function votingEnsemble(config: VotingEnsembleConfig): OperatorFunction<S
   const names = Object.keys(routes);
   checkRoutes('votingEnsemble', names, undefined);
   if (names.includes(name)) {
-    throw new ConfigError([{ path: 'votingEnsemble.name', expected: 'a name that is not one of its routes (paths name either)', actual: `'${name}'` }]);
+    throw new ConfigError([
+      { path: 'votingEnsemble.name', expected: 'a name that is not one of its routes (paths name either)', actual: `'${name}'` },
+    ]);
   }
   const weights = normaliseWeights(names, options.weights, 'votingEnsemble');
   const listing = { models: [...names, name], weights: Object.fromEntries(names.map((n, i) => [n, weights[i]])) };
@@ -124,7 +126,11 @@ export function votingEnsemble(config: VotingEnsembleConfig): OperatorFunction<S
       const uneven = predictions.findIndex((p) => p.length !== rows);
       if (uneven >= 0) {
         const counts = voters.map((v, k) => `'${names[v]}' ${predictions[k].length}`).join(', ');
-        return withError(event, new TypeError(`voting ensemble '${name}': the routes predicted different numbers of rows (${counts})`), name);
+        return withError(
+          event,
+          new TypeError(`voting ensemble '${name}': the routes predicted different numbers of rows (${counts})`),
+          name,
+        );
       }
       type ??= inferVoteType(predictions);
       if (type === 'classification') {
@@ -133,13 +139,19 @@ export function votingEnsemble(config: VotingEnsembleConfig): OperatorFunction<S
           if (row >= 0) {
             return withError(
               event,
-              new TypeError(`voting ensemble '${name}': route '${names[voters[k]]}' predicted ${predictions[k][row]} for row ${row}; a classification vote needs integer classes`),
+              new TypeError(
+                `voting ensemble '${name}': route '${names[voters[k]]}' predicted ${predictions[k][row]} for row ${row}; a classification vote needs integer classes`,
+              ),
               name,
             );
           }
         }
       }
-      const votes = vote(type, predictions, voters.map((i) => weights[i]));
+      const votes = vote(
+        type,
+        predictions,
+        voters.map((i) => weights[i]),
+      );
       return withBody(event, {
         id: event.id,
         model_name: name,
@@ -167,7 +179,13 @@ export function votingEnsemble(config: VotingEnsembleConfig): OperatorFunction<S
       let model = target.model ?? bodyField(event.body, 'model') ?? name;
       let op = target.op;
       // `<prefix>/infer`: an operation of the ensemble, unless a route has that name.
-      if (target.model !== undefined && op === undefined && target.version === undefined && ENSEMBLE_OPS.has(model) && routeOf(set, model, undefined) < 0) {
+      if (
+        target.model !== undefined &&
+        op === undefined &&
+        target.version === undefined &&
+        ENSEMBLE_OPS.has(model) &&
+        routeOf(set, model, undefined) < 0
+      ) {
         op = model;
         model = name;
       }

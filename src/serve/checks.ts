@@ -16,11 +16,21 @@ export function checkEndpointNames(options: { models?: readonly string[]; openai
   const { graph } = options;
   if (graph === undefined) return;
   const known = graph.endpointNames().map((e) => e.endpointName);
-  const listed = known.length === 0 ? 'none yet' : known.slice(0, 20).map((n) => `'${n}'`).join(', ') + (known.length > 20 ? ', ...' : '');
+  const listed =
+    known.length === 0
+      ? 'none yet'
+      : known
+          .slice(0, 20)
+          .map((n) => `'${n}'`)
+          .join(', ') + (known.length > 20 ? ', ...' : '');
   const issues: ConfigIssue[] = [];
   const unknown = (path: string, name: string): void => {
     if (graph.endpoint(name) === undefined) {
-      issues.push({ path, expected: `an endpoint of graph '${graph.name}' (endpoints: ${listed})`, actual: `'${name}'${didYouMean(name, known)}` });
+      issues.push({
+        path,
+        expected: `an endpoint of graph '${graph.name}' (endpoints: ${listed})`,
+        actual: `'${name}'${didYouMean(name, known)}`,
+      });
     }
   };
   options.models?.forEach((name, i) => unknown(`${at}.models[${i}]`, name));
@@ -36,7 +46,9 @@ export function checkEndpointNames(options: { models?: readonly string[]; openai
 export async function loadMetrics(options: { metrics?: boolean; graph?: Graph }, at: string): Promise<PrometheusExporter | undefined> {
   if (options.metrics !== true) return undefined;
   if (options.graph === undefined) {
-    throw new ConfigError([{ path: `${at}.metrics`, expected: 'a graph option too (the metrics are the graph’s)', actual: 'metrics: true without graph' }]);
+    throw new ConfigError([
+      { path: `${at}.metrics`, expected: 'a graph option too (the metrics are the graph’s)', actual: 'metrics: true without graph' },
+    ]);
   }
   await loadPromClient(`${at}.metrics`);
   return prometheusExporter(options.graph);

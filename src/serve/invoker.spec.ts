@@ -41,7 +41,11 @@ class Sleepy extends Model<{ tag: string; ms?: number; fail?: boolean }, { tag: 
 
 const sleepy = (options: { maxInFlight?: number; maxQueue?: number } = {}) => {
   const graph = createGraph();
-  const pipeline = graph.modelRunner({ models: [{ endpointName: 'sleepy', modelClass: Sleepy, executionMechanism: 'asyncio' }], ordered: false, ...options });
+  const pipeline = graph.modelRunner({
+    models: [{ endpointName: 'sleepy', modelClass: Sleepy, executionMechanism: 'asyncio' }],
+    ordered: false,
+    ...options,
+  });
   return { graph, pipeline };
 };
 
@@ -156,7 +160,15 @@ describe('invoker', () => {
   it("init.signal: aborting rejects invoke with the signal's reason; an aborted signal never reaches the pipeline", async () => {
     let seen = 0;
     const { graph, pipeline } = sleepy();
-    const client = track(invoker(pipe(map((e: ServingEvent) => (seen++, e)), pipeline), { graph }));
+    const client = track(
+      invoker(
+        pipe(
+          map((e: ServingEvent) => (seen++, e)),
+          pipeline,
+        ),
+        { graph },
+      ),
+    );
     const controller = new AbortController();
     const pending = client.invoke({ tag: 'a', ms: 500 }, { signal: controller.signal });
     await until(() => probe.started === 1);
@@ -194,7 +206,9 @@ describe('invoker', () => {
     const { graph, pipeline } = sleepy();
     const client = invoker(pipeline, { graph });
     const order: string[] = [];
-    const answers = ['a', 'b', 'c'].map((tag, i) => client.test<{ tag: string }>({ tag, ms: 50 + i * 30 }).then((a) => (order.push(a.tag), a)));
+    const answers = ['a', 'b', 'c'].map((tag, i) =>
+      client.test<{ tag: string }>({ tag, ms: 50 + i * 30 }).then((a) => (order.push(a.tag), a)),
+    );
     await until(() => probe.started === 3);
     const closed = client.close().then(() => order.push(`closed:${graph.closed}:${probe.closed}`));
     expect(client.closed).toBe(true);
@@ -244,8 +258,23 @@ describe('invoker', () => {
 
   it('validates its arguments with errors naming the field', () => {
     expect(() => invoker(42 as never)).toThrow('invoker(pipeline): expected an operator');
-    expect(() => invoker(map((e: ServingEvent) => e), { timeoutMs: -1 })).toThrow(/invoker\.timeoutMs/);
-    expect(() => invoker(map((e: ServingEvent) => e), { graph: {} as never })).toThrow(/invoker\.graph/);
-    expect(() => invoker(map((e: ServingEvent) => e), { timeout: 5 } as never)).toThrow(/timeout/);
+    expect(() =>
+      invoker(
+        map((e: ServingEvent) => e),
+        { timeoutMs: -1 },
+      ),
+    ).toThrow(/invoker\.timeoutMs/);
+    expect(() =>
+      invoker(
+        map((e: ServingEvent) => e),
+        { graph: {} as never },
+      ),
+    ).toThrow(/invoker\.graph/);
+    expect(() =>
+      invoker(
+        map((e: ServingEvent) => e),
+        { timeout: 5 } as never,
+      ),
+    ).toThrow(/timeout/);
   });
 });

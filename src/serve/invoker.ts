@@ -80,7 +80,11 @@ export interface Invoker {
   readonly closed: boolean;
 }
 
-const InvokerOptionsCodec = strict('InvokerOptions', {}, { graph: GraphCodec, timeoutMs: positiveInt(true), maxBodyDepth: positiveInt(false), closeTimeoutMs: NonNegativeMs });
+const InvokerOptionsCodec = strict(
+  'InvokerOptions',
+  {},
+  { graph: GraphCodec, timeoutMs: positiveInt(true), maxBodyDepth: positiveInt(false), closeTimeoutMs: NonNegativeMs },
+);
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 
@@ -166,7 +170,12 @@ export function routeInvoker(pipeline: OperatorFunction<ServingEvent, ServingEve
   if (typeof pipeline !== 'function') {
     throw new TypeError(`invoker(pipeline): expected an operator (event$) => event$, got ${pipeline === null ? 'null' : typeof pipeline}`);
   }
-  const { graph, timeoutMs = DEFAULT_TIMEOUT_MS, maxBodyDepth = DEFAULT_MAX_BODY_DEPTH, closeTimeoutMs = DEFAULT_CLOSE_TIMEOUT_MS } = decodeOrThrow(InvokerOptionsCodec, options, 'invoker');
+  const {
+    graph,
+    timeoutMs = DEFAULT_TIMEOUT_MS,
+    maxBodyDepth = DEFAULT_MAX_BODY_DEPTH,
+    closeTimeoutMs = DEFAULT_CLOSE_TIMEOUT_MS,
+  } = decodeOrThrow(InvokerOptionsCodec, options, 'invoker');
   const pipelineFlow = flowRuntimeOf(pipeline);
   // Insertion order is deadline order (one timeoutMs for all), so one timer, armed for the
   // oldest request, serves them all: no timer per request.
@@ -252,7 +261,11 @@ export function routeInvoker(pipeline: OperatorFunction<ServingEvent, ServingEve
     // The event's cancel: steps listen to it (see CANCEL in event.ts); no AbortController is made
     // unless something asks the token for a signal.
     const token = new EventCancel();
-    const event = makeEvent(body, { id, path: init.path, headers: init.headers, method: init.method, metadata: init.metadata, partials }, token);
+    const event = makeEvent(
+      body,
+      { id, path: init.path, headers: init.headers, method: init.method, metadata: init.metadata, partials },
+      token,
+    );
     const p: Pending = { event, cancel: token, deadline: performance.now() + timeoutMs, answer, unlisten: undefined };
     pending.set(id, p);
     const cancel = (reason: unknown): void => {
@@ -288,7 +301,11 @@ export function routeInvoker(pipeline: OperatorFunction<ServingEvent, ServingEve
   const checkedStart = <B>(body: unknown, init: InvokeInit = {}, partials?: PartialSink): Started<B> => {
     const problem = closing === undefined ? bodyProblem(body, { maxDepth: maxBodyDepth }) : undefined;
     if (problem === undefined) return start<B>(body, init, partials);
-    const refusedEvent = withError(makeEvent(body, { ...init, signal: undefined }, undefined), new TypeError(`${problem}; the limit is maxBodyDepth`), 'invoker');
+    const refusedEvent = withError(
+      makeEvent(body, { ...init, signal: undefined }, undefined),
+      new TypeError(`${problem}; the limit is maxBodyDepth`),
+      'invoker',
+    );
     return { promise: Promise.resolve(refusedEvent as ServingEvent<B>), cancel: () => undefined };
   };
 

@@ -106,11 +106,20 @@ function parseChatRequest(body: unknown, models: Readonly<Record<string, string>
       'model',
     );
   }
-  if (!Array.isArray(b.messages) || b.messages.some((m) => m === null || typeof m !== 'object' || typeof (m as { role?: unknown }).role !== 'string')) {
+  if (
+    !Array.isArray(b.messages) ||
+    b.messages.some((m) => m === null || typeof m !== 'object' || typeof (m as { role?: unknown }).role !== 'string')
+  ) {
     throw new OpenAIError("'messages' must be an array of { role, content } objects", 400, 'invalid_request_error', null, 'messages');
   }
   if (b.metadata !== undefined && (b.metadata === null || typeof b.metadata !== 'object' || Array.isArray(b.metadata))) {
-    throw new OpenAIError("'metadata' must be an object (it fills the prompt's placeholders)", 400, 'invalid_request_error', null, 'metadata');
+    throw new OpenAIError(
+      "'metadata' must be an object (it fills the prompt's placeholders)",
+      400,
+      'invalid_request_error',
+      null,
+      'metadata',
+    );
   }
   if (b.stream !== undefined && typeof b.stream !== 'boolean') {
     throw new OpenAIError("'stream' must be a boolean", 400, 'invalid_request_error', null, 'stream');
@@ -118,7 +127,11 @@ function parseChatRequest(body: unknown, models: Readonly<Record<string, string>
   if (b.n !== undefined && b.n !== null && b.n !== 1) {
     throw new OpenAIError("'n' must be 1: one choice per request", 400, 'invalid_request_error', null, 'n');
   }
-  if (b.stream_options !== undefined && b.stream_options !== null && (typeof b.stream_options !== 'object' || Array.isArray(b.stream_options))) {
+  if (
+    b.stream_options !== undefined &&
+    b.stream_options !== null &&
+    (typeof b.stream_options !== 'object' || Array.isArray(b.stream_options))
+  ) {
     throw new OpenAIError("'stream_options' must be an object ({ include_usage })", 400, 'invalid_request_error', null, 'stream_options');
   }
   // One pass over the request's fields: sampling fields are checked here, so a wrong one is a 400
@@ -275,7 +288,9 @@ export function registerOpenAIRoutes(app: FastifyInstance, options: OpenAIFrontO
             object: 'chat.completion',
             created: Math.floor(Date.now() / 1000),
             model: chat.model,
-            choices: [{ index: 0, message: { role: 'assistant', content: answer.answer, refusal: null }, logprobs: null, finish_reason: 'stop' }],
+            choices: [
+              { index: 0, message: { role: 'assistant', content: answer.answer, refusal: null }, logprobs: null, finish_reason: 'stop' },
+            ],
             usage: openAIUsage(answer.usage),
           },
           ctx.closing(),

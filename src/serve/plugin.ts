@@ -1,7 +1,15 @@
 // rxservePlugin: the §11 routes as a fastify plugin (serve() registers it on an app of its own).
 // Over 300 lines: every §11 route with its status mapping and auth; the dashboard, SSE and OpenAI
 // routes already live in files of their own.
-import type { FastifyError, FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, onRequestHookHandler, RouteOptions } from 'fastify';
+import type {
+  FastifyError,
+  FastifyInstance,
+  FastifyPluginAsync,
+  FastifyReply,
+  FastifyRequest,
+  onRequestHookHandler,
+  RouteOptions,
+} from 'fastify';
 import fp from 'fastify-plugin';
 import * as t from 'io-ts';
 import type { OperatorFunction } from 'rxjs';
@@ -76,14 +84,22 @@ const PluginOptionsCodec = strict(
 /** The dashboard shows a graph: `dashboard: true` without one is a ConfigError at `<at>.dashboard`. */
 export function checkDashboard(options: { dashboard?: boolean; graph?: unknown }, at: string): void {
   if (options.dashboard === true && options.graph === undefined) {
-    throw new ConfigError([{ path: `${at}.dashboard`, expected: 'a graph option too (the dashboard shows the graph)', actual: 'dashboard: true without graph' }]);
+    throw new ConfigError([
+      { path: `${at}.dashboard`, expected: 'a graph option too (the dashboard shows the graph)', actual: 'dashboard: true without graph' },
+    ]);
   }
 }
 
 /** The OpenAI front finds each endpoint's answer where the graph says its step writes it: `openai` without a graph is a ConfigError. */
 export function checkOpenAI(options: { openai?: unknown; graph?: unknown }, at: string): void {
   if (options.openai !== undefined && options.graph === undefined) {
-    throw new ConfigError([{ path: `${at}.openai`, expected: "a graph option too (the front finds each endpoint's answer through it)", actual: 'openai without graph' }]);
+    throw new ConfigError([
+      {
+        path: `${at}.openai`,
+        expected: "a graph option too (the front finds each endpoint's answer through it)",
+        actual: 'openai without graph',
+      },
+    ]);
   }
 }
 
@@ -149,7 +165,18 @@ export interface RouteSetup {
  * invoker answering them is returned, so `serve()` needs no back channel through the options.
  */
 export async function registerRoutes(app: FastifyInstance, options: RxservePluginOptions, setup: RouteSetup): Promise<Invoker> {
-  const { pipeline, graph, timeoutMs, closeTimeoutMs, models, apiKeys, maxBodyBytes = DEFAULT_MAX_BODY_BYTES, maxBodyDepth = DEFAULT_MAX_BODY_DEPTH, dashboard, openai } = options;
+  const {
+    pipeline,
+    graph,
+    timeoutMs,
+    closeTimeoutMs,
+    models,
+    apiKeys,
+    maxBodyBytes = DEFAULT_MAX_BODY_BYTES,
+    maxBodyDepth = DEFAULT_MAX_BODY_DEPTH,
+    dashboard,
+    openai,
+  } = options;
   const { exporter } = setup;
   const { client, begin } = routeInvoker(pipeline, {
     ...(graph ? { graph } : {}),
@@ -253,12 +280,18 @@ export async function registerRoutes(app: FastifyInstance, options: RxservePlugi
   app.post('/*', { bodyLimit: maxBodyBytes, config: { rxserveHot: true } }, (request, reply) => {
     if (keyCheck === undefined && refuseIfClosing(reply)) return;
     if (request.body === undefined) {
-      sendError(reply, new HttpError('SyntaxError', "the request has no body; send a JSON value with 'Content-Type: application/json'", 400));
+      sendError(
+        reply,
+        new HttpError('SyntaxError', "the request has no body; send a JSON value with 'Content-Type: application/json'", 400),
+      );
       return;
     }
     const init = { id: request.id, path: pathOf(request.url), headers: headersOf(request, keyCheck !== undefined), method: request.method };
     if (wantsEventStream(request)) {
-      sendEventStream(reply, (answer, partials) => begin(request.body, init, answer, partials), { closing, sendError: (error) => sendError(reply, error) });
+      sendEventStream(reply, (answer, partials) => begin(request.body, init, answer, partials), {
+        closing,
+        sendError: (error) => sendError(reply, error),
+      });
       return;
     }
     // Cancelled through the invoker, not with an AbortSignal of our own: one signal per request.
@@ -319,7 +352,11 @@ export async function registerRoutes(app: FastifyInstance, options: RxservePlugi
 
   if (exporter !== undefined) {
     app.get('/metrics', async (_request, reply) =>
-      reply.code(200).header('cache-control', 'no-store').type(exporter.contentType).send(await exporter.metrics()),
+      reply
+        .code(200)
+        .header('cache-control', 'no-store')
+        .type(exporter.contentType)
+        .send(await exporter.metrics()),
     );
   }
 
@@ -327,7 +364,9 @@ export async function registerRoutes(app: FastifyInstance, options: RxservePlugi
   app.get('/v2/health/live', health, async (_request, reply) => send(reply, 200, '{"live":true}'));
   // Public, so what it says of a failed load (a file path, a module's message) is for key holders only.
   app.get('/v2/health/ready', health, async (request, reply) =>
-    isReady() ? send(reply, 200, '{"ready":true}') : sendError(reply, notReady(keyCheck === undefined || keyCheck(request.headers.authorization))),
+    isReady()
+      ? send(reply, 200, '{"ready":true}')
+      : sendError(reply, notReady(keyCheck === undefined || keyCheck(request.headers.authorization))),
   );
 
   const modelNames = (): string[] => listedModels(pipeline, models, () => graph?.endpointNames().map((e) => e.endpointName) ?? []);
@@ -398,7 +437,11 @@ interface RouteConfig extends DashboardRouteConfig {
 }
 
 function unknownModel(name: string, names: readonly string[]): HttpError {
-  return new HttpError('NotFoundError', `no model '${name}'; models: ${names.length ? names.map((n) => `'${n}'`).join(', ') : '(none)'}`, 404);
+  return new HttpError(
+    'NotFoundError',
+    `no model '${name}'; models: ${names.length ? names.map((n) => `'${n}'`).join(', ') : '(none)'}`,
+    404,
+  );
 }
 
 /** The URL path without its query string. */
@@ -432,7 +475,8 @@ export function requestIdOf(request: { readonly headers: FastifyRequest['headers
 
 /** Why fastify's JSON parser refused a body: not JSON at all, or a prototype-poisoning key. */
 function jsonError(body: string, _error: Error): Error {
-  if (body.length === 0) return new HttpError('SyntaxError', "the request body is empty; send a JSON value with 'Content-Type: application/json'", 400);
+  if (body.length === 0)
+    return new HttpError('SyntaxError', "the request body is empty; send a JSON value with 'Content-Type: application/json'", 400);
   try {
     JSON.parse(body);
   } catch (syntax) {

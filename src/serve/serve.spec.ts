@@ -63,10 +63,24 @@ const entry = (endpointName: string, extra: Partial<ModelEntry> = {}): ModelEntr
 });
 
 /** A graph with one Sleepy model, every event recorded in probe.seen on its way in. */
-function sleepyPipeline(options: { maxInFlight?: number; maxQueue?: number } = {}): { graph: Graph; pipeline: OperatorFunction<ServingEvent, ServingEvent> } {
+function sleepyPipeline(options: { maxInFlight?: number; maxQueue?: number } = {}): {
+  graph: Graph;
+  pipeline: OperatorFunction<ServingEvent, ServingEvent>;
+} {
   const graph = createGraph({ name: 'test' });
-  const runner = graph.modelRunner({ name: 'runner', models: [entry('sleepy', { inputs: ['tag', 'ms'], outputs: ['tag'] })], ordered: false, ...options });
-  return { graph, pipeline: pipe(map((e: ServingEvent) => (probe.seen.push(e), e)), runner) };
+  const runner = graph.modelRunner({
+    name: 'runner',
+    models: [entry('sleepy', { inputs: ['tag', 'ms'], outputs: ['tag'] })],
+    ordered: false,
+    ...options,
+  });
+  return {
+    graph,
+    pipeline: pipe(
+      map((e: ServingEvent) => (probe.seen.push(e), e)),
+      runner,
+    ),
+  };
 }
 
 let servers: Server[] = [];
@@ -97,7 +111,17 @@ interface Answer {
   json: JsonAnswer;
 }
 
-async function call(url: string, init: { method?: string; body?: unknown; raw?: string; contentType?: string; headers?: Record<string, string>; signal?: AbortSignal } = {}): Promise<Answer> {
+async function call(
+  url: string,
+  init: {
+    method?: string;
+    body?: unknown;
+    raw?: string;
+    contentType?: string;
+    headers?: Record<string, string>;
+    signal?: AbortSignal;
+  } = {},
+): Promise<Answer> {
   const body = init.raw ?? (init.body === undefined ? undefined : JSON.stringify(init.body));
   const headers: Record<string, string> = { ...init.headers };
   if (body !== undefined) headers['content-type'] = init.contentType ?? 'application/json';
@@ -119,7 +143,10 @@ describe('serve(): POST', () => {
     const { graph, pipeline } = sleepyPipeline();
     const server = await start(pipeline, { graph });
     expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
-    const a = await call(`${server.url}/score/now?verbose=1`, { body: { tag: 'a' }, headers: { 'X-Request-Id': 'req-1', 'X-Custom': 'Yes' } });
+    const a = await call(`${server.url}/score/now?verbose=1`, {
+      body: { tag: 'a' },
+      headers: { 'X-Request-Id': 'req-1', 'X-Custom': 'Yes' },
+    });
     expect(a.status).toBe(200);
     expect(a.headers.get('content-type')).toBe('application/json; charset=utf-8');
     expect(a.json).toEqual({ tag: 'a', by: 'sleepy' });
@@ -145,22 +172,25 @@ describe('serve(): POST', () => {
   });
 
   it('maps every errored answer to its status with { error: "<Name>: <message>" }', async () => {
-    const failing = step((b: { kind: string }) => {
-      switch (b.kind) {
-        case 'route':
-          throw new RouteNotFoundError('x', ['a'], 'r');
-        case 'queue':
-          throw new QueueFullError('s', 1, 0);
-        case 'timeout':
-          throw new ModelTimeoutError('m', 5);
-        case 'config':
-          throw new ConfigError([{ path: 'p', expected: 'q' }]);
-        case 'type':
-          throw new TypeError('bad input');
-        default:
-          return b;
-      }
-    }, { name: 'failing' });
+    const failing = step(
+      (b: { kind: string }) => {
+        switch (b.kind) {
+          case 'route':
+            throw new RouteNotFoundError('x', ['a'], 'r');
+          case 'queue':
+            throw new QueueFullError('s', 1, 0);
+          case 'timeout':
+            throw new ModelTimeoutError('m', 5);
+          case 'config':
+            throw new ConfigError([{ path: 'p', expected: 'q' }]);
+          case 'type':
+            throw new TypeError('bad input');
+          default:
+            return b;
+        }
+      },
+      { name: 'failing' },
+    );
     const server = await start(failing);
     const expected: [string, number, string][] = [
       ['route', 404, `RouteNotFoundError: ${new RouteNotFoundError('x', ['a'], 'r').message}`],
@@ -206,7 +236,10 @@ describe('serve(): POST', () => {
     expect(a.status).toBe(504);
     expect(a.json).toEqual({ error: "ModelTimeoutError: no answer for event 'slow-1' within 50 ms; its work was aborted" });
     // answers under another id: nobody's answer
-    const dropping = await start(map((e: ServingEvent) => ({ ...e, id: `other-${e.id}` })), { timeoutMs: 30 });
+    const dropping = await start(
+      map((e: ServingEvent) => ({ ...e, id: `other-${e.id}` })),
+      { timeoutMs: 30 },
+    );
     expect((await call(dropping.url, { body: {} })).status).toBe(504);
     expect(server.inFlight).toBe(0);
     expect(dropping.inFlight).toBe(0);
@@ -236,13 +269,38 @@ describe('serve(): POST', () => {
 describe('serve(): bad requests never reach the pipeline and do not disturb others', () => {
   const bad: [string, { raw?: string; contentType?: string; body?: unknown }, number, string | RegExp][] = [
     ['malformed JSON', { raw: '{"tag": "a",' }, 400, /^SyntaxError: the request body is not valid JSON \(/],
-    ['a __proto__ key', { raw: '{"tag":"a","__proto__":{"admin":true}}' }, 400, "SyntaxError: the request body has a '__proto__' or 'constructor.prototype' key; refused (prototype poisoning)"],
+    [
+      'a __proto__ key',
+      { raw: '{"tag":"a","__proto__":{"admin":true}}' },
+      400,
+      "SyntaxError: the request body has a '__proto__' or 'constructor.prototype' key; refused (prototype poisoning)",
+    ],
     ['a nested, escaped __proto__ key', { raw: '{"a":{"\\u005f_proto__":{"admin":true}}}' }, 400, /prototype poisoning/],
     ['a constructor.prototype key', { raw: '{"constructor":{"prototype":{"admin":true}}}' }, 400, /prototype poisoning/],
-    ['a body over maxBodyBytes', { body: { tag: 'x'.repeat(2_000) } }, 413, 'PayloadTooLargeError: the request body is larger than the limit of 1024 bytes'],
-    ['text/plain', { raw: 'hello', contentType: 'text/plain' }, 415, "UnsupportedMediaTypeError: content type 'text/plain' is not JSON; send 'Content-Type: application/json'"],
-    ['a form', { raw: 'a=1', contentType: 'application/x-www-form-urlencoded' }, 415, /^UnsupportedMediaTypeError: content type 'application\/x-www-form-urlencoded' is not JSON/],
-    ['an empty JSON body', { raw: '' }, 400, "SyntaxError: the request body is empty; send a JSON value with 'Content-Type: application/json'"],
+    [
+      'a body over maxBodyBytes',
+      { body: { tag: 'x'.repeat(2_000) } },
+      413,
+      'PayloadTooLargeError: the request body is larger than the limit of 1024 bytes',
+    ],
+    [
+      'text/plain',
+      { raw: 'hello', contentType: 'text/plain' },
+      415,
+      "UnsupportedMediaTypeError: content type 'text/plain' is not JSON; send 'Content-Type: application/json'",
+    ],
+    [
+      'a form',
+      { raw: 'a=1', contentType: 'application/x-www-form-urlencoded' },
+      415,
+      /^UnsupportedMediaTypeError: content type 'application\/x-www-form-urlencoded' is not JSON/,
+    ],
+    [
+      'an empty JSON body',
+      { raw: '' },
+      400,
+      "SyntaxError: the request body is empty; send a JSON value with 'Content-Type: application/json'",
+    ],
   ];
 
   it.each(bad)('%s', async (_name, init, status, error) => {
@@ -285,7 +343,10 @@ describe('serve(): bad requests never reach the pipeline and do not disturb othe
   it("fastify's and Node's own refusals (bad URL, 414, 431, not HTTP) come back in rxserve's { error } shape", async () => {
     const server = await start(step((b: unknown) => b));
     const badUrl = await call(`${server.url}/v2/models/%E0%A4%A`);
-    expect(badUrl).toMatchObject({ status: 400, json: { error: "BadRequestError: the URL path '/v2/models/%E0%A4%A' is not valid (a bad percent-encoding)" } });
+    expect(badUrl).toMatchObject({
+      status: 400,
+      json: { error: "BadRequestError: the URL path '/v2/models/%E0%A4%A' is not valid (a bad percent-encoding)" },
+    });
     const long = await call(`${server.url}/v2/models/${'m'.repeat(150)}`);
     expect(long.status).toBe(414);
     expect(long.json.error).toMatch(/^URITooLongError: a segment of the URL path '\/v2\/models\/m+' is longer than 100 characters$/);
@@ -300,12 +361,17 @@ describe('serve(): bad requests never reach the pipeline and do not disturb othe
   });
 
   it('with apiKeys, auth comes before routing: unknown routes and bad URLs are 401 without a key, 404/400 with one', async () => {
-    const server = await start(step((b: unknown) => b), { apiKeys: ['k'] });
+    const server = await start(
+      step((b: unknown) => b),
+      { apiKeys: ['k'] },
+    );
     const auth = { authorization: 'Bearer k' };
     for (const path of ['/nothing', '/v2/models/x/y/z', '/v2/health', '/dashboard']) {
       const answer = await call(`${server.url}${path}`);
       expect(answer.status, path).toBe(401);
-      expect(answer.json).toEqual({ error: 'UnauthorizedError: this route needs an Authorization: Bearer <API key> header with a valid key' });
+      expect(answer.json).toEqual({
+        error: 'UnauthorizedError: this route needs an Authorization: Bearer <API key> header with a valid key',
+      });
       expect((await call(`${server.url}${path}`, { headers: auth })).status, path).toBe(404);
     }
     expect((await call(`${server.url}/v2/models/%E0%A4%A`)).status).toBe(401);
@@ -363,7 +429,9 @@ describe('serve(): health and /v2/models', () => {
     await expect(graph.ready()).rejects.toThrow('secret-weights');
     const anonymous = await call(`${server.url}/v2/health/ready`);
     expect(anonymous.status).toBe(503);
-    expect(anonymous.json).toEqual({ error: 'RxServeError: not ready: the graph failed to load (the reason is given to callers with an API key)' });
+    expect(anonymous.json).toEqual({
+      error: 'RxServeError: not ready: the graph failed to load (the reason is given to callers with an API key)',
+    });
     const wrongKey = await call(`${server.url}/v2/health/ready`, { headers: { authorization: 'Bearer nope' } });
     expect(wrongKey.json.error).not.toContain('/srv/models');
     const keyed = await call(`${server.url}/v2/health/ready`, { headers: { authorization: 'Bearer k' } });
@@ -383,8 +451,18 @@ describe('serve(): health and /v2/models', () => {
     const b = graph.modelRunner({ name: 'b', models: [entry('m3')] });
     const server = await start(pipe(a, b), { graph });
     expect((await call(`${server.url}/v2/models`)).json).toEqual({ models: ['m1', 'm2', 'm3'] });
-    expect((await call(`${server.url}/v2/models/m1`)).json).toEqual({ name: 'm1', platform: 'rxserve', inputs: ['x', 'y'], outputs: ['score'] });
-    expect((await call(`${server.url}/v2/models/m3/versions/1`)).json).toEqual({ name: 'm3', platform: 'rxserve', inputs: [], outputs: [] });
+    expect((await call(`${server.url}/v2/models/m1`)).json).toEqual({
+      name: 'm1',
+      platform: 'rxserve',
+      inputs: ['x', 'y'],
+      outputs: ['score'],
+    });
+    expect((await call(`${server.url}/v2/models/m3/versions/1`)).json).toEqual({
+      name: 'm3',
+      platform: 'rxserve',
+      inputs: [],
+      outputs: [],
+    });
     expect((await call(`${server.url}/v2/models/m2/ready`)).status).toBe(200);
     const unknown = await call(`${server.url}/v2/models/nope`);
     expect(unknown).toMatchObject({ status: 404, json: { error: "NotFoundError: no model 'nope'; models: 'm1', 'm2', 'm3'" } });
@@ -410,7 +488,10 @@ describe('serve(): health and /v2/models', () => {
     });
     const server = await start(pipeline, { graph });
     expect((await call(`${server.url}/v2/models/alpha/infer`, { body: { tag: 'a' } })).json).toEqual({ tag: 'a', by: 'alpha-model' });
-    expect((await call(`${server.url}/v2/models/beta/versions/3/infer`, { body: { tag: 'b' } })).json).toEqual({ tag: 'b', by: 'beta-model' });
+    expect((await call(`${server.url}/v2/models/beta/versions/3/infer`, { body: { tag: 'b' } })).json).toEqual({
+      tag: 'b',
+      by: 'beta-model',
+    });
     const missing = await call(`${server.url}/v2/models/gamma/infer`, { body: { tag: 'c' } });
     expect(missing.status).toBe(404);
     expect(missing.json.error).toBe("RouteNotFoundError: router 'router': no route for key 'gamma'; available routes: 'alpha', 'beta'");
@@ -467,9 +548,14 @@ describe('serve(): metrics', () => {
   });
 
   it('metrics: true without a graph is a ConfigError naming serve.metrics; without metrics there is no /metrics', async () => {
-    const error = await serve(step((b: unknown) => b), { port: 0, metrics: true }).catch((e: unknown) => e);
+    const error = await serve(
+      step((b: unknown) => b),
+      { port: 0, metrics: true },
+    ).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ConfigError);
-    expect((error as Error).message).toBe('serve.metrics: expected a graph option too (the metrics are the graph’s), got metrics: true without graph');
+    expect((error as Error).message).toBe(
+      'serve.metrics: expected a graph option too (the metrics are the graph’s), got metrics: true without graph',
+    );
     const { graph, pipeline } = sleepyPipeline();
     const server = await start(pipeline, { graph });
     expect((await call(`${server.url}/metrics`)).status).toBe(404);
@@ -513,10 +599,18 @@ describe('serve(): request ids (fastify genReqId)', () => {
     expect(tooLong.headers.get('x-request-id')).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     expect(probe.seen[1].id).toBe(tooLong.headers.get('x-request-id'));
     // Refusals before any route (401), unknown routes (404), health and metadata routes echo it too.
-    expect((await call(server.url, { body: { tag: 'c' }, headers: { 'x-request-id': 'r-401' } })).headers.get('x-request-id')).toBe('r-401');
-    expect((await call(`${server.url}/v2/nothing`, { headers: { ...auth, 'x-request-id': 'r-404' } })).headers.get('x-request-id')).toBe('r-404');
-    expect((await call(`${server.url}/v2/health/live`, { headers: { 'x-request-id': 'r-live' } })).headers.get('x-request-id')).toBe('r-live');
-    expect((await call(`${server.url}/v2/models`, { headers: { ...auth, 'x-request-id': 'r-models' } })).headers.get('x-request-id')).toBe('r-models');
+    expect((await call(server.url, { body: { tag: 'c' }, headers: { 'x-request-id': 'r-401' } })).headers.get('x-request-id')).toBe(
+      'r-401',
+    );
+    expect((await call(`${server.url}/v2/nothing`, { headers: { ...auth, 'x-request-id': 'r-404' } })).headers.get('x-request-id')).toBe(
+      'r-404',
+    );
+    expect((await call(`${server.url}/v2/health/live`, { headers: { 'x-request-id': 'r-live' } })).headers.get('x-request-id')).toBe(
+      'r-live',
+    );
+    expect((await call(`${server.url}/v2/models`, { headers: { ...auth, 'x-request-id': 'r-models' } })).headers.get('x-request-id')).toBe(
+      'r-models',
+    );
   });
 
   it('rxservePlugin sets its own genReqId in its context: its routes honour x-request-id, the app keeps its own ids elsewhere', async () => {
@@ -538,7 +632,10 @@ describe('serve(): request ids (fastify genReqId)', () => {
   });
 
   it('rxservePlugin carries fastify-plugin metadata and stays encapsulated (its parser and error handler do not reach the app)', async () => {
-    expect((rxservePlugin as unknown as Record<symbol, unknown>)[Symbol.for('plugin-meta')]).toMatchObject({ name: 'rxserve', fastify: '5.x' });
+    expect((rxservePlugin as unknown as Record<symbol, unknown>)[Symbol.for('plugin-meta')]).toMatchObject({
+      name: 'rxserve',
+      fastify: '5.x',
+    });
     expect((rxservePlugin as unknown as Record<symbol, unknown>)[Symbol.for('skip-override')]).toBe(false);
     const { graph, pipeline } = sleepyPipeline();
     const app = Fastify();
@@ -587,7 +684,13 @@ describe('serve(): cancellation and close', () => {
   it('graceful close: new requests get 503 or a refused connection, requests in flight are answered, then the graph closes', async () => {
     const { graph, pipeline } = sleepyPipeline();
     // what leaves the pipeline, in order, on the server's side
-    const server = await start(pipe(pipeline, map((e: ServingEvent) => (probe.order.push(`answer ${(e.body as Body).tag}`), e))), { graph });
+    const server = await start(
+      pipe(
+        pipeline,
+        map((e: ServingEvent) => (probe.order.push(`answer ${(e.body as Body).tag}`), e)),
+      ),
+      { graph },
+    );
     const inFlight = ['a', 'b', 'c'].map((tag, i) => call(server.url, { body: { tag, ms: 150 + 50 * i } }));
     await until(() => probe.started === 3);
     const closed = server.close();
@@ -722,19 +825,22 @@ describe('serve(): cancellation and close', () => {
     const answered: string[] = [];
     const one = (tag: string) =>
       new Promise<string>((resolve) => {
-        const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: '/loop', agent, headers: { 'content-type': 'application/json' } }, (res) => {
-          let text = '';
-          res.setEncoding('utf8');
-          res.on('data', (chunk) => (text += chunk));
-          res.on('end', () => {
-            if (res.statusCode === 200) answered.push((JSON.parse(text) as { tag: string }).tag);
-            if (res.statusCode === 503) {
-              expect(res.headers.connection).toBe('close');
-              expect(JSON.parse(text)).toEqual({ error: 'RxServeError: the server is closing; no new requests are taken' });
-            }
-            resolve(String(res.statusCode));
-          });
-        });
+        const req = httpRequest(
+          { host: '127.0.0.1', port, method: 'POST', path: '/loop', agent, headers: { 'content-type': 'application/json' } },
+          (res) => {
+            let text = '';
+            res.setEncoding('utf8');
+            res.on('data', (chunk) => (text += chunk));
+            res.on('end', () => {
+              if (res.statusCode === 200) answered.push((JSON.parse(text) as { tag: string }).tag);
+              if (res.statusCode === 503) {
+                expect(res.headers.connection).toBe('close');
+                expect(JSON.parse(text)).toEqual({ error: 'RxServeError: the server is closing; no new requests are taken' });
+              }
+              resolve(String(res.statusCode));
+            });
+          },
+        );
         req.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
         req.end(JSON.stringify({ tag, ms: 2 + (Number(tag.slice(1)) % 10) }));
       });
@@ -752,7 +858,10 @@ describe('serve(): cancellation and close', () => {
     await server.close();
     await Promise.all(loops);
     agent.destroy();
-    expect(Object.keys(outcomes).filter((o) => !['200', '503', 'ECONNREFUSED'].includes(o)), JSON.stringify(outcomes)).toEqual([]);
+    expect(
+      Object.keys(outcomes).filter((o) => !['200', '503', 'ECONNREFUSED'].includes(o)),
+      JSON.stringify(outcomes),
+    ).toEqual([]);
     // Each loop ended on a 503 or a refused connection; what the pipeline took was answered.
     expect((outcomes['503'] ?? 0) + (outcomes.ECONNREFUSED ?? 0)).toBe(64);
     expect(answered.length).toBe(probe.seen.length);
@@ -760,9 +869,24 @@ describe('serve(): cancellation and close', () => {
   }, 30_000);
 
   it('validates its options, naming the field', async () => {
-    await expect(serve(step((b: unknown) => b), { port: -1 })).rejects.toThrow(/serve\.port/);
-    await expect(serve(step((b: unknown) => b), { apiKeys: [''] })).rejects.toThrow(/serve\.apiKeys\[0\]/);
-    await expect(serve(step((b: unknown) => b), { prot: 1 } as never)).rejects.toThrow(/prot/);
+    await expect(
+      serve(
+        step((b: unknown) => b),
+        { port: -1 },
+      ),
+    ).rejects.toThrow(/serve\.port/);
+    await expect(
+      serve(
+        step((b: unknown) => b),
+        { apiKeys: [''] },
+      ),
+    ).rejects.toThrow(/serve\.apiKeys\[0\]/);
+    await expect(
+      serve(
+        step((b: unknown) => b),
+        { prot: 1 } as never,
+      ),
+    ).rejects.toThrow(/prot/);
   });
 
   it('a port in use: serve() rejects and leaves nothing running (the graph is closed)', async () => {
@@ -817,7 +941,11 @@ const openConnections = (server: Server): Promise<number> =>
 /** The status and JSON body of a raw HTTP/1.1 answer. */
 function parseRaw(text: string): { status: number; headers: string; json: JsonAnswer } {
   const [head, body = ''] = text.split('\r\n\r\n');
-  return { status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 0), headers: head.toLowerCase(), json: (body ? JSON.parse(body) : undefined) as JsonAnswer };
+  return {
+    status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 0),
+    headers: head.toLowerCase(),
+    json: (body ? JSON.parse(body) : undefined) as JsonAnswer,
+  };
 }
 
 describe('serve(): slow and refused clients do not keep sockets', () => {
@@ -828,7 +956,10 @@ describe('serve(): slow and refused clients do not keep sockets', () => {
     const clients = [
       // headers sent, the body trickling a byte at a time (and never finished)
       ...Array.from({ length: 20 }, () => {
-        const c = rawClient(server.url, `POST /score HTTP/1.1\r\nhost: x\r\nauthorization: Bearer k\r\ncontent-type: application/json\r\ncontent-length: ${body.length + 1000}\r\n\r\n`);
+        const c = rawClient(
+          server.url,
+          `POST /score HTTP/1.1\r\nhost: x\r\nauthorization: Bearer k\r\ncontent-type: application/json\r\ncontent-length: ${body.length + 1000}\r\n\r\n`,
+        );
         trickle(c, ' ');
         return { kind: 'slow body', c };
       }),
@@ -849,7 +980,10 @@ describe('serve(): slow and refused clients do not keep sockets', () => {
       const answer = parseRaw(end.text);
       expect(answer.status, end.kind).toBe(408);
       expect(answer.headers).toContain('connection: close');
-      expect(answer.json).toEqual({ error: "RequestTimeoutError: the request's headers and body did not arrive within 300 ms (requestTimeoutMs); the connection is closed" });
+      expect(answer.json).toEqual({
+        error:
+          "RequestTimeoutError: the request's headers and body did not arrive within 300 ms (requestTimeoutMs); the connection is closed",
+      });
       // Cut between requestTimeoutMs and requestTimeoutMs plus one check interval (50 ms here), with slack for a loaded machine.
       expect(end.ms, end.kind).toBeGreaterThanOrEqual(290);
       expect(end.ms, end.kind).toBeLessThan(2_000);
@@ -913,7 +1047,12 @@ describe('serve(): slow and refused clients do not keep sockets', () => {
   });
 
   it('requestTimeoutMs is validated', async () => {
-    await expect(serve(step((b: unknown) => b), { requestTimeoutMs: 0 })).rejects.toThrow(/serve\.requestTimeoutMs: expected a positive integer, got 0/);
+    await expect(
+      serve(
+        step((b: unknown) => b),
+        { requestTimeoutMs: 0 },
+      ),
+    ).rejects.toThrow(/serve\.requestTimeoutMs: expected a positive integer, got 0/);
   });
 });
 
@@ -967,7 +1106,7 @@ describe('rxservePlugin on an existing fastify app', () => {
   it('serves the routes under a prefix beside the app’s own, and closing the app closes the graph', async () => {
     const { graph, pipeline } = sleepyPipeline();
     const app = Fastify();
-     
+
     app.post('/own', (request) => Promise.resolve({ own: request.body })); // the app's text/plain parser still applies here
     await app.register(rxservePlugin, { pipeline, graph, prefix: '/ml', apiKeys: ['key'] });
     await app.listen({ port: 0, host: '127.0.0.1' });
@@ -981,7 +1120,10 @@ describe('rxservePlugin on an existing fastify app', () => {
       expect((await call(`${url}/ml/v2/models`, { headers: auth })).json).toEqual({ models: ['sleepy'] });
       // Unknown routes under the prefix: the plugin's hooks run first (401), then its 404; elsewhere, the app's 404.
       expect((await call(`${url}/ml/nothing`)).status).toBe(401);
-      expect(await call(`${url}/ml/nothing`, { headers: auth })).toMatchObject({ status: 404, json: { error: 'NotFoundError: no route GET /ml/nothing' } });
+      expect(await call(`${url}/ml/nothing`, { headers: auth })).toMatchObject({
+        status: 404,
+        json: { error: 'NotFoundError: no route GET /ml/nothing' },
+      });
       expect(await call(`${url}/elsewhere`)).toMatchObject({ status: 404, json: { message: 'Route GET:/elsewhere not found' } });
       // the app's own route: no key needed, its own parsers
       const own = await fetch(`${url}/own`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'hi' });

@@ -8,7 +8,15 @@ import type { ServingEvent } from '../event.js';
 import type { Invoker } from './invoker.js';
 import { apiKeyCheck, unauthorized } from './auth.js';
 import { checkEndpointNames, loadMetrics } from './checks.js';
-import { checkDashboard, checkOpenAI, DEFAULT_MAX_BODY_BYTES, pluginOptionProps, registerRoutes, requestIdOf, type RxservePluginOptions } from './plugin.js';
+import {
+  checkDashboard,
+  checkOpenAI,
+  DEFAULT_MAX_BODY_BYTES,
+  pluginOptionProps,
+  registerRoutes,
+  requestIdOf,
+  type RxservePluginOptions,
+} from './plugin.js';
 import { errorBody, HttpError } from './status.js';
 
 /** Options of `serve()`: the plugin's (but the pipeline, given apart), and where to listen. */
@@ -40,7 +48,11 @@ export interface Server {
   readonly inFlight: number;
 }
 
-export const ServeOptionsCodec = strict('ServeOptions', {}, { port: Port, host: NonEmptyString, requestTimeoutMs: positiveInt(false), ...pluginOptionProps });
+export const ServeOptionsCodec = strict(
+  'ServeOptions',
+  {},
+  { port: Port, host: NonEmptyString, requestTimeoutMs: positiveInt(false), ...pluginOptionProps },
+);
 
 export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
 
@@ -99,13 +111,18 @@ export async function serve(pipeline: OperatorFunction<ServingEvent, ServingEven
     // Node cuts a request whose headers or body take longer (408): headersTimeout must not be
     // longer, and its connection check must run often enough, or slow bodies are never cut.
     requestTimeout: requestTimeoutMs,
-    http: { requestTimeout: requestTimeoutMs, headersTimeout: requestTimeoutMs, connectionsCheckingInterval: checkingInterval(requestTimeoutMs) },
+    http: {
+      requestTimeout: requestTimeoutMs,
+      headersTimeout: requestTimeoutMs,
+      connectionsCheckingInterval: checkingInterval(requestTimeoutMs),
+    },
     clientErrorHandler: (error, socket) => answerClientError(error, socket, requestTimeoutMs),
     frameworkErrors: (error, request, reply) => {
       const status = error.statusCode ?? 500;
-      const refused = keyCheck !== undefined && !keyCheck(request.headers.authorization)
-        ? unauthorized()
-        : new HttpError(FRAMEWORK_ERRORS[error.code] ?? 'RxServeError', frameworkMessage(error, request.url), status);
+      const refused =
+        keyCheck !== undefined && !keyCheck(request.headers.authorization)
+          ? unauthorized()
+          : new HttpError(FRAMEWORK_ERRORS[error.code] ?? 'RxServeError', frameworkMessage(error, request.url), status);
       sendFrameworkError(request, reply, refused);
     },
   });
@@ -205,7 +222,11 @@ function answerClientError(error: Error & { code?: string }, socket: Socket, req
   if (error.code === 'ECONNRESET' || socket.destroyed) return;
   const refusal =
     error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-      ? new HttpError('RequestTimeoutError', `the request's headers and body did not arrive within ${requestTimeoutMs} ms (requestTimeoutMs); the connection is closed`, 408)
+      ? new HttpError(
+          'RequestTimeoutError',
+          `the request's headers and body did not arrive within ${requestTimeoutMs} ms (requestTimeoutMs); the connection is closed`,
+          408,
+        )
       : error.code === 'HPE_HEADER_OVERFLOW'
         ? new HttpError('RequestHeaderFieldsTooLargeError', `the request line and headers are larger than ${maxHeaderSize} bytes`, 431)
         : new HttpError('BadRequestError', `the request is not valid HTTP/1.1 (${error.code ?? error.message})`, 400);

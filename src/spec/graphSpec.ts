@@ -121,18 +121,26 @@ export type OnErrorSpec = t.TypeOf<typeof OnErrorSpec>;
 
 // remoteStep / batchHttpRequests: the expressions are templates ('http://svc/{body.user}'),
 // compiled to functions by load.ts, which also checks their paths.
-const Template = annotate(guard<string>("a template like 'http://svc/users/{body.user}'", (u) => typeof u === 'string' && u.length > 0), {
-  type: 'string',
-  minLength: 1,
-  description: "text with {dot.path} placeholders read from the event (body, path, id, headers, metadata, method; item in batchHttpRequests)",
-});
+const Template = annotate(
+  guard<string>("a template like 'http://svc/users/{body.user}'", (u) => typeof u === 'string' && u.length > 0),
+  {
+    type: 'string',
+    minLength: 1,
+    description:
+      'text with {dot.path} placeholders read from the event (body, path, id, headers, metadata, method; item in batchHttpRequests)',
+  },
+);
 const httpStepProps = finiteProps({ ...HttpStepOptionsCodec.optional, urlExpression: Template, bodyExpression: Template });
 export const RemoteStepSpec = strict('RemoteStep', {}, httpStepProps);
 export type RemoteStepSpec = t.TypeOf<typeof RemoteStepSpec>;
 export const BatchHttpRequestsSpec = strict('BatchHttpRequests', {}, httpStepProps);
 export type BatchHttpRequestsSpec = t.TypeOf<typeof BatchHttpRequestsSpec>;
 // redis: a spec names the server; queueStep() also takes a client.
-export const QueueStepSpec = strict('QueueStep', { ...QueueStepOptionsCodec.required, redis: RedisUrl }, finiteProps(QueueStepOptionsCodec.optional));
+export const QueueStepSpec = strict(
+  'QueueStep',
+  { ...QueueStepOptionsCodec.required, redis: RedisUrl },
+  finiteProps(QueueStepOptionsCodec.optional),
+);
 export type QueueStepSpec = t.TypeOf<typeof QueueStepSpec>;
 
 // The steps that nest lists of steps: codecs made from the codec of a step (`t.recursion` below
@@ -148,9 +156,12 @@ const routerCodec = <S extends t.Mixed>(step: S) =>
     finiteProps(RouterConfigCodec.optional),
   );
 // The router family (docs/design.md §18): the runtime's options, routes as lists of steps.
-const modelRouterCodec = <S extends t.Mixed>(step: S) => strict('ModelRouter', routesOf(step), finiteProps(ModelRouterConfigCodec.optional));
-const parallelRunCodec = <S extends t.Mixed>(step: S) => strict('ParallelRun', routesOf(step), finiteProps(ParallelRunConfigCodec.optional));
-const votingEnsembleCodec = <S extends t.Mixed>(step: S) => strict('VotingEnsemble', routesOf(step), finiteProps(VotingEnsembleConfigCodec.optional));
+const modelRouterCodec = <S extends t.Mixed>(step: S) =>
+  strict('ModelRouter', routesOf(step), finiteProps(ModelRouterConfigCodec.optional));
+const parallelRunCodec = <S extends t.Mixed>(step: S) =>
+  strict('ParallelRun', routesOf(step), finiteProps(ParallelRunConfigCodec.optional));
+const votingEnsembleCodec = <S extends t.Mixed>(step: S) =>
+  strict('VotingEnsemble', routesOf(step), finiteProps(VotingEnsembleConfigCodec.optional));
 type StepCodec = t.Type<StepSpec, unknown, unknown>;
 
 /** A router: a key (dot path into the event, or a key function) and a list of steps per route. */
@@ -174,21 +185,36 @@ export interface StepSpec {
   readonly queueStep?: QueueStepSpec;
 }
 
-const STEP_KINDS = ['modelRunner', 'router', 'modelRouter', 'parallelRun', 'votingEnsemble', 'step', 'onError', 'remoteStep', 'batchHttpRequests', 'queueStep'] as const;
+const STEP_KINDS = [
+  'modelRunner',
+  'router',
+  'modelRouter',
+  'parallelRun',
+  'votingEnsemble',
+  'step',
+  'onError',
+  'remoteStep',
+  'batchHttpRequests',
+  'queueStep',
+] as const;
 
 export const StepSpec: t.Type<StepSpec, unknown, unknown> = t.recursion<StepSpec, unknown, unknown>('Step', (self) => {
-  const fields = strict('Step', {}, {
-    modelRunner: ModelRunnerSpec,
-    router: routerCodec(self),
-    modelRouter: modelRouterCodec(self),
-    parallelRun: parallelRunCodec(self),
-    votingEnsemble: votingEnsembleCodec(self),
-    step: FunctionStepSpec,
-    onError: OnErrorSpec,
-    remoteStep: RemoteStepSpec,
-    batchHttpRequests: BatchHttpRequestsSpec,
-    queueStep: QueueStepSpec,
-  });
+  const fields = strict(
+    'Step',
+    {},
+    {
+      modelRunner: ModelRunnerSpec,
+      router: routerCodec(self),
+      modelRouter: modelRouterCodec(self),
+      parallelRun: parallelRunCodec(self),
+      votingEnsemble: votingEnsembleCodec(self),
+      step: FunctionStepSpec,
+      onError: OnErrorSpec,
+      remoteStep: RemoteStepSpec,
+      batchHttpRequests: BatchHttpRequestsSpec,
+      queueStep: QueueStepSpec,
+    },
+  );
   const exactlyOne = new t.Type<StepSpec, unknown, unknown>(
     'Step',
     (u): u is StepSpec => fields.is(u) && Object.keys(u).length === 1,
@@ -233,7 +259,11 @@ function withOneKind<A>(name: string, own: StrictType<any>, kinds: readonly stri
       if (decoded._tag === 'Left') return decoded;
       const present = kinds.filter((k) => k in (u as object));
       if (present.length !== 1) {
-        return t.failure(u, c, `${name === 'FlowStep' ? 'a flow step' : 'an error handler'} is exactly one of ${kinds.join(', ')}; got ${present.length === 0 ? 'none' : present.join(' and ')}`);
+        return t.failure(
+          u,
+          c,
+          `${name === 'FlowStep' ? 'a flow step' : 'an error handler'} is exactly one of ${kinds.join(', ')}; got ${present.length === 0 ? 'none' : present.join(' and ')}`,
+        );
       }
       const kind = present[0];
       if (kind !== 'choice') {
@@ -279,14 +309,29 @@ export interface FlowStepSpec extends StepSpec {
   readonly choice?: { readonly field: string } | ModuleRef;
 }
 
-const FlowStepErrorHandlerSpec = withOneKind<FlowStepErrorHandlerSpec>('FlowStepErrorHandler', strict('FlowStepErrorHandler', { name: NonEmptyString }, { before: Names }), STEP_KINDS);
-const FlowErrorHandlerSpec = withOneKind<FlowErrorHandlerSpec>('FlowErrorHandler', strict('FlowErrorHandler', { name: NonEmptyString }, {}), STEP_KINDS);
+const FlowStepErrorHandlerSpec = withOneKind<FlowStepErrorHandlerSpec>(
+  'FlowStepErrorHandler',
+  strict('FlowStepErrorHandler', { name: NonEmptyString }, { before: Names }),
+  STEP_KINDS,
+);
+const FlowErrorHandlerSpec = withOneKind<FlowErrorHandlerSpec>(
+  'FlowErrorHandler',
+  strict('FlowErrorHandler', { name: NonEmptyString }, {}),
+  STEP_KINDS,
+);
 export const FlowStepSpec = withOneKind<FlowStepSpec>(
   'FlowStep',
   strict(
     'FlowStep',
     { name: NonEmptyString },
-    { after: Names, respond: t.boolean, maxIterations: positiveInt(), cycleTo: Names, errorHandler: FlowStepErrorHandlerSpec, choice: ChoiceSpec },
+    {
+      after: Names,
+      respond: t.boolean,
+      maxIterations: positiveInt(),
+      cycleTo: Names,
+      errorHandler: FlowStepErrorHandlerSpec,
+      choice: ChoiceSpec,
+    },
   ),
   [...STEP_KINDS, 'choice'],
 );

@@ -19,7 +19,15 @@ import { batchHttpRequests } from '../operators/batchHttpRequests.js';
 import { remoteStep } from '../operators/remoteStep.js';
 import { queueStep } from '../streams/queueStep.js';
 import { resolveSelector, type SelectorLike } from '../selector.js';
-import { GraphSpec, type BatchHttpRequestsSpec, type FlowSpec, type ModelSpec, type ProxySpec, type RemoteStepSpec, type StepSpec } from './graphSpec.js';
+import {
+  GraphSpec,
+  type BatchHttpRequestsSpec,
+  type FlowSpec,
+  type ModelSpec,
+  type ProxySpec,
+  type RemoteStepSpec,
+  type StepSpec,
+} from './graphSpec.js';
 import { compileTemplate } from './template.js';
 import { choice, choiceByField } from '../flow/choice.js';
 import { flowWithPaths, type FlowStepOperator } from '../flow/flow.js';
@@ -106,7 +114,11 @@ function decodeSpec(value: unknown, baseDir: string, file?: string, lineOf?: Lin
     const spec = decodeOrThrow<GraphSpec, unknown>(GraphSpec, value, '');
     if ((spec.steps === undefined) === (spec.flow === undefined)) {
       throw new ConfigError([
-        { path: '', expected: '', message: `a spec has steps: (piped in order) or flow: (a flow of named steps), exactly one; got ${spec.steps === undefined ? 'neither' : 'both'}` },
+        {
+          path: '',
+          expected: '',
+          message: `a spec has steps: (piped in order) or flow: (a flow of named steps), exactly one; got ${spec.steps === undefined ? 'neither' : 'both'}`,
+        },
       ]);
     }
     return { spec, baseDir, ...(file ? { file } : {}), locate };
@@ -238,11 +250,21 @@ export async function buildSpec(read: ReadSpec): Promise<LoadedGraph> {
  * Endpoint names (models, proxies, routes) are unique across the graph: say where both uses are.
  * `indexed`: `path` names a list (`steps` → `steps[0]`), else the one step in `steps` itself.
  */
-function checkEndpointNames(steps: readonly StepSpec[], path: string, seen: Map<string, string>, locate: ReadSpec['locate'], indexed = true): void {
+function checkEndpointNames(
+  steps: readonly StepSpec[],
+  path: string,
+  seen: Map<string, string>,
+  locate: ReadSpec['locate'],
+  indexed = true,
+): void {
   const claim = (name: string, at: string) => {
     const first = seen.get(name);
     if (first !== undefined) {
-      throw locate(new ConfigError([{ path: at, expected: 'an endpoint name unique across the graph', actual: `'${name}', already used at ${first}` }]));
+      throw locate(
+        new ConfigError([
+          { path: at, expected: 'an endpoint name unique across the graph', actual: `'${name}', already used at ${first}` },
+        ]),
+      );
     }
     seen.set(name, at);
   };
@@ -259,7 +281,8 @@ function checkEndpointNames(steps: readonly StepSpec[], path: string, seen: Map<
     for (const kind of ['modelRouter', 'parallelRun', 'votingEnsemble'] as const) {
       const family = s[kind];
       if (family === undefined) continue;
-      for (const [route, routeSteps] of Object.entries(family.routes)) checkEndpointNames(routeSteps, `${at}.${kind}.routes.${route}`, seen, locate);
+      for (const [route, routeSteps] of Object.entries(family.routes))
+        checkEndpointNames(routeSteps, `${at}.${kind}.routes.${route}`, seen, locate);
     }
   });
 }
@@ -274,13 +297,26 @@ async function buildFlow(graph: Graph, spec: FlowSpec, baseDir: string): Promise
   spec.steps.forEach((s, i) => {
     const first = places.get(s.name);
     if (first !== undefined) {
-      throw new ConfigError([{ path: `flow.steps[${i}].name`, expected: '', message: `'${s.name}' is already the name of flow.steps[${first}]; step names are unique in a flow` }]);
+      throw new ConfigError([
+        {
+          path: `flow.steps[${i}].name`,
+          expected: '',
+          message: `'${s.name}' is already the name of flow.steps[${first}]; step names are unique in a flow`,
+        },
+      ]);
     }
     places.set(s.name, i);
   });
   const f = flowWithPaths(
-    { ...(spec.name !== undefined ? { name: spec.name } : {}), ...(spec.maxInFlight !== undefined ? { maxInFlight: spec.maxInFlight } : {}), graph },
-    { pathOf: (name) => (places.has(name) ? `flow.steps[${places.get(name)}]` : `flow.steps['${name}']`), handlerPath: 'flow.errorHandler' },
+    {
+      ...(spec.name !== undefined ? { name: spec.name } : {}),
+      ...(spec.maxInFlight !== undefined ? { maxInFlight: spec.maxInFlight } : {}),
+      graph,
+    },
+    {
+      pathOf: (name) => (places.has(name) ? `flow.steps[${places.get(name)}]` : `flow.steps['${name}']`),
+      handlerPath: 'flow.errorHandler',
+    },
   );
   for (let i = 0; i < spec.steps.length; i++) {
     const { name, after, respond, maxIterations, cycleTo, errorHandler, choice: choiceSpec, ...kind } = spec.steps[i];
@@ -289,7 +325,10 @@ async function buildFlow(graph: Graph, spec: FlowSpec, baseDir: string): Promise
     if (choiceSpec === undefined) op = await buildStep(graph, kind, at, baseDir);
     else if ('field' in choiceSpec) op = choiceByField(choiceSpec.field);
     else op = choice(await importFunction(choiceSpec, baseDir, `${at}.choice`, 'a function (event) => step names'));
-    const handle = f.add(name, op, { ...(after !== undefined ? { after } : {}), ...(maxIterations !== undefined ? { maxIterations } : {}) });
+    const handle = f.add(name, op, {
+      ...(after !== undefined ? { after } : {}),
+      ...(maxIterations !== undefined ? { maxIterations } : {}),
+    });
     if (respond) handle.respond();
     if (cycleTo !== undefined) handle.cycleTo(cycleTo);
     if (errorHandler !== undefined) {
@@ -353,7 +392,8 @@ async function buildStep(graph: Graph, spec: StepSpec, at: string, baseDir: stri
     const { routes, ...rest } = family;
     const path = `${at}.${kind}`;
     const built: Record<string, Pipeline> = {};
-    for (const [route, routeSteps] of Object.entries(routes)) built[route] = await buildSteps(graph, routeSteps, `${path}.routes.${route}`, baseDir);
+    for (const [route, routeSteps] of Object.entries(routes))
+      built[route] = await buildSteps(graph, routeSteps, `${path}.routes.${route}`, baseDir);
     return atPath(path, [kind], () => graph[kind]({ ...rest, routes: built }));
   }
   if (spec.remoteStep !== undefined) {
@@ -390,7 +430,12 @@ async function buildStep(graph: Graph, spec: StepSpec, at: string, baseDir: stri
   }
   const { module, export: name, ...options } = spec.onError!;
   const path = `${at}.onError`;
-  const handler = await importFunction({ module, ...(name ? { export: name } : {}) }, baseDir, path, 'a function (erroredEvent, context) => event or body');
+  const handler = await importFunction(
+    { module, ...(name ? { export: name } : {}) },
+    baseDir,
+    path,
+    'a function (erroredEvent, context) => event or body',
+  );
   return atPath(path, ['onError'], () => onError(handler, options));
 }
 
@@ -399,8 +444,10 @@ function httpStepOptions(spec: RemoteStepSpec | BatchHttpRequestsSpec, at: strin
   const { urlExpression, bodyExpression, ...options } = spec;
   return {
     ...options,
-    urlExpression: urlExpression === undefined ? undefined : compileTemplate(urlExpression, `${at}.urlExpression`, { encode: true, withItem }),
-    bodyExpression: bodyExpression === undefined ? undefined : compileTemplate(bodyExpression, `${at}.bodyExpression`, { encode: false, withItem }),
+    urlExpression:
+      urlExpression === undefined ? undefined : compileTemplate(urlExpression, `${at}.urlExpression`, { encode: true, withItem }),
+    bodyExpression:
+      bodyExpression === undefined ? undefined : compileTemplate(bodyExpression, `${at}.bodyExpression`, { encode: false, withItem }),
   };
 }
 
@@ -408,7 +455,9 @@ function modelEntry(graph: Graph, spec: ModelSpec | ProxySpec, at: string, baseD
   const { modelArtifact: artifactSpec, ...rest } = spec;
   const artifact = artifactOf(artifactSpec, baseDir, `${at}.modelArtifact`);
   if ('sharedModelName' in rest) {
-    return atPath(at, ['sharedModelProxy'], () => graph.sharedModelProxy({ ...rest, ...(artifact !== undefined ? { modelArtifact: artifact } : {}) }));
+    return atPath(at, ['sharedModelProxy'], () =>
+      graph.sharedModelProxy({ ...rest, ...(artifact !== undefined ? { modelArtifact: artifact } : {}) }),
+    );
   }
   const m = rest as Omit<ModelSpec, 'modelArtifact'>;
   return {
@@ -439,7 +488,9 @@ function artifactOf(artifact: string | object | undefined, baseDir: string, path
     return readArtifactFile(file, path);
   } catch (error) {
     if (error instanceof ConfigError) throw error;
-    throw new ConfigError([{ path, expected: 'a readable artifact JSON file', actual: `'${artifact}': ${toError(error).message}` }], { cause: error });
+    throw new ConfigError([{ path, expected: 'a readable artifact JSON file', actual: `'${artifact}': ${toError(error).message}` }], {
+      cause: error,
+    });
   }
 }
 

@@ -69,7 +69,9 @@ export async function importExport(ref: ModuleRef, baseDir: string, path: string
 export async function importFunction(ref: ModuleRef, baseDir: string, path: string, what: string): Promise<(...args: any[]) => any> {
   const value = await importExport(ref, baseDir, path);
   if (typeof value !== 'function') {
-    throw new ConfigError([{ path: `${path}.export`, expected: what, actual: `${typeof value} (export '${ref.export ?? 'default'}' of '${ref.module}')` }]);
+    throw new ConfigError([
+      { path: `${path}.export`, expected: what, actual: `${typeof value} (export '${ref.export ?? 'default'}' of '${ref.module}')` },
+    ]);
   }
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- as the return type (above)
   return value as (...args: any[]) => any;

@@ -33,7 +33,8 @@ function walk(codec: t.Mixed, defs: Record<string, JsonSchema>): JsonSchema {
   if (codec instanceof t.UnionType) return { anyOf: (codec.types as t.Mixed[]).map((c) => walk(c, defs)) };
   if (codec instanceof t.KeyofType) return { enum: Object.keys(codec.keys as object) };
   if (codec instanceof t.LiteralType) return { const: codec.value };
-  if (codec instanceof t.ArrayType || codec instanceof t.ReadonlyArrayType) return { type: 'array', items: walk(codec.type as t.Mixed, defs) };
+  if (codec instanceof t.ArrayType || codec instanceof t.ReadonlyArrayType)
+    return { type: 'array', items: walk(codec.type as t.Mixed, defs) };
   if (codec instanceof t.DictionaryType) {
     return { type: 'object', additionalProperties: walk(codec.codomain as t.Mixed, defs) };
   }

@@ -25,7 +25,9 @@ export function compileTemplate(template: string, at: string, options: { encode:
   for (const path of paths) {
     const segments = path.split('.');
     if (segments.some((s) => s.trim() === '' || s !== s.trim()) || !roots.includes(segments[0])) {
-      throw new ConfigError([{ path: at, expected: '', message: `'{${path}}' in template '${template}' is not a dot path starting with ${roots.join(', ')}` }]);
+      throw new ConfigError([
+        { path: at, expected: '', message: `'{${path}}' in template '${template}' is not a dot path starting with ${roots.join(', ')}` },
+      ]);
     }
   }
   const read = (event: ServingEvent, item: unknown, path: string): unknown => {

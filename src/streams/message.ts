@@ -100,7 +100,10 @@ export function toMessageEvent(
   try {
     body = JSON.parse(raw);
   } catch (cause) {
-    return refuse(new TypeError(`redisStream: message ${id} field '${o.field}' is not valid JSON (${(cause as Error).message})`, { cause }), raw);
+    return refuse(
+      new TypeError(`redisStream: message ${id} field '${o.field}' is not valid JSON (${(cause as Error).message})`, { cause }),
+      raw,
+    );
   }
   const problem = bodyProblem(body, { maxDepth: o.maxBodyDepth, protoKeys: true });
   // The refused body is not carried on: nothing downstream should walk or copy it.

@@ -49,7 +49,10 @@ const NAME: Record<Counter, string> = {
 };
 const GAUGES: Record<Gauge, { name: string; help: string }> = {
   pending: { name: 'stream_pending', help: 'Stream messages read and not yet committed, per consumer' },
-  stalled: { name: 'stream_stalled', help: 'Stream consumers whose every credit has been held longer than claimIdleMs with no commit (1), per consumer' },
+  stalled: {
+    name: 'stream_stalled',
+    help: 'Stream consumers whose every credit has been held longer than claimIdleMs with no commit (1), per consumer',
+  },
 };
 
 /**

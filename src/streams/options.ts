@@ -38,10 +38,16 @@ export const StartId = annotate(
 const MetricsCodec = strict(
   'RedisStreamMetrics',
   {
-    registry: guard<import('prom-client').Registry>('a prom-client Registry', (u) => typeof (u as { registerMetric?: unknown } | null)?.registerMetric === 'function'),
+    registry: guard<import('prom-client').Registry>(
+      'a prom-client Registry',
+      (u) => typeof (u as { registerMetric?: unknown } | null)?.registerMetric === 'function',
+    ),
   },
   {
-    prefix: guard<string>('a metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*)', (u) => typeof u === 'string' && /^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(u)),
+    prefix: guard<string>(
+      'a metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*)',
+      (u) => typeof u === 'string' && /^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(u),
+    ),
   },
 );
 
@@ -121,7 +127,9 @@ export function resolveOptions(options: unknown, defaultConsumer: () => string):
     metrics: o.metrics,
   };
   if (resolved.deadLetterStream === resolved.stream) {
-    throw new ConfigError([{ path: 'redisStream.options.deadLetterStream', expected: '', message: `must differ from stream '${resolved.stream}'` }]);
+    throw new ConfigError([
+      { path: 'redisStream.options.deadLetterStream', expected: '', message: `must differ from stream '${resolved.stream}'` },
+    ]);
   }
   return resolved;
 }

@@ -104,7 +104,9 @@ async function xadd(redis: RedisLike, stream: string, maxLen: string, items: rea
  * @see docs/remote.md
  * @param options See {@link QueueStepOptions}; invalid ones throw `ConfigError` naming the field.
  */
-export function queueStep(options: QueueStepOptions): OperatorFunction<ServingEvent, ServingEvent> & { readonly [QUEUE_STEP]: QueueStepMark } {
+export function queueStep(
+  options: QueueStepOptions,
+): OperatorFunction<ServingEvent, ServingEvent> & { readonly [QUEUE_STEP]: QueueStepMark } {
   const o = decodeOrThrow(QueueStepOptionsCodec, options, 'queueStep.options') as QueueStepOptions;
   const limits = limitsFrom({ name: o.name, maxInFlight: o.maxInFlight ?? 256, maxQueue: o.maxQueue }, 'queue');
   const { stream } = o;
@@ -162,7 +164,9 @@ export function queueStep(options: QueueStepOptions): OperatorFunction<ServingEv
         try {
           fields = messageFields(event);
         } catch (cause) {
-          throw new TypeError(`queueStep '${name}': the body of event '${event.id}' cannot be sent as JSON (${toError(cause).message})`, { cause });
+          throw new TypeError(`queueStep '${name}': the body of event '${event.id}' cannot be sent as JSON (${toError(cause).message})`, {
+            cause,
+          });
         }
         const item: Queued = {
           fields,

@@ -77,10 +77,19 @@ export function readLoop(deps: {
         }
         blocked = true;
         const block = Math.max(1, Math.min(o.blockMs, nextReclaim - Date.now()));
-        const reply = (await reader.call(
-          'XREADGROUP', 'GROUP', o.group, o.consumer, 'COUNT', Math.min(o.batchSize, credit),
-          'BLOCK', block, 'STREAMS', o.stream, history ?? '>',
-        ));
+        const reply = await reader.call(
+          'XREADGROUP',
+          'GROUP',
+          o.group,
+          o.consumer,
+          'COUNT',
+          Math.min(o.batchSize, credit),
+          'BLOCK',
+          block,
+          'STREAMS',
+          o.stream,
+          history ?? '>',
+        );
         blocked = false;
         failures = 0;
         const entries = readEntries(reply);

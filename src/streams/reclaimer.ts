@@ -32,15 +32,12 @@ export function reclaimer(deps: {
     for (let page = 0; page < PAGES && deps.running(); page++) {
       const credit = deps.credit();
       if (credit <= 0) return;
-      const [next, claimed, dead] = (await runScript(deps.commands(), RECLAIM, [o.stream, o.deadLetterStream], [
-        o.group,
-        o.consumer,
-        o.claimIdleMs,
-        cursor,
-        PAGE,
-        o.maxDeliveries,
-        credit,
-      ])) as [string, Entry[], number | string];
+      const [next, claimed, dead] = (await runScript(
+        deps.commands(),
+        RECLAIM,
+        [o.stream, o.deadLetterStream],
+        [o.group, o.consumer, o.claimIdleMs, cursor, PAGE, o.maxDeliveries, credit],
+      )) as [string, Entry[], number | string];
       // Numbers may arrive as strings (ioredis `stringNumbers`).
       if (Number(dead) > 0) metrics.inc('deadLettered', Number(dead));
       for (const entry of claimed) deps.claimed(entry);

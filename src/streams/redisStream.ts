@@ -87,7 +87,10 @@ export function redisStream(options: RedisStreamOptions): RedisStream {
   // lands (which would cap a consumer at one message per read round trip).
   const readAt = Math.max(1, Math.floor(Math.min(o.batchSize, o.maxInFlight) / 4));
   const stall = stallWatch(o, { held: () => inFlight.size, starved: () => credit() < readAt });
-  const metrics = streamMetrics({ stream: o.stream, group: o.group, consumer: o.consumer }, { pending: () => inFlight.size, stalled: stall.stalled });
+  const metrics = streamMetrics(
+    { stream: o.stream, group: o.group, consumer: o.consumer },
+    { pending: () => inFlight.size, stalled: stall.stalled },
+  );
 
   let connections: { commands: RedisLike; reader: RedisLike; readerId: unknown } | undefined;
   let owned: RedisLike[] = [];

@@ -8,7 +8,13 @@
  * already be reclaiming them). `check()` warns once per stall; a settled message ends the stall.
  */
 export function stallWatch(
-  o: { readonly stream: string; readonly group: string; readonly consumer: string; readonly maxInFlight: number; readonly claimIdleMs: number },
+  o: {
+    readonly stream: string;
+    readonly group: string;
+    readonly consumer: string;
+    readonly maxInFlight: number;
+    readonly claimIdleMs: number;
+  },
   credit: { readonly held: () => number; readonly starved: () => boolean },
   now: () => number = Date.now,
 ) {

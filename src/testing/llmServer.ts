@@ -77,8 +77,7 @@ export async function startLLMServer(options: LLMServerOptions = {}): Promise<LL
   const faults: { fault: LLMServerFault; left: number }[] = [];
   const latency = options.latencyMs ?? 0;
   const answerFor =
-    options.answer ??
-    (({ model, messages, prompt }) => `${model} says: ${messages?.at(-1)?.content ?? prompt ?? ''}`.trim());
+    options.answer ?? (({ model, messages, prompt }) => `${model} says: ${messages?.at(-1)?.content ?? prompt ?? ''}`.trim());
   let completions = 0;
 
   const takeFault = (path: string): LLMServerFault | undefined => {
@@ -147,7 +146,13 @@ export async function startLLMServer(options: LLMServerOptions = {}): Promise<LL
       res.writeHead(200, { 'content-type': 'application/json', ...fault?.headers });
       // As a text-generation endpoint: the text, and no usage.
       return void res.end(
-        JSON.stringify({ id, object: 'text_completion', created, model, choices: [{ index: 0, text: answer, finish_reason: 'stop', logprobs: null }] }),
+        JSON.stringify({
+          id,
+          object: 'text_completion',
+          created,
+          model,
+          choices: [{ index: 0, text: answer, finish_reason: 'stop', logprobs: null }],
+        }),
       );
     }
     return sendError(res, 404, `no route for ${req.method} ${path}`);
@@ -220,14 +225,20 @@ async function stream(
   }
   res.write(chunk({}, 'stop'));
   if (s.usage) {
-    res.write(`data: ${JSON.stringify({ id: `chat${s.id}`, object: 'chat.completion.chunk', created: s.created, model: s.model, choices: [], usage: s.usage })}\n\n`);
+    res.write(
+      `data: ${JSON.stringify({ id: `chat${s.id}`, object: 'chat.completion.chunk', created: s.created, model: s.model, choices: [], usage: s.usage })}\n\n`,
+    );
   }
   res.end('data: [DONE]\n\n');
 }
 
 function sendError(res: ServerResponse, status: number, message: string, headers?: Readonly<Record<string, string>>): void {
   res.writeHead(status, { 'content-type': 'application/json', ...headers });
-  res.end(JSON.stringify({ error: { message, type: status === 429 ? 'rate_limit_exceeded' : 'server_error', param: null, code: String(status) } }));
+  res.end(
+    JSON.stringify({
+      error: { message, type: status === 429 ? 'rate_limit_exceeded' : 'server_error', param: null, code: String(status) },
+    }),
+  );
 }
 
 function readBody(req: IncomingMessage): Promise<string> {

@@ -1,6 +1,18 @@
 // An Executor for tests: each model is a function the test writes, typically returning cold().
 import { cloneBody } from '../execution/clone.js';
-import { asyncScheduler, catchError, defaultIfEmpty, EmptyError, forkJoin, from, isObservable, of, take, type Observable, type ObservableInput } from 'rxjs';
+import {
+  asyncScheduler,
+  catchError,
+  defaultIfEmpty,
+  EmptyError,
+  forkJoin,
+  from,
+  isObservable,
+  of,
+  take,
+  type Observable,
+  type ObservableInput,
+} from 'rxjs';
 import { ConfigError, toError } from '../errors.js';
 import type { Executor, ExecutorSession } from '../execution/executor.js';
 import type { ModelEntry } from '../model/entry.js';
@@ -123,6 +135,7 @@ export function testExecutor(models: Readonly<Record<string, TestModel>>): TestE
 
 function toObservable(result: unknown): Observable<unknown> {
   if (isObservable(result)) return result;
-  if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') return from(result as PromiseLike<unknown>);
+  if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function')
+    return from(result as PromiseLike<unknown>);
   return of(result);
 }

@@ -19,15 +19,26 @@ class Check extends Model<{ fail?: boolean }, { ok: true }> {
 
 export function dashboardGraph(): { graph: Graph; pipeline: OperatorFunction<ServingEvent, ServingEvent> } {
   const graph = createGraph({ name: 'shop' });
-  graph.addSharedModel({ name: 'llm', modelClass: 'LLModel', executionMechanism: 'asyncio', modelArtifact: modelArtifact({ key: 'm', modelUrl: 'mock://' }) });
+  graph.addSharedModel({
+    name: 'llm',
+    modelClass: 'LLModel',
+    executionMechanism: 'asyncio',
+    modelArtifact: modelArtifact({ key: 'm', modelUrl: 'mock://' }),
+  });
   const scorer = graph.modelRunner({
     name: 'scorer',
     models: [{ endpointName: 'score', modelClass: Score, executionMechanism: 'asyncio' }],
     maxInFlight: 2,
     maxQueue: 2,
   });
-  const checker = graph.modelRunner({ name: 'checker', models: [{ endpointName: 'check', modelClass: Check, executionMechanism: 'naive' }] });
-  const advisor = graph.modelRunner({ name: 'advisor', models: [graph.sharedModelProxy({ endpointName: 'advice', sharedModelName: 'llm' })] });
+  const checker = graph.modelRunner({
+    name: 'checker',
+    models: [{ endpointName: 'check', modelClass: Check, executionMechanism: 'naive' }],
+  });
+  const advisor = graph.modelRunner({
+    name: 'advisor',
+    models: [graph.sharedModelProxy({ endpointName: 'advice', sharedModelName: 'llm' })],
+  });
   const pipeline = router({ key: (e) => e.path?.slice(1), routes: { score: scorer, check: checker, advice: advisor } });
   return { graph, pipeline };
 }

@@ -27,17 +27,23 @@ function newest(dir: string, skip?: (name: string) => boolean): number {
 
 /** The oldest output of the build that workers load: its entries' mtimes. */
 function builtAt(): number {
-  const entries = ['dist/index.js', 'dist/execution/threadWorker.js', 'dist/execution/processWorker.js', 'dist/cli/main.js'].map((f) => join(root, f));
+  const entries = ['dist/index.js', 'dist/execution/threadWorker.js', 'dist/execution/processWorker.js', 'dist/cli/main.js'].map((f) =>
+    join(root, f),
+  );
   if (!entries.every((f) => existsSync(f))) return 0;
   return Math.min(...entries.map((f) => statSync(f).mtimeMs));
 }
 
 export default function setup(): void {
   if (process.env.RXSERVE_SKIP_BUILD_CHECK === '1') return;
-  const sources = Math.max(newest(join(root, 'src'), (name) => name.endsWith('.spec.ts')), statSync(join(root, 'tsup.config.ts')).mtimeMs);
+  const sources = Math.max(
+    newest(join(root, 'src'), (name) => name.endsWith('.spec.ts')),
+    statSync(join(root, 'tsup.config.ts')).mtimeMs,
+  );
   if (builtAt() >= sources) return;
   process.stdout.write('rxserve: src/ is newer than dist/ (workers, examples and the CLI load dist/): building first\n');
   const npm = process.env.npm_execpath;
-  if (npm !== undefined && npm.endsWith('.js')) execFileSync(process.execPath, [npm, 'run', 'build', '--silent'], { cwd: root, stdio: 'inherit' });
+  if (npm !== undefined && npm.endsWith('.js'))
+    execFileSync(process.execPath, [npm, 'run', 'build', '--silent'], { cwd: root, stdio: 'inherit' });
   else execFileSync('npm', ['run', 'build', '--silent'], { cwd: root, stdio: 'inherit' });
 }

@@ -4,13 +4,27 @@ import { readFileSync } from 'node:fs';
 import type { OipDatatype, OipTensor } from '../../src/index.js';
 
 const DATATYPES: Record<number, OipDatatype> = {
-  1: 'FP32', 2: 'UINT8', 3: 'INT8', 4: 'UINT16', 5: 'INT16', 6: 'INT32', 7: 'INT64', 8: 'BYTES',
-  9: 'BOOL', 10: 'FP16', 11: 'FP64', 12: 'UINT32', 13: 'UINT64',
+  1: 'FP32',
+  2: 'UINT8',
+  3: 'INT8',
+  4: 'UINT16',
+  5: 'INT16',
+  6: 'INT32',
+  7: 'INT64',
+  8: 'BYTES',
+  9: 'BOOL',
+  10: 'FP16',
+  11: 'FP64',
+  12: 'UINT32',
+  13: 'UINT64',
 };
 
 class Reader {
   pos = 0;
-  constructor(readonly buf: Buffer, readonly end = buf.length) {}
+  constructor(
+    readonly buf: Buffer,
+    readonly end = buf.length,
+  ) {}
   varint(): bigint {
     let result = 0n;
     let shift = 0n;
@@ -79,22 +93,37 @@ export function readTensorProto(path: string): OipTensor {
 
 function fromRaw(raw: Buffer, datatype: OipDatatype): unknown[] {
   const b = Buffer.from(raw); // aligned copy
-  const view = (ctor: { new (buffer: ArrayBuffer, offset: number, length: number): ArrayLike<number | bigint>; BYTES_PER_ELEMENT: number }) =>
-    Array.from(new ctor(b.buffer, b.byteOffset, b.length / ctor.BYTES_PER_ELEMENT), (v) => (typeof v === 'bigint' ? Number(v) : v));
+  const view = (ctor: {
+    new (buffer: ArrayBuffer, offset: number, length: number): ArrayLike<number | bigint>;
+    BYTES_PER_ELEMENT: number;
+  }) => Array.from(new ctor(b.buffer, b.byteOffset, b.length / ctor.BYTES_PER_ELEMENT), (v) => (typeof v === 'bigint' ? Number(v) : v));
   switch (datatype) {
-    case 'FP32': return view(Float32Array);
-    case 'FP64': return view(Float64Array);
-    case 'INT8': return view(Int8Array);
-    case 'UINT8': return view(Uint8Array);
-    case 'INT16': return view(Int16Array);
-    case 'UINT16': return view(Uint16Array);
-    case 'INT32': return view(Int32Array);
-    case 'UINT32': return view(Uint32Array);
-    case 'INT64': return view(BigInt64Array);
-    case 'UINT64': return view(BigUint64Array);
-    case 'BOOL': return view(Uint8Array).map((v) => v !== 0);
-    case 'FP16': return view(Uint16Array).map((v) => halfToNumber(v as number));
-    default: throw new Error(`raw ${datatype} data is not read here`);
+    case 'FP32':
+      return view(Float32Array);
+    case 'FP64':
+      return view(Float64Array);
+    case 'INT8':
+      return view(Int8Array);
+    case 'UINT8':
+      return view(Uint8Array);
+    case 'INT16':
+      return view(Int16Array);
+    case 'UINT16':
+      return view(Uint16Array);
+    case 'INT32':
+      return view(Int32Array);
+    case 'UINT32':
+      return view(Uint32Array);
+    case 'INT64':
+      return view(BigInt64Array);
+    case 'UINT64':
+      return view(BigUint64Array);
+    case 'BOOL':
+      return view(Uint8Array).map((v) => v !== 0);
+    case 'FP16':
+      return view(Uint16Array).map((v) => halfToNumber(v as number));
+    default:
+      throw new Error(`raw ${datatype} data is not read here`);
   }
 }
 

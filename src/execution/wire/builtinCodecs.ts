@@ -23,7 +23,9 @@ export interface WireCodec {
   unpackBatch(outputs: unknown[]): void;
 }
 
-const BUILT_IN_WIRE: ReadonlyMap<string, WireCodec> = new Map([['OnnxModel', { pack: packBatch, unpackInputs, batch: WIRE_BATCH, outputTransfer, unpackBatch }]]);
+const BUILT_IN_WIRE: ReadonlyMap<string, WireCodec> = new Map([
+  ['OnnxModel', { pack: packBatch, unpackInputs, batch: WIRE_BATCH, outputTransfer, unpackBatch }],
+]);
 
 const codecs = new Map<string, WireCodec | undefined>();
 

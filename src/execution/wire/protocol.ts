@@ -124,7 +124,6 @@ function cloneable(value: unknown): unknown {
   }
 }
 
-
 /** What a worker boundary needs to know of a value before sending it. */
 export interface Inspection {
   /** Whole ArrayBuffers inside it (sent by transfer). */
@@ -165,7 +164,14 @@ export function collectTransferables(value: unknown): ArrayBuffer[] {
 }
 
 /** Inspects one value; pushes its children (last first, so they pop in order). Returns a problem. */
-function visit(value: unknown, path: string, transfer: ArrayBuffer[], values: unknown[], paths: string[], seen: Set<object>): string | undefined {
+function visit(
+  value: unknown,
+  path: string,
+  transfer: ArrayBuffer[],
+  values: unknown[],
+  paths: string[],
+  seen: Set<object>,
+): string | undefined {
   if (value === null) return undefined;
   const type = typeof value;
   if (type === 'function') return `${path} is a function`;
@@ -282,7 +288,12 @@ function encodeContexts(contexts: readonly WireContext[]): unknown[] {
 function decodeContexts(flat: readonly unknown[]): WireContext[] {
   const contexts = new Array<WireContext>(flat.length / CONTEXT_FIELDS);
   for (let k = 0, i = 0; k < contexts.length; k++, i += CONTEXT_FIELDS) {
-    contexts[k] = { eventId: flat[i] as string, origin: flat[i + 1] as string, path: flat[i + 2] as string | undefined, listen: flat[i + 3] === 1 };
+    contexts[k] = {
+      eventId: flat[i] as string,
+      origin: flat[i + 1] as string,
+      path: flat[i + 2] as string | undefined,
+      listen: flat[i + 3] === 1,
+    };
   }
   return contexts;
 }

@@ -6,7 +6,15 @@ import { CallContext } from '../../model/callContext.js';
 import { runOperation } from '../../model/operation.js';
 import { loadBuiltIn } from './lazyBuiltins.js';
 import { wireCodec, type WireCodec } from '../wire/builtinCodecs.js';
-import { flatten, inspectForWorker, serializeError, type WireBatch, type WireCall, type WireResult, type WorkerModelSpec } from '../wire/protocol.js';
+import {
+  flatten,
+  inspectForWorker,
+  serializeError,
+  type WireBatch,
+  type WireCall,
+  type WireResult,
+  type WorkerModelSpec,
+} from '../wire/protocol.js';
 
 /** Classes every worker knows without a module reference. */
 
@@ -42,7 +50,10 @@ export class ModelHost {
     if (model === undefined) {
       model = this.build(JSON.parse(key) as WorkerModelSpec);
       this.models.set(key, model);
-      model.then((m) => this.models.get(key) === model && this.loaded.set(key, m), () => undefined);
+      model.then(
+        (m) => this.models.get(key) === model && this.loaded.set(key, m),
+        () => undefined,
+      );
       // A failed build is not cached: the next call tries again (the error is reported per call).
       model.catch(() => this.models.delete(key));
     }
@@ -82,7 +93,9 @@ export class ModelHost {
     const models = batch.specs.map((key) => this.loaded.get(key) ?? this.get(key));
     return batch.calls.map((call) => {
       const model = models[call.spec];
-      return call.batch !== undefined ? this.runBatchCall(model, call, transfer, wireCodec(batch.specs[call.spec])) : this.runCall(model, call, transfer);
+      return call.batch !== undefined
+        ? this.runBatchCall(model, call, transfer, wireCodec(batch.specs[call.spec]))
+        : this.runCall(model, call, transfer);
     });
   }
 
@@ -93,7 +106,9 @@ export class ModelHost {
       return {
         ok: false,
         error: serializeError(
-          new TypeError(`the output of model '${name}' cannot be copied back from its worker ${this.kind}: ${inspection.problem}, which structured clone cannot copy`),
+          new TypeError(
+            `the output of model '${name}' cannot be copied back from its worker ${this.kind}: ${inspection.problem}, which structured clone cannot copy`,
+          ),
         ),
       };
     }
@@ -106,19 +121,28 @@ export class ModelHost {
    * built-in class's wire form (`wire`) are its own TypedArrays and plain data, which need no
    * look for what cannot cross: the codec names their buffers to transfer.
    */
-  private batchOutput(name: string, values: unknown, size: number, transfer: ArrayBuffer[] | undefined, wire: WireCodec | undefined): WireResult {
+  private batchOutput(
+    name: string,
+    values: unknown,
+    size: number,
+    transfer: ArrayBuffer[] | undefined,
+    wire: WireCodec | undefined,
+  ): WireResult {
     if (!Array.isArray(values) || values.length !== size) {
       return {
         ok: false,
         error: serializeError(
-          new TypeError(`predictBatch of model '${name}' returned ${Array.isArray(values) ? `${values.length} results` : typeof values} for ${size} inputs`),
+          new TypeError(
+            `predictBatch of model '${name}' returned ${Array.isArray(values) ? `${values.length} results` : typeof values} for ${size} inputs`,
+          ),
         ),
       };
     }
     const results = new Array<WireResult>(size);
     for (let k = 0; k < size; k++) {
       const v: unknown = values[k];
-      results[k] = v instanceof Error ? { ok: false, error: serializeError(v) } : wire ? { ok: true, value: v } : this.output(name, v, transfer);
+      results[k] =
+        v instanceof Error ? { ok: false, error: serializeError(v) } : wire ? { ok: true, value: v } : this.output(name, v, transfer);
     }
     if (wire && transfer) wire.outputTransfer(values, transfer);
     return { ok: true, value: flatten(results) };
@@ -189,9 +213,16 @@ export class ModelHost {
    * wire codec, its wire method on the codec's input list). Each element's partials go out as
    * `[element, partial]`, and only for elements someone listens to.
    */
-  private runBatchCall(model: Model | Promise<Model>, call: WireCall, transfer: ArrayBuffer[] | undefined, wire: WireCodec | undefined): WireResult | Promise<WireResult> {
+  private runBatchCall(
+    model: Model | Promise<Model>,
+    call: WireCall,
+    transfer: ArrayBuffer[] | undefined,
+    wire: WireCodec | undefined,
+  ): WireResult | Promise<WireResult> {
     const emit = this.emitPartial;
-    const contexts = call.batch!.map((c, k) => new CallContext(c.eventId, c.origin, c.path, emit && c.listen ? (partial) => emit(call.id, [k, partial]) : undefined));
+    const contexts = call.batch!.map(
+      (c, k) => new CallContext(c.eventId, c.origin, c.path, emit && c.listen ? (partial) => emit(call.id, [k, partial]) : undefined),
+    );
     const inputs = wire ? wire.unpackInputs(call.input as unknown[]) : (call.input as unknown[]);
     return this.execute(
       model,
@@ -234,7 +265,9 @@ export class ModelHost {
 const failed = (error: unknown): WireResult => ({ ok: false, error: serializeError(error) });
 
 const isThenable = (value: unknown): value is PromiseLike<unknown> =>
-  value !== null && (typeof value === 'object' || typeof value === 'function') && typeof (value as PromiseLike<unknown>).then === 'function';
+  value !== null &&
+  (typeof value === 'object' || typeof value === 'function') &&
+  typeof (value as PromiseLike<unknown>).then === 'function';
 
 /** The reason a worker gives a call's signal when the main side cancelled it. */
 export function cancelledReason(): Error {
@@ -242,4 +275,3 @@ export function cancelledReason(): Error {
   error.name = 'AbortError';
   return error;
 }
-

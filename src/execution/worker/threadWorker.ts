@@ -73,7 +73,6 @@ const knownSpecs = data?.rxserveSpecs ?? [];
 if (data?.rxserveCancel instanceof SharedArrayBuffer) flags = new Int32Array(data.rxserveCancel);
 if (Array.isArray(data?.rxserveSpecs)) await Promise.all(data.rxserveSpecs.map((key: string) => host.get(key).catch(() => undefined)));
 
-
 // A call is cancelled when the main thread wrote its id into its slot (ids, not booleans, so a
 // reused slot cannot cancel the wrong call).
 function pollCancellations(): void {
@@ -142,4 +141,3 @@ function reply(results: unknown[], transfer: ArrayBuffer[]): unknown {
   // move() marks the wrapper so piscina sends `valueSymbol` with `transferableSymbol` transferred.
   return move({ [transferableSymbol]: transfer, [valueSymbol]: results });
 }
-

@@ -26,7 +26,12 @@ export class HuggingFaceProvider implements LLMProvider {
   }
 
   /** The client's options for one call, and what its failed answer said to wait. */
-  private callOptions(signal: AbortSignal | undefined): { signal?: AbortSignal; retry_on_error: false; fetch: typeof fetch; failed: { retryAfter?: string } } {
+  private callOptions(signal: AbortSignal | undefined): {
+    signal?: AbortSignal;
+    retry_on_error: false;
+    fetch: typeof fetch;
+    failed: { retryAfter?: string };
+  } {
     const failed: { retryAfter?: string } = {};
     const base = this.fetch;
     const wrapped: typeof fetch = async (input, init) => {

@@ -22,7 +22,7 @@ export class OpenAIProvider implements LLMProvider {
     // maxRetries 0: rxserve retries (bounded, before the first token), so retries never stack.
     this.client = new OpenAI({
       apiKey: options.apiKey ?? process.env.OPENAI_API_KEY,
-      ...(options.baseURL ?? process.env.OPENAI_BASE_URL ? { baseURL: options.baseURL ?? process.env.OPENAI_BASE_URL } : {}),
+      ...((options.baseURL ?? process.env.OPENAI_BASE_URL) ? { baseURL: options.baseURL ?? process.env.OPENAI_BASE_URL } : {}),
       maxRetries: 0,
       ...(options.transport === 'node-http' ? { fetch: sharedNodeFetch() } : {}),
     });
@@ -43,7 +43,11 @@ export class OpenAIProvider implements LLMProvider {
       throw new ProviderError(`openai '${this.model}': the response has no choices`, 200, false);
     }
     if (response.choices.length > 1) {
-      throw new ProviderError(`openai '${this.model}': the response has ${response.choices.length} choices; LLModel takes one (n: 1)`, 200, false);
+      throw new ProviderError(
+        `openai '${this.model}': the response has ${response.choices.length} choices; LLModel takes one (n: 1)`,
+        200,
+        false,
+      );
     }
     const answer = response.choices[0].message?.content ?? '';
     // OpenAI's usage object is passed through whole (with its *_tokens_details).
@@ -138,7 +142,8 @@ export class OpenAIProvider implements LLMProvider {
     }
     const response = await fetch(url, { method: 'POST', headers: requestHeaders, body: req.body as string, signal }).catch(failed);
     if (!response.ok) throw statusError(response.status, await response.text().catch((e: unknown) => toError(e).message), response.headers);
-    if (response.body === null) throw new ProviderError(`openai '${this.model}': the streamed response has no body`, response.status, false);
+    if (response.body === null)
+      throw new ProviderError(`openai '${this.model}': the streamed response has no body`, response.status, false);
     const reader = response.body.getReader();
     return { headers: response.headers, read: () => reader.read(), cancel: () => void reader.cancel().catch(() => undefined) };
   }

@@ -62,8 +62,10 @@ class Slot {
 /** The error an event leaves with when its cancel aborts. */
 export function abortedError(token: CancelToken): Error {
   const reason: unknown = token.reason;
-  // eslint-disable-next-line @typescript-eslint/no-base-to-string -- a reason that is not an Error is usually a string; any other value is named as String() names it
-  return reason instanceof Error ? reason : new DOMException(reason === undefined ? 'the event was cancelled' : String(reason), 'AbortError');
+  return reason instanceof Error
+    ? reason
+    : // eslint-disable-next-line @typescript-eslint/no-base-to-string -- a reason that is not an Error is usually a string; any other value is named as String() names it
+      new DOMException(reason === undefined ? 'the event was cancelled' : String(reason), 'AbortError');
 }
 
 /**

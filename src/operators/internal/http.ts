@@ -136,10 +136,18 @@ export function httpConfig<E extends unknown[]>(options: HttpStepOptions<E>, ope
   const at = `${operator}.options`;
   const o = decodeOrThrow(HttpStepOptionsCodec, options, at) as HttpStepOptions<E>;
   if (o.url === undefined && o.urlExpression === undefined) {
-    throw new ConfigError([{ path: `${at}.url`, expected: '', message: "is required: give 'url' (or 'urlExpression', a function of the event returning the URL)" }]);
+    throw new ConfigError([
+      {
+        path: `${at}.url`,
+        expected: '',
+        message: "is required: give 'url' (or 'urlExpression', a function of the event returning the URL)",
+      },
+    ]);
   }
   if (o.urlExpression !== undefined && o.subpath !== undefined) {
-    throw new ConfigError([{ path: `${at}.subpath`, expected: '', message: "applies to 'url' only: with 'urlExpression', return the whole URL" }]);
+    throw new ConfigError([
+      { path: `${at}.subpath`, expected: '', message: "applies to 'url' only: with 'urlExpression', return the whole URL" },
+    ]);
   }
   const appendEventPath = o.subpath === '$path';
   let base: HttpConfig<E>['base'];
@@ -185,7 +193,10 @@ const PATH_CHARS = /^[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*$/;
 /** The event's path checked for appending: no dot segments (not even encoded), nothing outside a path. */
 function eventPath(config: HttpConfig<never>, event: ServingEvent): string {
   const path = event.path ?? '';
-  const bad = (why: string) => new TypeError(`remote step '${config.step}': the event's path ${JSON.stringify(path.slice(0, 100))} cannot be appended to the URL (${why})`);
+  const bad = (why: string) =>
+    new TypeError(
+      `remote step '${config.step}': the event's path ${JSON.stringify(path.slice(0, 100))} cannot be appended to the URL (${why})`,
+    );
   if (!PATH_CHARS.test(path)) throw bad('characters a URL path cannot hold');
   for (const segment of path.split('/')) {
     let decoded: string;
@@ -194,7 +205,8 @@ function eventPath(config: HttpConfig<never>, event: ServingEvent): string {
     } catch {
       throw bad('a malformed percent-encoding');
     }
-    if (decoded === '.' || decoded === '..' || decoded.includes('/') || decoded.includes('\\')) throw bad("a '.' or '..' segment, or an encoded slash");
+    if (decoded === '.' || decoded === '..' || decoded.includes('/') || decoded.includes('\\'))
+      throw bad("a '.' or '..' segment, or an encoded slash");
   }
   return path;
 }
@@ -221,7 +233,9 @@ export function prepareRequest<E extends unknown[]>(config: HttpConfig<E>, event
   if (config.urlExpression !== undefined) {
     const value = config.urlExpression(...args);
     if (!isHttpUrl(value)) {
-      throw new TypeError(`remote step '${config.step}': urlExpression returned ${JSON.stringify(String(value).slice(0, 100))}, not an 'http://' or 'https://' URL`);
+      throw new TypeError(
+        `remote step '${config.step}': urlExpression returned ${JSON.stringify(String(value).slice(0, 100))}, not an 'http://' or 'https://' URL`,
+      );
     }
     const url = new URL(value);
     origin = url.origin;

@@ -13,7 +13,12 @@ import type { HttpConfig, PreparedRequest } from './http.js';
 
 // Errors of the request itself (a bad header, an unsupported option) and answers over the size
 // limit: sending again would fail the same way.
-const NOT_RETRYABLE = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED', 'UND_ERR_RES_EXCEEDED_MAX_SIZE', 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH']);
+const NOT_RETRYABLE = new Set([
+  'UND_ERR_INVALID_ARG',
+  'UND_ERR_NOT_SUPPORTED',
+  'UND_ERR_RES_EXCEEDED_MAX_SIZE',
+  'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH',
+]);
 const RETRYABLE_STATUS = (status: number) => status >= 500 || status === 408 || status === 429;
 const MAX_REDIRECTS = 5;
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
@@ -33,7 +38,14 @@ function redirected(step: string, request: PreparedRequest, status: number, loca
     url = new URL('about:blank');
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new RemoteStepError(step, request.display, status, '', 1, `${request.method} ${request.display} was redirected to ${JSON.stringify(location.slice(0, 100))}, not an http(s) URL`);
+    throw new RemoteStepError(
+      step,
+      request.display,
+      status,
+      '',
+      1,
+      `${request.method} ${request.display} was redirected to ${JSON.stringify(location.slice(0, 100))}, not an http(s) URL`,
+    );
   }
   const toGet = status === 303 ? request.method !== 'HEAD' : (status === 301 || status === 302) && request.method === 'POST';
   const headers = { ...request.headers };
@@ -167,7 +179,14 @@ export class HttpClient {
           const location = headerOf(res, 'location');
           if (location === undefined) break;
           if (hops === MAX_REDIRECTS) {
-            throw new RemoteStepError(config.step, first.display, res.status, '', attempt, `${first.method} ${first.display}: more than ${MAX_REDIRECTS} redirects (last to ${request.display})`);
+            throw new RemoteStepError(
+              config.step,
+              first.display,
+              res.status,
+              '',
+              attempt,
+              `${first.method} ${first.display}: more than ${MAX_REDIRECTS} redirects (last to ${request.display})`,
+            );
           }
           request = redirected(config.step, request, res.status, location);
           res = await this.#request(request, signal);
@@ -175,7 +194,14 @@ export class HttpClient {
         if (res.status < 400) return this.#decode(request, res, attempt);
         const answer = head(res.body);
         const { status } = res;
-        failure = new RemoteStepError(config.step, request.display, status, answer, attempt, `HTTP ${status} from ${request.method} ${request.display}${tries(attempt)}: ${answer}`);
+        failure = new RemoteStepError(
+          config.step,
+          request.display,
+          status,
+          answer,
+          attempt,
+          `HTTP ${status} from ${request.method} ${request.display}${tries(attempt)}: ${answer}`,
+        );
         retryable = RETRYABLE_STATUS(status);
         wait = retryAfterMs((name) => headerOf(res, name));
       } catch (error) {
@@ -184,10 +210,19 @@ export class HttpClient {
         const e = toError(error);
         const code = (e as { code?: string }).code ?? '';
         const causeMessage = (e.cause as { message?: string } | undefined)?.message;
-        const why = code === 'UND_ERR_RES_EXCEEDED_MAX_SIZE'
-          ? `the answer is over maxAnswerBytes (${config.maxAnswerBytes})`
-          : [e.message, causeMessage].filter(Boolean).join(': ');
-        failure = new RemoteStepError(config.step, request.display, undefined, '', attempt, `${request.method} ${request.display} failed${tries(attempt)}: ${why}`, { cause: error });
+        const why =
+          code === 'UND_ERR_RES_EXCEEDED_MAX_SIZE'
+            ? `the answer is over maxAnswerBytes (${config.maxAnswerBytes})`
+            : [e.message, causeMessage].filter(Boolean).join(': ');
+        failure = new RemoteStepError(
+          config.step,
+          request.display,
+          undefined,
+          '',
+          attempt,
+          `${request.method} ${request.display} failed${tries(attempt)}: ${why}`,
+          { cause: error },
+        );
         retryable = !NOT_RETRYABLE.has(code);
       }
       if (!retryable || attempt > config.retries) throw failure;
@@ -195,7 +230,15 @@ export class HttpClient {
       // Waiting past the deadline only to time out would hide the server's answer behind a
       // ModelTimeoutError and hold the slot meanwhile: fail with the answer now.
       if (performance.now() + delay >= deadline) {
-        throw new RemoteStepError(config.step, request.display, failure.status, failure.answer, attempt, `${failure.message.replace(/^remote step '[^']*': /, '')} (no retry: waiting ${Math.round(delay)} ms would pass timeoutMs ${config.timeoutMs})`, { cause: failure.cause });
+        throw new RemoteStepError(
+          config.step,
+          request.display,
+          failure.status,
+          failure.answer,
+          attempt,
+          `${failure.message.replace(/^remote step '[^']*': /, '')} (no retry: waiting ${Math.round(delay)} ms would pass timeoutMs ${config.timeoutMs})`,
+          { cause: failure.cause },
+        );
       }
       await sleep(delay, signal);
     }
@@ -205,7 +248,14 @@ export class HttpClient {
     const text = res.body.toString('utf8');
     if (!this.config.returnJson && !/[/+]json\b/i.test(headerOf(res, 'content-type') ?? '')) return text;
     const fail = (why: string) =>
-      new RemoteStepError(this.config.step, request.display, res.status, head(res.body), attempt, `the answer of ${request.method} ${request.display} (HTTP ${res.status}) ${why}: ${head(res.body)}`);
+      new RemoteStepError(
+        this.config.step,
+        request.display,
+        res.status,
+        head(res.body),
+        attempt,
+        `the answer of ${request.method} ${request.display} (HTTP ${res.status}) ${why}: ${head(res.body)}`,
+      );
     if (text === '') return null;
     let value: unknown;
     try {

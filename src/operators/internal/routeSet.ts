@@ -122,9 +122,25 @@ export class RouteSet {
   }
 
   /** A waiting event, in the map by id (after any other waiting with its id, then with a ticket). */
-  #wait(id: string, route: number, answer: Pending['answer'], answers: Pending['answers'], done: Pending['done'], remaining: number): Pending {
+  #wait(
+    id: string,
+    route: number,
+    answer: Pending['answer'],
+    answers: Pending['answers'],
+    done: Pending['done'],
+    remaining: number,
+  ): Pending {
     const first = this.#pending.get(id);
-    const pending: Pending = { route, id, ticket: first === undefined ? 0 : ++this.#lastTicket, answer, answers, done, remaining, sibling: undefined };
+    const pending: Pending = {
+      route,
+      id,
+      ticket: first === undefined ? 0 : ++this.#lastTicket,
+      answer,
+      answers,
+      done,
+      remaining,
+      sibling: undefined,
+    };
     if (first === undefined) this.#pending.set(id, pending);
     else {
       let last = first;
@@ -188,7 +204,11 @@ export class RouteSet {
       for (let p: Pending | undefined = first; p !== undefined; p = p.sibling) if (this.#waits(p, route)) waiting.push(p);
     }
     for (const pending of waiting) {
-      this.#fill(pending, route, withError({ id: pending.id, body: undefined, metadata: {} }, this.#unanswered(route, pending.id), this.step));
+      this.#fill(
+        pending,
+        route,
+        withError({ id: pending.id, body: undefined, metadata: {} }, this.#unanswered(route, pending.id), this.step),
+      );
     }
     if (--this.#open === 0 && this.#inputDone) this.out.complete();
   }

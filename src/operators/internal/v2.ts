@@ -185,25 +185,35 @@ export function runOnRoute(
       case 'predict':
       case 'explain':
         return emit(
-          answerOf(event, answer, {
-            id: event.id,
-            model_name: model,
-            ...(version !== undefined ? { model_version: version } : {}),
-            outputs: outputsOf(body),
-            ...(op === 'explain' ? {} : { timestamp: isoTime(asyncScheduler.now()) }),
-          }, step),
+          answerOf(
+            event,
+            answer,
+            {
+              id: event.id,
+              model_name: model,
+              ...(version !== undefined ? { model_version: version } : {}),
+              outputs: outputsOf(body),
+              ...(op === 'explain' ? {} : { timestamp: isoTime(asyncScheduler.now()) }),
+            },
+            step,
+          ),
         );
       case 'ready':
         return emit(answerOf(event, answer, { name: model, ready: true }, step));
       case 'metadata': {
         const meta = (body ?? {}) as { inputs?: unknown; outputs?: unknown };
         return emit(
-          answerOf(event, answer, {
-            name: model,
-            version: version ?? '',
-            inputs: Array.isArray(meta.inputs) ? meta.inputs : [],
-            outputs: Array.isArray(meta.outputs) ? meta.outputs : [],
-          }, step),
+          answerOf(
+            event,
+            answer,
+            {
+              name: model,
+              version: version ?? '',
+              inputs: Array.isArray(meta.inputs) ? meta.inputs : [],
+              outputs: Array.isArray(meta.outputs) ? meta.outputs : [],
+            },
+            step,
+          ),
         );
       }
       default:
@@ -235,11 +245,21 @@ export function checkRoutes(operator: string, names: readonly string[], defaultR
   if (names.length === 0) throw new ConfigError([{ path: `${operator}.routes`, expected: 'at least one route', actual: '{}' }]);
   const empty = names.find((n) => n.trim() === '' || n.includes('/'));
   if (empty !== undefined) {
-    throw new ConfigError([{ path: `${operator}.routes`, expected: "route names that are non-empty and have no '/' (they are path segments)", actual: `'${empty}'` }]);
+    throw new ConfigError([
+      {
+        path: `${operator}.routes`,
+        expected: "route names that are non-empty and have no '/' (they are path segments)",
+        actual: `'${empty}'`,
+      },
+    ]);
   }
   if (defaultRoute !== undefined && !names.includes(defaultRoute)) {
     throw new ConfigError([
-      { path: `${operator}.defaultRoute`, expected: `one of the routes (${names.map((n) => `'${n}'`).join(', ')})`, actual: `'${defaultRoute}'` },
+      {
+        path: `${operator}.defaultRoute`,
+        expected: `one of the routes (${names.map((n) => `'${n}'`).join(', ')})`,
+        actual: `'${defaultRoute}'`,
+      },
     ]);
   }
 }

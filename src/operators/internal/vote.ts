@@ -26,7 +26,11 @@ export function predictionsOf(body: unknown, predictionColName: string): Predict
       values = (tensors.find((o) => o.name === predictionColName) ?? tensors[0]).data;
     } else if (isRecord(outputs)) {
       if (!(predictionColName in outputs)) {
-        return `its answer has no '${predictionColName}' (predictionColName) among ${Object.keys(outputs).map((k) => `'${k}'`).join(', ') || 'no fields'}`;
+        return `its answer has no '${predictionColName}' (predictionColName) among ${
+          Object.keys(outputs)
+            .map((k) => `'${k}'`)
+            .join(', ') || 'no fields'
+        }`;
       }
       values = outputs[predictionColName];
       keyed = true;
@@ -54,13 +58,21 @@ export function normaliseWeights(routes: readonly string[], weights: Readonly<Re
   if (weights === undefined) return routes.map(() => 1 / routes.length);
   for (const [route, w] of Object.entries(weights)) {
     if (!routes.includes(route)) {
-      throw new ConfigError([{ path: `${at}.weights.${route}`, expected: `the weight of a route (${routes.map((r) => `'${r}'`).join(', ')})`, actual: `no route '${route}'` }]);
+      throw new ConfigError([
+        {
+          path: `${at}.weights.${route}`,
+          expected: `the weight of a route (${routes.map((r) => `'${r}'`).join(', ')})`,
+          actual: `no route '${route}'`,
+        },
+      ]);
     }
-    if (!Number.isFinite(w) || w < 0) throw new ConfigError([{ path: `${at}.weights.${route}`, expected: 'a finite number ≥ 0', actual: String(w) }]);
+    if (!Number.isFinite(w) || w < 0)
+      throw new ConfigError([{ path: `${at}.weights.${route}`, expected: 'a finite number ≥ 0', actual: String(w) }]);
   }
   const raw = routes.map((r) => weights[r] ?? 0);
   const sum = raw.reduce((a, b) => a + b, 0);
-  if (!(sum > 0)) throw new ConfigError([{ path: `${at}.weights`, expected: 'at least one weight above 0', actual: JSON.stringify(weights) }]);
+  if (!(sum > 0))
+    throw new ConfigError([{ path: `${at}.weights`, expected: 'at least one weight above 0', actual: JSON.stringify(weights) }]);
   return raw.map((w) => w / sum);
 }
 

@@ -125,7 +125,8 @@ const ASSETS: Record<string, string> = {
   'uPlot.min.css': 'text/css; charset=utf-8',
 };
 
-const CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+const CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /**
  * Where the page's files are: beside the built chunk (`dist/dashboard/`, copied there by the
@@ -197,7 +198,12 @@ export async function registerDashboard(app: FastifyInstance, options: Dashboard
   const data = { config: { rxserveDashboard: 'data' } satisfies DashboardRouteConfig };
 
   app.get('/dashboard', page, async (_request, reply) =>
-    reply.code(200).header('content-security-policy', CSP).header('cache-control', 'no-store').type('text/html; charset=utf-8').send(readAsset('index.html')),
+    reply
+      .code(200)
+      .header('content-security-policy', CSP)
+      .header('cache-control', 'no-store')
+      .type('text/html; charset=utf-8')
+      .send(readAsset('index.html')),
   );
   // The page's asset URLs are relative to /dashboard: with a trailing slash they would miss.
   app.get('/dashboard/', page, async (_request, reply) => reply.code(308).header('location', base).send());
@@ -206,7 +212,10 @@ export async function registerDashboard(app: FastifyInstance, options: Dashboard
     const { file } = request.params as { file: string };
     const type = Object.hasOwn(ASSETS, file) ? ASSETS[file] : undefined;
     if (type === undefined) {
-      return reply.code(404).type('application/json; charset=utf-8').send(JSON.stringify({ error: `NotFoundError: no dashboard asset '${file}'` }));
+      return reply
+        .code(404)
+        .type('application/json; charset=utf-8')
+        .send(JSON.stringify({ error: `NotFoundError: no dashboard asset '${file}'` }));
     }
     return reply.code(200).header('cache-control', 'no-cache').type(type).send(readAsset(file));
   });
@@ -260,7 +269,10 @@ export async function registerDashboard(app: FastifyInstance, options: Dashboard
     const secure = request.protocol === 'https' ? '; Secure' : '';
     return reply
       .code(303)
-      .header('set-cookie', `${DASHBOARD_COOKIE}=${sessions.create()}; Path=${base}; HttpOnly; SameSite=Strict; Max-Age=${SESSION_MS / 1000}${secure}`)
+      .header(
+        'set-cookie',
+        `${DASHBOARD_COOKIE}=${sessions.create()}; Path=${base}; HttpOnly; SameSite=Strict; Max-Age=${SESSION_MS / 1000}${secure}`,
+      )
       .header('location', base)
       .send();
   });
@@ -268,7 +280,10 @@ export async function registerDashboard(app: FastifyInstance, options: Dashboard
 
 /** 401 for a dashboard route without a key: the page answers with the sign-in form. */
 export function sendDashboardUnauthorized(request: FastifyRequest, reply: FastifyReply, prefix: string): void {
-  if ((request.routeOptions.config as DashboardRouteConfig).rxserveDashboard === 'page' && /\/dashboard\/?$/.test(request.url.split('?')[0])) {
+  if (
+    (request.routeOptions.config as DashboardRouteConfig).rxserveDashboard === 'page' &&
+    /\/dashboard\/?$/.test(request.url.split('?')[0])
+  ) {
     void sendLogin(reply, `${prefix}/dashboard`, undefined);
     return;
   }
@@ -277,7 +292,11 @@ export function sendDashboardUnauthorized(request: FastifyRequest, reply: Fastif
   void reply
     .code(401)
     .type('application/json; charset=utf-8')
-    .send(JSON.stringify({ error: 'UnauthorizedError: this route needs an Authorization: Bearer <API key> header or the dashboard sign-in cookie' }));
+    .send(
+      JSON.stringify({
+        error: 'UnauthorizedError: this route needs an Authorization: Bearer <API key> header or the dashboard sign-in cookie',
+      }),
+    );
 }
 
 function sendLogin(reply: FastifyReply, base: string, problem: string | undefined, status = 401): FastifyReply {
