@@ -67,15 +67,13 @@ const server = await serve(
 );
 try {
   const answers = await Promise.all(
-    requests
-      .slice(0, 8)
-      .map((body) =>
-        fetch(`${server.url}/v2/models/mlp/infer`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(body),
-        }).then(async (r) => ({ status: r.status, body: (await r.json()) as OnnxResponse })),
-      ),
+    requests.slice(0, 8).map((body) =>
+      fetch(`${server.url}/v2/models/mlp/infer`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      }).then(async (r) => ({ status: r.status, body: (await r.json()) as OnnxResponse })),
+    ),
   );
   const same = answers.every(
     (a, i) =>
