@@ -7,6 +7,7 @@ import { runOperation } from '../model/operation.js';
 import { BUILT_IN_MODELS } from './builtins.js';
 import { cloneBody } from './clone.js';
 import type { CallResult, Executor, ExecutorHooks, ExecutorSession } from './executor.js';
+import { isThenable } from './thenable.js';
 
 /**
  * Runs models on the main event loop. Each model is constructed and loaded once per session,
@@ -188,9 +189,6 @@ class InProcessSession implements ExecutorSession {
     await Promise.all([...this.instances.values()].filter((m) => this.owned.has(m)).map(closeQuietly));
   }
 }
-
-const isThenable = (value: unknown): value is PromiseLike<unknown> =>
-  value !== null && typeof value === 'object' && typeof (value as PromiseLike<unknown>).then === 'function';
 
 // A model whose close() fails must not stop the others from closing; teardown has nowhere to report it.
 async function closeQuietly(model: Model): Promise<void> {

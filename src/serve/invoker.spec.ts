@@ -1,5 +1,6 @@
 import { filter, map, Observable, pipe, type OperatorFunction } from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
+import { until } from '../../test/support/until.js';
 import {
   ConfigError,
   createGraph,
@@ -47,14 +48,6 @@ const sleepy = (options: { maxInFlight?: number; maxQueue?: number } = {}) => {
     ...options,
   });
   return { graph, pipeline };
-};
-
-const until = async (test: () => boolean, ms = 5_000): Promise<void> => {
-  const end = Date.now() + ms;
-  while (!test()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
 };
 
 let open: Invoker[] = [];

@@ -29,6 +29,7 @@ import { lingerOnClose } from './linger.js';
 import { ClientWatch, sendEventStream, wantsEventStream } from './sse.js';
 import { errorBody, HttpError, refusalStatus, retryAfterOf, sendJson, statusOf } from './status.js';
 import { listedModels, metadataPath, serverMetadata } from './v2.js';
+import { pathOf } from './urlPath.js';
 
 /** Options of `rxservePlugin` (`app.register(rxservePlugin, options)`). */
 export interface RxservePluginOptions {
@@ -442,12 +443,6 @@ function unknownModel(name: string, names: readonly string[]): HttpError {
     `no model '${name}'; models: ${names.length ? names.map((n) => `'${n}'`).join(', ') : '(none)'}`,
     404,
   );
-}
-
-/** The URL path without its query string. */
-function pathOf(url: string): string {
-  const q = url.indexOf('?');
-  return q < 0 ? url : url.slice(0, q);
 }
 
 /** The request headers (lower-case names, repeated ones joined), without the API key when one was checked. */

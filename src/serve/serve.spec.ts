@@ -5,6 +5,7 @@ import { connect } from 'node:net';
 import Fastify from 'fastify';
 import { map, pipe, type OperatorFunction } from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
+import { until } from '../../test/support/until.js';
 import {
   ConfigError,
   createGraph,
@@ -129,14 +130,6 @@ async function call(
   const text = await response.text();
   return { status: response.status, headers: response.headers, json: (text ? JSON.parse(text) : undefined) as JsonAnswer };
 }
-
-const until = async (test: () => boolean | Promise<boolean>, ms = 5_000): Promise<void> => {
-  const end = Date.now() + ms;
-  while (!(await test())) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-};
 
 describe('serve(): POST', () => {
   it('answers 200 with the output body; the event has the path, lower-case headers and the x-request-id, echoed', async () => {

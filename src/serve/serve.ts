@@ -18,6 +18,7 @@ import {
   type RxservePluginOptions,
 } from './plugin.js';
 import { errorBody, HttpError } from './status.js';
+import { pathOf } from './urlPath.js';
 
 /** Options of `serve()`: the plugin's (but the pipeline, given apart), and where to listen. */
 export interface ServeOptions extends Omit<RxservePluginOptions, 'pipeline'> {
@@ -249,7 +250,7 @@ const FRAMEWORK_ERRORS: Record<string, string> = {
 };
 
 function frameworkMessage(error: FastifyError, url: string): string {
-  const path = url.split('?')[0];
+  const path = pathOf(url);
   const shown = path.length > 200 ? `${path.slice(0, 200)}...` : path;
   switch (error.code) {
     case 'FST_ERR_BAD_URL':

@@ -5,6 +5,7 @@ import { importModelClass } from '../../model/registry.js';
 import { CallContext } from '../../model/callContext.js';
 import { runOperation } from '../../model/operation.js';
 import { loadBuiltIn } from './lazyBuiltins.js';
+import { isThenable } from '../thenable.js';
 import { wireCodec, type WireCodec } from '../wire/builtinCodecs.js';
 import {
   flatten,
@@ -263,11 +264,6 @@ export class ModelHost {
 }
 
 const failed = (error: unknown): WireResult => ({ ok: false, error: serializeError(error) });
-
-const isThenable = (value: unknown): value is PromiseLike<unknown> =>
-  value !== null &&
-  (typeof value === 'object' || typeof value === 'function') &&
-  typeof (value as PromiseLike<unknown>).then === 'function';
 
 /** The reason a worker gives a call's signal when the main side cancelled it. */
 export function cancelledReason(): Error {

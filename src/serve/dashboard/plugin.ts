@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { acquireAggregates, type AggregatesSnapshot } from '../../monitoring/aggregates.js';
 import { MONITORING, type Monitored } from '../../monitoring/monitor.js';
+import { pathOf } from '../urlPath.js';
 import { lingerOnClose } from '../linger.js';
 
 /** How often the events stream sends the aggregates. */
@@ -280,10 +281,7 @@ export async function registerDashboard(app: FastifyInstance, options: Dashboard
 
 /** 401 for a dashboard route without a key: the page answers with the sign-in form. */
 export function sendDashboardUnauthorized(request: FastifyRequest, reply: FastifyReply, prefix: string): void {
-  if (
-    (request.routeOptions.config as DashboardRouteConfig).rxserveDashboard === 'page' &&
-    /\/dashboard\/?$/.test(request.url.split('?')[0])
-  ) {
+  if ((request.routeOptions.config as DashboardRouteConfig).rxserveDashboard === 'page' && /\/dashboard\/?$/.test(pathOf(request.url))) {
     void sendLogin(reply, `${prefix}/dashboard`, undefined);
     return;
   }
