@@ -181,6 +181,10 @@ export function routeInvoker(pipeline: OperatorFunction<ServingEvent, ServingEve
   // oldest request, serves them all: no timer per request.
   const pending = new Map<string, Pending>();
   let timer: ReturnType<typeof setTimeout> | undefined;
+  // Whether the timer holds the process open: ref()/unref() reach into libuv, so they are called
+  // only when this flips (a pipeline that answers each request before the next arrives would
+  // otherwise pay both on every request).
+  let timerHeld = false;
   let connection: Connection | undefined;
   let closing: Promise<void> | undefined;
   let drained: (() => void) | undefined;
@@ -190,12 +194,14 @@ export function routeInvoker(pipeline: OperatorFunction<ServingEvent, ServingEve
   const arm = (): void => {
     if (timeoutMs === Infinity) return;
     if (timer !== undefined) {
-      timer.ref();
+      if (!timerHeld) timer.ref();
+      timerHeld = true;
       return;
     }
     const oldest = pending.values().next();
     if (oldest.done) return;
     timer = setTimeout(expire, Math.max(0, oldest.value.deadline - performance.now()));
+    timerHeld = true;
   };
 
   const expire = (): void => {
@@ -216,7 +222,8 @@ export function routeInvoker(pipeline: OperatorFunction<ServingEvent, ServingEve
     pending.delete(p.event.id);
     p.unlisten?.();
     if (pending.size === 0) {
-      timer?.unref();
+      if (timerHeld) timer?.unref();
+      timerHeld = false;
       drained?.();
     }
   };

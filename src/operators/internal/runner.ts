@@ -125,10 +125,12 @@ export class Runner {
       this.complete(run);
       return undefined;
     }
-    run.calls = selection.map((name) => {
-      const model = this.indexOf.get(name)!;
-      return new ModelCall(run, this.models[model], model);
-    });
+    const calls: ModelCall[] = new Array<ModelCall>(selection.length);
+    for (let i = 0; i < selection.length; i++) {
+      const model = this.indexOf.get(selection[i])!;
+      calls[i] = new ModelCall(run, this.models[model], model);
+    }
+    run.calls = calls;
     for (const call of run.calls) this.lanes[call.model].submit(call);
     return run.remaining === 0 ? undefined : (reason?: unknown) => this.cancel(run, reason);
   };
@@ -220,18 +222,12 @@ export class Runner {
 
   private complete(run: EventRun): void {
     const { event, calls, operation } = run;
-    const output = (call: ModelCall): unknown => {
-      if (call.error !== undefined) return { error: describeError(call.error) };
-      if (operation !== undefined) return operation === 'metadata' ? metadataOf(call) : call.value;
-      const { resultPath } = call.entry;
-      return resultPath === undefined ? call.value : setPath(event.body, resultPath, call.value);
-    };
     let body: unknown;
     if (calls.length === 0) body = {};
-    else if (this.single) body = output(calls[0]);
+    else if (this.single) body = outputOf(calls[0], event, operation);
     else {
       const merged: Record<string, unknown> = {};
-      for (const call of calls) merged[call.entry.endpointName] = output(call);
+      for (const call of calls) merged[call.entry.endpointName] = outputOf(call, event, operation);
       body = merged;
     }
     const previous = event.metadata.models as Record<string, unknown> | undefined;
@@ -243,7 +239,7 @@ export class Runner {
     // Monitoring records predictions: explain, metadata and custom operations are not (their answers are not outputs).
     if (this.monitor?.active && operation === undefined) this.monitor.onEvent({ step: this.limits.step, event, calls });
     let out = withBody(event, body, { metadata });
-    if (this.raiseException && calls.some((c) => c.error !== undefined)) {
+    if (this.raiseException && failed(calls)) {
       const modelsErrors: Record<string, string | null> = {};
       for (const call of calls) modelsErrors[call.entry.endpointName] = call.error === undefined ? null : describeError(call.error);
       // The first failure itself as the cause: serve() answers an LLM provider's 429 as a 429 (§10).
@@ -258,6 +254,19 @@ export class Runner {
  * A model's answer to `metadata`: the inputs and outputs it reports itself (OnnxModel's tensors),
  * else its entry's `inputs` / `outputs` names, else `[]`.
  */
+/** A call's part of the merged body (MLRun's merge of model outputs). */
+function outputOf(call: ModelCall, event: ServingEvent, operation: string | undefined): unknown {
+  if (call.error !== undefined) return { error: describeError(call.error) };
+  if (operation !== undefined) return operation === 'metadata' ? metadataOf(call) : call.value;
+  const { resultPath } = call.entry;
+  return resultPath === undefined ? call.value : setPath(event.body, resultPath, call.value);
+}
+
+function failed(calls: readonly ModelCall[]): boolean {
+  for (const call of calls) if (call.error !== undefined) return true;
+  return false;
+}
+
 function metadataOf(call: ModelCall): { inputs: readonly unknown[]; outputs: readonly unknown[] } {
   const own = (call.value ?? {}) as { inputs?: unknown; outputs?: unknown };
   const { entry } = call;
