@@ -45,6 +45,8 @@ export abstract class LaneCall<T = unknown> {
 export class LaneUnit {
   /** @internal */ open: number;
   /** @internal */ holds = 0;
+  /** @internal Its place in its lane's list of running units; -1 once it left. */
+  index = -1;
   constructor(
     private readonly lane: Lane<LaneCall>,
     readonly calls: readonly LaneCall[],
@@ -114,8 +116,15 @@ export class Lane<C extends LaneCall> {
   private waiting = 0;
   /** Calls started and not settled. */
   private running = 0;
-  /** Units started and not done: their count is what `maxInFlight` bounds. */
-  private readonly units = new Set<LaneUnit>();
+  /**
+   * Units started and not done: their count is what `maxInFlight` bounds. An array with each
+   * unit's index (removal swaps the last one in), not a Set: a Set that takes and drops an entry
+   * per unit rehashes every few operations, and V8 leaves each replaced table pointing at the
+   * next one with the entries it held then; once one of those tables is in old space, scavenges
+   * keep the chain and what its entries reach (calls, events, outputs) and promote it (a churned
+   * Map with two live entries of 2 KB: everything promoted, against nothing for an array).
+   */
+  private readonly units: LaneUnit[] = [];
   private pumping = false;
   private paused = false;
   private blocked = false;
@@ -137,7 +146,7 @@ export class Lane<C extends LaneCall> {
 
   /** Queues `call`, or starts it at once when a slot is free. Returns the call (its handle). */
   submit(call: C): C {
-    if (this.units.size < this.maxInFlight && this.waiting === 0 && !this.paused && !this.collects && this.canRunNow()) {
+    if (this.units.length < this.maxInFlight && this.waiting === 0 && !this.paused && !this.collects && this.canRunNow()) {
       this.start([call]);
       return call;
     }
@@ -246,7 +255,13 @@ export class Lane<C extends LaneCall> {
 
   /** @internal A unit's call settled or a hold was released. */
   unitMaybeDone(unit: LaneUnit): void {
-    if (unit.open > 0 || unit.holds > 0 || !this.units.delete(unit)) return;
+    if (unit.open > 0 || unit.holds > 0 || unit.index < 0) return;
+    const last = this.units.pop()!;
+    if (last !== unit) {
+      this.units[unit.index] = last;
+      last.index = unit.index;
+    }
+    unit.index = -1;
     if (this.waiting > 0) this.pump();
   }
 
@@ -278,7 +293,7 @@ export class Lane<C extends LaneCall> {
     if (this.pumping) return;
     this.pumping = true;
     try {
-      while (this.waiting > 0 && this.units.size < this.maxInFlight && !this.paused) {
+      while (this.waiting > 0 && this.units.length < this.maxInFlight && !this.paused) {
         // A batch smaller than maxBatchSize waits until its first call has waited maxWaitMs.
         if (this.collects && this.waiting < this.maxBatch && !this.due) break;
         if (!this.canRunNow()) break;
@@ -321,7 +336,7 @@ export class Lane<C extends LaneCall> {
 
   private start(calls: C[]): void {
     const unit = new LaneUnit(this as unknown as Lane<LaneCall>, calls);
-    this.units.add(unit);
+    unit.index = this.units.push(unit) - 1;
     const { timeoutMs } = this.options;
     for (const call of calls) {
       call.laneState = RUNNING;

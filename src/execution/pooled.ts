@@ -44,7 +44,12 @@ export interface PooledOptions {
   readonly cancelGraceMs: number;
 }
 
-/** The calls inside workers, by call id: where their partial results go. */
+/**
+ * The calls inside workers whose partials someone listens to, by call id: where their partial
+ * results go. Only those: a Map that takes and drops an entry per batch rehashes every few
+ * operations, and each replaced table keeps pointing at the next one and at the calls it held,
+ * which scavenges then keep alive and promote (see `Lane.units`).
+ */
 const sentCalls = new Map<number, PooledCall>();
 
 /** A worker sent a partial result of call `callId`: to that call's `ctx.emit` (dropped once it settled). */
@@ -276,6 +281,8 @@ export class PooledSession implements ExecutorSession {
     const specIndex = single ? undefined : new Map<string, number>();
     let transfer: ArrayBuffer[] = [];
     const calls: PooledCall[] = [];
+    /** Per call: it goes to `sentCalls` (someone listens to its partials). */
+    const listening: boolean[] = [];
     const wire: WireCall[] = [];
     for (const call of batchCalls) {
       const prepared: { input: unknown; transfer: ArrayBuffer[]; problem?: string } = call.prepared ?? this.collect(call.input);
@@ -296,6 +303,9 @@ export class PooledSession implements ExecutorSession {
       else for (const buffer of prepared.transfer) transfer.push(buffer);
       const { context } = call;
       calls.push(call);
+      const batch = call.batchContexts?.map((c) => ({ eventId: c.eventId, origin: c.origin, path: c.path, listen: listens(c) }));
+      const listen = call.batchContexts === undefined && listens(context);
+      listening.push(listen || (batch !== undefined && batch.some((c) => c.listen)));
       // One object shape for every wire call (absent fields undefined).
       wire.push({
         id: call.id,
@@ -305,8 +315,8 @@ export class PooledSession implements ExecutorSession {
         origin: context.origin,
         path: context.path,
         op: context.operation,
-        batch: call.batchContexts?.map((c) => ({ eventId: c.eventId, origin: c.origin, path: c.path, listen: listens(c) })),
-        listen: call.batchContexts === undefined && listens(context),
+        batch,
+        listen,
       });
     }
     if (calls.length === 0) return;
@@ -319,8 +329,9 @@ export class PooledSession implements ExecutorSession {
     }
     // The slot stays taken until the worker answers, even if every call in it was cancelled.
     const release = unit.hold();
-    for (const call of calls) {
-      sentCalls.set(call.id, call);
+    for (let i = 0; i < calls.length; i++) {
+      const call = calls[i];
+      if (listening[i]) sentCalls.set(call.id, call);
       call.batch = batch;
       call.cancelWork = () => this.cancelSent(call);
     }
@@ -344,7 +355,7 @@ export class PooledSession implements ExecutorSession {
   }
 
   private deliver(call: PooledCall, result: WireResult | undefined, failure?: unknown): void {
-    sentCalls.delete(call.id);
+    if (sentCalls.get(call.id) === call) sentCalls.delete(call.id);
     if (call.grace) clearTimeout(call.grace);
     if (call.done) return;
     if (result === undefined) this.lane.settle(call, undefined, asCrash(failure));

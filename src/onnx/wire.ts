@@ -101,7 +101,9 @@ export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | unde
     for (const t of inputs)
       bytes = aligned(bytes, PACKED.get(t.datatype)!.bytes) + (t.data as unknown[]).length * PACKED.get(t.datatype)!.bytes;
   }
-  const packed: unknown[] = new Array<unknown>(bodies.length).fill(undefined);
+  // Packed (by push): these elements go into the batch's wire list (see encodeBatch).
+  const packed: unknown[] = [];
+  for (let i = 0; i < bodies.length; i++) packed.push(undefined);
   if (bytes === 0) return { bodies: packed, transfer: [] };
   const buffer = new ArrayBuffer(bytes);
   let layout: string[] | undefined;

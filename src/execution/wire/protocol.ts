@@ -255,33 +255,30 @@ const CONTEXT_FIELDS = 4;
 
 /** Encodes a batch; `specRef` turns a spec key into what the threads know it by. */
 export function encodeBatch(batch: WireBatch, specRef: (key: string) => number | string, board?: SharedArrayBuffer): unknown[] {
-  const offset = board ? 1 : 0;
-  const flat: unknown[] = new Array(offset + batch.calls.length * FLAT_FIELDS);
-  if (board) flat[0] = board;
-  let i = offset;
+  // Built by push, not `new Array(n)`: a holey array (what `new Array(n)` makes, filled or not)
+  // goes through V8's serializer and deserializer element by element as a sparse array, a lookup
+  // per element on both threads; a packed one is written and read densely.
+  const flat: unknown[] = [];
+  if (board) flat.push(board);
   for (const call of batch.calls) {
-    flat[i++] = specRef(batch.specs[call.spec]);
-    flat[i++] = call.id;
-    flat[i++] = call.eventId;
-    flat[i++] = call.origin;
-    flat[i++] = call.path;
-    flat[i++] = call.input;
-    flat[i++] = call.batch && encodeContexts(call.batch);
-    flat[i++] = call.op;
-    flat[i++] = call.listen ? 1 : 0;
+    flat.push(
+      specRef(batch.specs[call.spec]),
+      call.id,
+      call.eventId,
+      call.origin,
+      call.path,
+      call.input,
+      call.batch && encodeContexts(call.batch),
+      call.op,
+      call.listen ? 1 : 0,
+    );
   }
   return flat;
 }
 
 function encodeContexts(contexts: readonly WireContext[]): unknown[] {
-  const flat: unknown[] = new Array(contexts.length * CONTEXT_FIELDS);
-  let i = 0;
-  for (const c of contexts) {
-    flat[i++] = c.eventId;
-    flat[i++] = c.origin;
-    flat[i++] = c.path;
-    flat[i++] = c.listen ? 1 : 0;
-  }
+  const flat: unknown[] = [];
+  for (const c of contexts) flat.push(c.eventId, c.origin, c.path, c.listen ? 1 : 0);
   return flat;
 }
 
@@ -336,14 +333,10 @@ export function decodeBatch(flat: FlatBatch, knownSpecs: readonly string[]): { b
   return board ? { batch: { specs, calls }, board } : { batch: { specs, calls } };
 }
 
-/** `[ok, value | error, ...]`: the reply to a flat batch. */
+/** `[ok, value | error, ...]`: the reply to a flat batch (packed, as `encodeBatch`'s, for the serializer). */
 export function flatten(results: readonly WireResult[]): unknown[] {
-  const out: unknown[] = new Array(results.length * 2);
-  for (let i = 0; i < results.length; i++) {
-    const r = results[i];
-    out[2 * i] = r.ok ? 1 : 0;
-    out[2 * i + 1] = r.ok ? r.value : r.error;
-  }
+  const out: unknown[] = [];
+  for (const r of results) out.push(r.ok ? 1 : 0, r.ok ? r.value : r.error);
   return out;
 }
 
