@@ -623,6 +623,47 @@ describe('flow (marble)', () => {
     });
   });
 
+  it('counts a chain’s copies that leave it for a step’s handler out of that step, and not into the next', () => {
+    // a → b → c piped into one another; b fails 'x' to its handler 'fix' (out of the chain between
+    // b and c, whose link counts only the copies that cross it).
+    const f = flow();
+    f.to('a', later(2))
+      .to('b', (source) =>
+        source.pipe(
+          delay(2),
+          map((e: ServingEvent) => (e.body === 'x' ? toEvent(e.body, { id: e.id, error: new RangeError('b failed') }) : e)),
+        ),
+      )
+      .errorHandler(
+        'fix',
+        later(3, () => 'fixed'),
+      )
+      .to('c', later(3))
+      .respond();
+    const pipeline = f.build();
+    const runtime = flowRuntimeOf(pipeline)!;
+    const at = () =>
+      runtime
+        .stats()
+        .map((s) => `${s.step}:${s.inFlight}`)
+        .join(' ');
+    const seen: string[] = [];
+    scheduler.run(({ hot, expectObservable }) => {
+      // x: a 0–2, b 2–4 (fails), fix 4–7 (answers); y: a 1–3, b 3–5, c 5–8 (answers)
+      for (const frame of [1.5, 3.5, 6, 8.5, 20]) scheduler.schedule(() => seen.push(`${frame} ${at()}`), frame);
+      const out = hot('xy|', { x: ev('1', 'x'), y: ev('2', 'y') }).pipe(pipeline, bodies());
+      expectObservable(out).toBe('7ms x (y|)', { x: 'fixed', y: 'y' });
+    });
+    expect(seen).toEqual([
+      '1.5 a:2 b:0 c:0 fix:0',
+      '3.5 a:0 b:2 c:0 fix:0',
+      '6 a:0 b:0 c:1 fix:1',
+      '8.5 a:0 b:0 c:0 fix:0',
+      '20 a:0 b:0 c:0 fix:0',
+    ]);
+    expect(runtime.stats().map((s) => s.errors)).toEqual([0, 1, 0, 0]);
+  });
+
   it('finds an older input’s copy that a step emits while a newer input runs, and an input pushed from inside an answer', () => {
     scheduler.run(({ expectObservable }) => {
       const f = flow();
