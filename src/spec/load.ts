@@ -46,7 +46,7 @@ export interface LoadedGraph {
   /** The graph: call `ready()` to load its models, `close()` when done. */
   readonly graph: Graph;
   /** The spec's steps, piped in order. */
-  readonly pipeline: Pipeline;
+  readonly pipeline: OperatorFunction<ServingEvent, ServingEvent>;
 }
 
 /** A spec read and validated (nothing built yet), with where its mistakes are. */
