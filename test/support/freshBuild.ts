@@ -36,12 +36,14 @@ function builtAt(): number {
 
 export default function setup(): void {
   if (process.env.RXSERVE_SKIP_BUILD_CHECK === '1') return;
+  // The build's inputs: the sources, and the configs that decide what it emits (tsconfig.json's
+  // stripInternal shapes the typings; package.json's build script and exports).
   const sources = Math.max(
     newest(join(root, 'src'), (name) => name.endsWith('.spec.ts')),
-    statSync(join(root, 'tsup.config.ts')).mtimeMs,
+    ...['tsup.config.ts', 'tsconfig.json', 'package.json'].map((f) => statSync(join(root, f)).mtimeMs),
   );
   if (builtAt() >= sources) return;
-  process.stdout.write('rxserve: src/ is newer than dist/ (workers, examples and the CLI load dist/): building first\n');
+  process.stdout.write('rxserve: src/ or a build config is newer than dist/ (workers, examples and the CLI load dist/): building first\n');
   const npm = process.env.npm_execpath;
   if (npm !== undefined && npm.endsWith('.js'))
     execFileSync(process.execPath, [npm, 'run', 'build', '--silent'], { cwd: root, stdio: 'inherit' });
