@@ -1,20 +1,11 @@
 // batchHttpRequests against real loopback HTTP servers: one request per item, answers in the items'
 // order whatever order they arrive in, the step's bound across events, failures and aborts.
 import { from, lastValueFrom, Subject, toArray, type OperatorFunction } from 'rxjs';
-import { afterEach, describe, expect, it } from 'vitest';
-import { json, startServer, type Handler, type TestServer } from '../../test/support/httpServer.js';
+import { describe, expect, it } from 'vitest';
+import { json, serversPerTest, type Handler, type TestServer } from '../../test/support/httpServer.js';
 import { ModelTimeoutError, RemoteStepError, batchHttpRequests, toEvent, type ServingEvent } from '../index.js';
 
-let servers: TestServer[] = [];
-const server = async (handler: Handler) => {
-  const s = await startServer(handler);
-  servers.push(s);
-  return s;
-};
-afterEach(async () => {
-  await Promise.all(servers.map((s) => s.close()));
-  servers = [];
-});
+const server = serversPerTest();
 const run = (events: ServingEvent[], op: OperatorFunction<ServingEvent, ServingEvent>) => lastValueFrom(from(events).pipe(op, toArray()));
 
 // Answers after `delay` ms (from the item), so later items can answer first.

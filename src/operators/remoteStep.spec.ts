@@ -1,8 +1,8 @@
 // remoteStep against real loopback HTTP servers (node:http): request rules, retries, Retry-After,
 // timeouts, aborts, bounds, hostile answers and paths, and end to end through serve().
 import { firstValueFrom, from, lastValueFrom, Subject, toArray, type OperatorFunction } from 'rxjs';
-import { afterEach, describe, expect, it } from 'vitest';
-import { json, startServer, type Handler, type TestServer } from '../../test/support/httpServer.js';
+import { describe, expect, it } from 'vitest';
+import { json, serversPerTest, type Handler, type TestServer } from '../../test/support/httpServer.js';
 import {
   ConfigError,
   ModelTimeoutError,
@@ -17,16 +17,7 @@ import {
   type ServingEvent,
 } from '../index.js';
 
-let servers: TestServer[] = [];
-const server = async (handler: Handler) => {
-  const s = await startServer(handler);
-  servers.push(s);
-  return s;
-};
-afterEach(async () => {
-  await Promise.all(servers.map((s) => s.close()));
-  servers = [];
-});
+const server = serversPerTest();
 
 const run = (events: ServingEvent[], op: OperatorFunction<ServingEvent, ServingEvent>) => lastValueFrom(from(events).pipe(op, toArray()));
 const echo: Handler = (req, res) =>

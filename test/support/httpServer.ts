@@ -3,6 +3,7 @@
 // the client aborted. Each test gives the handler; `close()` stops it.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { afterEach } from 'vitest';
 
 export interface SeenRequest {
   readonly method: string;
@@ -119,5 +120,22 @@ export async function startServer(handler: Handler): Promise<TestServer> {
         for (const socket of open) socket.destroy();
         server.close(() => resolve());
       }),
+  };
+}
+
+/**
+ * A suite's loopback servers: `server(handler)` starts one, and every server started since the
+ * last test is closed after it (registered with vitest's `afterEach`).
+ */
+export function serversPerTest(): (handler: Handler) => Promise<TestServer> {
+  let servers: TestServer[] = [];
+  afterEach(async () => {
+    await Promise.all(servers.map((s) => s.close()));
+    servers = [];
+  });
+  return async (handler) => {
+    const s = await startServer(handler);
+    servers.push(s);
+    return s;
   };
 }
