@@ -221,6 +221,20 @@ describe('loadGraph: every field of a spec', () => {
     expect((await lastValueFrom(from([toEvent({ n: 2 })]).pipe(loaded.pipeline, toArray())))[0].error?.name).toBe('RouteNotFoundError');
     await loaded.graph.close();
   });
+
+  it("a router's key path that names an object or array fails that event naming the path, not RouteNotFoundError for '[object Object]'", async () => {
+    const spec = { steps: [{ router: { key: 'body.route', routes: { a: [], '[object Object]': [] } } }] };
+    const { graph, pipeline } = await loadGraph(spec, { baseDir: dir });
+    const bodies = [{ route: { nested: 1 } }, { route: ['a'] }, { route: 'a' }, { route: 7 }];
+    const out = await lastValueFrom(from(bodies.map((b) => toEvent(b))).pipe(pipeline, toArray()));
+    expect(out.map((e) => [e.error?.name, e.error?.message])).toEqual([
+      ['TypeError', "steps[0].router.key: 'body.route' names an object in the event, not a route key (a string, number or boolean)"],
+      ['TypeError', "steps[0].router.key: 'body.route' names an array in the event, not a route key (a string, number or boolean)"],
+      [undefined, undefined],
+      ['RouteNotFoundError', "router 'router': no route for key '7'; available routes: 'a', '[object Object]'"],
+    ]);
+    await graph.close();
+  });
 });
 
 describe('loadGraph: dynamic batching', () => {

@@ -376,8 +376,13 @@ async function buildStep(graph: Graph, spec: StepSpec, at: string, baseDir: stri
       typeof key === 'string'
         ? (event: ServingEvent) => {
             const value = getPath(event, key);
-            // eslint-disable-next-line @typescript-eslint/no-base-to-string -- a route key is a scalar; an object there names no route either way
-            return value === undefined || value === null ? undefined : String(value);
+            if (value === undefined || value === null) return undefined;
+            if (typeof value === 'string') return value;
+            if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);
+            // A route key is a scalar: an object or array there is the event's mistake, named as
+            // such, not a RouteNotFoundError for the key "[object Object]".
+            const what = Array.isArray(value) ? 'an array' : typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+            throw new TypeError(`${path}.key: '${key}' names ${what} in the event, not a route key (a string, number or boolean)`);
           }
         : await importFunction(key, baseDir, `${path}.key`, 'a function (event) => route key');
     const built: Record<string, Pipeline> = {};
