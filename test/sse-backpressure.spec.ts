@@ -237,6 +237,19 @@ describe('serve(): a client that never reads its event stream does not keep its 
     });
   }
 
+  it('server.close() is held by a stream nobody reads for at most sendTimeoutMs, not forever', async () => {
+    const upstream = await startUpstream();
+    const { server, closedAt } = await start(`${upstream.url}/v1`, { sendTimeoutMs: 1_000, maxStreamBufferBytes: 64 * 1024 * 1024 });
+    silentClient(server.url, routes[0].path, routes[0].body('big'));
+    // The answer ended (all of it came from upstream), its tail unsent: close now.
+    await upstream.waitForRequests(1);
+    await vi.waitFor(() => expect(upstream.inFlight).toBe(0), { timeout: 10_000 });
+    const closing = Date.now();
+    await server.close();
+    expect(Date.now() - closing).toBeLessThan(6_000);
+    await vi.waitFor(() => expect(closedAt).toHaveLength(1), { timeout: 1_000 });
+  });
+
   it('the options are checked: a ConfigError names the field', async () => {
     const step = (events: Observable<ServingEvent>): Observable<ServingEvent> => events;
     await expect(serve(step, { port: 0, sendTimeoutMs: 0 })).rejects.toThrow(ConfigError);
