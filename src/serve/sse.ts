@@ -32,7 +32,7 @@ export function jsonOrUndefined(value: unknown): string | undefined {
 export interface StreamLimits {
   /** How long a write may wait for the client to read it; `Infinity` = no limit. */
   readonly sendTimeoutMs: number;
-  /** The most bytes kept unsent before a new frame is queued; `Infinity` = no limit. */
+  /** The most bytes (as the response counts them: a string's length) kept unsent before a new frame is queued; `Infinity` = no limit. */
   readonly maxBufferBytes: number;
 }
 
@@ -134,6 +134,10 @@ export class ClientWatch {
  * the promise jobs of the tick), so a model's burst of partials from one upstream read is one
  * socket write instead of one per partial — each write on a chunked response is a `writev` system
  * call. No frame waits for a later one.
+ *
+ * Nothing waits for the client either: a model's tokens come at its provider's pace. So what the
+ * client leaves unread is bounded (`limits`, serve()'s `sendTimeoutMs` and `maxStreamBufferBytes`):
+ * past either bound the call is cancelled and the connection destroyed (docs/streaming.md).
  */
 export class EventStream {
   readonly #client: ClientWatch;
@@ -166,7 +170,7 @@ export class EventStream {
     this.#cut(
       this.#ended
         ? `the end of its answer (${this.reply.raw.writableLength} bytes) was not read within ${ms} ms (sendTimeoutMs)`
-        : `it read nothing for ${ms} ms while its answer came (sendTimeoutMs)`,
+        : `it did not catch up with its answer within ${ms} ms (sendTimeoutMs)`,
     );
   };
 
@@ -223,7 +227,7 @@ export class EventStream {
    * The connection did not take a write at once: from now the client has `sendTimeoutMs` to read
    * what is held for it — all of it ('drain') while the answer comes, its last byte ('finish')
    * once it ended — or the stream is cut. No socket timeout covers this: the connection is busy
-   * writing, not idle. One timer per stalled stream, none while the client keeps up.
+   * writing, not idle. One timer per stalled stream, none while every write is taken at once.
    */
   #stalled(): void {
     if (this.#stall !== undefined || this.limits.sendTimeoutMs === Infinity) return;
