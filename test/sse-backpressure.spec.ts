@@ -152,7 +152,7 @@ const routes = [
 ] as const;
 
 /** A raw client that sends one streamed request and never reads a byte of the answer. */
-function silentClient(url: string, path: string, body: unknown): { socket: Socket; sentAt: number } {
+function silentClient(url: string, path: string, body: unknown, accept = 'text/event-stream'): { socket: Socket; sentAt: number } {
   const { port } = new URL(url);
   const socket = connect(Number(port), '127.0.0.1');
   socket.pause(); // never read: the kernel's buffers fill, then the server's
@@ -160,7 +160,7 @@ function silentClient(url: string, path: string, body: unknown): { socket: Socke
   clients.push(socket);
   const json = JSON.stringify(body);
   socket.write(
-    `POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\naccept: text/event-stream\r\n` +
+    `POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\naccept: ${accept}\r\n` +
       `content-length: ${Buffer.byteLength(json)}\r\n\r\n${json}`,
   );
   return { socket, sentAt: Date.now() };
@@ -249,6 +249,41 @@ describe('serve(): a client that never reads its event stream does not keep its 
     expect(Date.now() - closing).toBeLessThan(6_000);
     await vi.waitFor(() => expect(closedAt).toHaveLength(1), { timeout: 1_000 });
   });
+
+  for (const [name, path, body, answerOf] of [
+    [
+      'POST /chat (JSON)',
+      '/chat',
+      { messages: [{ role: 'user', content: 'big' }] },
+      (json: unknown) => (json as { answer: string }).answer,
+    ],
+    [
+      'POST /v1/chat/completions (not streamed)',
+      '/v1/chat/completions',
+      { model: 'bot', messages: [{ role: 'user', content: 'big' }] },
+      (json: unknown) => (json as { choices: { message: { content: string } }[] }).choices[0].message.content,
+    ],
+  ] as const) {
+    it(`${name}: an 8 MiB JSON answer nobody reads does not keep its connection past sendTimeoutMs`, async () => {
+      const upstream = await startUpstream();
+      const { server, closedAt } = await start(`${upstream.url}/v1`, { sendTimeoutMs: 1_000 });
+      const { sentAt } = silentClient(server.url, path, body, 'application/json');
+      await upstream.waitForRequests(1);
+      await vi.waitFor(() => expect(upstream.inFlight).toBe(0), { timeout: 10_000 });
+      await vi.waitFor(() => expect(closedAt).toHaveLength(1), { timeout: 8_000 });
+      expect(closedAt[0] - sentAt).toBeLessThan(10_000);
+      await vi.waitFor(async () => expect(await connections(server)).toBe(0), { timeout: 5_000 });
+      expect(server.inFlight).toBe(0);
+      // A client that reads gets all of it.
+      const response = await fetch(`${server.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      expect(response.status).toBe(200);
+      expect(answerOf(await response.json()) === WHOLE).toBe(true);
+    });
+  }
 
   it('the options are checked: a ConfigError names the field', async () => {
     const step = (events: Observable<ServingEvent>): Observable<ServingEvent> => events;

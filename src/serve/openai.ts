@@ -9,6 +9,7 @@ import { samplingFieldProblem } from '../llm/invocation.js';
 import type { AnswerTo, CancelRequest, InvokeInit } from './invoker.js';
 import { ClientWatch, EventStream, jsonOrUndefined, sseFrame, type StreamLimits } from './sse.js';
 import { refusalStatus, retryAfterOf, sendJson, statusOf } from './status.js';
+import { closeIfUnread } from './unread.js';
 
 /** `serve({ openai })`: which endpoints OpenAI clients may call, by the model name they use. */
 export interface OpenAIFrontOptions {
@@ -228,7 +229,7 @@ export interface OpenAIRouteContext {
   readonly closing: () => boolean;
   /** Where an endpoint's answer is (the graph's record of it); undefined for a name it does not know. */
   readonly place: (endpoint: string) => AnswerPlace | undefined;
-  /** How long a stream may wait on a client that does not read, and how much it keeps unsent. */
+  /** How long an answer may wait on a client that does not read it, and how much a stream keeps unsent. */
   readonly streamLimits: StreamLimits;
 }
 
@@ -297,6 +298,7 @@ export function registerOpenAIRoutes(app: FastifyInstance, options: OpenAIFrontO
           },
           ctx.closing(),
         );
+        closeIfUnread(reply, ctx.streamLimits.sendTimeoutMs);
       }),
     );
     return reply;

@@ -28,6 +28,7 @@ import { registerOpenAIRoutes, type OpenAIFrontOptions } from './openai.js';
 import { lingerOnClose } from './linger.js';
 import { ClientWatch, DEFAULT_STREAM_LIMITS, sendEventStream, wantsEventStream, type StreamLimits } from './sse.js';
 import { errorBody, HttpError, refusalStatus, retryAfterOf, sendJson, statusOf } from './status.js';
+import { closeIfUnread } from './unread.js';
 import { listedModels, metadataPath, serverMetadata } from './v2.js';
 import { pathOf } from './urlPath.js';
 
@@ -59,10 +60,12 @@ export interface RxservePluginOptions {
   /** Adds the OpenAI-compatible routes (`POST /v1/chat/completions`, `GET /v1/models`) over these endpoints (docs/design.md §15). */
   readonly openai?: OpenAIFrontOptions;
   /**
-   * How long an event stream (SSE, `/v1` with `stream: true`) may wait on a client that reads
-   * nothing: from a write the connection did not take at once until the client has read it all
-   * (or, once the answer ended, its last byte). Past it the connection is closed and a call still
-   * running is cancelled. Default 60,000 ms; `Infinity` = never (docs/streaming.md).
+   * How long an answer may wait on a client that does not read it. An event stream (SSE, `/v1`
+   * with `stream: true`): from a write the connection did not take at once until the client has
+   * read all of it (or, once the answer ended, its last byte); past it the connection is closed
+   * and a call still running is cancelled. A JSON answer the connection did not take at once: its
+   * last byte must be read within it, else the connection is closed. Default 60,000 ms;
+   * `Infinity` = never (docs/streaming.md, docs/serving.md).
    */
   readonly sendTimeoutMs?: number;
   /**
@@ -338,6 +341,7 @@ export async function registerRoutes(app: FastifyInstance, options: RxservePlugi
           return;
         }
         send(reply, 200, json);
+        closeIfUnread(reply, sendTimeoutMs);
       }
     } catch (error) {
       // fastify reports its own send failures; this is a bug of ours, not the pipeline's to hear.

@@ -7,6 +7,7 @@ import { RxServeError, toError } from '../errors.js';
 import type { PartialResult, PartialSink, ServingEvent } from '../event.js';
 import type { AnswerTo, CancelRequest } from './invoker.js';
 import { errorBody, HttpError, refusalStatus, statusOf } from './status.js';
+import { MAX_TIMER_MS } from './unread.js';
 
 /** True when the client asks for an event stream (`Accept: text/event-stream`). */
 export function wantsEventStream(request: FastifyRequest): boolean {
@@ -37,8 +38,6 @@ export interface StreamLimits {
 }
 
 export const DEFAULT_STREAM_LIMITS: StreamLimits = { sendTimeoutMs: 60_000, maxBufferBytes: 1024 * 1024 };
-
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Per connection: the watches of its requests still unanswered (more than one when pipelined). */
 const kWatches = Symbol('rxserve.clientWatches');
@@ -231,7 +230,6 @@ export class EventStream {
    */
   #stalled(): void {
     if (this.#stall !== undefined || this.limits.sendTimeoutMs === Infinity) return;
-    // setTimeout takes at most 2^31 - 1 ms (24.8 days); past that it would fire at once.
     this.#stall = setTimeout(this.#expire, Math.min(this.limits.sendTimeoutMs, MAX_TIMER_MS));
     this.reply.raw.on('drain', this.#drained).on('finish', this.#settled).on('close', this.#settled);
   }
