@@ -7,8 +7,9 @@ import { describeError, toError } from '../errors.js';
 import { getPath, hasPath, type PartialSink, type ServingEvent } from '../event.js';
 import { samplingFieldProblem } from '../llm/invocation.js';
 import type { AnswerTo, CancelRequest, InvokeInit } from './invoker.js';
-import { ClientWatch, EventStream, jsonOrUndefined, sseFrame } from './sse.js';
+import { ClientWatch, EventStream, jsonOrUndefined, sseFrame, type StreamLimits } from './sse.js';
 import { refusalStatus, retryAfterOf, sendJson, statusOf } from './status.js';
+import { closeIfUnread } from './unread.js';
 
 /** `serve({ openai })`: which endpoints OpenAI clients may call, by the model name they use. */
 export interface OpenAIFrontOptions {
@@ -228,6 +229,8 @@ export interface OpenAIRouteContext {
   readonly closing: () => boolean;
   /** Where an endpoint's answer is (the graph's record of it); undefined for a name it does not know. */
   readonly place: (endpoint: string) => AnswerPlace | undefined;
+  /** How long an answer may wait on a client that does not read it, and how much a stream keeps unsent. */
+  readonly streamLimits: StreamLimits;
 }
 
 /**
@@ -295,6 +298,7 @@ export function registerOpenAIRoutes(app: FastifyInstance, options: OpenAIFrontO
           },
           ctx.closing(),
         );
+        closeIfUnread(reply, ctx.streamLimits.sendTimeoutMs);
       }),
     );
     return reply;
@@ -327,7 +331,7 @@ function streamCompletion(
   created: number,
   ctx: OpenAIRouteContext,
 ): FastifyReply {
-  const stream = new EventStream(reply);
+  const stream = new EventStream(reply, ctx.streamLimits);
   const chunk = (choices: unknown[], extra: object = {}): string =>
     sseFrame(undefined, JSON.stringify({ id, object: 'chat.completion.chunk', created, model: chat.model, choices, ...extra }));
   const delta = (content: Record<string, unknown>, finish: string | null = null) =>

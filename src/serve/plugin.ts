@@ -26,8 +26,9 @@ import { DashboardSessions, registerDashboard, sendDashboardUnauthorized, type D
 import { routeInvoker, type Invoker } from './invoker.js';
 import { registerOpenAIRoutes, type OpenAIFrontOptions } from './openai.js';
 import { lingerOnClose } from './linger.js';
-import { ClientWatch, sendEventStream, wantsEventStream } from './sse.js';
+import { ClientWatch, DEFAULT_STREAM_LIMITS, sendEventStream, wantsEventStream, type StreamLimits } from './sse.js';
 import { errorBody, HttpError, refusalStatus, retryAfterOf, sendJson, statusOf } from './status.js';
+import { closeIfUnread } from './unread.js';
 import { listedModels, metadataPath, serverMetadata } from './v2.js';
 import { pathOf } from './urlPath.js';
 
@@ -58,6 +59,20 @@ export interface RxservePluginOptions {
   readonly metrics?: boolean;
   /** Adds the OpenAI-compatible routes (`POST /v1/chat/completions`, `GET /v1/models`) over these endpoints (docs/design.md §15). */
   readonly openai?: OpenAIFrontOptions;
+  /**
+   * How long an answer may wait on a client that does not read it. An event stream (SSE, `/v1`
+   * with `stream: true`): from a write the connection did not take at once until the client has
+   * read all of it (or, once the answer ended, its last byte); past it the connection is closed
+   * and a call still running is cancelled. A JSON answer the connection did not take at once: its
+   * last byte must be read within it, else the connection is closed. Default 60,000 ms;
+   * `Infinity` = never (docs/streaming.md, docs/serving.md).
+   */
+  readonly sendTimeoutMs?: number;
+  /**
+   * The most an event stream keeps unsent for a client reading slower than its answer comes:
+   * more, and the call is cancelled and the connection closed. Default 1 MiB.
+   */
+  readonly maxStreamBufferBytes?: number;
 }
 
 export const OpenAIFrontCodec = strict('OpenAIFrontOptions', { models: t.record(NonEmptyString, NonEmptyString) }, {});
@@ -74,6 +89,8 @@ export const pluginOptionProps = {
   dashboard: t.boolean,
   metrics: t.boolean,
   openai: OpenAIFrontCodec,
+  sendTimeoutMs: positiveInt(true),
+  maxStreamBufferBytes: positiveInt(true),
 };
 
 const PluginOptionsCodec = strict(
@@ -177,7 +194,10 @@ export async function registerRoutes(app: FastifyInstance, options: RxservePlugi
     maxBodyDepth = DEFAULT_MAX_BODY_DEPTH,
     dashboard,
     openai,
+    sendTimeoutMs = DEFAULT_STREAM_LIMITS.sendTimeoutMs,
+    maxStreamBufferBytes = DEFAULT_STREAM_LIMITS.maxBufferBytes,
   } = options;
+  const streamLimits: StreamLimits = { sendTimeoutMs, maxBufferBytes: maxStreamBufferBytes };
   const { exporter } = setup;
   const { client, begin } = routeInvoker(pipeline, {
     ...(graph ? { graph } : {}),
@@ -292,6 +312,7 @@ export async function registerRoutes(app: FastifyInstance, options: RxservePlugi
       sendEventStream(reply, (answer, partials) => begin(request.body, init, answer, partials), {
         closing,
         sendError: (error) => sendError(reply, error),
+        limits: streamLimits,
       });
       return;
     }
@@ -320,6 +341,7 @@ export async function registerRoutes(app: FastifyInstance, options: RxservePlugi
           return;
         }
         send(reply, 200, json);
+        closeIfUnread(reply, sendTimeoutMs);
       }
     } catch (error) {
       // fastify reports its own send failures; this is a bug of ours, not the pipeline's to hear.
@@ -332,6 +354,7 @@ export async function registerRoutes(app: FastifyInstance, options: RxservePlugi
       begin,
       closing: () => closing,
       place: (endpoint) => graph?.endpoint(endpoint),
+      streamLimits,
     });
   }
 

@@ -29,7 +29,7 @@ export interface ServeOptions extends Omit<RxservePluginOptions, 'pipeline'> {
   /**
    * How long a request may take to arrive, headers and body, in ms; default 60,000. Past it the
    * client gets 408 and its connection is closed, so slow clients cannot hold sockets. It does not
-   * bound the pipeline's work (that is `timeoutMs`) nor an answer being sent.
+   * bound the pipeline's work (that is `timeoutMs`) nor an answer being sent (that is `sendTimeoutMs`).
    */
   readonly requestTimeoutMs?: number;
 }

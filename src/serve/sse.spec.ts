@@ -2,7 +2,7 @@
 // and a frame is never held back for a later one.
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
-import { EventStream } from './sse.js';
+import { EventStream, type StreamLimits } from './sse.js';
 
 let app: FastifyInstance | undefined;
 afterEach(async () => {
@@ -14,9 +14,17 @@ afterEach(async () => {
 let lastResponse: { socket: { writableCorked: number } | null } | undefined;
 
 /** Serves GET / with `handler` writing on an EventStream; counts the response's `write` calls. */
-async function serveStream(handler: (stream: EventStream) => void): Promise<{ url: string; writes: string[] }> {
+async function serveStream(
+  handler: (stream: EventStream) => void,
+  limits?: StreamLimits,
+): Promise<{ url: string; writes: string[]; connections: { opened: number; closed: number } }> {
   const writes: string[] = [];
+  const connections = { opened: 0, closed: 0 };
   app = Fastify();
+  app.server.on('connection', (socket: import('node:net').Socket) => {
+    connections.opened++;
+    socket.once('close', () => connections.closed++);
+  });
   app.get('/', (_request, reply) => {
     const raw = reply.raw;
     lastResponse = raw;
@@ -25,13 +33,13 @@ async function serveStream(handler: (stream: EventStream) => void): Promise<{ ur
       writes.push(String(chunk));
       return write(chunk, ...rest);
     }) as typeof raw.write;
-    const stream = new EventStream(reply);
+    const stream = new EventStream(reply, limits);
     handler(stream);
     return stream.send(': open\n\n', false);
   });
   await app.listen({ port: 0, host: '127.0.0.1' });
   const { port } = app.server.address() as { port: number };
-  return { url: `http://127.0.0.1:${port}/`, writes };
+  return { url: `http://127.0.0.1:${port}/`, writes, connections };
 }
 
 const frame = (n: number) => `data: ${n}\n\n`;
@@ -121,5 +129,32 @@ describe('EventStream', () => {
     const text = await (await fetch(url)).text();
     expect(numbers(text)).toEqual([1, 2]);
     expect(writes.join('')).not.toContain('data: 3');
+  });
+
+  it('a client that reads a burst larger than the connection takes at once is not cut: the watch ends with the answer', async () => {
+    const big = 'x'.repeat(64 * 1024);
+    const { url, connections } = await serveStream(
+      (stream) => {
+        setTimeout(() => {
+          // 8 MiB in one tick: one write the socket cannot take at once (the stall watch is armed)
+          for (let n = 1; n <= 128; n++) stream.write(`data: ${n} ${big}\n\n`);
+          setTimeout(() => stream.end(frame(129)), 5);
+        }, 5);
+      },
+      // Time enough to read 8 MiB on a busy machine: the client must catch up within it.
+      { sendTimeoutMs: 1_000, maxBufferBytes: 64 * 1024 * 1024 },
+    );
+    const text = await (await fetch(url)).text();
+    expect(text.length).toBeGreaterThan(128 * big.length);
+    expect([...text.matchAll(/^data: (\d+)/gm)].map((m) => Number(m[1]))).toEqual(Array.from({ length: 129 }, (_, i) => i + 1));
+    // Past sendTimeoutMs after the answer: its kept-alive connection is still open, and serves the next.
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
+    expect(connections).toEqual({ opened: 1, closed: 0 });
+    expect(lastResponse).toBeDefined();
+    const raw = lastResponse as unknown as import('node:http').ServerResponse;
+    expect(raw.writableFinished).toBe(true);
+    expect(raw.listenerCount('drain')).toBe(0);
+    await (await fetch(url)).text();
+    expect(connections.opened).toBe(1);
   });
 });

@@ -7,6 +7,7 @@ import { RxServeError, toError } from '../errors.js';
 import type { PartialResult, PartialSink, ServingEvent } from '../event.js';
 import type { AnswerTo, CancelRequest } from './invoker.js';
 import { errorBody, HttpError, refusalStatus, statusOf } from './status.js';
+import { MAX_TIMER_MS } from './unread.js';
 
 /** True when the client asks for an event stream (`Accept: text/event-stream`). */
 export function wantsEventStream(request: FastifyRequest): boolean {
@@ -27,6 +28,16 @@ export function jsonOrUndefined(value: unknown): string | undefined {
     return undefined;
   }
 }
+
+/** What an event stream allows a client that does not read (`sendTimeoutMs`, `maxStreamBufferBytes`). */
+export interface StreamLimits {
+  /** How long a write may wait for the client to read it; `Infinity` = no limit. */
+  readonly sendTimeoutMs: number;
+  /** The most bytes (as the response counts them: a string's length) kept unsent before a new frame is queued; `Infinity` = no limit. */
+  readonly maxBufferBytes: number;
+}
+
+export const DEFAULT_STREAM_LIMITS: StreamLimits = { sendTimeoutMs: 60_000, maxBufferBytes: 1024 * 1024 };
 
 /** Per connection: the watches of its requests still unanswered (more than one when pipelined). */
 const kWatches = Symbol('rxserve.clientWatches');
@@ -81,6 +92,18 @@ export class ClientWatch {
     else this.#cancel = cancel;
   }
 
+  /**
+   * The server gives up on this client (it does not read its answer): its request is cancelled as
+   * if it had left, and the watch ends. Nothing once done.
+   */
+  abort(reason: Error): void {
+    if (this.#done) return;
+    const cancel = this.#cancel;
+    this.#gone = true;
+    this.done();
+    cancel?.(reason);
+  }
+
   /** The client left before the answer. */
   get gone(): boolean {
     return this.#gone;
@@ -110,6 +133,10 @@ export class ClientWatch {
  * the promise jobs of the tick), so a model's burst of partials from one upstream read is one
  * socket write instead of one per partial — each write on a chunked response is a `writev` system
  * call. No frame waits for a later one.
+ *
+ * Nothing waits for the client either: a model's tokens come at its provider's pace. So what the
+ * client leaves unread is bounded (`limits`, serve()'s `sendTimeoutMs` and `maxStreamBufferBytes`):
+ * past either bound the call is cancelled and the connection destroyed (docs/streaming.md).
  */
 export class EventStream {
   readonly #client: ClientWatch;
@@ -126,10 +153,30 @@ export class EventStream {
     if (this.#pending.length === 0 || this.#ended) return;
     const text = this.#pending;
     this.#pending = '';
-    if (!this.#client.gone) this.reply.raw.write(text);
+    if (!this.#client.gone) this.#out(text);
+  };
+  /** Armed while the response holds bytes the client has not read (see `#stalled`). */
+  #stall: ReturnType<typeof setTimeout> | undefined;
+  /** While streaming, the client read all that was written: not stalled any more. */
+  readonly #drained = (): void => {
+    if (!this.#ended) this.#unstall();
+  };
+  /** The answer is all sent ('finish'), or the connection is gone ('close'). */
+  readonly #settled = (): void => this.#unstall();
+  readonly #expire = (): void => {
+    this.#stall = undefined;
+    const ms = this.limits.sendTimeoutMs;
+    this.#cut(
+      this.#ended
+        ? `the end of its answer (${this.reply.raw.writableLength} bytes) was not read within ${ms} ms (sendTimeoutMs)`
+        : `it did not catch up with its answer within ${ms} ms (sendTimeoutMs)`,
+    );
   };
 
-  constructor(private readonly reply: FastifyReply) {
+  constructor(
+    private readonly reply: FastifyReply,
+    readonly limits: StreamLimits = DEFAULT_STREAM_LIMITS,
+  ) {
     this.#client = new ClientWatch(reply);
   }
 
@@ -150,7 +197,8 @@ export class EventStream {
       this.#eager = false;
       const text = this.#pending + frame;
       this.#pending = '';
-      this.reply.raw.write(text);
+      this.#out(text);
+      if (this.#ended) return;
       // node:http corks the socket on a response's write and uncorks it on process.nextTick (to
       // send headers and chunk together): uncorked here, the frame leaves now, not after the burst.
       this.reply.raw.socket?.uncork();
@@ -158,6 +206,55 @@ export class EventStream {
     }
     this.#pending += frame;
     this.#schedule();
+  }
+
+  /**
+   * Writes to the response, unless the client left more than `maxBufferBytes` of the earlier
+   * writes unread: the stream is cut then. Node keeps whatever a response is given until the
+   * client reads it, and a model does not wait for its reader, so a client that does not read
+   * would otherwise have the whole answer held for it, for as long as it keeps its socket.
+   */
+  #out(text: string): void {
+    const raw = this.reply.raw;
+    if (raw.writableLength > this.limits.maxBufferBytes) {
+      return this.#cut(`more than ${this.limits.maxBufferBytes} bytes of its answer were unread (maxStreamBufferBytes)`);
+    }
+    if (!raw.write(text)) this.#stalled();
+  }
+
+  /**
+   * The connection did not take a write at once: from now the client has `sendTimeoutMs` to read
+   * what is held for it — all of it ('drain') while the answer comes, its last byte ('finish')
+   * once it ended — or the stream is cut. No socket timeout covers this: the connection is busy
+   * writing, not idle. One timer per stalled stream, none while every write is taken at once.
+   */
+  #stalled(): void {
+    if (this.#stall !== undefined || this.limits.sendTimeoutMs === Infinity) return;
+    this.#stall = setTimeout(this.#expire, Math.min(this.limits.sendTimeoutMs, MAX_TIMER_MS));
+    this.reply.raw.on('drain', this.#drained).on('finish', this.#settled).on('close', this.#settled);
+  }
+
+  #unstall(): void {
+    if (this.#stall === undefined) return;
+    clearTimeout(this.#stall);
+    this.#stall = undefined;
+    this.reply.raw.off('drain', this.#drained).off('finish', this.#settled).off('close', this.#settled);
+  }
+
+  /**
+   * Gives up on a client that does not read: the call still running is cancelled (as when a client
+   * leaves), and the connection is destroyed, dropping what was held for it.
+   */
+  #cut(why: string): void {
+    this.#unstall();
+    const error = new RxServeError(`the client did not read its event stream: ${why}; its connection was closed`);
+    if (!this.#ended) {
+      this.#ended = true;
+      this.#pending = '';
+      this.#client.abort(error);
+    }
+    this.reply.log.warn({ err: error }, 'rxserve: event stream cut');
+    this.reply.raw.destroy();
   }
 
   #schedule(): void {
@@ -186,7 +283,11 @@ export class EventStream {
     this.#client.done();
     const text = this.#pending + frame;
     this.#pending = '';
-    this.reply.raw.end(text);
+    const raw = this.reply.raw;
+    raw.end(text);
+    // What the client has not read yet keeps the connection open until it does, within
+    // sendTimeoutMs (counted from the first write it did not take, if one came before).
+    if (!raw.writableFinished) this.#stalled();
   }
 
   /**
@@ -223,9 +324,9 @@ export class EventStream {
 export function sendEventStream(
   reply: FastifyReply,
   begin: (answer: AnswerTo, partials: PartialSink) => CancelRequest,
-  options: { closing: boolean; sendError: (error: Error) => FastifyReply },
+  options: { closing: boolean; sendError: (error: Error) => FastifyReply; limits?: StreamLimits },
 ): void {
-  const stream = new EventStream(reply);
+  const stream = new EventStream(reply, options.limits);
   let opened = false;
   const open = (): void => {
     if (opened) return;
