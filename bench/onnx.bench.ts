@@ -25,6 +25,14 @@ import { writeMlpModel } from '../examples/onnx/onnxBuilder.mjs';
 
 const WIDTH = 256;
 const MAX_WAIT_MS = 2;
+/**
+ * Requests each rxserve pool and (f)'s worker serve before their measured run, then a pause for
+ * V8's background compiler to finish: every run starts fresh threads, and without this the
+ * optimizing compiler's work on the worker's code (and on the main side's) fell inside the
+ * figures — more of it for rxserve's longer path than for (f)'s few lines. Same for all rows.
+ */
+const WARM_UP = 5_000;
+const warmedUp = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 250));
 
 export interface OnnxFigures {
   readonly name: string;
@@ -180,7 +188,8 @@ export async function handBatched(modelPath: string, total: number): Promise<Onn
           next: (event) => server.submit(event.body as Waiting['body'], (body) => subscriber.next({ id: event.id, body })),
         }),
       );
-    await drive(op, 512, 64, oipBody); // warm-up
+    await drive(op, WARM_UP, 64, oipBody);
+    await warmedUp();
     const cpu0 = process.cpuUsage();
     const figures = await drive(op, total, 64, oipBody, { idOf: (e) => e.id });
     return { name: '', perSecond: figures.perSecond, p50Ms: figures.p50Ms!, p99Ms: figures.p99Ms!, cpuUs: cpuPerRequest(cpu0, total) };
@@ -220,7 +229,8 @@ export async function served(
       };
     });
   try {
-    await drive(op, 512, 64, body); // warm-up: threads up, model loaded
+    await drive(op, WARM_UP, 64, body); // threads up, model loaded, code optimized
+    await warmedUp();
     const cpu0 = process.cpuUsage();
     const figures = await drive(op, total, 64, body, { idOf: (e) => e.id });
     return { ...figures, cpuUs: cpuPerRequest(cpu0, total) };
