@@ -10,6 +10,7 @@ import type { Lane, LaneCall, LaneUnit } from './lane.js';
  * its own error for an `Error` element; a throw or a result that is not one element per call
  * fails them all. A call cancelled or timed out by the lane settles alone; the batch is cancelled
  * only when none of its calls still wants it. The unit's slot stays taken until the batch answers.
+ * `calls` is emptied once every call has its outcome (see `Lane.unitMaybeDone` for why).
  */
 export function runBatch<C extends LaneCall>(
   name: string,
@@ -58,22 +59,34 @@ export function runBatch<C extends LaneCall>(
           const error = new TypeError(
             `a batch of ${calls.length} calls of '${name}' got ${Array.isArray(values) ? `${values.length} results` : typeof values} instead of one result per call`,
           );
-          for (const call of calls) lane.settle(call, undefined, error);
+          for (let i = 0; i < calls.length; i++) lane.settle(calls[i], undefined, error);
+          forget(calls);
           return;
         }
-        calls.forEach((call, i) => {
+        // By index: the lane empties its unit's list (which `calls` may be) once the last call settled.
+        for (let i = 0; i < calls.length; i++) {
           const value: unknown = values[i];
-          if (value instanceof Error) lane.settle(call, undefined, value);
-          else lane.settle(call, value, undefined);
-        });
+          if (value instanceof Error) lane.settle(calls[i], undefined, value);
+          else lane.settle(calls[i], value, undefined);
+        }
+        forget(calls);
       },
       (error) => {
         finish();
         const failure = toError(error);
-        for (const call of calls) lane.settle(call, undefined, failure);
+        for (let i = 0; i < calls.length; i++) lane.settle(calls[i], undefined, failure);
+        forget(calls);
       },
     );
   }
+}
+
+/**
+ * Empties a batch's list of calls once they all settled: the list may be the lane unit's own
+ * (emptied by the lane too) or the owner's, and an old-space one must not keep them alive.
+ */
+function forget(calls: readonly LaneCall[]): void {
+  (calls as LaneCall[]).length = 0;
 }
 
 /** Whether a session can take a unit of several calls as one batch. */

@@ -29,7 +29,8 @@ function manual(options: Partial<ConstructorParameters<typeof Lane<Call>>[0]> = 
     name: 'm',
     ...options,
     run: (calls, unit) => {
-      runs.push({ calls, unit });
+      // A copy: the lane empties a unit's own list once the unit is done.
+      runs.push({ calls: [...calls], unit });
       for (const call of calls) call.cancelWork = () => cancelled.push(call.name);
     },
   });
@@ -135,6 +136,33 @@ describe('Lane', () => {
     await Promise.resolve();
     await Promise.resolve();
     expect(runs.map((r) => r.calls[0].name)).toEqual(['a', 'b']);
+  });
+
+  it("empties a unit's list of calls once the unit is done, not before (an old-space list must not keep them alive)", () => {
+    const lists: (readonly Call[])[] = [];
+    let release: (() => void) | undefined;
+    const lane = new Lane<Call>({
+      name: 'm',
+      maxInFlight: 1,
+      batching: { maxBatchSize: 4, maxWaitMs: 0 },
+      run: (calls, unit) => {
+        lists.push(calls);
+        if (lists.length === 2) release = unit.hold(); // released below, after its calls settled
+      },
+    });
+    const a = lane.submit(new Call('a'));
+    const waiting = ['b', 'c'].map((n) => lane.submit(new Call(n)));
+    expect(lists[0].map((c) => c.name)).toEqual(['a']);
+    lane.settle(a, 'A', undefined);
+    expect(lists[0]).toEqual([]);
+    expect(lists[1].map((c) => c.name)).toEqual(['b', 'c']);
+    lane.settle(waiting[0], 'B', undefined);
+    expect(lists[1].map((c) => c.name)).toEqual(['b', 'c']); // c still runs
+    lane.settle(waiting[1], 'C', undefined);
+    expect(lists[1].map((c) => c.name)).toEqual(['b', 'c']); // the hold still keeps the unit
+    release!();
+    expect(lists[1]).toEqual([]);
+    expect(waiting.map((c) => c.outcome)).toEqual(['ok:B', 'ok:C']);
   });
 
   it('pause holds calls (still bounded by maxQueue); resume starts them', () => {

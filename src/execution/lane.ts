@@ -49,6 +49,7 @@ export class LaneUnit {
   index = -1;
   constructor(
     private readonly lane: Lane<LaneCall>,
+    /** Its calls; emptied once the unit is done (see `Lane.unitMaybeDone`). */
     readonly calls: readonly LaneCall[],
   ) {
     this.open = calls.length;
@@ -262,6 +263,13 @@ export class Lane<C extends LaneCall> {
       last.index = unit.index;
     }
     unit.index = -1;
+    // The list of a finished unit is emptied (the one `run` got: the lane made it). V8 may
+    // allocate such per-batch arrays in old space from birth (allocation-site pretenuring, once
+    // most of them outlived a scavenge, e.g. while a pool was loading): an old array, even dead,
+    // keeps every young object it points to alive through scavenges until the next full GC, so a
+    // filled one promoted its calls and all they reach (events, outputs: ~3 KB a request on a
+    // thread_pool step with batching), and their own arrays stayed pretenured in turn.
+    (unit.calls as LaneCall[]).length = 0;
     if (this.waiting > 0) this.pump();
   }
 
