@@ -7,6 +7,7 @@ import { EventCancel, makeEvent, withError, type PartialSink, type ServingEvent 
 import { DEFAULT_CLOSE_TIMEOUT_MS, flowRuntimeOf } from '../flow/runtime.js';
 import type { Graph } from '../graph/graph.js';
 import { GraphCodec } from './graphCodec.js';
+import { newRequestId } from './requestId.js';
 
 /** What `client.stream()` emits: partial results as they come, then the answer. */
 export type StreamMessage<B = unknown> =
@@ -260,7 +261,7 @@ export function routeInvoker(pipeline: OperatorFunction<ServingEvent, ServingEve
       answer(undefined, new RxServeError('the invoker is closed; no new requests are taken'));
       return nothing;
     }
-    const id = init.id ?? globalThis.crypto.randomUUID();
+    const id = init.id ?? newRequestId();
     if (pending.has(id)) {
       answer(undefined, new RxServeError(`request id '${id}' is already in flight; ids of concurrent requests must differ`));
       return nothing;
