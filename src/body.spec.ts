@@ -34,7 +34,9 @@ describe('bodyProblem', () => {
   it('gives the same verdict on either side of the limits of the quick walk (32 levels, 512 objects)', () => {
     for (const maxDepth of [31, 32, 33, 40]) {
       expect(bodyProblem(nest(maxDepth), { maxDepth })).toBeUndefined();
-      expect(bodyProblem(nest(maxDepth + 1), { maxDepth })).toMatch(new RegExp(`^body is nested deeper than ${maxDepth} levels \\(at body`));
+      expect(bodyProblem(nest(maxDepth + 1), { maxDepth })).toMatch(
+        new RegExp(`^body is nested deeper than ${maxDepth} levels \\(at body`),
+      );
     }
     // Many small objects (past the quick walk's budget), and one too deep at the very end.
     const wide = Array.from({ length: 2_000 }, (_, i) => ({ i, tags: ['a'] }));

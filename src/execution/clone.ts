@@ -46,8 +46,7 @@ function clonePlain(value: object, seen: Map<object, unknown> | undefined, depth
     seen?.set(value, out);
     for (let i = 0; i < value.length; i++) {
       const item: unknown = value[i];
-      out[i] =
-        item !== null && typeof item === 'object' ? clonePlain(item, (seen ??= seenMap(value, out)), depth + 1) : checkLeaf(item);
+      out[i] = item !== null && typeof item === 'object' ? clonePlain(item, (seen ??= seenMap(value, out)), depth + 1) : checkLeaf(item);
     }
     return out;
   }
@@ -61,8 +60,7 @@ function clonePlain(value: object, seen: Map<object, unknown> | undefined, depth
   seen?.set(value, out);
   for (const key in value) {
     const item = (value as Record<string, unknown>)[key];
-    out[key] =
-      item !== null && typeof item === 'object' ? clonePlain(item, (seen ??= seenMap(value, out)), depth + 1) : checkLeaf(item);
+    out[key] = item !== null && typeof item === 'object' ? clonePlain(item, (seen ??= seenMap(value, out)), depth + 1) : checkLeaf(item);
   }
   return out;
 }
