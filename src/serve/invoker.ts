@@ -38,7 +38,7 @@ export interface InvokerOptions {
 
 /** What a request carries besides its body (the event's other fields). */
 export interface InvokeInit {
-  /** The event id; default a new UUID. Two requests in flight cannot share one. */
+  /** The event id; default a new UUID-shaped id (a random prefix per process and a counter). Two requests in flight cannot share one. */
   readonly id?: string;
   /** e.g. `'/v2/models/m1/infer'` (a router's key may read it: `v2ModelName`). */
   readonly path?: string;
