@@ -5,6 +5,7 @@
 // Python peer (a FastAPI route on uvicorn + uvloop + httptools, skipped when Debian's modules are
 // absent); and invoker() without HTTP against the bare step, for rxserve's own cost per request.
 import { spawnSync } from 'node:child_process';
+import { cpus, loadavg } from 'node:os';
 import autocannon from 'autocannon';
 import { createGraph, invoker } from 'rxserve';
 import { startChild } from './child.js';
@@ -30,6 +31,8 @@ export interface ServeFigures {
   /** µs per request, 64 outstanding: the bare step, and the same step through invoker().invoke. */
   readonly step: number;
   readonly invoker: number;
+  /** The 1-minute load average before the HTTP rows and after them (the machine may be shared). */
+  readonly load: readonly [number, number];
 }
 
 function load(url: string, seconds: number): Promise<autocannon.Result> {
@@ -136,6 +139,7 @@ export async function runServe(quick: boolean): Promise<ServeFigures> {
   const viaInvoker = await medianOf(() => invokerRun(client, total, 64));
   await client.close();
   const missing = fastapiMissing();
+  const loadBefore = loadavg()[0];
   const http: HttpRow[] = [
     await httpRow('(a) fastify route calling the model (floor)', 'raw', seconds),
     await httpRow(FLOOR_TICKED, 'raw-ticked', seconds),
@@ -148,7 +152,7 @@ export async function runServe(quick: boolean): Promise<ServeFigures> {
     http[http.findIndex((r) => r.name === FASTAPI)] = await httpRow(FASTAPI, PYTHON, seconds, 'fastapiTarget.mjs', ['default']);
     http[http.findIndex((r) => r.name === FASTAPI_PLAIN)] = await httpRow(FASTAPI_PLAIN, PYTHON, seconds, 'fastapiTarget.mjs', ['plain']);
   }
-  return { http, step, invoker: viaInvoker };
+  return { http, step, invoker: viaInvoker, load: [loadBefore, loadavg()[0]] };
 }
 
 /** Goals of issue 26 (1): (b) against (a) and against the FastAPI row. */
@@ -184,6 +188,8 @@ export function serveMarkdown(f: ServeFigures): string {
     ...f.http.map(row),
     '',
     ...goals,
+    '',
+    `Load average (1 min) before and after the HTTP rows: ${f.load[0].toFixed(1)} / ${f.load[1].toFixed(1)} (${cpus().length} cores).`,
     '',
     '| in process, 64 outstanding | µs/request |',
     '|---|---|',
