@@ -60,5 +60,6 @@ export function onResult(
  * plain value, reported at once. Lets a caller with a value in hand skip `onResult`'s closures.
  */
 export function settlesLater(value: unknown): boolean {
-  return value !== null && typeof value === 'object' && (typeof (value as PromiseLike<unknown>).then === 'function' || isObservable(value));
+  // The same tests as onResult's, in its order.
+  return isObservable(value) || (value !== null && typeof value === 'object' && typeof (value as PromiseLike<unknown>).then === 'function');
 }
