@@ -1,8 +1,11 @@
-// serve() against a hand-written fastify route calling the same model (the floor), under
+// serve() against a hand-written fastify route calling the same model (the floor; and the same
+// floor with node's nextTick feedback in the state serve()'s process runs in, see
+// bench/fixtures/serveTarget.mjs), under
 // autocannon (64 connections, loopback, the server in a process of its own), and against the
 // Python peer (a FastAPI route on uvicorn + uvloop + httptools, skipped when Debian's modules are
 // absent); and invoker() without HTTP against the bare step, for rxserve's own cost per request.
 import { spawnSync } from 'node:child_process';
+import { cpus, loadavg } from 'node:os';
 import autocannon from 'autocannon';
 import { createGraph, invoker } from 'rxserve';
 import { startChild } from './child.js';
@@ -28,6 +31,8 @@ export interface ServeFigures {
   /** µs per request, 64 outstanding: the bare step, and the same step through invoker().invoke. */
   readonly step: number;
   readonly invoker: number;
+  /** The 1-minute load average before the HTTP rows and after them (the machine may be shared). */
+  readonly load: readonly [number, number];
 }
 
 function load(url: string, seconds: number): Promise<autocannon.Result> {
@@ -105,6 +110,8 @@ async function medianOf(once: () => Promise<number>): Promise<number> {
 /** Debian's python3 with FastAPI, uvicorn, uvloop and httptools (RXSERVE_BENCH_PYTHON to use another). */
 const PYTHON = process.env.RXSERVE_BENCH_PYTHON ?? '/usr/bin/python3';
 const FASTAPI = '(f) FastAPI route on uvicorn (uvloop, httptools), one worker, returning the parsed body: the Python peer';
+const FLOOR_TICKED =
+  "(a′) the same route, its process.nextTick called before it listens (as serve() and most apps do): V8's feedback for node's tick objects then goes megamorphic, as in (b)";
 const FASTAPI_PLAIN = '(f′) the same, hand-tuned: json.dumps into a plain Response (no jsonable_encoder)';
 
 /** Why the FastAPI row cannot run, or undefined when it can. */
@@ -132,18 +139,20 @@ export async function runServe(quick: boolean): Promise<ServeFigures> {
   const viaInvoker = await medianOf(() => invokerRun(client, total, 64));
   await client.close();
   const missing = fastapiMissing();
+  const loadBefore = loadavg()[0];
   const http: HttpRow[] = [
     await httpRow('(a) fastify route calling the model (floor)', 'raw', seconds),
+    await httpRow(FLOOR_TICKED, 'raw-ticked', seconds),
     await httpRow('(b) serve(), one-model modelRunner, naive', 'serve', seconds),
     await httpRow('(b′) serve() over a bare map(): the HTTP front and invoker only', 'serve-map', seconds),
     await httpRow('(c) serve(), one-model modelRunner, thread_pool', 'serve-thread', seconds),
     ...[FASTAPI, FASTAPI_PLAIN].map((name) => ({ name, skipped: missing, requestsPerSecond: 0, p50Ms: 0, p99Ms: 0, errors: 0, cpuUs: 0 })),
   ];
   if (missing === undefined) {
-    http[4] = await httpRow(FASTAPI, PYTHON, seconds, 'fastapiTarget.mjs', ['default']);
-    http[5] = await httpRow(FASTAPI_PLAIN, PYTHON, seconds, 'fastapiTarget.mjs', ['plain']);
+    http[http.findIndex((r) => r.name === FASTAPI)] = await httpRow(FASTAPI, PYTHON, seconds, 'fastapiTarget.mjs', ['default']);
+    http[http.findIndex((r) => r.name === FASTAPI_PLAIN)] = await httpRow(FASTAPI_PLAIN, PYTHON, seconds, 'fastapiTarget.mjs', ['plain']);
   }
-  return { http, step, invoker: viaInvoker };
+  return { http, step, invoker: viaInvoker, load: [loadBefore, loadavg()[0]] };
 }
 
 /** Goals of issue 26 (1): (b) against (a) and against the FastAPI row. */
@@ -157,7 +166,8 @@ export function serveMarkdown(f: ServeFigures): string {
     r.skipped !== undefined
       ? `| ${r.name} | skipped (${r.skipped}) | | | | | | | | |`
       : `| ${r.name} | ${Math.round(r.requestsPerSecond).toLocaleString('en-US')} | ${ratio(r.requestsPerSecond, floor.requestsPerSecond)} | ${peer ? ratio(r.requestsPerSecond, peer.requestsPerSecond) : '—'} | ${r.p50Ms} | ${ratio(r.p50Ms, floor.p50Ms)} | ${r.p99Ms} | ${Math.round(r.cpuUs)} | ${ratio(r.cpuUs, floor.cpuUs)} | ${r.errors} |`;
-  const b = f.http[1];
+  const b = f.http.find((r) => r.name.startsWith('(b)'))!;
+  const ticked = f.http.find((r) => r.name === FLOOR_TICKED);
   const met = (ok: boolean) => (ok ? 'met' : '**not met**');
   const goals = [
     `Goals for (b), issue 26 (1), this run: requests/s ≥ ${GOALS.rps}× (a): ${ratio(b.requestsPerSecond, floor.requestsPerSecond)}, ${met(b.requestsPerSecond >= GOALS.rps * floor.requestsPerSecond)}; ` +
@@ -166,6 +176,11 @@ export function serveMarkdown(f: ServeFigures): string {
       (peer
         ? `requests/s ≥ ${GOALS.vsFastapi}× (f): ${ratio(b.requestsPerSecond, peer.requestsPerSecond)}, ${met(b.requestsPerSecond >= GOALS.vsFastapi * peer.requestsPerSecond)}.`
         : `≥ ${GOALS.vsFastapi}× (f): not measured (the FastAPI row was skipped).`),
+    ...(ticked
+      ? [
+          ` Against (a′), the floor in the V8 state (b) runs in: requests/s ${ratio(b.requestsPerSecond, ticked.requestsPerSecond)}, p50 ${ratio(b.p50Ms, ticked.p50Ms)}, server CPU per request ${ratio(b.cpuUs, ticked.cpuUs)}.`,
+        ]
+      : []),
   ];
   return [
     `| server (${CONNECTIONS} connections) | requests/s | vs (a) | vs (f) | p50 ms | vs (a) | p99 ms | server CPU µs/request | vs (a) | errors |`,
@@ -173,6 +188,8 @@ export function serveMarkdown(f: ServeFigures): string {
     ...f.http.map(row),
     '',
     ...goals,
+    '',
+    `Load average (1 min) before and after the HTTP rows: ${f.load[0].toFixed(1)} / ${f.load[1].toFixed(1)} (${cpus().length} cores).`,
     '',
     '| in process, 64 outstanding | µs/request |',
     '|---|---|',

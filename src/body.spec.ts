@@ -31,6 +31,28 @@ describe('bodyProblem', () => {
     expect(bodyProblem(cyclic)).toBeUndefined();
   });
 
+  it('gives the same verdict on either side of the limits of the quick walk (32 levels, 512 objects)', () => {
+    for (const maxDepth of [31, 32, 33, 40]) {
+      expect(bodyProblem(nest(maxDepth), { maxDepth })).toBeUndefined();
+      expect(bodyProblem(nest(maxDepth + 1), { maxDepth })).toMatch(
+        new RegExp(`^body is nested deeper than ${maxDepth} levels \\(at body`),
+      );
+    }
+    // Many small objects (past the quick walk's budget), and one too deep at the very end.
+    const wide = Array.from({ length: 2_000 }, (_, i) => ({ i, tags: ['a'] }));
+    expect(bodyProblem(wide)).toBeUndefined();
+    expect(bodyProblem([...wide, nest(6)], { maxDepth: 6 })).toBe('body is nested deeper than 6 levels (at body[2000][0].a[0].a[0])');
+    // A subtree shared by many parents: 2^40 paths, settled at once (the full walk visits each object once).
+    let dag: unknown = { leaf: true };
+    for (let i = 0; i < 40; i++) dag = [dag, dag];
+    expect(bodyProblem(dag)).toBeUndefined();
+    expect(bodyProblem(dag, { maxDepth: 40 })).toMatch(/^body is nested deeper than 40 levels/);
+    // Inherited enumerable keys are not the body's (as Object.keys): not walked.
+    const inherited = Object.create({ deep: nest(10) }) as Record<string, unknown>;
+    inherited.own = 1;
+    expect(bodyProblem(inherited, { maxDepth: 2 })).toBeUndefined();
+  });
+
   it('with protoKeys, refuses __proto__ and constructor.prototype keys at any depth (as JSON.parse makes them)', () => {
     const proto: unknown = JSON.parse('{"list":[{"ok":1},{"__proto__":{"polluted":true}}]}');
     expect(bodyProblem(proto, { protoKeys: true })).toBe("body has a '__proto__' key (at body.list[1].__proto__)");

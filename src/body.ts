@@ -22,6 +22,12 @@ export function bodyProblem(body: unknown, check?: BodyCheck): string | undefine
   if (body === null || typeof body !== 'object') return undefined;
   const maxDepth = check?.maxDepth ?? DEFAULT_MAX_BODY_DEPTH;
   const protoKeys = check?.protoKeys ?? false;
+  // The common body (small, shallow) passes a walk that allocates nothing; a body it cannot clear
+  // (deep, large, with cycles or shared parts, or refused: the walk below names where) goes on.
+  if (!protoKeys) {
+    quickBudget = QUICK_NODES;
+    if (quickFits(body, 1, Math.min(maxDepth, QUICK_DEPTH))) return undefined;
+  }
   // Depth-first with an explicit stack of [value, depth, parent index, key]; the parents make the
   // path of a refused value without building one for every node.
   const values: object[] = [body];
@@ -68,6 +74,32 @@ export function bodyProblem(body: unknown, check?: BodyCheck): string | undefine
     parents[top] = parent;
     keys[top] = key;
   }
+}
+
+/** How deep the allocation-free walk goes (recursively: so bounded) before leaving the body to the full walk. */
+const QUICK_DEPTH = 32;
+/** How many objects it visits before leaving the body to the full walk (a subtree shared by many parents is visited once per path to it). */
+const QUICK_NODES = 512;
+let quickBudget = 0;
+
+/** True when `value` (at `depth`) and everything under it nest no deeper than `limit`, within the node budget. */
+function quickFits(value: object, depth: number, limit: number): boolean {
+  if (depth > limit || --quickBudget < 0) return false;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const item: unknown = value[i];
+      if (item !== null && typeof item === 'object' && !quickFits(item, depth + 1, limit)) return false;
+    }
+    return true;
+  }
+  if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) return true;
+  // The own enumerable keys, as the full walk's Object.keys, without its array.
+  for (const name in value) {
+    if (!Object.hasOwn(value, name)) continue;
+    const item: unknown = (value as Record<string, unknown>)[name];
+    if (item !== null && typeof item === 'object' && !quickFits(item, depth + 1, limit)) return false;
+  }
+  return true;
 }
 
 function pathAt(visited: readonly { parent: number; key: string }[], index: number, tail?: string): string {

@@ -123,7 +123,8 @@ export function cancelOf(event: ServingEvent): CancelToken | undefined {
 /** A `ServingEvent` that a step has failed. */
 export type ErroredEvent<B = unknown> = ServingEvent<B> & { readonly error: ServingError };
 
-const EMPTY_METADATA: Readonly<Record<string, unknown>> = Object.freeze({});
+/** The metadata of events made without any (one frozen object, so a step can tell it apart without looking inside). */
+export const EMPTY_METADATA: Readonly<Record<string, unknown>> = Object.freeze({});
 
 /**
  * Makes a serving event from a body.

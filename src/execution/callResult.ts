@@ -54,3 +54,12 @@ export function onResult(
   onValue(result);
   return undefined;
 }
+
+/**
+ * True when `onResult` would report `value` later (a promise-like or an Observable); false for a
+ * plain value, reported at once. Lets a caller with a value in hand skip `onResult`'s closures.
+ */
+export function settlesLater(value: unknown): boolean {
+  // The same tests as onResult's, in its order.
+  return isObservable(value) || (value !== null && typeof value === 'object' && typeof (value as PromiseLike<unknown>).then === 'function');
+}

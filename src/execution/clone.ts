@@ -32,6 +32,11 @@ export function cloneBody<T>(value: T): T {
  * Past `RECURSION_LIMIT` levels the copy goes on without recursion (`cloneDeep`), so a body built
  * to exhaust the stack cannot (docs/design.md §11); the recursive walk stays for the common, shallow case.
  */
+/** The map of copies, made at the first nested object: `set` on an empty map (a `new Map([[k, v]])` walks an iterator over a new array). */
+function seenMap(value: object, copy: unknown): Map<object, unknown> {
+  return new Map<object, unknown>().set(value, copy);
+}
+
 function clonePlain(value: object, seen: Map<object, unknown> | undefined, depth: number): unknown {
   const copied = seen?.get(value);
   if (copied !== undefined) return copied;
@@ -41,8 +46,7 @@ function clonePlain(value: object, seen: Map<object, unknown> | undefined, depth
     seen?.set(value, out);
     for (let i = 0; i < value.length; i++) {
       const item: unknown = value[i];
-      out[i] =
-        item !== null && typeof item === 'object' ? clonePlain(item, (seen ??= new Map([[value, out]])), depth + 1) : checkLeaf(item);
+      out[i] = item !== null && typeof item === 'object' ? clonePlain(item, (seen ??= seenMap(value, out)), depth + 1) : checkLeaf(item);
     }
     return out;
   }
@@ -56,8 +60,7 @@ function clonePlain(value: object, seen: Map<object, unknown> | undefined, depth
   seen?.set(value, out);
   for (const key in value) {
     const item = (value as Record<string, unknown>)[key];
-    out[key] =
-      item !== null && typeof item === 'object' ? clonePlain(item, (seen ??= new Map([[value, out]])), depth + 1) : checkLeaf(item);
+    out[key] = item !== null && typeof item === 'object' ? clonePlain(item, (seen ??= seenMap(value, out)), depth + 1) : checkLeaf(item);
   }
   return out;
 }

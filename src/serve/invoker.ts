@@ -7,6 +7,7 @@ import { EventCancel, makeEvent, withError, type PartialSink, type ServingEvent 
 import { DEFAULT_CLOSE_TIMEOUT_MS, flowRuntimeOf } from '../flow/runtime.js';
 import type { Graph } from '../graph/graph.js';
 import { GraphCodec } from './graphCodec.js';
+import { newRequestId } from './requestId.js';
 
 /** What `client.stream()` emits: partial results as they come, then the answer. */
 export type StreamMessage<B = unknown> =
@@ -37,7 +38,7 @@ export interface InvokerOptions {
 
 /** What a request carries besides its body (the event's other fields). */
 export interface InvokeInit {
-  /** The event id; default a new UUID. Two requests in flight cannot share one. */
+  /** The event id; default a new UUID-shaped id (a random prefix per process and a counter). Two requests in flight cannot share one. */
   readonly id?: string;
   /** e.g. `'/v2/models/m1/infer'` (a router's key may read it: `v2ModelName`). */
   readonly path?: string;
@@ -260,7 +261,7 @@ export function routeInvoker(pipeline: OperatorFunction<ServingEvent, ServingEve
       answer(undefined, new RxServeError('the invoker is closed; no new requests are taken'));
       return nothing;
     }
-    const id = init.id ?? globalThis.crypto.randomUUID();
+    const id = init.id ?? newRequestId();
     if (pending.has(id)) {
       answer(undefined, new RxServeError(`request id '${id}' is already in flight; ids of concurrent requests must differ`));
       return nothing;

@@ -30,6 +30,7 @@ import { ClientWatch, DEFAULT_STREAM_LIMITS, sendEventStream, wantsEventStream, 
 import { errorBody, HttpError, refusalStatus, retryAfterOf, sendJson, statusOf } from './status.js';
 import { closeIfUnread } from './unread.js';
 import { listedModels, metadataPath, serverMetadata } from './v2.js';
+import { newRequestId } from './requestId.js';
 import { pathOf } from './urlPath.js';
 
 /** Options of `rxservePlugin` (`app.register(rxservePlugin, options)`). */
@@ -126,7 +127,7 @@ const REGISTER_OPTIONS = new Set(['prefix', 'logLevel', 'logSerializers']);
 
 export const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024;
 
-/** The request id: `x-request-id` when the client sent a usable one, else a new UUID. */
+/** The request id: `x-request-id` when the client sent a usable one (at most this long), else a new one. */
 const MAX_REQUEST_ID = 200;
 
 /** Refusals after which the client's connection is closed: it may still be sending a body nobody reads. */
@@ -484,11 +485,11 @@ function headersOf(request: FastifyRequest, dropAuthorization: boolean): Record<
 
 /**
  * The request's id (fastify's `genReqId`, so `request.id`): its `x-request-id` when usable (1 to
- * 200 characters), else a new UUID.
+ * 200 characters), else a new one (`newRequestId`: UUID-shaped, unique, no random draw per request).
  */
 export function requestIdOf(request: { readonly headers: FastifyRequest['headers'] }): string {
   const header = request.headers['x-request-id'];
-  return typeof header === 'string' && header.length > 0 && header.length <= MAX_REQUEST_ID ? header : globalThis.crypto.randomUUID();
+  return typeof header === 'string' && header.length > 0 && header.length <= MAX_REQUEST_ID ? header : newRequestId();
 }
 
 /** Why fastify's JSON parser refused a body: not JSON at all, or a prototype-poisoning key. */

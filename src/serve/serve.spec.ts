@@ -579,7 +579,7 @@ describe('serve(): apiKeys', () => {
 });
 
 describe('serve(): request ids (fastify genReqId)', () => {
-  it('honours an x-request-id of 1 to 200 characters; a longer one is replaced by a new UUID; every answer echoes the id', async () => {
+  it('honours an x-request-id of 1 to 200 characters; a longer one is replaced by a new id; every answer echoes the id', async () => {
     const { graph, pipeline } = sleepyPipeline();
     const server = await start(pipeline, { graph, apiKeys: ['k'] });
     const auth = { authorization: 'Bearer k' };
@@ -604,6 +604,16 @@ describe('serve(): request ids (fastify genReqId)', () => {
     expect((await call(`${server.url}/v2/models`, { headers: { ...auth, 'x-request-id': 'r-models' } })).headers.get('x-request-id')).toBe(
       'r-models',
     );
+  });
+
+  it('gives requests without an x-request-id new ids, all different, even concurrent ones: UUID-shaped, echoed, the event id', async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    const server = await start(pipeline, { graph });
+    const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => call(server.url, { body: { tag: `t${i}`, ms: 20 } })));
+    const ids = answers.map((a) => a.headers.get('x-request-id'));
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(new Set(ids).size).toBe(20);
+    expect(new Set(probe.seen.map((e) => e.id))).toEqual(new Set(ids));
   });
 
   it('rxservePlugin sets its own genReqId in its context: its routes honour x-request-id, the app keeps its own ids elsewhere', async () => {

@@ -103,7 +103,7 @@ export async function serve(pipeline: OperatorFunction<ServingEvent, ServingEven
   const app = Fastify({
     logger: false,
     bodyLimit: maxBodyBytes,
-    // request.id: the x-request-id header when usable, else a new UUID (fastify's own requestIdHeader
+    // request.id: the x-request-id header when usable, else a new id (fastify's own requestIdHeader
     // would take any header as it is: off, the check is requestIdOf's).
     genReqId: requestIdOf,
     requestIdHeader: false,

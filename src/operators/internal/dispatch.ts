@@ -53,6 +53,9 @@ class Slot {
   cancel: ((reason?: unknown) => void) | void = undefined;
   /** Removes the abort listener of the event's cancel. */
   unlisten: (() => void) | undefined = undefined;
+  /** Neighbours in the list of started, not yet emitted slots. */
+  prev: Slot | undefined = undefined;
+  next: Slot | undefined = undefined;
   constructor(
     readonly event: ServingEvent,
     readonly cancelToken: CancelToken | undefined,
@@ -93,7 +96,21 @@ export function dispatch(
   let waitingCount = 0;
   // Ordered: every started slot in start order. Unordered: finished slots awaiting emission.
   const emitQueue = new RingQueue<Slot>();
-  const live = new Set<Slot>(); // started, not emitted (for cancellation)
+  // Started, not emitted (for cancellation): a list through the slots, not a Set, because a
+  // synchronous step adds and removes one per event and V8 reallocates a Set's table each time it
+  // empties.
+  let live: Slot | undefined;
+  const link = (slot: Slot): void => {
+    slot.next = live;
+    if (live !== undefined) live.prev = slot;
+    live = slot;
+  };
+  const unlink = (slot: Slot): void => {
+    if (slot.prev !== undefined) slot.prev.next = slot.next;
+    else live = slot.next;
+    if (slot.next !== undefined) slot.next.prev = slot.prev;
+    slot.prev = slot.next = undefined;
+  };
   let draining = false;
   let sourceDone = false;
   let closed = false;
@@ -111,7 +128,7 @@ export function dispatch(
   const start = (slot: Slot): void => {
     inFlight++;
     slot.state = STARTED;
-    live.add(slot);
+    link(slot);
     if (ordered) emitQueue.push(slot);
     let cancel: ((reason?: unknown) => void) | void;
     try {
@@ -132,7 +149,7 @@ export function dispatch(
         let slot = emitQueue.peek();
         while (slot !== undefined && slot.state === DONE) {
           emitQueue.shift();
-          live.delete(slot);
+          unlink(slot);
           inFlight--;
           const out = slot.out!;
           slot.out = undefined;
@@ -198,8 +215,9 @@ export function dispatch(
     for (const slot of waiting.drain()) slot.unlisten?.();
     waitingCount = 0;
     emitQueue.drain();
-    const toCancel = [...live];
-    live.clear();
+    const toCancel: Slot[] = [];
+    for (let slot = live; slot !== undefined; slot = slot.next) toCancel.push(slot);
+    live = undefined;
     for (const slot of toCancel) {
       slot.unlisten?.();
       if (slot.state !== DONE && slot.cancel) slot.cancel();

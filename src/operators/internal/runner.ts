@@ -1,7 +1,7 @@
 // The per-subscription state of a modelRunner step: each event's selected models become calls in
 // their models' lanes; when the last call of an event settles, outputs merge as MLRun does.
 import { ModelRunnerError, ModelTimeoutError, SelectorError, describeError, toError } from '../../errors.js';
-import { getPath, hasPath, setPath, withBody, withError, type ServingEvent } from '../../event.js';
+import { EMPTY_METADATA, getPath, hasPath, setPath, withBody, withError, type ServingEvent } from '../../event.js';
 import type { ExecutorSession } from '../../execution/executor.js';
 import { CallContext } from '../../model/callContext.js';
 import { callOperation } from '../../model/operation.js';
@@ -11,7 +11,7 @@ import type { GraphMonitor, LaneStats } from '../../monitoring/monitor.js';
 import type { DispatchLimits, Work } from './dispatch.js';
 import { Lane, LaneCall, type LaneUnit } from '../../execution/lane.js';
 import { batches, runBatch } from '../../execution/batch.js';
-import { onResult } from '../../execution/callResult.js';
+import { onResult, settlesLater } from '../../execution/callResult.js';
 import { isoTime } from '../../monitoring/isoTime.js';
 
 const wallClock = (): number => performance.timeOrigin + performance.now();
@@ -190,8 +190,20 @@ export class Runner {
     if (input === MISSING) return;
     const context = call.context!;
     const lane = this.lanes[call.model];
+    let result: unknown;
+    try {
+      result = this.session.invoke(entry.endpointName, input, context);
+    } catch (error) {
+      lane.settle(call, undefined, toError(error));
+      return;
+    }
+    // A value (a naive model's answer) settles now, without onResult's three closures per call.
+    if (!settlesLater(result)) {
+      lane.settle(call, result, undefined);
+      return;
+    }
     const cancel = onResult(
-      () => this.session.invoke(entry.endpointName, input, context),
+      () => result,
       (value) => lane.settle(call, value, undefined),
       (error) => lane.settle(call, undefined, toError(error)),
     );
@@ -241,7 +253,9 @@ export class Runner {
     for (const call of calls) {
       models[call.entry.endpointName] = { when: isoTime(call.started), latencyMs: call.latencyMs };
     }
-    const metadata = { ...event.metadata, modelRunner: { name: this.limits.step, inputs: event.body }, models };
+    const modelRunner = { name: this.limits.step, inputs: event.body };
+    // No spread of the (frozen) empty metadata most events carry: V8 copies a frozen object on a slow path.
+    const metadata = event.metadata === EMPTY_METADATA ? { modelRunner, models } : { ...event.metadata, modelRunner, models };
     // Monitoring records predictions: explain, metadata and custom operations are not (their answers are not outputs).
     if (this.monitor?.active && operation === undefined) this.monitor.onEvent({ step: this.limits.step, event, calls });
     let out = withBody(event, body, { metadata });
