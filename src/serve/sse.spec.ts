@@ -1,8 +1,9 @@
 // EventStream on a real fastify reply (loopback): the frames of one tick are one write, in order,
 // and a frame is never held back for a later one.
-import Fastify, { type FastifyInstance } from 'fastify';
+import { Socket } from 'node:net';
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
-import { EventStream, type StreamLimits } from './sse.js';
+import { ClientWatch, EventStream, type StreamLimits } from './sse.js';
 
 let app: FastifyInstance | undefined;
 afterEach(async () => {
@@ -156,5 +157,46 @@ describe('EventStream', () => {
     expect(raw.listenerCount('drain')).toBe(0);
     await (await fetch(url)).text();
     expect(connections.opened).toBe(1);
+  });
+});
+
+describe('ClientWatch', () => {
+  /** A reply on `socket` as ClientWatch reads it. */
+  const replyOn = (socket: Socket) => ({ raw: { socket } }) as unknown as FastifyReply;
+
+  it('one connection, several watches: those done are not cancelled when it closes, the others all are, each once', () => {
+    const socket = new Socket();
+    const cancelled: string[] = [];
+    const watches = ['a', 'b', 'c', 'd'].map((name) => {
+      const watch = new ClientWatch(replyOn(socket));
+      watch.watch(() => cancelled.push(name));
+      return watch;
+    });
+    watches[1].done(); // in the middle of the list
+    watches[3].done(); // its head
+    socket.emit('close');
+    expect(cancelled.sort()).toEqual(['a', 'c']);
+    expect(watches.map((w) => w.gone)).toEqual([true, false, true, false]);
+    socket.emit('close');
+    expect(cancelled.length).toBe(2);
+  });
+
+  it('a cancel that ends another watch of the connection while it closes: that one is not cancelled, the rest are', () => {
+    const socket = new Socket();
+    const cancelled: string[] = [];
+    const [a, b, c] = [0, 1, 2].map(() => new ClientWatch(replyOn(socket)));
+    // The head is c (the newest): its cancel ends b.
+    c.watch(() => {
+      cancelled.push('c');
+      b.done();
+    });
+    b.watch(() => cancelled.push('b'));
+    a.watch(() => cancelled.push('a'));
+    socket.emit('close');
+    expect(cancelled).toEqual(['c', 'a']);
+    // A watch made after the close on a destroyed socket is gone from the start.
+    socket.destroy();
+    const late = new ClientWatch(replyOn(socket));
+    expect(late.gone).toBe(true);
   });
 });

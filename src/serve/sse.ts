@@ -39,9 +39,16 @@ export interface StreamLimits {
 
 export const DEFAULT_STREAM_LIMITS: StreamLimits = { sendTimeoutMs: 60_000, maxBufferBytes: 1024 * 1024 };
 
-/** Per connection: the watches of its requests still unanswered (more than one when pipelined). */
+/**
+ * Per connection: the watches of its requests still unanswered (more than one when pipelined), as
+ * a list threaded through the watches themselves — a `Set` here reallocated its table each time it
+ * emptied, that is once per request on a kept-alive connection.
+ */
 const kWatches = Symbol('rxserve.clientWatches');
-type WatchedSocket = Socket & { [kWatches]?: Set<ClientWatch> };
+interface Watches {
+  head: ClientWatch | undefined;
+}
+type WatchedSocket = Socket & { [kWatches]?: Watches };
 
 /**
  * A request's connection, watched: a client that leaves before `done()` cancels its started
@@ -57,26 +64,43 @@ export class ClientWatch {
   #gone = false;
   #done = false;
   #cancel: CancelRequest | undefined;
-  readonly #socket: WatchedSocket | null;
+  /** The connection's list this watch is on (until done), and its neighbours there. */
+  #list: Watches | undefined;
+  #prev: ClientWatch | undefined;
+  #next: ClientWatch | undefined;
 
   constructor(reply: FastifyReply) {
     const socket: WatchedSocket | null = reply.raw.socket;
-    this.#socket = socket;
     // Already closed (or detached): the client is gone before its request starts.
     if (socket === null || socket.destroyed) {
       this.#gone = true;
       return;
     }
-    let watches = socket[kWatches];
-    if (watches === undefined) {
-      const own = new Set<ClientWatch>();
-      watches = socket[kWatches] = own;
+    let list = socket[kWatches];
+    if (list === undefined) {
+      const own: Watches = { head: undefined };
+      list = socket[kWatches] = own;
       socket.once('close', () => {
-        for (const watch of own) watch.#left();
-        own.clear();
+        // Each watch leaves the list as it is told (its cancel may end it: done() unlinks).
+        for (let watch = own.head; watch !== undefined; watch = own.head) {
+          watch.#unlink();
+          watch.#left();
+        }
       });
     }
-    watches.add(this);
+    this.#list = list;
+    this.#next = list.head;
+    if (list.head !== undefined) list.head.#prev = this;
+    list.head = this;
+  }
+
+  #unlink(): void {
+    const list = this.#list;
+    if (list === undefined) return;
+    if (this.#prev !== undefined) this.#prev.#next = this.#next;
+    else list.head = this.#next;
+    if (this.#next !== undefined) this.#next.#prev = this.#prev;
+    this.#list = this.#prev = this.#next = undefined;
   }
 
   #left(): void {
@@ -114,7 +138,7 @@ export class ClientWatch {
     if (this.#done) return;
     this.#done = true;
     this.#cancel = undefined;
-    this.#socket?.[kWatches]?.delete(this);
+    this.#unlink();
   }
 }
 
