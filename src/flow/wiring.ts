@@ -101,7 +101,9 @@ export function toHandler(event: ServingEvent, step: string): ServingEvent {
 
 /** The error of a flow whose step emitted something that is not an event. */
 export function notAStepEvent(flowName: string, step: PlanStep, value: unknown): TypeError {
-  return new TypeError(`flow '${flowName}': step '${step.name}' emitted ${describeValue(value)}, not a ServingEvent; a flow step must emit events`);
+  return new TypeError(
+    `flow '${flowName}': step '${step.name}' emitted ${describeValue(value)}, not a ServingEvent; a flow step must emit events`,
+  );
 }
 
 /** Warns (once per flow subscription: the caller keeps the flag) of an output no input inside has. */
