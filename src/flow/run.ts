@@ -8,7 +8,7 @@ import { Observable, type Subscription } from 'rxjs';
 import { CycleLimitError, QueueFullError, RouteNotFoundError, toError } from '../errors.js';
 import { isServingEvent, withError, type ServingEvent } from '../event.js';
 import { notAnEvent } from '../operators/internal/dispatch.js';
-import { Intake, Take } from '../operators/internal/lean.js';
+import { Take, type Intake } from '../operators/internal/lean.js';
 import { KIND_CHOICE, KIND_HANDLER, type FlowPlan, type PlanStep } from './plan.js';
 import type { FlowRuntime, FlowSubscription } from './runtime.js';
 import { notAStepEvent, toHandler, warnStray, wireSteps } from './wiring.js';

@@ -16,10 +16,10 @@ export interface StepWiring {
   /** Filled in: the intake of each step that has one (not a choice, not a chained step). */
   readonly intakes: (Intake<ServingEvent> | undefined)[];
   /** An errored event between two chained operators; true lets it on into `to`. */
-  cross(from: PlanStep, to: PlanStep, event: ServingEvent): boolean;
+  readonly cross: (from: PlanStep, to: PlanStep, event: ServingEvent) => boolean;
   /** An output of a step's operator (the last operator of a chain). */
-  output(step: PlanStep, event: ServingEvent): void;
-  fail(error: unknown): void;
+  readonly output: (step: PlanStep, event: ServingEvent) => void;
+  readonly fail: (error: unknown) => void;
   readonly closed: () => boolean;
 }
 
@@ -31,9 +31,10 @@ export interface StepWiring {
  */
 export function wireSteps(plan: FlowPlan, wiring: StepWiring, subscriptions: Subscription[]): void {
   const { steps, name: flowName } = plan;
-  const { inside, intakes } = wiring;
+  // Taken out of `wiring` once: the closures below run on every event.
+  const { inside, intakes, cross, output, fail, closed } = wiring;
   for (const head of steps) {
-    if (head.kind === KIND_CHOICE || head.chained || wiring.closed()) continue;
+    if (head.kind === KIND_CHOICE || head.chained || closed()) continue;
     const intake = new Intake<ServingEvent>();
     intakes[head.index] = intake;
     let events = head.op!(intake.events);
@@ -42,7 +43,7 @@ export function wireSteps(plan: FlowPlan, wiring: StepWiring, subscriptions: Sub
       const from = step;
       const to = steps[step.chainNext];
       const upstream = events;
-      const errored = (event: ServingEvent): boolean => wiring.cross(from, to, event);
+      const errored = (event: ServingEvent): boolean => cross(from, to, event);
       events = to.op!(
         new Observable<ServingEvent>((downstream) => upstream.subscribe(new Link(downstream, inside, from.index, to.index, errored))),
       );
@@ -52,10 +53,10 @@ export function wireSteps(plan: FlowPlan, wiring: StepWiring, subscriptions: Sub
     const what = tail === head ? `step '${tail.name}'` : `a step of the chain '${head.name}' → ... → '${tail.name}'`;
     subscriptions.push(
       events.subscribe(
-        new Take<ServingEvent>((event) => wiring.output(tail, event), {
-          error: (error: unknown) => wiring.fail(error),
+        new Take<ServingEvent>((event) => output(tail, event), {
+          error: (error: unknown) => fail(error),
           complete: () =>
-            wiring.fail(
+            fail(
               new TypeError(
                 `flow '${flowName}': ${what} completed while the flow was running; a flow step must take events until the flow ends`,
               ),
