@@ -313,3 +313,32 @@ describe.each([
     expect(runtime.stats().reduce((sum, s) => sum + s.errors, 0)).toBeGreaterThan(500);
   });
 });
+
+describe.each([
+  ['run.ts (general)', runFlow],
+  ['linear.ts', runLinear],
+] as const)('a linear flow run by %s (real timers)', (_name, runner) => {
+  it('whenIdle() (what close() waits on) resolves once the last input left, not before; a held input makes it time out', async () => {
+    const f = flow();
+    f.to('wait', (source) => source.pipe(mergeMap((e: ServingEvent) => of(e).pipe(delay(30)))))
+      .to(
+        'drop',
+        filter((e: ServingEvent) => e.body !== 'gone'),
+      )
+      .respond();
+    const { op, runtime } = runWith(runner, f);
+    const source = new Subject<ServingEvent>();
+    const answers: unknown[] = [];
+    const subscription = source.pipe(op).subscribe((e) => answers.push(e.body));
+    source.next(ev('1', 'kept'));
+    const idle = runtime.whenIdle(1000).then((settled) => ({ settled, answers: [...answers] }));
+    expect(runtime.live).toBe(1);
+    expect(await idle).toEqual({ settled: true, answers: ['kept'] });
+    source.next(ev('2', 'gone'));
+    expect(await runtime.whenIdle(100)).toBe(false);
+    expect(runtime.live).toBe(1);
+    subscription.unsubscribe();
+    expect(runtime.live).toBe(0);
+    expect(await runtime.whenIdle(10)).toBe(true);
+  });
+});
