@@ -126,6 +126,48 @@ describe('flows on real mechanisms', () => {
     expect(flowRuntimeOf(pipeline)!.live).toBe(0);
   });
 
+  it('a linear flow (run on counts, src/flow/linear.ts) of asyncio and naive modelRunners through invoker(): answers, fallback, timeout aborting the call', async () => {
+    const graph = createGraph();
+    const f = graph.flow({ name: 'straight' });
+    f.to(
+      'generate',
+      graph.modelRunner({ name: 'generate', models: [{ endpointName: 'writer', modelClass: Writer, executionMechanism: 'asyncio' }] }),
+    )
+      .to(
+        'judge',
+        graph.modelRunner({ name: 'judge', models: [{ endpointName: 'judge', modelClass: Judge, executionMechanism: 'naive' }] }),
+      )
+      .errorHandler(
+        'fallback',
+        step(() => ({ verdict: 'unknown' })),
+      )
+      .respond();
+    const pipeline = f.build();
+    expect(flowRuntimeOf(pipeline)!.plan.linear).toBe(true);
+    const client = invoker(pipeline, { graph, timeoutMs: 150 });
+    clients.push(client);
+    expect(await client.test({ question: 'q', goodAt: 1 })).toMatchObject({ draft: 'q #1', verdict: 'good' });
+    const fallback = await client.invoke({ question: 'q', judgeFails: true });
+    expect(fallback.body).toEqual({ verdict: 'unknown' });
+    expect((fallback.metadata.error as { step: string }).step).toBe('judge');
+    const timedOut = await client.invoke({ question: 'slow', ms: 5_000 }, { id: 'linear-timeout' });
+    expect(timedOut.error?.name).toBe('ModelTimeoutError');
+    await sleep(20);
+    expect(probe.aborted).toEqual(['linear-timeout']);
+    // The timed-out call failed in 'generate' (aborted) and passed 'judge' as nobody else's error.
+    expect(
+      flowRuntimeOf(pipeline)!
+        .stats()
+        .map((s) => [s.step, s.inFlight, s.errors]),
+    ).toEqual([
+      ['generate', 0, 1],
+      ['judge', 0, 1],
+      ['fallback', 0, 0],
+    ]);
+    await client.close();
+    expect(flowRuntimeOf(pipeline)!.live).toBe(0);
+  });
+
   it('a thread_pool modelRunner step inside a flow, next to naive ones, with a side branch', async () => {
     const graph = createGraph();
     const affine = (name: string, mechanism: 'thread_pool' | 'naive', params: Record<string, number>) =>

@@ -9,6 +9,7 @@ import type { ServingEvent } from '../event.js';
 import type { GraphRef } from '../execution/provider.js';
 import { isChoice, type Choice } from './choice.js';
 import { compile, type FlowDecl, type HandlerDecl, type StepDecl, type StepOperator } from './plan.js';
+import { runLinear } from './linear.js';
 import { runFlow } from './run.js';
 import { ATTACH_FLOW, FLOW_RUNTIME, FlowRuntime, isFlowHost, type FlowHost } from './runtime.js';
 
@@ -189,7 +190,8 @@ export class Flow {
     const decl: FlowDecl = { name: this.name, steps: this.#steps, handler: this.#handler, ...this.#paths };
     const runtime = new FlowRuntime(compile(decl));
     this.#graph?.[ATTACH_FLOW](runtime);
-    const operator = runFlow(runtime.plan, runtime, this.#maxInFlight);
+    // One chain from the entry to the responder runs without a record per input (linear.ts).
+    const operator = (runtime.plan.linear ? runLinear : runFlow)(runtime.plan, runtime, this.#maxInFlight);
     Object.defineProperty(operator, FLOW_RUNTIME, { value: runtime });
     this.#built = operator;
     return operator;

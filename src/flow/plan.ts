@@ -88,6 +88,12 @@ export interface FlowPlan {
   readonly responder: number;
   /** Some step has maxIterations: events count their runs. */
   readonly bounded: boolean;
+  /**
+   * The steps are one chain from the one entry to the responder (no choice, no bound, no cycle;
+   * handlers without `before`): every step is on the responder's path and each input has one way
+   * through, so the flow runs it with counts instead of a record per input (linear.ts).
+   */
+  readonly linear: boolean;
   readonly shape: FlowShape;
 }
 
@@ -310,12 +316,24 @@ export function compile(decl: FlowDecl): FlowPlan {
       } satisfies PlanStep),
     );
   });
+  const anyBound = decls.some((d) => d.maxIterations !== undefined);
+  // Linear: following the chain from the only entry passes every step and ends at the responder,
+  // which goes nowhere after (a handler's `before` would have broken the chain: its target has two ways in).
+  let tail = entries.length === 1 ? entries[0] : -1;
+  let chainLength = 1;
+  while (tail >= 0 && chainNext[tail] >= 0) {
+    tail = chainNext[tail];
+    chainLength++;
+  }
+  const linear =
+    !anyBound && tail >= 0 && tail === responder && chainLength === n && forward[tail].length === 0 && cycles[tail].length === 0;
   return Object.freeze({
     name: decl.name,
     steps: Object.freeze(steps),
     entries: Object.freeze(entries),
     responder,
-    bounded: decls.some((d) => d.maxIterations !== undefined),
+    bounded: anyBound,
+    linear,
     shape: shapeOf(decl.name, steps, entries, forward, cycles, handlerOf, n),
   });
 }

@@ -4,14 +4,14 @@
 // inside the flow) that answers each input exactly once.
 // Over 300 lines because the accounting, the routing and the error rules share one state and
 // must change together; the plan (what goes where) is compiled apart, in plan.ts.
-import { Observable, Subscriber, type Subscription } from 'rxjs';
-import { CycleLimitError, QueueFullError, RouteNotFoundError, describeError, toError } from '../errors.js';
+import { Observable, type Subscription } from 'rxjs';
+import { CycleLimitError, QueueFullError, RouteNotFoundError, toError } from '../errors.js';
 import { isServingEvent, withError, type ServingEvent } from '../event.js';
-import { describeValue } from '../decode.js';
 import { notAnEvent } from '../operators/internal/dispatch.js';
-import { Intake, Take } from '../operators/internal/lean.js';
+import { Take, type Intake } from '../operators/internal/lean.js';
 import { KIND_CHOICE, KIND_HANDLER, type FlowPlan, type PlanStep } from './plan.js';
 import type { FlowRuntime, FlowSubscription } from './runtime.js';
+import { notAStepEvent, toHandler, warnStray, wireSteps } from './wiring.js';
 
 /**
  * One input event inside the flow. Steps emit new event objects with the input's id, so copies
@@ -296,11 +296,7 @@ export function runFlow(
         input = current;
         if (input !== undefined && input.inOps > 0 && input.event.id === event?.id) return input;
         if (!isServingEvent(event)) {
-          fail(
-            new TypeError(
-              `flow '${flowName}': step '${step.name}' emitted ${describeValue(event)}, not a ServingEvent; a flow step must emit events`,
-            ),
-          );
+          fail(notAStepEvent(flowName, step, event));
           return undefined;
         }
         input = inputs.get(event.id);
@@ -358,11 +354,7 @@ export function runFlow(
       const stray = (step: PlanStep, event: ServingEvent): void => {
         if (warnedStray) return;
         warnedStray = true;
-        process.emitWarning(
-          `flow '${flowName}': step '${step.name}' emitted an event (id '${event.id}') that no input inside the flow has; it was dropped. ` +
-            "A flow step must keep each event's id and emit it once (an rxserve step does).",
-          { code: 'RXSERVE_FLOW_STRAY' },
-        );
+        warnStray(flowName, step, event);
       };
 
       const fail = (error: unknown): void => {
@@ -386,41 +378,7 @@ export function runFlow(
       });
       runtime.subscriptions.add(state);
 
-      // Each step's operator is subscribed once per flow subscription (a modelRunner's lanes and
-      // pools are per subscription), fed by an intake of its own — or, in a chain, piped straight
-      // into the next step's operator, a `filter` between them doing the flow's bookkeeping.
-      for (const head of steps) {
-        if (head.kind === KIND_CHOICE || head.chained || closed) continue;
-        const intake = new Intake<ServingEvent>();
-        intakes[head.index] = intake;
-        let events = head.op!(intake.events);
-        let step = head;
-        while (step.chainNext >= 0) {
-          const from = step;
-          const to = steps[step.chainNext];
-          const upstream = events;
-          const errored = (event: ServingEvent): boolean => cross(from, to, event);
-          events = to.op!(
-            new Observable<ServingEvent>((downstream) => upstream.subscribe(new Link(downstream, inside, from.index, to.index, errored))),
-          );
-          step = to;
-        }
-        const tail = step;
-        const what = tail === head ? `step '${tail.name}'` : `a step of the chain '${head.name}' → ... → '${tail.name}'`;
-        subscriptions.push(
-          events.subscribe(
-            new Take<ServingEvent>((event) => onOutput(tail, event), {
-              error: (error: unknown) => fail(error),
-              complete: () =>
-                fail(
-                  new TypeError(
-                    `flow '${flowName}': ${what} completed while the flow was running; a flow step must take events until the flow ends`,
-                  ),
-                ),
-            }),
-          ),
-        );
-      }
+      wireSteps(plan, { inside, intakes, cross, output: onOutput, fail, closed: () => closed }, subscriptions);
 
       let sourceSubscription: Subscription | undefined;
       if (closed) return;
@@ -477,36 +435,3 @@ export function runFlow(
 
 /** How many hops a copy makes by direct calls before the rest go through the queue. */
 const MAX_DEPTH = 48;
-
-/**
- * Between two operators of a chain: counts each copy across (out of step `from`, into step `to`)
- * and passes it on; an errored event goes to `errored` (the flow's `cross`). A class of its own, as
- * small as it can be: it sits between every two chained steps on every event, and V8 inlines the
- * next step's intake into it only while the whole stays small.
- */
-class Link extends Subscriber<ServingEvent> {
-  constructor(
-    downstream: Subscriber<ServingEvent>,
-    private readonly inside: Float64Array,
-    private readonly from: number,
-    private readonly to: number,
-    private readonly errored: (event: ServingEvent) => boolean,
-  ) {
-    super(downstream);
-  }
-
-  override next(event: ServingEvent): void {
-    if (this.isStopped) return;
-    if (event.error === undefined) {
-      this.inside[this.from]--;
-      this.inside[this.to]++;
-      this.destination.next(event);
-    } else if (this.errored(event)) this.destination.next(event);
-  }
-}
-
-/** A handler's input: the error cleared (a plain step can answer) and described in `metadata.error`. */
-function toHandler(event: ServingEvent, step: string): ServingEvent {
-  const { error, origin: _origin, ...rest } = event;
-  return Object.freeze({ ...rest, metadata: Object.freeze({ ...event.metadata, error: { step, error: describeError(error) } }) });
-}
