@@ -196,12 +196,15 @@ describe('OnnxModel on a model with a dynamic batch dimension', () => {
       { inputs: [] },
       { rows: [1, 2, 3, 4] },
       { inputs: [x(2)] },
+      { inputs: [x(1), x(1)] },
+      { inputs: [{ ...x(1), shape: [1, -4] }] },
+      { inputs: [7] },
     ];
     const expects = "; model 'mlp' expects inputs 'x' (FP32 [-1, 4])";
     // The same on pools, where the bodies of flat numbers (2 to 4) cross as TypedArrays and the
     // others as they are: the worker's checks, the same messages.
     for (const executionMechanism of ['asyncio', 'thread_pool', 'process_pool'] as const) {
-      const out = (await runMlp(bodies, { executionMechanism, batching: { maxBatchSize: 9, maxWaitMs: 20 } })).map(
+      const out = (await runMlp(bodies, { executionMechanism, batching: { maxBatchSize: 12, maxWaitMs: 20 } })).map(
         (e) => (e.body as { error?: string }).error ?? 'ok',
       );
       expect(out, executionMechanism).toEqual([
@@ -214,6 +217,9 @@ describe('OnnxModel on a model with a dynamic batch dimension', () => {
         `TypeError: input 'x' missing${expects}`,
         `TypeError: the body is not an Open Inference Protocol request ({ inputs: [{ name, shape, datatype, data }] })${expects}`,
         'ok',
+        `TypeError: input 'x' is given twice${expects}`,
+        `TypeError: input 'x' has shape [1,-4], not a list of non-negative integers${expects}`,
+        `TypeError: inputs[0] is not a tensor ({ name, shape, datatype, data })${expects}`,
       ]);
     }
   });

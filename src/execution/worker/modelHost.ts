@@ -8,7 +8,6 @@ import { loadBuiltIn } from './lazyBuiltins.js';
 import { isThenable } from '../thenable.js';
 import { wireCodec, type WireCodec } from '../wire/builtinCodecs.js';
 import {
-  flatten,
   inspectForWorker,
   serializeError,
   type WireBatch,
@@ -139,14 +138,20 @@ export class ModelHost {
         ),
       };
     }
-    const results = new Array<WireResult>(size);
+    // Flat `[ok, value | error, ...]` built directly (what `flatten` makes of one WireResult per
+    // element): no object per element on the way, on the per-request path of batched calls.
+    const flat: unknown[] = [];
     for (let k = 0; k < size; k++) {
       const v: unknown = values[k];
-      results[k] =
-        v instanceof Error ? { ok: false, error: serializeError(v) } : wire ? { ok: true, value: v } : this.output(name, v, transfer);
+      if (v instanceof Error) flat.push(0, serializeError(v));
+      else if (wire) flat.push(1, v);
+      else {
+        const r = this.output(name, v, transfer);
+        flat.push(r.ok ? 1 : 0, r.ok ? r.value : r.error);
+      }
     }
     if (wire && transfer) wire.outputTransfer(values, transfer);
-    return { ok: true, value: flatten(results) };
+    return { ok: true, value: flat };
   }
 
   /**
