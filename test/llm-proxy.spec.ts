@@ -1,13 +1,18 @@
 // The default LLM transport ('dispatcher') keeps the user's global dispatcher: with
 // `setGlobalDispatcher(new ProxyAgent(...))` every LLM call — openai and Hugging Face, plain and
 // streamed, answers and errors — goes through a loopback proxy that counts what passes; without
-// one it does not; a replaced global fetch is called instead; 'node-http' (its own pool) is the
-// transport that does bypass the proxy, as documented.
+// one it does not; a global Agent's TLS options (a CA of its own) apply; a replaced global fetch is
+// called instead; 'node-http' (its own pool) is the transport that does bypass them, as documented.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import tls from 'node:tls';
 import { lastValueFrom, toArray } from 'rxjs';
-import { ProxyAgent, setGlobalDispatcher, type Dispatcher } from 'undici';
+import { Agent, ProxyAgent, setGlobalDispatcher, type Dispatcher } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LLModel, llmPromptArtifact, modelArtifact, ProviderError } from '../src/index.js';
 import { startLLMServer, type LLMServer } from '../src/testing/index.js';
@@ -101,18 +106,20 @@ function useProxy(): void {
 const TRANSPORTS = [undefined, 'dispatcher', 'fetch', 'node-http'] as const;
 type Transport = (typeof TRANSPORTS)[number];
 
-function model(provider: 'openai' | 'huggingface', transport: Transport, retries = 0): LLModel {
+/** `origin` (e.g. a TLS front's) in place of the LLM server's own. */
+function model(provider: 'openai' | 'huggingface', transport: Transport, retries = 0, origin?: string): LLModel {
+  const at = (url: string) => (origin === undefined ? url : `${origin}${new URL(url).pathname}`);
   const artifact =
     provider === 'openai'
       ? modelArtifact({
           key: 'gpt',
           modelUrl: 'openai://gpt-4o-mini',
-          providerOptions: { apiKey: 'k', baseURL: llm.openaiBaseURL, ...(transport ? { transport } : {}) },
+          providerOptions: { apiKey: 'k', baseURL: at(llm.openaiBaseURL), ...(transport ? { transport } : {}) },
         })
       : modelArtifact({
           key: 'hf',
           modelUrl: 'huggingface://meta-llama/Llama-3.1-8B-Instruct',
-          providerOptions: { apiKey: 'hf_k', baseURL: llm.huggingfaceURL, ...(transport ? { transport } : {}) },
+          providerOptions: { apiKey: 'hf_k', baseURL: at(llm.huggingfaceURL), ...(transport ? { transport } : {}) },
         });
   return new LLModel({
     name: `${provider}-${transport ?? 'default'}`,
@@ -212,4 +219,85 @@ describe('a replaced global fetch (a mocking or tracing library)', () => {
       globalThis.fetch = node;
     }
   });
+});
+
+describe('a global Agent with TLS options of its own (a private CA)', () => {
+  let dir: string;
+  let front: tls.Server;
+  let origin: string;
+  let ca: Buffer;
+  const sockets = new Set<net.Socket>();
+
+  beforeAll(async () => {
+    // A self-signed certificate for 127.0.0.1, trusted only by the Agent the user sets.
+    dir = mkdtempSync(join(tmpdir(), 'rxserve-tls-'));
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-days',
+        '1',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+        '-keyout',
+        join(dir, 'key.pem'),
+        '-out',
+        join(dir, 'cert.pem'),
+      ],
+      { stdio: 'ignore' },
+    );
+    ca = readFileSync(join(dir, 'cert.pem'));
+    const upstream = new URL(llm.openaiBaseURL);
+    // TLS in front of the loopback LLM server: decrypts and relays the bytes.
+    front = tls.createServer({ key: readFileSync(join(dir, 'key.pem')), cert: ca }, (socket) => {
+      const to = net.connect(Number(upstream.port), upstream.hostname);
+      for (const s of [socket, to]) {
+        sockets.add(s);
+        s.on('close', () => sockets.delete(s));
+        s.on('error', () => undefined);
+      }
+      socket.pipe(to).pipe(socket);
+    });
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+    origin = `https://127.0.0.1:${(front.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise((resolve) => front.close(resolve));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it.each(['openai', 'huggingface'] as const)(
+    "%s: the default transport connects with the global Agent's CA; without it, and on node-http, the certificate is refused",
+    async (provider) => {
+      const agent = new Agent({ connect: { ca } });
+      setGlobalDispatcher(agent);
+      try {
+        const out = await callBoth(model(provider, undefined, 0, origin));
+        expect(out.answer).toContain('plain?');
+        expect(out.streamed).toContain('streamed?');
+        expect(out.viaFetch).toEqual([false, false]);
+        const own = model(provider, 'node-http', 0, origin);
+        await own.load();
+        await expect(own.predict({ q: 'x' }, ctx())).rejects.toSatisfy(
+          (e: unknown) => e instanceof ProviderError && e.retryable === true && /certificate|connection failed/i.test(e.message),
+        );
+      } finally {
+        setGlobalDispatcher(original);
+        await agent.close();
+      }
+      // Node's own Agent does not trust the private CA: the answer above came through the user's.
+      const plain = model(provider, undefined, 0, origin);
+      await plain.load();
+      await expect(plain.predict({ q: 'x' }, ctx())).rejects.toSatisfy(
+        (e: unknown) => e instanceof ProviderError && /certificate|connection failed/i.test(e.message),
+      );
+    },
+  );
 });
