@@ -1,9 +1,14 @@
-// The `fetch` behind `providerOptions.transport: 'node-http'`: undici's dispatcher API over one
-// pooled keep-alive `Agent`. Node 20's global fetch (also undici) spends most of an LLM call's
-// client-side CPU in its WHATWG machinery; with 64 calls in flight that CPU, not the server, caps
-// throughput. `Agent.request()` skips it: ordinary responses are read into one buffer, only event
-// streams go through a web ReadableStream. Redirects are undici's own (its redirect interceptor
-// drops `authorization`, `cookie` and `proxy-authorization` when the origin changes).
+// The `fetch`es the LLM providers' clients are given. Node 20's global fetch (undici) spends most
+// of an LLM call's client-side CPU in its WHATWG machinery; with 64 calls in flight that CPU, not
+// the server, caps throughput, and a streamed answer's first token comes later. undici's
+// `request()` skips it: ordinary responses are read into one buffer, only event streams go
+// through a web ReadableStream. Two senders under one fetch: the default transport's
+// (`globalDispatcherFetch`) sends on the process's global dispatcher — what the global fetch sends
+// on, so a user's `setGlobalDispatcher` proxy or TLS setup applies — and follows redirects itself
+// (that dispatcher may be Node's bundled undici 6, which rejects undici 7's redirect handler);
+// `createNodeFetch` (transport 'node-http') sends on a keep-alive `Agent` of its own, redirects by
+// undici 7's interceptor. Both drop `authorization`, `cookie` and `proxy-authorization` when a
+// redirect changes the origin.
 import { Readable } from 'node:stream';
 import zlib from 'node:zlib';
 import type { Dispatcher } from 'undici';
