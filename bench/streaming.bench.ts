@@ -4,8 +4,10 @@
 // `Accept: text/event-stream` on serve()'s POST route (rxserve's own SSE). Same run, interleaved.
 // The loopback server and each serve() run in processes of their own (bench/fixtures/), so this
 // process, the measuring client, does the same work in every row; each row has its own serve()
-// process, so its CPU time per answer is that row's alone. An extra row (b, node-http) is (b)
-// with the LLModel's provider on `providerOptions.transport: 'node-http'`; (r) is the floor of a
+// process, so its CPU time per answer is that row's alone. Extra rows (b, fetch) and (b, node-http)
+// are (b) with the LLModel's provider on `providerOptions.transport: 'fetch'` (the global fetch)
+// and `'node-http'` (rxserve's own undici pool); (b) and (c) use the default transport, undici's
+// request() on the global dispatcher; (r) is the floor of a
 // second HTTP hop: a bare node:http relay (bench/fixtures/streamingRelay.mjs) piping the bytes.
 import OpenAI from 'openai';
 import { startChild as startBenchChild, type Child } from './child.js';
@@ -90,18 +92,19 @@ export async function runStreaming(quick: boolean): Promise<StreamingFigures> {
   const servers: Child[] = [];
   try {
     // One serve() process per row, so each row's server CPU is its own.
-    for (const transport of ['fetch', 'fetch', 'node-http'])
+    for (const transport of ['default', 'default', 'node-http', 'fetch'])
       servers.push(await startChild('streamingServeTarget.mjs', [upstream.url, transport]));
     servers.push(await startChild('streamingRelay.mjs', [upstream.url]));
-    const [b, c, bNode, relay] = servers;
+    const [b, c, bNode, bFetch, relay] = servers;
     const client = (baseURL: string) => new OpenAI({ apiKey: 'bench', baseURL, maxRetries: 0 });
     const raw = client(upstream.url);
-    const [front, sideNode, relayed] = [client(`${b.url}/v1`), client(`${bNode.url}/v1`), client(`${relay.url}/v1`)];
+    const [front, sideNode, sideFetch, relayed] = [b, bNode, bFetch, relay].map((server) => client(`${server.url}/v1`));
     const kinds: [string, Child | undefined, () => AsyncIterable<unknown>][] = [
       ['(a) openai client → loopback server (raw)', undefined, () => openaiChunks(raw, 'gpt-4o-mini')],
       ['(b) openai client → serve() /v1 → LLModel → loopback', b, () => openaiChunks(front, 'chat')],
       ['(c) fetch SSE → serve() POST → LLModel → loopback', c, () => sseChunks(`${c.url}/chat`)],
       ["(b, node-http) as (b), the LLModel on transport: 'node-http'", bNode, () => openaiChunks(sideNode, 'chat')],
+      ["(b, fetch) as (b), the LLModel on transport: 'fetch' (the global fetch)", bFetch, () => openaiChunks(sideFetch, 'chat')],
       ['(r) openai client → a bare node:http relay piping the bytes → loopback', relay, () => openaiChunks(relayed, 'gpt-4o-mini')],
     ];
     const samples: Sample[][] = kinds.map(() => []);
@@ -143,6 +146,15 @@ export function streamingMarkdown(f: StreamingFigures): string {
         `| ${r.name} | ${r.ttftP50Ms.toFixed(2)} | ${(r.ttftP50Ms - base.ttftP50Ms).toFixed(2)} | ${r.ttftP99Ms.toFixed(2)} | ${Math.round(r.tokensPerSecond).toLocaleString('en-US')} | ${(r.tokensPerSecond / base.tokensPerSecond).toFixed(2)}× | ${r.serverCpuUs === undefined ? '—' : Math.round(r.serverCpuUs).toLocaleString('en-US')} | ${Math.round(r.clientCpuUs).toLocaleString('en-US')} |`,
     ),
   ];
+  // Goal (issue 26): a serve() row's first-token overhead over (a) ≤ 1.5× the bare relay's.
+  const relay = f.rows.find((r) => r.name.startsWith('(r)'));
+  if (relay !== undefined) {
+    const over = (r: StreamingRow) => r.ttftP50Ms - base.ttftP50Ms;
+    const ratios = f.rows
+      .filter((r) => r.name.startsWith('(b'))
+      .map((r) => `${r.name.slice(0, r.name.indexOf(')') + 1)} ${(over(r) / over(relay)).toFixed(2)}×`);
+    lines.push('', `First-token overhead over (a), as a multiple of (r)'s (+${over(relay).toFixed(2)} ms): ${ratios.join(', ')}.`);
+  }
   return lines.join('\n');
 }
 

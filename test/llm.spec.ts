@@ -35,9 +35,10 @@ import { callUsage } from '../src/model/usage.js';
 import { MAX_BACKOFF_MS, MAX_RETRY_AFTER_MS, retryDelayMs, withRetries } from '../src/llm/retry.js';
 import { startLLMServer, type LLMServer } from '../src/testing/index.js';
 
-// Every case runs over both HTTP transports under the official clients: the global fetch, and
-// rxserve's node:http fetch (providerOptions.transport: 'node-http').
-const TRANSPORTS = ['fetch', 'node-http'] as const;
+// Every case runs over the three HTTP transports under the official clients: the global
+// dispatcher without fetch's WHATWG layer (the default, 'dispatcher'), the global fetch, and
+// rxserve's own undici pool (providerOptions.transport: 'node-http').
+const TRANSPORTS = ['dispatcher', 'fetch', 'node-http'] as const;
 let transport: (typeof TRANSPORTS)[number] = 'fetch';
 
 let server: LLMServer;

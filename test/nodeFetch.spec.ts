@@ -1,5 +1,6 @@
-// createNodeFetch (undici Agent) against real loopback HTTP servers: what the LLM clients rely on
-// fetch for, and that credentials never follow a redirect to another origin.
+// createNodeFetch (undici Agent) and the default transport's fetch (the global dispatcher, Node's
+// bundled undici here) against real loopback HTTP servers: what the LLM clients rely on fetch
+// for, and that credentials never follow a redirect to another origin.
 import { execFile } from 'node:child_process';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -7,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createNodeFetch } from '../src/llm/nodeFetch.js';
+import { createNodeFetch, globalDispatcherFetch } from '../src/llm/nodeFetch.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
@@ -101,9 +102,13 @@ afterAll(async () => {
   }
 });
 
-const nodeFetch = createNodeFetch();
+const fetches: [string, typeof fetch][] = [
+  ['createNodeFetch', createNodeFetch()],
+  ['the default transport (global dispatcher)', globalDispatcherFetch],
+];
 
-describe('createNodeFetch', () => {
+describe.each(fetches)('%s', (name, nodeFetch) => {
+  const own = name === 'createNodeFetch';
   it('POSTs a string body with its headers and reads a JSON answer, status and headers', async () => {
     const res = await nodeFetch(`${base}/json`, {
       method: 'POST',
@@ -207,7 +212,7 @@ describe('createNodeFetch', () => {
     }
   });
 
-  it('an idle keep-alive connection does not keep the process alive (built package, child process)', async () => {
+  it.runIf(own)('an idle keep-alive connection does not keep the process alive (built package, child process)', async () => {
     // The child fetches from this process's server, which stays up with the connection open; the
     // child must still exit on its own (execFile would time out otherwise).
     const script = `import { createNodeFetch } from 'rxserve/llm'; const f = createNodeFetch(); process.stdout.write(await (await f('${base}/json')).text());`;
@@ -215,7 +220,7 @@ describe('createNodeFetch', () => {
     expect(JSON.parse(stdout)).toEqual({ method: 'GET', body: '' });
   });
 
-  it("leaves the process's global fetch on Node's own dispatcher (built package, child process)", async () => {
+  it.runIf(own)("leaves the process's global fetch on Node's own dispatcher (built package, child process)", async () => {
     // Loading undici installs its Agent as the global dispatcher Node's fetch uses when none is
     // set yet; rxserve's transport must not change what everyone else's fetch goes through.
     const script = [
@@ -243,12 +248,13 @@ describe('createNodeFetch', () => {
 
   it('an abort signal rejects with an AbortError and closes the connection; an aborted signal never sends', async () => {
     const controller = new AbortController();
+    const closedBefore = closedEarly;
     const pending = nodeFetch(`${base}/hang`, { signal: controller.signal });
     await new Promise((resolve) => setTimeout(resolve, 50));
     controller.abort();
     await expect(pending).rejects.toSatisfy((e: unknown) => (e as Error).name === 'AbortError');
     await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(closedEarly).toBe(1);
+    expect(closedEarly).toBe(closedBefore + 1);
     const before = seen.length;
     await expect(nodeFetch(`${base}/json`, { signal: AbortSignal.abort() })).rejects.toSatisfy(
       (e: unknown) => (e as Error).name === 'AbortError',
@@ -279,7 +285,7 @@ describe('createNodeFetch', () => {
     );
   });
 
-  it('validates its options, naming the one that is wrong', () => {
+  it.runIf(own)('validates its options, naming the one that is wrong', () => {
     expect(() => createNodeFetch({ maxSockets: 0 })).toThrow(/options\.maxSockets must be a positive integer, got 0/);
     expect(() => createNodeFetch({ keepAliveTimeoutMs: -1 })).toThrow(/options\.keepAliveTimeoutMs must be a non-negative number/);
   });

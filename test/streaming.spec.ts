@@ -98,14 +98,14 @@ describe("LLModel stream: true: the OpenAI provider's own event-stream parsing",
   const chunk = (delta: object, extra: object = {}) =>
     `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta, finish_reason: null }], ...extra })}\n\n`;
   const usage = { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 };
-  const model = (baseURL: string, transport: 'fetch' | 'node-http') =>
+  const model = (baseURL: string, transport: 'dispatcher' | 'fetch' | 'node-http') =>
     new LLModel({
       name: 'p',
       artifact: modelArtifact({ key: 'g', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'k', baseURL, transport } }),
       params: { stream: true },
     });
 
-  for (const transport of ['fetch', 'node-http'] as const) {
+  for (const transport of ['dispatcher', 'fetch', 'node-http'] as const) {
     it(`${transport}: the streamed request carries the openai client's headers (auth, user agent), as a non-streamed one does`, async () => {
       const call = async (stream: boolean) => {
         const m = new LLModel({
@@ -199,7 +199,7 @@ describe('LLModel stream: true: request failures are what the openai client give
       ),
     );
   };
-  const call = async (baseURL: string, transport: 'fetch' | 'node-http', stream: boolean) => {
+  const call = async (baseURL: string, transport: 'dispatcher' | 'fetch' | 'node-http', stream: boolean) => {
     const model = new LLModel({
       name: 'p',
       artifact: modelArtifact({ key: 'g', modelUrl: 'openai://gpt-4o-mini', providerOptions: { apiKey: 'k', baseURL, transport } }),
@@ -218,7 +218,7 @@ describe('LLModel stream: true: request failures are what the openai client give
     return { name: error.name, message: error.message, status: error.status, retryable: error.retryable, retryAfterMs: error.retryAfterMs };
   };
 
-  for (const transport of ['fetch', 'node-http'] as const) {
+  for (const transport of ['dispatcher', 'fetch', 'node-http'] as const) {
     it(`${transport}: an HTTP error status (JSON or not) and a refused connection`, async () => {
       const cases = [
         await failing(429, JSON.stringify({ error: { message: 'slow down', type: 'rate_limit_exceeded', code: '429' } }), {

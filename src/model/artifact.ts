@@ -18,11 +18,13 @@ export interface ModelArtifact {
     /** Hugging Face only: 'chat' (chat completion, the default) or 'text-generation'. */
     readonly task?: 'chat' | 'text-generation';
     /**
-     * The HTTP client under the provider's official client: `'fetch'` (the global fetch, the
-     * default) or `'node-http'` (node:http with keep-alive; far less CPU per call, for many
-     * concurrent calls; see docs/llm.md).
+     * The HTTP client under the provider's official client: `'dispatcher'` (the default: undici's
+     * `request()` on the global dispatcher — the one the global fetch sends on, so a
+     * `setGlobalDispatcher` proxy or TLS setup applies — without fetch's WHATWG layer; the global
+     * fetch itself when that has been replaced), `'fetch'` (always the global fetch) or
+     * `'node-http'` (rxserve's own keep-alive undici pool, not the global dispatcher; see docs/llm.md).
      */
-    readonly transport?: 'fetch' | 'node-http';
+    readonly transport?: 'dispatcher' | 'fetch' | 'node-http';
   };
 }
 
@@ -46,8 +48,8 @@ const ProviderOptions = strict(
     baseURL: NonEmptyString,
     /** Hugging Face only: 'chat' (chat completion, the default) or 'text-generation'. */
     task: t.keyof({ chat: null, 'text-generation': null }),
-    /** The HTTP client under the provider's client: the global fetch (default) or node:http. */
-    transport: t.keyof({ fetch: null, 'node-http': null }),
+    /** The HTTP client under the provider's client: the global dispatcher (default), the global fetch, or rxserve's own pool. */
+    transport: t.keyof({ dispatcher: null, fetch: null, 'node-http': null }),
   },
 );
 

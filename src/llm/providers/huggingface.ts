@@ -2,7 +2,7 @@
 // text generation (whose usage is estimated with a tokenizer).
 import { InferenceClient, InferenceClientProviderApiError } from '@huggingface/inference';
 import { ProviderError, toError } from '../../errors.js';
-import { sharedNodeFetch } from '../nodeFetch.js';
+import { globalDispatcherFetch, sharedNodeFetch } from '../nodeFetch.js';
 import { estimateUsage, renderChat, type Usage } from '../usage.js';
 import type { Completion, LLMProvider, ProviderRequest, StreamPart } from './contract.js';
 
@@ -15,13 +15,18 @@ export class HuggingFaceProvider implements LLMProvider {
 
   constructor(
     readonly model: string,
-    options: { apiKey?: string; baseURL?: string; task?: 'chat' | 'text-generation'; transport?: 'fetch' | 'node-http' },
+    options: { apiKey?: string; baseURL?: string; task?: 'chat' | 'text-generation'; transport?: 'dispatcher' | 'fetch' | 'node-http' },
   ) {
     // baseURL is an endpoint speaking the TGI / Inference Endpoints API (e.g. a self-hosted TGI).
     this.client = new InferenceClient(options.apiKey ?? process.env.HF_TOKEN, {
       ...(options.baseURL ? { endpointUrl: options.baseURL } : {}),
     });
-    this.fetch = options.transport === 'node-http' ? sharedNodeFetch() : (input, init) => fetch(input, init);
+    this.fetch =
+      options.transport === 'node-http'
+        ? sharedNodeFetch()
+        : options.transport === 'fetch'
+          ? (input, init) => fetch(input, init)
+          : globalDispatcherFetch;
     this.task = options.task ?? 'chat';
   }
 

@@ -2,9 +2,8 @@
 import OpenAI from 'openai';
 import { ProviderError, toError } from '../../errors.js';
 import { retryAfterMs } from '../../retry.js';
-import type { Dispatcher } from 'undici';
 import { fetchHeaders, headerRecord } from '../../undici.js';
-import { nodeFetchDispatcher, sharedNodeFetch } from '../nodeFetch.js';
+import { globalDispatcherFetch, globalDispatcherSender, nodeFetchSender, sharedNodeFetch, type Send } from '../nodeFetch.js';
 import { SSEParser } from './sseParser.js';
 import { estimateUsage, type Usage } from '../usage.js';
 import type { Completion, LLMProvider, ProviderRequest, StreamPart } from './contract.js';
@@ -12,21 +11,23 @@ import type { Completion, LLMProvider, ProviderRequest, StreamPart } from './con
 export class OpenAIProvider implements LLMProvider {
   readonly name = 'openai';
   private readonly client: OpenAI;
-  /** transport 'node-http': the pool streamed answers are read from as Node streams. */
-  private readonly dispatcher: Dispatcher | undefined;
+  /** How streamed answers are sent and read as Node streams: the transport's sender, or per call (default transport) the global dispatcher's when that is sound. */
+  private readonly sender: () => Send | undefined;
 
   constructor(
     readonly model: string,
-    options: { apiKey?: string; baseURL?: string; transport?: 'fetch' | 'node-http' },
+    options: { apiKey?: string; baseURL?: string; transport?: 'dispatcher' | 'fetch' | 'node-http' },
   ) {
+    const transport = options.transport ?? 'dispatcher';
     // maxRetries 0: rxserve retries (bounded, before the first token), so retries never stack.
     this.client = new OpenAI({
       apiKey: options.apiKey ?? process.env.OPENAI_API_KEY,
       ...((options.baseURL ?? process.env.OPENAI_BASE_URL) ? { baseURL: options.baseURL ?? process.env.OPENAI_BASE_URL } : {}),
       maxRetries: 0,
-      ...(options.transport === 'node-http' ? { fetch: sharedNodeFetch() } : {}),
+      ...(transport === 'node-http' ? { fetch: sharedNodeFetch() } : transport === 'dispatcher' ? { fetch: globalDispatcherFetch } : {}),
     });
-    this.dispatcher = options.transport === 'node-http' ? nodeFetchDispatcher(sharedNodeFetch()) : undefined;
+    const own = transport === 'node-http' ? nodeFetchSender(sharedNodeFetch()) : undefined;
+    this.sender = transport === 'dispatcher' ? globalDispatcherSender : () => own;
   }
 
   async invoke({ messages, config, signal }: ProviderRequest): Promise<Completion> {
@@ -57,9 +58,9 @@ export class OpenAIProvider implements LLMProvider {
 
   /**
    * Streams one answer. The request is the openai client's own (`buildRequest`: URL, auth and
-   * its headers), sent straight to the transport — the global `fetch`, or with
-   * `transport: 'node-http'` the undici pool's `request()`, whose Node stream is read without a
-   * `Response` — and its event stream is parsed here per network read by `SSEParser`. The client's
+   * its headers), sent straight to the transport — undici's `request()` on the global dispatcher
+   * (default) or on the `'node-http'` pool, whose Node stream is read without a `Response`, or the
+   * global `fetch` (`transport: 'fetch'`, or when the global fetch has been replaced) — and its event stream is parsed here per network read by `SSEParser`. The client's
    * `create({ stream: true })` path (its request machinery, its `Stream`'s generators) costs
    * several times more CPU per token and ~0.5 ms more before the first one. What it yields and
    * throws is what that path gives: `{ delta }` per content chunk, `{ usage }` when the server
@@ -118,24 +119,18 @@ export class OpenAIProvider implements LLMProvider {
       if (signal?.aborted) throw signal.reason;
       throw new OpenAI.APIConnectionError({ cause: toError(error) });
     };
-    if (this.dispatcher !== undefined) {
-      const target = new URL(url);
-      const headers = headerRecord(requestHeaders);
-      const res = await this.dispatcher
-        .request({
-          origin: target.origin,
-          path: `${target.pathname}${target.search}`,
-          method: 'POST',
-          headers,
-          body: req.body as string,
-          signal,
-          throwOnMaxRedirect: true,
-        } as Dispatcher.RequestOptions)
-        // as the node-http fetch fails (so the message is the same streamed or not)
-        .catch((error: unknown) => failed(new TypeError('fetch failed', { cause: error })));
+    const send = this.sender();
+    if (send !== undefined) {
+      const res = await send(new URL(url), {
+        method: 'POST',
+        headers: headerRecord(requestHeaders),
+        body: req.body as string,
+        signal,
+        redirect: 'follow',
+      }).catch(failed);
       const responseHeaders = fetchHeaders(res.headers);
       if (res.statusCode < 200 || res.statusCode > 299) {
-        throw statusError(res.statusCode, await res.body.text().catch((e: unknown) => toError(e).message), responseHeaders);
+        throw statusError(res.statusCode, await bodyText(res.body).catch((e: unknown) => toError(e).message), responseHeaders);
       }
       const chunks = res.body[Symbol.asyncIterator]() as AsyncIterator<Uint8Array>;
       return { headers: responseHeaders, read: () => chunks.next(), cancel: () => void res.body.destroy() };
@@ -147,6 +142,13 @@ export class OpenAIProvider implements LLMProvider {
     const reader = response.body.getReader();
     return { headers: response.headers, read: () => reader.read(), cancel: () => void reader.cancel().catch(() => undefined) };
   }
+}
+
+/** A Node stream's text (not the body's own `text()`: the global dispatcher may be any undici's). */
+async function bodyText(body: AsyncIterable<Uint8Array>): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of body) chunks.push(chunk);
+  return Buffer.concat(chunks).toString();
 }
 
 /** An answer's bytes, read one network read at a time. */
