@@ -108,7 +108,6 @@ const fetches: [string, typeof fetch][] = [
 ];
 
 describe.each(fetches)('%s', (name, nodeFetch) => {
-  const own = name === 'createNodeFetch';
   it('POSTs a string body with its headers and reads a JSON answer, status and headers', async () => {
     const res = await nodeFetch(`${base}/json`, {
       method: 'POST',
@@ -212,30 +211,6 @@ describe.each(fetches)('%s', (name, nodeFetch) => {
     }
   });
 
-  it.runIf(own)('an idle keep-alive connection does not keep the process alive (built package, child process)', async () => {
-    // The child fetches from this process's server, which stays up with the connection open; the
-    // child must still exit on its own (execFile would time out otherwise).
-    const script = `import { createNodeFetch } from 'rxserve/llm'; const f = createNodeFetch(); process.stdout.write(await (await f('${base}/json')).text());`;
-    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd: root, timeout: 20_000 });
-    expect(JSON.parse(stdout)).toEqual({ method: 'GET', body: '' });
-  });
-
-  it.runIf(own)("leaves the process's global fetch on Node's own dispatcher (built package, child process)", async () => {
-    // Loading undici installs its Agent as the global dispatcher Node's fetch uses when none is
-    // set yet; rxserve's transport must not change what everyone else's fetch goes through.
-    const script = [
-      "const key = Symbol.for('undici.globalDispatcher.1');",
-      "const { createNodeFetch } = await import('rxserve/llm');",
-      `const text = await (await createNodeFetch()('${base}/json')).text();`,
-      'const afterOurs = globalThis[key];',
-      `const viaGlobal = await (await fetch('${base}/json')).text();`,
-      "const { Agent } = await import('undici');",
-      'process.stdout.write(JSON.stringify({ npmUndici: afterOurs instanceof Agent, unchangedByFetch: globalThis[key] === afterOurs, same: text === viaGlobal }));',
-    ].join('\n');
-    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd: root, timeout: 20_000 });
-    expect(JSON.parse(stdout)).toEqual({ npmUndici: false, unchangedByFetch: true, same: true });
-  });
-
   it('streams an event stream as it arrives', async () => {
     const res = await nodeFetch(`${base}/events`);
     const reader = res.body!.getReader();
@@ -284,8 +259,34 @@ describe.each(fetches)('%s', (name, nodeFetch) => {
         e instanceof TypeError && e.message === 'fetch failed' && /ECONNREFUSED/.test(String((e.cause as { code?: string })?.code)),
     );
   });
+});
 
-  it.runIf(own)('validates its options, naming the one that is wrong', () => {
+describe('createNodeFetch alone (its own Agent)', () => {
+  it('an idle keep-alive connection does not keep the process alive (built package, child process)', async () => {
+    // The child fetches from this process's server, which stays up with the connection open; the
+    // child must still exit on its own (execFile would time out otherwise).
+    const script = `import { createNodeFetch } from 'rxserve/llm'; const f = createNodeFetch(); process.stdout.write(await (await f('${base}/json')).text());`;
+    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd: root, timeout: 20_000 });
+    expect(JSON.parse(stdout)).toEqual({ method: 'GET', body: '' });
+  });
+
+  it("leaves the process's global fetch on Node's own dispatcher (built package, child process)", async () => {
+    // Loading undici installs its Agent as the global dispatcher Node's fetch uses when none is
+    // set yet; rxserve's transport must not change what everyone else's fetch goes through.
+    const script = [
+      "const key = Symbol.for('undici.globalDispatcher.1');",
+      "const { createNodeFetch } = await import('rxserve/llm');",
+      `const text = await (await createNodeFetch()('${base}/json')).text();`,
+      'const afterOurs = globalThis[key];',
+      `const viaGlobal = await (await fetch('${base}/json')).text();`,
+      "const { Agent } = await import('undici');",
+      'process.stdout.write(JSON.stringify({ npmUndici: afterOurs instanceof Agent, unchangedByFetch: globalThis[key] === afterOurs, same: text === viaGlobal }));',
+    ].join('\n');
+    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd: root, timeout: 20_000 });
+    expect(JSON.parse(stdout)).toEqual({ npmUndici: false, unchangedByFetch: true, same: true });
+  });
+
+  it('validates its options, naming the one that is wrong', () => {
     expect(() => createNodeFetch({ maxSockets: 0 })).toThrow(/options\.maxSockets must be a positive integer, got 0/);
     expect(() => createNodeFetch({ keepAliveTimeoutMs: -1 })).toThrow(/options\.keepAliveTimeoutMs must be a non-negative number/);
   });
