@@ -285,7 +285,7 @@ describe.runIf(redisAvailable('rxserve/streams (test/streams.spec.ts)'))('redisS
       Array.from({ length: 300 }, (_, i) => ({ n: i })),
     );
     const fixture = new URL('./fixtures/streamConsumer.mjs', import.meta.url);
-    const child = spawn(process.execPath, [fixture.pathname, server.url, stream, group, 'victim', out, '20'], {
+    const child = spawn(process.execPath, [fixture.pathname, server.url, stream, group, 'victim', out, '20', '40'], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     const exited = new Promise((r) => child.once('exit', r));
