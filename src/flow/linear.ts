@@ -14,7 +14,7 @@ import { notAnEvent } from '../operators/internal/dispatch.js';
 import { Take, type Intake } from '../operators/internal/lean.js';
 import { KIND_STEP, type FlowPlan, type PlanStep } from './plan.js';
 import type { FlowRuntime, FlowSubscription } from './runtime.js';
-import { notAStepEvent, toHandler, warnStray, wireSteps } from './wiring.js';
+import { notAStepEvent, toHandler, unwire, warnStray, wireSteps } from './wiring.js';
 
 /** The operator of a compiled linear flow; all state is made per subscription. */
 export function runLinear(
@@ -205,13 +205,9 @@ export function runLinear(
       subscriber.add(() => {
         closed = true;
         sourceSubscription?.unsubscribe();
-        for (const s of subscriptions) s.unsubscribe();
         waiting.clear();
         live = 0;
-        inside.fill(0);
-        queue.length = 0;
-        runtime.subscriptions.delete(state);
-        runtime.settled();
+        unwire(subscriptions, inside, queue, runtime, state);
       });
       runtime.subscriptions.add(state);
       wireSteps(plan, { inside, intakes, cross, output: onOutput, fail, closed: () => closed }, subscriptions);

@@ -11,7 +11,7 @@ import { notAnEvent } from '../operators/internal/dispatch.js';
 import { Take, type Intake } from '../operators/internal/lean.js';
 import { KIND_CHOICE, KIND_HANDLER, type FlowPlan, type PlanStep } from './plan.js';
 import type { FlowRuntime, FlowSubscription } from './runtime.js';
-import { notAStepEvent, toHandler, warnStray, wireSteps } from './wiring.js';
+import { notAStepEvent, toHandler, unwire, warnStray, wireSteps } from './wiring.js';
 
 /**
  * One input event inside the flow. Steps emit new event objects with the input's id, so copies
@@ -368,13 +368,9 @@ export function runFlow(
       subscriber.add(() => {
         closed = true;
         sourceSubscription?.unsubscribe();
-        for (const s of subscriptions) s.unsubscribe();
         inputs.clear();
         live = 0;
-        inside.fill(0);
-        queue.length = 0;
-        runtime.subscriptions.delete(state);
-        runtime.settled();
+        unwire(subscriptions, inside, queue, runtime, state);
       });
       runtime.subscriptions.add(state);
 

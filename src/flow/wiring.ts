@@ -8,6 +8,7 @@ import type { ServingEvent } from '../event.js';
 import { describeValue } from '../decode.js';
 import { Intake, Take } from '../operators/internal/lean.js';
 import { KIND_CHOICE, type FlowPlan, type PlanStep } from './plan.js';
+import type { FlowRuntime, FlowSubscription } from './runtime.js';
 
 /** What the wiring hands the events of a flow's steps to. */
 export interface StepWiring {
@@ -92,6 +93,25 @@ class Link extends Subscriber<ServingEvent> {
       this.destination.next(event);
     } else if (this.errored(event)) this.destination.next(event);
   }
+}
+
+/**
+ * The end of a runner's subscription, after the runner closed itself and stopped its source: the
+ * steps' subscriptions stop (their work is aborted), nothing is counted inside or queued any more,
+ * and the flow's runtime forgets this subscription (close() may then settle).
+ */
+export function unwire(
+  subscriptions: Subscription[],
+  inside: Float64Array,
+  queue: unknown[],
+  runtime: FlowRuntime,
+  state: FlowSubscription,
+): void {
+  for (const s of subscriptions) s.unsubscribe();
+  inside.fill(0);
+  queue.length = 0;
+  runtime.subscriptions.delete(state);
+  runtime.settled();
 }
 
 /** A handler's input: the error cleared (a plain step can answer) and described in `metadata.error`. */
