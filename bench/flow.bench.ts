@@ -10,6 +10,7 @@ import { EMPTY, expand, filter, ignoreElements, map, merge, mergeMap, of, pipe, 
 import { choice, flow, step, withBody, type ServingEvent } from 'rxserve';
 import { drive, type RunFigures } from './driver.js';
 import type { Comparison } from './modelRunner.bench.js';
+import { formatRatio, medianBy, paired } from './paired.js';
 
 type Op = OperatorFunction<ServingEvent, ServingEvent>;
 interface Body {
@@ -22,9 +23,11 @@ const inc = (b: Body): Body => ({ x: b.x + 1, n: b.n });
 const mapStep = (fn: (b: Body) => Body): Op => map((e: ServingEvent) => (e.error ? e : withBody(e, fn(e.body as Body))));
 const rxStep = (fn: (b: Body) => Body): Op => step(fn);
 
-/** Figures of one case: CPU time per event (this process), and the median of the paired ratios. */
+/** Figures of one case: CPU time per event (this process), and the median (quartiles) of the paired ratios. */
 export interface FlowComparison extends Comparison {
   readonly ratio: number;
+  readonly low: number;
+  readonly high: number;
 }
 
 /**
@@ -47,22 +50,23 @@ export async function runFlow(quick: boolean): Promise<FlowComparison[]> {
   const rounds = quick ? 5 : 11;
   const results: FlowComparison[] = [];
   // Ours and the baseline alternate, round after round (after a warm-up of each): a burst of load
-  // from elsewhere hits both, and the ratio is the median of the rounds' ratios.
+  // from elsewhere hits both, and the ratio is the median of the rounds' ratios (bench/paired.ts).
   const compare = async (name: string, baseline: string, ours: () => Op, base: () => Op) => {
-    await cpuRun(base(), total);
-    await cpuRun(ours(), total);
-    const o: RunFigures[] = [];
-    const b: RunFigures[] = [];
-    for (let i = 0; i < rounds; i++) {
-      b.push(await cpuRun(base(), total));
-      o.push(await cpuRun(ours(), total));
-    }
-    const mid = <T>(xs: T[], key: (x: T) => number) => [...xs].sort((x, y) => key(x) - key(y))[Math.floor(xs.length / 2)]!;
-    const ratio = mid(
-      o.map((x, i) => x.perEventUs / b[i]!.perEventUs),
-      (r) => r,
+    const p = await paired(
+      () => cpuRun(ours(), total),
+      () => cpuRun(base(), total),
+      { rounds, metric: (x) => x.perEventUs },
     );
-    results.push({ name, baseline, ours: mid(o, (x) => x.perEventUs), base: mid(b, (x) => x.perEventUs), ratio });
+    const perEvent = (x: RunFigures) => x.perEventUs;
+    results.push({
+      name,
+      baseline,
+      ours: medianBy(p.ours, perEvent),
+      base: medianBy(p.base, perEvent),
+      ratio: p.ratio,
+      low: p.low,
+      high: p.high,
+    });
   };
 
   // (a) six steps in a line.
@@ -141,11 +145,11 @@ export function flowMarkdown(results: readonly FlowComparison[]): string {
       .map((l) => l.toFixed(1))
       .join(', ')}.`,
     '',
-    '| case | flow CPU µs/event | baseline | baseline CPU µs/event | ratio (median of rounds) | goal |',
+    '| case | flow CPU µs/event | baseline | baseline CPU µs/event | ratio: median of rounds (quartiles) | goal |',
     '|---|---|---|---|---|---|',
     ...results.map((r) => {
       const goal = goals[r.name.slice(0, 3)] ?? '–';
-      return `| ${r.name} | ${r.ours.perEventUs.toFixed(2)} | ${r.baseline} | ${r.base.perEventUs.toFixed(2)} | ${r.ratio.toFixed(2)}× | ${goal} |`;
+      return `| ${r.name} | ${r.ours.perEventUs.toFixed(2)} | ${r.baseline} | ${r.base.perEventUs.toFixed(2)} | ${formatRatio(r)} | ${goal} |`;
     }),
   ].join('\n');
 }

@@ -1,0 +1,61 @@
+// Ratios that survive a shared machine: the two sides of a comparison run alternately, round after
+// round (which side goes first alternates too, so neither always pays the other's GC debt), and the
+// ratio reported is the median of the rounds' own ratios — a burst of load from elsewhere hits one
+// round's two sides alike — with the quartiles of those ratios beside it, so a reader sees how
+// far one run can be trusted.
+
+export interface Paired<T> {
+  /** The rounds' figures of each side, in order. */
+  readonly ours: readonly T[];
+  readonly base: readonly T[];
+  /** The median of metric(ours) / metric(base) over the rounds. */
+  readonly ratio: number;
+  /** The lower and upper quartiles of the rounds' ratios. */
+  readonly low: number;
+  readonly high: number;
+}
+
+export interface PairedOptions<T> {
+  readonly rounds: number;
+  /** The figure compared (lower is better: µs per event, CPU per request, p50). */
+  readonly metric: (figures: T) => number;
+  /** Unmeasured runs of each side first (JIT warm-up); 1 unless told. */
+  readonly warmups?: number;
+}
+
+/** Runs `ours` and `base` alternately for `rounds` rounds (after the warm-ups). */
+export async function paired<T>(ours: () => Promise<T>, base: () => Promise<T>, options: PairedOptions<T>): Promise<Paired<T>> {
+  const { rounds, metric, warmups = 1 } = options;
+  if (!(rounds >= 1)) throw new RangeError(`paired: rounds must be at least 1, got ${rounds}`);
+  for (let i = 0; i < warmups; i++) {
+    await base();
+    await ours();
+  }
+  const o: T[] = [];
+  const b: T[] = [];
+  for (let i = 0; i < rounds; i++) {
+    if (i % 2 === 0) {
+      b.push(await base());
+      o.push(await ours());
+    } else {
+      o.push(await ours());
+      b.push(await base());
+    }
+  }
+  const ratios = o.map((x, i) => metric(x) / metric(b[i]!)).sort((x, y) => x - y);
+  return { ours: o, base: b, ratio: quantile(ratios, 0.5), low: quantile(ratios, 0.25), high: quantile(ratios, 0.75) };
+}
+
+/** The median of `xs` by `key` (the element itself, not an average of two). */
+export function medianBy<T>(xs: readonly T[], key: (x: T) => number): T {
+  return [...xs].sort((x, y) => key(x) - key(y))[Math.floor(xs.length / 2)]!;
+}
+
+/** `q` in [0, 1] of sorted numbers, by the nearest rank. */
+export function quantile(sorted: readonly number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.round(q * (sorted.length - 1))))]!;
+}
+
+/** "1.12× (1.08–1.15)": a paired ratio with its quartiles. */
+export const formatRatio = (p: Pick<Paired<unknown>, 'ratio' | 'low' | 'high'>): string =>
+  `${p.ratio.toFixed(2)}× (${p.low.toFixed(2)}–${p.high.toFixed(2)})`;
