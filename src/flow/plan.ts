@@ -272,6 +272,10 @@ export function compile(decl: FlowDecl): FlowPlan {
   });
   const chained = new Set(chainNext.filter((t) => t >= 0));
 
+  // The plan and its steps are frozen; its lists of indexes (steps, entries, next, all) are
+  // `readonly` by type only: the runners index them on every copy of every event, and V8 (Node 20)
+  // loads from a frozen array through its generic keyed-load stub, not inline (~70 instructions a
+  // load: ~10 loads per event in a fan-out of four branches).
   // Next steps on the responder's path go first: the answer leaves before side branches start.
   const responderFirst = (list: number[]) => [...list.filter((t) => onPath.has(t)), ...list.filter((t) => !onPath.has(t))];
   const steps: PlanStep[] = decls.map((d, i) => {
@@ -283,8 +287,8 @@ export function compile(decl: FlowDecl): FlowPlan {
       kind: chooses ? KIND_CHOICE : KIND_STEP,
       op: chooses ? undefined : d.op,
       select: chooses ? selectOf(d.op) : undefined,
-      next: Object.freeze(responderFirst(forward[i])),
-      all: Object.freeze(all),
+      next: responderFirst(forward[i]),
+      all,
       targets: chooses ? new Map(all.map((t) => [decls[t].name, t])) : undefined,
       responder: d.responder,
       maxIterations: d.maxIterations ?? Infinity,
@@ -303,8 +307,8 @@ export function compile(decl: FlowDecl): FlowPlan {
         kind: KIND_HANDLER,
         op: h.decl.op,
         select: undefined,
-        next: Object.freeze(h.before),
-        all: Object.freeze(h.before),
+        next: h.before,
+        all: h.before,
         targets: undefined,
         responder: false,
         maxIterations: Infinity,
@@ -329,8 +333,8 @@ export function compile(decl: FlowDecl): FlowPlan {
     !anyBound && tail >= 0 && tail === responder && chainLength === n && forward[tail].length === 0 && cycles[tail].length === 0;
   return Object.freeze({
     name: decl.name,
-    steps: Object.freeze(steps),
-    entries: Object.freeze(entries),
+    steps,
+    entries,
     responder,
     bounded: anyBound,
     linear,

@@ -134,13 +134,24 @@ export function runFlow(
         emit(event);
       };
 
-      /** A copy left the flow (at `endedAt` when its branch ended short of the responder). */
+      /**
+       * A copy left the flow (at `endedAt` when its branch ended short of the responder). Kept
+       * small so that V8 inlines it where copies leave (once per copy); the rest is in `noteEnd`
+       * and `gone`.
+       */
       const release = (input: Input, endedAt: number): void => {
-        if (endedAt >= 0 && !input.answered) {
-          if (endedAt < 31) input.endedMask |= 1 << endedAt;
-          else if (!(input.endedMore ??= []).includes(endedAt)) input.endedMore.push(endedAt);
-        }
-        if (--input.copies > 0) return;
+        if (endedAt >= 0 && !input.answered) noteEnd(input, endedAt);
+        if (--input.copies <= 0) gone(input);
+      };
+
+      /** Notes where a copy of an unanswered input ended (for RouteNotFoundError). */
+      const noteEnd = (input: Input, endedAt: number): void => {
+        if (endedAt < 31) input.endedMask |= 1 << endedAt;
+        else if (!(input.endedMore ??= []).includes(endedAt)) input.endedMore.push(endedAt);
+      };
+
+      /** The last copy of `input` left: out of the accounting, answered with RouteNotFoundError if it was not. */
+      const gone = (input: Input): void => {
         remove(input);
         if (!input.answered) {
           input.answered = true;
@@ -289,11 +300,18 @@ export function runFlow(
         }
       };
 
-      /** The input a step's output belongs to (the oldest with a copy inside a step, for a shared id). */
+      /**
+       * The input a step's output belongs to (the oldest with a copy inside a step, for a shared
+       * id). The input of the copy fed last, checked first inline (a synchronous step's output);
+       * the rest in `lookUp`, apart so that this stays small enough for V8 to inline.
+       */
       const find = (step: PlanStep, event: ServingEvent): Input | undefined => {
-        let input = lastInput;
-        if (input !== undefined && input.inOps > 0 && input.event.id === event?.id) return input;
-        input = current;
+        const input = lastInput;
+        return input !== undefined && input.inOps > 0 && input.event.id === event?.id ? input : lookUp(step, event);
+      };
+
+      const lookUp = (step: PlanStep, event: ServingEvent): Input | undefined => {
+        let input = current;
         if (input !== undefined && input.inOps > 0 && input.event.id === event?.id) return input;
         if (!isServingEvent(event)) {
           fail(notAStepEvent(flowName, step, event));
