@@ -25,25 +25,40 @@ export interface PairedOptions<T> {
 
 /** Runs `ours` and `base` alternately for `rounds` rounds (after the warm-ups). */
 export async function paired<T>(ours: () => Promise<T>, base: () => Promise<T>, options: PairedOptions<T>): Promise<Paired<T>> {
-  const { rounds, metric, warmups = 1 } = options;
+  const [b, o] = await interleaved([base, ours], options);
+  return { ours: o!, base: b!, ...ratioOf(o!, b!, options.metric) };
+}
+
+/**
+ * The same for any number of sides: each round runs every side once, the order rotating from
+ * round to round (so no side always follows the same one); returns each side's figures by round.
+ * Pair any two of them with `ratioOf`.
+ */
+export async function interleaved<T>(
+  sides: readonly (() => Promise<T>)[],
+  options: Pick<PairedOptions<T>, 'rounds' | 'warmups'>,
+): Promise<T[][]> {
+  const { rounds, warmups = 1 } = options;
   if (!(rounds >= 1)) throw new RangeError(`paired: rounds must be at least 1, got ${rounds}`);
-  for (let i = 0; i < warmups; i++) {
-    await base();
-    await ours();
-  }
-  const o: T[] = [];
-  const b: T[] = [];
+  for (let i = 0; i < warmups; i++) for (const side of sides) await side();
+  const figures = sides.map((): T[] => []);
   for (let i = 0; i < rounds; i++) {
-    if (i % 2 === 0) {
-      b.push(await base());
-      o.push(await ours());
-    } else {
-      o.push(await ours());
-      b.push(await base());
+    for (let k = 0; k < sides.length; k++) {
+      const at = (i + k) % sides.length;
+      figures[at]!.push(await sides[at]!());
     }
   }
-  const ratios = o.map((x, i) => metric(x) / metric(b[i]!)).sort((x, y) => x - y);
-  return { ours: o, base: b, ratio: quantile(ratios, 0.5), low: quantile(ratios, 0.25), high: quantile(ratios, 0.75) };
+  return figures;
+}
+
+/** The median (and quartiles) of metric(ours[i]) / metric(base[i]) over paired rounds. */
+export function ratioOf<T>(
+  ours: readonly T[],
+  base: readonly T[],
+  metric: (figures: T) => number,
+): Pick<Paired<T>, 'ratio' | 'low' | 'high'> {
+  const ratios = ours.map((x, i) => metric(x) / metric(base[i]!)).sort((x, y) => x - y);
+  return { ratio: quantile(ratios, 0.5), low: quantile(ratios, 0.25), high: quantile(ratios, 0.75) };
 }
 
 /** The median of `xs` by `key` (the element itself, not an average of two). */

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { lastValueFrom, of, toArray } from 'rxjs';
 import { asEvents, getPath, hasPath, setPath, toEvent, withBody, withError } from './index.js';
 import { cloneBody } from './execution/clone.js';
+import { CANCEL, EventCancel, makeEvent, type ServingEvent } from './event.js';
 
 describe('events', () => {
   it('toEvent makes a frozen event with a generated id and empty metadata', () => {
@@ -28,6 +29,43 @@ describe('events', () => {
     const out = await lastValueFrom(of(1 as unknown, existing).pipe(asEvents(), toArray()));
     expect(out[0].body).toBe(1);
     expect(out[1]).toBe(existing);
+  });
+
+  it('withBody copies every field, CANCEL included, in the same key order as a spread; extra fields of events made elsewhere are kept', () => {
+    const cancel = new EventCancel();
+    const partials = () => undefined;
+    const full = makeEvent(
+      { a: 1 },
+      {
+        id: 'f',
+        path: '/p',
+        headers: { h: 'v' },
+        method: 'POST',
+        metadata: { m: 1 },
+        origin: 'o',
+        signal: new AbortController().signal,
+        partials,
+      },
+      cancel,
+    );
+    const spread = (e: ServingEvent, body: unknown) => ({ ...e, body });
+    const keys = (e: object) => Reflect.ownKeys(e);
+    for (const event of [full, toEvent(2), toEvent(3, { id: 'k', headers: { h: 'v' } })]) {
+      const out = withBody(event, { b: 2 });
+      expect(out).toStrictEqual(spread(event, { b: 2 }));
+      expect(keys(out)).toEqual(keys(event));
+      expect(Object.isFrozen(out)).toBe(true);
+      // A copy of a copy too.
+      expect(keys(withBody(out, 4))).toEqual(keys(event));
+    }
+    expect((withBody(full, 0) as { [CANCEL]?: unknown })[CANCEL]).toBe(cancel);
+    // Fields withBody does not know, on events made by hand or spread from one of ours, survive.
+    const extra = Object.freeze({ ...full, extra: 'kept', [Symbol.for('user.mark')]: 1 });
+    const out = withBody(extra, 5);
+    expect((out as unknown as { extra: string }).extra).toBe('kept');
+    expect(keys(out)).toEqual(keys(extra));
+    const hand = { id: 'h', body: 1, metadata: {}, trace: 't' } as ServingEvent;
+    expect(withBody(hand, 2)).toStrictEqual({ id: 'h', body: 2, metadata: {}, trace: 't' });
   });
 
   it('withBody / withError return new events and leave the original unchanged', () => {
@@ -67,6 +105,40 @@ describe('events', () => {
     expect(() => cloneBody({ f: () => 1 })).toThrow(
       'cannot copy the model input: input.f is a function, which structured clone cannot copy',
     );
+  });
+
+  it('cloneBody keeps shared references and cycles past its small table (16 pairs), in a copy started from inside another (a getter), and after a failed copy', () => {
+    const shared = { s: 1 };
+    const wide: Record<string, unknown> = { first: shared };
+    for (let i = 0; i < 40; i++) wide[`k${i}`] = { i, shared };
+    wide.last = shared;
+    wide.self = wide;
+    const copy = cloneBody(wide);
+    expect(copy.first).not.toBe(shared);
+    expect(copy.last).toBe(copy.first);
+    expect((copy.k39 as { shared: unknown }).shared).toBe(copy.first);
+    expect(copy.self).toBe(copy);
+    // A getter that copies another body while the outer copy is under way: neither mixes up the other's references.
+    const innerShared = { t: 2 };
+    let inner: { a: unknown; b: unknown } | undefined;
+    const outer = { x: shared, y: [shared] } as Record<string, unknown>;
+    Object.defineProperty(outer, 'z', {
+      enumerable: true,
+      get: () => {
+        inner = cloneBody({ a: innerShared, b: innerShared });
+        return shared;
+      },
+    });
+    const outerCopy = cloneBody(outer);
+    expect(outerCopy.z).toBe(outerCopy.x);
+    expect((outerCopy.y as unknown[])[0]).toBe(outerCopy.x);
+    expect(inner!.a).toBe(inner!.b);
+    expect(inner!.a).not.toBe(outerCopy.x);
+    // A copy that failed midway leaves nothing behind for the next one.
+    expect(() => cloneBody({ a: shared, b: [shared, () => 1] })).toThrow('input.b[1] is a function');
+    const next = cloneBody({ a: shared, b: [shared] });
+    expect(next.a).not.toBe(shared);
+    expect(next.b[0]).toBe(next.a);
   });
 
   it('cloneBody copies bodies nested far past the call stack without recursion, keeping shared references and cycles', () => {

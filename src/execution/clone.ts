@@ -14,6 +14,7 @@ export function cloneBody<T>(value: T): T {
     }
     return value;
   }
+  const sharedWasFree = !sharedInUse;
   try {
     return clonePlain(value, undefined, 0) as T;
   } catch (error) {
@@ -21,6 +22,12 @@ export function cloneBody<T>(value: T): T {
     const problem = inspectForWorker(value, 'input').problem;
     if (problem === undefined) throw error;
     throw new TypeError(`cannot copy the model input: ${problem}, which structured clone cannot copy`, { cause: error });
+  } finally {
+    // This walk took the shared table: it is free again, and holds nothing of this body.
+    if (sharedWasFree && sharedInUse) {
+      SHARED.reset();
+      sharedInUse = false;
+    }
   }
 }
 
@@ -28,25 +35,78 @@ export function cloneBody<T>(value: T): T {
  * Copies plain objects and arrays by hand. `seen` maps what was copied to its copy, so a cycle or
  * a shared reference is copied once and stays a cycle or a shared reference (as structuredClone
  * does); a walk that ignored them would loop, or copy a shared subtree once per path to it. The
- * map is made at the first nested object, so a flat body (the common case) never allocates one.
+ * table is taken at the first nested object, so a flat body (the common case) never touches one.
  * Past `RECURSION_LIMIT` levels the copy goes on without recursion (`cloneDeep`), so a body built
  * to exhaust the stack cannot (docs/design.md §11); the recursive walk stays for the common, shallow case.
  */
-/** The map of copies, made at the first nested object: `set` on an empty map (a `new Map([[k, v]])` walks an iterator over a new array). */
-function seenMap(value: object, copy: unknown): Map<object, unknown> {
-  return new Map<object, unknown>().set(value, copy);
+/**
+ * What a walk copied so far (source → copy): up to `SMALL` pairs in two arrays searched by
+ * identity, a Map past that. A nested body (the bench's `{ tags: [...] }`) made a Map per copy,
+ * its table included: one table is kept instead (`SHARED`), lent to a walk at a time and emptied
+ * after it.
+ */
+class Seen {
+  private readonly from: (object | undefined)[] = new Array<object | undefined>(SMALL).fill(undefined);
+  private readonly to: unknown[] = new Array<unknown>(SMALL).fill(undefined);
+  private count = 0;
+  private map: Map<object, unknown> | undefined = undefined;
+
+  get(value: object): unknown {
+    if (this.map !== undefined) return this.map.get(value);
+    const at = this.from.indexOf(value);
+    return at < 0 || at >= this.count ? undefined : this.to[at];
+  }
+
+  set(value: object, copy: unknown): void {
+    if (this.map !== undefined) {
+      this.map.set(value, copy);
+      return;
+    }
+    if (this.count < SMALL) {
+      this.from[this.count] = value;
+      this.to[this.count++] = copy;
+      return;
+    }
+    this.map = new Map<object, unknown>();
+    for (let i = 0; i < this.count; i++) this.map.set(this.from[i]!, this.to[i]);
+    this.map.set(value, copy);
+  }
+
+  /** Forgets every pair (the arrays keep their length: no new backing store next time). */
+  reset(): void {
+    for (let i = 0; i < this.count; i++) this.from[i] = this.to[i] = undefined;
+    this.count = 0;
+    this.map = undefined;
+  }
 }
 
-function clonePlain(value: object, seen: Map<object, unknown> | undefined, depth: number): unknown {
+const SMALL = 16;
+const SHARED = new Seen();
+/** A walk holds SHARED (one that starts inside it, from a getter, makes its own table). */
+let sharedInUse = false;
+
+/** The table of copies, taken at the first nested object, with the pair that led to it. */
+function seenFrom(value?: object, copy?: unknown): Seen {
+  let seen: Seen;
+  if (sharedInUse) seen = new Seen();
+  else {
+    sharedInUse = true;
+    seen = SHARED;
+  }
+  if (value !== undefined) seen.set(value, copy);
+  return seen;
+}
+
+function clonePlain(value: object, seen: Seen | undefined, depth: number): unknown {
   const copied = seen?.get(value);
   if (copied !== undefined) return copied;
-  if (depth > RECURSION_LIMIT) return cloneDeep(value, (seen ??= new Map<object, unknown>()));
+  if (depth > RECURSION_LIMIT) return cloneDeep(value, (seen ??= seenFrom()));
   if (Array.isArray(value)) {
     const out = new Array<unknown>(value.length);
     seen?.set(value, out);
     for (let i = 0; i < value.length; i++) {
       const item: unknown = value[i];
-      out[i] = item !== null && typeof item === 'object' ? clonePlain(item, (seen ??= seenMap(value, out)), depth + 1) : checkLeaf(item);
+      out[i] = item !== null && typeof item === 'object' ? clonePlain(item, (seen ??= seenFrom(value, out)), depth + 1) : checkLeaf(item);
     }
     return out;
   }
@@ -60,7 +120,7 @@ function clonePlain(value: object, seen: Map<object, unknown> | undefined, depth
   seen?.set(value, out);
   for (const key in value) {
     const item = (value as Record<string, unknown>)[key];
-    out[key] = item !== null && typeof item === 'object' ? clonePlain(item, (seen ??= seenMap(value, out)), depth + 1) : checkLeaf(item);
+    out[key] = item !== null && typeof item === 'object' ? clonePlain(item, (seen ??= seenFrom(value, out)), depth + 1) : checkLeaf(item);
   }
   return out;
 }
@@ -73,7 +133,7 @@ function checkLeaf(item: unknown): unknown {
 const RECURSION_LIMIT = 64;
 
 /** `clonePlain` with an explicit stack of (source, copy) pairs whose members are still to copy. */
-function cloneDeep(root: object, seen: Map<object, unknown>): unknown {
+function cloneDeep(root: object, seen: Seen): unknown {
   const stack: object[] = [];
   const copyOf = (value: object): unknown => {
     const copied = seen.get(value);

@@ -222,6 +222,51 @@ describe('invoker', () => {
     expect(probe.finished).toBe(0);
   });
 
+  it('a synchronous pipeline that calls the invoker from inside (re-entrant): each request gets its own answer, and ids being dispatched are in flight', async () => {
+    let client!: Invoker;
+    const refusals: Promise<unknown>[] = [];
+    const inner: Promise<ServingEvent>[] = [];
+    const inFlight: number[] = [];
+    const reentrant = map((e: ServingEvent) => {
+      const { depth } = e.body as { depth: number };
+      inFlight.push(client.inFlight);
+      // This request is still being dispatched (not answered): its id is taken.
+      refusals.push(client.invoke({ depth: 0 }, { id: e.id }).then(String, (error: Error) => error.message));
+      if (depth > 0) inner.push(client.invoke({ depth: depth - 1 }, { id: `${e.id}-in` }));
+      return { ...e, body: { depth, answered: e.id } };
+    });
+    client = track(invoker(reentrant));
+    const outer = await client.invoke({ depth: 2 }, { id: 'o' });
+    expect(outer.body).toEqual({ depth: 2, answered: 'o' });
+    // The innermost invoke returns first, so it was pushed first.
+    expect((await Promise.all(inner)).map((x) => x.body)).toEqual([
+      { depth: 0, answered: 'o-in-in' },
+      { depth: 1, answered: 'o-in' },
+    ]);
+    expect(await Promise.all(refusals)).toEqual(
+      ['o', 'o-in', 'o-in-in'].map((id) => `request id '${id}' is already in flight; ids of concurrent requests must differ`),
+    );
+    expect(inFlight).toEqual([1, 2, 3]);
+    expect(client.inFlight).toBe(0);
+    // Answered during dispatch: the ids are free again.
+    expect((await client.invoke({ depth: 0 }, { id: 'o' })).body).toEqual({ depth: 0, answered: 'o' });
+  });
+
+  it('a synchronously answered request cannot be cancelled afterwards, and a request answered later still times out', async () => {
+    const half = pipe(
+      filter((e: ServingEvent) => (e.body as { keep: boolean }).keep),
+      map((e: ServingEvent) => e),
+    );
+    const client = track(invoker(half, { timeoutMs: 50 }));
+    const controller = new AbortController();
+    const answered = await client.invoke({ keep: true }, { signal: controller.signal });
+    controller.abort(new Error('too late'));
+    expect(answered.error).toBeUndefined();
+    const dropped = await client.invoke({ keep: false });
+    expect(dropped.error).toBeInstanceOf(ModelTimeoutError);
+    expect(client.inFlight).toBe(0);
+  });
+
   it('a pipeline that errors answers the waiting requests with that error; the next request subscribes again', async () => {
     let subscriptions = 0;
     const fragile: OperatorFunction<ServingEvent, ServingEvent> = (source) =>

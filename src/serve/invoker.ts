@@ -106,6 +106,12 @@ interface Pending {
   readonly deadline: number;
   readonly answer: AnswerTo;
   unlisten: (() => void) | undefined;
+  /** Answered, refused, cancelled or timed out: nothing more happens to it. */
+  settled: boolean;
+  /** In the `pending` map (it outlived its synchronous dispatch). */
+  held: boolean;
+  /** While it is being dispatched: the request whose dispatch was under way when it began (a pipeline that calls the invoker). */
+  outer: Pending | undefined;
 }
 
 /** A request as the promise entries hold it: its answer, and a way to cancel it. */
@@ -178,9 +184,17 @@ export function routeInvoker(pipeline: OperatorFunction<ServingEvent, ServingEve
     closeTimeoutMs = DEFAULT_CLOSE_TIMEOUT_MS,
   } = decodeOrThrow(InvokerOptionsCodec, options, 'invoker');
   const pipelineFlow = flowRuntimeOf(pipeline);
-  // Insertion order is deadline order (one timeoutMs for all), so one timer, armed for the
-  // oldest request, serves them all: no timer per request.
+  // Requests whose answer did not come during their synchronous dispatch. Insertion order is
+  // deadline order (one timeoutMs for all, give or take a nested dispatch's microseconds), so one
+  // timer, armed for the oldest request, serves them all: no timer per request.
   const pending = new Map<string, Pending>();
+  // The request being pushed into the pipeline now (innermost first, linked by `outer`). A
+  // synchronous pipeline (a naive model) answers it before `next()` returns: it is matched here
+  // and never enters the map. A map that fills and empties once per request is shrunk by V8 on
+  // each delete (a runtime call and a new table per request).
+  let dispatching: Pending | undefined;
+  // Requests awaiting their answer: the map's and those being dispatched.
+  let inFlight = 0;
   let timer: ReturnType<typeof setTimeout> | undefined;
   // Whether the timer holds the process open: ref()/unref() reach into libuv, so they are called
   // only when this flips (a pipeline that answers each request before the next arrives would
@@ -219,10 +233,17 @@ export function routeInvoker(pipeline: OperatorFunction<ServingEvent, ServingEve
     arm();
   };
 
+  /** The request awaiting the answer with this id, if any. */
+  const awaiting = (id: string): Pending | undefined => {
+    for (let p = dispatching; p !== undefined; p = p.outer) if (p.event.id === id && !p.settled) return p;
+    return pending.get(id);
+  };
+
   const settle = (p: Pending): void => {
-    pending.delete(p.event.id);
+    p.settled = true;
+    if (p.held) pending.delete(p.event.id);
     p.unlisten?.();
-    if (pending.size === 0) {
+    if (--inFlight === 0) {
       if (timerHeld) timer?.unref();
       timerHeld = false;
       drained?.();
@@ -234,7 +255,9 @@ export function routeInvoker(pipeline: OperatorFunction<ServingEvent, ServingEve
     const end = (error: Error): void => {
       conn.ended = error;
       if (connection === conn) connection = undefined;
-      for (const p of [...pending.values()]) {
+      const all: Pending[] = [];
+      for (let p = dispatching; p !== undefined; p = p.outer) if (!p.settled) all.push(p);
+      for (const p of [...all, ...pending.values()]) {
         settle(p);
         p.answer(withError(p.event, error, 'pipeline'));
       }
@@ -242,7 +265,7 @@ export function routeInvoker(pipeline: OperatorFunction<ServingEvent, ServingEve
     connection = conn;
     conn.subscription = conn.intake.pipe(pipeline).subscribe({
       next: (out) => {
-        const p = pending.get(out.id);
+        const p = awaiting(out.id);
         // An id nobody awaits: a late answer (timed out, aborted) or a second output of one event.
         if (p === undefined) return;
         settle(p);
@@ -262,7 +285,7 @@ export function routeInvoker(pipeline: OperatorFunction<ServingEvent, ServingEve
       return nothing;
     }
     const id = init.id ?? newRequestId();
-    if (pending.has(id)) {
+    if (awaiting(id) !== undefined) {
       answer(undefined, new RxServeError(`request id '${id}' is already in flight; ids of concurrent requests must differ`));
       return nothing;
     }
@@ -274,10 +297,19 @@ export function routeInvoker(pipeline: OperatorFunction<ServingEvent, ServingEve
       { id, path: init.path, headers: init.headers, method: init.method, metadata: init.metadata, partials },
       token,
     );
-    const p: Pending = { event, cancel: token, deadline: performance.now() + timeoutMs, answer, unlisten: undefined };
-    pending.set(id, p);
+    const p: Pending = {
+      event,
+      cancel: token,
+      deadline: performance.now() + timeoutMs,
+      answer,
+      unlisten: undefined,
+      settled: false,
+      held: false,
+      outer: dispatching,
+    };
+    inFlight++;
     const cancel = (reason: unknown): void => {
-      if (pending.get(id) !== p) return;
+      if (p.settled) return;
       settle(p);
       token.abort(reason);
       answer(undefined, reason);
@@ -288,12 +320,21 @@ export function routeInvoker(pipeline: OperatorFunction<ServingEvent, ServingEve
       signal.addEventListener('abort', onAbort, { once: true });
       p.unlisten = () => signal.removeEventListener('abort', onAbort);
     }
-    const conn = connection ?? connect();
-    // The pipeline failed while being subscribed (a ConfigError at subscription): this request
-    // has had that error as its answer; the next one subscribes again.
-    if (conn.ended === undefined) conn.intake.next(event);
-    // A synchronous pipeline has answered already: no timer needed.
-    if (pending.get(id) === p) arm();
+    dispatching = p;
+    try {
+      const conn = connection ?? connect();
+      // The pipeline failed while being subscribed (a ConfigError at subscription): this request
+      // has had that error as its answer; the next one subscribes again.
+      if (conn.ended === undefined) conn.intake.next(event);
+    } finally {
+      dispatching = p.outer;
+    }
+    // A synchronous pipeline has answered already: no map entry, no timer.
+    if (!p.settled) {
+      pending.set(id, p);
+      p.held = true;
+      arm();
+    }
     return cancel;
   };
 
@@ -354,7 +395,7 @@ export function routeInvoker(pipeline: OperatorFunction<ServingEvent, ServingEve
     },
     close(): Promise<void> {
       closing ??= (async () => {
-        if (pending.size > 0) await new Promise<void>((resolve) => (drained = resolve));
+        if (inFlight > 0) await new Promise<void>((resolve) => (drained = resolve));
         // A flow's side branches run on after its answers: give them closeTimeoutMs to finish
         // before the unsubscription below aborts them.
         if (connection !== undefined) {
@@ -371,7 +412,7 @@ export function routeInvoker(pipeline: OperatorFunction<ServingEvent, ServingEve
       return closing;
     },
     get inFlight() {
-      return pending.size;
+      return inFlight;
     },
     get closed() {
       return closing !== undefined;
