@@ -30,6 +30,20 @@ const later =
     (source) =>
       source.pipe(delay(frames), mapBody(f));
 const fail = (message: string) => ({ error: message });
+/** Each step's copies inside now, as `step:count` pairs. */
+const insideEach = (runtime: NonNullable<ReturnType<typeof flowRuntimeOf>>) =>
+  runtime
+    .stats()
+    .map((s) => `${s.step}:${s.inFlight}`)
+    .join(' ');
+/** A step that takes `ms` and fails the event whose body is 'x' ('b failed'), passing the others. */
+const failsX =
+  (ms: number): Op =>
+  (source) =>
+    source.pipe(
+      delay(ms),
+      map((e: ServingEvent) => (e.body === 'x' ? toEvent(e.body, { id: e.id, error: new RangeError('b failed') }) : e)),
+    );
 
 describe('flow (marble)', () => {
   let scheduler: TestScheduler;
@@ -565,11 +579,7 @@ describe('flow (marble)', () => {
     const pipeline = f.build();
     const seen: string[] = [];
     const runtime = flowRuntimeOf(pipeline)!;
-    const at = () =>
-      runtime
-        .stats()
-        .map((s) => `${s.step}:${s.inFlight}`)
-        .join(' ');
+    const at = () => insideEach(runtime);
     scheduler.run(({ hot, expectObservable }) => {
       for (const frame of [1, 3, 6]) scheduler.schedule(() => seen.push(`${frame} ${at()}`), frame);
       expectObservable(hot('a|', { a: ev('1', 'x') }).pipe(pipeline, bodies())).toBe('-----(a|)', { a: 'x' });
@@ -582,12 +592,7 @@ describe('flow (marble)', () => {
     // untouched, is b's error only, and leaves b's count when it leaves b.
     const f = flow();
     f.to('a', later(2))
-      .to('b', (source) =>
-        source.pipe(
-          delay(4),
-          map((e: ServingEvent) => (e.body === 'x' ? toEvent(e.body, { id: e.id, error: new RangeError('b failed') }) : e)),
-        ),
-      )
+      .to('b', failsX(4))
       .to(
         'c',
         later(6, (b) => `${b}c`),
@@ -599,11 +604,7 @@ describe('flow (marble)', () => {
       .respond();
     const pipeline = f.build();
     const runtime = flowRuntimeOf(pipeline)!;
-    const at = () =>
-      runtime
-        .stats()
-        .map((s) => `${s.step}:${s.inFlight}`)
-        .join(' ');
+    const at = () => insideEach(runtime);
     const seen: string[] = [];
     scheduler.run(({ hot, expectObservable }) => {
       // x: a 0–2, b 2–6 (fails), c 6–12; y: a 1–3, b 3–7, c 7–13
@@ -628,12 +629,7 @@ describe('flow (marble)', () => {
     // b and c, whose link counts only the copies that cross it).
     const f = flow();
     f.to('a', later(2))
-      .to('b', (source) =>
-        source.pipe(
-          delay(2),
-          map((e: ServingEvent) => (e.body === 'x' ? toEvent(e.body, { id: e.id, error: new RangeError('b failed') }) : e)),
-        ),
-      )
+      .to('b', failsX(2))
       .errorHandler(
         'fix',
         later(3, () => 'fixed'),
@@ -642,11 +638,7 @@ describe('flow (marble)', () => {
       .respond();
     const pipeline = f.build();
     const runtime = flowRuntimeOf(pipeline)!;
-    const at = () =>
-      runtime
-        .stats()
-        .map((s) => `${s.step}:${s.inFlight}`)
-        .join(' ');
+    const at = () => insideEach(runtime);
     const seen: string[] = [];
     scheduler.run(({ hot, expectObservable }) => {
       // x: a 0–2, b 2–4 (fails), fix 4–7 (answers); y: a 1–3, b 3–5, c 5–8 (answers)
