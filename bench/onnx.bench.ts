@@ -177,7 +177,7 @@ class HandBatchServer {
 }
 
 /** (f): the hand-batched server on a worker thread, driven exactly as (d). */
-export async function handBatched(modelPath: string, total: number): Promise<OnnxFigures> {
+export async function handBatched(modelPath: string, total: number, onMeasure?: () => void): Promise<OnnxFigures> {
   const worker = new Worker(new URL('./fixtures/onnxBatchWorker.mjs', import.meta.url), { workerData: { modelPath, width: WIDTH } });
   try {
     await once(worker, 'message'); // 'ready': the session is loaded
@@ -190,6 +190,7 @@ export async function handBatched(modelPath: string, total: number): Promise<Onn
       );
     await drive(op, WARM_UP, 64, oipBody);
     await warmedUp();
+    onMeasure?.();
     const cpu0 = process.cpuUsage();
     const figures = await drive(op, total, 64, oipBody, { idOf: (e) => e.id });
     return { name: '', perSecond: figures.perSecond, p50Ms: figures.p50Ms!, p99Ms: figures.p99Ms!, cpuUs: cpuPerRequest(cpu0, total) };
@@ -202,6 +203,8 @@ export async function served(
   modelPath: string | undefined,
   total: number,
   batching?: ModelEntry['batching'],
+  /** Called when the measured run starts (after the warm-up): for per-thread probes. */
+  onMeasure?: () => void,
 ): Promise<RunFigures & { cpuUs: number }> {
   // No model path: (e), the identity 'Model' with a one-field body.
   const entry: ModelEntry =
@@ -231,6 +234,7 @@ export async function served(
   try {
     await drive(op, WARM_UP, 64, body); // threads up, model loaded, code optimized
     await warmedUp();
+    onMeasure?.();
     const cpu0 = process.cpuUsage();
     const figures = await drive(op, total, 64, body, { idOf: (e) => e.id });
     return { ...figures, cpuUs: cpuPerRequest(cpu0, total) };

@@ -187,16 +187,17 @@ export function toOipOutput(name: string, type: string, dims: readonly number[],
 }
 
 /**
- * An output's values as a plain flat array: numbers (64-bit integers as numbers, FP16 bits
- * decoded), booleans for BOOL, strings for BYTES. One loop per kind, so the common case (a
+ * An output's values (those from `from` to `to`) as a plain flat array: numbers (64-bit integers
+ * as numbers, FP16 bits decoded), booleans for BOOL, strings for BYTES. One loop per kind, so the common case (a
  * Float32Array) is a plain copy.
  */
-export function oipData(datatype: OipDatatype, data: ArrayLike<unknown>): unknown[] {
-  const n = data.length;
+export function oipData(datatype: OipDatatype, data: ArrayLike<unknown>, from = 0, to = data.length): unknown[] {
+  // `from`/`to`: one call's rows of a batch's output, read in place (no view per call).
+  const n = to - from;
   const values: unknown[] = new Array(n);
-  if (datatype === 'BOOL') for (let k = 0; k < n; k++) values[k] = Boolean(data[k]);
-  else if (datatype === 'FP16') for (let k = 0; k < n; k++) values[k] = fromHalf(data[k] as number);
-  else if (datatype === 'INT64' || datatype === 'UINT64') for (let k = 0; k < n; k++) values[k] = Number(data[k]);
-  else for (let k = 0; k < n; k++) values[k] = data[k];
+  if (datatype === 'BOOL') for (let k = 0; k < n; k++) values[k] = Boolean(data[from + k]);
+  else if (datatype === 'FP16') for (let k = 0; k < n; k++) values[k] = fromHalf(data[from + k] as number);
+  else if (datatype === 'INT64' || datatype === 'UINT64') for (let k = 0; k < n; k++) values[k] = Number(data[from + k]);
+  else for (let k = 0; k < n; k++) values[k] = data[from + k];
   return values;
 }

@@ -1,7 +1,7 @@
 // OnnxModel across a worker boundary: OIP tensors travel as TypedArrays, not as JSON number arrays.
 // Structured clone copies a plain array of 256 numbers element by element (~15 µs, and the copy
 // arrives in a form that is slow to read); a Float32Array is one memcpy, or a transfer.
-import { ARRAY_OF, INT_RANGE, type OipDatatype } from './datatypes.js';
+import { ARRAY_OF, INT_RANGE, ORT_TYPE, type OipDatatype } from './datatypes.js';
 import { copyNumbers, oipData, type OipTensor } from './tensor.js';
 
 /**
@@ -144,7 +144,7 @@ export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | unde
  * Worker side: a batch's input list as bodies again — the table (its last element, if any) read
  * back into `{ inputs: [{ name, shape, datatype, data }] }` bodies in place of their row numbers.
  */
-export function unpackInputs(list: unknown[]): unknown[] {
+export function unpackInputs(list: readonly unknown[]): readonly unknown[] {
   const table = list.at(-1) as PackedTable | undefined;
   if (table === null || typeof table !== 'object' || table.rxserveOnnxTable !== 1) return list;
   const { layout, dims, buffer } = table;
@@ -174,41 +174,181 @@ export function unpackInputs(list: unknown[]): unknown[] {
 }
 
 /**
- * One call's outputs in a batch's wire form after its first call: its rows, then each output's
- * data; names, datatypes and the other dimensions are those of the batch's first response.
+ * Worker side, the fast way in: a batch's input list that is nothing but the rows of its table,
+ * in order, for a model of one input whose first dimension is free, as one merged input — one view
+ * over the rows (they lie end to end in the buffer) and each call's row count — when every row
+ * passes the checks `checkRequest` makes (name and datatype from the layout; rank, dimensions
+ * and value count from the table). Anything else (another list, a row that fails, rows not end to
+ * end, a table of the wrong form) is `undefined`: the bodies are then rebuilt (`unpackInputs`) and
+ * checked one by one, which gives a failing row its own error.
  */
-export type WireRows = [rows: number, ...data: unknown[]];
+export function tableInput(
+  list: readonly unknown[],
+  expected: readonly { readonly name: string; readonly datatype: OipDatatype; readonly shape: readonly number[] }[],
+):
+  | { input: { name: string; datatype: OipDatatype; dims: number[]; data: ArrayLike<unknown> & { length: number } }; rows: number[] }
+  | undefined {
+  const n = list.length - 1;
+  const table = list[n] as PackedTable | undefined;
+  if (n < 1 || expected.length !== 1 || table === null || typeof table !== 'object' || table.rxserveOnnxTable !== 1) return undefined;
+  const { layout, dims, buffer } = table;
+  const want = expected[0];
+  const ctor = ARRAY_OF[want.datatype] as unknown as ViewCtor | undefined;
+  const size = PACKED.get(want.datatype)?.bytes;
+  if (
+    ctor === undefined ||
+    size === undefined ||
+    !Array.isArray(layout) ||
+    layout.length !== 2 ||
+    layout[0] !== want.name ||
+    layout[1] !== want.datatype ||
+    !(dims instanceof Int32Array) ||
+    !(buffer instanceof ArrayBuffer)
+  ) {
+    return undefined;
+  }
+  const rank = want.shape.length;
+  const rows: number[] = [];
+  let start = 0;
+  let end = 0;
+  let p = 0;
+  for (let i = 0; i < n; i++) {
+    // Row i of the table, whose fields are: byte offset, value count, rank, dimensions.
+    if (list[i] !== i || p + 3 + rank > dims.length || dims[p + 2] !== rank) return undefined;
+    const byteOffset = dims[p];
+    const length = dims[p + 1];
+    let count = 1;
+    for (let d = 0; d < rank; d++) {
+      const v = dims[p + 3 + d];
+      // The model's dimension (or any, for -1), and after the first the same as the first row's.
+      if (v < 0 || (want.shape[d] !== -1 && want.shape[d] !== v) || (d > 0 && i > 0 && v !== dims[3 + d])) return undefined;
+      count *= v;
+    }
+    if (count !== length) return undefined;
+    if (i === 0) start = end = byteOffset;
+    if (byteOffset !== end) return undefined;
+    end += length * size;
+    rows.push(dims[p + 3]);
+    p += 3 + rank;
+  }
+  if (p !== dims.length || end > buffer.byteLength || start % size !== 0) return undefined;
+  const total = rows.reduce((a, r) => a + r, 0);
+  const tail: number[] = [];
+  for (let d = 1; d < rank; d++) tail.push(dims[3 + d]);
+  const data = new ctor(buffer, start, (end - start) / size);
+  return { input: { name: want.name, datatype: want.datatype, dims: [total, ...tail], data }, rows };
+}
 
 /**
- * Main side, after a worker answered a batch: output `data` that came back as TypedArrays (the
- * worker sends OnnxModel's outputs unconverted) become the plain flat JSON arrays of the
- * contract, and `[rows, ...data]` elements (`WireRows`) whole responses again, named after the
- * batch's first response. In place; `undefined` elements (calls that failed) are skipped.
+ * The outputs of one merged `session.run` in a batch's wire form: sent once, as the value of the
+ * batch's first call that ran in it; each later call of that run answers with its row count
+ * alone (a number), and the main side reads every call's rows out of these outputs in order
+ * (`unpackBatch`). No view, array or response per call is made in the worker or cloned.
+ */
+export interface WireHead {
+  readonly rxserveOnnxHead: 1;
+  readonly model_name: string;
+  /** The first call's rows. */
+  readonly rows: number;
+  /** Rows of the whole run (every output's first dimension). */
+  readonly total: number;
+  /** Per output: name, datatype, the dimensions after the first, and the run's whole data. */
+  readonly outputs: readonly {
+    readonly name: string;
+    readonly datatype: OipDatatype;
+    readonly tail: readonly number[];
+    readonly data: unknown;
+  }[];
+}
+
+/** One call's value in the wire form: a head, a row count of the head's run, or a whole response. */
+export type WireValue = WireHead | number;
+
+const isHead = (value: unknown): value is WireHead =>
+  value !== null && typeof value === 'object' && (value as { rxserveOnnxHead?: unknown }).rxserveOnnxHead === 1;
+
+/** What is wrong with a head from a worker, or undefined: it is read without trust (see unpackBatch). */
+function headProblem(head: WireHead): string | undefined {
+  const { rows, total, outputs } = head;
+  if (!isCount(total) || !isCount(rows) || rows > total) return `rows ${safe(rows)} of ${safe(total)}`;
+  if (typeof head.model_name !== 'string' || !Array.isArray(outputs)) return 'no model name or output list';
+  for (const o of outputs as unknown[]) {
+    const { name, datatype, tail, data } = (o ?? {}) as Partial<WireHead['outputs'][number]>;
+    if (typeof name !== 'string' || typeof datatype !== 'string' || !(datatype in ORT_TYPE))
+      return `an output ${safe(name)} of datatype ${safe(datatype)}`;
+    if (!Array.isArray(tail) || !tail.every(isCount)) return `output '${name}' has dimensions ${safe(tail)}`;
+    const length = (data as { length?: unknown } | null | undefined)?.length;
+    if (
+      !(ArrayBuffer.isView(data) || Array.isArray(data)) ||
+      typeof length !== 'number' ||
+      length !== total * tail.reduce((a, d) => a * d, 1)
+    ) {
+      return `output '${name}' has ${safe(length)} values for ${total} rows of [${tail.join(', ')}]`;
+    }
+  }
+  return undefined;
+}
+
+const isCount = (n: unknown): n is number => Number.isInteger(n) && (n as number) >= 0;
+const safe = (v: unknown): string => {
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return String(v);
+  }
+};
+
+/** Call rows `from`..`from + rows` of a head's run as the response of the contract (plain data). */
+function responseOf(head: WireHead, from: number, rows: number): { model_name: string; outputs: OipTensor[] } {
+  const outputs: OipTensor[] = [];
+  for (const o of head.outputs) {
+    let perRow = 1;
+    for (const d of o.tail) perRow *= d;
+    outputs.push({
+      name: o.name,
+      shape: [rows, ...o.tail],
+      datatype: o.datatype,
+      data: oipData(o.datatype, o.data as ArrayLike<unknown>, from * perRow, (from + rows) * perRow),
+    });
+  }
+  return { model_name: head.model_name, outputs };
+}
+
+/**
+ * Main side, after a worker answered a batch: each call's value made the response of the
+ * contract, in place — a `WireHead` and the row counts after it (`WireValue`) read out of the
+ * head's outputs in order, output `data` that came back as TypedArrays (a call run alone) made
+ * plain flat JSON arrays. `undefined` elements (calls that failed) are skipped. What a worker
+ * sent that does not fit (a count without a head before it, more rows than the run had, a head
+ * of the wrong form) fails that call with a TypeError saying so; the others are answered.
  */
 export function unpackBatch(values: unknown[]): void {
-  let first: { model_name: string; outputs: OipTensor[] } | undefined;
+  let head: WireHead | undefined;
+  let next = 0;
   for (let i = 0; i < values.length; i++) {
     const value = values[i];
-    if (Array.isArray(value)) {
-      if (first === undefined) {
-        values[i] = new TypeError('an OnnxModel batch answered rows before a whole response');
+    if (isHead(value)) {
+      const problem = headProblem(value);
+      if (problem !== undefined) {
+        head = undefined;
+        values[i] = new TypeError(`an OnnxModel batch answered a malformed head: ${problem}`);
         continue;
       }
-      const rows = value[0] as number;
-      values[i] = {
-        model_name: first.model_name,
-        outputs: first.outputs.map((o, k) => ({
-          name: o.name,
-          shape: [rows, ...o.shape.slice(1)],
-          datatype: o.datatype,
-          data: plainData(o.datatype, value[k + 1]),
-        })),
-      };
+      head = value;
+      values[i] = responseOf(value, 0, value.rows);
+      next = value.rows;
+    } else if (typeof value === 'number') {
+      if (head === undefined || !isCount(value) || next + value > head.total) {
+        values[i] =
+          head === undefined
+            ? new TypeError('an OnnxModel batch answered rows before the outputs of their run')
+            : new TypeError(`an OnnxModel batch answered ${value} rows where its run had ${head.total - next} left`);
+        continue;
+      }
+      values[i] = responseOf(head, next, value);
+      next += value;
     } else if (value !== undefined) {
       values[i] = unpackResponse(value);
-      // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- tsc needs it (`value` is `{}` here to tsc)
-      const outputs = (value as { outputs?: unknown } | null)?.outputs;
-      if (Array.isArray(outputs)) first = value as { model_name: string; outputs: OipTensor[] };
     }
   }
 }
@@ -227,25 +367,18 @@ export function unpackResponse(value: unknown): unknown {
 }
 
 /**
- * Worker side, after OnnxModel's wire method answered a batch: the buffers its outputs' views
- * cover whole (onnxruntime's output of the batch, split into one view per call), pushed to
- * `transfer`, so the answer moves them instead of copying them. A buffer the views cover only in
- * part may hold something else, and is copied as before.
+ * Worker side, after OnnxModel's wire method answered a batch: the buffers its outputs' data
+ * cover whole (onnxruntime's outputs), pushed to `transfer`, so the answer moves them instead of
+ * copying them. A buffer the data cover only in part may hold something else, and is copied.
  */
 export function outputTransfer(values: readonly unknown[], transfer: ArrayBuffer[]): void {
-  let covered: Map<ArrayBuffer, number> | undefined;
   const add = (data: unknown): void => {
     if (!ArrayBuffer.isView(data) || !(data.buffer instanceof ArrayBuffer)) return;
-    covered ??= new Map();
-    covered.set(data.buffer, (covered.get(data.buffer) ?? 0) + data.byteLength);
+    if (data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && !transfer.includes(data.buffer)) transfer.push(data.buffer);
   };
   for (const value of values) {
-    if (Array.isArray(value)) {
-      for (let k = 1; k < value.length; k++) add(value[k]);
-      continue;
-    }
-    const outputs = (value as { outputs?: unknown } | null | undefined)?.outputs;
+    if (typeof value === 'number' || value === null || typeof value !== 'object') continue;
+    const outputs = (value as { outputs?: unknown }).outputs;
     if (Array.isArray(outputs)) for (const output of outputs as ({ data?: unknown } | null)[]) add(output?.data);
   }
-  if (covered) for (const [buffer, bytes] of covered) if (bytes === buffer.byteLength && !transfer.includes(buffer)) transfer.push(buffer);
 }
