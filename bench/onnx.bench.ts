@@ -30,8 +30,13 @@ const MAX_WAIT_MS = 2;
  * V8's background compiler to finish: every run starts fresh threads, and without this the
  * optimizing compiler's work on the worker's code (and on the main side's) fell inside the
  * figures — more of it for rxserve's longer path than for (f)'s few lines. Same for all rows.
+ * 20 000, not 5 000 (before 2026-12-07 18:20): code that runs once per batch of 32 had run only
+ * ~160 times by then, and `--trace-opt` put ~0.9 s of TurboFan compiles (runBatch, submitBatch,
+ * sendBatch, the worker's runTask...) inside (d)'s measured 40 000 requests — ~9 µs a request of
+ * V8 helper-thread CPU in a perf profile, a one-off cost a serving process pays once, not per
+ * request. ONNX_WARM_UP overrides it (probes).
  */
-const WARM_UP = 5_000;
+const WARM_UP = Number(process.env.ONNX_WARM_UP ?? 20_000);
 const warmedUp = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 250));
 
 export interface OnnxFigures {

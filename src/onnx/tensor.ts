@@ -143,14 +143,20 @@ function toData(
 /**
  * Copies plain numbers into a TypedArray of a datatype that takes them as they are (FP32, FP64,
  * 8–32-bit integers), checking each as the model does: a number, and an integer in `range` when
- * given. Returns the index of the first value refused, or -1. The one check for JSON data: the
+ * given, into `out` from index `at`. Returns the index of the first value refused, or -1. The one check for JSON data: the
  * worker's (`toData`) and the main side's packing for the wire (`wire.ts`).
  */
-export function copyNumbers(out: { [k: number]: number }, data: readonly unknown[], range: readonly [number, number] | undefined): number {
+export function copyNumbers(
+  out: { [k: number]: number },
+  data: readonly unknown[],
+  range: readonly [number, number] | undefined,
+  at = 0,
+): number {
+  // `at`: where in `out` the values go (a batch's rows go into one view of its buffer).
   for (let k = 0; k < data.length; k++) {
     const v = data[k];
     if (typeof v !== 'number' || (range !== undefined && !(Number.isInteger(v) && v >= range[0] && v <= range[1]))) return k;
-    out[k] = v;
+    out[at + k] = v;
   }
   return -1;
 }

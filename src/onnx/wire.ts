@@ -57,84 +57,118 @@ export interface PackedTable {
   readonly buffer: ArrayBuffer;
 }
 
-/** A packed body can be a row of the table: nothing but names, shapes (int32), datatypes and data. */
-function tableLayout(body: object, inputs: readonly OipTensor[]): string[] | undefined {
-  for (const key in body) if (key !== 'inputs') return undefined;
-  const layout: string[] = [];
-  for (const t of inputs) {
-    if (Object.getPrototypeOf(t) !== Object.prototype || typeof t.name !== 'string' || !Array.isArray(t.shape)) return undefined;
+/**
+ * A packed body can be a row of the table: nothing but names, shapes (int32), datatypes and
+ * data, with the names and datatypes of `layout` (`[name, datatype, ...]`) when one is given.
+ * Allocates nothing: it runs once per call on the main thread.
+ */
+function isRow(body: object, inputs: readonly OipTensor[], layout: readonly string[] | undefined): boolean {
+  for (const key in body) if (key !== 'inputs') return false;
+  if (layout !== undefined && layout.length !== 2 * inputs.length) return false;
+  for (let k = 0; k < inputs.length; k++) {
+    const t = inputs[k];
+    if (Object.getPrototypeOf(t) !== Object.prototype || typeof t.name !== 'string' || !Array.isArray(t.shape)) return false;
+    if (layout !== undefined && (layout[2 * k] !== t.name || layout[2 * k + 1] !== t.datatype)) return false;
     let keys = 0;
     for (const key in t) {
-      if (key !== 'name' && key !== 'shape' && key !== 'datatype' && key !== 'data') return undefined;
+      if (key !== 'name' && key !== 'shape' && key !== 'datatype' && key !== 'data') return false;
       keys++;
     }
-    if (keys !== 4) return undefined;
-    for (const d of t.shape as unknown[]) if (!(Number.isInteger(d) && (d as number) >= 0 && (d as number) <= 0x7fffffff)) return undefined;
-    layout.push(t.name, t.datatype);
+    if (keys !== 4) return false;
+    for (const d of t.shape as unknown[]) if (!(Number.isInteger(d) && (d as number) >= 0 && (d as number) <= 0x7fffffff)) return false;
   }
-  return layout;
+  return true;
 }
 
-const sameLayout = (a: readonly string[], b: readonly string[]): boolean => a.length === b.length && a.every((v, i) => v === b[i]);
+/** `offset` rounded up to a multiple of `size`. */
+const aligned = (offset: number, size: number): number => Math.ceil(offset / size) * size;
 
 /**
  * Main side, before a batch of OnnxModel calls goes to a worker: each body whose inputs are all
  * flat number arrays of FP32, FP64 or a 8–32-bit integer datatype, with values the model would
- * accept, gets `data` that are TypedArrays of the datatype — views of one buffer for the whole
- * batch, which is transferred. The model takes such data as they are (docs/design.md §13), so outputs
+ * accept, gets `data` that are TypedArrays of the datatype — in one buffer for the whole batch,
+ * which is transferred. The model takes such data as they are (docs/design.md §13), so outputs
  * and errors are those of the JSON body. Bodies of the batch's common layout become rows of
- * `table` (their element is the row number); other packed bodies are new body objects; any
- * other body is `undefined` at its index: it crosses as it is (and is checked, and fails if it
- * must, in the worker). The caller's bodies are not touched.
+ * `table` (their element is the row number; their data are written into the buffer through one
+ * view per datatype, no view per body); other packed bodies are new body objects; any other
+ * body is `undefined` at its index: it crosses as it is (and is checked, and fails if it must, in
+ * the worker). The caller's bodies are not touched.
  */
-/** `offset` rounded up to a multiple of `size`. */
-const aligned = (offset: number, size: number): number => Math.ceil(offset / size) * size;
-
 // eslint-disable-next-line @typescript-eslint/no-redundant-type-constituents -- `| undefined` says what an element means (send that body as it is), as WireCodec.pack does
 export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | undefined)[]; transfer: ArrayBuffer[]; table?: PackedTable } {
-  const tensors = bodies.map(packable);
-  // Each view starts at a multiple of its own element size (what a TypedArray view needs), so the
-  // rows of one datatype lie end to end and OnnxModel concatenates them without a copy.
-  let bytes = 0;
-  for (const inputs of tensors) {
-    if (inputs === undefined) continue;
-    for (const t of inputs)
-      bytes = aligned(bytes, PACKED.get(t.datatype)!.bytes) + (t.data as unknown[]).length * PACKED.get(t.datatype)!.bytes;
-  }
-  // Packed (by push): these elements go into the batch's wire list (see encodeBatch).
+  // Packed lists (by push): `packed` goes into the batch's wire list (see encodeBatch).
+  const tensors: (readonly OipTensor[] | undefined)[] = [];
   const packed: unknown[] = [];
-  for (let i = 0; i < bodies.length; i++) packed.push(undefined);
+  // Each datatype's data start at a multiple of its element size (what a TypedArray view needs),
+  // so the rows of one datatype lie end to end and OnnxModel takes them as one view.
+  let bytes = 0;
+  for (let i = 0; i < bodies.length; i++) {
+    const inputs = packable(bodies[i]);
+    tensors.push(inputs);
+    packed.push(undefined);
+    if (inputs === undefined) continue;
+    for (const t of inputs) {
+      const size = PACKED.get(t.datatype)!.bytes;
+      bytes = aligned(bytes, size) + (t.data as unknown[]).length * size;
+    }
+  }
   if (bytes === 0) return { bodies: packed, transfer: [] };
   const buffer = new ArrayBuffer(bytes);
+  /** One view of the whole buffer per datatype, through which the rows' data are written. */
+  const whole = new Map<string, View>();
   let layout: string[] | undefined;
   const dims: number[] = [];
+  /** The current body's data offsets, per input. */
+  const offsets: number[] = [];
   let rows = 0;
   let offset = 0;
-  tensors.forEach((inputs, i) => {
-    if (inputs === undefined) return;
+  for (let i = 0; i < bodies.length; i++) {
+    const inputs = tensors[i];
+    if (inputs === undefined) continue;
     const start = offset;
-    const views: View[] = new Array<View>(inputs.length);
-    for (let k = 0; k < inputs.length; k++) {
+    let refused = false;
+    offsets.length = 0;
+    for (let k = 0; k < inputs.length && !refused; k++) {
       const t = inputs[k];
       const data = t.data as unknown[];
       const { bytes: size, range } = PACKED.get(t.datatype)!;
       offset = aligned(offset, size);
-      const view = new (ARRAY_OF[t.datatype] as unknown as ViewCtor)(buffer, offset, data.length);
-      offset += data.length * size;
-      if (copyNumbers(view, data, range) >= 0) {
-        // A value the model refuses: the body goes as it is, so the worker reports it.
-        offset = start;
-        return;
+      let view = whole.get(t.datatype);
+      if (view === undefined) {
+        view = new (ARRAY_OF[t.datatype] as unknown as ViewCtor)(buffer, 0, Math.floor(bytes / size));
+        whole.set(t.datatype, view);
       }
-      views[k] = view;
+      // A value the model refuses: the body goes as it is, so the worker reports it.
+      refused = copyNumbers(view, data, range, offset / size) >= 0;
+      offsets.push(offset);
+      offset += data.length * size;
     }
-    const own = tableLayout(bodies[i] as object, inputs);
-    layout ??= own;
-    if (own !== undefined && sameLayout(own, layout!)) {
-      inputs.forEach((t, k) => dims.push((views[k] as unknown as Uint8Array).byteOffset, views[k].length, t.shape.length, ...t.shape));
+    if (refused) {
+      offset = start;
+      continue;
+    }
+    const body = bodies[i] as object;
+    if (isRow(body, inputs, layout)) {
+      if (layout === undefined) {
+        layout = [];
+        for (const t of inputs) layout.push(t.name, t.datatype);
+      }
+      for (let k = 0; k < inputs.length; k++) {
+        const shape = inputs[k].shape;
+        dims.push(offsets[k], (inputs[k].data as unknown[]).length, shape.length);
+        for (const d of shape) dims.push(d);
+      }
       packed[i] = rows++;
-    } else packed[i] = { ...(bodies[i] as object), inputs: inputs.map((t, k) => ({ ...t, data: views[k] })) };
-  });
+    } else {
+      packed[i] = {
+        ...body,
+        inputs: inputs.map((t, k) => ({
+          ...t,
+          data: new (ARRAY_OF[t.datatype] as unknown as ViewCtor)(buffer, offsets[k], (t.data as unknown[]).length),
+        })),
+      };
+    }
+  }
   const table: PackedTable | undefined =
     rows > 0 ? { rxserveOnnxTable: 1, layout: layout!, dims: Int32Array.from(dims), buffer } : undefined;
   return { bodies: packed, transfer: [buffer], ...(table ? { table } : {}) };
