@@ -30,8 +30,13 @@ const MAX_WAIT_MS = 2;
  * V8's background compiler to finish: every run starts fresh threads, and without this the
  * optimizing compiler's work on the worker's code (and on the main side's) fell inside the
  * figures — more of it for rxserve's longer path than for (f)'s few lines. Same for all rows.
+ * 20 000, not 5 000 (before 2026-12-07 18:20): code that runs once per batch of 32 had run only
+ * ~160 times by then, and `--trace-opt` put ~0.9 s of TurboFan compiles (runBatch, submitBatch,
+ * sendBatch, the worker's runTask...) inside (d)'s measured 40 000 requests — ~9 µs a request of
+ * V8 helper-thread CPU in a perf profile, a one-off cost a serving process pays once, not per
+ * request. ONNX_WARM_UP overrides it (probes).
  */
-const WARM_UP = 5_000;
+const WARM_UP = Number(process.env.ONNX_WARM_UP ?? 20_000);
 const warmedUp = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 250));
 
 export interface OnnxFigures {
@@ -177,7 +182,7 @@ class HandBatchServer {
 }
 
 /** (f): the hand-batched server on a worker thread, driven exactly as (d). */
-export async function handBatched(modelPath: string, total: number): Promise<OnnxFigures> {
+export async function handBatched(modelPath: string, total: number, onMeasure?: () => void): Promise<OnnxFigures> {
   const worker = new Worker(new URL('./fixtures/onnxBatchWorker.mjs', import.meta.url), { workerData: { modelPath, width: WIDTH } });
   try {
     await once(worker, 'message'); // 'ready': the session is loaded
@@ -190,6 +195,7 @@ export async function handBatched(modelPath: string, total: number): Promise<Onn
       );
     await drive(op, WARM_UP, 64, oipBody);
     await warmedUp();
+    onMeasure?.();
     const cpu0 = process.cpuUsage();
     const figures = await drive(op, total, 64, oipBody, { idOf: (e) => e.id });
     return { name: '', perSecond: figures.perSecond, p50Ms: figures.p50Ms!, p99Ms: figures.p99Ms!, cpuUs: cpuPerRequest(cpu0, total) };
@@ -202,6 +208,8 @@ export async function served(
   modelPath: string | undefined,
   total: number,
   batching?: ModelEntry['batching'],
+  /** Called when the measured run starts (after the warm-up): for per-thread probes. */
+  onMeasure?: () => void,
 ): Promise<RunFigures & { cpuUs: number }> {
   // No model path: (e), the identity 'Model' with a one-field body.
   const entry: ModelEntry =
@@ -231,6 +239,7 @@ export async function served(
   try {
     await drive(op, WARM_UP, 64, body); // threads up, model loaded, code optimized
     await warmedUp();
+    onMeasure?.();
     const cpu0 = process.cpuUsage();
     const figures = await drive(op, total, 64, body, { idOf: (e) => e.id });
     return { ...figures, cpuUs: cpuPerRequest(cpu0, total) };

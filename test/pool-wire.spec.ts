@@ -82,7 +82,7 @@ describe('partials cross from workers only when someone listens', () => {
       input: listen.map(() => ({ count: 1 })),
       eventId: `e${id}`,
       origin: 'sync',
-      batch: listen.map((l, k) => ({ eventId: `e${id}.${k}`, origin: 'sync', listen: l })),
+      batch: listen.flatMap((l, k) => [`e${id}.${k}`, 'sync', undefined, l ? 1 : 0]),
     });
     try {
       const results = await host.run({ specs: [spec], calls: [call(1, false), call(2, true), batchCall(3, [false, true, false])] });
@@ -94,6 +94,68 @@ describe('partials cross from workers only when someone listens', () => {
       ]);
     } finally {
       await host.close();
+    }
+  });
+});
+
+describe('a malformed wire message gets a clear error, and nothing is stuck', () => {
+  it('the worker host fails a batch call whose contexts or inputs are malformed, alone; the calls beside it are answered and nothing stays running', async () => {
+    const host = new ModelHost('process');
+    const spec = JSON.stringify({ endpointName: 'sync', module: partialModels, export: 'SyncCounting', params: {} });
+    const batchCall = (id: number, batch: unknown, input: unknown = [{ count: 1 }]) => ({
+      id,
+      spec: 0,
+      input,
+      eventId: `e${id}`,
+      origin: 'sync',
+      batch: batch as never,
+    });
+    try {
+      const results = await host.run({
+        specs: [spec],
+        calls: [
+          batchCall(1, ['e1', 'sync', undefined]),
+          batchCall(2, ['e2', 'sync', undefined, 0]),
+          batchCall(3, [7, 'sync', undefined, 0]),
+          batchCall(4, ['e4', 'sync', undefined, 0], 'not a list'),
+        ],
+      });
+      expect(results.map((r) => (r.ok ? 'ok' : r.error.message))).toEqual([
+        'a malformed batch call: its contexts are 3 values, not 4 per input',
+        'ok',
+        'a malformed batch call: the context of input 0 is not [eventId, origin, path, listen] (strings; the path may be absent)',
+        'a malformed batch call: its inputs are string, not a list',
+      ]);
+      expect(results.filter((r) => !r.ok).every((r) => !r.ok && r.error.name === 'TypeError')).toBe(true);
+      expect([...host.runningIds()]).toEqual([]);
+    } finally {
+      await host.close();
+    }
+  });
+
+  it('the thread worker entry refuses a task that is not a batch of the wire form with a TypeError naming what is wrong; the same thread then answers a good batch', async () => {
+    const { workerEntry } = await import('../src/execution/workerEntry.js');
+    const { encodeBatch } = await import('../src/execution/wire/protocol.js');
+    const piscina = new Piscina({ filename: workerEntry('threadWorker'), maxThreads: 1 });
+    try {
+      const board = new SharedArrayBuffer(64);
+      const spec = JSON.stringify({ endpointName: 'a', module: null, export: 'Model', params: {} });
+      const good = encodeBatch(
+        { specs: [spec], calls: [{ id: 1, spec: 0, input: { x: 1 }, eventId: 'e', origin: 'a' }] },
+        (key) => key,
+        board,
+      );
+      await expect(piscina.run(good.slice(0, 5))).rejects.toThrow('a malformed batch: 4 values, not 9 per call');
+      await expect(piscina.run([board, 12, ...good.slice(2)])).rejects.toThrow(
+        'a malformed batch: call 0 names model 12, which this worker does not know',
+      );
+      await expect(piscina.run([board, spec, 'one', ...good.slice(3)])).rejects.toThrow(
+        'a malformed batch: call 0 has id one, not a number',
+      );
+      expect(await piscina.run(good)).toEqual([1, { x: 1 }]);
+      expect(piscina.threads).toHaveLength(1);
+    } finally {
+      await piscina.destroy();
     }
   });
 });

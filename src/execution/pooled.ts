@@ -9,7 +9,15 @@ import type { PredictContext } from '../model/model.js';
 import type { CallResult, ExecutorSession } from './executor.js';
 import { wireCodec, type WireCodec } from './wire/builtinCodecs.js';
 import { Lane, LaneCall, type LaneUnit } from './lane.js';
-import { deserializeError, inspectForWorker, unflatten, type WireBatch, type WireCall, type WireResult } from './wire/protocol.js';
+import {
+  CONTEXT_FIELDS,
+  deserializeError,
+  inspectForWorker,
+  type SerializedError,
+  type WireBatch,
+  type WireCall,
+  type WireResult,
+} from './wire/protocol.js';
 
 /** A batch handed to a transport. */
 export interface SentBatch {
@@ -246,21 +254,28 @@ export class PooledSession implements ExecutorSession {
       return undefined;
     }
     const inner = new Subscriber<unknown>({
-      next: (flat) => {
-        const answers = unflatten(flat as unknown[]);
-        const values: unknown[] = new Array(answers.length);
-        for (let k = 0; k < answers.length; k++) values[k] = answers[k].ok ? (answers[k] as { value: unknown }).value : undefined;
+      next: (reply) => {
+        // The flat `[ok, value | error, ...]` read in place (no result object per element).
+        const flat = reply as unknown[];
+        const size = flat.length / 2;
+        if (size !== sent.length) {
+          const error = new TypeError(`a batch of ${sent.length} call(s) of '${endpointName}' got ${size} result(s) from its worker`);
+          for (const i of sent) results[i] = error;
+          done(results);
+          return;
+        }
+        const values: unknown[] = new Array(size);
+        for (let k = 0; k < size; k++) values[k] = flat[2 * k] === 1 ? flat[2 * k + 1] : undefined;
         codec?.unpackBatch(values);
-        for (let k = 0; k < answers.length; k++) {
-          const r = answers[k];
-          results[sent[k]] = r.ok ? values[k] : deserializeError(r.error);
+        for (let k = 0; k < size; k++) {
+          results[sent[k]] = flat[2 * k] === 1 ? values[k] : deserializeError(flat[2 * k + 1] as SerializedError);
         }
         done(results);
         // The worker's reply list (our own copy) is emptied once its answers went out: something
         // in old space keeps these lists reachable through scavenges (as the lane's lists, see
         // `Lane.unitMaybeDone`), and a filled one promoted every answer it held — ~2.3 KB a
         // request of the ~4.5 promoted for single OnnxModel calls on a thread_pool (onnx bench (c), --trace-gc-nvp).
-        (flat as unknown[]).length = 0;
+        flat.length = 0;
       },
       error: (error: unknown) => subscriber.error(error),
       complete: () => undefined,
@@ -324,9 +339,9 @@ export class PooledSession implements ExecutorSession {
       else for (const buffer of prepared.transfer) transfer.push(buffer);
       const { context } = call;
       calls.push(call);
-      const batch = call.batchContexts?.map((c) => ({ eventId: c.eventId, origin: c.origin, path: c.path, listen: listens(c) }));
+      const batch = call.batchContexts && flatContexts(call.batchContexts);
       const listen = call.batchContexts === undefined && listens(context);
-      listening.push(listen || (batch !== undefined && batch.some((c) => c.listen)));
+      listening.push(listen || (batch !== undefined && batchListens(batch)));
       // One object shape for every wire call (absent fields undefined).
       wire.push({
         id: call.id,
@@ -392,6 +407,20 @@ export class PooledSession implements ExecutorSession {
     this.lane.failWaiting(new WorkerCrashedError('the pool was closed before the call started'));
     await this.transport.close();
   }
+}
+
+/** A batch call's contexts in their wire form, made directly (no object per context on the way). */
+function flatContexts(contexts: readonly PredictContext[]): unknown[] {
+  // Packed (by push), as the batch it goes into (see encodeBatch).
+  const flat: unknown[] = [];
+  for (const c of contexts) flat.push(c.eventId, c.origin, c.path, listens(c) ? 1 : 0);
+  return flat;
+}
+
+/** Whether someone listens to the partials of any element of flat contexts. */
+function batchListens(flat: readonly unknown[]): boolean {
+  for (let i = CONTEXT_FIELDS - 1; i < flat.length; i += CONTEXT_FIELDS) if (flat[i] === 1) return true;
+  return false;
 }
 
 // Transports fail a batch with WorkerCrashedError (the worker died) or a TypeError (the batch could

@@ -7,7 +7,7 @@ import { Model, type ModelInit, type ModelMetadata, type PredictContext } from '
 import { OIP_DATATYPE, ORT_TYPE, type OipDatatype } from './datatypes.js';
 import { inPoolWorker, loadRuntime, type OrtRuntime, type OrtSession, type OrtTensor } from './runtime.js';
 import { checkRequest, oipData, type CheckedInput, type ExpectedInput, type OipTensor } from './tensor.js';
-import { WIRE_BATCH, type WireRows } from './wire.js';
+import { WIRE_BATCH, tableInput, unpackInputs, type WireHead, type WireValue } from './wire.js';
 
 /** An Open Inference Protocol inference request (`/v2/models/<m>/infer` body). */
 export interface OnnxRequest {
@@ -135,23 +135,34 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
   }
 
   /**
-   * @internal In a pool worker: `predictBatch` in the wire form of `wire.ts` — output `data` left
-   * as onnxruntime's TypedArrays (views of the batch's output) and, after the first call of a
-   * batch, each call's outputs as `[rows, ...data]` only; the main side rebuilds the responses
-   * (`unpackBatch`). A subclass that overrides `predictBatch` is called as it is.
+   * @internal In a pool worker: `predictBatch` in the wire form of `wire.ts`, on the input list as
+   * it crossed (rows of a packed table, bodies) — a batch that is nothing but valid rows runs
+   * straight from the table (`tableInput`), without a body or a check per call. The calls of a
+   * merged run answer with one `WireHead` (the run's outputs as onnxruntime gave them) and their
+   * row counts; a call run alone with its response, data left as TypedArrays. The main side
+   * rebuilds the responses (`unpackBatch`). The contexts are not read (`contexts` makes them): a
+   * subclass that overrides `predictBatch` is called with the bodies and contexts.
    */
   [WIRE_BATCH](
-    bodies: readonly OnnxRequest[],
-    ctxs: readonly PredictContext[],
-  ): Promise<(OnnxResponse | WireRows | Error)[]> | (OnnxResponse | Error)[] {
-    if (this.predictBatch !== OnnxModel.prototype.predictBatch) return this.predictBatch(bodies, ctxs);
-    return this.#batch(bodies, false);
+    list: readonly unknown[],
+    contexts: () => readonly PredictContext[],
+  ): Promise<(OnnxResponse | WireValue | Error)[]> | (OnnxResponse | Error)[] {
+    if (this.predictBatch !== OnnxModel.prototype.predictBatch) return this.predictBatch(unpackInputs(list) as OnnxRequest[], contexts());
+    const merged = this.#batchable ? tableInput(list, this.#inputs) : undefined;
+    if (merged === undefined) return this.#batch(unpackInputs(list) as OnnxRequest[], false);
+    const { rows } = merged;
+    return this.#merged([merged.input], rows, false).then(
+      (results) =>
+        results ??
+        // The outputs do not keep the batch dimension: the calls run one by one, as #batch does.
+        this.#batch(unpackInputs(list) as OnnxRequest[], false),
+    );
   }
 
   async #batch(bodies: readonly OnnxRequest[], plain: true): Promise<(OnnxResponse | Error)[]>;
-  async #batch(bodies: readonly OnnxRequest[], plain: false): Promise<(OnnxResponse | WireRows | Error)[]>;
-  async #batch(bodies: readonly OnnxRequest[], plain: boolean): Promise<(OnnxResponse | WireRows | Error)[]> {
-    const results: (OnnxResponse | WireRows | Error)[] = new Array<OnnxResponse | WireRows | Error>(bodies.length);
+  async #batch(bodies: readonly OnnxRequest[], plain: false): Promise<(OnnxResponse | WireValue | Error)[]>;
+  async #batch(bodies: readonly OnnxRequest[], plain: boolean): Promise<(OnnxResponse | WireValue | Error)[]> {
+    const results: (OnnxResponse | WireValue | Error)[] = new Array<OnnxResponse | WireValue | Error>(bodies.length);
     const checked: { index: number; inputs: CheckedInput[] }[] = [];
     bodies.forEach((body, index) => {
       try {
@@ -163,20 +174,9 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
     if (checked.length > 1 && this.#batchable && sameTails(checked)) {
       const merged = this.#inputs.map((_, k) => concat(checked.map((c) => c.inputs[k])));
       const rows = checked.map((c) => c.inputs[0].dims[0]);
-      const total = merged[0].dims[0];
-      const outputs = await this.#run(merged);
-      if (outputs.every((o) => o.dims.length > 0 && o.dims[0] === total)) {
-        const parts = outputs.map((o) => split(o, rows, total, plain));
-        checked.forEach((c, n) => {
-          // The first call of the batch carries the names, datatypes and shapes for the main side.
-          results[c.index] =
-            plain || n === 0
-              ? {
-                  model_name: this.name,
-                  outputs: parts.map((p) => ({ name: p.name, shape: [rows[n], ...p.tail], datatype: p.datatype, data: p.data[n] })),
-                }
-              : [rows[n], ...parts.map((p) => p.data[n])];
-        });
+      const answers = await this.#merged(merged, rows, plain);
+      if (answers !== undefined) {
+        checked.forEach((c, n) => (results[c.index] = answers[n]));
         return results;
       }
     }
@@ -199,6 +199,38 @@ export class OnnxModel extends Model<OnnxRequest, OnnxResponse> {
       }),
     );
     return results;
+  }
+
+  /**
+   * One run of calls merged along the first dimension (`rows[n]` rows for call n): a response per
+   * call (`plain`), or the wire form — a `WireHead` for the first call, row counts for the
+   * others. `undefined` when an output does not keep the batch dimension (the calls must run alone).
+   */
+  async #merged(
+    merged: readonly CheckedInput[],
+    rows: readonly number[],
+    plain: boolean,
+  ): Promise<(OnnxResponse | WireValue)[] | undefined> {
+    const total = merged[0].dims[0];
+    const outputs = await this.#run(merged);
+    if (!outputs.every((o) => o.dims.length > 0 && o.dims[0] === total)) return undefined;
+    if (!plain) {
+      const head: WireHead = {
+        rxserveOnnxHead: 1,
+        model_name: this.name,
+        rows: rows[0],
+        total,
+        outputs: outputs.map((o) => ({ name: o.name, datatype: o.datatype, tail: o.dims.slice(1), data: o.data })),
+      };
+      const answers: WireValue[] = [head];
+      for (let n = 1; n < rows.length; n++) answers.push(rows[n]);
+      return answers;
+    }
+    const parts = outputs.map((o) => split(o, rows, total));
+    return rows.map((r, n) => ({
+      model_name: this.name,
+      outputs: parts.map((p) => ({ name: p.name, shape: [r, ...p.tail], datatype: p.datatype, data: p.data[n] })),
+    }));
   }
 
   /** One session run; its outputs in the model's order, as onnxruntime gives them. */
@@ -290,28 +322,18 @@ function concat(parts: readonly CheckedInput[]): CheckedInput {
   return { ...first, dims, data };
 }
 
-/**
- * An output's rows for each call (`rows[n]` rows for call n): plain arrays, or views of the
- * output's TypedArray (`plain` false, for the trip to the main thread).
- */
+/** An output's rows for each call (`rows[n]` rows for call n), as plain arrays. */
 function split(
   output: RawOutput,
   rows: readonly number[],
   total: number,
-  plain: boolean,
 ): { name: string; datatype: OipDatatype; tail: number[]; data: unknown[] } {
   const { data } = output;
   const perRow = total === 0 ? 0 : data.length / total;
-  const typed = ArrayBuffer.isView(data);
   const parts: unknown[] = new Array(rows.length);
   let offset = 0;
   for (let n = 0; n < rows.length; n++) {
-    const from = offset * perRow;
-    const to = (offset + rows[n]) * perRow;
-    const values = typed
-      ? (data as unknown as { subarray(a: number, b: number): ArrayLike<unknown> }).subarray(from, to)
-      : (data as unknown[]).slice(from, to);
-    parts[n] = plain ? oipData(output.datatype, values) : values;
+    parts[n] = oipData(output.datatype, data, offset * perRow, (offset + rows[n]) * perRow);
     offset += rows[n];
   }
   return { name: output.name, datatype: output.datatype, tail: output.dims.slice(1), data: parts };

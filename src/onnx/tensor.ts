@@ -143,14 +143,20 @@ function toData(
 /**
  * Copies plain numbers into a TypedArray of a datatype that takes them as they are (FP32, FP64,
  * 8–32-bit integers), checking each as the model does: a number, and an integer in `range` when
- * given. Returns the index of the first value refused, or -1. The one check for JSON data: the
+ * given, into `out` from index `at`. Returns the index of the first value refused, or -1. The one check for JSON data: the
  * worker's (`toData`) and the main side's packing for the wire (`wire.ts`).
  */
-export function copyNumbers(out: { [k: number]: number }, data: readonly unknown[], range: readonly [number, number] | undefined): number {
+export function copyNumbers(
+  out: { [k: number]: number },
+  data: readonly unknown[],
+  range: readonly [number, number] | undefined,
+  at = 0,
+): number {
+  // `at`: where in `out` the values go (a batch's rows go into one view of its buffer).
   for (let k = 0; k < data.length; k++) {
     const v = data[k];
     if (typeof v !== 'number' || (range !== undefined && !(Number.isInteger(v) && v >= range[0] && v <= range[1]))) return k;
-    out[k] = v;
+    out[at + k] = v;
   }
   return -1;
 }
@@ -187,16 +193,17 @@ export function toOipOutput(name: string, type: string, dims: readonly number[],
 }
 
 /**
- * An output's values as a plain flat array: numbers (64-bit integers as numbers, FP16 bits
- * decoded), booleans for BOOL, strings for BYTES. One loop per kind, so the common case (a
+ * An output's values (those from `from` to `to`) as a plain flat array: numbers (64-bit integers
+ * as numbers, FP16 bits decoded), booleans for BOOL, strings for BYTES. One loop per kind, so the common case (a
  * Float32Array) is a plain copy.
  */
-export function oipData(datatype: OipDatatype, data: ArrayLike<unknown>): unknown[] {
-  const n = data.length;
+export function oipData(datatype: OipDatatype, data: ArrayLike<unknown>, from = 0, to = data.length): unknown[] {
+  // `from`/`to`: one call's rows of a batch's output, read in place (no view per call).
+  const n = to - from;
   const values: unknown[] = new Array(n);
-  if (datatype === 'BOOL') for (let k = 0; k < n; k++) values[k] = Boolean(data[k]);
-  else if (datatype === 'FP16') for (let k = 0; k < n; k++) values[k] = fromHalf(data[k] as number);
-  else if (datatype === 'INT64' || datatype === 'UINT64') for (let k = 0; k < n; k++) values[k] = Number(data[k]);
-  else for (let k = 0; k < n; k++) values[k] = data[k];
+  if (datatype === 'BOOL') for (let k = 0; k < n; k++) values[k] = Boolean(data[from + k]);
+  else if (datatype === 'FP16') for (let k = 0; k < n; k++) values[k] = fromHalf(data[from + k] as number);
+  else if (datatype === 'INT64' || datatype === 'UINT64') for (let k = 0; k < n; k++) values[k] = Number(data[from + k]);
+  else for (let k = 0; k < n; k++) values[k] = data[from + k];
   return values;
 }

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { OnnxModel, type OnnxRequest, type OnnxResponse } from './onnxModel.js';
-import { WIRE_BATCH, packBatch, unpackBatch, unpackInputs, unpackResponse } from './wire.js';
+import { WIRE_BATCH, packBatch, unpackBatch, unpackInputs, unpackResponse, type WireHead } from './wire.js';
 import type { PredictContext } from '../model/model.js';
 // @ts-expect-error a plain .mjs module without types (the example's encoder)
 import { writeMlpModel } from '../../examples/onnx/onnxBuilder.mjs';
@@ -126,60 +126,105 @@ describe('unpackResponse (main side)', () => {
   });
 });
 
-describe('OnnxModel[WIRE_BATCH] (worker side)', () => {
+describe('OnnxModel[WIRE_BATCH] (worker side) and unpackBatch (main side)', () => {
   // eslint-disable-next-line @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-call -- an untyped .mjs helper of examples/
   const path = writeMlpModel(join(mkdtempSync(join(tmpdir(), 'rxserve-wire-')), 'mlp.onnx'), [4, 3]);
-  const ctxs = [{}, {}] as unknown as PredictContext[];
   const bodies = [
     { inputs: [tensor('FP32', [1, 2, 3, 4], [1, 4])] },
     { inputs: [tensor('FP32', [5, 6, 7, 8, 9, 10, 11, 12], [2, 4])] },
+    { inputs: [tensor('FP32', [-1, 0.5, 2, 3], [1, 4])] },
   ] as OnnxRequest[];
-
-  it('gives predictBatch outputs with data left as TypedArray views, after the first call as [rows, ...data]; unpackBatch makes them predictBatch outputs', async () => {
+  /** The contexts as the worker host gives them: made on demand, counted. */
+  const onDemand = (n: number) => {
+    const made = { count: 0 };
+    return { made, contexts: () => (made.count++, Array.from({ length: n }, () => ({}) as PredictContext)) };
+  };
+  /** A batch's input list as the main side sends it. */
+  const wireList = (b: readonly unknown[]): unknown[] => {
+    const { bodies: packed, table } = packBatch(b);
+    return [...packed.map((p, i) => p ?? b[i]), ...(table ? [table] : [])];
+  };
+  const load = async () => {
     const model = new OnnxModel({ name: 'mlp', modelPath: path });
     await model.load();
-    const three = [...bodies, bodies[0]];
-    const plain = await model.predictBatch(three, [...ctxs, ...ctxs]);
-    const wire = (await model[WIRE_BATCH](three, [...ctxs, ...ctxs])) as unknown[];
-    const [first, second] = wire as [OnnxResponse, unknown[]];
-    expect(first).toMatchObject({ model_name: 'mlp', outputs: [{ shape: [1, 3], datatype: 'FP32' }] });
-    expect(ArrayBuffer.isView(first.outputs[0].data)).toBe(true);
-    expect(second).toHaveLength(2);
-    expect(second[0]).toBe(2);
-    expect(second[1]).toBeInstanceOf(Float32Array);
+    return model;
+  };
+
+  it("runs a batch of table rows straight from the table: one head with the run's outputs, then row counts; unpackBatch gives predictBatch's outputs; no context is made", async () => {
+    const model = await load();
+    const plain = await model.predictBatch(bodies, onDemand(3).contexts());
+    const { made, contexts } = onDemand(3);
+    const wire = (await model[WIRE_BATCH](wireList(bodies), contexts)) as unknown[];
+    expect(made.count).toBe(0);
+    expect(wire[0]).toMatchObject({ rxserveOnnxHead: 1, model_name: 'mlp', rows: 1, total: 4, outputs: [{ datatype: 'FP32', tail: [3] }] });
+    expect((wire[0] as WireHead).outputs[0].data).toBeInstanceOf(Float32Array);
+    expect(wire.slice(1)).toEqual([2, 1]);
     unpackBatch(wire);
     expect(wire).toEqual(plain);
     await model.close();
   });
 
-  it('unpackBatch skips failed calls (undefined) and refuses rows without a whole response before them', () => {
-    const values: unknown[] = [undefined, [1, new Float32Array([1])]];
-    unpackBatch(values);
-    expect(values[0]).toBeUndefined();
-    expect(values[1]).toBeInstanceOf(TypeError);
-    const mixed: unknown[] = [
-      { model_name: 'm', outputs: [{ name: 'y', shape: [1, 2], datatype: 'INT64', data: new BigInt64Array([1n, 2n]) }] },
-      undefined,
-      [2, new BigInt64Array([3n, 4n, 5n, 6n])],
-    ];
-    unpackBatch(mixed);
-    expect(mixed).toEqual([
-      { model_name: 'm', outputs: [{ name: 'y', shape: [1, 2], datatype: 'INT64', data: [1, 2] }] },
-      undefined,
-      { model_name: 'm', outputs: [{ name: 'y', shape: [2, 2], datatype: 'INT64', data: [3, 4, 5, 6] }] },
-    ]);
+  it('rebuilds and checks the bodies one by one when a row fails (its own error, as predictBatch gives it) or a body is not a table row', async () => {
+    const model = await load();
+    const bad = { inputs: [tensor('FP32', [1, 2, 3, 4, 5], [1, 5])] } as unknown as OnnxRequest;
+    const odd = { inputs: [{ ...tensor('FP32', [4, 3, 2, 1], [1, 4]), parameters: { k: 1 } }] } as unknown as OnnxRequest;
+    for (const batch of [[bodies[0], bad, bodies[1]], [bodies[0], odd, bodies[2]], [bodies[2]]]) {
+      const plain = await model.predictBatch(batch, onDemand(batch.length).contexts());
+      const wire = (await model[WIRE_BATCH](wireList(batch), onDemand(batch.length).contexts)) as unknown[];
+      unpackBatch(wire);
+      expect(wire).toEqual(plain);
+    }
+    const failed = await model.predictBatch([bodies[0], bad], onDemand(2).contexts());
+    expect(failed[1]).toBeInstanceOf(TypeError);
+    expect((failed[1] as Error).message).toMatch(/input 'x' has shape \[1, 5\]/);
+    await model.close();
   });
 
-  it('calls a subclass that overrides predictBatch as it is', async () => {
+  it('unpackBatch fails a call whose value does not fit (rows without a head, more rows than the run had, a malformed head) with a TypeError saying so; the others are answered', () => {
+    const head = (extra: object = {}) => ({
+      rxserveOnnxHead: 1,
+      model_name: 'm',
+      rows: 1,
+      total: 3,
+      outputs: [{ name: 'y', datatype: 'INT64', tail: [2], data: new BigInt64Array([1n, 2n, 3n, 4n, 5n, 6n]) }],
+      ...extra,
+    });
+    const values: unknown[] = [
+      1,
+      head(),
+      undefined,
+      1,
+      2,
+      head({ total: 2 }),
+      head({ outputs: [{ name: 'y', datatype: 'NOPE', tail: [2], data: [] }] }),
+      1,
+    ];
+    unpackBatch(values);
+    expect((values[0] as Error).message).toBe('an OnnxModel batch answered rows before the outputs of their run');
+    expect(values[1]).toEqual({ model_name: 'm', outputs: [{ name: 'y', shape: [1, 2], datatype: 'INT64', data: [1, 2] }] });
+    expect(values[2]).toBeUndefined();
+    expect(values[3]).toEqual({ model_name: 'm', outputs: [{ name: 'y', shape: [1, 2], datatype: 'INT64', data: [3, 4] }] });
+    expect((values[4] as Error).message).toBe('an OnnxModel batch answered 2 rows where its run had 1 left');
+    expect((values[5] as Error).message).toMatch(
+      /^an OnnxModel batch answered a malformed head: output 'y' has 6 values for 2 rows of \[2\]/,
+    );
+    expect((values[6] as Error).message).toMatch(/malformed head: an output "y" of datatype "NOPE"/);
+    expect((values[7] as Error).message).toBe('an OnnxModel batch answered rows before the outputs of their run');
+    for (const v of values) if (v instanceof Error) expect(v).toBeInstanceOf(TypeError);
+  });
+
+  it('calls a subclass that overrides predictBatch as it is, with the bodies and the contexts', async () => {
     class Tagged extends OnnxModel {
-      override predictBatch(b: readonly OnnxRequest[]): Promise<OnnxResponse[]> {
-        return Promise.resolve(b.map(() => ({ model_name: 'tagged', outputs: [] })));
+      override predictBatch(b: readonly OnnxRequest[], c: readonly PredictContext[]): Promise<OnnxResponse[]> {
+        return Promise.resolve(b.map((_, i) => ({ model_name: `tagged ${b.length}/${c.length}/${i}`, outputs: [] })));
       }
     }
     const model = new Tagged({ name: 'mlp', modelPath: path });
-    expect(await model[WIRE_BATCH](bodies, ctxs)).toEqual([
-      { model_name: 'tagged', outputs: [] },
-      { model_name: 'tagged', outputs: [] },
+    const { made, contexts } = onDemand(2);
+    expect(await model[WIRE_BATCH](wireList(bodies.slice(0, 2)), contexts)).toEqual([
+      { model_name: 'tagged 2/2/0', outputs: [] },
+      { model_name: 'tagged 2/2/1', outputs: [] },
     ]);
+    expect(made.count).toBe(1);
   });
 });

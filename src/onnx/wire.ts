@@ -1,7 +1,7 @@
 // OnnxModel across a worker boundary: OIP tensors travel as TypedArrays, not as JSON number arrays.
 // Structured clone copies a plain array of 256 numbers element by element (~15 µs, and the copy
 // arrives in a form that is slow to read); a Float32Array is one memcpy, or a transfer.
-import { ARRAY_OF, INT_RANGE, type OipDatatype } from './datatypes.js';
+import { ARRAY_OF, INT_RANGE, ORT_TYPE, type OipDatatype } from './datatypes.js';
 import { copyNumbers, oipData, type OipTensor } from './tensor.js';
 
 /**
@@ -57,84 +57,118 @@ export interface PackedTable {
   readonly buffer: ArrayBuffer;
 }
 
-/** A packed body can be a row of the table: nothing but names, shapes (int32), datatypes and data. */
-function tableLayout(body: object, inputs: readonly OipTensor[]): string[] | undefined {
-  for (const key in body) if (key !== 'inputs') return undefined;
-  const layout: string[] = [];
-  for (const t of inputs) {
-    if (Object.getPrototypeOf(t) !== Object.prototype || typeof t.name !== 'string' || !Array.isArray(t.shape)) return undefined;
+/**
+ * A packed body can be a row of the table: nothing but names, shapes (int32), datatypes and
+ * data, with the names and datatypes of `layout` (`[name, datatype, ...]`) when one is given.
+ * Allocates nothing: it runs once per call on the main thread.
+ */
+function isRow(body: object, inputs: readonly OipTensor[], layout: readonly string[] | undefined): boolean {
+  for (const key in body) if (key !== 'inputs') return false;
+  if (layout !== undefined && layout.length !== 2 * inputs.length) return false;
+  for (let k = 0; k < inputs.length; k++) {
+    const t = inputs[k];
+    if (Object.getPrototypeOf(t) !== Object.prototype || typeof t.name !== 'string' || !Array.isArray(t.shape)) return false;
+    if (layout !== undefined && (layout[2 * k] !== t.name || layout[2 * k + 1] !== t.datatype)) return false;
     let keys = 0;
     for (const key in t) {
-      if (key !== 'name' && key !== 'shape' && key !== 'datatype' && key !== 'data') return undefined;
+      if (key !== 'name' && key !== 'shape' && key !== 'datatype' && key !== 'data') return false;
       keys++;
     }
-    if (keys !== 4) return undefined;
-    for (const d of t.shape as unknown[]) if (!(Number.isInteger(d) && (d as number) >= 0 && (d as number) <= 0x7fffffff)) return undefined;
-    layout.push(t.name, t.datatype);
+    if (keys !== 4) return false;
+    for (const d of t.shape as unknown[]) if (!(Number.isInteger(d) && (d as number) >= 0 && (d as number) <= 0x7fffffff)) return false;
   }
-  return layout;
+  return true;
 }
 
-const sameLayout = (a: readonly string[], b: readonly string[]): boolean => a.length === b.length && a.every((v, i) => v === b[i]);
+/** `offset` rounded up to a multiple of `size`. */
+const aligned = (offset: number, size: number): number => Math.ceil(offset / size) * size;
 
 /**
  * Main side, before a batch of OnnxModel calls goes to a worker: each body whose inputs are all
  * flat number arrays of FP32, FP64 or a 8–32-bit integer datatype, with values the model would
- * accept, gets `data` that are TypedArrays of the datatype — views of one buffer for the whole
- * batch, which is transferred. The model takes such data as they are (docs/design.md §13), so outputs
+ * accept, gets `data` that are TypedArrays of the datatype — in one buffer for the whole batch,
+ * which is transferred. The model takes such data as they are (docs/design.md §13), so outputs
  * and errors are those of the JSON body. Bodies of the batch's common layout become rows of
- * `table` (their element is the row number); other packed bodies are new body objects; any
- * other body is `undefined` at its index: it crosses as it is (and is checked, and fails if it
- * must, in the worker). The caller's bodies are not touched.
+ * `table` (their element is the row number; their data are written into the buffer through one
+ * view per datatype, no view per body); other packed bodies are new body objects; any other
+ * body is `undefined` at its index: it crosses as it is (and is checked, and fails if it must, in
+ * the worker). The caller's bodies are not touched.
  */
-/** `offset` rounded up to a multiple of `size`. */
-const aligned = (offset: number, size: number): number => Math.ceil(offset / size) * size;
-
 // eslint-disable-next-line @typescript-eslint/no-redundant-type-constituents -- `| undefined` says what an element means (send that body as it is), as WireCodec.pack does
 export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | undefined)[]; transfer: ArrayBuffer[]; table?: PackedTable } {
-  const tensors = bodies.map(packable);
-  // Each view starts at a multiple of its own element size (what a TypedArray view needs), so the
-  // rows of one datatype lie end to end and OnnxModel concatenates them without a copy.
-  let bytes = 0;
-  for (const inputs of tensors) {
-    if (inputs === undefined) continue;
-    for (const t of inputs)
-      bytes = aligned(bytes, PACKED.get(t.datatype)!.bytes) + (t.data as unknown[]).length * PACKED.get(t.datatype)!.bytes;
-  }
-  // Packed (by push): these elements go into the batch's wire list (see encodeBatch).
+  // Packed lists (by push): `packed` goes into the batch's wire list (see encodeBatch).
+  const tensors: (readonly OipTensor[] | undefined)[] = [];
   const packed: unknown[] = [];
-  for (let i = 0; i < bodies.length; i++) packed.push(undefined);
+  // Each datatype's data start at a multiple of its element size (what a TypedArray view needs),
+  // so the rows of one datatype lie end to end and OnnxModel takes them as one view.
+  let bytes = 0;
+  for (let i = 0; i < bodies.length; i++) {
+    const inputs = packable(bodies[i]);
+    tensors.push(inputs);
+    packed.push(undefined);
+    if (inputs === undefined) continue;
+    for (const t of inputs) {
+      const size = PACKED.get(t.datatype)!.bytes;
+      bytes = aligned(bytes, size) + (t.data as unknown[]).length * size;
+    }
+  }
   if (bytes === 0) return { bodies: packed, transfer: [] };
   const buffer = new ArrayBuffer(bytes);
+  /** One view of the whole buffer per datatype, through which the rows' data are written. */
+  const whole = new Map<string, View>();
   let layout: string[] | undefined;
   const dims: number[] = [];
+  /** The current body's data offsets, per input. */
+  const offsets: number[] = [];
   let rows = 0;
   let offset = 0;
-  tensors.forEach((inputs, i) => {
-    if (inputs === undefined) return;
+  for (let i = 0; i < bodies.length; i++) {
+    const inputs = tensors[i];
+    if (inputs === undefined) continue;
     const start = offset;
-    const views: View[] = new Array<View>(inputs.length);
-    for (let k = 0; k < inputs.length; k++) {
+    let refused = false;
+    offsets.length = 0;
+    for (let k = 0; k < inputs.length && !refused; k++) {
       const t = inputs[k];
       const data = t.data as unknown[];
       const { bytes: size, range } = PACKED.get(t.datatype)!;
       offset = aligned(offset, size);
-      const view = new (ARRAY_OF[t.datatype] as unknown as ViewCtor)(buffer, offset, data.length);
-      offset += data.length * size;
-      if (copyNumbers(view, data, range) >= 0) {
-        // A value the model refuses: the body goes as it is, so the worker reports it.
-        offset = start;
-        return;
+      let view = whole.get(t.datatype);
+      if (view === undefined) {
+        view = new (ARRAY_OF[t.datatype] as unknown as ViewCtor)(buffer, 0, Math.floor(bytes / size));
+        whole.set(t.datatype, view);
       }
-      views[k] = view;
+      // A value the model refuses: the body goes as it is, so the worker reports it.
+      refused = copyNumbers(view, data, range, offset / size) >= 0;
+      offsets.push(offset);
+      offset += data.length * size;
     }
-    const own = tableLayout(bodies[i] as object, inputs);
-    layout ??= own;
-    if (own !== undefined && sameLayout(own, layout!)) {
-      inputs.forEach((t, k) => dims.push((views[k] as unknown as Uint8Array).byteOffset, views[k].length, t.shape.length, ...t.shape));
+    if (refused) {
+      offset = start;
+      continue;
+    }
+    const body = bodies[i] as object;
+    if (isRow(body, inputs, layout)) {
+      if (layout === undefined) {
+        layout = [];
+        for (const t of inputs) layout.push(t.name, t.datatype);
+      }
+      for (let k = 0; k < inputs.length; k++) {
+        const shape = inputs[k].shape;
+        dims.push(offsets[k], (inputs[k].data as unknown[]).length, shape.length);
+        for (const d of shape) dims.push(d);
+      }
       packed[i] = rows++;
-    } else packed[i] = { ...(bodies[i] as object), inputs: inputs.map((t, k) => ({ ...t, data: views[k] })) };
-  });
+    } else {
+      packed[i] = {
+        ...body,
+        inputs: inputs.map((t, k) => ({
+          ...t,
+          data: new (ARRAY_OF[t.datatype] as unknown as ViewCtor)(buffer, offsets[k], (t.data as unknown[]).length),
+        })),
+      };
+    }
+  }
   const table: PackedTable | undefined =
     rows > 0 ? { rxserveOnnxTable: 1, layout: layout!, dims: Int32Array.from(dims), buffer } : undefined;
   return { bodies: packed, transfer: [buffer], ...(table ? { table } : {}) };
@@ -144,7 +178,7 @@ export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | unde
  * Worker side: a batch's input list as bodies again — the table (its last element, if any) read
  * back into `{ inputs: [{ name, shape, datatype, data }] }` bodies in place of their row numbers.
  */
-export function unpackInputs(list: unknown[]): unknown[] {
+export function unpackInputs(list: readonly unknown[]): readonly unknown[] {
   const table = list.at(-1) as PackedTable | undefined;
   if (table === null || typeof table !== 'object' || table.rxserveOnnxTable !== 1) return list;
   const { layout, dims, buffer } = table;
@@ -174,41 +208,181 @@ export function unpackInputs(list: unknown[]): unknown[] {
 }
 
 /**
- * One call's outputs in a batch's wire form after its first call: its rows, then each output's
- * data; names, datatypes and the other dimensions are those of the batch's first response.
+ * Worker side, the fast way in: a batch's input list that is nothing but the rows of its table,
+ * in order, for a model of one input whose first dimension is free, as one merged input — one view
+ * over the rows (they lie end to end in the buffer) and each call's row count — when every row
+ * passes the checks `checkRequest` makes (name and datatype from the layout; rank, dimensions
+ * and value count from the table). Anything else (another list, a row that fails, rows not end to
+ * end, a table of the wrong form) is `undefined`: the bodies are then rebuilt (`unpackInputs`) and
+ * checked one by one, which gives a failing row its own error.
  */
-export type WireRows = [rows: number, ...data: unknown[]];
+export function tableInput(
+  list: readonly unknown[],
+  expected: readonly { readonly name: string; readonly datatype: OipDatatype; readonly shape: readonly number[] }[],
+):
+  | { input: { name: string; datatype: OipDatatype; dims: number[]; data: ArrayLike<unknown> & { length: number } }; rows: number[] }
+  | undefined {
+  const n = list.length - 1;
+  const table = list[n] as PackedTable | undefined;
+  if (n < 1 || expected.length !== 1 || table === null || typeof table !== 'object' || table.rxserveOnnxTable !== 1) return undefined;
+  const { layout, dims, buffer } = table;
+  const want = expected[0];
+  const ctor = ARRAY_OF[want.datatype] as unknown as ViewCtor | undefined;
+  const size = PACKED.get(want.datatype)?.bytes;
+  if (
+    ctor === undefined ||
+    size === undefined ||
+    !Array.isArray(layout) ||
+    layout.length !== 2 ||
+    layout[0] !== want.name ||
+    layout[1] !== want.datatype ||
+    !(dims instanceof Int32Array) ||
+    !(buffer instanceof ArrayBuffer)
+  ) {
+    return undefined;
+  }
+  const rank = want.shape.length;
+  const rows: number[] = [];
+  let start = 0;
+  let end = 0;
+  let p = 0;
+  for (let i = 0; i < n; i++) {
+    // Row i of the table, whose fields are: byte offset, value count, rank, dimensions.
+    if (list[i] !== i || p + 3 + rank > dims.length || dims[p + 2] !== rank) return undefined;
+    const byteOffset = dims[p];
+    const length = dims[p + 1];
+    let count = 1;
+    for (let d = 0; d < rank; d++) {
+      const v = dims[p + 3 + d];
+      // The model's dimension (or any, for -1), and after the first the same as the first row's.
+      if (v < 0 || (want.shape[d] !== -1 && want.shape[d] !== v) || (d > 0 && i > 0 && v !== dims[3 + d])) return undefined;
+      count *= v;
+    }
+    if (count !== length) return undefined;
+    if (i === 0) start = end = byteOffset;
+    if (byteOffset !== end) return undefined;
+    end += length * size;
+    rows.push(dims[p + 3]);
+    p += 3 + rank;
+  }
+  if (p !== dims.length || end > buffer.byteLength || start % size !== 0) return undefined;
+  const total = rows.reduce((a, r) => a + r, 0);
+  const tail: number[] = [];
+  for (let d = 1; d < rank; d++) tail.push(dims[3 + d]);
+  const data = new ctor(buffer, start, (end - start) / size);
+  return { input: { name: want.name, datatype: want.datatype, dims: [total, ...tail], data }, rows };
+}
 
 /**
- * Main side, after a worker answered a batch: output `data` that came back as TypedArrays (the
- * worker sends OnnxModel's outputs unconverted) become the plain flat JSON arrays of the
- * contract, and `[rows, ...data]` elements (`WireRows`) whole responses again, named after the
- * batch's first response. In place; `undefined` elements (calls that failed) are skipped.
+ * The outputs of one merged `session.run` in a batch's wire form: sent once, as the value of the
+ * batch's first call that ran in it; each later call of that run answers with its row count
+ * alone (a number), and the main side reads every call's rows out of these outputs in order
+ * (`unpackBatch`). No view, array or response per call is made in the worker or cloned.
+ */
+export interface WireHead {
+  readonly rxserveOnnxHead: 1;
+  readonly model_name: string;
+  /** The first call's rows. */
+  readonly rows: number;
+  /** Rows of the whole run (every output's first dimension). */
+  readonly total: number;
+  /** Per output: name, datatype, the dimensions after the first, and the run's whole data. */
+  readonly outputs: readonly {
+    readonly name: string;
+    readonly datatype: OipDatatype;
+    readonly tail: readonly number[];
+    readonly data: unknown;
+  }[];
+}
+
+/** One call's value in the wire form: a head, a row count of the head's run, or a whole response. */
+export type WireValue = WireHead | number;
+
+const isHead = (value: unknown): value is WireHead =>
+  value !== null && typeof value === 'object' && (value as { rxserveOnnxHead?: unknown }).rxserveOnnxHead === 1;
+
+/** What is wrong with a head from a worker, or undefined: it is read without trust (see unpackBatch). */
+function headProblem(head: WireHead): string | undefined {
+  const { rows, total, outputs } = head;
+  if (!isCount(total) || !isCount(rows) || rows > total) return `rows ${safe(rows)} of ${safe(total)}`;
+  if (typeof head.model_name !== 'string' || !Array.isArray(outputs)) return 'no model name or output list';
+  for (const o of outputs as unknown[]) {
+    const { name, datatype, tail, data } = (o ?? {}) as Partial<WireHead['outputs'][number]>;
+    if (typeof name !== 'string' || typeof datatype !== 'string' || !(datatype in ORT_TYPE))
+      return `an output ${safe(name)} of datatype ${safe(datatype)}`;
+    if (!Array.isArray(tail) || !tail.every(isCount)) return `output '${name}' has dimensions ${safe(tail)}`;
+    const length = (data as { length?: unknown } | null | undefined)?.length;
+    if (
+      !(ArrayBuffer.isView(data) || Array.isArray(data)) ||
+      typeof length !== 'number' ||
+      length !== total * tail.reduce((a, d) => a * d, 1)
+    ) {
+      return `output '${name}' has ${safe(length)} values for ${total} rows of [${tail.join(', ')}]`;
+    }
+  }
+  return undefined;
+}
+
+const isCount = (n: unknown): n is number => Number.isInteger(n) && (n as number) >= 0;
+const safe = (v: unknown): string => {
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return String(v);
+  }
+};
+
+/** Call rows `from`..`from + rows` of a head's run as the response of the contract (plain data). */
+function responseOf(head: WireHead, from: number, rows: number): { model_name: string; outputs: OipTensor[] } {
+  const outputs: OipTensor[] = [];
+  for (const o of head.outputs) {
+    let perRow = 1;
+    for (const d of o.tail) perRow *= d;
+    outputs.push({
+      name: o.name,
+      shape: [rows, ...o.tail],
+      datatype: o.datatype,
+      data: oipData(o.datatype, o.data as ArrayLike<unknown>, from * perRow, (from + rows) * perRow),
+    });
+  }
+  return { model_name: head.model_name, outputs };
+}
+
+/**
+ * Main side, after a worker answered a batch: each call's value made the response of the
+ * contract, in place — a `WireHead` and the row counts after it (`WireValue`) read out of the
+ * head's outputs in order, output `data` that came back as TypedArrays (a call run alone) made
+ * plain flat JSON arrays. `undefined` elements (calls that failed) are skipped. What a worker
+ * sent that does not fit (a count without a head before it, more rows than the run had, a head
+ * of the wrong form) fails that call with a TypeError saying so; the others are answered.
  */
 export function unpackBatch(values: unknown[]): void {
-  let first: { model_name: string; outputs: OipTensor[] } | undefined;
+  let head: WireHead | undefined;
+  let next = 0;
   for (let i = 0; i < values.length; i++) {
     const value = values[i];
-    if (Array.isArray(value)) {
-      if (first === undefined) {
-        values[i] = new TypeError('an OnnxModel batch answered rows before a whole response');
+    if (isHead(value)) {
+      const problem = headProblem(value);
+      if (problem !== undefined) {
+        head = undefined;
+        values[i] = new TypeError(`an OnnxModel batch answered a malformed head: ${problem}`);
         continue;
       }
-      const rows = value[0] as number;
-      values[i] = {
-        model_name: first.model_name,
-        outputs: first.outputs.map((o, k) => ({
-          name: o.name,
-          shape: [rows, ...o.shape.slice(1)],
-          datatype: o.datatype,
-          data: plainData(o.datatype, value[k + 1]),
-        })),
-      };
+      head = value;
+      values[i] = responseOf(value, 0, value.rows);
+      next = value.rows;
+    } else if (typeof value === 'number') {
+      if (head === undefined || !isCount(value) || next + value > head.total) {
+        values[i] =
+          head === undefined
+            ? new TypeError('an OnnxModel batch answered rows before the outputs of their run')
+            : new TypeError(`an OnnxModel batch answered ${value} rows where its run had ${head.total - next} left`);
+        continue;
+      }
+      values[i] = responseOf(head, next, value);
+      next += value;
     } else if (value !== undefined) {
       values[i] = unpackResponse(value);
-      // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- tsc needs it (`value` is `{}` here to tsc)
-      const outputs = (value as { outputs?: unknown } | null)?.outputs;
-      if (Array.isArray(outputs)) first = value as { model_name: string; outputs: OipTensor[] };
     }
   }
 }
@@ -227,25 +401,18 @@ export function unpackResponse(value: unknown): unknown {
 }
 
 /**
- * Worker side, after OnnxModel's wire method answered a batch: the buffers its outputs' views
- * cover whole (onnxruntime's output of the batch, split into one view per call), pushed to
- * `transfer`, so the answer moves them instead of copying them. A buffer the views cover only in
- * part may hold something else, and is copied as before.
+ * Worker side, after OnnxModel's wire method answered a batch: the buffers its outputs' data
+ * cover whole (onnxruntime's outputs), pushed to `transfer`, so the answer moves them instead of
+ * copying them. A buffer the data cover only in part may hold something else, and is copied.
  */
 export function outputTransfer(values: readonly unknown[], transfer: ArrayBuffer[]): void {
-  let covered: Map<ArrayBuffer, number> | undefined;
   const add = (data: unknown): void => {
     if (!ArrayBuffer.isView(data) || !(data.buffer instanceof ArrayBuffer)) return;
-    covered ??= new Map();
-    covered.set(data.buffer, (covered.get(data.buffer) ?? 0) + data.byteLength);
+    if (data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && !transfer.includes(data.buffer)) transfer.push(data.buffer);
   };
   for (const value of values) {
-    if (Array.isArray(value)) {
-      for (let k = 1; k < value.length; k++) add(value[k]);
-      continue;
-    }
-    const outputs = (value as { outputs?: unknown } | null | undefined)?.outputs;
+    if (typeof value === 'number' || value === null || typeof value !== 'object') continue;
+    const outputs = (value as { outputs?: unknown }).outputs;
     if (Array.isArray(outputs)) for (const output of outputs as ({ data?: unknown } | null)[]) add(output?.data);
   }
-  if (covered) for (const [buffer, bytes] of covered) if (bytes === buffer.byteLength && !transfer.includes(buffer)) transfer.push(buffer);
 }

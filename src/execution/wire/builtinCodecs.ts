@@ -1,6 +1,6 @@
 // How the batches of a built-in model class cross a worker boundary (OnnxModel: tensors as
 // TypedArrays): light enough for the worker entries, which must not load the classes themselves.
-import { WIRE_BATCH, outputTransfer, packBatch, unpackBatch, unpackInputs } from '../../onnx/wire.js';
+import { WIRE_BATCH, outputTransfer, packBatch, unpackBatch } from '../../onnx/wire.js';
 
 /**
  * How the batches of a built-in class cross a worker boundary in a form cheaper than its JSON
@@ -13,9 +13,11 @@ export interface WireCodec {
    */
   // eslint-disable-next-line @typescript-eslint/no-redundant-type-constituents -- `| undefined` says what an element means (above)
   pack(bodies: readonly unknown[]): { bodies: (unknown | undefined)[]; transfer: ArrayBuffer[]; table?: unknown };
-  /** Worker side: the input list as the main side sent it, back to one body per call. */
-  unpackInputs(list: unknown[]): unknown[];
-  /** Worker side: the model's method to call instead of `predictBatch`. */
+  /**
+   * Worker side: the model's method to call instead of `predictBatch`, with the input list as the
+   * main side sent it (`pack`'s form) and the calls' contexts on demand:
+   * `(list, contexts: () => PredictContext[]) => outputs`, one per call.
+   */
   readonly batch: symbol;
   /** Worker side: the buffers of the wire method's outputs to transfer back (pushed to `transfer`). */
   outputTransfer(outputs: readonly unknown[], transfer: ArrayBuffer[]): void;
@@ -24,7 +26,7 @@ export interface WireCodec {
 }
 
 const BUILT_IN_WIRE: ReadonlyMap<string, WireCodec> = new Map([
-  ['OnnxModel', { pack: packBatch, unpackInputs, batch: WIRE_BATCH, outputTransfer, unpackBatch }],
+  ['OnnxModel', { pack: packBatch, batch: WIRE_BATCH, outputTransfer, unpackBatch }],
 ]);
 
 const codecs = new Map<string, WireCodec | undefined>();

@@ -1,6 +1,6 @@
 import { serialize } from 'node:v8';
 import { describe, expect, it } from 'vitest';
-import { decodeBatch, encodeBatch, flatten, unflatten, type WireBatch } from './protocol.js';
+import { contextCount, decodeBatch, encodeBatch, flatten, unflatten, type WireBatch } from './protocol.js';
 import { packBatch } from '../../onnx/wire.js';
 
 // V8's serializer writes a packed array densely (tag 'A') and a holey one (what `new Array(n)`
@@ -18,10 +18,7 @@ describe('the batch wire form', () => {
         input: [{ a: 1 }, { a: 2 }],
         eventId: 'e1',
         origin: 'o',
-        batch: [
-          { eventId: 'e1', origin: 'o', listen: false },
-          { eventId: 'e2', origin: 'o', path: 'p', listen: true },
-        ],
+        batch: ['e1', 'o', undefined, 0, 'e2', 'o', 'p', 1],
       },
     ],
   };
@@ -32,10 +29,35 @@ describe('the batch wire form', () => {
     expect(tagOf(flat[6])).toBe(DENSE);
     const { batch: back } = decodeBatch(structuredClone(flat), ['{"m":1}']);
     expect(back.calls[0]).toMatchObject({ id: 7, eventId: 'e1', input: [{ a: 1 }, { a: 2 }] });
-    expect(back.calls[0].batch).toEqual([
-      { eventId: 'e1', origin: 'o', path: undefined, listen: false },
-      { eventId: 'e2', origin: 'o', path: 'p', listen: true },
-    ]);
+    expect(back.calls[0].batch).toEqual(['e1', 'o', undefined, 0, 'e2', 'o', 'p', 1]);
+    expect(contextCount(back.calls[0].batch)).toBe(2);
+  });
+
+  it('refuses a malformed batch with a TypeError saying what is wrong', () => {
+    const flat = encodeBatch(batch, () => 0);
+    expect(() => decodeBatch(flat.slice(0, 8), ['{"m":1}'])).toThrow(new TypeError('a malformed batch: 8 values, not 9 per call'));
+    expect(() => decodeBatch([], ['{"m":1}'])).toThrow(/a malformed batch: 0 values/);
+    expect(() => decodeBatch([3, ...flat.slice(1)], ['{"m":1}'])).toThrow(
+      new TypeError('a malformed batch: call 0 names model 3, which this worker does not know'),
+    );
+    expect(() => decodeBatch([0, 'seven', ...flat.slice(2)], ['{"m":1}'])).toThrow(
+      new TypeError('a malformed batch: call 0 has id seven, not a number'),
+    );
+    expect(() => decodeBatch([...flat, {}, ...flat.slice(1)], ['{"m":1}'])).toThrow(/^a malformed batch: call 1 names model \{\}/);
+  });
+
+  it("refuses a batch call's malformed contexts with a TypeError saying what is wrong", () => {
+    expect(contextCount([])).toBe(0);
+    expect(contextCount(['e', 'o', null, 0])).toBe(1);
+    expect(() => contextCount(['e', 'o', 'p'])).toThrow(
+      new TypeError('a malformed batch call: its contexts are 3 values, not 4 per input'),
+    );
+    expect(() => contextCount('e')).toThrow(/a malformed batch call: its contexts are e/);
+    expect(() => contextCount(['e', 'o', 'p', 0, 7, 'o', 'p', 0])).toThrow(
+      new TypeError(
+        'a malformed batch call: the context of input 1 is not [eventId, origin, path, listen] (strings; the path may be absent)',
+      ),
+    );
   });
 
   it('replies with a packed flat array', () => {

@@ -23,10 +23,12 @@ export interface WireCall {
   readonly op?: string;
   /**
    * Set when this wire call is a batch of model calls (an entry with `batching`): `input` is the
-   * list of inputs and these are their contexts; the worker makes one `predictBatch` call and the
-   * value is a flat `[ok, valueOrSerializedError, ...]` per input (see `flatten`).
+   * list of inputs and these are their contexts, flat (`FlatContexts`). The worker makes one
+   * `predictBatch` call and the value is a flat `[ok, valueOrSerializedError, ...]` per input (see
+   * `flatten`). Flat on both sides: no object per input is made to send them or to read them, and
+   * the worker builds the models' contexts only when a model's method takes them (`ModelHost`).
    */
-  readonly batch?: readonly WireContext[];
+  readonly batch?: FlatContexts;
   /**
    * Someone receives this call's partials (`ctx.emit`): only then does the worker give the model a
    * context that sends them back. A batch call says it per element, in `batch`.
@@ -34,13 +36,33 @@ export interface WireCall {
   readonly listen?: boolean;
 }
 
-/** The context of one model call inside a batch wire call. */
-export interface WireContext {
-  readonly eventId: string;
-  readonly origin: string;
-  readonly path?: string;
-  /** See `WireCall.listen`. */
-  readonly listen?: boolean;
+/**
+ * The contexts of a batch wire call's inputs, `CONTEXT_FIELDS` values per input: event id,
+ * origin, path (or undefined), listen (1 when someone receives that input's partials).
+ */
+export type FlatContexts = readonly unknown[];
+export const CONTEXT_FIELDS = 4;
+
+/**
+ * How many inputs flat contexts describe; a TypeError naming what is wrong when they are not
+ * `CONTEXT_FIELDS` values per input of the kinds above (a malformed message fails its call,
+ * clearly, instead of giving a model a context of the wrong kind).
+ */
+export function contextCount(flat: unknown): number {
+  if (!Array.isArray(flat) || flat.length % CONTEXT_FIELDS !== 0) {
+    throw new TypeError(
+      `a malformed batch call: its contexts are ${Array.isArray(flat) ? `${flat.length} values, not ${CONTEXT_FIELDS} per input` : safeString(flat)}`,
+    );
+  }
+  for (let i = 0; i < flat.length; i += CONTEXT_FIELDS) {
+    const path: unknown = flat[i + 2];
+    if (typeof flat[i] !== 'string' || typeof flat[i + 1] !== 'string' || (path != null && typeof path !== 'string')) {
+      throw new TypeError(
+        `a malformed batch call: the context of input ${i / CONTEXT_FIELDS} is not [eventId, origin, path, listen] (strings; the path may be absent)`,
+      );
+    }
+  }
+  return flat.length / CONTEXT_FIELDS;
 }
 
 /** Several calls sent as one message (one piscina task, one IPC message). */
@@ -244,14 +266,13 @@ function refusedKind(object: object): string | undefined {
  * batch contexts (undefined for a single call), operation (undefined for predict), listen (1: its
  * partials are wanted) — where `spec` is an index into the specs the threads got in `workerData`
  * (a pool rxserve made) or the spec key itself (a pool of the user's own, which also gets the
- * cancel board as the first element). A batch call's contexts are flat too, `CONTEXT_FIELDS` per
- * element: event id, origin, path, listen. Its reply is flat: `[ok, valueOrSerializedError, ...]`.
+ * cancel board as the first element). A batch call's contexts are flat already (`FlatContexts`)
+ * and cross as they are. Its reply is flat: `[ok, valueOrSerializedError, ...]`.
  * Structured clone copies a flat array of primitives faster than nested objects (a few µs on a
  * ~50 µs path; 32 context objects per batch cost more than the batch's tensors).
  */
 export type FlatBatch = readonly unknown[];
 export const FLAT_FIELDS = 9;
-const CONTEXT_FIELDS = 4;
 
 /** Encodes a batch; `specRef` turns a spec key into what the threads know it by. */
 export function encodeBatch(batch: WireBatch, specRef: (key: string) => number | string, board?: SharedArrayBuffer): unknown[] {
@@ -268,7 +289,7 @@ export function encodeBatch(batch: WireBatch, specRef: (key: string) => number |
       call.origin,
       call.path,
       call.input,
-      call.batch && encodeContexts(call.batch),
+      call.batch,
       call.op,
       call.listen ? 1 : 0,
     );
@@ -276,39 +297,30 @@ export function encodeBatch(batch: WireBatch, specRef: (key: string) => number |
   return flat;
 }
 
-function encodeContexts(contexts: readonly WireContext[]): unknown[] {
-  const flat: unknown[] = [];
-  for (const c of contexts) flat.push(c.eventId, c.origin, c.path, c.listen ? 1 : 0);
-  return flat;
-}
-
-function decodeContexts(flat: readonly unknown[]): WireContext[] {
-  const contexts = new Array<WireContext>(flat.length / CONTEXT_FIELDS);
-  for (let k = 0, i = 0; k < contexts.length; k++, i += CONTEXT_FIELDS) {
-    contexts[k] = {
-      eventId: flat[i] as string,
-      origin: flat[i + 1] as string,
-      path: flat[i + 2] as string | undefined,
-      listen: flat[i + 3] === 1,
-    };
-  }
-  return contexts;
-}
-
-/** Decodes a flat batch in the worker; indices resolve against `knownSpecs`. */
+/**
+ * Decodes a flat batch in the worker; indices resolve against `knownSpecs`. A message that is not
+ * a batch of this form is a TypeError saying what is wrong (its task fails with it, the thread goes
+ * on). A batch call's contexts are checked where they are read (`contextCount`).
+ */
 export function decodeBatch(flat: FlatBatch, knownSpecs: readonly string[]): { batch: WireBatch; board?: SharedArrayBuffer } {
   const board = flat[0] instanceof SharedArrayBuffer ? flat[0] : undefined;
   const first = board ? 1 : 0;
+  if (flat.length === first || (flat.length - first) % FLAT_FIELDS !== 0) {
+    throw new TypeError(`a malformed batch: ${flat.length - first} values, not ${FLAT_FIELDS} per call`);
+  }
   const calls = new Array<WireCall>((flat.length - first) / FLAT_FIELDS);
-  let specs: string[];
-  if (calls.length === 1) specs = [typeof flat[first] === 'number' ? knownSpecs[flat[first]] : (flat[first] as string)];
-  else specs = [];
+  const specs: string[] = [];
   const index = calls.length === 1 ? undefined : new Map<string, number>();
   for (let n = 0, i = first; n < calls.length; n++, i += FLAT_FIELDS) {
+    const ref: unknown = flat[i];
+    const key = typeof ref === 'number' ? knownSpecs[ref] : ref;
+    if (typeof key !== 'string')
+      throw new TypeError(`a malformed batch: call ${n} names model ${safeString(ref)}, which this worker does not know`);
+    if (typeof flat[i + 1] !== 'number')
+      throw new TypeError(`a malformed batch: call ${n} has id ${safeString(flat[i + 1])}, not a number`);
     let spec = 0;
-    if (index !== undefined) {
-      const ref = flat[i];
-      const key = typeof ref === 'number' ? knownSpecs[ref] : (ref as string);
+    if (index === undefined) specs.push(key);
+    else {
       let found = index.get(key);
       if (found === undefined) {
         found = specs.push(key) - 1;
@@ -317,7 +329,6 @@ export function decodeBatch(flat: FlatBatch, knownSpecs: readonly string[]): { b
       spec = found;
     }
     // One object shape for every call (absent fields undefined), so the host's reads stay monomorphic.
-    const contexts = flat[i + 6] as readonly unknown[] | undefined;
     calls[n] = {
       spec,
       id: flat[i + 1] as number,
@@ -325,7 +336,7 @@ export function decodeBatch(flat: FlatBatch, knownSpecs: readonly string[]): { b
       origin: flat[i + 3] as string,
       path: flat[i + 4] as string | undefined,
       input: flat[i + 5],
-      batch: contexts && decodeContexts(contexts),
+      batch: flat[i + 6] as FlatContexts | undefined,
       op: flat[i + 7] as string | undefined,
       listen: flat[i + 8] === 1,
     };

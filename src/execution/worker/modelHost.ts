@@ -8,8 +8,11 @@ import { loadBuiltIn } from './lazyBuiltins.js';
 import { isThenable } from '../thenable.js';
 import { wireCodec, type WireCodec } from '../wire/builtinCodecs.js';
 import {
+  CONTEXT_FIELDS,
+  contextCount,
   inspectForWorker,
   serializeError,
+  type FlatContexts,
   type WireBatch,
   type WireCall,
   type WireResult,
@@ -216,8 +219,9 @@ export class ModelHost {
 
   /**
    * A batch of model calls as one wire call: one `predictBatch` (or, for a built-in class with a
-   * wire codec, its wire method on the codec's input list). Each element's partials go out as
-   * `[element, partial]`, and only for elements someone listens to.
+   * wire codec, its wire method on the input list as it crossed). Each element's partials go out
+   * as `[element, partial]`, and only for elements someone listens to. The contexts are made
+   * only when a method takes them: a built-in class's wire method reads none (OnnxModel's).
    */
   private runBatchCall(
     model: Model | Promise<Model>,
@@ -225,20 +229,24 @@ export class ModelHost {
     transfer: ArrayBuffer[] | undefined,
     wire: WireCodec | undefined,
   ): WireResult | Promise<WireResult> {
-    const emit = this.emitPartial;
-    const contexts = call.batch!.map(
-      (c, k) => new CallContext(c.eventId, c.origin, c.path, emit && c.listen ? (partial) => emit(call.id, [k, partial]) : undefined),
-    );
-    const inputs = wire ? wire.unpackInputs(call.input as unknown[]) : (call.input as unknown[]);
+    let size: number;
+    try {
+      size = contextCount(call.batch);
+      if (!Array.isArray(call.input)) throw new TypeError(`a malformed batch call: its inputs are ${typeof call.input}, not a list`);
+    } catch (error) {
+      return failed(error);
+    }
+    const contexts = new BatchContexts(call.batch!, size, call.id, this.emitPartial);
+    const list = call.input as unknown[];
     return this.execute(
       model,
       call.id,
-      { abort: (reason) => contexts.forEach((c) => c.abort(reason)) },
+      contexts,
       (m) => {
-        const method = wire && (m as unknown as Record<symbol, Model['predictBatch'] | undefined>)[wire.batch];
-        return method ? method.call(m, inputs, contexts) : m.predictBatch(inputs, contexts);
+        const method = wire && (m as unknown as Record<symbol, WireMethod | undefined>)[wire.batch];
+        return method ? method.call(m, list, () => contexts.list()) : m.predictBatch(list, contexts.list());
       },
-      (m, values) => this.batchOutput(m.name, values, inputs.length, transfer, wire),
+      (m, values) => this.batchOutput(m.name, values, size, transfer, wire),
     );
   }
 
@@ -269,6 +277,53 @@ export class ModelHost {
 }
 
 const failed = (error: unknown): WireResult => ({ ok: false, error: serializeError(error) });
+
+/** A built-in class's wire method (see `WireCodec.batch`): the input list as it crossed, contexts on demand. */
+type WireMethod = (list: unknown[], contexts: () => readonly CallContext[]) => unknown;
+
+/**
+ * The contexts of a batch call's inputs, made from the flat ones the first time a model's method
+ * takes them; a cancel before that is kept and given to them when they are made.
+ */
+class BatchContexts {
+  private made: CallContext[] | undefined;
+  private reason: unknown;
+  private aborted = false;
+
+  constructor(
+    private readonly flat: FlatContexts,
+    private readonly size: number,
+    private readonly callId: number,
+    private readonly emit: ((callId: number, partial: unknown) => void) | undefined,
+  ) {}
+
+  list(): CallContext[] {
+    if (this.made !== undefined) return this.made;
+    const { flat, callId, emit } = this;
+    const made: CallContext[] = [];
+    for (let k = 0, i = 0; k < this.size; k++, i += CONTEXT_FIELDS) {
+      const element = k;
+      const sink = emit && flat[i + 3] === 1 ? (partial: unknown) => emit(callId, [element, partial]) : undefined;
+      const context = new CallContext(
+        flat[i] as string,
+        flat[i + 1] as string,
+        (flat[i + 2] as string | null | undefined) ?? undefined,
+        sink,
+      );
+      if (this.aborted) context.abort(this.reason);
+      made.push(context);
+    }
+    this.made = made;
+    return made;
+  }
+
+  abort(reason: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    if (this.made) for (const context of this.made) context.abort(reason);
+  }
+}
 
 /** The reason a worker gives a call's signal when the main side cancelled it. */
 export function cancelledReason(): Error {
