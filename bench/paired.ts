@@ -42,8 +42,16 @@ export async function paired<T>(ours: () => Promise<T>, base: () => Promise<T>, 
       b.push(await base());
     }
   }
-  const ratios = o.map((x, i) => metric(x) / metric(b[i]!)).sort((x, y) => x - y);
-  return { ours: o, base: b, ratio: quantile(ratios, 0.5), low: quantile(ratios, 0.25), high: quantile(ratios, 0.75) };
+  return { ours: o, base: b, ...ratioSummary(o.map((x, i) => metric(x) / metric(b[i]!))) };
+}
+
+/**
+ * The median and quartiles of per-round ratios, for a comparison whose rounds `paired` does not
+ * run itself (e.g. a ratio of two overheads over a third row, all measured in the same round).
+ */
+export function ratioSummary(ratios: readonly number[]): Pick<Paired<unknown>, 'ratio' | 'low' | 'high'> {
+  const sorted = [...ratios].sort((x, y) => x - y);
+  return { ratio: quantile(sorted, 0.5), low: quantile(sorted, 0.25), high: quantile(sorted, 0.75) };
 }
 
 /** The median of `xs` by `key` (the element itself, not an average of two). */
