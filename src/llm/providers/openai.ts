@@ -122,7 +122,7 @@ export class OpenAIProvider implements LLMProvider {
 
   private async requestHead(): Promise<RequestHead> {
     const { req, url } = await this.client.buildRequest({ method: 'post', path: '/chat/completions', body: {} });
-    const head: RequestHead = { url: new URL(url), headers: headerRecord(req.headers as Headers) };
+    const head: RequestHead = { url: new URL(url), headers: headerRecord(req.headers) };
     if (!Object.keys(head.headers).some((name) => name.includes('idempotency'))) this.head = head;
     return head;
   }
