@@ -57,8 +57,16 @@ export function ratioOf<T>(
   base: readonly T[],
   metric: (figures: T) => number,
 ): Pick<Paired<T>, 'ratio' | 'low' | 'high'> {
-  const ratios = ours.map((x, i) => metric(x) / metric(base[i]!)).sort((x, y) => x - y);
-  return { ratio: quantile(ratios, 0.5), low: quantile(ratios, 0.25), high: quantile(ratios, 0.75) };
+  return ratioSummary(ours.map((x, i) => metric(x) / metric(base[i]!)));
+}
+
+/**
+ * The median and quartiles of per-round ratios, for a comparison whose rounds `paired` does not
+ * run itself (e.g. a ratio of two overheads over a third row, all measured in the same round).
+ */
+export function ratioSummary(ratios: readonly number[]): Pick<Paired<unknown>, 'ratio' | 'low' | 'high'> {
+  const sorted = [...ratios].sort((x, y) => x - y);
+  return { ratio: quantile(sorted, 0.5), low: quantile(sorted, 0.25), high: quantile(sorted, 0.75) };
 }
 
 /** The median of `xs` by `key` (the element itself, not an average of two). */

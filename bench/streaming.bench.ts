@@ -11,7 +11,9 @@
 // second HTTP hop: a bare node:http relay (bench/fixtures/streamingRelay.mjs) piping the bytes.
 import OpenAI from 'openai';
 import { startChild as startBenchChild, type Child } from './child.js';
+import { loadavg } from 'node:os';
 import { percentile } from './driver.js';
+import { formatRatio, ratioSummary } from './paired.js';
 
 const WORDS = 200;
 
@@ -31,7 +33,18 @@ export interface StreamingFigures {
   readonly rows: readonly StreamingRow[];
   readonly requests: number;
   readonly words: number;
+  readonly rounds: number;
+  /** Per (b) row: its first-token overhead over (a) as a multiple of (r)'s, paired per round. */
+  readonly goal: readonly { readonly row: string; readonly ratio: number; readonly low: number; readonly high: number }[];
+  /** The 1-minute load average when the run ended. */
+  readonly load: number;
 }
+
+const median = (xs: readonly number[]): number => {
+  const sorted = [...xs].sort((x, y) => x - y);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+};
 
 /** A fixture in a process of its own (STREAMING_CPU_PROF=<dir> profiles every one but the upstream). */
 function startChild(fixture: string, args: string[]): Promise<Child> {
@@ -87,7 +100,10 @@ async function* sseChunks(url: string): AsyncIterable<unknown> {
 }
 
 export async function runStreaming(quick: boolean): Promise<StreamingFigures> {
-  const requests = quick ? 40 : 200;
+  // 16 rounds of 30: one run's verdict moves by ~±0.1 on this shared machine at 240 requests per
+  // row (the samples' own noise); twice as many halve its variance and keep the section near 30 s.
+  const perRound = quick ? 10 : 30;
+  const requests = perRound * (quick ? 4 : 16);
   const upstream = await startChild('streamingLLMServer.mjs', [String(WORDS)]);
   const servers: Child[] = [];
   try {
@@ -111,8 +127,12 @@ export async function runStreaming(quick: boolean): Promise<StreamingFigures> {
     for (let i = 0; i < 10; i++) for (const [, , stream] of kinds) await measure(stream); // warm-up
     const cpu0 = await Promise.all(kinds.map(([, server]) => server?.cpu() ?? 0));
     for (let i = 0; i < requests; i++) {
-      // interleaved, so drift on a shared machine hits every row alike
-      for (let k = 0; k < kinds.length; k++) samples[k].push(await measure(kinds[k][2]));
+      // Interleaved, so drift on a shared machine hits every row alike; the row that goes first
+      // rotates, so none always follows the same one (and its garbage).
+      for (let j = 0; j < kinds.length; j++) {
+        const k = (i + j) % kinds.length;
+        samples[k].push(await measure(kinds[k][2]));
+      }
     }
     const cpu1 = await Promise.all(kinds.map(([, server]) => server?.cpu() ?? 0));
     const rows = kinds.map(([name, server], k) => {
@@ -127,7 +147,20 @@ export async function runStreaming(quick: boolean): Promise<StreamingFigures> {
         clientCpuUs: samples[k].reduce((sum, s) => sum + s.cpuUs, 0) / requests,
       };
     });
-    return { rows, requests, words: WORDS };
+    // The goal's ratio, paired per round: in each round of `perRound` cycles, a row's first-token
+    // overhead is the median of its requests' differences with the (a) request of the same cycle,
+    // and the round's ratio is (b)'s overhead over (r)'s; the verdict is the median of the rounds'
+    // ratios, with their quartiles (bench/paired.ts).
+    const relayRow = kinds.length - 1;
+    const overhead = (k: number, from: number): number =>
+      median(samples[k].slice(from, from + perRound).map((s, i) => s.ttft - samples[0][from + i].ttft));
+    const goal = kinds.flatMap(([name], k) => {
+      if (!name.startsWith('(b')) return [];
+      const ratios: number[] = [];
+      for (let from = 0; from + perRound <= requests; from += perRound) ratios.push(overhead(k, from) / overhead(relayRow, from));
+      return [{ row: name.slice(0, name.indexOf(')') + 1), ...ratioSummary(ratios) }];
+    });
+    return { rows, requests, words: WORDS, rounds: requests / perRound, goal, load: loadavg()[0] };
   } finally {
     await Promise.all(servers.map((s) => s.stop()));
     await upstream.stop();
@@ -149,11 +182,11 @@ export function streamingMarkdown(f: StreamingFigures): string {
   // Goal (issue 26): a serve() row's first-token overhead over (a) ≤ 1.5× the bare relay's.
   const relay = f.rows.find((r) => r.name.startsWith('(r)'));
   if (relay !== undefined) {
-    const over = (r: StreamingRow) => r.ttftP50Ms - base.ttftP50Ms;
-    const ratios = f.rows
-      .filter((r) => r.name.startsWith('(b'))
-      .map((r) => `${r.name.slice(0, r.name.indexOf(')') + 1)} ${(over(r) / over(relay)).toFixed(2)}×`);
-    lines.push('', `First-token overhead over (a), as a multiple of (r)'s (+${over(relay).toFixed(2)} ms): ${ratios.join(', ')}.`);
+    const ratios = f.goal.map((g) => `${g.row} ${formatRatio(g)}`);
+    lines.push(
+      '',
+      `First-token overhead over (a) as a multiple of (r)'s, the median of ${f.rounds} rounds' ratios (quartiles), each round's overhead the median of its requests' differences with the (a) request beside them: ${ratios.join(', ')}. Load average ${f.load.toFixed(2)}.`,
+    );
   }
   return lines.join('\n');
 }

@@ -295,6 +295,45 @@ describe.each(TRANSPORTS)('over %s', (t) => {
       expect(newRequests(since)[0].body).toMatchObject({ stream: true, stream_options: { include_usage: true } });
     });
 
+    it("every streamed call sends the client's own request and its own body, and a redirect to another origin does not take the next call's credentials", async () => {
+      // The provider builds a streamed request's URL and headers once and reuses them: a sender
+      // that dropped `authorization` for a cross-origin hop in place would strip it from every
+      // later call. A redirector on another port (another origin) 307s to the LLM server.
+      const seen: (string | undefined)[] = [];
+      const redirector = http.createServer((req, res) => {
+        seen.push(req.headers.authorization);
+        req.resume();
+        req.on('end', () => res.writeHead(307, { location: `${server.openaiBaseURL}/chat/completions` }).end());
+      });
+      await new Promise<void>((resolve) => redirector.listen(0, '127.0.0.1', resolve));
+      try {
+        const via = modelArtifact({
+          key: 'gpt',
+          modelUrl: 'openai://gpt-4o-mini',
+          providerOptions: { apiKey: 'test-key', baseURL: `http://127.0.0.1:${(redirector.address() as AddressInfo).port}/v1`, transport },
+        });
+        const model = new LLModel({ name: 's', artifact: prompt('finance', via) });
+        await model.load();
+        const since = server.requests.length;
+        for (const question of ['first question', 'second question']) {
+          const events = await lastValueFrom(model.predictStream({ question }).pipe(toArray()));
+          expect(events.at(-1)).toMatchObject({ type: 'final', answer: `gpt-4o-mini says: ${question}` });
+        }
+        expect(seen).toEqual(['Bearer test-key', 'Bearer test-key']);
+        const sent = newRequests(since);
+        expect(sent.map((r) => [r.path, r.authorization, (r.body as { messages: { content: string }[] }).messages[1].content])).toEqual([
+          ['/v1/chat/completions', undefined, 'first question'],
+          ['/v1/chat/completions', undefined, 'second question'],
+        ]);
+        for (const r of sent) {
+          expect(r.headers).toMatchObject({ 'content-type': 'application/json', 'x-stainless-retry-count': '0' });
+          expect(r.headers['user-agent']).toMatch(/^OpenAI\/JS /);
+        }
+      } finally {
+        await new Promise((resolve) => redirector.close(resolve));
+      }
+    });
+
     it('retries a failure before the first token, not after; a dropped stream reports partial usage', async () => {
       const model = new LLModel({ name: 's', artifact: prompt('finance'), retryBaseMs: 1 });
       await model.load();

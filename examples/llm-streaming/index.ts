@@ -1,5 +1,5 @@
 // Token streaming (docs/streaming.md). Part 1: an LLModel on its own — streamed answers over the
-// undici transport, usage reported once per call (also when the caller stops reading), and the
+// default transport (undici's request() on the global dispatcher, docs/llm.md), usage reported once per call (also when the caller stops reading), and the
 // rxserve/llm helpers for counting tokens. Part 2: the seed's prompt endpoints (finance, travel)
 // with `stream: true` in a graph, streamed to the terminal through the invoker (client.stream),
 // then served by serve() with its OpenAI-compatible /v1 and called with the official openai client
@@ -20,7 +20,7 @@ try {
       model: modelArtifact({
         key: 'gpt-4o-mini',
         modelUrl: 'openai://gpt-4o-mini',
-        providerOptions: { apiKey: 'loopback', baseURL: server.openaiBaseURL, transport: 'node-http' },
+        providerOptions: { apiKey: 'loopback', baseURL: server.openaiBaseURL },
       }),
       promptTemplate: [
         { role: 'system', content: 'You are a financial advisor.' },

@@ -84,10 +84,10 @@ export function createNodeFetch(options: NodeFetchOptions = {}): typeof fetch {
   return fetchFn;
 }
 
-/** What a fetch sends, as undici's dispatcher API takes it (header names lower-case). */
+/** What a fetch sends, as undici's dispatcher API takes it (header names lower-case; a sender copies them before it changes any). */
 interface Outgoing {
   method: string;
-  headers: Record<string, string>;
+  headers: Readonly<Record<string, string>>;
   body: string | Uint8Array | undefined;
   signal: AbortSignal | undefined;
   redirect: 'follow' | 'manual' | 'error';
@@ -268,14 +268,15 @@ const sendGlobal: Send = async (first, out) => {
     if (next.protocol !== 'http:' && next.protocol !== 'https:') {
       throw new TypeError(`node-http fetch: redirected to unsupported protocol '${next.protocol}' (${next.href})`);
     }
-    headers = { ...headers };
+    const copy = { ...headers }; // the caller's are not changed (a provider reuses its own)
     const status = res.statusCode;
     if ((status === 303 && method !== 'GET' && method !== 'HEAD') || ((status === 301 || status === 302) && method === 'POST')) {
       method = 'GET';
       body = undefined;
-      for (const name of BODY_HEADERS) delete headers[name];
+      for (const name of BODY_HEADERS) delete copy[name];
     }
-    if (next.origin !== url.origin) for (const name of CREDENTIALS) delete headers[name];
+    if (next.origin !== url.origin) for (const name of CREDENTIALS) delete copy[name];
+    headers = copy;
     url = next;
   }
 };

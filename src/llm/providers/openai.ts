@@ -97,7 +97,7 @@ export class OpenAIProvider implements LLMProvider {
             continue;
           }
           const chunk = JSON.parse(event.data) as OpenAI.Chat.Completions.ChatCompletionChunk & { error?: unknown };
-          if (chunk?.error) throw new OpenAI.APIError(undefined, chunk.error, undefined, source.headers);
+          if (chunk?.error) throw new OpenAI.APIError(undefined, chunk.error, undefined, source.headers());
           const delta = chunk.choices?.[0]?.delta?.content;
           if (delta) yield { delta };
           if (chunk.usage) yield { usage: { ...chunk.usage } };
@@ -111,37 +111,54 @@ export class OpenAIProvider implements LLMProvider {
     }
   }
 
+  /**
+   * The URL and headers of a streamed completion request, as the client builds them (`buildRequest`:
+   * base URL, auth, its user agent and platform headers). They are the same for every call — the
+   * API key is a string fixed at construction, the retry count is 0 (rxserve retries) — so they
+   * are built once: building them per call cost ~0.2 ms before each first token. A client that
+   * adds a per-request header (an idempotency key) has them built per call.
+   */
+  private head: RequestHead | undefined;
+
+  private async requestHead(): Promise<RequestHead> {
+    const { req, url } = await this.client.buildRequest({ method: 'post', path: '/chat/completions', body: {} });
+    const head: RequestHead = { url: new URL(url), headers: headerRecord(req.headers) };
+    if (!Object.keys(head.headers).some((name) => name.includes('idempotency'))) this.head = head;
+    return head;
+  }
+
   /** Sends the streaming request; the answer's bytes once its status is 2xx, else the client's error. */
   private async openStream(body: object, signal: AbortSignal | undefined): Promise<ByteSource> {
-    const { req, url } = await this.client.buildRequest({ method: 'post', path: '/chat/completions', body });
-    const requestHeaders = req.headers as Headers;
+    const { url, headers } = this.head ?? (await this.requestHead());
+    const text = JSON.stringify(body);
     const failed = (error: unknown): never => {
       if (signal?.aborted) throw signal.reason;
       throw new OpenAI.APIConnectionError({ cause: toError(error) });
     };
     const send = this.sender();
     if (send !== undefined) {
-      const res = await send(new URL(url), {
-        method: 'POST',
-        headers: headerRecord(requestHeaders),
-        body: req.body as string,
-        signal,
-        redirect: 'follow',
-      }).catch(failed);
-      const responseHeaders = fetchHeaders(res.headers);
+      const res = await send(url, { method: 'POST', headers, body: text, signal, redirect: 'follow' }).catch(failed);
+      // A fetch `Headers` only for an error (building one costs more than the first token's parse).
+      const responseHeaders = () => fetchHeaders(res.headers);
       if (res.statusCode < 200 || res.statusCode > 299) {
-        throw statusError(res.statusCode, await bodyText(res.body).catch((e: unknown) => toError(e).message), responseHeaders);
+        throw statusError(res.statusCode, await bodyText(res.body).catch((e: unknown) => toError(e).message), responseHeaders());
       }
       const chunks = res.body[Symbol.asyncIterator]() as AsyncIterator<Uint8Array>;
       return { headers: responseHeaders, read: () => chunks.next(), cancel: () => void res.body.destroy() };
     }
-    const response = await fetch(url, { method: 'POST', headers: requestHeaders, body: req.body as string, signal }).catch(failed);
+    const response = await fetch(url, { method: 'POST', headers, body: text, signal }).catch(failed);
     if (!response.ok) throw statusError(response.status, await response.text().catch((e: unknown) => toError(e).message), response.headers);
     if (response.body === null)
       throw new ProviderError(`openai '${this.model}': the streamed response has no body`, response.status, false);
     const reader = response.body.getReader();
-    return { headers: response.headers, read: () => reader.read(), cancel: () => void reader.cancel().catch(() => undefined) };
+    return { headers: () => response.headers, read: () => reader.read(), cancel: () => void reader.cancel().catch(() => undefined) };
   }
+}
+
+/** A streamed completion request's URL and headers (lower-case names), as undici sends them. */
+interface RequestHead {
+  readonly url: URL;
+  readonly headers: Readonly<Record<string, string>>;
 }
 
 /** A Node stream's text (not the body's own `text()`: the global dispatcher may be any undici's). */
@@ -153,7 +170,8 @@ async function bodyText(body: AsyncIterable<Uint8Array>): Promise<string> {
 
 /** An answer's bytes, read one network read at a time. */
 interface ByteSource {
-  readonly headers: Headers;
+  /** The response's headers (for an `APIError`), built when asked. */
+  headers(): Headers;
   read(): Promise<IteratorResult<Uint8Array>>;
   cancel(): void;
 }
