@@ -3,6 +3,7 @@
 // round trip; and a CPU-bound model on naive vs thread_pool vs process_pool (2 cores).
 import { execFileSync, fork } from 'node:child_process';
 import { loadavg } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
@@ -216,8 +217,11 @@ export async function runPools(quick: boolean): Promise<PoolsResult> {
   ];
   const rows: PoolsResult['rows'] = [];
   try {
-    // All channels open at once and warm (JIT) before any figure is taken.
-    for (const channel of Object.values(channels)) await sequentialBlock(channel, quick ? 300 : 1_000);
+    // All channels open at once and warm (JIT) before any figure is taken, then a pause: without
+    // it the first row's rounds read both sides slow at random (child processes still starting,
+    // background compiles), and its quartiles spanned 0.8–2.3× where the next row's spanned ±0.03.
+    for (const channel of Object.values(channels)) await sequentialBlock(channel, quick ? 300 : 2_000);
+    await sleep(1_000);
     const sequential = new Map<(typeof pairs)[number], Sequential>();
     for (const pair of pairs) sequential.set(pair, await pairedSequential(channels[pair.ours], channels[pair.base], rounds, block));
     const loadedFigures = {} as Record<Name, Loaded>;
