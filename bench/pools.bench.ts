@@ -36,6 +36,12 @@ interface Sequential {
   baseP99: number;
   /** The median of the rounds' p50 ratios, with quartiles (bench/paired.ts). */
   ratio: Pick<Paired<unknown>, 'ratio' | 'low' | 'high'>;
+  /**
+   * The median of the rounds' p50 differences (µs): steadier than the ratio when the machine's
+   * wake-up latency moves (raw piscina's p50 reads 28 or 43 µs by the hour; rxserve's extra work is
+   * the same µs on either).
+   */
+  excess: number;
 }
 
 /** `n` calls one at a time; their latencies in µs, sorted. */
@@ -73,7 +79,11 @@ async function pairedSequential(ours: Channel, base: Channel, rounds: number, bl
       blocks.flat().sort((x, y) => x - y),
       99,
     );
-  return { p50: median(p.ours), p99: p99(p.ours), baseP50: median(p.base), baseP99: p99(p.base), ratio: p };
+  const excess = quantile(
+    p.ours.map((b, i) => percentile(b, 50) - percentile(p.base[i], 50)).sort((x, y) => x - y),
+    0.5,
+  );
+  return { p50: median(p.ours), p99: p99(p.ours), baseP50: median(p.base), baseP99: p99(p.base), ratio: p, excess };
 }
 
 /** Throughput and latency (µs) with `inFlight` calls outstanding. */
@@ -315,11 +325,11 @@ export function poolsMarkdown(result: PoolsResult): string {
   const lines = [
     `Load average (1 min) ${f2(result.load.start)} at the start, ${f2(result.load.end)} at the end.`,
     '',
-    '| rxserve case | baseline | p50 µs (rxserve / base) | p99 µs (rxserve / base) | p50 ratio, paired (quartiles) | throughput/s at 64 in flight (rxserve / base) | throughput ratio | p50 / p99 µs under load (rxserve / base) |',
-    '|---|---|---|---|---|---|---|---|',
+    '| rxserve case | baseline | p50 µs (rxserve / base) | p99 µs (rxserve / base) | p50 ratio, paired (quartiles) | p50 excess µs, paired | throughput/s at 64 in flight (rxserve / base) | throughput ratio | p50 / p99 µs under load (rxserve / base) |',
+    '|---|---|---|---|---|---|---|---|---|',
     ...result.rows.map(
       ({ name, baseline, sequential: s, figures: r, base: b }) =>
-        `| ${name} | ${baseline} | ${f0(s.p50)} / ${f0(s.baseP50)} | ${f0(s.p99)} / ${f0(s.baseP99)} | ${formatRatio(s.ratio)} | ` +
+        `| ${name} | ${baseline} | ${f0(s.p50)} / ${f0(s.baseP50)} | ${f0(s.p99)} / ${f0(s.baseP99)} | ${formatRatio(s.ratio)} | ${s.excess.toFixed(1)} | ` +
         `${f0(r.throughput)} / ${f0(b.throughput)} | ${f2(r.throughput / b.throughput)}× | ${f0(r.loadedP50)}–${f0(r.loadedP99)} / ${f0(b.loadedP50)}–${f0(b.loadedP99)} |`,
     ),
     '',
