@@ -2,12 +2,15 @@
 // worker_threads postMessage round trip; dedicated_process / process_pool vs a raw fork() IPC
 // round trip; and a CPU-bound model on naive vs thread_pool vs process_pool (2 cores).
 import { execFileSync, fork } from 'node:child_process';
+import { loadavg } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { Subject } from 'rxjs';
 import { modelRunner, toEvent, type ExecutionMechanism, type ModelRunnerConfig, type ServingEvent } from 'rxserve';
 import { percentile } from './driver.js';
+import { formatRatio, paired, quantile, type Paired } from './paired.js';
 
 const fixture = (name: string) => new URL(`./fixtures/${name}`, import.meta.url);
 const BODY = { x: 1, text: 'hello world', tags: ['a', 'b'] };
@@ -17,17 +20,31 @@ interface Channel {
   close(): Promise<void>;
 }
 
-interface Figures {
-  p50: number;
-  p99: number;
+/** One channel's figures at 64 in flight. */
+interface Loaded {
   throughput: number;
   loadedP50: number;
   loadedP99: number;
 }
 
-const BLOCKS = 5;
+/** One row's sequential (one call at a time) latencies, ours against its baseline, paired. */
+interface Sequential {
+  /** Medians over the rounds of each side's block median, and p99 over all their calls (µs). */
+  p50: number;
+  p99: number;
+  baseP50: number;
+  baseP99: number;
+  /** The median of the rounds' p50 ratios, with quartiles (bench/paired.ts). */
+  ratio: Pick<Paired<unknown>, 'ratio' | 'low' | 'high'>;
+  /**
+   * The median of the rounds' p50 differences (µs): steadier than the ratio when the machine's
+   * wake-up latency moves (raw piscina's p50 reads 28 or 43 µs by the hour; rxserve's extra work is
+   * the same µs on either).
+   */
+  excess: number;
+}
 
-/** `n` calls one at a time; their latencies in µs. */
+/** `n` calls one at a time; their latencies in µs, sorted. */
 async function sequentialBlock(channel: Channel, n: number): Promise<number[]> {
   const block: number[] = [];
   for (let i = 0; i < n; i++) {
@@ -35,11 +52,42 @@ async function sequentialBlock(channel: Channel, n: number): Promise<number[]> {
     await channel.call(BODY);
     block.push((performance.now() - t0) * 1000);
   }
-  return block;
+  return block.sort((a, b) => a - b);
+}
+
+/**
+ * A row's p50 ratio, paired: blocks of `block` sequential calls on ours and on the baseline
+ * alternate for `rounds` rounds (bench/paired.ts), and the ratio is the median of the rounds' own
+ * ratios of block medians. A one-call-at-a-time p50 on a shared machine is mostly thread and
+ * process wake-up latency, which drifts by tens of percent within minutes (raw piscina's p50 read
+ * 29 and 44 µs two minutes apart); rounds of a few milliseconds see the same machine on both
+ * sides, so the ratio repeats where the absolute figures do not.
+ */
+async function pairedSequential(ours: Channel, base: Channel, rounds: number, block: number): Promise<Sequential> {
+  const p = await paired(
+    () => sequentialBlock(ours, block),
+    () => sequentialBlock(base, block),
+    { rounds, metric: (latencies) => percentile(latencies, 50) },
+  );
+  const median = (blocks: readonly number[][]) =>
+    quantile(
+      [...blocks.map((b) => percentile(b, 50))].sort((x, y) => x - y),
+      0.5,
+    );
+  const p99 = (blocks: readonly number[][]) =>
+    percentile(
+      blocks.flat().sort((x, y) => x - y),
+      99,
+    );
+  const excess = quantile(
+    p.ours.map((b, i) => percentile(b, 50) - percentile(p.base[i], 50)).sort((x, y) => x - y),
+    0.5,
+  );
+  return { p50: median(p.ours), p99: p99(p.ours), baseP50: median(p.base), baseP99: p99(p.base), ratio: p, excess };
 }
 
 /** Throughput and latency (µs) with `inFlight` calls outstanding. */
-async function loadedRun(channel: Channel, loaded: number, inFlight: number): Promise<{ throughput: number; latencies: number[] }> {
+async function loadedRun(channel: Channel, loaded: number, inFlight: number): Promise<Loaded> {
   const latencies: number[] = [];
   let started = 0;
   const t0 = performance.now();
@@ -58,41 +106,11 @@ async function loadedRun(channel: Channel, loaded: number, inFlight: number): Pr
     for (let i = 0; i < inFlight; i++) next();
   });
   latencies.sort((a, b) => a - b);
-  return { throughput: loaded / ((performance.now() - t0) / 1000), latencies };
-}
-
-/**
- * Measures every channel the same way, interleaved so that none gets a quieter slice of the shared
- * machine than another: all are opened and warmed up, then sequential latency is taken in blocks,
- * round-robin over the channels (p50 = the lowest block median, p99 over all calls), then each
- * channel's throughput run in turn.
- */
-async function measureAll(
-  channels: Record<string, Channel>,
-  sequential: number,
-  loaded: number,
-  inFlight: number,
-): Promise<Record<string, Figures>> {
-  const names = Object.keys(channels);
-  for (const name of names) await sequentialBlock(channels[name], Math.min(1_000, sequential)); // warm-up (JIT)
-  const blocks: Record<string, number[][]> = Object.fromEntries(names.map((n) => [n, []]));
-  for (let b = 0; b < BLOCKS; b++) {
-    for (const name of names)
-      blocks[name].push((await sequentialBlock(channels[name], Math.ceil(sequential / BLOCKS))).sort((x, y) => x - y));
-  }
-  const figures: Record<string, Figures> = {};
-  for (const name of names) {
-    const all = blocks[name].flat().sort((x, y) => x - y);
-    const { throughput, latencies } = await loadedRun(channels[name], loaded, inFlight);
-    figures[name] = {
-      p50: Math.min(...blocks[name].map((block) => percentile(block, 50))),
-      p99: percentile(all, 99),
-      throughput,
-      loadedP50: percentile(latencies, 50),
-      loadedP99: percentile(latencies, 99),
-    };
-  }
-  return figures;
+  return {
+    throughput: loaded / ((performance.now() - t0) / 1000),
+    loadedP50: percentile(latencies, 50),
+    loadedP99: percentile(latencies, 99),
+  };
 }
 
 /** A request/response channel over anything that posts `{ id, body }` messages both ways. */
@@ -174,16 +192,20 @@ const noop = (mechanism: ExecutionMechanism, pool: ModelRunnerConfig['pool'] = {
 });
 
 export interface PoolsResult {
-  rows: { name: string; baseline: string; figures: Figures; base: Figures }[];
+  rows: { name: string; baseline: string; sequential: Sequential; figures: Loaded; base: Loaded }[];
   cpu: { name: string; perSecond: number; ratio: number }[];
   /** The same, cold: from the step's first event (worker start and model load included). */
   cold: { name: string; perSecond: number; ratio: number }[];
   /** A process worker's start: `fork()` to its first model loaded, beside a bare `node` (medians, ms). */
   start: { bare: number; worker: number };
+  /** Load averages (1 min) when the section started and ended. */
+  load: { start: number; end: number };
 }
 
 export async function runPools(quick: boolean): Promise<PoolsResult> {
-  const sequential = quick ? 600 : 6_000;
+  const loadStart = loadavg()[0];
+  const rounds = quick ? 21 : 81;
+  const block = quick ? 50 : 100;
   const loaded = quick ? 2_000 : 40_000;
   const inFlight = 64;
   const channels = {
@@ -195,20 +217,37 @@ export async function runPools(quick: boolean): Promise<PoolsResult> {
     dedicated: runner(noop('dedicated_process')),
     processPool: runner(noop('process_pool', { poolFactor: 2 })),
   };
-  let measured: Record<keyof typeof channels, Figures>;
+  type Name = keyof typeof channels;
+  const pairs: { name: string; baseline: string; ours: Name; base: Name }[] = [
+    { name: 'thread_pool, 2 threads (batching)', baseline: 'raw piscina.run, 2 threads', ours: 'threadPool', base: 'piscina' },
+    { name: 'thread_pool, 2 threads, maxBatch 1', baseline: 'raw piscina.run, 2 threads', ours: 'threadPoolNoBatch', base: 'piscina' },
+    { name: 'thread_pool, 2 threads (batching)', baseline: 'raw worker_threads postMessage, 1 worker', ours: 'threadPool', base: 'thread' },
+    { name: 'dedicated_process', baseline: 'raw fork() IPC, 1 child', ours: 'dedicated', base: 'forked' },
+    { name: 'process_pool, 2 processes', baseline: 'raw fork() IPC, 1 child', ours: 'processPool', base: 'forked' },
+  ];
+  const rows: PoolsResult['rows'] = [];
   try {
-    measured = (await measureAll(channels, sequential, loaded, inFlight)) as Record<keyof typeof channels, Figures>;
+    // All channels open at once and warm (JIT) before any figure is taken, then a pause: without
+    // it the first row's rounds read both sides slow at random (child processes still starting,
+    // background compiles), and its quartiles spanned 0.8–2.3× where the next row's spanned ±0.03.
+    for (const channel of Object.values(channels)) await sequentialBlock(channel, quick ? 300 : 2_000);
+    await sleep(1_000);
+    const sequential = new Map<(typeof pairs)[number], Sequential>();
+    for (const pair of pairs) sequential.set(pair, await pairedSequential(channels[pair.ours], channels[pair.base], rounds, block));
+    const loadedFigures = {} as Record<Name, Loaded>;
+    for (const name of Object.keys(channels) as Name[]) loadedFigures[name] = await loadedRun(channels[name], loaded, inFlight);
+    for (const pair of pairs) {
+      rows.push({
+        name: pair.name,
+        baseline: pair.baseline,
+        sequential: sequential.get(pair)!,
+        figures: loadedFigures[pair.ours],
+        base: loadedFigures[pair.base],
+      });
+    }
   } finally {
     await Promise.all(Object.values(channels).map((c) => c.close()));
   }
-  const { thread, piscina, forked, threadPool, threadPoolNoBatch, dedicated, processPool } = measured;
-  const rows = [
-    { name: 'thread_pool, 2 threads (batching)', baseline: 'raw piscina.run, 2 threads', figures: threadPool, base: piscina },
-    { name: 'thread_pool, 2 threads, maxBatch 1', baseline: 'raw piscina.run, 2 threads', figures: threadPoolNoBatch, base: piscina },
-    { name: 'thread_pool, 2 threads (batching)', baseline: 'raw worker_threads postMessage, 1 worker', figures: threadPool, base: thread },
-    { name: 'dedicated_process', baseline: 'raw fork() IPC, 1 child', figures: dedicated, base: forked },
-    { name: 'process_pool, 2 processes', baseline: 'raw fork() IPC, 1 child', figures: processPool, base: forked },
-  ];
 
   // CPU-bound: ~20 ms of arithmetic per call; 2 workers should give about 2× one event loop.
   const burnEvents = quick ? 16 : 60;
@@ -247,7 +286,8 @@ export async function runPools(quick: boolean): Promise<PoolsResult> {
   for (const mechanism of ['thread_pool', 'process_pool'] as const) {
     cold.push({ name: `${mechanism}, 2 workers, cold`, perSecond: coldRates[mechanism], ratio: coldRates[mechanism] / coldRates.naive });
   }
-  return { rows, cpu, cold, start: await processStart(quick ? 7 : 21) };
+  const start = await processStart(quick ? 7 : 21);
+  return { rows, cpu, cold, start, load: { start: loadStart, end: loadavg()[0] } };
 }
 
 /** Medians of `fork()` → exit of an empty script, and `fork()` → first model loaded in rxserve's process worker. */
@@ -283,11 +323,13 @@ const f2 = (n: number) => n.toFixed(2);
 
 export function poolsMarkdown(result: PoolsResult): string {
   const lines = [
-    '| rxserve case | baseline | p50 µs (rxserve / base) | p99 µs (rxserve / base) | p50 ratio | throughput/s at 64 in flight (rxserve / base) | throughput ratio | p50 / p99 µs under load (rxserve / base) |',
-    '|---|---|---|---|---|---|---|---|',
+    `Load average (1 min) ${f2(result.load.start)} at the start, ${f2(result.load.end)} at the end.`,
+    '',
+    '| rxserve case | baseline | p50 µs (rxserve / base) | p99 µs (rxserve / base) | p50 ratio, paired (quartiles) | p50 excess µs, paired | throughput/s at 64 in flight (rxserve / base) | throughput ratio | p50 / p99 µs under load (rxserve / base) |',
+    '|---|---|---|---|---|---|---|---|---|',
     ...result.rows.map(
-      ({ name, baseline, figures: r, base: b }) =>
-        `| ${name} | ${baseline} | ${f0(r.p50)} / ${f0(b.p50)} | ${f0(r.p99)} / ${f0(b.p99)} | ${f2(r.p50 / b.p50)}× | ` +
+      ({ name, baseline, sequential: s, figures: r, base: b }) =>
+        `| ${name} | ${baseline} | ${f0(s.p50)} / ${f0(s.baseP50)} | ${f0(s.p99)} / ${f0(s.baseP99)} | ${formatRatio(s.ratio)} | ${s.excess.toFixed(1)} | ` +
         `${f0(r.throughput)} / ${f0(b.throughput)} | ${f2(r.throughput / b.throughput)}× | ${f0(r.loadedP50)}–${f0(r.loadedP99)} / ${f0(b.loadedP50)}–${f0(b.loadedP99)} |`,
     ),
     '',

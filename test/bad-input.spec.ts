@@ -943,6 +943,36 @@ describe('event bodies that cannot be cloned to a worker', () => {
     ).toContain(worker(out[17]));
   });
 
+  it('thread_pool, one call at a time: bodies past the quick look (big, typed arrays, class instances) get the full inspection', async () => {
+    // One call at a time, the low-load path: each input is looked at first for small plain data
+    // (threadPool.ts prepareForThread); past 256 values, or anything not plain, the full
+    // inspection must still name what cannot cross, and typed arrays still reach the model.
+    class Point {
+      x = 1;
+    }
+    const bodies = [
+      { rows: Array.from({ length: 300 }, (_, i) => ({ i })), late: () => 1 },
+      { list: [...Array.from({ length: 400 }, () => 1), Symbol('s')] },
+      { plain: { a: [1, 'x', true, null] } },
+      { data: new Float32Array([1, 2, 3]) },
+      Object.assign(new Point(), { f: () => 0 }),
+      { value: 5 },
+    ];
+    const out = await run(
+      bodies,
+      modelRunner({ models: [{ endpointName: 'm', modelClass: ref('Echo'), executionMechanism: 'thread_pool' }], maxInFlight: 1 }),
+    );
+    const cannot = (what: string) =>
+      `TypeError: the input of model 'm' cannot be copied to a worker thread: ${what}, which structured clone cannot copy`;
+    expect(errorOf(out[0])).toBe(cannot('input.late is a function'));
+    expect(errorOf(out[1])).toBe(cannot('input.list[400] is a symbol'));
+    expect((out[2].body as { echo: unknown }).echo).toEqual({ plain: { a: [1, 'x', true, null] } });
+    expect((out[3].body as { echo: { data: Float32Array } }).echo.data).toEqual(new Float32Array([1, 2, 3]));
+    expect((bodies[3] as { data: Float32Array }).data).toEqual(new Float32Array([1, 2, 3])); // the event's own array is not detached
+    expect(errorOf(out[4])).toBe(cannot('input.f is a function'));
+    expect((out[5].body as { echo: unknown }).echo).toEqual({ value: 5 });
+  });
+
   it.each(['naive', 'asyncio'] as const)(
     '%s: a function or a Promise fails that event naming where; a cycle and a symbol are copied in process',
     async (mechanism) => {

@@ -269,7 +269,9 @@ export class Lane<C extends LaneCall> {
     // keeps every young object it points to alive through scavenges until the next full GC, so a
     // filled one promoted its calls and all they reach (events, outputs: ~3 KB a request on a
     // thread_pool step with batching), and their own arrays stayed pretenured in turn.
-    (unit.calls as LaneCall[]).length = 0;
+    // Popped, not `length = 0`: setting the length is a runtime call, a pop of a short list inline.
+    const calls = unit.calls as LaneCall[];
+    while (calls.length > 0) calls.pop();
     if (this.waiting > 0) this.pump();
   }
 
@@ -395,13 +397,21 @@ function inTimer(work: () => void): void {
   try {
     work();
   } catch (error) {
-    const report = config.onUnhandledError;
-    if (report) report(error);
-    else
-      setTimeout(() => {
-        throw error;
-      });
+    reportUncaught(error);
   }
+}
+
+/**
+ * Reports an error nobody can catch where RxJS reports its own (`config.onUnhandledError`, else
+ * thrown asynchronously), as a SafeSubscriber does with an observer's throw.
+ */
+export function reportUncaught(error: unknown): void {
+  const report = config.onUnhandledError;
+  if (report) report(error);
+  else
+    setTimeout(() => {
+      throw error;
+    });
 }
 
 /** Aborts a running call's signal, then its work (each at most once); a throw still runs both. */

@@ -1,5 +1,20 @@
 import { fileURLToPath } from 'node:url';
-import { firstValueFrom, from, lastValueFrom, of, Subject, toArray } from 'rxjs';
+import {
+  config,
+  EMPTY,
+  firstValueFrom,
+  from,
+  lastValueFrom,
+  map,
+  NEVER,
+  Observable,
+  of,
+  Subject,
+  Subscriber,
+  throwError,
+  timer,
+  toArray,
+} from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   ConfigError,
@@ -264,6 +279,87 @@ describe('modelRunner with in-process mechanisms', () => {
     expect(input.body).toEqual({ question: 'q' });
     expect(out).not.toBe(input);
     expect(Object.isFrozen(out)).toBe(true);
+  });
+});
+
+// A model call that returns an Observable (what a worker pool's session returns for every call):
+// its first value is the output and it is then unsubscribed, as onResult reads one.
+describe('modelRunner with a call that returns an Observable', () => {
+  /** Answers per body: `of(n, n + 1)`, `EMPTY`, an error, or a timer; counts unsubscriptions. */
+  class Streams extends Model<{ kind: string; n?: number }, unknown> {
+    static torndown = 0;
+    override predict(body: { kind: string; n?: number }): never {
+      const n = body.n ?? 0;
+      const source =
+        body.kind === 'two'
+          ? of(n, n + 1)
+          : body.kind === 'empty'
+            ? EMPTY
+            : body.kind === 'fail'
+              ? throwError(() => new RangeError(`bad ${n}`))
+              : body.kind === 'later'
+                ? timer(1).pipe(map(() => n))
+                : NEVER;
+      return new Observable((subscriber) => {
+        const inner = source.subscribe(subscriber);
+        return () => {
+          Streams.torndown++;
+          inner.unsubscribe();
+        };
+      }) as never;
+    }
+  }
+  const step = () =>
+    modelRunner({ models: [{ endpointName: 's', modelClass: Streams, executionMechanism: 'naive' }], raiseException: false });
+
+  it('takes the first value and unsubscribes; empty fails with EmptyError; an error fails that model only', async () => {
+    Streams.torndown = 0;
+    const out = await run([{ kind: 'two', n: 1 }, { kind: 'empty' }, { kind: 'fail', n: 3 }, { kind: 'later', n: 4 }], step());
+    expect(out.map((e) => e.body)).toEqual([1, { error: 'EmptyError: no elements in sequence' }, { error: 'RangeError: bad 3' }, 4]);
+    expect(Streams.torndown).toBe(4);
+  });
+
+  it('unsubscribes a call still running when the step is unsubscribed', async () => {
+    Streams.torndown = 0;
+    const input = new Subject<ServingEvent>();
+    const seen: ServingEvent[] = [];
+    const subscription = input.pipe(step()).subscribe((e) => seen.push(e));
+    input.next(toEvent({ kind: 'never' }));
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(Streams.torndown).toBe(0);
+    subscription.unsubscribe();
+    expect(Streams.torndown).toBe(1);
+    expect(seen).toEqual([]);
+  });
+
+  it('a subscriber that throws on an output is reported where RxJS reports it; the next events still flow', async () => {
+    const previous = config.onUnhandledError;
+    const reported: unknown[] = [];
+    config.onUnhandledError = (error) => void reported.push(error);
+    try {
+      const input = new Subject<ServingEvent>();
+      const seen: unknown[] = [];
+      // A bare Subscriber (no SafeSubscriber of its own around it) whose next throws once: the
+      // throw comes back through the step into the call's subscriber, which reports it (it would
+      // otherwise reach the model's Observable, whose operators would swallow it).
+      const subscriber = new Subscriber<ServingEvent>({
+        next: (e: ServingEvent) => {
+          seen.push(e.body);
+          if (seen.length === 1) throw new Error('downstream broke');
+        },
+        error: () => undefined,
+        complete: () => undefined,
+      });
+      input.pipe(modelRunner({ models: [{ endpointName: 's', modelClass: Streams, executionMechanism: 'naive' }] })).subscribe(subscriber);
+      input.next(toEvent({ kind: 'later', n: 1 }));
+      input.next(toEvent({ kind: 'later', n: 2 }));
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      expect(seen).toEqual([1, 2]);
+      expect(reported).toHaveLength(1);
+      expect((reported[0] as Error).message).toBe('downstream broke');
+    } finally {
+      config.onUnhandledError = previous;
+    }
   });
 });
 

@@ -1,5 +1,6 @@
 // The per-subscription state of a modelRunner step: each event's selected models become calls in
 // their models' lanes; when the last call of an event settles, outputs merge as MLRun does.
+import { EmptyError, isObservable, Subscriber } from 'rxjs';
 import { ModelRunnerError, ModelTimeoutError, SelectorError, describeError, toError } from '../../errors.js';
 import { EMPTY_METADATA, getPath, hasPath, setPath, withBody, withError, type ServingEvent } from '../../event.js';
 import type { ExecutorSession } from '../../execution/executor.js';
@@ -9,12 +10,14 @@ import { unsubscribedReason } from './stepContext.js';
 import type { ModelEntry } from '../../model/entry.js';
 import type { GraphMonitor, LaneStats } from '../../monitoring/monitor.js';
 import type { DispatchLimits, Work } from './dispatch.js';
-import { Lane, LaneCall, type LaneUnit } from '../../execution/lane.js';
+import { Lane, LaneCall, reportUncaught, type LaneUnit } from '../../execution/lane.js';
 import { batches, runBatch } from '../../execution/batch.js';
 import { onResult, settlesLater } from '../../execution/callResult.js';
 import { isoTime } from '../../monitoring/isoTime.js';
 
-const wallClock = (): number => performance.timeOrigin + performance.now();
+// The origin read once: \`performance.timeOrigin\` is a getter, and the clock is read twice per call.
+const timeOrigin = performance.timeOrigin;
+const wallClock = (): number => timeOrigin + performance.now();
 
 /** What `Runner.prepare` answers for a call whose input is missing. */
 const MISSING: unique symbol = Symbol('rxserve.missingInput');
@@ -43,6 +46,42 @@ export class ModelCall extends LaneCall {
     this.value = value;
     this.error = error;
     this.run.runner.callSettled(this);
+  }
+}
+
+/**
+ * Settles a call with the first value of its Observable result (and unsubscribes it), as
+ * `onResult` does; an Observable that completes empty fails the call with `EmptyError`. What
+ * settling throws (a subscriber downstream) is reported as a SafeSubscriber reports an observer's
+ * throw, not thrown back into the session that emitted.
+ */
+class CallSubscriber extends Subscriber<unknown> {
+  constructor(
+    private readonly lane: Lane<ModelCall>,
+    private readonly call: ModelCall,
+  ) {
+    super();
+  }
+
+  protected override _next(value: unknown): void {
+    this.settle(value, undefined);
+  }
+
+  protected override _error(error: unknown): void {
+    this.settle(undefined, toError(error));
+  }
+
+  protected override _complete(): void {
+    this.settle(undefined, new EmptyError());
+  }
+
+  private settle(value: unknown, error: Error | undefined): void {
+    this.unsubscribe();
+    try {
+      this.lane.settle(this.call, value, error);
+    } catch (thrown) {
+      reportUncaught(thrown);
+    }
   }
 }
 
@@ -200,6 +239,14 @@ export class Runner {
     // A value (a naive model's answer) settles now, without onResult's three closures per call.
     if (!settlesLater(result)) {
       lane.settle(call, result, undefined);
+      return;
+    }
+    // An Observable (a worker pool's call) is subscribed by the call's own subscriber: no observer
+    // object, SafeSubscriber and three closures per call on the pooled path (issue 26 goal 4).
+    if (isObservable(result)) {
+      const subscriber = new CallSubscriber(lane, call);
+      result.subscribe(subscriber);
+      if (!call.done) call.cancelWork = () => subscriber.unsubscribe();
       return;
     }
     const cancel = onResult(
