@@ -33,7 +33,7 @@ const INTERNAL_NAMES = [
   'laneTimer',
   'laneUnit',
   'WIRE_BATCH', // OnnxModel[WIRE_BATCH]: its batch wire form in pool workers
-  'WireRows',
+  'WireValue',
   'MonitorObserver', // EndpointRegistry.onEvent
 ];
 
