@@ -16,13 +16,23 @@ import {
   type SerializedError,
   type WireBatch,
   type WireCall,
-  type WireResult,
 } from './wire/protocol.js';
+
+/**
+ * Where a transport reports a batch's outcome, exactly once and never from within `send`. An
+ * object the session passes in, not a promise it chains on: a `.then` of the session's own after
+ * the transport's was one more microtask, promise and two closures per call, all on the latency
+ * of a call at low load (issue 26 goal 4).
+ */
+export interface BatchReceiver {
+  /** The worker's reply: flat `[ok, value | SerializedError, ...]`, one pair per call (`flatten`). */
+  answered(reply: unknown[]): void;
+  /** The batch failed whole: `WorkerCrashedError` (its worker died or was terminated) or a TypeError (it could not be sent). */
+  failed(error: unknown): void;
+}
 
 /** A batch handed to a transport. */
 export interface SentBatch {
-  /** One result per call; rejects (with `WorkerCrashedError`) when its worker died or was terminated. */
-  readonly done: Promise<readonly WireResult[]>;
   /** Asks the worker to abort one call's signal (cooperative). */
   cancel(callId: number): void;
   /** Stops whatever runs the batch (terminates the thread, kills the process). */
@@ -38,7 +48,8 @@ export interface BatchTransport {
   canSend(): true | PromiseLike<unknown>;
   /** How many batches the workers hold at once when all are up (threads or processes × 2). */
   readonly slots: number;
-  send(batch: WireBatch, transfer: ArrayBuffer[]): SentBatch;
+  /** Sends `batch`; its outcome goes to `receiver`. A throw means it was not sent. */
+  send(batch: WireBatch, transfer: ArrayBuffer[], receiver: BatchReceiver): SentBatch;
   readonly ready?: PromiseLike<void>;
   /** What the workers are, for messages: 'thread' or 'process'. */
   readonly workerKind: 'thread' | 'process';
@@ -78,6 +89,10 @@ class PooledCall extends LaneCall {
   grace: ReturnType<typeof setTimeout> | undefined = undefined;
   /** What to send and transfer, when the input was prepared before the call was queued (batch calls). */
   prepared: { input: unknown; transfer: ArrayBuffer[]; problem?: string } | undefined = undefined;
+  /** Someone listens to its partials: it is in `sentCalls` while in a worker. */
+  partials = false;
+  /** Its session's `cancelGraceMs`, set when it is sent. */
+  graceMs = 0;
   constructor(
     readonly endpoint: string,
     readonly specKey: string,
@@ -103,8 +118,14 @@ class PooledCall extends LaneCall {
     this.subscriber = DELIVERED;
   }
 
-  // The runner aborts the model's context itself; the worker hears of it through cancelWork.
-  abort(): void {}
+  /**
+   * Cancelled, timed out or failed while running (the lane calls this only then): once sent, its
+   * worker is asked to stop it, and terminated if it ignores that (see `cancelSent`). Here, not in
+   * a `cancelWork` closure: one closure less per call. The runner aborts the model's context itself.
+   */
+  abort(): void {
+    if (this.batch !== undefined) cancelSent(this);
+  }
 
   /** A partial from the worker: a batch call's come as `[element, partial]` (see ModelHost). */
   emitPartial(partial: unknown): void {
@@ -299,104 +320,77 @@ export class PooledSession implements ExecutorSession {
     );
   }
 
-  /** Asks the worker to stop a sent call; terminates the worker if the call ignores it. */
-  private cancelSent(call: PooledCall): void {
-    const batch = call.batch!;
-    batch.cancel(call.id);
-    call.grace = setTimeout(
-      () => batch.terminate(`a call ignored cancellation for ${this.options.cancelGraceMs} ms`),
-      this.options.cancelGraceMs,
-    );
-    call.grace.unref?.();
-  }
-
   private sendBatch(batchCalls: readonly PooledCall[], unit: LaneUnit): void {
-    // One call (every call at low load) names its one spec without a lookup table.
-    const single = batchCalls.length === 1;
-    const specs: string[] = single ? [batchCalls[0].specKey] : [];
-    const specIndex = single ? undefined : new Map<string, number>();
-    let transfer: ArrayBuffer[] = [];
-    const calls: PooledCall[] = [];
-    /** Per call: it goes to `sentCalls` (someone listens to its partials). */
-    const listening: boolean[] = [];
+    if (batchCalls.length === 1) return this.sendOne(batchCalls, unit);
+    const specs: string[] = [];
+    const specIndex = new Map<string, number>();
+    const transfer: ArrayBuffer[] = [];
+    /** The calls sent: the unit's own list when none was refused (no list of our own to make). */
+    let calls: PooledCall[] | undefined;
     const wire: WireCall[] = [];
-    for (const call of batchCalls) {
+    for (let i = 0; i < batchCalls.length; i++) {
+      const call = batchCalls[i];
       const prepared: { input: unknown; transfer: ArrayBuffer[]; problem?: string } = call.prepared ?? this.collect(call.input);
       if (prepared.problem !== undefined) {
         // This input cannot cross to a worker: it fails alone, the rest of the batch goes.
+        calls ??= batchCalls.slice(0, i);
         this.lane.settle(call, undefined, this.refused(call.endpoint, prepared.problem));
         continue;
       }
-      let index = 0;
-      if (specIndex !== undefined) {
-        const found = specIndex.get(call.specKey);
-        if (found === undefined) {
-          index = specs.push(call.specKey) - 1;
-          specIndex.set(call.specKey, index);
-        } else index = found;
+      let index = specIndex.get(call.specKey);
+      if (index === undefined) {
+        index = specs.push(call.specKey) - 1;
+        specIndex.set(call.specKey, index);
       }
-      if (single) transfer = prepared.transfer;
-      else for (const buffer of prepared.transfer) transfer.push(buffer);
-      const { context } = call;
-      calls.push(call);
-      const batch = call.batchContexts && flatContexts(call.batchContexts);
-      const listen = call.batchContexts === undefined && listens(context);
-      listening.push(listen || (batch !== undefined && batchListens(batch)));
-      // One object shape for every wire call (absent fields undefined).
-      wire.push({
-        id: call.id,
-        spec: index,
-        input: prepared.input,
-        eventId: context.eventId,
-        origin: context.origin,
-        path: context.path,
-        op: context.operation,
-        batch,
-        listen,
-      });
+      for (const buffer of prepared.transfer) transfer.push(buffer);
+      calls?.push(call);
+      wire.push(wireCall(call, index, prepared.input));
     }
-    if (calls.length === 0) return;
-    let batch: SentBatch;
+    if (wire.length === 0) return;
+    this.dispatch({ specs, calls: wire }, transfer, calls ?? batchCalls, unit);
+  }
+
+  /**
+   * A unit of one call (every call at low load): its one spec named without a lookup table, its
+   * input's own transfer list, and the unit's list as the calls sent.
+   */
+  private sendOne(batchCalls: readonly PooledCall[], unit: LaneUnit): void {
+    const call = batchCalls[0];
+    const prepared = call.prepared ?? this.collect(call.input);
+    if (prepared.problem !== undefined) {
+      this.lane.settle(call, undefined, this.refused(call.endpoint, prepared.problem));
+      return;
+    }
+    this.dispatch({ specs: [call.specKey], calls: [wireCall(call, 0, prepared.input)] }, prepared.transfer, batchCalls, unit);
+  }
+
+  /** Sends the wire batch of `calls` (in its order) and has their answers delivered. */
+  private dispatch(batch: WireBatch, transfer: ArrayBuffer[], calls: readonly PooledCall[], unit: LaneUnit): void {
+    const receiver = new SentCalls(this, calls);
+    let sent: SentBatch;
     try {
-      batch = this.transport.send({ specs, calls: wire }, transfer);
+      sent = this.transport.send(batch, transfer, receiver);
     } catch (error) {
       for (const call of calls) this.lane.settle(call, undefined, asCrash(error));
       return;
     }
     // The slot stays taken until the worker answers, even if every call in it was cancelled.
-    const release = unit.hold();
-    for (let i = 0; i < calls.length; i++) {
-      const call = calls[i];
-      if (listening[i]) sentCalls.set(call.id, call);
-      call.batch = batch;
-      call.cancelWork = () => this.cancelSent(call);
+    receiver.release = unit.hold();
+    for (const call of calls) {
+      if (call.partials) sentCalls.set(call.id, call);
+      call.batch = sent;
+      call.graceMs = this.options.cancelGraceMs;
     }
-    // Released whatever delivering throws (a subscriber's error): a throw must not keep the slot.
-    batch.done.then(
-      (results) => {
-        try {
-          calls.forEach((call, i) => this.deliver(call, results[i]));
-        } finally {
-          release();
-        }
-      },
-      (error: unknown) => {
-        try {
-          for (const call of calls) this.deliver(call, undefined, error);
-        } finally {
-          release();
-        }
-      },
-    );
   }
 
-  private deliver(call: PooledCall, result: WireResult | undefined, failure?: unknown): void {
-    if (sentCalls.get(call.id) === call) sentCalls.delete(call.id);
+  /** @internal One call's answer: `status` 1 a value, 0 a serialized error, else a crash (`payload` the failure). */
+  deliver(call: PooledCall, status: unknown, payload: unknown): void {
+    if (call.partials && sentCalls.get(call.id) === call) sentCalls.delete(call.id);
     if (call.grace) clearTimeout(call.grace);
     if (!call.done) {
-      if (result === undefined) this.lane.settle(call, undefined, asCrash(failure));
-      else if (result.ok) this.lane.settle(call, result.value, undefined);
-      else this.lane.settle(call, undefined, deserializeError(result.error));
+      if (status === 1) this.lane.settle(call, payload, undefined);
+      else if (status === 0) this.lane.settle(call, undefined, deserializeError(payload as SerializedError));
+      else this.lane.settle(call, undefined, asCrash(payload));
     }
     call.release();
   }
@@ -407,6 +401,68 @@ export class PooledSession implements ExecutorSession {
     this.lane.failWaiting(new WorkerCrashedError('the pool was closed before the call started'));
     await this.transport.close();
   }
+}
+
+/** The calls of one batch out at a worker: where its answer goes; its unit's slot is held until then. */
+class SentCalls implements BatchReceiver {
+  release: () => void = noop;
+  constructor(
+    private readonly session: PooledSession,
+    private readonly calls: readonly PooledCall[],
+  ) {}
+
+  // Released whatever delivering throws (a subscriber's error): a throw must not keep the slot.
+  answered(reply: unknown[]): void {
+    const { calls, session } = this;
+    try {
+      // A reply short of a pair per call fails the calls it has no answer for.
+      for (let i = 0; i < calls.length; i++) {
+        if (2 * i + 1 < reply.length) session.deliver(calls[i], reply[2 * i], reply[2 * i + 1]);
+        else
+          session.deliver(calls[i], undefined, new WorkerCrashedError(`a worker answered ${reply.length / 2} of ${calls.length} call(s)`));
+      }
+    } finally {
+      this.release();
+    }
+  }
+
+  failed(error: unknown): void {
+    try {
+      for (const call of this.calls) this.session.deliver(call, undefined, error);
+    } finally {
+      this.release();
+    }
+  }
+}
+
+const noop = (): void => undefined;
+
+/** Asks the worker to stop a sent call; terminates the worker if the call ignores it. */
+function cancelSent(call: PooledCall): void {
+  const batch = call.batch!;
+  batch.cancel(call.id);
+  call.grace = setTimeout(() => batch.terminate(`a call ignored cancellation for ${call.graceMs} ms`), call.graceMs);
+  call.grace.unref?.();
+}
+
+/** A call's wire form; marks the call when someone listens to its partials (see `sentCalls`). */
+function wireCall(call: PooledCall, spec: number, input: unknown): WireCall {
+  const { context } = call;
+  const batch = call.batchContexts && flatContexts(call.batchContexts);
+  const listen = call.batchContexts === undefined && listens(context);
+  call.partials = listen || (batch !== undefined && batchListens(batch));
+  // One object shape for every wire call (absent fields undefined).
+  return {
+    id: call.id,
+    spec,
+    input,
+    eventId: context.eventId,
+    origin: context.origin,
+    path: context.path,
+    op: context.operation,
+    batch,
+    listen,
+  };
 }
 
 /** A batch call's contexts in their wire form, made directly (no object per context on the way). */

@@ -7,10 +7,10 @@ import { ModelLoadError, WorkerCrashedError, toError } from '../errors.js';
 import type { ModelEntry } from '../model/entry.js';
 import { workerEntry } from './workerEntry.js';
 import type { Executor, ExecutorHooks, ExecutorSession } from './executor.js';
-import { PooledSession, routePartial, type BatchTransport, type SentBatch } from './pooled.js';
+import { PooledSession, routePartial, type BatchReceiver, type BatchTransport, type SentBatch } from './pooled.js';
 import { resolvePoolOptions, type PoolOptions } from './poolOptions.js';
 import type { ToChild, ToParent } from './worker/processWorker.js';
-import { deserializeError, inspectForWorker, type WireBatch, type WireResult } from './wire/protocol.js';
+import { deserializeError, flatten, inspectForWorker, type WireBatch, type WireResult } from './wire/protocol.js';
 import { workerSpecKey } from './specs.js';
 
 /** Restart policy of crashed processes. */
@@ -312,15 +312,18 @@ class ProcessTransport implements BatchTransport {
     return this.capacity.promise;
   }
 
-  send(batch: WireBatch): SentBatch {
+  send(batch: WireBatch, _transfer: ArrayBuffer[], receiver: BatchReceiver): SentBatch {
     let chosen: ChildWorker | undefined;
     for (const worker of this.readyWorkers) {
       if (worker.batches < BATCHES_PER_PROCESS && (chosen === undefined || worker.batches < chosen.batches)) chosen = worker;
     }
     if (chosen === undefined) throw new WorkerCrashedError(`no process of ${this.label} is ready`);
     const worker = chosen;
+    void worker.run(batch).then(
+      (results) => receiver.answered(flatten(results)),
+      (error: unknown) => receiver.failed(error),
+    );
     return {
-      done: worker.run(batch),
       cancel: (id) => void worker.post({ type: 'cancel', id }),
       terminate: (reason) => worker.kill(reason),
     };

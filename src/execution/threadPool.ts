@@ -8,16 +8,8 @@ import { ModelLoadError, WorkerCrashedError, toError } from '../errors.js';
 import type { ModelEntry } from '../model/entry.js';
 import { workerEntry } from './workerEntry.js';
 import type { Executor, ExecutorHooks, ExecutorSession } from './executor.js';
-import { PooledSession, routePartial, type BatchTransport, type SentBatch } from './pooled.js';
-import {
-  deserializeError,
-  encodeBatch,
-  inspectForWorker,
-  unflatten,
-  type SerializedError,
-  type WireBatch,
-  type WireResult,
-} from './wire/protocol.js';
+import { PooledSession, routePartial, type BatchReceiver, type BatchTransport, type SentBatch } from './pooled.js';
+import { deserializeError, encodeBatch, inspectForWorker, type SerializedError, type WireBatch } from './wire/protocol.js';
 import { resolvePoolOptions, type PoolOptions } from './poolOptions.js';
 import { workerSpecKey } from './specs.js';
 import type { ThreadTask, ThreadWorkerData } from './worker/threadWorker.js';
@@ -75,11 +67,14 @@ export function threadPoolExecutor(options: PoolOptions = {}): Executor {
   };
 }
 
+/** The transfer list of a body with no buffer in it: one shared list, read only, not one per call. */
+const NOTHING_TO_TRANSFER = Object.freeze([]) as unknown as ArrayBuffer[];
+
 // Inputs holding whole ArrayBuffers are copied once here and transferred; other inputs are
 // copied by postMessage itself, so copying them here too would be wasted work. The same walk
 // finds what postMessage would refuse, so that input fails alone.
 function prepareForThread(input: unknown): { input: unknown; transfer: ArrayBuffer[]; problem?: string } {
-  if (smallPlainData(input)) return { input, transfer: [] };
+  if (smallPlainData(input)) return { input, transfer: NOTHING_TO_TRANSFER };
   const inspection = inspectForWorker(input, 'input');
   if (inspection.problem !== undefined) return { input, transfer: [], problem: inspection.problem };
   if (inspection.transfer.length === 0) return { input, transfer: [] };
@@ -194,10 +189,10 @@ class ThreadTransport implements BatchTransport {
     return true;
   }
 
-  send(batch: WireBatch, transfer: ArrayBuffer[]): SentBatch {
+  send(batch: WireBatch, transfer: ArrayBuffer[], receiver: BatchReceiver): SentBatch {
     // One wire form for both kinds of pool (see specRef).
     const task: ThreadTask = encodeBatch(batch, this.specRef, this.board);
-    return new ThreadBatch(this.pool, task, transfer, batch.calls.length);
+    return new ThreadBatch(this.pool, task, transfer, batch.calls.length, receiver);
   }
 
   /**
@@ -238,7 +233,6 @@ const CLOSE_TIMEOUT_MS = 2_000;
  * batch is almost never terminated).
  */
 class ThreadBatch implements SentBatch {
-  readonly done: Promise<readonly WireResult[]>;
   aborted = false;
   /** Read by piscina for its AbortError; none given (the crash error names the reason). */
   readonly reason: unknown = undefined;
@@ -251,8 +245,13 @@ class ThreadBatch implements SentBatch {
     task: ThreadTask,
     transfer: ArrayBuffer[],
     private readonly size: number,
+    receiver: BatchReceiver,
   ) {
-    this.done = pool.run(task, { signal: this as never, transferList: transfer }).then(unflatten, (error: unknown) => this.failure(error));
+    // The flat reply goes to the receiver as it came (no result object per call).
+    void pool.run(task, { signal: this as never, transferList: transfer }).then(
+      (reply: unknown[]) => receiver.answered(reply),
+      (error: unknown) => receiver.failed(this.failure(error)),
+    );
   }
 
   cancel(id: number): void {
@@ -276,12 +275,12 @@ class ThreadBatch implements SentBatch {
     this.listener = undefined;
   }
 
-  private failure(error: unknown): never {
+  private failure(error: unknown): Error {
     // postMessage refused the batch (something the inspection did not foresee): the thread is fine.
     if (error instanceof Error && error.name === 'DataCloneError') {
-      throw new TypeError(`a batch of ${this.size} call(s) could not be copied to a worker thread: ${error.message}`, { cause: error });
+      return new TypeError(`a batch of ${this.size} call(s) could not be copied to a worker thread: ${error.message}`, { cause: error });
     }
-    throw new WorkerCrashedError(
+    return new WorkerCrashedError(
       this.terminated !== undefined
         ? `worker thread terminated: ${this.terminated}`
         : `worker thread died while running ${this.size} call(s): ${toError(error).message}`,
