@@ -350,12 +350,3 @@ export function flatten(results: readonly WireResult[]): unknown[] {
   for (const r of results) out.push(r.ok ? 1 : 0, r.ok ? r.value : r.error);
   return out;
 }
-
-/** The main side's reading of a flat reply. */
-export function unflatten(flat: readonly unknown[]): WireResult[] {
-  const results: WireResult[] = new Array<WireResult>(flat.length / 2);
-  for (let i = 0; i < results.length; i++) {
-    results[i] = flat[2 * i] === 1 ? { ok: true, value: flat[2 * i + 1] } : { ok: false, error: flat[2 * i + 1] as SerializedError };
-  }
-  return results;
-}
