@@ -32,6 +32,7 @@ export function threadPoolExecutor(options: PoolOptions = {}): Executor {
       const own = options.piscina === undefined;
       const partialsChannel = own ? `rxserve-partials-${randomUUID()}` : undefined;
       const specList = [...new Set(specKeys.values())];
+      let transport: ThreadTransport | undefined;
       const pool: Piscina =
         options.piscina ??
         new Piscina({
@@ -44,6 +45,7 @@ export function threadPoolExecutor(options: PoolOptions = {}): Executor {
           atomics: 'sync',
           // rxserve keeps its own lane figures; piscina's histograms would cost each task a record.
           recordTiming: false,
+          ...(specList.length === 1 ? { loadBalancer: nextBatchOnThread(() => transport?.cancelling === 0) } : {}),
           // Threads of a pool of our own know the specs and the cancel board from the start, so a
           // task names its models by index and carries no SharedArrayBuffer.
           workerData: {
@@ -52,7 +54,7 @@ export function threadPoolExecutor(options: PoolOptions = {}): Executor {
             rxservePartials: partialsChannel,
           } satisfies ThreadWorkerData,
         });
-      const transport = new ThreadTransport(
+      transport = new ThreadTransport(
         pool,
         own,
         own ? threads : pool.options.maxThreads,
@@ -103,6 +105,8 @@ class ThreadTransport implements BatchTransport {
   readonly ready: Promise<void>;
   readonly workerKind = 'thread';
   readonly slots: number;
+  /** Batches sent with a call asked to cancel, not answered yet: their thread may be terminated. */
+  cancelling = 0;
   /** Spec key → its index in the threads' workerData (a pool of our own), else undefined. */
   private readonly specIndex: ReadonlyMap<string, number> | undefined;
 
@@ -153,11 +157,18 @@ class ThreadTransport implements BatchTransport {
     // One wire form for both kinds of pool: a pool of the user's own names specs by key and
     // gets the cancel board with each batch.
     const task: ThreadTask = specIndex ? encodeBatch(batch, (key) => specIndex.get(key)!) : encodeBatch(batch, (key) => key, cancelFlags);
+    let cancelled = false;
+    const answered = (): void => {
+      if (cancelled) this.cancelling--;
+      cancelled = false;
+    };
     const done = this.pool.run(task, { signal: abort as never, transferList: transfer }).then(
       (results: unknown[]) => {
+        answered();
         return unflatten(results);
       },
       (error: unknown) => {
+        answered();
         // postMessage refused the batch (something the inspection did not foresee): the thread is fine.
         if (error instanceof Error && error.name === 'DataCloneError') {
           throw new TypeError(`a batch of ${batch.calls.length} call(s) could not be copied to a worker thread: ${error.message}`, {
@@ -174,7 +185,11 @@ class ThreadTransport implements BatchTransport {
     );
     return {
       done,
-      cancel: (id) => Atomics.store(cancelBoard, id % CANCEL_SLOTS, id),
+      cancel: (id) => {
+        if (!cancelled) this.cancelling++;
+        cancelled = true;
+        Atomics.store(cancelBoard, id % CANCEL_SLOTS, id);
+      },
       terminate: (reason) => {
         terminated = reason;
         abort.abort();
@@ -211,6 +226,29 @@ class ThreadTransport implements BatchTransport {
 }
 
 const CLOSE_TIMEOUT_MS = 2_000;
+
+/**
+ * piscina's own balancer, except that a batch may also go to a thread that runs one batch (the
+ * lane keeps two per thread): the thread then starts it as soon as the first one ends. piscina
+ * gives a thread running an abortable task (every batch: see TerminateSignal) nothing more, so the
+ * second batch waited on the main side until the first one's answer was read, and each batch paid
+ * the answer's trip to the main thread and the thread's wake-up from Atomics.wait with both sides
+ * idle (issue 26 goal 3: batched ONNX at ~0.5-0.7× a hand-written server that posts both batches).
+ * A thread terminated for a call that ignored its cancel fails the batch behind it too, so: only
+ * in a pool of one model's threads (that batch is never another model's), and not while a batch
+ * with a cancelled call is out (`shareable`: a batch sent then waits for a thread that is not
+ * about to be terminated, as before). Load and close tasks (not abortable) go to idle threads only.
+ */
+function nextBatchOnThread(shareable: () => boolean): NonNullable<NonNullable<ConstructorParameters<typeof Piscina>[0]>['loadBalancer']> {
+  return (task, workers) => {
+    let second = null;
+    for (const worker of workers) {
+      if (worker.currentUsage === 0) return worker;
+      if (second === null && task.isAbortable && worker.isRunningAbortableTask) second = worker;
+    }
+    return second !== null && shareable() ? second : null;
+  };
+}
 
 /**
  * What piscina needs of a task's signal to terminate its thread: the EventEmitter form it accepts
