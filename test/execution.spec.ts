@@ -290,6 +290,28 @@ describe('threads', () => {
     expect([...values]).toEqual([1, 2, 3]); // the event's own array is untouched
   });
 
+  it('a thread running one batch is given the next one at once (no wait for the answer to reach the main thread)', async () => {
+    // One model, one thread, two batch slots: 'wait' runs until 'mark' has run on the same thread.
+    // Before, piscina kept the second batch on the main side until the first one answered, so
+    // 'wait' gave up after 3 s without seeing it (and a busy pool paid a round trip per batch).
+    const entry: ModelEntry = { endpointName: 'o', modelClass: ref('Overlap'), executionMechanism: 'thread_pool' };
+    const subject = new Subject<ServingEvent>();
+    const outputs: ServingEvent[] = [];
+    const done = new Promise<void>((resolve) =>
+      subject.pipe(modelRunner({ models: [entry], ordered: false })).subscribe({ next: (e) => outputs.push(e), complete: resolve }),
+    );
+    // The thread is loaded before the two calls go: the first call must not be the one that waits for it.
+    subject.next(toEvent({ do: 'wait', ms: 0 }, { id: 'warm' }));
+    while (outputs.length === 0) await new Promise((r) => setTimeout(r, 10));
+    subject.next(toEvent({ do: 'wait', ms: 3_000 }, { id: 'wait' }));
+    subject.next(toEvent({ do: 'mark' }, { id: 'mark' }));
+    subject.complete();
+    await done;
+    const byId = Object.fromEntries(outputs.map((e) => [e.id, e.body]));
+    expect(byId.mark).toEqual({ marked: true });
+    expect(byId.wait).toEqual({ sawMark: true });
+  });
+
   it("uses the user's own piscina pool and leaves it running", async () => {
     const { workerEntry } = await import('../src/execution/workerEntry.js');
     const piscina = new Piscina({ filename: workerEntry('threadWorker'), maxThreads: 1 });

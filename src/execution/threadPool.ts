@@ -32,6 +32,7 @@ export function threadPoolExecutor(options: PoolOptions = {}): Executor {
       const own = options.piscina === undefined;
       const partialsChannel = own ? `rxserve-partials-${randomUUID()}` : undefined;
       const specList = [...new Set(specKeys.values())];
+      let transport: ThreadTransport | undefined;
       const pool: Piscina =
         options.piscina ??
         new Piscina({
@@ -44,6 +45,7 @@ export function threadPoolExecutor(options: PoolOptions = {}): Executor {
           atomics: 'sync',
           // rxserve keeps its own lane figures; piscina's histograms would cost each task a record.
           recordTiming: false,
+          ...(specList.length === 1 ? { loadBalancer: nextBatchOnThread(() => transport?.cancelling === 0) } : {}),
           // Threads of a pool of our own know the specs and the cancel board from the start, so a
           // task names its models by index and carries no SharedArrayBuffer.
           workerData: {
@@ -52,7 +54,7 @@ export function threadPoolExecutor(options: PoolOptions = {}): Executor {
             rxservePartials: partialsChannel,
           } satisfies ThreadWorkerData,
         });
-      const transport = new ThreadTransport(
+      transport = new ThreadTransport(
         pool,
         own,
         own ? threads : pool.options.maxThreads,
@@ -146,6 +148,8 @@ class ThreadTransport implements BatchTransport {
    */
   private readonly specRef: (key: string) => number | string;
   private readonly board: SharedArrayBuffer | undefined;
+  /** Batches sent with a call asked to cancel, not answered yet: their thread may be terminated (see nextBatchOnThread). */
+  cancelling = 0;
 
   constructor(
     private readonly pool: Piscina,
@@ -192,7 +196,7 @@ class ThreadTransport implements BatchTransport {
   send(batch: WireBatch, transfer: ArrayBuffer[], receiver: BatchReceiver): SentBatch {
     // One wire form for both kinds of pool (see specRef).
     const task: ThreadTask = encodeBatch(batch, this.specRef, this.board);
-    return new ThreadBatch(this.pool, task, transfer, batch.calls.length, receiver);
+    return new ThreadBatch(this.pool, task, transfer, batch.calls.length, receiver, this);
   }
 
   /**
@@ -226,6 +230,29 @@ class ThreadTransport implements BatchTransport {
 const CLOSE_TIMEOUT_MS = 2_000;
 
 /**
+ * piscina's own balancer, except that a batch may also go to a thread that runs one batch (the
+ * lane keeps two per thread): the thread then starts it as soon as the first one ends. piscina
+ * gives a thread running an abortable task (every batch: see ThreadBatch) nothing more, so the
+ * second batch waited on the main side until the first one's answer was read, and each batch paid
+ * the answer's trip to the main thread and the thread's wake-up from Atomics.wait with both sides
+ * idle (issue 26 goal 3: batched ONNX at ~0.5-0.7× a hand-written server that posts both batches).
+ * A thread terminated for a call that ignored its cancel fails the batch behind it too, so: only
+ * in a pool of one model's threads (that batch is never another model's), and not while a batch
+ * with a cancelled call is out (`shareable`: a batch sent then waits for a thread that is not
+ * about to be terminated, as before). Load and close tasks (not abortable) go to idle threads only.
+ */
+function nextBatchOnThread(shareable: () => boolean): NonNullable<NonNullable<ConstructorParameters<typeof Piscina>[0]>['loadBalancer']> {
+  return (task, workers) => {
+    let second = null;
+    for (const worker of workers) {
+      if (worker.currentUsage === 0) return worker;
+      if (second === null && task.isAbortable && worker.isRunningAbortableTask) second = worker;
+    }
+    return second !== null && shareable() ? second : null;
+  };
+}
+
+/**
  * A batch sent to a piscina thread. It is also the task's signal, in the EventEmitter form piscina
  * accepts (`aborted`, `once('abort')`, `removeListener`), which piscina aborts by terminating the
  * thread: one object per batch, no closures, where an AbortController and the SentBatch's own
@@ -239,6 +266,8 @@ class ThreadBatch implements SentBatch {
   private listener: (() => void) | undefined = undefined;
   /** Why `terminate` was called, for the error its calls fail with. */
   private terminated: string | undefined = undefined;
+  /** A call of this batch was asked to cancel (counted once in the transport's `cancelling`). */
+  private cancelled = false;
 
   constructor(
     pool: Piscina,
@@ -246,16 +275,33 @@ class ThreadBatch implements SentBatch {
     transfer: ArrayBuffer[],
     private readonly size: number,
     receiver: BatchReceiver,
+    private readonly transport: { cancelling: number },
   ) {
     // The flat reply goes to the receiver as it came (no result object per call).
     void pool.run(task, { signal: this as never, transferList: transfer }).then(
-      (reply: unknown[]) => receiver.answered(reply),
-      (error: unknown) => receiver.failed(this.failure(error)),
+      (reply: unknown[]) => {
+        this.settled();
+        receiver.answered(reply);
+      },
+      (error: unknown) => {
+        this.settled();
+        receiver.failed(this.failure(error));
+      },
     );
   }
 
   cancel(id: number): void {
+    if (!this.cancelled) {
+      this.cancelled = true;
+      this.transport.cancelling++;
+    }
     Atomics.store(cancelBoard, id % CANCEL_SLOTS, id);
+  }
+
+  /** Answered or failed: its thread is no longer at risk of termination on its account. */
+  private settled(): void {
+    if (this.cancelled) this.transport.cancelling--;
+    this.cancelled = false;
   }
 
   terminate(reason: string): void {
