@@ -1,6 +1,6 @@
 import { TestScheduler } from 'rxjs/testing';
-import { from, lastValueFrom, map, Subject, toArray } from 'rxjs';
-import { beforeEach, describe, expect, it } from 'vitest';
+import { config, from, lastValueFrom, map, Subject, Subscriber, toArray } from 'rxjs';
+import { beforeEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError, QueueFullError, onError, step, toEvent, withBody, type ServingEvent } from '../index.js';
 import { bodies } from '../testing/index.js';
 
@@ -99,6 +99,38 @@ describe('step', () => {
     expect(() => step('x' as never)).toThrow(/step\.fn: expected a function/);
     expect(() => step((x: unknown) => x, { resultPath: '' })).toThrow(ConfigError);
     expect(() => step((x: unknown) => x, { inputpath: 'a' } as never)).toThrow(/step\.options\.inputpath: unknown field/);
+  });
+
+  it('a downstream that throws from next loses that event only: the events behind it still start and leave, the throw is reported', async () => {
+    // A bare Subscriber (as a flow's links are) lets its throw reach the step; before, the throw
+    // left the step's drain with the next event still waiting (maxInFlight 1), and nothing woke it.
+    const previous = config.onUnhandledError;
+    const reported: unknown[] = [];
+    config.onUnhandledError = (error) => void reported.push(error);
+    try {
+      const source = new Subject<ServingEvent>();
+      const seen: unknown[] = [];
+      let completed = false;
+      const boom = new Error('downstream broke');
+      const sink = new Subscriber<ServingEvent>({
+        next: (e: ServingEvent) => {
+          seen.push(e.body);
+          if (e.body === 10) throw boom;
+        },
+        error: (error: unknown) => void reported.push(error),
+        complete: () => void (completed = true),
+      });
+      source.pipe(step((n: number) => Promise.resolve(n * 10), { maxInFlight: 1 })).subscribe(sink);
+      source.next(toEvent(1));
+      source.next(toEvent(2));
+      source.next(toEvent(3));
+      source.complete();
+      await vi.waitFor(() => expect(completed).toBe(true), { timeout: 2_000 });
+      expect(seen).toEqual([10, 20, 30]);
+      expect(reported).toEqual([boom]);
+    } finally {
+      config.onUnhandledError = previous;
+    }
   });
 });
 

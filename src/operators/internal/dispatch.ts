@@ -5,6 +5,7 @@
 import type { Observable, Subscriber, Subscription } from 'rxjs';
 import { QueueFullError, toError } from '../../errors.js';
 import { cancelOf, isServingEvent, withError, type CancelToken, type ServingEvent } from '../../event.js';
+import { reportUncaught } from '../../execution/lane.js';
 import { RingQueue } from '../../execution/ringQueue.js';
 
 /** Limits of one step; every admitted event is held by it until emitted. */
@@ -141,6 +142,20 @@ export function dispatch(
     if (slot.state !== DONE) slot.cancel = cancel;
   };
 
+  /**
+   * An event out, from inside the dispatch (drain, a cancel). A downstream that throws from `next`
+   * (a bare Subscriber: RxJS's own operators and `subscribe()` catch theirs) loses that event only:
+   * the throw is reported as RxJS reports one, and the events behind it still leave and start —
+   * thrown out of `drain` it left them waiting until something else woke it.
+   */
+  const emit = (out: ServingEvent): void => {
+    try {
+      subscriber.next(out);
+    } catch (error) {
+      reportUncaught(error);
+    }
+  };
+
   const drain = (): void => {
     if (draining || closed) return;
     draining = true;
@@ -153,7 +168,7 @@ export function dispatch(
           inFlight--;
           const out = slot.out!;
           slot.out = undefined;
-          subscriber.next(out);
+          emit(out);
           if (closed) return;
           slot = emitQueue.peek();
         }
@@ -184,7 +199,7 @@ export function dispatch(
       slot.state = DONE;
       waitingCount--;
       slot.unlisten?.();
-      subscriber.next(out);
+      emit(out);
       drain();
       return;
     }
