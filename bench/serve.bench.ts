@@ -47,8 +47,9 @@ export interface ServeFigures {
   readonly invoker: number;
   /** The 1-minute load average before the HTTP rows and after them (the machine may be shared). */
   readonly load: readonly [number, number];
-  /** The paired judge's rounds and each burst's length. */
+  /** The paired judge's rounds, the sets of server processes they ran on, and each burst's length. */
   readonly rounds: number;
+  readonly epochs: number;
   readonly burstSeconds: number;
   /** (b) against (a′), and against (f) when it ran, paired in the same rounds. */
   readonly vsTicked?: PairedRatios;
@@ -127,38 +128,46 @@ const ratios = (ours: readonly Burst[], base: readonly Burst[]): PairedRatios =>
 /**
  * The goal's judge: the servers of `rows` all up at once in their own processes, and load bursts
  * of `seconds` on each in turn, round after round (the order rotating: bench/paired.ts), so a
- * burst of load from elsewhere on this shared machine hits a round's servers alike. Each row's
- * figures are the medians of its rounds; its ratios to the first row are the medians (quartiles)
- * of the rounds' ratios.
+ * burst of load from elsewhere on this shared machine hits a round's servers alike. The rounds run
+ * in `epochs`, each on servers started anew: some of a server's speed is decided once per process
+ * (whether V8's feedback for node's tick objects goes megamorphic, see (a′)), so one set of
+ * processes is one draw of it, and several draws per run keep one lucky or unlucky process from
+ * deciding the ratio. Each row's figures are the medians of its rounds; its ratios to the first
+ * row are the medians (quartiles) of the rounds' ratios.
  */
 async function pairedRows(
   rows: readonly { name: string; kind: string; fixture?: string; extra?: readonly string[] }[],
   rounds: number,
   seconds: number,
+  epochs: number,
 ): Promise<{ rows: HttpRow[]; figures: Burst[][] }> {
-  const targets: Child[] = [];
-  try {
-    for (const row of rows) targets.push(await startChild(row.fixture ?? 'serveTarget.mjs', [row.kind, ...(row.extra ?? [])]));
-    const figures = await interleaved(
-      targets.map((target) => () => burst(target, seconds)),
-      { rounds, warmups: 1 },
-    );
-    const rowsOut = rows.map(({ name }, i): HttpRow => {
-      const own = figures[i]!;
-      return {
-        name,
-        requestsPerSecond: median(own.map((x) => x.requestsPerSecond)),
-        p50Ms: median(own.map((x) => x.p50Ms)),
-        p99Ms: median(own.map((x) => x.p99Ms)),
-        cpuUs: median(own.map((x) => x.cpuUs)),
-        errors: own.reduce((n, x) => n + x.errors, 0),
-        paired: ratios(own, figures[0]!),
-      };
-    });
-    return { rows: rowsOut, figures };
-  } finally {
-    for (const target of targets) await target.stop();
+  const figures: Burst[][] = rows.map((): Burst[] => []);
+  for (let epoch = 0; epoch < epochs; epoch++) {
+    const targets: Child[] = [];
+    try {
+      for (const row of rows) targets.push(await startChild(row.fixture ?? 'serveTarget.mjs', [row.kind, ...(row.extra ?? [])]));
+      const own = await interleaved(
+        targets.map((target) => () => burst(target, seconds)),
+        { rounds: Math.ceil(rounds / epochs), warmups: 1 },
+      );
+      own.forEach((bursts, i) => figures[i]!.push(...bursts));
+    } finally {
+      for (const target of targets) await target.stop();
+    }
   }
+  const rowsOut = rows.map(({ name }, i): HttpRow => {
+    const own = figures[i]!;
+    return {
+      name,
+      requestsPerSecond: median(own.map((x) => x.requestsPerSecond)),
+      p50Ms: median(own.map((x) => x.p50Ms)),
+      p99Ms: median(own.map((x) => x.p99Ms)),
+      cpuUs: median(own.map((x) => x.cpuUs)),
+      errors: own.reduce((n, x) => n + x.errors, 0),
+      paired: ratios(own, figures[0]!),
+    };
+  });
+  return { rows: rowsOut, figures };
 }
 
 const naiveStep = () => {
@@ -230,6 +239,7 @@ export async function runServe(quick: boolean): Promise<ServeFigures> {
   const missing = fastapiMissing();
   const loadBefore = loadavg()[0];
   const rounds = quick ? 3 : 9;
+  const epochs = quick ? 1 : 3;
   const burstSeconds = quick ? 1 : 1.5;
   const judge = await pairedRows(
     [
@@ -241,6 +251,7 @@ export async function runServe(quick: boolean): Promise<ServeFigures> {
     ],
     rounds,
     burstSeconds,
+    epochs,
   );
   const skipped = (name: string): HttpRow => ({ name, skipped: missing, requestsPerSecond: 0, p50Ms: 0, p99Ms: 0, errors: 0, cpuUs: 0 });
   const http: HttpRow[] = [
@@ -256,6 +267,7 @@ export async function runServe(quick: boolean): Promise<ServeFigures> {
     invoker: viaInvoker,
     load: [loadBefore, loadavg()[0]],
     rounds,
+    epochs,
     burstSeconds,
     vsTicked: ratios(judge.figures[2]!, judge.figures[1]!),
     ...(judge.figures[3] ? { vsFastapi: ratios(judge.figures[2]!, judge.figures[3]) } : {}),
@@ -295,7 +307,7 @@ export function serveMarkdown(f: ServeFigures): string {
       : []),
   ];
   return [
-    `(a), (a′), (b) and (f): ${f.rounds} rounds of ${f.burstSeconds} s bursts on each, the servers up at once, the order rotating; their figures are medians of the rounds and their ratios medians of the rounds' ratios (quartiles in brackets). Other rows: one run each after a 1 s warm-up.`,
+    `(a), (a′), (b) and (f): ${f.rounds} rounds of ${f.burstSeconds} s bursts on each, the servers up at once, the order rotating, on ${f.epochs} set(s) of server processes started anew (V8 decides some of a server's speed once per process); their figures are medians of the rounds and their ratios medians of the rounds' ratios (quartiles in brackets). Other rows: one run each after a 1 s warm-up.`,
     '',
     `| server (${CONNECTIONS} connections) | requests/s | vs (a) | vs (f) | p50 ms | vs (a) | p99 ms | server CPU µs/request | vs (a) | errors |`,
     '|---|---|---|---|---|---|---|---|---|---|',
