@@ -1,6 +1,5 @@
 import { fileURLToPath } from 'node:url';
 import {
-  config,
   EMPTY,
   firstValueFrom,
   from,
@@ -32,6 +31,7 @@ import {
   type ServingEvent,
 } from '../index.js';
 import { ModelSelector } from '../selector.js';
+import { collectUnhandled } from '../../test/support/unhandled.js';
 
 const fixture = fileURLToPath(new URL('../../test/fixtures/models.mjs', import.meta.url));
 const run = (events: unknown[], op: ReturnType<typeof modelRunner>) => lastValueFrom(from(events).pipe(asEvents(), op, toArray()));
@@ -333,10 +333,7 @@ describe('modelRunner with a call that returns an Observable', () => {
   });
 
   it('a subscriber that throws on an output is reported where RxJS reports it; the next events still flow', async () => {
-    const previous = config.onUnhandledError;
-    const reported: unknown[] = [];
-    config.onUnhandledError = (error) => void reported.push(error);
-    try {
+    await collectUnhandled(async (reported) => {
       const input = new Subject<ServingEvent>();
       const seen: unknown[] = [];
       // A bare Subscriber (no SafeSubscriber of its own around it) whose next throws once: the
@@ -357,9 +354,7 @@ describe('modelRunner with a call that returns an Observable', () => {
       expect(seen).toEqual([1, 2]);
       expect(reported).toHaveLength(1);
       expect((reported[0] as Error).message).toBe('downstream broke');
-    } finally {
-      config.onUnhandledError = previous;
-    }
+    });
   });
 });
 

@@ -1,8 +1,9 @@
 import { TestScheduler } from 'rxjs/testing';
-import { config, from, lastValueFrom, map, Subject, Subscriber, toArray } from 'rxjs';
+import { from, lastValueFrom, map, Subject, Subscriber, toArray } from 'rxjs';
 import { beforeEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError, QueueFullError, onError, step, toEvent, withBody, type ServingEvent } from '../index.js';
 import { bodies } from '../testing/index.js';
+import { collectUnhandled } from '../../test/support/unhandled.js';
 
 describe('step', () => {
   let scheduler: TestScheduler;
@@ -104,10 +105,7 @@ describe('step', () => {
   it('a downstream that throws from next loses that event only: the events behind it still start and leave, the throw is reported', async () => {
     // A bare Subscriber (as a flow's links are) lets its throw reach the step; before, the throw
     // left the step's drain with the next event still waiting (maxInFlight 1), and nothing woke it.
-    const previous = config.onUnhandledError;
-    const reported: unknown[] = [];
-    config.onUnhandledError = (error) => void reported.push(error);
-    try {
+    await collectUnhandled(async (reported) => {
       const source = new Subject<ServingEvent>();
       const seen: unknown[] = [];
       let completed = false;
@@ -128,9 +126,7 @@ describe('step', () => {
       await vi.waitFor(() => expect(completed).toBe(true), { timeout: 2_000 });
       expect(seen).toEqual([10, 20, 30]);
       expect(reported).toEqual([boom]);
-    } finally {
-      config.onUnhandledError = previous;
-    }
+    });
   });
 });
 
