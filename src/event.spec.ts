@@ -31,6 +31,19 @@ describe('events', () => {
     expect(out[1]).toBe(existing);
   });
 
+  it('EventCancel: a listener removed (last, first or in the middle) is not called; the others are, once', () => {
+    const cancel = new EventCancel();
+    const calls: string[] = [];
+    const stops = ['a', 'b', 'c', 'd'].map((name) => cancel.listen(() => calls.push(name)));
+    stops[3](); // the last one
+    stops[1](); // one in the middle
+    stops[3](); // twice: nothing more
+    cancel.abort('why');
+    cancel.abort('again');
+    expect(calls).toEqual(['a', 'c']);
+    expect(cancel.reason).toBe('why');
+  });
+
   it('withBody copies every field, CANCEL included, in the same key order as a spread; extra fields of events made elsewhere are kept', () => {
     const cancel = new EventCancel();
     const partials = () => undefined;

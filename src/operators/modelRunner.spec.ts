@@ -65,6 +65,18 @@ describe('modelRunner (marble)', () => {
     });
   });
 
+  it('runs each chosen model once whatever the order of the choice (the models in step order are found without a lookup)', () => {
+    scheduler.run(({ hot, expectObservable }) => {
+      const executor = testExecutor({ m1: () => 1, m2: () => 2, m3: () => 3 });
+      const picks: Record<string, string[]> = { a: ['m2', 'm1'], b: ['m1', 'm3'], c: ['m3'], d: ['m1', 'm2', 'm3'] };
+      const out = hot('abcd|', { a: ev('a', {}), b: ev('b', {}), c: ev('c', {}), d: ev('d', {}) }).pipe(
+        modelRunner({ models: [entry('m1'), entry('m2'), entry('m3')], selector: (e) => picks[e.id], executor }),
+        bodies(),
+      );
+      expectObservable(out).toBe('wxyz|', { w: { m2: 2, m1: 1 }, x: { m1: 1, m3: 3 }, y: { m3: 3 }, z: { m1: 1, m2: 2, m3: 3 } });
+    });
+  });
+
   it('selects all models for null/undefined, none for [] (body {})', () => {
     scheduler.run(({ hot, expectObservable }) => {
       const executor = testExecutor({ m1: () => 1, m2: () => 2 });
