@@ -31,16 +31,21 @@ describe('events', () => {
     expect(out[1]).toBe(existing);
   });
 
-  it('EventCancel: a listener removed (last, first or in the middle) is not called; the others are, once', () => {
+  it('EventCancel: a listener (object or function) removed, last or in the middle, is not called; the others are, once', () => {
     const cancel = new EventCancel();
     const calls: string[] = [];
-    const stops = ['a', 'b', 'c', 'd'].map((name) => cancel.listen(() => calls.push(name)));
-    stops[3](); // the last one
-    stops[1](); // one in the middle
-    stops[3](); // twice: nothing more
+    const listeners = ['a', 'b', 'c', 'd'].map((name) => ({ handleEvent: () => void calls.push(name) }));
+    for (const listener of listeners) cancel.listen(listener);
+    const fn = () => void calls.push('fn'); // undici and sleep add functions
+    cancel.addEventListener('abort', fn);
+    cancel.unlisten(listeners[3]); // not the last one: fn is
+    cancel.removeEventListener('abort', fn); // the last one
+    cancel.unlisten(listeners[1]); // one in the middle
+    cancel.unlisten(listeners[1]); // twice: nothing more
+    cancel.addEventListener('abort', fn);
     cancel.abort('why');
     cancel.abort('again');
-    expect(calls).toEqual(['a', 'c']);
+    expect(calls).toEqual(['a', 'c', 'fn']);
     expect(cancel.reason).toBe('why');
   });
 

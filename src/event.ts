@@ -57,12 +57,22 @@ export type PartialSink = (partial: PartialResult) => void;
  */
 export const CANCEL: unique symbol = Symbol.for('rxserve.cancel');
 
+/**
+ * Told once when an event's cancel aborts. An object (EventTarget's listener-object shape), so a
+ * step listens with its per-event record itself: no closure to listen and none to stop, per event.
+ */
+export interface CancelListener {
+  handleEvent(): void;
+}
+
 /** What steps listen to for one event's cancellation. */
 export interface CancelToken {
   readonly aborted: boolean;
   readonly reason: unknown;
-  /** Calls `fn` once when it aborts; returns a function that stops listening. */
-  listen(fn: () => void): () => void;
+  /** Tells `listener` once when it aborts. */
+  listen(listener: CancelListener): void;
+  /** Stops telling `listener` (nothing when it was not listening). */
+  unlisten(listener: CancelListener): void;
 }
 
 /**
@@ -73,18 +83,21 @@ export interface CancelToken {
 export class EventCancel implements CancelToken {
   aborted = false;
   reason: unknown = undefined;
-  #listeners: (() => void)[] | undefined;
+  #listeners: (CancelListener | (() => void))[] | undefined;
 
-  listen(fn: () => void): () => void {
-    this.addEventListener('abort', fn);
-    return () => this.removeEventListener('abort', fn);
-  }
-
-  addEventListener(_type: 'abort', listener: () => void): void {
+  listen(listener: CancelListener): void {
     (this.#listeners ??= []).push(listener);
   }
 
-  removeEventListener(_type: 'abort', listener: () => void): void {
+  unlisten(listener: CancelListener): void {
+    this.removeEventListener('abort', listener);
+  }
+
+  addEventListener(_type: 'abort', listener: CancelListener | (() => void)): void {
+    (this.#listeners ??= []).push(listener);
+  }
+
+  removeEventListener(_type: 'abort', listener: CancelListener | (() => void)): void {
     const list = this.#listeners;
     if (list === undefined) return;
     // Steps stop listening in the reverse order they started (the usual case: the last one): a
@@ -103,7 +116,11 @@ export class EventCancel implements CancelToken {
     this.reason = reason;
     const list = this.#listeners;
     this.#listeners = undefined;
-    if (list) for (const fn of list) fn();
+    if (list === undefined) return;
+    for (const listener of list) {
+      if (typeof listener === 'function') listener();
+      else listener.handleEvent();
+    }
   }
 }
 
@@ -120,9 +137,11 @@ export function cancelOf(event: ServingEvent): CancelToken | undefined {
     get reason() {
       return signal.reason as unknown;
     },
-    listen(fn) {
-      signal.addEventListener('abort', fn, { once: true });
-      return () => signal.removeEventListener('abort', fn);
+    listen(listener) {
+      signal.addEventListener('abort', listener, { once: true });
+    },
+    unlisten(listener) {
+      signal.removeEventListener('abort', listener);
     },
   };
 }

@@ -4,7 +4,7 @@
 // token) and teardown reach the work.
 import type { Observable, Subscriber, Subscription } from 'rxjs';
 import { QueueFullError, toError } from '../../errors.js';
-import { cancelOf, isServingEvent, withError, type CancelToken, type ServingEvent } from '../../event.js';
+import { cancelOf, isServingEvent, withError, type CancelListener, type CancelToken, type ServingEvent } from '../../event.js';
 import { reportUncaught } from '../../execution/lane.js';
 import { RingQueue } from '../../execution/ringQueue.js';
 
@@ -47,20 +47,35 @@ const WAITING = 0;
 const STARTED = 1;
 const DONE = 2;
 
-/** One admitted event. */
-class Slot {
+/** One admitted event; it listens to the event's cancel itself (no closure per event). */
+class Slot implements CancelListener {
   state = WAITING;
   out: ServingEvent | undefined = undefined;
   cancel: ((reason?: unknown) => void) | void = undefined;
-  /** Removes the abort listener of the event's cancel. */
-  unlisten: (() => void) | undefined = undefined;
+  /** Listening to `cancelToken`. */
+  listening = false;
   /** Neighbours in the list of started, not yet emitted slots. */
   prev: Slot | undefined = undefined;
   next: Slot | undefined = undefined;
   constructor(
     readonly event: ServingEvent,
     readonly cancelToken: CancelToken | undefined,
+    /** The dispatcher's handler of a cancelled event (one function per dispatcher). */
+    private readonly onCancel: (slot: Slot) => void,
   ) {}
+
+  /** The event's cancel aborted. */
+  handleEvent(): void {
+    this.listening = false;
+    this.onCancel(this);
+  }
+
+  /** Stops listening to the event's cancel, once. */
+  unlisten(): void {
+    if (!this.listening) return;
+    this.listening = false;
+    this.cancelToken!.unlisten(this);
+  }
 }
 
 /** The error an event leaves with when its cancel aborts. */
@@ -121,7 +136,7 @@ export function dispatch(
     slot.state = DONE;
     slot.out = out;
     slot.cancel = undefined;
-    slot.unlisten?.();
+    slot.unlisten();
     if (!ordered) emitQueue.push(slot);
     drain();
   };
@@ -198,7 +213,7 @@ export function dispatch(
     if (slot.state === WAITING) {
       slot.state = DONE;
       waitingCount--;
-      slot.unlisten?.();
+      slot.unlisten();
       emit(out);
       drain();
       return;
@@ -210,8 +225,11 @@ export function dispatch(
   };
 
   const admit = (event: ServingEvent, token: CancelToken | undefined): void => {
-    const slot = new Slot(event, token);
-    if (token !== undefined) slot.unlisten = token.listen(() => cancelOne(slot));
+    const slot = new Slot(event, token, cancelOne);
+    if (token !== undefined) {
+      slot.listening = true;
+      token.listen(slot);
+    }
     if (!paused && inFlight < maxInFlight && waitingCount === 0) {
       start(slot);
       drain();
@@ -227,14 +245,14 @@ export function dispatch(
   subscriber.add(() => {
     closed = true;
     subscription?.unsubscribe();
-    for (const slot of waiting.drain()) slot.unlisten?.();
+    for (const slot of waiting.drain()) slot.unlisten();
     waitingCount = 0;
     emitQueue.drain();
     const toCancel: Slot[] = [];
     for (let slot = live; slot !== undefined; slot = slot.next) toCancel.push(slot);
     live = undefined;
     for (const slot of toCancel) {
-      slot.unlisten?.();
+      slot.unlisten();
       if (slot.state !== DONE && slot.cancel) slot.cancel();
     }
   });
