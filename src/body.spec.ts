@@ -1,6 +1,6 @@
 // bodyProblem: the edges' one check of a request body's depth and prototype-poisoning keys.
 import { describe, expect, it } from 'vitest';
-import { bodyProblem } from './body.js';
+import { bodyProblem, isDepthProblem, jsonTextProblem } from './body.js';
 
 const nest = (depth: number, leaf: unknown = 1): unknown => {
   let value = leaf;
@@ -60,5 +60,41 @@ describe('bodyProblem', () => {
     const ctor: unknown = JSON.parse('{"a":{"constructor":{"prototype":{"x":1}}}}');
     expect(bodyProblem(ctor, { protoKeys: true })).toBe("body has a 'constructor.prototype' key (at body.a.constructor.prototype)");
     expect(bodyProblem({ constructor: 'a string is fine' }, { protoKeys: true })).toBeUndefined();
+  });
+
+  it('with protoKeys, the quick walk hands bodies with such key names to the full walk, which judges them', () => {
+    // A 'constructor' key is harmless without a 'prototype' under it: the full walk says so.
+    expect(bodyProblem({ a: [{ constructor: { name: 'x' } }] }, { protoKeys: true })).toBeUndefined();
+    expect(bodyProblem(JSON.parse('{"a":[{"__proto__":1}]}'), { protoKeys: true })).toBe(
+      "body has a '__proto__' key (at body.a[0].__proto__)",
+    );
+  });
+});
+
+describe('jsonTextProblem', () => {
+  const check = (text: string, maxDepth?: number) => jsonTextProblem(text, JSON.parse(text), maxDepth);
+
+  it('gives the verdict of the walk: depth at and past the limit, whatever the text length', () => {
+    // '[[[[]]]]' (8 characters) is depth 4: the shortest text of that depth, so it is walked.
+    expect(check('[[[[]]]]', 3)).toBe('body is nested deeper than 3 levels (at body[0][0][0])');
+    expect(check('[[[1]]]', 3)).toBeUndefined();
+    expect(check(JSON.stringify(nest(257)))).toMatch(/^body is nested deeper than 256 levels/);
+    expect(check(JSON.stringify(nest(256)))).toBeUndefined();
+    expect(isDepthProblem(check('[[[[]]]]', 3)!)).toBe(true);
+  });
+
+  it('refuses prototype-poisoning keys in short texts, escaped ones included; lets look-alikes through', () => {
+    expect(check('{"__proto__":{}}')).toBe("body has a '__proto__' key (at body.__proto__)");
+    expect(check('{"a":{"\\u005f_proto__":1}}')).toBe("body has a '__proto__' key (at body.a.__proto__)");
+    expect(check('{"c\\u006fnstructor":{"prototype":{}}}')).toBe("body has a 'constructor.prototype' key (at body.constructor.prototype)");
+    expect(isDepthProblem(check('{"__proto__":{}}')!)).toBe(false);
+    expect(check('{"constructor":"x","__proto__x":1,"t":"\\n"}')).toBeUndefined();
+    expect(check('"__proto__"')).toBeUndefined();
+  });
+
+  it('on a long text naming no such key, walks for depth only (a long array of objects passes)', () => {
+    const wide = Array.from({ length: 1_000 }, (_, i) => ({ i, tags: ['a'] }));
+    expect(check(JSON.stringify(wide))).toBeUndefined();
+    expect(check(JSON.stringify([...wide, nest(7)]), 6)).toBe('body is nested deeper than 6 levels (at body[1000].a[0].a[0].a)');
   });
 });

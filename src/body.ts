@@ -5,6 +5,13 @@
 /** How deep a request body may nest by default (docs/design.md §11: `maxBodyDepth`). */
 export const DEFAULT_MAX_BODY_DEPTH = 256;
 
+const DEPTH_PROBLEM = 'body is nested deeper than';
+
+/** True when `bodyProblem`'s answer is about depth (not a prototype-poisoning key). */
+export function isDepthProblem(problem: string): boolean {
+  return problem.startsWith(DEPTH_PROBLEM);
+}
+
 /** Options of `bodyProblem`. */
 export interface BodyCheck {
   /** Deepest nesting allowed: a bare value is depth 0, `{ a: 1 }` depth 1. Default 256. */
@@ -23,11 +30,10 @@ export function bodyProblem(body: unknown, check?: BodyCheck): string | undefine
   const maxDepth = check?.maxDepth ?? DEFAULT_MAX_BODY_DEPTH;
   const protoKeys = check?.protoKeys ?? false;
   // The common body (small, shallow) passes a walk that allocates nothing; a body it cannot clear
-  // (deep, large, with cycles or shared parts, or refused: the walk below names where) goes on.
-  if (!protoKeys) {
-    quickBudget = QUICK_NODES;
-    if (quickFits(body, 1, Math.min(maxDepth, QUICK_DEPTH))) return undefined;
-  }
+  // (deep, large, with cycles or shared parts, a key named `__proto__` or `constructor`, or
+  // refused: the walk below names where) goes on.
+  quickBudget = QUICK_NODES;
+  if (quickFits(body, 1, Math.min(maxDepth, QUICK_DEPTH), protoKeys)) return undefined;
   // Depth-first with an explicit stack of [value, depth, parent index, key]; the parents make the
   // path of a refused value without building one for every node.
   const values: object[] = [body];
@@ -46,7 +52,7 @@ export function bodyProblem(body: unknown, check?: BodyCheck): string | undefine
     if (seen.has(value)) continue;
     seen.add(value);
     const index = visited.push({ value, depth, parent, key }) - 1;
-    if (depth > maxDepth) return `body is nested deeper than ${maxDepth} levels (at ${pathAt(visited, index)})`;
+    if (depth > maxDepth) return `${DEPTH_PROBLEM} ${maxDepth} levels (at ${pathAt(visited, index)})`;
     if (Array.isArray(value)) {
       for (let i = 0; i < value.length; i++) {
         const item: unknown = value[i];
@@ -76,19 +82,38 @@ export function bodyProblem(body: unknown, check?: BodyCheck): string | undefine
   }
 }
 
+/**
+ * `bodyProblem(value, { maxDepth, protoKeys: true })` for the value `JSON.parse` made of `text`,
+ * with what the text already tells: a text shorter than `2 × (maxDepth + 1)` characters cannot
+ * nest deeper than `maxDepth` (each level takes a bracket pair), and one without `__proto__`,
+ * `constructor` or a backslash (an escape could spell them) has neither key. So the common body
+ * (short, plain) is not walked at all, and a long one is walked for depth only unless its text
+ * names such a key.
+ */
+export function jsonTextProblem(text: string, value: unknown, maxDepth = DEFAULT_MAX_BODY_DEPTH): string | undefined {
+  if (value === null || typeof value !== 'object') return undefined;
+  const protoKeys = text.includes('__proto__') || text.includes('constructor') || text.includes('\\');
+  if (!protoKeys && text.length < 2 * (maxDepth + 1)) return undefined;
+  return bodyProblem(value, { maxDepth, protoKeys });
+}
+
 /** How deep the allocation-free walk goes (recursively: so bounded) before leaving the body to the full walk. */
 const QUICK_DEPTH = 32;
 /** How many objects it visits before leaving the body to the full walk (a subtree shared by many parents is visited once per path to it). */
 const QUICK_NODES = 512;
 let quickBudget = 0;
 
-/** True when `value` (at `depth`) and everything under it nest no deeper than `limit`, within the node budget. */
-function quickFits(value: object, depth: number, limit: number): boolean {
+/**
+ * True when `value` (at `depth`) and everything under it nest no deeper than `limit`, within the
+ * node budget, and (with `protoKeys`) have no key named `__proto__` or `constructor` (the full
+ * walk judges those: a `constructor` key is refused only over a `prototype`).
+ */
+function quickFits(value: object, depth: number, limit: number, protoKeys: boolean): boolean {
   if (depth > limit || --quickBudget < 0) return false;
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
       const item: unknown = value[i];
-      if (item !== null && typeof item === 'object' && !quickFits(item, depth + 1, limit)) return false;
+      if (item !== null && typeof item === 'object' && !quickFits(item, depth + 1, limit, protoKeys)) return false;
     }
     return true;
   }
@@ -96,8 +121,9 @@ function quickFits(value: object, depth: number, limit: number): boolean {
   // The own enumerable keys, as the full walk's Object.keys, without its array.
   for (const name in value) {
     if (!Object.hasOwn(value, name)) continue;
+    if (protoKeys && (name === '__proto__' || name === 'constructor')) return false;
     const item: unknown = (value as Record<string, unknown>)[name];
-    if (item !== null && typeof item === 'object' && !quickFits(item, depth + 1, limit)) return false;
+    if (item !== null && typeof item === 'object' && !quickFits(item, depth + 1, limit, protoKeys)) return false;
   }
   return true;
 }

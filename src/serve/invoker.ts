@@ -102,8 +102,8 @@ export type AnswerTo = (event: ServingEvent | undefined, refused?: unknown) => v
 interface Pending {
   readonly event: ServingEvent;
   readonly cancel: EventCancel;
-  /** `performance.now()` past which it is answered with ModelTimeoutError. */
-  readonly deadline: number;
+  /** `performance.now()` past which it is answered with ModelTimeoutError (set once it outlives its dispatch). */
+  deadline: number;
   readonly answer: AnswerTo;
   unlisten: (() => void) | undefined;
   /** Answered, refused, cancelled or timed out: nothing more happens to it. */
@@ -300,7 +300,7 @@ export function routeInvoker(pipeline: OperatorFunction<ServingEvent, ServingEve
     const p: Pending = {
       event,
       cancel: token,
-      deadline: performance.now() + timeoutMs,
+      deadline: 0,
       answer,
       unlisten: undefined,
       settled: false,
@@ -329,8 +329,11 @@ export function routeInvoker(pipeline: OperatorFunction<ServingEvent, ServingEve
     } finally {
       dispatching = p.outer;
     }
-    // A synchronous pipeline has answered already: no map entry, no timer.
+    // A synchronous pipeline has answered already: no map entry, no timer, and no clock read
+    // (performance.now() is a call into node, ~50 ns). The deadline counts from the end of the
+    // synchronous dispatch: the timer could not have fired during it anyway.
     if (!p.settled) {
+      p.deadline = performance.now() + timeoutMs;
       pending.set(id, p);
       p.held = true;
       arm();

@@ -13,7 +13,7 @@ import type {
 import fp from 'fastify-plugin';
 import * as t from 'io-ts';
 import type { OperatorFunction } from 'rxjs';
-import { bodyProblem, DEFAULT_MAX_BODY_DEPTH } from '../body.js';
+import { DEFAULT_MAX_BODY_DEPTH, isDepthProblem, jsonTextProblem } from '../body.js';
 import { decodeOrThrow, fn, NonEmptyString, NonNegativeMs, positiveInt, strict } from '../decode.js';
 import { ConfigError, toError } from '../errors.js';
 import type { ServingEvent } from '../event.js';
@@ -143,7 +143,7 @@ const CLOSING_REFUSALS = new Set([401, 413, 415]);
  * `GET /v2/models/<name>` (asked of the pipeline when it is a modelRouter or votingEnsemble) and
  * `GET /v2/models/<name>/ready`, and with `dashboard: true` the live page `GET /dashboard`
  * (docs/dashboard.md). Only `application/json` bodies are accepted (else 415), with
- * fastify's prototype-poisoning guard (400) and a body limit (413). Closing the app answers the
+ * a prototype-poisoning guard (400, as fastify's own parser) and a body limit (413). Closing the app answers the
  * requests in flight (new ones get 503), then closes the pipeline and the graph.
  *
  * ## Example
@@ -272,20 +272,30 @@ export async function registerRoutes(app: FastifyInstance, options: RxservePlugi
     route.onRequest = [guard, ...own];
   });
 
-  // Only JSON, parsed by fastify's own parser (which rejects __proto__ and constructor.prototype
-  // keys); the error says which of the two went wrong. Neither JSON.parse nor that guard recurses,
-  // so a body nested thousands deep is parsed, then refused here for its depth before any step
-  // (or JSON.stringify, or structured clone, which do recurse) sees it (docs/design.md §11).
+  // Only JSON. Neither JSON.parse nor the key check recurses, so a body nested thousands deep is
+  // parsed, then refused here for its depth before any step (or JSON.stringify, or structured
+  // clone, which do recurse) sees it (docs/design.md §11); so is a `__proto__` or
+  // `constructor.prototype` key (prototype poisoning), as fastify's own parser refuses them. One
+  // check for both, and none at all for a short text naming neither key (see jsonTextProblem):
+  // fastify's parser would scan the text twice with its regexes and call back through a closure.
   app.removeAllContentTypeParsers();
-  const parseJson = app.getDefaultJsonParser('error', 'error');
-  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: maxBodyBytes }, (request, body, done) => {
-    const text = body as string; // parseAs: 'string'
-    void parseJson(request, text, (error, value) => {
-      if (error) return done(jsonError(text, error), undefined);
-      const problem = bodyProblem(value, { maxDepth: maxBodyDepth });
-      if (problem !== undefined) return done(new HttpError('TypeError', `${problem}; the limit is maxBodyDepth`, 400), undefined);
-      done(null, value);
-    });
+  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: maxBodyBytes }, (_request, body, done) => {
+    // parseAs: 'string'; a byte order mark is dropped, as fastify's parser does.
+    const text = (body as string).charCodeAt(0) === 0xfeff ? (body as string).slice(1) : (body as string);
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (error) {
+      return done(jsonError(text, error), undefined);
+    }
+    const problem = jsonTextProblem(text, value, maxBodyDepth);
+    if (problem === undefined) return done(null, value);
+    done(
+      isDepthProblem(problem)
+        ? new HttpError('TypeError', `${problem}; the limit is maxBodyDepth`, 400)
+        : new HttpError('SyntaxError', `the request ${problem}; refused (prototype poisoning)`, 400),
+      undefined,
+    );
   });
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
@@ -492,20 +502,11 @@ export function requestIdOf(request: { readonly headers: FastifyRequest['headers
   return typeof header === 'string' && header.length > 0 && header.length <= MAX_REQUEST_ID ? header : newRequestId();
 }
 
-/** Why fastify's JSON parser refused a body: not JSON at all, or a prototype-poisoning key. */
-function jsonError(body: string, _error: Error): Error {
+/** Why a body is not JSON: empty, or its syntax (JSON.parse's message). */
+function jsonError(body: string, error: unknown): Error {
   if (body.length === 0)
     return new HttpError('SyntaxError', "the request body is empty; send a JSON value with 'Content-Type: application/json'", 400);
-  try {
-    JSON.parse(body);
-  } catch (syntax) {
-    return new HttpError('SyntaxError', `the request body is not valid JSON (${toError(syntax).message})`, 400);
-  }
-  return new HttpError(
-    'SyntaxError',
-    "the request body has a '__proto__' or 'constructor.prototype' key; refused (prototype poisoning)",
-    400,
-  );
+  return new HttpError('SyntaxError', `the request body is not valid JSON (${toError(error).message})`, 400);
 }
 
 /** fastify's own errors (body limit, content type, ...) as error replies of the §11 shape. */

@@ -266,7 +266,7 @@ describe('serve(): bad requests never reach the pipeline and do not disturb othe
       'a __proto__ key',
       { raw: '{"tag":"a","__proto__":{"admin":true}}' },
       400,
-      "SyntaxError: the request body has a '__proto__' or 'constructor.prototype' key; refused (prototype poisoning)",
+      "SyntaxError: the request body has a '__proto__' key (at body.__proto__); refused (prototype poisoning)",
     ],
     ['a nested, escaped __proto__ key', { raw: '{"a":{"\\u005f_proto__":{"admin":true}}}' }, 400, /prototype poisoning/],
     ['a constructor.prototype key', { raw: '{"constructor":{"prototype":{"admin":true}}}' }, 400, /prototype poisoning/],
@@ -315,6 +315,39 @@ describe('serve(): bad requests never reach the pipeline and do not disturb othe
     ]);
     expect(probe.seen.map((e) => e.id)).not.toContain('bad-1');
     expect(probe.seen).toHaveLength(4);
+  });
+
+  // The parser skips the key and depth walk for a text that cannot fail it (shorter than
+  // 2 × (maxBodyDepth + 1) characters, no '__proto__', 'constructor' or backslash): each case here
+  // sits on one side of that line, and each must still be refused or accepted as a walk would.
+  it('the depth and key checks hold on both sides of the text shortcut (maxBodyDepth 3)', async () => {
+    const server = await start(
+      step((b: unknown) => b),
+      { maxBodyDepth: 3 },
+    );
+    const post = (raw: string) => call(server.url, { raw });
+    // Depth 4 in 9 characters (the shortest text of that depth): walked, refused.
+    const deep = await post('[[[[]]]]');
+    expect(deep.status).toBe(400);
+    expect(deep.json.error).toBe('TypeError: body is nested deeper than 3 levels (at body[0][0][0]); the limit is maxBodyDepth');
+    // Depth 3, short: not walked, accepted; the same depth padded long: walked, accepted.
+    expect((await post('[[[1]]]')).json).toEqual([[[1]]]);
+    const long = { a: { b: ['x'.repeat(50)] } };
+    expect((await post(JSON.stringify(long))).json).toEqual(long);
+    // Depth 4, long: refused.
+    const longDeep = await post(JSON.stringify({ a: { b: [{ c: 'x'.repeat(50) }] } }));
+    expect(longDeep.json.error).toMatch(/^TypeError: body is nested deeper than 3 levels \(at body\.a\.b\[0\]\)/);
+    // Keys spelled with escapes, in short texts: refused, naming where.
+    const escaped = await post('{"\\u005f_proto__":{}}');
+    expect(escaped.json.error).toBe(
+      "SyntaxError: the request body has a '__proto__' key (at body.__proto__); refused (prototype poisoning)",
+    );
+    const ctor = await post('[{"constructo\\u0072":{"prototype":1}}]');
+    expect(ctor.json.error).toMatch(/'constructor\.prototype' key \(at body\[0\]\.constructor\.prototype\); refused/);
+    // Harmless look-alikes pass: a 'constructor' key without a prototype, escapes in values, a bare value, a BOM.
+    expect((await post('{"constructor":"x","t":"a\\nb"}')).json).toEqual({ constructor: 'x', t: 'a\nb' });
+    expect((await post('"__proto__"')).json).toBe('__proto__');
+    expect((await post('\ufeff{"n":1}')).json).toEqual({ n: 1 });
   });
 
   it('a POST without a body → 400, not reaching the pipeline', async () => {

@@ -4,7 +4,7 @@
 // shares across events.
 import type { Dispatcher } from 'undici';
 import { loadUndici } from '../../undici.js';
-import { bodyProblem } from '../../body.js';
+import { jsonTextProblem } from '../../body.js';
 import { ModelTimeoutError, RemoteStepError, toError } from '../../errors.js';
 import { EventCancel } from '../../event.js';
 import { RingQueue } from '../../execution/ringQueue.js';
@@ -263,17 +263,14 @@ export class HttpClient {
     } catch (error) {
       throw fail(`is not JSON (${toError(error).message})`);
     }
-    // The answer enters the pipeline like a request body does (docs/design.md §11): same checks. A short
-    // answer without those key names and without escapes (which could spell them) cannot fail
-    // them (it cannot nest 256 deep either): the walk is skipped.
-    const problem = mayNeedCheck(text) ? bodyProblem(value, { protoKeys: true }) : undefined;
+    // The answer enters the pipeline like a request body does (docs/design.md §11): same checks
+    // (a short answer without those key names and without escapes is not walked).
+    const problem = jsonTextProblem(text, value);
     if (problem !== undefined) throw fail(`was refused: ${problem.replace(/^body/, 'answer')}`);
     return value;
   }
 }
 
-const mayNeedCheck = (text: string) =>
-  text.length >= 256 || text.includes('\\') || text.includes('__proto__') || text.includes('constructor');
 const tries = (attempt: number) => (attempt > 1 ? ` after ${attempt} attempts` : '');
 /** The first 200 bytes of an answer, as text (a character cut in two is replaced, not thrown on). */
 const head = (body: Buffer) => body.subarray(0, ANSWER_HEAD_BYTES).toString('utf8');
