@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
-import { Observable, Subject, share } from 'rxjs';
+import { Observable, type Subscriber } from 'rxjs';
 import { modelRunner, type ModelEntry, type ServingEvent } from 'rxserve';
 import { drive, percentile, type RunFigures } from './driver.js';
 // @ts-expect-error a plain .mjs module without types (the example's encoder)
@@ -224,16 +224,24 @@ export async function served(
         };
   const body = modelPath === undefined ? (i: number) => ({ x: i }) : oipBody;
   // One subscription for warm-up and measurement: a step's pool lives as long as its subscription.
-  const input = new Subject<ServingEvent>();
-  const output = input.pipe(modelRunner({ models: [entry] }), share());
-  const keep = output.subscribe();
+  // Each drive's events go straight to the step's subscriber and its outputs straight to the
+  // drive's (a Subject in and a share() out, before 2026-12-07 21:00, cost each event two
+  // Subject hops — a closure, an iterator and a copy check each — that (f), fed by the same
+  // driver, does not pay).
+  let feed: Subscriber<ServingEvent> | undefined;
+  let sink: Subscriber<ServingEvent> | undefined;
+  const keep = new Observable<ServingEvent>((subscriber) => {
+    feed = subscriber;
+  })
+    .pipe(modelRunner({ models: [entry] }))
+    .subscribe({ next: (out) => sink?.next(out), error: (error: unknown) => sink?.error(error) });
   const op = (source: Observable<ServingEvent>) =>
     new Observable<ServingEvent>((subscriber) => {
-      const out = output.subscribe(subscriber);
-      const feed = source.subscribe({ next: (event) => input.next(event) });
+      sink = subscriber;
+      const fed = source.subscribe({ next: (event) => feed!.next(event) });
       return () => {
-        feed.unsubscribe();
-        out.unsubscribe();
+        fed.unsubscribe();
+        sink = undefined;
       };
     });
   try {
@@ -244,7 +252,7 @@ export async function served(
     const figures = await drive(op, total, 64, body, { idOf: (e) => e.id });
     return { ...figures, cpuUs: cpuPerRequest(cpu0, total) };
   } finally {
-    input.complete();
+    feed?.complete();
     keep.unsubscribe();
   }
 }

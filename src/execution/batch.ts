@@ -38,17 +38,17 @@ export function runBatch<C extends LaneCall>(
     throw error;
   }
   if (finished) return;
-  for (const call of calls) {
-    if (call.done) continue;
-    call.cancelWork = () => {
-      if (--live === 0 && cancelBatch) {
-        const cancel = cancelBatch;
-        cancelBatch = undefined;
-        cancel();
-        finish();
-      }
-    };
-  }
+  // One canceller for the whole batch, not a closure per call: the lane calls a call's
+  // `cancelWork` at most once, so each call counts itself out once.
+  const cancelOne = (): void => {
+    if (--live === 0 && cancelBatch) {
+      const cancel = cancelBatch;
+      cancelBatch = undefined;
+      cancel();
+      finish();
+    }
+  };
+  for (let i = 0; i < calls.length; i++) if (!calls[i].done) calls[i].cancelWork = cancelOne;
 
   function startBatch(): (() => void) | undefined {
     return onResult(

@@ -219,6 +219,50 @@ describe('Lane', () => {
     });
   });
 
+  it('dynamic batching: a wait that begins while the timer of an earlier one is armed still lasts maxWaitMs', () => {
+    // The timer is not cancelled when a batch leaves (issue 26 goal 3): it fires at the earlier
+    // wait's end and is set again for the rest of the running one.
+    const scheduler = new TestScheduler((a, b) => expect(a).toEqual(b));
+    scheduler.run(({ cold, flush }) => {
+      const starts: string[] = [];
+      const lane = new Lane<Call>({
+        name: 'b',
+        batching: { maxBatchSize: 2, maxWaitMs: 10 },
+        run: (calls) => {
+          starts.push(`${scheduler.now()}:${calls.map((c) => c.name).join('')}`);
+          for (const c of calls) lane.settle(c, c.name, undefined);
+        },
+      });
+      // a waits from 0 (timer at 10); b fills the batch at 2; c waits from 5, so it leaves at 15;
+      // d waits from 20 and e fills its batch at 24; f alone from 26 leaves at 36.
+      cold('a-b--c--------------d---e-f').subscribe((n) => lane.submit(new Call(n)));
+      flush();
+      expect(starts).toEqual(['2:ab', '15:c', '24:de', '36:f']);
+    });
+  });
+
+  it('dynamic batching: a wait whose calls were all cancelled is over; the next call waits its whole maxWaitMs', () => {
+    const scheduler = new TestScheduler((a, b) => expect(a).toEqual(b));
+    scheduler.run(({ flush }) => {
+      const starts: string[] = [];
+      const lane = new Lane<Call>({
+        name: 'b',
+        batching: { maxBatchSize: 3, maxWaitMs: 10 },
+        run: (calls) => {
+          starts.push(`${scheduler.now()}:${calls.map((c) => c.name).join('')}`);
+          for (const c of calls) lane.settle(c, c.name, undefined);
+        },
+      });
+      const a = lane.submit(new Call('a'));
+      scheduler.schedule(() => lane.cancel(a, new Error('gone')), 1);
+      scheduler.schedule(() => void lane.submit(new Call('b')), 12);
+      scheduler.schedule(() => void lane.submit(new Call('c')), 14);
+      flush();
+      expect(a.outcome).toBeUndefined();
+      expect(starts).toEqual(['22:bc']);
+    });
+  });
+
   it('dynamic batching: a batch that is due but has no free slot leaves as soon as one frees', () => {
     const scheduler = new TestScheduler((a, b) => expect(a).toEqual(b));
     scheduler.run(({ flush }) => {

@@ -129,7 +129,16 @@ export class Lane<C extends LaneCall> {
   private pumping = false;
   private paused = false;
   private blocked = false;
+  /**
+   * The batch wait's timer. Not cancelled when a batch leaves: it stays armed, and when it fires
+   * early for the wait that is running then (`waitSince`), it is set again for the rest. Under
+   * load a batch leaves every few hundred µs, and an rxjs timer scheduled and unsubscribed per
+   * batch (an action, a node Timeout, the timer list's insert and removal) cost more than the
+   * lane's own bookkeeping for the batch's calls (issue 26 goal 3).
+   */
   private batchTimer: Subscription | undefined;
+  /** When the running batch wait began (`asyncScheduler.now()`), or -1: no wait is running. */
+  private waitSince = -1;
   /** The oldest waiting call has waited `maxWaitMs`: the next batch goes as it is. */
   private due = false;
   private readonly maxInFlight: number;
@@ -174,7 +183,7 @@ export class Lane<C extends LaneCall> {
       call.laneTimer = undefined;
     }
     if (wasRunning) this.running--;
-    else this.waiting--;
+    else if (--this.waiting === 0) this.waitSince = -1;
     try {
       call.settled(value, error);
     } finally {
@@ -193,7 +202,8 @@ export class Lane<C extends LaneCall> {
       call.laneTimer = undefined;
     }
     if (!wasRunning) {
-      this.waiting--;
+      // The last waiting call gone: no batch wait runs (a call queued later starts its own).
+      if (--this.waiting === 0) this.waitSince = -1;
       return;
     }
     this.running--;
@@ -316,12 +326,27 @@ export class Lane<C extends LaneCall> {
 
   /** Starts the wait of the oldest waiting call, when batches collect and none is running. */
   private armBatchTimer(): void {
-    if (!this.collects || this.batchTimer !== undefined || this.waiting === 0) return;
-    this.batchTimer = asyncScheduler.schedule(() => {
-      this.batchTimer = undefined;
-      this.due = true;
-      inTimer(() => this.pump());
-    }, this.options.batching!.maxWaitMs);
+    if (!this.collects || this.waitSince >= 0 || this.waiting === 0) return;
+    this.waitSince = asyncScheduler.now();
+    // A timer still armed for an earlier wait fires before this one is over, and sets itself again.
+    if (this.batchTimer === undefined)
+      this.batchTimer = asyncScheduler.schedule(() => this.batchWaitOver(), this.options.batching!.maxWaitMs);
+  }
+
+  /** The batch timer fired: the running wait is over (the batch is due), or it began later than the timer and goes on. */
+  private batchWaitOver(): void {
+    this.batchTimer = undefined;
+    if (this.waitSince < 0 || this.waiting === 0) {
+      this.waitSince = -1;
+      return;
+    }
+    const left = this.waitSince + this.options.batching!.maxWaitMs - asyncScheduler.now();
+    if (left > 0) {
+      this.batchTimer = asyncScheduler.schedule(() => this.batchWaitOver(), left);
+      return;
+    }
+    this.due = true;
+    inTimer(() => this.pump());
   }
 
   private startNext(): void {
@@ -334,12 +359,9 @@ export class Lane<C extends LaneCall> {
       this.waiting--;
       calls.push(call);
     }
-    // The calls still waiting start a new wait of their own.
+    // The calls still waiting start a new wait of their own (the timer, if armed, stays: see batchTimer).
     this.due = false;
-    if (this.batchTimer !== undefined) {
-      this.batchTimer.unsubscribe();
-      this.batchTimer = undefined;
-    }
+    this.waitSince = -1;
     this.armBatchTimer();
     if (calls.length > 0) this.start(calls);
   }

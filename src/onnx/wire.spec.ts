@@ -47,6 +47,24 @@ describe('packBatch (main side)', () => {
     });
   });
 
+  it('sends no byte it did not write: alignment gaps and what a refused body wrote before its bad value are zero', () => {
+    // The buffer is not zero-filled when made (issue 26 goal 3): packBatch zeroes what no view covers.
+    const bodies = [
+      { inputs: [tensor('FP32', [5])] },
+      { inputs: [tensor('FP64', [7])] },
+      // 1 and 2 are written before 'x' is refused; the body then goes as it is.
+      { inputs: [tensor('FP32', [1, 2, 'x'])] },
+    ];
+    const { bodies: packed, transfer } = packBatch(bodies);
+    expect(packed[2]).toBeUndefined();
+    const bytes = new Uint8Array(transfer[0]);
+    expect(bytes.length).toBe(28);
+    expect([...bytes.subarray(0, 4)]).toEqual([...new Uint8Array(new Float32Array([5]).buffer)]);
+    expect([...bytes.subarray(4, 8)]).toEqual([0, 0, 0, 0]);
+    expect([...bytes.subarray(8, 16)]).toEqual([...new Uint8Array(new Float64Array([7]).buffer)]);
+    expect([...bytes.subarray(16)]).toEqual(new Array(12).fill(0));
+  });
+
   it('puts the bodies of one layout in the table, in order, and unpackInputs gives them back between the others', () => {
     const rowOf = (i: number) => ({ inputs: [tensor('FP32', [i, i + 1], [1, 2])] });
     const odd = { inputs: [{ ...tensor('FP32', [9, 9], [1, 2]), parameters: {} }] };

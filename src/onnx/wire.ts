@@ -1,6 +1,7 @@
 // OnnxModel across a worker boundary: OIP tensors travel as TypedArrays, not as JSON number arrays.
 // Structured clone copies a plain array of 256 numbers element by element (~15 µs, and the copy
 // arrives in a form that is slow to read); a Float32Array is one memcpy, or a transfer.
+import { Buffer } from 'node:buffer';
 import { ARRAY_OF, INT_RANGE, ORT_TYPE, type OipDatatype } from './datatypes.js';
 import { copyNumbers, oipData, type OipTensor } from './tensor.js';
 
@@ -80,6 +81,34 @@ function isRow(body: object, inputs: readonly OipTensor[], layout: readonly stri
   return true;
 }
 
+/**
+ * A batch's buffer, its bytes not zeroed first: every byte a view covers is written right after,
+ * and `packBatch` zeroes the others (alignment gaps, what a refused body left), so no old memory
+ * crosses. Zero-filling 8 KB a batch of 32 rows of 256 FP32 was ~0.3 µs a request of the main
+ * thread (issue 26 goal 3). A dedicated buffer (never Buffer's pool), so it can be transferred.
+ */
+function uninitialized(bytes: number): ArrayBuffer {
+  const memory = Buffer.allocUnsafeSlow(bytes);
+  return memory.byteOffset === 0 && memory.buffer.byteLength === bytes ? memory.buffer : new ArrayBuffer(bytes);
+}
+
+const zero = (buffer: ArrayBuffer, from: number, to: number): void => void new Uint8Array(buffer, from, to - from).fill(0);
+
+/**
+ * `copyNumbers` for a datatype without a range (FP32, FP64): a number is all it checks. A loop of
+ * its own, which V8 inlines into `packBatch`: packing 32 rows of 256 FP32 took 1.57× the time of a
+ * bare checking copy loop through `copyNumbers` (not inlined: it also serves the worker's checks),
+ * 1.04× through this (CPU profile of a microbenchmark; issue 26 goal 3).
+ */
+function copyFloats(out: View, data: readonly unknown[], at: number): number {
+  for (let k = 0; k < data.length; k++) {
+    const v = data[k];
+    if (typeof v !== 'number') return k;
+    out[at + k] = v;
+  }
+  return -1;
+}
+
 /** `offset` rounded up to a multiple of `size`. */
 const aligned = (offset: number, size: number): number => Math.ceil(offset / size) * size;
 
@@ -96,33 +125,44 @@ const aligned = (offset: number, size: number): number => Math.ceil(offset / siz
  */
 // eslint-disable-next-line @typescript-eslint/no-redundant-type-constituents -- `| undefined` says what an element means (send that body as it is), as WireCodec.pack does
 export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | undefined)[]; transfer: ArrayBuffer[]; table?: PackedTable } {
-  // Packed lists (by push): `packed` goes into the batch's wire list (see encodeBatch).
-  const tensors: (readonly OipTensor[] | undefined)[] = [];
+  const n = bodies.length;
+  // Each body's tensors, sized once (it stays here); its elements, a packed list (by push): the
+  // caller may put it in the batch's wire list, which crosses densely only when packed (see encodeBatch).
+  const tensors: (readonly OipTensor[] | undefined)[] = new Array<readonly OipTensor[] | undefined>(n);
   const packed: unknown[] = [];
   // Each datatype's data start at a multiple of its element size (what a TypedArray view needs),
   // so the rows of one datatype lie end to end and OnnxModel takes them as one view.
   let bytes = 0;
-  for (let i = 0; i < bodies.length; i++) {
+  /** Int32s of the table's `dims` if every packed body is a row (an upper bound otherwise). */
+  let dimsLength = 0;
+  for (let i = 0; i < n; i++) {
     const inputs = packable(bodies[i]);
-    tensors.push(inputs);
+    tensors[i] = inputs;
     packed.push(undefined);
     if (inputs === undefined) continue;
-    for (const t of inputs) {
+    for (let k = 0; k < inputs.length; k++) {
+      const t = inputs[k];
       const size = PACKED.get(t.datatype)!.bytes;
       bytes = aligned(bytes, size) + (t.data as unknown[]).length * size;
+      dimsLength += 3 + (Array.isArray(t.shape) ? t.shape.length : 0);
     }
   }
   if (bytes === 0) return { bodies: packed, transfer: [] };
-  const buffer = new ArrayBuffer(bytes);
-  /** One view of the whole buffer per datatype, through which the rows' data are written. */
-  const whole = new Map<string, View>();
+  const buffer = uninitialized(bytes);
+  // One view of the whole buffer per datatype, through which the rows' data are written: the
+  // last one made is kept at hand (a batch is almost always of one datatype), others in a Map.
+  let lastType: string | undefined;
+  let lastView: View | undefined;
+  let views: Map<string, View> | undefined;
   let layout: string[] | undefined;
-  const dims: number[] = [];
+  // Written in place (no list of numbers grown by push, then copied into an Int32Array).
+  const dims = new Int32Array(dimsLength);
+  let p = 0;
   /** The current body's data offsets, per input. */
   const offsets: number[] = [];
   let rows = 0;
   let offset = 0;
-  for (let i = 0; i < bodies.length; i++) {
+  for (let i = 0; i < n; i++) {
     const inputs = tensors[i];
     if (inputs === undefined) continue;
     const start = offset;
@@ -132,14 +172,23 @@ export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | unde
       const t = inputs[k];
       const data = t.data as unknown[];
       const { bytes: size, range } = PACKED.get(t.datatype)!;
-      offset = aligned(offset, size);
-      let view = whole.get(t.datatype);
-      if (view === undefined) {
-        view = new (ARRAY_OF[t.datatype] as unknown as ViewCtor)(buffer, 0, Math.floor(bytes / size));
-        whole.set(t.datatype, view);
+      const at = aligned(offset, size);
+      if (at > offset) zero(buffer, offset, at);
+      offset = at;
+      let view: View;
+      if (t.datatype === lastType) view = lastView!;
+      else {
+        views ??= new Map();
+        let made = views.get(t.datatype);
+        if (made === undefined) {
+          made = new (ARRAY_OF[t.datatype] as unknown as ViewCtor)(buffer, 0, Math.floor(bytes / size));
+          views.set(t.datatype, made);
+        }
+        lastType = t.datatype;
+        view = lastView = made;
       }
       // A value the model refuses: the body goes as it is, so the worker reports it.
-      refused = copyNumbers(view, data, range, offset / size) >= 0;
+      refused = (range === undefined ? copyFloats(view, data, offset / size) : copyNumbers(view, data, range, offset / size)) >= 0;
       offsets.push(offset);
       offset += data.length * size;
     }
@@ -155,8 +204,10 @@ export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | unde
       }
       for (let k = 0; k < inputs.length; k++) {
         const shape = inputs[k].shape;
-        dims.push(offsets[k], (inputs[k].data as unknown[]).length, shape.length);
-        for (const d of shape) dims.push(d);
+        dims[p++] = offsets[k];
+        dims[p++] = (inputs[k].data as unknown[]).length;
+        dims[p++] = shape.length;
+        for (let d = 0; d < shape.length; d++) dims[p++] = shape[d];
       }
       packed[i] = rows++;
     } else {
@@ -169,8 +220,10 @@ export function packBatch(bodies: readonly unknown[]): { bodies: (unknown | unde
       };
     }
   }
+  // What refused bodies left at the end is not sent as it was (see uninitialized).
+  if (offset < bytes) zero(buffer, offset, bytes);
   const table: PackedTable | undefined =
-    rows > 0 ? { rxserveOnnxTable: 1, layout: layout!, dims: Int32Array.from(dims), buffer } : undefined;
+    rows > 0 ? { rxserveOnnxTable: 1, layout: layout!, dims: p === dimsLength ? dims : dims.slice(0, p), buffer } : undefined;
   return { bodies: packed, transfer: [buffer], ...(table ? { table } : {}) };
 }
 
@@ -332,20 +385,41 @@ const safe = (v: unknown): string => {
   }
 };
 
-/** Call rows `from`..`from + rows` of a head's run as the response of the contract (plain data). */
+/**
+ * Call rows `from`..`from + rows` of a head's run as the response of the contract (plain data).
+ * Its lists are made at their size (no output list grown by push, no spread of the shape): this
+ * runs once per call on the main thread.
+ */
 function responseOf(head: WireHead, from: number, rows: number): { model_name: string; outputs: OipTensor[] } {
-  const outputs: OipTensor[] = [];
-  for (const o of head.outputs) {
-    let perRow = 1;
-    for (const d of o.tail) perRow *= d;
-    outputs.push({
-      name: o.name,
-      shape: [rows, ...o.tail],
-      datatype: o.datatype,
-      data: oipData(o.datatype, o.data as ArrayLike<unknown>, from * perRow, (from + rows) * perRow),
-    });
-  }
+  const list = head.outputs;
+  const outputs: OipTensor[] = list.length === 1 ? [tensorOf(list[0], from, rows)] : list.map((o) => tensorOf(o, from, rows));
   return { model_name: head.model_name, outputs };
+}
+
+function tensorOf(o: WireHead['outputs'][number], from: number, rows: number): OipTensor {
+  const { tail } = o;
+  let perRow = 1;
+  for (let d = 0; d < tail.length; d++) perRow *= tail[d];
+  return {
+    name: o.name,
+    shape: shapeOf(rows, tail),
+    datatype: o.datatype,
+    data: oipData(o.datatype, o.data as ArrayLike<unknown>, from * perRow, (from + rows) * perRow),
+  };
+}
+
+/** `[rows, ...tail]`, as an array literal for the usual ranks. */
+function shapeOf(rows: number, tail: readonly number[]): number[] {
+  switch (tail.length) {
+    case 0:
+      return [rows];
+    case 1:
+      return [rows, tail[0]];
+    case 2:
+      return [rows, tail[0], tail[1]];
+    default:
+      return [rows, ...tail];
+  }
 }
 
 /**

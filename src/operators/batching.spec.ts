@@ -1,6 +1,6 @@
 // Dynamic batching through modelRunner (docs/design.md §13): the lane's batches reach the model as one
 // invokeBatch, and each call still settles on its own (errors, timeouts, cancellation).
-import { asyncScheduler } from 'rxjs';
+import { Observable, asyncScheduler } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, modelRunner, toEvent, type ModelEntry, type ServingEvent } from '../index.js';
@@ -123,6 +123,46 @@ describe('modelRunner with batching (marble)', () => {
       expectObservable(out.pipe(bodies())).toBe('-----(abc|)', { a: 1, b: { error: 'Error: event 2 was cancelled' }, c: 3 });
       scheduler.flush();
       expect(executor.batches.map((b) => b.size)).toEqual([3]);
+    });
+  });
+
+  it('a batch whose calls are all cancelled is cancelled once the last one is, and frees its slot then', () => {
+    scheduler.run(({ cold, hot, expectObservable }) => {
+      const first = new AbortController();
+      const second = new AbortController();
+      let unsubscribed: number[] = [];
+      const executor = testExecutor({ m: (x: { n: number }) => cold('------a|', { a: x.n }) });
+      const open = executor.open.bind(executor);
+      executor.open = (models, hooks) => {
+        const session = open(models, hooks);
+        const invokeBatch = session.invokeBatch!.bind(session);
+        return {
+          ...session,
+          invoke: session.invoke.bind(session),
+          invokeBatch: (name, inputs, contexts) =>
+            new Observable((subscriber) => {
+              const inner = (invokeBatch(name, inputs, contexts) as Observable<unknown>).subscribe(subscriber);
+              return () => {
+                unsubscribed = [...unsubscribed, scheduler.now()];
+                inner.unsubscribe();
+              };
+            }),
+        };
+      };
+      // The batch of 1 and 2 holds the only slot; 3 waits for it. 1 is cancelled at 1, 2 at 3: the
+      // batch is given up at 3 (not at 1: 2 still wants it), and 3 starts then (its answer at 3 + 6),
+      // not when the batch would have answered (6).
+      asyncScheduler.schedule(() => first.abort(new Error('1 cancelled')), 1);
+      asyncScheduler.schedule(() => second.abort(new Error('2 cancelled')), 3);
+      const out = hot('(abc)|', { a: ev(1, first.signal), b: ev(2, second.signal), c: ev(3) }).pipe(
+        modelRunner({ models: [entry({ maxInFlight: 1, batching: { maxBatchSize: 2, maxWaitMs: 1 } })], executor, raiseException: false }),
+        bodies(),
+      );
+      expectObservable(out).toBe('-a-b-----(c|)', { a: { error: 'Error: 1 cancelled' }, b: { error: 'Error: 2 cancelled' }, c: 3 });
+      scheduler.flush();
+      // The batch is torn down at 3, given up (3's call, alone, runs by invoke, not invokeBatch).
+      expect(unsubscribed).toEqual([3]);
+      expect(executor.batches.map((b) => [b.size, b.at])).toEqual([[2, 0]]);
     });
   });
 
