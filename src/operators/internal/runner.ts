@@ -126,9 +126,10 @@ export class Runner {
           ...(entry.batching ? { batching: entry.batching } : {}),
           run: (calls, unit) => {
             if (calls.length > 1 && batches(this.session)) {
-              // Only predict calls batch: another operation (explain, op_*) runs alone.
+              // Only predict calls batch: another operation (explain, op_*) runs alone. The usual
+              // batch is all predicts: it goes as it is, without a filtered copy.
+              if (allPredicts(calls)) return this.startBatch(calls, unit);
               const predicts = calls.filter((c) => c.run.operation === undefined);
-              if (predicts.length === calls.length) return this.startBatch(calls, unit);
               for (const call of calls) if (call.run.operation !== undefined) this.start(call);
               if (predicts.length > 1) this.startBatch(predicts, unit);
               else if (predicts.length === 1) this.start(predicts[0]);
@@ -332,6 +333,11 @@ function outputOf(call: ModelCall, event: ServingEvent, operation: string | unde
   if (operation !== undefined) return operation === 'metadata' ? metadataOf(call) : call.value;
   const { resultPath } = call.entry;
   return resultPath === undefined ? call.value : setPath(event.body, resultPath, call.value);
+}
+
+function allPredicts(calls: readonly ModelCall[]): boolean {
+  for (let i = 0; i < calls.length; i++) if (calls[i].run.operation !== undefined) return false;
+  return true;
 }
 
 function failed(calls: readonly ModelCall[]): boolean {
