@@ -370,7 +370,8 @@ export class Lane<C extends LaneCall> {
     const unit = new LaneUnit(this as unknown as Lane<LaneCall>, calls);
     unit.index = this.units.push(unit) - 1;
     const { timeoutMs } = this.options;
-    for (const call of calls) {
+    for (let i = 0; i < calls.length; i++) {
+      const call = calls[i];
       call.laneState = RUNNING;
       call.laneUnit = unit;
       this.running++;

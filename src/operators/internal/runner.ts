@@ -133,7 +133,7 @@ export class Runner {
               for (const call of calls) if (call.run.operation !== undefined) this.start(call);
               if (predicts.length > 1) this.startBatch(predicts, unit);
               else if (predicts.length === 1) this.start(predicts[0]);
-            } else for (const call of calls) this.start(call);
+            } else for (let i = 0; i < calls.length; i++) this.start(calls[i]);
           },
         }),
     );
@@ -179,7 +179,7 @@ export class Runner {
       calls[i] = new ModelCall(run, this.models[model], model);
     }
     run.calls = calls;
-    for (const call of run.calls) this.lanes[call.model].submit(call);
+    for (let i = 0; i < calls.length; i++) this.lanes[calls[i].model].submit(calls[i]);
     return run.remaining === 0 ? undefined : (reason?: unknown) => this.cancel(run, reason);
   };
 
@@ -216,7 +216,8 @@ export class Runner {
     const ready: ModelCall[] = [];
     const inputs: unknown[] = [];
     const contexts: CallContext[] = [];
-    for (const call of calls) {
+    for (let i = 0; i < calls.length; i++) {
+      const call = calls[i];
       const input = this.prepare(call);
       if (input === MISSING) continue;
       ready.push(call);
@@ -298,12 +299,13 @@ export class Runner {
     else if (this.single) body = outputOf(calls[0], event, operation);
     else {
       const merged: Record<string, unknown> = {};
-      for (const call of calls) merged[call.entry.endpointName] = outputOf(call, event, operation);
+      for (let i = 0; i < calls.length; i++) merged[calls[i].entry.endpointName] = outputOf(calls[i], event, operation);
       body = merged;
     }
     const previous = event.metadata.models as Record<string, unknown> | undefined;
     const models: Record<string, unknown> = previous ? { ...previous } : {};
-    for (const call of calls) {
+    for (let i = 0; i < calls.length; i++) {
+      const call = calls[i];
       models[call.entry.endpointName] = { when: isoTime(call.started), latencyMs: call.latencyMs };
     }
     const modelRunner = { name: this.limits.step, inputs: event.body };
@@ -341,7 +343,7 @@ function allPredicts(calls: readonly ModelCall[]): boolean {
 }
 
 function failed(calls: readonly ModelCall[]): boolean {
-  for (const call of calls) if (call.error !== undefined) return true;
+  for (let i = 0; i < calls.length; i++) if (calls[i].error !== undefined) return true;
   return false;
 }
 
