@@ -13,11 +13,12 @@
 //
 // What it reads: user-space instructions only (the kernel's socket work is not counted, nor is
 // time lost to cache misses), so it sees the JavaScript a change removes and nothing else.
-import { fork, execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
+import { dumpTotals, forkUnderCallgrind } from './valgrind.js';
 
 const WARMUP = 6_000;
 const MEASURED = 3_000;
@@ -49,38 +50,13 @@ function tickLiteralCost(file: string): number {
   return line === undefined ? 0 : Number(/^\s*([\d,]+)/.exec(line)?.[1]?.replaceAll(',', '') ?? 0);
 }
 
-/** The `summary:` totals of every callgrind output file of one dump, by thread number. */
-function totals(dir: string, pid: number): Map<number, number> {
-  const out = new Map<number, number>();
-  for (const file of readdirSync(dir)) {
-    // callgrind.out.<pid>.<dump>-<thread>; dump 1 is the one callgrind_control -d made.
-    const m = new RegExp(`^callgrind\\.out\\.${pid}\\.1-(\\d+)$`).exec(file);
-    if (m === null) continue;
-    const summary = /^summary:\s*(\d+)/m.exec(readFileSync(join(dir, file), 'utf8'));
-    if (summary !== null) out.set(Number(m[1]), Number(summary[1]));
-  }
-  return out;
-}
-
 async function count(name: string): Promise<Count> {
   const at = name.lastIndexOf(':');
   const kind = at < 0 ? name : name.slice(at + 1);
   const fixture =
     at < 0 ? new URL('./fixtures/serveTarget.mjs', import.meta.url) : join(name.slice(0, at), 'bench/fixtures/serveTarget.mjs');
   const dir = mkdtempSync(join(tmpdir(), 'rxserve-callgrind-'));
-  const child = fork(fixture, [kind], {
-    execPath: 'valgrind',
-    execArgv: [
-      '--tool=callgrind',
-      '-q',
-      '--instr-atstart=no',
-      '--separate-threads=yes',
-      '--smc-check=all-non-file', // V8 writes and rewrites its machine code in the heap
-      `--callgrind-out-file=${join(dir, 'callgrind.out.%p')}`,
-      process.execPath,
-    ],
-    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
-  });
+  const child = forkUnderCallgrind(fixture, [kind], dir);
   try {
     const url = await new Promise<string>((resolve, reject) => {
       child.once('message', (m: { url: string }) => resolve(m.url));
@@ -93,7 +69,7 @@ async function count(name: string): Promise<Count> {
     execFileSync('callgrind_control', ['-d', String(pid)], { stdio: 'ignore' });
     const done = run.requests.total;
     if (run.errors + run.non2xx > 0) throw new Error(`${kind}: ${run.errors} errors, ${run.non2xx} non-2xx answers`);
-    const byThread = totals(dir, pid);
+    const byThread = dumpTotals(dir, pid);
     if (byThread.size === 0) throw new Error(`${kind}: callgrind wrote no dump in ${dir}`);
     const all = [...byThread.values()].reduce((a, b) => a + b, 0);
     const mainFile = join(dir, `callgrind.out.${pid}.1-01`);

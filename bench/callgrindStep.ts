@@ -2,16 +2,17 @@
 // naive modelRunner against the same invoker over a bare map() (bench/fixtures/invokerTarget.mjs),
 // under valgrind's callgrind and `node --predictable` (GC and compilation on the main thread, so
 // its count is the process's), over M requests after a warm-up. No HTTP and no load generator:
-// runs of one build differ by ~50 instructions where the served route (bench/callgrind.ts, serve
+// runs of one build differ by up to ~300 instructions where the served route (bench/callgrind.ts, serve
 // against serve-map) differs by ~1,000. Not run by `bench/run.ts` (~15 s a kind); docs/benchmarks.md
 // cites it.
 //
 //   npx tsx bench/callgrindStep.ts                     map and step of this checkout's dist/
 //   npx tsx bench/callgrindStep.ts /tmp/old:step step   <dir>:<kind> runs another checkout's build
-import { fork, execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { dumpTotals, forkUnderCallgrind } from './valgrind.js';
 
 const M = 20_000;
 
@@ -21,22 +22,12 @@ async function count(name: string): Promise<{ main: number; all: number }> {
   const fixture =
     at < 0 ? new URL('./fixtures/invokerTarget.mjs', import.meta.url) : join(name.slice(0, at), 'bench/fixtures/invokerTarget.mjs');
   const dir = mkdtempSync(join(tmpdir(), 'rxserve-callgrind-step-'));
-  const child = fork(fixture, [kind], {
-    execPath: 'valgrind',
-    execArgv: [
-      '--tool=callgrind',
-      '-q',
-      '--instr-atstart=no',
-      '--separate-threads=yes',
-      '--smc-check=all-non-file', // V8 writes and rewrites its machine code in the heap
-      `--callgrind-out-file=${join(dir, 'callgrind.out.%p')}`,
-      process.execPath,
-      // One thread compiles and collects, in a fixed order: without it the background compiler's
-      // progress under valgrind moved a run's count by thousands (13.4k to 34k for one build).
-      '--predictable',
-    ],
+  const child = forkUnderCallgrind(fixture, [kind], dir, {
+    // One thread compiles and collects, in a fixed order: without it the background compiler's
+    // progress under valgrind moved a run's count by thousands (13.4k to 34k for one build).
+    nodeArgs: ['--predictable'],
     env: { ...process.env, M: String(M) },
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    stdout: 'inherit',
   });
   try {
     const said = (what: string) =>
@@ -50,16 +41,10 @@ async function count(name: string): Promise<{ main: number; all: number }> {
     child.send('go');
     await done;
     execFileSync('callgrind_control', ['-d', String(child.pid)], { stdio: 'ignore' });
-    let main = 0;
+    const byThread = dumpTotals(dir, child.pid!);
+    const main = byThread.get(1) ?? 0;
     let all = 0;
-    for (const file of readdirSync(dir)) {
-      // callgrind.out.<pid>.<dump>-<thread>; dump 1 is the one callgrind_control -d made.
-      const m = /^callgrind\.out\.\d+\.1-(\d+)$/.exec(file);
-      if (m === null) continue;
-      const summary = Number(/^summary:\s*(\d+)/m.exec(readFileSync(join(dir, file), 'utf8'))?.[1] ?? 0);
-      all += summary;
-      if (m[1] === '01') main = summary;
-    }
+    for (const count of byThread.values()) all += count;
     if (main === 0) throw new Error(`${name}: callgrind wrote no dump of the main thread in ${dir}`);
     return { main: main / M, all: all / M };
   } finally {

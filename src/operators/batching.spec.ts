@@ -3,7 +3,7 @@
 import { Observable, asyncScheduler } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { ConfigError, modelRunner, toEvent, type ModelEntry, type ServingEvent } from '../index.js';
+import { ConfigError, modelRunner, toEvent, type Executor, type ExecutorSession, type ModelEntry, type ServingEvent } from '../index.js';
 import { bodies, testExecutor } from '../testing/index.js';
 
 const entry = (extra: Partial<ModelEntry> = {}): ModelEntry => ({
@@ -12,6 +12,17 @@ const entry = (extra: Partial<ModelEntry> = {}): ModelEntry => ({
   executionMechanism: 'asyncio',
   ...extra,
 });
+type InvokeBatch = NonNullable<ExecutorSession['invokeBatch']>;
+
+/** Makes the sessions `executor` opens call `wrap(their invokeBatch)` for a batch instead. */
+function wrapInvokeBatch(executor: Executor, wrap: (invokeBatch: InvokeBatch) => InvokeBatch): void {
+  const open = executor.open.bind(executor);
+  executor.open = (models, hooks) => {
+    const session = open(models, hooks);
+    return { ...session, invoke: session.invoke.bind(session), invokeBatch: wrap(session.invokeBatch!.bind(session)) };
+  };
+}
+
 const ev = (n: number, signal?: AbortSignal) => toEvent({ n }, { id: `e${n}`, ...(signal ? { signal } : {}) });
 const events = (...ns: number[]): Record<string, ServingEvent> =>
   Object.fromEntries(ns.map((n, i) => [String.fromCharCode(97 + i), ev(n)]));
@@ -89,19 +100,10 @@ describe('modelRunner with batching (marble)', () => {
     scheduler.run(({ cold, hot, expectObservable }) => {
       let batch = 0;
       const executor = testExecutor({ m: (x: { n: number }) => cold('a|', { a: x.n }) });
-      const open = executor.open.bind(executor);
-      executor.open = (models, hooks) => {
-        const session = open(models, hooks);
-        const invokeBatch = session.invokeBatch!.bind(session);
-        return {
-          ...session,
-          invoke: session.invoke.bind(session),
-          invokeBatch: (name, inputs, contexts) => {
-            if (batch++ === 0) throw new Error('the whole batch failed');
-            return invokeBatch(name, inputs, contexts);
-          },
-        };
-      };
+      wrapInvokeBatch(executor, (invokeBatch) => (name, inputs, contexts) => {
+        if (batch++ === 0) throw new Error('the whole batch failed');
+        return invokeBatch(name, inputs, contexts);
+      });
       const out = hot('(ab)--(cd)|', events(1, 2, 3, 4)).pipe(
         modelRunner({ models: [entry({ batching: { maxBatchSize: 2, maxWaitMs: 1 } })], executor, raiseException: false }),
         bodies(),
@@ -132,23 +134,17 @@ describe('modelRunner with batching (marble)', () => {
       const second = new AbortController();
       let unsubscribed: number[] = [];
       const executor = testExecutor({ m: (x: { n: number }) => cold('------a|', { a: x.n }) });
-      const open = executor.open.bind(executor);
-      executor.open = (models, hooks) => {
-        const session = open(models, hooks);
-        const invokeBatch = session.invokeBatch!.bind(session);
-        return {
-          ...session,
-          invoke: session.invoke.bind(session),
-          invokeBatch: (name, inputs, contexts) =>
-            new Observable((subscriber) => {
-              const inner = (invokeBatch(name, inputs, contexts) as Observable<unknown>).subscribe(subscriber);
-              return () => {
-                unsubscribed = [...unsubscribed, scheduler.now()];
-                inner.unsubscribe();
-              };
-            }),
-        };
-      };
+      wrapInvokeBatch(
+        executor,
+        (invokeBatch) => (name, inputs, contexts) =>
+          new Observable((subscriber) => {
+            const inner = (invokeBatch(name, inputs, contexts) as Observable<unknown>).subscribe(subscriber);
+            return () => {
+              unsubscribed = [...unsubscribed, scheduler.now()];
+              inner.unsubscribe();
+            };
+          }),
+      );
       // The batch of 1 and 2 holds the only slot; 3 waits for it. 1 is cancelled at 1, 2 at 3: the
       // batch is given up at 3 (not at 1: 2 still wants it), and 3 starts then (its answer at 3 + 6),
       // not when the batch would have answered (6).
