@@ -3,6 +3,7 @@
 // worker call is cancelled); other events are untouched. Whatever goes wrong inside an operator
 // ends where the subscriber can catch it, never as an uncaught exception.
 import { from, lastValueFrom, of, Subject, toArray, type OperatorFunction } from 'rxjs';
+import { getEventListeners } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   Model,
@@ -129,6 +130,52 @@ describe('per-event cancellation (event.signal)', () => {
     expect(first.error?.message).toBe('cancelled by test');
     expect(second.error).toBeUndefined();
     expect(second.body).toEqual({ ok: 1 });
+  });
+});
+
+describe('a signal shared by many events keeps no listener once they left', () => {
+  // One request-scoped AbortSignal on thousands of events is ordinary; a step that forgot to stop
+  // listening would grow the signal's listener list with every event (and keep each event alive).
+  const abortListeners = (signal: AbortSignal) => getEventListeners(signal, 'abort').length;
+
+  it('answered (sync and async), queued behind maxInFlight, and torn down while waiting', async () => {
+    const shared = new AbortController();
+    const events = Array.from({ length: 200 }, (_, i) => toEvent({ i }, { id: `s${i}`, signal: shared.signal }));
+    // Synchronous work, then asynchronous work with a queue (maxInFlight 2): every event leaves.
+    const sync = await lastValueFrom(
+      from(events).pipe(
+        step((body: { i: number }) => body.i),
+        toArray(),
+      ),
+    );
+    expect(sync).toHaveLength(200);
+    expect(abortListeners(shared.signal)).toBe(0);
+    const later = await lastValueFrom(
+      from(events).pipe(
+        step(async (body: { i: number }) => body.i, { maxInFlight: 2 }),
+        toArray(),
+      ),
+    );
+    expect(later.map((e) => e.body)).toEqual(events.map((_, i) => i));
+    expect(abortListeners(shared.signal)).toBe(0);
+    // Torn down with events running and queued: their listeners go with the subscription.
+    const intake = new Subject<ServingEvent>();
+    const subscription = intake.pipe(step(() => new Promise(() => undefined), { maxInFlight: 2 })).subscribe();
+    for (const event of events.slice(0, 10)) intake.next(event);
+    expect(abortListeners(shared.signal)).toBe(10);
+    subscription.unsubscribe();
+    expect(abortListeners(shared.signal)).toBe(0);
+  });
+
+  it('cancelled: the aborted events leave errored and the signal keeps nothing', async () => {
+    const shared = new AbortController();
+    const intake = new Subject<ServingEvent>();
+    const out: ServingEvent[] = [];
+    intake.pipe(step(() => new Promise(() => undefined), { maxInFlight: 1 })).subscribe((e) => out.push(e));
+    for (let i = 0; i < 5; i++) intake.next(toEvent({ i }, { id: `c${i}`, signal: shared.signal }));
+    shared.abort(new Error('the request went away'));
+    expect(out.map((e) => e.error?.message)).toEqual(Array(5).fill('the request went away'));
+    expect(abortListeners(shared.signal)).toBe(0);
   });
 });
 
