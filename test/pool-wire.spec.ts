@@ -118,6 +118,10 @@ describe('a malformed wire message gets a clear error, and nothing is stuck', ()
           batchCall(2, ['e2', 'sync', undefined, 0]),
           batchCall(3, [7, 'sync', undefined, 0]),
           batchCall(4, ['e4', 'sync', undefined, 0], 'not a list'),
+          // A count instead of the contexts is for a wire method that reads none: this model's
+          // predictBatch takes them, so the call fails alone, saying so.
+          batchCall(5, 1),
+          batchCall(6, -2),
         ],
       });
       expect(results.map((r) => (r.ok ? 'ok' : r.error.message))).toEqual([
@@ -125,6 +129,8 @@ describe('a malformed wire message gets a clear error, and nothing is stuck', ()
         'ok',
         'a malformed batch call: the context of input 0 is not [eventId, origin, path, listen] (strings; the path may be absent)',
         'a malformed batch call: its inputs are string, not a list',
+        "a malformed batch call: its 1 input(s) came without their contexts, which this model's method reads",
+        'a malformed batch call: its input count is -2',
       ]);
       expect(results.filter((r) => !r.ok).every((r) => !r.ok && r.error.name === 'TypeError')).toBe(true);
       expect([...host.runningIds()]).toEqual([]);
@@ -205,7 +211,7 @@ describe('OnnxModel single calls on a pool use the compact wire form of batches'
     expect(calls).toHaveLength(4);
     for (const { list, contexts } of calls) {
       expect(Array.isArray(list)).toBe(true);
-      expect(contexts).toHaveLength(4); // one context: event id, origin, path, listen
+      expect(contexts).toBe(1); // one input, its context not sent: OnnxModel's wire method reads none
     }
     const packed = calls.filter(({ list }) => (list.at(-1) as { rxserveOnnxTable?: number }).rxserveOnnxTable === 1);
     expect(packed).toHaveLength(3);
@@ -256,6 +262,79 @@ describe('OnnxModel single calls on a pool use the compact wire form of batches'
       subscription.unsubscribe();
     }
   }, 60_000);
+});
+
+/** Whether `value` holds the string `text` anywhere (arrays and plain objects, as structured clone copies them). */
+const holds = (value: unknown, text: string): boolean =>
+  value === text ||
+  (Array.isArray(value)
+    ? value.some((v) => holds(v, text))
+    : value !== null && typeof value === 'object' && !ArrayBuffer.isView(value) && Object.values(value).some((v) => holds(v, text)));
+
+describe("a batch's contexts cross to a worker only when its model reads them", () => {
+  const ids = ['req-Alpha', 'req-Bravo', 'req-Charlie', 'req-Delta', 'req-Echo'];
+  const events = () => ids.map((id, i) => toEvent(body(1, i * 4), { id }));
+
+  it('a batched OnnxModel: each batch call carries its input count, no event id crosses; the answers are the in-process ones', async () => {
+    const tasks = recordTasks();
+    const batching = { batching: { maxBatchSize: 4, maxWaitMs: 20 } };
+    const pooled = await lastValueFrom(
+      from(events()).pipe(modelRunner({ models: [onnx(batching)], raiseException: false, pool: { maxThreads: 1 } }), toArray()),
+    );
+    const sent = tasks.filter((t) => Array.isArray(t.task)).map((t) => t.task as unknown[]);
+    // [spec, id, eventId, origin, path, input, contexts, op, listen] per call; a batch call's own
+    // id fields are its first input's, so only the contexts of the others could carry theirs.
+    const counts = sent.flatMap((flat) => Array.from({ length: flat.length / 9 }, (_, n) => flat[9 * n + 6]));
+    expect(counts.reduce((a: number, c) => a + (c as number), 0)).toBe(ids.length);
+    for (const count of counts) expect(typeof count).toBe('number');
+    for (const id of ids.slice(1))
+      expect(
+        sent.some((flat) =>
+          holds(
+            flat.filter((_, k) => k % 9 !== 2),
+            id,
+          ),
+        ),
+      ).toBe(false);
+    restore.pop()!();
+    const inProcess = await lastValueFrom(
+      from(events()).pipe(
+        modelRunner({ models: [onnx({ ...batching, executionMechanism: 'asyncio' })], raiseException: false }),
+        toArray(),
+      ),
+    );
+    expect(pooled.map((e) => e.id)).toEqual(ids);
+    expect(JSON.stringify(pooled.map((e) => e.body))).toBe(JSON.stringify(inProcess.map((e) => e.body)));
+  });
+
+  it('a listener on a batched OnnxModel gets its result, and nothing is left waiting for partials', async () => {
+    const graph = createGraph({ name: 'onnx-listening' });
+    const client = invoker(
+      graph.modelRunner({ models: [onnx({ batching: { maxBatchSize: 4, maxWaitMs: 5 } })], pool: { maxThreads: 1 } }),
+      {
+        graph,
+      },
+    );
+    try {
+      await graph.ready();
+      const [a, b] = await Promise.all([lastValueFrom(client.stream(body(1, 0)).pipe(toArray())), client.invoke(body(1, 4))]);
+      expect(a.map((m) => m.type)).toEqual(['result']);
+      expect(b.body).toMatchObject({ model_name: 'mlp', outputs: [{ name: 'y', shape: [1, 3] }] });
+    } finally {
+      await client.close();
+    }
+  });
+
+  it("a batching model of the user's own module gets every call's context in its worker", async () => {
+    const entry: ModelEntry = {
+      endpointName: 'echo',
+      modelClass: { module: new URL('./fixtures/batchModels.mjs', import.meta.url).href, export: 'ContextEcho' },
+      executionMechanism: 'thread_pool',
+      batching: { maxBatchSize: 4, maxWaitMs: 20 },
+    };
+    const out = await lastValueFrom(from(events()).pipe(modelRunner({ models: [entry], pool: { maxThreads: 1 } }), toArray()));
+    expect(out.map((e) => e.body)).toEqual(ids.map((eventId) => ({ eventId, origin: 'echo' })));
+  });
 });
 
 // Idle threads wait in Atomics.wait (piscina's 'sync' atomics, issue 26 goal 4), where no message

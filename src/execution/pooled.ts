@@ -93,6 +93,8 @@ class PooledCall extends LaneCall {
   partials = false;
   /** Its session's `cancelGraceMs`, set when it is sent. */
   graceMs = 0;
+  /** A batch call whose model's wire method reads no context: its contexts stay here (`WireCall.batch`). */
+  contextsUnread = false;
   constructor(
     readonly endpoint: string,
     readonly specKey: string,
@@ -310,6 +312,7 @@ export class PooledSession implements ExecutorSession {
       sent.length === inputs.length ? contexts : sent.map((i) => contexts[i]),
     );
     batchCall.prepared = { input: list, transfer };
+    batchCall.contextsUnread = codec?.readsContexts === false;
     const call = this.lane.submit(batchCall);
     return () => this.lane.cancel(call, undefined);
   }
@@ -447,10 +450,11 @@ function cancelSent(call: PooledCall): void {
 
 /** A call's wire form; marks the call when someone listens to its partials (see `sentCalls`). */
 function wireCall(call: PooledCall, spec: number, input: unknown): WireCall {
-  const { context } = call;
-  const batch = call.batchContexts && flatContexts(call.batchContexts);
-  const listen = call.batchContexts === undefined && listens(context);
-  call.partials = listen || (batch !== undefined && batchListens(batch));
+  const { context, batchContexts } = call;
+  // A count instead of the contexts when the model reads none: then it cannot emit partials either.
+  const batch = batchContexts && (call.contextsUnread ? batchContexts.length : flatContexts(batchContexts));
+  const listen = batchContexts === undefined && listens(context);
+  call.partials = listen || (typeof batch === 'object' && batchListens(batch));
   // One object shape for every wire call (absent fields undefined).
   return {
     id: call.id,

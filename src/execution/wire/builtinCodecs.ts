@@ -23,10 +23,17 @@ export interface WireCodec {
   outputTransfer(outputs: readonly unknown[], transfer: ArrayBuffer[]): void;
   /** Main side: the outputs of a batch from the worker (`undefined`: a failed call), in the model's contract form, in place. */
   unpackBatch(outputs: unknown[]): void;
+  /**
+   * Whether the wire method reads its calls' contexts. When it does not, a batch's contexts stay
+   * on the main side (its wire call carries the input count, `WireCall.batch`): no event id,
+   * origin or path of every input is copied to the worker and back into strings there, and no
+   * partial can come (a model emits through its context).
+   */
+  readonly readsContexts: boolean;
 }
 
 const BUILT_IN_WIRE: ReadonlyMap<string, WireCodec> = new Map([
-  ['OnnxModel', { pack: packBatch, batch: WIRE_BATCH, outputTransfer, unpackBatch }],
+  ['OnnxModel', { pack: packBatch, batch: WIRE_BATCH, outputTransfer, unpackBatch, readsContexts: false }],
 ]);
 
 const codecs = new Map<string, WireCodec | undefined>();

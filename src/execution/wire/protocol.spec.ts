@@ -49,6 +49,11 @@ describe('the batch wire form', () => {
   it("refuses a batch call's malformed contexts with a TypeError saying what is wrong", () => {
     expect(contextCount([])).toBe(0);
     expect(contextCount(['e', 'o', null, 0])).toBe(1);
+    // A count instead of the contexts (a model whose wire method reads none).
+    expect(contextCount(3)).toBe(3);
+    for (const count of [-1, 1.5, Number.NaN, 2 ** 60]) {
+      expect(() => contextCount(count)).toThrow(new TypeError(`a malformed batch call: its input count is ${count}`));
+    }
     expect(() => contextCount(['e', 'o', 'p'])).toThrow(
       new TypeError('a malformed batch call: its contexts are 3 values, not 4 per input'),
     );

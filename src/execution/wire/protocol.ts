@@ -27,8 +27,10 @@ export interface WireCall {
    * `predictBatch` call and the value is a flat `[ok, valueOrSerializedError, ...]` per input (see
    * `flatten`). Flat on both sides: no object per input is made to send them or to read them, and
    * the worker builds the models' contexts only when a model's method takes them (`ModelHost`).
+   * A number instead: how many inputs there are, their contexts not sent, because the model's
+   * wire method reads none (a built-in class whose `WireCodec.readsContexts` is false: OnnxModel).
    */
-  readonly batch?: FlatContexts;
+  readonly batch?: FlatContexts | number;
   /**
    * Someone receives this call's partials (`ctx.emit`): only then does the worker give the model a
    * context that sends them back. A batch call says it per element, in `batch`.
@@ -44,11 +46,16 @@ export type FlatContexts = readonly unknown[];
 export const CONTEXT_FIELDS = 4;
 
 /**
- * How many inputs flat contexts describe; a TypeError naming what is wrong when they are not
- * `CONTEXT_FIELDS` values per input of the kinds above (a malformed message fails its call,
+ * How many inputs flat contexts describe (or a count sent instead of them); a TypeError naming
+ * what is wrong when they are not `CONTEXT_FIELDS` values per input of the kinds above (a malformed message fails its call,
  * clearly, instead of giving a model a context of the wrong kind).
  */
 export function contextCount(flat: unknown): number {
+  if (typeof flat === 'number') {
+    // Contexts not sent (see WireCall.batch): the count alone.
+    if (!Number.isSafeInteger(flat) || flat < 0) throw new TypeError(`a malformed batch call: its input count is ${flat}`);
+    return flat;
+  }
   if (!Array.isArray(flat) || flat.length % CONTEXT_FIELDS !== 0) {
     throw new TypeError(
       `a malformed batch call: its contexts are ${Array.isArray(flat) ? `${flat.length} values, not ${CONTEXT_FIELDS} per input` : safeString(flat)}`,

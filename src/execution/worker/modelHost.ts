@@ -291,7 +291,8 @@ class BatchContexts {
   private aborted = false;
 
   constructor(
-    private readonly flat: FlatContexts,
+    /** The flat contexts, or the input count when they were not sent (see `WireCall.batch`). */
+    private readonly flat: FlatContexts | number,
     private readonly size: number,
     private readonly callId: number,
     private readonly emit: ((callId: number, partial: unknown) => void) | undefined,
@@ -300,6 +301,10 @@ class BatchContexts {
   list(): CallContext[] {
     if (this.made !== undefined) return this.made;
     const { flat, callId, emit } = this;
+    if (typeof flat === 'number') {
+      // The main side sends a count only for a wire method that reads no context (WireCall.batch).
+      throw new TypeError(`a malformed batch call: its ${flat} input(s) came without their contexts, which this model's method reads`);
+    }
     const made: CallContext[] = [];
     for (let k = 0, i = 0; k < this.size; k++, i += CONTEXT_FIELDS) {
       const element = k;
