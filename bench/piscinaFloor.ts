@@ -4,7 +4,7 @@
 // through piscina as rxserve's thread_pool configures it (`atomics: 'sync'`, no timing records,
 // two tasks a thread). No compute: what is left is each side's per-batch cost, main thread and
 // worker thread apart (CPU ticks of /proc/self/task, in alternating rounds).
-//   R=5 N=100000 npx tsx bench/piscinaFloor.ts
+//   R=5 N=100000 [ATOMICS=sync|async|disabled] npx tsx bench/piscinaFloor.ts
 import { readdirSync, readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
