@@ -10,13 +10,16 @@
 // flight): a hand-written server loop fed exactly as (d) is (the same driver, events and bodies,
 // 64 in flight) that checks each OIP body, packs up to 32 queued requests into one Float32Array,
 // runs session.run on one worker thread (one intra-op thread, two batches out at a time, as (d)'s
-// pool) and splits the output into one OIP response of plain arrays per request.
+// pool) and splits the output into one OIP response of plain arrays per request. (f′), in the
+// steady-state judge only: (f) with its batches through piscina as rxserve's pool configures it —
+// the floor under (d) that piscina's own per-task cost sets.
 import { once } from 'node:events';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
+import { Piscina } from 'piscina';
 import { Observable, type Subscriber } from 'rxjs';
 import { modelRunner, type ModelEntry, type ServingEvent } from 'rxserve';
 import { drive, percentile, type RunFigures } from './driver.js';
@@ -57,8 +60,13 @@ export interface OnnxResult {
   readonly steady?: {
     readonly rps: Pick<Paired<unknown>, 'ratio' | 'low' | 'high'>;
     readonly cpu: Pick<Paired<unknown>, 'ratio' | 'low' | 'high'>;
+    /** (f′) against (f): what piscina's own per-task cost leaves of (f), the floor under (d). */
+    readonly floor: Pick<Paired<unknown>, 'ratio' | 'low' | 'high'>;
+    /** (d) against (f′): rxserve's own path over that floor. */
+    readonly overFloor: Pick<Paired<unknown>, 'ratio' | 'low' | 'high'>;
     readonly d: OnnxFigures;
     readonly f: OnnxFigures;
+    readonly g: OnnxFigures;
     readonly rounds: number;
   };
 }
@@ -162,9 +170,8 @@ class HandBatchServer {
   private out = 0;
   private lastId = 0;
   private readonly sent = new Map<number, Waiting[]>();
-  constructor(private readonly worker: Worker) {
-    worker.on('message', (message: { id: number; rows: number; data: Float32Array }) => this.answer(message));
-  }
+  /** `post` sends a batch to the thread; its answer comes back through `answer`. */
+  constructor(private readonly post: (batch: { id: number; rows: number; data: Float32Array<ArrayBuffer> }) => void) {}
 
   submit(body: Waiting['body'], reply: Waiting['reply']): void {
     this.queue.push({ body, reply });
@@ -184,11 +191,11 @@ class HandBatchServer {
       const id = ++this.lastId;
       this.sent.set(id, batch);
       this.out++;
-      this.worker.postMessage({ id, rows: batch.length, data }, [data.buffer]);
+      this.post({ id, rows: batch.length, data });
     }
   }
 
-  private answer({ id, rows, data }: { id: number; rows: number; data: Float32Array }): void {
+  answer({ id, rows, data }: { id: number; rows: number; data: Float32Array }): void {
     const batch = this.sent.get(id)!;
     this.sent.delete(id);
     for (let r = 0; r < rows; r++) {
@@ -201,12 +208,44 @@ class HandBatchServer {
   }
 }
 
-/** (f): the hand-batched server on a worker thread, driven exactly as (d). */
-export async function handBatched(modelPath: string, total: number, onMeasure?: () => void, warmUp = WARM_UP): Promise<OnnxFigures> {
-  const worker = new Worker(new URL('./fixtures/onnxBatchWorker.mjs', import.meta.url), { workerData: { modelPath, width: WIDTH } });
-  try {
+/**
+ * (f): the hand-batched server on a worker thread, driven exactly as (d). With `onPiscina`, (f′):
+ * the same server whose batches go through piscina, configured as rxserve's thread_pool configures
+ * it (one thread, `atomics: 'sync'`, no timing records, two tasks a thread), to a task function
+ * doing what (f)'s worker does: the floor a pool built on piscina sits on.
+ */
+export async function handBatched(
+  modelPath: string,
+  total: number,
+  onMeasure?: () => void,
+  warmUp = WARM_UP,
+  onPiscina = false,
+): Promise<OnnxFigures> {
+  let server: HandBatchServer;
+  let close: () => Promise<unknown>;
+  if (onPiscina) {
+    const pool = new Piscina({
+      filename: new URL('./fixtures/onnxBatchTask.mjs', import.meta.url).href,
+      minThreads: 1,
+      maxThreads: 1,
+      atomics: 'sync',
+      recordTiming: false,
+      concurrentTasksPerWorker: 2,
+      workerData: { modelPath, width: WIDTH },
+    });
+    server = new HandBatchServer(({ id, rows, data }) => {
+      void pool.run({ rows, data }, { transferList: [data.buffer] }).then((out: Float32Array) => server.answer({ id, rows, data: out }));
+    });
+    close = () => pool.destroy();
+    await pool.run({ rows: 1, data: new Float32Array(WIDTH) }); // the session is loaded
+  } else {
+    const worker = new Worker(new URL('./fixtures/onnxBatchWorker.mjs', import.meta.url), { workerData: { modelPath, width: WIDTH } });
+    close = () => worker.terminate();
     await once(worker, 'message'); // 'ready': the session is loaded
-    const server = new HandBatchServer(worker);
+    server = new HandBatchServer((batch) => worker.postMessage(batch, [batch.data.buffer]));
+    worker.on('message', (message: { id: number; rows: number; data: Float32Array }) => server.answer(message));
+  }
+  try {
     const op = (source: Observable<ServingEvent>) =>
       new Observable<{ id: string; body: unknown }>((subscriber) =>
         source.subscribe({
@@ -220,7 +259,7 @@ export async function handBatched(modelPath: string, total: number, onMeasure?: 
     const figures = await drive(op, total, 64, oipBody, { idOf: (e) => e.id });
     return { name: '', perSecond: figures.perSecond, p50Ms: figures.p50Ms!, p99Ms: figures.p99Ms!, cpuUs: cpuPerRequest(cpu0, total) };
   } finally {
-    await worker.terminate();
+    await close();
   }
 }
 
@@ -335,21 +374,25 @@ export async function runOnnx(quick: boolean): Promise<OnnxResult> {
   const c = { ...(await medianOf(runs, () => served(modelPath, total))), name: '(c) rxserve thread_pool, no batching' } as OnnxFigures;
   const rounds = quick ? 1 : STEADY.rounds;
   const steadyTotal = quick ? 20_000 : STEADY.total;
-  const [dSteady, fSteady] = await interleaved<OnnxFigures>(
+  const [dSteady, fSteady, gSteady] = await interleaved<OnnxFigures>(
     [
       async () => ({
         ...((await served(modelPath, steadyTotal, batching, undefined, STEADY.warmUp)) as unknown as OnnxFigures),
         name: '(d)',
       }),
       async () => ({ ...(await handBatched(modelPath, steadyTotal, undefined, STEADY.warmUp)), name: '(f)' }),
+      async () => ({ ...(await handBatched(modelPath, steadyTotal, undefined, STEADY.warmUp, true)), name: '(f′)' }),
     ],
     { rounds, warmups: 0 },
   );
   const steady = {
     rps: ratioOf(dSteady!, fSteady!, (x) => x.perSecond),
     cpu: ratioOf(dSteady!, fSteady!, (x) => x.cpuUs),
+    floor: ratioOf(gSteady!, fSteady!, (x) => x.perSecond),
+    overFloor: ratioOf(dSteady!, gSteady!, (x) => x.perSecond),
     d: medianBy(dSteady!, (x) => x.perSecond),
     f: medianBy(fSteady!, (x) => x.perSecond),
+    g: medianBy(gSteady!, (x) => x.perSecond),
     rounds,
   };
   // The issue's rows first: the goals read rows[0..3].
@@ -383,6 +426,9 @@ export function onnxMarkdown(result: OnnxResult): string {
           `Issue 26 goal 3, judged at steady state (${result.steady.rounds} paired rounds, each side on fresh threads, ${STEADY.warmUp.toLocaleString('en-US')} requests of warm-up, ${STEADY.total.toLocaleString('en-US')} measured; median of the rounds' ratios, quartiles in brackets): ` +
             `(d) / (f) = **${formatRatio(result.steady.rps)}** requests/s (goal ≥ 0.9×: ${result.steady.rps.ratio >= 0.9 ? 'met' : '**not met**'}); CPU µs/request ${formatRatio(result.steady.cpu)} ` +
             `(median rounds: (d) ${f0(result.steady.d.perSecond)}/s, ${result.steady.d.cpuUs.toFixed(1)} µs; (f) ${f0(result.steady.f.perSecond)}/s, ${result.steady.f.cpuUs.toFixed(1)} µs).`,
+          '',
+          `The floor under it, same rounds: (f′), (f) with its batches through piscina as rxserve's thread_pool configures it, = ${formatRatio(result.steady.floor)} (f)'s requests/s ` +
+            `(${f0(result.steady.g.perSecond)}/s, ${result.steady.g.cpuUs.toFixed(1)} µs a request); (d) / (f′) = ${formatRatio(result.steady.overFloor)}: rxserve's own per-request path over a pool built on piscina.`,
         ]
       : []),
   ].join('\n');

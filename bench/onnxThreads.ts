@@ -1,4 +1,4 @@
-// Per-thread CPU of the onnx bench's rows (d), (e), (c) and (f) over their measured window (not
+// Per-thread CPU of the onnx bench's rows (d), (e), (c), (f) and (f′) (W=g) over their measured window (not
 // part of `bench/run.ts`): main thread, V8's helper threads (those alive before the row started:
 // concurrent GC and the optimizing compiler) and the threads the row started (its pool worker).
 // `/proc/self/task/*/stat` ticks (10 ms), so give it enough requests. Issue 26 goal 3.
@@ -64,6 +64,8 @@ for (let r = 0; r < rounds; r++) {
     if (w === 'd') fig = (await served(modelPath, total, { maxBatchSize: 32, maxWaitMs: 2 }, mark)) as any;
     else if (w === 'e') fig = (await served(undefined, total, { maxBatchSize: 32, maxWaitMs: 2 }, mark)) as any;
     else if (w === 'c') fig = (await served(modelPath, total, undefined, mark)) as any;
+    else if (w === 'g')
+      fig = await handBatched(modelPath, total, mark, undefined, true); // (f′): (f) through piscina
     else fig = await handBatched(modelPath, total, mark);
     clearInterval(sampler);
     if (perf) {
