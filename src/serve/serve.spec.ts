@@ -667,30 +667,6 @@ describe('serve(): request ids (fastify genReqId)', () => {
     }
   });
 
-  it("sendTimeoutMs counts from the answer's writing, not while the app's async onSend hook holds it: the answer arrives whole", async () => {
-    const { graph, pipeline } = sleepyPipeline();
-    const app = Fastify();
-    let hookEnded = 0;
-    // An app's slow async hook (a signature, an audit write) holds every answer 3× sendTimeoutMs.
-    app.addHook('onSend', async (_request, _reply, payload) => {
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      hookEnded = Date.now();
-      return payload;
-    });
-    await app.register(rxservePlugin, { pipeline, graph, sendTimeoutMs: 100 });
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
-    try {
-      // Before: the connection was destroyed at 100 ms, inside the hook (a socket error here).
-      const answer = await call(`${url}/score`, { body: { tag: 'held' } });
-      expect(answer.status).toBe(200);
-      expect(answer.json).toMatchObject({ tag: 'held' });
-      expect(hookEnded).toBeGreaterThan(0);
-    } finally {
-      await app.close();
-    }
-  });
-
   it('rxservePlugin carries fastify-plugin metadata and stays encapsulated (its parser and error handler do not reach the app)', async () => {
     expect((rxservePlugin as unknown as Record<symbol, unknown>)[Symbol.for('plugin-meta')]).toMatchObject({
       name: 'rxserve',
@@ -1113,6 +1089,30 @@ describe('serve(): slow and refused clients do not keep sockets', () => {
         { requestTimeoutMs: 0 },
       ),
     ).rejects.toThrow(/serve\.requestTimeoutMs: expected a positive integer, got 0/);
+  });
+
+  it("sendTimeoutMs counts from the answer's writing, not while the app's async onSend hook holds it: the answer arrives whole", async () => {
+    const { graph, pipeline } = sleepyPipeline();
+    const app = Fastify();
+    let hookEnded = 0;
+    // An app's slow async hook (a signature, an audit write) holds every answer 3× sendTimeoutMs.
+    app.addHook('onSend', async (_request, _reply, payload) => {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      hookEnded = Date.now();
+      return payload;
+    });
+    await app.register(rxservePlugin, { pipeline, graph, sendTimeoutMs: 100 });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
+    try {
+      // Before: the connection was destroyed at 100 ms, inside the hook (a socket error here).
+      const answer = await call(`${url}/score`, { body: { tag: 'held' } });
+      expect(answer.status).toBe(200);
+      expect(answer.json).toMatchObject({ tag: 'held' });
+      expect(hookEnded).toBeGreaterThan(0);
+    } finally {
+      await app.close();
+    }
   });
 });
 

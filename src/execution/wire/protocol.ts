@@ -47,8 +47,8 @@ export const CONTEXT_FIELDS = 4;
 
 /**
  * How many inputs flat contexts describe (or a count sent instead of them); a TypeError naming
- * what is wrong when they are not `CONTEXT_FIELDS` values per input of the kinds above (a malformed message fails its call,
- * clearly, instead of giving a model a context of the wrong kind).
+ * what is wrong when they are not `CONTEXT_FIELDS` values per input of the kinds above (a
+ * malformed message fails its call, clearly, instead of giving a model a context of the wrong kind).
  */
 export function contextCount(flat: unknown): number {
   if (typeof flat === 'number') {
