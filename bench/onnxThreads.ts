@@ -5,38 +5,28 @@
 //   W=d,f R=3 N=40000 npx tsx bench/onnxThreads.ts     (ONNX_WARM_UP, PERF=<prefix> [PERF_G=1], MARK=1)
 // PERF records `perf record -e cpu-clock` of the window per row (run node with --perf-basic-prof
 // for JS names); MARK prints MARK where the window starts (to cut --trace-opt/--trace-gc output).
-import { readdirSync, readFileSync, mkdtempSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { served, handBatched } from './onnx.bench.js';
+import { threadTicks } from './threadTicks.js';
 // @ts-expect-error mjs
 import { writeMlpModel } from '../examples/onnx/onnxBuilder.mjs';
 
 type Snap = Map<string, number>;
-function threads(): Snap {
-  const m: Snap = new Map();
-  for (const tid of readdirSync('/proc/self/task')) {
-    try {
-      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      m.set(tid, Number(f[11]) + Number(f[12]));
-    } catch {}
-  }
-  return m;
-}
 const W = 256;
 const modelPath = writeMlpModel(join(mkdtempSync(join(tmpdir(), 'p-')), 'mlp.onnx'), [W, W, W, W]);
 const total = Number(process.env.N ?? 40000);
 const rounds = Number(process.env.R ?? 2);
 const which = (process.env.W ?? 'd,f').split(',');
-const initial = new Set(threads().keys());
+const initial = new Set(threadTicks().keys());
 for (let r = 0; r < rounds; r++) {
   for (const w of which) {
     let start: Snap = new Map();
     let perf: import('node:child_process').ChildProcess | undefined;
     const mark = () => {
-      start = threads();
+      start = threadTicks();
       if (process.env.MARK) console.log('MARK');
       if (process.env.PERF)
         perf = spawn(
@@ -58,7 +48,7 @@ for (let r = 0; r < rounds; r++) {
     };
     let last: Snap = new Map();
     const sampler = setInterval(() => {
-      for (const [k, v] of threads()) last.set(k, v);
+      for (const [k, v] of threadTicks()) last.set(k, v);
     }, 10);
     let fig: { perSecond: number; cpuUs: number };
     if (w === 'd') fig = (await served(modelPath, total, { maxBatchSize: 32, maxWaitMs: 2 }, mark)) as any;

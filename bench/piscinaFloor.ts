@@ -5,10 +5,10 @@
 // two tasks a thread). No compute: what is left is each side's per-batch cost, main thread and
 // worker thread apart (CPU ticks of /proc/self/task, in alternating rounds).
 //   R=5 N=100000 [ATOMICS=sync|async|disabled] npx tsx bench/piscinaFloor.ts
-import { readdirSync, readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
+import { threadTicks as ticks } from './threadTicks.js';
 
 const ROWS = 32;
 const WIDTH = 256;
@@ -16,21 +16,6 @@ const IN_FLIGHT = 2;
 const total = Number(process.env.N ?? 100_000);
 const rounds = Number(process.env.R ?? 5);
 const fixture = new URL('./fixtures/echoBatchWorker.mjs', import.meta.url);
-
-/** CPU ticks (10 ms) per thread of this process. */
-function ticks(): Map<string, number> {
-  const m = new Map<string, number>();
-  for (const tid of readdirSync('/proc/self/task')) {
-    try {
-      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      m.set(tid, Number(f[11]) + Number(f[12]));
-    } catch {
-      // the thread ended
-    }
-  }
-  return m;
-}
 
 interface Split {
   readonly perSecond: number;
