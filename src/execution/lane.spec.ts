@@ -37,6 +37,23 @@ function manual(options: Partial<ConstructorParameters<typeof Lane<Call>>[0]> = 
   return { lane, runs, cancelled };
 }
 
+/**
+ * A batching lane that records when each batch starts (`<time>:<call names>`, on `clock`'s time)
+ * and settles its calls at once with their names.
+ */
+function settlingBatches(clock: { now(): number }, options: Partial<ConstructorParameters<typeof Lane<Call>>[0]>) {
+  const starts: string[] = [];
+  const lane: Lane<Call> = new Lane<Call>({
+    name: 'b',
+    ...options,
+    run: (calls) => {
+      starts.push(`${clock.now()}:${calls.map((c) => c.name).join('')}`);
+      for (const c of calls) lane.settle(c, c.name, undefined);
+    },
+  });
+  return { lane, starts };
+}
+
 describe('RingQueue', () => {
   it('is a FIFO that grows past its first buffer and wraps around', () => {
     const q = new RingQueue<number>();
@@ -201,16 +218,7 @@ describe('Lane', () => {
   it('dynamic batching (virtual time): a full batch leaves at once, a partial one maxWaitMs after its first call', () => {
     const scheduler = new TestScheduler((a, b) => expect(a).toEqual(b));
     scheduler.run(({ cold, flush }) => {
-      const starts: string[] = [];
-      const lane = new Lane<Call>({
-        name: 'b',
-        maxInFlight: 4,
-        batching: { maxBatchSize: 3, maxWaitMs: 10 },
-        run: (calls) => {
-          starts.push(`${scheduler.now()}:${calls.map((c) => c.name).join('')}`);
-          for (const c of calls) lane.settle(c, c.name, undefined);
-        },
-      });
+      const { lane, starts } = settlingBatches(scheduler, { maxInFlight: 4, batching: { maxBatchSize: 3, maxWaitMs: 10 } });
       // t=0: a, b, c fill a batch; t=6: d and t=8: e wait for more, and leave together at 6 + 10
       // (a group '(abc)' takes five frames of the diagram)
       cold('(abc)-d-e').subscribe((n) => lane.submit(new Call(n)));
@@ -224,15 +232,7 @@ describe('Lane', () => {
     // wait's end and is set again for the rest of the running one.
     const scheduler = new TestScheduler((a, b) => expect(a).toEqual(b));
     scheduler.run(({ cold, flush }) => {
-      const starts: string[] = [];
-      const lane = new Lane<Call>({
-        name: 'b',
-        batching: { maxBatchSize: 2, maxWaitMs: 10 },
-        run: (calls) => {
-          starts.push(`${scheduler.now()}:${calls.map((c) => c.name).join('')}`);
-          for (const c of calls) lane.settle(c, c.name, undefined);
-        },
-      });
+      const { lane, starts } = settlingBatches(scheduler, { batching: { maxBatchSize: 2, maxWaitMs: 10 } });
       // a waits from 0 (timer at 10); b fills the batch at 2; c waits from 5, so it leaves at 15;
       // d waits from 20 and e fills its batch at 24; f alone from 26 leaves at 36.
       cold('a-b--c--------------d---e-f').subscribe((n) => lane.submit(new Call(n)));
@@ -244,15 +244,7 @@ describe('Lane', () => {
   it('dynamic batching: a wait whose calls were all cancelled is over; the next call waits its whole maxWaitMs', () => {
     const scheduler = new TestScheduler((a, b) => expect(a).toEqual(b));
     scheduler.run(({ flush }) => {
-      const starts: string[] = [];
-      const lane = new Lane<Call>({
-        name: 'b',
-        batching: { maxBatchSize: 3, maxWaitMs: 10 },
-        run: (calls) => {
-          starts.push(`${scheduler.now()}:${calls.map((c) => c.name).join('')}`);
-          for (const c of calls) lane.settle(c, c.name, undefined);
-        },
-      });
+      const { lane, starts } = settlingBatches(scheduler, { batching: { maxBatchSize: 3, maxWaitMs: 10 } });
       const a = lane.submit(new Call('a'));
       scheduler.schedule(() => lane.cancel(a, new Error('gone')), 1);
       scheduler.schedule(() => void lane.submit(new Call('b')), 12);
@@ -261,6 +253,24 @@ describe('Lane', () => {
       expect(a.outcome).toBeUndefined();
       expect(starts).toEqual(['22:bc']);
     });
+  });
+
+  it('dynamic batching: an idle lane keeps no timer — a process is not held maxWaitMs after its last call', () => {
+    // Real timers: the batch timer left armed by a batch that leaves (above) goes once nothing
+    // waits or runs. Before, a full batch's timer kept the process alive for maxWaitMs after it.
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const before = timers();
+    const { lane, starts } = settlingBatches(Date, { batching: { maxBatchSize: 2, maxWaitMs: 60_000 } });
+    lane.submit(new Call('a'));
+    expect(timers()).toBe(before + 1); // a waits for a second call
+    lane.submit(new Call('b')); // the batch is full: it leaves and both settle
+    expect(starts.map((s) => s.split(':')[1])).toEqual(['ab']);
+    expect(timers()).toBe(before);
+    // A wait whose only call is cancelled leaves no timer either.
+    const c = lane.submit(new Call('c'));
+    expect(timers()).toBe(before + 1);
+    lane.cancel(c, new Error('gone'));
+    expect(timers()).toBe(before);
   });
 
   it('dynamic batching: a batch that is due but has no free slot leaves as soon as one frees', () => {

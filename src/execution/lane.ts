@@ -134,7 +134,8 @@ export class Lane<C extends LaneCall> {
    * early for the wait that is running then (`waitSince`), it is set again for the rest. Under
    * load a batch leaves every few hundred µs, and an rxjs timer scheduled and unsubscribed per
    * batch (an action, a node Timeout, the timer list's insert and removal) cost more than the
-   * lane's own bookkeeping for the batch's calls (issue 26 goal 3).
+   * lane's own bookkeeping for the batch's calls (issue 26 goal 3). It goes once the lane is idle
+   * (`idleTimer`).
    */
   private batchTimer: Subscription | undefined;
   /** When the running batch wait began (`asyncScheduler.now()`), or -1: no wait is running. */
@@ -184,6 +185,7 @@ export class Lane<C extends LaneCall> {
     }
     if (wasRunning) this.running--;
     else if (--this.waiting === 0) this.waitSince = -1;
+    this.idleTimer();
     try {
       call.settled(value, error);
     } finally {
@@ -204,9 +206,11 @@ export class Lane<C extends LaneCall> {
     if (!wasRunning) {
       // The last waiting call gone: no batch wait runs (a call queued later starts its own).
       if (--this.waiting === 0) this.waitSince = -1;
+      this.idleTimer();
       return;
     }
     this.running--;
+    this.idleTimer();
     try {
       stopWork(call, reason);
     } finally {
@@ -331,6 +335,18 @@ export class Lane<C extends LaneCall> {
     // A timer still armed for an earlier wait fires before this one is over, and sets itself again.
     if (this.batchTimer === undefined)
       this.batchTimer = asyncScheduler.schedule(() => this.batchWaitOver(), this.options.batching!.maxWaitMs);
+  }
+
+  /**
+   * Nothing waits or runs: the batch timer left armed by the last batch (see `batchTimer`) goes
+   * too. Under load the lane is never idle, so this costs two reads a call there; left armed, the
+   * timer would keep an idle process alive up to `maxWaitMs` after its last call.
+   */
+  private idleTimer(): void {
+    if (this.batchTimer === undefined || this.waiting > 0 || this.running > 0) return;
+    this.batchTimer.unsubscribe();
+    this.batchTimer = undefined;
+    this.waitSince = -1;
   }
 
   /** The batch timer fired: the running wait is over (the batch is due), or it began later than the timer and goes on. */
