@@ -122,6 +122,9 @@ describe('a malformed wire message gets a clear error, and nothing is stuck', ()
           // predictBatch takes them, so the call fails alone, saying so.
           batchCall(5, 1),
           batchCall(6, -2),
+          // Contexts (or a count) that do not match the inputs: refused before any model runs.
+          batchCall(7, ['e7', 'sync', undefined, 0, 'e8', 'sync', undefined, 0]),
+          batchCall(8, 3),
         ],
       });
       expect(results.map((r) => (r.ok ? 'ok' : r.error.message))).toEqual([
@@ -131,6 +134,8 @@ describe('a malformed wire message gets a clear error, and nothing is stuck', ()
         'a malformed batch call: its inputs are string, not a list',
         "a malformed batch call: its 1 input(s) came without their contexts, which this model's method reads",
         'a malformed batch call: its input count is -2',
+        'a malformed batch call: 2 context(s) for 1 input(s)',
+        'a malformed batch call: 3 context(s) for 1 input(s)',
       ]);
       expect(results.filter((r) => !r.ok).every((r) => !r.ok && r.error.name === 'TypeError')).toBe(true);
       expect([...host.runningIds()]).toEqual([]);

@@ -233,6 +233,11 @@ export class ModelHost {
     try {
       size = contextCount(call.batch);
       if (!Array.isArray(call.input)) throw new TypeError(`a malformed batch call: its inputs are ${typeof call.input}, not a list`);
+      // The list may end with the packed table of its rows (a codec's form): one more element at most.
+      const inputs = call.input.length;
+      if (size !== inputs && !(wire !== undefined && size === inputs - 1)) {
+        throw new TypeError(`a malformed batch call: ${size} context(s) for ${inputs} input(s)`);
+      }
     } catch (error) {
       return failed(error);
     }
